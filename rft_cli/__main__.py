@@ -1,0 +1,3 @@
+from rft_cli.cli import main
+
+main()

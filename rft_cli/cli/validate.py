@@ -1,0 +1,1 @@
+"""`rft validate` (filled in by its issue)."""

@@ -1,0 +1,1 @@
+"""Datasets: the JSONL contract (records), validation, and loading for training."""

@@ -1,0 +1,15 @@
+"""Graders: turn a model's answer into a reward in [0, 1].
+
+Public API (stable; training and evaluation build on it):
+    load_grader(path) -> Grader            # YAML or JSON file, OpenAI grader schema
+    build_grader(spec: dict) -> Grader     # the same from a dict (inline grader in a recipe)
+    Grader.grade(sample, item) -> GradeResult
+    Grader.grade_batch(samples, items) -> list[GradeResult]
+    Grader.item_fields() -> set[str]       # top-level `item.<field>` names its templates use
+    Grader.close()                         # stop worker processes (python graders)
+    reward_function(grader) -> TRL reward function (prompts, completions, **columns) -> list[float]
+"""
+
+from rft_cli.graders.base import GradeResult, Grader
+
+__all__ = ["GradeResult", "Grader"]

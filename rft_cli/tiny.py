@@ -1,0 +1,90 @@
+"""Offline building blocks: a character-level tokenizer with a chat template, and tiny models.
+
+Tests and the built-in CPU recipe use these instead of downloading anything: the tokenizer is
+built in code (printable ASCII, one token per character) and the model from an architecture
+config. Both save with `save_pretrained` and load back with the `Auto*` classes, like a hub model.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Any
+
+SPECIAL_TOKENS = ["<|pad|>", "<|unk|>", "<|bos|>", "<|end|>", "<|system|>", "<|developer|>", "<|user|>", "<|assistant|>"]
+
+# Each turn is "<|role|>content<|end|>"; generation stops at <|end|> (the EOS token). The
+# {% generation %} markers let TRL compute an assistant-only loss on conversational data.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'assistant' %}"
+    "{{ '<|assistant|>' }}{% generation %}{{ message['content'] + '<|end|>' }}{% endgeneration %}"
+    "{% else %}"
+    "{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+)
+
+# Architectures small enough to train on two CPU cores. Sizes are (hidden, layers, heads, mlp).
+TINY_ARCHITECTURES: dict[str, dict[str, int]] = {
+    "llama-test": {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 32},
+    "llama-1m": {"hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 384},
+    "llama-4m": {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 8, "intermediate_size": 768},
+}
+
+
+def build_char_tokenizer(model_max_length: int = 1024) -> Any:
+    """A PreTrainedTokenizerFast with one token per printable ASCII character and a chat template."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    chars = sorted(set(string.printable) - set("\x0b\x0c\r"))
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+    for ch in chars:
+        vocab.setdefault(ch, len(vocab))
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|unk|>"))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token="<|pad|>",
+        unk_token="<|unk|>",
+        bos_token="<|bos|>",
+        eos_token="<|end|>",
+        model_max_length=model_max_length,
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[4:]})
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_tiny_model(tokenizer: Any, architecture: str | dict[str, int] = "llama-test", seed: int = 0,
+                     max_position_embeddings: int = 1024) -> Any:
+    """A randomly initialised LlamaForCausalLM sized by `architecture` (a name or a dict)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    sizes = TINY_ARCHITECTURES[architecture] if isinstance(architecture, str) else dict(architecture)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=max_position_embeddings,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+        **sizes,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model
+
+
+def save_tiny(path: str, architecture: str | dict[str, int] = "llama-test", seed: int = 0) -> str:
+    """Build and save a tiny model and its tokenizer to `path`; returns the path."""
+    tokenizer = build_char_tokenizer()
+    model = build_tiny_model(tokenizer, architecture, seed=seed)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -1,0 +1,26 @@
+"""Shared fixtures: an isolated RFT_HOME, and a tiny model saved once per test session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Two cores: keep torch from oversubscribing them when tests run model code.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
+@pytest.fixture(autouse=True)
+def _rft_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("RFT_HOME", str(tmp_path / "rft_home"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    """A 2-layer Llama (hidden size 16) and the character tokenizer, saved with save_pretrained."""
+    from rft_cli.tiny import save_tiny
+
+    return save_tiny(str(tmp_path_factory.mktemp("tiny") / "model"), "llama-test", seed=0)
