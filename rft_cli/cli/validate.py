@@ -48,7 +48,7 @@ Exit codes: 0 valid (warnings allowed), 1 the data is invalid, 2 usage error.
 
 @app.command(help=VALIDATE_HELP)
 def validate(
-    train: Annotated[Path, typer.Argument(help="Training JSONL file.", **_FILE)],
+    train: Annotated[Path, typer.Argument(help="Training JSONL file.", metavar="TRAIN", **_FILE)],
     valid: Annotated[Optional[Path], typer.Option("--valid", help="Validation JSONL file; enables the overlap checks.", **_FILE)] = None,
     grader: Annotated[Optional[Path], typer.Option("--grader", help="Grader file: check that every row has each item.<field> it reads.", **_FILE)] = None,
     output_format: Annotated[OutputFormat, typer.Option("--format", help="text (a summary) or json (one JSON document).")] = OutputFormat.text,

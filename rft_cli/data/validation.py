@@ -414,7 +414,8 @@ def load_tokenizer(path: str | Path) -> Any:
 
         return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"--tokenizer {path}: cannot load a tokenizer from it ({exc}); give a local directory saved with save_pretrained") from None
+        reason = " ".join(str(exc).split())[:200]
+        raise ConfigError(f"--tokenizer {path}: cannot load a tokenizer from it ({reason}); give a local directory saved with save_pretrained") from None
 
 
 def count_prompt_tokens(tokenizer: Any, row: dict) -> int:
