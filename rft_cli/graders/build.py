@@ -49,6 +49,7 @@ def _register_builtins() -> None:
     register("regex", specs.RegexSpec, _lazy("rft_cli.graders.builtin", "RegexGrader"))
     register("json_match", specs.JsonMatchSpec, _lazy("rft_cli.graders.builtin", "JsonMatchGrader"))
     register("multi", specs.MultiSpec, _lazy("rft_cli.graders.multi", "MultiGrader"))
+    register("python", specs.PythonSpec, _lazy("rft_cli.graders.python_grader", "PythonGrader"))
 
 
 _register_builtins()
