@@ -1,0 +1,182 @@
+"""`rft eval` from the command line: samples files, the --min-score gate, a tiny model end to end."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from rft_cli.cli import app
+from tests.eval_fakes import FakeNumericGrader, rows_with_answers
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def fake_grader(monkeypatch):
+    """The grader file is a placeholder; `load_grader` hands back the fake numeric grader."""
+    import rft_cli.graders
+
+    monkeypatch.setattr(rft_cli.graders, "load_grader", lambda path: FakeNumericGrader(), raising=False)
+
+
+def _jsonl(path, objs):
+    path.write_text("".join(json.dumps(o) + "\n" for o in objs))
+    return str(path)
+
+
+@pytest.fixture
+def files(tmp_path):
+    data = _jsonl(tmp_path / "rows.jsonl", rows_with_answers([4, 7, 3, 9]))
+    grader = tmp_path / "grader.yaml"
+    grader.write_text("type: numeric\nname: answer\n")
+    return tmp_path, data, str(grader)
+
+
+def _samples(tmp_path, outputs):
+    return _jsonl(tmp_path / "samples.jsonl", [{"output_text": t} for t in outputs])
+
+
+def test_samples_file_is_graded(files):
+    tmp_path, data, grader = files
+    samples = _samples(tmp_path, ["4", "the answer is 8", "3", "nothing"])
+    result = runner.invoke(app, ["eval", "--data", data, "--grader", grader, "--samples-file", samples, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    (report,) = json.loads(result.stdout)["models"]
+    assert report["model"] == "samples.jsonl"
+    assert (report["rows"], report["samples"], report["mean_reward"]) == (4, 1, 0.5)
+    assert report["pass_at"] == {"1": 0.5}
+    assert report["errors"] == {"no_number": 1}
+    assert report["maj_at_k"] == 0.5
+    assert report["tokens_per_second"] is None
+
+
+@pytest.mark.parametrize("min_score,code,verdict", [
+    ("0.4", 0, "Gate passed"),
+    ("0.5", 0, "Gate passed"),       # equal to the mean reward: not below it
+    ("0.6", 1, "Gate failed"),
+])
+def test_min_score_gate_exit_codes(files, min_score, code, verdict):
+    tmp_path, data, grader = files
+    samples = _samples(tmp_path, ["4", "8", "3", "0"])   # mean reward 0.5
+    result = runner.invoke(app, ["eval", "--data", data, "--grader", grader, "--samples-file", samples,
+                                 "--min-score", min_score])
+    assert result.exit_code == code, result.output
+    assert verdict in result.stderr
+    assert "0.5000" in result.stdout
+
+
+def test_min_score_gates_on_the_first_model_only(files):
+    tmp_path, data, grader = files
+    both = [{"model": m, "row": i, "output_text": t}
+            for m, outs in [("weak", ["0", "0", "0", "0"]), ("strong", ["4", "7", "3", "9"])]
+            for i, t in enumerate(outs)]
+    samples = _jsonl(tmp_path / "two.jsonl", both)
+    result = runner.invoke(app, ["eval", "--data", data, "--grader", grader, "--samples-file", samples,
+                                 "--min-score", "0.9", "--format", "json"])
+    assert result.exit_code == 1
+    doc = json.loads(result.stdout)
+    assert [m["model"] for m in doc["models"]] == ["weak", "strong"]
+    assert doc["gate"] == "failed"
+
+
+def test_limit_evaluates_the_first_rows(files):
+    tmp_path, data, grader = files
+    samples = _samples(tmp_path, ["4", "7", "0", "0"])
+    result = runner.invoke(app, ["eval", "--data", data, "--grader", grader, "--samples-file", samples,
+                                 "--limit", "2", "--format", "json", "--min-score", "1"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["models"][0]["rows"] == 2
+
+
+@pytest.mark.parametrize("args,message", [
+    ([], "nothing to evaluate"),
+    (["--samples-file", "MISSING.jsonl"], "MISSING.jsonl"),
+    (["--model", "./no/such/model"], "no such model folder"),
+    (["--samples", "0", "--model", "x"], "--samples"),
+    (["--format", "yaml", "--model", "x"], "--format"),
+])
+def test_usage_errors_exit_2(files, args, message):
+    _, data, grader = files
+    result = runner.invoke(app, ["eval", "--data", data, "--grader", grader, *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_plot_must_be_png_or_html(files):
+    tmp_path, data, grader = files
+    samples = _samples(tmp_path, ["4", "7", "3", "9"])
+    result = runner.invoke(app, ["eval", "--data", data, "--grader", grader, "--samples-file", samples,
+                                 "--plot", str(tmp_path / "chart.txt")])
+    assert result.exit_code == 2
+    assert "must be a .png or .html" in result.stderr
+
+
+def test_missing_data_file_exits_2(files):
+    tmp_path, _, grader = files
+    result = runner.invoke(app, ["eval", "--data", str(tmp_path / "nope.jsonl"), "--grader", grader, "--model", "x"])
+    assert result.exit_code == 2
+
+
+def test_row_without_the_graders_field_fails_before_generating(files):
+    tmp_path, _, grader = files
+    data = _jsonl(tmp_path / "bad.jsonl", [{"messages": [{"role": "user", "content": "2+2?"}], "answer": 4},
+                                          {"messages": [{"role": "user", "content": "3+3?"}]}])
+    result = runner.invoke(app, ["eval", "--data", data, "--grader", grader, "--model", "./never/loaded"])
+    assert result.exit_code == 1
+    assert 'bad.jsonl line 2: missing field "answer"' in result.stderr
+
+
+def test_bad_samples_file_names_the_line(files):
+    tmp_path, data, grader = files
+    samples = _jsonl(tmp_path / "s.jsonl", [{"output_text": "4"}, {"text": "7"}])
+    result = runner.invoke(app, ["eval", "--data", data, "--grader", grader, "--samples-file", samples])
+    assert result.exit_code == 1
+    assert "s.jsonl line 2" in result.stderr
+
+
+def test_plot_of_a_comparison(files):
+    tmp_path, data, grader = files
+    samples = _samples(tmp_path, ["4", "8", "3", "0"])
+    result = runner.invoke(app, ["eval", "--data", data, "--grader", grader, "--samples-file", samples,
+                                 "--plot", str(tmp_path / "chart.png")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "chart.png").stat().st_size > 5_000
+
+
+def test_tiny_model_end_to_end(files, tiny_model_dir):
+    """A model folder and a run folder (meaning its final/), sampled, graded and written out."""
+    tmp_path, data, grader = files
+    shutil.copytree(tiny_model_dir, tmp_path / "run" / "final")
+    (tmp_path / "run" / "metrics.jsonl").write_text("")
+    out = tmp_path / "results.jsonl"
+    result = runner.invoke(app, [
+        "eval", "--model", tiny_model_dir, "--model", str(tmp_path / "run"), "--data", data, "--grader", grader,
+        "--samples", "2", "--max-new-tokens", "6", "--batch-size", "3", "--output", str(out), "--format", "json",
+    ])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["temperature"] == 1.0     # --samples > 1 samples at T=1 unless told otherwise
+    first, second = doc["models"]
+    assert (first["rows"], first["samples"]) == (4, 2)
+    assert first["tokens_per_second"] > 0
+    assert 0 < first["generated_tokens"] <= 4 * 2 * 6
+    # Same weights, same seed: the run folder's final/ generates exactly what the model folder does.
+    assert first["mean_reward"] == second["mean_reward"]
+    assert first["generated_tokens"] == second["generated_tokens"]
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == 2 * 4 * 2
+    assert {line["model"] for line in lines} == {tiny_model_dir, str(tmp_path / "run")}
+    assert lines[0]["prompt"] == [{"role": "user", "content": "question 0"}]
+    assert {"output_text", "reward", "sub_rewards", "errors", "num_tokens", "truncated"} <= set(lines[0])
+
+
+def test_tiny_model_text_table(files, tiny_model_dir):
+    tmp_path, data, grader = files
+    result = runner.invoke(app, ["eval", "--model", tiny_model_dir, "--data", data, "--grader", grader,
+                                 "--max-new-tokens", "4", "--limit", "2"])
+    assert result.exit_code == 0, result.output
+    assert "mean reward" in result.stdout and "tokens/s" in result.stdout
+    assert "Evaluating" in result.stderr
