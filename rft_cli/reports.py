@@ -191,7 +191,7 @@ def _check_output(path: Path) -> str:
 def plot_runs(reports: list[RunReport], output: str | Path) -> Path:
     """Plot train/valid reward, KL and response length against step for one or more runs.
 
-    Each run gets one colour; an SFT stage is drawn dashed. Writes a PNG, or an HTML page with
+    Each run gets one colour; an SFT stage is drawn dashed with square markers. Writes a PNG, or an HTML page with
     the summary table and the plot embedded.
     """
     output = Path(output)
@@ -225,8 +225,10 @@ def _plot_metric(ax: Any, report: RunReport, key: str, colour: str) -> int:
     name = Path(report.run).name or report.run
     for stage, (xs, ys) in by_stage.items():
         label = f"{name} ({stage})" if stage else name
-        ax.plot(xs, ys, color=colour, linestyle="--" if stage == "sft" else "-", marker="o" if len(xs) < 30 else None,
-                markersize=3, label=label)
+        sft = stage == "sft"
+        # SFT and RL count steps from 1 each, so RL curves of different runs line up; SFT is dashed.
+        ax.plot(xs, ys, color=colour, linestyle="--" if sft else "-", label=label,
+                marker=("s" if sft else "o") if len(xs) < 30 else None, markersize=4 if sft else 3)
     return len(by_stage)
 
 
@@ -243,19 +245,20 @@ def plot_eval_comparison(reports: list[Any], output: str | Path) -> Path:
         bars = ax.bar(xs, values, width, label=label)
         ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=7)
     ax.set_xticks(range(len(reports)), [_short(r.model) for r in reports], rotation=15)
-    ax.set_ylim(0, 1.1)
+    ax.set_ylim(0, 1.25)
     ax.set_ylabel("score")
-    ax.set_title(f"rft eval: {reports[0].rows} rows, {reports[0].samples} sample(s) per row")
-    ax.legend(fontsize=8)
+    ax.set_title(f"rft eval: {reports[0].rows} rows")
+    ax.legend(fontsize=8, ncol=len(metrics), loc="upper center")
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, plt, output, kind, "")
 
 
 def _eval_bars(reports: list[Any]) -> dict[str, list[float]]:
-    k = reports[0].samples
+    ks = {r.samples for r in reports}
+    k = str(ks.pop()) if len(ks) == 1 else "k"
     metrics = {"mean reward": [r.mean_reward for r in reports], "pass@1": [r.pass_at[1] for r in reports]}
-    if k > 1:
-        metrics[f"pass@{k}"] = [r.pass_at[k] for r in reports]
+    if any(r.samples > 1 for r in reports):
+        metrics[f"pass@{k}"] = [r.pass_at[r.samples] for r in reports]
     if any(r.maj_at_k is not None for r in reports):
         metrics[f"maj@{k}"] = [r.maj_at_k or 0.0 for r in reports]
     return metrics
