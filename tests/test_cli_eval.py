@@ -9,17 +9,11 @@ import pytest
 from typer.testing import CliRunner
 
 from rft_cli.cli import app
-from tests.eval_fakes import FakeNumericGrader, rows_with_answers
+from tests.eval_fakes import rows_with_answers
+
+NUMERIC_GRADER = 'type: numeric\nname: answer\ninput: "{{ sample.output_text }}"\nreference: "{{ item.answer }}"\n'
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def fake_grader(monkeypatch):
-    """The grader file is a placeholder; `load_grader` hands back the fake numeric grader."""
-    import rft_cli.graders
-
-    monkeypatch.setattr(rft_cli.graders, "load_grader", lambda path: FakeNumericGrader(), raising=False)
 
 
 def _jsonl(path, objs):
@@ -31,7 +25,7 @@ def _jsonl(path, objs):
 def files(tmp_path):
     data = _jsonl(tmp_path / "rows.jsonl", rows_with_answers([4, 7, 3, 9]))
     grader = tmp_path / "grader.yaml"
-    grader.write_text("type: numeric\nname: answer\n")
+    grader.write_text(NUMERIC_GRADER)
     return tmp_path, data, str(grader)
 
 
@@ -41,14 +35,14 @@ def _samples(tmp_path, outputs):
 
 def test_samples_file_is_graded(files):
     tmp_path, data, grader = files
-    samples = _samples(tmp_path, ["4", "the answer is 8", "3", "nothing"])
+    samples = _samples(tmp_path, ["4", "the answer is 8", "so: 3", "nothing"])
     result = runner.invoke(app, ["eval", "--data", data, "--grader", grader, "--samples-file", samples, "--format", "json"])
     assert result.exit_code == 0, result.output
     (report,) = json.loads(result.stdout)["models"]
     assert report["model"] == "samples.jsonl"
     assert (report["rows"], report["samples"], report["mean_reward"]) == (4, 1, 0.5)
     assert report["pass_at"] == {"1": 0.5}
-    assert report["errors"] == {"no_number": 1}
+    assert report["errors"] == {}
     assert report["maj_at_k"] == 0.5
     assert report["tokens_per_second"] is None
 
@@ -66,6 +60,28 @@ def test_min_score_gate_exit_codes(files, min_score, code, verdict):
     assert result.exit_code == code, result.output
     assert verdict in result.stderr
     assert "0.5000" in result.stdout
+
+
+def test_grader_errors_are_counted_by_kind(files):
+    tmp_path, _, grader = files
+    data = _jsonl(tmp_path / "rows.jsonl", rows_with_answers([4, "not a number", 5]))
+    samples = _jsonl(tmp_path / "s.jsonl", [{"row": i, "output_text": "4"} for i in (0, 0, 1, 1, 2, 2)])
+    result = runner.invoke(app, ["eval", "--data", data, "--grader", grader, "--samples-file", samples, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    (report,) = json.loads(result.stdout)["models"]
+    assert report["samples"] == 2
+    assert report["errors"] == {"reference_parse_error": 2}
+    assert report["pass_at"] == {"1": pytest.approx(1 / 3), "2": pytest.approx(1 / 3)}
+
+
+def test_bad_grader_file_exits_2(files):
+    tmp_path, data, _ = files
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("type: no_such_grader\n")
+    samples = _samples(tmp_path, ["4", "7", "3", "9"])
+    result = runner.invoke(app, ["eval", "--data", data, "--grader", str(bad), "--samples-file", samples])
+    assert result.exit_code == 2
+    assert "bad.yaml" in result.stderr
 
 
 def test_min_score_gates_on_the_first_model_only(files):
