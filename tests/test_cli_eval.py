@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -196,3 +197,30 @@ def test_tiny_model_text_table(files, tiny_model_dir):
     assert result.exit_code == 0, result.output
     assert "mean reward" in result.stdout and "tokens/s" in result.stdout
     assert "Evaluating" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("min_score,model,code,message", [
+    ("0", "{tiny}", 0, "gate passed"),
+    ("0.5", "{tiny}", 1, "gate FAILED"),
+])
+def test_ci_gate_example_script(files, tiny_model_dir, min_score, model, code, message):
+    """examples/ci_gate.sh turns `rft eval` exit codes into a CI verdict (a random model scores 0)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tmp_path, data, grader = files
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "RFT": f"{sys.executable} -m rft_cli", "DATA": data, "GRADER": grader,
+           "MIN_SCORE": min_score, "LIMIT": "2", "OUT": str(tmp_path / "ci"), "PYTHONPATH": str(root),
+           "RFT_EVAL_ARGS": "--max-new-tokens 8"}
+    args = ["bash", str(root / "examples" / "ci_gate.sh"), model.format(tiny=tiny_model_dir), tiny_model_dir]
+    proc = subprocess.run(args, env=env, cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    assert message in proc.stdout + proc.stderr
+    if code == 0:
+        # The same model twice: the no-regression gate compares equal scores and passes.
+        assert re.search(r"fine-tuned (\S+) vs base \1\n", proc.stdout), proc.stdout
+        assert json.loads((tmp_path / "ci" / "eval.json").read_text())["gate"] == "passed"

@@ -25,8 +25,7 @@ _EPILOG = """[bold]Example[/]
 
   rft eval --model runs/gsm8k --model Qwen/Qwen2.5-0.5B-Instruct --data data/test.jsonl --grader grader.yaml --samples 4 --min-score 0.5
 
-Exit codes: 0 ok (and --min-score met), 1 the first model's mean reward is below --min-score or the
-data is invalid, 2 usage error (bad flag, missing file, bad grader file)."""
+Exit codes: 0 ok (and --min-score met), 1 the first model's mean reward is below --min-score or the data is invalid, 2 usage error (bad flag, missing file, bad grader file)."""
 
 
 @app.command("eval", epilog=_EPILOG)
