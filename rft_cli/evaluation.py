@@ -135,7 +135,9 @@ def evaluate(
     flat = [c for per_row in completions for c in per_row]
     for result, completion in zip(report.results, flat, strict=True):
         result.num_tokens, result.truncated = completion.num_tokens, completion.truncated
-    report.generated_tokens = sum(c.num_tokens for c in flat)
+    # Greedy samples of a row are copies of one generation: count the tokens actually generated.
+    generated = [per_row[0] for per_row in completions] if temperature == 0 else flat
+    report.generated_tokens = sum(c.num_tokens for c in generated)
     report.generation_seconds = seconds
     report.truncated_fraction = sum(c.truncated for c in flat) / len(flat)
     return report

@@ -192,11 +192,15 @@ def test_tiny_model_end_to_end(files, tiny_model_dir):
 
 def test_tiny_model_text_table(files, tiny_model_dir):
     tmp_path, data, grader = files
-    result = runner.invoke(app, ["eval", "--model", tiny_model_dir, "--data", data, "--grader", grader,
-                                 "--max-new-tokens", "4", "--limit", "2"])
+    samples = _samples(tmp_path, ["4", "7"])
+    result = runner.invoke(app, ["eval", "--model", tiny_model_dir, "--samples-file", samples, "--data", data,
+                                 "--grader", grader, "--max-new-tokens", "4", "--limit", "2"])
     assert result.exit_code == 0, result.output
     assert "mean reward" in result.stdout and "tokens/s" in result.stdout
-    assert "Evaluating" in result.stderr
+    # The model first, then the samples file (a perfect score), each on its own line of the table.
+    assert tiny_model_dir in result.stdout
+    assert result.stdout.index(tiny_model_dir) < result.stdout.index("samples.jsonl")
+    assert "Evaluating" in result.stderr and "Grading" in result.stderr
 
 
 @pytest.mark.slow

@@ -175,3 +175,12 @@ def test_evaluate_a_tiny_model_end_to_end(tiny_model_dir):
     assert report.tokens_per_second > 0
     # Rewards are computed from the text the model actually generated.
     assert report.mean_reward == pytest.approx(sum(min(1, len(r.output_text) / 10) for r in report.results) / 6)
+
+
+def test_greedy_samples_count_generated_tokens_once(tiny_model_dir):
+    """Greedy samples are copies of one generation; tokens/s must not count them K times."""
+    rows = rows_with_answers([1, 2])
+    report = evaluate(tiny_model_dir, rows, FakeLengthGrader(), samples=3, max_new_tokens=5)
+    per_row = [report.results[i * 3].num_tokens for i in range(2)]
+    assert report.generated_tokens == sum(per_row)
+    assert len({r.output_text for r in report.results[:3]}) == 1
