@@ -114,6 +114,7 @@ def test_limit_evaluates_the_first_rows(files):
     (["--model", "./no/such/model"], "no such model folder"),
     (["--samples", "0", "--model", "x"], "--samples"),
     (["--format", "yaml", "--model", "x"], "--format"),
+    (["--model", "x", "--output", "/no/such/folder/out.jsonl"], "does not exist or is not writable"),
 ])
 def test_usage_errors_exit_2(files, args, message):
     _, data, grader = files

@@ -56,6 +56,8 @@ def evaluate(
         raise UsageError("nothing to evaluate: pass --model PATH (repeatable) or --samples-file FILE")
     if plot is not None:
         _check_plot(plot)
+    if output is not None:
+        _check_writable(output)
     temperature = _pick_temperature(temperature, samples, bool(models))
     rows = _load_rows(data, limit)
     with graders.load_grader(grader) as the_grader:
@@ -81,6 +83,15 @@ def _check_plot(plot: Path) -> None:
     if plot.suffix.lower() not in (".png", ".html", ".htm"):
         raise UsageError(f"--plot {plot}: the plot must be a .png or .html file")
     require_matplotlib()
+
+
+def _check_writable(output: Path) -> None:
+    """Fail now, not after an hour of generation, when --output cannot be written."""
+    import os
+
+    parent = output.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise UsageError(f"--output {output}: the folder {parent} does not exist or is not writable")
 
 
 def _pick_temperature(temperature: float | None, samples: int, generating: bool) -> float:
