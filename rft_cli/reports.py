@@ -191,12 +191,15 @@ def _check_output(path: Path) -> str:
 def plot_runs(reports: list[RunReport], output: str | Path) -> Path:
     """Plot train/valid reward, KL and response length against step for one or more runs.
 
-    Each run gets one colour; an SFT stage is drawn dashed with square markers. Writes a PNG, or an HTML page with
+    Each run gets one colour. The x axis is the run's step: SFT steps, then RL steps after them
+    (a dotted line marks where RL starts); SFT is drawn dashed with square markers. Writes a PNG, or an HTML page with
     the summary table and the plot embedded.
     """
     output = Path(output)
     kind = _check_output(output)
     plt = require_matplotlib()
+    from matplotlib import ticker
+
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (key, title) in zip(axes.flat, PANELS, strict=True):
@@ -204,7 +207,8 @@ def plot_runs(reports: list[RunReport], output: str | Path) -> Path:
         for i, report in enumerate(reports):
             drawn += _plot_metric(ax, report, key, colours[i % len(colours)])
         ax.set_title(title)
-        ax.set_xlabel("step")
+        ax.set_xlabel("step (SFT, then RL)")
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if drawn:
             ax.legend(fontsize=8)
@@ -213,22 +217,31 @@ def plot_runs(reports: list[RunReport], output: str | Path) -> Path:
     return _save(fig, plt, output, kind, _runs_table_html(reports))
 
 
+def _rl_offset(report: RunReport) -> float:
+    """RL steps are drawn after the SFT steps: RL step n sits at x = (last SFT step) + n."""
+    sft = next((s for s in report.stages if s.stage == "sft"), None)
+    return float(sft.last_step or 0) if sft else 0.0
+
+
 def _plot_metric(ax: Any, report: RunReport, key: str, colour: str) -> int:
     """Draw one line per stage; returns how many lines were drawn."""
+    offset = _rl_offset(report)
     by_stage: dict[str, tuple[list[float], list[float]]] = {}
     for r in report.records:
         value, step = _number(r.get(key)), _number(r.get("step"))
         if value is not None and step is not None:
-            xs, ys = by_stage.setdefault(str(r.get("stage", "")), ([], []))
-            xs.append(step)
+            stage = str(r.get("stage", ""))
+            xs, ys = by_stage.setdefault(stage, ([], []))
+            xs.append(step + (offset if stage == "rl" else 0.0))
             ys.append(value)
     name = Path(report.run).name or report.run
     for stage, (xs, ys) in by_stage.items():
         label = f"{name} ({stage})" if stage else name
         sft = stage == "sft"
-        # SFT and RL count steps from 1 each, so RL curves of different runs line up; SFT is dashed.
         ax.plot(xs, ys, color=colour, linestyle="--" if sft else "-", label=label,
                 marker=("s" if sft else "o") if len(xs) < 30 else None, markersize=4 if sft else 3)
+    if offset and by_stage:
+        ax.axvline(offset, color=colour, linestyle=":", linewidth=1, alpha=0.6)
     return len(by_stage)
 
 

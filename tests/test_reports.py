@@ -141,3 +141,20 @@ def test_cli_report_without_matplotlib_exits_2(tmp_path, monkeypatch):
     result = runner.invoke(app, ["report", str(_write_run(tmp_path / "run")), "--output", str(tmp_path / "r.png")])
     assert result.exit_code == 2
     assert "matplotlib" in result.stderr
+
+
+def test_rl_steps_are_plotted_after_sft_steps(tmp_path):
+    """SFT and RL both count from 1; drawn on one axis, RL step 1 must come after the last SFT step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rft_cli.reports import _plot_metric
+
+    report = summarize_run(_write_run(tmp_path / "a"))
+    fig, ax = plt.subplots()
+    _plot_metric(ax, report, "valid_reward_mean", "C0")
+    lines = {line.get_label(): list(line.get_xdata()) for line in ax.get_lines()}
+    plt.close(fig)
+    assert lines["a (sft)"] == [4] and lines["a (rl)"] == [7, 10, 13, 16]

@@ -129,7 +129,7 @@ def _evaluate_model(model: str, rows: list[tuple[int, dict]], grader: Any, sampl
     _quiet_transformers()
     render.stderr.print(f"Evaluating {escape(model)}: {len(rows)} rows x {samples} sample(s), temperature {temperature:g}")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=render.stderr, transient=True) as bar:
+    with Progress(*columns, console=render.stderr, transient=True, disable=not render.stderr.is_terminal) as bar:
         task = bar.add_task("generating", total=len(rows) * (samples if temperature > 0 else 1))
         return evaluate(model, [row for _, row in rows], grader, samples=samples, temperature=temperature,
                         top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size,
