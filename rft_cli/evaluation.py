@@ -125,13 +125,25 @@ def evaluate(
     model, tokenizer = load_model_for_inference(model_path)
     started = time.perf_counter()
     completions = generate_completions(
-        model, tokenizer, [prompt_messages(r) for r in rows], max_new_tokens=max_new_tokens,
-        num_samples=samples, temperature=temperature, top_p=top_p, batch_size=batch_size,
-        progress=progress, seed=seed,
+        model,
+        tokenizer,
+        [prompt_messages(r) for r in rows],
+        max_new_tokens=max_new_tokens,
+        num_samples=samples,
+        temperature=temperature,
+        top_p=top_p,
+        batch_size=batch_size,
+        progress=progress,
+        seed=seed,
     )
     seconds = time.perf_counter() - started
-    report = grade_outputs(str(model_path), rows, [[c.text for c in per_row] for per_row in completions],
-                           grader, threshold=threshold)
+    report = grade_outputs(
+        str(model_path),
+        rows,
+        [[c.text for c in per_row] for per_row in completions],
+        grader,
+        threshold=threshold,
+    )
     flat = [c for per_row in completions for c in per_row]
     for result, completion in zip(report.results, flat, strict=True):
         result.num_tokens, result.truncated = completion.num_tokens, completion.truncated
@@ -143,28 +155,45 @@ def evaluate(
     return report
 
 
-def grade_outputs(name: str, rows: Sequence[dict], outputs: Sequence[Sequence[str]], grader: Any, *,
-                  threshold: float = DEFAULT_THRESHOLD) -> EvalReport:
+def grade_outputs(
+    name: str,
+    rows: Sequence[dict],
+    outputs: Sequence[Sequence[str]],
+    grader: Any,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> EvalReport:
     """Grade given answers (`outputs[i]` holds row i's samples, the same number for every row)."""
     if len(outputs) != len(rows):
         raise UsageError(f"{name}: {len(outputs)} lists of outputs for {len(rows)} rows")
     counts = {len(o) for o in outputs}
     if len(counts) != 1 or 0 in counts:
-        raise DataError(f"{name}: every row needs the same number of samples (at least one); got {sorted(counts)}")
+        raise DataError(
+            f"{name}: every row needs the same number of samples (at least one); got {sorted(counts)}"
+        )
     samples = counts.pop()
     texts = [text for per_row in outputs for text in per_row]
     items = [row for row in rows for _ in range(samples)]
     grades = grader.grade_batch([{"output_text": t} for t in texts], items)
     results = [
-        SampleResult(row=i // samples, sample=i % samples, output_text=t, reward=float(g.reward),
-                     passed=float(g.reward) >= threshold, sub_rewards=dict(g.sub_rewards),
-                     errors=dict(g.errors), answer=g.answer)
+        SampleResult(
+            row=i // samples,
+            sample=i % samples,
+            output_text=t,
+            reward=float(g.reward),
+            passed=float(g.reward) >= threshold,
+            sub_rewards=dict(g.sub_rewards),
+            errors=dict(g.errors),
+            answer=g.answer,
+        )
         for i, (t, g) in enumerate(zip(texts, grades, strict=True))
     ]
     return summarize(name, results, len(rows), samples, threshold)
 
 
-def summarize(name: str, results: list[SampleResult], rows: int, samples: int, threshold: float) -> EvalReport:
+def summarize(
+    name: str, results: list[SampleResult], rows: int, samples: int, threshold: float
+) -> EvalReport:
     """Compute the report's metrics from graded samples (`results` ordered by row, then sample)."""
     by_row = [results[i * samples : (i + 1) * samples] for i in range(rows)]
     passes = [sum(r.passed for r in per_row) for per_row in by_row]
@@ -223,12 +252,16 @@ def load_samples_file(path: str | Path, num_rows: int) -> dict[str, list[list[st
     lines = list(_iter_sample_lines(path))
     keyed = [("row" in obj) for _, obj in lines]
     if any(keyed) and not all(keyed):
-        raise DataError(f"{path}: some lines have a \"row\" field and some do not (give it on every line or none)")
+        raise DataError(
+            f'{path}: some lines have a "row" field and some do not (give it on every line or none)'
+        )
     grouped: dict[str, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
     for index, (line_no, obj) in enumerate(lines):
         row = obj["row"] if keyed[index] else index
         if not isinstance(row, int) or isinstance(row, bool) or row < 0:
-            raise DataError(f"{path} line {line_no}: \"row\" must be a row index (0, 1, ...), got {row!r}")
+            raise DataError(
+                f'{path} line {line_no}: "row" must be a row index (0, 1, ...), got {row!r}'
+            )
         if row < num_rows:
             grouped[str(obj.get("model", path.name))][row].append(obj["output_text"])
     return {name: _rows_in_order(path, name, by_row, num_rows) for name, by_row in grouped.items()}
@@ -247,17 +280,23 @@ def _iter_sample_lines(path: Path) -> Any:
         except ValueError as exc:
             raise DataError(f"{path} line {line_no}: invalid JSON ({exc})") from None
         if not isinstance(obj, dict) or not isinstance(obj.get("output_text"), str):
-            raise DataError(f"{path} line {line_no}: each line needs an \"output_text\" string, "
-                            f"e.g. {{\"row\": 0, \"output_text\": \"42\"}}")
+            raise DataError(
+                f'{path} line {line_no}: each line needs an "output_text" string, '
+                f'e.g. {{"row": 0, "output_text": "42"}}'
+            )
         yield line_no, obj
 
 
-def _rows_in_order(path: Path, name: str, by_row: dict[int, list[str]], num_rows: int) -> list[list[str]]:
+def _rows_in_order(
+    path: Path, name: str, by_row: dict[int, list[str]], num_rows: int
+) -> list[list[str]]:
     missing = [i for i in range(num_rows) if i not in by_row]
     if missing:
         label = f" (model {name})" if name != path.name else ""
-        raise DataError(f"{path}{label}: no output for row {missing[0]} ({len(missing)} rows missing); "
-                        f"the file needs an output for each of the {num_rows} data rows")
+        raise DataError(
+            f"{path}{label}: no output for row {missing[0]} ({len(missing)} rows missing); "
+            f"the file needs an output for each of the {num_rows} data rows"
+        )
     return [by_row[i] for i in range(num_rows)]
 
 
@@ -268,7 +307,11 @@ def write_results(path: str | Path, reports: Sequence[EvalReport], rows: Sequenc
         with path.open("w", encoding="utf-8") as handle:
             for report in reports:
                 for r in report.results:
-                    record = {"model": report.model, "prompt": prompt_messages(rows[r.row]), **asdict(r)}
+                    record = {
+                        "model": report.model,
+                        "prompt": prompt_messages(rows[r.row]),
+                        **asdict(r),
+                    }
                     handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     except OSError as exc:
         raise UsageError(f"{path}: cannot write results ({exc.strerror or exc})") from None

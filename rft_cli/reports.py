@@ -87,7 +87,9 @@ def read_metrics(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
             record = parse_line(line)
         except ValueError:
             where = "the last line" if line_no == len(lines) else f"line {line_no}"
-            warnings.append(f"{path} {where} is not complete JSON (a run stopped mid-write?); skipped it")
+            warnings.append(
+                f"{path} {where} is not complete JSON (a run stopped mid-write?); skipped it"
+            )
             continue
         if isinstance(record, dict):
             records.append(record)
@@ -110,11 +112,16 @@ def summarize_run(run_dir: str | Path) -> RunReport:
     best = _best(records, "valid_reward_mean")
     last, last_step = _last_values(records)
     return RunReport(
-        run=str(run), records=records, stages=_stages(records),
+        run=str(run),
+        records=records,
+        stages=_stages(records),
         best_valid_reward=best[0] if best else None,
         best_valid_step=best[1] if best else None,
         best_valid_stage=best[2] if best else None,
-        last=last, last_step=last_step, summary=_read_summary(run, warnings), warnings=warnings,
+        last=last,
+        last_step=last_step,
+        summary=_read_summary(run, warnings),
+        warnings=warnings,
     )
 
 
@@ -174,7 +181,9 @@ def require_matplotlib() -> Any:
     try:
         import matplotlib
     except ImportError:
-        raise UsageError("plots need matplotlib, an optional extra: pip install 'rft-cli[plots]'") from None
+        raise UsageError(
+            "plots need matplotlib, an optional extra: pip install 'rft-cli[plots]'"
+        ) from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -192,8 +201,8 @@ def plot_runs(reports: list[RunReport], output: str | Path) -> Path:
     """Plot train/valid reward, KL and response length against step for one or more runs.
 
     Each run gets one colour. The x axis is the run's step: SFT steps, then RL steps after them
-    (a dotted line marks where RL starts); SFT is drawn dashed with square markers. Writes a PNG, or an HTML page with
-    the summary table and the plot embedded.
+    (a dotted line marks where RL starts); SFT is drawn dashed with square markers. Writes a PNG,
+    or an HTML page with the summary table and the plot embedded.
     """
     output = Path(output)
     kind = _check_output(output)
@@ -213,7 +222,15 @@ def plot_runs(reports: list[RunReport], output: str | Path) -> Path:
         if drawn:
             ax.legend(fontsize=8)
         else:
-            ax.text(0.5, 0.5, f"no {key} logged", ha="center", va="center", transform=ax.transAxes, color="grey")
+            ax.text(
+                0.5,
+                0.5,
+                f"no {key} logged",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                color="grey",
+            )
     return _save(fig, plt, output, kind, _runs_table_html(reports))
 
 
@@ -238,8 +255,15 @@ def _plot_metric(ax: Any, report: RunReport, key: str, colour: str) -> int:
     for stage, (xs, ys) in by_stage.items():
         label = f"{name} ({stage})" if stage else name
         sft = stage == "sft"
-        ax.plot(xs, ys, color=colour, linestyle="--" if sft else "-", label=label,
-                marker=("s" if sft else "o") if len(xs) < 30 else None, markersize=4 if sft else 3)
+        ax.plot(
+            xs,
+            ys,
+            color=colour,
+            linestyle="--" if sft else "-",
+            label=label,
+            marker=("s" if sft else "o") if len(xs) < 30 else None,
+            markersize=4 if sft else 3,
+        )
     if offset and by_stage:
         ax.axvline(offset, color=colour, linestyle=":", linewidth=1, alpha=0.6)
     return len(by_stage)
@@ -269,7 +293,10 @@ def plot_eval_comparison(reports: list[Any], output: str | Path) -> Path:
 def _eval_bars(reports: list[Any]) -> dict[str, list[float]]:
     ks = {r.samples for r in reports}
     k = str(ks.pop()) if len(ks) == 1 else "k"
-    metrics = {"mean reward": [r.mean_reward for r in reports], "pass@1": [r.pass_at[1] for r in reports]}
+    metrics = {
+        "mean reward": [r.mean_reward for r in reports],
+        "pass@1": [r.pass_at[1] for r in reports],
+    }
     if any(r.samples > 1 for r in reports):
         metrics[f"pass@{k}"] = [r.pass_at[r.samples] for r in reports]
     if any(r.maj_at_k is not None for r in reports):
@@ -303,10 +330,19 @@ def _runs_table_html(reports: list[RunReport]) -> str:
     rows = []
     for r in reports:
         stages = ", ".join(f"{s.stage} ({s.records})" for s in r.stages)
-        best = "-" if r.best_valid_reward is None else f"{r.best_valid_reward:.4f} at step {r.best_valid_step}"
-        rows.append(f"<tr><td>{html.escape(r.run)}</td><td>{html.escape(stages)}</td><td>{best}</td></tr>")
-    return ("<table><tr><th>run</th><th>stages (records)</th><th>best valid_reward_mean</th></tr>"
-            + "".join(rows) + "</table>")
+        best = (
+            "-"
+            if r.best_valid_reward is None
+            else f"{r.best_valid_reward:.4f} at step {r.best_valid_step}"
+        )
+        rows.append(
+            f"<tr><td>{html.escape(r.run)}</td><td>{html.escape(stages)}</td><td>{best}</td></tr>"
+        )
+    return (
+        "<table><tr><th>run</th><th>stages (records)</th><th>best valid_reward_mean</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
 
 
 _HTML = """<!doctype html>

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from rft_cli.graders.base import GradeResult, Grader
+from rft_cli.graders.base import Grader, GradeResult
 
 
 class FakeNumericGrader(Grader):
@@ -34,4 +34,7 @@ class FakeLengthGrader(Grader):
 
 
 def rows_with_answers(answers):
-    return [{"messages": [{"role": "user", "content": f"question {i}"}], "answer": a} for i, a in enumerate(answers)]
+    return [
+        {"messages": [{"role": "user", "content": f"question {i}"}], "answer": a}
+        for i, a in enumerate(answers)
+    ]

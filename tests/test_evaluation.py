@@ -21,21 +21,28 @@ from rft_cli.evaluation import (
 from tests.eval_fakes import FakeLengthGrader, FakeNumericGrader, rows_with_answers
 
 
-@pytest.mark.parametrize("n,c,k,expected", [
-    (5, 2, 2, 1 - 3 / 10),          # 1 - C(3,2)/C(5,2)
-    (4, 1, 2, 1 - 3 / 6),           # 1 - C(3,2)/C(4,2)
-    (10, 3, 5, 1 - 21 / 252),       # 1 - C(7,5)/C(10,5)
-    (10, 3, 1, 0.3),                # pass@1 is the pass rate
-    (5, 0, 3, 0.0),
-    (5, 5, 1, 1.0),
-    (3, 2, 2, 1.0),                 # fewer than k failures: some k-subset always passes
-    (1, 1, 1, 1.0),
-])
+@pytest.mark.parametrize(
+    "n,c,k,expected",
+    [
+        (5, 2, 2, 1 - 3 / 10),  # 1 - C(3,2)/C(5,2)
+        (4, 1, 2, 1 - 3 / 6),  # 1 - C(3,2)/C(4,2)
+        (10, 3, 5, 1 - 21 / 252),  # 1 - C(7,5)/C(10,5)
+        (10, 3, 1, 0.3),  # pass@1 is the pass rate
+        (5, 0, 3, 0.0),
+        (5, 5, 1, 1.0),
+        (3, 2, 2, 1.0),  # fewer than k failures: some k-subset always passes
+        (1, 1, 1, 1.0),
+    ],
+)
 def test_pass_at_k_hand_computed(n, c, k, expected):
     assert pass_at_k(n, c, k) == pytest.approx(expected)
 
 
-@given(st.integers(1, 60).flatmap(lambda n: st.tuples(st.just(n), st.integers(0, n), st.integers(1, n))))
+@given(
+    st.integers(1, 60).flatmap(
+        lambda n: st.tuples(st.just(n), st.integers(0, n), st.integers(1, n))
+    )
+)
 def test_pass_at_k_matches_the_binomial_formula(nck):
     n, c, k = nck
     assert pass_at_k(n, c, k) == pytest.approx(1 - math.comb(n - c, k) / math.comb(n, k), abs=1e-9)
@@ -47,12 +54,15 @@ def test_pass_at_k_rejects_impossible_counts(n, c, k):
         pass_at_k(n, c, k)
 
 
-@pytest.mark.parametrize("answers,expected", [
-    (["4", "4", "5"], "4"),
-    (["1", "2", "2", "1"], "1"),       # tie: the answer seen first
-    ([None, "9", None], "9"),          # no answer does not vote
-    ([None, None], None),
-])
+@pytest.mark.parametrize(
+    "answers,expected",
+    [
+        (["4", "4", "5"], "4"),
+        (["1", "2", "2", "1"], "1"),  # tie: the answer seen first
+        ([None, "9", None], "9"),  # no answer does not vote
+        ([None, None], None),
+    ],
+)
 def test_majority_answer(answers, expected):
     assert majority_answer(answers) == expected
 
@@ -60,10 +70,10 @@ def test_majority_answer(answers, expected):
 def test_constructed_outputs_give_hand_computed_metrics():
     rows = rows_with_answers([4, 7, 3, 9])
     outputs = [
-        ["4", "4", "5"],                  # majority 4: right; 2 of 3 pass
-        ["7", "8", "8"],                  # majority 8: wrong; 1 of 3 pass
-        ["1", "2", "3"],                  # a three-way tie goes to "1": wrong; 1 of 3 pass
-        ["no idea", "hmm", "it is 9"],    # only "9" is an answer: right; 1 of 3 pass
+        ["4", "4", "5"],  # majority 4: right; 2 of 3 pass
+        ["7", "8", "8"],  # majority 8: wrong; 1 of 3 pass
+        ["1", "2", "3"],  # a three-way tie goes to "1": wrong; 1 of 3 pass
+        ["no idea", "hmm", "it is 9"],  # only "9" is an answer: right; 1 of 3 pass
     ]
     report = grade_outputs("m", rows, outputs, FakeNumericGrader())
     assert (report.rows, report.samples) == (4, 3)
@@ -87,7 +97,7 @@ def test_pass_at_k_per_row_then_averaged():
 
 def test_threshold_decides_what_passes():
     rows = rows_with_answers([0, 0])
-    outputs = [["12345"], ["1234567890"]]   # rewards 0.5 and 1.0
+    outputs = [["12345"], ["1234567890"]]  # rewards 0.5 and 1.0
     assert grade_outputs("m", rows, outputs, FakeLengthGrader()).pass_at[1] == 0.5
     report = grade_outputs("m", rows, outputs, FakeLengthGrader(), threshold=0.5)
     assert report.pass_at[1] == 1.0
@@ -122,9 +132,14 @@ def test_samples_file_in_row_order(tmp_path):
 
 
 def test_samples_file_grouped_by_row_and_model(tmp_path):
-    lines = [{"model": "a", "row": 1, "output_text": "x"}, {"model": "a", "row": 0, "output_text": "y"},
-             {"model": "b", "row": 0, "output_text": "z"}, {"model": "b", "row": 1, "output_text": "w"},
-             {"model": "a", "row": 1, "output_text": "v"}, {"model": "a", "row": 0, "output_text": "u"}]
+    lines = [
+        {"model": "a", "row": 1, "output_text": "x"},
+        {"model": "a", "row": 0, "output_text": "y"},
+        {"model": "b", "row": 0, "output_text": "z"},
+        {"model": "b", "row": 1, "output_text": "w"},
+        {"model": "a", "row": 1, "output_text": "v"},
+        {"model": "a", "row": 0, "output_text": "u"},
+    ]
     got = load_samples_file(_write_lines(tmp_path / "s.jsonl", lines), 2)
     assert got == {"a": [["y", "u"], ["x", "v"]], "b": [["z"], ["w"]]}
 
@@ -134,12 +149,15 @@ def test_samples_file_ignores_rows_past_the_limit(tmp_path):
     assert load_samples_file(path, 2) == {"s.jsonl": [["0"], ["1"]]}
 
 
-@pytest.mark.parametrize("lines,message", [
-    ([{"output_text": "1"}], "no output for row 1"),
-    ([{"row": 0, "output_text": "1"}, {"output_text": "2"}], "some lines have a \"row\""),
-    ([{"row": -1, "output_text": "1"}], "line 1: \"row\" must be a row index"),
-    ([{"output_text": "1"}, {"text": "2"}], "line 2: each line needs an \"output_text\""),
-])
+@pytest.mark.parametrize(
+    "lines,message",
+    [
+        ([{"output_text": "1"}], "no output for row 1"),
+        ([{"row": 0, "output_text": "1"}, {"output_text": "2"}], 'some lines have a "row"'),
+        ([{"row": -1, "output_text": "1"}], 'line 1: "row" must be a row index'),
+        ([{"output_text": "1"}, {"text": "2"}], 'line 2: each line needs an "output_text"'),
+    ],
+)
 def test_bad_samples_files(tmp_path, lines, message):
     with pytest.raises(DataError, match=message):
         load_samples_file(_write_lines(tmp_path / "s.jsonl", lines), 2)
@@ -158,7 +176,12 @@ def test_results_file_grades_again_as_a_samples_file(tmp_path):
     write_results(tmp_path / "out.jsonl", [report], rows)
     first = json.loads((tmp_path / "out.jsonl").read_text().splitlines()[0])
     assert first["prompt"] == [{"role": "user", "content": "question 0"}]
-    assert (first["output_text"], first["reward"], first["passed"], first["answer"]) == ("4", 1.0, True, "4")
+    assert (first["output_text"], first["reward"], first["passed"], first["answer"]) == (
+        "4",
+        1.0,
+        True,
+        "4",
+    )
     again = load_samples_file(tmp_path / "out.jsonl", 2)
     assert again == {"model-a": [["4", "5"], ["7", "7"]]}
 
@@ -166,15 +189,26 @@ def test_results_file_grades_again_as_a_samples_file(tmp_path):
 def test_evaluate_a_tiny_model_end_to_end(tiny_model_dir):
     rows = rows_with_answers([1, 2, 3])
     calls = []
-    report = evaluate(tiny_model_dir, rows, FakeLengthGrader(), samples=2, temperature=1.0,
-                      max_new_tokens=8, batch_size=4, seed=0, progress=lambda d, t: calls.append((d, t)))
+    report = evaluate(
+        tiny_model_dir,
+        rows,
+        FakeLengthGrader(),
+        samples=2,
+        temperature=1.0,
+        max_new_tokens=8,
+        batch_size=4,
+        seed=0,
+        progress=lambda d, t: calls.append((d, t)),
+    )
     assert (report.rows, report.samples, len(report.results)) == (3, 2, 6)
     assert calls[-1] == (6, 6)
     assert all(1 <= r.num_tokens <= 8 for r in report.results)
     assert report.generated_tokens == sum(r.num_tokens for r in report.results)
     assert report.tokens_per_second > 0
     # Rewards are computed from the text the model actually generated.
-    assert report.mean_reward == pytest.approx(sum(min(1, len(r.output_text) / 10) for r in report.results) / 6)
+    assert report.mean_reward == pytest.approx(
+        sum(min(1, len(r.output_text) / 10) for r in report.results) / 6
+    )
 
 
 def test_greedy_samples_count_generated_tokens_once(tiny_model_dir):
