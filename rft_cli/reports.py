@@ -287,7 +287,7 @@ def plot_eval_comparison(reports: list[Any], output: str | Path) -> Path:
     ax.set_title(f"rft eval: {reports[0].rows} rows")
     ax.legend(fontsize=8, ncol=len(metrics), loc="upper center")
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, plt, output, kind, "")
+    return _save(fig, plt, output, kind, _eval_table_html(reports, metrics))
 
 
 def _eval_bars(reports: list[Any]) -> dict[str, list[float]]:
@@ -302,6 +302,15 @@ def _eval_bars(reports: list[Any]) -> dict[str, list[float]]:
     if any(r.maj_at_k is not None for r in reports):
         metrics[f"maj@{k}"] = [r.maj_at_k or 0.0 for r in reports]
     return metrics
+
+
+def _eval_table_html(reports: list[Any], metrics: dict[str, list[float]]) -> str:
+    head = "".join(f"<th>{html.escape(label)}</th>" for label in metrics)
+    rows = []
+    for i, r in enumerate(reports):
+        cells = "".join(f"<td>{values[i]:.4f}</td>" for values in metrics.values())
+        rows.append(f"<tr><td>{html.escape(r.model)}</td><td>{r.rows}</td><td>{r.samples}</td>{cells}</tr>")
+    return f"<table><tr><th>model</th><th>rows</th><th>k</th>{head}</tr>{''.join(rows)}</table>"
 
 
 def _short(name: str) -> str:

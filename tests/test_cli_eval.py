@@ -241,25 +241,20 @@ def test_bad_samples_file_names_the_line(files):
     assert "s.jsonl line 2" in result.stderr
 
 
-def test_plot_of_a_comparison(files):
+@pytest.mark.parametrize("name", ["chart.png", "chart.html"])
+def test_plot_of_a_comparison(files, name):
     tmp_path, data, grader = files
     samples = _samples(tmp_path, ["4", "8", "3", "0"])
     result = runner.invoke(
         app,
-        [
-            "eval",
-            "--data",
-            data,
-            "--grader",
-            grader,
-            "--samples-file",
-            samples,
-            "--plot",
-            str(tmp_path / "chart.png"),
-        ],
+        ["eval", "--data", data, "--grader", grader, "--samples-file", samples, "--plot", str(tmp_path / name)],
     )
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "chart.png").stat().st_size > 5_000
+    assert (tmp_path / name).stat().st_size > 5_000
+    if name.endswith(".html"):
+        text = (tmp_path / name).read_text()
+        assert "<td>samples.jsonl</td><td>4</td><td>1</td><td>0.5000</td>" in text
+        assert "data:image/png;base64," in text
 
 
 def test_tiny_model_end_to_end(files, tiny_model_dir):
