@@ -79,6 +79,9 @@ def trl_callback_class() -> type:
             record["elapsed_s"] = self.ctx.elapsed_before + now - self.started
             self.ctx.report(record)
             self._check_faults(record)
+            if self.ctx.interrupt.requested:  # Ctrl-C: save this very step, then stop
+                control.should_save = True
+                control.should_training_stop = True
             return control
 
         def _check_faults(self, record: dict[str, Any]) -> None:
