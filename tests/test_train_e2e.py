@@ -14,7 +14,7 @@ from rft_cli.config import load_run_config
 from rft_cli.errors import TrainingError
 from rft_cli.metrics import read_metrics
 from rft_cli.training.run import train
-from tests.train_fakes import ExactGrader, FailingGrader, NaNGrader
+from tests.train_fakes import FailingGrader, NaNGrader
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ PPO_METRICS = {"stage", "step", "train_reward_mean", "train_reward_std", "kl", "
 
 def run(tmp_path: Path, *overrides: str, name: str = "run", grader=None, **kwargs):
     config = load_run_config(RECIPE, list(overrides))
-    return train(config, output_dir=tmp_path / name, grader=grader or ExactGrader(), **kwargs)
+    return train(config, output_dir=tmp_path / name, grader=grader, **kwargs)
 
 
 def without_timing(records):
@@ -139,3 +139,30 @@ def test_an_existing_run_needs_resume(tmp_path):
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     with pytest.raises(ConfigError, match="already holds a run; pass --resume"):
         run(tmp_path)
+
+
+def test_cli_trains_and_prints_the_summary(tmp_path):
+    from typer.testing import CliRunner
+
+    from rft_cli.cli import app
+
+    out = tmp_path / "cli-run"
+    args = ["train", str(RECIPE), "--output-dir", str(out), "--set", "rl.steps=1", "--set", "sft.max_steps=1", "--quiet"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "final model:" in result.output and (out / "final" / "config.json").is_file()
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 2 and "pass --resume" in again.output
+
+
+def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path):
+    from typer.testing import CliRunner
+
+    from rft_cli.cli import app
+
+    out = tmp_path / "dry"
+    result = CliRunner().invoke(app, ["train", str(RECIPE), "--output-dir", str(out), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert plan["dry_run"] is True and plan["stages"]["sft"]["steps"] == 4 and plan["stages"]["rl"]["samples"] == 24
+    assert not out.exists()

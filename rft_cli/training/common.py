@@ -90,6 +90,28 @@ def encode_prompts(tokenizer: Any, rows: Sequence[dict], max_prompt_length: int,
     return input_ids, mask
 
 
+def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """EOS ids of the model's generation config and the tokenizer (chat models often have several)."""
+    ids: list[int] = []
+    for value in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+        for token_id in value if isinstance(value, list) else [value]:
+            if token_id is not None and int(token_id) not in ids:
+                ids.append(int(token_id))
+    return ids
+
+
+def _sampling_config(model: Any, tokenizer: Any, max_new_tokens: int, temperature: float, top_p: float,
+                     greedy: bool) -> Any:
+    """A clean generation config: model defaults (top_k, repetition penalty...) would change the
+    sampling distribution away from the softmax that PPO's log-probs assume."""
+    from transformers import GenerationConfig
+
+    stop = stop_token_ids(model, tokenizer)
+    return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=not greedy, temperature=None if greedy else temperature,
+                            top_p=None if greedy else top_p, top_k=None, eos_token_id=stop,
+                            pad_token_id=tokenizer.pad_token_id, use_cache=True, num_beams=1)
+
+
 def sample(model: Any, tokenizer: Any, rows: Sequence[dict], *, max_prompt_length: int, max_new_tokens: int,
            temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False, device: Any = None) -> Rollout:
     """Sample one answer per row with the KV cache (HF generate); stops at EOS."""
@@ -99,16 +121,13 @@ def sample(model: Any, tokenizer: Any, rows: Sequence[dict], *, max_prompt_lengt
 
     device = device or next(model.parameters()).device
     prompt_ids, prompt_mask = encode_prompts(tokenizer, rows, max_prompt_length, device)
-    kwargs: dict[str, Any] = {"do_sample": False} if greedy else {
-        "do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+    config = _sampling_config(model, tokenizer, max_new_tokens, temperature, top_p, greedy)
     with torch.no_grad():
-        out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=max_new_tokens,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                             use_cache=True, **kwargs)
+        out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config)
     response = out[:, prompt_ids.shape[1]:]
-    if response.shape[1] == 0:  # the model emitted nothing at all; keep one pad so shapes stay valid
-        response = torch.full((len(rows), 1), tokenizer.eos_token_id, device=device)
-    mask, truncated = response_mask(response, tokenizer.eos_token_id)
+    if response.shape[1] == 0:  # nothing generated at all; keep one EOS so shapes stay valid
+        response = torch.full((len(rows), 1), config.eos_token_id[0], device=device)
+    mask, truncated = response_mask(response, config.eos_token_id)
     response = torch.where(mask.bool(), response, torch.full_like(response, tokenizer.pad_token_id))
     texts = tokenizer.batch_decode([r[m.bool()] for r, m in zip(response, mask)], skip_special_tokens=True)
     return Rollout(prompt_ids, prompt_mask, response, mask.to(device), truncated.to(device), texts)
@@ -130,9 +149,8 @@ class GradeStats:
         return out
 
 
-def grade(grader: Any, texts: Sequence[str], items: Sequence[dict]) -> GradeStats:
-    """Grade answers; a grade with any error counts as failed (its reward is what the grader gave, usually 0)."""
-    results = grader.grade_batch([{"output_text": t} for t in texts], list(items))
+def stats_of(results: Sequence[Any]) -> GradeStats:
+    """Rewards, failures (grades with any error), error counts and mean sub-rewards of GradeResults."""
     stats = GradeStats(rewards=[float(r.reward) for r in results])
     sub_totals: dict[str, list[float]] = {}
     for result in results:
@@ -146,21 +164,29 @@ def grade(grader: Any, texts: Sequence[str], items: Sequence[dict]) -> GradeStat
     return stats
 
 
+def grade(grader: Any, texts: Sequence[str], items: Sequence[dict]) -> GradeStats:
+    """Grade answers; a grade with any error counts as failed (its reward is what the grader gave, usually 0)."""
+    return stats_of(grader.grade_batch([{"output_text": t} for t in texts], list(items)))
+
+
 def evaluate_greedy(model: Any, tokenizer: Any, grader: Any, rows: Sequence[dict], *, demonstration_field: str,
-                    max_prompt_length: int, max_new_tokens: int, batch_size: int) -> dict[str, float]:
-    """valid_reward_mean and valid_accuracy (share of rows with reward 1.0) of greedy answers."""
+                    max_new_tokens: int, batch_size: int) -> dict[str, float]:
+    """valid_reward_mean and valid_accuracy (share of rows with reward 1.0) of greedy answers.
+
+    Generation is `rft_cli.generation.generate_completions`, the same as `rft eval`, so the
+    validation score during training matches what `rft eval` reports for the checkpoint.
+    """
+    from rft_cli.generation import generate_completions
+
     was_training = model.training
-    model.eval()
-    rewards: list[float] = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
-        rollout = sample(model, tokenizer, chunk, max_prompt_length=max_prompt_length,
-                         max_new_tokens=max_new_tokens, greedy=True)
-        rewards += grade(grader, rollout.texts, [item_of(r, demonstration_field) for r in chunk]).rewards
+    prompts = [prompt_messages(row) for row in rows]
+    outs = generate_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=0.0,
+                                batch_size=batch_size)
     model.train(was_training)
-    finite = [r for r in rewards if math.isfinite(r)]
+    stats = grade(grader, [o[0].text for o in outs], [item_of(r, demonstration_field) for r in rows])
+    finite = [r for r in stats.rewards if math.isfinite(r)]
     mean = sum(finite) / len(finite) if finite else float("nan")
-    return {"valid_reward_mean": mean, "valid_accuracy": sum(r >= 1.0 for r in finite) / max(len(rewards), 1)}
+    return {"valid_reward_mean": mean, "valid_accuracy": sum(r >= 1.0 for r in finite) / max(len(stats.rewards), 1)}
 
 
 class InterruptFlag:

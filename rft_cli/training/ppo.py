@@ -275,7 +275,6 @@ class PPOTrainer:
         cfg, ev = self.cfg, self.ctx.config.eval
         return evaluate_greedy(self.ac.policy, self.tokenizer, self.ctx.grader, self.ctx.eval_rows(),
                                demonstration_field=self.ctx.config.data.demonstration_field,
-                               max_prompt_length=cfg.max_prompt_length,
                                max_new_tokens=ev.max_new_tokens or cfg.max_new_tokens, batch_size=ev.batch_size)
 
     # -- checkpoints ----------------------------------------------------------------------------

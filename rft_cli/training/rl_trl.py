@@ -53,7 +53,6 @@ def run_trl_rl(ctx: RunContext, init_dir: Path, tokenizer: Any) -> dict[str, Any
     def evaluate(model: Any) -> dict[str, float]:
         ev = config.eval
         return evaluate_greedy(model, tokenizer, ctx.grader, ctx.eval_rows(), demonstration_field=config.data.demonstration_field,
-                               max_prompt_length=config.rl.max_prompt_length,
                                max_new_tokens=ev.max_new_tokens or config.rl.max_new_tokens, batch_size=ev.batch_size)
 
     callback = trl_callback_class()(ctx, "rl", STEP_PREFIX, work_dir, reward=reward, evaluate=evaluate)

@@ -96,5 +96,4 @@ def evaluate_sft(ctx: RunContext, model: Any, tokenizer: Any) -> dict[str, float
         return None
     cfg, ev = ctx.config, ctx.config.eval
     return evaluate_greedy(model, tokenizer, ctx.grader, ctx.eval_rows(), demonstration_field=cfg.data.demonstration_field,
-                           max_prompt_length=cfg.rl.max_prompt_length,
                            max_new_tokens=ev.max_new_tokens or cfg.rl.max_new_tokens, batch_size=ev.batch_size)

@@ -17,7 +17,7 @@ from typing import Any
 
 from rft_cli import checkpoints as ckpt
 from rft_cli.errors import TrainingError
-from rft_cli.training.common import GradeStats, RunContext, grade
+from rft_cli.training.common import GradeStats, RunContext, stats_of
 
 # TRL log key -> our metric name (the names OpenAI's RFT dashboard and our PPO use).
 TRL_METRICS = {
@@ -139,27 +139,33 @@ def latest_trl_checkpoint(checkpoints_dir: Path, prefix: str) -> Path | None:
 
 
 class GraderReward:
-    """A TRL reward function `(prompts, completions, **columns) -> list[float]` backed by our grader.
+    """A TRL reward function backed by our grader through `rft_cli.graders.reward_function`.
 
-    Each dataset row carries its grader item as JSON in the `rft_item` column. Grader error
-    counts and sub-rewards are accumulated until the next metrics line; too many failures stop the run.
+    Each dataset row carries its grader item as JSON in the `rft_item` column (rows' fields may
+    differ in type, which Arrow columns cannot hold). Grader error counts and sub-rewards are
+    accumulated until the next metrics line; too many failures in one batch stop the run.
     """
 
     __name__ = "grader"
 
     def __init__(self, grader: Any, max_error_share: float):
-        self.grader, self.max_error_share = grader, max_error_share
+        from rft_cli.graders import reward_function
+
+        self.inner = reward_function(grader)
+        self.max_error_share = max_error_share
         self._stats: list[GradeStats] = []
 
     def __call__(self, prompts: list[Any], completions: list[Any], rft_item: list[str], **_: Any) -> list[float]:
-        texts = [c[-1]["content"] if isinstance(c, list) else str(c) for c in completions]
-        stats = grade(self.grader, texts, [json.loads(i) for i in rft_item])
+        items = [json.loads(i) for i in rft_item]
+        keys = sorted({k for item in items for k in item})
+        rewards = self.inner(prompts=prompts, completions=completions, **{k: [item.get(k) for item in items] for k in keys})
+        stats = stats_of(self.inner.last_results)
         self._stats.append(stats)
-        if stats.failed / max(len(texts), 1) > self.max_error_share:
+        if stats.failed / max(len(rewards), 1) > self.max_error_share:
             kinds = ", ".join(f"{k}: {v}" for k, v in sorted(stats.errors.items())) or "unknown"
-            raise TrainingError(f"{stats.failed} of {len(texts)} grades failed ({kinds}), more than "
+            raise TrainingError(f"{stats.failed} of {len(rewards)} grades failed ({kinds}), more than "
                                 f"rl.max_grader_error_share={self.max_error_share}; fix the grader (try `rft grade`) and rerun with --resume")
-        return [r if math.isfinite(r) else float("nan") for r in stats.rewards]
+        return [float(r) for r in rewards]
 
     def drain_metrics(self) -> dict[str, Any]:
         """Grader error counts and mean sub-rewards since the last call."""
