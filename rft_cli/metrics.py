@@ -109,3 +109,78 @@ def reconcile_metrics(path: str | Path, stage: str | None, step: int, drop_eval:
         os.fsync(handle.fileno())
     os.replace(tmp, path)
     return len(raw) - len(kept)
+
+
+class _TensorBoardLogger:
+    """Scalars to TensorBoard under RUN/tensorboard, one global step per stage line."""
+
+    def __init__(self, run_dir: Path):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+
+    def log(self, record: dict[str, Any]) -> None:
+        stage, step = record.get("stage", "run"), int(record.get("step", 0))
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "step":
+                self.writer.add_scalar(f"{stage}/{key}", value, step)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class _ModuleLogger:
+    """wandb or trackio: both take `init(project=..., name=..., config=...)` and `log(dict, step=...)`."""
+
+    def __init__(self, module_name: str, run_dir: Path, config: dict[str, Any]):
+        import importlib
+
+        self.module = importlib.import_module(module_name)
+        self.module.init(project="rft", name=Path(run_dir).name, config=config)
+
+    def log(self, record: dict[str, Any]) -> None:
+        stage = record.get("stage", "run")
+        values = {f"{stage}/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        self.module.log(values)
+
+    def close(self) -> None:
+        finish = getattr(self.module, "finish", None)
+        if finish is not None:
+            finish()
+
+
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}
+
+
+def check_tracker(report_to: str) -> str | None:
+    """A sentence saying which package `report_to` needs, or None when it is available."""
+    import importlib.util
+
+    package = TRACKER_PACKAGES.get(report_to)
+    if package and importlib.util.find_spec(package) is None:
+        return f"report_to: {report_to} needs the `{package}` package (pip install {package}), or set report_to: none"
+    return None
+
+
+def build_tracker(report_to: str, run_dir: Path, config: dict[str, Any]) -> Any:
+    """The experiment tracker `report_to` names; NullLogger for none."""
+    if report_to == "tensorboard":
+        return _TensorBoardLogger(run_dir)
+    if report_to in ("wandb", "trackio"):
+        return _ModuleLogger(report_to, run_dir, config)
+    return NullLogger()
+
+
+class MultiLogger:
+    """Sends each record to several loggers (metrics.jsonl first: it is the record of truth)."""
+
+    def __init__(self, *loggers: Any):
+        self.loggers = loggers
+
+    def log(self, record: dict[str, Any]) -> None:
+        for logger in self.loggers:
+            logger.log(record)
+
+    def close(self) -> None:
+        for logger in self.loggers:
+            logger.close()

@@ -19,7 +19,7 @@ from typing import Any
 from rft_cli import checkpoints as ckpt
 from rft_cli.config import RunConfig, dump_run_config
 from rft_cli.errors import ConfigError, DataError, GraderError
-from rft_cli.metrics import JsonlMetricsLogger, read_metrics, reconcile_metrics
+from rft_cli.metrics import JsonlMetricsLogger, MultiLogger, build_tracker, read_metrics, reconcile_metrics
 
 STAGES = ("sft", "rl", "all")
 RFT_STATE_FILES = {"value_head.pt", "critic.pt", "optimizer.pt", "scheduler.pt", "rng_state.pt", "rng_state.pth",
@@ -105,6 +105,11 @@ def preflight(config: RunConfig, grader: Any = None, stage: str = "all") -> Pref
     if stage not in STAGES:
         raise ConfigError(f"--stage {stage!r}: use one of {', '.join(STAGES)}")
     train, valid = _load_data(config)
+    from rft_cli.metrics import check_tracker
+
+    problem = check_tracker(config.report_to)
+    if problem:
+        raise ConfigError(problem)
     grader = grader if grader is not None else build_run_grader(config)
     for rows, path in ((train, config.data.train), (valid, config.data.valid)):
         _check_item_fields(grader, rows, path, config.data.demonstration_field)
@@ -182,7 +187,8 @@ def train(config: RunConfig, *, config_path: str | Path | None = None, output_di
     _prepare_run_dir(run_dir, config, resume)
     resume_stage, resume_step, drop_eval, elapsed_before = _resume_point(run_dir) if resume else (None, 0, False, 0.0)
     reconcile_metrics(run_dir / "metrics.jsonl", resume_stage, resume_step, drop_eval=drop_eval)
-    logger = JsonlMetricsLogger(run_dir / "metrics.jsonl")
+    logger = MultiLogger(JsonlMetricsLogger(run_dir / "metrics.jsonl"),
+                         build_tracker(config.report_to, run_dir, dump_run_config(config)))
     seed_everything(config.seed)
     tokenizer = load_tokenizer(config.model)
     ctx = RunContext(config, run_dir, pre.train_rows, pre.valid_rows, pre.grader, logger, progress,

@@ -211,12 +211,9 @@ def common_trainer_args(ctx: RunContext, work_dir: Path) -> dict[str, Any]:
     extra = {"gradient_checkpointing": True} if ctx.config.model.gradient_checkpointing else {}
     return {**extra,
         "output_dir": str(work_dir), "seed": ctx.config.seed, "logging_steps": 1, "save_strategy": "steps",
-        "save_steps": ctx.config.save_interval, "save_total_limit": None, "report_to": _report_to(ctx.config.report_to),
+        "save_steps": ctx.config.save_interval, "save_total_limit": None, "report_to": "none",  # our tracker logs every stage with the same names
         "disable_tqdm": True, "bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16,
         "use_cpu": not torch.cuda.is_available(), "dataloader_num_workers": 0,
         "include_num_input_tokens_seen": True,
     }
 
-
-def _report_to(value: str) -> list[str] | str:
-    return "none" if value == "none" else [value]
