@@ -164,6 +164,26 @@ def stats_of(results: Sequence[Any]) -> GradeStats:
     return stats
 
 
+def merge_stats(parts: Sequence[GradeStats]) -> GradeStats:
+    """One GradeStats from several processes' (sub-rewards averaged per process, weighted by size)."""
+    merged = GradeStats(rewards=[r for p in parts for r in p.rewards], failed=sum(p.failed for p in parts))
+    weights: dict[str, list[tuple[float, int]]] = {}
+    for part in parts:
+        for kind, count in part.errors.items():
+            merged.errors[kind] = merged.errors.get(kind, 0) + count
+        for name, value in part.sub_rewards.items():
+            weights.setdefault(name, []).append((value, len(part.rewards)))
+    merged.sub_rewards = {k: sum(v * n for v, n in vs) / max(sum(n for _, n in vs), 1) for k, vs in weights.items()}
+    return merged
+
+
+def gather_object(objects: list[Any]) -> list[Any]:
+    """accelerate's gather_object (every process gets every process's objects)."""
+    from accelerate.utils import gather_object as _gather
+
+    return _gather(objects)
+
+
 def grade(grader: Any, texts: Sequence[str], items: Sequence[dict]) -> GradeStats:
     """Grade answers; a grade with any error counts as failed (its reward is what the grader gave, usually 0)."""
     return stats_of(grader.grade_batch([{"output_text": t} for t in texts], list(items)))

@@ -16,11 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from rft_cli import checkpoints as ckpt
 from rft_cli.errors import TrainingError
 from rft_cli.training import ppo_math as pm
 from rft_cli.training.common import (
     RunContext,
+    gather_object,
+    merge_stats,
     disable_dropout,
     evaluate_greedy,
     grade,
@@ -44,31 +48,18 @@ class PPOState:
     last_valid: dict[str, float] | None = None
 
 
-class ActorCritic:
-    """The policy, its value head (on the policy's backbone, or on a separate critic backbone), the reference."""
+class PolicyValue(torch.nn.Module):
+    """The policy and its value head in one module, so `accelerate` wraps (and syncs) both at once."""
 
-    def __init__(self, policy: Any, reference: Any, critic_mode: str, critic_backbone: Any = None):
-        import torch
-
-        self.policy, self.reference, self.critic_mode = policy, reference, critic_mode
-        self.critic_backbone = critic_backbone
+    def __init__(self, policy: Any, critic_backbone: Any = None):
+        super().__init__()
+        self.policy, self.critic_backbone = policy, critic_backbone
         hidden = policy.config.get_text_config().hidden_size
         self.value_head = torch.nn.Linear(hidden, 1).to(next(policy.parameters()).device, torch.float32)
         torch.nn.init.zeros_(self.value_head.bias)
-        for module in (policy, critic_backbone):
-            if module is not None:
-                disable_dropout(module)
-        reference.eval()
-        reference.requires_grad_(False)
-
-    def parameters(self) -> list[Any]:
-        params = [p for p in self.policy.parameters() if p.requires_grad] + list(self.value_head.parameters())
-        if self.critic_backbone is not None:
-            params += list(self.critic_backbone.parameters())
-        return params
 
     def forward(self, input_ids: Any, attention_mask: Any, response_len: int, temperature: float,
-                entropy: bool = False) -> tuple[Any, Any, Any]:
+                with_entropy: bool = False) -> tuple[Any, Any, Any]:
         """(logprobs, values, entropy) for the last `response_len` tokens of each sequence."""
         positions = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
         # Run the backbone once and apply the LM head only to the response positions: the
@@ -81,8 +72,42 @@ class ActorCritic:
             hidden = self.critic_backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
                                           use_cache=False).last_hidden_state[:, -response_len - 1:-1]
         values = self.value_head(hidden.float()).squeeze(-1)
-        ent = pm.entropy_from_logits(logits) if entropy else None
-        return logprobs, values, ent
+        entropy = pm.entropy_from_logits(logits) if with_entropy else torch.zeros_like(logprobs)
+        return logprobs, values, entropy
+
+
+class ActorCritic:
+    """The trainable PolicyValue (possibly wrapped by accelerate) and the frozen reference model."""
+
+    def __init__(self, policy: Any, reference: Any, critic_mode: str, critic_backbone: Any = None):
+        self.core = PolicyValue(policy, critic_backbone if critic_mode == "separate" else None)
+        self.model = self.core  # replaced by accelerate's wrapper in PPOTrainer
+        self.reference = reference
+        for module in (policy, critic_backbone):
+            if module is not None:
+                disable_dropout(module)
+        reference.eval()
+        reference.requires_grad_(False)
+
+    @property
+    def policy(self) -> Any:
+        return self.core.policy
+
+    @property
+    def value_head(self) -> Any:
+        return self.core.value_head
+
+    @property
+    def critic_backbone(self) -> Any:
+        return self.core.critic_backbone
+
+    def parameters(self) -> list[Any]:
+        return [p for p in self.core.parameters() if p.requires_grad]
+
+    def forward(self, input_ids: Any, attention_mask: Any, response_len: int, temperature: float,
+                entropy: bool = False) -> tuple[Any, Any, Any]:
+        """(logprobs, values, entropy) through the (wrapped) model."""
+        return self.model(input_ids, attention_mask, response_len, temperature, entropy)
 
     def reference_logprobs(self, input_ids: Any, attention_mask: Any, response_len: int, temperature: float) -> Any:
         positions = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
@@ -99,14 +124,17 @@ class PPOTrainer:
     """Runs `rl.steps` PPO steps from the warm-up model, saving step checkpoints under the run folder."""
 
     def __init__(self, ctx: RunContext, model: Any, reference: Any, tokenizer: Any, critic_backbone: Any = None):
-        import torch
+        from accelerate import Accelerator
 
         self.ctx, self.cfg, self.tokenizer = ctx, ctx.config.rl, tokenizer
         seed_everything(ctx.config.seed)
+        # Under `accelerate launch` each process samples its own prompts and DDP/DeepSpeed syncs
+        # the gradients; in a single process the Accelerator changes nothing.
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
         self.ac = ActorCritic(model, reference, self.cfg.critic, critic_backbone)
-        self.optimizer = torch.optim.AdamW(self.ac.parameters(), lr=self.cfg.learning_rate,
-                                           weight_decay=self.cfg.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
+        optimizer = torch.optim.AdamW(self.ac.parameters(), lr=self.cfg.learning_rate, weight_decay=self.cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+        self.ac.model, self.optimizer = self.accelerator.prepare(self.ac.core, optimizer)
         self.kl_ctl = pm.AdaptiveKLController(self.cfg.kl_coef, self.cfg.kl_target, self.cfg.kl_horizon)
         self.state = PPOState(kl_coef=self.cfg.kl_coef)
 
@@ -123,8 +151,6 @@ class PPOTrainer:
 
     def _old_pass(self, input_ids: Any, attn: Any, resp_len: int) -> tuple[Any, Any, Any]:
         """Old log-probs, values and reference log-probs in batched no-grad passes."""
-        import torch
-
         chunk = max(self.cfg.mini_batch_size, 16)
         outs: list[list[Any]] = [[], [], []]
         with torch.no_grad():
@@ -136,11 +162,15 @@ class PPOTrainer:
                 outs[2].append(self.ac.reference_logprobs(ids, mask, resp_len, self.cfg.temperature))
         return tuple(torch.cat(o) for o in outs)  # type: ignore[return-value]
 
+    def _any_process(self, flag: bool) -> bool:
+        """Whether `flag` holds on any process (every process must take the same branch)."""
+        if self.accelerator.num_processes == 1:
+            return flag
+        return bool(self.accelerator.reduce(torch.tensor([float(flag)], device=self.accelerator.device), "sum").item() > 0)
+
     def _update(self, batch: dict[str, Any], step: int) -> dict[str, float] | str:
         """`ppo_epochs` passes over shuffled minibatches; returns averaged stats or a fault reason."""
-        import torch
-
-        cfg, n = self.cfg, batch["input_ids"].shape[0]
+        cfg, n, acc = self.cfg, batch["input_ids"].shape[0], self.accelerator
         generator = torch.Generator().manual_seed(step_seed(self.ctx.config.seed, step) + 1)
         totals: dict[str, float] = {}
         count = 0
@@ -156,12 +186,12 @@ class PPOTrainer:
                                                                mb["mask"], cfg.clip_range)
                 vf_loss, vf_clip = pm.value_loss(values, mb["old_values"], mb["returns"], mb["mask"], cfg.clip_range_value)
                 loss = pg_loss + cfg.vf_coef * vf_loss
-                if not _finite(loss.item()):
+                if self._any_process(not _finite(loss.item())):
                     self.optimizer.zero_grad(set_to_none=True)
                     return "non-finite loss"
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.ac.parameters(), cfg.max_grad_norm)
-                if not _finite(grad_norm.item()):
+                acc.backward(loss)
+                grad_norm = acc.clip_grad_norm_(self.ac.parameters(), cfg.max_grad_norm)
+                if self._any_process(not _finite(grad_norm.item())):
                     self.optimizer.zero_grad(set_to_none=True)
                     return "non-finite gradient norm"
                 self.optimizer.step()
@@ -173,20 +203,30 @@ class PPOTrainer:
                     totals[k] = totals.get(k, 0.0) + v
                 count += 1
         self.scheduler.step()
-        return {k: v / count for k, v in totals.items()}
+        return self._mean_over_processes({k: v / count for k, v in totals.items()})
+
+    def _mean_over_processes(self, values: dict[str, float]) -> dict[str, float]:
+        if self.accelerator.num_processes == 1 or not values:
+            return values
+        keys = sorted(values)
+        reduced = self.accelerator.reduce(torch.tensor([values[k] for k in keys], device=self.accelerator.device), "mean")
+        return dict(zip(keys, reduced.tolist()))
+
+    def _gather(self, tensor: Any) -> Any:
+        return tensor if self.accelerator.num_processes == 1 else self.accelerator.gather(tensor)
 
     def step(self, step: int) -> dict[str, Any]:
         """Run PPO step `step` (1-based); returns its metrics line."""
-        import torch
-
-        cfg, started = self.cfg, time.perf_counter()
-        seed_everything(step_seed(self.ctx.config.seed, step))
-        indices = batch_indices(len(self.ctx.train_rows), self.ctx.config.seed, self.state.data_position, cfg.prompts_per_step)
-        self.state.data_position += cfg.prompts_per_step
-        rollout, stats = self._rollout([self.ctx.train_rows[i] for i in indices])
+        cfg, started, acc = self.cfg, time.perf_counter(), self.accelerator
+        seed_everything(step_seed(self.ctx.config.seed, step) + acc.process_index)
+        start = self.state.data_position + acc.process_index * cfg.prompts_per_step
+        indices = batch_indices(len(self.ctx.train_rows), self.ctx.config.seed, start, cfg.prompts_per_step)
+        self.state.data_position += cfg.prompts_per_step * acc.num_processes
+        rollout, local_stats = self._rollout([self.ctx.train_rows[i] for i in indices])
+        stats = local_stats if acc.num_processes == 1 else merge_stats(gather_object([local_stats]))
         record: dict[str, Any] = {"stage": "rl", "step": step}
         self._check_grader_failures(step, stats, record)
-        scores = torch.tensor(stats.rewards, dtype=torch.float32, device=rollout.response_ids.device)
+        scores = torch.tensor(local_stats.rewards, dtype=torch.float32, device=rollout.response_ids.device)
         if cfg.truncated == "penalize":
             scores = torch.where(rollout.truncated, torch.full_like(scores, cfg.truncation_penalty), scores)
         mask, resp_len = rollout.response_mask, rollout.response_ids.shape[1]
@@ -197,14 +237,14 @@ class PPOTrainer:
         advantages, returns = pm.compute_gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
         if cfg.whiten_advantages:
             advantages = pm.whiten(advantages, mask)
-        seq_kl = (kl.sum(dim=1)).mean().item()
-        lengths = mask.sum(dim=1)
+        seq_kl = self._gather(kl.sum(dim=1)).mean().item()
+        lengths, all_scores = self._gather(mask.sum(dim=1)), self._gather(scores)
         record.update({
-            "train_reward_mean": scores.mean().item(),
-            "train_reward_std": scores.std(unbiased=False).item() if scores.numel() > 1 else 0.0,
+            "train_reward_mean": all_scores.mean().item(),
+            "train_reward_std": all_scores.std(unbiased=False).item() if all_scores.numel() > 1 else 0.0,
             "kl": seq_kl, "kl_coef": self.kl_ctl.value,
             "response_length_mean": lengths.float().mean().item(),
-            "truncated_share": rollout.truncated.float().mean().item(),
+            "truncated_share": self._gather(rollout.truncated.float()).mean().item(),
             **stats.metrics(),
         })
         fault = None if _finite(record["train_reward_mean"], seq_kl) else "non-finite reward or KL"
@@ -219,7 +259,7 @@ class PPOTrainer:
             record["skipped"] = fault
             self.state.numerical_faults += 1
         elif cfg.adaptive_kl:
-            self.kl_ctl.update(seq_kl, len(rollout.texts))
+            self.kl_ctl.update(seq_kl, len(rollout.texts) * acc.num_processes)
         record["learning_rate"] = self.optimizer.param_groups[0]["lr"]
         seconds = time.perf_counter() - started
         record["tokens_per_second"] = float(lengths.sum().item()) / max(seconds, 1e-9)
@@ -281,8 +321,6 @@ class PPOTrainer:
 
     def save(self, valid_reward_mean: float | None) -> Path:
         """Write `checkpoints/step-<N>` atomically and prune old ones."""
-        import torch
-
         from rft_cli.training.models import save_pretrained
 
         state = self.state
@@ -301,14 +339,15 @@ class PPOTrainer:
             (folder / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2))
 
         meta = {"stage": "rl", "step": state.step, "valid_reward_mean": valid_reward_mean, **_versions()}
-        folder = ckpt.write_checkpoint(self.ctx.checkpoints_dir / f"step-{state.step}", write, meta)
-        ckpt.prune_checkpoints(self.ctx.checkpoints_dir, self.ctx.config.keep_checkpoints)
+        folder = self.ctx.checkpoints_dir / f"step-{state.step}"
+        if self.accelerator.is_main_process:
+            ckpt.write_checkpoint(folder, write, meta)
+            ckpt.prune_checkpoints(self.ctx.checkpoints_dir, self.ctx.config.keep_checkpoints)
+        self.accelerator.wait_for_everyone()
         return folder
 
     def load(self, folder: Path) -> None:
         """Restore optimizer, scheduler, value head, counters and RNG from a step checkpoint."""
-        import torch
-
         self.ac.value_head.load_state_dict(torch.load(folder / "value_head.pt", weights_only=True))
         if self.ac.critic_backbone is not None:
             self.ac.critic_backbone.load_state_dict(torch.load(folder / "critic.pt", weights_only=True))

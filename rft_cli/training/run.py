@@ -19,7 +19,7 @@ from typing import Any
 from rft_cli import checkpoints as ckpt
 from rft_cli.config import RunConfig, dump_run_config
 from rft_cli.errors import ConfigError, DataError, GraderError
-from rft_cli.metrics import JsonlMetricsLogger, MultiLogger, build_tracker, read_metrics, reconcile_metrics
+from rft_cli.metrics import JsonlMetricsLogger, MultiLogger, NullLogger, build_tracker, read_metrics, reconcile_metrics
 
 STAGES = ("sft", "rl", "all")
 RFT_STATE_FILES = {"value_head.pt", "critic.pt", "optimizer.pt", "scheduler.pt", "rng_state.pt", "rng_state.pth",
@@ -186,9 +186,13 @@ def train(config: RunConfig, *, config_path: str | Path | None = None, output_di
     run_dir = Path(output_dir) if output_dir else config.resolved_output_dir(config_path)
     _prepare_run_dir(run_dir, config, resume)
     resume_stage, resume_step, drop_eval, elapsed_before = _resume_point(run_dir) if resume else (None, 0, False, 0.0)
-    reconcile_metrics(run_dir / "metrics.jsonl", resume_stage, resume_step, drop_eval=drop_eval)
+    if os.environ.get("RANK", "0") == "0":
+        reconcile_metrics(run_dir / "metrics.jsonl", resume_stage, resume_step, drop_eval=drop_eval)
+    # Under `accelerate launch` only the main process writes metrics and shows progress.
+    main = os.environ.get("RANK", "0") == "0"
     logger = MultiLogger(JsonlMetricsLogger(run_dir / "metrics.jsonl"),
-                         build_tracker(config.report_to, run_dir, dump_run_config(config)))
+                         build_tracker(config.report_to, run_dir, dump_run_config(config))) if main else NullLogger()
+    progress = progress if main else None
     seed_everything(config.seed)
     tokenizer = load_tokenizer(config.model)
     ctx = RunContext(config, run_dir, pre.train_rows, pre.valid_rows, pre.grader, logger, progress,

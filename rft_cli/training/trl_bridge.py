@@ -96,7 +96,7 @@ def trl_callback_class() -> type:
 
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
             source = self.work_dir / f"checkpoint-{state.global_step}"
-            if source.is_dir():
+            if state.is_world_process_zero and source.is_dir():
                 valid = self.last_valid or {}
                 meta = {"stage": self.stage, "step": state.global_step,
                         "valid_reward_mean": valid.get("valid_reward_mean"), "trl": True,
