@@ -223,6 +223,8 @@ def _set_path(data: dict[str, Any], override: str) -> None:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    except RecursionError:
+        raise ConfigError(f"--set {key.strip()}: the value is nested too deeply for the YAML parser; flatten it") from None
     parts = key.strip().split(".")
     node = data
     for part in parts[:-1]:
@@ -248,6 +250,8 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{path}: cannot read the config ({exc})") from None
     try:
         return yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply for the YAML parser (hundreds of levels of lists or mappings); flatten it") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
