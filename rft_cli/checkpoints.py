@@ -41,6 +41,32 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+# What torch's zip writer says in a RuntimeError when a write fails (a full disk reads "unexpected pos").
+_TORCH_WRITE_ERRORS = ("inline_container", "PytorchStreamWriter", "file write failed", "cannot be opened",
+                       "No space left", "Permission denied", "os error")
+
+
+def is_write_error(exc: BaseException) -> bool:
+    """Whether `exc` is a failed write: an OSError, or what torch (RuntimeError) and safetensors
+    (SafetensorError "I/O error: No space left on device (os error 28)") raise in its place."""
+    if isinstance(exc, OSError) or type(exc).__name__ == "SafetensorError":
+        return True
+    return isinstance(exc, RuntimeError) and any(marker in str(exc) for marker in _TORCH_WRITE_ERRORS)
+
+
+def describe_write_error(exc: BaseException, where: str | Path) -> str:
+    """The error in a few words, with the free space left where it happened."""
+    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[0][:200]
+    path = Path(where)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        free = f"; {shutil.disk_usage(path).free / 2**20:.0f} MiB free there"
+    except OSError:
+        free = ""
+    return f"{detail}{free}"
+
+
 def write_checkpoint(folder: str | Path, write: Callable[[Path], None], meta: dict[str, Any]) -> Path:
     """Call `write(tmp)` to fill a temporary folder, add the marker last, then rename to `folder`.
 
@@ -66,11 +92,13 @@ def write_checkpoint(folder: str | Path, write: Callable[[Path], None], meta: di
         else:
             os.rename(tmp, folder)
         _fsync_dir(folder.parent)
-    except OSError as exc:
+    except Exception as exc:  # noqa: BLE001  torch/safetensors report a full disk as non-OSErrors; others re-raise
         shutil.rmtree(tmp, ignore_errors=True)
+        if not is_write_error(exc):
+            raise
         raise TrainingError(
-            f"{folder}: cannot write the checkpoint ({exc.strerror or exc}); the previous checkpoint is intact, "
-            "free disk space or fix permissions, then rerun with --resume"
+            f"{folder}: cannot write the checkpoint ({describe_write_error(exc, folder.parent)}); the previous checkpoint "
+            "is intact, free disk space or fix permissions, then rerun with --resume"
         ) from None
     return folder
 

@@ -8,17 +8,19 @@ config or a grader field missing from the data costs seconds, not a training run
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rft_cli import checkpoints as ckpt
 from rft_cli.config import RunConfig, dump_run_config
-from rft_cli.errors import ConfigError, DataError, GraderError
+from rft_cli.errors import ConfigError, DataError, GraderError, TrainingError
 from rft_cli.metrics import JsonlMetricsLogger, MultiLogger, NullLogger, build_tracker, read_metrics, reconcile_metrics
 
 STAGES = ("sft", "rl", "all")
@@ -187,7 +189,8 @@ def train(config: RunConfig, *, config_path: str | Path | None = None, output_di
     _prepare_run_dir(run_dir, config, resume)
     resume_stage, resume_step, drop_eval, elapsed_before = _resume_point(run_dir) if resume else (None, 0, False, 0.0)
     if os.environ.get("RANK", "0") == "0":
-        reconcile_metrics(run_dir / "metrics.jsonl", resume_stage, resume_step, drop_eval=drop_eval)
+        with _write_errors_stop_the_run(run_dir):
+            reconcile_metrics(run_dir / "metrics.jsonl", resume_stage, resume_step, drop_eval=drop_eval)
     # Under `accelerate launch` only the main process writes metrics and shows progress.
     main = os.environ.get("RANK", "0") == "0"
     logger = MultiLogger(JsonlMetricsLogger(run_dir / "metrics.jsonl"),
@@ -199,13 +202,29 @@ def train(config: RunConfig, *, config_path: str | Path | None = None, output_di
                      elapsed_before=elapsed_before)
     started = time.perf_counter()
     try:
-        with graceful_interrupt() as flag:
-            ctx.interrupt = flag
-            _run_stages(ctx, stage, tokenizer)
-        summary = _finish(ctx, stage, time.perf_counter() - started)
+        with _write_errors_stop_the_run(run_dir):
+            with graceful_interrupt() as flag:
+                ctx.interrupt = flag
+                _run_stages(ctx, stage, tokenizer)
+            summary = _finish(ctx, stage, time.perf_counter() - started)
     finally:
         logger.close()
     return TrainResult(run_dir, summary)
+
+
+@contextlib.contextmanager
+def _write_errors_stop_the_run(run_dir: Path) -> Iterator[None]:
+    """A full disk or a permission error anywhere in a run (TRL's own saves included) becomes one
+    clear TrainingError; complete checkpoints are never touched by a failed write."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001  only write errors are translated, everything else re-raises
+        if not ckpt.is_write_error(exc):
+            raise
+        raise TrainingError(
+            f"{run_dir}: a write failed ({ckpt.describe_write_error(exc, run_dir)}); the last complete checkpoint is "
+            "intact, free disk space or fix permissions, then rerun with --resume"
+        ) from None
 
 
 def _run_stages(ctx: Any, stage: str, tokenizer: Any) -> None:
