@@ -19,6 +19,17 @@ from rft_cli.errors import ConfigError
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=False, validate_assignment=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_as_numbers(cls, value: Any, info: Any) -> Any:
+        """pydantic's lax mode reads `steps: true` as 1; a boolean where a number belongs is a typo."""
+        if isinstance(value, bool):
+            annotation = cls.model_fields[info.field_name].annotation
+            kinds = getattr(annotation, "__args__", None) or (annotation,)
+            if bool not in kinds and any(k in (int, float) for k in kinds):
+                raise ValueError(f"expected a number, not the boolean {str(value).lower()}")
+        return value
+
 
 class LoraSettings(_Strict):
     """Optional LoRA adapters through peft (merged into the weights when a checkpoint is saved)."""

@@ -57,7 +57,9 @@ def build_run_grader(config: RunConfig) -> Any:
         raise GraderError("grader: this build of rft has no grader loader (rft_cli.graders.load_grader); update rft") from None
     if isinstance(config.grader, str):
         return load_grader(config.grader)
-    return build_grader(config.grader)
+    from rft_cli.graders.build import build_from_dict
+
+    return build_from_dict(config.grader, where="grader")  # errors name the key path, e.g. grader.reference
 
 
 def _check_overlap(train: list[dict], valid: list[dict], valid_path: Path) -> None:
