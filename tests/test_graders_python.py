@@ -212,3 +212,8 @@ def test_sandbox_reports_its_layers(grader_factory):
     grader.grade("x", {})
     layers = grader.sandbox_layers()
     assert "audit" in layers and "RLIMIT_AS" in layers
+
+
+def test_item_fields_are_read_from_the_source():
+    source = "def grade(s, it):\n    a = it['answer']\n    b = it.get('hint')\n    c = it.get('opt', 0)\n    return 1.0"
+    assert build_grader({"type": "python", "source": source}).item_fields() == {"answer"}
