@@ -285,7 +285,8 @@ def main():
         return
     workdir = os.getcwd()
     layers = _apply_rlimits(int(init["memory_mb"]))
-    layers += [layer for layer in (_unshare_network(), _landlock(workdir)) if layer]
+    if sys.platform == "linux":  # the syscall numbers below are Linux's
+        layers += [layer for layer in (_unshare_network(), _landlock(workdir)) if layer]
     layers.append(_install_audit_hook(workdir))
     try:
         grade = _load(init["source"])
