@@ -226,3 +226,13 @@ def test_dying_while_loading_fails_fast_afterwards(grader_factory):
     started = time.monotonic()
     assert [r.errors for r in grader.grade_batch(["a", "b"], [{}, {}])] == [{"python_grader_crash": 1}] * 2
     assert time.monotonic() - started < 0.5
+
+
+def test_a_slow_sample_does_not_hold_up_the_batch(grader_factory):
+    grader = grader_factory("if item.get('slow'):\n    time.sleep(30)\nreturn 1.0", header="import time", timeout=1, workers=2)
+    grader.grade("warm", {})
+    started = time.monotonic()
+    results = grader.grade_batch(["a", "b", "c", "d"], [{"slow": True}, {}, {}, {}])
+    assert [r.reward for r in results] == [0.0, 1.0, 1.0, 1.0]
+    assert results[0].errors == {"python_grader_timeout": 1}
+    assert time.monotonic() - started < 3
