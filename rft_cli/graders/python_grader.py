@@ -98,11 +98,6 @@ class PythonGrader(Grader):
         state["_pool"] = None
         return state
 
-    def __del__(self) -> None:
-        pool = self.__dict__.get("_pool")
-        if pool is not None:
-            pool.close()
-
 
 def _sample_payload(sample: Any) -> dict[str, Any]:
     """The sample dict the user's code sees: output_text, and output_json when the text is JSON."""
