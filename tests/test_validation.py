@@ -181,3 +181,25 @@ def test_fast_path_agrees_with_the_contract(row):
     if shape is not None:
         assert check_row(row, "solution") == []
         assert shape == _slow_shape(row, "solution")
+
+
+def test_two_processes_give_the_same_report_as_one(tmp_path, monkeypatch):
+    """The training file split in two halves (the second in a forked child) changes nothing."""
+    import rft_cli.data.validation as validation
+
+    rng = random.Random(3)
+    prompts = [" ".join(rng.choices([f"w{i}" for i in range(40)], k=12)) for _ in range(300)]
+    lines = [json.dumps(_row(p, answer=str(i % 50))) for i, p in enumerate(prompts)]
+    lines[10], lines[250], lines[260] = "[1]", "{bad", ""
+    lines[200] = lines[5]  # a duplicate across the two halves
+    lines[280] = lines[220]  # a duplicate inside the second half
+    train = _write(tmp_path / "train.jsonl", lines)
+    valid = _write(tmp_path / "valid.jsonl", [_row(prompts[7]), _row(prompts[290] + " w1", answer="49")] +
+                   [_row(f"v{i} " + prompts[i]) for i in range(100, 130)])
+    monkeypatch.setattr(validation, "PARALLEL_MIN_BYTES", 0)
+    kwargs = {"overlap_fields": ["answer"], "max_errors": 4, "near_duplicate_threshold": 0.6}
+    serial = validate_dataset(train, valid, workers=1, **kwargs).to_dict()
+    parallel = validate_dataset(train, valid, workers=2, **kwargs).to_dict()
+    assert parallel == serial
+    assert serial["warning_counts"]["duplicate_prompt"] == 2
+    assert serial["error_counts"]["overlap_prompt"] == 1 and serial["stats"]["overlap"]["near_duplicate"] >= 1

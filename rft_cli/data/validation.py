@@ -32,7 +32,7 @@ from rft_cli.data.records import (
     prompt_messages,
     prompt_text,
 )
-from rft_cli.errors import ConfigError, DataError, UsageError
+from rft_cli.errors import ConfigError, DataError, RftError, UsageError
 
 DEFAULT_MAX_ERRORS = 20
 DEFAULT_NEAR_DUPLICATE_THRESHOLD = 0.9
@@ -41,6 +41,8 @@ MIN_NEAR_DUPLICATE_THRESHOLD = 0.5
 STRICT_CODES = frozenset({"duplicate_prompt", "near_duplicate", "too_many_tokens"})
 _BOM = b"\xef\xbb\xbf"
 _BATCH = 4096
+# Training files this big are scanned by two processes (the second half in a forked child).
+PARALLEL_MIN_BYTES = 32 << 20
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,13 @@ class _Issues:
         if self.error_counts[code] <= self.limit:
             self.errors.append(Issue(file, line, column, code, _where(file, line, column) + message))
 
+    def absorb(self, other: _Issues) -> None:
+        """Add another collector's issues (the lists are trimmed back to `limit` per code in the report)."""
+        self.errors.extend(other.errors)
+        self.warnings.extend(other.warnings)
+        self.error_counts.update(other.error_counts)
+        self.warning_counts.update(other.warning_counts)
+
     def warning(self, file: str, line: int | None, code: str, message: str) -> None:
         if self.strict and code in STRICT_CODES:
             return self.error(file, line, code, message)
@@ -139,6 +148,14 @@ class _FileStats:
         self.over_max_tokens = 0
         self.fields: Counter[str] = Counter()  # top-level field names of valid rows
         self.distinct_prompts = 0
+
+    def merge(self, other: _FileStats) -> None:
+        """Add the counters of a later part of the same file."""
+        self.lines = max(self.lines, other.lines)
+        for name in ("rows", "blank_lines", "invalid_rows", "demonstrations", "over_max_tokens"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in ("messages", "prompt_chars", "tokens", "fields"):
+            getattr(self, name).update(getattr(other, name))
 
     def to_dict(self, max_tokens: int | None, tokenized: bool, demonstration_field: str) -> dict[str, Any]:
         reference = Counter()
@@ -220,6 +237,27 @@ def _slow_shape(row: dict, demonstration_field: str) -> tuple[str, int, bool]:
     return prompt_text(row), chars, demonstration(row, demonstration_field) is not None
 
 
+def _split_point(path: Path, size: int) -> int:
+    """The first byte after the first newline at or after the middle of the file."""
+    with path.open("rb") as handle:
+        handle.seek(size // 2)
+        handle.readline()
+        return handle.tell()
+
+
+def _count_lines(path: Path, end: int, block: int = 1 << 24) -> int:
+    """Newlines in the first `end` bytes of a file."""
+    count = 0
+    with path.open("rb") as handle:
+        while end > 0:
+            data = handle.read(min(block, end))
+            if not data:
+                break
+            count += data.count(b"\n")
+            end -= len(data)
+    return count
+
+
 def _prompt_hash(key: str) -> int:
     return int.from_bytes(blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
 
@@ -235,10 +273,20 @@ def _safe(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
-def _iter_lines(path: Path, file: str, issues: _Issues, stats: _FileStats) -> Iterator[tuple[int, Any]]:
-    """Yield (line number, parsed JSON value) for each line that decodes and parses; report the rest."""
+def _iter_lines(path: Path, file: str, issues: _Issues, stats: _FileStats,
+                start: int = 0, end: int | None = None, first_line: int = 1) -> Iterator[tuple[int, Any]]:
+    """Yield (line number, parsed JSON value) for each line that decodes and parses; report the rest.
+
+    `start`/`end` select a byte range that begins and ends at line boundaries; `first_line` is the
+    number of its first line.
+    """
+    left = float("inf") if end is None else end - start
     with path.open("rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
+        handle.seek(start)
+        for line_no, raw in enumerate(handle, start=first_line):
+            if left <= 0:
+                break
+            left -= len(raw)
             stats.lines = line_no
             if line_no == 1 and raw.startswith(_BOM):
                 raw = raw[len(_BOM):]
@@ -284,20 +332,34 @@ class _Validator:
         self.overlap: list[dict[str, Any]] = []
         self.overlap_counts: Counter[str] = Counter()
 
-    def scan(self, path: Path, is_train: bool) -> _FileStats:
+    def scan(self, path: Path, is_train: bool, workers: int = 1) -> _FileStats:
         """Check every line of one file; the validation file must be scanned before the training file."""
+        file = str(path)
+        size = path.stat().st_size
+        if is_train and workers > 1 and size >= PARALLEL_MIN_BYTES and self.settings.tokenizer is None:
+            stats, seen = self._scan_parallel(path, size)
+        else:
+            stats, seen = self._scan_range(path, is_train)
+        stats.distinct_prompts = len(seen)
+        if not stats.rows and not stats.invalid_rows:
+            self.issues.error(file, None, "empty_file", "the file has no rows (write one JSON object per line)")
+        return stats
+
+    def _scan_range(self, path: Path, is_train: bool, start: int = 0, end: int | None = None,
+                    first_line: int = 1) -> tuple[_FileStats, dict[int, int]]:
+        """Scan one byte range; returns its stats and its prompt hashes (hash -> first line)."""
         file, stats = str(path), _FileStats()
         seen: dict[int, int] = {}
         batch: list[tuple[int, int, str]] = []
         try:
-            for line_no, row in _iter_lines(path, file, self.issues, stats):
+            for line_no, row in _iter_lines(path, file, self.issues, stats, start, end, first_line):
                 key = self._check(file, line_no, row, stats, is_train)
                 if key is None:
                     continue
                 digest = _prompt_hash(key)
                 first = seen.setdefault(digest, line_no)
                 if first != line_no:
-                    self.issues.warning(file, line_no, "duplicate_prompt", f"same prompt as line {first} after normalisation (case, Unicode form, whitespace); remove one of the two rows")
+                    self._duplicate(file, line_no, first)
                 if is_train:
                     self._check_against_valid(file, line_no, row, digest, key, batch)
                 elif first == line_no:
@@ -305,10 +367,60 @@ class _Validator:
         except OSError as exc:
             raise DataError(f"{file}: read error ({exc.strerror or exc}); check the file and the disk") from None
         self._flush(file, batch)
-        stats.distinct_prompts = len(seen)
-        if not stats.rows and not stats.invalid_rows:
-            self.issues.error(file, None, "empty_file", "the file has no rows (write one JSON object per line)")
-        return stats
+        return stats, seen
+
+    def _duplicate(self, file: str, line_no: int, first: int) -> None:
+        self.issues.warning(file, line_no, "duplicate_prompt", f"same prompt as line {first} after normalisation (case, Unicode form, whitespace); remove one of the two rows")
+
+    def _scan_parallel(self, path: Path, size: int) -> tuple[_FileStats, dict[int, int]]:
+        """Scan the first half of the file here and the second half in a forked child process.
+
+        The child shares the validation index (copy-on-write) and sends back its stats, issues,
+        overlap records and prompt hashes; duplicates across the two halves are found on merge.
+        """
+        import multiprocessing
+
+        split = _split_point(path, size)
+        context = multiprocessing.get_context("fork")
+        receiver, sender = context.Pipe(duplex=False)
+        child = context.Process(target=self._scan_child, args=(path, split, size, sender), daemon=True)
+        child.start()
+        sender.close()
+        try:
+            stats, seen = self._scan_range(path, True, 0, split, 1)
+            outcome = receiver.recv()
+        except EOFError:
+            raise RuntimeError("the validation worker process died (out of memory?)") from None
+        finally:
+            child.join()
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return self._merge_child(str(path), stats, seen, *outcome)
+
+    def _scan_child(self, path: Path, start: int, end: int, sender: Any) -> None:
+        """In the child: scan [start, end) with fresh issue and overlap collectors, send them back."""
+        self.issues = _Issues(self.issues.limit, self.issues.strict)
+        self.overlap, self.overlap_counts = [], Counter()
+        try:
+            first_line = _count_lines(path, start) + 1
+            stats, seen = self._scan_range(path, True, start, end, first_line)
+            sender.send((stats, seen, self.issues, self.overlap, self.overlap_counts))
+        except RftError as exc:
+            sender.send(exc)
+        finally:
+            sender.close()
+
+    def _merge_child(self, file: str, stats: _FileStats, seen: dict[int, int], child_stats: _FileStats,
+                     child_seen: dict[int, int], issues: _Issues, overlap: list, overlap_counts: Counter) -> tuple[_FileStats, dict[int, int]]:
+        self.issues.absorb(issues)
+        self.overlap.extend(overlap)
+        self.overlap_counts.update(overlap_counts)
+        stats.merge(child_stats)
+        for digest, line_no in child_seen.items():
+            first = seen.setdefault(digest, line_no)
+            if first != line_no:
+                self._duplicate(file, line_no, first)
+        return stats, seen
 
     def _check(self, file: str, line_no: int, row: Any, stats: _FileStats, is_train: bool) -> str | None:
         """Check the contract and gather stats; returns the normalised prompt, or None for a bad row."""
@@ -441,6 +553,7 @@ def validate_dataset(
     max_errors: int = DEFAULT_MAX_ERRORS,
     tokenizer: Any = None,
     max_tokens: int | None = None,
+    workers: int | None = None,
 ) -> ValidationReport:
     """Check a training file (and optionally a validation file) against the dataset contract.
 
@@ -456,6 +569,8 @@ def validate_dataset(
         max_errors: issues kept per code (all are counted).
         tokenizer: a tokenizer object or a local directory; adds prompt token statistics.
         max_tokens: prompts longer than this (in tokens) get a warning; needs `tokenizer`.
+        workers: processes for a training file of 32 MiB or more (default: 2 where the machine has
+            2 cores and `fork` is available, else 1). The result does not depend on it.
 
     Returns:
         A `ValidationReport`; nothing is printed.
@@ -478,9 +593,19 @@ def validate_dataset(
     if valid is not None:
         stats["valid"] = validator.scan(valid, is_train=False)
         validator.freeze_valid(valid)
-    stats["train"] = validator.scan(train, is_train=True)
+    stats["train"] = validator.scan(train, is_train=True, workers=_default_workers() if workers is None else workers)
     _warn_unseen_fields(validator, valid)
     return _build_report(train, valid, validator, stats, tokenizer is not None)
+
+
+def _default_workers() -> int:
+    import multiprocessing
+    import os
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(2, cores)
 
 
 def _check_arguments(train: Path, valid: Path | None, threshold: float, max_errors: int, tokenizer: Any,
@@ -516,10 +641,30 @@ def _build_report(train: Path, valid: Path | None, validator: _Validator, stats:
     counts = {kind: validator.overlap_counts.get(kind, 0) for kind in ("exact", "near_duplicate", "field")}
     return ValidationReport(
         files={"train": str(train), "valid": str(valid) if valid is not None else None},
-        errors=sorted(issues.errors, key=sort_key),
-        warnings=sorted(issues.warnings, key=sort_key),
+        errors=_first_per_code(sorted(issues.errors, key=sort_key), issues.limit),
+        warnings=_first_per_code(sorted(issues.warnings, key=sort_key), issues.limit),
         error_counts=dict(issues.error_counts),
         warning_counts=dict(issues.warning_counts),
         stats={**per_file, "overlap": {**counts, "near_duplicate_threshold": validator.threshold}},
-        overlap=sorted(validator.overlap, key=lambda o: (o["train_line"], o["valid_line"], o["kind"])),
+        overlap=_first_per_kind(sorted(validator.overlap, key=lambda o: (o["train_line"], o["valid_line"], o["kind"])), issues.limit),
     )
+
+
+def _first_per_code(issues: list[Issue], limit: int) -> list[Issue]:
+    seen: Counter[str] = Counter()
+    kept = []
+    for issue in issues:
+        seen[issue.code] += 1
+        if seen[issue.code] <= limit:
+            kept.append(issue)
+    return kept
+
+
+def _first_per_kind(records: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    seen: Counter[str] = Counter()
+    kept = []
+    for record in records:
+        seen[record["kind"]] += 1
+        if seen[record["kind"]] <= limit:
+            kept.append(record)
+    return kept
