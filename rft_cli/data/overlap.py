@@ -40,11 +40,11 @@ def prefix_length(size: int, threshold: float) -> int:
 
 
 def _powers(n: int) -> tuple[Any, Any]:
-    """BASE**i and BASE**-i modulo 2**64 for i < n (cached, grown by doubling)."""
+    """BASE**i and BASE**-i modulo 2**64 for i < n (cached, grown in steps of 2**20)."""
     import numpy as np
 
     if len(_POWERS.get("up", ())) < n:
-        size = max(n, 2 * len(_POWERS.get("up", ())), 1 << 16)
+        size = -(-n // (1 << 20)) * (1 << 20)
         for name, base in (("up", _BASE), ("down", pow(_BASE, -1, 1 << 64))):
             steps = np.full(size, base, dtype=np.uint64)
             steps[0] = 1

@@ -237,10 +237,10 @@ def _slow_shape(row: dict, demonstration_field: str) -> tuple[str, int, bool]:
     return prompt_text(row), chars, demonstration(row, demonstration_field) is not None
 
 
-def _split_point(path: Path, size: int) -> int:
-    """The first byte after the first newline at or after the middle of the file."""
+def _split_point(path: Path, offset: int) -> int:
+    """The first byte of the first line that starts after `offset`."""
     with path.open("rb") as handle:
-        handle.seek(size // 2)
+        handle.seek(offset)
         handle.readline()
         return handle.tell()
 
@@ -264,7 +264,10 @@ def _prompt_hash(key: str) -> int:
 
 def _value_key(value: Any) -> str:
     """A reference value, normalised for the --overlap-fields comparison ("42" matches 42)."""
-    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False)
+    try:
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False)
+    except (RecursionError, ValueError):  # nested deeper than json.dumps goes: compare by identity only
+        text = f"<unprintable {id(value)}>"
     return normalize_text(text)
 
 
@@ -324,6 +327,7 @@ class _Validator:
     def __init__(self, settings: _Settings, issues: _Issues, threshold: float) -> None:
         self.settings, self.issues, self.threshold = settings, issues, threshold
         self.valid_name: str | None = None
+        self.valid_bytes = 0
         self.valid_prompts: dict[int, int] = {}  # prompt hash -> first valid line
         self.valid_values: dict[tuple[str, str], int] = {}  # (field, value) -> first valid line
         self.valid_lines: list[int] = []  # near-duplicate index row id -> valid line
@@ -341,7 +345,7 @@ class _Validator:
         else:
             stats, seen = self._scan_range(path, is_train)
         stats.distinct_prompts = len(seen)
-        if not stats.rows and not stats.invalid_rows:
+        if stats.lines == stats.blank_lines:
             self.issues.error(file, None, "empty_file", "the file has no rows (write one JSON object per line)")
         return stats
 
@@ -380,7 +384,8 @@ class _Validator:
         """
         import multiprocessing
 
-        split = _split_point(path, size)
+        # The parent has already scanned the validation file and will merge: give it less training data.
+        split = _split_point(path, max(0, size - self.valid_bytes) // 2)
         context = multiprocessing.get_context("fork")
         receiver, sender = context.Pipe(duplex=False)
         child = context.Process(target=self._scan_child, args=(path, split, size, sender), daemon=True)
@@ -404,22 +409,30 @@ class _Validator:
         try:
             first_line = _count_lines(path, start) + 1
             stats, seen = self._scan_range(path, True, start, end, first_line)
-            sender.send((stats, seen, self.issues, self.overlap, self.overlap_counts))
+            import numpy as np
+
+            # Two flat arrays pickle in 16 bytes a prompt; the dict would take about 110.
+            digests = np.fromiter(seen.keys(), dtype=np.uint64, count=len(seen))
+            lines = np.fromiter(seen.values(), dtype=np.int64, count=len(seen))
+            del seen
+            sender.send((stats, (digests, lines), self.issues, self.overlap, self.overlap_counts))
         except RftError as exc:
             sender.send(exc)
         finally:
             sender.close()
 
     def _merge_child(self, file: str, stats: _FileStats, seen: dict[int, int], child_stats: _FileStats,
-                     child_seen: dict[int, int], issues: _Issues, overlap: list, overlap_counts: Counter) -> tuple[_FileStats, dict[int, int]]:
+                     child_seen: tuple[Any, Any], issues: _Issues, overlap: list, overlap_counts: Counter) -> tuple[_FileStats, dict[int, int]]:
         self.issues.absorb(issues)
         self.overlap.extend(overlap)
         self.overlap_counts.update(overlap_counts)
         stats.merge(child_stats)
-        for digest, line_no in child_seen.items():
-            first = seen.setdefault(digest, line_no)
-            if first != line_no:
-                self._duplicate(file, line_no, first)
+        digests, lines = child_seen
+        for start in range(0, len(digests), 1 << 16):  # in slices, to bound the temporary Python ints
+            for digest, line_no in zip(digests[start : start + (1 << 16)].tolist(), lines[start : start + (1 << 16)].tolist()):
+                first = seen.setdefault(digest, line_no)
+                if first != line_no:
+                    self._duplicate(file, line_no, first)
         return stats, seen
 
     def _check(self, file: str, line_no: int, row: Any, stats: _FileStats, is_train: bool) -> str | None:
@@ -473,6 +486,7 @@ class _Validator:
         self.valid_keys.clear()
         self.index.freeze()
         self.valid_name = str(path)
+        self.valid_bytes = path.stat().st_size
 
     def _check_against_valid(self, file: str, line_no: int, row: dict, digest: int, key: str, batch: list) -> None:
         if self.valid_name is None:
