@@ -203,3 +203,13 @@ def test_two_processes_give_the_same_report_as_one(tmp_path, monkeypatch):
     assert parallel == serial
     assert serial["warning_counts"]["duplicate_prompt"] == 2
     assert serial["error_counts"]["overlap_prompt"] == 1 and serial["stats"]["overlap"]["near_duplicate"] >= 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127)) | st.text(max_size=20))
+def test_normalize_text_ascii_shortcut_equals_nfkc_casefold(text):
+    import unicodedata
+
+    from rft_cli.data.records import normalize_text
+
+    assert normalize_text(text) == " ".join(unicodedata.normalize("NFKC", text).casefold().split())

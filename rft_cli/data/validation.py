@@ -298,7 +298,7 @@ def _iter_lines(path: Path, file: str, issues: _Issues, stats: _FileStats,
             except UnicodeDecodeError as exc:
                 issues.error(file, line_no, "invalid_utf8", f"byte {exc.start + 1} is not valid UTF-8 ({exc.reason}); save the file as UTF-8", column=exc.start + 1)
                 continue
-            if not text.strip():
+            if text.isspace():
                 stats.blank_lines += 1
                 issues.warning(file, line_no, "blank_line", "blank line (it is skipped; delete it)")
                 continue
@@ -615,8 +615,10 @@ def validate_dataset(
 def _default_workers() -> int:
     import multiprocessing
     import os
+    import threading
 
-    if "fork" not in multiprocessing.get_all_start_methods():
+    # fork() is only safe in a single-threaded process (no torch/tokenizers threads yet).
+    if "fork" not in multiprocessing.get_all_start_methods() or threading.active_count() > 1:
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return min(2, cores)
