@@ -4,10 +4,11 @@ Usage:
     python bench/validate.py                      # 1M + 100k rows in a temporary directory
     python bench/validate.py --train-rows 100000  # a quicker run
 
-Each measurement runs in a fresh child process. Peak memory is the largest sum of the resident set
-sizes of that process and its own children (the validator forks one for the second half of the
-training file), sampled every 10 ms from /proc; `ru_maxrss` is not used because Linux carries it
-over from the parent through exec. Measured:
+Each measurement runs in a fresh child process. Peak memory is the largest sum of the proportional
+set sizes (PSS: resident memory, pages shared after fork() split between the sharers; the plain RSS
+sum, which counts shared pages twice, is printed too) of that process and its own children (the validator forks one for the second half of a large training
+file), sampled every 10 ms from /proc/PID/smaps_rollup; `ru_maxrss` is not used because Linux
+carries it over from the parent through exec. Measured:
   1. a plain `json.loads` loop over both files (the floor any Python validator pays);
   2. the full `validate_dataset(train, valid, overlap_fields=["reference_answer"])`, with the
      exact-overlap, near-duplicate and reference-value checks.
@@ -101,29 +102,33 @@ def _generate_in_child(directory: Path, train_rows: int, valid_rows: int) -> tup
     return directory / "train.jsonl", directory / "valid.jsonl"
 
 
-def _rss_kib(pid: int) -> int:
-    """Resident set size of a process plus its children, from /proc (0 once it has exited)."""
-    total = 0
+def _memory_kib(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of a process plus its children; PSS splits pages shared after fork() between sharers."""
+    rss = pss = 0
     try:
-        with open(f"/proc/{pid}/status") as handle:
-            total += next(int(line.split()[1]) for line in handle if line.startswith("VmRSS:"))
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            fields = dict(line.split()[:2] for line in handle if line.startswith(("Rss:", "Pss:")))
+        rss, pss = int(fields["Rss:"]), int(fields["Pss:"])
         with open(f"/proc/{pid}/task/{pid}/children") as handle:
-            total += sum(_rss_kib(int(child)) for child in handle.read().split())
-    except (OSError, StopIteration, ValueError):
+            for child in handle.read().split():
+                child_rss, child_pss = _memory_kib(int(child))
+                rss, pss = rss + child_rss, pss + child_pss
+    except (OSError, KeyError, ValueError):
         pass
-    return total
+    return rss, pss
 
 
 def _run_child(code: str, *args: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True, env=env)
-    peak = 0
+    peak_rss = peak_pss = 0
     while proc.poll() is None:
-        peak = max(peak, _rss_kib(proc.pid))
+        rss, pss = _memory_kib(proc.pid)
+        peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
         time.sleep(0.01)
     if proc.returncode:
         raise SystemExit(f"the benchmark child failed with exit code {proc.returncode}")
-    return {**json.loads(proc.stdout.read()), "peak_rss_mib": peak / 1024}
+    return {**json.loads(proc.stdout.read()), "peak_rss_mib": peak_rss / 1024, "peak_pss_mib": peak_pss / 1024}
 
 
 def main() -> None:
@@ -148,7 +153,7 @@ def _print(base: dict, full: dict, label: str) -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     for name, m in (("json.loads loop", base), (f"validate_dataset ({label})", full)):
         print(f"{name}: {m['rows']:,} rows in {m['seconds']:.2f} s wall ({m['rows'] / m['seconds']:,.0f} rows/s); "
-              f"CPU {m['cpu_main']:.2f} s main + {m['cpu_workers']:.2f} s worker; peak RSS {m['peak_rss_mib']:.0f} MiB")
+              f"CPU {m['cpu_main']:.2f} s main + {m['cpu_workers']:.2f} s worker; peak memory {m['peak_pss_mib']:.0f} MiB PSS ({m['peak_rss_mib']:.0f} MiB RSS)")
     print(f"ratio validate / json.loads: {full['seconds'] / base['seconds']:.2f}x wall, "
           f"{(full['cpu_main'] + full['cpu_workers']) / base['cpu_main']:.2f}x total CPU, "
           f"{full['cpu_main'] / base['cpu_main']:.2f}x main-process CPU")

@@ -395,7 +395,11 @@ class _Validator:
             stats, seen = self._scan_range(path, True, 0, split, 1)
             outcome = receiver.recv()
         except EOFError:
-            raise RuntimeError("the validation worker process died (out of memory?)") from None
+            raise RftError(f"{path}: the second validation process died (out of memory?); "
+                           "retry with RFT_VALIDATE_WORKERS=1") from None
+        except BaseException:
+            child.terminate()  # the parent failed or was interrupted: do not wait for the child's half
+            raise
         finally:
             child.join()
         if isinstance(outcome, BaseException):
@@ -583,8 +587,9 @@ def validate_dataset(
         max_errors: issues kept per code (all are counted).
         tokenizer: a tokenizer object or a local directory; adds prompt token statistics.
         max_tokens: prompts longer than this (in tokens) get a warning; needs `tokenizer`.
-        workers: processes for a training file of 32 MiB or more (default: 2 where the machine has
-            2 cores and `fork` is available, else 1). The result does not depend on it.
+        workers: processes for a training file of 32 MiB or more (default: $RFT_VALIDATE_WORKERS,
+            else 2 where there are 2 cores, `fork` and a single thread, else 1). The result does
+            not depend on it.
 
     Returns:
         A `ValidationReport`; nothing is printed.
@@ -617,6 +622,8 @@ def _default_workers() -> int:
     import os
     import threading
 
+    if os.environ.get("RFT_VALIDATE_WORKERS", "").strip().isdigit():
+        return max(1, int(os.environ["RFT_VALIDATE_WORKERS"]))
     # fork() is only safe in a single-threaded process (no torch/tokenizers threads yet).
     if "fork" not in multiprocessing.get_all_start_methods() or threading.active_count() > 1:
         return 1
