@@ -151,10 +151,15 @@ def test_near_duplicate_index_matches_brute_force(seed):
     index.add_batch(valid[:20])
     index.add_batch(valid[20:])
     index.freeze()
-    got = {(i, row) for i, row, _ in index.query_batch(train)}
-    expected = {(i, r) for i, a in enumerate(train) for r, b in enumerate(valid)
-                if len(_shingles(a) & _shingles(b)) / len(_shingles(a) | _shingles(b)) >= threshold - 1e-9}
-    assert got == expected
+    def jaccard(a: str, b: str) -> float:
+        return len(_shingles(a) & _shingles(b)) / len(_shingles(a) | _shingles(b))
+
+    got = {i: (row, similarity) for i, row, similarity in index.query_batch(train)}
+    # Each training prompt with a near-duplicate gets one: the first validation row at or above t.
+    expected = {i: min(r for r, b in enumerate(valid) if jaccard(a, b) >= threshold - 1e-9)
+                for i, a in enumerate(train) if any(jaccard(a, b) >= threshold - 1e-9 for b in valid)}
+    assert {i: row for i, (row, _) in got.items()} == expected
+    assert all(abs(similarity - jaccard(train[i], valid[row])) < 1e-12 for i, (row, similarity) in got.items())
 
 
 def test_prefix_length_is_robust_to_float_rounding():

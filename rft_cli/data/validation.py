@@ -504,7 +504,8 @@ class _Validator:
             if found is not None:
                 self._record("field", line_no, found, None, name)
                 self.issues.error(file, line_no, "overlap_field", f'"{_safe(name)}" has the same value as {self.valid_name} line {found}; no validation answer may appear in training (remove or change the row)')
-        batch.append((line_no, digest, key))
+        if valid_line is None:  # a row with an exact overlap is not also searched for near-duplicates
+            batch.append((line_no, digest, key))
         if len(batch) >= _BATCH:
             self._flush(file, batch)
 
@@ -514,10 +515,7 @@ class _Validator:
             batch.clear()
             return
         for i, row_id, similarity in self.index.query_batch([item[2] for item in batch]):
-            line_no, digest, _ = batch[i]
-            valid_line = self.valid_lines[row_id]
-            if self.valid_prompts.get(digest) == valid_line:
-                continue  # an exact overlap, already reported
+            line_no, valid_line = batch[i][0], self.valid_lines[row_id]
             self._record("near_duplicate", line_no, valid_line, round(similarity, 4), None)
             self.issues.warning(file, line_no, "near_duplicate", f"near-duplicate of {self.valid_name} line {valid_line} (word 3-gram Jaccard {similarity:.2f} >= {self.threshold}); remove or rewrite one of them")
         batch.clear()
