@@ -218,3 +218,10 @@ def test_normalize_text_ascii_shortcut_equals_nfkc_casefold(text):
     from rft_cli.data.records import normalize_text
 
     assert normalize_text(text) == " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def test_a_missing_or_special_file_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match=r"nope\.jsonl: no such file \(give the path of a JSONL file\)"):
+        validate_dataset(tmp_path / "nope.jsonl")
+    with pytest.raises(UsageError, match="is not a regular file"):
+        validate_dataset(EXAMPLE / "train.jsonl", tmp_path)

@@ -633,7 +633,8 @@ def _check_arguments(train: Path, valid: Path | None, threshold: float, max_erro
                      max_tokens: int | None, overlap_fields: tuple[str, ...]) -> None:
     for path in (train, valid):
         if path is not None and not path.is_file():
-            raise UsageError(f"{path}: no such file (give the path of a JSONL file)")
+            problem = "is not a regular file" if path.exists() else "no such file"
+            raise UsageError(f"{path}: {problem} (give the path of a JSONL file)")
     if not MIN_NEAR_DUPLICATE_THRESHOLD <= threshold <= 1.0:
         raise UsageError(f"--near-duplicate-threshold {threshold}: use a value between {MIN_NEAR_DUPLICATE_THRESHOLD} and 1.0")
     if max_errors < 1:
