@@ -7,6 +7,7 @@ nothing runs. (tests/test_config.py covers the run config's table of messages.)
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,20 @@ def test_set_values_are_checked_like_the_file(override, expected):
     result = rft("train", RECIPE, "--dry-run", "--set", override)
     assert result.exit_code == 2
     assert expected in result.output
+
+
+@pytest.mark.slow
+def test_an_sft_max_length_that_fits_no_example_is_a_config_error(tmp_path):
+    """Found by bench/train_50k_start.py: with every prompt longer than sft.max_length, TRL dropped
+    every example and the run died in torch's sampler with "num_samples=0" and a traceback."""
+    train = tmp_path / "train.jsonl"
+    row = {"messages": [{"role": "user", "content": "What is one plus one, written as a number? " * 3}], "solution": "2", "answer": "2"}
+    train.write_text((json.dumps(row) + "\n") * 10, encoding="utf-8")
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"model": {"tiny": "llama-test"}, "data": {"train": str(train)},
+                                      "grader": {"type": "string_check", "name": "x", "input": "{{ sample.output_text }}",
+                                                 "reference": "{{ item.answer }}", "operation": "eq"},
+                                      "sft": {"max_steps": 1, "max_length": 64}}), encoding="utf-8")
+    result = rft("train", config, "--stage", "sft", "--quiet", "--output-dir", tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    assert "sft: none of the 10 demonstrations fits in sft.max_length=64" in result.output
