@@ -5,6 +5,7 @@ Usage:
     python bench/train_50k_start.py              # 50,000 rows of about 300 bytes (15 MiB)
     python bench/train_50k_start.py --rows 10000
 
+Each case runs at --baseline-rows (1,000) and at --rows, so the difference is what the rows cost.
 Each case runs the real command in a fresh child process; peak RSS/PSS of the child and its
 children is sampled every 20 ms from /proc/PID/smaps_rollup:
   rows        a bare `load_rows` of the file: what holding the rows once costs (RSS after - before);
@@ -70,29 +71,36 @@ def run(args: list[str], until_metrics: Path | None = None) -> dict:
     return result
 
 
+def _cases(folder: Path, rows: int) -> list[dict]:
+    train = write_rows(folder / f"train-{rows}.jsonl", rows)
+    config = folder / f"run-{rows}.yaml"
+    config.write_text(json.dumps({
+        "model": {"tiny": "llama-test"}, "data": {"train": str(train)},
+        "grader": {"type": "string_check", "name": "exact", "input": "{{ sample.output_text }}",
+                   "reference": "{{ item.answer }}", "operation": "eq"},
+        "sft": {"max_steps": 1, "batch_size": 8, "max_length": 512},
+        "rl": {"steps": 1, "prompts_per_step": 8, "mini_batch_size": 4, "max_new_tokens": 8, "max_prompt_length": 256},
+    }), encoding="utf-8")
+    rft = ["-m", "rft_cli", "train", str(config), "--quiet"]
+    ppo, sft = folder / f"ppo-{rows}", folder / f"sft-{rows}"
+    return [
+        {"case": "file", "rows": rows, "file_mib": round(train.stat().st_size / 2**20, 1)},
+        {"case": "rows", "rows": rows, **run(["-c", _ROWS_ONCE, str(train)])},
+        {"case": "dry-run", "rows": rows, **run([*rft, "--dry-run"])},
+        {"case": "ppo start", "rows": rows, **run([*rft, "-o", str(ppo), "--set", "sft.enabled=false"], ppo / "metrics.jsonl")},
+        {"case": "sft start", "rows": rows, **run([*rft, "-o", str(sft), "--stage", "sft"], sft / "metrics.jsonl")},
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=50_000)
+    parser.add_argument("--baseline-rows", type=int, default=1_000, help="the same cases on a small file, for the difference")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        train = write_rows(folder / "train.jsonl", args.rows)
-        config = folder / "run.yaml"
-        config.write_text(json.dumps({
-            "model": {"tiny": "llama-test"}, "data": {"train": str(train)},
-            "grader": {"type": "string_check", "name": "exact", "input": "{{ sample.output_text }}",
-                       "reference": "{{ item.answer }}", "operation": "eq"},
-            "sft": {"max_steps": 1, "batch_size": 8, "max_length": 128},
-            "rl": {"steps": 1, "prompts_per_step": 8, "mini_batch_size": 4, "max_new_tokens": 8, "max_prompt_length": 128},
-        }), encoding="utf-8")
-        print(json.dumps({"case": "file", "rows": args.rows, "file_mib": round(train.stat().st_size / 2**20, 1)}))
-        print(json.dumps({"case": "rows", **run(["-c", _ROWS_ONCE, str(train)])}), flush=True)
-        rft = ["-m", "rft_cli", "train", str(config), "--quiet"]
-        print(json.dumps({"case": "dry-run", **run([*rft, "--dry-run"])}), flush=True)
-        out = folder / "ppo"
-        print(json.dumps({"case": "ppo start", **run([*rft, "-o", str(out), "--set", "sft.enabled=false"], out / "metrics.jsonl")}), flush=True)
-        out = folder / "sft"
-        print(json.dumps({"case": "sft start", **run([*rft, "-o", str(out), "--stage", "sft"], out / "metrics.jsonl")}), flush=True)
+        for rows in (args.baseline_rows, args.rows):
+            for case in _cases(Path(tmp), rows):
+                print(json.dumps(case), flush=True)
 
 
 if __name__ == "__main__":
