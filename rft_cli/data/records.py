@@ -136,7 +136,7 @@ def parse_line(text: str) -> Any:
     try:
         return _STRICT_DECODER.decode(text)
     except RecursionError:
-        raise ValueError("nested too deeply (more than about 1,000 levels of [ or {)") from None
+        raise ValueError("nested too deeply") from None
 
 
 def iter_rows(path: str | Path, demonstration_field: str = DEFAULT_DEMONSTRATION_FIELD) -> Iterator[tuple[int, dict]]:
