@@ -183,9 +183,15 @@ class GraderReward:
 
 def quiet_libraries() -> None:
     """Progress bars of datasets/transformers would interleave with ours on stderr."""
+    import warnings
+
     import datasets
     import transformers
 
+    # Deprecation notices raised inside transformers/TRL about their own internals are not
+    # actionable for an rft user; our own code keeps warnings on.
+    for module in ("transformers", "trl", "peft", "accelerate"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
