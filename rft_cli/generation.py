@@ -50,10 +50,14 @@ def resolve_model_path(path: str | Path) -> str:
     if p.is_dir():
         return _resolve_folder(p)
     if p.exists():
-        raise UsageError(f"{text}: is a file, not a model folder (pass a model folder, a run folder or a hub id)")
+        raise UsageError(
+            f"{text}: is a file, not a model folder (pass a model folder, a run folder or a hub id)"
+        )
     looks_local = text.startswith((".", "/", "~")) or "\\" in text or text.count("/") > 1
     if looks_local or not _HUB_ID.match(text):
-        raise UsageError(f"{text}: no such model folder (check the path, or pass a hub id such as org/name)")
+        raise UsageError(
+            f"{text}: no such model folder (check the path, or pass a hub id such as org/name)"
+        )
     return text
 
 
@@ -67,7 +71,9 @@ def _resolve_folder(p: Path) -> str:
             f"{p}: this run has no final/ model (it did not finish); "
             f"pass a checkpoint instead, such as {p / 'checkpoints' / 'step-N'}"
         )
-    raise UsageError(f"{p}: not a model folder (no config.json); pass a model folder, a run folder or a hub id")
+    raise UsageError(
+        f"{p}: not a model folder (no config.json); pass a model folder, a run folder or a hub id"
+    )
 
 
 def _is_model_folder(p: Path) -> bool:
@@ -149,7 +155,10 @@ def generate_completions(
     copies = 1 if greedy else num_samples
     encoded = [_encode_prompt(tokenizer, messages) for messages in prompts]
     # One job per generated sequence; longest prompts first so a batch holds similar lengths.
-    jobs = sorted(((i, k) for i in range(len(encoded)) for k in range(copies)), key=lambda j: -len(encoded[j[0]]))
+    jobs = sorted(
+        ((i, k) for i in range(len(encoded)) for k in range(copies)),
+        key=lambda j: -len(encoded[j[0]]),
+    )
     config = _generation_config(model, tokenizer, max_new_tokens, temperature, top_p)
     results: dict[tuple[int, int], Completion] = {}
     model.eval()
@@ -160,11 +169,15 @@ def generate_completions(
             results.update(zip(batch, outs, strict=True))
             if progress is not None:
                 progress(len(results), len(jobs))
-    return [[copy.copy(results[(i, k % copies)]) for k in range(num_samples)] for i in range(len(encoded))]
+    return [
+        [copy.copy(results[(i, k % copies)]) for k in range(num_samples)]
+        for i in range(len(encoded))
+    ]
 
 
-def _check_generation_args(max_new_tokens: int, num_samples: int, temperature: float, top_p: float,
-                           batch_size: int) -> None:
+def _check_generation_args(
+    max_new_tokens: int, num_samples: int, temperature: float, top_p: float, batch_size: int
+) -> None:
     if max_new_tokens < 1:
         raise UsageError(f"max_new_tokens must be at least 1 (got {max_new_tokens})")
     if num_samples < 1:
@@ -198,7 +211,9 @@ def _stop_ids(model: Any, tokenizer: Any) -> list[int]:
     return ids
 
 
-def _generation_config(model: Any, tokenizer: Any, max_new_tokens: int, temperature: float, top_p: float) -> Any:
+def _generation_config(
+    model: Any, tokenizer: Any, max_new_tokens: int, temperature: float, top_p: float
+) -> Any:
     """A copy of the model's generation config with our settings; model defaults such as a
     sampling temperature or top_k never override the caller's choice."""
     config = copy.deepcopy(model.generation_config)
@@ -209,7 +224,9 @@ def _generation_config(model: Any, tokenizer: Any, max_new_tokens: int, temperat
     config.num_beams = 1
     config.use_cache = True
     config.eos_token_id = _stop_ids(model, tokenizer)
-    config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else config.eos_token_id[0]
+    config.pad_token_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else config.eos_token_id[0]
+    )
     config.do_sample = temperature > 0
     config.temperature = temperature if temperature > 0 else None
     config.top_p = top_p if temperature > 0 else None
@@ -219,17 +236,24 @@ def _generation_config(model: Any, tokenizer: Any, max_new_tokens: int, temperat
     return config
 
 
-def _generate_batch(model: Any, tokenizer: Any, batch: list[list[int]], config: Any) -> list[Completion]:
+def _generate_batch(
+    model: Any, tokenizer: Any, batch: list[list[int]], config: Any
+) -> list[Completion]:
     import torch
 
     width = max(len(ids) for ids in batch)
     pad = config.pad_token_id
     # Left padding: every prompt ends at the same column, where generation starts.
     input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch], dtype=torch.long)
-    attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch], dtype=torch.long)
+    attention = torch.tensor(
+        [[0] * (width - len(ids)) + [1] * len(ids) for ids in batch], dtype=torch.long
+    )
     device = next(model.parameters()).device
-    output = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
-                            generation_config=config)
+    output = model.generate(
+        input_ids=input_ids.to(device),
+        attention_mask=attention.to(device),
+        generation_config=config,
+    )
     new_tokens = output[:, width:].tolist()
     return [_completion(tokenizer, tokens, set(config.eos_token_id)) for tokens in new_tokens]
 

@@ -15,7 +15,10 @@ from rft_cli.generation import (
 
 PROMPTS = [
     [{"role": "user", "content": "hi"}],
-    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is two plus two, please?"}],
+    [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is two plus two, please?"},
+    ],
     [{"role": "user", "content": "Name a colour."}],
 ]
 
@@ -54,7 +57,9 @@ def test_resolve_folder_without_model(tmp_path):
         resolve_model_path(tmp_path)
 
 
-@pytest.mark.parametrize("missing", ["./no/such/model", "/definitely/not/here", "runs/a/final", "bad id!"])
+@pytest.mark.parametrize(
+    "missing", ["./no/such/model", "/definitely/not/here", "runs/a/final", "bad id!"]
+)
 def test_resolve_missing_local_path(missing):
     with pytest.raises(UsageError, match="no such model folder"):
         resolve_model_path(missing)
@@ -80,7 +85,9 @@ def test_loaded_for_inference(loaded):
 
 def test_one_list_of_num_samples_per_prompt(loaded):
     model, tokenizer = loaded
-    out = generate_completions(model, tokenizer, PROMPTS, max_new_tokens=5, num_samples=3, temperature=1.0)
+    out = generate_completions(
+        model, tokenizer, PROMPTS, max_new_tokens=5, num_samples=3, temperature=1.0
+    )
     assert [len(samples) for samples in out] == [3, 3, 3]
     assert all(isinstance(c, Completion) and 1 <= c.num_tokens <= 5 for s in out for c in s)
 
@@ -104,7 +111,9 @@ def test_sampling_with_a_seed_is_reproducible(loaded):
     kwargs = dict(max_new_tokens=10, num_samples=4, temperature=1.0, seed=7)
     first = generate_completions(model, tokenizer, PROMPTS, **kwargs)
     assert first == generate_completions(model, tokenizer, PROMPTS, **kwargs)
-    assert len({c.text for c in first[1]}) > 1  # a random 2-layer model at T=1 does not repeat itself
+    assert (
+        len({c.text for c in first[1]}) > 1
+    )  # a random 2-layer model at T=1 does not repeat itself
 
 
 def test_truncated_when_max_new_tokens_is_hit(loaded):
@@ -118,7 +127,9 @@ def test_truncated_when_max_new_tokens_is_hit(loaded):
 def test_generation_stops_at_eos(loaded):
     """Make the model's first greedy token an EOS id: generation must stop there, untruncated."""
     model, tokenizer = loaded
-    first = tokenizer.apply_chat_template(PROMPTS[0], add_generation_prompt=True, tokenize=True)["input_ids"]
+    first = tokenizer.apply_chat_template(PROMPTS[0], add_generation_prompt=True, tokenize=True)[
+        "input_ids"
+    ]
     import torch
 
     with torch.no_grad():
@@ -153,8 +164,16 @@ def test_prompts_use_the_chat_template(loaded):
 def test_progress_reports_sequences(loaded):
     model, tokenizer = loaded
     calls = []
-    generate_completions(model, tokenizer, PROMPTS, max_new_tokens=2, num_samples=2, temperature=0.7,
-                         batch_size=4, progress=lambda done, total: calls.append((done, total)))
+    generate_completions(
+        model,
+        tokenizer,
+        PROMPTS,
+        max_new_tokens=2,
+        num_samples=2,
+        temperature=0.7,
+        batch_size=4,
+        progress=lambda done, total: calls.append((done, total)),
+    )
     assert calls == [(4, 6), (6, 6)]
 
 
@@ -162,7 +181,9 @@ def test_completion_cuts_at_first_eos(loaded):
     _, tokenizer = loaded
     ids = tokenizer("ok")["input_ids"]
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    assert _completion(tokenizer, ids + [eos, pad, pad], {eos}) == Completion("ok", len(ids) + 1, False)
+    assert _completion(tokenizer, ids + [eos, pad, pad], {eos}) == Completion(
+        "ok", len(ids) + 1, False
+    )
     assert _completion(tokenizer, ids, {eos}) == Completion("ok", len(ids), True)
 
 
@@ -177,13 +198,16 @@ def test_no_chat_template_is_a_usage_error(loaded):
         tokenizer.chat_template = template
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"max_new_tokens": 0}, "max_new_tokens"),
-    ({"max_new_tokens": 4, "num_samples": 0}, "samples"),
-    ({"max_new_tokens": 4, "temperature": -1.0}, "temperature"),
-    ({"max_new_tokens": 4, "top_p": 0.0}, "top_p"),
-    ({"max_new_tokens": 4, "batch_size": 0}, "batch size"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"max_new_tokens": 4, "num_samples": 0}, "samples"),
+        ({"max_new_tokens": 4, "temperature": -1.0}, "temperature"),
+        ({"max_new_tokens": 4, "top_p": 0.0}, "top_p"),
+        ({"max_new_tokens": 4, "batch_size": 0}, "batch size"),
+    ],
+)
 def test_bad_arguments(loaded, kwargs, message):
     model, tokenizer = loaded
     with pytest.raises(UsageError, match=message):

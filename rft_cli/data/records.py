@@ -126,9 +126,12 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON (strict JSON has no NaN or Infinity)")
 
 
+_STRICT_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def parse_line(text: str) -> Any:
     """Parse one line as strict JSON (NaN and Infinity are rejected); raises ValueError."""
-    return json.loads(text, parse_constant=_reject_constant)
+    return _STRICT_DECODER.decode(text)
 
 
 def iter_rows(path: str | Path, demonstration_field: str = DEFAULT_DEMONSTRATION_FIELD) -> Iterator[tuple[int, dict]]:

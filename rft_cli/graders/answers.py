@@ -15,13 +15,14 @@ from collections.abc import Sequence
 # A number as people write it: sign, currency, thousands separators, decimals, exponent,
 # a simple fraction and a trailing percent sign.
 NUMBER = (
-    r"[-+\u2212]?\s?\$?\s?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
+    r"(?=[-+\u2212$.\d])[-+\u2212]?\s?\$?\s?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
     r"(?:[eE][-+]?\d+)?(?:/\d+(?:\.\d+)?)?%?"
 )
 _NUMBER_RE = re.compile(NUMBER)
 _FULL_NUMBER_RE = re.compile(rf"\s*({NUMBER})\s*\.?\s*")
 
-# Tried in order; the last match of the first pattern that matches wins.
+# Tried in order; the last match of the first pattern that matches wins. Each default pattern
+# has a literal that must occur for it to match, checked first with `in` (cheap).
 DEFAULT_PATTERNS: tuple[str, ...] = (
     r"####\s*(.+?)\s*(?:$|\n)",
     r"\\boxed\s*\{((?:[^{}]|\{[^{}]*\})*)\}",
@@ -65,6 +66,12 @@ def _to_float(text: str) -> float | None:
 
 def parse_number(text: str) -> float | None:
     """The number `text` is (after LaTeX/currency/thousands clean-up), else the first number in it."""
+    try:  # the common case, "42" or "14.0", without any regex
+        value = float(text)
+        if math.isfinite(value) and "_" not in text:
+            return value
+    except ValueError:
+        pass
     if "\\" in text or "{" in text:
         text = _LATEX_NOISE.sub("", _LATEX_FRAC.sub(r"(\1)/(\2)", text)).replace("(", "").replace(")", "")
     full = _FULL_NUMBER_RE.fullmatch(text)
@@ -75,23 +82,37 @@ def parse_number(text: str) -> float | None:
 
 
 DEFAULT_REGEXES = compile_patterns(DEFAULT_PATTERNS, "patterns")
+_REQUIRED = {DEFAULT_REGEXES[0]: ("####",), DEFAULT_REGEXES[1]: ("boxed",), DEFAULT_REGEXES[2]: ("nswer", "NSWER")}
 
 
 def extract_answer(text: str, patterns: Sequence[re.Pattern[str]], last_number: bool = True) -> float | None:
     """The final answer in a model's output: the first pattern that matches, else the last number."""
     for pattern in patterns:
+        required = _REQUIRED.get(pattern)
+        if required is not None and not any(literal in text for literal in required):
+            continue
         matches = pattern.findall(text)
         if matches:
             value = parse_number(matches[-1])
             if value is not None:
                 return value
     if last_number:
-        last = None
-        for last in _NUMBER_RE.finditer(text):  # noqa: B007  (keep the last match)
-            pass
-        if last is not None:
-            return _to_float(last.group(0))
+        return last_number_in(text)
     return None
+
+
+def last_number_in(text: str) -> float | None:
+    """The last number in `text`; a long text is searched only around its last digit."""
+    window = text
+    if len(text) > 256:
+        end = max(text.rfind(digit) for digit in "0123456789")
+        if end < 0:
+            return None
+        window = text[max(0, end - 48) : end + 2]
+    last = None
+    for last in _NUMBER_RE.finditer(window):  # noqa: B007  (keep the last match)
+        pass
+    return _to_float(last.group(0)) if last is not None else None
 
 
 def format_number(value: float) -> str:

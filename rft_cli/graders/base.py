@@ -14,12 +14,14 @@ class GradeResult:
     """One grade: the reward in [0, 1], sub-grader rewards, and error counts by kind.
 
     `answer` is the answer the grader extracted (numeric/math graders), used for majority votes.
+    `details` holds a human-readable detail per error kind (for example the python exception).
     """
 
     reward: float
     sub_rewards: dict[str, float] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
     answer: str | None = None
+    details: dict[str, str] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"reward": self.reward, "sub_rewards": self.sub_rewards, "errors": self.errors}

@@ -49,6 +49,11 @@ def _register_builtins() -> None:
     register("regex", specs.RegexSpec, _lazy("rft_cli.graders.builtin", "RegexGrader"))
     register("json_match", specs.JsonMatchSpec, _lazy("rft_cli.graders.builtin", "JsonMatchGrader"))
     register("multi", specs.MultiSpec, _lazy("rft_cli.graders.multi", "MultiGrader"))
+    register("python", specs.PythonSpec, _lazy("rft_cli.graders.python_grader", "PythonGrader"))
+    register("text_similarity", specs.TextSimilaritySpec, _lazy("rft_cli.graders.similarity", "TextSimilarityGrader"))
+    register("math", specs.MathSpec, _lazy("rft_cli.graders.math_grader", "MathGrader"))
+    register("score_model", specs.ScoreModelSpec, _lazy("rft_cli.graders.judge", "ScoreModelGrader"))
+    register("label_model", specs.LabelModelSpec, _lazy("rft_cli.graders.judge", "LabelModelGrader"))
 
 
 _register_builtins()

@@ -61,14 +61,25 @@ class NumericGrader(TemplatedGrader):
             self.patterns = answers.compile_patterns(spec.patterns, _at(where, "patterns"))
         self.last_number = spec.last_number
         self.abs_tol, self.rel_tol, self.partial = spec.abs_tol, spec.rel_tol, spec.partial_credit
+        self._cache: dict[str, float | None] = {}
+
+    def _reference(self, text: str) -> float | None:
+        """The reference as a number, cached: a dataset repeats each reference for every sample."""
+        cache = self._cache
+        if text in cache:
+            return cache[text]
+        value = answers.parse_number(text)
+        if value is None:
+            value = answers.extract_answer(text, self.patterns, False)
+        if len(cache) >= 65536:
+            cache.clear()
+        cache[text] = value
+        return value
 
     def _score(self, ctx: GradeContext) -> GradeResult:
-        ref_text = self.reference.render(ctx)
-        reference = answers.parse_number(ref_text)
+        reference = self._reference(self.reference.render(ctx))
         if reference is None:
-            reference = answers.extract_answer(ref_text, self.patterns, False)
-            if reference is None:
-                return GradeResult(0.0, errors={"reference_parse_error": 1})
+            return GradeResult(0.0, errors={"reference_parse_error": 1})
         answer = answers.extract_answer(self.input.render(ctx), self.patterns, self.last_number)
         if answer is None:
             return GradeResult(0.0)

@@ -1,0 +1,212 @@
+"""Near-duplicate search between a validation set and a training set: exact, streaming, vectorised.
+
+A prompt (already normalised: NFKC, case folded, single spaces) becomes the set of hashes of its
+word 3-grams ("shingles"; a prompt of fewer than three words is one shingle). Hashes are 48-bit,
+computed in numpy for a whole batch at once from a polynomial prefix hash over the UTF-8 bytes.
+
+The validation rows are indexed once; training rows are then queried in batches. Candidate pairs
+come from *prefix filtering* (Bayardo, Ma and Srikant, "Scaling up all pairs similarity search",
+WWW 2007), the exact cousin of a bottom-k MinHash sketch: order every shingle by (frequency in the
+validation set, hash) and keep the first `|A| - ceil(t * |A|) + 1` shingles of each set. Two sets
+with Jaccard >= t always share one of their prefix shingles, so no pair is missed, and the
+rare-first order keeps candidate lists short even on templated data. A shingle absent from the
+validation set sorts first, so a training row is only looked at when at least `ceil(t * |A|)` of its
+shingles occur in the validation set (a bitmap answers that for most shingles). Each candidate is
+verified with the exact Jaccard similarity of the two shingle sets: no estimate, no false positive
+(up to 48-bit hash collisions) and no false negative.
+
+Memory: the validation shingles live in int64 arrays (about 8 bytes a shingle, plus a bitmap of
+4 bytes a shingle); training rows are never stored. numpy is imported lazily (`rft --help` stays fast).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from itertools import chain
+from typing import Any
+
+SHINGLE_WORDS = 3
+MAX_BATCH = 1 << 15
+_EPS = 1e-9
+_BASE = 0x100000001B3  # odd, so invertible modulo 2**64
+_MASK48 = (1 << 48) - 1
+_POWERS: dict[str, Any] = {}
+
+
+def prefix_length(size: int, threshold: float) -> int:
+    """How many of a set's first shingles (in the global order) a Jaccard >= threshold match must share."""
+    return size - math.ceil(threshold * size - _EPS) + 1
+
+
+def _powers(n: int) -> tuple[Any, Any]:
+    """BASE**i and BASE**-i modulo 2**64 for i < n (cached, grown by doubling)."""
+    import numpy as np
+
+    if len(_POWERS.get("up", ())) < n:
+        size = max(n, 2 * len(_POWERS.get("up", ())), 1 << 16)
+        for name, base in (("up", _BASE), ("down", pow(_BASE, -1, 1 << 64))):
+            steps = np.full(size, base, dtype=np.uint64)
+            steps[0] = 1
+            _POWERS[name] = np.multiply.accumulate(steps)
+    return _POWERS["up"], _POWERS["down"]
+
+
+def _mix(h: Any) -> Any:
+    """A 64-bit finaliser (from MurmurHash3) so that every output bit depends on every input bit."""
+    import numpy as np
+
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xFF51AFD7ED558CCD)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xC4CEB9FE1A85EC53)
+    h ^= h >> np.uint64(33)
+    return h
+
+
+def shingle_batch(keys: Sequence[str]) -> tuple[Any, Any]:
+    """Shingle a batch of normalised prompts.
+
+    Returns `(offsets, shingles)`: row i's distinct shingle hashes, sorted, are
+    `shingles[offsets[i]:offsets[i + 1]]` (int64 values below 2**48).
+    """
+    import numpy as np
+
+    if len(keys) > MAX_BATCH:
+        raise ValueError(f"at most {MAX_BATCH} prompts a batch")
+    if not keys:
+        return np.zeros(1, np.int64), np.zeros(0, np.int64)
+    # Normalised prompts hold single spaces and no newline, so "\n" separates rows.
+    buf = np.frombuffer("\n".join(keys).encode("utf-8", "surrogatepass"), dtype=np.uint8)
+    seps = np.flatnonzero((buf == 32) | (buf == 10))
+    starts = np.concatenate(([0], seps + 1))
+    ends = np.concatenate((seps, [len(buf)]))
+    row_of_word = np.concatenate(([0], np.cumsum(buf[seps] == 10)))
+    words = np.bincount(row_of_word, minlength=len(keys))
+    first = np.cumsum(words) - words
+    count = np.maximum(words - (SHINGLE_WORDS - 1), 1)
+    row = np.repeat(np.arange(len(keys), dtype=np.uint64), count)
+    j = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count - first, count)
+    last = np.minimum(j + SHINGLE_WORDS - 1, (first + words - 1)[row])
+    up, down = _powers(len(buf) + 1)
+    prefix = np.zeros(len(buf) + 1, dtype=np.uint64)
+    np.cumsum((buf.astype(np.uint64) + np.uint64(1)) * up[: len(buf)], out=prefix[1:])
+    seg_start, seg_end = starts[j], ends[last]
+    hashes = _mix((prefix[seg_end] - prefix[seg_start]) * down[seg_start]) & np.uint64(_MASK48)
+    keyed = np.sort((row << np.uint64(48)) | hashes)  # by (row, hash); np.unique is slower here
+    keyed = keyed[np.concatenate(([True], keyed[1:] != keyed[:-1]))]
+    offsets = np.zeros(len(keys) + 1, dtype=np.int64)
+    np.cumsum(np.bincount((keyed >> np.uint64(48)).astype(np.int64), minlength=len(keys)), out=offsets[1:])
+    return offsets, (keyed & np.uint64(_MASK48)).astype(np.int64)
+
+
+class NearDuplicateIndex:
+    """The validation rows' shingle sets, answering "which rows have Jaccard >= t with this prompt?".
+
+    Usage: `add_batch()` the validation prompts, `freeze()` once, then `query_batch()` training prompts.
+    """
+
+    def __init__(self, threshold: float) -> None:
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"the near-duplicate threshold must be in (0, 1], got {threshold}")
+        self.threshold = threshold
+        self._chunks: list[tuple[Any, Any]] = []
+        self._rows = 0
+        self._frozen = False
+
+    def __len__(self) -> int:
+        return self._rows
+
+    def add_batch(self, keys: Sequence[str]) -> None:
+        """Add validation prompts (normalised); their row ids continue from the last batch."""
+        if self._frozen:
+            raise RuntimeError("the index is frozen")
+        for i in range(0, len(keys), MAX_BATCH):
+            chunk = keys[i : i + MAX_BATCH]
+            self._chunks.append(shingle_batch(chunk))
+            self._rows += len(chunk)
+
+    def freeze(self) -> None:
+        """Count shingle frequencies, build the bitmap and the prefix index (once, after the last add)."""
+        import numpy as np
+
+        self._frozen = True
+        flat = np.concatenate([c[1] for c in self._chunks]) if self._chunks else np.zeros(0, np.int64)
+        sizes = np.concatenate([np.diff(c[0]) for c in self._chunks]) if self._chunks else np.zeros(0, np.int64)
+        self._chunks = []
+        offsets = np.concatenate(([0], np.cumsum(sizes)))
+        row_of = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
+        self._uniq, inverse, self._counts = np.unique(flat, return_inverse=True, return_counts=True)
+        order = np.lexsort((flat, self._counts[inverse], row_of))  # by row, then rarest first, then hash
+        rank = np.arange(len(flat), dtype=np.int64) - offsets[:-1][row_of]
+        keep = order[rank < self._prefix_lengths(sizes)[row_of]]
+        by_shingle = np.argsort(flat[keep], kind="stable")
+        self._prefix_keys, self._prefix_rows = flat[keep][by_shingle], row_of[keep][by_shingle]
+        self._flat, self._offsets, self._sizes = flat, offsets, sizes
+        self._build_bitmap()
+
+    def _build_bitmap(self) -> None:
+        import numpy as np
+
+        words = 1 << max(10, min(24, (max(len(self._uniq), 1) * 32 - 1).bit_length() - 6))
+        self._bitmap_mask = np.int64(words - 1)
+        self._bitmap = np.zeros(words, dtype=np.uint64)
+        np.bitwise_or.at(self._bitmap, (self._uniq >> 6) & self._bitmap_mask, np.uint64(1) << (self._uniq & 63).astype(np.uint64))
+
+    def _prefix_lengths(self, sizes: Any) -> Any:
+        import numpy as np
+
+        return sizes - np.ceil(self.threshold * sizes - _EPS).astype(np.int64) + 1
+
+    def _known(self, flat: Any) -> tuple[Any, Any]:
+        """Positions in `flat` of shingles that occur in the validation set, and their index in `_uniq`."""
+        import numpy as np
+
+        bits = self._bitmap[(flat >> 6) & self._bitmap_mask] >> (flat & 63).astype(np.uint64)
+        maybe = np.flatnonzero(bits & np.uint64(1))
+        pos = np.minimum(np.searchsorted(self._uniq, flat[maybe]), len(self._uniq) - 1)
+        hit = self._uniq[pos] == flat[maybe]
+        return maybe[hit], pos[hit]
+
+    def query_batch(self, keys: Sequence[str]) -> list[tuple[int, int, float]]:
+        """All (position in `keys`, validation row id, Jaccard) with Jaccard >= the threshold."""
+        import numpy as np
+
+        if not self._frozen:
+            raise RuntimeError("call freeze() before query_batch()")
+        if not keys or not len(self._uniq):
+            return []
+        results: list[tuple[int, int, float]] = []
+        for base in range(0, len(keys), MAX_BATCH):
+            offsets, flat = shingle_batch(keys[base : base + MAX_BATCH])
+            sizes = np.diff(offsets)
+            known, pos = self._known(flat)
+            row_of = np.searchsorted(offsets, known, side="right") - 1
+            k = np.bincount(row_of, minlength=len(sizes))
+            # A row can only reach Jaccard t when at least ceil(t * |A|) of its shingles are known.
+            probes = k + 1 - np.ceil(self.threshold * sizes - _EPS).astype(np.int64)
+            for i in np.flatnonzero(probes > 0).tolist():
+                lo, hi = np.searchsorted(row_of, [i, i + 1])
+                shingles, freqs = flat[known[lo:hi]], self._counts[pos[lo:hi]]
+                prefix = shingles[np.lexsort((shingles, freqs))[: probes[i]]]
+                for row, similarity in self._verify(flat[offsets[i] : offsets[i + 1]], prefix):
+                    results.append((base + i, row, similarity))
+        return results
+
+    def _verify(self, shingles: Any, prefix: Any) -> list[tuple[int, float]]:
+        import numpy as np
+
+        lo = np.searchsorted(self._prefix_keys, prefix, side="left")
+        hi = np.searchsorted(self._prefix_keys, prefix, side="right")
+        candidates = set(chain.from_iterable(self._prefix_rows[a:b].tolist() for a, b in zip(lo, hi)))
+        size, t, matches = len(shingles), self.threshold, []
+        own = set(shingles.tolist())
+        for row in sorted(candidates):
+            size_b = int(self._sizes[row])
+            if size_b < t * size - _EPS or size_b * t > size + _EPS:
+                continue  # the sizes alone rule out Jaccard >= t
+            inter = len(own.intersection(self._flat[self._offsets[row] : self._offsets[row + 1]].tolist()))
+            similarity = inter / (size + size_b - inter)
+            if similarity >= t - _EPS:
+                matches.append((row, similarity))
+        return matches

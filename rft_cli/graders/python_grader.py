@@ -1,0 +1,100 @@
+"""OpenAI's `python` grader: `grade(sample, item) -> float` run in the sandboxed worker pool."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Sequence
+from typing import Any
+
+from rft_cli.errors import GraderError
+from rft_cli.graders.base import GradeResult, Grader, as_sample
+from rft_cli.graders.specs import PythonSpec
+
+
+def check_source(source: str, where: str) -> None:
+    """Refuse source that does not parse or defines no top-level `grade` with exactly two arguments."""
+    try:
+        tree = ast.parse(source, "<grader>")
+    except SyntaxError as exc:
+        raise GraderError(f"{where}: syntax error at line {exc.lineno}: {exc.msg}") from None
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "grade":
+            args = node.args
+            count = len(args.posonlyargs) + len(args.args)
+            if count != 2 or args.vararg or args.kwarg or args.kwonlyargs:
+                raise GraderError(f"{where}: grade() must take exactly two arguments, grade(sample, item)")
+            return
+    raise GraderError(f"{where}: defines no top-level function grade(sample, item) -> float")
+
+
+class PythonGrader(Grader):
+    """Run the user's `grade(sample, item)` in a pool of contained worker processes.
+
+    An exception, timeout, crash, non-number, NaN or value outside [0, 1] scores 0 and is counted
+    by kind (python_grader_runtime_error, _timeout, _crash, _not_a_number, _nan, _out_of_range,
+    _memory_error, _startup_error). Workers start on first use; `close()` stops them.
+
+    >>> g = PythonGrader(PythonSpec(type="python", source="def grade(sample, item):\\n    return 1.0"))
+    >>> g.grade("x", {}).reward
+    1.0
+    >>> g.close()
+    """
+
+    def __init__(self, spec: PythonSpec, where: str = "") -> None:
+        check_source(spec.source, f"{where}.source" if where else "source")
+        self.spec = spec
+        self.name = spec.name or "python"
+        self.pass_threshold = spec.pass_threshold
+        self._pool: Any = None
+
+    @property
+    def pool(self) -> Any:
+        if self._pool is None:
+            from rft_cli.graders.sandbox import SandboxPool
+
+            self._pool = SandboxPool(self.spec.source, self.spec.timeout, self.spec.memory_mb, self.spec.workers)
+        return self._pool
+
+    def grade(self, sample: Any, item: dict[str, Any]) -> GradeResult:
+        return self.grade_batch([sample], [item])[0]
+
+    def grade_batch(self, samples: Sequence[Any], items: Sequence[dict[str, Any]]) -> list[GradeResult]:
+        payloads = [{"sample": _sample_payload(s), "item": i} for s, i in zip(samples, items, strict=True)]
+        results = []
+        for outcome in self.pool.run(payloads):
+            if outcome.error is None:
+                results.append(GradeResult(float(outcome.value)))
+            else:
+                results.append(GradeResult(0.0, errors={outcome.error: 1}, details={outcome.error: outcome.detail}))
+        return results
+
+    def sandbox_layers(self) -> list[str]:
+        """The containment layers the workers applied (after the first grade)."""
+        return list(self.pool.layers)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_pool"] = None
+        return state
+
+    def __del__(self) -> None:
+        pool = self.__dict__.get("_pool")
+        if pool is not None:
+            pool.close()
+
+
+def _sample_payload(sample: Any) -> dict[str, Any]:
+    """The sample dict the user's code sees: output_text, and output_json when the text is JSON."""
+    import json
+
+    sample = dict(as_sample(sample))
+    if "output_json" not in sample:
+        try:
+            sample["output_json"] = json.loads(sample.get("output_text", ""))
+        except (TypeError, ValueError):
+            sample["output_json"] = None
+    return sample

@@ -1,0 +1,214 @@
+"""The python grader's sandbox: results, every failure kind, and hostile code contained and scored 0."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import time
+
+import pytest
+
+from rft_cli.errors import GraderError
+from rft_cli.graders import build_grader
+
+
+def python_grader(body: str, header: str = "", **settings):
+    source = f"{header}\ndef grade(sample, item):\n" + "".join(f"    {line}\n" for line in body.splitlines())
+    return build_grader({"type": "python", "source": source, "timeout": 2, **settings})
+
+
+@pytest.fixture
+def grader_factory():
+    made = []
+
+    def make(body: str, header: str = "", **settings):
+        grader = python_grader(body, header, **settings)
+        made.append(grader)
+        return grader
+
+    yield make
+    for grader in made:
+        grader.close()
+
+
+def test_python_grader_sees_sample_and_item(grader_factory):
+    grader = grader_factory("return 1.0 if sample['output_text'].strip() == item['answer'] else 0.25")
+    assert grader.grade(" 42 ", {"answer": "42"}).reward == 1.0
+    assert grader.grade("41", {"answer": "42"}).reward == 0.25
+
+
+def test_python_grader_gets_output_json(grader_factory):
+    grader = grader_factory("return 1.0 if (sample['output_json'] or {}).get('ok') else 0.0")
+    assert grader.grade('{"ok": true}', {}).reward == 1.0
+    assert grader.grade("not json", {}).reward == 0.0
+
+
+def test_batch_keeps_order_across_workers(grader_factory):
+    grader = grader_factory("return int(sample['output_text']) / 100", workers=3)
+    samples = [str(i) for i in range(40)]
+    results = grader.grade_batch(samples, [{}] * 40)
+    assert [r.reward for r in results] == [i / 100 for i in range(40)]
+
+
+@pytest.mark.parametrize(
+    "body,kind",
+    [
+        ("return 1 / 0", "python_grader_runtime_error"),
+        ("raise SystemExit(0)", "python_grader_runtime_error"),
+        ("return 'high'", "python_grader_not_a_number"),
+        ("return None", "python_grader_not_a_number"),
+        ("return True", "python_grader_not_a_number"),
+        ("return float('nan')", "python_grader_nan"),
+        ("return 1.5", "python_grader_out_of_range"),
+        ("return -0.1", "python_grader_out_of_range"),
+        ("import os\nos._exit(3)", "python_grader_crash"),
+        ("import faulthandler\nfaulthandler._sigsegv()", "python_grader_crash"),
+    ],
+)
+def test_each_failure_kind_scores_zero_and_is_counted(grader_factory, body, kind):
+    result = grader_factory(body).grade("x", {})
+    assert result.reward == 0.0
+    assert result.errors == {kind: 1}
+    assert result.details[kind]
+
+
+def test_numpy_numbers_are_numbers(grader_factory):
+    grader = grader_factory("return np.float32(0.5)", header="import numpy as np")
+    assert grader.grade("x", {}).reward == 0.5
+
+
+def test_a_dead_worker_is_replaced(grader_factory):
+    grader = grader_factory("if item.get('die'):\n    os._exit(1)\nreturn 1.0", header="import os", workers=1)
+    rewards = [r.reward for r in grader.grade_batch(["a", "b", "c", "d"], [{}, {"die": True}, {}, {"die": True}])]
+    assert rewards == [1.0, 0.0, 1.0, 0.0]
+    assert grader.grade("e", {}).reward == 1.0
+
+
+def test_error_while_loading_is_reported_per_call(grader_factory):
+    grader = grader_factory("return 1.0", header="raise RuntimeError('bad import')")
+    result = grader.grade("x", {})
+    assert result.errors == {"python_grader_runtime_error": 1}
+    assert "bad import" in result.details["python_grader_runtime_error"]
+
+
+@pytest.mark.parametrize(
+    "source,message",
+    [
+        ("def grade(sample, item)\n    return 1", "source: syntax error at line 1"),
+        ("def score(sample, item):\n    return 1", "defines no top-level function grade"),
+        ("def grade(sample):\n    return 1", "grade() must take exactly two arguments"),
+        ("def grade(sample, item, extra):\n    return 1", "grade() must take exactly two arguments"),
+    ],
+)
+def test_bad_source_is_a_grader_error(source, message):
+    with pytest.raises(GraderError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        build_grader({"type": "python", "source": source})
+
+
+def test_python_grader_pickles_without_its_workers(grader_factory):
+    grader = grader_factory("return 0.75")
+    assert grader.grade("x", {}).reward == 0.75
+    clone = pickle.loads(pickle.dumps(grader))
+    try:
+        assert clone.grade("x", {}).reward == 0.75
+    finally:
+        clone.close()
+
+
+# --- hostile code: each contained, scored 0 with the right kind, and the caller unharmed ----------
+
+
+def test_infinite_loop_times_out(grader_factory):
+    grader = grader_factory("while True:\n    pass", timeout=1)
+    started = time.monotonic()
+    result = grader.grade("x", {})
+    assert time.monotonic() - started < 5
+    assert result.reward == 0.0 and result.errors == {"python_grader_timeout": 1}
+
+
+def test_sleeping_grader_times_out(grader_factory):
+    grader = grader_factory("time.sleep(30)\nreturn 1.0", header="import time", timeout=1)
+    assert grader.grade("x", {}).errors == {"python_grader_timeout": 1}
+
+
+def test_memory_bomb_is_contained(grader_factory):
+    grader = grader_factory("blocks = []\nwhile True:\n    blocks.append(bytearray(50 * 1024 * 1024))", memory_mb=256)
+    result = grader.grade("x", {})
+    assert result.reward == 0.0
+    assert set(result.errors) <= {"python_grader_memory_error", "python_grader_crash"} and result.errors
+
+
+def test_os_system_is_refused(grader_factory, tmp_path):
+    marker = tmp_path / "pwned"
+    grader = grader_factory(f"return float(os.system('touch {marker}') == 0)", header="import os")
+    result = grader.grade("x", {})
+    assert result.reward == 0.0 and result.errors == {"python_grader_runtime_error": 1}
+    assert not marker.exists()
+
+
+def test_subprocess_and_fork_are_refused(grader_factory):
+    grader = grader_factory("import subprocess\nsubprocess.run(['true'])\nreturn 1.0")
+    assert grader.grade("x", {}).errors == {"python_grader_runtime_error": 1}
+    forker = grader_factory("import os\nos.fork()\nreturn 1.0")
+    assert forker.grade("x", {}).errors == {"python_grader_runtime_error": 1}
+
+
+def test_socket_connection_is_refused(grader_factory):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    grader = grader_factory(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)\nreturn 1.0")
+    result = grader.grade("x", {})
+    server.setblocking(False)
+    with pytest.raises(BlockingIOError):  # nothing is waiting in the listen backlog
+        server.accept()
+    server.close()
+    assert result.reward == 0.0 and result.errors == {"python_grader_runtime_error": 1}
+
+
+def test_writing_outside_its_folder_is_refused(grader_factory, tmp_path):
+    target = tmp_path / "outside.txt"
+    grader = grader_factory(f"open({str(target)!r}, 'w').write('x')\nreturn 1.0")
+    result = grader.grade("x", {})
+    assert result.reward == 0.0 and result.errors == {"python_grader_runtime_error": 1}
+    assert not target.exists()
+
+
+def test_writing_inside_its_folder_works(grader_factory):
+    grader = grader_factory("open('scratch.txt', 'w').write('ok')\nreturn 1.0 if open('scratch.txt').read() == 'ok' else 0.0")
+    assert grader.grade("x", {}).reward == 1.0
+
+
+def test_environment_secrets_are_not_inherited(grader_factory, monkeypatch):
+    monkeypatch.setenv("RFT_TEST_FAKE_SECRET", "sk-fake-0123456789")
+    grader = grader_factory("return 1.0 if 'RFT_TEST_FAKE_SECRET' in os.environ or 'sk-fake' in repr(os.environ) else 0.5", header="import os")
+    assert grader.grade("x", {}).reward == 0.5
+
+
+def test_parent_environment_cannot_be_read_through_proc(grader_factory, monkeypatch):
+    monkeypatch.setenv("RFT_TEST_FAKE_SECRET", "sk-fake-0123456789")
+    grader = grader_factory("data = open(f'/proc/{os.getppid()}/environ', 'rb').read()\nreturn 1.0 if b'sk-fake' in data else 0.5", header="import os")
+    result = grader.grade("x", {})
+    assert result.reward == 0.0 and result.errors == {"python_grader_runtime_error": 1}
+
+
+def test_killing_its_own_worker_is_contained(grader_factory):
+    grader = grader_factory("os.kill(os.getpid(), signal.SIGKILL)", header="import os, signal")
+    result = grader.grade("x", {})
+    assert result.reward == 0.0
+    assert set(result.errors) <= {"python_grader_runtime_error", "python_grader_crash"} and result.errors
+
+
+def test_killing_the_parent_is_refused(grader_factory):
+    grader = grader_factory("os.kill(os.getppid(), signal.SIGTERM)\nreturn 1.0", header="import os, signal")
+    assert grader.grade("x", {}).errors == {"python_grader_runtime_error": 1}
+    assert os.getpid()  # still here
+
+
+def test_sandbox_reports_its_layers(grader_factory):
+    grader = grader_factory("return 1.0")
+    grader.grade("x", {})
+    layers = grader.sandbox_layers()
+    assert "audit" in layers and "RLIMIT_AS" in layers

@@ -1,0 +1,183 @@
+"""The streaming validator and the near-duplicate index, as a library (no CLI)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rft_cli.data.overlap import NearDuplicateIndex, prefix_length
+from rft_cli.data.records import check_row
+from rft_cli.data.validation import _fast_shape, _slow_shape, validate_dataset
+from rft_cli.errors import DataError, UsageError
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "example"
+
+
+def _row(prompt: str, **fields) -> dict:
+    return {"messages": [{"role": "user", "content": prompt}], **fields}
+
+
+def _write(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_example_data_is_valid_and_clean():
+    report = validate_dataset(EXAMPLE / "train.jsonl", EXAMPLE / "valid.jsonl",
+                              overlap_fields=["reference_answer"], require_demonstrations=True)
+    assert report.ok, report.errors
+    assert report.warnings == []
+    assert report.stats["train"]["rows"] == 40 and report.stats["valid"]["rows"] == 10
+    assert report.stats["train"]["demonstrations"] == 40
+    assert report.stats["train"]["reference_fields"] == {"reference_answer": 40}
+
+
+def test_stats_spreads_are_exact(tmp_path):
+    rows = [_row("a" * n) for n in (3, 1, 10, 4)] + [{"messages": [
+        {"role": "system", "content": "sys"}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "ans"}]}]
+    report = validate_dataset(_write(tmp_path / "t.jsonl", rows))
+    stats = report.stats["train"]
+    assert stats["messages_per_row"] == {"min": 1, "median": 1, "max": 3}
+    # prompt characters: 3, 1, 10, 4 and 3 + 1 (system + user; the final assistant turn is the demonstration)
+    assert stats["prompt_chars"] == {"min": 1, "median": 4, "max": 10}
+    assert stats["demonstrations"] == 1
+
+
+def test_even_count_median_is_the_mean_of_the_middle_pair(tmp_path):
+    report = validate_dataset(_write(tmp_path / "t.jsonl", [_row("ab"), _row("abcde")]))
+    assert report.stats["train"]["prompt_chars"]["median"] == 3.5
+
+
+def test_max_errors_keeps_the_first_n_of_each_code_and_counts_all(tmp_path):
+    path = _write(tmp_path / "t.jsonl", ["[1]"] * 30 + ["{"] * 5)
+    report = validate_dataset(path, max_errors=3)
+    assert report.error_counts == {"row_not_object": 30, "json_syntax": 5}
+    assert [i.line for i in report.errors if i.code == "row_not_object"] == [1, 2, 3]
+    assert len(report.errors) == 6
+
+
+def test_raise_for_errors_names_the_first_error_and_the_rest(tmp_path):
+    report = validate_dataset(_write(tmp_path / "t.jsonl", ["[1]", "[2]"]))
+    with pytest.raises(DataError, match=r"t\.jsonl line 1: the row is a JSON list, not an object .*\(1 more error"):
+        report.raise_for_errors()
+    validate_dataset(EXAMPLE / "train.jsonl").raise_for_errors()  # valid: no exception
+
+
+def test_overlap_is_found_after_nfkc_casefold_and_whitespace(tmp_path):
+    train = _write(tmp_path / "train.jsonl", [_row("unrelated prompt"), _row("What is  ２+２?\tAnswer BRIEFLY.")])
+    valid = _write(tmp_path / "valid.jsonl", [_row("what is 2+2? answer briefly.")])
+    report = validate_dataset(train, valid)
+    assert report.error_counts == {"overlap_prompt": 1}
+    assert report.overlap == [{"kind": "exact", "train_line": 2, "valid_line": 1, "similarity": 1.0, "field": None}]
+
+
+def test_near_duplicates_are_warnings_and_errors_when_strict(tmp_path):
+    words = " ".join(f"word{i}" for i in range(30))
+    train = _write(tmp_path / "train.jsonl", [_row(words + " extra")])
+    valid = _write(tmp_path / "valid.jsonl", [_row(words)])
+    report = validate_dataset(train, valid)
+    assert report.ok and report.warning_counts == {"near_duplicate": 1}
+    (pair,) = report.overlap
+    # "user: word0 ... word29" has 29 word 3-grams; one more word adds one: Jaccard 29/30.
+    assert pair["kind"] == "near_duplicate" and pair["similarity"] == round(29 / 30, 4)
+    assert not validate_dataset(train, valid, strict=True).ok
+    assert validate_dataset(train, valid, near_duplicate_threshold=0.99).overlap == []
+
+
+def test_overlap_fields_compare_normalised_values(tmp_path):
+    train = _write(tmp_path / "train.jsonl", [_row("q1", answer=42), _row("q2", answer="7")])
+    valid = _write(tmp_path / "valid.jsonl", [_row("q3", answer=" 42 "), _row("q4", answer="8")])
+    report = validate_dataset(train, valid, overlap_fields=["answer"])
+    assert report.error_counts == {"overlap_field": 1}
+    assert report.overlap[0] == {"kind": "field", "train_line": 1, "valid_line": 1, "similarity": None, "field": "answer"}
+
+
+def test_required_item_fields_and_demonstrations(tmp_path):
+    train = _write(tmp_path / "train.jsonl", [_row("q", answer="1", solution="s"), _row("q2")])
+    report = validate_dataset(train, required_item_fields={"answer"}, require_demonstrations=True)
+    assert [(i.line, i.code) for i in report.errors] == [(2, "missing_item_field")]
+    report = validate_dataset(train, require_demonstrations=True)
+    assert [(i.line, i.code) for i in report.errors] == [(2, "missing_demonstration")]
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"near_duplicate_threshold": 0.2}, "--near-duplicate-threshold 0.2"),
+    ({"max_errors": 0}, "--max-errors 0"),
+    ({"max_tokens": 5}, "--max-tokens needs --tokenizer"),
+    ({"overlap_fields": ["a"]}, "--overlap-fields needs --valid"),
+])
+def test_bad_arguments_are_usage_errors(kwargs, message):
+    with pytest.raises(UsageError, match=message):
+        validate_dataset(EXAMPLE / "train.jsonl", **kwargs)
+
+
+def test_tokenizer_adds_token_stats_and_over_long_warnings(tiny_model_dir, tmp_path):
+    train = _write(tmp_path / "t.jsonl", [_row("ab"), _row("abcdefghij")])
+    report = validate_dataset(train, tokenizer=tiny_model_dir, max_tokens=6)
+    tokens = report.stats["train"]["prompt_tokens"]
+    # The char tokenizer: "<|user|>" + one token per char + "<|end|>" + "<|assistant|>".
+    assert (tokens["min"], tokens["max"], tokens["rows_over_max"]) == (5, 13, 1)
+    assert [(i.line, i.code) for i in report.warnings] == [(2, "too_many_tokens")]
+
+
+def test_lone_surrogates_in_field_names_still_give_a_utf8_report(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"messages": [{"role": "user", "content": "q \\ud800"}], "\\udcff": 1}\n', encoding="utf-8")
+    report = validate_dataset(path)
+    assert report.ok
+    json.dumps(report.to_dict(), ensure_ascii=False).encode("utf-8")
+
+
+def _shingles(text: str) -> set:
+    words = text.split(" ")
+    return {tuple(words)} if len(words) < 3 else set(zip(words, words[1:], words[2:]))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_near_duplicate_index_matches_brute_force(seed):
+    """Prefix filtering is exact: the same pairs as comparing every pair, on a tiny vocabulary."""
+    rng = random.Random(seed)
+    vocab = [f"w{i}" for i in range(25)]
+    valid = [" ".join(rng.choices(vocab, k=rng.randint(1, 12))) for _ in range(50)]
+    train = [" ".join(rng.choices(vocab, k=rng.randint(1, 12))) for _ in range(50)]
+    train += [v + " " + rng.choice(vocab) for v in valid[:15]] + valid[15:20]
+    threshold = [0.5, 0.6, 0.75, 0.8, 0.9, 0.95, 1.0, 0.7][seed]
+    index = NearDuplicateIndex(threshold)
+    index.add_batch(valid[:20])
+    index.add_batch(valid[20:])
+    index.freeze()
+    got = {(i, row) for i, row, _ in index.query_batch(train)}
+    expected = {(i, r) for i, a in enumerate(train) for r, b in enumerate(valid)
+                if len(_shingles(a) & _shingles(b)) / len(_shingles(a) | _shingles(b)) >= threshold - 1e-9}
+    assert got == expected
+
+
+def test_prefix_length_is_robust_to_float_rounding():
+    # 0.9 * 10 is 9.000000000000002 in floating point; ceil() would give 10 and miss matches.
+    assert prefix_length(10, 0.9) == 2
+    assert prefix_length(1, 0.9) == 1
+
+
+_text = st.one_of(st.just(""), st.just("  "), st.text(max_size=5))
+_content = st.one_of(_text, st.integers(), st.none(), st.lists(st.one_of(
+    st.fixed_dictionaries({"type": st.sampled_from(["text", "image"]), "text": _text}), _text), max_size=2))
+_message = st.one_of(st.fixed_dictionaries({"role": st.sampled_from(["system", "developer", "user", "assistant", "bot", 3]),
+                                            "content": _content}), st.dictionaries(st.sampled_from(["role", "content"]), _content), _text)
+_rows = st.one_of(st.none(), st.integers(), st.lists(_message, max_size=1), st.fixed_dictionaries(
+    {"messages": st.one_of(st.lists(_message, max_size=4), _text, st.none())},
+    optional={"solution": _content, "answer": _content}))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_rows)
+def test_fast_path_agrees_with_the_contract(row):
+    """The fast path never accepts a row that check_row rejects, and computes the same shape."""
+    shape = _fast_shape(row, "solution")
+    if shape is not None:
+        assert check_row(row, "solution") == []
+        assert shape == _slow_shape(row, "solution")
