@@ -78,3 +78,16 @@ def test_kill_9_during_sft_and_ppo_then_resume_matches_an_uninterrupted_run(tmp_
                 if isinstance(value, float):
                     assert a[key] == pytest.approx(value, rel=1e-3, abs=1e-5), key
     assert json.loads((cut / "summary.json").read_text())["final"] == "final"
+
+
+def test_two_process_data_parallel_run_with_torchrun(tmp_path):
+    """The accelerate/DDP path on CPU (gloo): two processes, one metrics file, one checkpoint writer."""
+    out = tmp_path / "ddp"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "rft_cli"]
+    args = ["train", str(RECIPE), "--output-dir", str(out), "--quiet", "--set", "sft.max_steps=2", "--set", "rl.steps=2"]
+    done = subprocess.run(torchrun + args, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = read_metrics(out / "metrics.jsonl")
+    assert [(r["stage"], r["step"]) for r in records] == [("sft", 1), ("sft", 2), ("sft", 2), ("rl", 1), ("rl", 2)]
+    assert done.stdout.count("final model:") == 1  # only the main process prints the summary
+    assert (out / "final" / "config.json").is_file() and (out / "checkpoints" / "step-2" / "rft_meta.json").is_file()

@@ -106,4 +106,5 @@ def train(
             raise typer.Exit(code=130) from None
         finally:
             pre.grader.close()
-    _print_summary(result.summary, result.run_dir)
+    if result.summary:  # empty in the non-main processes of a multi-GPU run
+        _print_summary(result.summary, result.run_dir)

@@ -44,6 +44,11 @@ class TrainResult:
     summary: dict[str, Any]
 
 
+def is_main_process() -> bool:
+    """False in the non-main processes of `accelerate launch` / torchrun (RANK > 0)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 # -- checks -------------------------------------------------------------------------------------
 
 
@@ -186,10 +191,10 @@ def train(config: RunConfig, *, config_path: str | Path | None = None, output_di
     run_dir = Path(output_dir) if output_dir else config.resolved_output_dir(config_path)
     _prepare_run_dir(run_dir, config, resume)
     resume_stage, resume_step, drop_eval, elapsed_before = _resume_point(run_dir) if resume else (None, 0, False, 0.0)
-    if os.environ.get("RANK", "0") == "0":
+    if is_main_process():
         reconcile_metrics(run_dir / "metrics.jsonl", resume_stage, resume_step, drop_eval=drop_eval)
     # Under `accelerate launch` only the main process writes metrics and shows progress.
-    main = os.environ.get("RANK", "0") == "0"
+    main = is_main_process()
     logger = MultiLogger(JsonlMetricsLogger(run_dir / "metrics.jsonl"),
                          build_tracker(config.report_to, run_dir, dump_run_config(config))) if main else NullLogger()
     progress = progress if main else None
@@ -202,7 +207,8 @@ def train(config: RunConfig, *, config_path: str | Path | None = None, output_di
         with graceful_interrupt() as flag:
             ctx.interrupt = flag
             _run_stages(ctx, stage, tokenizer)
-        summary = _finish(ctx, stage, time.perf_counter() - started)
+        # Under `accelerate launch` the main process writes final/ and summary.json alone.
+        summary = _finish(ctx, stage, time.perf_counter() - started) if is_main_process() else {}
     finally:
         logger.close()
     return TrainResult(run_dir, summary)
@@ -247,10 +253,13 @@ def _save_base(ctx: Any, tokenizer: Any) -> Path:
     """TRL's reference model loads by path, so a model built in memory is saved first."""
     from rft_cli.training.models import load_model, save_pretrained
 
+    from accelerate import PartialState
+
     folder = ctx.checkpoints_dir / "base"
-    if not ckpt.is_complete(folder):
+    if is_main_process() and not ckpt.is_complete(folder):
         model = load_model(ctx.config.model, tokenizer, seed=ctx.config.seed)
         ckpt.write_checkpoint(folder, lambda tmp: save_pretrained(model, tokenizer, tmp), {"stage": "base", "step": 0})
+    PartialState().wait_for_everyone()
     return folder
 
 

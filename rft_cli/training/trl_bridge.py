@@ -73,7 +73,11 @@ def trl_callback_class() -> type:
                 record.update(self.pending_valid)
                 self.pending_valid = None
             now, tokens = time.perf_counter(), int(getattr(state, "num_input_tokens_seen", 0) or 0)
-            if tokens:
+            if self.stage == "rl" and "response_length_mean" in record:  # generated tokens this step
+                rl = self.ctx.config.rl
+                generated = record["response_length_mean"] * rl.prompts_per_step * rl.samples_per_prompt
+                record["tokens_per_second"] = generated / max(now - self.time_at_last_log, 1e-9)
+            elif tokens:
                 record["tokens_per_second"] = (tokens - self.tokens_at_last_log) / max(now - self.time_at_last_log, 1e-9)
             self.tokens_at_last_log, self.time_at_last_log = tokens, now
             record["elapsed_s"] = self.ctx.elapsed_before + now - self.started
@@ -220,6 +224,5 @@ def common_trainer_args(ctx: RunContext, work_dir: Path) -> dict[str, Any]:
         "save_steps": ctx.config.save_interval, "save_total_limit": None, "report_to": "none",  # our tracker logs every stage with the same names
         "disable_tqdm": True, "bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16,
         "use_cpu": not torch.cuda.is_available(), "dataloader_num_workers": 0,
-        "include_num_input_tokens_seen": True,
     }
 
