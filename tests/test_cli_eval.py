@@ -247,7 +247,17 @@ def test_plot_of_a_comparison(files, name):
     samples = _samples(tmp_path, ["4", "8", "3", "0"])
     result = runner.invoke(
         app,
-        ["eval", "--data", data, "--grader", grader, "--samples-file", samples, "--plot", str(tmp_path / name)],
+        [
+            "eval",
+            "--data",
+            data,
+            "--grader",
+            grader,
+            "--samples-file",
+            samples,
+            "--plot",
+            str(tmp_path / name),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert (tmp_path / name).stat().st_size > 5_000
@@ -376,3 +386,32 @@ def test_ci_gate_example_script(files, tiny_model_dir, min_score, model, code, m
         # The same model twice: the no-regression gate compares equal scores and passes.
         assert re.search(r"fine-tuned (\S+) vs base \1\n", proc.stdout), proc.stdout
         assert json.loads((tmp_path / "ci" / "eval.json").read_text())["gate"] == "passed"
+
+
+def test_maj_at_k_with_the_math_grader(tmp_path):
+    """A real answer-extracting grader: majority votes over math-verify's parsed answers."""
+    data = _jsonl(tmp_path / "rows.jsonl", rows_with_answers(["1/2", "2"]))
+    grader = tmp_path / "math.yaml"
+    grader.write_text('type: math\nname: math\nreference: "{{ item.answer }}"\n')
+    outputs = [
+        ["\\boxed{0.5}", "\\boxed{1/3}", "\\boxed{1/3}"],
+        ["\\boxed{2}", "so \\boxed{2}", "\\boxed{3}"],
+    ]
+    lines = [{"row": r, "output_text": t} for r, texts in enumerate(outputs) for t in texts]
+    samples = _jsonl(tmp_path / "s.jsonl", lines)
+    args = [
+        "eval",
+        "--data",
+        data,
+        "--grader",
+        str(grader),
+        "--samples-file",
+        samples,
+        "--format",
+        "json",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (report,) = json.loads(result.stdout)["models"]
+    assert report["pass_at"] == {"1": pytest.approx(0.5), "3": pytest.approx(1.0)}
+    assert report["maj_at_k"] == 0.5  # row 0 votes 1/3 (wrong), row 1 votes 2 (right)

@@ -364,3 +364,8 @@ def test_docstring_examples_run(module):
 
     result = doctest.testmod(importlib.import_module(module))
     assert result.failed == 0
+
+
+def test_unknown_type_suggests_the_closest():
+    with pytest.raises(GraderError, match='"string_chek" is not one of .* \\(did you mean "string_check"\\?\\)'):
+        build_grader({"type": "string_chek"})

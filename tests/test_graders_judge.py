@@ -178,3 +178,16 @@ def test_local_label_model_unparsable_reply_scores_zero(tiny_model_dir):
     })
     result = grader.grade("hello", {})
     assert result.reward == 0.0 and result.errors == {"model_grader_parse_error": 1}
+
+
+def test_judge_graders_pickle(stub_server, tiny_model_dir):
+    import pickle
+
+    url, stub = stub_server
+    stub.replies.append((200, "1"))
+    http = build_grader({"type": "score_model", "model": "m", "base_url": url, "input": [{"role": "user", "content": "x"}]})
+    assert pickle.loads(pickle.dumps(http)).grade("x", {}).reward == 1.0
+    local = build_grader({"type": "score_model", "model": tiny_model_dir, "input": [{"role": "user", "content": "x"}]})
+    local.grade("x", {})  # loads the model
+    clone = pickle.loads(pickle.dumps(local))
+    assert clone.judge._model is None and clone.judge.model_name == tiny_model_dir

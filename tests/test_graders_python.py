@@ -212,3 +212,27 @@ def test_sandbox_reports_its_layers(grader_factory):
     grader.grade("x", {})
     layers = grader.sandbox_layers()
     assert "audit" in layers and "RLIMIT_AS" in layers
+
+
+def test_item_fields_are_read_from_the_source():
+    source = "def grade(s, it):\n    a = it['answer']\n    b = it.get('hint')\n    c = it.get('opt', 0)\n    return 1.0"
+    assert build_grader({"type": "python", "source": source}).item_fields() == {"answer"}
+
+
+def test_dying_while_loading_fails_fast_afterwards(grader_factory):
+    grader = grader_factory("return 1.0", header="import os\nos._exit(1)")
+    first = grader.grade("x", {})
+    assert first.reward == 0.0 and first.errors == {"python_grader_crash": 1}
+    started = time.monotonic()
+    assert [r.errors for r in grader.grade_batch(["a", "b"], [{}, {}])] == [{"python_grader_crash": 1}] * 2
+    assert time.monotonic() - started < 0.5
+
+
+def test_a_slow_sample_does_not_hold_up_the_batch(grader_factory):
+    grader = grader_factory("if item.get('slow'):\n    time.sleep(30)\nreturn 1.0", header="import time", timeout=1, workers=2)
+    grader.grade("warm", {})
+    started = time.monotonic()
+    results = grader.grade_batch(["a", "b", "c", "d"], [{"slow": True}, {}, {}, {}])
+    assert [r.reward for r in results] == [0.0, 1.0, 1.0, 1.0]
+    assert results[0].errors == {"python_grader_timeout": 1}
+    assert time.monotonic() - started < 3

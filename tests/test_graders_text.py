@@ -99,3 +99,9 @@ def test_math_no_answer_scores_zero_and_gives_answer_for_votes():
     grader = build_grader({"type": "math", "reference": "4"})
     assert grader.grade("I cannot tell", {}).reward == 0.0
     assert grader.grade("\\boxed{4}", {}).answer == "4"
+
+
+def test_math_grader_pickles():
+    grader = build_grader({"type": "math", "reference": "{{ item.answer }}"})
+    clone = pickle.loads(pickle.dumps(grader))
+    assert clone.grade("\\boxed{2}", {"answer": "2"}).reward == 1.0

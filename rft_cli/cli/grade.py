@@ -100,7 +100,10 @@ def _load_pairs(data: Path, samples: Path) -> tuple[list[dict], list[Any]]:
     rows = _read_objects(data, "the rows")
     outputs = _read_objects(samples, "the samples")
     if len(rows) != len(outputs):
-        raise DataError(f"{samples} has {len(outputs)} samples but {data} has {len(rows)} rows; write one sample per row, in the same order")
+        raise DataError(
+            f"{samples} has {len(outputs)} samples but {data} has {len(rows)} rows; "
+            "write one sample per row, in the same order"
+        )
     for number, row in rows:
         if not isinstance(row, dict):
             raise DataError(f"{data} line {number}: a row must be a JSON object")

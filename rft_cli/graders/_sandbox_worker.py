@@ -126,6 +126,11 @@ def _readable_roots():
     return sorted(r for r in roots if os.path.exists(r))
 
 
+_LANDLOCK_CREATE, _LANDLOCK_ADD_RULE, _LANDLOCK_RESTRICT = 444, 445, 446  # same on x86-64 and arm64
+_WRITE_FILE, _READ_FILE, _READ_DIR = 1 << 1, 1 << 2, 1 << 3
+_PR_SET_NO_NEW_PRIVS = 38
+
+
 def _landlock(workdir):
     """Restrict the filesystem, TCP and signals with Landlock (Linux >= 5.13); None if unavailable."""
     try:
@@ -134,46 +139,49 @@ def _landlock(workdir):
         return None
     syscall = libc.syscall
     syscall.restype = ctypes.c_long
-    create, add_rule, restrict = 444, 445, 446
-    abi = syscall(create, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    abi = syscall(_LANDLOCK_CREATE, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
     if abi < 1:
         return None
-    fs_bits = {1: 13, 2: 14, 3: 15, 4: 15, 5: 16}.get(abi, 16)
-    handled_fs = (1 << fs_bits) - 1
-    handled_net = 0b11 if abi >= 4 else 0
-    scoped = 0b11 if abi >= 6 else 0
+    handled_fs = (1 << {1: 13, 2: 14, 3: 15, 4: 15}.get(abi, 16)) - 1  # every access right this ABI knows
+    ruleset = _landlock_ruleset(ctypes, syscall, abi, handled_fs)
+    if ruleset < 0:
+        return None
+    file_rights = 0b111 | ((1 << 14) if abi >= 3 else 0) | ((1 << 15) if abi >= 5 else 0)
+    rules = [(root, _READ_FILE | _READ_DIR) for root in _readable_roots()]
+    rules += [(workdir, handled_fs & ~1), (os.devnull, _WRITE_FILE | _READ_FILE)]  # ~1: no execute
+    for path, allowed in rules:
+        _landlock_allow(ctypes, syscall, ruleset, path, allowed if os.path.isdir(path) else allowed & file_rights)
+    libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    ok = syscall(_LANDLOCK_RESTRICT, ctypes.c_int(ruleset), ctypes.c_uint32(0)) == 0
+    os.close(ruleset)
+    return f"landlock(abi {abi})" if ok else None
+
+
+def _landlock_ruleset(ctypes, syscall, abi, handled_fs):
+    """A ruleset handling every filesystem right, TCP bind/connect (ABI 4) and signal/socket scoping (ABI 6)."""
 
     class RulesetAttr(ctypes.Structure):
         _fields_ = [("fs", ctypes.c_uint64), ("net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
+
+    attr = RulesetAttr(handled_fs, 0b11 if abi >= 4 else 0, 0b11 if abi >= 6 else 0)
+    size = 24 if abi >= 6 else (16 if abi >= 4 else 8)
+    return syscall(_LANDLOCK_CREATE, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
+
+
+def _landlock_allow(ctypes, syscall, ruleset, path, allowed):
+    """Allow `allowed` beneath `path` (a missing path is skipped)."""
 
     class PathBeneath(ctypes.Structure):
         _pack_ = 1
         _fields_ = [("allowed", ctypes.c_uint64), ("fd", ctypes.c_int32)]
 
-    attr = RulesetAttr(handled_fs, handled_net, scoped)
-    size = 24 if abi >= 6 else (16 if abi >= 4 else 8)
-    ruleset = syscall(create, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
-    if ruleset < 0:
-        return None
-    read_file, read_dir = 1 << 2, 1 << 3
-    file_rights = 0b111 | ((1 << 14) if abi >= 3 else 0) | ((1 << 15) if abi >= 5 else 0)
-    rules = [(root, read_file | read_dir) for root in _readable_roots()]
-    rules += [(workdir, handled_fs & ~1), (os.devnull, (1 << 1) | read_file)]
-    for path, allowed in rules:
-        try:
-            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-        except OSError:
-            continue
-        if not os.path.isdir(path):
-            allowed &= file_rights
-        rule = PathBeneath(allowed, fd)
-        syscall(add_rule, ctypes.c_int(ruleset), ctypes.c_int(1), ctypes.byref(rule), ctypes.c_uint32(0))
-        os.close(fd)
-    pr_set_no_new_privs = 38
-    libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0)
-    ok = syscall(restrict, ctypes.c_int(ruleset), ctypes.c_uint32(0)) == 0
-    os.close(ruleset)
-    return f"landlock(abi {abi})" if ok else None
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return
+    rule = PathBeneath(allowed, fd)
+    syscall(_LANDLOCK_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(1), ctypes.byref(rule), ctypes.c_uint32(0))
+    os.close(fd)
 
 
 _BLOCKED_EVENTS = (
@@ -285,7 +293,8 @@ def main():
         return
     workdir = os.getcwd()
     layers = _apply_rlimits(int(init["memory_mb"]))
-    layers += [layer for layer in (_unshare_network(), _landlock(workdir)) if layer]
+    if sys.platform == "linux":  # the syscall numbers below are Linux's
+        layers += [layer for layer in (_unshare_network(), _landlock(workdir)) if layer]
     layers.append(_install_audit_hook(workdir))
     try:
         grade = _load(init["source"])

@@ -81,15 +81,24 @@ def parse_number(text: str) -> float | None:
     return _to_float(first.group(0)) if first is not None else None
 
 
-DEFAULT_REGEXES = compile_patterns(DEFAULT_PATTERNS, "patterns")
-_REQUIRED = {DEFAULT_REGEXES[0]: ("####",), DEFAULT_REGEXES[1]: ("boxed",), DEFAULT_REGEXES[2]: ("nswer", "NSWER")}
+_REQUIRED = dict(zip(DEFAULT_PATTERNS, (("####", "####"), ("boxed", "boxed"), ("nswer", "NSWER"))))
 
 
-def extract_answer(text: str, patterns: Sequence[re.Pattern[str]], last_number: bool = True) -> float | None:
-    """The final answer in a model's output: the first pattern that matches, else the last number."""
-    for pattern in patterns:
-        required = _REQUIRED.get(pattern)
-        if required is not None and not any(literal in text for literal in required):
+def with_literals(regexes: Sequence[re.Pattern[str]]) -> tuple[tuple[re.Pattern[str], str | None, str | None], ...]:
+    """Pair each regex with up to two literals one of which must occur for it to match (or None)."""
+    return tuple((regex, *_REQUIRED.get(regex.pattern, (None, None))) for regex in regexes)
+
+
+DEFAULT_REGEXES = with_literals(compile_patterns(DEFAULT_PATTERNS, "patterns"))
+
+
+def extract_answer(text: str, patterns: Sequence[tuple[re.Pattern[str], str | None, str | None]], last_number: bool = True) -> float | None:
+    """The final answer in a model's output: the first pattern that matches, else the last number.
+
+    `patterns` come from `with_literals`; a pattern whose literals are both absent is skipped.
+    """
+    for pattern, literal, other in patterns:
+        if literal is not None and literal not in text and other not in text:
             continue
         matches = pattern.findall(text)
         if matches:

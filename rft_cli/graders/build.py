@@ -73,7 +73,11 @@ def build_from_dict(spec: Any, where: str = "") -> Grader:
     if type_name is None:
         raise GraderError(f'{_field(where, "type")}: missing (every grader needs a "type": one of {known})')
     if type_name not in GRADERS:
-        raise GraderError(f"{_field(where, 'type')}: {json.dumps(type_name)} is not one of {known}")
+        import difflib
+
+        close = difflib.get_close_matches(str(type_name), list(GRADERS), n=1)
+        hint = f' (did you mean "{close[0]}"?)' if close else ""
+        raise GraderError(f"{_field(where, 'type')}: {json.dumps(type_name)} is not one of {known}{hint}")
     if type_name == "multi" and isinstance(spec.get("graders"), list):
         raise GraderError(
             f"{_field(where, 'graders')}: is a list; write a named map (name: grader) so that "

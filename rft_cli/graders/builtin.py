@@ -58,7 +58,7 @@ class NumericGrader(TemplatedGrader):
         if spec.patterns is None:
             self.patterns = answers.DEFAULT_REGEXES
         else:
-            self.patterns = answers.compile_patterns(spec.patterns, _at(where, "patterns"))
+            self.patterns = answers.with_literals(answers.compile_patterns(spec.patterns, _at(where, "patterns")))
         self.last_number = spec.last_number
         self.abs_tol, self.rel_tol, self.partial = spec.abs_tol, spec.rel_tol, spec.partial_credit
         self._cache: dict[str, float | None] = {}

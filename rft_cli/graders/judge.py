@@ -117,7 +117,9 @@ class LocalJudge:
 
         if self._model is None:
             self._load()
-        encoded = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
+        encoded = self._tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+        )
         temperature = float(self.params.get("temperature", 0.0) or 0.0)
         options: dict[str, Any] = {"do_sample": temperature > 0, "max_new_tokens": max_new_tokens}
         if temperature > 0:
@@ -150,7 +152,10 @@ def build_judge(spec: ScoreModelSpec | LabelModelSpec, where: str) -> HTTPJudge 
     params = dict(spec.sampling_params or {})
     if spec.base_url:
         if spec.api_key_env and spec.api_key_env not in os.environ:
-            raise GraderError(f"{_at(where, 'api_key_env')}: the environment variable {spec.api_key_env} is not set (export it with the endpoint's API key)")
+            raise GraderError(
+                f"{_at(where, 'api_key_env')}: the environment variable {spec.api_key_env} is not set "
+                "(export it with the endpoint's API key)"
+            )
         return HTTPJudge(spec.base_url, spec.model, spec.api_key_env, params, spec.timeout)
     if not _local_model_exists(spec.model):
         raise GraderError(

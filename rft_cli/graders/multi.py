@@ -48,16 +48,19 @@ class MultiGrader(Grader):
     def _combine(self, results: dict[str, GradeResult]) -> GradeResult:
         sub_rewards = {key: result.reward for key, result in results.items()}
         errors: dict[str, int] = {}
+        details: dict[str, str] = {}
         for result in results.values():
             for kind, count in result.errors.items():
                 errors[kind] = errors.get(kind, 0) + count
+            details.update(result.details)
         try:
             reward = self.formula.evaluate(sub_rewards)
-        except FormulaError:
+        except FormulaError as exc:
             errors[FORMULA_ERROR] = errors.get(FORMULA_ERROR, 0) + 1
+            details[FORMULA_ERROR] = f"{self.formula.text}: {exc}"
             reward = 0.0
         answer = next((r.answer for r in results.values() if r.answer is not None), None)
-        return GradeResult(reward, sub_rewards, errors, answer)
+        return GradeResult(reward, sub_rewards, errors, answer, details)
 
     def item_fields(self) -> set[str]:
         return set().union(*(grader.item_fields() for grader in self.graders.values()))

@@ -11,20 +11,32 @@ from rft_cli.graders.base import GradeResult, Grader, as_sample
 from rft_cli.graders.specs import PythonSpec
 
 
-def check_source(source: str, where: str) -> None:
+def check_source(source: str, where: str) -> ast.FunctionDef:
     """Refuse source that does not parse or defines no top-level `grade` with exactly two arguments."""
     try:
         tree = ast.parse(source, "<grader>")
     except SyntaxError as exc:
         raise GraderError(f"{where}: syntax error at line {exc.lineno}: {exc.msg}") from None
     for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "grade":
+        if isinstance(node, ast.FunctionDef) and node.name == "grade":
             args = node.args
             count = len(args.posonlyargs) + len(args.args)
             if count != 2 or args.vararg or args.kwarg or args.kwonlyargs:
                 raise GraderError(f"{where}: grade() must take exactly two arguments, grade(sample, item)")
-            return
+            return node
     raise GraderError(f"{where}: defines no top-level function grade(sample, item) -> float")
+
+
+def item_keys(function: ast.FunctionDef) -> set[str]:
+    """Item fields the code requires literally, `item["x"]` (best effort; `item.get` is optional)."""
+    params = [*function.args.posonlyargs, *function.args.args]
+    item = params[1].arg
+    keys = set()
+    for node in ast.walk(function):
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == item:
+            if isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
+                keys.add(node.slice.value)
+    return keys
 
 
 class PythonGrader(Grader):
@@ -41,7 +53,8 @@ class PythonGrader(Grader):
     """
 
     def __init__(self, spec: PythonSpec, where: str = "") -> None:
-        check_source(spec.source, f"{where}.source" if where else "source")
+        function = check_source(spec.source, f"{where}.source" if where else "source")
+        self._item_keys = item_keys(function)
         self.spec = spec
         self.name = spec.name or "python"
         self.pass_threshold = spec.pass_threshold
@@ -68,6 +81,10 @@ class PythonGrader(Grader):
                 results.append(GradeResult(0.0, errors={outcome.error: 1}, details={outcome.error: outcome.detail}))
         return results
 
+    def item_fields(self) -> set[str]:
+        """Fields read as item["x"] (item.get("x") is optional, so not listed)."""
+        return set(self._item_keys)
+
     def sandbox_layers(self) -> list[str]:
         """The containment layers the workers applied (after the first grade)."""
         return list(self.pool.layers)
@@ -80,11 +97,6 @@ class PythonGrader(Grader):
         state = dict(self.__dict__)
         state["_pool"] = None
         return state
-
-    def __del__(self) -> None:
-        pool = self.__dict__.get("_pool")
-        if pool is not None:
-            pool.close()
 
 
 def _sample_payload(sample: Any) -> dict[str, Any]:

@@ -20,8 +20,8 @@ def completion_text(completion: Any) -> str:
     if isinstance(completion, dict):
         return message_text(completion.get("content")) or ""
     if isinstance(completion, (list, tuple)):
-        parts = [message_text(m.get("content")) or "" for m in completion if isinstance(m, dict) and m.get("role", "assistant") == "assistant"]
-        return "".join(parts)
+        messages = [m for m in completion if isinstance(m, dict) and m.get("role", "assistant") == "assistant"]
+        return "".join(message_text(m.get("content")) or "" for m in messages)
     return str(completion)
 
 

@@ -30,7 +30,7 @@ CRASH = "python_grader_crash"
 STARTUP = "python_grader_startup_error"
 _HEADER = struct.Struct(">I")
 _MAX_REPLY = 1024 * 1024
-_STARTUP_SECONDS = 30.0
+_STARTUP_SECONDS = 20.0
 
 
 @dataclass
@@ -189,8 +189,11 @@ class SandboxPool:
         self.idle: list[Worker] = []
         self.lock = threading.Lock()
         self.layers: list[str] = []
+        self.broken: Outcome | None = None
 
     def _spawn(self) -> Worker | Outcome:
+        if self.broken is not None:  # the source hung or died while loading: it will again
+            return self.broken
         try:
             worker = Worker(self.init)
         except OSError as exc:
@@ -199,7 +202,8 @@ class SandboxPool:
         if not isinstance(ready, dict) or not ready.get("ready"):
             kind = STARTUP if ready is None else worker.death_kind()
             worker.kill()
-            return Outcome(error=kind, detail="the worker did not start (it hung or died while loading the grader)")
+            self.broken = Outcome(error=kind, detail="the worker did not start (the grader hung or died while loading)")
+            return self.broken
         self.layers = [str(layer) for layer in ready.get("layers", [])]
         return worker
 
