@@ -166,3 +166,30 @@ def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path):
     plan = json.loads(result.stdout)
     assert plan["dry_run"] is True and plan["stages"]["sft"]["steps"] == 4 and plan["stages"]["rl"]["samples"] == 24
     assert not out.exists()
+
+
+@pytest.mark.parametrize("extra,expected,code", [
+    ('{"messages": [{"role": "user", "content": "1+8="}], "solution": "9"}\n', 'missing field "answer"', 1),
+    ('not json\n', "line 49", 1),
+])
+def test_bad_data_is_caught_before_any_model_loads(tmp_path, extra, expected, code):
+    from typer.testing import CliRunner
+
+    from rft_cli.cli import app
+
+    train = tmp_path / "train.jsonl"
+    train.write_text((RECIPE.parent / "data" / "tiny-train.jsonl").read_text() + extra)
+    result = CliRunner().invoke(app, ["train", str(RECIPE), "--set", f"data.train={train}", "--dry-run"])
+    assert result.exit_code == code, result.output
+    assert expected in result.output and "Traceback" not in result.output
+
+
+def test_train_valid_overlap_is_an_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from rft_cli.cli import app
+
+    valid = tmp_path / "valid.jsonl"
+    valid.write_text((RECIPE.parent / "data" / "tiny-train.jsonl").read_text().splitlines()[0] + "\n")
+    result = CliRunner().invoke(app, ["train", str(RECIPE), "--set", f"data.valid={valid}", "--dry-run"])
+    assert result.exit_code == 1 and "same prompt as" in result.output

@@ -18,7 +18,7 @@ from typing import Any
 
 from rft_cli import checkpoints as ckpt
 from rft_cli.config import RunConfig, dump_run_config
-from rft_cli.errors import ConfigError, DataError, GraderError
+from rft_cli.errors import ConfigError, DataError
 from rft_cli.metrics import JsonlMetricsLogger, MultiLogger, NullLogger, build_tracker, read_metrics, reconcile_metrics
 
 STAGES = ("sft", "rl", "all")
@@ -54,71 +54,59 @@ def is_main_process() -> bool:
 
 def build_run_grader(config: RunConfig) -> Any:
     """The grader the config names (a file or an inline spec)."""
-    try:
-        from rft_cli.graders import build_grader, load_grader
-    except ImportError:  # the graders package has not landed in this checkout
-        raise GraderError("grader: this build of rft has no grader loader (rft_cli.graders.load_grader); update rft") from None
+    from rft_cli.graders import build_grader, load_grader
+
     if isinstance(config.grader, str):
         return load_grader(config.grader)
     return build_grader(config.grader)
 
 
-def _check_overlap(train: list[dict], valid: list[dict], valid_path: Path) -> None:
-    from rft_cli.data.records import normalize_text, prompt_text
-
-    seen = {normalize_text(prompt_text(r)) for r in train}
-    for i, row in enumerate(valid, start=1):
-        if normalize_text(prompt_text(row)) in seen:
-            raise DataError(f"{valid_path} row {i}: its prompt is also in the training file (train/valid overlap); "
-                            "remove it from one of them so validation measures unseen prompts")
-
-
-def _check_item_fields(grader: Any, rows: list[dict], path: Path, demonstration_field: str) -> None:
-    from rft_cli.training.common import item_of
-
-    needed = set(grader.item_fields()) if hasattr(grader, "item_fields") else set()
-    for i, row in enumerate(rows, start=1):
-        missing = sorted(needed - set(item_of(row, demonstration_field)))
-        if missing:
-            raise ConfigError(f"grader: uses item.{missing[0]} but {path} row {i} has no field {missing[0]!r}; "
-                              "add the field to every row or change the grader")
+def _validation_error(report: Any, config: RunConfig) -> DataError:
+    first = report.errors[0]
+    where = f"{first.file} line {first.line}" if first.line else first.file
+    total = sum(report.error_counts.values())
+    valid = f" --valid {config.data.valid}" if config.data.valid else ""
+    more = f" ({total} errors in all; `rft validate {config.data.train}{valid}` lists them)" if total > 1 else ""
+    return DataError(f"{where}: {first.message}{more}")
 
 
-def _load_data(config: RunConfig) -> tuple[list[dict], list[dict]]:
-    """Validate and load the data as `rft validate` does (falls back to the row contract)."""
+def _load_data(config: RunConfig, grader: Any) -> tuple[list[dict], list[dict]]:
+    """Validate the data as `rft validate` does (overlap and the grader's item fields included), then load it."""
     from rft_cli.data.records import load_rows
+    from rft_cli.data.validation import validate_dataset
 
     field_name = config.data.demonstration_field
-    try:
-        from rft_cli.data.validation import validate_dataset
-    except ImportError:
-        validate_dataset = None
-    if validate_dataset is not None:
-        report = validate_dataset(config.data.train, config.data.valid, demonstration_field=field_name)
-        if not report.ok:
-            first = report.errors[0]
-            raise DataError(f"{getattr(first, 'message', first)} (run `rft validate {config.data.train}` for every problem)")
+    report = validate_dataset(config.data.train, config.data.valid, demonstration_field=field_name,
+                              require_demonstrations=False, required_item_fields=sorted(grader.item_fields()))
+    if not report.ok:
+        raise _validation_error(report, config)
     train = load_rows(config.data.train, field_name)
     valid = load_rows(config.data.valid, field_name) if config.data.valid else []
-    if valid:
-        _check_overlap(train, valid, config.data.valid)
     return train, valid
 
 
 def preflight(config: RunConfig, grader: Any = None, stage: str = "all") -> Preflight:
-    """Load and check data and grader and build the plan; raises before any model is loaded."""
-    if stage not in STAGES:
-        raise ConfigError(f"--stage {stage!r}: use one of {', '.join(STAGES)}")
-    train, valid = _load_data(config)
+    """Build the grader, validate the data, make the plan; raises before any model is loaded."""
     from rft_cli.metrics import check_tracker
 
+    if stage not in STAGES:
+        raise ConfigError(f"--stage {stage!r}: use one of {', '.join(STAGES)}")
     problem = check_tracker(config.report_to)
     if problem:
         raise ConfigError(problem)
     grader = grader if grader is not None else build_run_grader(config)
-    for rows, path in ((train, config.data.train), (valid, config.data.valid)):
-        _check_item_fields(grader, rows, path, config.data.demonstration_field)
+    train, valid = _load_data(config, grader)
+    if stage in ("sft", "all") and config.sft.enabled:
+        _require_demonstrations(train, config)
     return Preflight(train, valid, grader, plan=build_plan(config, len(train), len(valid), stage))
+
+
+def _require_demonstrations(rows: list[dict], config: RunConfig) -> None:
+    from rft_cli.data.records import demonstration
+
+    if not any(demonstration(row, config.data.demonstration_field) for row in rows):
+        raise ConfigError(f"sft: no row of {config.data.train} has a demonstration (a final assistant message or "
+                          f"{config.data.demonstration_field!r}); add them or set sft.enabled: false")
 
 
 def build_plan(config: RunConfig, n_train: int, n_valid: int, stage: str) -> dict[str, Any]:
@@ -211,6 +199,8 @@ def train(config: RunConfig, *, config_path: str | Path | None = None, output_di
         summary = _finish(ctx, stage, time.perf_counter() - started) if is_main_process() else {}
     finally:
         logger.close()
+        if grader is None and checked is None:  # we built it, so we stop its workers
+            pre.grader.close()
     return TrainResult(run_dir, summary)
 
 
