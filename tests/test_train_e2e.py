@@ -193,3 +193,16 @@ def test_train_valid_overlap_is_an_error(tmp_path):
     valid.write_text((RECIPE.parent / "data" / "tiny-train.jsonl").read_text().splitlines()[0] + "\n")
     result = CliRunner().invoke(app, ["train", str(RECIPE), "--set", f"data.valid={valid}", "--dry-run"])
     assert result.exit_code == 1 and "same prompt as" in result.output
+
+
+def test_ppo_raises_the_reward_it_is_given(tmp_path):
+    """A sign error in the advantages, the ratio or the KL placement makes this reward fall or stall."""
+    from tests.train_fakes import SevensGrader
+
+    records = []
+    run(tmp_path, "sft.enabled=false", "rl.steps=30", "rl.learning_rate=0.01", "rl.prompts_per_step=8",
+        "rl.samples_per_prompt=2", "rl.mini_batch_size=8", "rl.max_new_tokens=8", "eval.interval=1000",
+        "save_interval=1000", grader=SevensGrader(), progress=records.append)
+    rewards = [r["train_reward_mean"] for r in records if r["stage"] == "rl"]
+    first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+    assert last > first + 0.05, rewards
