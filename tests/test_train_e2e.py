@@ -69,15 +69,23 @@ def test_sft_then_ppo_writes_the_run_folder(tmp_path):
     assert_loads(root / "checkpoints" / "step-3")
 
 
-def test_grpo_uses_the_same_layout_and_metric_names(tmp_path):
-    result = run(tmp_path, "rl.algorithm=grpo", "rl.steps=2", "sft.max_steps=2")
+def test_grpo_uses_the_same_layout_and_metric_names_and_resumes(tmp_path):
+    overrides = ("rl.algorithm=grpo", "rl.steps=3", "sft.max_steps=2", "save_interval=3")
+    result = run(tmp_path, *overrides)
     root = result.run_dir
     rl = [r for r in read_metrics(root / "metrics.jsonl") if r["stage"] == "rl"]
-    assert [r["step"] for r in rl] == [1, 2]
-    assert {"train_reward_mean", "train_reward_std", "kl", "entropy", "response_length_mean", "learning_rate"} <= set(rl[0])
+    assert [r["step"] for r in rl] == [1, 2, 3]
+    assert {"train_reward_mean", "train_reward_std", "kl", "entropy", "response_length_mean", "learning_rate",
+            "tokens_per_second", "elapsed_s"} <= set(rl[0])
     assert rl[-1]["valid_reward_mean"] is not None
-    assert (root / "checkpoints" / "step-2" / "rft_meta.json").is_file()
+    assert (root / "checkpoints" / "step-3" / "rft_meta.json").is_file()
     assert_loads(root / "final")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, *overrides, name="cut", progress=_interrupt_at("rl", 2))
+    assert (tmp_path / "cut" / "checkpoints" / "step-2" / "rft_meta.json").is_file()
+    run(tmp_path, *overrides, name="cut", resume=True)
+    got = without_timing(read_metrics(tmp_path / "cut" / "metrics.jsonl"))
+    assert [(r["stage"], r["step"]) for r in got] == [(r["stage"], r["step"]) for r in read_metrics(root / "metrics.jsonl")]
 
 
 def _interrupt_at(stage: str, step: int):
@@ -206,3 +214,14 @@ def test_ppo_raises_the_reward_it_is_given(tmp_path):
     rewards = [r["train_reward_mean"] for r in records if r["stage"] == "rl"]
     first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
     assert last > first + 0.05, rewards
+
+
+def test_a_crashing_python_grader_is_counted_and_the_run_continues(tmp_path):
+    """Issue 7: a failing sandboxed grader scores 0, its errors are counted by kind, training goes on."""
+    source = "def grade(sample, item):\n    raise ValueError('boom')\n"
+    config = load_run_config(RECIPE, ["sft.enabled=false", "rl.steps=2", "rl.max_grader_error_share=1.0", "eval.interval=100"])
+    config = config.model_copy(update={"grader": {"type": "python", "name": "py", "source": source, "timeout": 5}})
+    train(config, output_dir=tmp_path / "run")
+    rl = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["stage"] == "rl"]
+    assert [r["step"] for r in rl] == [1, 2]
+    assert all(r["train_reward_mean"] == 0.0 and sum(v for k, v in r.items() if k.startswith("grader_errors/")) == 8 for r in rl)
