@@ -145,6 +145,13 @@ def _prepare_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:
         raise ConfigError(f"{run_dir}: cannot write the run folder ({exc.strerror or exc}); choose another --output-dir") from None
 
 
+def _check_stage_order(run_dir: Path, config: RunConfig, stage: str) -> None:
+    sft_dir = run_dir / "checkpoints" / "sft"
+    if stage == "rl" and config.sft.enabled and not ckpt.is_complete(sft_dir):
+        raise ConfigError(f"{sft_dir}: no finished warm-up checkpoint; run `rft train CONFIG --stage sft` first "
+                          "(or set sft.enabled: false to start RL from the base model)")
+
+
 def _resume_point(run_dir: Path) -> tuple[str | None, int, bool, float]:
     """(stage, step, drop_eval, elapsed_s) of the checkpoint a resumed run continues from."""
     from rft_cli.training.sft import SFT_PREFIX
@@ -177,6 +184,7 @@ def train(config: RunConfig, *, config_path: str | Path | None = None, output_di
     quiet_libraries()
     pre = checked or preflight(config, grader, stage)
     run_dir = Path(output_dir) if output_dir else config.resolved_output_dir(config_path)
+    _check_stage_order(run_dir, config, stage)
     _prepare_run_dir(run_dir, config, resume)
     resume_stage, resume_step, drop_eval, elapsed_before = _resume_point(run_dir) if resume else (None, 0, False, 0.0)
     if is_main_process():
