@@ -134,6 +134,9 @@ class PPOTrainer:
         self.ac = ActorCritic(model, reference, self.cfg.critic, critic_backbone)
         optimizer = torch.optim.AdamW(self.ac.parameters(), lr=self.cfg.learning_rate, weight_decay=self.cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        if plugin is not None:  # no dataloader is prepared, so DeepSpeed cannot infer its batch size
+            plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = self.cfg.mini_batch_size
         self.ac.model, self.optimizer = self.accelerator.prepare(self.ac.core, optimizer)
         self.kl_ctl = pm.AdaptiveKLController(self.cfg.kl_coef, self.cfg.kl_target, self.cfg.kl_horizon)
         self.state = PPOState(kl_coef=self.cfg.kl_coef)
