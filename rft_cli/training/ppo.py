@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from rft_cli import checkpoints as ckpt
-from rft_cli.errors import TrainingError
+from rft_cli.errors import ConfigError, TrainingError
 from rft_cli.training import ppo_math as pm
 from rft_cli.training.common import (
     RunContext,
@@ -135,6 +135,9 @@ class PPOTrainer:
         optimizer = torch.optim.AdamW(self.ac.parameters(), lr=self.cfg.learning_rate, weight_decay=self.cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
         plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        if plugin is not None and plugin.zero_stage == 3:
+            raise ConfigError("rl.algorithm ppo does not run under DeepSpeed ZeRO-3 yet (rollouts need whole parameters); "
+                              "launch with recipes/accelerate/deepspeed-zero2.yaml or multi-gpu.yaml")
         if plugin is not None:  # no dataloader is prepared, so DeepSpeed cannot infer its batch size
             plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = self.cfg.mini_batch_size
         self.ac.model, self.optimizer = self.accelerator.prepare(self.ac.core, optimizer)
