@@ -94,6 +94,16 @@ def test_unreadable_yaml_is_a_config_error(tmp_path, text, expected):
         load_run_config(path)
 
 
+@pytest.mark.parametrize("data,expected", [
+    # Found by the fuzzer below: a key holding a newline broke the one-line message.
+    ({"model": {"\n": None}}, 'model."\\n": unknown key'),
+])
+def test_fuzz_corpus(tmp_path, data, expected):
+    with pytest.raises(ConfigError) as info:
+        load_run_config(write_config(tmp_path, data))
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
 def test_missing_config_file():
     with pytest.raises(ConfigError, match="file not found"):
         load_run_config("no/such/run.yaml")
@@ -128,7 +138,7 @@ def test_fuzzed_configs_raise_config_error_or_load(tmp_path_factory):
     keys = st.sampled_from(["model", "data", "grader", "sft", "rl", "eval", "seed", "output_dir", "report_to", "x"])
     folder = tmp_path_factory.mktemp("fuzz")
 
-    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(st.dictionaries(keys, _yaml_values(), max_size=6), st.lists(st.text(max_size=15), max_size=2))
     def check(data, overrides):
         path = folder / "fuzz.yaml"
@@ -147,7 +157,7 @@ def test_fuzzed_bytes_as_config_file(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("bytes")
 
-    @settings(max_examples=150, deadline=None)
+    @settings(max_examples=80, deadline=None)
     @given(st.binary(max_size=200))
     def check(raw):
         path = folder / "raw.yaml"

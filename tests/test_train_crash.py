@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "tiny-test.yaml"
-SETTINGS = ["--set", "sft.max_steps=12", "--set", "rl.steps=16", "--set", "save_interval=2", "--set", "eval.interval=4"]
+SETTINGS = ["--set", "sft.max_steps=10", "--set", "rl.steps=12", "--set", "save_interval=2", "--set", "eval.interval=4"]
 TIMING_KEYS = {"elapsed_s", "tokens_per_second"}
 
 
@@ -30,15 +30,15 @@ def env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
-def kill_when(out: Path, stage: str, step: int, *extra: str) -> None:
-    """Start a run and SIGKILL it once metrics.jsonl has a line for (stage, >= step)."""
+def kill_when(out: Path, stage: str, step: int, *extra: str, sig: int = signal.SIGKILL) -> str:
+    """Start a run and send `sig` once metrics.jsonl has a line for (stage, >= step); returns stderr."""
     proc = subprocess.Popen(command(out, *extra), cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline:
             records = read_metrics(out / "metrics.jsonl")
             if any(r.get("stage") == stage and r.get("step", 0) >= step for r in records):
-                proc.send_signal(signal.SIGKILL)
+                proc.send_signal(sig)
                 break
             if proc.poll() is not None:
                 pytest.fail(f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
@@ -47,7 +47,9 @@ def kill_when(out: Path, stage: str, step: int, *extra: str) -> None:
             pytest.fail("the run never reached the kill point")
     finally:
         proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    stderr = proc.stderr.read().decode()
+    assert proc.returncode == (-signal.SIGKILL if sig == signal.SIGKILL else 130), stderr[-2000:]
+    return stderr
 
 
 def without_timing(records):

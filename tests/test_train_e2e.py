@@ -225,3 +225,18 @@ def test_a_crashing_python_grader_is_counted_and_the_run_continues(tmp_path):
     rl = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["stage"] == "rl"]
     assert [r["step"] for r in rl] == [1, 2]
     assert all(r["train_reward_mean"] == 0.0 and sum(v for k, v in r.items() if k.startswith("grader_errors/")) == 8 for r in rl)
+
+
+def test_cli_ctrl_c_exits_130_with_the_resume_command(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import rft_cli.training.run as run_module
+    from rft_cli.cli import app
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "train", interrupted)
+    result = CliRunner().invoke(app, ["train", str(RECIPE), "--output-dir", str(tmp_path / "x"), "--quiet"])
+    assert result.exit_code == 130
+    assert "interrupted (Ctrl-C); a checkpoint was saved" in result.output and "--resume" in result.output

@@ -140,7 +140,8 @@ def _prepare_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --output-dir")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(dump_run_config(config), sort_keys=False), encoding="utf-8")
+        resolved = {**dump_run_config(config), "output_dir": str(run_dir)}
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{run_dir}: cannot write the run folder ({exc.strerror or exc}); choose another --output-dir") from None
 
