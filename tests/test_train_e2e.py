@@ -240,3 +240,17 @@ def test_cli_ctrl_c_exits_130_with_the_resume_command(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["train", str(RECIPE), "--output-dir", str(tmp_path / "x"), "--quiet"])
     assert result.exit_code == 130
     assert "interrupted (Ctrl-C); a checkpoint was saved" in result.output and "--resume" in result.output
+
+
+def test_ppo_options_separate_critic_lora_adaptive_kl_truncation_penalty(tmp_path):
+    result = run(tmp_path, "sft.max_steps=1", "rl.steps=2", "rl.critic=separate", "rl.adaptive_kl=true",
+                 "rl.truncated=penalize", "rl.truncation_penalty=-1", "model.lora.r=4", "rl.final=best")
+    step = result.run_dir / "checkpoints" / "step-2"
+    assert (step / "critic.pt").is_file() and not (step / "adapter_config.json").exists()  # LoRA merged on save
+    rl = [r for r in read_metrics(result.run_dir / "metrics.jsonl") if r["stage"] == "rl"]
+    assert rl[0]["kl_coef"] == 0.05 and rl[1]["kl_coef"] != 0.05  # the adaptive controller moved it
+    # Untrained, the tiny model rarely stops within 4 tokens: each truncated answer scores -1.
+    assert any(r["truncated_share"] > 0 for r in rl)
+    for r in rl:
+        assert r["train_reward_mean"] <= -r["truncated_share"] + (1 - r["truncated_share"]) + 1e-6
+    assert_loads(result.run_dir / "final")
