@@ -54,10 +54,11 @@ def test_sft_then_ppo_writes_the_run_folder(tmp_path):
         assert (root / name).is_file(), name
     assert not (root / "checkpoints" / "step-2").exists()  # keep_checkpoints: 1 keeps the best and the latest only
     records = read_metrics(root / "metrics.jsonl")
-    sft = [r for r in records if r["stage"] == "sft" and not r.get("eval")]
+    sft = [r for r in records if r["stage"] == "sft"]
     rl = [r for r in records if r["stage"] == "rl"]
     assert [r["step"] for r in sft] == [1, 2, 3, 4] and [r["step"] for r in rl] == [1, 2, 3]
     assert all({"loss", "learning_rate"} <= set(r) for r in sft)
+    assert "valid_reward_mean" in sft[-1] and not any("valid_reward_mean" in r for r in sft[:-1])
     for record in rl:
         assert PPO_METRICS <= set(record), PPO_METRICS - set(record)
         assert all(math.isfinite(v) for v in record.values() if isinstance(v, float))
@@ -91,7 +92,7 @@ def test_grpo_uses_the_same_layout_and_metric_names_and_resumes(tmp_path):
 def _interrupt_at(stage: str, step: int):
     """A progress hook that presses Ctrl-C (SIGINT) once the given step's metrics line is written."""
     def hook(record):
-        if record["stage"] == stage and record["step"] == step and not record.get("eval"):
+        if record["stage"] == stage and record["step"] == step:
             os.kill(os.getpid(), signal.SIGINT)
     return hook
 
@@ -254,3 +255,26 @@ def test_ppo_options_separate_critic_lora_adaptive_kl_truncation_penalty(tmp_pat
     for r in rl:
         assert r["train_reward_mean"] <= -r["truncated_share"] + (1 - r["truncated_share"]) + 1e-6
     assert_loads(result.run_dir / "final")
+
+
+def test_crash_between_the_last_sft_step_and_its_checkpoint(tmp_path, monkeypatch):
+    """The warm-up's last line (with its evaluation) is written just before checkpoints/sft; a crash
+    in between must not leave that line twice after --resume."""
+    from rft_cli import checkpoints
+
+    real_commit = checkpoints.commit_checkpoint
+
+    def crash(tmp, folder, meta):
+        if Path(folder).name == "sft":
+            raise RuntimeError("simulated crash")
+        return real_commit(tmp, folder, meta)
+
+    monkeypatch.setattr(checkpoints, "commit_checkpoint", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(tmp_path, "rl.steps=1", "save_interval=4")
+    assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")] == [1, 2, 3, 4]
+    monkeypatch.setattr(checkpoints, "commit_checkpoint", real_commit)
+    run(tmp_path, "rl.steps=1", "save_interval=4", resume=True)
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [(r["stage"], r["step"]) for r in records] == [("sft", 1), ("sft", 2), ("sft", 3), ("sft", 4), ("rl", 1)]
+    assert "loss" in records[3] and "valid_reward_mean" in records[3]

@@ -153,8 +153,12 @@ def _check_stage_order(run_dir: Path, config: RunConfig, stage: str) -> None:
                           "(or set sft.enabled: false to start RL from the base model)")
 
 
-def _resume_point(run_dir: Path) -> tuple[str | None, int, bool, float]:
-    """(stage, step, drop_eval, elapsed_s) of the checkpoint a resumed run continues from."""
+def _resume_point(run_dir: Path, sft_total: int) -> tuple[str | None, int, bool, float]:
+    """(stage, step, keep_step, elapsed_s) of the checkpoint a resumed run continues from.
+
+    A warm-up checkpoint at the stage's last step does not own that step's line: the line is
+    written after it, with the evaluation, so it is dropped and written again.
+    """
     from rft_cli.training.sft import SFT_PREFIX
     from rft_cli.training.trl_bridge import latest_trl_checkpoint
 
@@ -162,15 +166,15 @@ def _resume_point(run_dir: Path) -> tuple[str | None, int, bool, float]:
     latest = ckpt.find_latest_complete(checkpoints)
     if latest is not None:
         meta = ckpt.read_meta(latest)
-        return "rl", int(meta["step"]), False, 0.0
+        return "rl", int(meta["step"]), True, 0.0
     if ckpt.is_complete(checkpoints / "sft"):
         meta = ckpt.read_meta(checkpoints / "sft")
-        return "sft", int(meta["step"]), False, float(meta.get("elapsed_s", 0.0))
+        return "sft", int(meta["step"]), True, float(meta.get("elapsed_s", 0.0))
     partial = latest_trl_checkpoint(checkpoints, SFT_PREFIX)
     if partial is not None:
         meta = ckpt.read_meta(partial)
-        return "sft", int(meta["step"]), True, float(meta.get("elapsed_s", 0.0))
-    return None, 0, False, 0.0
+        return "sft", int(meta["step"]), int(meta["step"]) < sft_total, float(meta.get("elapsed_s", 0.0))
+    return None, 0, True, 0.0
 
 
 def train(config: RunConfig, *, config_path: str | Path | None = None, output_dir: str | Path | None = None,
@@ -187,9 +191,10 @@ def train(config: RunConfig, *, config_path: str | Path | None = None, output_di
     run_dir = Path(output_dir) if output_dir else config.resolved_output_dir(config_path)
     _check_stage_order(run_dir, config, stage)
     _prepare_run_dir(run_dir, config, resume)
-    resume_stage, resume_step, drop_eval, elapsed_before = _resume_point(run_dir) if resume else (None, 0, False, 0.0)
+    sft_total = pre.plan["stages"].get("sft", {}).get("steps", 0)
+    resume_stage, resume_step, keep_step, elapsed_before = _resume_point(run_dir, sft_total) if resume else (None, 0, True, 0.0)
     if is_main_process():
-        reconcile_metrics(run_dir / "metrics.jsonl", resume_stage, resume_step, drop_eval=drop_eval)
+        reconcile_metrics(run_dir / "metrics.jsonl", resume_stage, resume_step, keep_step=keep_step)
     # Under `accelerate launch` only the main process writes metrics and shows progress.
     main = is_main_process()
     logger = MultiLogger(JsonlMetricsLogger(run_dir / "metrics.jsonl"),

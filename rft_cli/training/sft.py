@@ -17,7 +17,13 @@ from rft_cli import checkpoints as ckpt
 from rft_cli.errors import ConfigError
 from rft_cli.data.records import demonstration, prompt_messages
 from rft_cli.training.common import RunContext, evaluate_greedy, seed_everything
-from rft_cli.training.trl_bridge import build_trl_trainer, common_trainer_args, latest_trl_checkpoint, trl_callback_class
+from rft_cli.training.trl_bridge import (
+    build_trl_trainer,
+    common_trainer_args,
+    latest_trl_checkpoint,
+    record_from_history,
+    trl_callback_class,
+)
 
 SFT_PREFIX = "sft-step-"
 
@@ -69,17 +75,31 @@ def run_sft(ctx: RunContext, tokenizer: Any) -> Path:
                                 processing_class=tokenizer, callbacks=[callback])
     resume = latest_trl_checkpoint(ctx.checkpoints_dir, SFT_PREFIX)
     started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if resume is not None and ckpt.read_meta(resume)["step"] >= args.max_steps:
+        _load_finished(trainer, resume)
+    else:
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if ctx.interrupt.requested:
         raise KeyboardInterrupt
-    return _save_sft(ctx, trainer, tokenizer, time.perf_counter() - started)
+    last = callback.final_record or record_from_history("sft", trainer.state.global_step, trainer.state.log_history)
+    return _save_sft(ctx, trainer, tokenizer, time.perf_counter() - started, last)
 
 
-def _save_sft(ctx: RunContext, trainer: Any, tokenizer: Any, elapsed: float) -> Path:
+def _load_finished(trainer: Any, folder: Path) -> None:
+    """The warm-up finished but `checkpoints/sft` was not written (a crash in between): load the
+    last TRL checkpoint instead of calling `train()`, which would run one step past `max_steps`."""
+    from transformers import TrainerState
+
+    trainer._load_from_checkpoint(str(folder))  # the Trainer's own loader (full weights or LoRA adapters)
+    trainer.state = TrainerState.load_from_json(str(folder / "trainer_state.json"))
+
+
+def _save_sft(ctx: RunContext, trainer: Any, tokenizer: Any, elapsed: float, last: dict[str, Any]) -> Path:
     """Evaluate the warm-up model, write `checkpoints/sft` atomically, drop TRL's working folders.
 
-    Every process takes part (TRL gathers sharded weights under DeepSpeed ZeRO-3); the main
-    process alone writes the marker and renames.
+    The stage's last metrics line is written here, with the evaluation. Every process takes part
+    (TRL gathers sharded weights under DeepSpeed ZeRO-3); the main process alone writes the
+    marker and renames.
     """
     from accelerate import PartialState
 
@@ -102,8 +122,7 @@ def _save_sft(ctx: RunContext, trainer: Any, tokenizer: Any, elapsed: float) -> 
         shutil.rmtree(tmp, ignore_errors=True)
         raise ckpt.io_error(folder, exc) from None
     if state.is_main_process:
-        if valid:
-            ctx.report({"stage": "sft", "step": step, "eval": True, **valid, "elapsed_s": ctx.elapsed_before + elapsed})
+        ctx.report({**last, **(valid or {}), "elapsed_s": ctx.elapsed_before + elapsed})
         meta = {"stage": "sft", "step": step, "elapsed_s": ctx.elapsed_before + elapsed, **(valid or {})}
         for name in ("training_args.bin",):
             (tmp / name).unlink(missing_ok=True)

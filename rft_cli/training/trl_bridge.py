@@ -48,6 +48,7 @@ def trl_callback_class() -> type:
             self.reward, self.evaluate_fn = reward, evaluate
             self.started = time.perf_counter()
             self.pending_valid: dict[str, float] | None = None
+            self.final_record: dict[str, Any] | None = None
             self.last_valid: dict[str, float] | None = None
             self.tokens_at_last_log = 0
             self.time_at_last_log = time.perf_counter()
@@ -81,6 +82,9 @@ def trl_callback_class() -> type:
                 record["tokens_per_second"] = (tokens - self.tokens_at_last_log) / max(now - self.time_at_last_log, 1e-9)
             self.tokens_at_last_log, self.time_at_last_log = tokens, now
             record["elapsed_s"] = self.ctx.elapsed_before + now - self.started
+            if self.stage == "sft" and state.global_step >= state.max_steps:
+                self.final_record = record  # written with the warm-up's evaluation by run_sft
+                return control
             self.ctx.report(record)
             self._check_faults(record)
             if self.ctx.interrupt.requested:  # Ctrl-C: save this very step, then stop
@@ -111,6 +115,15 @@ def trl_callback_class() -> type:
             return control
 
     return RunFolderCallback
+
+
+def record_from_history(stage: str, step: int, log_history: list[dict[str, Any]]) -> dict[str, Any]:
+    """A metrics line rebuilt from TRL's `log_history` (a resumed run never re-logs its last step)."""
+    record: dict[str, Any] = {"stage": stage, "step": step}
+    for logs in log_history:
+        if logs.get("step") == step and "train_loss" not in logs:
+            record.update({ours: float(logs[theirs]) for theirs, ours in TRL_METRICS.items() if theirs in logs})
+    return record
 
 
 def promote_trl_checkpoint(source: Path, target: Path, meta: dict[str, Any]) -> Path:
