@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rft_cli.graders.base import GradeResult, Grader
+from rft_cli.graders.base import Grader, GradeResult
 
 
 class ExactGrader(Grader):

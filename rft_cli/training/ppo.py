@@ -23,13 +23,13 @@ from rft_cli.errors import ConfigError, TrainingError
 from rft_cli.training import ppo_math as pm
 from rft_cli.training.common import (
     RunContext,
-    gather_object,
-    merge_stats,
+    batch_indices,
     disable_dropout,
     evaluate_greedy,
+    gather_object,
     grade,
     item_of,
-    batch_indices,
+    merge_stats,
     sample,
     seed_everything,
     step_seed,
@@ -293,10 +293,9 @@ class PPOTrainer:
             step = self.state.step + 1
             record = self.step(step)
             self.state.step = step
-            if step % ctx.config.eval.interval == 0 or step == cfg.steps:
-                if ctx.valid_rows:
-                    self.state.last_valid = self.evaluate()
-                    record.update(self.state.last_valid)
+            if ctx.valid_rows and (step % ctx.config.eval.interval == 0 or step == cfg.steps):
+                self.state.last_valid = self.evaluate()
+                record.update(self.state.last_valid)
             self.state.elapsed_s = time.perf_counter() - run_started
             record["elapsed_s"] = ctx.elapsed_before + self.state.elapsed_s
             ctx.report(record)

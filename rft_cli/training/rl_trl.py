@@ -13,7 +13,13 @@ from typing import Any
 
 from rft_cli.data.records import prompt_messages
 from rft_cli.training.common import RunContext, evaluate_greedy, item_of, seed_everything
-from rft_cli.training.trl_bridge import GraderReward, build_trl_trainer, common_trainer_args, latest_trl_checkpoint, trl_callback_class
+from rft_cli.training.trl_bridge import (
+    GraderReward,
+    build_trl_trainer,
+    common_trainer_args,
+    latest_trl_checkpoint,
+    trl_callback_class,
+)
 
 STEP_PREFIX = "step-"
 

@@ -19,7 +19,14 @@ from typing import Any
 from rft_cli import checkpoints as ckpt
 from rft_cli.config import RunConfig, dump_run_config
 from rft_cli.errors import ConfigError, DataError
-from rft_cli.metrics import JsonlMetricsLogger, MultiLogger, NullLogger, build_tracker, read_metrics, reconcile_metrics
+from rft_cli.metrics import (
+    JsonlMetricsLogger,
+    MultiLogger,
+    NullLogger,
+    build_tracker,
+    read_metrics,
+    reconcile_metrics,
+)
 
 STAGES = ("sft", "rl", "all")
 RFT_STATE_FILES = {"value_head.pt", "critic.pt", "optimizer.pt", "scheduler.pt", "rng_state.pt", "rng_state.pth",
@@ -183,7 +190,6 @@ def train(config: RunConfig, *, config_path: str | Path | None = None, output_di
     """Run the configured stages; returns the run folder and summary. Ctrl-C saves and re-raises."""
     from rft_cli.training.common import RunContext, graceful_interrupt, seed_everything
     from rft_cli.training.models import load_tokenizer
-
     from rft_cli.training.trl_bridge import quiet_libraries
 
     quiet_libraries()
@@ -255,9 +261,9 @@ def _run_ppo_stage(ctx: Any, init_dir: Path | None, tokenizer: Any) -> None:
 
 def _save_base(ctx: Any, tokenizer: Any) -> Path:
     """TRL's reference model loads by path, so a model built in memory is saved first."""
-    from rft_cli.training.models import load_model, save_pretrained
-
     from accelerate import PartialState
+
+    from rft_cli.training.models import load_model, save_pretrained
 
     folder = ctx.checkpoints_dir / "base"
     if is_main_process() and not ckpt.is_complete(folder):

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from rft_cli import checkpoints as ckpt
-from rft_cli.errors import ConfigError
 from rft_cli.data.records import demonstration, prompt_messages
+from rft_cli.errors import ConfigError
 from rft_cli.training.common import RunContext, evaluate_greedy, seed_everything
 from rft_cli.training.trl_bridge import (
     build_trl_trainer,
