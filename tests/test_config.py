@@ -168,3 +168,13 @@ def test_fuzzed_bytes_as_config_file(tmp_path_factory):
             pass
 
     check()
+
+
+def test_a_missing_local_model_folder_fails_before_training(tmp_path):
+    from typer.testing import CliRunner
+
+    from rft_cli.cli import app
+
+    result = CliRunner().invoke(app, ["train", str(RECIPE), "--set", "model={name: ./no/such/model}", "--dry-run"])
+    assert result.exit_code == 2
+    assert "model.name: ./no/such/model: no such model folder" in result.output

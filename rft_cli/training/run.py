@@ -101,11 +101,25 @@ def preflight(config: RunConfig, grader: Any = None, stage: str = "all") -> Pref
     problem = check_tracker(config.report_to)
     if problem:
         raise ConfigError(problem)
+    _check_model_source(config)
     grader = grader if grader is not None else build_run_grader(config)
     train, valid = _load_data(config, grader)
     if stage in ("sft", "all") and config.sft.enabled:
         _require_demonstrations(train, config)
     return Preflight(train, valid, grader, plan=build_plan(config, len(train), len(valid), stage))
+
+
+def _check_model_source(config: RunConfig) -> None:
+    """A local model folder that does not exist is a config error now, not after the data loads."""
+    from rft_cli.errors import UsageError
+    from rft_cli.generation import resolve_model_path
+
+    for key, value in (("model.name", config.model.name), ("model.tokenizer", config.model.tokenizer)):
+        if value is not None:
+            try:
+                resolve_model_path(value)
+            except UsageError as exc:
+                raise ConfigError(f"{key}: {exc}") from None
 
 
 def _require_demonstrations(rows: list[dict], config: RunConfig) -> None:
