@@ -85,7 +85,7 @@ def test_kill_9_during_sft_and_ppo_then_resume_matches_an_uninterrupted_run(tmp_
 def test_two_process_data_parallel_run_with_torchrun(tmp_path):
     """The accelerate/DDP path on CPU (gloo): two processes, one metrics file, one checkpoint writer."""
     out = tmp_path / "ddp"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "rft_cli"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "rft_cli"]
     args = ["train", str(RECIPE), "--output-dir", str(out), "--quiet", "--set", "sft.max_steps=2", "--set", "rl.steps=2"]
     done = subprocess.run(torchrun + args, check=False, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
