@@ -4,7 +4,11 @@ Usage:
     python bench/validate.py                      # 1M + 100k rows in a temporary directory
     python bench/validate.py --train-rows 100000  # a quicker run
 
-Each measurement runs in a fresh child process, so its peak memory (ru_maxrss) is its own:
+Each measurement runs in a fresh child process. Peak memory is the largest sum of the proportional
+set sizes (PSS: resident memory, pages shared after fork() split between the sharers; the plain RSS
+sum, which counts shared pages twice, is printed too) of that process and its own children (the validator forks one for the second half of a large training
+file), sampled every 10 ms from /proc/PID/smaps_rollup; `ru_maxrss` is not used because Linux
+carries it over from the parent through exec. Measured:
   1. a plain `json.loads` loop over both files (the floor any Python validator pays);
   2. the full `validate_dataset(train, valid, overlap_fields=["reference_answer"])`, with the
      exact-overlap, near-duplicate and reference-value checks.
@@ -36,18 +40,20 @@ for path in sys.argv[1:]:
         for line in handle:
             json.loads(line)
             rows += 1
-print(json.dumps({"rows": rows, "seconds": time.perf_counter() - start,
-                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"rows": rows, "seconds": time.perf_counter() - start, "cpu_main": usage.ru_utime + usage.ru_stime, "cpu_workers": 0.0}))
 """
 
 _CHILD_VALIDATE = """
 import json, resource, sys, time
 start = time.perf_counter()
 from rft_cli.data.validation import validate_dataset
-report = validate_dataset(sys.argv[1], sys.argv[2], overlap_fields=["reference_answer"])
+workers = int(sys.argv[3]) if len(sys.argv) > 3 else None
+report = validate_dataset(sys.argv[1], sys.argv[2], overlap_fields=["reference_answer"], workers=workers)
 seconds = time.perf_counter() - start
+usage, workers_usage = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
 print(json.dumps({"rows": report.stats["train"]["lines"] + report.stats["valid"]["lines"], "seconds": seconds,
-                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "cpu_main": usage.ru_utime + usage.ru_stime, "cpu_workers": workers_usage.ru_utime + workers_usage.ru_stime,
                   "error_counts": report.error_counts, "warning_counts": report.warning_counts,
                   "overlap": report.stats["overlap"]}))
 """
@@ -89,10 +95,40 @@ def generate(directory: Path, train_rows: int, valid_rows: int, seed: int = 0) -
     return train, valid
 
 
+def _generate_in_child(directory: Path, train_rows: int, valid_rows: int) -> tuple[Path, Path]:
+    """Generate the files in a child process, so this process stays small while it measures."""
+    code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import validate; validate.generate(__import__('pathlib').Path({str(directory)!r}), {train_rows}, {valid_rows})"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return directory / "train.jsonl", directory / "valid.jsonl"
+
+
+def _memory_kib(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of a process plus its children; PSS splits pages shared after fork() between sharers."""
+    rss = pss = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            fields = dict(line.split()[:2] for line in handle if line.startswith(("Rss:", "Pss:")))
+        rss, pss = int(fields["Rss:"]), int(fields["Pss:"])
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            for child in handle.read().split():
+                child_rss, child_pss = _memory_kib(int(child))
+                rss, pss = rss + child_rss, pss + child_pss
+    except (OSError, KeyError, ValueError):
+        pass
+    return rss, pss
+
+
 def _run_child(code: str, *args: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, check=True)
-    return json.loads(proc.stdout)
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True, env=env)
+    peak_rss = peak_pss = 0
+    while proc.poll() is None:
+        rss, pss = _memory_kib(proc.pid)
+        peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
+        time.sleep(0.01)
+    if proc.returncode:
+        raise SystemExit(f"the benchmark child failed with exit code {proc.returncode}")
+    return {**json.loads(proc.stdout.read()), "peak_rss_mib": peak_rss / 1024, "peak_pss_mib": peak_pss / 1024}
 
 
 def main() -> None:
@@ -100,23 +136,27 @@ def main() -> None:
     parser.add_argument("--train-rows", type=int, default=1_000_000)
     parser.add_argument("--valid-rows", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=None, help="validator processes (default: automatic)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        train, valid = generate(Path(tmp), args.train_rows, args.valid_rows)
+        train, valid = _generate_in_child(Path(tmp), args.train_rows, args.valid_rows)
         size_mib = (train.stat().st_size + valid.stat().st_size) / 2**20
         print(f"generated {args.train_rows:,} + {args.valid_rows:,} rows ({size_mib:.0f} MiB) in {time.perf_counter() - start:.1f} s")
         for _ in range(args.repeats):
             base = _run_child(_CHILD_BASELINE, str(train), str(valid))
-            full = _run_child(_CHILD_VALIDATE, str(train), str(valid))
-            _print(base, full)
+            full = _run_child(_CHILD_VALIDATE, str(train), str(valid), *([str(args.workers)] if args.workers else []))
+            _print(base, full, f"{args.workers} worker(s)" if args.workers else "automatic workers")
 
 
-def _print(base: dict, full: dict) -> None:
+def _print(base: dict, full: dict, label: str) -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
-    print(f"json.loads loop : {base['rows']:,} rows in {base['seconds']:.2f} s ({base['rows'] / base['seconds']:,.0f} rows/s), peak RSS {base['peak_rss_mib']:.0f} MiB")
-    print(f"validate_dataset: {full['rows']:,} rows in {full['seconds']:.2f} s ({full['rows'] / full['seconds']:,.0f} rows/s), peak RSS {full['peak_rss_mib']:.0f} MiB")
-    print(f"ratio validate / json.loads: {full['seconds'] / base['seconds']:.2f}x")
+    for name, m in (("json.loads loop", base), (f"validate_dataset ({label})", full)):
+        print(f"{name}: {m['rows']:,} rows in {m['seconds']:.2f} s wall ({m['rows'] / m['seconds']:,.0f} rows/s); "
+              f"CPU {m['cpu_main']:.2f} s main + {m['cpu_workers']:.2f} s worker; peak memory {m['peak_pss_mib']:.0f} MiB PSS ({m['peak_rss_mib']:.0f} MiB RSS)")
+    print(f"ratio validate / json.loads: {full['seconds'] / base['seconds']:.2f}x wall, "
+          f"{(full['cpu_main'] + full['cpu_workers']) / base['cpu_main']:.2f}x total CPU, "
+          f"{full['cpu_main'] / base['cpu_main']:.2f}x main-process CPU")
     print(f"found: errors {full['error_counts']}, warnings {full['warning_counts']}, overlap {full['overlap']}")
 
 

@@ -254,3 +254,15 @@ def test_random_bytes_and_json_never_give_a_traceback(tmp_path, train, valid, as
     assert result.exit_code in (0, 1), result.output
     if as_json:
         assert json.loads(result.stdout)["ok"] is (result.exit_code == 0)
+
+
+@pytest.mark.parametrize("content,expected", [
+    ("[" * 100_000 + "\n", "line 1: invalid JSON (nested too deeply)"),
+    ('{"x": ' + "1" * 5000 + "}\n", "line 1: invalid JSON (Exceeds the limit (4300 digits)"),
+])
+def test_pathological_json_is_an_error_not_a_crash(tmp_path, content, expected):
+    path = _file(tmp_path, content)
+    result = _rft(path)
+    assert result.exit_code == 1
+    assert f"{path} {expected}" in result.stdout
+    assert "empty_file" not in result.stdout  # a file of bad lines is not an empty file

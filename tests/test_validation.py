@@ -151,10 +151,15 @@ def test_near_duplicate_index_matches_brute_force(seed):
     index.add_batch(valid[:20])
     index.add_batch(valid[20:])
     index.freeze()
-    got = {(i, row) for i, row, _ in index.query_batch(train)}
-    expected = {(i, r) for i, a in enumerate(train) for r, b in enumerate(valid)
-                if len(_shingles(a) & _shingles(b)) / len(_shingles(a) | _shingles(b)) >= threshold - 1e-9}
-    assert got == expected
+    def jaccard(a: str, b: str) -> float:
+        return len(_shingles(a) & _shingles(b)) / len(_shingles(a) | _shingles(b))
+
+    got = {i: (row, similarity) for i, row, similarity in index.query_batch(train)}
+    # Each training prompt with a near-duplicate gets one: the first validation row at or above t.
+    expected = {i: min(r for r, b in enumerate(valid) if jaccard(a, b) >= threshold - 1e-9)
+                for i, a in enumerate(train) if any(jaccard(a, b) >= threshold - 1e-9 for b in valid)}
+    assert {i: row for i, (row, _) in got.items()} == expected
+    assert all(abs(similarity - jaccard(train[i], valid[row])) < 1e-12 for i, (row, similarity) in got.items())
 
 
 def test_prefix_length_is_robust_to_float_rounding():
@@ -181,3 +186,42 @@ def test_fast_path_agrees_with_the_contract(row):
     if shape is not None:
         assert check_row(row, "solution") == []
         assert shape == _slow_shape(row, "solution")
+
+
+def test_two_processes_give_the_same_report_as_one(tmp_path, monkeypatch):
+    """The training file split in two halves (the second in a forked child) changes nothing."""
+    import rft_cli.data.validation as validation
+
+    rng = random.Random(3)
+    prompts = [" ".join(rng.choices([f"w{i}" for i in range(40)], k=12)) for _ in range(300)]
+    lines = [json.dumps(_row(p, answer=str(i % 50))) for i, p in enumerate(prompts)]
+    lines[10], lines[250], lines[260] = "[1]", "{bad", ""
+    lines[200] = lines[5]  # a duplicate across the two halves
+    lines[280] = lines[220]  # a duplicate inside the second half
+    train = _write(tmp_path / "train.jsonl", lines)
+    valid = _write(tmp_path / "valid.jsonl", [_row(prompts[7]), _row(prompts[290] + " w1", answer="49")] +
+                   [_row(f"v{i} " + prompts[i]) for i in range(100, 130)])
+    monkeypatch.setattr(validation, "PARALLEL_MIN_BYTES", 0)
+    kwargs = {"overlap_fields": ["answer"], "max_errors": 4, "near_duplicate_threshold": 0.6}
+    serial = validate_dataset(train, valid, workers=1, **kwargs).to_dict()
+    parallel = validate_dataset(train, valid, workers=2, **kwargs).to_dict()
+    assert parallel == serial
+    assert serial["warning_counts"]["duplicate_prompt"] == 2
+    assert serial["error_counts"]["overlap_prompt"] == 1 and serial["stats"]["overlap"]["near_duplicate"] >= 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127)) | st.text(max_size=20))
+def test_normalize_text_ascii_shortcut_equals_nfkc_casefold(text):
+    import unicodedata
+
+    from rft_cli.data.records import normalize_text
+
+    assert normalize_text(text) == " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def test_a_missing_or_special_file_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match=r"nope\.jsonl: no such file \(give the path of a JSONL file\)"):
+        validate_dataset(tmp_path / "nope.jsonl")
+    with pytest.raises(UsageError, match="is not a regular file"):
+        validate_dataset(EXAMPLE / "train.jsonl", tmp_path)

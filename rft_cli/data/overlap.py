@@ -40,11 +40,11 @@ def prefix_length(size: int, threshold: float) -> int:
 
 
 def _powers(n: int) -> tuple[Any, Any]:
-    """BASE**i and BASE**-i modulo 2**64 for i < n (cached, grown by doubling)."""
+    """BASE**i and BASE**-i modulo 2**64 for i < n (cached, grown in steps of 2**20)."""
     import numpy as np
 
     if len(_POWERS.get("up", ())) < n:
-        size = max(n, 2 * len(_POWERS.get("up", ())), 1 << 16)
+        size = -(-n // (1 << 20)) * (1 << 20)
         for name, base in (("up", _BASE), ("down", pow(_BASE, -1, 1 << 64))):
             steps = np.full(size, base, dtype=np.uint64)
             steps[0] = 1
@@ -169,7 +169,11 @@ class NearDuplicateIndex:
         return maybe[hit], pos[hit]
 
     def query_batch(self, keys: Sequence[str]) -> list[tuple[int, int, float]]:
-        """All (position in `keys`, validation row id, Jaccard) with Jaccard >= the threshold."""
+        """(position in `keys`, validation row id, Jaccard) for each prompt with a near-duplicate.
+
+        One match per prompt: the lowest validation row id with Jaccard >= the threshold. Stopping
+        at the first match keeps the cost bounded when a low threshold matches thousands of rows.
+        """
         import numpy as np
 
         if not self._frozen:
@@ -189,17 +193,19 @@ class NearDuplicateIndex:
                 lo, hi = np.searchsorted(row_of, [i, i + 1])
                 shingles, freqs = flat[known[lo:hi]], self._counts[pos[lo:hi]]
                 prefix = shingles[np.lexsort((shingles, freqs))[: probes[i]]]
-                for row, similarity in self._verify(flat[offsets[i] : offsets[i + 1]], prefix):
-                    results.append((base + i, row, similarity))
+                match = self._first_match(flat[offsets[i] : offsets[i + 1]], prefix)
+                if match is not None:
+                    results.append((base + i, *match))
         return results
 
-    def _verify(self, shingles: Any, prefix: Any) -> list[tuple[int, float]]:
+    def _first_match(self, shingles: Any, prefix: Any) -> tuple[int, float] | None:
+        """The lowest validation row sharing a prefix shingle whose exact Jaccard is >= the threshold."""
         import numpy as np
 
         lo = np.searchsorted(self._prefix_keys, prefix, side="left")
         hi = np.searchsorted(self._prefix_keys, prefix, side="right")
         candidates = set(chain.from_iterable(self._prefix_rows[a:b].tolist() for a, b in zip(lo, hi)))
-        size, t, matches = len(shingles), self.threshold, []
+        size, t = len(shingles), self.threshold
         own = set(shingles.tolist())
         for row in sorted(candidates):
             size_b = int(self._sizes[row])
@@ -208,5 +214,5 @@ class NearDuplicateIndex:
             inter = len(own.intersection(self._flat[self._offsets[row] : self._offsets[row + 1]].tolist()))
             similarity = inter / (size + size_b - inter)
             if similarity >= t - _EPS:
-                matches.append((row, similarity))
-        return matches
+                return row, similarity
+        return None

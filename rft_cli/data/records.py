@@ -119,6 +119,8 @@ def prompt_text(row: dict) -> str:
 
 def normalize_text(text: str) -> str:
     """NFKC, case folding and collapsed whitespace: the key for exact-overlap checks."""
+    if text.isascii():  # ASCII is already NFKC, and its case folding is lower()
+        return " ".join(text.lower().split())
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 

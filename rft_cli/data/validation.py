@@ -32,7 +32,7 @@ from rft_cli.data.records import (
     prompt_messages,
     prompt_text,
 )
-from rft_cli.errors import ConfigError, DataError, UsageError
+from rft_cli.errors import ConfigError, DataError, RftError, UsageError
 
 DEFAULT_MAX_ERRORS = 20
 DEFAULT_NEAR_DUPLICATE_THRESHOLD = 0.9
@@ -41,6 +41,8 @@ MIN_NEAR_DUPLICATE_THRESHOLD = 0.5
 STRICT_CODES = frozenset({"duplicate_prompt", "near_duplicate", "too_many_tokens"})
 _BOM = b"\xef\xbb\xbf"
 _BATCH = 4096
+# Training files this big are scanned by two processes (the second half in a forked child).
+PARALLEL_MIN_BYTES = 32 << 20
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,13 @@ class _Issues:
         if self.error_counts[code] <= self.limit:
             self.errors.append(Issue(file, line, column, code, _where(file, line, column) + message))
 
+    def absorb(self, other: _Issues) -> None:
+        """Add another collector's issues (the lists are trimmed back to `limit` per code in the report)."""
+        self.errors.extend(other.errors)
+        self.warnings.extend(other.warnings)
+        self.error_counts.update(other.error_counts)
+        self.warning_counts.update(other.warning_counts)
+
     def warning(self, file: str, line: int | None, code: str, message: str) -> None:
         if self.strict and code in STRICT_CODES:
             return self.error(file, line, code, message)
@@ -139,6 +148,14 @@ class _FileStats:
         self.over_max_tokens = 0
         self.fields: Counter[str] = Counter()  # top-level field names of valid rows
         self.distinct_prompts = 0
+
+    def merge(self, other: _FileStats) -> None:
+        """Add the counters of a later part of the same file."""
+        self.lines = max(self.lines, other.lines)
+        for name in ("rows", "blank_lines", "invalid_rows", "demonstrations", "over_max_tokens"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in ("messages", "prompt_chars", "tokens", "fields"):
+            getattr(self, name).update(getattr(other, name))
 
     def to_dict(self, max_tokens: int | None, tokenized: bool, demonstration_field: str) -> dict[str, Any]:
         reference = Counter()
@@ -220,13 +237,37 @@ def _slow_shape(row: dict, demonstration_field: str) -> tuple[str, int, bool]:
     return prompt_text(row), chars, demonstration(row, demonstration_field) is not None
 
 
+def _split_point(path: Path, offset: int) -> int:
+    """The first byte of the first line that starts after `offset`."""
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        handle.readline()
+        return handle.tell()
+
+
+def _count_lines(path: Path, end: int, block: int = 1 << 24) -> int:
+    """Newlines in the first `end` bytes of a file."""
+    count = 0
+    with path.open("rb") as handle:
+        while end > 0:
+            data = handle.read(min(block, end))
+            if not data:
+                break
+            count += data.count(b"\n")
+            end -= len(data)
+    return count
+
+
 def _prompt_hash(key: str) -> int:
     return int.from_bytes(blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
 
 
 def _value_key(value: Any) -> str:
     """A reference value, normalised for the --overlap-fields comparison ("42" matches 42)."""
-    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False)
+    try:
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False)
+    except (RecursionError, ValueError):  # nested deeper than json.dumps goes: compare by identity only
+        text = f"<unprintable {id(value)}>"
     return normalize_text(text)
 
 
@@ -235,10 +276,20 @@ def _safe(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
-def _iter_lines(path: Path, file: str, issues: _Issues, stats: _FileStats) -> Iterator[tuple[int, Any]]:
-    """Yield (line number, parsed JSON value) for each line that decodes and parses; report the rest."""
+def _iter_lines(path: Path, file: str, issues: _Issues, stats: _FileStats,
+                start: int = 0, end: int | None = None, first_line: int = 1) -> Iterator[tuple[int, Any]]:
+    """Yield (line number, parsed JSON value) for each line that decodes and parses; report the rest.
+
+    `start`/`end` select a byte range that begins and ends at line boundaries; `first_line` is the
+    number of its first line.
+    """
+    left = float("inf") if end is None else end - start
     with path.open("rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
+        handle.seek(start)
+        for line_no, raw in enumerate(handle, start=first_line):
+            if left <= 0:
+                break
+            left -= len(raw)
             stats.lines = line_no
             if line_no == 1 and raw.startswith(_BOM):
                 raw = raw[len(_BOM):]
@@ -247,7 +298,7 @@ def _iter_lines(path: Path, file: str, issues: _Issues, stats: _FileStats) -> It
             except UnicodeDecodeError as exc:
                 issues.error(file, line_no, "invalid_utf8", f"byte {exc.start + 1} is not valid UTF-8 ({exc.reason}); save the file as UTF-8", column=exc.start + 1)
                 continue
-            if not text.strip():
+            if text.isspace():
                 stats.blank_lines += 1
                 issues.warning(file, line_no, "blank_line", "blank line (it is skipped; delete it)")
                 continue
@@ -276,6 +327,7 @@ class _Validator:
     def __init__(self, settings: _Settings, issues: _Issues, threshold: float) -> None:
         self.settings, self.issues, self.threshold = settings, issues, threshold
         self.valid_name: str | None = None
+        self.valid_bytes = 0
         self.valid_prompts: dict[int, int] = {}  # prompt hash -> first valid line
         self.valid_values: dict[tuple[str, str], int] = {}  # (field, value) -> first valid line
         self.valid_lines: list[int] = []  # near-duplicate index row id -> valid line
@@ -284,20 +336,34 @@ class _Validator:
         self.overlap: list[dict[str, Any]] = []
         self.overlap_counts: Counter[str] = Counter()
 
-    def scan(self, path: Path, is_train: bool) -> _FileStats:
+    def scan(self, path: Path, is_train: bool, workers: int = 1) -> _FileStats:
         """Check every line of one file; the validation file must be scanned before the training file."""
+        file = str(path)
+        size = path.stat().st_size
+        if is_train and workers > 1 and size >= PARALLEL_MIN_BYTES and self.settings.tokenizer is None:
+            stats, seen = self._scan_parallel(path, size)
+        else:
+            stats, seen = self._scan_range(path, is_train)
+        stats.distinct_prompts = len(seen)
+        if stats.lines == stats.blank_lines:
+            self.issues.error(file, None, "empty_file", "the file has no rows (write one JSON object per line)")
+        return stats
+
+    def _scan_range(self, path: Path, is_train: bool, start: int = 0, end: int | None = None,
+                    first_line: int = 1) -> tuple[_FileStats, dict[int, int]]:
+        """Scan one byte range; returns its stats and its prompt hashes (hash -> first line)."""
         file, stats = str(path), _FileStats()
         seen: dict[int, int] = {}
         batch: list[tuple[int, int, str]] = []
         try:
-            for line_no, row in _iter_lines(path, file, self.issues, stats):
+            for line_no, row in _iter_lines(path, file, self.issues, stats, start, end, first_line):
                 key = self._check(file, line_no, row, stats, is_train)
                 if key is None:
                     continue
                 digest = _prompt_hash(key)
                 first = seen.setdefault(digest, line_no)
                 if first != line_no:
-                    self.issues.warning(file, line_no, "duplicate_prompt", f"same prompt as line {first} after normalisation (case, Unicode form, whitespace); remove one of the two rows")
+                    self._duplicate(file, line_no, first)
                 if is_train:
                     self._check_against_valid(file, line_no, row, digest, key, batch)
                 elif first == line_no:
@@ -305,10 +371,73 @@ class _Validator:
         except OSError as exc:
             raise DataError(f"{file}: read error ({exc.strerror or exc}); check the file and the disk") from None
         self._flush(file, batch)
-        stats.distinct_prompts = len(seen)
-        if not stats.rows and not stats.invalid_rows:
-            self.issues.error(file, None, "empty_file", "the file has no rows (write one JSON object per line)")
-        return stats
+        return stats, seen
+
+    def _duplicate(self, file: str, line_no: int, first: int) -> None:
+        self.issues.warning(file, line_no, "duplicate_prompt", f"same prompt as line {first} after normalisation (case, Unicode form, whitespace); remove one of the two rows")
+
+    def _scan_parallel(self, path: Path, size: int) -> tuple[_FileStats, dict[int, int]]:
+        """Scan the first half of the file here and the second half in a forked child process.
+
+        The child shares the validation index (copy-on-write) and sends back its stats, issues,
+        overlap records and prompt hashes; duplicates across the two halves are found on merge.
+        """
+        import multiprocessing
+
+        # The parent has already scanned the validation file and will merge: give it less training data.
+        split = _split_point(path, max(0, size - self.valid_bytes) // 2)
+        context = multiprocessing.get_context("fork")
+        receiver, sender = context.Pipe(duplex=False)
+        child = context.Process(target=self._scan_child, args=(path, split, size, sender), daemon=True)
+        child.start()
+        sender.close()
+        try:
+            stats, seen = self._scan_range(path, True, 0, split, 1)
+            outcome = receiver.recv()
+        except EOFError:
+            raise RftError(f"{path}: the second validation process died (out of memory?); "
+                           "retry with RFT_VALIDATE_WORKERS=1") from None
+        except BaseException:
+            child.terminate()  # the parent failed or was interrupted: do not wait for the child's half
+            raise
+        finally:
+            child.join()
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return self._merge_child(str(path), stats, seen, *outcome)
+
+    def _scan_child(self, path: Path, start: int, end: int, sender: Any) -> None:
+        """In the child: scan [start, end) with fresh issue and overlap collectors, send them back."""
+        self.issues = _Issues(self.issues.limit, self.issues.strict)
+        self.overlap, self.overlap_counts = [], Counter()
+        try:
+            first_line = _count_lines(path, start) + 1
+            stats, seen = self._scan_range(path, True, start, end, first_line)
+            import numpy as np
+
+            # Two flat arrays pickle in 16 bytes a prompt; the dict would take about 110.
+            digests = np.fromiter(seen.keys(), dtype=np.uint64, count=len(seen))
+            lines = np.fromiter(seen.values(), dtype=np.int64, count=len(seen))
+            del seen
+            sender.send((stats, (digests, lines), self.issues, self.overlap, self.overlap_counts))
+        except RftError as exc:
+            sender.send(exc)
+        finally:
+            sender.close()
+
+    def _merge_child(self, file: str, stats: _FileStats, seen: dict[int, int], child_stats: _FileStats,
+                     child_seen: tuple[Any, Any], issues: _Issues, overlap: list, overlap_counts: Counter) -> tuple[_FileStats, dict[int, int]]:
+        self.issues.absorb(issues)
+        self.overlap.extend(overlap)
+        self.overlap_counts.update(overlap_counts)
+        stats.merge(child_stats)
+        digests, lines = child_seen
+        for start in range(0, len(digests), 1 << 16):  # in slices, to bound the temporary Python ints
+            for digest, line_no in zip(digests[start : start + (1 << 16)].tolist(), lines[start : start + (1 << 16)].tolist()):
+                first = seen.setdefault(digest, line_no)
+                if first != line_no:
+                    self._duplicate(file, line_no, first)
+        return stats, seen
 
     def _check(self, file: str, line_no: int, row: Any, stats: _FileStats, is_train: bool) -> str | None:
         """Check the contract and gather stats; returns the normalised prompt, or None for a bad row."""
@@ -361,6 +490,7 @@ class _Validator:
         self.valid_keys.clear()
         self.index.freeze()
         self.valid_name = str(path)
+        self.valid_bytes = path.stat().st_size
 
     def _check_against_valid(self, file: str, line_no: int, row: dict, digest: int, key: str, batch: list) -> None:
         if self.valid_name is None:
@@ -374,7 +504,8 @@ class _Validator:
             if found is not None:
                 self._record("field", line_no, found, None, name)
                 self.issues.error(file, line_no, "overlap_field", f'"{_safe(name)}" has the same value as {self.valid_name} line {found}; no validation answer may appear in training (remove or change the row)')
-        batch.append((line_no, digest, key))
+        if valid_line is None:  # a row with an exact overlap is not also searched for near-duplicates
+            batch.append((line_no, digest, key))
         if len(batch) >= _BATCH:
             self._flush(file, batch)
 
@@ -384,10 +515,7 @@ class _Validator:
             batch.clear()
             return
         for i, row_id, similarity in self.index.query_batch([item[2] for item in batch]):
-            line_no, digest, _ = batch[i]
-            valid_line = self.valid_lines[row_id]
-            if self.valid_prompts.get(digest) == valid_line:
-                continue  # an exact overlap, already reported
+            line_no, valid_line = batch[i][0], self.valid_lines[row_id]
             self._record("near_duplicate", line_no, valid_line, round(similarity, 4), None)
             self.issues.warning(file, line_no, "near_duplicate", f"near-duplicate of {self.valid_name} line {valid_line} (word 3-gram Jaccard {similarity:.2f} >= {self.threshold}); remove or rewrite one of them")
         batch.clear()
@@ -441,6 +569,7 @@ def validate_dataset(
     max_errors: int = DEFAULT_MAX_ERRORS,
     tokenizer: Any = None,
     max_tokens: int | None = None,
+    workers: int | None = None,
 ) -> ValidationReport:
     """Check a training file (and optionally a validation file) against the dataset contract.
 
@@ -456,6 +585,9 @@ def validate_dataset(
         max_errors: issues kept per code (all are counted).
         tokenizer: a tokenizer object or a local directory; adds prompt token statistics.
         max_tokens: prompts longer than this (in tokens) get a warning; needs `tokenizer`.
+        workers: processes for a training file of 32 MiB or more (default: $RFT_VALIDATE_WORKERS,
+            else 2 where there are 2 cores, `fork` and a single thread, else 1). The result does
+            not depend on it.
 
     Returns:
         A `ValidationReport`; nothing is printed.
@@ -478,16 +610,31 @@ def validate_dataset(
     if valid is not None:
         stats["valid"] = validator.scan(valid, is_train=False)
         validator.freeze_valid(valid)
-    stats["train"] = validator.scan(train, is_train=True)
+    stats["train"] = validator.scan(train, is_train=True, workers=_default_workers() if workers is None else workers)
     _warn_unseen_fields(validator, valid)
     return _build_report(train, valid, validator, stats, tokenizer is not None)
+
+
+def _default_workers() -> int:
+    import multiprocessing
+    import os
+    import threading
+
+    if os.environ.get("RFT_VALIDATE_WORKERS", "").strip().isdigit():
+        return max(1, int(os.environ["RFT_VALIDATE_WORKERS"]))
+    # fork() is only safe in a single-threaded process (no torch/tokenizers threads yet).
+    if "fork" not in multiprocessing.get_all_start_methods() or threading.active_count() > 1:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(2, cores)
 
 
 def _check_arguments(train: Path, valid: Path | None, threshold: float, max_errors: int, tokenizer: Any,
                      max_tokens: int | None, overlap_fields: tuple[str, ...]) -> None:
     for path in (train, valid):
         if path is not None and not path.is_file():
-            raise UsageError(f"{path}: no such file (give the path of a JSONL file)")
+            problem = "is not a regular file" if path.exists() else "no such file"
+            raise UsageError(f"{path}: {problem} (give the path of a JSONL file)")
     if not MIN_NEAR_DUPLICATE_THRESHOLD <= threshold <= 1.0:
         raise UsageError(f"--near-duplicate-threshold {threshold}: use a value between {MIN_NEAR_DUPLICATE_THRESHOLD} and 1.0")
     if max_errors < 1:
@@ -516,10 +663,30 @@ def _build_report(train: Path, valid: Path | None, validator: _Validator, stats:
     counts = {kind: validator.overlap_counts.get(kind, 0) for kind in ("exact", "near_duplicate", "field")}
     return ValidationReport(
         files={"train": str(train), "valid": str(valid) if valid is not None else None},
-        errors=sorted(issues.errors, key=sort_key),
-        warnings=sorted(issues.warnings, key=sort_key),
+        errors=_first_per_code(sorted(issues.errors, key=sort_key), issues.limit),
+        warnings=_first_per_code(sorted(issues.warnings, key=sort_key), issues.limit),
         error_counts=dict(issues.error_counts),
         warning_counts=dict(issues.warning_counts),
         stats={**per_file, "overlap": {**counts, "near_duplicate_threshold": validator.threshold}},
-        overlap=sorted(validator.overlap, key=lambda o: (o["train_line"], o["valid_line"], o["kind"])),
+        overlap=_first_per_kind(sorted(validator.overlap, key=lambda o: (o["train_line"], o["valid_line"], o["kind"])), issues.limit),
     )
+
+
+def _first_per_code(issues: list[Issue], limit: int) -> list[Issue]:
+    seen: Counter[str] = Counter()
+    kept = []
+    for issue in issues:
+        seen[issue.code] += 1
+        if seen[issue.code] <= limit:
+            kept.append(issue)
+    return kept
+
+
+def _first_per_kind(records: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    seen: Counter[str] = Counter()
+    kept = []
+    for record in records:
+        seen[record["kind"]] += 1
+        if seen[record["kind"]] <= limit:
+            kept.append(record)
+    return kept
