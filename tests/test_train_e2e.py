@@ -97,8 +97,9 @@ def _interrupt_at(stage: str, step: int):
     return hook
 
 
-def test_ctrl_c_then_resume_writes_the_same_metrics_as_an_uninterrupted_run(tmp_path):
-    overrides = ("rl.steps=4", "save_interval=3")
+@pytest.mark.parametrize("extra", [(), ("model.lora.r=4", "sft.max_steps=2")], ids=["full", "lora"])
+def test_ctrl_c_then_resume_writes_the_same_metrics_as_an_uninterrupted_run(tmp_path, extra):
+    overrides = ("rl.steps=4", "save_interval=3", *extra)
     full = run(tmp_path, *overrides, name="full")
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, *overrides, name="cut", progress=_interrupt_at("rl", 2))

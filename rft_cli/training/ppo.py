@@ -332,6 +332,8 @@ class PPOTrainer:
 
         def write(folder: Path) -> None:
             save_pretrained(self.ac.policy, self.tokenizer, folder)
+            if hasattr(self.ac.policy, "peft_config"):  # the adapters themselves, for an exact resume
+                self.ac.policy.save_pretrained(str(folder / "adapter"))
             torch.save(self.ac.value_head.state_dict(), folder / "value_head.pt")
             if self.ac.critic_backbone is not None:
                 torch.save(self.ac.critic_backbone.state_dict(), folder / "critic.pt")
@@ -375,13 +377,32 @@ def _versions() -> dict[str, Any]:
     return {"versions": {"rft": __version__, "torch": torch.__version__, "transformers": transformers.__version__}}
 
 
+def _load_policy(settings: Any, tokenizer: Any, init_dir: Path | None, resume_from: Path | None, seed: int) -> Any:
+    """The policy to train: the warm-up model (with fresh LoRA adapters), or a step checkpoint.
+
+    A LoRA run resumes from the warm-up model plus the checkpoint's saved `adapter/`, so it
+    continues exactly where it stopped (the merged weights beside it are for loading only).
+    """
+    from rft_cli.training.models import apply_lora, load_model
+
+    if settings.lora is None:
+        return load_model(settings, tokenizer, resume_from or init_dir, seed=seed)
+    base = load_model(settings, tokenizer, init_dir, seed=seed)
+    adapter = resume_from / "adapter" if resume_from is not None else None
+    if adapter is not None and adapter.is_dir():
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(base, str(adapter), is_trainable=True)
+    return apply_lora(base, settings)
+
+
 def run_ppo(ctx: RunContext, init_dir: Path | None, tokenizer: Any, resume_from: Path | None = None) -> PPOState:
     """Train with PPO from `init_dir` (the warm-up checkpoint; None = the configured base model)."""
-    from rft_cli.training.models import apply_lora, load_model
+    from rft_cli.training.models import load_model
 
     settings, seed = ctx.config.model, ctx.config.seed
     reference = load_model(settings, tokenizer, init_dir, seed=seed, trainable=False)
-    policy = apply_lora(load_model(settings, tokenizer, resume_from or init_dir, seed=seed), settings)
+    policy = _load_policy(settings, tokenizer, init_dir, resume_from, seed)
     critic = None
     if ctx.config.rl.critic == "separate":
         critic = load_model(settings, tokenizer, init_dir, seed=seed).get_decoder()
