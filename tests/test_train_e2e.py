@@ -323,3 +323,11 @@ def test_a_saved_model_folder_trains_like_a_hub_model(tmp_path, tiny_model_dir):
     result = run(tmp_path, f"model={{name: {tiny_model_dir}}}", "sft.max_steps=1", "rl.steps=1")
     assert result.summary["final_source"] == "checkpoints/step-1"
     assert_loads(result.run_dir / "final")
+
+
+def test_grpo_with_lora_gets_a_merged_final_model(tmp_path):
+    """TRL saves LoRA checkpoints as adapters only; final/ must still load as a plain model."""
+    result = run(tmp_path, "rl.algorithm=grpo", "model.lora.r=4", "sft.max_steps=1", "rl.steps=1")
+    assert (result.run_dir / "checkpoints" / "step-1" / "adapter_config.json").is_file()
+    assert not (result.run_dir / "final" / "adapter_config.json").exists()
+    assert_loads(result.run_dir / "final")

@@ -301,6 +301,9 @@ def _final_source(ctx: Any, stage: str) -> Path | None:
 
 def _write_final(source: Path, run_dir: Path) -> None:
     def write(tmp: Path) -> None:
+        if (source / "adapter_config.json").is_file() and not (source / "config.json").is_file():
+            _merge_adapters(source, tmp)
+            return
         for child in source.iterdir():
             if child.is_file() and child.name not in RFT_STATE_FILES and child.name != ckpt.MARKER:
                 shutil.copy2(child, tmp / child.name)
@@ -308,6 +311,16 @@ def _write_final(source: Path, run_dir: Path) -> None:
     meta = {"stage": "final", "source": os.path.relpath(source, run_dir), **ckpt.read_meta(source)}
     meta["stage"] = "final"
     ckpt.write_checkpoint(run_dir / "final", write, meta)
+
+
+def _merge_adapters(source: Path, target: Path) -> None:
+    """A TRL LoRA checkpoint holds adapters only; final/ gets them merged into a plain HF model."""
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoTokenizer
+
+    model = AutoPeftModelForCausalLM.from_pretrained(str(source)).merge_and_unload()
+    model.save_pretrained(str(target))
+    AutoTokenizer.from_pretrained(str(source)).save_pretrained(str(target))
 
 
 def stage_summary(records: list[dict[str, Any]], stage: str) -> dict[str, Any]:
