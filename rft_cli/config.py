@@ -93,6 +93,7 @@ class RLSettings(_Strict):
     prompts_per_step: int = Field(8, ge=1)
     samples_per_prompt: int = Field(1, ge=1)  # ReFT samples one answer per question
     mini_batch_size: int = Field(4, ge=1)  # ReFT mini_batch_size
+    micro_batch_size: int | None = Field(None, ge=1)  # gradient accumulation inside a minibatch (memory)
     ppo_epochs: int = Field(2, ge=1)  # ReFT
     learning_rate: float = Field(3e-7, gt=0, lt=1)  # ReFT
     weight_decay: float = Field(0.0, ge=0)
@@ -126,6 +127,8 @@ class RLSettings(_Strict):
                 f"rl.prompts_per_step * rl.samples_per_prompt ({batch}) must be a multiple of "
                 f"rl.mini_batch_size ({self.mini_batch_size})"
             )
+        if self.micro_batch_size is not None and self.mini_batch_size % self.micro_batch_size:
+            raise ValueError(f"rl.mini_batch_size ({self.mini_batch_size}) must be a multiple of rl.micro_batch_size ({self.micro_batch_size})")
         if self.algorithm in ("grpo", "rloo") and self.samples_per_prompt < 2:
             raise ValueError(f"rl.samples_per_prompt must be at least 2 for {self.algorithm} (it compares samples of one prompt)")
         return self

@@ -174,39 +174,52 @@ class PPOTrainer:
             return flag
         return bool(self.accelerator.reduce(torch.tensor([float(flag)], device=self.accelerator.device), "sum").item() > 0)
 
+    def _micro_losses(self, mb: dict[str, Any], weight: Any) -> tuple[Any, dict[str, float]]:
+        """The weighted loss of one micro-batch and its statistics (weighted the same way)."""
+        cfg = self.cfg
+        logprobs, values, entropy = self.ac.forward(mb["input_ids"], mb["attention_mask"], mb["mask"].shape[1],
+                                                    cfg.temperature, entropy=True)
+        pg_loss, clip_frac, approx_kl = pm.policy_loss(logprobs, mb["old_logprobs"], mb["advantages"], mb["mask"], cfg.clip_range)
+        vf_loss, vf_clip = pm.value_loss(values, mb["old_values"], mb["returns"], mb["mask"], cfg.clip_range_value)
+        w = weight.item()
+        stats = {"policy_loss": pg_loss.item() * w, "value_loss": vf_loss.item() * w, "clip_frac": clip_frac.item() * w,
+                 "value_clip_frac": vf_clip.item() * w, "approx_kl": approx_kl.item() * w,
+                 "entropy": pm.masked_mean(entropy.detach(), mb["mask"]).item() * w}
+        return (pg_loss + cfg.vf_coef * vf_loss) * weight, stats
+
     def _update(self, batch: dict[str, Any], step: int) -> dict[str, float] | str:
-        """`ppo_epochs` passes over shuffled minibatches; returns averaged stats or a fault reason."""
+        """`ppo_epochs` passes over shuffled minibatches; returns averaged stats or a fault reason.
+
+        A minibatch larger than `rl.micro_batch_size` accumulates gradients over micro-batches,
+        each loss weighted by its share of the minibatch's tokens (the same gradient, less memory).
+        """
         cfg, n, acc = self.cfg, batch["input_ids"].shape[0], self.accelerator
+        micro = cfg.micro_batch_size or cfg.mini_batch_size
         generator = torch.Generator().manual_seed(step_seed(self.ctx.config.seed, step) + 1)
         totals: dict[str, float] = {}
         count = 0
         self.ac.policy.train()
         for _ in range(cfg.ppo_epochs):
-            order = torch.randperm(n, generator=generator)
+            order = torch.randperm(n, generator=generator).to(batch["input_ids"].device)
             for s in range(0, n, cfg.mini_batch_size):
-                idx = order[s:s + cfg.mini_batch_size].to(batch["input_ids"].device)
-                mb = {k: v[idx] for k, v in batch.items()}
-                logprobs, values, entropy = self.ac.forward(mb["input_ids"], mb["attention_mask"], mb["mask"].shape[1],
-                                                            cfg.temperature, entropy=True)
-                pg_loss, clip_frac, approx_kl = pm.policy_loss(logprobs, mb["old_logprobs"], mb["advantages"],
-                                                               mb["mask"], cfg.clip_range)
-                vf_loss, vf_clip = pm.value_loss(values, mb["old_values"], mb["returns"], mb["mask"], cfg.clip_range_value)
-                loss = pg_loss + cfg.vf_coef * vf_loss
-                if self._any_process(not _finite(loss.item())):
-                    self.optimizer.zero_grad(set_to_none=True)
-                    return "non-finite loss"
-                acc.backward(loss)
+                idx = order[s:s + cfg.mini_batch_size]
+                tokens = batch["mask"][idx].sum().clamp(min=1)
+                for m in range(0, len(idx), micro):
+                    mb = {k: v[idx[m:m + micro]] for k, v in batch.items()}
+                    loss, stats = self._micro_losses(mb, mb["mask"].sum() / tokens)
+                    if self._any_process(not _finite(loss.item())):
+                        self.optimizer.zero_grad(set_to_none=True)
+                        return "non-finite loss"
+                    acc.backward(loss)
+                    for k, v in stats.items():
+                        totals[k] = totals.get(k, 0.0) + v
                 grad_norm = acc.clip_grad_norm_(self.ac.parameters(), cfg.max_grad_norm)
                 if self._any_process(not _finite(grad_norm.item())):
                     self.optimizer.zero_grad(set_to_none=True)
                     return "non-finite gradient norm"
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
-                stats = {"policy_loss": pg_loss.item(), "value_loss": vf_loss.item(), "clip_frac": clip_frac.item(),
-                         "value_clip_frac": vf_clip.item(), "approx_kl": approx_kl.item(),
-                         "entropy": pm.masked_mean(entropy.detach(), mb["mask"]).item(), "grad_norm": grad_norm.item()}
-                for k, v in stats.items():
-                    totals[k] = totals.get(k, 0.0) + v
+                totals["grad_norm"] = totals.get("grad_norm", 0.0) + grad_norm.item()
                 count += 1
         self.scheduler.step()
         return self._mean_over_processes({k: v / count for k, v in totals.items()})
