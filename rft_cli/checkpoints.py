@@ -41,18 +41,26 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_checkpoint(folder: str | Path, write: Callable[[Path], None], meta: dict[str, Any]) -> Path:
-    """Call `write(tmp)` to fill a temporary folder, add the marker last, then rename to `folder`.
-
-    An existing `folder` is replaced only after the new one is complete. Raises TrainingError on
-    an I/O error (full disk, no permission), leaving earlier checkpoints untouched.
-    """
+def temp_folder(folder: str | Path) -> Path:
+    """Where `folder` is written before it is complete."""
     folder = Path(folder)
-    tmp = folder.with_name(f".tmp-{folder.name}")
+    return folder.with_name(f".tmp-{folder.name}")
+
+
+def io_error(folder: Path, exc: OSError) -> TrainingError:
+    return TrainingError(
+        f"{folder}: cannot write the checkpoint ({exc.strerror or exc}); the previous checkpoint is intact, "
+        "free disk space or fix permissions, then rerun with --resume"
+    )
+
+
+def commit_checkpoint(tmp: str | Path, folder: str | Path, meta: dict[str, Any]) -> Path:
+    """Write the marker into the filled temporary folder `tmp`, then rename it to `folder`.
+
+    An existing `folder` is replaced only after the new one is complete.
+    """
+    tmp, folder = Path(tmp), Path(folder)
     try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        write(tmp)
         with (tmp / MARKER).open("w", encoding="utf-8") as handle:
             json.dump(meta, handle, indent=2, default=str)
             handle.flush()
@@ -68,11 +76,26 @@ def write_checkpoint(folder: str | Path, write: Callable[[Path], None], meta: di
         _fsync_dir(folder.parent)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise TrainingError(
-            f"{folder}: cannot write the checkpoint ({exc.strerror or exc}); the previous checkpoint is intact, "
-            "free disk space or fix permissions, then rerun with --resume"
-        ) from None
+        raise io_error(folder, exc) from None
     return folder
+
+
+def write_checkpoint(folder: str | Path, write: Callable[[Path], None], meta: dict[str, Any]) -> Path:
+    """Call `write(tmp)` to fill a temporary folder, add the marker last, then rename to `folder`.
+
+    Raises TrainingError on an I/O error (full disk, no permission), leaving earlier checkpoints
+    untouched and no temporary folder behind.
+    """
+    folder = Path(folder)
+    tmp = temp_folder(folder)
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        write(tmp)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise io_error(folder, exc) from None
+    return commit_checkpoint(tmp, folder, meta)
 
 
 def step_checkpoints(checkpoints_dir: str | Path) -> list[tuple[int, Path]]:
