@@ -41,6 +41,12 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def temp_folder(folder: str | Path) -> Path:
+    """Where `folder` is written before it is complete."""
+    folder = Path(folder)
+    return folder.with_name(f".tmp-{folder.name}")
+
+
 # What torch's zip writer says in a RuntimeError when a write fails (a full disk reads "unexpected pos").
 _TORCH_WRITE_ERRORS = ("inline_container", "PytorchStreamWriter", "file write failed", "cannot be opened",
                        "No space left", "Permission denied", "os error")
@@ -67,18 +73,20 @@ def describe_write_error(exc: BaseException, where: str | Path) -> str:
     return f"{detail}{free}"
 
 
-def write_checkpoint(folder: str | Path, write: Callable[[Path], None], meta: dict[str, Any]) -> Path:
-    """Call `write(tmp)` to fill a temporary folder, add the marker last, then rename to `folder`.
+def io_error(folder: Path, exc: BaseException) -> TrainingError:
+    return TrainingError(
+        f"{folder}: cannot write the checkpoint ({describe_write_error(exc, folder.parent)}); the previous checkpoint "
+        "is intact, free disk space or fix permissions, then rerun with --resume"
+    )
 
-    An existing `folder` is replaced only after the new one is complete. Raises TrainingError on
-    an I/O error (full disk, no permission), leaving earlier checkpoints untouched.
+
+def commit_checkpoint(tmp: str | Path, folder: str | Path, meta: dict[str, Any]) -> Path:
+    """Write the marker into the filled temporary folder `tmp`, then rename it to `folder`.
+
+    An existing `folder` is replaced only after the new one is complete.
     """
-    folder = Path(folder)
-    tmp = folder.with_name(f".tmp-{folder.name}")
+    tmp, folder = Path(tmp), Path(folder)
     try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        write(tmp)
         with (tmp / MARKER).open("w", encoding="utf-8") as handle:
             json.dump(meta, handle, indent=2, default=str)
             handle.flush()
@@ -92,15 +100,30 @@ def write_checkpoint(folder: str | Path, write: Callable[[Path], None], meta: di
         else:
             os.rename(tmp, folder)
         _fsync_dir(folder.parent)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise io_error(folder, exc) from None
+    return folder
+
+
+def write_checkpoint(folder: str | Path, write: Callable[[Path], None], meta: dict[str, Any]) -> Path:
+    """Call `write(tmp)` to fill a temporary folder, add the marker last, then rename to `folder`.
+
+    Raises TrainingError on an I/O error (full disk, no permission), leaving earlier checkpoints
+    untouched and no temporary folder behind.
+    """
+    folder = Path(folder)
+    tmp = temp_folder(folder)
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        write(tmp)
     except Exception as exc:  # noqa: BLE001  torch/safetensors report a full disk as non-OSErrors; others re-raise
         shutil.rmtree(tmp, ignore_errors=True)
         if not is_write_error(exc):
             raise
-        raise TrainingError(
-            f"{folder}: cannot write the checkpoint ({describe_write_error(exc, folder.parent)}); the previous checkpoint "
-            "is intact, free disk space or fix permissions, then rerun with --resume"
-        ) from None
-    return folder
+        raise io_error(folder, exc) from None
+    return commit_checkpoint(tmp, folder, meta)
 
 
 def step_checkpoints(checkpoints_dir: str | Path) -> list[tuple[int, Path]]:

@@ -7,6 +7,7 @@ where they make sense on small hardware; README's `train` section lists where ea
 from __future__ import annotations
 
 import difflib
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -54,6 +55,8 @@ class ModelSettings(_Strict):
     def _one_source(self) -> ModelSettings:
         if (self.name is None) == (self.tiny is None):
             raise ValueError("give exactly one of model.name (hub id or folder) or model.tiny (e.g. llama-1m)")
+        if self.tiny is not None and self.tokenizer is not None:
+            raise ValueError("model.tokenizer cannot be used with model.tiny (tiny models use the built-in character tokenizer)")
         if isinstance(self.tiny, str):
             from rft_cli.tiny import TINY_ARCHITECTURES
 
@@ -101,6 +104,7 @@ class RLSettings(_Strict):
     prompts_per_step: int = Field(8, ge=1)
     samples_per_prompt: int = Field(1, ge=1)  # ReFT samples one answer per question
     mini_batch_size: int = Field(4, ge=1)  # ReFT mini_batch_size
+    micro_batch_size: int | None = Field(None, ge=1)  # gradient accumulation inside a minibatch (memory)
     ppo_epochs: int = Field(2, ge=1)  # ReFT
     learning_rate: float = Field(3e-7, gt=0, lt=1)  # ReFT
     weight_decay: float = Field(0.0, ge=0)
@@ -134,6 +138,8 @@ class RLSettings(_Strict):
                 f"rl.prompts_per_step * rl.samples_per_prompt ({batch}) must be a multiple of "
                 f"rl.mini_batch_size ({self.mini_batch_size})"
             )
+        if self.micro_batch_size is not None and self.mini_batch_size % self.micro_batch_size:
+            raise ValueError(f"rl.mini_batch_size ({self.mini_batch_size}) must be a multiple of rl.micro_batch_size ({self.micro_batch_size})")
         if self.algorithm in ("grpo", "rloo") and self.samples_per_prompt < 2:
             raise ValueError(f"rl.samples_per_prompt must be at least 2 for {self.algorithm} (it compares samples of one prompt)")
         return self
@@ -200,16 +206,22 @@ def _fields_at(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
     return list(getattr(current, "model_fields", {}))
 
 
-def _format_error(error: dict[str, Any], source: str) -> str:
+def _key(part: Any) -> str:
+    """One key of a path, quoted when it is not a plain name (a key may hold newlines or quotes)."""
+    text = str(part)
+    return text if text.replace("_", "").replace("-", "").isalnum() else json.dumps(text)
+
+
+def _format_error(error: dict[str, Any]) -> str:
     loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-after")))
-    key = ".".join(str(p) for p in loc) or "(top level)"
+    key = ".".join(_key(p) for p in loc) or "(top level)"
     if error["type"] == "extra_forbidden":
         allowed = _fields_at(RunConfig, loc[:-1])
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-        hint = f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else f"; allowed keys: {', '.join(allowed)}"
-        return f"{source}: {key}: unknown key{hint}"
-    message = error["msg"].removeprefix("Value error, ")
-    return f"{source}: {key}: {message}"
+        hint = f"; did you mean {'.'.join([*map(_key, loc[:-1]), close[0]])!r}?" if close else f"; allowed keys: {', '.join(allowed)}"
+        return f"{key}: unknown key{hint}"
+    message = " ".join(str(error["msg"]).removeprefix("Value error, ").split())
+    return f"{key}: {message}"
 
 
 def parse_run_config(data: Any, source: str = "config") -> RunConfig:
@@ -220,8 +232,8 @@ def parse_run_config(data: Any, source: str = "config") -> RunConfig:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors()
-        lines = [_format_error(e, source) for e in errors[:5]]
-        raise ConfigError("; ".join(lines)) from None
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        raise ConfigError(f"{source}: " + "; ".join(_format_error(e) for e in errors[:5]) + more) from None
 
 
 def _set_path(data: dict[str, Any], override: str) -> None:

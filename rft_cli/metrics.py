@@ -83,11 +83,12 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-def reconcile_metrics(path: str | Path, stage: str | None, step: int, drop_eval: bool = False) -> int:
+def reconcile_metrics(path: str | Path, stage: str | None, step: int, keep_step: bool = True) -> int:
     """Keep only lines at or before (stage, step); drop later and torn lines. Returns lines dropped.
 
-    `stage=None` means "nothing was checkpointed": every line is dropped. `drop_eval` also drops
-    evaluation lines (`"eval": true`) of that stage, which are written again when it finishes.
+    `stage=None` means "nothing was checkpointed": every line is dropped. `keep_step=False` also
+    drops the checkpoint's own line, for a line the resumed run writes again (the SFT stage's
+    last line, which carries its evaluation).
     """
     path = Path(path)
     if not path.exists():
@@ -98,7 +99,7 @@ def reconcile_metrics(path: str | Path, stage: str | None, step: int, drop_eval:
     for record in read_metrics(path):
         if limit is None or position(str(record.get("stage")), int(record.get("step", 0))) > limit:
             continue
-        if drop_eval and record.get("eval") and record.get("stage") == stage:
+        if not keep_step and position(str(record.get("stage")), int(record.get("step", 0))) == limit:
             continue
         kept.append(record)
     tmp = path.with_name(path.name + ".tmp")

@@ -94,6 +94,16 @@ def test_unreadable_yaml_is_a_config_error(tmp_path, text, expected):
         load_run_config(path)
 
 
+@pytest.mark.parametrize("data,expected", [
+    # Found by the fuzzer below: a key holding a newline broke the one-line message.
+    ({"model": {"\n": None}}, 'model."\\n": unknown key'),
+])
+def test_fuzz_corpus(tmp_path, data, expected):
+    with pytest.raises(ConfigError) as info:
+        load_run_config(write_config(tmp_path, data))
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
 def test_missing_config_file():
     with pytest.raises(ConfigError, match="file not found"):
         load_run_config("no/such/run.yaml")
@@ -109,3 +119,62 @@ def test_cli_reports_config_errors_with_exit_code_2(base, tmp_path):
     assert result.exit_code == 2
     assert "did you mean 'rl.kl_coef'" in result.output
     assert "Traceback" not in result.output
+
+
+def _yaml_values():
+    from hypothesis import strategies as st
+
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=20))
+    return st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                         st.dictionaries(st.text(max_size=12), inner, max_size=4)),
+                        max_leaves=12)
+
+
+def test_fuzzed_configs_raise_config_error_or_load(tmp_path_factory):
+    """Any YAML mapping, including real keys with garbage values, gives a RunConfig or a ConfigError."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    keys = st.sampled_from(["model", "data", "grader", "sft", "rl", "eval", "seed", "output_dir", "report_to", "x"])
+    folder = tmp_path_factory.mktemp("fuzz")
+
+    @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.dictionaries(keys, _yaml_values(), max_size=6), st.lists(st.text(max_size=15), max_size=2))
+    def check(data, overrides):
+        path = folder / "fuzz.yaml"
+        path.write_text(yaml.safe_dump(data), encoding="utf-8")
+        try:
+            load_run_config(path, overrides)
+        except ConfigError as exc:
+            assert str(exc) and "\n" not in str(exc).strip()
+
+    check()
+
+
+def test_fuzzed_bytes_as_config_file(tmp_path_factory):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    folder = tmp_path_factory.mktemp("bytes")
+
+    @settings(max_examples=80, deadline=None)
+    @given(st.binary(max_size=200))
+    def check(raw):
+        path = folder / "raw.yaml"
+        path.write_bytes(raw)
+        try:
+            load_run_config(path)
+        except ConfigError:
+            pass
+
+    check()
+
+
+def test_a_missing_local_model_folder_fails_before_training(tmp_path):
+    from typer.testing import CliRunner
+
+    from rft_cli.cli import app
+
+    result = CliRunner().invoke(app, ["train", str(RECIPE), "--set", "model={name: ./no/such/model}", "--dry-run"])
+    assert result.exit_code == 2
+    assert "model.name: ./no/such/model: no such model folder" in result.output

@@ -34,13 +34,15 @@ def test_reconcile_drops_lines_after_the_checkpoint_and_a_torn_last_line(tmp_pat
     assert path.read_text().endswith("\n")
 
 
-def test_reconcile_within_sft_drops_rl_lines_and_sft_eval_lines(tmp_path):
+def test_reconcile_within_sft_drops_rl_lines_and_optionally_the_checkpoint_line(tmp_path):
     path = tmp_path / "m.jsonl"
-    lines = [{"stage": "sft", "step": 2}, {"stage": "sft", "step": 2, "eval": True}, {"stage": "sft", "step": 3},
+    lines = [{"stage": "sft", "step": 1}, {"stage": "sft", "step": 2}, {"stage": "sft", "step": 3},
              {"stage": "rl", "step": 1}]
     path.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
-    reconcile_metrics(path, "sft", 2, drop_eval=True)
-    assert read_metrics(path) == [{"stage": "sft", "step": 2}]
+    reconcile_metrics(path, "sft", 2)
+    assert read_metrics(path) == lines[:2]
+    reconcile_metrics(path, "sft", 2, keep_step=False)
+    assert read_metrics(path) == lines[:1]
     reconcile_metrics(path, None, 0)
     assert read_metrics(path) == []
 

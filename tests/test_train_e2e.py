@@ -54,10 +54,11 @@ def test_sft_then_ppo_writes_the_run_folder(tmp_path):
         assert (root / name).is_file(), name
     assert not (root / "checkpoints" / "step-2").exists()  # keep_checkpoints: 1 keeps the best and the latest only
     records = read_metrics(root / "metrics.jsonl")
-    sft = [r for r in records if r["stage"] == "sft" and not r.get("eval")]
+    sft = [r for r in records if r["stage"] == "sft"]
     rl = [r for r in records if r["stage"] == "rl"]
     assert [r["step"] for r in sft] == [1, 2, 3, 4] and [r["step"] for r in rl] == [1, 2, 3]
     assert all({"loss", "learning_rate"} <= set(r) for r in sft)
+    assert "valid_reward_mean" in sft[-1] and not any("valid_reward_mean" in r for r in sft[:-1])
     for record in rl:
         assert PPO_METRICS <= set(record), PPO_METRICS - set(record)
         assert all(math.isfinite(v) for v in record.values() if isinstance(v, float))
@@ -69,27 +70,36 @@ def test_sft_then_ppo_writes_the_run_folder(tmp_path):
     assert_loads(root / "checkpoints" / "step-3")
 
 
-def test_grpo_uses_the_same_layout_and_metric_names(tmp_path):
-    result = run(tmp_path, "rl.algorithm=grpo", "rl.steps=2", "sft.max_steps=2")
+def test_grpo_uses_the_same_layout_and_metric_names_and_resumes(tmp_path):
+    overrides = ("rl.algorithm=grpo", "rl.steps=3", "sft.max_steps=2", "save_interval=3")
+    result = run(tmp_path, *overrides)
     root = result.run_dir
     rl = [r for r in read_metrics(root / "metrics.jsonl") if r["stage"] == "rl"]
-    assert [r["step"] for r in rl] == [1, 2]
-    assert {"train_reward_mean", "train_reward_std", "kl", "entropy", "response_length_mean", "learning_rate"} <= set(rl[0])
+    assert [r["step"] for r in rl] == [1, 2, 3]
+    assert {"train_reward_mean", "train_reward_std", "kl", "entropy", "response_length_mean", "learning_rate",
+            "tokens_per_second", "elapsed_s"} <= set(rl[0])
     assert rl[-1]["valid_reward_mean"] is not None
-    assert (root / "checkpoints" / "step-2" / "rft_meta.json").is_file()
+    assert (root / "checkpoints" / "step-3" / "rft_meta.json").is_file()
     assert_loads(root / "final")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, *overrides, name="cut", progress=_interrupt_at("rl", 2))
+    assert (tmp_path / "cut" / "checkpoints" / "step-2" / "rft_meta.json").is_file()
+    run(tmp_path, *overrides, name="cut", resume=True)
+    got = without_timing(read_metrics(tmp_path / "cut" / "metrics.jsonl"))
+    assert [(r["stage"], r["step"]) for r in got] == [(r["stage"], r["step"]) for r in read_metrics(root / "metrics.jsonl")]
 
 
 def _interrupt_at(stage: str, step: int):
     """A progress hook that presses Ctrl-C (SIGINT) once the given step's metrics line is written."""
     def hook(record):
-        if record["stage"] == stage and record["step"] == step and not record.get("eval"):
+        if record["stage"] == stage and record["step"] == step:
             os.kill(os.getpid(), signal.SIGINT)
     return hook
 
 
-def test_ctrl_c_then_resume_writes_the_same_metrics_as_an_uninterrupted_run(tmp_path):
-    overrides = ("rl.steps=4", "save_interval=3")
+@pytest.mark.parametrize("extra", [(), ("model.lora.r=4", "sft.max_steps=2")], ids=["full", "lora"])
+def test_ctrl_c_then_resume_writes_the_same_metrics_as_an_uninterrupted_run(tmp_path, extra):
+    overrides = ("rl.steps=4", "save_interval=3", *extra)
     full = run(tmp_path, *overrides, name="full")
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, *overrides, name="cut", progress=_interrupt_at("rl", 2))
@@ -166,3 +176,170 @@ def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path):
     plan = json.loads(result.stdout)
     assert plan["dry_run"] is True and plan["stages"]["sft"]["steps"] == 4 and plan["stages"]["rl"]["samples"] == 24
     assert not out.exists()
+
+
+@pytest.mark.parametrize("extra,expected,code", [
+    ('{"messages": [{"role": "user", "content": "1+8="}], "solution": "9"}\n', 'missing field "answer"', 1),
+    ('not json\n', "line 49", 1),
+])
+def test_bad_data_is_caught_before_any_model_loads(tmp_path, extra, expected, code):
+    from typer.testing import CliRunner
+
+    from rft_cli.cli import app
+
+    train = tmp_path / "train.jsonl"
+    train.write_text((RECIPE.parent / "data" / "tiny-train.jsonl").read_text() + extra)
+    result = CliRunner().invoke(app, ["train", str(RECIPE), "--set", f"data.train={train}", "--dry-run"])
+    assert result.exit_code == code, result.output
+    assert expected in result.output and "Traceback" not in result.output
+
+
+def test_train_valid_overlap_is_an_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from rft_cli.cli import app
+
+    valid = tmp_path / "valid.jsonl"
+    valid.write_text((RECIPE.parent / "data" / "tiny-train.jsonl").read_text().splitlines()[0] + "\n")
+    result = CliRunner().invoke(app, ["train", str(RECIPE), "--set", f"data.valid={valid}", "--dry-run"])
+    assert result.exit_code == 1 and "same prompt as" in result.output
+
+
+def test_ppo_raises_the_reward_it_is_given(tmp_path):
+    """A sign error in the advantages, the ratio or the KL placement makes this reward fall or stall."""
+    from tests.train_fakes import SevensGrader
+
+    records = []
+    run(tmp_path, "sft.enabled=false", "rl.steps=30", "rl.learning_rate=0.01", "rl.prompts_per_step=8",
+        "rl.samples_per_prompt=2", "rl.mini_batch_size=8", "rl.max_new_tokens=8", "eval.interval=1000",
+        "save_interval=1000", grader=SevensGrader(), progress=records.append)
+    rewards = [r["train_reward_mean"] for r in records if r["stage"] == "rl"]
+    first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+    assert last > first + 0.05, rewards
+
+
+def test_a_crashing_python_grader_is_counted_and_the_run_continues(tmp_path):
+    """Issue 7: a failing sandboxed grader scores 0, its errors are counted by kind, training goes on."""
+    source = "def grade(sample, item):\n    raise ValueError('boom')\n"
+    config = load_run_config(RECIPE, ["sft.enabled=false", "rl.steps=2", "rl.max_grader_error_share=1.0", "eval.interval=100"])
+    config = config.model_copy(update={"grader": {"type": "python", "name": "py", "source": source, "timeout": 5}})
+    train(config, output_dir=tmp_path / "run")
+    rl = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["stage"] == "rl"]
+    assert [r["step"] for r in rl] == [1, 2]
+    assert all(r["train_reward_mean"] == 0.0 and sum(v for k, v in r.items() if k.startswith("grader_errors/")) == 8 for r in rl)
+
+
+def test_cli_ctrl_c_exits_130_with_the_resume_command(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import rft_cli.training.run as run_module
+    from rft_cli.cli import app
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "train", interrupted)
+    result = CliRunner().invoke(app, ["train", str(RECIPE), "--output-dir", str(tmp_path / "x"), "--quiet"])
+    assert result.exit_code == 130
+    assert "interrupted (Ctrl-C); a checkpoint was saved" in result.output and "--resume" in result.output
+
+
+def test_ppo_options_separate_critic_lora_adaptive_kl_truncation_penalty(tmp_path):
+    result = run(tmp_path, "sft.max_steps=1", "rl.steps=2", "rl.critic=separate", "rl.adaptive_kl=true",
+                 "rl.truncated=penalize", "rl.truncation_penalty=-1", "model.lora.r=4", "rl.final=best")
+    step = result.run_dir / "checkpoints" / "step-2"
+    assert (step / "critic.pt").is_file() and not (step / "adapter_config.json").exists()  # LoRA merged on save
+    rl = [r for r in read_metrics(result.run_dir / "metrics.jsonl") if r["stage"] == "rl"]
+    assert rl[0]["kl_coef"] == 0.05 and rl[1]["kl_coef"] != 0.05  # the adaptive controller moved it
+    # Untrained, the tiny model rarely stops within 4 tokens: each truncated answer scores -1.
+    assert any(r["truncated_share"] > 0 for r in rl)
+    for r in rl:
+        assert r["train_reward_mean"] <= -r["truncated_share"] + (1 - r["truncated_share"]) + 1e-6
+    assert_loads(result.run_dir / "final")
+
+
+def test_crash_between_the_last_sft_step_and_its_checkpoint(tmp_path, monkeypatch):
+    """The warm-up's last line (with its evaluation) is written just before checkpoints/sft; a crash
+    in between must not leave that line twice after --resume."""
+    from rft_cli import checkpoints
+
+    real_commit = checkpoints.commit_checkpoint
+
+    def crash(tmp, folder, meta):
+        if Path(folder).name == "sft":
+            raise RuntimeError("simulated crash")
+        return real_commit(tmp, folder, meta)
+
+    monkeypatch.setattr(checkpoints, "commit_checkpoint", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(tmp_path, "rl.steps=1", "save_interval=4")
+    assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")] == [1, 2, 3, 4]
+    monkeypatch.setattr(checkpoints, "commit_checkpoint", real_commit)
+    run(tmp_path, "rl.steps=1", "save_interval=4", resume=True)
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [(r["stage"], r["step"]) for r in records] == [("sft", 1), ("sft", 2), ("sft", 3), ("sft", 4), ("rl", 1)]
+    assert "loss" in records[3] and "valid_reward_mean" in records[3]
+
+
+def test_a_nan_loss_skips_the_update(tmp_path, monkeypatch):
+    import torch
+
+    from rft_cli.training import ppo_math
+
+    real = ppo_math.value_loss
+
+    def nan_value_loss(*args, **kwargs):
+        loss, clip = real(*args, **kwargs)
+        return loss * torch.nan, clip
+
+    monkeypatch.setattr(ppo_math, "value_loss", nan_value_loss)
+    with pytest.raises(TrainingError, match="stopped after 3 numerical faults \\(last: non-finite loss\\)"):
+        run(tmp_path, "sft.enabled=false", "rl.steps=5")
+    rl = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r.get("skipped") for r in rl] == ["non-finite loss"] * 3
+
+
+def test_a_full_disk_during_a_ppo_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    import errno
+
+    import torch
+
+    real_save = torch.save
+
+    def save(obj, path, *args, **kwargs):
+        if "step-4" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(TrainingError, match="step-4: cannot write the checkpoint \\(No space left on device\\)"):
+        run(tmp_path, "sft.enabled=false", "rl.steps=4", "save_interval=2", "keep_checkpoints=1")
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step-2"]
+    assert_loads(checkpoints / "step-2")
+
+
+def test_a_saved_model_folder_trains_like_a_hub_model(tmp_path, tiny_model_dir):
+    result = run(tmp_path, f"model={{name: {tiny_model_dir}}}", "sft.max_steps=1", "rl.steps=1")
+    assert result.summary["final_source"] == "checkpoints/step-1"
+    assert_loads(result.run_dir / "final")
+
+
+def test_grpo_with_lora_gets_a_merged_final_model(tmp_path):
+    """TRL saves LoRA checkpoints as adapters only; final/ must still load as a plain model."""
+    result = run(tmp_path, "rl.algorithm=grpo", "model.lora.r=4", "sft.max_steps=1", "rl.steps=1")
+    assert (result.run_dir / "checkpoints" / "step-1" / "adapter_config.json").is_file()
+    assert not (result.run_dir / "final" / "adapter_config.json").exists()
+    assert_loads(result.run_dir / "final")
+
+
+def test_micro_batches_give_the_same_training_as_whole_minibatches(tmp_path):
+    """Gradient accumulation weights each micro-batch by its token share: same updates, less memory."""
+    whole = run(tmp_path, "sft.enabled=false", "rl.steps=3", name="whole")
+    micro = run(tmp_path, "sft.enabled=false", "rl.steps=3", "rl.micro_batch_size=1", name="micro")
+    a, b = (without_timing(read_metrics(r.run_dir / "metrics.jsonl")) for r in (whole, micro))
+    for x, y in zip(a, b, strict=True):
+        for key, value in x.items():
+            if isinstance(value, float):  # clip fractions count ties, which float noise can flip
+                tolerance = 0.05 if key.endswith("clip_frac") else 1e-5
+                assert y[key] == pytest.approx(value, rel=1e-3, abs=tolerance), key

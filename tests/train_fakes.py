@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rft_cli.graders.base import GradeResult, Grader
+from rft_cli.graders.base import Grader, GradeResult
 
 
 class ExactGrader(Grader):
@@ -31,3 +31,13 @@ class FailingGrader(ExactGrader):
 
     def grade(self, sample, item):
         return GradeResult(reward=0.0, errors={"python_exception": 1})
+
+
+class SevensGrader(Grader):
+    """Reward = share of the answer's characters that are "7": a task PPO can learn in seconds."""
+
+    name = "sevens"
+
+    def grade(self, sample, item):
+        text = sample["output_text"] if isinstance(sample, dict) else sample
+        return GradeResult(reward=text.count("7") / len(text) if text else 0.0)

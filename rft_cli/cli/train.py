@@ -21,7 +21,7 @@ class _Progress:
         self.started = time.perf_counter()
         self.stage_started: dict[str, tuple[float, int]] = {}
 
-    def __enter__(self) -> _Progress:
+    def __enter__(self) -> _Progress:  # noqa: PYI034 (Python 3.10 has no typing.Self)
         if not self.quiet:
             self.status = render.stderr.status("starting...")
             self.status.__enter__()
@@ -86,7 +86,8 @@ def train(
         rft train recipes/tiny-test.yaml --output-dir runs/tiny --set rl.kl_coef=0.1
     """
     from rft_cli.config import load_run_config
-    from rft_cli.training.run import preflight, train as run_train
+    from rft_cli.training.run import preflight
+    from rft_cli.training.run import train as run_train
 
     config = load_run_config(config_path, overrides or [])
     run_dir = output_dir or config.resolved_output_dir(config_path)
@@ -106,4 +107,5 @@ def train(
             raise typer.Exit(code=130) from None
         finally:
             pre.grader.close()
-    _print_summary(result.summary, result.run_dir)
+    if result.summary:  # empty in the non-main processes of a multi-GPU run
+        _print_summary(result.summary, result.run_dir)

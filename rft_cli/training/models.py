@@ -27,6 +27,13 @@ def device() -> Any:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _resolve(name: str | None) -> str:
+    """A run folder means its final/ model, as everywhere else in rft."""
+    from rft_cli.generation import resolve_model_path
+
+    return resolve_model_path(str(name))
+
+
 def load_tokenizer(settings: ModelSettings, path: str | Path | None = None) -> Any:
     """The tokenizer of `path` (a checkpoint), else of the configured model; left padding for generation."""
     from transformers import AutoTokenizer
@@ -36,7 +43,7 @@ def load_tokenizer(settings: ModelSettings, path: str | Path | None = None) -> A
     if path is None and settings.tiny is not None:
         tokenizer = build_char_tokenizer()
     else:
-        source = str(path or settings.tokenizer or settings.name)
+        source = str(path or _resolve(settings.tokenizer or settings.name))
         try:
             tokenizer = AutoTokenizer.from_pretrained(source)
         except (OSError, ValueError) as exc:
@@ -59,7 +66,7 @@ def load_model(settings: ModelSettings, tokenizer: Any, path: str | Path | None 
     if path is None and settings.tiny is not None:
         model = build_tiny_model(tokenizer, settings.tiny, seed=seed).to(dtype)
     else:
-        source = str(path or settings.name)
+        source = str(path or _resolve(settings.name))
         try:
             model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
         except (OSError, ValueError) as exc:

@@ -19,17 +19,17 @@ from typing import Any
 import torch
 
 from rft_cli import checkpoints as ckpt
-from rft_cli.errors import TrainingError
+from rft_cli.errors import ConfigError, TrainingError
 from rft_cli.training import ppo_math as pm
 from rft_cli.training.common import (
     RunContext,
-    gather_object,
-    merge_stats,
+    batch_indices,
     disable_dropout,
     evaluate_greedy,
+    gather_object,
     grade,
     item_of,
-    batch_indices,
+    merge_stats,
     sample,
     seed_everything,
     step_seed,
@@ -134,6 +134,12 @@ class PPOTrainer:
         self.ac = ActorCritic(model, reference, self.cfg.critic, critic_backbone)
         optimizer = torch.optim.AdamW(self.ac.parameters(), lr=self.cfg.learning_rate, weight_decay=self.cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        if plugin is not None and plugin.zero_stage == 3:
+            raise ConfigError("rl.algorithm ppo does not run under DeepSpeed ZeRO-3 yet (rollouts need whole parameters); "
+                              "launch with recipes/accelerate/deepspeed-zero2.yaml or multi-gpu.yaml")
+        if plugin is not None:  # no dataloader is prepared, so DeepSpeed cannot infer its batch size
+            plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = self.cfg.mini_batch_size
         self.ac.model, self.optimizer = self.accelerator.prepare(self.ac.core, optimizer)
         self.kl_ctl = pm.AdaptiveKLController(self.cfg.kl_coef, self.cfg.kl_target, self.cfg.kl_horizon)
         self.state = PPOState(kl_coef=self.cfg.kl_coef)
@@ -168,39 +174,52 @@ class PPOTrainer:
             return flag
         return bool(self.accelerator.reduce(torch.tensor([float(flag)], device=self.accelerator.device), "sum").item() > 0)
 
+    def _micro_losses(self, mb: dict[str, Any], weight: Any) -> tuple[Any, dict[str, float]]:
+        """The weighted loss of one micro-batch and its statistics (weighted the same way)."""
+        cfg = self.cfg
+        logprobs, values, entropy = self.ac.forward(mb["input_ids"], mb["attention_mask"], mb["mask"].shape[1],
+                                                    cfg.temperature, entropy=True)
+        pg_loss, clip_frac, approx_kl = pm.policy_loss(logprobs, mb["old_logprobs"], mb["advantages"], mb["mask"], cfg.clip_range)
+        vf_loss, vf_clip = pm.value_loss(values, mb["old_values"], mb["returns"], mb["mask"], cfg.clip_range_value)
+        w = weight.item()
+        stats = {"policy_loss": pg_loss.item() * w, "value_loss": vf_loss.item() * w, "clip_frac": clip_frac.item() * w,
+                 "value_clip_frac": vf_clip.item() * w, "approx_kl": approx_kl.item() * w,
+                 "entropy": pm.masked_mean(entropy.detach(), mb["mask"]).item() * w}
+        return (pg_loss + cfg.vf_coef * vf_loss) * weight, stats
+
     def _update(self, batch: dict[str, Any], step: int) -> dict[str, float] | str:
-        """`ppo_epochs` passes over shuffled minibatches; returns averaged stats or a fault reason."""
+        """`ppo_epochs` passes over shuffled minibatches; returns averaged stats or a fault reason.
+
+        A minibatch larger than `rl.micro_batch_size` accumulates gradients over micro-batches,
+        each loss weighted by its share of the minibatch's tokens (the same gradient, less memory).
+        """
         cfg, n, acc = self.cfg, batch["input_ids"].shape[0], self.accelerator
+        micro = cfg.micro_batch_size or cfg.mini_batch_size
         generator = torch.Generator().manual_seed(step_seed(self.ctx.config.seed, step) + 1)
         totals: dict[str, float] = {}
         count = 0
         self.ac.policy.train()
         for _ in range(cfg.ppo_epochs):
-            order = torch.randperm(n, generator=generator)
+            order = torch.randperm(n, generator=generator).to(batch["input_ids"].device)
             for s in range(0, n, cfg.mini_batch_size):
-                idx = order[s:s + cfg.mini_batch_size].to(batch["input_ids"].device)
-                mb = {k: v[idx] for k, v in batch.items()}
-                logprobs, values, entropy = self.ac.forward(mb["input_ids"], mb["attention_mask"], mb["mask"].shape[1],
-                                                            cfg.temperature, entropy=True)
-                pg_loss, clip_frac, approx_kl = pm.policy_loss(logprobs, mb["old_logprobs"], mb["advantages"],
-                                                               mb["mask"], cfg.clip_range)
-                vf_loss, vf_clip = pm.value_loss(values, mb["old_values"], mb["returns"], mb["mask"], cfg.clip_range_value)
-                loss = pg_loss + cfg.vf_coef * vf_loss
-                if self._any_process(not _finite(loss.item())):
-                    self.optimizer.zero_grad(set_to_none=True)
-                    return "non-finite loss"
-                acc.backward(loss)
+                idx = order[s:s + cfg.mini_batch_size]
+                tokens = batch["mask"][idx].sum().clamp(min=1)
+                for m in range(0, len(idx), micro):
+                    mb = {k: v[idx[m:m + micro]] for k, v in batch.items()}
+                    loss, stats = self._micro_losses(mb, mb["mask"].sum() / tokens)
+                    if self._any_process(not _finite(loss.item())):
+                        self.optimizer.zero_grad(set_to_none=True)
+                        return "non-finite loss"
+                    acc.backward(loss)
+                    for k, v in stats.items():
+                        totals[k] = totals.get(k, 0.0) + v
                 grad_norm = acc.clip_grad_norm_(self.ac.parameters(), cfg.max_grad_norm)
                 if self._any_process(not _finite(grad_norm.item())):
                     self.optimizer.zero_grad(set_to_none=True)
                     return "non-finite gradient norm"
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
-                stats = {"policy_loss": pg_loss.item(), "value_loss": vf_loss.item(), "clip_frac": clip_frac.item(),
-                         "value_clip_frac": vf_clip.item(), "approx_kl": approx_kl.item(),
-                         "entropy": pm.masked_mean(entropy.detach(), mb["mask"]).item(), "grad_norm": grad_norm.item()}
-                for k, v in stats.items():
-                    totals[k] = totals.get(k, 0.0) + v
+                totals["grad_norm"] = totals.get("grad_norm", 0.0) + grad_norm.item()
                 count += 1
         self.scheduler.step()
         return self._mean_over_processes({k: v / count for k, v in totals.items()})
@@ -287,10 +306,9 @@ class PPOTrainer:
             step = self.state.step + 1
             record = self.step(step)
             self.state.step = step
-            if step % ctx.config.eval.interval == 0 or step == cfg.steps:
-                if ctx.valid_rows:
-                    self.state.last_valid = self.evaluate()
-                    record.update(self.state.last_valid)
+            if ctx.valid_rows and (step % ctx.config.eval.interval == 0 or step == cfg.steps):
+                self.state.last_valid = self.evaluate()
+                record.update(self.state.last_valid)
             self.state.elapsed_s = time.perf_counter() - run_started
             record["elapsed_s"] = ctx.elapsed_before + self.state.elapsed_s
             ctx.report(record)
@@ -327,6 +345,8 @@ class PPOTrainer:
 
         def write(folder: Path) -> None:
             save_pretrained(self.ac.policy, self.tokenizer, folder)
+            if hasattr(self.ac.policy, "peft_config"):  # the adapters themselves, for an exact resume
+                self.ac.policy.save_pretrained(str(folder / "adapter"))
             torch.save(self.ac.value_head.state_dict(), folder / "value_head.pt")
             if self.ac.critic_backbone is not None:
                 torch.save(self.ac.critic_backbone.state_dict(), folder / "critic.pt")
@@ -370,13 +390,32 @@ def _versions() -> dict[str, Any]:
     return {"versions": {"rft": __version__, "torch": torch.__version__, "transformers": transformers.__version__}}
 
 
+def _load_policy(settings: Any, tokenizer: Any, init_dir: Path | None, resume_from: Path | None, seed: int) -> Any:
+    """The policy to train: the warm-up model (with fresh LoRA adapters), or a step checkpoint.
+
+    A LoRA run resumes from the warm-up model plus the checkpoint's saved `adapter/`, so it
+    continues exactly where it stopped (the merged weights beside it are for loading only).
+    """
+    from rft_cli.training.models import apply_lora, load_model
+
+    if settings.lora is None:
+        return load_model(settings, tokenizer, resume_from or init_dir, seed=seed)
+    base = load_model(settings, tokenizer, init_dir, seed=seed)
+    adapter = resume_from / "adapter" if resume_from is not None else None
+    if adapter is not None and adapter.is_dir():
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(base, str(adapter), is_trainable=True)
+    return apply_lora(base, settings)
+
+
 def run_ppo(ctx: RunContext, init_dir: Path | None, tokenizer: Any, resume_from: Path | None = None) -> PPOState:
     """Train with PPO from `init_dir` (the warm-up checkpoint; None = the configured base model)."""
-    from rft_cli.training.models import apply_lora, load_model
+    from rft_cli.training.models import load_model
 
     settings, seed = ctx.config.model, ctx.config.seed
     reference = load_model(settings, tokenizer, init_dir, seed=seed, trainable=False)
-    policy = apply_lora(load_model(settings, tokenizer, resume_from or init_dir, seed=seed), settings)
+    policy = _load_policy(settings, tokenizer, init_dir, resume_from, seed)
     critic = None
     if ctx.config.rl.critic == "separate":
         critic = load_model(settings, tokenizer, init_dir, seed=seed).get_decoder()

@@ -13,7 +13,13 @@ from typing import Any
 
 from rft_cli.data.records import prompt_messages
 from rft_cli.training.common import RunContext, evaluate_greedy, item_of, seed_everything
-from rft_cli.training.trl_bridge import GraderReward, build_trl_trainer, common_trainer_args, latest_trl_checkpoint, trl_callback_class
+from rft_cli.training.trl_bridge import (
+    GraderReward,
+    build_trl_trainer,
+    common_trainer_args,
+    latest_trl_checkpoint,
+    trl_callback_class,
+)
 
 STEP_PREFIX = "step-"
 
@@ -45,7 +51,12 @@ def run_trl_rl(ctx: RunContext, init_dir: Path, tokenizer: Any) -> dict[str, Any
     from datasets import Dataset
     from trl import GRPOTrainer, RLOOTrainer
 
+    from rft_cli import checkpoints as ckpt
+
     config = ctx.config
+    resume = latest_trl_checkpoint(ctx.checkpoints_dir, STEP_PREFIX)
+    if resume is not None and ckpt.read_meta(resume)["step"] >= config.rl.steps:
+        return {"step": ckpt.read_meta(resume)["step"], "last_valid": None}  # finished; Trainer would run one step more
     seed_everything(config.seed)
     work_dir = ctx.checkpoints_dir / f".trl-{config.rl.algorithm}"
     reward = GraderReward(ctx.grader, config.rl.max_grader_error_share)
@@ -61,7 +72,6 @@ def run_trl_rl(ctx: RunContext, init_dir: Path, tokenizer: Any) -> dict[str, Any
     trainer = build_trl_trainer(trainer_class, model=str(init_dir), reward_funcs=[reward], args=_trl_config(ctx, work_dir),
                             train_dataset=Dataset.from_list(rl_examples(ctx.train_rows, config.data.demonstration_field)),
                             processing_class=tokenizer, callbacks=[callback], peft_config=peft_config)
-    resume = latest_trl_checkpoint(ctx.checkpoints_dir, STEP_PREFIX)
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if ctx.interrupt.requested:
         raise KeyboardInterrupt

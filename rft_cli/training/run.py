@@ -20,8 +20,15 @@ from typing import Any
 
 from rft_cli import checkpoints as ckpt
 from rft_cli.config import RunConfig, dump_run_config
-from rft_cli.errors import ConfigError, DataError, GraderError, TrainingError
-from rft_cli.metrics import JsonlMetricsLogger, MultiLogger, NullLogger, build_tracker, read_metrics, reconcile_metrics
+from rft_cli.errors import ConfigError, DataError, TrainingError
+from rft_cli.metrics import (
+    JsonlMetricsLogger,
+    MultiLogger,
+    NullLogger,
+    build_tracker,
+    read_metrics,
+    reconcile_metrics,
+)
 
 STAGES = ("sft", "rl", "all")
 RFT_STATE_FILES = {"value_head.pt", "critic.pt", "optimizer.pt", "scheduler.pt", "rng_state.pt", "rng_state.pth",
@@ -46,15 +53,18 @@ class TrainResult:
     summary: dict[str, Any]
 
 
+def is_main_process() -> bool:
+    """False in the non-main processes of `accelerate launch` / torchrun (RANK > 0)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 # -- checks -------------------------------------------------------------------------------------
 
 
 def build_run_grader(config: RunConfig) -> Any:
     """The grader the config names (a file or an inline spec)."""
-    try:
-        from rft_cli.graders import build_grader, load_grader
-    except ImportError:  # the graders package has not landed in this checkout
-        raise GraderError("grader: this build of rft has no grader loader (rft_cli.graders.load_grader); update rft") from None
+    from rft_cli.graders import build_grader, load_grader
+
     if isinstance(config.grader, str):
         return load_grader(config.grader)
     from rft_cli.graders.build import build_from_dict
@@ -62,62 +72,66 @@ def build_run_grader(config: RunConfig) -> Any:
     return build_from_dict(config.grader, where="grader")  # errors name the key path, e.g. grader.reference
 
 
-def _check_overlap(train: list[dict], valid: list[dict], valid_path: Path) -> None:
-    from rft_cli.data.records import normalize_text, prompt_text
-
-    seen = {normalize_text(prompt_text(r)) for r in train}
-    for i, row in enumerate(valid, start=1):
-        if normalize_text(prompt_text(row)) in seen:
-            raise DataError(f"{valid_path} row {i}: its prompt is also in the training file (train/valid overlap); "
-                            "remove it from one of them so validation measures unseen prompts")
-
-
-def _check_item_fields(grader: Any, rows: list[dict], path: Path, demonstration_field: str) -> None:
-    from rft_cli.training.common import item_of
-
-    needed = set(grader.item_fields()) if hasattr(grader, "item_fields") else set()
-    for i, row in enumerate(rows, start=1):
-        missing = sorted(needed - set(item_of(row, demonstration_field)))
-        if missing:
-            raise ConfigError(f"grader: uses item.{missing[0]} but {path} row {i} has no field {missing[0]!r}; "
-                              "add the field to every row or change the grader")
+def _validation_error(report: Any, config: RunConfig) -> DataError:
+    first = report.errors[0]
+    where = f"{first.file} line {first.line}" if first.line else first.file
+    total = sum(report.error_counts.values())
+    valid = f" --valid {config.data.valid}" if config.data.valid else ""
+    more = f" ({total} errors in all; `rft validate {config.data.train}{valid}` lists them)" if total > 1 else ""
+    return DataError(f"{where}: {first.message}{more}")
 
 
-def _load_data(config: RunConfig) -> tuple[list[dict], list[dict]]:
-    """Validate and load the data as `rft validate` does (falls back to the row contract)."""
+def _load_data(config: RunConfig, grader: Any) -> tuple[list[dict], list[dict]]:
+    """Validate the data as `rft validate` does (overlap and the grader's item fields included), then load it."""
     from rft_cli.data.records import load_rows
+    from rft_cli.data.validation import validate_dataset
 
     field_name = config.data.demonstration_field
-    try:
-        from rft_cli.data.validation import validate_dataset
-    except ImportError:
-        validate_dataset = None
-    if validate_dataset is not None:
-        report = validate_dataset(config.data.train, config.data.valid, demonstration_field=field_name)
-        if not report.ok:
-            first = report.errors[0]
-            raise DataError(f"{getattr(first, 'message', first)} (run `rft validate {config.data.train}` for every problem)")
+    report = validate_dataset(config.data.train, config.data.valid, demonstration_field=field_name,
+                              require_demonstrations=False, required_item_fields=sorted(grader.item_fields()))
+    if not report.ok:
+        raise _validation_error(report, config)
     train = load_rows(config.data.train, field_name)
     valid = load_rows(config.data.valid, field_name) if config.data.valid else []
-    if valid:
-        _check_overlap(train, valid, config.data.valid)
     return train, valid
 
 
 def preflight(config: RunConfig, grader: Any = None, stage: str = "all") -> Preflight:
-    """Load and check data and grader and build the plan; raises before any model is loaded."""
-    if stage not in STAGES:
-        raise ConfigError(f"--stage {stage!r}: use one of {', '.join(STAGES)}")
-    train, valid = _load_data(config)
+    """Build the grader, validate the data, make the plan; raises before any model is loaded."""
     from rft_cli.metrics import check_tracker
 
+    if stage not in STAGES:
+        raise ConfigError(f"--stage {stage!r}: use one of {', '.join(STAGES)}")
     problem = check_tracker(config.report_to)
     if problem:
         raise ConfigError(problem)
+    _check_model_source(config)
     grader = grader if grader is not None else build_run_grader(config)
-    for rows, path in ((train, config.data.train), (valid, config.data.valid)):
-        _check_item_fields(grader, rows, path, config.data.demonstration_field)
+    train, valid = _load_data(config, grader)
+    if stage in ("sft", "all") and config.sft.enabled:
+        _require_demonstrations(train, config)
     return Preflight(train, valid, grader, plan=build_plan(config, len(train), len(valid), stage))
+
+
+def _check_model_source(config: RunConfig) -> None:
+    """A local model folder that does not exist is a config error now, not after the data loads."""
+    from rft_cli.errors import UsageError
+    from rft_cli.generation import resolve_model_path
+
+    for key, value in (("model.name", config.model.name), ("model.tokenizer", config.model.tokenizer)):
+        if value is not None:
+            try:
+                resolve_model_path(value)
+            except UsageError as exc:
+                raise ConfigError(f"{key}: {exc}") from None
+
+
+def _require_demonstrations(rows: list[dict], config: RunConfig) -> None:
+    from rft_cli.data.records import demonstration
+
+    if not any(demonstration(row, config.data.demonstration_field) for row in rows):
+        raise ConfigError(f"sft: no row of {config.data.train} has a demonstration (a final assistant message or "
+                          f"{config.data.demonstration_field!r}); add them or set sft.enabled: false")
 
 
 def build_plan(config: RunConfig, n_train: int, n_valid: int, stage: str) -> dict[str, Any]:
@@ -151,13 +165,25 @@ def _prepare_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --output-dir")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(dump_run_config(config), sort_keys=False), encoding="utf-8")
+        resolved = {**dump_run_config(config), "output_dir": str(run_dir)}
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{run_dir}: cannot write the run folder ({exc.strerror or exc}); choose another --output-dir") from None
 
 
-def _resume_point(run_dir: Path) -> tuple[str | None, int, bool, float]:
-    """(stage, step, drop_eval, elapsed_s) of the checkpoint a resumed run continues from."""
+def _check_stage_order(run_dir: Path, config: RunConfig, stage: str) -> None:
+    sft_dir = run_dir / "checkpoints" / "sft"
+    if stage == "rl" and config.sft.enabled and not ckpt.is_complete(sft_dir):
+        raise ConfigError(f"{sft_dir}: no finished warm-up checkpoint; run `rft train CONFIG --stage sft` first "
+                          "(or set sft.enabled: false to start RL from the base model)")
+
+
+def _resume_point(run_dir: Path, sft_total: int) -> tuple[str | None, int, bool, float]:
+    """(stage, step, keep_step, elapsed_s) of the checkpoint a resumed run continues from.
+
+    A warm-up checkpoint at the stage's last step does not own that step's line: the line is
+    written after it, with the evaluation, so it is dropped and written again.
+    """
     from rft_cli.training.sft import SFT_PREFIX
     from rft_cli.training.trl_bridge import latest_trl_checkpoint
 
@@ -165,15 +191,15 @@ def _resume_point(run_dir: Path) -> tuple[str | None, int, bool, float]:
     latest = ckpt.find_latest_complete(checkpoints)
     if latest is not None:
         meta = ckpt.read_meta(latest)
-        return "rl", int(meta["step"]), False, 0.0
+        return "rl", int(meta["step"]), True, 0.0
     if ckpt.is_complete(checkpoints / "sft"):
         meta = ckpt.read_meta(checkpoints / "sft")
-        return "sft", int(meta["step"]), False, float(meta.get("elapsed_s", 0.0))
+        return "sft", int(meta["step"]), True, float(meta.get("elapsed_s", 0.0))
     partial = latest_trl_checkpoint(checkpoints, SFT_PREFIX)
     if partial is not None:
         meta = ckpt.read_meta(partial)
-        return "sft", int(meta["step"]), True, float(meta.get("elapsed_s", 0.0))
-    return None, 0, False, 0.0
+        return "sft", int(meta["step"]), int(meta["step"]) < sft_total, float(meta.get("elapsed_s", 0.0))
+    return None, 0, True, 0.0
 
 
 def train(config: RunConfig, *, config_path: str | Path | None = None, output_dir: str | Path | None = None,
@@ -182,19 +208,20 @@ def train(config: RunConfig, *, config_path: str | Path | None = None, output_di
     """Run the configured stages; returns the run folder and summary. Ctrl-C saves and re-raises."""
     from rft_cli.training.common import RunContext, graceful_interrupt, seed_everything
     from rft_cli.training.models import load_tokenizer
-
     from rft_cli.training.trl_bridge import quiet_libraries
 
     quiet_libraries()
     pre = checked or preflight(config, grader, stage)
     run_dir = Path(output_dir) if output_dir else config.resolved_output_dir(config_path)
+    _check_stage_order(run_dir, config, stage)
     _prepare_run_dir(run_dir, config, resume)
-    resume_stage, resume_step, drop_eval, elapsed_before = _resume_point(run_dir) if resume else (None, 0, False, 0.0)
-    if os.environ.get("RANK", "0") == "0":
+    sft_total = pre.plan["stages"].get("sft", {}).get("steps", 0)
+    resume_stage, resume_step, keep_step, elapsed_before = _resume_point(run_dir, sft_total) if resume else (None, 0, True, 0.0)
+    if is_main_process():
         with _write_errors_stop_the_run(run_dir):
-            reconcile_metrics(run_dir / "metrics.jsonl", resume_stage, resume_step, drop_eval=drop_eval)
+            reconcile_metrics(run_dir / "metrics.jsonl", resume_stage, resume_step, keep_step=keep_step)
     # Under `accelerate launch` only the main process writes metrics and shows progress.
-    main = os.environ.get("RANK", "0") == "0"
+    main = is_main_process()
     logger = MultiLogger(JsonlMetricsLogger(run_dir / "metrics.jsonl"),
                          build_tracker(config.report_to, run_dir, dump_run_config(config))) if main else NullLogger()
     progress = progress if main else None
@@ -208,9 +235,12 @@ def train(config: RunConfig, *, config_path: str | Path | None = None, output_di
             with graceful_interrupt() as flag:
                 ctx.interrupt = flag
                 _run_stages(ctx, stage, tokenizer)
-            summary = _finish(ctx, stage, time.perf_counter() - started)
+            # Under `accelerate launch` the main process writes final/ and summary.json alone.
+            summary = _finish(ctx, stage, time.perf_counter() - started) if is_main_process() else {}
     finally:
         logger.close()
+        if grader is None and checked is None:  # we built it, so we stop its workers
+            pre.grader.close()
     return TrainResult(run_dir, summary)
 
 
@@ -266,12 +296,15 @@ def _run_ppo_stage(ctx: Any, init_dir: Path | None, tokenizer: Any) -> None:
 
 def _save_base(ctx: Any, tokenizer: Any) -> Path:
     """TRL's reference model loads by path, so a model built in memory is saved first."""
+    from accelerate import PartialState
+
     from rft_cli.training.models import load_model, save_pretrained
 
     folder = ctx.checkpoints_dir / "base"
-    if not ckpt.is_complete(folder):
+    if is_main_process() and not ckpt.is_complete(folder):
         model = load_model(ctx.config.model, tokenizer, seed=ctx.config.seed)
         ckpt.write_checkpoint(folder, lambda tmp: save_pretrained(model, tokenizer, tmp), {"stage": "base", "step": 0})
+    PartialState().wait_for_everyone()
     return folder
 
 
@@ -289,6 +322,9 @@ def _final_source(ctx: Any, stage: str) -> Path | None:
 
 def _write_final(source: Path, run_dir: Path) -> None:
     def write(tmp: Path) -> None:
+        if (source / "adapter_config.json").is_file() and not (source / "config.json").is_file():
+            _merge_adapters(source, tmp)
+            return
         for child in source.iterdir():
             if child.is_file() and child.name not in RFT_STATE_FILES and child.name != ckpt.MARKER:
                 shutil.copy2(child, tmp / child.name)
@@ -296,6 +332,16 @@ def _write_final(source: Path, run_dir: Path) -> None:
     meta = {"stage": "final", "source": os.path.relpath(source, run_dir), **ckpt.read_meta(source)}
     meta["stage"] = "final"
     ckpt.write_checkpoint(run_dir / "final", write, meta)
+
+
+def _merge_adapters(source: Path, target: Path) -> None:
+    """A TRL LoRA checkpoint holds adapters only; final/ gets them merged into a plain HF model."""
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoTokenizer
+
+    model = AutoPeftModelForCausalLM.from_pretrained(str(source)).merge_and_unload()
+    model.save_pretrained(str(target))
+    AutoTokenizer.from_pretrained(str(source)).save_pretrained(str(target))
 
 
 def stage_summary(records: list[dict[str, Any]], stage: str) -> dict[str, Any]:

@@ -14,10 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from rft_cli import checkpoints as ckpt
-from rft_cli.errors import ConfigError
 from rft_cli.data.records import demonstration, prompt_messages
+from rft_cli.errors import ConfigError
 from rft_cli.training.common import RunContext, evaluate_greedy, seed_everything
-from rft_cli.training.trl_bridge import build_trl_trainer, common_trainer_args, latest_trl_checkpoint, trl_callback_class
+from rft_cli.training.trl_bridge import (
+    build_trl_trainer,
+    common_trainer_args,
+    latest_trl_checkpoint,
+    record_from_history,
+    trl_callback_class,
+)
 
 SFT_PREFIX = "sft-step-"
 
@@ -62,7 +68,7 @@ def run_sft(ctx: RunContext, tokenizer: Any) -> Path:
         per_device_train_batch_size=settings.batch_size, gradient_accumulation_steps=settings.gradient_accumulation_steps,
         weight_decay=settings.weight_decay, warmup_steps=settings.warmup_ratio, max_grad_norm=settings.max_grad_norm,
         lr_scheduler_type=settings.lr_scheduler, max_length=settings.max_length, completion_only_loss=True,
-        packing=False, dataset_num_proc=None,
+        packing=False, dataset_num_proc=None, include_num_input_tokens_seen=True,
     )
     callback = trl_callback_class()(ctx, "sft", SFT_PREFIX, work_dir)
     trainer = build_trl_trainer(SFTTrainer, model=model, args=args, train_dataset=Dataset.from_list(examples),
@@ -72,24 +78,62 @@ def run_sft(ctx: RunContext, tokenizer: Any) -> Path:
                           "tokens after its prompt; raise sft.max_length")
     resume = latest_trl_checkpoint(ctx.checkpoints_dir, SFT_PREFIX)
     started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if resume is not None and ckpt.read_meta(resume)["step"] >= args.max_steps:
+        _load_finished(trainer, resume)
+    else:
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if ctx.interrupt.requested:
         raise KeyboardInterrupt
-    return _save_sft(ctx, trainer.model, tokenizer, trainer.state.global_step, time.perf_counter() - started)
+    last = callback.final_record or record_from_history("sft", trainer.state.global_step, trainer.state.log_history)
+    return _save_sft(ctx, trainer, tokenizer, time.perf_counter() - started, last)
 
 
-def _save_sft(ctx: RunContext, model: Any, tokenizer: Any, step: int, elapsed: float) -> Path:
-    """Evaluate the warm-up model, write `checkpoints/sft` atomically, drop TRL's working folders."""
+def _load_finished(trainer: Any, folder: Path) -> None:
+    """The warm-up finished but `checkpoints/sft` was not written (a crash in between): load the
+    last TRL checkpoint instead of calling `train()`, which would run one step past `max_steps`."""
+    from transformers import TrainerState
+
+    trainer._load_from_checkpoint(str(folder))  # the Trainer's own loader (full weights or LoRA adapters)
+    trainer.state = TrainerState.load_from_json(str(folder / "trainer_state.json"))
+
+
+def _save_sft(ctx: RunContext, trainer: Any, tokenizer: Any, elapsed: float, last: dict[str, Any]) -> Path:
+    """Evaluate the warm-up model, write `checkpoints/sft` atomically, drop TRL's working folders.
+
+    The stage's last metrics line is written here, with the evaluation. Every process takes part
+    (TRL gathers sharded weights under DeepSpeed ZeRO-3); the main process alone writes the
+    marker and renames.
+    """
+    from accelerate import PartialState
+
     from rft_cli.training.models import save_pretrained
 
+    state, folder = PartialState(), ctx.checkpoints_dir / "sft"
+    step, model = trainer.state.global_step, trainer.model
     valid = evaluate_sft(ctx, model, tokenizer)
-    if valid:
-        ctx.report({"stage": "sft", "step": step, "eval": True, **valid, "elapsed_s": ctx.elapsed_before + elapsed})
-    meta = {"stage": "sft", "step": step, "elapsed_s": elapsed, **(valid or {})}
-    folder = ckpt.write_checkpoint(ctx.checkpoints_dir / "sft", lambda tmp: save_pretrained(model, tokenizer, tmp), meta)
-    shutil.rmtree(ctx.checkpoints_dir / ".trl-sft", ignore_errors=True)
-    for stale in ctx.checkpoints_dir.glob(f"{SFT_PREFIX}*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    tmp = ckpt.temp_folder(folder)
+    if state.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    state.wait_for_everyone()
+    try:
+        if ctx.config.model.lora is not None:  # merge the adapters so the folder loads directly
+            if state.is_main_process:
+                save_pretrained(model, tokenizer, tmp)
+        else:
+            trainer.save_model(str(tmp))
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ckpt.io_error(folder, exc) from None
+    if state.is_main_process:
+        ctx.report({**last, **(valid or {}), "elapsed_s": ctx.elapsed_before + elapsed})
+        meta = {"stage": "sft", "step": step, "elapsed_s": ctx.elapsed_before + elapsed, **(valid or {})}
+        for name in ("training_args.bin",):
+            (tmp / name).unlink(missing_ok=True)
+        ckpt.commit_checkpoint(tmp, folder, meta)
+        shutil.rmtree(ctx.checkpoints_dir / ".trl-sft", ignore_errors=True)
+        for stale in ctx.checkpoints_dir.glob(f"{SFT_PREFIX}*"):
+            shutil.rmtree(stale, ignore_errors=True)
+    state.wait_for_everyone()
     return folder
 
 

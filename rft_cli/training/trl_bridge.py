@@ -48,6 +48,7 @@ def trl_callback_class() -> type:
             self.reward, self.evaluate_fn = reward, evaluate
             self.started = time.perf_counter()
             self.pending_valid: dict[str, float] | None = None
+            self.final_record: dict[str, Any] | None = None
             self.last_valid: dict[str, float] | None = None
             self.tokens_at_last_log = 0
             self.time_at_last_log = time.perf_counter()
@@ -73,10 +74,17 @@ def trl_callback_class() -> type:
                 record.update(self.pending_valid)
                 self.pending_valid = None
             now, tokens = time.perf_counter(), int(getattr(state, "num_input_tokens_seen", 0) or 0)
-            if tokens:
+            if self.stage == "rl" and "response_length_mean" in record:  # generated tokens this step
+                rl = self.ctx.config.rl
+                generated = record["response_length_mean"] * rl.prompts_per_step * rl.samples_per_prompt
+                record["tokens_per_second"] = generated / max(now - self.time_at_last_log, 1e-9)
+            elif tokens:
                 record["tokens_per_second"] = (tokens - self.tokens_at_last_log) / max(now - self.time_at_last_log, 1e-9)
             self.tokens_at_last_log, self.time_at_last_log = tokens, now
             record["elapsed_s"] = self.ctx.elapsed_before + now - self.started
+            if self.stage == "sft" and state.global_step >= state.max_steps:
+                self.final_record = record  # written with the warm-up's evaluation by run_sft
+                return control
             self.ctx.report(record)
             self._check_faults(record)
             if self.ctx.interrupt.requested:  # Ctrl-C: save this very step, then stop
@@ -107,6 +115,15 @@ def trl_callback_class() -> type:
             return control
 
     return RunFolderCallback
+
+
+def record_from_history(stage: str, step: int, log_history: list[dict[str, Any]]) -> dict[str, Any]:
+    """A metrics line rebuilt from TRL's `log_history` (a resumed run never re-logs its last step)."""
+    record: dict[str, Any] = {"stage": stage, "step": step}
+    for logs in log_history:
+        if logs.get("step") == step and "train_loss" not in logs:
+            record.update({ours: float(logs[theirs]) for theirs, ours in TRL_METRICS.items() if theirs in logs})
+    return record
 
 
 def promote_trl_checkpoint(source: Path, target: Path, meta: dict[str, Any]) -> Path:
@@ -183,9 +200,15 @@ class GraderReward:
 
 def quiet_libraries() -> None:
     """Progress bars of datasets/transformers would interleave with ours on stderr."""
+    import warnings
+
     import datasets
     import transformers
 
+    # Deprecation notices raised inside transformers/TRL about their own internals are not
+    # actionable for an rft user; our own code keeps warnings on.
+    for module in ("transformers", "trl", "peft", "accelerate"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
@@ -214,6 +237,5 @@ def common_trainer_args(ctx: RunContext, work_dir: Path) -> dict[str, Any]:
         "save_steps": ctx.config.save_interval, "save_total_limit": None, "report_to": "none",  # our tracker logs every stage with the same names
         "disable_tqdm": True, "bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16,
         "use_cpu": not torch.cuda.is_available(), "dataloader_num_workers": 0,
-        "include_num_input_tokens_seen": True,
     }
 
