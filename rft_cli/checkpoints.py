@@ -61,21 +61,21 @@ def is_write_error(exc: BaseException) -> bool:
 
 
 def describe_write_error(exc: BaseException, where: str | Path) -> str:
-    """The error in a few words, with the free space left where it happened."""
+    """The error in a few words, then the free space left where it happened: "(No space ...) with 3 MiB free"."""
     detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[0][:200]
     path = Path(where)
     while not path.exists() and path != path.parent:
         path = path.parent
     try:
-        free = f"; {shutil.disk_usage(path).free / 2**20:.0f} MiB free there"
+        free = f" with {shutil.disk_usage(path).free / 2**20:.0f} MiB free"
     except OSError:
         free = ""
-    return f"{detail}{free}"
+    return f"({detail}){free}"
 
 
 def io_error(folder: Path, exc: BaseException) -> TrainingError:
     return TrainingError(
-        f"{folder}: cannot write the checkpoint ({describe_write_error(exc, folder.parent)}); the previous checkpoint "
+        f"{folder}: cannot write the checkpoint {describe_write_error(exc, folder.parent)}; the previous checkpoint "
         "is intact, free disk space or fix permissions, then rerun with --resume"
     )
 

@@ -254,7 +254,7 @@ def _write_errors_stop_the_run(run_dir: Path) -> Iterator[None]:
         if not ckpt.is_write_error(exc):
             raise
         raise TrainingError(
-            f"{run_dir}: a write failed ({ckpt.describe_write_error(exc, run_dir)}); the last complete checkpoint is "
+            f"{run_dir}: a write failed {ckpt.describe_write_error(exc, run_dir)}; the last complete checkpoint is "
             "intact, free disk space or fix permissions, then rerun with --resume"
         ) from None
 
