@@ -62,7 +62,26 @@ class ModelSettings(_Strict):
 
             if self.tiny not in TINY_ARCHITECTURES:
                 raise ValueError(f"unknown tiny architecture {self.tiny!r}; use one of {', '.join(TINY_ARCHITECTURES)}")
+        if isinstance(self.tiny, dict):
+            _check_tiny_sizes(self.tiny)
         return self
+
+
+_TINY_SIZES = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size")
+
+
+def _check_tiny_sizes(sizes: dict[str, int]) -> None:
+    """A model.tiny dict must build a Llama: known keys, positive sizes, heads that divide the width."""
+    for key, value in sizes.items():
+        if key not in _TINY_SIZES:
+            raise ValueError(f"model.tiny.{key}: unknown size; use {', '.join(_TINY_SIZES)}")
+        if value < 1:
+            raise ValueError(f"model.tiny.{key}: must be at least 1, not {value}")
+    width, heads = sizes.get("hidden_size", 16), sizes.get("num_attention_heads", 2)
+    if width % (2 * heads):  # rotary embeddings need an even width per head
+        raise ValueError(f"model.tiny.hidden_size ({width}) must be a multiple of 2 * model.tiny.num_attention_heads ({heads})")
+    if heads % sizes.get("num_key_value_heads", heads):
+        raise ValueError("model.tiny.num_attention_heads must be a multiple of model.tiny.num_key_value_heads")
 
 
 class DataSettings(_Strict):
@@ -84,7 +103,7 @@ class SFTSettings(_Strict):
     """The supervised warm-up (TRL SFTTrainer, loss on the demonstration tokens only)."""
 
     enabled: bool = True
-    epochs: float = Field(2.0, gt=0)  # ReFT warm-up checkpoints are taken at epoch 2
+    epochs: float = Field(2.0, gt=0, le=10_000)  # ReFT warm-up checkpoints are taken at epoch 2
     max_steps: int | None = Field(None, ge=1)
     learning_rate: float = Field(1e-5, gt=0, lt=1)  # ReFT SFT script
     batch_size: int = Field(8, ge=1)
@@ -164,7 +183,7 @@ class RunConfig(_Strict):
     rl: RLSettings = Field(default_factory=RLSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
     output_dir: Path | None = None
-    seed: int = Field(42, ge=0)  # ReFT
+    seed: int = Field(42, ge=0, lt=2**32)  # ReFT; numpy seeds are 32-bit
     save_interval: int = Field(10, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
     report_to: Literal["none", "tensorboard", "trackio", "wandb"] = "none"

@@ -125,3 +125,20 @@ def test_an_sft_max_length_that_fits_no_example_is_a_config_error(tmp_path):
     result = rft("train", config, "--stage", "sft", "--quiet", "--output-dir", tmp_path / "out")
     assert result.exit_code == 2, result.output
     assert "sft: none of the 10 demonstrations fits in sft.max_length=64" in result.output
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("model.tiny={hidden_size: 0}", "model.tiny.hidden_size: must be at least 1, not 0"),
+    ("model.tiny={foo: 1}", "model.tiny.foo: unknown size"),
+    ("model.tiny={hidden_size: 10, num_attention_heads: 3}", "must be a multiple of 2 * model.tiny.num_attention_heads"),
+    ("model.tiny={num_attention_heads: 2, num_key_value_heads: 3}", "multiple of model.tiny.num_key_value_heads"),
+    ("sft.epochs=1e308", "sft.epochs: Input should be less than or equal to 10000"),
+    ("seed=99999999999999999999999", "seed: Input should be less than 4294967296"),
+])
+def test_values_that_once_crashed_later_are_config_errors(override, expected):
+    """Each once passed the config check and died later with a traceback: a tiny model of width 0
+    (ZeroDivisionError while building it), an overflowing epoch count (OverflowError in the plan),
+    a seed torch cannot take (ValueError at the first step)."""
+    result = rft("train", RECIPE, "--dry-run", "--set", override)
+    assert result.exit_code == 2, result.output
+    assert expected in result.output

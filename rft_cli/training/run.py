@@ -63,11 +63,11 @@ def is_main_process() -> bool:
 
 def build_run_grader(config: RunConfig) -> Any:
     """The grader the config names (a file or an inline spec)."""
-    from rft_cli.graders import build_grader, load_grader
+    from rft_cli.graders import load_grader
+    from rft_cli.graders.build import build_from_dict
 
     if isinstance(config.grader, str):
         return load_grader(config.grader)
-    from rft_cli.graders.build import build_from_dict
 
     return build_from_dict(config.grader, where="grader")  # errors name the key path, e.g. grader.reference
 
