@@ -76,21 +76,29 @@ def base_config() -> dict[str, Any]:
             "grader": str(EXAMPLE / "grader.yaml"), "rl": {"steps": 2, "prompts_per_step": 4, "mini_batch_size": 4}}
 
 
+SECTION_FIELDS = {name: list(RunConfig.model_fields[name].annotation.model_fields)  # type: ignore[union-attr]
+                  for name in ("model", "data", "sft", "rl", "eval")}
+_edge = st.sampled_from([0, -1, 1, 2**31, 2**64, 10**30, 1e308, float("inf"), float("nan"), 0.5, True, "", "1e308", None])
+
+
 @st.composite
 def mutated_configs(draw: st.DrawFn) -> Any:
-    """Either an arbitrary document, or the valid base with a few keys replaced, added or removed."""
-    if draw(st.booleans()):
+    """Either an arbitrary document, or the valid base with a few keys replaced, added or removed
+    (mostly real keys of the right section, set to edge values: that is where values slip through)."""
+    if draw(st.integers(0, 3)) == 0:
         return draw(_values(CONFIG_KEYS))
     data = base_config()
     for _ in range(draw(st.integers(1, 3))):
         section = draw(st.sampled_from(SECTIONS))
-        node = data.get(section)
-        if isinstance(node, dict) and draw(st.booleans()):
-            node[draw(_keys(CONFIG_KEYS))] = draw(_values(CONFIG_KEYS))
+        value = draw(_edge | _values(CONFIG_KEYS))
+        if section in SECTION_FIELDS and draw(st.integers(0, 3)):
+            data.setdefault(section, {})
+            if isinstance(data[section], dict):
+                data[section][draw(st.sampled_from(SECTION_FIELDS[section]) | _keys(CONFIG_KEYS))] = value
         elif draw(st.booleans()):
             data.pop(section, None)
         else:
-            data[section] = draw(_values(CONFIG_KEYS))
+            data[section] = value
     return data
 
 

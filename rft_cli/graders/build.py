@@ -72,7 +72,7 @@ def build_from_dict(spec: Any, where: str = "") -> Grader:
     known = ", ".join(GRADERS)
     if type_name is None:
         raise GraderError(f'{_field(where, "type")}: missing (every grader needs a "type": one of {known})')
-    if type_name not in GRADERS:
+    if not isinstance(type_name, str) or type_name not in GRADERS:  # a list or a mapping is unhashable
         import difflib
 
         close = difflib.get_close_matches(str(type_name), list(GRADERS), n=1)
