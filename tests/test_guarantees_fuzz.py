@@ -167,7 +167,7 @@ def grader_documents(draw: st.DrawFn) -> Any:
     spec = json.loads(json.dumps(draw(st.sampled_from(SEEDS))))
     for _ in range(draw(st.integers(1, 3))):
         key = draw(st.sampled_from(GRADER_KEYS))
-        value = draw(st.sampled_from(GRADER_TYPES) if key == "type" else TEMPLATES | _values(GRADER_KEYS))
+        value = draw(st.sampled_from(GRADER_TYPES) | _edge | _values(GRADER_KEYS) if key == "type" else TEMPLATES | _values(GRADER_KEYS))
         spec[key] = value
     return spec
 
