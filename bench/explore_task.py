@@ -73,7 +73,7 @@ def evaluate(model, tokenizer, rows: list[dict], *, k: int, n_pass: int, tempera
     acc = sum(correct(t, r["reference_answer"]) for t, r in zip(greedy, rows)) / len(rows)
     sampled = generate(model, tokenizer, prompts[:n_pass], samples=k, temperature=temperature)
     hits = [[correct(sampled[i * k + j], rows[i]["reference_answer"]) for j in range(k)] for i in range(n_pass)]
-    return {"greedy_acc": round(acc, 4), "sample_acc": round(sum(map(sum, hits)) / (n_pass * k), 4),
+    return {"examples": greedy[:3], "greedy_acc": round(acc, 4), "sample_acc": round(sum(map(sum, hits)) / (n_pass * k), 4),
             f"pass@{k}": round(sum(any(h) for h in hits) / n_pass, 4)}
 
 
@@ -95,6 +95,7 @@ def run_sft(args, model, tokenizer, train_rows, valid_rows, out_dir: Path):
         sft_s = time.time() - t0
         metrics = evaluate(model, tokenizer, valid_rows, k=args.k, n_pass=args.n_pass, temperature=args.temperature)
         train_acc = evaluate(model, tokenizer, train_rows[:200], k=1, n_pass=1, temperature=args.temperature)["greedy_acc"]
+        metrics["loss"] = round(trainer.state.log_history[-1].get("train_loss", float("nan")), 4)
         log(stage="sft", epochs=done, sft_s=round(sft_s, 1), train_greedy_acc=train_acc, **metrics)
         t0 = time.time() - sft_s
     return model
@@ -139,6 +140,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--max-operand", type=int, default=99)
     parser.add_argument("--max-total", type=int, default=199)
+    parser.add_argument("--ops", default="+-")
     parser.add_argument("--arch", default="llama-1m")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--eval-every", type=int, default=5)
@@ -162,11 +164,12 @@ def main() -> None:
     from rft_cli.tiny import build_char_tokenizer, build_tiny_model
 
     torch.manual_seed(args.seed)
-    spec = ArithSpec(steps=args.steps, max_operand=args.max_operand, max_total=args.max_total)
+    spec = ArithSpec(steps=args.steps, max_operand=args.max_operand, max_total=args.max_total, ops=args.ops)
     train_rows, valid_rows = generate_arith(args.n_train, args.n_valid, seed=args.seed, spec=spec)
     tokenizer = build_char_tokenizer()
     tokenizer.padding_side = "left"
-    model = build_tiny_model(tokenizer, args.arch, seed=args.seed)
+    arch = json.loads(args.arch) if args.arch.startswith("{") else args.arch
+    model = build_tiny_model(tokenizer, arch, seed=args.seed)
     log(config=vars(args), params=sum(p.numel() for p in model.parameters()), threads=torch.get_num_threads(),
         load=os.getloadavg()[0])
     out_dir = Path(args.out)

@@ -4,7 +4,7 @@ The built-in CPU recipe trains on these. Each problem starts with a quantity and
 additions and subtractions told in words; the demonstration writes one equation per step and
 ends with ReFT's answer line, for example:
 
-    question: "Mia has 23 shells. She finds 48 more. She loses 15. How many shells now?"
+    question: "Mia had 23 shells, found 48, lost 15. How many now?"
     solution: "23+48=71. 71-15=56. #### 56"
 
 The reading step (which verb adds, which subtracts) is easy for a tiny model; the error-prone
@@ -24,39 +24,37 @@ from rft_cli.errors import DataError, UsageError
 
 NAMES = ["Mia", "Leo", "Ava", "Sam", "Zoe", "Max", "Ivy", "Ben", "Eva", "Tom", "Lily", "Omar", "Nina", "Raj", "Kim", "Ana"]
 OBJECTS = ["shells", "apples", "stamps", "coins", "books", "pens", "cards", "marbles", "stickers", "shirts", "eggs", "rocks"]
-PRONOUNS = {"Mia": "She", "Ava": "She", "Zoe": "She", "Ivy": "She", "Eva": "She", "Lily": "She", "Nina": "She",
-            "Kim": "She", "Ana": "She"}
-ADD_PHRASES = ["finds {n} more", "buys {n} more", "gets {n} more", "is given {n} more", "wins {n} more"]
-SUB_PHRASES = ["loses {n}", "gives away {n}", "sells {n}", "uses {n}", "trades away {n}"]
+ADD_PHRASES = ["found {n}", "got {n}", "won {n}", "bought {n}", "was given {n}"]
+SUB_PHRASES = ["lost {n}", "sold {n}", "gave away {n}", "used {n}", "ate {n}"]
 
 
 @dataclass(frozen=True)
 class ArithSpec:
-    """The knobs of the task: steps per problem, the largest operand and the largest running total."""
+    """The knobs of the task: steps per problem, the largest operand and running total, the operations."""
 
     steps: int = 2
     max_operand: int = 99
     max_total: int = 199
+    ops: str = "+-"
 
 
 def make_problem(rng: random.Random, spec: ArithSpec = ArithSpec()) -> dict:
     """One problem as a dataset row: `messages` (the question), `solution`, `reference_answer`."""
     name, thing = rng.choice(NAMES), rng.choice(OBJECTS)
-    pronoun = PRONOUNS.get(name, "He")
-    total = rng.randint(10, spec.max_operand)
-    sentences, equations = [f"{name} has {total} {thing}."], []
-    for step in range(spec.steps):
-        choices = [True] * (total + 10 <= spec.max_total) + [False] * (total >= 2)
+    start = total = rng.randint(10, spec.max_operand)
+    phrases, equations = [], []
+    for _ in range(spec.steps):
+        choices = [True] * ("+" in spec.ops and total + 10 <= spec.max_total) + [False] * ("-" in spec.ops and total >= 2)
         adds = rng.choice(choices)
         n = rng.randint(10, min(spec.max_operand, spec.max_total - total)) if adds else rng.randint(1, total - 1)
         phrase = rng.choice(ADD_PHRASES if adds else SUB_PHRASES).format(n=n)
-        sentences.append(f"{pronoun} {phrase}.")
+        phrases.append(phrase)
         new_total = total + n if adds else total - n
         equations.append(f"{total}{'+' if adds else '-'}{n}={new_total}.")
         total = new_total
-    sentences.append(f"How many {thing} now?")
+    question = f"{name} had {start} {thing}, {', '.join(phrases)}. How many now?"
     return {
-        "messages": [{"role": "user", "content": " ".join(sentences)}],
+        "messages": [{"role": "user", "content": question}],
         "solution": " ".join(equations) + f" #### {total}",
         "reference_answer": str(total),
     }
