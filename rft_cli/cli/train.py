@@ -1,1 +1,109 @@
-"""(filled in by its issue)"""
+"""`rft train`: SFT warm-up then PPO (ReFT), or GRPO/RLOO, from one YAML config."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from rft_cli.cli import render
+from rft_cli.cli.app import app
+
+
+class _Progress:
+    """A one-line Rich status on stderr: stage, step, reward, KL, time left."""
+
+    def __init__(self, totals: dict[str, int], quiet: bool):
+        self.totals, self.quiet = totals, quiet
+        self.status: Any = None
+        self.started = time.perf_counter()
+        self.stage_started: dict[str, tuple[float, int]] = {}
+
+    def __enter__(self) -> _Progress:
+        if not self.quiet:
+            self.status = render.stderr.status("starting...")
+            self.status.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.status is not None:
+            self.status.__exit__(*exc)
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        if self.status is None:
+            return
+        stage, step = record.get("stage", "?"), int(record.get("step", 0))
+        total = self.totals.get(stage, 0)
+        first_time, first_step = self.stage_started.setdefault(stage, (time.perf_counter(), step - 1))
+        done = step - first_step
+        left = (time.perf_counter() - first_time) / done * (total - step) if done > 0 and total else 0.0
+        parts = [f"[bold]{stage}[/] step {step}/{total}"]
+        for key, label in (("loss", "loss"), ("train_reward_mean", "reward"), ("kl", "kl"), ("valid_reward_mean", "valid")):
+            if isinstance(record.get(key), (int, float)):
+                parts.append(f"{label} {record[key]:.4g}")
+        parts.append(f"~{left:.0f}s left")
+        self.status.update("  ".join(parts))
+        if record.get("valid_reward_mean") is not None:
+            render.stderr.print(f"{stage} step {step}: valid_reward_mean {record['valid_reward_mean']:.4f}")
+
+
+def _print_plan(plan: dict[str, Any], run_dir: Path) -> None:
+    render.json_document({"dry_run": True, "output_dir": str(run_dir), **plan})
+
+
+def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"rft train: {run_dir}")
+    for column in ("stage", "steps", "valid_reward_mean", "valid_accuracy", "elapsed_s"):
+        table.add_column(column)
+    for name, values in summary["stages"].items():
+        cells = [values.get(k) for k in ("steps", "valid_reward_mean", "valid_accuracy", "elapsed_s")]
+        table.add_row(name, *("-" if c is None else f"{c:.4g}" if isinstance(c, float) else str(c) for c in cells))
+    render.stdout.print(table)
+    if summary.get("final"):
+        render.stdout.print(f"final model: {run_dir / summary['final']} (from {summary.get('final_source')})")
+
+
+@app.command()
+def train(
+    config_path: Annotated[Path, typer.Argument(metavar="CONFIG.yaml", help="The run config (see README `train`).")],
+    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Run folder (default: output_dir, else $RFT_HOME/runs/<config name>).")] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set rl.kl_coef=0.1 (repeatable).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in the output folder from its last complete checkpoint.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check config, data and grader, print the plan, train nothing.")] = False,
+    stage: Annotated[str, typer.Option("--stage", help="sft, rl or all.")] = "all",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+) -> None:
+    """Train a model: SFT warm-up on the demonstrations, then PPO with the grader's reward (ReFT).
+
+    Progress goes to stderr, the summary to stdout; Ctrl-C saves a checkpoint and exits 130.
+
+    Example:
+
+        rft train recipes/tiny-test.yaml --output-dir runs/tiny --set rl.kl_coef=0.1
+    """
+    from rft_cli.config import load_run_config
+    from rft_cli.training.run import preflight, train as run_train
+
+    config = load_run_config(config_path, overrides or [])
+    run_dir = output_dir or config.resolved_output_dir(config_path)
+    if dry_run:
+        _print_plan(preflight(config, stage=stage).plan, run_dir)
+        return
+    totals = {"sft": 0, "rl": config.rl.steps}
+    with _Progress(totals, quiet) as progress:
+        pre = preflight(config, stage=stage)
+        totals["sft"] = pre.plan["stages"].get("sft", {}).get("steps", 0)
+        try:
+            result = run_train(config, config_path=config_path, output_dir=run_dir, stage=stage, resume=resume,
+                               grader=pre.grader, progress=progress, checked=pre)
+        except KeyboardInterrupt:
+            render.error(f"interrupted (Ctrl-C); a checkpoint was saved, continue with: rft train {config_path} "
+                         f"--output-dir {run_dir} --resume")
+            raise typer.Exit(code=130) from None
+        finally:
+            pre.grader.close()
+    _print_summary(result.summary, result.run_dir)

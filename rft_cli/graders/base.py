@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rft_cli.graders.templates import GradeContext, GradeFailure
+
 
 @dataclass
 class GradeResult:
@@ -52,3 +54,32 @@ class Grader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class TemplatedGrader(Grader):
+    """A grader built from a spec whose strings are templates.
+
+    Subclasses implement `_score(ctx) -> GradeResult | float`. A `GradeFailure` raised while
+    rendering or scoring (bad variable, unparsable output) scores 0 and is counted by kind.
+    """
+
+    templates: tuple = ()
+
+    def grade(self, sample: Any, item: dict[str, Any]) -> GradeResult:
+        ctx = GradeContext(as_sample(sample), item)
+        try:
+            result = self._score(ctx)
+        except GradeFailure as failure:
+            return GradeResult(0.0, errors={failure.kind: 1})
+        if type(result) is GradeResult:
+            return result
+        return GradeResult(float(result))
+
+    def _score(self, ctx: Any) -> GradeResult | float:
+        raise NotImplementedError
+
+    def item_fields(self) -> set[str]:
+        fields: set[str] = set()
+        for template in self.templates:
+            fields |= template.item_fields()
+        return fields

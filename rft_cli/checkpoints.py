@@ -1,0 +1,159 @@
+"""Checkpoints: step-numbered folders written to a temporary name and renamed when complete.
+
+A folder is complete when its marker file (`rft_meta.json`, written last) exists, so a crash while
+writing never leaves a checkpoint that `--resume` would take. Each folder holds the model in
+Hugging Face format at its top level (loadable with `AutoModelForCausalLM.from_pretrained`) and the
+rft state beside it: value_head.pt, optimizer.pt, scheduler.pt, rng_state.pt, trainer_state.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rft_cli.errors import TrainingError
+
+MARKER = "rft_meta.json"
+STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def is_complete(folder: str | Path) -> bool:
+    """Whether `folder` is a finished checkpoint (its marker exists)."""
+    return (Path(folder) / MARKER).is_file()
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on directories; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def write_checkpoint(folder: str | Path, write: Callable[[Path], None], meta: dict[str, Any]) -> Path:
+    """Call `write(tmp)` to fill a temporary folder, add the marker last, then rename to `folder`.
+
+    An existing `folder` is replaced only after the new one is complete. Raises TrainingError on
+    an I/O error (full disk, no permission), leaving earlier checkpoints untouched.
+    """
+    folder = Path(folder)
+    tmp = folder.with_name(f".tmp-{folder.name}")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        write(tmp)
+        with (tmp / MARKER).open("w", encoding="utf-8") as handle:
+            json.dump(meta, handle, indent=2, default=str)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if folder.exists():
+            old = folder.with_name(f".old-{folder.name}")
+            shutil.rmtree(old, ignore_errors=True)
+            os.rename(folder, old)
+            os.rename(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, folder)
+        _fsync_dir(folder.parent)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise TrainingError(
+            f"{folder}: cannot write the checkpoint ({exc.strerror or exc}); the previous checkpoint is intact, "
+            "free disk space or fix permissions, then rerun with --resume"
+        ) from None
+    return folder
+
+
+def step_checkpoints(checkpoints_dir: str | Path) -> list[tuple[int, Path]]:
+    """Complete `step-<N>` folders, sorted by N."""
+    root = Path(checkpoints_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for child in root.iterdir():
+        match = STEP_DIR.match(child.name)
+        if match and child.is_dir() and is_complete(child):
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def find_latest_complete(checkpoints_dir: str | Path) -> Path | None:
+    """The complete `step-<N>` folder with the highest N, or None."""
+    found = step_checkpoints(checkpoints_dir)
+    return found[-1][1] if found else None
+
+
+def read_meta(folder: str | Path) -> dict[str, Any]:
+    """The marker's contents (step, stage, valid_reward_mean, versions, ...)."""
+    return json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
+
+
+def prune_checkpoints(checkpoints_dir: str | Path, keep: int) -> list[Path]:
+    """Keep the `keep` best step checkpoints by valid_reward_mean, and always the latest.
+
+    Checkpoints without a validation score rank below scored ones (newer first among equals).
+    Returns the folders removed. Temporary folders left by a crash are removed too.
+    """
+    root = Path(checkpoints_dir)
+    found = step_checkpoints(root)
+    if not found:
+        return []
+    latest = found[-1][1]
+
+    def score(item: tuple[int, Path]) -> tuple[float, int]:
+        value = read_meta(item[1]).get("valid_reward_mean")
+        return (float(value) if isinstance(value, (int, float)) else float("-inf"), item[0])
+
+    best = {path for _, path in sorted(found, key=score, reverse=True)[:keep]}
+    removed = []
+    for _, path in found:
+        if path != latest and path not in best:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    for stale in root.glob(".tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return removed
+
+
+def best_checkpoint(checkpoints_dir: str | Path) -> Path | None:
+    """The step checkpoint with the highest valid_reward_mean (the latest if none is scored)."""
+    found = step_checkpoints(checkpoints_dir)
+    scored = [(read_meta(p).get("valid_reward_mean"), n, p) for n, p in found]
+    scored = [s for s in scored if isinstance(s[0], (int, float))]
+    if scored:
+        return max(scored)[2]
+    return found[-1][1] if found else None
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, numpy and torch RNG states (CUDA too when present)."""
+    import numpy as np
+    import torch
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Undo `capture_rng_state`."""
+    import numpy as np
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

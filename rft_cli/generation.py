@@ -1,0 +1,242 @@
+"""Batched generation with a model's chat template: the way `rft eval` (and users) sample answers.
+
+Prompts are chat messages rendered with the tokenizer's chat template (add_generation_prompt=True),
+left-padded, and generated with Hugging Face `generate` (KV cache on). Generation stops at EOS;
+a completion that hits `max_new_tokens` first is marked `truncated`.
+
+    model, tokenizer = load_model_for_inference("runs/gsm8k")        # a run folder means its final/
+    outs = generate_completions(model, tokenizer, [[{"role": "user", "content": "2+2?"}]],
+                                max_new_tokens=64)
+    outs[0][0].text
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rft_cli.errors import UsageError
+
+# "org/name" or "name": what a hub id looks like (a missing local path that looks like this is
+# tried on the hub; anything else that does not exist is a usage error).
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class Completion:
+    """One generated answer: its text (special tokens removed), the tokens generated, and whether
+    generation stopped at `max_new_tokens` rather than at EOS."""
+
+    text: str
+    num_tokens: int
+    truncated: bool
+
+
+def resolve_model_path(path: str | Path) -> str:
+    """Map what `--model` accepts to something `from_pretrained` loads.
+
+    A run folder (has `final/`) means its `final/`; a checkpoint or HF model folder (has
+    `config.json` or `adapter_config.json`) is itself; a string that is not a local path is a hub id.
+    Raises UsageError for a local path that is missing or holds no model.
+    """
+    text = str(path)
+    p = Path(text).expanduser()
+    if p.is_dir():
+        return _resolve_folder(p)
+    if p.exists():
+        raise UsageError(f"{text}: is a file, not a model folder (pass a model folder, a run folder or a hub id)")
+    looks_local = text.startswith((".", "/", "~")) or "\\" in text or text.count("/") > 1
+    if looks_local or not _HUB_ID.match(text):
+        raise UsageError(f"{text}: no such model folder (check the path, or pass a hub id such as org/name)")
+    return text
+
+
+def _resolve_folder(p: Path) -> str:
+    if _is_model_folder(p):
+        return str(p)
+    if _is_model_folder(p / "final"):
+        return str(p / "final")
+    if (p / "metrics.jsonl").exists() or (p / "checkpoints").is_dir():
+        raise UsageError(
+            f"{p}: this run has no final/ model (it did not finish); "
+            f"pass a checkpoint instead, such as {p / 'checkpoints' / 'step-N'}"
+        )
+    raise UsageError(f"{p}: not a model folder (no config.json); pass a model folder, a run folder or a hub id")
+
+
+def _is_model_folder(p: Path) -> bool:
+    return (p / "config.json").is_file() or (p / "adapter_config.json").is_file()
+
+
+def load_model_for_inference(path_or_id: str | Path) -> tuple[Any, Any]:
+    """Load (model, tokenizer) for generation: eval mode, left padding, a pad token, GPU if present.
+
+    Accepts everything `resolve_model_path` does. Raises UsageError when nothing loads.
+    """
+    import torch
+
+    source = resolve_model_path(path_or_id)
+    tokenizer = _load_tokenizer(source, path_or_id)
+    model = _load_model(source, path_or_id)
+    if torch.cuda.is_available():
+        model.to("cuda")
+    model.eval()
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def _load_tokenizer(source: str, given: str | Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{given}: cannot load a tokenizer ({_first_line(exc)})") from None
+
+
+def _load_model(source: str, given: str | Path) -> Any:
+    try:
+        if Path(source).is_dir() and not (Path(source) / "config.json").exists():
+            from peft import AutoPeftModelForCausalLM
+
+            # A LoRA checkpoint: load it on its base model and merge, so generation is plain HF.
+            return AutoPeftModelForCausalLM.from_pretrained(source, dtype="auto").merge_and_unload()
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(source, dtype="auto")
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{given}: cannot load the model ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def generate_completions(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[list[dict]],
+    *,
+    max_new_tokens: int,
+    num_samples: int = 1,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    batch_size: int = 32,
+    progress: ProgressFn | None = None,
+    seed: int | None = None,
+) -> list[list[Completion]]:
+    """Generate `num_samples` completions per prompt; returns one list per prompt, in order.
+
+    Greedy when `temperature == 0` (then the samples of one prompt are identical, so the prompt is
+    generated once and its completion repeated). `progress(done, total)` is called after each
+    batch with counts of generated sequences. `seed` makes sampling reproducible.
+    """
+    import torch
+
+    _check_generation_args(max_new_tokens, num_samples, temperature, top_p, batch_size)
+    if seed is not None:
+        torch.manual_seed(seed)
+    greedy = temperature == 0
+    copies = 1 if greedy else num_samples
+    encoded = [_encode_prompt(tokenizer, messages) for messages in prompts]
+    # One job per generated sequence; longest prompts first so a batch holds similar lengths.
+    jobs = sorted(((i, k) for i in range(len(encoded)) for k in range(copies)), key=lambda j: -len(encoded[j[0]]))
+    config = _generation_config(model, tokenizer, max_new_tokens, temperature, top_p)
+    results: dict[tuple[int, int], Completion] = {}
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(jobs), batch_size):
+            batch = jobs[start : start + batch_size]
+            outs = _generate_batch(model, tokenizer, [encoded[i] for i, _ in batch], config)
+            results.update(zip(batch, outs, strict=True))
+            if progress is not None:
+                progress(len(results), len(jobs))
+    return [[copy.copy(results[(i, k % copies)]) for k in range(num_samples)] for i in range(len(encoded))]
+
+
+def _check_generation_args(max_new_tokens: int, num_samples: int, temperature: float, top_p: float,
+                           batch_size: int) -> None:
+    if max_new_tokens < 1:
+        raise UsageError(f"max_new_tokens must be at least 1 (got {max_new_tokens})")
+    if num_samples < 1:
+        raise UsageError(f"the number of samples must be at least 1 (got {num_samples})")
+    if temperature < 0:
+        raise UsageError(f"temperature must be 0 (greedy) or positive (got {temperature})")
+    if not 0 < top_p <= 1:
+        raise UsageError(f"top_p must be in (0, 1] (got {top_p})")
+    if batch_size < 1:
+        raise UsageError(f"batch size must be at least 1 (got {batch_size})")
+
+
+def _encode_prompt(tokenizer: Any, messages: list[dict]) -> list[int]:
+    """Token ids of the chat-templated prompt, ending with the assistant turn's opening."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise UsageError(
+            "the model's tokenizer has no chat template; use a chat (instruct) model or one trained by `rft train`"
+        )
+    encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    # transformers 5 returns a BatchEncoding; older versions a plain list of ids.
+    ids = encoded["input_ids"] if hasattr(encoded, "keys") else encoded
+    return list(ids)
+
+
+def _stop_ids(model: Any, tokenizer: Any) -> list[int]:
+    ids: list[int] = []
+    for value in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+        for token_id in value if isinstance(value, list) else [value]:
+            if token_id is not None and token_id not in ids:
+                ids.append(int(token_id))
+    return ids
+
+
+def _generation_config(model: Any, tokenizer: Any, max_new_tokens: int, temperature: float, top_p: float) -> Any:
+    """A copy of the model's generation config with our settings; model defaults such as a
+    sampling temperature or top_k never override the caller's choice."""
+    config = copy.deepcopy(model.generation_config)
+    config.max_new_tokens = max_new_tokens
+    config.max_length = None
+    config.min_new_tokens = None
+    config.num_return_sequences = 1
+    config.num_beams = 1
+    config.use_cache = True
+    config.eos_token_id = _stop_ids(model, tokenizer)
+    config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else config.eos_token_id[0]
+    config.do_sample = temperature > 0
+    config.temperature = temperature if temperature > 0 else None
+    config.top_p = top_p if temperature > 0 else None
+    config.top_k = None
+    config.min_p = None
+    config.repetition_penalty = None
+    return config
+
+
+def _generate_batch(model: Any, tokenizer: Any, batch: list[list[int]], config: Any) -> list[Completion]:
+    import torch
+
+    width = max(len(ids) for ids in batch)
+    pad = config.pad_token_id
+    # Left padding: every prompt ends at the same column, where generation starts.
+    input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch], dtype=torch.long)
+    attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch], dtype=torch.long)
+    device = next(model.parameters()).device
+    output = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                            generation_config=config)
+    new_tokens = output[:, width:].tolist()
+    return [_completion(tokenizer, tokens, set(config.eos_token_id)) for tokens in new_tokens]
+
+
+def _completion(tokenizer: Any, tokens: list[int], stop: set[int]) -> Completion:
+    """Cut at the first EOS (padding follows it); `num_tokens` counts the EOS token too."""
+    for n, token_id in enumerate(tokens):
+        if token_id in stop:
+            return Completion(tokenizer.decode(tokens[:n], skip_special_tokens=True), n + 1, False)
+    return Completion(tokenizer.decode(tokens, skip_special_tokens=True), len(tokens), True)

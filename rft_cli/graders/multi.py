@@ -1,0 +1,67 @@
+"""OpenAI's `multi` grader: named sub-graders combined by a `calculate_output` formula."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rft_cli.errors import GraderError
+from rft_cli.graders.base import GradeResult, Grader
+from rft_cli.graders.formula import Formula, FormulaError
+from rft_cli.graders.specs import MultiSpec
+
+FORMULA_ERROR = "formula_error"
+
+
+class MultiGrader(Grader):
+    """Grade with every sub-grader, then combine their rewards with `calculate_output`.
+
+    Sub-grader rewards are reported in `sub_rewards`; a failing sub-grader scores 0 there and its
+    errors are added to the total's. A division by zero or domain error is a `formula_error` (0).
+
+    >>> MultiGrader(MultiSpec(type="multi", graders={"a": {"type": "string_check", "input": "{{ sample.output_text }}", "reference": "x", "operation": "eq"}}, calculate_output="a")).grade("x", {}).reward
+    1.0
+    """
+
+    def __init__(self, spec: MultiSpec, where: str = "") -> None:
+        from rft_cli.graders.build import build_from_dict
+
+        self.spec = spec
+        self.name = spec.name or "multi"
+        self.graders: dict[str, Grader] = {}
+        for key, sub_spec in spec.graders.items():
+            sub_where = f"{where}.graders.{key}" if where else f"graders.{key}"
+            if isinstance(sub_spec, dict) and sub_spec.get("type") == "multi":
+                raise GraderError(f"{sub_where}.type: a multi grader cannot contain another multi grader (flatten them into one formula)")
+            self.graders[key] = build_from_dict(sub_spec, sub_where)
+        if not self.graders:
+            raise GraderError(f"{where + '.' if where else ''}graders: give at least one named sub-grader")
+        self.formula = Formula(spec.calculate_output, self.graders, f"{where + '.' if where else ''}calculate_output")
+
+    def grade(self, sample: Any, item: dict[str, Any]) -> GradeResult:
+        return self._combine({key: grader.grade(sample, item) for key, grader in self.graders.items()})
+
+    def grade_batch(self, samples: Sequence[Any], items: Sequence[dict[str, Any]]) -> list[GradeResult]:
+        per_grader = {key: grader.grade_batch(samples, items) for key, grader in self.graders.items()}
+        return [self._combine({key: results[i] for key, results in per_grader.items()}) for i in range(len(samples))]
+
+    def _combine(self, results: dict[str, GradeResult]) -> GradeResult:
+        sub_rewards = {key: result.reward for key, result in results.items()}
+        errors: dict[str, int] = {}
+        for result in results.values():
+            for kind, count in result.errors.items():
+                errors[kind] = errors.get(kind, 0) + count
+        try:
+            reward = self.formula.evaluate(sub_rewards)
+        except FormulaError:
+            errors[FORMULA_ERROR] = errors.get(FORMULA_ERROR, 0) + 1
+            reward = 0.0
+        answer = next((r.answer for r in results.values() if r.answer is not None), None)
+        return GradeResult(reward, sub_rewards, errors, answer)
+
+    def item_fields(self) -> set[str]:
+        return set().union(*(grader.item_fields() for grader in self.graders.values()))
+
+    def close(self) -> None:
+        for grader in self.graders.values():
+            grader.close()

@@ -1,0 +1,254 @@
+"""Pieces shared by the SFT, PPO and TRL stages: seeding, data order, rollouts, grading, Ctrl-C."""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from rft_cli.data.records import prompt_messages, reference_fields
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (CUDA too)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def step_seed(seed: int, step: int) -> int:
+    """A per-step seed, so step N samples the same tokens whether or not the run was resumed."""
+    return (seed * 1_000_003 + step * 7919) % 2**31
+
+
+def batch_indices(n_rows: int, seed: int, start: int, count: int) -> list[int]:
+    """Rows `start .. start+count` of an endless sequence of seeded per-epoch permutations."""
+    import numpy as np
+
+    out = []
+    for position in range(start, start + count):
+        epoch, offset = divmod(position, n_rows)
+        order = np.random.default_rng([seed, epoch]).permutation(n_rows)
+        out.append(int(order[offset]))
+    return out
+
+
+def item_of(row: dict, demonstration_field: str) -> dict[str, Any]:
+    """What a grader sees as `item`: the row's reference fields (and its messages)."""
+    item = dict(reference_fields(row, demonstration_field))
+    item.setdefault("messages", row.get("messages"))
+    return item
+
+
+@dataclass
+class Rollout:
+    """A batch of sampled answers: prompt (left-padded) and response (right-padded) token tensors."""
+
+    prompt_ids: Any
+    prompt_mask: Any
+    response_ids: Any
+    response_mask: Any
+    truncated: Any
+    texts: list[str]
+
+    @property
+    def input_ids(self) -> Any:
+        import torch
+
+        return torch.cat([self.prompt_ids, self.response_ids], dim=1)
+
+    @property
+    def attention_mask(self) -> Any:
+        import torch
+
+        return torch.cat([self.prompt_mask, self.response_mask.to(self.prompt_mask.dtype)], dim=1)
+
+
+def encode_prompts(tokenizer: Any, rows: Sequence[dict], max_prompt_length: int, device: Any) -> tuple[Any, Any]:
+    """Chat-template the prompts (generation prompt added), keep the last `max_prompt_length` tokens, left-pad."""
+    import torch
+
+    encoded = []
+    for row in rows:
+        ids = tokenizer.apply_chat_template(prompt_messages(row), add_generation_prompt=True, tokenize=True)
+        if not isinstance(ids, list):
+            ids = ids["input_ids"]
+        encoded.append(list(ids)[-max_prompt_length:])
+    width = max(len(ids) for ids in encoded)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in encoded], device=device)
+    mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded], device=device)
+    return input_ids, mask
+
+
+def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """EOS ids of the model's generation config and the tokenizer (chat models often have several)."""
+    ids: list[int] = []
+    for value in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+        for token_id in value if isinstance(value, list) else [value]:
+            if token_id is not None and int(token_id) not in ids:
+                ids.append(int(token_id))
+    return ids
+
+
+def _sampling_config(model: Any, tokenizer: Any, max_new_tokens: int, temperature: float, top_p: float,
+                     greedy: bool) -> Any:
+    """A clean generation config: model defaults (top_k, repetition penalty...) would change the
+    sampling distribution away from the softmax that PPO's log-probs assume."""
+    from transformers import GenerationConfig
+
+    stop = stop_token_ids(model, tokenizer)
+    return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=not greedy, temperature=None if greedy else temperature,
+                            top_p=None if greedy else top_p, top_k=None, eos_token_id=stop,
+                            pad_token_id=tokenizer.pad_token_id, use_cache=True, num_beams=1)
+
+
+def sample(model: Any, tokenizer: Any, rows: Sequence[dict], *, max_prompt_length: int, max_new_tokens: int,
+           temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False, device: Any = None) -> Rollout:
+    """Sample one answer per row with the KV cache (HF generate); stops at EOS."""
+    import torch
+
+    from rft_cli.training.ppo_math import response_mask
+
+    device = device or next(model.parameters()).device
+    prompt_ids, prompt_mask = encode_prompts(tokenizer, rows, max_prompt_length, device)
+    config = _sampling_config(model, tokenizer, max_new_tokens, temperature, top_p, greedy)
+    with torch.no_grad():
+        out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config)
+    response = out[:, prompt_ids.shape[1]:]
+    if response.shape[1] == 0:  # nothing generated at all; keep one EOS so shapes stay valid
+        response = torch.full((len(rows), 1), config.eos_token_id[0], device=device)
+    mask, truncated = response_mask(response, config.eos_token_id)
+    response = torch.where(mask.bool(), response, torch.full_like(response, tokenizer.pad_token_id))
+    texts = tokenizer.batch_decode([r[m.bool()] for r, m in zip(response, mask)], skip_special_tokens=True)
+    return Rollout(prompt_ids, prompt_mask, response, mask.to(device), truncated.to(device), texts)
+
+
+@dataclass
+class GradeStats:
+    """Rewards of one batch and what went wrong while grading."""
+
+    rewards: list[float]
+    failed: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    sub_rewards: dict[str, float] = field(default_factory=dict)
+
+    def metrics(self, prefix: str = "") -> dict[str, Any]:
+        """`grader_errors/<kind>` and `sub_rewards/<name>` entries for metrics.jsonl."""
+        out: dict[str, Any] = {f"{prefix}grader_errors/{k}": v for k, v in sorted(self.errors.items())}
+        out.update({f"{prefix}sub_rewards/{k}": v for k, v in sorted(self.sub_rewards.items())})
+        return out
+
+
+def stats_of(results: Sequence[Any]) -> GradeStats:
+    """Rewards, failures (grades with any error), error counts and mean sub-rewards of GradeResults."""
+    stats = GradeStats(rewards=[float(r.reward) for r in results])
+    sub_totals: dict[str, list[float]] = {}
+    for result in results:
+        if result.errors and any(result.errors.values()):
+            stats.failed += 1
+        for kind, count in result.errors.items():
+            stats.errors[kind] = stats.errors.get(kind, 0) + int(count)
+        for name, value in result.sub_rewards.items():
+            sub_totals.setdefault(name, []).append(float(value))
+    stats.sub_rewards = {k: sum(v) / len(v) for k, v in sub_totals.items()}
+    return stats
+
+
+def grade(grader: Any, texts: Sequence[str], items: Sequence[dict]) -> GradeStats:
+    """Grade answers; a grade with any error counts as failed (its reward is what the grader gave, usually 0)."""
+    return stats_of(grader.grade_batch([{"output_text": t} for t in texts], list(items)))
+
+
+def evaluate_greedy(model: Any, tokenizer: Any, grader: Any, rows: Sequence[dict], *, demonstration_field: str,
+                    max_new_tokens: int, batch_size: int) -> dict[str, float]:
+    """valid_reward_mean and valid_accuracy (share of rows with reward 1.0) of greedy answers.
+
+    Generation is `rft_cli.generation.generate_completions`, the same as `rft eval`, so the
+    validation score during training matches what `rft eval` reports for the checkpoint.
+    """
+    from rft_cli.generation import generate_completions
+
+    was_training = model.training
+    prompts = [prompt_messages(row) for row in rows]
+    outs = generate_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=0.0,
+                                batch_size=batch_size)
+    model.train(was_training)
+    stats = grade(grader, [o[0].text for o in outs], [item_of(r, demonstration_field) for r in rows])
+    finite = [r for r in stats.rewards if math.isfinite(r)]
+    mean = sum(finite) / len(finite) if finite else float("nan")
+    return {"valid_reward_mean": mean, "valid_accuracy": sum(r >= 1.0 for r in finite) / max(len(stats.rewards), 1)}
+
+
+class InterruptFlag:
+    """Set by the first Ctrl-C; the loop saves a checkpoint at the next step boundary and stops."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+
+@contextmanager
+def graceful_interrupt() -> Iterator[InterruptFlag]:
+    """First SIGINT sets a flag (finish the step, save, exit 130); a second one interrupts at once."""
+    flag = InterruptFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag.requested:
+            raise KeyboardInterrupt
+        flag.requested = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def disable_dropout(model: Any) -> None:
+    """PPO's ratios assume the same network computes old and new log-probs: no dropout."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
+@dataclass
+class RunContext:
+    """Everything a stage needs: the config, the run folder, data, grader, logger and progress hook."""
+
+    config: Any
+    run_dir: Any
+    train_rows: list[dict]
+    valid_rows: list[dict]
+    grader: Any
+    logger: Any
+    progress: Any = None
+    interrupt: InterruptFlag = field(default_factory=InterruptFlag)
+    elapsed_before: float = 0.0
+
+    @property
+    def checkpoints_dir(self) -> Any:
+        return self.run_dir / "checkpoints"
+
+    def report(self, record: dict[str, Any]) -> None:
+        """Log a metrics line and show it on the progress display."""
+        self.logger.log(record)
+        if self.progress is not None:
+            self.progress(record)
+
+    def eval_rows(self) -> list[dict]:
+        """The validation rows evaluated during training (the first `eval.samples`)."""
+        return self.valid_rows[: self.config.eval.samples]

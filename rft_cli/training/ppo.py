@@ -1,0 +1,347 @@
+"""Our PPO (ReFT): sample answers, grade them, and push the policy toward the rewarded ones.
+
+One step: sample `prompts_per_step * samples_per_prompt` answers with the KV cache; grade them;
+compute old log-probs, values and reference log-probs in no-grad passes; put the grader score on
+the last token and a per-token KL penalty against the frozen warm-up model on every token; GAE;
+whiten advantages; then `ppo_epochs` passes of clipped policy + clipped value updates over
+shuffled minibatches. Everything is seeded per step, so a resumed run repeats an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rft_cli import checkpoints as ckpt
+from rft_cli.errors import TrainingError
+from rft_cli.training import ppo_math as pm
+from rft_cli.training.common import (
+    RunContext,
+    disable_dropout,
+    evaluate_greedy,
+    grade,
+    item_of,
+    batch_indices,
+    sample,
+    seed_everything,
+    step_seed,
+)
+
+
+@dataclass
+class PPOState:
+    """What `trainer_state.json` records besides the weights: where the run is and its counters."""
+
+    step: int = 0
+    data_position: int = 0
+    kl_coef: float = 0.05
+    numerical_faults: int = 0
+    elapsed_s: float = 0.0
+    last_valid: dict[str, float] | None = None
+
+
+class ActorCritic:
+    """The policy, its value head (on the policy's backbone, or on a separate critic backbone), the reference."""
+
+    def __init__(self, policy: Any, reference: Any, critic_mode: str, critic_backbone: Any = None):
+        import torch
+
+        self.policy, self.reference, self.critic_mode = policy, reference, critic_mode
+        self.critic_backbone = critic_backbone
+        hidden = policy.config.get_text_config().hidden_size
+        self.value_head = torch.nn.Linear(hidden, 1).to(next(policy.parameters()).device, torch.float32)
+        torch.nn.init.zeros_(self.value_head.bias)
+        for module in (policy, critic_backbone):
+            if module is not None:
+                disable_dropout(module)
+        reference.eval()
+        reference.requires_grad_(False)
+
+    def parameters(self) -> list[Any]:
+        params = [p for p in self.policy.parameters() if p.requires_grad] + list(self.value_head.parameters())
+        if self.critic_backbone is not None:
+            params += list(self.critic_backbone.parameters())
+        return params
+
+    def forward(self, input_ids: Any, attention_mask: Any, response_len: int, temperature: float,
+                entropy: bool = False) -> tuple[Any, Any, Any]:
+        """(logprobs, values, entropy) for the last `response_len` tokens of each sequence."""
+        positions = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+        # Run the backbone once and apply the LM head only to the response positions: the
+        # prompt's logits are never needed, and the value head reads the same hidden states.
+        hidden = self.policy.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                                           use_cache=False).last_hidden_state[:, -response_len - 1:-1]
+        logits = self.policy.get_output_embeddings()(hidden) / temperature
+        logprobs = pm.logprobs_from_logits(logits, input_ids[:, -response_len:])
+        if self.critic_backbone is not None:
+            hidden = self.critic_backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                                          use_cache=False).last_hidden_state[:, -response_len - 1:-1]
+        values = self.value_head(hidden.float()).squeeze(-1)
+        ent = pm.entropy_from_logits(logits) if entropy else None
+        return logprobs, values, ent
+
+    def reference_logprobs(self, input_ids: Any, attention_mask: Any, response_len: int, temperature: float) -> Any:
+        positions = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+        out = self.reference(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                             logits_to_keep=response_len + 1, use_cache=False)
+        return pm.logprobs_from_logits(out.logits[:, :-1] / temperature, input_ids[:, -response_len:])
+
+
+def _finite(*values: float) -> bool:
+    return all(math.isfinite(float(v)) for v in values)
+
+
+class PPOTrainer:
+    """Runs `rl.steps` PPO steps from the warm-up model, saving step checkpoints under the run folder."""
+
+    def __init__(self, ctx: RunContext, model: Any, reference: Any, tokenizer: Any, critic_backbone: Any = None):
+        import torch
+
+        self.ctx, self.cfg, self.tokenizer = ctx, ctx.config.rl, tokenizer
+        seed_everything(ctx.config.seed)
+        self.ac = ActorCritic(model, reference, self.cfg.critic, critic_backbone)
+        self.optimizer = torch.optim.AdamW(self.ac.parameters(), lr=self.cfg.learning_rate,
+                                           weight_decay=self.cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
+        self.kl_ctl = pm.AdaptiveKLController(self.cfg.kl_coef, self.cfg.kl_target, self.cfg.kl_horizon)
+        self.state = PPOState(kl_coef=self.cfg.kl_coef)
+
+    # -- one step -------------------------------------------------------------------------------
+
+    def _rollout(self, rows: list[dict]) -> tuple[Any, Any]:
+        cfg = self.cfg
+        expanded = [row for row in rows for _ in range(cfg.samples_per_prompt)]
+        self.ac.policy.eval()
+        rollout = sample(self.ac.policy, self.tokenizer, expanded, max_prompt_length=cfg.max_prompt_length,
+                         max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+        items = [item_of(r, self.ctx.config.data.demonstration_field) for r in expanded]
+        return rollout, grade(self.ctx.grader, rollout.texts, items)
+
+    def _old_pass(self, input_ids: Any, attn: Any, resp_len: int) -> tuple[Any, Any, Any]:
+        """Old log-probs, values and reference log-probs in batched no-grad passes."""
+        import torch
+
+        chunk = max(self.cfg.mini_batch_size, 16)
+        outs: list[list[Any]] = [[], [], []]
+        with torch.no_grad():
+            for s in range(0, input_ids.shape[0], chunk):
+                ids, mask = input_ids[s:s + chunk], attn[s:s + chunk]
+                lp, v, _ = self.ac.forward(ids, mask, resp_len, self.cfg.temperature)
+                outs[0].append(lp)
+                outs[1].append(v)
+                outs[2].append(self.ac.reference_logprobs(ids, mask, resp_len, self.cfg.temperature))
+        return tuple(torch.cat(o) for o in outs)  # type: ignore[return-value]
+
+    def _update(self, batch: dict[str, Any], step: int) -> dict[str, float] | str:
+        """`ppo_epochs` passes over shuffled minibatches; returns averaged stats or a fault reason."""
+        import torch
+
+        cfg, n = self.cfg, batch["input_ids"].shape[0]
+        generator = torch.Generator().manual_seed(step_seed(self.ctx.config.seed, step) + 1)
+        totals: dict[str, float] = {}
+        count = 0
+        self.ac.policy.train()
+        for _ in range(cfg.ppo_epochs):
+            order = torch.randperm(n, generator=generator)
+            for s in range(0, n, cfg.mini_batch_size):
+                idx = order[s:s + cfg.mini_batch_size].to(batch["input_ids"].device)
+                mb = {k: v[idx] for k, v in batch.items()}
+                logprobs, values, entropy = self.ac.forward(mb["input_ids"], mb["attention_mask"], mb["mask"].shape[1],
+                                                            cfg.temperature, entropy=True)
+                pg_loss, clip_frac, approx_kl = pm.policy_loss(logprobs, mb["old_logprobs"], mb["advantages"],
+                                                               mb["mask"], cfg.clip_range)
+                vf_loss, vf_clip = pm.value_loss(values, mb["old_values"], mb["returns"], mb["mask"], cfg.clip_range_value)
+                loss = pg_loss + cfg.vf_coef * vf_loss
+                if not _finite(loss.item()):
+                    self.optimizer.zero_grad(set_to_none=True)
+                    return "non-finite loss"
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.ac.parameters(), cfg.max_grad_norm)
+                if not _finite(grad_norm.item()):
+                    self.optimizer.zero_grad(set_to_none=True)
+                    return "non-finite gradient norm"
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                stats = {"policy_loss": pg_loss.item(), "value_loss": vf_loss.item(), "clip_frac": clip_frac.item(),
+                         "value_clip_frac": vf_clip.item(), "approx_kl": approx_kl.item(),
+                         "entropy": pm.masked_mean(entropy.detach(), mb["mask"]).item(), "grad_norm": grad_norm.item()}
+                for k, v in stats.items():
+                    totals[k] = totals.get(k, 0.0) + v
+                count += 1
+        self.scheduler.step()
+        return {k: v / count for k, v in totals.items()}
+
+    def step(self, step: int) -> dict[str, Any]:
+        """Run PPO step `step` (1-based); returns its metrics line."""
+        import torch
+
+        cfg, started = self.cfg, time.perf_counter()
+        seed_everything(step_seed(self.ctx.config.seed, step))
+        indices = batch_indices(len(self.ctx.train_rows), self.ctx.config.seed, self.state.data_position, cfg.prompts_per_step)
+        self.state.data_position += cfg.prompts_per_step
+        rollout, stats = self._rollout([self.ctx.train_rows[i] for i in indices])
+        record: dict[str, Any] = {"stage": "rl", "step": step}
+        self._check_grader_failures(step, stats, record)
+        scores = torch.tensor(stats.rewards, dtype=torch.float32, device=rollout.response_ids.device)
+        if cfg.truncated == "penalize":
+            scores = torch.where(rollout.truncated, torch.full_like(scores, cfg.truncation_penalty), scores)
+        mask, resp_len = rollout.response_mask, rollout.response_ids.shape[1]
+        input_ids, attn = rollout.input_ids, rollout.attention_mask
+        old_logprobs, old_values, ref_logprobs = self._old_pass(input_ids, attn, resp_len)
+        old_logprobs, ref_logprobs = old_logprobs * mask, ref_logprobs * mask
+        rewards, kl = pm.token_rewards(scores, old_logprobs, ref_logprobs, mask, self.kl_ctl.value)
+        advantages, returns = pm.compute_gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
+        if cfg.whiten_advantages:
+            advantages = pm.whiten(advantages, mask)
+        seq_kl = (kl.sum(dim=1)).mean().item()
+        lengths = mask.sum(dim=1)
+        record.update({
+            "train_reward_mean": scores.mean().item(),
+            "train_reward_std": scores.std(unbiased=False).item() if scores.numel() > 1 else 0.0,
+            "kl": seq_kl, "kl_coef": self.kl_ctl.value,
+            "response_length_mean": lengths.float().mean().item(),
+            "truncated_share": rollout.truncated.float().mean().item(),
+            **stats.metrics(),
+        })
+        fault = None if _finite(record["train_reward_mean"], seq_kl) else "non-finite reward or KL"
+        if fault is None:
+            batch = {"input_ids": input_ids, "attention_mask": attn, "mask": mask, "old_logprobs": old_logprobs,
+                     "old_values": old_values * mask, "advantages": advantages, "returns": returns}
+            result = self._update(batch, step)
+            fault = result if isinstance(result, str) else None
+            if not isinstance(result, str):
+                record.update(result)
+        if fault is not None:
+            record["skipped"] = fault
+            self.state.numerical_faults += 1
+        elif cfg.adaptive_kl:
+            self.kl_ctl.update(seq_kl, len(rollout.texts))
+        record["learning_rate"] = self.optimizer.param_groups[0]["lr"]
+        seconds = time.perf_counter() - started
+        record["tokens_per_second"] = float(lengths.sum().item()) / max(seconds, 1e-9)
+        return record
+
+    def _check_grader_failures(self, step: int, stats: Any, record: dict[str, Any]) -> None:
+        share = stats.failed / max(len(stats.rewards), 1)
+        if share > self.cfg.max_grader_error_share:
+            kinds = ", ".join(f"{k}: {v}" for k, v in sorted(stats.errors.items())) or "unknown"
+            record.update({"stopped": "grader_errors", **stats.metrics()})
+            self.ctx.report(record)
+            raise TrainingError(
+                f"rl step {step}: {stats.failed} of {len(stats.rewards)} grades failed ({kinds}), more than "
+                f"rl.max_grader_error_share={self.cfg.max_grader_error_share}; fix the grader (try `rft grade`) "
+                "and rerun with --resume"
+            )
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def train(self) -> PPOState:
+        """Run the remaining steps; saves every `save_interval` steps, on Ctrl-C and at the end."""
+        ctx, cfg = self.ctx, self.cfg
+        run_started = time.perf_counter() - self.state.elapsed_s
+        while self.state.step < cfg.steps:
+            step = self.state.step + 1
+            record = self.step(step)
+            self.state.step = step
+            if step % ctx.config.eval.interval == 0 or step == cfg.steps:
+                if ctx.valid_rows:
+                    self.state.last_valid = self.evaluate()
+                    record.update(self.state.last_valid)
+            self.state.elapsed_s = time.perf_counter() - run_started
+            record["elapsed_s"] = ctx.elapsed_before + self.state.elapsed_s
+            ctx.report(record)
+            if self.state.numerical_faults >= cfg.max_numerical_faults:
+                self._stop_on_faults(record)
+            if step % ctx.config.save_interval == 0 or step == cfg.steps or ctx.interrupt.requested:
+                self.save(record.get("valid_reward_mean"))
+            if ctx.interrupt.requested:
+                raise KeyboardInterrupt
+        return self.state
+
+    def _stop_on_faults(self, record: dict[str, Any]) -> None:
+        latest = ckpt.find_latest_complete(self.ctx.checkpoints_dir)
+        kept = f"the last good checkpoint is {latest}" if latest else "no RL checkpoint was saved yet"
+        raise TrainingError(
+            f"rl step {record['step']}: stopped after {self.state.numerical_faults} numerical faults "
+            f"(last: {record.get('skipped')}); {kept}; lower rl.learning_rate or raise rl.kl_coef, then rerun"
+        )
+
+    def evaluate(self) -> dict[str, float]:
+        """Greedy answers on the validation rows, graded."""
+        cfg, ev = self.cfg, self.ctx.config.eval
+        return evaluate_greedy(self.ac.policy, self.tokenizer, self.ctx.grader, self.ctx.eval_rows(),
+                               demonstration_field=self.ctx.config.data.demonstration_field,
+                               max_new_tokens=ev.max_new_tokens or cfg.max_new_tokens, batch_size=ev.batch_size)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def save(self, valid_reward_mean: float | None) -> Path:
+        """Write `checkpoints/step-<N>` atomically and prune old ones."""
+        import torch
+
+        from rft_cli.training.models import save_pretrained
+
+        state = self.state
+
+        def write(folder: Path) -> None:
+            save_pretrained(self.ac.policy, self.tokenizer, folder)
+            torch.save(self.ac.value_head.state_dict(), folder / "value_head.pt")
+            if self.ac.critic_backbone is not None:
+                torch.save(self.ac.critic_backbone.state_dict(), folder / "critic.pt")
+            torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
+            torch.save(self.scheduler.state_dict(), folder / "scheduler.pt")
+            torch.save(ckpt.capture_rng_state(), folder / "rng_state.pt")
+            trainer_state = {"stage": "rl", "step": state.step, "data_position": state.data_position,
+                             "kl_coef": self.kl_ctl.value, "numerical_faults": state.numerical_faults,
+                             "elapsed_s": state.elapsed_s, "last_valid": state.last_valid}
+            (folder / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2))
+
+        meta = {"stage": "rl", "step": state.step, "valid_reward_mean": valid_reward_mean, **_versions()}
+        folder = ckpt.write_checkpoint(self.ctx.checkpoints_dir / f"step-{state.step}", write, meta)
+        ckpt.prune_checkpoints(self.ctx.checkpoints_dir, self.ctx.config.keep_checkpoints)
+        return folder
+
+    def load(self, folder: Path) -> None:
+        """Restore optimizer, scheduler, value head, counters and RNG from a step checkpoint."""
+        import torch
+
+        self.ac.value_head.load_state_dict(torch.load(folder / "value_head.pt", weights_only=True))
+        if self.ac.critic_backbone is not None:
+            self.ac.critic_backbone.load_state_dict(torch.load(folder / "critic.pt", weights_only=True))
+        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+        self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
+        ckpt.restore_rng_state(torch.load(folder / "rng_state.pt", weights_only=False))
+        saved = json.loads((folder / "trainer_state.json").read_text())
+        self.state = PPOState(step=saved["step"], data_position=saved["data_position"], kl_coef=saved["kl_coef"],
+                              numerical_faults=saved["numerical_faults"], elapsed_s=saved["elapsed_s"],
+                              last_valid=saved.get("last_valid"))
+        self.kl_ctl.value = saved["kl_coef"]
+
+
+def _versions() -> dict[str, Any]:
+    import torch
+    import transformers
+
+    from rft_cli import __version__
+
+    return {"versions": {"rft": __version__, "torch": torch.__version__, "transformers": transformers.__version__}}
+
+
+def run_ppo(ctx: RunContext, init_dir: Path | None, tokenizer: Any, resume_from: Path | None = None) -> PPOState:
+    """Train with PPO from `init_dir` (the warm-up checkpoint; None = the configured base model)."""
+    from rft_cli.training.models import apply_lora, load_model
+
+    settings, seed = ctx.config.model, ctx.config.seed
+    reference = load_model(settings, tokenizer, init_dir, seed=seed, trainable=False)
+    policy = apply_lora(load_model(settings, tokenizer, resume_from or init_dir, seed=seed), settings)
+    critic = None
+    if ctx.config.rl.critic == "separate":
+        critic = load_model(settings, tokenizer, init_dir, seed=seed).get_decoder()
+    trainer = PPOTrainer(ctx, policy, reference, tokenizer, critic)
+    if resume_from is not None:
+        trainer.load(resume_from)
+    return trainer.train()

@@ -1,0 +1,148 @@
+"""The PPO pieces as pure tensor functions (ReFT's recipe), unit-tested against hand-computed values.
+
+Shapes: B sequences, T token positions. `mask` is 1 on response tokens (either padding side).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def masked_mean(x: Any, mask: Any) -> Any:
+    """Mean of `x` over positions where `mask` is 1."""
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_var(x: Any, mask: Any) -> Any:
+    """Unbiased variance of `x` over masked positions (as TRL and ReFT whiten)."""
+    mean = masked_mean(x, mask)
+    centered = (x - mean) * mask
+    count = mask.sum()
+    return (centered**2).sum() / (count - 1).clamp(min=1)
+
+
+def whiten(x: Any, mask: Any, shift_mean: bool = True) -> Any:
+    """(x - mean) / std over masked positions; masked-out positions become 0."""
+    import torch
+
+    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    out = (x - mean) * torch.rsqrt(var + 1e-8)
+    if not shift_mean:
+        out = out + mean
+    return out * mask
+
+
+def last_token_index(mask: Any) -> Any:
+    """Index of the last 1 in each row of `mask` (works for left and right padding)."""
+    import torch
+
+    length = mask.shape[1]
+    flipped_first = torch.argmax(mask.flip(dims=[1]).to(torch.int64), dim=1)
+    return length - 1 - flipped_first
+
+
+def response_mask(tokens: Any, eos_token_id: int | list[int]) -> tuple[Any, Any]:
+    """(mask, truncated): 1 up to and including the first EOS of each row; rows without EOS are truncated."""
+    import torch
+
+    eos_ids = eos_token_id if isinstance(eos_token_id, list) else [eos_token_id]
+    is_eos = torch.zeros_like(tokens, dtype=torch.bool)
+    for eos in eos_ids:
+        is_eos |= tokens == eos
+    seen_before = torch.cumsum(is_eos.to(torch.int64), dim=1) - is_eos.to(torch.int64)
+    mask = (seen_before == 0).to(torch.float32)
+    truncated = ~is_eos.any(dim=1)
+    return mask, truncated
+
+
+def kl_penalty(logprobs: Any, ref_logprobs: Any) -> Any:
+    """Per-token KL estimate log pi(a|s) - log pi_ref(a|s) (k1, as ReFT and TRL's PPO)."""
+    return logprobs - ref_logprobs
+
+
+def token_rewards(scores: Any, logprobs: Any, ref_logprobs: Any, mask: Any, kl_coef: float) -> tuple[Any, Any]:
+    """(rewards, kl): -kl_coef * KL on every response token, plus the grader score on the last one."""
+    import torch
+
+    kl = kl_penalty(logprobs, ref_logprobs) * mask
+    rewards = -kl_coef * kl
+    last = last_token_index(mask)
+    rows = torch.arange(rewards.shape[0], device=rewards.device)
+    rewards[rows, last] += scores.to(rewards.dtype)
+    return rewards * mask, kl
+
+
+def compute_gae(rewards: Any, values: Any, mask: Any, gamma: float, lam: float) -> tuple[Any, Any]:
+    """(advantages, returns) by generalised advantage estimation, with no Python loop over tokens.
+
+    delta_t = r_t + gamma * V_{t+1} - V_t (V is 0 after the last response token), and
+    A_t = sum_k (gamma * lam)^k delta_{t+k}, computed as one matrix product with a discount matrix.
+    """
+    import torch
+
+    values = values * mask
+    next_values = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], dim=1)
+    deltas = (rewards + gamma * next_values - values) * mask
+    length = rewards.shape[1]
+    idx = torch.arange(length, device=rewards.device, dtype=torch.float64)
+    exponent = idx[:, None] - idx[None, :]  # row k (later position), column t
+    discount = torch.where(exponent >= 0, torch.pow(torch.tensor(gamma * lam, dtype=torch.float64), exponent.clamp(min=0)),
+                           torch.zeros((), dtype=torch.float64))
+    advantages = (deltas.to(torch.float64) @ discount).to(rewards.dtype) * mask
+    returns = (advantages + values) * mask
+    return advantages, returns
+
+
+def policy_loss(logprobs: Any, old_logprobs: Any, advantages: Any, mask: Any, clip_range: float) -> tuple[Any, Any, Any]:
+    """(loss, clip_frac, approx_kl): PPO's clipped surrogate, averaged over response tokens."""
+    import torch
+
+    log_ratio = (logprobs - old_logprobs) * mask
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    clip_frac = masked_mean((clipped > unclipped).to(logprobs.dtype), mask)
+    approx_kl = 0.5 * masked_mean(log_ratio**2, mask)
+    return loss, clip_frac, approx_kl
+
+
+def value_loss(values: Any, old_values: Any, returns: Any, mask: Any, clip_range_value: float) -> tuple[Any, Any]:
+    """(loss, clip_frac): 0.5 * max of the squared errors of the raw and the clipped value prediction."""
+    import torch
+
+    clipped_values = old_values + torch.clamp(values - old_values, -clip_range_value, clip_range_value)
+    error = (values - returns) ** 2
+    error_clipped = (clipped_values - returns) ** 2
+    loss = 0.5 * masked_mean(torch.maximum(error, error_clipped), mask)
+    clip_frac = masked_mean((error_clipped > error).to(values.dtype), mask)
+    return loss, clip_frac
+
+
+def logprobs_from_logits(logits: Any, tokens: Any) -> Any:
+    """log softmax(logits)[token] for every position (float32 for stability)."""
+    import torch
+
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return torch.gather(logp, 2, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def entropy_from_logits(logits: Any) -> Any:
+    """Per-position entropy of softmax(logits)."""
+    import torch
+
+    logits = logits.float()
+    logp = torch.log_softmax(logits, dim=-1)
+    return -(torch.exp(logp) * logp).sum(dim=-1)
+
+
+class AdaptiveKLController:
+    """Ziegler et al. (2019): move kl_coef so the observed KL tracks `target` over `horizon` samples."""
+
+    def __init__(self, kl_coef: float, target: float, horizon: int):
+        self.value, self.target, self.horizon = kl_coef, target, horizon
+
+    def update(self, current_kl: float, n_samples: int) -> None:
+        """Scale the coefficient by 1 + clip(kl/target - 1, +-0.2) * n / horizon."""
+        error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
+        self.value *= 1.0 + error * n_samples / self.horizon

@@ -1,0 +1,78 @@
+"""`rl.algorithm: grpo | rloo`: TRL's maintained GRPOTrainer / RLOOTrainer, fed by the same grader.
+
+Same run layout and metric names as our PPO. The model is passed to TRL as a folder path: with
+beta > 0 TRL builds its reference model from the policy's `name_or_path`, so an in-memory model
+(a tiny model built from a config) is saved to disk first.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rft_cli.data.records import prompt_messages
+from rft_cli.training.common import RunContext, evaluate_greedy, item_of, seed_everything
+from rft_cli.training.trl_bridge import GraderReward, build_trl_trainer, common_trainer_args, latest_trl_checkpoint, trl_callback_class
+
+STEP_PREFIX = "step-"
+
+
+def rl_examples(rows: list[dict], demonstration_field: str) -> list[dict[str, Any]]:
+    """Conversational prompts, each with its grader item as JSON (rows' fields differ in type)."""
+    return [{"prompt": prompt_messages(row), "rft_item": json.dumps(item_of(row, demonstration_field))} for row in rows]
+
+
+def _trl_config(ctx: RunContext, work_dir: Path) -> Any:
+    from trl import GRPOConfig, RLOOConfig
+
+    rl = ctx.config.rl
+    config_class = GRPOConfig if rl.algorithm == "grpo" else RLOOConfig
+    return config_class(
+        **common_trainer_args(ctx, work_dir),
+        max_steps=rl.steps, learning_rate=rl.learning_rate, weight_decay=rl.weight_decay,
+        max_grad_norm=rl.max_grad_norm, lr_scheduler_type="constant",
+        per_device_train_batch_size=rl.prompts_per_step * rl.samples_per_prompt,
+        num_generations=rl.samples_per_prompt, max_completion_length=rl.max_new_tokens,
+        temperature=rl.temperature, top_p=rl.top_p, top_k=0, beta=rl.kl_coef, epsilon=rl.clip_range,
+        num_iterations=rl.ppo_epochs, mask_truncated_completions=rl.truncated == "penalize",
+        remove_unused_columns=False, shuffle_dataset=True,
+    )
+
+
+def run_trl_rl(ctx: RunContext, init_dir: Path, tokenizer: Any) -> dict[str, Any]:
+    """Train with GRPO or RLOO from the model folder `init_dir`; checkpoints land as `step-<N>`."""
+    from datasets import Dataset
+    from trl import GRPOTrainer, RLOOTrainer
+
+    config = ctx.config
+    seed_everything(config.seed)
+    work_dir = ctx.checkpoints_dir / f".trl-{config.rl.algorithm}"
+    reward = GraderReward(ctx.grader, config.rl.max_grader_error_share)
+
+    def evaluate(model: Any) -> dict[str, float]:
+        ev = config.eval
+        return evaluate_greedy(model, tokenizer, ctx.grader, ctx.eval_rows(), demonstration_field=config.data.demonstration_field,
+                               max_new_tokens=ev.max_new_tokens or config.rl.max_new_tokens, batch_size=ev.batch_size)
+
+    callback = trl_callback_class()(ctx, "rl", STEP_PREFIX, work_dir, reward=reward, evaluate=evaluate)
+    trainer_class = GRPOTrainer if config.rl.algorithm == "grpo" else RLOOTrainer
+    peft_config = _peft_config(config.model)
+    trainer = build_trl_trainer(trainer_class, model=str(init_dir), reward_funcs=[reward], args=_trl_config(ctx, work_dir),
+                            train_dataset=Dataset.from_list(rl_examples(ctx.train_rows, config.data.demonstration_field)),
+                            processing_class=tokenizer, callbacks=[callback], peft_config=peft_config)
+    resume = latest_trl_checkpoint(ctx.checkpoints_dir, STEP_PREFIX)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if ctx.interrupt.requested:
+        raise KeyboardInterrupt
+    return {"step": trainer.state.global_step, "last_valid": callback.last_valid}
+
+
+def _peft_config(settings: Any) -> Any:
+    if settings.lora is None:
+        return None
+    from peft import LoraConfig
+
+    lora = settings.lora
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=lora.target_modules, task_type="CAUSAL_LM")

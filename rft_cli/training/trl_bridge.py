@@ -1,0 +1,219 @@
+"""Glue between TRL's trainers and the run folder: metric names, checkpoint names, Ctrl-C, grader reward.
+
+TRL saves `checkpoint-<N>` folders into a hidden working folder; once TRL has written one (its
+`trainer_state.json` comes last), `on_save` adds our marker and renames it to the run layout's
+name (`step-<N>` or `sft-step-<N>`), so `--resume` only ever sees complete checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from rft_cli import checkpoints as ckpt
+from rft_cli.errors import TrainingError
+from rft_cli.training.common import GradeStats, RunContext, stats_of
+
+# TRL log key -> our metric name (the names OpenAI's RFT dashboard and our PPO use).
+TRL_METRICS = {
+    "loss": "loss",
+    "learning_rate": "learning_rate",
+    "grad_norm": "grad_norm",
+    "entropy": "entropy",
+    "mean_token_accuracy": "mean_token_accuracy",
+    "reward": "train_reward_mean",
+    "reward_std": "train_reward_std",
+    "kl": "kl",
+    "completions/mean_length": "response_length_mean",
+    "clip_ratio/region_mean": "clip_frac",
+    "policy_loss": "policy_loss",
+}
+
+
+def trl_callback_class() -> type:
+    """A TrainerCallback subclass (built lazily so `transformers` is imported only when training)."""
+    from transformers import TrainerCallback
+
+    class RunFolderCallback(TrainerCallback):
+        """Writes metrics lines, renames checkpoints, evaluates, and stops cleanly on Ctrl-C."""
+
+        def __init__(self, ctx: RunContext, stage: str, prefix: str, work_dir: Path,
+                     reward: GraderReward | None = None, evaluate: Any = None):
+            self.ctx, self.stage, self.prefix, self.work_dir = ctx, stage, prefix, work_dir
+            self.reward, self.evaluate_fn = reward, evaluate
+            self.started = time.perf_counter()
+            self.pending_valid: dict[str, float] | None = None
+            self.last_valid: dict[str, float] | None = None
+            self.tokens_at_last_log = 0
+            self.time_at_last_log = time.perf_counter()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            cfg = self.ctx.config
+            last = state.global_step >= state.max_steps
+            if self.evaluate_fn is not None and self.ctx.valid_rows and (state.global_step % cfg.eval.interval == 0 or last):
+                self.pending_valid = self.last_valid = self.evaluate_fn(kwargs["model"])
+            if self.ctx.interrupt.requested:
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+            if not logs or "train_loss" in logs:  # the end-of-training summary, not a step
+                return control
+            record: dict[str, Any] = {"stage": self.stage, "step": state.global_step}
+            record.update({ours: float(logs[theirs]) for theirs, ours in TRL_METRICS.items() if theirs in logs})
+            if self.reward is not None:
+                record.update(self.reward.drain_metrics())
+            if self.pending_valid is not None:
+                record.update(self.pending_valid)
+                self.pending_valid = None
+            now, tokens = time.perf_counter(), int(getattr(state, "num_input_tokens_seen", 0) or 0)
+            if tokens:
+                record["tokens_per_second"] = (tokens - self.tokens_at_last_log) / max(now - self.time_at_last_log, 1e-9)
+            self.tokens_at_last_log, self.time_at_last_log = tokens, now
+            record["elapsed_s"] = self.ctx.elapsed_before + now - self.started
+            self.ctx.report(record)
+            self._check_faults(record)
+            if self.ctx.interrupt.requested:  # Ctrl-C: save this very step, then stop
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
+        def _check_faults(self, record: dict[str, Any]) -> None:
+            bad = [k for k in ("loss", "kl", "train_reward_mean", "grad_norm") if k in record and not math.isfinite(record[k])]
+            if bad:
+                self.faults = getattr(self, "faults", 0) + 1
+                if self.faults >= self.ctx.config.rl.max_numerical_faults:
+                    raise TrainingError(
+                        f"{self.stage} step {record['step']}: stopped after {self.faults} numerical faults ({', '.join(bad)} "
+                        "not finite); the last good checkpoint is kept; lower the learning rate and rerun"
+                    )
+
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            source = self.work_dir / f"checkpoint-{state.global_step}"
+            if source.is_dir():
+                valid = self.last_valid or {}
+                meta = {"stage": self.stage, "step": state.global_step,
+                        "valid_reward_mean": valid.get("valid_reward_mean"), "trl": True,
+                        "elapsed_s": self.ctx.elapsed_before + time.perf_counter() - self.started}
+                promote_trl_checkpoint(source, self.ctx.checkpoints_dir / f"{self.prefix}{state.global_step}", meta)
+                if self.stage == "rl":
+                    ckpt.prune_checkpoints(self.ctx.checkpoints_dir, self.ctx.config.keep_checkpoints)
+            return control
+
+    return RunFolderCallback
+
+
+def promote_trl_checkpoint(source: Path, target: Path, meta: dict[str, Any]) -> Path:
+    """Add the marker to a finished TRL checkpoint and rename it into the run layout."""
+    try:
+        with (source / ckpt.MARKER).open("w", encoding="utf-8") as handle:
+            json.dump(meta, handle, indent=2)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if target.exists():
+            shutil.rmtree(target)
+        os.rename(source, target)
+    except OSError as exc:
+        raise TrainingError(f"{target}: cannot write the checkpoint ({exc.strerror or exc}); the previous checkpoint is intact, "
+                            "free disk space or fix permissions, then rerun with --resume") from None
+    return target
+
+
+def latest_trl_checkpoint(checkpoints_dir: Path, prefix: str) -> Path | None:
+    """The complete `<prefix><N>` folder with the highest N."""
+    best: tuple[int, Path] | None = None
+    if not checkpoints_dir.is_dir():
+        return None
+    for child in checkpoints_dir.iterdir():
+        if child.name.startswith(prefix) and child.name[len(prefix):].isdigit() and ckpt.is_complete(child):
+            n = int(child.name[len(prefix):])
+            if best is None or n > best[0]:
+                best = (n, child)
+    return best[1] if best else None
+
+
+class GraderReward:
+    """A TRL reward function backed by our grader through `rft_cli.graders.reward_function`.
+
+    Each dataset row carries its grader item as JSON in the `rft_item` column (rows' fields may
+    differ in type, which Arrow columns cannot hold). Grader error counts and sub-rewards are
+    accumulated until the next metrics line; too many failures in one batch stop the run.
+    """
+
+    __name__ = "grader"
+
+    def __init__(self, grader: Any, max_error_share: float):
+        from rft_cli.graders import reward_function
+
+        self.inner = reward_function(grader)
+        self.max_error_share = max_error_share
+        self._stats: list[GradeStats] = []
+
+    def __call__(self, prompts: list[Any], completions: list[Any], rft_item: list[str], **_: Any) -> list[float]:
+        items = [json.loads(i) for i in rft_item]
+        keys = sorted({k for item in items for k in item})
+        rewards = self.inner(prompts=prompts, completions=completions, **{k: [item.get(k) for item in items] for k in keys})
+        stats = stats_of(self.inner.last_results)
+        self._stats.append(stats)
+        if stats.failed / max(len(rewards), 1) > self.max_error_share:
+            kinds = ", ".join(f"{k}: {v}" for k, v in sorted(stats.errors.items())) or "unknown"
+            raise TrainingError(f"{stats.failed} of {len(rewards)} grades failed ({kinds}), more than "
+                                f"rl.max_grader_error_share={self.max_error_share}; fix the grader (try `rft grade`) and rerun with --resume")
+        return [float(r) for r in rewards]
+
+    def drain_metrics(self) -> dict[str, Any]:
+        """Grader error counts and mean sub-rewards since the last call."""
+        merged = GradeStats(rewards=[])
+        subs: dict[str, list[float]] = {}
+        for stats in self._stats:
+            for kind, count in stats.errors.items():
+                merged.errors[kind] = merged.errors.get(kind, 0) + count
+            for name, value in stats.sub_rewards.items():
+                subs.setdefault(name, []).append(value)
+        merged.sub_rewards = {k: sum(v) / len(v) for k, v in subs.items()}
+        self._stats.clear()
+        return merged.metrics()
+
+
+def quiet_libraries() -> None:
+    """Progress bars of datasets/transformers would interleave with ours on stderr."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def build_trl_trainer(trainer_class: Any, **kwargs: Any) -> Any:
+    """Build a TRL trainer without its log printer (our callback writes the metrics)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer = trainer_class(**kwargs)
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    return trainer
+
+
+def common_trainer_args(ctx: RunContext, work_dir: Path) -> dict[str, Any]:
+    """TrainingArguments shared by the SFT and RL stages (our settings, never TRL's YAML)."""
+    import torch
+
+    from rft_cli.training.models import resolve_dtype
+
+    dtype = resolve_dtype(ctx.config.model.dtype)
+    extra = {"gradient_checkpointing": True} if ctx.config.model.gradient_checkpointing else {}
+    return {**extra,
+        "output_dir": str(work_dir), "seed": ctx.config.seed, "logging_steps": 1, "save_strategy": "steps",
+        "save_steps": ctx.config.save_interval, "save_total_limit": None, "report_to": "none",  # our tracker logs every stage with the same names
+        "disable_tqdm": True, "bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16,
+        "use_cpu": not torch.cuda.is_available(), "dataloader_num_workers": 0,
+        "include_num_input_tokens_seen": True,
+    }
+

@@ -1,0 +1,134 @@
+"""The PPO pieces against hand-computed values (GAE, whitening, clipped losses, KL and reward placement)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rft_cli.training import ppo_math as pm
+
+
+def t(rows):
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def test_gae_on_a_short_sequence_matches_hand_computed_values():
+    # r = [0, 0, 1], V = [0.5, 0.6, 0.7], gamma 1, lam 0.95:
+    # deltas = [0.1, 0.1, 0.3]; A2 = 0.3, A1 = 0.1 + 0.95*0.3 = 0.385, A0 = 0.1 + 0.95*0.385 = 0.46575
+    adv, ret = pm.compute_gae(t([[0, 0, 1]]), t([[0.5, 0.6, 0.7]]), t([[1, 1, 1]]), gamma=1.0, lam=0.95)
+    assert adv[0].tolist() == pytest.approx([0.46575, 0.385, 0.3], abs=1e-6)
+    assert ret[0].tolist() == pytest.approx([0.96575, 0.985, 1.0], abs=1e-6)
+
+
+def test_gae_with_discount_and_padding():
+    # gamma 0.9, lam 0.5: deltas = [0.9*0.6-0.5, 0.9*0.7-0.6, 1-0.7] = [0.04, 0.03, 0.3]
+    adv, _ = pm.compute_gae(t([[0, 0, 1]]), t([[0.5, 0.6, 0.7]]), t([[1, 1, 1]]), gamma=0.9, lam=0.5)
+    assert adv[0].tolist() == pytest.approx([0.04 + 0.45 * 0.165, 0.165, 0.3], abs=1e-6)
+    # A padded position's value (9.9) must not leak into the last real token's advantage.
+    adv, ret = pm.compute_gae(t([[0, 1, 0]]), t([[0.2, 0.4, 9.9]]), t([[1, 1, 0]]), gamma=1.0, lam=0.95)
+    assert adv[0].tolist() == pytest.approx([0.2 + 0.95 * 0.6, 0.6, 0.0], abs=1e-6)
+    assert ret[0, 2].item() == 0.0
+
+
+def _gae_loop(rewards, values, gamma, lam):
+    last, out = 0.0, [0.0] * len(rewards)
+    for i in reversed(range(len(rewards))):
+        next_value = values[i + 1] if i + 1 < len(rewards) else 0.0
+        delta = rewards[i] + gamma * next_value - values[i]
+        last = delta + gamma * lam * last
+        out[i] = last
+    return out
+
+
+def test_vectorised_gae_equals_the_textbook_loop():
+    gen = torch.Generator().manual_seed(0)
+    rewards, values = torch.randn(3, 17, generator=gen), torch.randn(3, 17, generator=gen)
+    adv, _ = pm.compute_gae(rewards, values, torch.ones(3, 17), gamma=0.97, lam=0.9)
+    for row in range(3):
+        assert adv[row].tolist() == pytest.approx(_gae_loop(rewards[row].tolist(), values[row].tolist(), 0.97, 0.9), abs=1e-5)
+
+
+def test_whitening_uses_only_masked_positions():
+    out = pm.whiten(t([[1, 2, 3, 100]]), t([[1, 1, 1, 0]]))
+    assert out[0].tolist() == pytest.approx([-1.0, 0.0, 1.0, 0.0], abs=1e-4)
+
+
+@pytest.mark.parametrize("adv,new_lp,loss,clip_frac", [
+    (1.0, math.log(1.5), -1.2, 1.0),   # ratio 1.5 clipped to 1.2 for a positive advantage
+    (-1.0, math.log(1.5), 1.5, 0.0),   # negative advantage: the pessimistic (unclipped) term wins
+    (1.0, math.log(0.5), -0.5, 0.0),   # ratio below 1 - eps with a positive advantage is not clipped
+    (-1.0, math.log(0.5), 0.8, 1.0),   # ... but is with a negative one: -(-1) * 0.8
+])
+def test_clipped_policy_loss(adv, new_lp, loss, clip_frac):
+    got_loss, got_clip, approx_kl = pm.policy_loss(t([[new_lp]]), t([[0.0]]), t([[adv]]), t([[1.0]]), 0.2)
+    assert got_loss.item() == pytest.approx(loss, abs=1e-6)
+    assert got_clip.item() == clip_frac
+    assert approx_kl.item() == pytest.approx(0.5 * new_lp**2, abs=1e-6)
+
+
+def test_clipped_value_loss():
+    # v = 1.0 moves 0.5 from old 0.5; clipped to 0.7; errors (1-2)^2 = 1 and (0.7-2)^2 = 1.69 -> 0.5 * 1.69
+    loss, clip_frac = pm.value_loss(t([[1.0]]), t([[0.5]]), t([[2.0]]), t([[1.0]]), 0.2)
+    assert loss.item() == pytest.approx(0.845, abs=1e-6)
+    assert clip_frac.item() == 1.0
+    loss, _ = pm.value_loss(t([[1.0, 5.0]]), t([[0.9, 0.0]]), t([[2.0, 0.0]]), t([[1.0, 0.0]]), 0.2)
+    assert loss.item() == pytest.approx(0.5, abs=1e-6)  # the masked token's huge error is ignored
+
+
+def test_kl_penalty_on_every_token_and_score_on_the_last():
+    rewards, kl = pm.token_rewards(t([1.0]), t([[-1, -1, -1, 0]]), t([[-2, -1, -0.5, 0]]), t([[1, 1, 1, 0]]), kl_coef=0.1)
+    assert kl[0].tolist() == pytest.approx([1.0, 0.0, -0.5, 0.0])
+    assert rewards[0].tolist() == pytest.approx([-0.1, 0.0, 1.05, 0.0])
+
+
+@pytest.mark.parametrize("mask,last", [([1, 1, 0, 0], 1), ([0, 0, 1, 1], 3), ([1, 1, 1, 1], 3), ([0, 1, 1, 0], 2)])
+def test_reward_lands_on_the_last_real_token_with_left_or_right_padding(mask, last):
+    rewards, _ = pm.token_rewards(t([0.7]), torch.zeros(1, 4), torch.zeros(1, 4), t([mask]), kl_coef=0.05)
+    assert pm.last_token_index(t([mask])).item() == last
+    expected = [0.0] * 4
+    expected[last] = 0.7
+    assert rewards[0].tolist() == pytest.approx(expected)
+
+
+def test_response_mask_stops_after_the_first_eos_and_flags_truncation():
+    mask, truncated = pm.response_mask(torch.tensor([[5, 3, 7, 3, 9], [5, 5, 5, 5, 5]]), eos_token_id=3)
+    assert mask.tolist() == [[1, 1, 0, 0, 0], [1, 1, 1, 1, 1]]
+    assert truncated.tolist() == [False, True]
+
+
+def test_entropy_and_logprobs_of_uniform_logits():
+    logits = torch.zeros(1, 2, 4)
+    assert pm.entropy_from_logits(logits)[0].tolist() == pytest.approx([math.log(4)] * 2)
+    assert pm.logprobs_from_logits(logits, torch.tensor([[0, 3]]))[0].tolist() == pytest.approx([-math.log(4)] * 2)
+
+
+def test_adaptive_kl_controller_moves_toward_the_target():
+    ctl = pm.AdaptiveKLController(0.1, target=6.0, horizon=100)
+    ctl.update(current_kl=12.0, n_samples=10)  # error clipped to +0.2 -> x1.02
+    assert ctl.value == pytest.approx(0.102)
+    ctl.update(current_kl=0.0, n_samples=10)  # error clipped to -0.2 -> x0.98
+    assert ctl.value == pytest.approx(0.102 * 0.98)
+
+
+def test_batched_forward_with_left_padding_matches_unpadded_sequences(tiny_model_dir):
+    """Left-padded prompts get position ids from the attention mask, so padding changes nothing."""
+    from transformers import AutoModelForCausalLM
+
+    from rft_cli.training.ppo import ActorCritic
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    reference = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    ac = ActorCritic(model, reference, "value_head")
+    long_seq, short_seq, response = [10, 11, 12, 13], [20, 21], [30, 31, 32]
+    pad = 0
+    ids = torch.tensor([long_seq + response, [pad, pad] + short_seq + response])
+    mask = torch.tensor([[1] * 7, [0, 0] + [1] * 5])
+    with torch.no_grad():
+        batched, values, _ = ac.forward(ids, mask, 3, temperature=1.0)
+        alone, alone_values, _ = ac.forward(torch.tensor([short_seq + response]), torch.ones(1, 5, dtype=torch.long), 3, 1.0)
+        ref = ac.reference_logprobs(ids, mask, 3, 1.0)
+    assert batched[1].tolist() == pytest.approx(alone[0].tolist(), abs=1e-5)
+    assert values[1].tolist() == pytest.approx(alone_values[0].tolist(), abs=1e-5)
+    assert torch.allclose(ref, batched, atol=1e-5)  # same weights -> same log-probs
