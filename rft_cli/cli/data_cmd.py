@@ -49,8 +49,8 @@ def make_arith_cmd(
     n_train: Annotated[int, typer.Option("--train", min=1, help="Training rows.")] = 1000,
     n_valid: Annotated[int, typer.Option("--valid", min=1, help="Validation rows (no question shared with train).")] = 300,
     steps: Annotated[int, typer.Option(min=1, max=6, help="Operations per problem.")] = 2,
-    max_operand: Annotated[int, typer.Option(min=10, help="Largest number added or started from.")] = 99,
-    max_total: Annotated[int, typer.Option(min=20, help="Largest running total.")] = 199,
+    max_operand: Annotated[int, typer.Option(min=10, help="Largest number added or started from.")] = 50,
+    max_total: Annotated[int, typer.Option(min=20, help="Largest running total.")] = 99,
     seed: Annotated[int, typer.Option(help="Random seed (the shipped data/arith uses the defaults).")] = 0,
 ) -> None:
     """Generate the built-in arithmetic word problems (chain-of-thought demonstrations, `#### N` answers).

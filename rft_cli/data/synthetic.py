@@ -33,8 +33,8 @@ class ArithSpec:
     """The knobs of the task: steps per problem, the largest operand and running total, the operations."""
 
     steps: int = 2
-    max_operand: int = 99
-    max_total: int = 199
+    max_operand: int = 50
+    max_total: int = 99
     ops: str = "+-"
 
 
