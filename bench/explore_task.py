@@ -137,9 +137,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n-train", type=int, default=1000)
     parser.add_argument("--n-valid", type=int, default=300)
-    parser.add_argument("--steps", type=int, default=2)
-    parser.add_argument("--max-operand", type=int, default=99)
-    parser.add_argument("--max-total", type=int, default=199)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--max-start", type=int, default=30)
+    parser.add_argument("--max-operand", type=int, default=9)
+    parser.add_argument("--max-total", type=int, default=50)
     parser.add_argument("--ops", default="+-")
     parser.add_argument("--arch", default="llama-1m")
     parser.add_argument("--epochs", type=int, default=20)
@@ -164,7 +165,7 @@ def main() -> None:
     from rft_cli.tiny import build_char_tokenizer, build_tiny_model
 
     torch.manual_seed(args.seed)
-    spec = ArithSpec(steps=args.steps, max_operand=args.max_operand, max_total=args.max_total, ops=args.ops)
+    spec = ArithSpec(steps=args.steps, max_start=args.max_start, max_operand=args.max_operand, max_total=args.max_total, ops=args.ops)
     train_rows, valid_rows = generate_arith(args.n_train, args.n_valid, seed=args.seed, spec=spec)
     tokenizer = build_char_tokenizer()
     tokenizer.padding_side = "left"

@@ -25,28 +25,31 @@ from rft_cli.errors import DataError, UsageError
 NAMES = ["Mia", "Leo", "Ava", "Sam", "Zoe", "Max", "Ivy", "Ben", "Eva", "Tom", "Lily", "Omar", "Nina", "Raj", "Kim", "Ana"]
 OBJECTS = ["shells", "apples", "stamps", "coins", "books", "pens", "cards", "marbles", "stickers", "shirts", "eggs", "rocks"]
 ADD_PHRASES = ["found {n}", "got {n}", "won {n}", "bought {n}", "was given {n}"]
-SUB_PHRASES = ["lost {n}", "sold {n}", "gave away {n}", "used {n}", "ate {n}"]
+SUB_PHRASES = ["lost {n}", "sold {n}", "gave away {n}", "used {n}", "broke {n}"]
 
 
 @dataclass(frozen=True)
 class ArithSpec:
-    """The knobs of the task: steps per problem, the largest operand and running total, the operations."""
+    """The knobs of the task: steps, the largest starting number, operand and running total, the operations."""
 
-    steps: int = 2
-    max_operand: int = 50
-    max_total: int = 99
+    steps: int = 3
+    max_start: int = 30
+    max_operand: int = 9
+    max_total: int = 50
     ops: str = "+-"
 
 
 def make_problem(rng: random.Random, spec: ArithSpec = ArithSpec()) -> dict:
     """One problem as a dataset row: `messages` (the question), `solution`, `reference_answer`."""
     name, thing = rng.choice(NAMES), rng.choice(OBJECTS)
-    start = total = rng.randint(10, spec.max_operand)
+    start = total = rng.randint(10, spec.max_start)
     phrases, equations = [], []
     for _ in range(spec.steps):
-        choices = [True] * ("+" in spec.ops and total + 10 <= spec.max_total) + [False] * ("-" in spec.ops and total >= 2)
+        choices = [True] * ("+" in spec.ops and total < spec.max_total) + [False] * ("-" in spec.ops and total >= 2)
+        if not choices:
+            raise UsageError(f"no operation keeps the total within 1..{spec.max_total}; raise max_total or allow '-'")
         adds = rng.choice(choices)
-        n = rng.randint(10, min(spec.max_operand, spec.max_total - total)) if adds else rng.randint(1, total - 1)
+        n = rng.randint(1, min(spec.max_operand, spec.max_total - total) if adds else min(spec.max_operand, total - 1))
         phrase = rng.choice(ADD_PHRASES if adds else SUB_PHRASES).format(n=n)
         phrases.append(phrase)
         new_total = total + n if adds else total - n
