@@ -133,23 +133,26 @@ def worker_grpo(args: argparse.Namespace) -> dict:
     config = _run_config(args, args.model)
     pre = preflight(config)
     tokenizer = load_tokenizer(config.model)
-    steps: list[dict] = []
+    # With num_iterations = k, TRL samples once and then takes k optimizer steps on that batch, so
+    # one of our PPO steps (sample + k epochs) corresponds to k TRL steps.
+    step_seconds: list[float] = []
+    lengths: list[float] = []
 
     class Clock(TrainerCallback):
         def on_step_begin(self, a, state, control, **kw):  # noqa: ANN001
             self.started = time.perf_counter()
 
         def on_step_end(self, a, state, control, **kw):  # noqa: ANN001
-            steps.append({"s": time.perf_counter() - self.started})
+            step_seconds.append(time.perf_counter() - self.started)
 
         def on_log(self, a, state, control, logs=None, **kw):  # noqa: ANN001
-            if logs and "completions/mean_length" in logs and steps:
-                steps[-1]["length"] = float(logs["completions/mean_length"])
+            if logs and "completions/mean_length" in logs:
+                lengths.append(float(logs["completions/mean_length"]))
 
     rl = config.rl
     grpo_config = GRPOConfig(
-        output_dir=tempfile.mkdtemp(prefix="rft-bench-grpo-"), max_steps=args.warmup + args.steps, learning_rate=1e-5,
-        per_device_train_batch_size=args.prompts * args.samples, num_generations=args.samples,
+        output_dir=tempfile.mkdtemp(prefix="rft-bench-grpo-"), max_steps=(args.warmup + args.steps) * args.epochs, learning_rate=1e-5,
+        per_device_train_batch_size=args.prompts * args.samples, num_generations=args.samples, steps_per_generation=1,
         max_completion_length=rl.max_new_tokens, temperature=rl.temperature, top_k=0, beta=rl.kl_coef,
         num_iterations=args.epochs, lr_scheduler_type="constant", logging_steps=1, save_strategy="no", report_to=[],
         disable_tqdm=True, seed=0, use_cpu=not _cuda(), remove_unused_columns=False,
@@ -158,11 +161,12 @@ def worker_grpo(args: argparse.Namespace) -> dict:
                           train_dataset=Dataset.from_list(rl_examples(pre.train_rows, "solution")),
                           processing_class=tokenizer, callbacks=[Clock()])
     trainer.train()
-    timed = steps[args.warmup:]
-    seconds = sum(s["s"] for s in timed)
-    tokens = sum(s.get("length", 0.0) for s in timed) * args.prompts * args.samples
-    return {"side": "TRL GRPOTrainer", "s_per_step": seconds / len(timed), "tokens_per_s": tokens / seconds,
-            "tokens_per_step": tokens / len(timed), "peak_mb": _peak_memory_mb(), "phases": {}}
+    seconds = sum(step_seconds[args.warmup * args.epochs:])
+    mean_length = sum(lengths[args.warmup:]) / max(len(lengths[args.warmup:]), 1)
+    tokens = mean_length * args.prompts * args.samples * args.steps
+    return {"side": "TRL GRPOTrainer", "s_per_step": seconds / args.steps, "tokens_per_s": tokens / seconds,
+            "tokens_per_step": tokens / args.steps, "peak_mb": _peak_memory_mb(), "phases": {},
+            "optimizer_steps": len(step_seconds), "length_logs": len(lengths)}
 
 
 def _cuda() -> bool:
