@@ -48,24 +48,26 @@ def make_arith_cmd(
     output_dir: Annotated[Path, typer.Argument(file_okay=False, help="Folder for train.jsonl and valid.jsonl.")] = Path("data/arith"),
     n_train: Annotated[int, typer.Option("--train", min=1, help="Training rows.")] = 1000,
     n_valid: Annotated[int, typer.Option("--valid", min=1, help="Validation rows (no question shared with train).")] = 300,
-    steps: Annotated[int, typer.Option(min=1, max=6, help="Operations per problem.")] = 2,
-    max_operand: Annotated[int, typer.Option(min=10, help="Largest number added or started from.")] = 50,
-    max_total: Annotated[int, typer.Option(min=20, help="Largest running total.")] = 99,
-    seed: Annotated[int, typer.Option(help="Random seed (the shipped data/arith uses the defaults).")] = 0,
+    steps: Annotated[int | None, typer.Option(min=1, max=8, help="Operations per problem [default: 3].")] = None,
+    max_start: Annotated[int | None, typer.Option(min=10, help="Largest starting number [default: 30].")] = None,
+    max_operand: Annotated[int | None, typer.Option(min=1, help="Largest number added or taken away [default: 9].")] = None,
+    max_total: Annotated[int | None, typer.Option(min=2, help="Largest running total [default: 50].")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Generate the built-in arithmetic word problems (chain-of-thought demonstrations, `#### N` answers).
 
-    With the defaults this regenerates the shipped data/arith/train.jsonl and valid.jsonl byte for byte.
+    With no options this regenerates the shipped data/arith/train.jsonl and valid.jsonl byte for byte.
 
     Example:
 
         rft data make-arith data/arith
 
-        rft data make-arith /tmp/arith3 --steps 3 --train 2000 --seed 1
+        rft data make-arith /tmp/arith5 --steps 5 --train 2000 --seed 1
     """
     from rft_cli.data.synthetic import ArithSpec, generate_arith, write_jsonl
 
-    spec = ArithSpec(steps=steps, max_operand=max_operand, max_total=max_total)
+    given = {"steps": steps, "max_start": max_start, "max_operand": max_operand, "max_total": max_total}
+    spec = ArithSpec(**{k: v for k, v in given.items() if v is not None})
     train_rows, valid_rows = generate_arith(n_train, n_valid, seed=seed, spec=spec)
     write_jsonl(train_rows, output_dir / "train.jsonl")
     write_jsonl(valid_rows, output_dir / "valid.jsonl")
