@@ -27,7 +27,7 @@ def _replay(solution: str) -> int:
     return int(answer)
 
 
-@pytest.mark.parametrize("spec", [ArithSpec(), ArithSpec(steps=3), ArithSpec(steps=1, max_operand=20, max_total=40)])
+@pytest.mark.parametrize("spec", [ArithSpec(), ArithSpec(steps=3), ArithSpec(steps=1, max_start=20, max_operand=20, max_total=40), ArithSpec(steps=2, ops="+", max_total=99)])
 def test_rows_follow_the_contract_and_the_arithmetic_is_right(spec):
     train, valid = generate_arith(200, 50, seed=3, spec=spec)
     for row in train + valid:
@@ -58,7 +58,13 @@ def test_same_seed_same_rows_and_splits_are_disjoint():
 
 def test_impossible_counts_are_a_usage_error():
     with pytest.raises(UsageError, match="distinct problems"):
-        generate_arith(5000, 0, seed=0, spec=ArithSpec(steps=1, max_operand=10, max_total=20))
+        generate_arith(5000, 0, seed=0, spec=ArithSpec(steps=1, max_start=10, max_operand=2, max_total=20))
+
+
+@pytest.mark.parametrize("kwargs,message", [({"max_start": 60}, "max_start"), ({"ops": "*"}, "ops")])
+def test_bad_spec_is_a_usage_error(kwargs, message):
+    with pytest.raises(UsageError, match=message):
+        ArithSpec(**kwargs)
 
 
 def test_make_arith_regenerates_the_shipped_data(tmp_path):

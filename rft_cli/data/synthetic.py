@@ -38,6 +38,12 @@ class ArithSpec:
     max_total: int = 50
     ops: str = "+-"
 
+    def __post_init__(self) -> None:
+        if not 10 <= self.max_start <= self.max_total:
+            raise UsageError(f"max_start ({self.max_start}) must be between 10 and max_total ({self.max_total})")
+        if not self.ops or set(self.ops) - set("+-"):
+            raise UsageError(f"ops is {self.ops!r}; use '+', '-' or '+-'")
+
 
 def make_problem(rng: random.Random, spec: ArithSpec = ArithSpec()) -> dict:
     """One problem as a dataset row: `messages` (the question), `solution`, `reference_answer`."""
@@ -67,7 +73,7 @@ def generate_arith(n_train: int, n_valid: int, seed: int = 0, spec: ArithSpec = 
     """Train and validation rows with no question in common (exact text), reproducible from `seed`."""
     rng = random.Random(seed)
     rows, seen = [], set()
-    for _ in range(100 * (n_train + n_valid)):
+    for _ in range(20 * (n_train + n_valid)):
         if len(rows) == n_train + n_valid:
             break
         row = make_problem(rng, spec)
