@@ -15,7 +15,7 @@ from rft_cli.cli import app
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p for p in (ROOT / "recipes").glob("*.yaml"))
 ACCELERATE = sorted((ROOT / "recipes" / "accelerate").glob("*.yaml"))
-HUB_RECIPES = [p for p in RECIPES if "qwen" in p.name]
+HUB_RECIPES = [p for p in RECIPES if "qwen" in p.name and "multi-gpu" not in p.name]  # same shape, one process
 
 
 def _dry_run(recipe: Path, *overrides: str) -> dict:
