@@ -10,8 +10,11 @@ import typer
 from rft_cli.cli import render
 from rft_cli.cli.app import app
 
-data_app = typer.Typer(help="Make and convert datasets (the built-in arithmetic task, ReFT's SVAMP/GSM8K files).",
-                       no_args_is_help=True)
+data_app = typer.Typer(
+    help=("Make and convert datasets (the built-in arithmetic task, ReFT's SVAMP/GSM8K files).\n\n"
+          "Example: rft data make-arith data/arith ; rft data convert-reft svamp_nl.json data/svamp/train.jsonl"),
+    no_args_is_help=True,
+)
 app.add_typer(data_app, name="data")
 
 
