@@ -192,11 +192,11 @@ def _print_table(ours: dict, theirs: dict, args: argparse.Namespace) -> None:
     print(f"ratio ours/TRL: tokens/s x{ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}, "
           f"s/step x{ours['s_per_step'] / theirs['s_per_step']:.2f}")
     total = ours["s_per_step"]
-    print("\nour PPO step, seconds per step:")
+    print("\nour PPO step, milliseconds per step:")
     for name, seconds in sorted(ours["phases"].items(), key=lambda kv: -kv[1]):
-        print(f"  {name:28s} {seconds:7.3f}  ({100 * seconds / total:4.1f}%)")
+        print(f"  {name:28s} {1000 * seconds:9.1f}  ({100 * seconds / total:4.1f}%)")
     other = total - sum(ours["phases"].values())
-    print(f"  {'other (GAE, whitening, ...)':28s} {other:7.3f}  ({100 * other / total:4.1f}%)")
+    print(f"  {'other (GAE, whitening, ...)':28s} {1000 * other:9.1f}  ({100 * other / total:4.1f}%)")
 
 
 def main() -> None:
