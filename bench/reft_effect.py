@@ -77,6 +77,8 @@ def sft_only_arm(recipe: Path, run_dir: Path, seed: int, seconds: float, overrid
     started = time.perf_counter()
     trainer.train()
     trained_s = time.perf_counter() - started
+    trainer.save_model(str(run_dir / "sft-only"))  # so RL can also be tried from the longer-trained model
+    tokenizer.save_pretrained(run_dir / "sft-only")
     valid = evaluate_greedy(trainer.model, tokenizer, pre.grader, pre.valid_rows[: config.eval.samples],
                             demonstration_field=config.data.demonstration_field,
                             max_new_tokens=config.eval.max_new_tokens or config.rl.max_new_tokens,
