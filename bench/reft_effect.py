@@ -1,0 +1,136 @@
+"""The ReFT effect, measured: warm-up vs PPO vs an SFT-only arm given the PPO stage's wall-clock time.
+
+For each seed it runs the recipe (`rft train`, SFT warm-up then PPO), then continues supervised
+training from the same warm-up checkpoint, on the same demonstrations with the same SFT settings,
+for as many seconds as the PPO stage took (the comparison that separates reinforcement from more
+training). All three models are scored by the same greedy evaluation on the recipe's validation
+rows (`eval.samples` of them). Prints one line per seed and the mean and spread per arm; writes
+`results.json` in the output folder.
+
+Example:
+    OMP_NUM_THREADS=2 python bench/reft_effect.py                      # recipes/arith-cpu.yaml, 3 seeds
+    python bench/reft_effect.py --seeds 1 --set rl.steps=20 --out /tmp/reft-quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def run_recipe(recipe: Path, run_dir: Path, seed: int, overrides: list[str]) -> dict:
+    """`rft train` in a subprocess (exactly what a user runs); returns summary.json."""
+    command = [sys.executable, "-m", "rft_cli", "train", str(recipe), "--output-dir", str(run_dir), "--quiet",
+               "--set", f"seed={seed}"]
+    for override in overrides:
+        command += ["--set", override]
+    subprocess.run(command, cwd=ROOT, check=True)
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def sft_only_arm(recipe: Path, run_dir: Path, seed: int, seconds: float, overrides: list[str]) -> dict:
+    """Continue SFT from the run's warm-up checkpoint for `seconds` of wall-clock time, then evaluate."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from rft_cli.config import load_run_config
+    from rft_cli.training.common import evaluate_greedy, seed_everything
+    from rft_cli.training.run import preflight
+    from rft_cli.training.sft import sft_examples
+
+    config = load_run_config(recipe, [f"seed={seed}", *overrides])
+    pre = preflight(config)
+    sft_dir = run_dir / "checkpoints" / "sft"
+    tokenizer = AutoTokenizer.from_pretrained(sft_dir)
+    model = AutoModelForCausalLM.from_pretrained(sft_dir)
+    settings = config.sft
+    examples = sft_examples(pre.train_rows, config.data.demonstration_field)
+
+    class StopAfter(TrainerCallback):
+        """Stops training once the PPO stage's wall-clock time is spent."""
+
+        def __init__(self) -> None:
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            control.should_training_stop = time.perf_counter() - self.started >= seconds
+            return control
+
+    seed_everything(seed + 1)
+    args = SFTConfig(output_dir=str(run_dir / "sft-only-work"), max_steps=10**6, learning_rate=settings.learning_rate,
+                     per_device_train_batch_size=settings.batch_size,
+                     gradient_accumulation_steps=settings.gradient_accumulation_steps, weight_decay=settings.weight_decay,
+                     max_grad_norm=settings.max_grad_norm, lr_scheduler_type="constant", max_length=settings.max_length,
+                     completion_only_loss=True, save_strategy="no", report_to=[], logging_steps=10**6, seed=seed + 1,
+                     disable_tqdm=True, use_cpu=not _cuda())
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples), processing_class=tokenizer,
+                         callbacks=[StopAfter()])
+    started = time.perf_counter()
+    trainer.train()
+    trained_s = time.perf_counter() - started
+    trainer.save_model(str(run_dir / "sft-only"))  # so RL can also be tried from the longer-trained model
+    tokenizer.save_pretrained(run_dir / "sft-only")
+    valid = evaluate_greedy(trainer.model, tokenizer, pre.grader, pre.valid_rows[: config.eval.samples],
+                            demonstration_field=config.data.demonstration_field,
+                            max_new_tokens=config.eval.max_new_tokens or config.rl.max_new_tokens,
+                            batch_size=config.eval.batch_size)
+    return {**valid, "elapsed_s": trained_s, "steps": trainer.state.global_step,
+            "epochs": trainer.state.global_step * settings.batch_size * settings.gradient_accumulation_steps / len(examples)}
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _spread(values: list[float]) -> str:
+    mean = statistics.mean(values)
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * mean:5.1f} ± {100 * sd:4.1f}  (min {100 * min(values):.1f}, max {100 * max(values):.1f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "arith-cpu.yaml")
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0 .. N-1)")
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override key=value")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/rft-reft-effect"))
+    args = parser.parse_args()
+
+    results = []
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        run_dir = args.out / f"seed-{seed}"
+        summary = run_recipe(args.recipe, run_dir, seed, args.overrides)
+        sft, rl = summary["stages"]["sft"], summary["stages"]["rl"]
+        only = sft_only_arm(args.recipe, run_dir, seed, rl["elapsed_s"], args.overrides)
+        row = {"seed": seed, "warmup": sft["valid_accuracy"], "ppo": rl["valid_accuracy"], "sft_only": only["valid_accuracy"],
+               "sft_s": sft["elapsed_s"], "ppo_s": rl["elapsed_s"], "sft_only_s": only["elapsed_s"],
+               "sft_only_epochs": only["epochs"], "total_s": summary["elapsed_s"], "run_dir": str(run_dir)}
+        results.append(row)
+        print(json.dumps(row), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    print(f"\nheld-out greedy accuracy (%), {len(results)} seeds, mean ± sd:")
+    for arm, label in (("warmup", "warm-up (SFT)"), ("sft_only", "SFT-only, +PPO time"), ("ppo", "PPO (ReFT)")):
+        print(f"  {label:22s} {_spread([r[arm] for r in results])}")
+    gains = [r["ppo"] - r["warmup"] for r in results]
+    over_sft = [r["ppo"] - r["sft_only"] for r in results]
+    print(f"  PPO - warm-up          {_spread(gains)}")
+    print(f"  PPO - SFT-only         {_spread(over_sft)}")
+    print(f"  recipe wall-clock s    {statistics.mean(r['total_s'] for r in results):.0f} "
+          f"(SFT {statistics.mean(r['sft_s'] for r in results):.0f}, PPO {statistics.mean(r['ppo_s'] for r in results):.0f})")
+
+
+if __name__ == "__main__":
+    main()

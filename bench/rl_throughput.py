@@ -1,0 +1,234 @@
+"""One RL step, ours (PPO with a value head) against TRL's GRPOTrainer, on the same model and prompts.
+
+Both sides start from the same saved model folder, take the same prompts from data/arith, sample
+the same number of answers per step (`--prompts` x `--samples`) with the same temperature and
+length limit, grade them with the same grader, and make the same number of optimisation passes
+over the batch (`--epochs`: PPO epochs, GRPO `num_iterations`). Each side runs in its own
+subprocess so its peak memory is its own. Prints generated tokens/s, s/step, peak memory and
+the ratio, then where our step's time goes (generation, old policy+value pass, reference pass,
+grading, optimisation).
+
+Example:
+    OMP_NUM_THREADS=2 python bench/rl_throughput.py                       # llama-1m, 16 prompts x 4 samples
+    python bench/rl_throughput.py --model runs/arith/checkpoints/sft --steps 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DATA = ROOT / "data" / "arith"
+
+
+def _peak_memory_mb() -> float:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _run_config(args: argparse.Namespace, model_dir: str):
+    from rft_cli.config import parse_run_config
+
+    return parse_run_config({
+        "model": {"name": model_dir},
+        "data": {"train": str(DATA / "train.jsonl"), "valid": str(DATA / "valid.jsonl")},
+        "grader": str(DATA / "grader.yaml"),
+        "sft": {"enabled": False},
+        "rl": {"steps": args.steps + args.warmup, "prompts_per_step": args.prompts, "samples_per_prompt": args.samples,
+               "mini_batch_size": args.mini_batch, "ppo_epochs": args.epochs, "learning_rate": 1e-5,
+               "temperature": args.temperature, "max_new_tokens": args.max_new_tokens, "max_prompt_length": 128,
+               "kl_coef": 0.05},
+        "seed": 0,
+    }, source="bench")
+
+
+class Timers:
+    """Accumulated seconds per phase of our PPO step."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+
+    def wrap(self, owner, attribute: str, name: str, when=lambda *a, **k: True) -> None:
+        """Replace `owner.attribute` with a timed version (only calls where `when(...)` holds count)."""
+        inner = getattr(owner, attribute)
+
+        def timed(*a, **k):
+            if not when(*a, **k):
+                return inner(*a, **k)
+            with self.phase(name):
+                return inner(*a, **k)
+
+        setattr(owner, attribute, timed)
+
+
+def worker_ppo(args: argparse.Namespace) -> dict:
+    """Our PPO: `args.steps` timed steps after `args.warmup` untimed ones, with a phase breakdown."""
+    import torch
+
+    from rft_cli.metrics import NullLogger
+    from rft_cli.training import ppo
+    from rft_cli.training.common import RunContext
+    from rft_cli.training.models import load_model, load_tokenizer
+    from rft_cli.training.run import preflight
+
+    config = _run_config(args, args.model)
+    pre = preflight(config)
+    tokenizer = load_tokenizer(config.model)
+    policy = load_model(config.model, tokenizer, seed=0)
+    reference = load_model(config.model, tokenizer, seed=0, trainable=False)
+    run_dir = Path(tempfile.mkdtemp(prefix="rft-bench-ppo-"))
+    ctx = RunContext(config, run_dir, pre.train_rows, pre.valid_rows, pre.grader, NullLogger())
+    trainer = ppo.PPOTrainer(ctx, policy, reference, tokenizer)
+    timers = Timers()
+    timers.wrap(ppo, "sample", "generation")
+    timers.wrap(ppo, "grade", "grading")
+    timers.wrap(trainer.ac, "reference_logprobs", "reference forward")
+    timers.wrap(trainer.ac, "forward", "policy+value forward (old)", when=lambda *a, **k: not torch.is_grad_enabled())
+    timers.wrap(trainer, "_update", "optimisation (PPO epochs)")
+    for step in range(1, args.warmup + 1):
+        trainer.step(step)
+    timers.seconds.clear()
+    tokens, started = 0.0, time.perf_counter()
+    for step in range(args.warmup + 1, args.warmup + args.steps + 1):
+        record = trainer.step(step)
+        tokens += record["response_length_mean"] * args.prompts * args.samples
+    seconds = time.perf_counter() - started
+    return {"side": "ours (PPO)", "s_per_step": seconds / args.steps, "tokens_per_s": tokens / seconds,
+            "tokens_per_step": tokens / args.steps, "peak_mb": _peak_memory_mb(),
+            "phases": {k: v / args.steps for k, v in timers.seconds.items()}}
+
+
+def worker_grpo(args: argparse.Namespace) -> dict:
+    """TRL's GRPOTrainer with the same grader, batch, sampling and optimisation passes."""
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from rft_cli.training.models import load_tokenizer
+    from rft_cli.training.rl_trl import rl_examples
+    from rft_cli.training.run import preflight
+    from rft_cli.training.trl_bridge import GraderReward
+
+    config = _run_config(args, args.model)
+    pre = preflight(config)
+    tokenizer = load_tokenizer(config.model)
+    # With num_iterations = k, TRL samples once and then takes k optimizer steps on that batch, so
+    # one of our PPO steps (sample + k epochs) corresponds to k TRL steps.
+    step_seconds: list[float] = []
+    lengths: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, a, state, control, **kw):  # noqa: ANN001
+            self.started = time.perf_counter()
+
+        def on_step_end(self, a, state, control, **kw):  # noqa: ANN001
+            step_seconds.append(time.perf_counter() - self.started)
+
+        def on_log(self, a, state, control, logs=None, **kw):  # noqa: ANN001
+            if logs and "completions/mean_length" in logs:
+                lengths.append(float(logs["completions/mean_length"]))
+
+    rl = config.rl
+    grpo_config = GRPOConfig(
+        output_dir=tempfile.mkdtemp(prefix="rft-bench-grpo-"), max_steps=(args.warmup + args.steps) * args.epochs, learning_rate=1e-5,
+        per_device_train_batch_size=args.prompts * args.samples, num_generations=args.samples, steps_per_generation=1,
+        max_completion_length=rl.max_new_tokens, temperature=rl.temperature, top_k=0, beta=rl.kl_coef,
+        num_iterations=args.epochs, lr_scheduler_type="constant", logging_steps=1, save_strategy="no", report_to=[],
+        disable_tqdm=True, seed=0, use_cpu=not _cuda(), remove_unused_columns=False,
+    )
+    trainer = GRPOTrainer(model=args.model, reward_funcs=[GraderReward(pre.grader, 1.0)], args=grpo_config,
+                          train_dataset=Dataset.from_list(rl_examples(pre.train_rows, "solution")),
+                          processing_class=tokenizer, callbacks=[Clock()])
+    trainer.train()
+    seconds = sum(step_seconds[args.warmup * args.epochs:])
+    mean_length = sum(lengths[args.warmup:]) / max(len(lengths[args.warmup:]), 1)
+    tokens = mean_length * args.prompts * args.samples * args.steps
+    return {"side": "TRL GRPOTrainer", "s_per_step": seconds / args.steps, "tokens_per_s": tokens / seconds,
+            "tokens_per_step": tokens / args.steps, "peak_mb": _peak_memory_mb(), "phases": {},
+            "optimizer_steps": len(step_seconds), "length_logs": len(lengths)}
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _save_default_model(folder: Path) -> str:
+    from rft_cli.tiny import save_tiny
+
+    return save_tiny(str(folder), "llama-1m", seed=0)
+
+
+def _print_table(ours: dict, theirs: dict, args: argparse.Namespace) -> None:
+    print(f"\nmodel {args.model}; {args.prompts} prompts x {args.samples} samples per step, max {args.max_new_tokens} new "
+          f"tokens, temperature {args.temperature}, {args.epochs} optimisation pass(es); {args.steps} timed steps "
+          f"after {args.warmup} warm-up step(s)")
+    print(f"{'':18s} {'tokens/s':>10s} {'s/step':>8s} {'tokens/step':>12s} {'peak MB':>9s}")
+    for side in (ours, theirs):
+        print(f"{side['side']:18s} {side['tokens_per_s']:10.1f} {side['s_per_step']:8.2f} {side['tokens_per_step']:12.0f} "
+              f"{side['peak_mb']:9.0f}")
+    print(f"ratio ours/TRL: tokens/s x{ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}, "
+          f"s/step x{ours['s_per_step'] / theirs['s_per_step']:.2f}")
+    total = ours["s_per_step"]
+    print("\nour PPO step, milliseconds per step:")
+    for name, seconds in sorted(ours["phases"].items(), key=lambda kv: -kv[1]):
+        print(f"  {name:28s} {1000 * seconds:9.1f}  ({100 * seconds / total:4.1f}%)")
+    other = total - sum(ours["phases"].values())
+    print(f"  {'other (GAE, whitening, ...)':28s} {1000 * other:9.1f}  ({100 * other / total:4.1f}%)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="a saved model folder (default: a fresh llama-1m with the char tokenizer)")
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument("--mini-batch", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=2, help="optimisation passes per batch (PPO epochs / GRPO iterations)")
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--worker", choices=["ppo", "grpo"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        result = (worker_ppo if args.worker == "ppo" else worker_grpo)(args)
+        print("RESULT " + json.dumps(result), flush=True)
+        return
+    if args.model is None:
+        args.model = _save_default_model(Path(tempfile.mkdtemp(prefix="rft-bench-model-")) / "llama-1m")
+    results = {}
+    for side in ("ppo", "grpo"):
+        argv = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "worker"] + ["--worker", side]
+        out = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True, cwd=ROOT)
+        lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+        if out.returncode != 0 or not lines:
+            sys.exit(f"{side} worker failed:\n{out.stderr[-3000:]}")
+        results[side] = json.loads(lines[-1][len("RESULT "):])
+    _print_table(results["ppo"], results["grpo"], args)
+
+
+if __name__ == "__main__":
+    main()

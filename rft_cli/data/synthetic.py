@@ -1,0 +1,99 @@
+"""A seeded generator of multi-step arithmetic word problems with chain-of-thought demonstrations.
+
+The built-in CPU recipe trains on these. Each problem starts with a quantity and applies a few
+additions and subtractions told in words; the demonstration writes one equation per step and
+ends with ReFT's answer line, for example:
+
+    question: "Mia had 23 shells, found 48, lost 15. How many now?"
+    solution: "23+48=71. 71-15=56. #### 56"
+
+The reading step (which verb adds, which subtracts) is easy for a tiny model; the error-prone
+step is each two-digit sum written in one go (the tens digit needs the carry before the units
+are written), which is where sampling sometimes finds what greedy decoding misses.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from rft_cli.data.records import normalize_text
+from rft_cli.errors import DataError, UsageError
+
+NAMES = ["Mia", "Leo", "Ava", "Sam", "Zoe", "Max", "Ivy", "Ben", "Eva", "Tom", "Lily", "Omar", "Nina", "Raj", "Kim", "Ana"]
+OBJECTS = ["shells", "apples", "stamps", "coins", "books", "pens", "cards", "marbles", "stickers", "shirts", "eggs", "rocks"]
+ADD_PHRASES = ["found {n}", "got {n}", "won {n}", "bought {n}", "was given {n}"]
+SUB_PHRASES = ["lost {n}", "sold {n}", "gave away {n}", "used {n}", "broke {n}"]
+
+
+@dataclass(frozen=True)
+class ArithSpec:
+    """The knobs of the task: steps, the largest starting number, operand and running total, the operations."""
+
+    steps: int = 3
+    max_start: int = 30
+    max_operand: int = 9
+    max_total: int = 50
+    ops: str = "+-"
+
+    def __post_init__(self) -> None:
+        if not 10 <= self.max_start <= self.max_total:
+            raise UsageError(f"max_start ({self.max_start}) must be between 10 and max_total ({self.max_total})")
+        if not self.ops or set(self.ops) - set("+-"):
+            raise UsageError(f"ops is {self.ops!r}; use '+', '-' or '+-'")
+
+
+def make_problem(rng: random.Random, spec: ArithSpec = ArithSpec()) -> dict:
+    """One problem as a dataset row: `messages` (the question), `solution`, `reference_answer`."""
+    name, thing = rng.choice(NAMES), rng.choice(OBJECTS)
+    start = total = rng.randint(10, spec.max_start)
+    phrases, equations = [], []
+    for _ in range(spec.steps):
+        choices = [True] * ("+" in spec.ops and total < spec.max_total) + [False] * ("-" in spec.ops and total >= 2)
+        if not choices:
+            raise UsageError(f"no operation keeps the total within 1..{spec.max_total}; raise max_total or allow '-'")
+        adds = rng.choice(choices)
+        n = rng.randint(1, min(spec.max_operand, spec.max_total - total) if adds else min(spec.max_operand, total - 1))
+        phrase = rng.choice(ADD_PHRASES if adds else SUB_PHRASES).format(n=n)
+        phrases.append(phrase)
+        new_total = total + n if adds else total - n
+        equations.append(f"{total}{'+' if adds else '-'}{n}={new_total}.")
+        total = new_total
+    question = f"{name} had {start} {thing}, {', '.join(phrases)}. How many now?"
+    return {
+        "messages": [{"role": "user", "content": question}],
+        "solution": " ".join(equations) + f" #### {total}",
+        "reference_answer": str(total),
+    }
+
+
+def generate_arith(n_train: int, n_valid: int, seed: int = 0, spec: ArithSpec = ArithSpec()) -> tuple[list[dict], list[dict]]:
+    """Train and validation rows with no question in common (exact text), reproducible from `seed`."""
+    rng = random.Random(seed)
+    rows, seen = [], set()
+    for _ in range(20 * (n_train + n_valid)):
+        if len(rows) == n_train + n_valid:
+            break
+        row = make_problem(rng, spec)
+        key = normalize_text(row["messages"][0]["content"])
+        if key not in seen:
+            seen.add(key)
+            rows.append(row)
+    else:
+        raise UsageError(f"could not draw {n_train + n_valid} distinct problems; lower the counts or widen the spec")
+    return rows[:n_train], rows[n_train:]
+
+
+def write_jsonl(rows: list[dict], path: str | Path) -> Path:
+    """Write rows as JSONL (one compact object per line) and return the path; raises DataError."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    return path

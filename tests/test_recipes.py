@@ -1,0 +1,96 @@
+"""Every shipped recipe passes `rft train --dry-run`; the real-data recipe shape trains end to end
+with a tiny local model in place of the hub id."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from rft_cli.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted(p for p in (ROOT / "recipes").glob("*.yaml"))
+ACCELERATE = sorted((ROOT / "recipes" / "accelerate").glob("*.yaml"))
+HUB_RECIPES = [p for p in RECIPES if "qwen" in p.name and "multi-gpu" not in p.name]  # same shape, one process
+
+
+def _dry_run(recipe: Path, *overrides: str) -> dict:
+    args = ["train", str(recipe), "--dry-run"]
+    for override in overrides:
+        args += ["--set", override]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout[result.stdout.index("{"):])
+
+
+def test_the_recipes_are_there():
+    names = {p.name for p in RECIPES}
+    assert {"arith-cpu.yaml", "svamp-qwen2.5-0.5b.yaml", "svamp-qwen2.5-0.5b-lora.yaml",
+            "svamp-qwen2.5-1.5b-multi-gpu.yaml"} <= names
+    assert {p.name for p in ACCELERATE} == {"multi-gpu.yaml", "deepspeed-zero2.yaml", "deepspeed-zero3.yaml"}
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[p.name for p in RECIPES])
+def test_every_recipe_passes_dry_run(recipe):
+    """Config, data (train/valid overlap included) and grader are checked without loading weights."""
+    plan = _dry_run(recipe)
+    assert plan["dry_run"] is True
+    assert plan["stages"]["sft"]["steps"] > 0 and plan["stages"]["rl"]["algorithm"] == "ppo"
+    assert plan["train_rows"] > 0 and plan["valid_rows"] > 0
+
+
+def test_default_recipe_is_an_offline_tiny_model_on_the_shipped_task():
+    config = yaml.safe_load((ROOT / "recipes" / "arith-cpu.yaml").read_text())
+    assert "tiny" in config["model"] and "name" not in config["model"]
+    assert config["data"]["train"].endswith("data/arith/train.jsonl")
+    assert config["grader"].endswith("data/arith/grader.yaml")
+
+
+@pytest.mark.parametrize("path", ACCELERATE, ids=[p.name for p in ACCELERATE])
+def test_accelerate_configs_are_valid_yaml_for_accelerate(path):
+    config = yaml.safe_load(path.read_text())
+    assert config["distributed_type"] in ("MULTI_GPU", "DEEPSPEED")
+    assert config["num_processes"] >= 2 and config["mixed_precision"] == "bf16"
+    if config["distributed_type"] == "DEEPSPEED":
+        assert config["deepspeed_config"]["zero_stage"] in (2, 3)
+
+
+TINY_OVERRIDES = ("sft.max_steps=2", "sft.batch_size=2", "sft.max_length=256", "rl.steps=2", "rl.prompts_per_step=2",
+                  "rl.mini_batch_size=2", "rl.max_new_tokens=8", "rl.max_prompt_length=96", "eval.samples=4",
+                  "eval.interval=1", "eval.batch_size=4", "save_interval=1", "model.dtype=float32",
+                  "model.gradient_checkpointing=false")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", HUB_RECIPES, ids=[p.name for p in HUB_RECIPES])
+def test_real_data_recipe_shape_trains_with_a_tiny_local_model(recipe, tiny_model_dir, tmp_path):
+    """The SVAMP recipes unchanged except the model (a local tiny llama) and the step counts."""
+    out = tmp_path / "run"
+    args = ["train", str(recipe), "--output-dir", str(out), "--quiet", "--set", f"model.name={tiny_model_dir}"]
+    for override in TINY_OVERRIDES:
+        args += ["--set", override]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stages"]["sft"]["valid_accuracy"] is not None
+    assert summary["stages"]["rl"]["steps"] == 2
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(out / "final") is not None
+
+
+@pytest.mark.slow
+def test_default_recipe_runs_shortened(tmp_path):
+    """recipes/arith-cpu.yaml as shipped, with a few steps per stage: the table-ending run works."""
+    out = tmp_path / "run"
+    args = ["train", str(ROOT / "recipes" / "arith-cpu.yaml"), "--output-dir", str(out), "--quiet",
+            "--set", "sft.max_steps=3", "--set", "rl.steps=2", "--set", "eval.samples=8", "--set", "eval.interval=1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["stages"]) == {"sft", "rl"}
+    assert str(out) in result.stdout

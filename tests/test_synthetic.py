@@ -1,0 +1,85 @@
+"""The built-in arithmetic task: valid rows, correct demonstrations, reproducible and disjoint splits."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rft_cli.cli import app
+from rft_cli.data.records import check_row, demonstration, normalize_text
+from rft_cli.data.synthetic import ArithSpec, generate_arith
+from rft_cli.errors import UsageError
+
+SHIPPED = Path(__file__).resolve().parents[1] / "data" / "arith"
+
+
+def _replay(solution: str) -> int:
+    """Recompute every equation of a demonstration and return the final answer line's number."""
+    work, answer = solution.split(" #### ")
+    for eq in work.split(" "):
+        left, right = eq.rstrip(".").split("=")
+        a, op, b = re.fullmatch(r"(\d+)([+-])(\d+)", left).groups()
+        assert (int(a) + int(b) if op == "+" else int(a) - int(b)) == int(right)
+    return int(answer)
+
+
+@pytest.mark.parametrize("spec", [ArithSpec(), ArithSpec(steps=3), ArithSpec(steps=1, max_start=20, max_operand=20, max_total=40), ArithSpec(steps=2, ops="+", max_total=99)])
+def test_rows_follow_the_contract_and_the_arithmetic_is_right(spec):
+    train, valid = generate_arith(200, 50, seed=3, spec=spec)
+    for row in train + valid:
+        assert check_row(row) == []
+        assert row["messages"][-1]["role"] == "user"
+        assert demonstration(row) == row["solution"]
+        assert row["solution"].count("=") == spec.steps
+        assert _replay(row["solution"]) == int(row["reference_answer"])
+        assert 0 <= int(row["reference_answer"]) <= spec.max_total
+
+
+def test_each_step_in_the_question_matches_the_equation():
+    (row,), _ = generate_arith(1, 0, seed=11)
+    question, solution = row["messages"][0]["content"], row["solution"]
+    numbers = re.findall(r"\d+", question)
+    operands = re.findall(r"(\d+)[+-](\d+)=", solution)
+    assert numbers[0] == operands[0][0]
+    assert numbers[1:] == [b for _, b in operands]
+
+
+def test_same_seed_same_rows_and_splits_are_disjoint():
+    train, valid = generate_arith(300, 100, seed=5)
+    assert (train, valid) == generate_arith(300, 100, seed=5)
+    assert train != generate_arith(300, 100, seed=6)[0]
+    keys = [normalize_text(r["messages"][0]["content"]) for r in train + valid]
+    assert len(set(keys)) == len(keys)
+
+
+def test_impossible_counts_are_a_usage_error():
+    with pytest.raises(UsageError, match="distinct problems"):
+        generate_arith(5000, 0, seed=0, spec=ArithSpec(steps=1, max_start=10, max_operand=2, max_total=20))
+
+
+@pytest.mark.parametrize("kwargs,message", [({"max_start": 60}, "max_start"), ({"ops": "*"}, "ops")])
+def test_bad_spec_is_a_usage_error(kwargs, message):
+    with pytest.raises(UsageError, match=message):
+        ArithSpec(**kwargs)
+
+
+def test_make_arith_regenerates_the_shipped_data(tmp_path):
+    """`rft data make-arith` with its defaults writes the files that ship in data/arith byte for byte."""
+    result = CliRunner().invoke(app, ["data", "make-arith", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    for name in ("train.jsonl", "valid.jsonl"):
+        assert (tmp_path / name).read_bytes() == (SHIPPED / name).read_bytes()
+
+
+def test_shipped_grader_reads_the_reference_answer():
+    import yaml
+
+    spec = yaml.safe_load((SHIPPED / "grader.yaml").read_text())
+    assert spec["type"] == "numeric" and spec["partial_credit"] == 0.1
+    assert "item.reference_answer" in spec["reference"]
+    first = json.loads((SHIPPED / "train.jsonl").read_text().splitlines()[0])
+    assert first["solution"].endswith(f"#### {first['reference_answer']}")
