@@ -47,10 +47,36 @@ def temp_folder(folder: str | Path) -> Path:
     return folder.with_name(f".tmp-{folder.name}")
 
 
-def io_error(folder: Path, exc: OSError) -> TrainingError:
+# What torch's zip writer says in a RuntimeError when a write fails (a full disk reads "unexpected pos").
+_TORCH_WRITE_ERRORS = ("inline_container", "PytorchStreamWriter", "file write failed", "cannot be opened",
+                       "No space left", "Permission denied", "os error")
+
+
+def is_write_error(exc: BaseException) -> bool:
+    """Whether `exc` is a failed write: an OSError, or what torch (RuntimeError) and safetensors
+    (SafetensorError "I/O error: No space left on device (os error 28)") raise in its place."""
+    if isinstance(exc, OSError) or type(exc).__name__ == "SafetensorError":
+        return True
+    return isinstance(exc, RuntimeError) and any(marker in str(exc) for marker in _TORCH_WRITE_ERRORS)
+
+
+def describe_write_error(exc: BaseException, where: str | Path) -> str:
+    """The error in a few words, then the free space left where it happened: "(No space ...) with 3 MiB free"."""
+    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[0][:200]
+    path = Path(where)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        free = f" with {shutil.disk_usage(path).free / 2**20:.0f} MiB free"
+    except OSError:
+        free = ""
+    return f"({detail}){free}"
+
+
+def io_error(folder: Path, exc: BaseException) -> TrainingError:
     return TrainingError(
-        f"{folder}: cannot write the checkpoint ({exc.strerror or exc}); the previous checkpoint is intact, "
-        "free disk space or fix permissions, then rerun with --resume"
+        f"{folder}: cannot write the checkpoint {describe_write_error(exc, folder.parent)}; the previous checkpoint "
+        "is intact, free disk space or fix permissions, then rerun with --resume"
     )
 
 
@@ -92,8 +118,10 @@ def write_checkpoint(folder: str | Path, write: Callable[[Path], None], meta: di
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         write(tmp)
-    except OSError as exc:
+    except Exception as exc:  # noqa: BLE001  torch/safetensors report a full disk as non-OSErrors; others re-raise
         shutil.rmtree(tmp, ignore_errors=True)
+        if not is_write_error(exc):
+            raise
         raise io_error(folder, exc) from None
     return commit_checkpoint(tmp, folder, meta)
 

@@ -20,6 +20,17 @@ from rft_cli.errors import ConfigError
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=False, validate_assignment=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_as_numbers(cls, value: Any, info: Any) -> Any:
+        """pydantic's lax mode reads `steps: true` as 1; a boolean where a number belongs is a typo."""
+        if isinstance(value, bool):
+            annotation = cls.model_fields[info.field_name].annotation
+            kinds = getattr(annotation, "__args__", None) or (annotation,)
+            if bool not in kinds and any(k in (int, float) for k in kinds):
+                raise ValueError(f"expected a number, not the boolean {str(value).lower()}")
+        return value
+
 
 class LoraSettings(_Strict):
     """Optional LoRA adapters through peft (merged into the weights when a checkpoint is saved)."""
@@ -51,7 +62,26 @@ class ModelSettings(_Strict):
 
             if self.tiny not in TINY_ARCHITECTURES:
                 raise ValueError(f"unknown tiny architecture {self.tiny!r}; use one of {', '.join(TINY_ARCHITECTURES)}")
+        if isinstance(self.tiny, dict):
+            _check_tiny_sizes(self.tiny)
         return self
+
+
+_TINY_SIZES = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size")
+
+
+def _check_tiny_sizes(sizes: dict[str, int]) -> None:
+    """A model.tiny dict must build a Llama: known keys, positive sizes, heads that divide the width."""
+    for key, value in sizes.items():
+        if key not in _TINY_SIZES:
+            raise ValueError(f"model.tiny.{key}: unknown size; use {', '.join(_TINY_SIZES)}")
+        if value < 1:
+            raise ValueError(f"model.tiny.{key}: must be at least 1, not {value}")
+    width, heads = sizes.get("hidden_size", 16), sizes.get("num_attention_heads", 2)
+    if width % (2 * heads):  # rotary embeddings need an even width per head
+        raise ValueError(f"model.tiny.hidden_size ({width}) must be a multiple of 2 * model.tiny.num_attention_heads ({heads})")
+    if heads % sizes.get("num_key_value_heads", heads):
+        raise ValueError("model.tiny.num_attention_heads must be a multiple of model.tiny.num_key_value_heads")
 
 
 class DataSettings(_Strict):
@@ -73,7 +103,7 @@ class SFTSettings(_Strict):
     """The supervised warm-up (TRL SFTTrainer, loss on the demonstration tokens only)."""
 
     enabled: bool = True
-    epochs: float = Field(2.0, gt=0)  # ReFT warm-up checkpoints are taken at epoch 2
+    epochs: float = Field(2.0, gt=0, le=10_000)  # ReFT warm-up checkpoints are taken at epoch 2
     max_steps: int | None = Field(None, ge=1)
     learning_rate: float = Field(1e-5, gt=0, lt=1)  # ReFT SFT script
     batch_size: int = Field(8, ge=1)
@@ -153,7 +183,7 @@ class RunConfig(_Strict):
     rl: RLSettings = Field(default_factory=RLSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
     output_dir: Path | None = None
-    seed: int = Field(42, ge=0)  # ReFT
+    seed: int = Field(42, ge=0, lt=2**32)  # ReFT; numpy seeds are 32-bit
     save_interval: int = Field(10, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
     report_to: Literal["none", "tensorboard", "trackio", "wandb"] = "none"
@@ -235,6 +265,8 @@ def _set_path(data: dict[str, Any], override: str) -> None:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    except RecursionError:
+        raise ConfigError(f"--set {key.strip()}: the value is nested too deeply for the YAML parser; flatten it") from None
     parts = key.strip().split(".")
     node = data
     for part in parts[:-1]:
@@ -260,6 +292,8 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{path}: cannot read the config ({exc})") from None
     try:
         return yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply for the YAML parser (hundreds of levels of lists or mappings); flatten it") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

@@ -58,7 +58,7 @@ def _grade_one(grader: Any, item_text: str | None, sample: str | None, output_fo
         raise UsageError("--item needs --sample (the model's answer to grade)")
     try:
         item = json.loads(item_text) if item_text is not None else {}
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise UsageError(f"--item is not valid JSON ({exc}); pass an object such as '{{\"answer\": \"42\"}}'") from None
     if not isinstance(item, dict):
         raise UsageError("--item must be a JSON object such as '{\"answer\": \"42\"}'")

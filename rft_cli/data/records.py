@@ -133,7 +133,10 @@ _STRICT_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 def parse_line(text: str) -> Any:
     """Parse one line as strict JSON (NaN and Infinity are rejected); raises ValueError."""
-    return _STRICT_DECODER.decode(text)
+    try:
+        return _STRICT_DECODER.decode(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def iter_rows(path: str | Path, demonstration_field: str = DEFAULT_DEMONSTRATION_FIELD) -> Iterator[tuple[int, dict]]:

@@ -72,7 +72,7 @@ def build_from_dict(spec: Any, where: str = "") -> Grader:
     known = ", ".join(GRADERS)
     if type_name is None:
         raise GraderError(f'{_field(where, "type")}: missing (every grader needs a "type": one of {known})')
-    if type_name not in GRADERS:
+    if not isinstance(type_name, str) or type_name not in GRADERS:  # a list or a mapping is unhashable
         import difflib
 
         close = difflib.get_close_matches(str(type_name), list(GRADERS), n=1)
@@ -121,6 +121,16 @@ def read_grader_file(path: str | Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise GraderError(f"{path}: cannot read the grader file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise GraderError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start}); save the grader file as UTF-8") from None
+    try:
+        return _parse_grader_text(text, path)
+    except RecursionError:
+        raise GraderError(f"{path}: nested too deeply for the parser (hundreds of levels of lists or mappings); flatten it") from None
+
+
+def _parse_grader_text(text: str, path: Path) -> dict[str, Any]:
+    """The grader object in `text` (JSON by the .json suffix, YAML otherwise, safe loader only)."""
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(text)

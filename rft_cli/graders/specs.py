@@ -159,7 +159,11 @@ def _problem(error: dict[str, Any], spec_cls: type[BaseModel]) -> str:
     if kind == "extra_forbidden":
         if len(error["loc"]) != 1:
             return "unknown field"
-        return f"unknown field (allowed: {', '.join(spec_cls.model_fields)})"
+        import difflib
+
+        close = difflib.get_close_matches(str(error["loc"][0]), list(spec_cls.model_fields), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return f"unknown field ({hint}allowed: {', '.join(spec_cls.model_fields)})"
     if kind == "literal_error":
         expected = error["ctx"]["expected"].replace("'", "").replace(" or ", ", ")
         return f"{json.dumps(value, default=str)} is not one of {expected}"
@@ -169,7 +173,9 @@ def _problem(error: dict[str, Any], spec_cls: type[BaseModel]) -> str:
 
 def describe_validation_error(exc: ValidationError, spec_cls: type[BaseModel], prefix: str) -> str:
     """The first problem as `<prefix>.<field path>: <problem>` (one sentence, no pydantic jargon)."""
-    error = exc.errors()[0]
+    # An unknown key first: a misspelt required field also shows up as "missing", and the
+    # unknown key's suggestion is the message that explains both.
+    error = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
     where = _where(error["loc"])
     path = ".".join(p for p in (prefix, where) if p)
     more = len(exc.errors()) - 1

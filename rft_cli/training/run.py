@@ -8,17 +8,19 @@ config or a grader field missing from the data costs seconds, not a training run
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rft_cli import checkpoints as ckpt
 from rft_cli.config import RunConfig, dump_run_config
-from rft_cli.errors import ConfigError, DataError
+from rft_cli.errors import ConfigError, DataError, TrainingError
 from rft_cli.metrics import (
     JsonlMetricsLogger,
     MultiLogger,
@@ -61,11 +63,13 @@ def is_main_process() -> bool:
 
 def build_run_grader(config: RunConfig) -> Any:
     """The grader the config names (a file or an inline spec)."""
-    from rft_cli.graders import build_grader, load_grader
+    from rft_cli.graders import load_grader
+    from rft_cli.graders.build import build_from_dict
 
     if isinstance(config.grader, str):
         return load_grader(config.grader)
-    return build_grader(config.grader)
+
+    return build_from_dict(config.grader, where="grader")  # errors name the key path, e.g. grader.reference
 
 
 def _validation_error(report: Any, config: RunConfig) -> DataError:
@@ -214,7 +218,8 @@ def train(config: RunConfig, *, config_path: str | Path | None = None, output_di
     sft_total = pre.plan["stages"].get("sft", {}).get("steps", 0)
     resume_stage, resume_step, keep_step, elapsed_before = _resume_point(run_dir, sft_total) if resume else (None, 0, True, 0.0)
     if is_main_process():
-        reconcile_metrics(run_dir / "metrics.jsonl", resume_stage, resume_step, keep_step=keep_step)
+        with _write_errors_stop_the_run(run_dir):
+            reconcile_metrics(run_dir / "metrics.jsonl", resume_stage, resume_step, keep_step=keep_step)
     # Under `accelerate launch` only the main process writes metrics and shows progress.
     main = is_main_process()
     logger = MultiLogger(JsonlMetricsLogger(run_dir / "metrics.jsonl"),
@@ -226,16 +231,32 @@ def train(config: RunConfig, *, config_path: str | Path | None = None, output_di
                      elapsed_before=elapsed_before)
     started = time.perf_counter()
     try:
-        with graceful_interrupt() as flag:
-            ctx.interrupt = flag
-            _run_stages(ctx, stage, tokenizer)
-        # Under `accelerate launch` the main process writes final/ and summary.json alone.
-        summary = _finish(ctx, stage, time.perf_counter() - started) if is_main_process() else {}
+        with _write_errors_stop_the_run(run_dir):
+            with graceful_interrupt() as flag:
+                ctx.interrupt = flag
+                _run_stages(ctx, stage, tokenizer)
+            # Under `accelerate launch` the main process writes final/ and summary.json alone.
+            summary = _finish(ctx, stage, time.perf_counter() - started) if is_main_process() else {}
     finally:
         logger.close()
         if grader is None and checked is None:  # we built it, so we stop its workers
             pre.grader.close()
     return TrainResult(run_dir, summary)
+
+
+@contextlib.contextmanager
+def _write_errors_stop_the_run(run_dir: Path) -> Iterator[None]:
+    """A full disk or a permission error anywhere in a run (TRL's own saves included) becomes one
+    clear TrainingError; complete checkpoints are never touched by a failed write."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001  only write errors are translated, everything else re-raises
+        if not ckpt.is_write_error(exc):
+            raise
+        raise TrainingError(
+            f"{run_dir}: a write failed {ckpt.describe_write_error(exc, run_dir)}; the last complete checkpoint is "
+            "intact, free disk space or fix permissions, then rerun with --resume"
+        ) from None
 
 
 def _run_stages(ctx: Any, stage: str, tokenizer: Any) -> None:

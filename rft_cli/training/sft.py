@@ -73,6 +73,9 @@ def run_sft(ctx: RunContext, tokenizer: Any) -> Path:
     callback = trl_callback_class()(ctx, "sft", SFT_PREFIX, work_dir)
     trainer = build_trl_trainer(SFTTrainer, model=model, args=args, train_dataset=Dataset.from_list(examples),
                                 processing_class=tokenizer, callbacks=[callback])
+    if len(trainer.train_dataset) == 0:  # TRL drops examples whose demonstration is cut off entirely
+        raise ConfigError(f"sft: none of the {len(examples)} demonstrations fits in sft.max_length={settings.max_length} "
+                          "tokens after its prompt; raise sft.max_length")
     resume = latest_trl_checkpoint(ctx.checkpoints_dir, SFT_PREFIX)
     started = time.perf_counter()
     if resume is not None and ckpt.read_meta(resume)["step"] >= args.max_steps:

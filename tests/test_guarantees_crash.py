@@ -1,0 +1,83 @@
+"""Guarantee 2, the point tests/test_train_crash.py does not reach: SIGKILL *while a checkpoint is
+being written*, in the SFT stage (TRL's Trainer writing checkpoint-4) and in the PPO stage (our
+writer filling .tmp-step-4), then `--resume` twice. The finished run has every step exactly once
+and the same metrics as an uninterrupted run.
+
+The kill is exact, not timed: the subprocess runs `rft` with torch.save wrapped so that the process
+sends itself SIGKILL when it starts writing a file whose path contains RFT_TEST_KILL_IN (after the
+model weights of that checkpoint, before its optimizer state and marker).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rft_cli import checkpoints as ckpt
+from rft_cli.metrics import read_metrics
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "tiny-test.yaml"
+SETTINGS = ["--set", "sft.max_steps=6", "--set", "rl.steps=6", "--set", "save_interval=2", "--set", "eval.interval=3"]
+TIMING_KEYS = {"elapsed_s", "tokens_per_second"}
+KILLING_RFT = """
+import os, runpy, signal, sys
+import torch
+target, real_save = os.environ.get("RFT_TEST_KILL_IN"), torch.save
+def save(obj, f, *args, **kwargs):
+    if target and target in str(f):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_save(obj, f, *args, **kwargs)
+torch.save = save
+sys.argv = ["rft", *sys.argv[1:]]
+runpy.run_module("rft_cli", run_name="__main__")
+"""
+
+
+def rft(out: Path, *extra: str, kill_in: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("RFT_TEST_KILL_IN", None)
+    if kill_in:
+        env["RFT_TEST_KILL_IN"] = kill_in
+    args = [sys.executable, "-c", KILLING_RFT, "train", str(RECIPE), "--output-dir", str(out), "--quiet", *SETTINGS, *extra]
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def steps(records: list[dict]) -> list[tuple]:
+    return [(r["stage"], r["step"], bool(r.get("eval"))) for r in records]
+
+
+def test_kill_9_while_writing_checkpoints_then_resume(tmp_path):
+    full = tmp_path / "full"
+    assert rft(full).returncode == 0
+
+    cut = tmp_path / "cut"
+    killed = rft(cut, kill_in=f"{os.sep}checkpoint-4{os.sep}")  # TRL's SFT save of step 4
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert ckpt.is_complete(cut / "checkpoints" / "sft-step-2") and not ckpt.is_complete(cut / "checkpoints" / "sft")
+    killed = rft(cut, "--resume", kill_in=".tmp-step-4")  # our PPO checkpoint writer, mid-write
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert (cut / "checkpoints" / ".tmp-step-4").is_dir()  # the torn checkpoint is there...
+    assert ckpt.find_latest_complete(cut / "checkpoints") == cut / "checkpoints" / "step-2"  # ...and never taken
+    # The kill left metrics lines after the last checkpoint (rl steps 3-4): resume must drop them.
+    assert max(r["step"] for r in read_metrics(cut / "metrics.jsonl") if r["stage"] == "rl") == 4
+
+    done = rft(cut, "--resume")
+    assert done.returncode == 0, done.stderr[-2000:]
+    got, want = read_metrics(cut / "metrics.jsonl"), read_metrics(full / "metrics.jsonl")
+    assert steps(got) == steps(want)  # every step exactly once, in order
+    assert len(set(steps(got))) == len(got)
+    for a, b in zip(got, want):
+        for key, value in b.items():
+            if key not in TIMING_KEYS and isinstance(value, float):
+                assert a[key] == pytest.approx(value, rel=1e-3, abs=1e-5), (key, a, b)
+    assert not (cut / "checkpoints" / ".tmp-step-4").exists()  # pruned once the run moved past it
+    assert json.loads((cut / "summary.json").read_text())["final"] == "final"
