@@ -5,6 +5,13 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import settings
+
+# Property tests and fuzzers replay the same examples on every run, so CI is reproducible;
+# HYPOTHESIS_PROFILE=explore draws fresh random examples for a longer local hunt.
+settings.register_profile("ci", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # Two cores: keep torch from oversubscribing them when tests run model code.
 os.environ.setdefault("OMP_NUM_THREADS", "2")

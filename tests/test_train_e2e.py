@@ -343,3 +343,13 @@ def test_micro_batches_give_the_same_training_as_whole_minibatches(tmp_path):
             if isinstance(value, float):  # clip fractions count ties, which float noise can flip
                 tolerance = 0.05 if key.endswith("clip_frac") else 1e-5
                 assert y[key] == pytest.approx(value, rel=1e-3, abs=tolerance), key
+
+
+def test_summary_table_shows_what_rl_added_over_the_warm_up():
+    """The default recipe's last table must show accuracy after warm-up, after RL, and the difference."""
+    from rft_cli.cli.train import _rl_gain
+
+    stages = {"sft": {"valid_reward_mean": 0.5, "valid_accuracy": 0.25}, "rl": {"valid_reward_mean": 0.75, "valid_accuracy": 0.5}}
+    assert _rl_gain(stages) == (0.25, 0.25)
+    assert _rl_gain({"sft": stages["sft"]}) is None
+    assert _rl_gain({"sft": {"valid_reward_mean": 0.5}, "rl": {"valid_reward_mean": 0.25}}) == (-0.25, None)

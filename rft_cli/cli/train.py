@@ -53,6 +53,14 @@ def _print_plan(plan: dict[str, Any], run_dir: Path) -> None:
     render.json_document({"dry_run": True, "output_dir": str(run_dir), **plan})
 
 
+def _rl_gain(stages: dict[str, Any]) -> tuple[float | None, float | None] | None:
+    """What RL added over the warm-up, on the validation rows (None where a stage was not evaluated)."""
+    sft, rl = stages.get("sft") or {}, stages.get("rl") or {}
+    gains = tuple(rl[k] - sft[k] if isinstance(rl.get(k), float | int) and isinstance(sft.get(k), float | int) else None
+                  for k in ("valid_reward_mean", "valid_accuracy"))
+    return gains if any(g is not None for g in gains) else None
+
+
 def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     from rich.table import Table
 
@@ -62,6 +70,9 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     for name, values in summary["stages"].items():
         cells = [values.get(k) for k in ("steps", "valid_reward_mean", "valid_accuracy", "elapsed_s")]
         table.add_row(name, *("-" if c is None else f"{c:.4g}" if isinstance(c, float) else str(c) for c in cells))
+    difference = _rl_gain(summary["stages"])
+    if difference:
+        table.add_row("rl - sft", "", *(f"{d:+.4g}" if d is not None else "-" for d in difference), "")
     render.stdout.print(table)
     if summary.get("final"):
         render.stdout.print(f"final model: {run_dir / summary['final']} (from {summary.get('final_source')})")
