@@ -1,15 +1,20 @@
-"""A seeded generator of multi-step arithmetic word problems with chain-of-thought demonstrations.
+"""A seeded generator of multi-step arithmetic problems with chain-of-thought demonstrations.
 
-The built-in CPU recipe trains on these. Each problem starts with a quantity and applies a few
-additions and subtractions told in words; the demonstration writes one equation per step and
-ends with ReFT's answer line, for example:
+The built-in CPU recipe trains on these. Each problem starts with a number and applies a few
+additions (and, optionally, subtractions); the demonstration writes one equation per step and
+ends with ReFT's answer line. The shipped task (`DEFAULT_SPEC`) asks bare sums:
+
+    question: "59+6+66=?"
+    solution: "59+6=65. 65+66=131. #### 131"
+
+and `style="words"` tells the same kind of problem as a sentence:
 
     question: "Mia had 23 shells, found 48, lost 15. How many now?"
     solution: "23+48=71. 71-15=56. #### 56"
 
-The reading step (which verb adds, which subtracts) is easy for a tiny model; the error-prone
-step is each two-digit sum written in one go (the tens digit needs the carry before the units
-are written), which is where sampling sometimes finds what greedy decoding misses.
+The error-prone step for a tiny model is each two-digit sum written in one go (the tens digit
+needs the carry before the units are written), which is where sampling sometimes finds what
+greedy decoding misses.
 """
 
 from __future__ import annotations
