@@ -66,12 +66,12 @@ def correct(text: str, reference: str) -> bool:
     return bool(match) and match.group(1) == reference
 
 
-def evaluate(model, tokenizer, rows: list[dict], *, k: int, n_pass: int, temperature: float) -> dict:
+def evaluate(model, tokenizer, rows: list[dict], *, k: int, n_pass: int, temperature: float, max_new_tokens: int = 64) -> dict:
     """Greedy accuracy on all rows; mean sample accuracy and pass@k on the first `n_pass` rows."""
     prompts = encode_prompts(tokenizer, rows)
-    greedy = generate(model, tokenizer, prompts)
+    greedy = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
     acc = sum(correct(t, r["reference_answer"]) for t, r in zip(greedy, rows)) / len(rows)
-    sampled = generate(model, tokenizer, prompts[:n_pass], samples=k, temperature=temperature)
+    sampled = generate(model, tokenizer, prompts[:n_pass], samples=k, temperature=temperature, max_new_tokens=max_new_tokens)
     hits = [[correct(sampled[i * k + j], rows[i]["reference_answer"]) for j in range(k)] for i in range(n_pass)]
     return {"examples": greedy[:3], "greedy_acc": round(acc, 4), "sample_acc": round(sum(map(sum, hits)) / (n_pass * k), 4),
             f"pass@{k}": round(sum(any(h) for h in hits) / n_pass, 4)}
