@@ -66,12 +66,12 @@ def correct(text: str, reference: str) -> bool:
     return bool(match) and match.group(1) == reference
 
 
-def evaluate(model, tokenizer, rows: list[dict], *, k: int, n_pass: int, temperature: float) -> dict:
+def evaluate(model, tokenizer, rows: list[dict], *, k: int, n_pass: int, temperature: float, max_new_tokens: int = 64) -> dict:
     """Greedy accuracy on all rows; mean sample accuracy and pass@k on the first `n_pass` rows."""
     prompts = encode_prompts(tokenizer, rows)
-    greedy = generate(model, tokenizer, prompts)
+    greedy = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
     acc = sum(correct(t, r["reference_answer"]) for t, r in zip(greedy, rows)) / len(rows)
-    sampled = generate(model, tokenizer, prompts[:n_pass], samples=k, temperature=temperature)
+    sampled = generate(model, tokenizer, prompts[:n_pass], samples=k, temperature=temperature, max_new_tokens=max_new_tokens)
     hits = [[correct(sampled[i * k + j], rows[i]["reference_answer"]) for j in range(k)] for i in range(n_pass)]
     return {"examples": greedy[:3], "greedy_acc": round(acc, 4), "sample_acc": round(sum(map(sum, hits)) / (n_pass * k), 4),
             f"pass@{k}": round(sum(any(h) for h in hits) / n_pass, 4)}
@@ -97,6 +97,9 @@ def run_sft(args, model, tokenizer, train_rows, valid_rows, out_dir: Path):
         train_acc = evaluate(model, tokenizer, train_rows[:200], k=1, n_pass=1, temperature=args.temperature)["greedy_acc"]
         metrics["loss"] = round(trainer.state.log_history[-1].get("train_loss", float("nan")), 4)
         log(stage="sft", epochs=done, sft_s=round(sft_s, 1), train_greedy_acc=train_acc, **metrics)
+        if args.save_every_eval:
+            model.save_pretrained(out_dir / f"sft-{done}")
+            tokenizer.save_pretrained(out_dir / f"sft-{done}")
         t0 = time.time() - sft_s
     return model
 
@@ -142,6 +145,8 @@ def main() -> None:
     parser.add_argument("--max-operand", type=int, default=9)
     parser.add_argument("--max-total", type=int, default=50)
     parser.add_argument("--ops", default="+-")
+    parser.add_argument("--style", default="words", help="'words' (sentences) or 'equation' (\"12+47+30=?\")")
+    parser.add_argument("--save-every-eval", action="store_true", help="save the model after each evaluation")
     parser.add_argument("--arch", default="llama-1m")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--eval-every", type=int, default=5)
@@ -165,7 +170,8 @@ def main() -> None:
     from rft_cli.tiny import build_char_tokenizer, build_tiny_model
 
     torch.manual_seed(args.seed)
-    spec = ArithSpec(steps=args.steps, max_start=args.max_start, max_operand=args.max_operand, max_total=args.max_total, ops=args.ops)
+    spec = ArithSpec(steps=args.steps, max_start=args.max_start, max_operand=args.max_operand, max_total=args.max_total, ops=args.ops,
+                    style=args.style)
     train_rows, valid_rows = generate_arith(args.n_train, args.n_valid, seed=args.seed, spec=spec)
     tokenizer = build_char_tokenizer()
     tokenizer.padding_side = "left"

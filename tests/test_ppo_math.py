@@ -132,3 +132,16 @@ def test_batched_forward_with_left_padding_matches_unpadded_sequences(tiny_model
     assert batched[1].tolist() == pytest.approx(alone[0].tolist(), abs=1e-5)
     assert values[1].tolist() == pytest.approx(alone_values[0].tolist(), abs=1e-5)
     assert torch.allclose(ref, batched, atol=1e-5)  # same weights -> same log-probs
+
+
+def test_a_fresh_value_head_predicts_zero(tiny_model_dir):
+    """The critic starts at V = 0, so the first advantages are the returns, not value-head noise."""
+    from transformers import AutoModelForCausalLM
+
+    from rft_cli.training.ppo import ActorCritic
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    ac = ActorCritic(model, AutoModelForCausalLM.from_pretrained(tiny_model_dir), "value_head")
+    with torch.no_grad():
+        _, values, _ = ac.forward(torch.tensor([[10, 11, 12, 13]]), torch.ones(1, 4, dtype=torch.long), 2, 1.0)
+    assert values.abs().max().item() == 0.0

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from rft_cli.cli import app
 from rft_cli.data.records import check_row, demonstration, normalize_text
-from rft_cli.data.synthetic import ArithSpec, generate_arith
+from rft_cli.data.synthetic import DEFAULT_SPEC, ArithSpec, generate_arith
 from rft_cli.errors import UsageError
 
 SHIPPED = Path(__file__).resolve().parents[1] / "data" / "arith"
@@ -27,7 +27,7 @@ def _replay(solution: str) -> int:
     return int(answer)
 
 
-@pytest.mark.parametrize("spec", [ArithSpec(), ArithSpec(steps=3), ArithSpec(steps=1, max_start=20, max_operand=20, max_total=40), ArithSpec(steps=2, ops="+", max_total=99)])
+@pytest.mark.parametrize("spec", [ArithSpec(), DEFAULT_SPEC, ArithSpec(steps=3, style="equation"), ArithSpec(steps=1, max_start=20, max_operand=20, max_total=40), ArithSpec(steps=2, ops="+", max_total=99)])
 def test_rows_follow_the_contract_and_the_arithmetic_is_right(spec):
     train, valid = generate_arith(200, 50, seed=3, spec=spec)
     for row in train + valid:
@@ -48,6 +48,14 @@ def test_each_step_in_the_question_matches_the_equation():
     assert numbers[1:] == [b for _, b in operands]
 
 
+def test_an_equation_question_is_the_sum_the_demonstration_works_out():
+    (row,), _ = generate_arith(1, 0, seed=11, spec=DEFAULT_SPEC)
+    question, solution = row["messages"][0]["content"], row["solution"]
+    assert re.fullmatch(r"\d+(\+\d+){2}=\?", question)
+    operands = re.findall(r"(\d+)[+-](\d+)=", solution)
+    assert question.rstrip("=?").split("+") == [operands[0][0]] + [b for _, b in operands]
+
+
 def test_same_seed_same_rows_and_splits_are_disjoint():
     train, valid = generate_arith(300, 100, seed=5)
     assert (train, valid) == generate_arith(300, 100, seed=5)
@@ -61,7 +69,7 @@ def test_impossible_counts_are_a_usage_error():
         generate_arith(5000, 0, seed=0, spec=ArithSpec(steps=1, max_start=10, max_operand=2, max_total=20))
 
 
-@pytest.mark.parametrize("kwargs,message", [({"max_start": 60}, "max_start"), ({"ops": "*"}, "ops")])
+@pytest.mark.parametrize("kwargs,message", [({"max_start": 60}, "max_start"), ({"ops": "*"}, "ops"), ({"style": "latex"}, "style")])
 def test_bad_spec_is_a_usage_error(kwargs, message):
     with pytest.raises(UsageError, match=message):
         ArithSpec(**kwargs)

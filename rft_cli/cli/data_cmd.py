@@ -49,15 +49,17 @@ def convert_reft_cmd(
 @data_app.command("make-arith")
 def make_arith_cmd(
     output_dir: Annotated[Path, typer.Argument(file_okay=False, help="Folder for train.jsonl and valid.jsonl.")] = Path("data/arith"),
-    n_train: Annotated[int, typer.Option("--train", min=1, help="Training rows.")] = 1000,
-    n_valid: Annotated[int, typer.Option("--valid", min=1, help="Validation rows (no question shared with train).")] = 300,
-    steps: Annotated[int | None, typer.Option(min=1, max=8, help="Operations per problem [default: 3].")] = None,
-    max_start: Annotated[int | None, typer.Option(min=10, help="Largest starting number [default: 30].")] = None,
-    max_operand: Annotated[int | None, typer.Option(min=1, help="Largest number added or taken away [default: 9].")] = None,
-    max_total: Annotated[int | None, typer.Option(min=2, help="Largest running total [default: 50].")] = None,
+    n_train: Annotated[int, typer.Option("--train", min=1, help="Training rows.")] = 3000,
+    n_valid: Annotated[int, typer.Option("--valid", min=1, help="Validation rows (no question shared with train).")] = 400,
+    style: Annotated[str | None, typer.Option(help="'equation' (\"12+47+30=?\") or 'words' (a sentence) [default: equation].")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, max=8, help="Operations per problem [default: 2].")] = None,
+    max_start: Annotated[int | None, typer.Option(min=10, help="Largest starting number [default: 99].")] = None,
+    max_operand: Annotated[int | None, typer.Option(min=1, help="Largest number added or taken away [default: 99].")] = None,
+    max_total: Annotated[int | None, typer.Option(min=2, help="Largest running total [default: 299].")] = None,
+    ops: Annotated[str | None, typer.Option(help="Operations: '+', '-' or '+-' [default: +].")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
-    """Generate the built-in arithmetic word problems (chain-of-thought demonstrations, `#### N` answers).
+    """Generate the built-in arithmetic problems (chain-of-thought demonstrations, `#### N` answers).
 
     With no options this regenerates the shipped data/arith/train.jsonl and valid.jsonl byte for byte.
 
@@ -65,12 +67,14 @@ def make_arith_cmd(
 
         rft data make-arith data/arith
 
-        rft data make-arith /tmp/arith5 --steps 5 --train 2000 --seed 1
+        rft data make-arith /tmp/words --style words --steps 3 --max-start 30 --max-operand 9 --max-total 50 --ops +-
     """
-    from rft_cli.data.synthetic import ArithSpec, generate_arith, write_jsonl
+    from dataclasses import replace
 
-    given = {"steps": steps, "max_start": max_start, "max_operand": max_operand, "max_total": max_total}
-    spec = ArithSpec(**{k: v for k, v in given.items() if v is not None})
+    from rft_cli.data.synthetic import DEFAULT_SPEC, generate_arith, write_jsonl
+
+    given = {"style": style, "steps": steps, "max_start": max_start, "max_operand": max_operand, "max_total": max_total, "ops": ops}
+    spec = replace(DEFAULT_SPEC, **{k: v for k, v in given.items() if v is not None})
     train_rows, valid_rows = generate_arith(n_train, n_valid, seed=seed, spec=spec)
     write_jsonl(train_rows, output_dir / "train.jsonl")
     write_jsonl(valid_rows, output_dir / "valid.jsonl")

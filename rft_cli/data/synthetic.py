@@ -1,15 +1,20 @@
-"""A seeded generator of multi-step arithmetic word problems with chain-of-thought demonstrations.
+"""A seeded generator of multi-step arithmetic problems with chain-of-thought demonstrations.
 
-The built-in CPU recipe trains on these. Each problem starts with a quantity and applies a few
-additions and subtractions told in words; the demonstration writes one equation per step and
-ends with ReFT's answer line, for example:
+The built-in CPU recipe trains on these. Each problem starts with a number and applies a few
+additions (and, optionally, subtractions); the demonstration writes one equation per step and
+ends with ReFT's answer line. The shipped task (`DEFAULT_SPEC`) asks bare sums:
+
+    question: "59+6+66=?"
+    solution: "59+6=65. 65+66=131. #### 131"
+
+and `style="words"` tells the same kind of problem as a sentence:
 
     question: "Mia had 23 shells, found 48, lost 15. How many now?"
     solution: "23+48=71. 71-15=56. #### 56"
 
-The reading step (which verb adds, which subtracts) is easy for a tiny model; the error-prone
-step is each two-digit sum written in one go (the tens digit needs the carry before the units
-are written), which is where sampling sometimes finds what greedy decoding misses.
+The error-prone step for a tiny model is each two-digit sum written in one go (the tens digit
+needs the carry before the units are written), which is where sampling sometimes finds what
+greedy decoding misses.
 """
 
 from __future__ import annotations
@@ -26,28 +31,41 @@ NAMES = ["Mia", "Leo", "Ava", "Sam", "Zoe", "Max", "Ivy", "Ben", "Eva", "Tom", "
 OBJECTS = ["shells", "apples", "stamps", "coins", "books", "pens", "cards", "marbles", "stickers", "shirts", "eggs", "rocks"]
 ADD_PHRASES = ["found {n}", "got {n}", "won {n}", "bought {n}", "was given {n}"]
 SUB_PHRASES = ["lost {n}", "sold {n}", "gave away {n}", "used {n}", "broke {n}"]
+STYLES = ("words", "equation")
 
 
 @dataclass(frozen=True)
 class ArithSpec:
-    """The knobs of the task: steps, the largest starting number, operand and running total, the operations."""
+    """The knobs of the task: steps, the largest starting number, operand and running total, the operations.
+
+    `style` "words" tells the problem as a sentence; "equation" asks it as a bare sum such as
+    "12+47+30=?" (short rows, so a tiny model learns it in a few minutes on a CPU).
+    """
 
     steps: int = 3
     max_start: int = 30
     max_operand: int = 9
     max_total: int = 50
     ops: str = "+-"
+    style: str = "words"
 
     def __post_init__(self) -> None:
+        if self.style not in STYLES:
+            raise UsageError(f"style is {self.style!r}; use one of {', '.join(STYLES)}")
         if not 10 <= self.max_start <= self.max_total:
             raise UsageError(f"max_start ({self.max_start}) must be between 10 and max_total ({self.max_total})")
         if not self.ops or set(self.ops) - set("+-"):
             raise UsageError(f"ops is {self.ops!r}; use '+', '-' or '+-'")
 
 
+# The shipped task (data/arith, `rft data make-arith` with no options): sums of three numbers up to 99.
+DEFAULT_SPEC = ArithSpec(steps=2, max_start=99, max_operand=99, max_total=299, ops="+", style="equation")
+
+
 def make_problem(rng: random.Random, spec: ArithSpec = ArithSpec()) -> dict:
     """One problem as a dataset row: `messages` (the question), `solution`, `reference_answer`."""
-    name, thing = rng.choice(NAMES), rng.choice(OBJECTS)
+    words = spec.style == "words"
+    name, thing = (rng.choice(NAMES), rng.choice(OBJECTS)) if words else ("", "")
     start = total = rng.randint(10, spec.max_start)
     phrases, equations = [], []
     for _ in range(spec.steps):
@@ -56,12 +74,11 @@ def make_problem(rng: random.Random, spec: ArithSpec = ArithSpec()) -> dict:
             raise UsageError(f"no operation keeps the total within 1..{spec.max_total}; raise max_total or allow '-'")
         adds = rng.choice(choices)
         n = rng.randint(1, min(spec.max_operand, spec.max_total - total) if adds else min(spec.max_operand, total - 1))
-        phrase = rng.choice(ADD_PHRASES if adds else SUB_PHRASES).format(n=n)
-        phrases.append(phrase)
+        phrases.append(rng.choice(ADD_PHRASES if adds else SUB_PHRASES).format(n=n) if words else f"{'+' if adds else '-'}{n}")
         new_total = total + n if adds else total - n
         equations.append(f"{total}{'+' if adds else '-'}{n}={new_total}.")
         total = new_total
-    question = f"{name} had {start} {thing}, {', '.join(phrases)}. How many now?"
+    question = f"{name} had {start} {thing}, {', '.join(phrases)}. How many now?" if words else f"{start}{''.join(phrases)}=?"
     return {
         "messages": [{"role": "user", "content": question}],
         "solution": " ".join(equations) + f" #### {total}",

@@ -56,6 +56,10 @@ class PolicyValue(torch.nn.Module):
         self.policy, self.critic_backbone = policy, critic_backbone
         hidden = policy.config.get_text_config().hidden_size
         self.value_head = torch.nn.Linear(hidden, 1).to(next(policy.parameters()).device, torch.float32)
+        # Start from V = 0: a randomly initialised head gives every token a random value whose
+        # differences swamp the end-of-answer reward in GAE, and at RL learning rates it takes
+        # hundreds of steps to unlearn; from zero the first advantages are the whitened returns.
+        torch.nn.init.zeros_(self.value_head.weight)
         torch.nn.init.zeros_(self.value_head.bias)
 
     def forward(self, input_ids: Any, attention_mask: Any, response_len: int, temperature: float,
