@@ -30,6 +30,11 @@ def files(tmp_path):
     return tmp_path, data, str(grader)
 
 
+def _eval(data, grader, *args):
+    """`rft eval --data DATA --grader GRADER ARGS...` through the CLI runner."""
+    return runner.invoke(app, ["eval", "--data", data, "--grader", grader, *args])
+
+
 def _samples(tmp_path, outputs):
     return _jsonl(tmp_path / "samples.jsonl", [{"output_text": t} for t in outputs])
 
@@ -62,20 +67,7 @@ def test_samples_file_is_graded(files):
 def test_min_score_gate_exit_codes(files, min_score, code, verdict):
     tmp_path, data, grader = files
     samples = _samples(tmp_path, ["4", "8", "3", "0"])  # mean reward 0.5
-    result = runner.invoke(
-        app,
-        [
-            "eval",
-            "--data",
-            data,
-            "--grader",
-            grader,
-            "--samples-file",
-            samples,
-            "--min-score",
-            min_score,
-        ],
-    )
+    result = _eval(data, grader, "--samples-file", samples, "--min-score", min_score)
     assert result.exit_code == code, result.output
     assert verdict in result.stderr
     assert "0.5000" in result.stdout
@@ -118,22 +110,7 @@ def test_min_score_gates_on_the_first_model_only(files):
         for i, t in enumerate(outs)
     ]
     samples = _jsonl(tmp_path / "two.jsonl", both)
-    result = runner.invoke(
-        app,
-        [
-            "eval",
-            "--data",
-            data,
-            "--grader",
-            grader,
-            "--samples-file",
-            samples,
-            "--min-score",
-            "0.9",
-            "--format",
-            "json",
-        ],
-    )
+    result = _eval(data, grader, "--samples-file", samples, "--min-score", "0.9", "--format", "json")
     assert result.exit_code == 1
     doc = json.loads(result.stdout)
     assert [m["model"] for m in doc["models"]] == ["weak", "strong"]
@@ -143,24 +120,7 @@ def test_min_score_gates_on_the_first_model_only(files):
 def test_limit_evaluates_the_first_rows(files):
     tmp_path, data, grader = files
     samples = _samples(tmp_path, ["4", "7", "0", "0"])
-    result = runner.invoke(
-        app,
-        [
-            "eval",
-            "--data",
-            data,
-            "--grader",
-            grader,
-            "--samples-file",
-            samples,
-            "--limit",
-            "2",
-            "--format",
-            "json",
-            "--min-score",
-            "1",
-        ],
-    )
+    result = _eval(data, grader, "--samples-file", samples, "--limit", "2", "--format", "json", "--min-score", "1")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["models"][0]["rows"] == 2
 
@@ -181,7 +141,7 @@ def test_limit_evaluates_the_first_rows(files):
 )
 def test_usage_errors_exit_2(files, args, message):
     _, data, grader = files
-    result = runner.invoke(app, ["eval", "--data", data, "--grader", grader, *args])
+    result = _eval(data, grader, *args)
     assert result.exit_code == 2, result.output
     assert message in result.output
 
@@ -189,20 +149,7 @@ def test_usage_errors_exit_2(files, args, message):
 def test_plot_must_be_png_or_html(files):
     tmp_path, data, grader = files
     samples = _samples(tmp_path, ["4", "7", "3", "9"])
-    result = runner.invoke(
-        app,
-        [
-            "eval",
-            "--data",
-            data,
-            "--grader",
-            grader,
-            "--samples-file",
-            samples,
-            "--plot",
-            str(tmp_path / "chart.txt"),
-        ],
-    )
+    result = _eval(data, grader, "--samples-file", samples, "--plot", str(tmp_path / "chart.txt"))
     assert result.exit_code == 2
     assert "must be a .png or .html" in result.stderr
 
@@ -245,20 +192,7 @@ def test_bad_samples_file_names_the_line(files):
 def test_plot_of_a_comparison(files, name):
     tmp_path, data, grader = files
     samples = _samples(tmp_path, ["4", "8", "3", "0"])
-    result = runner.invoke(
-        app,
-        [
-            "eval",
-            "--data",
-            data,
-            "--grader",
-            grader,
-            "--samples-file",
-            samples,
-            "--plot",
-            str(tmp_path / name),
-        ],
-    )
+    result = _eval(data, grader, "--samples-file", samples, "--plot", str(tmp_path / name))
     assert result.exit_code == 0, result.output
     assert (tmp_path / name).stat().st_size > 5_000
     if name.endswith(".html"):
