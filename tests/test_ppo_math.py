@@ -55,6 +55,21 @@ def test_whitening_uses_only_masked_positions():
     assert out[0].tolist() == pytest.approx([-1.0, 0.0, 1.0, 0.0], abs=1e-4)
 
 
+def test_advantages_are_whitened_when_scores_differ():
+    adv, mask = t([[0.01, 0.02, 0.03, 5.0]]), t([[1, 1, 1, 0]])
+    out, scaled = pm.normalise_advantages(adv, mask, t([1.0, 0.1]))
+    assert scaled
+    assert out[0].tolist() == pytest.approx([-1.0, 0.0, 1.0, 0.0], abs=1e-3)
+
+
+def test_a_batch_that_scored_the_same_is_centred_not_scaled_up():
+    # all answers right: the advantages are KL and critic noise, which unit-variance scaling would blow up 50x
+    adv, mask = t([[0.01, 0.02, 0.03, 5.0]]), t([[1, 1, 1, 0]])
+    out, scaled = pm.normalise_advantages(adv, mask, t([1.0, 1.0, 1.0]))
+    assert not scaled
+    assert out[0].tolist() == pytest.approx([-0.01, 0.0, 0.01, 0.0], abs=1e-6)
+
+
 @pytest.mark.parametrize("adv,new_lp,loss,clip_frac", [
     (1.0, math.log(1.5), -1.2, 1.0),   # ratio 1.5 clipped to 1.2 for a positive advantage
     (-1.0, math.log(1.5), 1.5, 0.0),   # negative advantage: the pessimistic (unclipped) term wins

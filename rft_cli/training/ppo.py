@@ -3,8 +3,8 @@
 One step: sample `prompts_per_step * samples_per_prompt` answers with the KV cache; grade them;
 compute old log-probs, values and reference log-probs in no-grad passes; put the grader score on
 the last token and a per-token KL penalty against the frozen warm-up model on every token; GAE;
-whiten advantages; then `ppo_epochs` passes of clipped policy + clipped value updates over
-shuffled minibatches. Everything is seeded per step, so a resumed run repeats an uninterrupted one.
+whiten advantages (only centre them when every answer scored the same); then `ppo_epochs` passes
+of clipped policy + clipped value updates over shuffled minibatches. Everything is seeded per step, so a resumed run repeats an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -258,10 +258,11 @@ class PPOTrainer:
         old_logprobs, ref_logprobs = old_logprobs * mask, ref_logprobs * mask
         rewards, kl = pm.token_rewards(scores, old_logprobs, ref_logprobs, mask, self.kl_ctl.value)
         advantages, returns = pm.compute_gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
-        if cfg.whiten_advantages:
-            advantages = pm.whiten(advantages, mask)
         seq_kl = self._gather(kl.sum(dim=1)).mean().item()
         lengths, all_scores = self._gather(mask.sum(dim=1)), self._gather(scores)
+        if cfg.whiten_advantages:
+            advantages, scaled = pm.normalise_advantages(advantages, mask, all_scores)
+            record["advantages_whitened"] = float(scaled)
         record.update({
             "train_reward_mean": all_scores.mean().item(),
             "train_reward_std": all_scores.std(unbiased=False).item() if all_scores.numel() > 1 else 0.0,

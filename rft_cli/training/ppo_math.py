@@ -32,6 +32,18 @@ def whiten(x: Any, mask: Any, shift_mean: bool = True) -> Any:
     return out * mask
 
 
+def normalise_advantages(advantages: Any, mask: Any, scores: Any, min_score_std: float = 1e-6) -> tuple[Any, bool]:
+    """(advantages, scaled): whitened when the batch's grader scores differ, else only centred.
+
+    When every answer scored the same, the advantages hold nothing but the KL penalty and the
+    critic's errors; scaling them to unit variance would take full-size policy steps on that noise
+    (seen as KL spikes of 3-5 nats on an all-correct task), so such a batch is centred, not scaled.
+    """
+    if scores.numel() > 1 and scores.float().std(unbiased=False).item() > min_score_std:
+        return whiten(advantages, mask), True
+    return (advantages - masked_mean(advantages, mask)) * mask, False
+
+
 def last_token_index(mask: Any) -> Any:
     """Index of the last 1 in each row of `mask` (works for left and right padding)."""
     import torch
