@@ -69,7 +69,8 @@ def test_the_warm_up_tokenizes_only_the_rows_it_trains_on(tmp_path, monkeypatch)
     A one-step warm-up on 50,000 rows must now template a few batches' worth of rows, not every
     row, and hand the Trainer a dataset of row numbers rather than another copy of the rows."""
     monkeypatch.setenv("RFT_VALIDATE_WORKERS", "1")
-    config = _config(write_rows(tmp_path / "train.jsonl", ROWS), sft={"max_steps": 1, "batch_size": 8, "max_length": 512})
+    sft_settings = {"max_steps": 1, "batch_size": 8, "max_length": 512}
+    config = _config(write_rows(tmp_path / "train.jsonl", ROWS), sft=sft_settings)
     tokenizer_class, templated = type(build_char_tokenizer()), []
     real_template, real_build = tokenizer_class.apply_chat_template, sft.build_sft_trainer
 
