@@ -15,7 +15,7 @@ from rft_cli.training.sft import (
     SFTEncoder,
     build_sft_trainer,
     check_demonstrations_fit,
-    sft_example,
+    sft_examples,
     sft_rows,
     sft_trainer_args,
 )
@@ -53,7 +53,7 @@ def _trl_prepared_trainer(ctx: RunContext, tokenizer):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    examples = [e for e in (sft_example(row, "solution") for row in ctx.train_rows) if e is not None]
+    examples = sft_examples(ctx.train_rows, "solution")
     args = SFTConfig(**sft_trainer_args(ctx, len(examples)))
     return SFTTrainer(model=build_tiny_model(tokenizer, "llama-test"), args=args,
                       train_dataset=Dataset.from_list(examples), processing_class=tokenizer)
@@ -61,6 +61,7 @@ def _trl_prepared_trainer(ctx: RunContext, tokenizer):
 
 def test_rows_without_a_demonstration_are_not_examples():
     assert sft_rows(ROWS, "solution") == [0, 1, 3, 4, 5, 6]
+    assert len(sft_examples(ROWS, "solution")) == 6
 
 
 @pytest.mark.slow

@@ -43,6 +43,12 @@ def sft_example(row: dict, demonstration_field: str) -> dict[str, Any] | None:
     return {"prompt": prompt_messages(row), "completion": [{"role": "assistant", "content": demo}]}
 
 
+def sft_examples(rows: Sequence[dict], demonstration_field: str) -> list[dict[str, Any]]:
+    """Prompt/completion pairs for every row that has a demonstration (for TRL's own preparation,
+    as bench/reft_effect.py uses; `run_sft` tokenizes rows lazily instead)."""
+    return [example for example in (sft_example(row, demonstration_field) for row in rows) if example is not None]
+
+
 def sft_rows(rows: Sequence[dict], demonstration_field: str) -> list[int]:
     """Indices of the rows that have a demonstration: the warm-up's examples, in file order."""
     return [i for i, row in enumerate(rows) if demonstration(row, demonstration_field)]
