@@ -105,3 +105,20 @@ def test_no_demonstration_that_fits_is_a_config_error():
     rows = [{"messages": [{"role": "user", "content": "x" * 40}], "solution": "5", "answer": "5"}] * 3
     with pytest.raises(ConfigError, match=r"sft: none of the 3 demonstrations fits in sft.max_length=16 "):
         check_demonstrations_fit(SFTEncoder(rows, tokenizer, "solution", 16), [0, 1, 2])
+
+
+@pytest.mark.slow
+def test_a_warm_up_whose_batches_are_all_cut_off_still_trains(tmp_path):
+    """With five of six prompts filling sft.max_length, most batches carry no loss token: TRL's loss
+    is then a finite zero, so the run must finish with finite metrics rather than count faults."""
+    from rft_cli.metrics import read_metrics
+    from rft_cli.training.run import train
+
+    long_row = {"messages": [{"role": "user", "content": "y" * 40}], "solution": "7", "answer": "7"}
+    rows = [long_row] * 5 + [ROWS[0]]
+    ctx = _ctx(tmp_path, rows=rows, max_length=16, max_steps=6)
+    train(ctx.config, output_dir=tmp_path / "run", stage="sft")
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert all(r["loss"] is not None and r["loss"] >= 0 for r in records)
+    assert any(r["loss"] == 0 for r in records) and any(r["loss"] > 0 for r in records)

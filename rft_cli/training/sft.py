@@ -1,13 +1,15 @@
 """The supervised warm-up: TRL's SFTTrainer on the demonstrations, loss on the completion tokens only.
 
-Each row is a conversational prompt/completion pair, {"prompt": [messages], "completion":
-[{"role": "assistant", "content": demo}]}, tokenized the way TRL prepares such a pair: the chat
-template, prompt tokens masked out of the loss, the first `sft.max_length` tokens kept. TRL would
-prepare every row before the first step (about 100 s and +470 MiB for 50,000 rows); here the
-Trainer's dataset holds only row numbers and each batch is tokenized when it is drawn, so the warm-up
-starts in seconds and the rows stay held once, in `ctx.train_rows`. One difference: TRL drops a row
-whose demonstration is cut off entirely by `sft.max_length`; here it keeps its place in the order
-and adds nothing to the loss (finding them all would mean tokenizing every row up front).
+Each row is a conversational prompt/completion pair, {"prompt": [messages], "completion": [{"role":
+"assistant", "content": demo}]}, tokenized the way TRL prepares such a pair: the chat template,
+prompt tokens masked out of the loss, the first `sft.max_length` tokens kept. TRL would prepare
+every row before the first step (1-2 minutes and about +500 MiB for 50,000 rows, see
+bench/train_50k_start.py); here the Trainer's dataset holds only row numbers and each batch is
+tokenized when it is drawn, so the warm-up starts in seconds and the rows stay held once, in
+`ctx.train_rows`. A row the chat template cannot render now fails when its batch is drawn, not
+before the first step. One difference in training: TRL drops a row whose demonstration is cut off
+entirely by `sft.max_length`; here it keeps its place in the order and adds nothing to the loss
+(finding them all would mean tokenizing every row up front).
 The result is saved as `checkpoints/sft/` (the PPO policy's start and its frozen reference).
 """
 
