@@ -1,7 +1,15 @@
 """The supervised warm-up: TRL's SFTTrainer on the demonstrations, loss on the completion tokens only.
 
-Rows become conversational prompt/completion pairs, so TRL applies the chat template and masks
-the prompt: {"prompt": [messages], "completion": [{"role": "assistant", "content": demo}]}.
+Each row is a conversational prompt/completion pair, {"prompt": [messages], "completion": [{"role":
+"assistant", "content": demo}]}, tokenized the way TRL prepares such a pair: the chat template,
+prompt tokens masked out of the loss, the first `sft.max_length` tokens kept. TRL would prepare
+every row before the first step (1-2 minutes and about +500 MiB for 50,000 rows, see
+bench/train_50k_start.py); here the Trainer's dataset holds only row numbers and each batch is
+tokenized when it is drawn, so the warm-up starts in seconds and the rows stay held once, in
+`ctx.train_rows`. A row the chat template cannot render now fails when its batch is drawn, not
+before the first step. One difference in training: TRL drops a row whose demonstration is cut off
+entirely by `sft.max_length`; here it keeps its place in the order and adds nothing to the loss
+(finding them all would mean tokenizing every row up front).
 The result is saved as `checkpoints/sft/` (the PPO policy's start and its frozen reference).
 """
 
@@ -10,6 +18,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +37,84 @@ from rft_cli.training.trl_bridge import (
 SFT_PREFIX = "sft-step-"
 
 
-def sft_examples(rows: list[dict], demonstration_field: str) -> list[dict[str, Any]]:
-    """Prompt/completion pairs for every row that has a demonstration."""
-    examples = []
-    for row in rows:
-        demo = demonstration(row, demonstration_field)
-        if demo:
-            examples.append({"prompt": prompt_messages(row),
-                             "completion": [{"role": "assistant", "content": demo}]})
-    return examples
+def sft_example(row: dict, demonstration_field: str) -> dict[str, Any] | None:
+    """The row as a prompt/completion pair, or None when it has no demonstration."""
+    demo = demonstration(row, demonstration_field)
+    if not demo:
+        return None
+    return {"prompt": prompt_messages(row), "completion": [{"role": "assistant", "content": demo}]}
+
+
+def sft_examples(rows: Sequence[dict], demonstration_field: str) -> list[dict[str, Any]]:
+    """Prompt/completion pairs for every row that has a demonstration (for TRL's own preparation,
+    as bench/reft_effect.py uses; `run_sft` tokenizes rows lazily instead)."""
+    return [example for example in (sft_example(row, demonstration_field) for row in rows) if example is not None]
+
+
+def sft_rows(rows: Sequence[dict], demonstration_field: str) -> list[int]:
+    """Indices of the rows that have a demonstration: the warm-up's examples, in file order."""
+    return [i for i, row in enumerate(rows) if demonstration(row, demonstration_field)]
+
+
+class SFTEncoder:
+    """Token ids and labels of one warm-up example, made when a batch needs it.
+
+    The steps of TRL's preparation of a conversational prompt/completion pair: the chat template on
+    the prompt (with the generation prompt) and on prompt + completion; the completion starts where
+    the two token lists part; prompt labels are -100; the first `max_length` tokens are kept.
+    """
+
+    def __init__(self, rows: Sequence[dict], tokenizer: Any, demonstration_field: str, max_length: int):
+        self.rows, self.tokenizer = rows, tokenizer
+        self.demonstration_field, self.max_length = demonstration_field, max_length
+
+    def __call__(self, index: int) -> dict[str, list[int]]:
+        example = sft_example(self.rows[index], self.demonstration_field)
+        if example is None:
+            raise ValueError(f"training row {index} has no demonstration")  # sft_rows() leaves such rows out
+        prompt_ids = self._ids(example["prompt"], add_generation_prompt=True)
+        ids = self._ids(example["prompt"] + example["completion"])
+        start = _common_prefix(prompt_ids, ids)
+        labels = [-100] * start + ids[start:]
+        return {"input_ids": ids[: self.max_length], "labels": labels[: self.max_length]}
+
+    def _ids(self, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> list[int]:
+        encoded = self.tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                                     add_generation_prompt=add_generation_prompt)
+        return list(encoded["input_ids"])
+
+
+class SFTCollator:
+    """Turns a batch of row indices into padded tensors: `SFTEncoder` per row, then TRL's padding collator."""
+
+    def __init__(self, encode: SFTEncoder, pad: Any):
+        self.encode, self.pad = encode, pad
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        return self.pad([self.encode(feature["row"]) for feature in features])
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens two lists share (a chat template may render a prompt alone differently)."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def check_demonstrations_fit(encode: SFTEncoder, rows: Sequence[int]) -> None:
+    """Raise unless some demonstration keeps a token within `max_length`.
+
+    Rows are tokenized in order until one fits, so a normal run tokenizes one row here; only a run
+    where none fits tokenizes them all, to say so.
+    """
+    for index in rows:
+        if any(label != -100 for label in encode(index)["labels"]):
+            return
+    raise ConfigError(f"sft: none of the {len(rows)} demonstrations fits in sft.max_length={encode.max_length} "
+                      "tokens after its prompt; raise sft.max_length")
 
 
 def sft_steps(n_examples: int, settings: Any) -> int:
@@ -47,38 +125,55 @@ def sft_steps(n_examples: int, settings: Any) -> int:
     return max(1, math.ceil(settings.epochs * batches_per_epoch / settings.gradient_accumulation_steps))
 
 
-def run_sft(ctx: RunContext, tokenizer: Any) -> Path:
-    """Warm up the configured model on the demonstrations; returns `checkpoints/sft`."""
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
-
-    from rft_cli.training.models import apply_lora, load_model
-
-    config, settings = ctx.config, ctx.config.sft
-    examples = sft_examples(ctx.train_rows, config.data.demonstration_field)
-    if not examples:
-        raise ConfigError(f"sft: no training row has a demonstration (a final assistant message or "
-                          f"{config.data.demonstration_field!r}); add them or set sft.enabled: false")
-    seed_everything(config.seed)
-    work_dir = ctx.checkpoints_dir / ".trl-sft"
-    model = apply_lora(load_model(config.model, tokenizer, seed=config.seed), config.model)
-    args = SFTConfig(
-        **common_trainer_args(ctx, work_dir),
-        max_steps=sft_steps(len(examples), settings), learning_rate=settings.learning_rate,
+def sft_trainer_args(ctx: RunContext, n_examples: int) -> dict[str, Any]:
+    """SFTConfig arguments of the warm-up (our settings, never TRL's YAML)."""
+    settings = ctx.config.sft
+    return dict(
+        **common_trainer_args(ctx, ctx.checkpoints_dir / ".trl-sft"),
+        max_steps=sft_steps(n_examples, settings), learning_rate=settings.learning_rate,
         per_device_train_batch_size=settings.batch_size, gradient_accumulation_steps=settings.gradient_accumulation_steps,
         weight_decay=settings.weight_decay, warmup_steps=settings.warmup_ratio, max_grad_norm=settings.max_grad_norm,
         lr_scheduler_type=settings.lr_scheduler, max_length=settings.max_length, completion_only_loss=True,
         packing=False, dataset_num_proc=None, include_num_input_tokens_seen=True,
     )
-    callback = trl_callback_class()(ctx, "sft", SFT_PREFIX, work_dir)
-    trainer = build_trl_trainer(SFTTrainer, model=model, args=args, train_dataset=Dataset.from_list(examples),
-                                processing_class=tokenizer, callbacks=[callback])
-    if len(trainer.train_dataset) == 0:  # TRL drops examples whose demonstration is cut off entirely
-        raise ConfigError(f"sft: none of the {len(examples)} demonstrations fits in sft.max_length={settings.max_length} "
-                          "tokens after its prompt; raise sft.max_length")
+
+
+def build_sft_trainer(ctx: RunContext, model: Any, tokenizer: Any, rows: list[int], encode: SFTEncoder,
+                      callbacks: Sequence[Any] = ()) -> Any:
+    """TRL's SFTTrainer over a dataset of row indices; `encode` tokenizes each batch as it is drawn."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    # TRL's preparation is skipped (our encoder does it per batch), and the one "row" column must
+    # reach the collator rather than be dropped as unknown to the model.
+    args = SFTConfig(**sft_trainer_args(ctx, len(rows)), remove_unused_columns=False,
+                     dataset_kwargs={"skip_prepare_dataset": True})
+    trainer = build_trl_trainer(SFTTrainer, model=model, args=args, train_dataset=Dataset.from_dict({"row": rows}),
+                                processing_class=tokenizer, callbacks=list(callbacks))
+    # Wrapped after construction: TRL sets the pad token on the tokenizer and the model only when it
+    # builds its own collator, and that collator pads our batches.
+    trainer.data_collator = SFTCollator(encode, trainer.data_collator)
+    return trainer
+
+
+def run_sft(ctx: RunContext, tokenizer: Any) -> Path:
+    """Warm up the configured model on the demonstrations; returns `checkpoints/sft`."""
+    from rft_cli.training.models import apply_lora, load_model
+
+    config, settings = ctx.config, ctx.config.sft
+    rows = sft_rows(ctx.train_rows, config.data.demonstration_field)
+    if not rows:
+        raise ConfigError(f"sft: no training row has a demonstration (a final assistant message or "
+                          f"{config.data.demonstration_field!r}); add them or set sft.enabled: false")
+    encode = SFTEncoder(ctx.train_rows, tokenizer, config.data.demonstration_field, settings.max_length)
+    check_demonstrations_fit(encode, rows)
+    seed_everything(config.seed)
+    model = apply_lora(load_model(config.model, tokenizer, seed=config.seed), config.model)
+    callback = trl_callback_class()(ctx, "sft", SFT_PREFIX, ctx.checkpoints_dir / ".trl-sft")
+    trainer = build_sft_trainer(ctx, model, tokenizer, rows, encode, [callback])
     resume = latest_trl_checkpoint(ctx.checkpoints_dir, SFT_PREFIX)
     started = time.perf_counter()
-    if resume is not None and ckpt.read_meta(resume)["step"] >= args.max_steps:
+    if resume is not None and ckpt.read_meta(resume)["step"] >= trainer.args.max_steps:
         _load_finished(trainer, resume)
     else:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)

@@ -1,0 +1,124 @@
+"""The warm-up's lazy tokenization against TRL's own dataset preparation, on the character tokenizer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rft_cli.config import parse_run_config
+from rft_cli.errors import ConfigError
+from rft_cli.metrics import NullLogger
+from rft_cli.tiny import build_char_tokenizer, build_tiny_model
+from rft_cli.training.common import RunContext
+from rft_cli.training.sft import (
+    SFTEncoder,
+    build_sft_trainer,
+    check_demonstrations_fit,
+    sft_examples,
+    sft_rows,
+    sft_trainer_args,
+)
+
+MAX_LENGTH = 48
+ROWS = [
+    {"messages": [{"role": "user", "content": "2+3="}], "solution": "5", "answer": "5"},
+    {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "7 times 6?"},
+                  {"role": "assistant", "content": "42"}], "answer": "42"},
+    {"messages": [{"role": "user", "content": "a row without a demonstration"}], "answer": "x"},
+    {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+                  {"role": "user", "content": "Count to nine"}], "solution": "1 2 3 4 5 6 7 8 9, done", "answer": "9"},
+    {"messages": [{"role": "developer", "content": "Answer in digits."},
+                  {"role": "user", "content": [{"type": "text", "text": "Ten minus four?"}]}],
+     "solution": "10-4=6. #### 6 and a tail that max_length cuts", "answer": "6"},
+    {"messages": [{"role": "user", "content": "1+1="}], "solution": "2", "answer": "2"},
+    {"messages": [{"role": "user", "content": "9-9="}, {"role": "assistant", "content": "0"}], "answer": "0"},
+]
+
+
+def _ctx(tmp_path, rows=ROWS, **sft) -> RunContext:
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    config = parse_run_config({
+        "model": {"tiny": "llama-test"}, "data": {"train": str(train)},
+        "grader": {"type": "string_check", "name": "exact", "input": "{{ sample.output_text }}",
+                   "reference": "{{ item.answer }}", "operation": "eq"},
+        "sft": {"max_steps": 2, "batch_size": 2, "max_length": MAX_LENGTH, **sft}, "seed": 3,
+    })
+    return RunContext(config, tmp_path, rows, [], None, NullLogger())
+
+
+def _trl_prepared_trainer(ctx: RunContext, tokenizer):
+    """The slow path this module replaces: prompt/completion pairs that TRL tokenizes up front."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    examples = sft_examples(ctx.train_rows, "solution")
+    args = SFTConfig(**sft_trainer_args(ctx, len(examples)))
+    return SFTTrainer(model=build_tiny_model(tokenizer, "llama-test"), args=args,
+                      train_dataset=Dataset.from_list(examples), processing_class=tokenizer)
+
+
+def test_rows_without_a_demonstration_are_not_examples():
+    assert sft_rows(ROWS, "solution") == [0, 1, 3, 4, 5, 6]
+    assert len(sft_examples(ROWS, "solution")) == 6
+
+
+@pytest.mark.slow
+def test_lazy_examples_and_batches_equal_trls_preparation(tmp_path):
+    """Same token ids, same completion-only labels (truncated to max_length), same batches in the
+    same order for the seed: the fast path trains exactly like TRL's preparation would."""
+    ctx, tokenizer = _ctx(tmp_path), build_char_tokenizer()
+    reference = _trl_prepared_trainer(ctx, tokenizer)
+    rows = sft_rows(ROWS, "solution")
+    encode = SFTEncoder(ROWS, tokenizer, "solution", MAX_LENGTH)
+    ours = build_sft_trainer(ctx, build_tiny_model(tokenizer, "llama-test"), tokenizer, rows, encode)
+
+    assert len(reference.train_dataset) == len(ours.train_dataset) == len(rows)
+    for position, index in enumerate(rows):
+        expected, got = reference.train_dataset[position], encode(index)
+        assert got["input_ids"] == expected["input_ids"] and got["labels"] == expected["labels"], index
+    lengths = [len(encode(i)["input_ids"]) for i in rows]
+    assert max(lengths) == MAX_LENGTH and min(lengths) < MAX_LENGTH  # truncation is exercised, padding too
+    assert all(-100 in encode(i)["labels"] and encode(i)["labels"][-1] != -100 for i in rows[:2])
+
+    expected_batches, batches = list(reference.get_train_dataloader()), list(ours.get_train_dataloader())
+    assert len(batches) == len(expected_batches) == 3
+    for expected, got in zip(expected_batches, batches):
+        assert set(got) == set(expected)
+        for key in expected:
+            assert got[key].tolist() == expected[key].tolist(), key
+
+
+def test_a_demonstration_cut_off_entirely_adds_nothing_to_the_loss():
+    """TRL drops such a row; the lazy path keeps its place in the order with every label masked."""
+    tokenizer = build_char_tokenizer()
+    rows = [{"messages": [{"role": "user", "content": "x" * 40}], "solution": "long prompt", "answer": "1"}] + ROWS[:1]
+    encode = SFTEncoder(rows, tokenizer, "solution", 16)
+    cut = encode(0)
+    assert len(cut["input_ids"]) == 16 and set(cut["labels"]) == {-100}
+    check_demonstrations_fit(encode, [0, 1])  # the second row fits, so the run goes on
+
+
+def test_no_demonstration_that_fits_is_a_config_error():
+    tokenizer = build_char_tokenizer()
+    rows = [{"messages": [{"role": "user", "content": "x" * 40}], "solution": "5", "answer": "5"}] * 3
+    with pytest.raises(ConfigError, match=r"sft: none of the 3 demonstrations fits in sft.max_length=16 "):
+        check_demonstrations_fit(SFTEncoder(rows, tokenizer, "solution", 16), [0, 1, 2])
+
+
+@pytest.mark.slow
+def test_a_warm_up_whose_batches_are_all_cut_off_still_trains(tmp_path):
+    """With five of six prompts filling sft.max_length, most batches carry no loss token: TRL's loss
+    is then a finite zero, so the run must finish with finite metrics rather than count faults."""
+    from rft_cli.metrics import read_metrics
+    from rft_cli.training.run import train
+
+    long_row = {"messages": [{"role": "user", "content": "y" * 40}], "solution": "7", "answer": "7"}
+    rows = [long_row] * 5 + [ROWS[0]]
+    ctx = _ctx(tmp_path, rows=rows, max_length=16, max_steps=6)
+    train(ctx.config, output_dir=tmp_path / "run", stage="sft")
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert all(r["loss"] is not None and r["loss"] >= 0 for r in records)
+    assert any(r["loss"] == 0 for r in records) and any(r["loss"] > 0 for r in records)
