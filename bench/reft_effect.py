@@ -3,7 +3,8 @@
 For each seed it runs the recipe (`rft train`, SFT warm-up then PPO), then continues supervised
 training from the same warm-up checkpoint, on the same demonstrations with the same SFT settings,
 for as many seconds as the PPO stage took (the comparison that separates reinforcement from more
-training). All three models are scored by the same greedy evaluation on the recipe's validation
+training), once at a low constant learning rate and once at the peak one; PPO is compared with the
+better of the two. All three models are scored by the same greedy evaluation on the recipe's validation
 rows (`eval.samples` of them). Prints one line per seed and the mean and spread per arm; writes
 `results.json` in the output folder.
 
@@ -36,14 +37,21 @@ def run_recipe(recipe: Path, run_dir: Path, seed: int, overrides: list[str]) -> 
     return json.loads((run_dir / "summary.json").read_text())
 
 
-def sft_only_arm(recipe: Path, run_dir: Path, seed: int, seconds: float, overrides: list[str]) -> dict:
-    """Continue SFT from the run's warm-up checkpoint for `seconds` of wall-clock time, then evaluate."""
+def sft_only_arm(recipe: Path, run_dir: Path, seed: int, seconds: float, overrides: list[str], lr_scale: float) -> dict:
+    """Continue SFT from the run's warm-up checkpoint for `seconds` of wall-clock time, then evaluate.
+
+    The learning rate is constant at `lr_scale` times the recipe's `sft.learning_rate`: the warm-up
+    ended its cosine schedule near zero, and restarting at the peak can knock a converged model off
+    its optimum, so the bench runs a low and a peak rate and compares PPO with the better one.
+    """
+    import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     from rft_cli.config import load_run_config
     from rft_cli.training.common import evaluate_greedy, seed_everything
+    from rft_cli.training.models import resolve_dtype
     from rft_cli.training.run import preflight
     from rft_cli.training.sft import sft_examples
 
@@ -66,20 +74,27 @@ def sft_only_arm(recipe: Path, run_dir: Path, seed: int, seconds: float, overrid
             return control
 
     seed_everything(seed + 1)
-    args = SFTConfig(output_dir=str(run_dir / "sft-only-work"), max_steps=10**6, learning_rate=settings.learning_rate,
+    name = f"sft-only-lr{lr_scale:g}"
+    # The warm-up's own precision and memory settings (TRL's SFTConfig defaults to bf16 autocast and
+    # gradient checkpointing, which `rft train` turns off for a float32 model: see common_trainer_args).
+    dtype = resolve_dtype(config.model.dtype)
+    args = SFTConfig(output_dir=str(run_dir / f"{name}-work"), max_steps=10**6, learning_rate=settings.learning_rate * lr_scale,
                      per_device_train_batch_size=settings.batch_size,
                      gradient_accumulation_steps=settings.gradient_accumulation_steps, weight_decay=settings.weight_decay,
                      max_grad_norm=settings.max_grad_norm, lr_scheduler_type="constant", max_length=settings.max_length,
                      completion_only_loss=True, save_strategy="no", report_to=[], logging_steps=10**6, seed=seed + 1,
-                     disable_tqdm=True, use_cpu=not _cuda())
+                     disable_tqdm=True, use_cpu=not _cuda(), bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
+                     gradient_checkpointing=config.model.gradient_checkpointing)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples), processing_class=tokenizer,
                          callbacks=[StopAfter()])
     started = time.perf_counter()
     trainer.train()
     trained_s = time.perf_counter() - started
-    trainer.save_model(str(run_dir / "sft-only"))  # so RL can also be tried from the longer-trained model
-    tokenizer.save_pretrained(run_dir / "sft-only")
-    valid = evaluate_greedy(trainer.model, tokenizer, pre.grader, pre.valid_rows[: config.eval.samples],
+    trainer.save_model(str(run_dir / name))
+    tokenizer.save_pretrained(run_dir / name)
+    # Score the saved model as `rft eval` and the recipe's own evaluation would, loaded afresh.
+    saved = AutoModelForCausalLM.from_pretrained(run_dir / name)
+    valid = evaluate_greedy(saved, tokenizer, pre.grader, pre.valid_rows[: config.eval.samples],
                             demonstration_field=config.data.demonstration_field,
                             max_new_tokens=config.eval.max_new_tokens or config.rl.max_new_tokens,
                             batch_size=config.eval.batch_size)
@@ -106,6 +121,8 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override key=value")
     parser.add_argument("--out", type=Path, default=Path("/tmp/rft-reft-effect"))
+    parser.add_argument("--sft-only-lr-scales", default="0.1,1",
+                        help="SFT-only arms: constant lr as fractions of sft.learning_rate; PPO is compared with the best")
     args = parser.parse_args()
 
     results = []
@@ -113,16 +130,20 @@ def main() -> None:
         run_dir = args.out / f"seed-{seed}"
         summary = run_recipe(args.recipe, run_dir, seed, args.overrides)
         sft, rl = summary["stages"]["sft"], summary["stages"]["rl"]
-        only = sft_only_arm(args.recipe, run_dir, seed, rl["elapsed_s"], args.overrides)
-        row = {"seed": seed, "warmup": sft["valid_accuracy"], "ppo": rl["valid_accuracy"], "sft_only": only["valid_accuracy"],
-               "sft_s": sft["elapsed_s"], "ppo_s": rl["elapsed_s"], "sft_only_s": only["elapsed_s"],
-               "sft_only_epochs": only["epochs"], "total_s": summary["elapsed_s"], "run_dir": str(run_dir)}
+        arms = {scale: sft_only_arm(args.recipe, run_dir, seed, rl["elapsed_s"], args.overrides, scale)
+                for scale in (float(x) for x in args.sft_only_lr_scales.split(","))}
+        best = max(arms, key=lambda scale: arms[scale]["valid_accuracy"])
+        row = {"seed": seed, "warmup": sft["valid_accuracy"], "ppo": rl["valid_accuracy"],
+               "sft_only": arms[best]["valid_accuracy"], "sft_only_best_lr_scale": best,
+               "sft_only_by_lr_scale": {f"{k:g}": {"valid_accuracy": v["valid_accuracy"], "epochs": round(v["epochs"], 2),
+                                                   "elapsed_s": round(v["elapsed_s"], 1)} for k, v in arms.items()},
+               "sft_s": sft["elapsed_s"], "ppo_s": rl["elapsed_s"], "total_s": summary["elapsed_s"], "run_dir": str(run_dir)}
         results.append(row)
         print(json.dumps(row), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     print(f"\nheld-out greedy accuracy (%), {len(results)} seeds, mean ± sd:")
-    for arm, label in (("warmup", "warm-up (SFT)"), ("sft_only", "SFT-only, +PPO time"), ("ppo", "PPO (ReFT)")):
+    for arm, label in (("warmup", "warm-up (SFT)"), ("sft_only", "SFT-only, best lr"), ("ppo", "PPO (ReFT)")):
         print(f"  {label:22s} {_spread([r[arm] for r in results])}")
     gains = [r["ppo"] - r["warmup"] for r in results]
     over_sft = [r["ppo"] - r["sft_only"] for r in results]

@@ -69,7 +69,34 @@ def test_impossible_counts_are_a_usage_error():
         generate_arith(5000, 0, seed=0, spec=ArithSpec(steps=1, max_start=10, max_operand=2, max_total=20))
 
 
-@pytest.mark.parametrize("kwargs,message", [({"max_start": 60}, "max_start"), ({"ops": "*"}, "ops"), ({"style": "latex"}, "style")])
+@pytest.mark.parametrize("style", ["equation", "words"])
+def test_a_one_line_demonstration_writes_the_question_as_one_equation(style):
+    spec = ArithSpec(steps=3, ops="+-", style=style, one_line_share=0.4)
+    train, _ = generate_arith(500, 0, seed=2, spec=spec)
+    one_line = [r for r in train if r["solution"].count("=") == 1]
+    assert 150 < len(one_line) < 250  # about 40% of 500
+    for row in one_line:
+        work, answer = row["solution"].split(" #### ")
+        left, right = work.rstrip(".").split("=")
+        terms = re.fullmatch(r"\d+([+-]\d+){3}", left) and re.findall(r"[+-]?\d+", left)
+        assert sum(int(t) for t in terms) == int(right) == int(answer) == int(row["reference_answer"])
+        if style == "equation":
+            assert row["messages"][0]["content"] == f"{left}=?"
+    stepwise = [r for r in train if r not in one_line]
+    assert all(r["solution"].count("=") == 3 and _replay(r["solution"]) == int(r["reference_answer"]) for r in stepwise)
+
+
+def test_one_line_share_changes_only_the_demonstrations():
+    base, mixed = ArithSpec(steps=2), ArithSpec(steps=2, one_line_share=0.5)
+    plain_rows, _ = generate_arith(50, 0, seed=4, spec=base)
+    mixed_rows, _ = generate_arith(50, 0, seed=4, spec=mixed)
+    assert plain_rows[0]["messages"] == mixed_rows[0]["messages"]  # same first question, same answer
+    assert plain_rows[0]["reference_answer"] == mixed_rows[0]["reference_answer"]
+    assert generate_arith(50, 0, seed=4, spec=ArithSpec(steps=2, one_line_share=0.0)) == generate_arith(50, 0, seed=4, spec=base)
+
+
+@pytest.mark.parametrize("kwargs,message", [({"max_start": 60}, "max_start"), ({"ops": "*"}, "ops"), ({"style": "latex"}, "style"),
+                                            ({"one_line_share": 1.5}, "one_line_share")])
 def test_bad_spec_is_a_usage_error(kwargs, message):
     with pytest.raises(UsageError, match=message):
         ArithSpec(**kwargs)

@@ -57,6 +57,9 @@ def make_arith_cmd(
     max_operand: Annotated[int | None, typer.Option(min=1, help="Largest number added or taken away [default: 99].")] = None,
     max_total: Annotated[int | None, typer.Option(min=2, help="Largest running total [default: 299].")] = None,
     ops: Annotated[str | None, typer.Option(help="Operations: '+', '-' or '+-' [default: +].")] = None,
+    one_line_share: Annotated[float | None, typer.Option(min=0.0, max=1.0, help=(
+        "Share of demonstrations that write the whole sum on one line (\"59+6+66=131.\") instead of step by step "
+        "[default: 0]."))] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Generate the built-in arithmetic problems (chain-of-thought demonstrations, `#### N` answers).
@@ -73,7 +76,8 @@ def make_arith_cmd(
 
     from rft_cli.data.synthetic import DEFAULT_SPEC, generate_arith, write_jsonl
 
-    given = {"style": style, "steps": steps, "max_start": max_start, "max_operand": max_operand, "max_total": max_total, "ops": ops}
+    given = {"style": style, "steps": steps, "max_start": max_start, "max_operand": max_operand, "max_total": max_total, "ops": ops,
+             "one_line_share": one_line_share}
     spec = replace(DEFAULT_SPEC, **{k: v for k, v in given.items() if v is not None})
     train_rows, valid_rows = generate_arith(n_train, n_valid, seed=seed, spec=spec)
     write_jsonl(train_rows, output_dir / "train.jsonl")

@@ -48,6 +48,7 @@ class ArithSpec:
     max_total: int = 50
     ops: str = "+-"
     style: str = "words"
+    one_line_share: float = 0.0
 
     def __post_init__(self) -> None:
         if self.style not in STYLES:
@@ -56,6 +57,8 @@ class ArithSpec:
             raise UsageError(f"max_start ({self.max_start}) must be between 10 and max_total ({self.max_total})")
         if not self.ops or set(self.ops) - set("+-"):
             raise UsageError(f"ops is {self.ops!r}; use '+', '-' or '+-'")
+        if not 0.0 <= self.one_line_share <= 1.0:
+            raise UsageError(f"one_line_share is {self.one_line_share}; use a share between 0 and 1")
 
 
 # The shipped task (data/arith, `rft data make-arith` with no options): sums of three numbers up to 99.
@@ -67,18 +70,21 @@ def make_problem(rng: random.Random, spec: ArithSpec = ArithSpec()) -> dict:
     words = spec.style == "words"
     name, thing = (rng.choice(NAMES), rng.choice(OBJECTS)) if words else ("", "")
     start = total = rng.randint(10, spec.max_start)
-    phrases, equations = [], []
+    phrases, equations, terms = [], [], []
     for _ in range(spec.steps):
         choices = [True] * ("+" in spec.ops and total < spec.max_total) + [False] * ("-" in spec.ops and total >= 2)
         if not choices:
             raise UsageError(f"no operation keeps the total within 1..{spec.max_total}; raise max_total or allow '-'")
         adds = rng.choice(choices)
         n = rng.randint(1, min(spec.max_operand, spec.max_total - total) if adds else min(spec.max_operand, total - 1))
-        phrases.append(rng.choice(ADD_PHRASES if adds else SUB_PHRASES).format(n=n) if words else f"{'+' if adds else '-'}{n}")
+        terms.append(f"{'+' if adds else '-'}{n}")
+        phrases.append(rng.choice(ADD_PHRASES if adds else SUB_PHRASES).format(n=n) if words else terms[-1])
         new_total = total + n if adds else total - n
         equations.append(f"{total}{'+' if adds else '-'}{n}={new_total}.")
         total = new_total
     question = f"{name} had {start} {thing}, {', '.join(phrases)}. How many now?" if words else f"{start}{''.join(phrases)}=?"
+    if spec.one_line_share and rng.random() < spec.one_line_share:
+        equations = [f"{start}{''.join(terms)}={total}."]
     return {
         "messages": [{"role": "user", "content": question}],
         "solution": " ".join(equations) + f" #### {total}",
