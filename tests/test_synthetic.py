@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,8 @@ def _replay(solution: str) -> int:
     work, answer = solution.split(" #### ")
     for eq in work.split(" "):
         left, right = eq.rstrip(".").split("=")
-        a, op, b = re.fullmatch(r"(\d+)([+-])(\d+)", left).groups()
-        assert (int(a) + int(b) if op == "+" else int(a) - int(b)) == int(right)
+        assert re.fullmatch(r"\d+([+-]\d+)+", left)
+        assert sum(int(term) for term in re.findall(r"[+-]?\d+", left)) == int(right)
     return int(answer)
 
 
@@ -34,7 +35,7 @@ def test_rows_follow_the_contract_and_the_arithmetic_is_right(spec):
         assert check_row(row) == []
         assert row["messages"][-1]["role"] == "user"
         assert demonstration(row) == row["solution"]
-        assert row["solution"].count("=") == spec.steps
+        assert row["solution"].count("=") in ({spec.steps, 1} if spec.one_line_share else {spec.steps})
         assert _replay(row["solution"]) == int(row["reference_answer"])
         assert 0 <= int(row["reference_answer"]) <= spec.max_total
 
@@ -49,9 +50,9 @@ def test_each_step_in_the_question_matches_the_equation():
 
 
 def test_an_equation_question_is_the_sum_the_demonstration_works_out():
-    (row,), _ = generate_arith(1, 0, seed=11, spec=DEFAULT_SPEC)
+    (row,), _ = generate_arith(1, 0, seed=11, spec=replace(DEFAULT_SPEC, one_line_share=0.0))  # step by step
     question, solution = row["messages"][0]["content"], row["solution"]
-    assert re.fullmatch(r"\d+(\+\d+){2}=\?", question)
+    assert re.fullmatch(r"\d+(\+\d){3}=\?", question)
     operands = re.findall(r"(\d+)[+-](\d+)=", solution)
     assert question.rstrip("=?").split("+") == [operands[0][0]] + [b for _, b in operands]
 
@@ -118,3 +119,10 @@ def test_shipped_grader_reads_the_reference_answer():
     assert "item.reference_answer" in spec["reference"]
     first = json.loads((SHIPPED / "train.jsonl").read_text().splitlines()[0])
     assert first["solution"].endswith(f"#### {first['reference_answer']}")
+
+
+def test_shipped_demonstrations_mix_stepwise_and_one_line_about_evenly():
+    rows = [json.loads(line) for line in (SHIPPED / "train.jsonl").read_text().splitlines()]
+    one_line = sum(row["solution"].count("=") == 1 for row in rows)
+    assert 0.45 < one_line / len(rows) < 0.55
+    assert all(_replay(row["solution"]) == int(row["reference_answer"]) for row in rows)

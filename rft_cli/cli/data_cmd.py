@@ -52,14 +52,14 @@ def make_arith_cmd(
     n_train: Annotated[int, typer.Option("--train", min=1, help="Training rows.")] = 3000,
     n_valid: Annotated[int, typer.Option("--valid", min=1, help="Validation rows (no question shared with train).")] = 400,
     style: Annotated[str | None, typer.Option(help="'equation' (\"12+47+30=?\") or 'words' (a sentence) [default: equation].")] = None,
-    steps: Annotated[int | None, typer.Option(min=1, max=8, help="Operations per problem [default: 2].")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, max=8, help="Operations per problem [default: 3].")] = None,
     max_start: Annotated[int | None, typer.Option(min=10, help="Largest starting number [default: 99].")] = None,
-    max_operand: Annotated[int | None, typer.Option(min=1, help="Largest number added or taken away [default: 99].")] = None,
-    max_total: Annotated[int | None, typer.Option(min=2, help="Largest running total [default: 299].")] = None,
+    max_operand: Annotated[int | None, typer.Option(min=1, help="Largest number added or taken away [default: 9].")] = None,
+    max_total: Annotated[int | None, typer.Option(min=2, help="Largest running total [default: 150].")] = None,
     ops: Annotated[str | None, typer.Option(help="Operations: '+', '-' or '+-' [default: +].")] = None,
     one_line_share: Annotated[float | None, typer.Option(min=0.0, max=1.0, help=(
-        "Share of demonstrations that write the whole sum on one line (\"59+6+66=131.\") instead of step by step "
-        "[default: 0]."))] = None,
+        "Share of demonstrations that write the whole sum on one line (\"48+6+9+5=68.\") instead of step by step "
+        "[default: 0.5]."))] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Generate the built-in arithmetic problems (chain-of-thought demonstrations, `#### N` answers).

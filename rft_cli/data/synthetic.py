@@ -1,20 +1,24 @@
 """A seeded generator of multi-step arithmetic problems with chain-of-thought demonstrations.
 
 The built-in CPU recipe trains on these. Each problem starts with a number and applies a few
-additions (and, optionally, subtractions); the demonstration writes one equation per step and
-ends with ReFT's answer line. The shipped task (`DEFAULT_SPEC`) asks bare sums:
+additions (and, optionally, subtractions); a demonstration either writes one equation per step or,
+for a share of the rows (`one_line_share`), the whole sum in one equation, and ends with ReFT's
+answer line. The shipped task (`DEFAULT_SPEC`) asks bare sums of a two-digit number and three
+digits, half of its demonstrations working step by step and half in one line:
 
-    question: "59+6+66=?"
-    solution: "59+6=65. 65+66=131. #### 131"
+    question: "59+1+9+7=?"
+    solution: "59+1=60. 60+9=69. 69+7=76. #### 76"      (step by step)
+    question: "48+6+9+5=?"
+    solution: "48+6+9+5=68. #### 68"                     (one line)
 
-and `style="words"` tells the same kind of problem as a sentence:
+Why mixed: demonstrations written by people or models vary in how much working they show. A tiny
+model gets the stepwise sums almost always right and the one-line sums mostly wrong; supervised
+training imitates the mix (it writes one-line answers about half the time, whatever the epochs),
+while reinforcement learns from the grader which of its own answers earn the reward.
+`style="words"` tells the same kind of problem as a sentence:
 
     question: "Mia had 23 shells, found 48, lost 15. How many now?"
     solution: "23+48=71. 71-15=56. #### 56"
-
-The error-prone step for a tiny model is each two-digit sum written in one go (the tens digit
-needs the carry before the units are written), which is where sampling sometimes finds what
-greedy decoding misses.
 """
 
 from __future__ import annotations
@@ -61,8 +65,9 @@ class ArithSpec:
             raise UsageError(f"one_line_share is {self.one_line_share}; use a share between 0 and 1")
 
 
-# The shipped task (data/arith, `rft data make-arith` with no options): sums of three numbers up to 99.
-DEFAULT_SPEC = ArithSpec(steps=2, max_start=99, max_operand=99, max_total=299, ops="+", style="equation")
+# The shipped task (data/arith, `rft data make-arith` with no options): 10-99 plus three digits,
+# half of the demonstrations step by step and half in one line.
+DEFAULT_SPEC = ArithSpec(steps=3, max_start=99, max_operand=9, max_total=150, ops="+", style="equation", one_line_share=0.5)
 
 
 def make_problem(rng: random.Random, spec: ArithSpec = ArithSpec()) -> dict:
