@@ -59,7 +59,7 @@ def make_arith_cmd(
     ops: Annotated[str | None, typer.Option(help="Operations: '+', '-' or '+-' [default: +].")] = None,
     one_line_share: Annotated[float | None, typer.Option(min=0.0, max=1.0, help=(
         "Share of demonstrations that write the whole sum on one line (\"48+6+9+5=68.\") instead of step by step "
-        "[default: 0.5]."))] = None,
+        "[default: 0.6]."))] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Generate the built-in arithmetic problems (chain-of-thought demonstrations, `#### N` answers).

@@ -4,7 +4,7 @@ The built-in CPU recipe trains on these. Each problem starts with a number and a
 additions (and, optionally, subtractions); a demonstration either writes one equation per step or,
 for a share of the rows (`one_line_share`), the whole sum in one equation, and ends with ReFT's
 answer line. The shipped task (`DEFAULT_SPEC`) asks bare sums of a two-digit number and three
-digits, half of its demonstrations working step by step and half in one line:
+digits; three in five of its demonstrations write the sum in one line, the rest work step by step:
 
     question: "59+1+9+7=?"
     solution: "59+1=60. 60+9=69. 69+7=76. #### 76"      (step by step)
@@ -13,8 +13,8 @@ digits, half of its demonstrations working step by step and half in one line:
 
 Why mixed: demonstrations written by people or models vary in how much working they show. A tiny
 model gets the stepwise sums almost always right and the one-line sums mostly wrong; supervised
-training imitates the mix (it writes one-line answers about half the time, whatever the epochs),
-while reinforcement learns from the grader which of its own answers earn the reward.
+training imitates the mix (so greedy decoding follows the majority, one line, however long it
+trains), while reinforcement learns from the grader which of its own answers earn the reward.
 `style="words"` tells the same kind of problem as a sentence:
 
     question: "Mia had 23 shells, found 48, lost 15. How many now?"
@@ -66,8 +66,8 @@ class ArithSpec:
 
 
 # The shipped task (data/arith, `rft data make-arith` with no options): 10-99 plus three digits,
-# half of the demonstrations step by step and half in one line.
-DEFAULT_SPEC = ArithSpec(steps=3, max_start=99, max_operand=9, max_total=150, ops="+", style="equation", one_line_share=0.5)
+# three in five demonstrations in one line, the rest step by step.
+DEFAULT_SPEC = ArithSpec(steps=3, max_start=99, max_operand=9, max_total=150, ops="+", style="equation", one_line_share=0.6)
 
 
 def make_problem(rng: random.Random, spec: ArithSpec = ArithSpec()) -> dict:
