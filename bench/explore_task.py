@@ -25,6 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rft_cli.data.synthetic import ArithSpec, generate_arith  # noqa: E402
 
 ANSWER = re.compile(r"####\s*(-?\d+)")
+# float32 without gradient checkpointing, as `rft train` trains a model on CPU: TRL's SFTConfig and
+# GRPOConfig default to bf16 autocast and gradient checkpointing, even with use_cpu=True.
+FLOAT32_TRAINING = {"bf16": False, "fp16": False, "gradient_checkpointing": False}
 
 
 def log(**fields) -> None:
@@ -88,7 +91,7 @@ def run_sft(args, model, tokenizer, train_rows, valid_rows, out_dir: Path):
         config = SFTConfig(output_dir=str(out_dir / "sft_tmp"), num_train_epochs=chunk, per_device_train_batch_size=args.batch,
                            learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0, logging_steps=10**6,
                            save_strategy="no", report_to=[], use_cpu=True, seed=args.seed + done, max_length=256,
-                           dataloader_num_workers=0, disable_tqdm=True)
+                           dataloader_num_workers=0, disable_tqdm=True, **FLOAT32_TRAINING)
         trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
         trainer.train()
         done += chunk
@@ -125,7 +128,7 @@ def run_grpo(args, model_dir: Path, tokenizer, train_rows, valid_rows, out_dir: 
                             num_generations=args.grpo_generations, learning_rate=args.grpo_lr, lr_scheduler_type="constant",
                             warmup_steps=0, beta=args.kl, temperature=args.temperature, max_completion_length=40,
                             logging_steps=10**6, save_strategy="no", report_to=[], use_cpu=True, seed=args.seed + done,
-                            disable_tqdm=True, top_k=0)
+                            disable_tqdm=True, top_k=0, **FLOAT32_TRAINING)
         trainer = GRPOTrainer(model=model, reward_funcs=reward, args=config, train_dataset=dataset, processing_class=tokenizer)
         trainer.train()
         model = trainer.model

@@ -1,10 +1,14 @@
 """One RL step, ours (PPO with a value head) against TRL's GRPOTrainer, on the same model and prompts.
 
 Both sides start from the same saved model folder, take the same prompts from data/arith, sample
-the same number of answers per step (`--prompts` x `--samples`) with the same temperature and
-length limit, grade them with the same grader, and make the same number of optimisation passes
-over the batch (`--epochs`: PPO epochs, GRPO `num_iterations`). Each side runs in its own
-subprocess so its peak memory is its own. Prints generated tokens/s, s/step, peak memory and
+the same number of answers per step (`--prompts` x `--samples`) with the same temperature, top-p
+(no top-k) and length limit, using the KV cache, grade them with the same grader, and make the same
+number of optimisation passes over the batch (`--epochs`: PPO epochs, GRPO `num_iterations`) in
+the same minibatches (`--mini-batch`, one AdamW step each, gradients clipped at the same norm). Both
+train in the precision `rft train` uses for the model (float32 on CPU) with gradient checkpointing
+only if the config asks for it: TRL's GRPOConfig defaults to bf16 autocast and gradient
+checkpointing, so it is built from `rft train`'s own `common_trainer_args`. Each side runs in its
+own subprocess so its peak memory is its own. Prints generated tokens/s, s/step, peak memory and
 the ratio, then where our step's time goes (generation, old policy+value pass, reference pass,
 grading, optimisation).
 
@@ -29,6 +33,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 DATA = ROOT / "data" / "arith"
+
+# Printed with the results, so a TRL upgrade that changes a default shows up in the output.
+SHOWN_TRL_SETTINGS = ("bf16", "fp16", "gradient_checkpointing", "optim", "max_grad_norm", "per_device_train_batch_size",
+                      "steps_per_generation", "num_iterations", "top_k", "top_p", "loss_type", "scale_rewards", "beta")
+# What no setting makes equal: each side's step does this work and the other does not.
+INHERENT = ("ours trains a value head (values in the old pass, clipped value loss, GAE); GRPO has no critic and "
+            "takes its baseline from the group mean; ours puts the KL penalty in the per-token reward, TRL in the "
+            "loss; ours computes the policy entropy in every update pass")
 
 
 def _peak_memory_mb() -> float:
@@ -120,21 +132,30 @@ def worker_ppo(args: argparse.Namespace) -> dict:
 
 
 def worker_grpo(args: argparse.Namespace) -> dict:
-    """TRL's GRPOTrainer with the same grader, batch, sampling and optimisation passes."""
+    """TRL's GRPOTrainer with the same grader, batch, sampling, precision and optimisation passes."""
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from rft_cli.training.models import load_tokenizer
+    from rft_cli.metrics import NullLogger
+    from rft_cli.training.common import RunContext
+    from rft_cli.training.models import load_tokenizer, resolve_dtype
     from rft_cli.training.rl_trl import rl_examples
     from rft_cli.training.run import preflight
-    from rft_cli.training.trl_bridge import GraderReward
+    from rft_cli.training.trl_bridge import GraderReward, common_trainer_args
 
     config = _run_config(args, args.model)
     pre = preflight(config)
     tokenizer = load_tokenizer(config.model)
-    # With num_iterations = k, TRL samples once and then takes k optimizer steps on that batch, so
-    # one of our PPO steps (sample + k epochs) corresponds to k TRL steps.
+    ctx = RunContext(config, Path(tempfile.mkdtemp(prefix="rft-bench-grpo-")), pre.train_rows, pre.valid_rows,
+                     pre.grader, NullLogger())
+    rl = config.rl
+    # One of our PPO steps samples prompts x samples answers once, then makes `epochs` passes over
+    # them in minibatches of `mini_batch`, one optimizer step each. TRL does the same with
+    # steps_per_generation minibatches per sampled batch and num_iterations passes, so one of our
+    # steps is `epochs * minibatches` TRL optimizer steps.
+    minibatches = args.prompts * args.samples // args.mini_batch
+    trl_steps_per_step = args.epochs * minibatches
     step_seconds: list[float] = []
     lengths: list[float] = []
 
@@ -149,24 +170,34 @@ def worker_grpo(args: argparse.Namespace) -> dict:
             if logs and "completions/mean_length" in logs:
                 lengths.append(float(logs["completions/mean_length"]))
 
-    rl = config.rl
     grpo_config = GRPOConfig(
-        output_dir=tempfile.mkdtemp(prefix="rft-bench-grpo-"), max_steps=(args.warmup + args.steps) * args.epochs, learning_rate=1e-5,
-        per_device_train_batch_size=args.prompts * args.samples, num_generations=args.samples, steps_per_generation=1,
-        max_completion_length=rl.max_new_tokens, temperature=rl.temperature, top_k=0, beta=rl.kl_coef,
-        num_iterations=args.epochs, lr_scheduler_type="constant", logging_steps=1, save_strategy="no", report_to=[],
-        disable_tqdm=True, seed=0, use_cpu=not _cuda(), remove_unused_columns=False,
+        # rft train's precision and memory settings (model.dtype, model.gradient_checkpointing):
+        # TRL's own defaults are bf16 autocast and gradient checkpointing, even on CPU.
+        **{**common_trainer_args(ctx, ctx.run_dir), "save_strategy": "no", "report_to": []},
+        model_init_kwargs={"dtype": resolve_dtype(config.model.dtype)},
+        max_steps=(args.warmup + args.steps) * trl_steps_per_step, learning_rate=rl.learning_rate,
+        lr_scheduler_type="constant", weight_decay=rl.weight_decay, max_grad_norm=rl.max_grad_norm,
+        optim="adamw_torch",  # torch.optim.AdamW with its defaults, as our PPO (TRL's default is the fused kernel)
+        per_device_train_batch_size=args.mini_batch, steps_per_generation=minibatches, num_iterations=args.epochs,
+        num_generations=args.samples, max_completion_length=rl.max_new_tokens, temperature=rl.temperature,
+        top_p=rl.top_p, top_k=0, min_p=None, repetition_penalty=1.0,  # plain softmax sampling, as ours
+        beta=rl.kl_coef, epsilon=rl.clip_range, mask_truncated_completions=rl.truncated == "penalize",
+        disable_dropout=True,  # our PPO disables dropout in the policy
+        scale_rewards="batch",  # the nearest to our whitening over the whole batch (TRL's default: per group)
+        loss_type="dapo",  # token-level mean over the batch, as our PPO loss (TRL's default, named here)
+        remove_unused_columns=False,
     )
     trainer = GRPOTrainer(model=args.model, reward_funcs=[GraderReward(pre.grader, 1.0)], args=grpo_config,
                           train_dataset=Dataset.from_list(rl_examples(pre.train_rows, "solution")),
                           processing_class=tokenizer, callbacks=[Clock()])
     trainer.train()
-    seconds = sum(step_seconds[args.warmup * args.epochs:])
+    seconds = sum(step_seconds[args.warmup * trl_steps_per_step:])
     mean_length = sum(lengths[args.warmup:]) / max(len(lengths[args.warmup:]), 1)
     tokens = mean_length * args.prompts * args.samples * args.steps
     return {"side": "TRL GRPOTrainer", "s_per_step": seconds / args.steps, "tokens_per_s": tokens / seconds,
             "tokens_per_step": tokens / args.steps, "peak_mb": _peak_memory_mb(), "phases": {},
-            "optimizer_steps": len(step_seconds), "length_logs": len(lengths)}
+            "optimizer_steps": len(step_seconds), "length_logs": len(lengths),
+            "settings": {k: str(getattr(grpo_config, k)) for k in SHOWN_TRL_SETTINGS}}
 
 
 def _cuda() -> bool:
@@ -197,6 +228,9 @@ def _print_table(ours: dict, theirs: dict, args: argparse.Namespace) -> None:
         print(f"  {name:28s} {1000 * seconds:9.1f}  ({100 * seconds / total:4.1f}%)")
     other = total - sum(ours["phases"].values())
     print(f"  {'other (GAE, whitening, ...)':28s} {1000 * other:9.1f}  ({100 * other / total:4.1f}%)")
+    print(f"\nTRL side: {theirs['optimizer_steps']} optimizer steps, {theirs['length_logs']} sampled batches; "
+          + ", ".join(f"{k}={v}" for k, v in theirs["settings"].items()))
+    print(f"not made equal (inherent): {INHERENT}")
 
 
 def main() -> None:

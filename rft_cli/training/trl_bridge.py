@@ -231,8 +231,9 @@ def common_trainer_args(ctx: RunContext, work_dir: Path) -> dict[str, Any]:
     from rft_cli.training.models import resolve_dtype
 
     dtype = resolve_dtype(ctx.config.model.dtype)
-    extra = {"gradient_checkpointing": True} if ctx.config.model.gradient_checkpointing else {}
-    return {**extra,
+    # Both set explicitly: TRL's SFTConfig/GRPOConfig default to bf16 autocast and gradient
+    # checkpointing, even on CPU.
+    return {"gradient_checkpointing": ctx.config.model.gradient_checkpointing,
         "output_dir": str(work_dir), "seed": ctx.config.seed, "logging_steps": 1, "save_strategy": "steps",
         "save_steps": ctx.config.save_interval, "save_total_limit": None, "report_to": "none",  # our tracker logs every stage with the same names
         "disable_tqdm": True, "bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16,
