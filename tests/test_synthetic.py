@@ -124,5 +124,5 @@ def test_shipped_grader_reads_the_reference_answer():
 def test_shipped_demonstrations_are_mostly_one_line_with_a_stepwise_minority():
     rows = [json.loads(line) for line in (SHIPPED / "train.jsonl").read_text().splitlines()]
     one_line = sum(row["solution"].count("=") == 1 for row in rows)
-    assert 0.65 < one_line / len(rows) < 0.75
+    assert 0.55 < one_line / len(rows) < 0.65
     assert all(_replay(row["solution"]) == int(row["reference_answer"]) for row in rows)

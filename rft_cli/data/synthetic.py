@@ -4,7 +4,7 @@ The built-in CPU recipe trains on these. Each problem starts with a number and a
 additions (and, optionally, subtractions); a demonstration either writes one equation per step or,
 for a share of the rows (`one_line_share`), the whole sum in one equation, and ends with ReFT's
 answer line. The shipped task (`DEFAULT_SPEC`) asks bare sums of a two-digit number and three
-digits; seven in ten of its demonstrations write the sum in one line, the rest work step by step:
+digits; three in five of its demonstrations write the sum in one line, the rest work step by step:
 
     question: "59+1+9+7=?"
     solution: "59+1=60. 60+9=69. 69+7=76. #### 76"      (step by step)
@@ -66,8 +66,8 @@ class ArithSpec:
 
 
 # The shipped task (data/arith, `rft data make-arith` with no options): 10-99 plus three digits,
-# seven in ten demonstrations in one line, the rest step by step (4,000 training rows: 1,200 stepwise).
-DEFAULT_SPEC = ArithSpec(steps=3, max_start=99, max_operand=9, max_total=150, ops="+", style="equation", one_line_share=0.7)
+# three in five demonstrations in one line, the rest step by step.
+DEFAULT_SPEC = ArithSpec(steps=3, max_start=99, max_operand=9, max_total=150, ops="+", style="equation", one_line_share=0.6)
 
 
 def make_problem(rng: random.Random, spec: ArithSpec = ArithSpec()) -> dict:
