@@ -49,17 +49,17 @@ def convert_reft_cmd(
 @data_app.command("make-arith")
 def make_arith_cmd(
     output_dir: Annotated[Path, typer.Argument(file_okay=False, help="Folder for train.jsonl and valid.jsonl.")] = Path("data/arith"),
-    n_train: Annotated[int, typer.Option("--train", min=1, help="Training rows.")] = 3000,
+    n_train: Annotated[int, typer.Option("--train", min=1, help="Training rows.")] = 4000,
     n_valid: Annotated[int, typer.Option("--valid", min=1, help="Validation rows (no question shared with train).")] = 400,
     style: Annotated[str | None, typer.Option(help="'equation' (\"12+47+30=?\") or 'words' (a sentence) [default: equation].")] = None,
-    steps: Annotated[int | None, typer.Option(min=1, max=8, help="Operations per problem [default: 3].")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, max=8, help="Operations per problem [default: 4].")] = None,
     max_start: Annotated[int | None, typer.Option(min=10, help="Largest starting number [default: 99].")] = None,
     max_operand: Annotated[int | None, typer.Option(min=1, help="Largest number added or taken away [default: 9].")] = None,
     max_total: Annotated[int | None, typer.Option(min=2, help="Largest running total [default: 150].")] = None,
     ops: Annotated[str | None, typer.Option(help="Operations: '+', '-' or '+-' [default: +].")] = None,
     one_line_share: Annotated[float | None, typer.Option(min=0.0, max=1.0, help=(
-        "Share of demonstrations that write the whole sum on one line (\"48+6+9+5=68.\") instead of step by step "
-        "[default: 0.6]."))] = None,
+        "Share of demonstrations that write the whole sum on one line (\"19+8+6+6+9=48.\") instead of step by step "
+        "[default: 0.65]."))] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Generate the built-in arithmetic problems (chain-of-thought demonstrations, `#### N` answers).

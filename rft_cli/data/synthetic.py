@@ -3,13 +3,14 @@
 The built-in CPU recipe trains on these. Each problem starts with a number and applies a few
 additions (and, optionally, subtractions); a demonstration either writes one equation per step or,
 for a share of the rows (`one_line_share`), the whole sum in one equation, and ends with ReFT's
-answer line. The shipped task (`DEFAULT_SPEC`) asks bare sums of a two-digit number and three
-digits; three in five of its demonstrations write the sum in one line, the rest work step by step:
+answer line. The shipped task (`DEFAULT_SPEC`) asks bare sums of a two-digit number and four
+digits; about two in three of its demonstrations write the sum in one line, the rest work step by
+step:
 
-    question: "59+1+9+7=?"
-    solution: "59+1=60. 60+9=69. 69+7=76. #### 76"      (step by step)
-    question: "48+6+9+5=?"
-    solution: "48+6+9+5=68. #### 68"                     (one line)
+    question: "59+1+9+7+8=?"
+    solution: "59+1=60. 60+9=69. 69+7=76. 76+8=84. #### 84"      (step by step)
+    question: "19+8+6+6+9=?"
+    solution: "19+8+6+6+9=48. #### 48"                            (one line)
 
 Why mixed: demonstrations written by people or models vary in how much working they show. A tiny
 model gets the stepwise sums almost always right and the one-line sums mostly wrong; supervised
@@ -65,9 +66,9 @@ class ArithSpec:
             raise UsageError(f"one_line_share is {self.one_line_share}; use a share between 0 and 1")
 
 
-# The shipped task (data/arith, `rft data make-arith` with no options): 10-99 plus three digits,
-# three in five demonstrations in one line, the rest step by step.
-DEFAULT_SPEC = ArithSpec(steps=3, max_start=99, max_operand=9, max_total=150, ops="+", style="equation", one_line_share=0.6)
+# The shipped task (data/arith, `rft data make-arith` with no options): 10-99 plus four digits,
+# 65% of the demonstrations in one line, the rest step by step.
+DEFAULT_SPEC = ArithSpec(steps=4, max_start=99, max_operand=9, max_total=150, ops="+", style="equation", one_line_share=0.65)
 
 
 def make_problem(rng: random.Random, spec: ArithSpec = ArithSpec()) -> dict:
