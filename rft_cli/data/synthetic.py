@@ -13,9 +13,10 @@ step:
     solution: "19+8+6+6+9=48. #### 48"                            (one line)
 
 Why mixed: demonstrations written by people or models vary in how much working they show. A tiny
-model gets the stepwise sums almost always right and the one-line sums mostly wrong; supervised
-training imitates the mix (so greedy decoding follows the majority, one line, however long it
-trains), while reinforcement learns from the grader which of its own answers earn the reward.
+model, with this much data, gets the stepwise sums almost always right and the one-line sums
+mostly wrong; supervised training imitates the mix (so its greedy answers take the majority's
+one-line form), while reinforcement learns from the grader which of its own answers earn the
+reward (bench/NOTES.md, Phase 4).
 `style="words"` tells the same kind of problem as a sentence:
 
     question: "Mia had 23 shells, found 48, lost 15. How many now?"

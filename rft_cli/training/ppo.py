@@ -4,7 +4,8 @@ One step: sample `prompts_per_step * samples_per_prompt` answers with the KV cac
 compute old log-probs, values and reference log-probs in no-grad passes; put the grader score on
 the last token and a per-token KL penalty against the frozen warm-up model on every token; GAE;
 whiten advantages (only centre them when every answer scored the same); then `ppo_epochs` passes
-of clipped policy + clipped value updates over shuffled minibatches. Everything is seeded per step, so a resumed run repeats an uninterrupted one.
+of clipped policy + clipped value updates over shuffled minibatches. Everything is seeded per
+step, so a resumed run repeats an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -261,7 +262,8 @@ class PPOTrainer:
         seq_kl = self._gather(kl.sum(dim=1)).mean().item()
         lengths, all_scores = self._gather(mask.sum(dim=1)), self._gather(scores)
         if cfg.whiten_advantages:
-            advantages, scaled = pm.normalise_advantages(advantages, mask, all_scores)
+            # per process, like the whitening itself: this process's answers decide
+            advantages, scaled = pm.normalise_advantages(advantages, mask, scores)
             record["advantages_whitened"] = float(scaled)
         record.update({
             "train_reward_mean": all_scores.mean().item(),
