@@ -44,16 +44,15 @@ def sft_only_arm(recipe: Path, run_dir: Path, seed: int, seconds: float, overrid
     ended its cosine schedule near zero, and restarting at the peak can knock a converged model off
     its optimum, so the bench runs a low and a peak rate and compares PPO with the better one.
     """
-    import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     from rft_cli.config import load_run_config
     from rft_cli.training.common import evaluate_greedy, seed_everything
-    from rft_cli.training.models import resolve_dtype
     from rft_cli.training.run import preflight
     from rft_cli.training.sft import sft_examples
+    from rft_cli.training.trl_bridge import precision_args
 
     config = load_run_config(recipe, [f"seed={seed}", *overrides])
     pre = preflight(config)
@@ -76,15 +75,13 @@ def sft_only_arm(recipe: Path, run_dir: Path, seed: int, seconds: float, overrid
     seed_everything(seed + 1)
     name = f"sft-only-lr{lr_scale:g}"
     # The warm-up's own precision and memory settings (TRL's SFTConfig defaults to bf16 autocast and
-    # gradient checkpointing, which `rft train` turns off for a float32 model: see common_trainer_args).
-    dtype = resolve_dtype(config.model.dtype)
+    # gradient checkpointing, which `rft train` turns off for a float32 model).
     args = SFTConfig(output_dir=str(run_dir / f"{name}-work"), max_steps=10**6, learning_rate=settings.learning_rate * lr_scale,
                      per_device_train_batch_size=settings.batch_size,
                      gradient_accumulation_steps=settings.gradient_accumulation_steps, weight_decay=settings.weight_decay,
                      max_grad_norm=settings.max_grad_norm, lr_scheduler_type="constant", max_length=settings.max_length,
                      completion_only_loss=True, save_strategy="no", report_to=[], logging_steps=10**6, seed=seed + 1,
-                     disable_tqdm=True, use_cpu=not _cuda(), bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
-                     gradient_checkpointing=config.model.gradient_checkpointing)
+                     disable_tqdm=True, use_cpu=not _cuda(), **precision_args(config.model))
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples), processing_class=tokenizer,
                          callbacks=[StopAfter()])
     started = time.perf_counter()

@@ -224,19 +224,28 @@ def build_trl_trainer(trainer_class: Any, **kwargs: Any) -> Any:
     return trainer
 
 
-def common_trainer_args(ctx: RunContext, work_dir: Path) -> dict[str, Any]:
-    """TrainingArguments shared by the SFT and RL stages (our settings, never TRL's YAML)."""
+def precision_args(model: Any) -> dict[str, Any]:
+    """bf16, fp16 and gradient_checkpointing for a TRL config, from our `model` settings.
+
+    All three are set explicitly: TRL's SFTConfig/GRPOConfig default to bf16 autocast and gradient
+    checkpointing, even on CPU.
+    """
     import torch
 
     from rft_cli.training.models import resolve_dtype
 
-    dtype = resolve_dtype(ctx.config.model.dtype)
-    # Both set explicitly: TRL's SFTConfig/GRPOConfig default to bf16 autocast and gradient
-    # checkpointing, even on CPU.
-    return {"gradient_checkpointing": ctx.config.model.gradient_checkpointing,
+    dtype = resolve_dtype(model.dtype)
+    return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16,
+            "gradient_checkpointing": model.gradient_checkpointing}
+
+
+def common_trainer_args(ctx: RunContext, work_dir: Path) -> dict[str, Any]:
+    """TrainingArguments shared by the SFT and RL stages (our settings, never TRL's YAML)."""
+    import torch
+
+    return {**precision_args(ctx.config.model),
         "output_dir": str(work_dir), "seed": ctx.config.seed, "logging_steps": 1, "save_strategy": "steps",
         "save_steps": ctx.config.save_interval, "save_total_limit": None, "report_to": "none",  # our tracker logs every stage with the same names
-        "disable_tqdm": True, "bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16,
-        "use_cpu": not torch.cuda.is_available(), "dataloader_num_workers": 0,
+        "disable_tqdm": True, "use_cpu": not torch.cuda.is_available(), "dataloader_num_workers": 0,
     }
 
