@@ -1,0 +1,134 @@
+"""The architecture matrix: for every family users fine-tune, PPO's log-probs are the model's own.
+
+Each family is a tiny model built from its transformers config with its quirk switched on (Gemma's
+final-logit softcapping, Granite's logits_scaling and multipliers, Cohere's logit_scale, sliding
+windows) and saved with the character tokenizer, like a hub model folder. Issue 11: PPO applied
+the LM head to the decoder's output itself, skipping those quirks, so with identical policy and
+reference the KL at step 1 was 0.098 on Gemma 2 and -7.6 on Granite instead of 0.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rft_cli.config import LoraSettings, ModelSettings
+from rft_cli.tiny import TINY_FAMILIES, save_tiny_family
+from rft_cli.training.architectures import TESTED_FAMILIES
+from rft_cli.training.common import sample
+from rft_cli.training.models import apply_lora, load_model, load_tokenizer
+from rft_cli.training.ppo import ActorCritic
+
+FAMILIES = list(TINY_FAMILIES)
+PROMPTS = [{"messages": [{"role": "user", "content": text}]} for text in ("1+2=", "a much longer prompt: 3+4=", "9")]
+TEMPERATURE = 0.7
+
+
+@pytest.fixture(scope="session")
+def family_dir(tmp_path_factory):
+    """A function family -> saved tiny model folder, each built once per test session."""
+    made: dict[str, str] = {}
+
+    def get(family: str) -> str:
+        if family not in made:
+            made[family] = save_tiny_family(str(tmp_path_factory.mktemp(family) / "model"), family, seed=0)
+        return made[family]
+
+    return get
+
+
+def _load(folder: str, lora: bool = False):
+    settings = ModelSettings(name=folder, dtype="float32", lora=LoraSettings(r=4, dropout=0.0) if lora else None)
+    tokenizer = load_tokenizer(settings)
+    policy = load_model(settings, tokenizer, seed=0)
+    reference = load_model(settings, tokenizer, seed=0, trainable=False)
+    return tokenizer, (apply_lora(policy, settings) if lora else policy), reference
+
+
+def _rollout(policy, tokenizer):
+    """Left-padded prompts of different lengths and sampled answers, as PPO's first step sees them."""
+    torch.manual_seed(0)
+    policy.eval()
+    rollout = sample(policy, tokenizer, PROMPTS, max_prompt_length=32, max_new_tokens=6, temperature=TEMPERATURE)
+    return rollout.input_ids, rollout.attention_mask, rollout.response_ids.shape[1], rollout.response_mask
+
+
+def _plain_forward_logprobs(model, input_ids, attention_mask, response_len):
+    """log softmax(logits / T) of the response tokens from an ordinary full-sequence forward."""
+    positions = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions).logits
+    logp = torch.log_softmax(logits[:, -response_len - 1:-1].float() / TEMPERATURE, dim=-1)
+    return torch.gather(logp, 2, input_ids[:, -response_len:].unsqueeze(-1)).squeeze(-1)
+
+
+def test_the_matrix_covers_the_tested_families():
+    assert set(FAMILIES) == set(TESTED_FAMILIES)
+    assert {"llama", "qwen2", "qwen3", "mistral", "gemma2", "gemma3_text", "phi3", "granite", "olmo2", "cohere"} <= set(FAMILIES)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_family_quirks_are_switched_on(family, family_dir):
+    """The matrix only proves something if each model's own head differs from lm_head(decoder(x))."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(family_dir(family)).eval()
+    config = model.config
+    expected = {"gemma2": ("final_logit_softcapping", 0.5), "gemma3_text": ("final_logit_softcapping", 0.5),
+                "granite": ("logits_scaling", 0.25), "cohere": ("logit_scale", 4.0)}
+    if family in expected:
+        key, value = expected[family]
+        assert getattr(config, key) == value
+        ids = torch.arange(8, 28).unsqueeze(0)
+        with torch.no_grad():
+            own = model(input_ids=ids).logits
+            bare = model.get_output_embeddings()(model.get_decoder()(input_ids=ids).last_hidden_state)
+        assert (own - bare).abs().max() > 1e-2
+    assert config.tie_word_embeddings is True
+    if family in ("qwen2", "mistral", "gemma2", "gemma3_text", "phi3"):
+        assert config.sliding_window == 8
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_kl_is_zero_at_step_one_and_logprobs_are_the_models(family, lora, family_dir):
+    tokenizer, policy, reference = _load(family_dir(family), lora)
+    input_ids, attn, resp_len, mask = _rollout(policy, tokenizer)
+    assert attn[:, 0].min() == 0  # left padding is in play
+    ac = ActorCritic(policy, reference, "shared")
+    with torch.no_grad():
+        logprobs, values, _ = ac.forward(input_ids, attn, resp_len, TEMPERATURE)
+        ref = ac.reference_logprobs(input_ids, attn, resp_len, TEMPERATURE)
+        plain = _plain_forward_logprobs(reference, input_ids, attn, resp_len)
+    kl = (logprobs - ref) * mask
+    assert kl.abs().max().item() <= 1e-6, kl
+    assert ((logprobs - plain) * mask).abs().max().item() <= 1e-5
+    assert values.shape == logprobs.shape == (len(PROMPTS), resp_len)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_value_head_reads_the_final_normed_hidden_states(family, family_dir):
+    """The value head sees what the LM head sees: the decoder's last (post-norm) hidden state."""
+    tokenizer, policy, reference = _load(family_dir(family))
+    input_ids, attn, resp_len, _ = _rollout(policy, tokenizer)
+    ac = ActorCritic(policy, reference, "shared")
+    torch.nn.init.normal_(ac.value_head.weight)
+    positions = (attn.cumsum(dim=1) - 1).clamp(min=0)
+    with torch.no_grad():
+        _, values, _ = ac.forward(input_ids, attn, resp_len, TEMPERATURE)
+        hidden = policy.get_decoder()(input_ids=input_ids, attention_mask=attn, position_ids=positions).last_hidden_state
+        expected = ac.value_head(hidden[:, -resp_len - 1:-1]).squeeze(-1)
+    assert torch.allclose(values, expected, atol=1e-6)
+
+
+def test_entropy_is_logged_without_a_graph(family_dir):
+    tokenizer, policy, reference = _load(family_dir("gemma2"))
+    input_ids, attn, resp_len, _ = _rollout(policy, tokenizer)
+    ac = ActorCritic(policy, reference, "shared")
+    policy.train()
+    logprobs, values, entropy = ac.forward(input_ids, attn, resp_len, TEMPERATURE, entropy=True)
+    assert logprobs.requires_grad and values.requires_grad and not entropy.requires_grad
+    with torch.no_grad():
+        positions = (attn.cumsum(dim=1) - 1).clamp(min=0)
+        logits = policy(input_ids=input_ids, attention_mask=attn, position_ids=positions).logits
+        logp = torch.log_softmax(logits[:, -resp_len - 1:-1] / TEMPERATURE, dim=-1)
+    assert torch.allclose(entropy, -(logp.exp() * logp).sum(-1), atol=1e-5)
