@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from rft_cli.config import LoraSettings, ModelSettings
-from rft_cli.tiny import TINY_FAMILIES, save_tiny_family
+from rft_cli.tiny import TINY_FAMILIES
 from rft_cli.training.architectures import TESTED_FAMILIES
 from rft_cli.training.common import sample
 from rft_cli.training.models import apply_lora, load_model, load_tokenizer
@@ -22,19 +22,6 @@ from rft_cli.training.ppo import ActorCritic
 FAMILIES = list(TINY_FAMILIES)
 PROMPTS = [{"messages": [{"role": "user", "content": text}]} for text in ("1+2=", "a much longer prompt: 3+4=", "9")]
 TEMPERATURE = 0.7
-
-
-@pytest.fixture(scope="session")
-def family_dir(tmp_path_factory):
-    """A function family -> saved tiny model folder, each built once per test session."""
-    made: dict[str, str] = {}
-
-    def get(family: str) -> str:
-        if family not in made:
-            made[family] = save_tiny_family(str(tmp_path_factory.mktemp(family) / "model"), family, seed=0)
-        return made[family]
-
-    return get
 
 
 def _load(folder: str, lora: bool = False):
