@@ -9,6 +9,8 @@ reference the KL at step 1 was 0.098 on Gemma 2 and -7.6 on Granite instead of 0
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -22,6 +24,7 @@ from rft_cli.training.ppo import ActorCritic
 FAMILIES = list(TINY_FAMILIES)
 PROMPTS = [{"messages": [{"role": "user", "content": text}]} for text in ("1+2=", "a much longer prompt: 3+4=", "9")]
 TEMPERATURE = 0.7
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny-test.yaml"
 
 
 def _load(folder: str, lora: bool = False):
@@ -119,3 +122,46 @@ def test_entropy_is_logged_without_a_graph(family_dir):
         logits = policy(input_ids=input_ids, attention_mask=attn, position_ids=positions).logits
         logp = torch.log_softmax(logits[:, -resp_len - 1:-1] / TEMPERATURE, dim=-1)
     assert torch.allclose(entropy, -(logp.exp() * logp).sum(-1), atol=1e-5)
+
+
+def _dry_run(model_folder):
+    from typer.testing import CliRunner
+
+    from rft_cli.cli import app
+
+    return CliRunner().invoke(app, ["train", str(RECIPE), "--set", f"model={{name: {model_folder}}}", "--dry-run"])
+
+
+@pytest.mark.parametrize("model_type,extra,message", [
+    ("t5", {"architectures": ["T5ForConditionalGeneration"]}, "T5ForConditionalGeneration is an encoder-decoder model"),
+    ("bart", {"architectures": ["BartForConditionalGeneration"]}, "BartForConditionalGeneration is an encoder-decoder"),
+    ("qwen2_vl", {"architectures": ["Qwen2VLForConditionalGeneration"]},
+     "Qwen2VLForConditionalGeneration (model_type 'qwen2_vl') has no causal-LM class"),
+    ("llama", {"architectures": ["LlamaForSequenceClassification"]},
+     "LlamaForSequenceClassification is a checkpoint without a language-model head"),
+    ("mistral", {"architectures": ["MistralModel"]}, "MistralModel is a checkpoint without a language-model head"),
+])
+def test_an_architecture_that_cannot_train_is_refused_before_the_model_loads(tmp_path, model_type, extra, message):
+    """Only config.json is there: a refusal that needed the weights would fail differently."""
+    from transformers import AutoConfig
+
+    folder = tmp_path / model_type
+    AutoConfig.for_model(model_type, **extra).save_pretrained(folder)
+    result = _dry_run(folder)
+    assert result.exit_code == 2, result.output
+    assert f"model.name: {folder}: {message}" in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+
+
+def test_a_model_type_transformers_does_not_know_is_refused(tmp_path):
+    folder = tmp_path / "custom"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "my-own-arch", "architectures": ["MyOwnForCausalLM"]}')
+    result = _dry_run(folder)
+    assert result.exit_code == 2 and "model.name: cannot read the config of" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("family", ["gemma2", "granite"])
+def test_a_tested_family_passes_the_architecture_check(family, family_dir):
+    result = _dry_run(family_dir(family))
+    assert result.exit_code == 0, result.output
