@@ -96,6 +96,29 @@ def test_kl_is_zero_at_step_one_and_logprobs_are_the_models(family, lora, family
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_logprobs_match_what_generate_sampled_from(family, family_dir):
+    """PPO's log-probs (one full forward, left padding, past the sliding window) equal the
+    distributions `generate` sampled from with its KV cache, token by token."""
+    from rft_cli.training.common import encode_prompts
+
+    tokenizer, policy, reference = _load(family_dir(family))
+    policy.eval()
+    ids, mask = encode_prompts(tokenizer, PROMPTS, 32, torch.device("cpu"))
+    torch.manual_seed(0)
+    out = policy.generate(input_ids=ids, attention_mask=mask, do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
+                          max_new_tokens=12, min_new_tokens=12, output_logits=True, return_dict_in_generate=True,
+                          pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    resp_len = out.sequences.shape[1] - ids.shape[1]
+    response = out.sequences[:, -resp_len:]
+    sampled_from = torch.stack(out.logits, 1).float().log_softmax(-1).gather(2, response.unsqueeze(-1)).squeeze(-1)
+    with torch.no_grad():
+        logprobs, _, _ = ActorCritic(policy, reference, "shared").forward(
+            out.sequences, torch.cat([mask, torch.ones_like(response)], 1), resp_len, 1.0)
+    assert ids.shape[1] + resp_len > 16  # longer than the sliding windows (8)
+    assert (logprobs - sampled_from).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_the_value_head_reads_the_final_normed_hidden_states(family, family_dir):
     """The value head sees what the LM head sees: the decoder's last (post-norm) hidden state."""
     tokenizer, policy, reference = _load(family_dir(family))

@@ -143,6 +143,7 @@ class ActorCritic:
         return self.model(input_ids, attention_mask, response_len, temperature, entropy)
 
     def reference_logprobs(self, input_ids: Any, attention_mask: Any, response_len: int, temperature: float) -> Any:
+        """Log-probs of the last `response_len` tokens under the frozen reference (its own full forward)."""
         positions = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
         out = self.reference(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
                              logits_to_keep=response_len + 1, use_cache=False)
