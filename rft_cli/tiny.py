@@ -81,6 +81,53 @@ def build_tiny_model(tokenizer: Any, architecture: str | dict[str, int] = "llama
     return model
 
 
+# One tiny model per family users fine-tune (transformers `model_type` -> config overrides), each
+# with the quirk that sets it apart from Llama switched on, so a code path that skips the model's
+# own head or its multipliers shows up as a nonzero KL between identical policy and reference.
+_FAMILY_SIZES = {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+                 "intermediate_size": 32}
+TINY_FAMILIES: dict[str, dict[str, Any]] = {
+    "llama": {},
+    "qwen2": {"use_sliding_window": True, "sliding_window": 8, "max_window_layers": 1},
+    "qwen3": {"head_dim": 8},
+    "mistral": {"sliding_window": 8, "head_dim": 8},
+    "gemma2": {"head_dim": 8, "final_logit_softcapping": 0.5, "attn_logit_softcapping": 5.0, "sliding_window": 8,
+               "query_pre_attn_scalar": 8},
+    "gemma3_text": {"head_dim": 8, "final_logit_softcapping": 0.5, "sliding_window": 8, "query_pre_attn_scalar": 8,
+                    "layer_types": ["sliding_attention", "full_attention"]},
+    "phi3": {"sliding_window": 8},
+    "granite": {"logits_scaling": 0.25, "embedding_multiplier": 4.0, "residual_multiplier": 0.5,
+                "attention_multiplier": 0.3},
+    "olmo2": {},
+    "cohere": {"logit_scale": 4.0, "use_qk_norm": False},
+}
+
+
+def build_tiny_family_model(tokenizer: Any, family: str, seed: int = 0, max_position_embeddings: int = 1024) -> Any:
+    """A randomly initialised 2-layer causal LM of `family` (a key of TINY_FAMILIES), tied embeddings."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(
+        family, vocab_size=len(tokenizer), max_position_embeddings=max_position_embeddings,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True, **_FAMILY_SIZES, **TINY_FAMILIES[family],
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model
+
+
+def save_tiny_family(path: str, family: str, seed: int = 0) -> str:
+    """Build and save a tiny model of `family` and the character tokenizer to `path`; returns the path."""
+    tokenizer = build_char_tokenizer()
+    build_tiny_family_model(tokenizer, family, seed=seed).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 def save_tiny(path: str, architecture: str | dict[str, int] = "llama-test", seed: int = 0) -> str:
     """Build and save a tiny model and its tokenizer to `path`; returns the path."""
     tokenizer = build_char_tokenizer()

@@ -31,3 +31,18 @@ def tiny_model_dir(tmp_path_factory) -> str:
     from rft_cli.tiny import save_tiny
 
     return save_tiny(str(tmp_path_factory.mktemp("tiny") / "model"), "llama-test", seed=0)
+
+
+@pytest.fixture(scope="session")
+def family_dir(tmp_path_factory):
+    """family -> a saved tiny model of that transformers family (rft_cli.tiny.TINY_FAMILIES), built once."""
+    from rft_cli.tiny import save_tiny_family
+
+    made: dict[str, str] = {}
+
+    def get(family: str) -> str:
+        if family not in made:
+            made[family] = save_tiny_family(str(tmp_path_factory.mktemp(family) / "model"), family, seed=0)
+        return made[family]
+
+    return get

@@ -10,9 +10,11 @@ step, so a resumed run repeats an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,18 +69,44 @@ class PolicyValue(torch.nn.Module):
                 with_entropy: bool = False) -> tuple[Any, Any, Any]:
         """(logprobs, values, entropy) for the last `response_len` tokens of each sequence."""
         positions = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-        # Run the backbone once and apply the LM head only to the response positions: the
-        # prompt's logits are never needed, and the value head reads the same hidden states.
-        hidden = self.policy.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                                           use_cache=False).last_hidden_state[:, -response_len - 1:-1]
-        logits = self.policy.get_output_embeddings()(hidden) / temperature
-        logprobs = pm.logprobs_from_logits(logits, input_ids[:, -response_len:])
+        # The full model forward, so its own head applies (Gemma's softcapping, Granite's
+        # logits_scaling, Cohere's logit_scale) exactly as in the reference model and `generate`;
+        # logits_to_keep keeps only the response positions' logits. The value head reads what the
+        # LM head read: the final (normed) hidden states at those positions.
+        with _lm_head_input(self.policy) as head_input:
+            out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                              logits_to_keep=response_len + 1, use_cache=False)
+        logits = out.logits[:, -response_len - 1:-1]
+        logprobs = pm.logprobs_from_logits(logits, input_ids[:, -response_len:], temperature)
         if self.critic_backbone is not None:
             hidden = self.critic_backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
                                           use_cache=False).last_hidden_state[:, -response_len - 1:-1]
+        else:
+            hidden = head_input.value[:, -response_len - 1:-1]
         values = self.value_head(hidden.float()).squeeze(-1)
-        entropy = pm.entropy_from_logits(logits) if with_entropy else torch.zeros_like(logprobs)
+        # The entropy is only logged: no graph, and no float32 copy of the whole logits tensor.
+        entropy = pm.entropy_from_logits(logits, temperature) if with_entropy else torch.zeros_like(logprobs)
         return logprobs, values, entropy
+
+
+class _HeadInput:
+    """The tensor the LM head was last called on (set by a forward pre-hook)."""
+
+    value: Any = None
+
+    def __call__(self, module: Any, args: tuple[Any, ...]) -> None:
+        self.value = args[0]
+
+
+@contextlib.contextmanager
+def _lm_head_input(model: Any) -> Iterator[_HeadInput]:
+    """Capture the LM head's input during one forward; the hook is gone afterwards (deepcopy-safe)."""
+    captured = _HeadInput()
+    handle = model.get_output_embeddings().register_forward_pre_hook(captured)
+    try:
+        yield captured
+    finally:
+        handle.remove()
 
 
 class ActorCritic:
@@ -115,10 +143,11 @@ class ActorCritic:
         return self.model(input_ids, attention_mask, response_len, temperature, entropy)
 
     def reference_logprobs(self, input_ids: Any, attention_mask: Any, response_len: int, temperature: float) -> Any:
+        """Log-probs of the last `response_len` tokens under the frozen reference (its own full forward)."""
         positions = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
         out = self.reference(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
                              logits_to_keep=response_len + 1, use_cache=False)
-        return pm.logprobs_from_logits(out.logits[:, :-1] / temperature, input_ids[:, -response_len:])
+        return pm.logprobs_from_logits(out.logits[:, -response_len - 1:-1], input_ids[:, -response_len:], temperature)
 
 
 def _finite(*values: float) -> bool:

@@ -131,21 +131,38 @@ def value_loss(values: Any, old_values: Any, returns: Any, mask: Any, clip_range
     return loss, clip_frac
 
 
-def logprobs_from_logits(logits: Any, tokens: Any) -> Any:
-    """log softmax(logits)[token] for every position (float32 for stability)."""
+def logprobs_from_logits(logits: Any, tokens: Any, temperature: float = 1.0) -> Any:
+    """log softmax(logits / temperature)[token] at every position, in float32.
+
+    Computed as logit[token] - logsumexp(logits), one sequence at a time: the full-vocabulary
+    log-softmax is never materialised, and each row's float32 copy is the only one autograd keeps.
+    """
     import torch
 
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return torch.gather(logp, 2, tokens.unsqueeze(-1)).squeeze(-1)
+    rows = []
+    for row, row_tokens in zip(logits, tokens, strict=True):
+        row = _scaled(row, temperature)
+        picked = torch.gather(row, -1, row_tokens.unsqueeze(-1)).squeeze(-1)
+        rows.append(picked - torch.logsumexp(row, dim=-1))
+    return torch.stack(rows)
 
 
-def entropy_from_logits(logits: Any) -> Any:
-    """Per-position entropy of softmax(logits)."""
+def entropy_from_logits(logits: Any, temperature: float = 1.0) -> Any:
+    """Per-position entropy of softmax(logits / temperature), without a graph (it is only logged)."""
     import torch
 
+    with torch.no_grad():
+        rows = []
+        for row in logits.detach():
+            row = _scaled(row, temperature)
+            logp = row - torch.logsumexp(row, dim=-1, keepdim=True)
+            rows.append(-(logp.exp() * logp).sum(dim=-1))
+        return torch.stack(rows)
+
+
+def _scaled(logits: Any, temperature: float) -> Any:
     logits = logits.float()
-    logp = torch.log_softmax(logits, dim=-1)
-    return -(torch.exp(logp) * logp).sum(dim=-1)
+    return logits if temperature == 1.0 else logits / temperature
 
 
 class AdaptiveKLController:

@@ -114,16 +114,19 @@ def preflight(config: RunConfig, grader: Any = None, stage: str = "all") -> Pref
 
 
 def _check_model_source(config: RunConfig) -> None:
-    """A local model folder that does not exist is a config error now, not after the data loads."""
+    """A missing local model folder, or an architecture rft cannot train, is a config error now, not after the data loads."""
     from rft_cli.errors import UsageError
     from rft_cli.generation import resolve_model_path
+    from rft_cli.training.architectures import check_architecture
 
     for key, value in (("model.name", config.model.name), ("model.tokenizer", config.model.tokenizer)):
         if value is not None:
             try:
-                resolve_model_path(value)
+                source = resolve_model_path(value)
             except UsageError as exc:
                 raise ConfigError(f"{key}: {exc}") from None
+            if key == "model.name":
+                check_architecture(source)
 
 
 def _require_demonstrations(rows: list[dict], config: RunConfig) -> None:
