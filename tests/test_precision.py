@@ -71,3 +71,70 @@ def test_bf16_ppo_moves_the_float32_master_weights_as_a_float32_run_does(tmp_pat
     assert changed16 > 0.9 * changed32
     assert agree > 0.9
     assert 0.7 < scale < 1.4
+
+
+def _dtypes(folder: Path) -> set[torch.dtype]:
+    return {t.dtype for t in _weights(folder).values()}
+
+
+def _interrupt_at(step: int):
+    """A progress hook that presses Ctrl-C once RL step `step`'s metrics line is written."""
+    import os
+    import signal
+
+    def hook(record):
+        if record["stage"] == "rl" and record["step"] == step:
+            os.kill(os.getpid(), signal.SIGINT)
+    return hook
+
+
+def test_bf16_checkpoints_keep_master_weights_resume_exactly_and_final_is_bf16(tmp_path):
+    overrides = ["model.dtype=bfloat16", "sft.max_steps=2", "rl.steps=3", "save_interval=3"]
+    full = train(load_run_config(RECIPE, overrides), output_dir=tmp_path / "full").run_dir
+    with pytest.raises(KeyboardInterrupt):
+        train(load_run_config(RECIPE, overrides), output_dir=tmp_path / "cut", progress=_interrupt_at(2))
+    cut = train(load_run_config(RECIPE, overrides), output_dir=tmp_path / "cut", resume=True).run_dir
+    for folder in ("checkpoints/sft", "checkpoints/step-3"):
+        assert _dtypes(full / folder) == {torch.float32}, folder  # the SFT warm-up trains master weights too
+    a, b = _weights(full / "checkpoints" / "step-3"), _weights(cut / "checkpoints" / "step-3")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # bit-identical after the resume
+    timing = {"elapsed_s", "tokens_per_second"}
+    metrics = [[{k: v for k, v in r.items() if k not in timing} for r in read_metrics(d / "metrics.jsonl")] for d in (full, cut)]
+    assert metrics[0] == metrics[1]
+    assert _dtypes(full / "final") == {torch.bfloat16}
+    assert json.loads((full / "final" / "config.json").read_text())["dtype"] == "bfloat16"
+    final = {k: v.float() for k, v in _weights(full / "final").items()}
+    assert all(torch.equal(final[k], a[k].to(torch.bfloat16).float()) for k in a)  # final/ is the last step, rounded once
+
+
+def test_bf16_grpo_hands_trl_float32_weights(tmp_path):
+    """TRL's GRPOTrainer gets bf16=True (autocast) and loads the model folder in float32 (its default)."""
+    from rft_cli.training.trl_bridge import precision_args
+
+    config = load_run_config(RECIPE, ["model.dtype=bfloat16", "sft.enabled=false", "rl.algorithm=grpo", "rl.steps=2",
+                                      "save_interval=2"])
+    assert precision_args(config.model)["bf16"] is True and precision_args(config.model)["fp16"] is False
+    root = train(config, output_dir=tmp_path / "grpo").run_dir
+    assert _dtypes(root / "checkpoints" / "step-2") == {torch.float32}
+    assert _dtypes(root / "final") == {torch.bfloat16}
+
+
+def test_lora_keeps_a_bf16_base_and_float32_adapters(tiny_model_dir):
+    from rft_cli.config import LoraSettings, ModelSettings
+    from rft_cli.training.models import load_tokenizer
+    from rft_cli.training.ppo import _load_policy
+
+    settings = ModelSettings(name=tiny_model_dir, dtype="bfloat16", lora=LoraSettings(r=4))
+    policy = _load_policy(settings, load_tokenizer(settings), None, None, seed=0)
+    trained = {p.dtype for p in policy.parameters() if p.requires_grad}
+    frozen = {p.dtype for p in policy.parameters() if not p.requires_grad}
+    assert trained == {torch.float32} and frozen == {torch.bfloat16}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="float16 is allowed on a GPU")
+def test_float16_without_a_gpu_is_refused_with_a_clear_message(tmp_path):
+    from rft_cli.errors import ConfigError
+
+    config = load_run_config(RECIPE, ["model.dtype=float16"])
+    with pytest.raises(ConfigError, match="model.dtype float16 needs a GPU"):
+        train(config, output_dir=tmp_path / "fp16")
