@@ -271,3 +271,20 @@ def test_the_separate_critic_trains_in_train_mode(tmp_path):
     trainer._update(batch, step=1)
     assert modes and all(modes)
     assert all(m.training for m in trainer.ac.critic_backbone.modules())
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of")  # the scaler skipped the optimizer step
+def test_a_float16_overflow_is_left_to_the_loss_scaler_not_counted_as_a_fault(tmp_path):
+    """Under float16 an inf gradient norm is the loss scaler's business: it skips the step and lowers
+    the scale. (accelerate scales only on a GPU; a CPU GradScaler stands in for it here.)"""
+    trainer = _trainer(tmp_path, "rl.ppo_epochs=1", "rl.prompts_per_step=2", "rl.samples_per_prompt=2")
+    scaler = torch.amp.GradScaler("cpu", init_scale=3e38)  # the first scaled loss overflows float32
+    from accelerate.optimizer import AcceleratedOptimizer
+
+    trainer.accelerator.scaler = scaler
+    trainer.optimizer = AcceleratedOptimizer(trainer.optimizer.optimizer, scaler=scaler)
+    before = [p.detach().clone() for p in trainer.ac.parameters()]
+    result = trainer._update(_batch(trainer), step=1)
+    assert isinstance(result, dict) and result["fp16_overflow_steps"] == 1.0
+    assert scaler.get_scale() < 3e38
+    assert all(torch.equal(a, p) for a, p in zip(before, trainer.ac.parameters()))  # the step was skipped

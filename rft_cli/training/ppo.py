@@ -244,7 +244,7 @@ class PPOTrainer:
         micro = cfg.micro_batch_size or cfg.mini_batch_size
         generator = torch.Generator().manual_seed(step_seed(self.ctx.config.seed, step) + 1)
         totals: dict[str, float] = {}
-        count = 0
+        count = overflows = 0
         self.ac.core.train()
         for _ in range(cfg.ppo_epochs):
             order = torch.randperm(n, generator=generator).to(batch["input_ids"].device)
@@ -262,15 +262,23 @@ class PPOTrainer:
                     for k, v in stats.items():
                         totals[k] = totals.get(k, 0.0) + v
                 grad_norm = acc.clip_grad_norm_(self.ac.parameters(), cfg.max_grad_norm)
+                count += 1
                 if self._any_process(not _finite(grad_norm.item())):
-                    self.optimizer.zero_grad(set_to_none=True)
-                    return "non-finite gradient norm"
+                    if acc.scaler is None:
+                        self.optimizer.zero_grad(set_to_none=True)
+                        return "non-finite gradient norm"
+                    # float16: an overflow of the scaled gradients, routine for loss scaling; the
+                    # scaler's step skips this update and lowers the scale.
+                    overflows += 1
+                else:
+                    totals["grad_norm"] = totals.get("grad_norm", 0.0) + grad_norm.item()
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
-                totals["grad_norm"] = totals.get("grad_norm", 0.0) + grad_norm.item()
-                count += 1
         self.scheduler.step()
-        return self._mean_over_processes({k: v / count for k, v in totals.items()})
+        means = {k: v / (count - overflows if k == "grad_norm" else count) for k, v in totals.items()}
+        if acc.scaler is not None:
+            means["fp16_overflow_steps"] = float(overflows)
+        return self._mean_over_processes(means)
 
     def _mean_over_processes(self, values: dict[str, float]) -> dict[str, float]:
         if self.accelerator.num_processes == 1 or not values:
