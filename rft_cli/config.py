@@ -160,6 +160,9 @@ class RLSettings(_Strict):
             )
         if self.micro_batch_size is not None and self.mini_batch_size % self.micro_batch_size:
             raise ValueError(f"rl.mini_batch_size ({self.mini_batch_size}) must be a multiple of rl.micro_batch_size ({self.micro_batch_size})")
+        if self.algorithm != "ppo" and "loss_aggregation" in self.model_fields_set:
+            raise ValueError(f"rl.loss_aggregation applies to ppo only; {self.algorithm} aggregates its loss as TRL's "
+                             "default loss_type (dapo: a token mean over the batch); remove the key")
         if self.algorithm in ("grpo", "rloo") and self.samples_per_prompt < 2:
             raise ValueError(f"rl.samples_per_prompt must be at least 2 for {self.algorithm} (it compares samples of one prompt)")
         return self

@@ -288,3 +288,14 @@ def test_a_float16_overflow_is_left_to_the_loss_scaler_not_counted_as_a_fault(tm
     assert isinstance(result, dict) and result["fp16_overflow_steps"] == 1.0
     assert scaler.get_scale() < 3e38
     assert all(torch.equal(a, p) for a, p in zip(before, trainer.ac.parameters()))  # the step was skipped
+
+
+def test_loss_aggregation_defaults_to_reft_and_is_a_ppo_setting():
+    from rft_cli.config import load_run_config
+    from rft_cli.errors import ConfigError
+
+    assert load_run_config(RECIPE).rl.loss_aggregation == "answer"
+    assert load_run_config(RECIPE, ["rl.loss_aggregation=token"]).rl.loss_aggregation == "token"
+    with pytest.raises(ConfigError, match="rl.loss_aggregation applies to ppo only"):
+        load_run_config(RECIPE, ["rl.algorithm=grpo", "rl.loss_aggregation=token"])
+    assert load_run_config(RECIPE, ["rl.algorithm=grpo"]).rl.algorithm == "grpo"  # the default alone is fine
