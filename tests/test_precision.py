@@ -160,3 +160,17 @@ def test_bf16_kl_at_step_one_is_zero_with_the_float32_reference(family, family_d
         rollout = sample(policy, tokenizer, rows, max_prompt_length=32, max_new_tokens=8)
     logprobs, _, ref_logprobs = trainer._old_pass(rollout.input_ids, rollout.attention_mask, rollout.response_ids.shape[1])
     assert ((logprobs - ref_logprobs) * rollout.response_mask).abs().max().item() <= 1e-6
+
+
+def test_bf16_lora_saves_float32_adapters_and_resumes_exactly(tmp_path):
+    from safetensors.torch import load_file
+
+    overrides = ["model.dtype=bfloat16", "model.lora.r=4", "sft.max_steps=2", "rl.steps=3", "save_interval=3"]
+    full = train(load_run_config(RECIPE, overrides), output_dir=tmp_path / "full").run_dir
+    with pytest.raises(KeyboardInterrupt):
+        train(load_run_config(RECIPE, overrides), output_dir=tmp_path / "cut", progress=_interrupt_at(2))
+    cut = train(load_run_config(RECIPE, overrides), output_dir=tmp_path / "cut", resume=True).run_dir
+    adapters = [load_file(str(d / "checkpoints" / "step-3" / "adapter" / "adapter_model.safetensors")) for d in (full, cut)]
+    assert {t.dtype for t in adapters[0].values()} == {torch.float32}
+    assert all(torch.equal(adapters[0][k], adapters[1][k]) for k in adapters[0])
+    assert _dtypes(full / "final") == {torch.bfloat16}
