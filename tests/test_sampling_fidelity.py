@@ -176,3 +176,19 @@ def test_a_lora_policy_samples_the_softmax(qwen_like):
     finally:
         lora.unload()
     assert _tv(_empirical(tokens, probs.numel()), probs) <= _noise_bound(probs, DRAWS)
+
+
+def test_greedy_is_the_argmax_whatever_the_model_defaults(hub_model):
+    """Greedy eval and validation take the argmax at every step: the folder's repetition penalty,
+    no_repeat_ngram_size or suppressed tokens must not steer it."""
+    model, tokenizer = hub_model
+    ids = tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True, tokenize=True)["input_ids"]
+    stop = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    with torch.no_grad():
+        for _ in range(8):
+            ids.append(int(model(torch.tensor([ids])).logits[0, -1].argmax()))
+            if ids[-1] in stop:
+                break
+    (completion,) = generate_completions(model, tokenizer, [PROMPT], max_new_tokens=8)[0]
+    expected = ids[-completion.num_tokens:]
+    assert completion.text == tokenizer.decode(expected, skip_special_tokens=True)
