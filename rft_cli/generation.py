@@ -216,31 +216,38 @@ def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
     return ids
 
 
+# Explicit neutral values for every GenerationConfig setting that changes which token is drawn:
+# transformers 5 fills any setting left None from the model's generation_config.json, then from
+# its global defaults (top_k=50). `_NEUTRAL_WARPERS` act only when sampling (and transformers warns
+# when a greedy config sets them). TRL's GRPO/RLOO can take both as `generation_kwargs`.
+NEUTRAL_PROCESSORS: dict[str, Any] = {
+    "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0, "suppress_tokens": [], "begin_suppress_tokens": [],
+    "renormalize_logits": False, "remove_invalid_values": False, "guidance_scale": 1.0, "min_length": 0,
+}
+NEUTRAL_WARPERS: dict[str, Any] = {"top_k": 0, "min_p": 0.0, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0}
+
+
 def sampling_config(
     model: Any, tokenizer: Any, *, max_new_tokens: int, temperature: float, top_p: float = 1.0
 ) -> Any:
     """The generation config of every rollout and eval: greedy when `temperature == 0`, else draws
     from exactly softmax(logits / temperature), restricted to the top-p nucleus only when top_p < 1.
 
-    Every setting that shapes the distribution is given a neutral value rather than left None,
-    because transformers 5 fills None from the model's generation_config.json and then from its
-    global defaults (top_k=50). Lists such as `bad_words_ids` have no neutral value, so `generate`
-    also runs under `neutral_generation_defaults`.
+    Every setting that shapes the distribution gets a neutral value rather than None (see
+    `NEUTRAL_PROCESSORS`). Some have no neutral value (`bad_words_ids`, `sequence_bias`,
+    `forced_eos_token_id`, `stop_strings`...), so `generate` also runs under
+    `neutral_generation_defaults`; both layers are kept because the second alone would let a
+    future transformers default (as top_k=50 is today) decide, and the first alone misses lists.
     """
     from transformers import GenerationConfig
 
     stop = stop_token_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
-    greedy = temperature == 0
+    sampling = {} if temperature == 0 else {"temperature": temperature, "top_p": top_p, **NEUTRAL_WARPERS}
     return GenerationConfig(
-        max_new_tokens=max_new_tokens, min_length=0, num_beams=1, num_return_sequences=1,
-        use_cache=True, eos_token_id=stop, pad_token_id=pad, do_sample=not greedy,
-        # Greedy decoding reads none of the three (and transformers warns when they are set).
-        temperature=None if greedy else temperature, top_p=None if greedy else top_p,
-        top_k=None if greedy else 0,
-        typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0, repetition_penalty=1.0,
-        encoder_repetition_penalty=1.0, no_repeat_ngram_size=0, encoder_no_repeat_ngram_size=0,
-        renormalize_logits=False, remove_invalid_values=False, guidance_scale=1.0,
+        max_new_tokens=max_new_tokens, num_beams=1, num_return_sequences=1, use_cache=True,
+        eos_token_id=stop, pad_token_id=pad, do_sample=temperature > 0, **NEUTRAL_PROCESSORS, **sampling,
     )
 
 

@@ -79,11 +79,12 @@ def test_real_data_recipe_shape_trains_with_a_tiny_local_model(recipe, tiny_mode
 
 
 @pytest.mark.slow
-def test_svamp_recipe_on_a_hub_like_model_folder(hub_like_model_dir, tmp_path):
+@pytest.mark.parametrize("recipe", HUB_RECIPES, ids=[p.name for p in HUB_RECIPES])
+def test_svamp_recipe_on_a_hub_like_model_folder(recipe, hub_like_model_dir, tmp_path):
     """The real-user path: `model.name` is a local folder shaped like Qwen2.5-Instruct's (byte-level
     BPE, ChatML, <|im_end|> EOS, <|endoftext|> pad, two EOS ids and top_k 20 / temperature 0.7 /
     repetition penalty in generation_config.json). SFT + 2 PPO steps, then `rft eval` on the result."""
-    out = _train_recipe(ROOT / "recipes" / "svamp-qwen2.5-0.5b.yaml", hub_like_model_dir, tmp_path / "run")
+    out = _train_recipe(recipe, hub_like_model_dir, tmp_path / "run")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stages"]["rl"]["steps"] == 2
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
