@@ -1,8 +1,10 @@
 """Batched generation with a model's chat template: the way `rft eval` (and users) sample answers.
 
 Prompts are chat messages rendered with the tokenizer's chat template (add_generation_prompt=True),
-left-padded, and generated with Hugging Face `generate` (KV cache on). Generation stops at EOS;
-a completion that hits `max_new_tokens` first is marked `truncated`.
+left-padded, and generated with Hugging Face `generate` (KV cache on). Generation stops at any of
+the model's EOS ids; a completion that hits `max_new_tokens` first is marked `truncated`. Tokens
+are drawn from exactly softmax(logits / T), top-p only when asked (`sampling_config`): the model's
+generation_config.json sampling defaults take no part. PPO rollouts use the same pieces.
 
     model, tokenizer = load_model_for_inference("runs/gsm8k")        # a run folder means its final/
     outs = generate_completions(model, tokenizer, [[{"role": "user", "content": "2+2?"}]],
@@ -206,8 +208,8 @@ def encode_prompt(tokenizer: Any, messages: list[dict]) -> list[int]:
 
 
 def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
-    """EOS ids of the model's generation config, then the tokenizer's (chat models often have several:
-    Qwen2.5-Instruct stops at <|im_end|> and <|endoftext|>)."""
+    """EOS ids of the model's generation config, then the tokenizer's (chat models often have
+    several: Qwen2.5-Instruct stops at <|im_end|> and <|endoftext|>)."""
     ids: list[int] = []
     for value in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
         for token_id in value if isinstance(value, list) else [value]:
@@ -218,14 +220,27 @@ def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
 
 # Explicit neutral values for every GenerationConfig setting that changes which token is drawn:
 # transformers 5 fills any setting left None from the model's generation_config.json, then from
-# its global defaults (top_k=50). `_NEUTRAL_WARPERS` act only when sampling (and transformers warns
+# its global defaults (top_k=50). `NEUTRAL_WARPERS` act only when sampling (and transformers warns
 # when a greedy config sets them). TRL's GRPO/RLOO can take both as `generation_kwargs`.
 NEUTRAL_PROCESSORS: dict[str, Any] = {
-    "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
-    "encoder_no_repeat_ngram_size": 0, "suppress_tokens": [], "begin_suppress_tokens": [],
-    "renormalize_logits": False, "remove_invalid_values": False, "guidance_scale": 1.0, "min_length": 0,
+    "repetition_penalty": 1.0,
+    "encoder_repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0,
+    "suppress_tokens": [],
+    "begin_suppress_tokens": [],
+    "renormalize_logits": False,
+    "remove_invalid_values": False,
+    "guidance_scale": 1.0,
+    "min_length": 0,
 }
-NEUTRAL_WARPERS: dict[str, Any] = {"top_k": 0, "min_p": 0.0, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0}
+NEUTRAL_WARPERS: dict[str, Any] = {
+    "top_k": 0,
+    "min_p": 0.0,
+    "typical_p": 1.0,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+}
 
 
 def sampling_config(
@@ -244,10 +259,17 @@ def sampling_config(
 
     stop = stop_token_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
-    sampling = {} if temperature == 0 else {"temperature": temperature, "top_p": top_p, **NEUTRAL_WARPERS}
+    sampling = {"temperature": temperature, "top_p": top_p, **NEUTRAL_WARPERS}
     return GenerationConfig(
-        max_new_tokens=max_new_tokens, num_beams=1, num_return_sequences=1, use_cache=True,
-        eos_token_id=stop, pad_token_id=pad, do_sample=temperature > 0, **NEUTRAL_PROCESSORS, **sampling,
+        max_new_tokens=max_new_tokens,
+        num_beams=1,
+        num_return_sequences=1,
+        use_cache=True,
+        eos_token_id=stop,
+        pad_token_id=pad,
+        do_sample=temperature > 0,
+        **NEUTRAL_PROCESSORS,
+        **(sampling if temperature > 0 else {}),
     )
 
 
@@ -264,7 +286,9 @@ def neutral_generation_defaults(model: Any) -> Iterator[None]:
     """
     from transformers import GenerationConfig
 
-    owners = [m for m in model.modules() if isinstance(vars(m).get("generation_config"), GenerationConfig)]
+    owners = [
+        m for m in model.modules() if isinstance(vars(m).get("generation_config"), GenerationConfig)
+    ]
     saved = [m.generation_config for m in owners]
     try:
         for owner in owners:
@@ -276,9 +300,16 @@ def neutral_generation_defaults(model: Any) -> Iterator[None]:
 
 
 def generate_tokens(model: Any, input_ids: Any, attention_mask: Any, config: Any) -> Any:
-    """`model.generate` with `config` alone deciding how tokens are drawn (see `sampling_config`)."""
+    """`model.generate` with `config` alone deciding how tokens are drawn (`sampling_config`).
+
+    HF `generate` is kept rather than a loop of our own for its KV cache, the cache classes some
+    architectures need (sliding-window, hybrid) and left-padding position ids;
+    tests/test_sampling_fidelity.py measures that what it draws is the softmax.
+    """
     with neutral_generation_defaults(model):
-        return model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
+        return model.generate(
+            input_ids=input_ids, attention_mask=attention_mask, generation_config=config
+        )
 
 
 def _generate_batch(
