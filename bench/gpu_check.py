@@ -14,30 +14,31 @@ The model: random weights at Qwen2.5-0.5B's sizes (hidden 896, 24 layers, 14 hea
 MLP 4864, from its config.json), over the hub-like fixture tokenizer of `rft_cli.hub_like`
 (byte-level BPE, ChatML, two EOS ids, Qwen2.5-Instruct's generation_config.json). The vocabulary
 is that tokenizer's 384 tokens, not Qwen's 151,936: a random model over 151,936 ids would sample
-ids the tokenizer cannot decode. So the model has ~0.36B parameters instead of 0.49B (the
-embedding is tied), and the figures are for the transformer body, not the 136M-parameter
-embedding/LM head. The data is data/svamp, the grader data/svamp/grader.yaml; SFT is off.
+ids the tokenizer cannot decode. So the model has 358M parameters instead of 494M (the embedding
+is tied), and the figures leave out the 136M-parameter embedding/LM head and its logits. The data is data/svamp, the grader data/svamp/grader.yaml; SFT is off.
 
-    python bench/gpu_check.py                  # CUDA; about 3-5 minutes on one H100/H200 (unmeasured)
+    python bench/gpu_check.py                  # CUDA; planned for under 8 minutes on one H100/H200 (unmeasured)
     python bench/gpu_check.py --cpu --small    # the same path on CPU with tiny sizes (tests run it)
     python bench/gpu_check.py --json out.json  # also write the figures as JSON
 
 Bringing the dependencies to a GPU machine that has torch and transformers but no trl, datasets,
-peft or accelerate, and no package index. On a machine with one, for the GPU machine's Python
-(check it there with `python -V`; 3.11 below) and platform:
+peft or accelerate, and no package index (`rft train` imports all four, PPO included). On a machine
+with an index, in a virtual environment where rft is installed, with the GPU machine's Python
+minor version and CPU architecture (`python -V` there), write every installed package except what
+the GPU machine already has, and build a wheel of each:
 
-    pip download --dest wheels/ --only-binary=:all: --python-version 3.11 \\
-        --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \\
-        "trl>=1.0" "peft>=0.17" "accelerate>=1.0" datasets pydantic typer rich pyyaml math-verify
-    pip wheel --no-deps --wheel-dir wheels/ .          # rft itself
+    pip freeze --exclude-editable | grep -viE '^(torch|nvidia-|triton|transformers|tokenizers|safetensors|huggingface.hub)' > gpu-reqs.txt
+    pip wheel --no-deps --wheel-dir wheels/ -r gpu-reqs.txt     # sdists (rouge-score) become wheels too
+    pip wheel --no-deps --wheel-dir wheels/ .                    # rft itself
 
-carry wheels/ there with the repository (the device tool: carry: ["wheels"]), then:
+carry wheels/ and gpu-reqs.txt there with the repository, then:
 
-    pip install --no-index --find-links wheels/ trl peft accelerate datasets rft-cli
-    python bench/gpu_check.py
+    pip install --no-index --find-links wheels/ -r gpu-reqs.txt
+    PYTHONPATH=. python bench/gpu_check.py
 
-(or skip installing rft and run from the repository root: PYTHONPATH=. python bench/gpu_check.py).
-Leave torch and transformers as the machine has them: pip resolves the others against them.
+pip checks the brought packages against the machine's torch and transformers; if it reports a
+conflict (trl needs a newer transformers), bring the transformers, tokenizers, safetensors and
+huggingface-hub wheels too. pyarrow, pandas, numpy and sympy make up most of the wheels' size.
 """
 
 from __future__ import annotations
