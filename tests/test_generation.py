@@ -8,6 +8,7 @@ from rft_cli.errors import UsageError
 from rft_cli.generation import (
     Completion,
     _completion,
+    encode_prompt,
     generate_completions,
     load_model_for_inference,
     resolve_model_path,
@@ -128,9 +129,7 @@ def test_truncated_when_max_new_tokens_is_hit(loaded):
 def test_generation_stops_at_eos(loaded):
     """Make the model's first greedy token an EOS id: generation must stop there, untruncated."""
     model, tokenizer = loaded
-    first = tokenizer.apply_chat_template(PROMPTS[0], add_generation_prompt=True, tokenize=True)[
-        "input_ids"
-    ]
+    first = encode_prompt(tokenizer, PROMPTS[0])
     import torch
 
     with torch.no_grad():

@@ -15,7 +15,7 @@ import math
 import pytest
 import torch
 
-from rft_cli.generation import generate_completions
+from rft_cli.generation import encode_prompt, generate_completions
 from rft_cli.hub_like import build_bpe_tokenizer, build_qwen2_model, hub_generation_config
 from rft_cli.training.common import sample
 
@@ -53,7 +53,7 @@ def hub_model(request, tmp_path_factory):
 
 
 def _first_step_probs(model, tokenizer, temperature: float) -> torch.Tensor:
-    ids = tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True, tokenize=True)["input_ids"]
+    ids = encode_prompt(tokenizer, PROMPT)
     with torch.no_grad():
         logits = model(torch.tensor([ids])).logits[0, -1].float()
     return torch.softmax(logits / temperature, dim=-1)
@@ -182,7 +182,7 @@ def test_greedy_is_the_argmax_whatever_the_model_defaults(hub_model):
     """Greedy eval and validation take the argmax at every step: the folder's repetition penalty,
     no_repeat_ngram_size or suppressed tokens must not steer it."""
     model, tokenizer = hub_model
-    ids = tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True, tokenize=True)["input_ids"]
+    ids = encode_prompt(tokenizer, PROMPT)
     stop = {tokenizer.eos_token_id, tokenizer.pad_token_id}
     with torch.no_grad():
         for _ in range(8):
