@@ -86,15 +86,12 @@ class Rollout:
 
 
 def encode_prompts(tokenizer: Any, rows: Sequence[dict], max_prompt_length: int, device: Any) -> tuple[Any, Any]:
-    """Chat-template the prompts (generation prompt added), keep the last `max_prompt_length` tokens, left-pad."""
+    """Chat-template the prompts as `rft eval` does, keep the last `max_prompt_length` tokens, left-pad."""
     import torch
 
-    encoded = []
-    for row in rows:
-        ids = tokenizer.apply_chat_template(prompt_messages(row), add_generation_prompt=True, tokenize=True)
-        if not isinstance(ids, list):
-            ids = ids["input_ids"]
-        encoded.append(list(ids)[-max_prompt_length:])
+    from rft_cli.generation import encode_prompt
+
+    encoded = [encode_prompt(tokenizer, prompt_messages(row))[-max_prompt_length:] for row in rows]
     width = max(len(ids) for ids in encoded)
     pad = tokenizer.pad_token_id
     input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in encoded], device=device)
@@ -102,45 +99,30 @@ def encode_prompts(tokenizer: Any, rows: Sequence[dict], max_prompt_length: int,
     return input_ids, mask
 
 
-def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
-    """EOS ids of the model's generation config and the tokenizer (chat models often have several)."""
-    ids: list[int] = []
-    for value in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
-        for token_id in value if isinstance(value, list) else [value]:
-            if token_id is not None and int(token_id) not in ids:
-                ids.append(int(token_id))
-    return ids
-
-
-def _sampling_config(model: Any, tokenizer: Any, max_new_tokens: int, temperature: float, top_p: float,
-                     greedy: bool) -> Any:
-    """A clean generation config: model defaults (top_k, repetition penalty...) would change the
-    sampling distribution away from the softmax that PPO's log-probs assume."""
-    from transformers import GenerationConfig
-
-    stop = stop_token_ids(model, tokenizer)
-    return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=not greedy, temperature=None if greedy else temperature,
-                            top_p=None if greedy else top_p, top_k=None, eos_token_id=stop,
-                            pad_token_id=tokenizer.pad_token_id, use_cache=True, num_beams=1)
-
-
 def sample(model: Any, tokenizer: Any, rows: Sequence[dict], *, max_prompt_length: int, max_new_tokens: int,
            temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False, device: Any = None) -> Rollout:
-    """Sample one answer per row with the KV cache (HF generate); stops at EOS."""
+    """Sample one answer per row with the KV cache (HF generate); stops at EOS.
+
+    Tokens are drawn from exactly softmax(logits / temperature) (top-p only when top_p < 1), the
+    distribution PPO's log-probs, KL and entropy assume: the generation setup is `rft eval`'s, and
+    the model's own generation_config.json (top_k, repetition penalty...) takes no part.
+    """
     import torch
 
+    from rft_cli.generation import generate_tokens, sampling_config
     from rft_cli.training.ppo_math import response_mask
 
     device = device or next(model.parameters()).device
     prompt_ids, prompt_mask = encode_prompts(tokenizer, rows, max_prompt_length, device)
-    config = _sampling_config(model, tokenizer, max_new_tokens, temperature, top_p, greedy)
+    config = sampling_config(model, tokenizer, max_new_tokens=max_new_tokens,
+                             temperature=0.0 if greedy else temperature, top_p=top_p)
     with torch.no_grad():
-        out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config)
+        out = generate_tokens(model, prompt_ids, prompt_mask, config)
     response = out[:, prompt_ids.shape[1]:]
     if response.shape[1] == 0:  # nothing generated at all; keep one EOS so shapes stay valid
         response = torch.full((len(rows), 1), config.eos_token_id[0], device=device)
     mask, truncated = response_mask(response, config.eos_token_id)
-    response = torch.where(mask.bool(), response, torch.full_like(response, tokenizer.pad_token_id))
+    response = torch.where(mask.bool(), response, torch.full_like(response, config.pad_token_id))
     texts = tokenizer.batch_decode([r[m.bool()] for r, m in zip(response, mask)], skip_special_tokens=True)
     return Rollout(prompt_ids, prompt_mask, response, mask.to(device), truncated.to(device), texts)
 
