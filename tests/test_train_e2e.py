@@ -25,7 +25,9 @@ PPO_METRICS = {"stage", "step", "train_reward_mean", "train_reward_std", "kl", "
 
 
 def run(tmp_path: Path, *overrides: str, name: str = "run", grader=None, **kwargs):
-    config = load_run_config(RECIPE, list(overrides))
+    # A fake grader (sevens, NaN, failing) would fail the self-test on the recipe's demonstrations.
+    checked = ["grader_check.enabled=false"] if grader is not None else []
+    config = load_run_config(RECIPE, [*checked, *overrides])
     return train(config, output_dir=tmp_path / name, grader=grader, **kwargs)
 
 
