@@ -159,3 +159,16 @@ def test_train_preflight_as_a_library_call(tmp_path):
 def test_bad_share_is_a_config_error():
     result = _train("--set", "grader_check.max_failure_share=2")
     assert result.exit_code == 2 and "grader_check.max_failure_share" in result.stderr
+
+
+def test_a_judge_without_endpoint_stops_preflight_even_without_demonstrations(tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    path = tmp_path / "train.jsonl"
+    path.write_text(_row("1+1=", "2", None) + "\n")
+    judge = {"type": "label_model", "name": "lab", "model": "gpt-4o", "labels": ["a"], "passing_labels": ["a"],
+             "input": [{"role": "user", "content": "{{ sample.output_text }}"}]}
+    multi = {"type": "multi", "graders": {"num": NUMERIC, "lab": judge}, "calculate_output": "num * lab"}
+    from rft_cli.errors import GraderError
+
+    with pytest.raises(GraderError, match="label_model 'lab': no judge for model 'gpt-4o'"):
+        self_test(build_grader(multi), [(path, "solution")])

@@ -97,6 +97,16 @@ def grader_bar(grader: Any) -> tuple[float, float]:
     return (float(threshold) if threshold is not None else full), full
 
 
+def check_judges(grader: Any) -> None:
+    """Raise the `GraderError` of a model grader (or a multi grader's sub-grader) that has no judge to ask."""
+    from rft_cli.graders.judge import MissingJudge
+
+    for part in [grader, *getattr(grader, "graders", {}).values()]:
+        judge = getattr(part, "judge", None)
+        if isinstance(judge, MissingJudge):
+            judge.reply([], {})  # raises the one message that says what to set
+
+
 def _demonstrations(files: Iterable[tuple[str | Path, str]]) -> tuple[list[tuple[str, int, str, dict]], int, int]:
     """(file, line, demonstration, item) for each row that has one; and the counts of rows and of rows skipped."""
     found, rows, skipped = [], 0, 0
@@ -128,6 +138,7 @@ def self_test(grader: Any, files: Sequence[tuple[str | Path, str]]) -> SelfTestR
         >>> self_test(grader, [("data/train.jsonl", "solution")]).summary()  # doctest: +SKIP
         "the grader 'answer' gives full marks to 2,961 of 3,000 demonstrations"
     """
+    check_judges(grader)  # before reading anything: with no demonstrations nothing would ask the judge
     demos, n_rows, skipped = _demonstrations(files)
     threshold, full = grader_bar(grader)
     report = SelfTestReport(getattr(grader, "name", "grader"), threshold, full, rows=n_rows, skipped=skipped)
