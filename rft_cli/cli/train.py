@@ -99,8 +99,7 @@ def train(
 ) -> None:
     """Train a model: SFT warm-up on the demonstrations, then PPO with the grader's reward (ReFT).
 
-    Before any model loads, the config, the data and the grader are checked, and the grader grades each
-    demonstration as if the model had written it (grader_check): too many below full marks stop the run.
+    Before any model loads, config, data and grader are checked, and the grader grades each demonstration as if the model wrote it (grader_check): too many below full marks stop the run.
 
     Progress goes to stderr, the summary to stdout; Ctrl-C saves a checkpoint and exits 130.
 
