@@ -173,6 +173,13 @@ class EvalSettings(_Strict):
     batch_size: int = Field(32, ge=1)
 
 
+class GraderCheckSettings(_Strict):
+    """The grader self-test in preflight: each demonstration is graded as if the model wrote it."""
+
+    enabled: bool = True
+    max_failure_share: float = Field(0.02, ge=0, le=1)  # share of demonstrations below full marks that stops the run
+
+
 class RunConfig(_Strict):
     """One `rft train` run."""
 
@@ -182,6 +189,7 @@ class RunConfig(_Strict):
     sft: SFTSettings = Field(default_factory=SFTSettings)
     rl: RLSettings = Field(default_factory=RLSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
+    grader_check: GraderCheckSettings = Field(default_factory=GraderCheckSettings)
     output_dir: Path | None = None
     seed: int = Field(42, ge=0, lt=2**32)  # ReFT; numpy seeds are 32-bit
     save_interval: int = Field(10, ge=1)

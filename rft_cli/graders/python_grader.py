@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import re
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +19,7 @@ def check_source(source: str, where: str) -> ast.FunctionDef:
         tree = ast.parse(source, "<grader>")
     except SyntaxError as exc:
         raise GraderError(f"{where}: syntax error at line {exc.lineno}: {exc.msg}") from None
+    check_imports(tree, where)
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name == "grade":
             args = node.args
@@ -25,6 +28,39 @@ def check_source(source: str, where: str) -> ast.FunctionDef:
                 raise GraderError(f"{where}: grade() must take exactly two arguments, grade(sample, item)")
             return node
     raise GraderError(f"{where}: defines no top-level function grade(sample, item) -> float")
+
+
+# Import names whose pip package is named differently (OpenAI's grader image offers these).
+PIP_NAMES = {"sklearn": "scikit-learn", "yaml": "pyyaml", "rouge_score": "rouge-score", "skbio": "scikit-bio",
+             "ast_grep_py": "ast-grep-py", "PIL": "pillow", "cv2": "opencv-python"}
+_MISSING_MODULE = re.compile(r"No module named '([\w.]+)'")
+
+
+def install_hint(module: str) -> str:
+    """How to make `module` importable in the sandbox (the workers run this Python, in isolated mode)."""
+    top = module.split(".")[0]
+    package = PIP_NAMES.get(top, top)
+    return (f"the package {package} (import {top}) is not installed in the Python that runs rft and its grader "
+            f"workers; install it with `{sys.executable} -m pip install {package}`")
+
+
+def with_install_hint(detail: str) -> str:
+    """A worker's error detail, plus how to install the module when it is a failed import."""
+    match = _MISSING_MODULE.search(detail or "")
+    return f"{detail} ({install_hint(match.group(1))})" if match else detail
+
+
+def check_imports(tree: ast.Module, where: str) -> None:
+    """Refuse module-level imports (outside try blocks) of packages this Python does not have."""
+    import importlib.util
+
+    for node in tree.body:
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+            [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+        for name in names:
+            top = name.split(".")[0]
+            if top not in sys.builtin_module_names and importlib.util.find_spec(top) is None:
+                raise GraderError(f"{where}: line {node.lineno} imports {top}, but {install_hint(top)}")
 
 
 def item_keys(function: ast.FunctionDef) -> set[str]:
@@ -78,7 +114,7 @@ class PythonGrader(Grader):
             if outcome.error is None:
                 results.append(GradeResult(float(outcome.value)))
             else:
-                results.append(GradeResult(0.0, errors={outcome.error: 1}, details={outcome.error: outcome.detail}))
+                results.append(GradeResult(0.0, errors={outcome.error: 1}, details={outcome.error: with_install_hint(outcome.detail)}))
         return results
 
     def item_fields(self) -> set[str]:

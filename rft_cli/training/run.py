@@ -43,6 +43,7 @@ class Preflight:
     valid_rows: list[dict]
     grader: Any
     plan: dict[str, Any] = field(default_factory=dict)
+    grader_check: Any = None  # the self-test's SelfTestReport, None when grader_check.enabled is false
 
 
 @dataclass
@@ -110,7 +111,32 @@ def preflight(config: RunConfig, grader: Any = None, stage: str = "all") -> Pref
     train, valid = _load_data(config, grader)
     if stage in ("sft", "all") and config.sft.enabled:
         _require_demonstrations(train, config)
-    return Preflight(train, valid, grader, plan=build_plan(config, len(train), len(valid), stage))
+    check = check_grader(config, grader)
+    plan = build_plan(config, len(train), len(valid), stage)
+    if check is not None:
+        plan["grader_check"] = {k: v for k, v in check.to_dict().items() if k != "failures"}
+    return Preflight(train, valid, grader, plan=plan, grader_check=check)
+
+
+def check_grader(config: RunConfig, grader: Any) -> Any:
+    """The grader self-test on the run's demonstrations; raises DataError when too many score below full marks."""
+    from rft_cli.graders.selftest import demonstration_field_files, self_test
+
+    settings = config.grader_check
+    if not settings.enabled:
+        return None
+    report = self_test(grader, demonstration_field_files(config.data.train, config.data.valid,
+                                                         config.data.demonstration_field))
+    if report.failures and report.failure_share > settings.max_failure_share:
+        valid = f" --valid {config.data.valid}" if config.data.valid else ""
+        raise DataError(
+            f"grader self-test: {report.summary()}; {report.failure_share:.1%} score below "
+            f"{'full marks' if report.threshold >= report.full_marks else 'the pass_threshold'}, over "
+            f"grader_check.max_failure_share {settings.max_failure_share:.1%} (first: {report.failures[0].message()}); "
+            f"`rft validate {config.data.train}{valid} --grader GRADER` lists every row: fix the grader or the "
+            "data, or raise grader_check.max_failure_share"
+        )
+    return report
 
 
 def _check_model_source(config: RunConfig) -> None:
