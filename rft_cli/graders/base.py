@@ -8,7 +8,6 @@ in [0, 1] (see `clamp_reward` for the rule on values outside it).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
