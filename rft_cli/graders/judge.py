@@ -299,6 +299,8 @@ class _JudgeGrader(TemplatedGrader):
         self.contents = [_content_template(m.content, _at(where, f"input[{i}].content")) for i, m in enumerate(spec.input)]
         self.templates = tuple(self.contents)
         self.judge = build_judge(spec, where)
+        if getattr(spec, "range", None) is not None:  # score_model: OpenAI's range, not rescaled
+            self.reward_range = (float(spec.range[0]), float(spec.range[1]))
 
     def _schema(self) -> dict[str, Any]:
         raise NotImplementedError

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rft_cli.errors import GraderError
-from rft_cli.graders.base import GradeResult, Grader, as_sample
+from rft_cli.graders.base import GradeResult, Grader, as_sample, checked, failed
 from rft_cli.graders.specs import PythonSpec
 
 
@@ -78,9 +78,10 @@ def item_keys(function: ast.FunctionDef) -> set[str]:
 class PythonGrader(Grader):
     """Run the user's `grade(sample, item)` in a pool of contained worker processes.
 
-    An exception, timeout, crash, non-number, NaN or value outside [0, 1] scores 0 and is counted
-    by kind (python_grader_runtime_error, _timeout, _crash, _not_a_number, _nan, _out_of_range,
-    _memory_error, _startup_error). Workers start on first use; `close()` stops them.
+    An exception, timeout, crash, non-number, NaN or value outside [0, 1] (beyond float rounding,
+    see `clamp_reward`) scores 0 and is counted by kind (python_grader_runtime_error, _timeout,
+    _crash, _not_a_number, _nan, _out_of_range, _memory_error, _startup_error, _input_error).
+    Workers start on first use; `close()` stops them.
 
     >>> g = PythonGrader(PythonSpec(type="python", source="def grade(sample, item):\\n    return 1.0"))
     >>> g.grade("x", {}).reward
@@ -104,17 +105,17 @@ class PythonGrader(Grader):
             self._pool = SandboxPool(self.spec.source, self.spec.timeout, self.spec.memory_mb, self.spec.workers)
         return self._pool
 
-    def grade(self, sample: Any, item: dict[str, Any]) -> GradeResult:
-        return self.grade_batch([sample], [item])[0]
+    def _grade(self, sample: Any, item: dict[str, Any]) -> GradeResult:
+        return self._grade_batch([sample], [item])[0]
 
-    def grade_batch(self, samples: Sequence[Any], items: Sequence[dict[str, Any]]) -> list[GradeResult]:
+    def _grade_batch(self, samples: Sequence[Any], items: Sequence[dict[str, Any]]) -> list[GradeResult]:
         payloads = [{"sample": _sample_payload(s), "item": i} for s, i in zip(samples, items, strict=True)]
         results = []
         for outcome in self.pool.run(payloads):
             if outcome.error is None:
-                results.append(GradeResult(float(outcome.value)))
+                results.append(checked(GradeResult(float(outcome.value))))
             else:
-                results.append(GradeResult(0.0, errors={outcome.error: 1}, details={outcome.error: with_install_hint(outcome.detail)}))
+                results.append(checked(failed(outcome.error, with_install_hint(outcome.detail))))
         return results
 
     def item_fields(self) -> set[str]:
@@ -143,6 +144,6 @@ def _sample_payload(sample: Any) -> dict[str, Any]:
     if "output_json" not in sample:
         try:
             sample["output_json"] = json.loads(sample.get("output_text", ""))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):  # not JSON, or nested past the parser's limit
             sample["output_json"] = None
     return sample
