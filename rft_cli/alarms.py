@@ -1,0 +1,236 @@
+"""Alarms: detectors over the metrics stream for the ways RL fails while the loss looks fine.
+
+Each detector has a name, a plain-language meaning and thresholds in the run config's `alarms:`
+section. They read only metrics lines (flat dicts with `stage` and `step`), so the same code runs
+live during `rft train` and afterwards over any `metrics.jsonl` (`rft report`).
+
+    monitor = AlarmMonitor(AlarmSettings())
+    for record in records:
+        for alarm in monitor.check(record):
+            print(alarm.name, alarm.step, alarm.message)
+
+Only RL lines are watched: the warm-up has no rewards, and its entropy falling is the point of it.
+An alarm is raised once per run, at the first step its condition holds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+# name -> what it means, in the words a user reads on stderr and in `rft report`.
+MEANINGS = {
+    "reward_hacking": "the validation reward fell while the training reward rose: the policy may be pleasing the "
+                      "grader instead of solving the task; read the samples of both",
+    "length_growth": "answers grew much longer than at the start of RL: the grader may reward length",
+    "truncation_rise": "more answers hit max_new_tokens than at the start of RL: answers run on instead of ending",
+    "no_signal": "every answer of a step scored the same, step after step: no reward difference, nothing to learn",
+    "entropy_collapse": "the policy's entropy fell far below its starting value: sampling has become nearly "
+                        "deterministic and exploration stopped",
+    "kl_high": "the policy moved far from the reference model (KL above the bound): raise rl.kl_coef",
+    "grader_errors": "the share of answers whose grading failed rose: the grader breaks on what the model now writes",
+}
+ALARM_NAMES = tuple(MEANINGS)
+
+
+@dataclass
+class Alarm:
+    """One raised alarm: which detector, where, and the figures that raised it."""
+
+    name: str
+    stage: str
+    step: int
+    message: str
+
+    @property
+    def meaning(self) -> str:
+        return MEANINGS[self.name]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "meaning": self.meaning}
+
+
+def _values(records: list[dict[str, Any]], key: str) -> list[float]:
+    out = []
+    for record in records:
+        value = record.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out.append(float(value))
+    return out
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _start_and_now(records: list[dict[str, Any]], key: str, window: int) -> tuple[float, float] | None:
+    """Mean of the first `window` values and of the last `window` (None until 2 windows exist)."""
+    values = _values(records, key)
+    if len(values) < 2 * window:
+        return None
+    return _mean(values[:window]), _mean(values[-window:])
+
+
+def detect_reward_hacking(records: list[dict[str, Any]], s: Any) -> str | None:
+    evals = [r for r in records if isinstance(r.get("valid_reward_mean"), (int, float))][-s.eval_window:]
+    if len(evals) < 2:
+        return None
+    peak = max(evals[:-1], key=lambda r: r["valid_reward_mean"])
+    drop = peak["valid_reward_mean"] - evals[-1]["valid_reward_mean"]
+    train_then = _values([r for r in records if r["step"] <= peak["step"]], "train_reward_mean")[-s.window:]
+    train_now = _values(records, "train_reward_mean")[-s.window:]
+    if not train_then or not train_now or drop < s.valid_drop:
+        return None
+    rise = _mean(train_now) - _mean(train_then)
+    if rise < s.train_rise:
+        return None
+    return (f"valid_reward_mean fell {drop:.3f} since step {peak['step']} ({peak['valid_reward_mean']:.3f} -> "
+            f"{evals[-1]['valid_reward_mean']:.3f}) while train_reward_mean rose {rise:.3f}")
+
+
+def detect_length_growth(records: list[dict[str, Any]], s: Any) -> str | None:
+    pair = _start_and_now(records, "response_length_mean", s.window)
+    if pair is None or pair[0] <= 0 or pair[1] < s.length_multiple * pair[0]:
+        return None
+    return (f"response_length_mean {pair[1]:.1f} tokens (last {s.window} steps) is {pair[1] / pair[0]:.2f}x its "
+            f"start {pair[0]:.1f}, above alarms.length_multiple={s.length_multiple}")
+
+
+def detect_truncation_rise(records: list[dict[str, Any]], s: Any) -> str | None:
+    pair = _start_and_now(records, "truncated_share", s.window)
+    if pair is None or pair[1] - pair[0] < s.truncated_rise:
+        return None
+    return (f"truncated_share {pair[1]:.2f} (last {s.window} steps) rose {pair[1] - pair[0]:.2f} from its start "
+            f"{pair[0]:.2f}, above alarms.truncated_rise={s.truncated_rise}")
+
+
+def detect_no_signal(records: list[dict[str, Any]], s: Any) -> str | None:
+    stds = _values(records, "train_reward_std")[-s.no_signal_steps:]
+    if len(stds) < s.no_signal_steps or any(v > 1e-9 for v in stds):
+        return None
+    return f"train_reward_std was 0 for the last {s.no_signal_steps} steps (alarms.no_signal_steps)"
+
+
+def detect_entropy_collapse(records: list[dict[str, Any]], s: Any) -> str | None:
+    pair = _start_and_now(records, "entropy", s.window)
+    if pair is None or pair[0] <= 0 or pair[1] > s.entropy_fraction * pair[0]:
+        return None
+    return (f"entropy {pair[1]:.4g} (last {s.window} steps) is {pair[1] / pair[0]:.1%} of its start {pair[0]:.4g}, "
+            f"below alarms.entropy_fraction={s.entropy_fraction}")
+
+
+def detect_kl_high(records: list[dict[str, Any]], s: Any) -> str | None:
+    values = _values(records, "kl")[-s.window:]
+    if len(values) < s.window or _mean(values) <= s.kl_max:
+        return None
+    return f"kl {_mean(values):.3g} (mean of the last {s.window} steps) is above alarms.kl_max={s.kl_max}"
+
+
+def detect_grader_errors(records: list[dict[str, Any]], s: Any) -> str | None:
+    values = _values(records, "grader_error_share")
+    if len(values) < s.window:
+        return None
+    start = _mean(values[: s.window]) if len(values) >= 2 * s.window else 0.0
+    now = _mean(values[-s.window:])
+    if now - start < s.grader_error_rise:
+        return None
+    return (f"grader_error_share {now:.2f} (last {s.window} steps) rose {now - start:.2f} from {start:.2f}, "
+            f"above alarms.grader_error_rise={s.grader_error_rise}")
+
+
+DETECTORS: dict[str, Callable[[list[dict[str, Any]], Any], str | None]] = {
+    "reward_hacking": detect_reward_hacking,
+    "length_growth": detect_length_growth,
+    "truncation_rise": detect_truncation_rise,
+    "no_signal": detect_no_signal,
+    "entropy_collapse": detect_entropy_collapse,
+    "kl_high": detect_kl_high,
+    "grader_errors": detect_grader_errors,
+}
+
+
+class AlarmMonitor:
+    """Feeds RL metrics lines to the detectors; each alarm is raised once, at its first step."""
+
+    def __init__(self, settings: Any):
+        self.settings = settings
+        self.history: list[dict[str, Any]] = []
+        self.raised: list[Alarm] = []
+
+    def check(self, record: dict[str, Any]) -> list[Alarm]:
+        """New alarms at this line (none for non-RL lines, when disabled, or when already raised)."""
+        if not self.settings.enabled or record.get("stage") != "rl" or not isinstance(record.get("step"), int):
+            return []
+        self.history.append(record)
+        done = {a.name for a in self.raised}
+        new = []
+        for name, detect in DETECTORS.items():
+            if name in done or name in self.settings.disabled:
+                continue
+            message = detect(self.history, self.settings)
+            if message is not None:
+                new.append(Alarm(name, "rl", record["step"], message))
+        self.raised.extend(new)
+        return new
+
+    def replay(self, records: Iterable[dict[str, Any]]) -> list[Alarm]:
+        """Feed earlier lines (a resumed run's, or a finished run's for `rft report`); returns all alarms."""
+        for record in records:
+            self.check(record)
+        return list(self.raised)
+
+
+def scan_metrics(records: Iterable[dict[str, Any]], settings: Any = None) -> list[Alarm]:
+    """The alarms a metrics stream raises under `settings` (the defaults when None)."""
+    if settings is None:
+        from rft_cli.config import AlarmSettings
+
+        settings = AlarmSettings()
+    return AlarmMonitor(settings).replay(records)
+
+
+def stopping(alarms: list[Alarm], settings: Any) -> Alarm | None:
+    """The first of `alarms` that `alarms.stop_on` names."""
+    return next((a for a in alarms if a.name in settings.stop_on), None)
+
+
+class AlarmStop(Exception):
+    """Raised by `WatchingLogger` after logging a line whose alarm `alarms.stop_on` names."""
+
+    def __init__(self, alarm: Alarm):
+        super().__init__(alarm.message)
+        self.alarm = alarm
+
+
+class WatchingLogger:
+    """Wraps the metrics logger: checks each line for alarms before it is written.
+
+    A raised alarm goes on its line as `alarms: [{name, message, ...}]` (so the progress display
+    and `metrics.jsonl` both see it); an alarm `stop_on` names raises AlarmStop after the write.
+    A samples write error is noted once, as `samples_error`, on the next line.
+    """
+
+    def __init__(self, inner: Any, monitor: AlarmMonitor, samples: Any = None):
+        self.inner, self.monitor, self.samples = inner, monitor, samples
+
+    def log(self, record: dict[str, Any]) -> None:
+        problem = self.samples.take_problem() if self.samples is not None else None
+        if problem:
+            record["samples_error"] = problem
+        alarms = self.monitor.check(record)
+        if alarms:
+            record["alarms"] = [a.to_dict() for a in alarms]
+        self.inner.log(record)
+        stop = stopping(alarms, self.monitor.settings)
+        if stop is not None:
+            raise AlarmStop(stop)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def alarms_in(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The alarms logged on metrics lines (what a run raised live)."""
+    return [a for r in records for a in (r.get("alarms") or []) if isinstance(a, dict)]
