@@ -203,8 +203,8 @@ def list_sample_files(run_dir: str | Path) -> list[SampleFile]:
         match = _NAME.match(path.name)
         if match:
             found.append(SampleFile(match.group(1), int(match.group(2)), path))
-    order = {"eval-sft": 0, "rl": 1, "eval-rl": 1}
-    return sorted(found, key=lambda f: (order[f.kind], f.step, f.kind))
+    phase, rank = {"eval-sft": 0, "rl": 1, "eval-rl": 1}, {"rl": 0, "eval-rl": 1, "eval-sft": 1}
+    return sorted(found, key=lambda f: (phase[f.kind], f.step, rank[f.kind]))  # a step's answers, then its evaluation
 
 
 def read_samples(path: str | Path) -> list[dict[str, Any]]:
