@@ -197,7 +197,7 @@ def stopping(alarms: list[Alarm], settings: Any) -> Alarm | None:
 
 
 class AlarmStop(Exception):
-    """Raised by `WatchingLogger` after logging a line whose alarm `alarms.stop_on` names."""
+    """Raised after a line whose alarm `alarms.stop_on` names is logged and shown."""
 
     def __init__(self, alarm: Alarm):
         super().__init__(alarm.message)
@@ -208,12 +208,14 @@ class WatchingLogger:
     """Wraps the metrics logger: checks each line for alarms before it is written.
 
     A raised alarm goes on its line as `alarms: [{name, message, ...}]` (so the progress display
-    and `metrics.jsonl` both see it); an alarm `stop_on` names raises AlarmStop after the write.
+    and `metrics.jsonl` both see it); an alarm `stop_on` names is raised as AlarmStop by
+    `raise_pending_stop`, which `RunContext.report` calls after the progress display.
     A samples write error is noted once, as `samples_error`, on the next line.
     """
 
     def __init__(self, inner: Any, monitor: AlarmMonitor, samples: Any = None):
         self.inner, self.monitor, self.samples = inner, monitor, samples
+        self.pending_stop: Alarm | None = None
 
     def log(self, record: dict[str, Any]) -> None:
         problem = self.samples.take_problem() if self.samples is not None else None
@@ -223,9 +225,12 @@ class WatchingLogger:
         if alarms:
             record["alarms"] = [a.to_dict() for a in alarms]
         self.inner.log(record)
-        stop = stopping(alarms, self.monitor.settings)
-        if stop is not None:
-            raise AlarmStop(stop)
+        self.pending_stop = stopping(alarms, self.monitor.settings) or self.pending_stop
+
+    def raise_pending_stop(self) -> None:
+        """Raise AlarmStop for a logged stop_on alarm (called once the progress display has shown it)."""
+        if self.pending_stop is not None:
+            raise AlarmStop(self.pending_stop)
 
     def close(self) -> None:
         self.inner.close()

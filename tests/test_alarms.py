@@ -147,8 +147,10 @@ def test_the_watching_logger_writes_the_alarm_on_its_line_then_stops(tmp_path):
     path = tmp_path / "metrics.jsonl"
     logger = WatchingLogger(JsonlMetricsLogger(path), AlarmMonitor(AlarmSettings(no_signal_steps=2, stop_on=["no_signal"])))
     logger.log({"stage": "rl", "step": 1, "train_reward_std": 0.0})
+    logger.raise_pending_stop()  # nothing to stop for yet
+    logger.log({"stage": "rl", "step": 2, "train_reward_std": 0.0})
     with pytest.raises(AlarmStop) as stopped:
-        logger.log({"stage": "rl", "step": 2, "train_reward_std": 0.0})
+        logger.raise_pending_stop()
     logger.close()
     assert stopped.value.alarm.name == "no_signal" and stopped.value.alarm.step == 2
     lines = read_metrics(path)

@@ -270,6 +270,9 @@ class RunContext:
         self.logger.log(record)
         if self.progress is not None:
             self.progress(record)
+        stop = getattr(self.logger, "raise_pending_stop", None)  # alarms.stop_on (rft_cli.alarms.WatchingLogger)
+        if stop is not None:
+            stop()
 
     def keep_samples(self, stage: str, step: int, lines: list[dict], after: str | None = None) -> None:
         """Write a step's answers to RUN/samples/ (nothing when samples are off)."""
