@@ -156,7 +156,7 @@ def build_plan(config: RunConfig, n_train: int, n_valid: int, stage: str) -> dic
     return {"stages": stages, "train_rows": n_train, "valid_rows": n_valid,
             "eval": {"interval": config.eval.interval, "rows": min(config.eval.samples, n_valid)},
             "save_interval": config.save_interval, "keep_checkpoints": config.keep_checkpoints,
-            "layout": ["config.yaml", "metrics.jsonl", "checkpoints/sft/", "checkpoints/step-<N>/", "final/", "summary.json"]}
+            "layout": ["config.yaml", "metrics.jsonl", "checkpoints/sft/", "checkpoints/step-<N>/", "samples/", "final/", "summary.json"]}
 
 
 # -- the run ------------------------------------------------------------------------------------
