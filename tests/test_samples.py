@@ -157,3 +157,38 @@ def test_a_run_without_samples_says_why(tmp_path):
     (tmp_path / "run").mkdir()
     result = runner.invoke(app, ["report", str(tmp_path / "run"), "--samples"])
     assert result.exit_code == 2 and "no rl samples kept" in " ".join(result.output.split())
+
+
+class _ChatTokenizer:
+    eos_token_id = 0
+
+    def apply_chat_template(self, messages, add_generation_prompt=True, tokenize=False):
+        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
+
+
+def test_the_grpo_reward_function_keeps_the_steps_answers(tmp_path):
+    """GRPO/RLOO answers reach RUN/samples/ through the TRL reward function (TRL passes the
+    trainer state, the completion ids and the dataset's rft_row column)."""
+    from types import SimpleNamespace
+
+    from rft_cli.graders.build import build_from_dict
+    from rft_cli.metrics import NullLogger
+    from rft_cli.training.common import RunContext
+    from rft_cli.training.trl_bridge import GraderReward, TrlSampleKeeper
+
+    grader = build_from_dict({"type": "string_check", "name": "exact", "input": "{{ sample.output_text }}",
+                              "reference": "{{ item.answer }}", "operation": "eq"}, where="grader")
+    config = SimpleNamespace(rl=SimpleNamespace(steps=10, samples_per_prompt=2, max_new_tokens=3),
+                             samples=SamplesSettings())
+    ctx = RunContext(config, tmp_path, [], [], grader, NullLogger(), samples=SampleWriter(tmp_path, SamplesSettings()))
+    reward = GraderReward(grader, 0.5, keeper=TrlSampleKeeper(ctx, _ChatTokenizer()))
+    prompt = [{"role": "user", "content": "1+1="}]
+    rewards = reward(prompts=[prompt, prompt], completions=[[{"role": "assistant", "content": "2"}],
+                                                             [{"role": "assistant", "content": "333"}]],
+                     rft_item=[json.dumps({"answer": "2"})] * 2, completion_ids=[[5, 0], [6, 7, 8]],
+                     trainer_state=SimpleNamespace(global_step=4), rft_row=[7, 7])
+    assert rewards == [1.0, 0.0]
+    lines = read_samples(tmp_path / "samples" / "rl-step-0000005.jsonl")
+    assert [(x["row"], x["prompt"], x["output_text"], x["reward"], x["num_tokens"], x["truncated"]) for x in lines] == [
+        (7, "<user>1+1=<assistant>", "2", 1.0, 2, False), (7, "<user>1+1=<assistant>", "333", 0.0, 3, True)]
+    assert reward.drain_metrics()["grader_error_share"] == 0.0
