@@ -15,6 +15,7 @@ An alarm is raised once per run, at the first step its condition holds.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -52,84 +53,100 @@ class Alarm:
         return {**asdict(self), "meaning": self.meaning}
 
 
-def _values(records: list[dict[str, Any]], key: str) -> list[float]:
-    out = []
-    for record in records:
-        value = record.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            out.append(float(value))
-    return out
+class MetricStream:
+    """The finite values of each metric, with their steps, kept as lines arrive (so each check is
+    cheap however long the run: detectors look at the first and last few values)."""
+
+    def __init__(self) -> None:
+        self._steps: dict[str, list[int]] = {}
+        self._values: dict[str, list[float]] = {}
+
+    def add(self, record: dict[str, Any]) -> None:
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                self._steps.setdefault(key, []).append(record["step"])
+                self._values.setdefault(key, []).append(float(value))
+
+    def values(self, key: str) -> list[float]:
+        return self._values.get(key, [])
+
+    def steps(self, key: str) -> list[int]:
+        return self._steps.get(key, [])
+
+    def values_until(self, key: str, step: int) -> list[float]:
+        """Values logged at or before `step`."""
+        return self.values(key)[: bisect.bisect_right(self.steps(key), step)]
 
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def _start_and_now(records: list[dict[str, Any]], key: str, window: int) -> tuple[float, float] | None:
+def _start_and_now(stream: MetricStream, key: str, window: int) -> tuple[float, float] | None:
     """Mean of the first `window` values and of the last `window` (None until 2 windows exist)."""
-    values = _values(records, key)
+    values = stream.values(key)
     if len(values) < 2 * window:
         return None
     return _mean(values[:window]), _mean(values[-window:])
 
 
-def detect_reward_hacking(records: list[dict[str, Any]], s: Any) -> str | None:
-    evals = [r for r in records if isinstance(r.get("valid_reward_mean"), (int, float))][-s.eval_window:]
+def detect_reward_hacking(stream: MetricStream, s: Any) -> str | None:
+    evals = list(zip(stream.steps("valid_reward_mean"), stream.values("valid_reward_mean")))[-s.eval_window:]
     if len(evals) < 2:
         return None
-    peak = max(evals[:-1], key=lambda r: r["valid_reward_mean"])
-    drop = peak["valid_reward_mean"] - evals[-1]["valid_reward_mean"]
-    train_then = _values([r for r in records if r["step"] <= peak["step"]], "train_reward_mean")[-s.window:]
-    train_now = _values(records, "train_reward_mean")[-s.window:]
+    peak_step, peak = max(evals[:-1], key=lambda e: e[1])
+    drop = peak - evals[-1][1]
+    train_then = stream.values_until("train_reward_mean", peak_step)[-s.window:]
+    train_now = stream.values("train_reward_mean")[-s.window:]
     if not train_then or not train_now or drop < s.valid_drop:
         return None
     rise = _mean(train_now) - _mean(train_then)
     if rise < s.train_rise:
         return None
-    return (f"valid_reward_mean fell {drop:.3f} since step {peak['step']} ({peak['valid_reward_mean']:.3f} -> "
-            f"{evals[-1]['valid_reward_mean']:.3f}) while train_reward_mean rose {rise:.3f}")
+    return (f"valid_reward_mean fell {drop:.3f} since step {peak_step} ({peak:.3f} -> {evals[-1][1]:.3f}) "
+            f"while train_reward_mean rose {rise:.3f}")
 
 
-def detect_length_growth(records: list[dict[str, Any]], s: Any) -> str | None:
-    pair = _start_and_now(records, "response_length_mean", s.window)
+def detect_length_growth(stream: MetricStream, s: Any) -> str | None:
+    pair = _start_and_now(stream, "response_length_mean", s.window)
     if pair is None or pair[0] <= 0 or pair[1] < s.length_multiple * pair[0]:
         return None
     return (f"response_length_mean {pair[1]:.1f} tokens (last {s.window} steps) is {pair[1] / pair[0]:.2f}x its "
             f"start {pair[0]:.1f}, above alarms.length_multiple={s.length_multiple}")
 
 
-def detect_truncation_rise(records: list[dict[str, Any]], s: Any) -> str | None:
-    pair = _start_and_now(records, "truncated_share", s.window)
+def detect_truncation_rise(stream: MetricStream, s: Any) -> str | None:
+    pair = _start_and_now(stream, "truncated_share", s.window)
     if pair is None or pair[1] - pair[0] < s.truncated_rise:
         return None
     return (f"truncated_share {pair[1]:.2f} (last {s.window} steps) rose {pair[1] - pair[0]:.2f} from its start "
             f"{pair[0]:.2f}, above alarms.truncated_rise={s.truncated_rise}")
 
 
-def detect_no_signal(records: list[dict[str, Any]], s: Any) -> str | None:
-    stds = _values(records, "train_reward_std")[-s.no_signal_steps:]
+def detect_no_signal(stream: MetricStream, s: Any) -> str | None:
+    stds = stream.values("train_reward_std")[-s.no_signal_steps:]
     if len(stds) < s.no_signal_steps or any(v > 1e-9 for v in stds):
         return None
     return f"train_reward_std was 0 for the last {s.no_signal_steps} steps (alarms.no_signal_steps)"
 
 
-def detect_entropy_collapse(records: list[dict[str, Any]], s: Any) -> str | None:
-    pair = _start_and_now(records, "entropy", s.window)
+def detect_entropy_collapse(stream: MetricStream, s: Any) -> str | None:
+    pair = _start_and_now(stream, "entropy", s.window)
     if pair is None or pair[0] <= 0 or pair[1] > s.entropy_fraction * pair[0]:
         return None
     return (f"entropy {pair[1]:.4g} (last {s.window} steps) is {pair[1] / pair[0]:.1%} of its start {pair[0]:.4g}, "
             f"below alarms.entropy_fraction={s.entropy_fraction}")
 
 
-def detect_kl_high(records: list[dict[str, Any]], s: Any) -> str | None:
-    values = _values(records, "kl")[-s.window:]
+def detect_kl_high(stream: MetricStream, s: Any) -> str | None:
+    values = stream.values("kl")[-s.window:]
     if len(values) < s.window or _mean(values) <= s.kl_max:
         return None
     return f"kl {_mean(values):.3g} (mean of the last {s.window} steps) is above alarms.kl_max={s.kl_max}"
 
 
-def detect_grader_errors(records: list[dict[str, Any]], s: Any) -> str | None:
-    values = _values(records, "grader_error_share")
+def detect_grader_errors(stream: MetricStream, s: Any) -> str | None:
+    values = stream.values("grader_error_share")
     if len(values) < s.window:
         return None
     start = _mean(values[: s.window]) if len(values) >= 2 * s.window else 0.0
@@ -140,7 +157,7 @@ def detect_grader_errors(records: list[dict[str, Any]], s: Any) -> str | None:
             f"above alarms.grader_error_rise={s.grader_error_rise}")
 
 
-DETECTORS: dict[str, Callable[[list[dict[str, Any]], Any], str | None]] = {
+DETECTORS: dict[str, Callable[[MetricStream, Any], str | None]] = {
     "reward_hacking": detect_reward_hacking,
     "length_growth": detect_length_growth,
     "truncation_rise": detect_truncation_rise,
@@ -156,20 +173,20 @@ class AlarmMonitor:
 
     def __init__(self, settings: Any):
         self.settings = settings
-        self.history: list[dict[str, Any]] = []
+        self.stream = MetricStream()
         self.raised: list[Alarm] = []
 
     def check(self, record: dict[str, Any]) -> list[Alarm]:
         """New alarms at this line (none for non-RL lines, when disabled, or when already raised)."""
         if not self.settings.enabled or record.get("stage") != "rl" or not isinstance(record.get("step"), int):
             return []
-        self.history.append(record)
+        self.stream.add(record)
         done = {a.name for a in self.raised}
         new = []
         for name, detect in DETECTORS.items():
             if name in done or name in self.settings.disabled:
                 continue
-            message = detect(self.history, self.settings)
+            message = detect(self.stream, self.settings)
             if message is not None:
                 new.append(Alarm(name, "rl", record["step"], message))
         self.raised.extend(new)
