@@ -76,26 +76,30 @@ source: |
 
 
 def test_a_grader_that_pays_for_length_raises_the_length_alarm_and_stop_on_stops(tmp_path):
+    """The warm-up learns to answer in ~2 tokens; PPO on a grader that pays for characters makes
+    the answers run to max_new_tokens within a few steps (measured: 2.25, 9.25, 19, 24 tokens),
+    past the default alarms.length_multiple of 2.5 over a 2-step window."""
     grader = tmp_path / "grader.yaml"
     grader.write_text(LENGTH_GRADER)
     run = tmp_path / "run"
-    result = rft_train(run, "--set", f"grader={grader}", "--set", "sft.max_steps=30", "--set", "rl.steps=8",
-                       "--set", "rl.learning_rate=0.01", "--set", "rl.max_new_tokens=24", "--set", "rl.kl_coef=0",
-                       "--set", "save_interval=1", "--set", "keep_checkpoints=8",
-                       "--set", "alarms.window=1", "--set", "alarms.length_multiple=1.4",
-                       "--set", "alarms.stop_on=[length_growth]")
+    result = rft_train(run, "--set", f"grader={grader}", "--set", "sft.max_steps=80", "--set", "sft.learning_rate=0.01",
+                       "--set", "rl.steps=8", "--set", "rl.learning_rate=0.01", "--set", "rl.max_new_tokens=24",
+                       "--set", "rl.kl_coef=0", "--set", "save_interval=1", "--set", "keep_checkpoints=8",
+                       "--set", "alarms.window=2", "--set", "alarms.stop_on=[length_growth]")
     assert result.exit_code == 1, result.output
     output = " ".join(result.output.split())
     assert "Traceback" not in output
-    assert "alarm length_growth at rl step 2" in output  # live, on stderr
-    assert "rl step 2: alarm length_growth (response_length_mean" in output and "alarms.stop_on" in output
     records = read_metrics(run / "metrics.jsonl")
     alarmed = [r for r in records if r.get("alarms")]
-    assert [r["step"] for r in alarmed] == [2] and "length_growth" in [a["name"] for a in alarmed[0]["alarms"]]
-    assert max(r["step"] for r in records if r["stage"] == "rl") == 2  # nothing after the stop
+    stop_step = alarmed[-1]["step"]
+    assert 2 < stop_step < 8 and "length_growth" in [a["name"] for a in alarmed[-1]["alarms"]]
+    assert f"alarm length_growth at rl step {stop_step}" in output  # live, on stderr
+    assert f"rl step {stop_step}: alarm length_growth (response_length_mean" in output and "alarms.stop_on" in output
+    assert max(r["step"] for r in records if r["stage"] == "rl") == stop_step  # nothing after the stop
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["stopped"] == {"alarm": "length_growth", "step": 2}
-    assert "length_growth" in [a["name"] for a in summary["alarms"]]  # truncation_rise comes with it
-    assert ckpt.is_complete(run / "checkpoints" / "step-1") and summary["final_source"] == "checkpoints/step-1"
+    assert summary["stopped"] == {"alarm": "length_growth", "step": stop_step}
+    assert "length_growth" in [a["name"] for a in summary["alarms"]]  # truncation_rise may come with it
+    previous = f"checkpoints/step-{stop_step - 1}"
+    assert ckpt.is_complete(run / previous) and summary["final_source"] == previous
     report = CliRunner().invoke(app, ["report", str(run), "--fail-on-alarm"])
-    assert report.exit_code == 3 and "alarm length_growth at rl step 2" in report.output
+    assert report.exit_code == 3 and f"alarm length_growth at rl step {stop_step}" in report.output
