@@ -19,7 +19,7 @@ from tests.train_fakes import FailingGrader, NaNGrader
 pytestmark = pytest.mark.slow
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny-test.yaml"
-TIMING_KEYS = {"elapsed_s", "tokens_per_second"}
+TIMING_KEYS = {"elapsed_s", "stage_elapsed_s", "eval_s", "tokens_per_second"}
 PPO_METRICS = {"stage", "step", "train_reward_mean", "train_reward_std", "kl", "policy_loss", "value_loss", "entropy",
                "clip_frac", "approx_kl", "response_length_mean", "learning_rate", "tokens_per_second", "elapsed_s"}
 

@@ -135,6 +135,7 @@ class GradeStats:
     failed: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     sub_rewards: dict[str, float] = field(default_factory=dict)
+    results: list[Any] = field(default_factory=list, repr=False)  # the GradeResults (samples on disk)
 
     def metrics(self, prefix: str = "") -> dict[str, Any]:
         """`grader_errors/<kind>` and `sub_rewards/<name>` entries for metrics.jsonl."""
@@ -145,7 +146,7 @@ class GradeStats:
 
 def stats_of(results: Sequence[Any]) -> GradeStats:
     """Rewards, failures (grades with any error), error counts and mean sub-rewards of GradeResults."""
-    stats = GradeStats(rewards=[float(r.reward) for r in results])
+    stats = GradeStats(rewards=[float(r.reward) for r in results], results=list(results))
     sub_totals: dict[str, list[float]] = {}
     for result in results:
         if result.errors and any(result.errors.values()):
@@ -184,8 +185,10 @@ def grade(grader: Any, texts: Sequence[str], items: Sequence[dict]) -> GradeStat
 
 
 def evaluate_greedy(model: Any, tokenizer: Any, grader: Any, rows: Sequence[dict], *, demonstration_field: str,
-                    max_new_tokens: int, batch_size: int) -> dict[str, float]:
+                    max_new_tokens: int, batch_size: int, answers: list | None = None) -> dict[str, float]:
     """valid_reward_mean and valid_accuracy (share of rows with reward 1.0) of greedy answers.
+
+    `answers`, when given, receives one samples line per row (`rft_cli.samples.eval_lines`).
 
     Generation is `rft_cli.generation.generate_completions`, the same as `rft eval`, so the
     validation score during training matches what `rft eval` reports for the checkpoint.
@@ -198,6 +201,10 @@ def evaluate_greedy(model: Any, tokenizer: Any, grader: Any, rows: Sequence[dict
                                 batch_size=batch_size)
     model.train(was_training)
     stats = grade(grader, [o[0].text for o in outs], [item_of(r, demonstration_field) for r in rows])
+    if answers is not None:
+        from rft_cli.samples import eval_lines
+
+        answers.extend(eval_lines(tokenizer, prompts, [o[0] for o in outs], stats.results, len(rows)))
     finite = [r for r in stats.rewards if math.isfinite(r)]
     mean = sum(finite) / len(finite) if finite else float("nan")
     return {"valid_reward_mean": mean, "valid_accuracy": sum(r >= 1.0 for r in finite) / max(len(stats.rewards), 1)}
@@ -252,6 +259,7 @@ class RunContext:
     progress: Any = None
     interrupt: InterruptFlag = field(default_factory=InterruptFlag)
     elapsed_before: float = 0.0
+    samples: Any = None  # a rft_cli.samples.SampleWriter (None: keep no answers)
 
     @property
     def checkpoints_dir(self) -> Any:
@@ -262,6 +270,17 @@ class RunContext:
         self.logger.log(record)
         if self.progress is not None:
             self.progress(record)
+        stop = getattr(self.logger, "raise_pending_stop", None)  # alarms.stop_on (rft_cli.alarms.WatchingLogger)
+        if stop is not None:
+            stop()
+
+    def keep_samples(self, stage: str, step: int, lines: list[dict], after: str | None = None) -> None:
+        """Write a step's answers to RUN/samples/ (nothing when samples are off)."""
+        if self.samples is not None:
+            self.samples.write(stage, step, lines, after)
+
+    def wants_samples(self, stage: str, step: int) -> bool:
+        return self.samples is not None and self.samples.wants(stage, step, self.config.rl.steps)
 
     def eval_rows(self) -> list[dict]:
         """The validation rows evaluated during training (the first `eval.samples`)."""
