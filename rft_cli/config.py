@@ -177,6 +177,52 @@ class EvalSettings(_Strict):
     batch_size: int = Field(32, ge=1)
 
 
+class GraderCheckSettings(_Strict):
+    """The grader self-test in preflight: each demonstration is graded as if the model wrote it."""
+
+    enabled: bool = True
+    max_failure_share: float = Field(0.02, ge=0, le=1)  # share of demonstrations below full marks that stops the run
+
+
+class SamplesSettings(_Strict):
+    """Sampled and evaluation answers kept under RUN/samples/ (one JSONL file per step)."""
+
+    enabled: bool = True
+    per_step: int = Field(16, ge=1)  # answers kept of each kept RL step (whole prompt groups first)
+    interval: int = Field(1, ge=1)  # keep every N-th RL step (the first and last step always)
+    eval_rows: int = Field(64, ge=0)  # greedy answers kept of each evaluation (0 = none)
+    max_chars: int = Field(2000, ge=100)  # prompt and answer texts are cut to this many characters
+    max_mb: float = Field(200.0, gt=0)  # oldest RL-step files are deleted beyond this total size
+
+
+class AlarmSettings(_Strict):
+    """Detectors over the metrics stream (README "Alarms"); thresholds are conservative on purpose."""
+
+    enabled: bool = True
+    stop_on: list[str] = Field(default_factory=list)  # alarm names that stop the run (exit 1)
+    disabled: list[str] = Field(default_factory=list)  # alarm names never raised
+    window: int = Field(5, ge=1)  # steps averaged for "at the start" and "now"
+    eval_window: int = Field(3, ge=2)  # evaluations looked back on by reward_hacking
+    valid_drop: float = Field(0.15, ge=0)
+    train_rise: float = Field(0.02, ge=0)
+    length_multiple: float = Field(2.5, gt=1)
+    truncated_rise: float = Field(0.25, gt=0, le=1)
+    no_signal_steps: int = Field(10, ge=1)
+    entropy_fraction: float = Field(0.05, gt=0, lt=1)
+    kl_max: float = Field(30.0, gt=0)
+    grader_error_rise: float = Field(0.1, gt=0, le=1)
+
+    @field_validator("stop_on", "disabled")
+    @classmethod
+    def _known_names(cls, names: list[str]) -> list[str]:
+        from rft_cli.alarms import ALARM_NAMES
+
+        unknown = [n for n in names if n not in ALARM_NAMES]
+        if unknown:
+            raise ValueError(f"unknown alarm {unknown[0]!r}; the alarms are {', '.join(ALARM_NAMES)}")
+        return names
+
+
 class RunConfig(_Strict):
     """One `rft train` run."""
 
@@ -186,6 +232,9 @@ class RunConfig(_Strict):
     sft: SFTSettings = Field(default_factory=SFTSettings)
     rl: RLSettings = Field(default_factory=RLSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
+    grader_check: GraderCheckSettings = Field(default_factory=GraderCheckSettings)
+    samples: SamplesSettings = Field(default_factory=SamplesSettings)
+    alarms: AlarmSettings = Field(default_factory=AlarmSettings)
     output_dir: Path | None = None
     seed: int = Field(42, ge=0, lt=2**32)  # ReFT; numpy seeds are 32-bit
     save_interval: int = Field(10, ge=1)

@@ -23,6 +23,7 @@ import torch
 
 from rft_cli import checkpoints as ckpt
 from rft_cli.errors import ConfigError, TrainingError
+from rft_cli.samples import rollout_lines
 from rft_cli.training import ppo_math as pm
 from rft_cli.training.common import (
     RunContext,
@@ -311,6 +312,11 @@ class PPOTrainer:
         rewards, kl = pm.token_rewards(scores, old_logprobs, ref_logprobs, mask, self.kl_ctl.value)
         advantages, returns = pm.compute_gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
         seq_kl = self._gather(kl.sum(dim=1)).mean().item()
+        if self.ctx.wants_samples("rl", step):
+            rows = [i for i in indices for _ in range(cfg.samples_per_prompt)]
+            keep = self.ctx.samples.keep(len(rows), cfg.samples_per_prompt)
+            self.ctx.keep_samples("rl", step, rollout_lines(self.tokenizer, rows, rollout, local_stats.results, keep,
+                                                            kl.sum(dim=1).tolist()))
         lengths, all_scores = self._gather(mask.sum(dim=1)), self._gather(scores)
         if cfg.whiten_advantages:
             # per process, like the whitening itself: this process's answers decide
@@ -322,6 +328,7 @@ class PPOTrainer:
             "kl": seq_kl, "kl_coef": self.kl_ctl.value,
             "response_length_mean": lengths.float().mean().item(),
             "truncated_share": self._gather(rollout.truncated.float()).mean().item(),
+            "grader_error_share": stats.failed / max(len(stats.rewards), 1),
             **stats.metrics(),
         })
         fault = None if _finite(record["train_reward_mean"], seq_kl) else "non-finite reward or KL"
@@ -365,9 +372,12 @@ class PPOTrainer:
             record = self.step(step)
             self.state.step = step
             if ctx.valid_rows and (step % ctx.config.eval.interval == 0 or step == cfg.steps):
+                eval_started = time.perf_counter()
                 self.state.last_valid = self.evaluate()
-                record.update(self.state.last_valid)
+                record.update({**self.state.last_valid, "eval_s": time.perf_counter() - eval_started})
+            # The stage's own clock (evaluations included), carried across resumes in trainer_state.json.
             self.state.elapsed_s = time.perf_counter() - run_started
+            record["stage_elapsed_s"] = self.state.elapsed_s
             record["elapsed_s"] = ctx.elapsed_before + self.state.elapsed_s
             ctx.report(record)
             if self.state.numerical_faults >= cfg.max_numerical_faults:
@@ -389,10 +399,14 @@ class PPOTrainer:
     def evaluate(self) -> dict[str, float]:
         """Greedy answers on the validation rows, graded."""
         cfg, ev = self.cfg, self.ctx.config.eval
+        answers: list | None = [] if self.ctx.wants_samples("eval", self.state.step) else None
         with self.accelerator.autocast():
-            return evaluate_greedy(self.ac.policy, self.tokenizer, self.ctx.grader, self.ctx.eval_rows(),
-                                   demonstration_field=self.ctx.config.data.demonstration_field,
-                                   max_new_tokens=ev.max_new_tokens or cfg.max_new_tokens, batch_size=ev.batch_size)
+            valid = evaluate_greedy(self.ac.policy, self.tokenizer, self.ctx.grader, self.ctx.eval_rows(),
+                                    demonstration_field=self.ctx.config.data.demonstration_field,
+                                    max_new_tokens=ev.max_new_tokens or cfg.max_new_tokens, batch_size=ev.batch_size,
+                                    answers=answers)
+        self.ctx.keep_samples("eval", self.state.step, (answers or [])[:self.ctx.config.samples.eval_rows], after="rl")
+        return valid
 
     # -- checkpoints ----------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from rft_cli.data.records import prompt_messages
 from rft_cli.training.common import RunContext, evaluate_greedy, item_of, seed_everything
 from rft_cli.training.trl_bridge import (
     GraderReward,
+    TrlSampleKeeper,
     build_trl_trainer,
     common_trainer_args,
     latest_trl_checkpoint,
@@ -26,7 +27,8 @@ STEP_PREFIX = "step-"
 
 def rl_examples(rows: list[dict], demonstration_field: str) -> list[dict[str, Any]]:
     """Conversational prompts, each with its grader item as JSON (rows' fields differ in type)."""
-    return [{"prompt": prompt_messages(row), "rft_item": json.dumps(item_of(row, demonstration_field))} for row in rows]
+    return [{"prompt": prompt_messages(row), "rft_item": json.dumps(item_of(row, demonstration_field)), "rft_row": i}
+            for i, row in enumerate(rows)]
 
 
 def _trl_config(ctx: RunContext, work_dir: Path) -> Any:
@@ -59,12 +61,16 @@ def run_trl_rl(ctx: RunContext, init_dir: Path, tokenizer: Any) -> dict[str, Any
         return {"step": ckpt.read_meta(resume)["step"], "last_valid": None}  # finished; Trainer would run one step more
     seed_everything(config.seed)
     work_dir = ctx.checkpoints_dir / f".trl-{config.rl.algorithm}"
-    reward = GraderReward(ctx.grader, config.rl.max_grader_error_share)
+    reward = GraderReward(ctx.grader, config.rl.max_grader_error_share, keeper=TrlSampleKeeper(ctx, tokenizer))
 
-    def evaluate(model: Any) -> dict[str, float]:
+    def evaluate(model: Any, step: int) -> dict[str, float]:
         ev = config.eval
-        return evaluate_greedy(model, tokenizer, ctx.grader, ctx.eval_rows(), demonstration_field=config.data.demonstration_field,
-                               max_new_tokens=ev.max_new_tokens or config.rl.max_new_tokens, batch_size=ev.batch_size)
+        answers: list | None = [] if ctx.wants_samples("eval", step) else None
+        valid = evaluate_greedy(model, tokenizer, ctx.grader, ctx.eval_rows(), demonstration_field=config.data.demonstration_field,
+                                max_new_tokens=ev.max_new_tokens or config.rl.max_new_tokens, batch_size=ev.batch_size,
+                                answers=answers)
+        ctx.keep_samples("eval", step, (answers or [])[:config.samples.eval_rows], after="rl")
+        return valid
 
     callback = trl_callback_class()(ctx, "rl", STEP_PREFIX, work_dir, reward=reward, evaluate=evaluate)
     trainer_class = GRPOTrainer if config.rl.algorithm == "grpo" else RLOOTrainer

@@ -30,6 +30,7 @@ TRL_METRICS = {
     "reward_std": "train_reward_std",
     "kl": "kl",
     "completions/mean_length": "response_length_mean",
+    "completions/clipped_ratio": "truncated_share",
     "clip_ratio/region_mean": "clip_frac",
     "policy_loss": "policy_loss",
 }
@@ -47,6 +48,9 @@ def trl_callback_class() -> type:
             self.ctx, self.stage, self.prefix, self.work_dir = ctx, stage, prefix, work_dir
             self.reward, self.evaluate_fn = reward, evaluate
             self.started = time.perf_counter()
+            # The stage's own clock: seconds before a resume come from the checkpoint resumed from.
+            resumed = latest_trl_checkpoint(ctx.checkpoints_dir, prefix)
+            self.stage_before = float(ckpt.read_meta(resumed).get("stage_elapsed_s", 0.0)) if resumed else 0.0
             self.pending_valid: dict[str, float] | None = None
             self.final_record: dict[str, Any] | None = None
             self.last_valid: dict[str, float] | None = None
@@ -57,7 +61,9 @@ def trl_callback_class() -> type:
             cfg = self.ctx.config
             last = state.global_step >= state.max_steps
             if self.evaluate_fn is not None and self.ctx.valid_rows and (state.global_step % cfg.eval.interval == 0 or last):
-                self.pending_valid = self.last_valid = self.evaluate_fn(kwargs["model"])
+                eval_started = time.perf_counter()
+                valid = self.evaluate_fn(kwargs["model"], state.global_step)
+                self.pending_valid = self.last_valid = {**valid, "eval_s": time.perf_counter() - eval_started}
             if self.ctx.interrupt.requested:
                 control.should_save = True
                 control.should_training_stop = True
@@ -81,7 +87,8 @@ def trl_callback_class() -> type:
             elif tokens:
                 record["tokens_per_second"] = (tokens - self.tokens_at_last_log) / max(now - self.time_at_last_log, 1e-9)
             self.tokens_at_last_log, self.time_at_last_log = tokens, now
-            record["elapsed_s"] = self.ctx.elapsed_before + now - self.started
+            record["stage_elapsed_s"] = self.stage_elapsed()
+            record["elapsed_s"] = self.run_elapsed()
             if self.stage == "sft" and state.global_step >= state.max_steps:
                 self.final_record = record  # written with the warm-up's evaluation by run_sft
                 return control
@@ -91,6 +98,14 @@ def trl_callback_class() -> type:
                 control.should_save = True
                 control.should_training_stop = True
             return control
+
+        def stage_elapsed(self) -> float:
+            """Seconds this stage has run, evaluations included, across resumes."""
+            return self.stage_before + time.perf_counter() - self.started
+
+        def run_elapsed(self) -> float:
+            """The run's cumulative seconds (the warm-up's before an RL stage)."""
+            return (self.ctx.elapsed_before if self.stage == "rl" else 0.0) + self.stage_elapsed()
 
         def _check_faults(self, record: dict[str, Any]) -> None:
             bad = [k for k in ("loss", "kl", "train_reward_mean", "grad_norm") if k in record and not math.isfinite(record[k])]
@@ -108,7 +123,7 @@ def trl_callback_class() -> type:
                 valid = self.last_valid or {}
                 meta = {"stage": self.stage, "step": state.global_step,
                         "valid_reward_mean": valid.get("valid_reward_mean"), "trl": True,
-                        "elapsed_s": self.ctx.elapsed_before + time.perf_counter() - self.started}
+                        "elapsed_s": self.run_elapsed(), "stage_elapsed_s": self.stage_elapsed()}
                 promote_trl_checkpoint(source, self.ctx.checkpoints_dir / f"{self.prefix}{state.global_step}", meta)
                 if self.stage == "rl":
                     ckpt.prune_checkpoints(self.ctx.checkpoints_dir, self.ctx.config.keep_checkpoints)
@@ -165,19 +180,22 @@ class GraderReward:
 
     __name__ = "grader"
 
-    def __init__(self, grader: Any, max_error_share: float):
+    def __init__(self, grader: Any, max_error_share: float, keeper: Any = None):
         from rft_cli.graders import reward_function
 
         self.inner = reward_function(grader)
         self.max_error_share = max_error_share
+        self.keeper = keeper
         self._stats: list[GradeStats] = []
 
-    def __call__(self, prompts: list[Any], completions: list[Any], rft_item: list[str], **_: Any) -> list[float]:
+    def __call__(self, prompts: list[Any], completions: list[Any], rft_item: list[str], **kwargs: Any) -> list[float]:
         items = [json.loads(i) for i in rft_item]
         keys = sorted({k for item in items for k in item})
         rewards = self.inner(prompts=prompts, completions=completions, **{k: [item.get(k) for item in items] for k in keys})
         stats = stats_of(self.inner.last_results)
         self._stats.append(stats)
+        if self.keeper is not None:
+            self.keeper(prompts, completions, stats.results, **kwargs)
         if stats.failed / max(len(rewards), 1) > self.max_error_share:
             kinds = ", ".join(f"{k}: {v}" for k, v in sorted(stats.errors.items())) or "unknown"
             raise TrainingError(f"{stats.failed} of {len(rewards)} grades failed ({kinds}), more than "
@@ -188,6 +206,7 @@ class GraderReward:
         """Grader error counts and mean sub-rewards since the last call."""
         merged = GradeStats(rewards=[])
         subs: dict[str, list[float]] = {}
+        failed, graded = sum(s.failed for s in self._stats), sum(len(s.rewards) for s in self._stats)
         for stats in self._stats:
             for kind, count in stats.errors.items():
                 merged.errors[kind] = merged.errors.get(kind, 0) + count
@@ -195,7 +214,36 @@ class GraderReward:
                 subs.setdefault(name, []).append(value)
         merged.sub_rewards = {k: sum(v) / len(v) for k, v in subs.items()}
         self._stats.clear()
-        return merged.metrics()
+        return {**merged.metrics(), **({"grader_error_share": failed / graded} if graded else {})}
+
+
+class TrlSampleKeeper:
+    """Writes a GRPO/RLOO step's sampled answers to RUN/samples/ from inside the reward function.
+
+    TRL hands the reward function the trainer state (the step being computed is global_step + 1),
+    the completion token ids and the dataset's `rft_row` column.
+    """
+
+    def __init__(self, ctx: RunContext, tokenizer: Any):
+        self.ctx, self.tokenizer = ctx, tokenizer
+
+    def __call__(self, prompts: list[Any], completions: list[Any], results: list[Any], **kwargs: Any) -> None:
+        from rft_cli.samples import render_prompt, result_fields, text_of
+
+        state, rl = kwargs.get("trainer_state"), self.ctx.config.rl
+        step = int(getattr(state, "global_step", 0)) + 1
+        if not self.ctx.wants_samples("rl", step):
+            return
+        ids, rows = kwargs.get("completion_ids") or [], kwargs.get("rft_row") or []
+        keep = self.ctx.samples.keep(len(completions), rl.samples_per_prompt)
+        lines = []
+        for i in range(min(keep, len(results))):
+            n = len(ids[i]) if i < len(ids) else None
+            lines.append({"row": rows[i] if i < len(rows) else None, "output_text": text_of(completions[i]),
+                          "prompt": render_prompt(self.tokenizer, prompts[i]) if isinstance(prompts[i], list) else prompts[i],
+                          **result_fields(results[i]), "num_tokens": n,
+                          "truncated": n is not None and n >= rl.max_new_tokens and ids[i][-1] != self.tokenizer.eos_token_id})
+        self.ctx.keep_samples("rl", step, lines)
 
 
 def quiet_libraries() -> None:
