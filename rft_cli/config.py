@@ -142,6 +142,7 @@ class RLSettings(_Strict):
     clip_range_value: float = Field(0.2, gt=0)
     vf_coef: float = Field(5.0, ge=0)  # ReFT vf_coef
     whiten_advantages: bool = True  # ReFT adv_whitening=global
+    loss_aggregation: Literal["answer", "token"] = "answer"  # ReFT: per-answer token mean, then mean over answers
     critic: Literal["value_head", "separate"] = "value_head"  # ReFT shares the backbone
     truncated: Literal["grade", "penalize"] = "grade"  # ReFT grades truncated samples
     truncation_penalty: float = 0.0

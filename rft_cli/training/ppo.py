@@ -159,12 +159,18 @@ class PPOTrainer:
 
     def __init__(self, ctx: RunContext, model: Any, reference: Any, tokenizer: Any, critic_backbone: Any = None):
         from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
+
+        from rft_cli.training.models import mixed_precision
 
         self.ctx, self.cfg, self.tokenizer = ctx, ctx.config.rl, tokenizer
         seed_everything(ctx.config.seed)
         # Under `accelerate launch` each process samples its own prompts and DDP/DeepSpeed syncs
-        # the gradients; in a single process the Accelerator changes nothing.
-        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        # the gradients. `model.dtype` bfloat16/float16 is mixed precision: float32 master weights,
+        # forward passes under autocast. The state is reset first, as TRL's Trainer does, because
+        # an earlier stage in this process may have set another precision.
+        AcceleratorState._reset_state()
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision(ctx.config.model))
         self.ac = ActorCritic(model, reference, self.cfg.critic, critic_backbone)
         optimizer = torch.optim.AdamW(self.ac.parameters(), lr=self.cfg.learning_rate, weight_decay=self.cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
@@ -183,9 +189,10 @@ class PPOTrainer:
     def _rollout(self, rows: list[dict]) -> tuple[Any, Any]:
         cfg = self.cfg
         expanded = [row for row in rows for _ in range(cfg.samples_per_prompt)]
-        self.ac.policy.eval()
-        rollout = sample(self.ac.policy, self.tokenizer, expanded, max_prompt_length=cfg.max_prompt_length,
-                         max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+        self.ac.core.eval()
+        with self.accelerator.autocast():  # sample from the network that is trained: the same precision
+            rollout = sample(self.ac.policy, self.tokenizer, expanded, max_prompt_length=cfg.max_prompt_length,
+                             max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
         items = [item_of(r, self.ctx.config.data.demonstration_field) for r in expanded]
         return rollout, grade(self.ctx.grader, rollout.texts, items)
 
@@ -193,7 +200,7 @@ class PPOTrainer:
         """Old log-probs, values and reference log-probs in batched no-grad passes."""
         chunk = max(self.cfg.mini_batch_size, 16)
         outs: list[list[Any]] = [[], [], []]
-        with torch.no_grad():
+        with torch.no_grad(), self.accelerator.autocast():  # the reference computes as the policy does
             for s in range(0, input_ids.shape[0], chunk):
                 ids, mask = input_ids[s:s + chunk], attn[s:s + chunk]
                 lp, v, _ = self.ac.forward(ids, mask, resp_len, self.cfg.temperature)
@@ -208,39 +215,46 @@ class PPOTrainer:
             return flag
         return bool(self.accelerator.reduce(torch.tensor([float(flag)], device=self.accelerator.device), "sum").item() > 0)
 
-    def _micro_losses(self, mb: dict[str, Any], weight: Any) -> tuple[Any, dict[str, float]]:
-        """The weighted loss of one micro-batch and its statistics (weighted the same way)."""
-        cfg = self.cfg
+    def _micro_losses(self, mb: dict[str, Any]) -> tuple[Any, dict[str, float]]:
+        """One micro-batch's share of its minibatch's loss, and of its statistics.
+
+        `mb["weights"]` are per-token weights that sum to 1 over the whole minibatch
+        (`pm.loss_weights`), so the micro-batches' losses add up to the minibatch's loss.
+        """
+        cfg, weights = self.cfg, mb["weights"]
         logprobs, values, entropy = self.ac.forward(mb["input_ids"], mb["attention_mask"], mb["mask"].shape[1],
                                                     cfg.temperature, entropy=True)
-        pg_loss, clip_frac, approx_kl = pm.policy_loss(logprobs, mb["old_logprobs"], mb["advantages"], mb["mask"], cfg.clip_range)
-        vf_loss, vf_clip = pm.value_loss(values, mb["old_values"], mb["returns"], mb["mask"], cfg.clip_range_value)
-        w = weight.item()
-        stats = {"policy_loss": pg_loss.item() * w, "value_loss": vf_loss.item() * w, "clip_frac": clip_frac.item() * w,
-                 "value_clip_frac": vf_clip.item() * w, "approx_kl": approx_kl.item() * w,
-                 "entropy": pm.masked_mean(entropy.detach(), mb["mask"]).item() * w}
-        return (pg_loss + cfg.vf_coef * vf_loss) * weight, stats
+        pg_loss, clip_frac, approx_kl = pm.policy_loss(logprobs, mb["old_logprobs"], mb["advantages"], weights, cfg.clip_range)
+        vf_loss, vf_clip = pm.value_loss(values, mb["old_values"], mb["returns"], weights, cfg.clip_range_value)
+        stats = {"policy_loss": pg_loss.item(), "value_loss": vf_loss.item(), "clip_frac": clip_frac.item(),
+                 "value_clip_frac": vf_clip.item(), "approx_kl": approx_kl.item(),
+                 "entropy": (entropy.detach() * weights).sum().item()}
+        return pg_loss + cfg.vf_coef * vf_loss, stats
 
     def _update(self, batch: dict[str, Any], step: int) -> dict[str, float] | str:
         """`ppo_epochs` passes over shuffled minibatches; returns averaged stats or a fault reason.
 
-        A minibatch larger than `rl.micro_batch_size` accumulates gradients over micro-batches,
-        each loss weighted by its share of the minibatch's tokens (the same gradient, less memory).
+        A minibatch larger than `rl.micro_batch_size` accumulates gradients over micro-batches; the
+        per-token loss weights are set over the whole minibatch (`rl.loss_aggregation`), so the
+        accumulated gradient is the minibatch's (less memory, same update). The whole PolicyValue
+        (policy, value head and a separate critic) is in train mode; dropout was switched off in
+        `ActorCritic`, so train mode computes the same log-probs as the old pass's eval mode.
         """
         cfg, n, acc = self.cfg, batch["input_ids"].shape[0], self.accelerator
         micro = cfg.micro_batch_size or cfg.mini_batch_size
         generator = torch.Generator().manual_seed(step_seed(self.ctx.config.seed, step) + 1)
         totals: dict[str, float] = {}
         count = 0
-        self.ac.policy.train()
+        self.ac.core.train()
         for _ in range(cfg.ppo_epochs):
             order = torch.randperm(n, generator=generator).to(batch["input_ids"].device)
             for s in range(0, n, cfg.mini_batch_size):
                 idx = order[s:s + cfg.mini_batch_size]
-                tokens = batch["mask"][idx].sum().clamp(min=1)
+                weights = pm.loss_weights(batch["mask"][idx], cfg.loss_aggregation)
                 for m in range(0, len(idx), micro):
                     mb = {k: v[idx[m:m + micro]] for k, v in batch.items()}
-                    loss, stats = self._micro_losses(mb, mb["mask"].sum() / tokens)
+                    mb["weights"] = weights[m:m + micro]
+                    loss, stats = self._micro_losses(mb)
                     if self._any_process(not _finite(loss.item())):
                         self.optimizer.zero_grad(set_to_none=True)
                         return "non-finite loss"
@@ -367,9 +381,10 @@ class PPOTrainer:
     def evaluate(self) -> dict[str, float]:
         """Greedy answers on the validation rows, graded."""
         cfg, ev = self.cfg, self.ctx.config.eval
-        return evaluate_greedy(self.ac.policy, self.tokenizer, self.ctx.grader, self.ctx.eval_rows(),
-                               demonstration_field=self.ctx.config.data.demonstration_field,
-                               max_new_tokens=ev.max_new_tokens or cfg.max_new_tokens, batch_size=ev.batch_size)
+        with self.accelerator.autocast():
+            return evaluate_greedy(self.ac.policy, self.tokenizer, self.ctx.grader, self.ctx.eval_rows(),
+                                   demonstration_field=self.ctx.config.data.demonstration_field,
+                                   max_new_tokens=ev.max_new_tokens or cfg.max_new_tokens, batch_size=ev.batch_size)
 
     # -- checkpoints ----------------------------------------------------------------------------
 
@@ -453,8 +468,8 @@ def run_ppo(ctx: RunContext, init_dir: Path | None, tokenizer: Any, resume_from:
     reference = load_model(settings, tokenizer, init_dir, seed=seed, trainable=False)
     policy = _load_policy(settings, tokenizer, init_dir, resume_from, seed)
     critic = None
-    if ctx.config.rl.critic == "separate":
-        critic = load_model(settings, tokenizer, init_dir, seed=seed).get_decoder()
+    if ctx.config.rl.critic == "separate":  # trained in full: float32 master weights, even under LoRA
+        critic = load_model(settings, tokenizer, init_dir, seed=seed, dtype=torch.float32).get_decoder()
     trainer = PPOTrainer(ctx, policy, reference, tokenizer, critic)
     if resume_from is not None:
         trainer.load(resume_from)
