@@ -173,6 +173,9 @@ class RLSettings(_Strict):
             if moved:
                 raise ValueError(f"rl.{moved[0]} applies to rl.algorithm: ppo only (TRL's {self.algorithm} trainer has no "
                                  f"{_PPO_ONLY[moved[0]]}); remove it")
+        if self.algorithm == "rloo" and self.loss_aggregation != "answer":
+            raise ValueError("rl.loss_aggregation: token does not apply to rloo (TRL's RLOO loss uses one log-prob ratio per "
+                             "answer, so it has no per-token mean); remove it")
         if self.truncated == "grade" and self.truncation_penalty != 0.0:
             raise ValueError("rl.truncation_penalty applies only with rl.truncated: penalize (truncated answers are graded now); "
                              "set rl.truncated: penalize or remove it")
