@@ -183,3 +183,14 @@ def test_ppo_under_deepspeed_zero2_trains_and_resumes_as_the_plain_loop(tmp_path
     assert len(got) == 3 and all(r["grad_norm"] > 0.05 for r in expected)  # clipping was active
     for want, have in zip(expected, got, strict=True):
         assert have == pytest.approx(want, rel=1e-4, abs=1e-6)
+
+
+def test_deepspeed_with_processes_accelerate_does_not_see_is_refused(monkeypatch):
+    """On a CPU, accelerate 1.15 sets DeepSpeed up without its process group (seen with two
+    processes: each had num_processes 1 and process_index 0), so each would write the run folder."""
+    from rft_cli.training.ppo import _check_deepspeed_world
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="accelerate sees 1 process"):
+        _check_deepspeed_world(1)
+    _check_deepspeed_world(2)
