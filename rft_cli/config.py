@@ -160,6 +160,9 @@ class RLSettings(_Strict):
             )
         if self.micro_batch_size is not None and self.mini_batch_size % self.micro_batch_size:
             raise ValueError(f"rl.mini_batch_size ({self.mini_batch_size}) must be a multiple of rl.micro_batch_size ({self.micro_batch_size})")
+        if self.algorithm != "ppo" and "loss_aggregation" in self.model_fields_set:
+            raise ValueError(f"rl.loss_aggregation applies to ppo only; {self.algorithm} aggregates its loss as TRL's "
+                             "default loss_type (dapo: a token mean over the batch); remove the key")
         if self.algorithm in ("grpo", "rloo") and self.samples_per_prompt < 2:
             raise ValueError(f"rl.samples_per_prompt must be at least 2 for {self.algorithm} (it compares samples of one prompt)")
         return self
@@ -173,9 +176,6 @@ class RLSettings(_Strict):
             if moved:
                 raise ValueError(f"rl.{moved[0]} applies to rl.algorithm: ppo only (TRL's {self.algorithm} trainer has no "
                                  f"{_PPO_ONLY[moved[0]]}); remove it")
-        if self.algorithm == "rloo" and self.loss_aggregation != "answer":
-            raise ValueError("rl.loss_aggregation: token does not apply to rloo (TRL's RLOO loss uses one log-prob ratio per "
-                             "answer, so it has no per-token mean); remove it")
         if self.truncated == "grade" and self.truncation_penalty != 0.0:
             raise ValueError("rl.truncation_penalty applies only with rl.truncated: penalize (truncated answers are graded now); "
                              "set rl.truncated: penalize or remove it")

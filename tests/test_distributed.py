@@ -79,6 +79,7 @@ class _FakeEngine:
         self.calls: list[tuple] = []
         self.pending_finite = True
         self.applied = True
+        self.fp16 = False
 
     def set_gradient_accumulation_boundary(self, is_boundary):
         self.calls.append(("boundary", is_boundary))
@@ -94,6 +95,9 @@ class _FakeEngine:
     def was_step_applied(self):
         return self.applied
 
+    def fp16_enabled(self):
+        return self.fp16
+
     def get_global_grad_norm(self):
         return 0.5 if self.applied else float("inf")
 
@@ -106,7 +110,7 @@ def _trainer_with_engine(losses: list[float] | None = None):
     trainer.cfg = RLSettings(prompts_per_step=8, mini_batch_size=4, micro_batch_size=2, ppo_epochs=2)
     trainer.ctx = SimpleNamespace(config=SimpleNamespace(seed=0))
     trainer.engine = _FakeEngine()
-    trainer.accelerator = SimpleNamespace(num_processes=1)
+    trainer.accelerator = SimpleNamespace(num_processes=1, scaler=None)  # DeepSpeed does its own loss scaling
     trainer.ac = SimpleNamespace(core=torch.nn.Linear(1, 1))
     trainer.scheduler = SimpleNamespace(step=lambda: None)
     values = iter(losses or [])
@@ -137,6 +141,14 @@ def test_under_deepspeed_a_step_the_engine_skipped_is_a_fault():
     trainer, batch = _trainer_with_engine()
     trainer.engine.pending_finite = False  # the engine found a non-finite gradient norm before its update
     assert trainer._update(batch, step=1) == "non-finite gradient norm"
+
+
+def test_under_deepspeed_float16_a_skipped_step_is_a_routine_overflow():
+    trainer, batch = _trainer_with_engine(losses=[1.0, float("inf")] + [1.0] * 6)
+    trainer.engine.fp16 = True  # the engine's loss scaling: an overflow skips the update and lowers the scale
+    trainer._any_process = lambda flag: False  # the scaled loss is finite; only the minibatch's gradients overflow
+    stats = trainer._update(batch, step=1)
+    assert stats["fp16_overflow_steps"] == 1.0 and stats["grad_norm"] == 0.5
 
 
 # -- real DeepSpeed on CPU -------------------------------------------------------------------------

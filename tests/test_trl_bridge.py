@@ -69,19 +69,6 @@ def test_rl_keys_that_mean_nothing_for_grpo_are_refused(tmp_path, patch, expecte
     assert expected in str(info.value) and info.value.exit_code == 2
 
 
-@pytest.mark.parametrize("aggregation,loss_type", [("answer", "grpo"), ("token", "dapo")])
-def test_loss_aggregation_picks_trls_grpo_loss(tmp_path, aggregation, loss_type):
-    """TRL's GRPO default ("dapo", a token mean over the minibatch) used to apply whatever rl.loss_aggregation said."""
-    assert _trl_config(_ctx(tmp_path, rl={"loss_aggregation": aggregation}), tmp_path / "work").loss_type == loss_type
-
-
-def test_token_loss_aggregation_is_refused_for_rloo(tmp_path):
-    from rft_cli.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="rl.loss_aggregation: token does not apply to rloo"):
-        _ctx(tmp_path, "rloo", rl={"loss_aggregation": "token"})
-
-
 def test_ppo_only_keys_at_their_defaults_still_load_so_a_resolved_config_yaml_loads_again(tmp_path):
     ctx = _ctx(tmp_path, rl={"gamma": 1.0, "lam": 0.95, "critic": "value_head", "truncation_penalty": 0.0})
     assert ctx.config.rl.algorithm == "grpo"

@@ -258,7 +258,7 @@ class PPOTrainer:
         micro = cfg.micro_batch_size or cfg.mini_batch_size
         generator = torch.Generator().manual_seed(step_seed(self.ctx.config.seed, step) + 1)
         totals: dict[str, float] = {}
-        count = 0
+        count = overflows = 0
         self.ac.core.train()
         for _ in range(cfg.ppo_epochs):
             order = torch.randperm(n, generator=generator).to(batch["input_ids"].device)
@@ -275,13 +275,19 @@ class PPOTrainer:
                     self._backward(loss, last=m + micro >= len(idx))
                     for k, v in stats.items():
                         totals[k] = totals.get(k, 0.0) + v
-                grad_norm = self._optimizer_step()
-                if grad_norm is None:
-                    return "non-finite gradient norm"
-                totals["grad_norm"] = totals.get("grad_norm", 0.0) + grad_norm
+                grad_norm, outcome = self._optimizer_step()
                 count += 1
+                if outcome == "fault":
+                    return "non-finite gradient norm"
+                if outcome == "overflow":  # float16 loss scaling skipped this update (routine)
+                    overflows += 1
+                else:
+                    totals["grad_norm"] = totals.get("grad_norm", 0.0) + grad_norm
         self.scheduler.step()
-        return self._mean_over_processes({k: v / count for k, v in totals.items()})
+        means = {k: v / (count - overflows if k == "grad_norm" else count) for k, v in totals.items()}
+        if acc.scaler is not None or (self.engine is not None and self.engine.fp16_enabled()):
+            means["fp16_overflow_steps"] = float(overflows)
+        return self._mean_over_processes(means)
 
     # -- one optimizer step per minibatch, with or without a DeepSpeed engine --------------------
 
@@ -297,24 +303,33 @@ class PPOTrainer:
         self.engine.set_gradient_accumulation_boundary(is_boundary=last)
         self.engine.backward(loss, scale_wrt_gas=False)
 
-    def _optimizer_step(self) -> float | None:
-        """Clip to `rl.max_grad_norm` and step; returns the norm, or None when it was not finite on
-        some process (then no process steps)."""
+    def _optimizer_step(self) -> tuple[float, str]:
+        """Clip to `rl.max_grad_norm` and step once; returns (gradient norm, outcome).
+
+        The outcome is "ok"; "overflow" when float16 loss scaling found a non-finite norm and skipped
+        the update (routine: the scale is lowered); or "fault" when the norm was not finite on some
+        process otherwise (then no process steps).
+        """
         if self.engine is not None:
             # The engine computes the global norm, skips its update when the norm is not finite
-            # (ZeRO-1/2), clips with `gradient_clipping` (= rl.max_grad_norm) and zeroes the gradients.
+            # (ZeRO-1/2; float16 also lowers its loss scale), clips with `gradient_clipping`
+            # (= rl.max_grad_norm) and zeroes the gradients.
             self.engine.step()
             norm = self.engine.get_global_grad_norm()
             if not self.engine.was_step_applied() or (norm is not None and not _finite(norm)):
-                return None
-            return float(norm) if norm is not None else 0.0
-        grad_norm = self.accelerator.clip_grad_norm_(self.ac.parameters(), self.cfg.max_grad_norm)
+                return math.nan, "overflow" if self.engine.fp16_enabled() else "fault"
+            return (float(norm) if norm is not None else 0.0), "ok"
+        acc = self.accelerator
+        grad_norm = acc.clip_grad_norm_(self.ac.parameters(), self.cfg.max_grad_norm)
+        outcome = "ok"
         if self._any_process(not _finite(grad_norm.item())):
-            self.optimizer.zero_grad(set_to_none=True)
-            return None
+            if acc.scaler is None:
+                self.optimizer.zero_grad(set_to_none=True)
+                return math.nan, "fault"
+            outcome = "overflow"  # the scaler's step below skips this update and lowers the scale
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return grad_norm.item()
+        return grad_norm.item(), outcome
 
     def _discard_gradients(self, loss: Any) -> None:
         """Drop the minibatch's accumulated gradients after a non-finite loss on some process.

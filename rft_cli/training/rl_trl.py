@@ -48,10 +48,7 @@ def _trl_config(ctx: RunContext, work_dir: Path) -> Any:
     config_class = GRPOConfig if rl.algorithm == "grpo" else RLOOConfig
     per_batch = optimizer_steps_per_batch(rl)
     micro = rl.micro_batch_size or rl.mini_batch_size
-    # rl.loss_aggregation under GRPO: TRL's "grpo" loss is the per-answer token mean, then the mean
-    # over answers; "dapo" the token mean over the minibatch (RLOO's loss is per answer already)
-    extra = {"loss_type": "grpo" if rl.loss_aggregation == "answer" else "dapo"} if rl.algorithm == "grpo" else {}
-    return config_class(**extra,
+    return config_class(
         **{**common_trainer_args(ctx, work_dir), "logging_steps": per_batch, "save_steps": ctx.config.save_interval * per_batch},
         max_steps=rl.steps * per_batch, learning_rate=rl.learning_rate, weight_decay=rl.weight_decay,
         max_grad_norm=rl.max_grad_norm, lr_scheduler_type="constant",

@@ -205,7 +205,8 @@ def _save_sft(ctx: RunContext, trainer: Any, tokenizer: Any, elapsed: float, las
 
     state, folder = PartialState(), ctx.checkpoints_dir / "sft"
     step, model = trainer.state.global_step, trainer.model
-    valid = evaluate_sft(ctx, model, tokenizer)
+    with trainer.accelerator.autocast():  # evaluate in the precision it trained in (bf16 autocast over float32)
+        valid = evaluate_sft(ctx, model, tokenizer)
     tmp = ckpt.temp_folder(folder)
     if state.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)

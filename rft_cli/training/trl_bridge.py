@@ -247,7 +247,10 @@ def precision_args(model: Any) -> dict[str, Any]:
     """bf16, fp16 and gradient_checkpointing for a TRL config, from our `model` settings.
 
     All three are set explicitly: TRL's SFTConfig/GRPOConfig default to bf16 autocast and gradient
-    checkpointing, even on CPU.
+    checkpointing, even on CPU. bf16/fp16 is mixed precision, autocast over the float32 weights
+    TRL is handed (the warm-up's model comes from `load_model`, float32 for a full fine-tune;
+    GRPO/RLOO load their model folder in float32, TRL's default), so the optimizer updates
+    float32 master weights, as the Trainer does with bf16=True.
     """
     import torch
 
