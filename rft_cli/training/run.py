@@ -109,6 +109,10 @@ def preflight(config: RunConfig, grader: Any = None, stage: str = "all") -> Pref
     if problem:
         raise ConfigError(problem)
     _check_model_source(config)
+    if stage in ("rl", "all"):
+        from rft_cli.training.launch import check_launch
+
+        check_launch(config)  # a distributed mode our PPO cannot run, before any model loads
     grader = grader if grader is not None else build_run_grader(config)
     train, valid = _load_data(config, grader)
     if stage in ("sft", "all") and config.sft.enabled:
@@ -373,14 +377,17 @@ def _final_source(ctx: Any, stage: str) -> Path | None:
     return checkpoints / "sft" if ckpt.is_complete(checkpoints / "sft") else None
 
 
-def _write_final(source: Path, run_dir: Path) -> None:
+def _write_final(source: Path, run_dir: Path, settings: Any) -> None:
+    from rft_cli.training.models import write_in_dtype
+
     def write(tmp: Path) -> None:
         if (source / "adapter_config.json").is_file() and not (source / "config.json").is_file():
             _merge_adapters(source, tmp)
-            return
-        for child in source.iterdir():
-            if child.is_file() and child.name not in RFT_STATE_FILES and child.name != ckpt.MARKER:
-                shutil.copy2(child, tmp / child.name)
+        else:
+            for child in source.iterdir():
+                if child.is_file() and child.name not in RFT_STATE_FILES and child.name != ckpt.MARKER:
+                    shutil.copy2(child, tmp / child.name)
+        write_in_dtype(tmp, settings)  # checkpoints hold float32 master weights; final/ has model.dtype's
 
     meta = {"stage": "final", "source": os.path.relpath(source, run_dir), **ckpt.read_meta(source)}
     meta["stage"] = "final"
@@ -419,7 +426,7 @@ def _finish(ctx: Any, stage: str, seconds: float, stopped: dict[str, Any] | None
     run_dir = ctx.run_dir
     source = _final_source(ctx, stage)
     if source is not None:
-        _write_final(source, run_dir)
+        _write_final(source, run_dir, ctx.config.model)
     records = read_metrics(run_dir / "metrics.jsonl")
     stages = {name: stage_summary(records, name) for name in ("sft", "rl") if any(r.get("stage") == name for r in records)}
     if "rl" in stages and not any("stage_elapsed_s" in r for r in records if r.get("stage") == "rl"):

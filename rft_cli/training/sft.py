@@ -205,7 +205,8 @@ def _save_sft(ctx: RunContext, trainer: Any, tokenizer: Any, clock: Any, last: d
     state, folder = PartialState(), ctx.checkpoints_dir / "sft"
     step, model = trainer.state.global_step, trainer.model
     eval_started = time.perf_counter()
-    valid = evaluate_sft(ctx, model, tokenizer, step)
+    with trainer.accelerator.autocast():  # evaluate in the precision it trained in (bf16 autocast over float32)
+        valid = evaluate_sft(ctx, model, tokenizer, step)
     eval_s = time.perf_counter() - eval_started if valid else None
     elapsed = clock()  # the warm-up's own clock, its evaluation included
     tmp = ckpt.temp_folder(folder)
