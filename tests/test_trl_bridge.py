@@ -157,3 +157,33 @@ def test_grpo_truncated_answers_get_the_truncation_penalty_as_in_ppo(tmp_path):
     for step, record in enumerate(rl):
         batch = rewards[step * 8:(step + 1) * 8]
         assert record["train_reward_mean"] == pytest.approx(sum(batch) / len(batch))
+
+
+def test_grpo_samples_without_the_model_folders_distribution_filters(tmp_path):
+    """Regression: TRL sets top_k/top_p/temperature/repetition_penalty itself but left min_p,
+    typical_p, no_repeat_ngram_size and suppress_tokens to the model folder's generation_config.json
+    (a min_p/typical_p folder put the GRPO sampler 0.60 away from the softmax in total variation)."""
+    from trl import GRPOTrainer
+
+    from rft_cli.hub_like import build_bpe_tokenizer, build_qwen2_model, hub_generation_config
+
+    tokenizer = build_bpe_tokenizer()
+    model = build_qwen2_model(tokenizer, "tiny", seed=1)
+    model.generation_config = hub_generation_config(
+        tokenizer, {"do_sample": True, "min_p": 0.2, "typical_p": 0.5, "no_repeat_ngram_size": 1, "suppress_tokens": [5, 6]})
+    folder = str(tmp_path / "model")  # TRL reloads the reference model by name (rl.kl_coef > 0)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    ctx = _ctx(tmp_path)
+    trainer = GRPOTrainer(model=folder, processing_class=tokenizer, reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
+                          args=_trl_config(ctx, tmp_path / "work"), train_dataset=_prompts_dataset())
+    effective, _ = trainer.model._prepare_generation_config(trainer.generation_config)
+    assert effective.top_k == 0 and effective.repetition_penalty == 1.0
+    assert effective.min_p in (None, 0.0) and effective.typical_p == 1.0
+    assert effective.no_repeat_ngram_size == 0 and not effective.suppress_tokens
+
+
+def _prompts_dataset():
+    from datasets import Dataset
+
+    return Dataset.from_list([{"prompt": [{"role": "user", "content": "1+1="}]}] * 4)

@@ -42,6 +42,8 @@ def rl_examples(rows: list[dict], demonstration_field: str) -> list[dict[str, An
 def _trl_config(ctx: RunContext, work_dir: Path) -> Any:
     from trl import GRPOConfig, RLOOConfig
 
+    from rft_cli.generation import NEUTRAL_PROCESSORS, NEUTRAL_WARPERS
+
     rl = ctx.config.rl
     config_class = GRPOConfig if rl.algorithm == "grpo" else RLOOConfig
     per_batch = optimizer_steps_per_batch(rl)
@@ -57,6 +59,10 @@ def _trl_config(ctx: RunContext, work_dir: Path) -> Any:
         num_generations=rl.samples_per_prompt, max_completion_length=rl.max_new_tokens,
         temperature=rl.temperature, top_p=rl.top_p, top_k=0, beta=rl.kl_coef, epsilon=rl.clip_range,
         mask_truncated_completions=False,  # `truncated: penalize` is a reward (GraderReward), as in our PPO
+        # TRL sets top_k/top_p/temperature/repetition_penalty itself, but a setting it leaves unset
+        # (min_p, typical_p, no_repeat_ngram_size, suppress_tokens) would come from the model
+        # folder's generation_config.json: the same neutral values as our PPO and eval.
+        generation_kwargs={**NEUTRAL_PROCESSORS, **NEUTRAL_WARPERS},
         remove_unused_columns=False, shuffle_dataset=True,
     )
 
