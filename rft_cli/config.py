@@ -160,9 +160,6 @@ class RLSettings(_Strict):
             )
         if self.micro_batch_size is not None and self.mini_batch_size % self.micro_batch_size:
             raise ValueError(f"rl.mini_batch_size ({self.mini_batch_size}) must be a multiple of rl.micro_batch_size ({self.micro_batch_size})")
-        if self.algorithm != "ppo" and "loss_aggregation" in self.model_fields_set:
-            raise ValueError(f"rl.loss_aggregation applies to ppo only; {self.algorithm} aggregates its loss as TRL's "
-                             "default loss_type (dapo: a token mean over the batch); remove the key")
         if self.algorithm in ("grpo", "rloo") and self.samples_per_prompt < 2:
             raise ValueError(f"rl.samples_per_prompt must be at least 2 for {self.algorithm} (it compares samples of one prompt)")
         return self
@@ -188,6 +185,7 @@ _PPO_ONLY = {
     "lam": "discounted returns (GAE)", "whiten_advantages": "global advantage whitening",
     "adaptive_kl": "adaptive KL controller (beta is fixed)", "kl_target": "adaptive KL controller (beta is fixed)",
     "kl_horizon": "adaptive KL controller (beta is fixed)",
+    "loss_aggregation": "choice of loss aggregation (its default loss_type, dapo, is a token mean over the batch)",
 }
 
 
