@@ -153,19 +153,40 @@ class RLSettings(_Strict):
     @model_validator(mode="after")
     def _batch_fits(self) -> RLSettings:
         batch = self.prompts_per_step * self.samples_per_prompt
-        if self.algorithm == "ppo" and batch % self.mini_batch_size:
+        if batch % self.mini_batch_size:
             raise ValueError(
                 f"rl.prompts_per_step * rl.samples_per_prompt ({batch}) must be a multiple of "
                 f"rl.mini_batch_size ({self.mini_batch_size})"
             )
         if self.micro_batch_size is not None and self.mini_batch_size % self.micro_batch_size:
             raise ValueError(f"rl.mini_batch_size ({self.mini_batch_size}) must be a multiple of rl.micro_batch_size ({self.micro_batch_size})")
-        if self.algorithm != "ppo" and "loss_aggregation" in self.model_fields_set:
-            raise ValueError(f"rl.loss_aggregation applies to ppo only; {self.algorithm} aggregates its loss as TRL's "
-                             "default loss_type (dapo: a token mean over the batch); remove the key")
         if self.algorithm in ("grpo", "rloo") and self.samples_per_prompt < 2:
             raise ValueError(f"rl.samples_per_prompt must be at least 2 for {self.algorithm} (it compares samples of one prompt)")
         return self
+
+    @model_validator(mode="after")
+    def _keys_that_apply(self) -> RLSettings:
+        """A key that changes nothing for this algorithm is refused (its default value is allowed, so a
+        resolved config.yaml loads again)."""
+        if self.algorithm != "ppo":
+            moved = [k for k in _PPO_ONLY if k in self.model_fields_set and getattr(self, k) != type(self).model_fields[k].default]
+            if moved:
+                raise ValueError(f"rl.{moved[0]} applies to rl.algorithm: ppo only (TRL's {self.algorithm} trainer has no "
+                                 f"{_PPO_ONLY[moved[0]]}); remove it")
+        if self.truncated == "grade" and self.truncation_penalty != 0.0:
+            raise ValueError("rl.truncation_penalty applies only with rl.truncated: penalize (truncated answers are graded now); "
+                             "set rl.truncated: penalize or remove it")
+        return self
+
+
+# RL keys that only our PPO reads, and what TRL's GRPO/RLOO lack for them.
+_PPO_ONLY = {
+    "critic": "critic", "vf_coef": "critic", "clip_range_value": "critic", "gamma": "discounted returns (GAE)",
+    "lam": "discounted returns (GAE)", "whiten_advantages": "global advantage whitening",
+    "adaptive_kl": "adaptive KL controller (beta is fixed)", "kl_target": "adaptive KL controller (beta is fixed)",
+    "kl_horizon": "adaptive KL controller (beta is fixed)",
+    "loss_aggregation": "choice of loss aggregation (its default loss_type, dapo, is a token mean over the batch)",
+}
 
 
 class EvalSettings(_Strict):

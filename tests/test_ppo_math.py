@@ -297,6 +297,8 @@ def test_loss_aggregation_defaults_to_reft_and_is_a_ppo_setting():
 
     assert load_run_config(RECIPE).rl.loss_aggregation == "answer"
     assert load_run_config(RECIPE, ["rl.loss_aggregation=token"]).rl.loss_aggregation == "token"
-    with pytest.raises(ConfigError, match="rl.loss_aggregation applies to ppo only"):
+    with pytest.raises(ConfigError, match="rl.loss_aggregation applies to rl.algorithm: ppo only"):
         load_run_config(RECIPE, ["rl.algorithm=grpo", "rl.loss_aggregation=token"])
+    # at its default it loads, so a grpo run's resolved config.yaml (every key written) loads again
+    assert load_run_config(RECIPE, ["rl.algorithm=grpo", "rl.loss_aggregation=answer"]).rl.algorithm == "grpo"
     assert load_run_config(RECIPE, ["rl.algorithm=grpo"]).rl.algorithm == "grpo"  # the default alone is fine

@@ -109,6 +109,10 @@ def preflight(config: RunConfig, grader: Any = None, stage: str = "all") -> Pref
     if problem:
         raise ConfigError(problem)
     _check_model_source(config)
+    if stage in ("rl", "all"):
+        from rft_cli.training.launch import check_launch
+
+        check_launch(config)  # a distributed mode our PPO cannot run, before any model loads
     grader = grader if grader is not None else build_run_grader(config)
     train, valid = _load_data(config, grader)
     if stage in ("sft", "all") and config.sft.enabled:
