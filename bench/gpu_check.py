@@ -3,7 +3,9 @@
 What it prints, per arm (PPO full fine-tune, GRPO full fine-tune, PPO with LoRA), all in bfloat16:
   - kl_step1: the KL logged at RL step 1 (the policy is the reference then: it should be ~0);
   - updated: the share of the weights in `final/` that differ from the starting folder (compared
-    in float32; `final/` is written in the dtype shown beside it);
+    in float32; `final/` is written in the dtype shown beside it), and `master`: the same share in
+    the last step checkpoint, which keeps the float32 master weights (small updates show there
+    before they add up to a bf16 step in `final/`);
   - gen tok/s: generated tokens per second of RL step time (metrics.jsonl `tokens_per_second`);
   - peak GB: peak GPU memory of the arm (torch.cuda.max_memory_allocated);
 and once, on the starting model: the total-variation distance between 4,000 first tokens drawn by
@@ -197,7 +199,11 @@ def run_arm(name: str, arm: dict, base: Path, work: Path) -> dict[str, float | N
     rl = [r for r in rl if r.get("stage") == "rl"]
     speeds = [r["tokens_per_second"] for r in rl if r.get("tokens_per_second")]
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+    from rft_cli.checkpoints import find_latest_complete
+
+    last = find_latest_complete(result.run_dir / "checkpoints")
     figures = {"kl_step1": rl[0].get("kl") if rl else None, "updated_share": updated_share(base, result.run_dir / "final"),
+               "updated_master_share": updated_share(base, last) if last is not None else None,
                "final_dtype": _dtype(result.run_dir / "final"),
                "gen_tokens_per_s": sum(speeds) / len(speeds) if speeds else None, "peak_gb": peak,
                "seconds": seconds, "steps": len(rl)}
@@ -244,12 +250,14 @@ def _print(report: dict) -> None:
     print(f"sampling TV vs softmax(logits), {DRAWS} first tokens: PPO sampler {s['tv_ppo_sampler']:.3f}, "
           f"rft eval {s['tv_eval']:.3f} (noise bound {s['tv_noise_bound']:.3f}); "
           f"sampler alone {s['sampler_tokens_per_s']:.0f} generated tokens/s")
-    print(f"{'arm':10} {'kl_step1':>10} {'updated':>9} {'final/':>9} {'gen tok/s':>10} {'peak GB':>8} {'seconds':>8}")
+    print(f"{'arm':10} {'kl_step1':>10} {'updated':>9} {'final/':>9} {'master':>9} {'gen tok/s':>10} {'peak GB':>8} "
+          f"{'seconds':>8}")
     for name, f in report["arms"].items():
         kl = "-" if f["kl_step1"] is None else f"{f['kl_step1']:.2e}"
         speed = "-" if f["gen_tokens_per_s"] is None else f"{f['gen_tokens_per_s']:.0f}"
         peak = "-" if f["peak_gb"] is None else f"{f['peak_gb']:.1f}"
-        print(f"{name:10} {kl:>10} {f['updated_share']:>9.2%} {f['final_dtype']:>9} {speed:>10} {peak:>8} "
+        master = "-" if f["updated_master_share"] is None else f"{f['updated_master_share']:.2%}"
+        print(f"{name:10} {kl:>10} {f['updated_share']:>9.2%} {f['final_dtype']:>9} {master:>9} {speed:>10} {peak:>8} "
               f"{f['seconds']:>8.1f}")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -175,7 +176,7 @@ def test_loss_weights_token_and_answer_means():
 
 # -- PPOTrainer._update on a tiny model ---------------------------------------------------------------
 
-RECIPE = __import__("pathlib").Path(__file__).resolve().parents[1] / "recipes" / "tiny-test.yaml"
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny-test.yaml"
 
 
 def _trainer(tmp_path, *overrides, model_config=None):
