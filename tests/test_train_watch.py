@@ -85,7 +85,9 @@ def test_a_grader_that_pays_for_length_raises_the_length_alarm_and_stop_on_stops
     result = rft_train(run, "--set", f"grader={grader}", "--set", "sft.max_steps=80", "--set", "sft.learning_rate=0.01",
                        "--set", "rl.steps=8", "--set", "rl.learning_rate=0.01", "--set", "rl.max_new_tokens=24",
                        "--set", "rl.kl_coef=0", "--set", "save_interval=1", "--set", "keep_checkpoints=8",
-                       "--set", "alarms.window=2", "--set", "alarms.stop_on=[length_growth]")
+                       "--set", "alarms.window=2", "--set", "alarms.stop_on=[length_growth]",
+                       # the demonstrations are short, so this grader gives them little: no self-test
+                       "--set", "grader_check.enabled=false")
     assert result.exit_code == 1, result.output
     output = " ".join(result.output.split())
     assert "Traceback" not in output
