@@ -178,7 +178,9 @@ def test_the_grpo_reward_function_keeps_the_steps_answers(tmp_path):
 
     grader = build_from_dict({"type": "string_check", "name": "exact", "input": "{{ sample.output_text }}",
                               "reference": "{{ item.answer }}", "operation": "eq"}, where="grader")
-    config = SimpleNamespace(rl=SimpleNamespace(steps=10, samples_per_prompt=2, max_new_tokens=3),
+    # two optimizer steps per sampled batch (two minibatches), so TRL's global_step 8 is our step 5
+    config = SimpleNamespace(rl=SimpleNamespace(steps=10, prompts_per_step=2, samples_per_prompt=2, mini_batch_size=2,
+                                                ppo_epochs=1, max_new_tokens=3),
                              samples=SamplesSettings())
     ctx = RunContext(config, tmp_path, [], [], grader, NullLogger(), samples=SampleWriter(tmp_path, SamplesSettings()))
     reward = GraderReward(grader, 0.5, keeper=TrlSampleKeeper(ctx, _ChatTokenizer()))
@@ -186,7 +188,7 @@ def test_the_grpo_reward_function_keeps_the_steps_answers(tmp_path):
     rewards = reward(prompts=[prompt, prompt], completions=[[{"role": "assistant", "content": "2"}],
                                                              [{"role": "assistant", "content": "333"}]],
                      rft_item=[json.dumps({"answer": "2"})] * 2, completion_ids=[[5, 0], [6, 7, 8]],
-                     trainer_state=SimpleNamespace(global_step=4), rft_row=[7, 7])
+                     trainer_state=SimpleNamespace(global_step=8), rft_row=[7, 7])
     assert rewards == [1.0, 0.0]
     lines = read_samples(tmp_path / "samples" / "rl-step-0000005.jsonl")
     assert [(x["row"], x["prompt"], x["output_text"], x["reward"], x["num_tokens"], x["truncated"]) for x in lines] == [
