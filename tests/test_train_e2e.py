@@ -356,3 +356,18 @@ def test_summary_table_shows_what_rl_added_over_the_warm_up():
     assert _rl_gain(stages) == (0.25, 0.25)
     assert _rl_gain({"sft": stages["sft"]}) is None
     assert _rl_gain({"sft": {"valid_reward_mean": 0.5}, "rl": {"valid_reward_mean": 0.25}}) == (-0.25, None)
+
+
+def test_settings_given_on_resume_apply_from_the_next_step(tmp_path):
+    """Regression (issue 18): `--resume --set rl.kl_coef=0.5` logged kl_coef 0.05 on the resumed
+    steps while config.yaml said 0.5: the checkpoint's KL coefficient (and its optimizer's learning
+    rate) silently won over the settings the user gave."""
+    run(tmp_path)
+    resumed = run(tmp_path, "rl.steps=5", "rl.kl_coef=0.5", "rl.learning_rate=0.002", resume=True)
+    rl = [r for r in read_metrics(resumed.run_dir / "metrics.jsonl") if r["stage"] == "rl"]
+    assert [r["step"] for r in rl] == [1, 2, 3, 4, 5]
+    before = load_run_config(RECIPE).rl
+    assert all(r["kl_coef"] == before.kl_coef and r["learning_rate"] == before.learning_rate for r in rl[:3])
+    assert all(r["kl_coef"] == 0.5 and r["learning_rate"] == 0.002 for r in rl[3:])
+    assert rl[3]["config_changed"] == {"kl_coef": [before.kl_coef, 0.5], "learning_rate": [before.learning_rate, 0.002]}
+    assert "config_changed" not in rl[4]

@@ -198,6 +198,7 @@ class PPOTrainer:
         self.engine = wrapped.engine if wrapped is not None else None  # a DeepSpeed engine steps itself
         self.kl_ctl = pm.AdaptiveKLController(self.cfg.kl_coef, self.cfg.kl_target, self.cfg.kl_horizon)
         self.state = PPOState(kl_coef=self.cfg.kl_coef)
+        self.pending_config_change: dict[str, list[float]] | None = None
 
     # -- one step -------------------------------------------------------------------------------
 
@@ -364,6 +365,8 @@ class PPOTrainer:
         rollout, local_stats = self._rollout([self.ctx.train_rows[i] for i in indices])
         stats = local_stats if acc.num_processes == 1 else merge_stats(gather_object([local_stats]))
         record: dict[str, Any] = {"stage": "rl", "step": step}
+        if self.pending_config_change:
+            record["config_changed"], self.pending_config_change = self.pending_config_change, None
         self._check_grader_failures(step, stats, record)
         scores = torch.tensor(local_stats.rewards, dtype=torch.float32, device=rollout.response_ids.device)
         if cfg.truncated == "penalize":
@@ -536,6 +539,29 @@ class PPOTrainer:
                               numerical_faults=saved["numerical_faults"], elapsed_s=saved["elapsed_s"],
                               last_valid=saved.get("last_valid"))
         self.kl_ctl.value = saved["kl_coef"]
+        self._apply_config_over_checkpoint()
+
+    def _apply_config_over_checkpoint(self) -> None:
+        """Settings given on resume (`--resume --set ...`) apply from the next step, never silently lost.
+
+        The checkpoint's optimizer and scheduler state carry the old learning rate and weight decay,
+        and its trainer state the old KL coefficient: the run's config.yaml would then lie about how
+        steps after the resume were trained. The adaptive KL controller's value is state, not a
+        setting, so it continues under `rl.adaptive_kl`. What changed is logged on the next step's
+        metrics line (`config_changed`).
+        """
+        cfg, changed = self.cfg, {}
+        if not cfg.adaptive_kl and self.kl_ctl.value != cfg.kl_coef:
+            changed["kl_coef"] = [self.kl_ctl.value, cfg.kl_coef]
+            self.kl_ctl.value = cfg.kl_coef
+        for key, value in (("lr", cfg.learning_rate), ("weight_decay", cfg.weight_decay)):
+            old = self.optimizer.param_groups[0][key]
+            if old != value:
+                changed["learning_rate" if key == "lr" else key] = [old, value]
+                for group in self.optimizer.param_groups:
+                    group[key] = value
+        self.scheduler.base_lrs = [cfg.learning_rate for _ in self.scheduler.base_lrs]
+        self.pending_config_change = changed or None
 
 
 DEEPSPEED_DIR, DEEPSPEED_TAG = "deepspeed", "engine"  # engine state inside a step checkpoint
