@@ -208,16 +208,10 @@ def list_sample_files(run_dir: str | Path) -> list[SampleFile]:
 
 
 def read_samples(path: str | Path) -> list[dict[str, Any]]:
-    """The complete lines of one samples file."""
-    out = []
-    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            out.append(record)
-    return out
+    """The complete lines of one samples file (read like metrics.jsonl: a torn line is skipped)."""
+    from rft_cli.metrics import read_metrics
+
+    return read_metrics(path)
 
 
 def _answer_rows(lines: list[dict[str, Any]], top: int) -> dict[str, list[dict[str, Any]]]:

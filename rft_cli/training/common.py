@@ -293,3 +293,14 @@ class RunContext:
     def eval_rows(self) -> list[dict]:
         """The validation rows evaluated during training (the first `eval.samples`)."""
         return self.valid_rows[: self.config.eval.samples]
+
+    def evaluate(self, model: Any, tokenizer: Any, step: int, after: str) -> dict[str, float]:
+        """Greedy validation of `model` at `step` of stage `after` (sft/rl), its answers kept in RUN/samples/."""
+        cfg, ev = self.config, self.config.eval
+        answers: list | None = [] if self.wants_samples("eval", step) else None
+        valid = evaluate_greedy(model, tokenizer, self.grader, self.eval_rows(),
+                                demonstration_field=cfg.data.demonstration_field,
+                                max_new_tokens=ev.max_new_tokens or cfg.rl.max_new_tokens, batch_size=ev.batch_size,
+                                answers=answers)
+        self.keep_samples("eval", step, (answers or [])[:cfg.samples.eval_rows], after=after)
+        return valid

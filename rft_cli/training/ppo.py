@@ -31,7 +31,6 @@ from rft_cli.training.common import (
     RunContext,
     batch_indices,
     disable_dropout,
-    evaluate_greedy,
     gather_object,
     grade,
     item_of,
@@ -463,16 +462,9 @@ class PPOTrainer:
         )
 
     def evaluate(self) -> dict[str, float]:
-        """Greedy answers on the validation rows, graded."""
-        cfg, ev = self.cfg, self.ctx.config.eval
-        answers: list | None = [] if self.ctx.wants_samples("eval", self.state.step) else None
-        with self.accelerator.autocast():  # evaluate in the precision it trains in
-            valid = evaluate_greedy(self.ac.policy, self.tokenizer, self.ctx.grader, self.ctx.eval_rows(),
-                                    demonstration_field=self.ctx.config.data.demonstration_field,
-                                    max_new_tokens=ev.max_new_tokens or cfg.max_new_tokens, batch_size=ev.batch_size,
-                                    answers=answers)
-        self.ctx.keep_samples("eval", self.state.step, (answers or [])[:self.ctx.config.samples.eval_rows], after="rl")
-        return valid
+        """Greedy answers on the validation rows, graded (in the precision the policy trains in)."""
+        with self.accelerator.autocast():
+            return self.ctx.evaluate(self.ac.policy, self.tokenizer, self.state.step, after="rl")
 
     # -- checkpoints ----------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from rft_cli.data.records import prompt_messages
 from rft_cli.errors import TrainingError
-from rft_cli.training.common import RunContext, evaluate_greedy, item_of, seed_everything
+from rft_cli.training.common import RunContext, item_of, seed_everything
 from rft_cli.training.trl_bridge import (
     GraderReward,
     TrlSampleKeeper,
@@ -105,13 +105,7 @@ def run_trl_rl(ctx: RunContext, init_dir: Path, tokenizer: Any) -> dict[str, Any
                           keeper=TrlSampleKeeper(ctx, tokenizer))
 
     def evaluate(model: Any, step: int) -> dict[str, float]:
-        ev = config.eval
-        answers: list | None = [] if ctx.wants_samples("eval", step) else None
-        valid = evaluate_greedy(model, tokenizer, ctx.grader, ctx.eval_rows(), demonstration_field=config.data.demonstration_field,
-                                max_new_tokens=ev.max_new_tokens or config.rl.max_new_tokens, batch_size=ev.batch_size,
-                                answers=answers)
-        ctx.keep_samples("eval", step, (answers or [])[:config.samples.eval_rows], after="rl")
-        return valid
+        return ctx.evaluate(model, tokenizer, step, after="rl")
 
     callback = trl_callback_class()(ctx, "rl", STEP_PREFIX, work_dir, reward=reward, evaluate=evaluate,
                                     steps_per_record=per_batch)

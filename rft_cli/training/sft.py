@@ -25,7 +25,7 @@ from typing import Any
 from rft_cli import checkpoints as ckpt
 from rft_cli.data.records import demonstration, prompt_messages
 from rft_cli.errors import ConfigError
-from rft_cli.training.common import RunContext, evaluate_greedy, seed_everything
+from rft_cli.training.common import RunContext, seed_everything
 from rft_cli.training.trl_bridge import (
     build_trl_trainer,
     common_trainer_args,
@@ -240,10 +240,4 @@ def evaluate_sft(ctx: RunContext, model: Any, tokenizer: Any, step: int = 0) -> 
     """Greedy validation score of the warm-up model (None without validation rows); answers to RUN/samples/."""
     if not ctx.valid_rows:
         return None
-    cfg, ev = ctx.config, ctx.config.eval
-    answers: list | None = [] if ctx.wants_samples("eval", step) else None
-    valid = evaluate_greedy(model, tokenizer, ctx.grader, ctx.eval_rows(), demonstration_field=cfg.data.demonstration_field,
-                            max_new_tokens=ev.max_new_tokens or cfg.rl.max_new_tokens, batch_size=ev.batch_size,
-                            answers=answers)
-    ctx.keep_samples("eval", step, (answers or [])[:cfg.samples.eval_rows], after="sft")
-    return valid
+    return ctx.evaluate(model, tokenizer, step, after="sft")
