@@ -320,8 +320,8 @@ def test_a_full_disk_during_a_ppo_checkpoint_keeps_the_previous_one(tmp_path, mo
 
 
 def test_a_saved_model_folder_trains_like_a_hub_model(tmp_path, tiny_model_dir):
-    result = run(tmp_path, f"model={{name: {tiny_model_dir}}}", "sft.max_steps=1", "rl.steps=1")
-    assert result.summary["final_source"] == "checkpoints/step-1"
+    result = run(tmp_path, f"model={{name: {tiny_model_dir}}}", "sft.max_steps=1", "rl.steps=1", "rl.final=last")
+    assert result.summary["final_source"] == "step-1" and result.summary["final_checkpoint"] == "checkpoints/step-1"
     assert_loads(result.run_dir / "final")
 
 
