@@ -102,7 +102,7 @@ def test_rl_final_last_keeps_the_last_step(tmp_path, monkeypatch):
     _script_validation(monkeypatch, 0.9, {2: 0.5, 3: 0.4})
     result = _run(tmp_path, "rl.final=last")
     assert result.summary["final_source"] == "step-3" and result.summary["start_valid_reward_mean"] == 0.9
-    assert result.summary["final_valid_reward_mean"] == 0.4
+    assert result.summary["final_valid_reward_mean"] == result.summary["final_valid_accuracy"] == 0.4
     assert _same_weights(result.run_dir / "final", result.run_dir / "checkpoints" / "step-3")
 
 
@@ -115,6 +115,7 @@ def test_a_best_step_between_saves_is_saved_and_survives_pruning(tmp_path, monke
     steps = [n for n, _ in ckpt.step_checkpoints(result.run_dir / "checkpoints")]
     assert steps == [2, 6]  # step 4 was a new best of nothing: not saved; step 6 is the last
     assert result.summary["final_source"] == "step-2" and result.summary["final_valid_reward_mean"] == 0.8
+    assert result.summary["final_valid_accuracy"] == 0.8
     assert result.summary["start_valid_reward_mean"] == 0.2
     assert _same_weights(result.run_dir / "final", result.run_dir / "checkpoints" / "step-2")
 

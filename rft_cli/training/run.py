@@ -348,13 +348,16 @@ def _final_source(ctx: Any, stage: str) -> Path | None:
     return checkpoints / "sft" if ckpt.is_complete(checkpoints / "sft") else None
 
 
-def _selection(source: Path, run_dir: Path, stage: str) -> dict[str, Any]:
+def _selection(source: Path, run_dir: Path, stage: str, records: list[dict[str, Any]]) -> dict[str, Any]:
     """Which checkpoint became final/ ("start", "step-N", or "sft" for a warm-up-only run) and its
     validation score beside the starting model's."""
     checkpoints = run_dir / "checkpoints"
     start = _start_checkpoint(checkpoints)
     label = "start" if source == start and stage in ("rl", "all") else source.name
     chosen, first = ckpt.read_meta(source), ckpt.read_meta(start) if start is not None else {}
+    if "valid_accuracy" not in chosen:  # an RL checkpoint's marker keeps the reward; its metrics line has the rest
+        chosen = next((r for r in records if r.get("stage") == "rl" and r.get("step") == chosen.get("step")
+                       and r.get("valid_reward_mean") is not None), chosen)
     return {"final_source": label, "final_checkpoint": os.path.relpath(source, run_dir),
             "final_valid_reward_mean": chosen.get("valid_reward_mean"), "final_valid_accuracy": chosen.get("valid_accuracy"),
             "start_valid_reward_mean": first.get("valid_reward_mean"), "start_valid_accuracy": first.get("valid_accuracy")}
@@ -405,7 +408,7 @@ def _finish(ctx: Any, stage: str, seconds: float) -> dict[str, Any]:
         stages["rl"]["elapsed_s"] -= stages["sft"]["elapsed_s"]
     total = max((r.get("elapsed_s") or 0.0 for r in records), default=seconds)
     summary = {"stages": stages, "elapsed_s": total, "final": "final" if source is not None else None,
-               "final_source": None, **(_selection(source, run_dir, stage) if source is not None else {})}
+               "final_source": None, **(_selection(source, run_dir, stage, records) if source is not None else {})}
     tmp = run_dir / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
     os.replace(tmp, run_dir / "summary.json")
