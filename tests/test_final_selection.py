@@ -128,3 +128,15 @@ def test_without_a_warm_up_the_base_model_is_the_start(tmp_path, monkeypatch):
     assert ckpt.read_meta(base)["valid_reward_mean"] == 0.7
     assert result.summary["final_source"] == "start" and result.summary["final_checkpoint"] == "checkpoints/base"
     assert _same_weights(result.run_dir / "final", base)
+
+
+@pytest.mark.parametrize("summary,expected", [
+    ({"final_source": "step-50", "final_valid_reward_mean": 0.97, "start_valid_reward_mean": 0.85},
+     ", valid_reward_mean 0.97, start 0.85"),
+    ({"final_source": "start", "final_valid_reward_mean": 0.85, "start_valid_reward_mean": 0.85}, ", valid_reward_mean 0.85"),
+    ({"final_source": "step-3", "final_valid_reward_mean": None, "start_valid_reward_mean": None}, ""),
+])
+def test_the_final_line_shows_the_score_beside_the_start(summary, expected):
+    from rft_cli.cli.train import _scores
+
+    assert _scores(summary) == expected
