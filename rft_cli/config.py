@@ -142,6 +142,7 @@ class RLSettings(_Strict):
     clip_range_value: float = Field(0.2, gt=0)
     vf_coef: float = Field(5.0, ge=0)  # ReFT vf_coef
     whiten_advantages: bool = True  # ReFT adv_whitening=global
+    loss_aggregation: Literal["answer", "token"] = "answer"  # ReFT: per-answer token mean, then mean over answers
     critic: Literal["value_head", "separate"] = "value_head"  # ReFT shares the backbone
     truncated: Literal["grade", "penalize"] = "grade"  # ReFT grades truncated samples
     truncation_penalty: float = 0.0
@@ -152,7 +153,7 @@ class RLSettings(_Strict):
     @model_validator(mode="after")
     def _batch_fits(self) -> RLSettings:
         batch = self.prompts_per_step * self.samples_per_prompt
-        if self.algorithm == "ppo" and batch % self.mini_batch_size:
+        if batch % self.mini_batch_size:
             raise ValueError(
                 f"rl.prompts_per_step * rl.samples_per_prompt ({batch}) must be a multiple of "
                 f"rl.mini_batch_size ({self.mini_batch_size})"
@@ -162,6 +163,30 @@ class RLSettings(_Strict):
         if self.algorithm in ("grpo", "rloo") and self.samples_per_prompt < 2:
             raise ValueError(f"rl.samples_per_prompt must be at least 2 for {self.algorithm} (it compares samples of one prompt)")
         return self
+
+    @model_validator(mode="after")
+    def _keys_that_apply(self) -> RLSettings:
+        """A key that changes nothing for this algorithm is refused (its default value is allowed, so a
+        resolved config.yaml loads again)."""
+        if self.algorithm != "ppo":
+            moved = [k for k in _PPO_ONLY if k in self.model_fields_set and getattr(self, k) != type(self).model_fields[k].default]
+            if moved:
+                raise ValueError(f"rl.{moved[0]} applies to rl.algorithm: ppo only (TRL's {self.algorithm} trainer has no "
+                                 f"{_PPO_ONLY[moved[0]]}); remove it")
+        if self.truncated == "grade" and self.truncation_penalty != 0.0:
+            raise ValueError("rl.truncation_penalty applies only with rl.truncated: penalize (truncated answers are graded now); "
+                             "set rl.truncated: penalize or remove it")
+        return self
+
+
+# RL keys that only our PPO reads, and what TRL's GRPO/RLOO lack for them.
+_PPO_ONLY = {
+    "critic": "critic", "vf_coef": "critic", "clip_range_value": "critic", "gamma": "discounted returns (GAE)",
+    "lam": "discounted returns (GAE)", "whiten_advantages": "global advantage whitening",
+    "adaptive_kl": "adaptive KL controller (beta is fixed)", "kl_target": "adaptive KL controller (beta is fixed)",
+    "kl_horizon": "adaptive KL controller (beta is fixed)",
+    "loss_aggregation": "choice of loss aggregation (its default loss_type, dapo, is a token mean over the batch)",
+}
 
 
 class EvalSettings(_Strict):
@@ -173,6 +198,52 @@ class EvalSettings(_Strict):
     batch_size: int = Field(32, ge=1)
 
 
+class GraderCheckSettings(_Strict):
+    """The grader self-test in preflight: each demonstration is graded as if the model wrote it."""
+
+    enabled: bool = True
+    max_failure_share: float = Field(0.02, ge=0, le=1)  # share of demonstrations below full marks that stops the run
+
+
+class SamplesSettings(_Strict):
+    """Sampled and evaluation answers kept under RUN/samples/ (one JSONL file per step)."""
+
+    enabled: bool = True
+    per_step: int = Field(16, ge=1)  # answers kept of each kept RL step (whole prompt groups first)
+    interval: int = Field(1, ge=1)  # keep every N-th RL step (the first and last step always)
+    eval_rows: int = Field(64, ge=0)  # greedy answers kept of each evaluation (0 = none)
+    max_chars: int = Field(2000, ge=100)  # prompt and answer texts are cut to this many characters
+    max_mb: float = Field(200.0, gt=0)  # oldest RL-step files are deleted beyond this total size
+
+
+class AlarmSettings(_Strict):
+    """Detectors over the metrics stream (README "Alarms"); thresholds are conservative on purpose."""
+
+    enabled: bool = True
+    stop_on: list[str] = Field(default_factory=list)  # alarm names that stop the run (exit 1)
+    disabled: list[str] = Field(default_factory=list)  # alarm names never raised
+    window: int = Field(5, ge=1)  # steps averaged for "at the start" and "now"
+    eval_window: int = Field(3, ge=2)  # evaluations looked back on by reward_hacking
+    valid_drop: float = Field(0.15, ge=0)
+    train_rise: float = Field(0.02, ge=0)
+    length_multiple: float = Field(2.5, gt=1)
+    truncated_rise: float = Field(0.25, gt=0, le=1)
+    no_signal_steps: int = Field(10, ge=1)
+    entropy_fraction: float = Field(0.05, gt=0, lt=1)
+    kl_max: float = Field(30.0, gt=0)
+    grader_error_rise: float = Field(0.1, gt=0, le=1)
+
+    @field_validator("stop_on", "disabled")
+    @classmethod
+    def _known_names(cls, names: list[str]) -> list[str]:
+        from rft_cli.alarms import ALARM_NAMES
+
+        unknown = [n for n in names if n not in ALARM_NAMES]
+        if unknown:
+            raise ValueError(f"unknown alarm {unknown[0]!r}; the alarms are {', '.join(ALARM_NAMES)}")
+        return names
+
+
 class RunConfig(_Strict):
     """One `rft train` run."""
 
@@ -182,6 +253,9 @@ class RunConfig(_Strict):
     sft: SFTSettings = Field(default_factory=SFTSettings)
     rl: RLSettings = Field(default_factory=RLSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
+    grader_check: GraderCheckSettings = Field(default_factory=GraderCheckSettings)
+    samples: SamplesSettings = Field(default_factory=SamplesSettings)
+    alarms: AlarmSettings = Field(default_factory=AlarmSettings)
     output_dir: Path | None = None
     seed: int = Field(42, ge=0, lt=2**32)  # ReFT; numpy seeds are 32-bit
     save_interval: int = Field(10, ge=1)

@@ -1,8 +1,10 @@
 """Batched generation with a model's chat template: the way `rft eval` (and users) sample answers.
 
 Prompts are chat messages rendered with the tokenizer's chat template (add_generation_prompt=True),
-left-padded, and generated with Hugging Face `generate` (KV cache on). Generation stops at EOS;
-a completion that hits `max_new_tokens` first is marked `truncated`.
+left-padded, and generated with Hugging Face `generate` (KV cache on). Generation stops at any of
+the model's EOS ids; a completion that hits `max_new_tokens` first is marked `truncated`. Tokens
+are drawn from exactly softmax(logits / T), top-p only when asked (`sampling_config`): the model's
+generation_config.json sampling defaults take no part. PPO rollouts use the same pieces.
 
     model, tokenizer = load_model_for_inference("runs/gsm8k")        # a run folder means its final/
     outs = generate_completions(model, tokenizer, [[{"role": "user", "content": "2+2?"}]],
@@ -14,7 +16,8 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,13 +156,15 @@ def generate_completions(
         torch.manual_seed(seed)
     greedy = temperature == 0
     copies = 1 if greedy else num_samples
-    encoded = [_encode_prompt(tokenizer, messages) for messages in prompts]
+    encoded = [encode_prompt(tokenizer, messages) for messages in prompts]
     # One job per generated sequence; longest prompts first so a batch holds similar lengths.
     jobs = sorted(
         ((i, k) for i in range(len(encoded)) for k in range(copies)),
         key=lambda j: -len(encoded[j[0]]),
     )
-    config = _generation_config(model, tokenizer, max_new_tokens, temperature, top_p)
+    config = sampling_config(
+        model, tokenizer, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p
+    )
     results: dict[tuple[int, int], Completion] = {}
     model.eval()
     with torch.inference_mode():
@@ -190,7 +195,7 @@ def _check_generation_args(
         raise UsageError(f"batch size must be at least 1 (got {batch_size})")
 
 
-def _encode_prompt(tokenizer: Any, messages: list[dict]) -> list[int]:
+def encode_prompt(tokenizer: Any, messages: list[dict]) -> list[int]:
     """Token ids of the chat-templated prompt, ending with the assistant turn's opening."""
     if not getattr(tokenizer, "chat_template", None):
         raise UsageError(
@@ -202,38 +207,109 @@ def _encode_prompt(tokenizer: Any, messages: list[dict]) -> list[int]:
     return list(ids)
 
 
-def _stop_ids(model: Any, tokenizer: Any) -> list[int]:
+def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """EOS ids of the model's generation config, then the tokenizer's (chat models often have
+    several: Qwen2.5-Instruct stops at <|im_end|> and <|endoftext|>)."""
     ids: list[int] = []
     for value in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
         for token_id in value if isinstance(value, list) else [value]:
-            if token_id is not None and token_id not in ids:
+            if token_id is not None and int(token_id) not in ids:
                 ids.append(int(token_id))
     return ids
 
 
-def _generation_config(
-    model: Any, tokenizer: Any, max_new_tokens: int, temperature: float, top_p: float
+# Explicit neutral values for every GenerationConfig setting that changes which token is drawn:
+# transformers 5 fills any setting left None from the model's generation_config.json, then from
+# its global defaults (top_k=50). `NEUTRAL_WARPERS` act only when sampling (and transformers warns
+# when a greedy config sets them). TRL's GRPO/RLOO can take both as `generation_kwargs`.
+NEUTRAL_PROCESSORS: dict[str, Any] = {
+    "repetition_penalty": 1.0,
+    "encoder_repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0,
+    "suppress_tokens": [],
+    "begin_suppress_tokens": [],
+    "renormalize_logits": False,
+    "remove_invalid_values": False,
+    "guidance_scale": 1.0,
+    "min_length": 0,
+}
+NEUTRAL_WARPERS: dict[str, Any] = {
+    "top_k": 0,
+    "min_p": 0.0,
+    "typical_p": 1.0,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+}
+
+
+def sampling_config(
+    model: Any, tokenizer: Any, *, max_new_tokens: int, temperature: float, top_p: float = 1.0
 ) -> Any:
-    """A copy of the model's generation config with our settings; model defaults such as a
-    sampling temperature or top_k never override the caller's choice."""
-    config = copy.deepcopy(model.generation_config)
-    config.max_new_tokens = max_new_tokens
-    config.max_length = None
-    config.min_new_tokens = None
-    config.num_return_sequences = 1
-    config.num_beams = 1
-    config.use_cache = True
-    config.eos_token_id = _stop_ids(model, tokenizer)
-    config.pad_token_id = (
-        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else config.eos_token_id[0]
+    """The generation config of every rollout and eval: greedy when `temperature == 0`, else draws
+    from exactly softmax(logits / temperature), restricted to the top-p nucleus only when top_p < 1.
+
+    Every setting that shapes the distribution gets a neutral value rather than None (see
+    `NEUTRAL_PROCESSORS`). Some have no neutral value (`bad_words_ids`, `sequence_bias`,
+    `forced_eos_token_id`, `stop_strings`...), so `generate` also runs under
+    `neutral_generation_defaults`; both layers are kept because the second alone would let a
+    future transformers default (as top_k=50 is today) decide, and the first alone misses lists.
+    """
+    from transformers import GenerationConfig
+
+    stop = stop_token_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
+    sampling = {"temperature": temperature, "top_p": top_p, **NEUTRAL_WARPERS}
+    return GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        num_beams=1,
+        num_return_sequences=1,
+        use_cache=True,
+        eos_token_id=stop,
+        pad_token_id=pad,
+        do_sample=temperature > 0,
+        **NEUTRAL_PROCESSORS,
+        **(sampling if temperature > 0 else {}),
     )
-    config.do_sample = temperature > 0
-    config.temperature = temperature if temperature > 0 else None
-    config.top_p = top_p if temperature > 0 else None
-    config.top_k = None
-    config.min_p = None
-    config.repetition_penalty = None
-    return config
+
+
+@contextmanager
+def neutral_generation_defaults(model: Any) -> Iterator[None]:
+    """Run `generate` with a default GenerationConfig in place of the model's own, then put it back.
+
+    A hub folder's generation_config.json (top_k 20, top_p 0.8, temperature 0.7, repetition
+    penalty, min_p, suppress_tokens, bad_words_ids, stop_strings...) must not reach our sampling:
+    transformers 5 copies any of its values that our config leaves None, and 4.5x copied those
+    that equal a global default (temperature 1.0 -> 0.7). With a default config in place neither
+    has anything to copy. It is restored afterwards, so checkpoints keep the user's file. Every
+    module holding one is swapped (a LoRA model's PeftModel reads its base model's).
+    """
+    from transformers import GenerationConfig
+
+    owners = [
+        m for m in model.modules() if isinstance(vars(m).get("generation_config"), GenerationConfig)
+    ]
+    saved = [m.generation_config for m in owners]
+    try:
+        for owner in owners:
+            owner.generation_config = GenerationConfig()
+        yield
+    finally:
+        for owner, config in zip(owners, saved, strict=True):
+            owner.generation_config = config
+
+
+def generate_tokens(model: Any, input_ids: Any, attention_mask: Any, config: Any) -> Any:
+    """`model.generate` with `config` alone deciding how tokens are drawn (`sampling_config`).
+
+    HF `generate` is kept rather than a loop of our own for its KV cache, the cache classes some
+    architectures need (sliding-window, hybrid) and left-padding position ids;
+    tests/test_sampling_fidelity.py measures that what it draws is the softmax.
+    """
+    with neutral_generation_defaults(model):
+        return model.generate(
+            input_ids=input_ids, attention_mask=attention_mask, generation_config=config
+        )
 
 
 def _generate_batch(
@@ -249,11 +325,7 @@ def _generate_batch(
         [[0] * (width - len(ids)) + [1] * len(ids) for ids in batch], dtype=torch.long
     )
     device = next(model.parameters()).device
-    output = model.generate(
-        input_ids=input_ids.to(device),
-        attention_mask=attention.to(device),
-        generation_config=config,
-    )
+    output = generate_tokens(model, input_ids.to(device), attention.to(device), config)
     new_tokens = output[:, width:].tolist()
     return [_completion(tokenizer, tokens, set(config.eos_token_id)) for tokens in new_tokens]
 

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from rft_cli.data.records import parse_line
-from rft_cli.errors import DataError, UsageError
+from rft_cli.alarms import scan_metrics
+from rft_cli.errors import DataError, RftError, UsageError
 
 METRICS_FILE = "metrics.jsonl"
 # (metric key, panel title); the panels of a run report, in order.
@@ -55,6 +56,7 @@ class RunReport:
     last_step: dict[str, int | None]
     summary: dict[str, Any] | None
     warnings: list[str]
+    alarms: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (the raw records left out)."""
@@ -68,6 +70,7 @@ class RunReport:
             "last_step": self.last_step,
             "summary": self.summary,
             "warnings": self.warnings,
+            "alarms": self.alarms,
         }
 
 
@@ -99,11 +102,15 @@ def read_metrics(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
 
 
 def summarize_run(run_dir: str | Path) -> RunReport:
-    """Summarise a run folder: stages, best valid_reward_mean and its step, the last values."""
+    """Summarise a run folder (or a metrics.jsonl alone): stages, best valid_reward_mean and its
+    step, the last values, and the alarms the detectors raise on its metrics."""
     run = Path(run_dir)
-    if not run.is_dir():
+    if run.is_file() and run.suffix == ".jsonl":
+        run, metrics = run.parent, run
+    elif not run.is_dir():
         raise UsageError(f"{run}: no such run folder (pass the --output-dir of `rft train`)")
-    metrics = run / METRICS_FILE
+    else:
+        metrics = run / METRICS_FILE
     if not metrics.is_file():
         raise UsageError(f"{run}: no {METRICS_FILE} here; is this a run folder of `rft train`?")
     records, warnings = read_metrics(metrics)
@@ -120,9 +127,44 @@ def summarize_run(run_dir: str | Path) -> RunReport:
         best_valid_stage=best[2] if best else None,
         last=last,
         last_step=last_step,
-        summary=_read_summary(run, warnings),
+        summary=_read_summary(run, warnings) if metrics.name == METRICS_FILE else None,
         warnings=warnings,
+        alarms=[a.to_dict() for a in scan_metrics(records, alarm_settings(run, warnings))],
     )
+
+
+def alarm_settings(run: Path, warnings: list[str]) -> Any:
+    """The `alarms:` section of the run's config.yaml, or the defaults (a run folder without one)."""
+    from rft_cli.config import AlarmSettings, read_yaml
+
+    path = run / "config.yaml"
+    if not path.is_file():
+        return AlarmSettings()
+    try:
+        data = read_yaml(path)
+        section = data.get("alarms") if isinstance(data, dict) else None
+        return AlarmSettings.model_validate(section or {})
+    except (RftError, ValueError) as exc:
+        warnings.append(f"{path}: its alarms section is unreadable ({str(exc).splitlines()[0]}); used the defaults")
+        return AlarmSettings()
+
+
+def samples_report(run_dir: str | Path, step: int | None = None, row: int | None = None,
+                   stage: str = "rl", top: int = 5) -> dict[str, Any]:
+    """What `rft report --samples` shows: one step's best, worst and most common answers, or with
+    `row`, one validation question's greedy answer at each kept evaluation."""
+    from rft_cli.samples import follow_row, step_samples
+
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise UsageError(f"{run}: no such run folder (pass the --output-dir of `rft train`)")
+    if row is not None:
+        answers = follow_row(run, row)
+        if not answers:
+            raise UsageError(f"--row {row}: no evaluation kept an answer for validation row {row} in {run / 'samples'} "
+                             "(samples.eval_rows limits how many rows are kept)")
+        return {"run": str(run), "row": row, "answers": answers}
+    return {"run": str(run), **step_samples(run, step, stage, top)}
 
 
 def _number(value: Any) -> float | None:

@@ -46,3 +46,12 @@ def family_dir(tmp_path_factory):
         return made[family]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def hub_like_model_dir(tmp_path_factory) -> str:
+    """A hub instruct folder in miniature: tiny Qwen2, byte-level BPE, ChatML, <|im_end|> EOS distinct
+    from the <|endoftext|> pad, and Qwen2.5-Instruct's generation_config.json (two EOS ids, top_k 20...)."""
+    from rft_cli.hub_like import save_hub_like
+
+    return save_hub_like(str(tmp_path_factory.mktemp("hub_like") / "model"), "tiny", seed=0)

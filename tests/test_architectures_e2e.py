@@ -31,7 +31,7 @@ RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny-test.yaml"
 LEAN = ("rl.steps=2", "rl.prompts_per_step=2", "rl.samples_per_prompt=2", "rl.mini_batch_size=4", "rl.max_new_tokens=4",
         "sft.max_steps=1", "sft.batch_size=4", "eval.interval=100", "eval.samples=2", "save_interval=1",
         "model.dtype=float32")
-TIMING_KEYS = {"elapsed_s", "tokens_per_second"}
+TIMING_KEYS = {"elapsed_s", "stage_elapsed_s", "eval_s", "tokens_per_second"}
 
 
 class ChecksumGrader(Grader):
@@ -45,8 +45,8 @@ class ChecksumGrader(Grader):
 
 
 def _run(folder: str, out: Path, *overrides: str, **kwargs):
-    config = load_run_config(RECIPE, [f"model={{name: {folder}}}", *LEAN, *overrides])
-    return train(config, output_dir=out, grader=ChecksumGrader(), **kwargs)
+    config = load_run_config(RECIPE, [f"model={{name: {folder}}}", *LEAN, "grader_check.enabled=false", *overrides])
+    return train(config, output_dir=out, grader=ChecksumGrader(), **kwargs)  # the checksum grader fails the self-test
 
 
 def _rl(run_dir: Path) -> list[dict]:

@@ -349,3 +349,28 @@ def test_maj_at_k_with_the_math_grader(tmp_path):
     (report,) = json.loads(result.stdout)["models"]
     assert report["pass_at"] == {"1": pytest.approx(0.5), "3": pytest.approx(1.0)}
     assert report["maj_at_k"] == 0.5  # row 0 votes 1/3 (wrong), row 1 votes 2 (right)
+
+
+def test_hub_like_model_folder_end_to_end(files, hub_like_model_dir):
+    """A folder shaped like Qwen2.5-Instruct's (BPE, ChatML, <|im_end|> EOS, <|endoftext|> pad, two EOS
+    ids, top_k 20 in generation_config.json): sampled, graded, and the texts hold no special tokens."""
+    tmp_path, data, grader = files
+    out = tmp_path / "results.jsonl"
+    args = ["--model", hub_like_model_dir, "--samples", "3", "--max-new-tokens", "6", "--output", str(out),
+            "--format", "json"]
+    result = _eval(data, grader, *args)
+    assert result.exit_code == 0, result.output
+    (report,) = json.loads(result.stdout)["models"]
+    assert (report["rows"], report["samples"]) == (4, 3)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all(1 <= line["num_tokens"] <= 6 for line in lines)
+    assert not any("<|" in line["output_text"] for line in lines)
+    # A near-uniform model over 384 tokens: 12 samples of 6 tokens are all different (no top_k 20).
+    assert len({line["output_text"] for line in lines}) == len(lines)
+
+
+def test_help_says_which_sampling_settings_are_used():
+    result = runner.invoke(app, ["eval", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert "softmax(logits / --temperature)" in text and "generation_config.json" in text

@@ -118,3 +118,65 @@ def test_missing_grader_file_exits_2(tmp_path):
 def test_help_has_an_example():
     result = runner.invoke(app, ["grade", "--help"])
     assert result.exit_code == 0 and "Example" in result.output
+
+
+TOOLS = str(Path(__file__).parent / "data" / "graders" / "openai" / "multi_tools.json")
+TOOL_ITEM = '{"name": "get_weather", "arguments": "{\\"city\\": \\"Paris\\"}"}'
+TOOL_SAMPLE = {"output_text": "", "output_tools": [{"function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]}
+
+
+def test_structured_sample_from_a_file(tmp_path):
+    path = tmp_path / "sample.json"
+    path.write_text(json.dumps(TOOL_SAMPLE))
+    result = runner.invoke(app, ["grade", TOOLS, "--item", TOOL_ITEM, "--sample-file", str(path), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"reward": 1.0, "sub_rewards": {"name": 1.0, "args": 1.0}, "errors": {}}
+
+
+def test_structured_sample_from_stdin():
+    result = runner.invoke(app, ["grade", TOOLS, "--item", TOOL_ITEM, "--sample", "-", "--format", "json"],
+                           input=json.dumps(TOOL_SAMPLE))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["reward"] == 1.0
+
+
+def test_a_128_kib_plain_text_sample_from_stdin():
+    """A 128 KiB --sample argument fails in the shell (the argument list is too long); stdin does not."""
+    answer = "x" * (128 * 1024) + "\n#### 18\n"
+    result = runner.invoke(app, ["grade", NUMERIC, "--item", '{"answer_value": "18"}', "--sample", "-", "--format", "json"],
+                           input=answer)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["reward"] == 1.0
+
+
+def test_sample_file_plain_text_loses_only_its_final_newline(tmp_path):
+    path = tmp_path / "answer.txt"
+    path.write_text("fuzzy wuzzy was a bear\n")
+    exact = str(Path(__file__).parent / "data" / "graders" / "openai" / "string_check.json")
+    result = runner.invoke(app, ["grade", exact, "--item", '{"reference_answer": "fuzzy wuzzy was a bear"}',
+                                 "--sample-file", str(path), "--format", "json"])
+    assert json.loads(result.stdout)["reward"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ('{"output_text": 5}', '"output_text" must be a string'),
+        ('{"output_text": "", "output_tools": {}}', '"output_tools" must be a list'),
+        ('{"output_text": "", "choices": []}', "unknown sample key 'choices'"),
+    ],
+)
+def test_bad_sample_file_is_a_usage_error(tmp_path, content, message):
+    path = tmp_path / "sample.json"
+    path.write_text(content)
+    result = runner.invoke(app, ["grade", NUMERIC, "--item", "{}", "--sample-file", str(path)])
+    assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output
+
+
+def test_sample_given_twice_is_a_usage_error(tmp_path):
+    path = tmp_path / "s.txt"
+    path.write_text("x")
+    result = runner.invoke(app, ["grade", NUMERIC, "--sample", "x", "--sample-file", str(path)])
+    assert result.exit_code == 2 and "give the sample once" in result.stderr
+    missing = runner.invoke(app, ["grade", NUMERIC, "--item", "{}", "--sample-file", str(tmp_path / "nope.json")])
+    assert missing.exit_code == 2 and "cannot read it" in missing.stderr

@@ -62,7 +62,7 @@ def test_beats_saved_only_for_a_strictly_higher_score(tmp_path):
 
 def _script_validation(monkeypatch, start: float, by_step: dict[int, float]) -> None:
     """The warm-up (or base model) scores `start`; RL step N scores by_step[N]."""
-    monkeypatch.setattr(sft_module, "evaluate_sft", lambda ctx, model, tokenizer: _scores(start))
+    monkeypatch.setattr(sft_module, "evaluate_sft", lambda ctx, model, tokenizer, step=0: _scores(start))
 
     def evaluate(self):
         return _scores(by_step[self.state.step])

@@ -8,9 +8,11 @@ from rft_cli.errors import UsageError
 from rft_cli.generation import (
     Completion,
     _completion,
+    encode_prompt,
     generate_completions,
     load_model_for_inference,
     resolve_model_path,
+    stop_token_ids,
 )
 
 PROMPTS = [
@@ -127,9 +129,7 @@ def test_truncated_when_max_new_tokens_is_hit(loaded):
 def test_generation_stops_at_eos(loaded):
     """Make the model's first greedy token an EOS id: generation must stop there, untruncated."""
     model, tokenizer = loaded
-    first = tokenizer.apply_chat_template(PROMPTS[0], add_generation_prompt=True, tokenize=True)[
-        "input_ids"
-    ]
+    first = encode_prompt(tokenizer, PROMPTS[0])
     import torch
 
     with torch.no_grad():
@@ -212,3 +212,67 @@ def test_bad_arguments(loaded, kwargs, message):
     model, tokenizer = loaded
     with pytest.raises(UsageError, match=message):
         generate_completions(model, tokenizer, PROMPTS, **kwargs)
+
+
+# A hub instruct folder in miniature (rft_cli.hub_like): byte-level BPE, ChatML, <|im_end|> EOS,
+# <|endoftext|> pad, generation_config.json with two EOS ids and top_k 20 / temperature 0.7.
+
+
+@pytest.fixture(scope="module")
+def hub_loaded(hub_like_model_dir):
+    return load_model_for_inference(hub_like_model_dir)
+
+
+def test_hub_like_folder_loads_with_its_own_pad_and_eos(hub_loaded):
+    model, tokenizer = hub_loaded
+    assert (tokenizer.eos_token, tokenizer.pad_token) == ("<|im_end|>", "<|endoftext|>")
+    assert stop_token_ids(model, tokenizer) == [tokenizer.eos_token_id, tokenizer.pad_token_id]
+
+
+def test_hub_like_prompt_is_chatml(hub_loaded):
+    model, tokenizer = hub_loaded
+    seen = []
+    original = model.generate
+
+    def spy(**kwargs):
+        seen.append(kwargs["input_ids"].tolist())
+        return original(**kwargs)
+
+    model.generate = spy
+    try:
+        generate_completions(model, tokenizer, PROMPTS[:2], max_new_tokens=2)
+    finally:
+        del model.generate
+    texts = [tokenizer.decode(ids) for ids in seen[0]]
+    # Longest prompt first; the shorter one is left-padded with <|endoftext|>, not with the EOS.
+    assert texts[0] == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWhat is two plus two, please?<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    padding, prompt = texts[1].split("<|im_start|>", 1)
+    assert padding and set(padding.split("<|endoftext|>")) == {""}
+    assert prompt == "user\nhi<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.mark.parametrize("token", ["<|im_end|>", "<|endoftext|>"])
+def test_hub_like_generation_stops_at_either_eos_id(hub_loaded, token):
+    """Qwen2.5-Instruct lists two EOS ids; a completion ends at whichever comes first."""
+    import torch
+
+    model, tokenizer = hub_loaded
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    after = [tokenizer.convert_tokens_to_ids("4")]
+
+    def force(module, inputs, logits):
+        # First step: emit "4"; then the stop token (the model's own choice is random).
+        bias = torch.zeros_like(logits[:, -1])
+        bias[:, after[0] if after else token_id] = 1e4
+        after.clear()
+        return logits + bias[:, None, :]
+
+    handle = model.lm_head.register_forward_hook(force)
+    try:
+        (c,) = generate_completions(model, tokenizer, PROMPTS[:1], max_new_tokens=6, temperature=1.0)[0]
+    finally:
+        handle.remove()
+    assert c == Completion(text="4", num_tokens=2, truncated=False)

@@ -236,3 +236,35 @@ def test_a_slow_sample_does_not_hold_up_the_batch(grader_factory):
     assert [r.reward for r in results] == [0.0, 1.0, 1.0, 1.0]
     assert results[0].errors == {"python_grader_timeout": 1}
     assert time.monotonic() - started < 3
+
+
+def test_module_level_import_of_a_missing_package_is_a_build_error_with_the_install_line():
+    from rft_cli.errors import GraderError
+    from rft_cli.graders import build_grader
+
+    from rft_cli.graders.python_grader import install_hint
+
+    source = "import numpy\nfrom rft_no_such_pkg_xyz.metrics import f1_score\n\ndef grade(sample, item):\n    return 1.0\n"
+    with pytest.raises(GraderError, match=r"source: line 2 imports rft_no_such_pkg_xyz, but the package rft_no_such_pkg_xyz "
+                                          r"\(import rft_no_such_pkg_xyz\) is not installed.*-m pip install rft_no_such_pkg_xyz"):
+        build_grader({"type": "python", "source": source})
+    assert install_hint("sklearn.metrics").endswith("-m pip install scikit-learn`")
+
+
+def test_import_inside_grade_that_fails_names_the_package():
+    from rft_cli.graders import build_grader
+
+    source = "def grade(sample, item):\n    import rft_no_such_pkg_xyz\n    return 1.0\n"
+    with build_grader({"type": "python", "source": source}) as grader:
+        result = grader.grade("x", {})
+    detail = result.details["python_grader_runtime_error"]
+    assert result.reward == 0.0 and "No module named 'rft_no_such_pkg_xyz'" in detail
+    assert "pip install rft_no_such_pkg_xyz" in detail
+
+
+def test_optional_import_in_a_try_block_still_builds():
+    from rft_cli.graders import build_grader
+
+    source = "try:\n    import rft_no_such_pkg_xyz\nexcept ImportError:\n    pass\n\ndef grade(sample, item):\n    return 1.0\n"
+    with build_grader({"type": "python", "source": source}) as grader:
+        assert grader.grade("x", {}).reward == 1.0

@@ -33,12 +33,15 @@ TARGETS = {
     "grade_data": (lambda p: ["grade", GRADER, "--data", str(p), "--samples", str(p)], 1, lambda p: p.name),
 }
 CASES = sorted((folder, path) for folder in TARGETS for path in (CORPUS / folder).iterdir() if path.name != ".gitkeep")
+# grade_sample/: {"grader", "item", "sample", "reward"} that once made a grader raise, hang or
+# score wrong; `rft grade --data --samples` must now exit 0 with that reward.
+GRADE_SAMPLES = sorted((CORPUS / "grade_sample").glob("*.json"))
 
 
 def test_every_corpus_folder_has_a_target():
     folders = {p.name for p in CORPUS.iterdir() if p.is_dir()}
-    assert folders == set(TARGETS), folders ^ set(TARGETS)
-    assert all(any((CORPUS / folder).iterdir()) for folder in TARGETS)
+    assert folders == {*TARGETS, "grade_sample"}, folders ^ {*TARGETS, "grade_sample"}
+    assert all(any((CORPUS / folder).iterdir()) for folder in (*TARGETS, "grade_sample"))
 
 
 @pytest.mark.parametrize("folder,path", CASES, ids=[f"{f}/{p.name}" for f, p in CASES])
@@ -49,3 +52,19 @@ def test_corpus_input_gives_a_message_and_exit_code(folder, path):
     assert result.exit_code == code, result.output
     assert "Traceback" not in result.output
     assert "Error:" in result.output and names(path) in result.output, result.output
+
+
+@pytest.mark.parametrize("path", GRADE_SAMPLES, ids=[p.stem for p in GRADE_SAMPLES])
+def test_corpus_sample_is_graded(tmp_path, path):
+    import json
+
+    case = json.loads(path.read_text(encoding="utf-8"))
+    (tmp_path / "grader.json").write_text(json.dumps(case["grader"]), encoding="utf-8")
+    (tmp_path / "rows.jsonl").write_text(json.dumps(case["item"]) + "\n", encoding="utf-8")
+    (tmp_path / "samples.jsonl").write_text(json.dumps({"output_text": case["sample"]}) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["grade", str(tmp_path / "grader.json"), "--data", str(tmp_path / "rows.jsonl"),
+                                      "--samples", str(tmp_path / "samples.jsonl"), "--output", str(tmp_path / "out.jsonl")])
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    graded = json.loads((tmp_path / "out.jsonl").read_text(encoding="utf-8"))
+    assert graded["reward"] == case["reward"], graded

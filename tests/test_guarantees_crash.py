@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "tiny-test.yaml"
 SETTINGS = ["--set", "sft.max_steps=6", "--set", "rl.steps=6", "--set", "save_interval=2", "--set", "eval.interval=3"]
-TIMING_KEYS = {"elapsed_s", "tokens_per_second"}
+TIMING_KEYS = {"elapsed_s", "stage_elapsed_s", "eval_s", "tokens_per_second"}
 KILLING_RFT = """
 import os, runpy, signal, sys
 import torch

@@ -57,7 +57,8 @@ def write_run(tmp_path: Path, kinds: list[str]) -> Path:
               "sft": {"enabled": False},
               "rl": {"steps": 2, "prompts_per_step": 8, "samples_per_prompt": 1, "mini_batch_size": 4, "ppo_epochs": 1,
                      "learning_rate": 0.001, "max_new_tokens": 3, "max_prompt_length": 16},
-              "seed": 0, "save_interval": 1}
+              "seed": 0, "save_interval": 1,
+              "grader_check": {"enabled": False}}  # the hostile rows would stop the run in its self-test
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path

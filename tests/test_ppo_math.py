@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -160,3 +161,144 @@ def test_a_fresh_value_head_predicts_zero(tiny_model_dir):
     with torch.no_grad():
         _, values, _ = ac.forward(torch.tensor([[10, 11, 12, 13]]), torch.ones(1, 4, dtype=torch.long), 2, 1.0)
     assert values.abs().max().item() == 0.0
+
+
+def test_loss_weights_token_and_answer_means():
+    mask = t([[1, 1, 1, 1], [1, 0, 0, 0]])  # a 4-token answer and a 1-token answer
+    token = pm.loss_weights(mask, "token")
+    answer = pm.loss_weights(mask, "answer")
+    assert token.flatten().tolist() == pytest.approx([0.2] * 4 + [0.2, 0, 0, 0])
+    assert answer.flatten().tolist() == pytest.approx([0.125] * 4 + [0.5, 0, 0, 0])  # each answer weighs 1/2 in all
+    losses = t([[1, 1, 1, 1], [3, 9, 9, 9]])  # padded positions carry junk that must not count
+    assert (losses * token).sum().item() == pytest.approx(7 / 5)  # token mean over the minibatch
+    assert (losses * answer).sum().item() == pytest.approx((1 + 3) / 2)  # mean of the per-answer means
+
+
+# -- PPOTrainer._update on a tiny model ---------------------------------------------------------------
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny-test.yaml"
+
+
+def _trainer(tmp_path, *overrides, model_config=None):
+    """A PPOTrainer on the tiny llama (optionally with config changes, e.g. attention dropout)."""
+    from rft_cli.config import load_run_config
+    from rft_cli.metrics import NullLogger
+    from rft_cli.training.common import RunContext
+    from rft_cli.training.models import load_model, load_tokenizer
+    from rft_cli.training.ppo import PPOTrainer
+
+    config = load_run_config(RECIPE, ["sft.enabled=false", *overrides])
+    tokenizer = load_tokenizer(config.model)
+    policy, reference = load_model(config.model, tokenizer), load_model(config.model, tokenizer, trainable=False)
+    critic = load_model(config.model, tokenizer).get_decoder() if config.rl.critic == "separate" else None
+    for model in (policy, reference, critic):
+        for key, value in (model_config or {}).items():
+            if model is not None:
+                setattr(model.config, key, value)
+                for module in model.modules():  # attention layers copy the rate when they are built
+                    if hasattr(module, key):
+                        setattr(module, key, value)
+    ctx = RunContext(config, tmp_path, [], [], None, NullLogger())
+    return PPOTrainer(ctx, policy, reference, tokenizer, critic)
+
+
+def _batch(trainer, lengths=(5, 1, 3, 2), seed=0):
+    """Four sampled-looking answers of different lengths after a 3-token prompt, with old values from the old pass."""
+    gen = torch.Generator().manual_seed(seed)
+    n, width = len(lengths), max(lengths)
+    input_ids = torch.randint(5, 60, (n, 3 + width), generator=gen)
+    mask = torch.tensor([[1.0] * k + [0.0] * (width - k) for k in lengths])
+    attn = torch.cat([torch.ones(n, 3, dtype=torch.long), mask.long()], dim=1)
+    old_logprobs, old_values, _ = trainer._old_pass(input_ids, attn, width)
+    return {"input_ids": input_ids, "attention_mask": attn, "mask": mask, "old_logprobs": old_logprobs * mask,
+            "old_values": old_values * mask, "advantages": torch.randn(n, width, generator=gen) * mask,
+            "returns": torch.randn(n, width, generator=gen) * mask}
+
+
+def _first_gradient(trainer, batch):
+    """The gradient of the first optimizer step of `_update` (the step itself is skipped)."""
+    grads = []
+
+    def step():
+        grads.append(torch.cat([p.grad.flatten() for p in trainer.ac.parameters() if p.grad is not None]))
+
+    trainer.optimizer.step = step
+    trainer._update(batch, step=1)
+    return grads[0]
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of")  # the optimizer step is stubbed
+@pytest.mark.parametrize("aggregation", ["token", "answer"])
+def test_micro_batches_accumulate_the_minibatch_gradient(tmp_path, aggregation):
+    """Splitting a minibatch of answers of different lengths into micro-batches changes memory, not the gradient."""
+    base = ("rl.ppo_epochs=1", "rl.prompts_per_step=2", "rl.samples_per_prompt=2", f"rl.loss_aggregation={aggregation}")
+    whole = _trainer(tmp_path, *base)
+    batch = _batch(whole)
+    expected = _first_gradient(whole, batch)
+    for micro in (1, 2):
+        split = _trainer(tmp_path, *base, f"rl.micro_batch_size={micro}")
+        got = _first_gradient(split, batch)
+        assert torch.allclose(got, expected, rtol=1e-4, atol=1e-7), (micro, (got - expected).abs().max())
+    other = "token" if aggregation == "answer" else "answer"
+    different = _first_gradient(_trainer(tmp_path, *base[:-1], f"rl.loss_aggregation={other}"), batch)
+    assert not torch.allclose(different, expected, rtol=1e-2, atol=1e-5)  # the setting is used
+
+
+def test_old_and_new_logprobs_agree_before_the_first_update_with_attention_dropout(tmp_path, monkeypatch):
+    """Issue 11: attention dropout is a float read only in train mode, so disabling nn.Dropout modules
+    left it on: the old pass (eval mode) and the update (train mode) computed different networks."""
+    trainer = _trainer(tmp_path, "rl.ppo_epochs=1", "rl.prompts_per_step=2", "rl.samples_per_prompt=2",
+                       model_config={"attention_dropout": 0.5})
+    batch = _batch(trainer, lengths=(6, 6, 6, 6))
+    gaps = []
+    real = pm.policy_loss
+
+    def policy_loss(logprobs, old_logprobs, advantages, weights, clip_range):
+        gaps.append(((logprobs - old_logprobs) * (weights > 0)).abs().max().item())
+        return real(logprobs, old_logprobs, advantages, weights, clip_range)
+
+    monkeypatch.setattr(pm, "policy_loss", policy_loss)
+    trainer._update(batch, step=1)
+    assert gaps[0] <= 1e-5
+
+
+def test_the_separate_critic_trains_in_train_mode(tmp_path):
+    """The critic backbone used to stay in eval mode during updates (only the policy was switched)."""
+    trainer = _trainer(tmp_path, "rl.critic=separate", "rl.ppo_epochs=1", "rl.prompts_per_step=2", "rl.samples_per_prompt=2")
+    batch = _batch(trainer)
+    trainer.ac.critic_backbone.eval()  # as from_pretrained returns it, and as the rollout leaves it
+    modes = []
+    trainer.ac.critic_backbone.register_forward_pre_hook(lambda module, args: modes.append(module.training))
+    trainer._update(batch, step=1)
+    assert modes and all(modes)
+    assert all(m.training for m in trainer.ac.critic_backbone.modules())
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of")  # the scaler skipped the optimizer step
+def test_a_float16_overflow_is_left_to_the_loss_scaler_not_counted_as_a_fault(tmp_path):
+    """Under float16 an inf gradient norm is the loss scaler's business: it skips the step and lowers
+    the scale. (accelerate scales only on a GPU; a CPU GradScaler stands in for it here.)"""
+    trainer = _trainer(tmp_path, "rl.ppo_epochs=1", "rl.prompts_per_step=2", "rl.samples_per_prompt=2")
+    scaler = torch.amp.GradScaler("cpu", init_scale=3e38)  # the first scaled loss overflows float32
+    from accelerate.optimizer import AcceleratedOptimizer
+
+    trainer.accelerator.scaler = scaler
+    trainer.optimizer = AcceleratedOptimizer(trainer.optimizer.optimizer, scaler=scaler)
+    before = [p.detach().clone() for p in trainer.ac.parameters()]
+    result = trainer._update(_batch(trainer), step=1)
+    assert isinstance(result, dict) and result["fp16_overflow_steps"] == 1.0
+    assert scaler.get_scale() < 3e38
+    assert all(torch.equal(a, p) for a, p in zip(before, trainer.ac.parameters()))  # the step was skipped
+
+
+def test_loss_aggregation_defaults_to_reft_and_is_a_ppo_setting():
+    from rft_cli.config import load_run_config
+    from rft_cli.errors import ConfigError
+
+    assert load_run_config(RECIPE).rl.loss_aggregation == "answer"
+    assert load_run_config(RECIPE, ["rl.loss_aggregation=token"]).rl.loss_aggregation == "token"
+    with pytest.raises(ConfigError, match="rl.loss_aggregation applies to rl.algorithm: ppo only"):
+        load_run_config(RECIPE, ["rl.algorithm=grpo", "rl.loss_aggregation=token"])
+    # at its default it loads, so a grpo run's resolved config.yaml (every key written) loads again
+    assert load_run_config(RECIPE, ["rl.algorithm=grpo", "rl.loss_aggregation=answer"]).rl.algorithm == "grpo"
+    assert load_run_config(RECIPE, ["rl.algorithm=grpo"]).rl.algorithm == "grpo"  # the default alone is fine

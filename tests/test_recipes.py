@@ -69,18 +69,48 @@ TINY_OVERRIDES = ("sft.max_steps=2", "sft.batch_size=2", "sft.max_length=256", "
 @pytest.mark.parametrize("recipe", HUB_RECIPES, ids=[p.name for p in HUB_RECIPES])
 def test_real_data_recipe_shape_trains_with_a_tiny_local_model(recipe, tiny_model_dir, tmp_path):
     """The SVAMP recipes unchanged except the model (a local tiny llama) and the step counts."""
-    out = tmp_path / "run"
-    args = ["train", str(recipe), "--output-dir", str(out), "--quiet", "--set", f"model.name={tiny_model_dir}"]
-    for override in TINY_OVERRIDES:
-        args += ["--set", override]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
+    out = _train_recipe(recipe, tiny_model_dir, tmp_path / "run")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stages"]["sft"]["valid_accuracy"] is not None
     assert summary["stages"]["rl"]["steps"] == 2
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(out / "final") is not None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", HUB_RECIPES, ids=[p.name for p in HUB_RECIPES])
+def test_svamp_recipe_on_a_hub_like_model_folder(recipe, hub_like_model_dir, tmp_path):
+    """The real-user path: `model.name` is a local folder shaped like Qwen2.5-Instruct's (byte-level
+    BPE, ChatML, <|im_end|> EOS, <|endoftext|> pad, two EOS ids and top_k 20 / temperature 0.7 /
+    repetition penalty in generation_config.json). SFT + 2 PPO steps, then `rft eval` on the result."""
+    out = _train_recipe(recipe, hub_like_model_dir, tmp_path / "run")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stages"]["rl"]["steps"] == 2
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rl = [m for m in metrics if m.get("stage") == "rl" and "kl" in m]
+    assert rl and abs(rl[0]["kl"]) < 1e-4  # step 1: the policy is the reference
+    # The trained folder keeps the user's tokenizer and generation_config.json (two EOS ids, their defaults).
+    saved = json.loads((out / "final" / "generation_config.json").read_text())
+    source = json.loads((Path(hub_like_model_dir) / "generation_config.json").read_text())
+    assert {k: saved.get(k) for k in ("eos_token_id", "top_k", "temperature")} == \
+        {k: source[k] for k in ("eos_token_id", "top_k", "temperature")}
+    result = CliRunner().invoke(app, ["eval", "--model", str(out), "--data", str(ROOT / "data/svamp/test.jsonl"),
+                                      "--grader", str(ROOT / "data/svamp/grader.yaml"), "--limit", "3",
+                                      "--samples", "2", "--max-new-tokens", "8", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    (report,) = json.loads(result.stdout)["models"]
+    assert (report["rows"], report["samples"]) == (3, 2) and report["generated_tokens"] > 0
+
+
+def _train_recipe(recipe: Path, model_dir: str, out: Path) -> Path:
+    """`rft train RECIPE` with `model.name` set to a local folder and the step counts cut to TINY_OVERRIDES."""
+    args = ["train", str(recipe), "--output-dir", str(out), "--quiet", "--set", f"model.name={model_dir}"]
+    for override in TINY_OVERRIDES:
+        args += ["--set", override]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return out
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "tiny-test.yaml"
 SETTINGS = ["--set", "sft.max_steps=10", "--set", "rl.steps=12", "--set", "save_interval=2", "--set", "eval.interval=4"]
-TIMING_KEYS = {"elapsed_s", "tokens_per_second"}
+TIMING_KEYS = {"elapsed_s", "stage_elapsed_s", "eval_s", "tokens_per_second"}
 
 
 def command(out: Path, *extra: str) -> list[str]:

@@ -25,6 +25,8 @@ _EPILOG = """[bold]Example[/]
 
   rft eval --model runs/gsm8k --model Qwen/Qwen2.5-0.5B-Instruct --data data/test.jsonl --grader grader.yaml --samples 4 --min-score 0.5
 
+Sampling: greedy, or softmax(logits / --temperature) cut to --top-p; the model folder's own generation_config.json sampling settings are ignored (its EOS ids are kept), as in training rollouts.
+
 Exit codes: 0 ok (and --min-score met), 1 the first model's mean reward is below --min-score or the data is invalid, 2 usage error (bad flag, missing file, bad grader file)."""
 
 
@@ -61,12 +63,19 @@ def evaluate(
         float | None,
         typer.Option(
             min=0.0,
-            help="Sampling temperature; 0 is greedy. Default: 0 with one sample, 1.0 with --samples > 1.",
+            help="Sampling temperature; 0 is greedy. Default: 0 with one sample, 1.0 with --samples > 1. "
+            "Tokens are drawn from softmax(logits / T): the model's generation_config.json sampling "
+            "settings (top_k, repetition_penalty...) are not used, only its EOS ids.",
         ),
     ] = None,
     top_p: Annotated[
         float,
-        typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling (with temperature > 0)."),
+        typer.Option(
+            "--top-p",
+            min=0.0,
+            max=1.0,
+            help="Nucleus sampling (with temperature > 0); 1 samples the whole softmax. No top-k is applied.",
+        ),
     ] = 1.0,
     max_new_tokens: Annotated[
         int, typer.Option("--max-new-tokens", min=1, help="Longest answer, in tokens.")

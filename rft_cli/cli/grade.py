@@ -17,13 +17,15 @@ _BINS = ("0", "(0, 0.25)", "[0.25, 0.5)", "[0.5, 0.75)", "[0.75, 1)", "1")
 
 _HELP = """Grade with GRADER, an OpenAI-style grader file (YAML or JSON, `type` at the top).
 
-One sample, like OpenAI's grader run endpoint: --item is the dataset row (a JSON object) and --sample is the model's answer; --format json prints {"reward", "sub_rewards", "errors"}.
+One sample, like OpenAI's grader run endpoint: --item is the dataset row (a JSON object) and --sample is the model's answer; --format json prints {"reward", "sub_rewards", "errors"}. A long or structured sample comes from a file (--sample-file PATH) or stdin (--sample -): a JSON object with "output_text" and optionally "output_json" and "output_tools" is the sample; any other content is the answer text itself.
 
 A file of samples: --data ROWS.jsonl with --samples SAMPLES.jsonl (one {"output_text": ...} per line, paired by line with ROWS) prints the mean reward, the distribution and the errors by kind; --output writes one result per row.
 
 Example:
 
     rft grade grader.yaml --item '{"answer_value": "18"}' --sample 'So she makes $18. #### 18' --format json
+
+    rft grade tools.json --item '{"name": "get_weather"}' --sample-file sample.json
 
     rft grade grader.yaml --data data/test.jsonl --samples samples.jsonl --output graded.jsonl
 """
@@ -33,7 +35,8 @@ Example:
 def grade(
     grader_path: Annotated[Path, typer.Argument(metavar="GRADER", help="Grader file (YAML or JSON, `type` at the top).")],
     item: Annotated[str | None, typer.Option("--item", help="The dataset row as a JSON object (the `item` namespace).")] = None,
-    sample: Annotated[str | None, typer.Option("--sample", help="The model's answer text (the `sample` namespace).")] = None,
+    sample: Annotated[str | None, typer.Option("--sample", help="The model's answer text (the `sample` namespace); - reads it from stdin.")] = None,
+    sample_file: Annotated[Path | None, typer.Option("--sample-file", help='Read the sample from a file: {"output_text", "output_json"?, "output_tools"?} or plain text.')] = None,
     data: Annotated[Path | None, typer.Option("--data", help="JSONL rows, one item per line.")] = None,
     samples: Annotated[Path | None, typer.Option("--samples", help='JSONL samples, one {"output_text": ...} per line, paired with --data.')] = None,
     output: Annotated[Path | None, typer.Option("--output", help="Write per-row results here (JSONL), with --data.")] = None,
@@ -43,6 +46,10 @@ def grade(
 
     if output_format not in ("text", "json"):
         raise UsageError(f'--format "{output_format}" is not one of text, json')
+    if sample is not None and sample_file is not None:
+        raise UsageError("give the sample once: --sample TEXT, --sample - (stdin) or --sample-file PATH")
+    if sample_file is not None or sample == "-":
+        sample = _read_sample(sample_file)
     single = sample is not None or item is not None
     if single == (data is not None or samples is not None):
         raise UsageError("give either --sample (and --item) for one sample, or --data with --samples for a file of samples")
@@ -53,9 +60,44 @@ def grade(
             _grade_files(grader, data, samples, output, output_format)
 
 
-def _grade_one(grader: Any, item_text: str | None, sample: str | None, output_format: str) -> None:
+SAMPLE_KEYS = ("output_text", "output_json", "output_tools")
+
+
+def _read_sample(path: Path | None) -> Any:
+    """The sample from a file (or stdin when `path` is None): a sample object, or the answer text."""
+    import sys
+
+    where = str(path) if path is not None else "stdin"
+    try:
+        text = path.read_text(encoding="utf-8-sig") if path is not None else sys.stdin.read()
+    except OSError as exc:
+        raise UsageError(f"--sample-file {path}: cannot read it ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{where}: the sample is not valid UTF-8 ({exc.reason}); save it as UTF-8") from None
+    plain = text.removesuffix("\n").removesuffix("\r")  # the newline `echo` and editors add ends no answer
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return plain
+    if not (isinstance(value, dict) and "output_text" in value):
+        return plain  # the answer itself (JSON answers reach graders as sample.output_json)
+    return _check_sample(value, where)
+
+
+def _check_sample(value: dict[str, Any], where: str) -> dict[str, Any]:
+    unknown = [key for key in value if key not in SAMPLE_KEYS]
+    if unknown:
+        raise UsageError(f"{where}: unknown sample key {unknown[0]!r}; a sample has {', '.join(SAMPLE_KEYS)}")
+    if not isinstance(value["output_text"], str):
+        raise UsageError(f'{where}: "output_text" must be a string (the model\'s answer text)')
+    if "output_tools" in value and not isinstance(value["output_tools"], list):
+        raise UsageError(f'{where}: "output_tools" must be a list of tool calls ({{"function": {{"name", "arguments"}}}})')
+    return value
+
+
+def _grade_one(grader: Any, item_text: str | None, sample: Any, output_format: str) -> None:
     if sample is None:
-        raise UsageError("--item needs --sample (the model's answer to grade)")
+        raise UsageError("--item needs --sample or --sample-file (the model's answer to grade)")
     try:
         item = json.loads(item_text) if item_text is not None else {}
     except (ValueError, RecursionError) as exc:

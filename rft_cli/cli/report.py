@@ -36,11 +36,16 @@ class ReportFormat(str, Enum):
     json = "json"
 
 
-_EPILOG = """[bold]Example[/]
+_EPILOG = """[bold]Examples[/]
 
   rft report runs/gsm8k runs/gsm8k-lowkl --output compare.png
+  rft report runs/gsm8k --samples            (the last RL step's best, worst and most common answers)
+  rft report runs/gsm8k --samples --row 3    (validation row 3's answer at each evaluation)
+  rft report runs/gsm8k/metrics.jsonl --fail-on-alarm
 
-Exit codes: 0 ok, 1 the run has no metrics yet, 2 usage error (no such run folder, bad --output)."""
+Exit codes: 0 ok, 1 the run has no metrics yet, 2 usage error (no such run folder, bad --output,
+no samples kept), 3 an alarm was raised and --fail-on-alarm was given."""
+ALARM_EXIT_CODE = 3
 
 
 @app.command("report", epilog=_EPILOG)
@@ -60,9 +65,30 @@ def report(
     output_format: Annotated[
         ReportFormat, typer.Option("--format", help="text (tables) or json (one document).")
     ] = ReportFormat.text,
+    samples: Annotated[
+        bool, typer.Option("--samples", help="Show kept answers (RUN/samples/) instead of metrics.")
+    ] = False,
+    step: Annotated[
+        int | None, typer.Option("--step", help="With --samples: this step (default: the last kept).")
+    ] = None,
+    row: Annotated[
+        int | None, typer.Option("--row", help="With --samples: follow this validation row across evaluations.")
+    ] = None,
+    eval_answers: Annotated[
+        bool, typer.Option("--eval", help="With --samples: the greedy evaluation answers, not the sampled RL ones.")
+    ] = False,
+    fail_on_alarm: Annotated[
+        bool, typer.Option("--fail-on-alarm", help=f"Exit {ALARM_EXIT_CODE} when any run raises an alarm (for CI).")
+    ] = False,
 ) -> None:
-    """Summarise training runs from their metrics.jsonl and plot reward, KL and response length."""
+    """Summarise training runs from their metrics.jsonl, list alarms, show kept answers, plot reward, KL and length."""
     from rft_cli.reports import plot_runs, require_matplotlib, summarize_run
+
+    if samples:
+        _samples(runs, step, row, "eval" if eval_answers else "rl", output_format)
+        return
+    if step is not None or row is not None or eval_answers:
+        raise UsageError("--step, --row and --eval go with --samples")
 
     if output is not None:
         if output.suffix.lower() not in (".png", ".html", ".htm"):
@@ -82,6 +108,62 @@ def report(
     else:
         for r in reports:
             _print_run(r)
+    if fail_on_alarm and any(r.alarms for r in reports):
+        raise typer.Exit(code=ALARM_EXIT_CODE)
+
+
+def _samples(runs: list[Path], step: int | None, row: int | None, stage: str, output_format: ReportFormat) -> None:
+    from rft_cli.reports import samples_report
+
+    if len(runs) != 1:
+        raise UsageError("--samples reads one run folder at a time")
+    found = samples_report(runs[0], step=step, row=row, stage=stage)
+    if output_format is ReportFormat.json:
+        render.json_document(found)
+    elif row is not None:
+        _print_row(found)
+    else:
+        _print_step(found)
+
+
+def _cell(text: Any, width: int = 80) -> str:
+    text = str(text if text is not None else "").replace("\n", "\u23ce")
+    return escape(text if len(text) <= width else text[: width - 1] + "\u2026")
+
+
+def _reward(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, (int, float)) else "-"
+
+
+def _print_step(found: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    mean = _reward(found["reward_mean"])
+    render.stdout.print(f"[bold]{escape(found['run'])}[/]  {found['stage']} step {found['step']}: "
+                        f"{found['answers']} answers kept, mean reward {mean}")
+    for title, key in (("best", "best"), ("worst", "worst")):
+        table = Table("reward", "row", "tokens", "answer", title=f"{title} answers")
+        for line in found[key]:
+            table.add_row(_reward(line.get("reward")), str(line.get("row")), str(line.get("num_tokens")),
+                          _cell(line.get("output_text")))
+        render.stdout.print(table)
+    table = Table("count", "mean reward", "answer", title="most common answers")
+    for entry in found["most_common"]:
+        table.add_row(str(entry["count"]), _reward(entry["reward"]), _cell(entry["output_text"]))
+    render.stdout.print(table)
+
+
+def _print_row(found: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    answers = found["answers"]
+    render.stdout.print(f"[bold]{escape(found['run'])}[/]  validation row {found['row']}: "
+                        f"{_cell(answers[0].get('prompt'), 120)}")
+    table = Table("after", "step", "reward", "tokens", "answer")
+    for line in answers:
+        table.add_row(str(line.get("after", "-")), str(line.get("step")), _reward(line.get("reward")),
+                      str(line.get("num_tokens")), _cell(line.get("output_text")))
+    render.stdout.print(table)
 
 
 def _print_run(r: Any) -> None:
@@ -98,6 +180,13 @@ def _print_run(r: Any) -> None:
         render.stdout.print(
             f"best valid_reward_mean: {r.best_valid_reward:.4f} at step {r.best_valid_step}{stage}"
         )
+    for alarm in r.alarms:
+        render.stdout.print(
+            f"[yellow]alarm[/] {alarm['name']} at {alarm['stage']} step {alarm['step']}: "
+            f"{escape(alarm['message'])}\n  ({escape(alarm['meaning'])})"
+        )
+    if not r.alarms:
+        render.stdout.print("alarms: none")
     table = Table("metric", "last value", "at step")
     keys = [k for k in LAST_KEYS if k in r.last] + sorted(k for k in r.last if k not in LAST_KEYS)
     for key in keys:

@@ -13,13 +13,16 @@ from rft_cli.cli.app import app
 
 
 class _Progress:
-    """A one-line Rich status on stderr: stage, step, reward, KL, time left."""
+    """A one-line Rich status on stderr: stage, step, time left, the last train and validation
+    reward, KL and the alarms raised so far; each alarm is also printed once, when raised."""
 
     def __init__(self, totals: dict[str, int], quiet: bool):
         self.totals, self.quiet = totals, quiet
         self.status: Any = None
         self.started = time.perf_counter()
         self.stage_started: dict[str, tuple[float, int]] = {}
+        self.last_valid: dict[str, float] = {}
+        self.alarms: list[str] = []
 
     def __enter__(self) -> _Progress:  # noqa: PYI034 (Python 3.10 has no typing.Self)
         if not self.quiet:
@@ -32,18 +35,30 @@ class _Progress:
             self.status.__exit__(*exc)
 
     def __call__(self, record: dict[str, Any]) -> None:
+        for alarm in record.get("alarms") or []:  # printed even with --quiet: an alarm is a warning
+            self.alarms.append(alarm["name"])
+            render.warning(f"alarm {alarm['name']} at {record.get('stage')} step {record.get('step')}: "
+                           f"{alarm['message']} ({alarm['meaning']})")
+        if record.get("samples_error"):
+            render.warning(str(record["samples_error"]))
         if self.status is None:
             return
         stage, step = record.get("stage", "?"), int(record.get("step", 0))
+        if isinstance(record.get("valid_reward_mean"), (int, float)):
+            self.last_valid[stage] = record["valid_reward_mean"]
         total = self.totals.get(stage, 0)
         first_time, first_step = self.stage_started.setdefault(stage, (time.perf_counter(), step - 1))
         done = step - first_step
         left = (time.perf_counter() - first_time) / done * (total - step) if done > 0 and total else 0.0
         parts = [f"[bold]{stage}[/] step {step}/{total}"]
-        for key, label in (("loss", "loss"), ("train_reward_mean", "reward"), ("kl", "kl"), ("valid_reward_mean", "valid")):
+        parts.append(f"~{left:.0f}s left")
+        for key, label in (("loss", "loss"), ("train_reward_mean", "reward"), ("kl", "kl")):
             if isinstance(record.get(key), (int, float)):
                 parts.append(f"{label} {record[key]:.4g}")
-        parts.append(f"~{left:.0f}s left")
+        if stage in self.last_valid:
+            parts.append(f"valid {self.last_valid[stage]:.4g}")
+        if self.alarms:
+            parts.append(f"[yellow]alarms: {', '.join(self.alarms)}[/]")
         self.status.update("  ".join(parts))
         if record.get("valid_reward_mean") is not None:
             render.stderr.print(f"{stage} step {step}: valid_reward_mean {record['valid_reward_mean']:.4f}")
@@ -62,18 +77,24 @@ def _rl_gain(stages: dict[str, Any]) -> tuple[float | None, float | None] | None
 
 
 def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"rft train: {run_dir}")
-    for column in ("stage", "steps", "valid_reward_mean", "valid_accuracy", "elapsed_s"):
+    columns = ("steps", "valid_reward_mean", "valid_accuracy", "elapsed_s", "eval_s")
+    for column in ("stage", *columns):
         table.add_column(column)
     for name, values in summary["stages"].items():
-        cells = [values.get(k) for k in ("steps", "valid_reward_mean", "valid_accuracy", "elapsed_s")]
+        cells = [values.get(k) for k in columns]
         table.add_row(name, *("-" if c is None else f"{c:.4g}" if isinstance(c, float) else str(c) for c in cells))
     difference = _rl_gain(summary["stages"])
     if difference:
-        table.add_row("rl - sft", "", *(f"{d:+.4g}" if d is not None else "-" for d in difference), "")
+        table.add_row("rl - sft", "", *(f"{d:+.4g}" if d is not None else "-" for d in difference), "", "")
+    if isinstance(summary.get("elapsed_s"), (int, float)):
+        table.add_row("total", "", "", "", f"{summary['elapsed_s']:.4g}", "")
     render.stdout.print(table)
+    for alarm in summary.get("alarms") or []:
+        render.stdout.print(escape(f"alarm {alarm['name']} at {alarm['stage']} step {alarm['step']}: {alarm['message']}"))
     if summary.get("final"):
         render.stdout.print(f"final model: {run_dir / summary['final']} (from {summary.get('final_source')}{_scores(summary)})")
 
@@ -83,6 +104,15 @@ def _scores(summary: dict[str, Any]) -> str:
     final, start = summary.get("final_valid_reward_mean"), summary.get("start_valid_reward_mean")
     text = f", valid_reward_mean {final:.4g}" if isinstance(final, float | int) else ""
     return text + (f", start {start:.4g}" if isinstance(start, float | int) and summary.get("final_source") != "start" else "")
+
+
+def _warn_self_test(report: Any) -> None:
+    """Demonstrations the grader scores below full marks, under the share that stops a run: a warning."""
+    if report is None or not report.failures:
+        return
+    shown = ", ".join(f"{f.file} line {f.line}" for f in report.failures[:5])
+    more = f" and {len(report.failures) - 5} more" if len(report.failures) > 5 else ""
+    render.warning(f"grader self-test: {report.summary()} (below: {shown}{more})")
 
 
 @app.command()
@@ -96,6 +126,8 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
     """Train a model: SFT warm-up on the demonstrations, then PPO with the grader's reward (ReFT).
+
+    Before any model loads, config, data and grader are checked, and the grader grades each demonstration as if the model wrote it (grader_check): too many below full marks stop the run.
 
     Progress goes to stderr, the summary to stdout; Ctrl-C saves a checkpoint and exits 130.
 
@@ -115,6 +147,7 @@ def train(
     totals = {"sft": 0, "rl": config.rl.steps}
     with _Progress(totals, quiet) as progress:
         pre = preflight(config, stage=stage)
+        _warn_self_test(pre.grader_check)
         totals["sft"] = pre.plan["stages"].get("sft", {}).get("steps", 0)
         try:
             result = run_train(config, config_path=config_path, output_dir=run_dir, stage=stage, resume=resume,

@@ -34,6 +34,8 @@ VALIDATE_HELP = """Check a JSONL dataset against the contract and prove TRAIN an
 
 Every problem is reported with its file, line (and column for JSON syntax) and a fix: UTF-8, JSON syntax, the row's shape, empty files, blank lines (warning), duplicate prompts (warning), train/valid overlap (exact: error; near-duplicate: warning), and with --grader, every item.<field> the grader reads.
 
+With --grader, the grader self-test also grades each row's demonstration (the final assistant message, or the --demonstration-field) as if the model had written it, and lists every row scoring below full marks (or the grader's pass_threshold) with its line, score and grader errors: a warning, an error with --strict. Rows without a demonstration are skipped and counted.
+
 Exit codes: 0 valid (warnings allowed), 1 the data is invalid, 2 usage error.
 
 [bold]Example[/bold]:
@@ -50,10 +52,10 @@ Exit codes: 0 valid (warnings allowed), 1 the data is invalid, 2 usage error.
 def validate(
     train: Annotated[Path, typer.Argument(help="Training JSONL file.", metavar="TRAIN", **_FILE)],
     valid: Annotated[Optional[Path], typer.Option("--valid", help="Validation JSONL file; enables the overlap checks.", **_FILE)] = None,
-    grader: Annotated[Optional[Path], typer.Option("--grader", help="Grader file: check that every row has each item.<field> it reads.", **_FILE)] = None,
+    grader: Annotated[Optional[Path], typer.Option("--grader", help="Grader file: check that every row has each item.<field> it reads, and that it gives each demonstration full marks.", **_FILE)] = None,
     output_format: Annotated[OutputFormat, typer.Option("--format", help="text (a summary) or json (one JSON document).")] = OutputFormat.text,
     max_errors: Annotated[int, typer.Option("--max-errors", min=1, help="Show at most N issues of each kind (all are counted).")] = DEFAULT_MAX_ERRORS,
-    strict: Annotated[bool, typer.Option("--strict", help="Duplicate prompts, near-duplicates and over-long prompts are errors.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Duplicate prompts, near-duplicates, over-long prompts and demonstrations the grader scores below full marks are errors.")] = False,
     require_demonstrations: Annotated[bool, typer.Option("--require-demonstrations", help="Every training row needs a warm-up demonstration.")] = False,
     demonstration_field: Annotated[str, typer.Option("--demonstration-field", help="Field holding the demonstration (besides a final assistant turn).")] = "solution",
     overlap_fields: Annotated[str, typer.Option("--overlap-fields", help="Comma-separated reference fields whose VALID values must not appear in TRAIN.")] = "",
@@ -66,43 +68,54 @@ def validate(
     fields = [name.strip() for name in overlap_fields.split(",") if name.strip()]
     if fields and valid is None:
         raise UsageError("--overlap-fields needs --valid (the validation file whose answers must not appear in training)")
-    report = validate_dataset(
-        train, valid,
-        demonstration_field=demonstration_field,
-        require_demonstrations=require_demonstrations,
-        strict=strict,
-        overlap_fields=fields,
-        near_duplicate_threshold=near_duplicate_threshold,
-        required_item_fields=_grader_fields(grader) if grader is not None else None,
-        max_errors=max_errors,
-        tokenizer=tokenizer,
-        max_tokens=max_tokens,
-    )
+    built = _load_grader(grader) if grader is not None else None
+    try:
+        report = validate_dataset(
+            train, valid,
+            demonstration_field=demonstration_field,
+            require_demonstrations=require_demonstrations,
+            strict=strict,
+            overlap_fields=fields,
+            near_duplicate_threshold=near_duplicate_threshold,
+            required_item_fields=set(built.item_fields()) if built is not None else None,
+            max_errors=max_errors,
+            tokenizer=tokenizer,
+            max_tokens=max_tokens,
+        )
+        check = _self_test(built, train, valid, demonstration_field) if built is not None and report.ok else None
+    finally:
+        if built is not None:
+            built.close()
+    failed = check is not None and strict and bool(check.failures)
     if output_format is OutputFormat.json:
-        render.json_document(report.to_dict())
+        document = report.to_dict()
+        if check is not None:
+            document["grader_check"] = {**check.to_dict(), "strict": strict}
+            document["ok"] = report.ok and not failed
+        render.json_document(document)
     else:
-        _print_report(report)
-    if not report.ok:
+        _print_report(report, check, strict, max_errors)
+    if not report.ok or failed:
         raise typer.Exit(code=EXIT_INVALID)
 
 
-def _grader_fields(path: Path) -> set[str]:
-    """The item fields the grader file reads (building it also checks the file)."""
+def _load_grader(path: Path) -> Any:
+    """The grader file, built (which checks it)."""
     try:
         from rft_cli.graders import load_grader
     except ImportError:
         raise UsageError(f"--grader {path}: this build of rft has no grader support (rft_cli.graders.load_grader is missing); drop --grader") from None
-    grader = load_grader(path)
-    try:
-        return set(grader.item_fields())
-    finally:
-        close = getattr(grader, "close", None)
-        if close is not None:
-            close()
+    return load_grader(path)
 
 
-def _print_report(report: ValidationReport) -> None:
-    """The Rich summary: stats per file, overlap counts, then errors and warnings grouped by kind."""
+def _self_test(grader: Any, train: Path, valid: Path | None, demonstration_field: str) -> Any:
+    from rft_cli.graders.selftest import demonstration_field_files, self_test
+
+    return self_test(grader, demonstration_field_files(train, valid, demonstration_field))
+
+
+def _print_report(report: ValidationReport, check: Any, strict: bool, max_errors: int) -> None:
+    """The Rich summary: stats per file, overlap counts, errors and warnings grouped by kind, the grader self-test."""
     out = render.stdout
     out.print(_stats_table(report))
     overlap = report.stats["overlap"]
@@ -111,11 +124,29 @@ def _print_report(report: ValidationReport) -> None:
                   f"(Jaccard >= {overlap['near_duplicate_threshold']}), {overlap['field']} shared reference value(s)")
     _print_issues("Errors", "red", report.errors, report.error_counts)
     _print_issues("Warnings", "yellow", report.warnings, report.warning_counts)
+    if check is not None:
+        _print_self_test(check, strict, max_errors)
     n_errors, n_warnings = sum(report.error_counts.values()), sum(report.warning_counts.values())
-    if report.ok:
+    if check is not None and check.failures:
+        n_errors, n_warnings = (n_errors + len(check.failures), n_warnings) if strict else (n_errors, n_warnings + len(check.failures))
+    if n_errors == 0:
         out.print(f"[bold green]OK[/]: the data is valid ({n_warnings} warning(s)).")
     else:
         out.print(f"[bold red]INVALID[/]: {n_errors} error(s), {n_warnings} warning(s).")
+
+
+def _print_self_test(check: Any, strict: bool, max_errors: int) -> None:
+    out = render.stdout
+    if check.failures:
+        color, label = ("red", "Errors") if strict else ("yellow", "Warnings")
+        shown = check.failures[:max_errors]
+        more = f", first {len(shown)} shown" if len(shown) < len(check.failures) else ""
+        bar = "full marks" if check.threshold >= check.full_marks else f"pass_threshold {check.threshold:g}"
+        out.print(f"[bold {color}]{label}[/] ({len(check.failures)}):")
+        out.print(f"  [{color}]grader_self_test[/] ({len(check.failures)}{more}): demonstrations scored below {bar}")
+        for failure in shown:
+            out.print(f"    {escape(failure.message())}", highlight=False)
+    out.print(f"Grader self-test: {escape(check.summary())}.", highlight=False)
 
 
 def _stats_table(report: ValidationReport) -> Table:

@@ -12,6 +12,7 @@ reference values shared through `overlap_fields`.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -303,12 +304,33 @@ def _iter_lines(path: Path, file: str, issues: _Issues, stats: _FileStats,
                 issues.warning(file, line_no, "blank_line", "blank line (it is skipped; delete it)")
                 continue
             try:
-                yield line_no, parse_line(text)
+                row = parse_line(text)
             except json.JSONDecodeError as exc:
                 issues.error(file, line_no, "json_syntax", f"invalid JSON ({exc.msg}); write one complete strict-JSON object per line (no trailing commas, comments or single quotes)", column=exc.colno)
+                continue
             except (ValueError, RecursionError) as exc:
                 reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
                 issues.error(file, line_no, "json_syntax", f"invalid JSON ({reason}); write one complete strict-JSON object per line")
+                continue
+            if "\\u" in text and _has_lone_surrogate(text, row):
+                issues.warning(file, line_no, "lone_surrogate", "a string holds a lone surrogate escape (\\ud800-\\udfff without its pair), which is not text; graders score it, but tokenizers and UTF-8 files cannot hold it: remove it")
+            yield line_no, row
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(text: str, row: Any) -> bool:
+    """True when a parsed string holds an unpaired surrogate (cheap: only lines with such an escape)."""
+    if _SURROGATE_ESCAPE.search(text) is None:
+        return False
+    try:
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    except (RecursionError, ValueError):
+        return False
+    return False
 
 
 @dataclass

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 from rft_cli.errors import GraderError
 from rft_cli.graders import answers
-from rft_cli.graders.base import GradeResult, TemplatedGrader
+from rft_cli.graders.base import GradeResult, TemplatedGrader, failed
 from rft_cli.graders.specs import JsonMatchSpec, NumericSpec, RegexSpec, StringCheckSpec
-from rft_cli.graders.templates import GradeContext, Template
+from rft_cli.graders.templates import SAMPLE_PARSE, UNPARSABLE, GradeContext, GradeFailure, Template, parse_json
 
+_TIMEOUT_DETAIL = f"a pattern ran past its {answers.PATTERN_TIMEOUT:g} s limit (catastrophic backtracking?)"
 
 
 class StringCheckGrader(TemplatedGrader):
@@ -70,7 +70,10 @@ class NumericGrader(TemplatedGrader):
             return cache[text]
         value = answers.parse_number(text)
         if value is None:
-            value = answers.extract_answer(text, self.patterns, False)
+            try:
+                value = answers.extract_answer(text, self.patterns, False)
+            except TimeoutError:
+                value = None
         if len(cache) >= 65536:
             cache.clear()
         cache[text] = value
@@ -80,20 +83,24 @@ class NumericGrader(TemplatedGrader):
         reference = self._reference(self.reference.render(ctx))
         if reference is None:
             return GradeResult(0.0, errors={"reference_parse_error": 1})
-        answer = answers.extract_answer(self.input.render(ctx), self.patterns, self.last_number)
+        try:
+            answer = answers.extract_answer(self.input.render(ctx), self.patterns, self.last_number)
+        except TimeoutError:
+            return failed(answers.REGEX_TIMEOUT, _TIMEOUT_DETAIL)
         if answer is None:
             return GradeResult(0.0)
         correct = math.isclose(answer, reference, rel_tol=self.rel_tol, abs_tol=self.abs_tol)
         return GradeResult(1.0 if correct else self.partial, answer=answers.format_number(answer))
 
 
-_FLAGS = {"ignorecase": re.IGNORECASE, "multiline": re.MULTILINE, "dotall": re.DOTALL}
+_FLAGS = {"ignorecase": 2, "multiline": 8, "dotall": 16}  # the same values in `re` and `regex`
 
 
 class RegexGrader(TemplatedGrader):
     """Match a regular expression, or extract with it and compare the capture with `reference`.
 
-    The capture is the group named `answer`, else group 1, else the whole match.
+    The capture is the group named `answer`, else group 1, else the whole match. The pattern runs
+    with a time limit (`answers.PATTERN_TIMEOUT`); past it the grade is a `regex_timeout` error.
 
     >>> RegexGrader(RegexSpec(type="regex", pattern=r"Answer: (\\w+)", reference="{{ item.label }}")).grade("Answer: yes", {"label": "yes"}).reward
     1.0
@@ -108,10 +115,7 @@ class RegexGrader(TemplatedGrader):
         flags = 0
         for flag in spec.flags:
             flags |= _FLAGS[flag]
-        try:
-            self.regex = re.compile(spec.pattern, flags)
-        except re.error as exc:
-            raise GraderError(f"{_at(where, 'pattern')}: invalid regular expression {spec.pattern!r} ({exc})") from None
+        self.regex = answers.compile_user_pattern(spec.pattern, flags, _at(where, "pattern"))
         if "answer" in self.regex.groupindex:
             self.group: int | str = "answer"
         else:
@@ -119,12 +123,10 @@ class RegexGrader(TemplatedGrader):
 
     def _score(self, ctx: GradeContext) -> GradeResult:
         text = self.input.render(ctx)
-        if self.spec.occurrence == "first":
-            match = self.regex.search(text)
-        else:
-            match = None
-            for match in self.regex.finditer(text):  # noqa: B007  (keep the last match)
-                pass
+        try:
+            match = self.regex.search(text) if self.spec.occurrence == "first" else self.regex.last(text)
+        except TimeoutError:
+            return failed(answers.REGEX_TIMEOUT, _TIMEOUT_DETAIL)
         if match is None:
             return GradeResult(0.0)
         if self.reference is None:
@@ -139,7 +141,9 @@ class RegexGrader(TemplatedGrader):
 class JsonMatchGrader(TemplatedGrader):
     """Compare `output_json` with a reference object field by field; reward = matched weight / total weight.
 
-    Field names may be dotted paths (`address.city`); numbers compare within `abs_tol`.
+    A field is a key of the reference; in `fields` it may also be a dotted path (`address.city`)
+    when no key has that exact name. Values compare by JSON type (true is not 1); strings after
+    stripping (case-folded unless `case_sensitive`) and numbers within `abs_tol`, at any depth.
 
     >>> JsonMatchGrader(JsonMatchSpec(type="json_match", reference={"a": 1, "b": "x"})).grade('{"a": 1, "b": "y"}', {}).reward
     0.5
@@ -156,12 +160,10 @@ class JsonMatchGrader(TemplatedGrader):
             raise GraderError(f"{_at(where, 'fields')}: the weights sum to 0; give at least one field a positive weight")
 
     def _score(self, ctx: GradeContext) -> GradeResult:
-        from rft_cli.graders.templates import SAMPLE_PARSE, GradeFailure
-
         output = _as_json(self.input.value(ctx))
         reference = self.spec.reference if self.reference_template is None else _as_json(self.reference_template.value(ctx))
         if not isinstance(reference, dict):
-            return GradeResult(0.0, errors={"reference_parse_error": 1})
+            return failed("reference_parse_error", "the reference is not a JSON object")
         if not isinstance(output, dict):
             raise GradeFailure(SAMPLE_PARSE, "the output is not a JSON object")
         weights = self.weights if self.weights is not None else {key: 1.0 for key in reference}
@@ -169,24 +171,53 @@ class JsonMatchGrader(TemplatedGrader):
         if total <= 0:
             return GradeResult(0.0)
         matched = sum(w for key, w in weights.items() if self._same(_lookup(output, key), _lookup(reference, key)))
-        return GradeResult(matched / total)
+        return GradeResult(min(1.0, matched / total))
 
     def _same(self, got: Any, want: Any) -> bool:
+        """Deep comparison with an explicit stack (no recursion limit on deeply nested values)."""
         if got is _ABSENT or want is _ABSENT:
             return False
-        if isinstance(got, (int, float)) and isinstance(want, (int, float)) and not isinstance(got, bool) and not isinstance(want, bool):
-            return math.isclose(got, want, rel_tol=0.0, abs_tol=self.spec.abs_tol)
+        stack = [(got, want)]
+        while stack:
+            a, b = stack.pop()
+            if isinstance(a, dict) and isinstance(b, dict):
+                if a.keys() != b.keys():
+                    return False
+                stack.extend((a[key], b[key]) for key in b)
+            elif isinstance(a, list) and isinstance(b, list):
+                if len(a) != len(b):
+                    return False
+                stack.extend(zip(a, b))
+            elif not self._same_scalar(a, b):
+                return False
+        return True
+
+    def _same_scalar(self, got: Any, want: Any) -> bool:
+        if _is_number(got) and _is_number(want):
+            try:
+                return math.isclose(got, want, rel_tol=0.0, abs_tol=self.spec.abs_tol)
+            except OverflowError:  # an integer too large for a float: compare exactly
+                return got == want
         if isinstance(got, str) and isinstance(want, str):
             got, want = got.strip(), want.strip()
             return got == want if self.spec.case_sensitive else got.casefold() == want.casefold()
-        return got == want
+        if type(got) is bool or type(want) is bool or got is None or want is None:
+            return got is want
+        return type(got) is type(want) and got == want
 
 
 _ABSENT = object()
 
 
-def _lookup(obj: Any, dotted: str) -> Any:
-    for key in dotted.split("."):
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _lookup(obj: Any, field: str) -> Any:
+    """`obj[field]` when that key exists, else the dotted path `a.b.c`, else _ABSENT."""
+    if field in obj:
+        return obj[field]
+    for key in field.split("."):
         if not isinstance(obj, dict) or key not in obj:
             return _ABSENT
         obj = obj[key]
@@ -194,13 +225,10 @@ def _lookup(obj: Any, dotted: str) -> Any:
 
 
 def _as_json(value: Any) -> Any:
+    """A string parsed as JSON when it is JSON, else as is (not JSON, or nested past the parser's limit)."""
     if isinstance(value, str):
-        import json
-
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
+        parsed = parse_json(value)
+        return value if parsed is UNPARSABLE else parsed
     return value
 
 

@@ -17,9 +17,20 @@ from typing import Any
 
 from rft_cli.errors import GraderError
 
+
+
+def _min(*values: float) -> float:
+    """min() of one or more numbers (Python's min(x) of one number is a TypeError)."""
+    return min(values)
+
+
+def _max(*values: float) -> float:
+    return max(values)
+
+
 FUNCTIONS: dict[str, tuple[Any, int]] = {  # name -> (function, arity; 0 means one or more)
-    "min": (min, 0),
-    "max": (max, 0),
+    "min": (_min, 0),
+    "max": (_max, 0),
     "abs": (abs, 1),
     "floor": (math.floor, 1),
     "ceil": (math.ceil, 1),
@@ -170,12 +181,14 @@ class Formula:
             self.tree = _Parser(text, set(variables)).parse()
         except ValueError as exc:
             raise GraderError(f'{where}: {exc} in "{text}"') from None
+        except RecursionError:
+            raise GraderError(f"{where}: the formula is nested too deeply (hundreds of parentheses); simplify it") from None
 
     def evaluate(self, values: Mapping[str, float]) -> float:
         try:
             result = _evaluate(self.tree, values)
-        except (ZeroDivisionError, ValueError, OverflowError) as exc:
-            raise FormulaError(str(exc)) from None
+        except (ZeroDivisionError, ValueError, OverflowError, TypeError, RecursionError) as exc:
+            raise FormulaError(f"{type(exc).__name__}: {exc}") from None
         if not math.isfinite(result):
             raise FormulaError(f"the result is {result}")
         return result

@@ -1,8 +1,13 @@
 """OpenAI's model graders, `score_model` and `label_model`, on a judge you run yourself.
 
-The judge is either a local Hugging Face model (a directory, or an id already in the local cache;
-its chat template formats the prompt) or an OpenAI-compatible chat endpoint (`base_url`, with the
-API key read from the environment variable named by `api_key_env`). Nothing is downloaded.
+The judge is an OpenAI-compatible chat endpoint (`base_url` in the grader, else `OPENAI_BASE_URL`;
+the key from the variable named by `api_key_env`, else `OPENAI_API_KEY`) or a local Hugging Face
+model (a directory, or an id already in the local cache). Nothing is downloaded.
+
+Like OpenAI's graders, the judge is asked for a structured answer, `{"steps": [...], "result": ...}`
+(a JSON schema in `response_format`; an endpoint that refuses it, and a local model, get the format
+as an instruction instead). A reply that is not that object, or a bare number or label filling the
+whole reply, is a counted `model_grader_parse_error` with reward 0: no number is fished out of prose.
 """
 
 from __future__ import annotations
@@ -21,58 +26,114 @@ from rft_cli.graders.templates import GradeContext, Template
 
 PARSE_ERROR = "model_grader_parse_error"
 SERVER_ERROR = "model_grader_server_error"
-_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?")
+BASE_URL_ENV, API_KEY_ENV = "OPENAI_BASE_URL", "OPENAI_API_KEY"
+LOCAL_MAX_NEW_TOKENS = 512
+_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
+_STEPS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {"description": {"type": "string"}, "conclusion": {"type": "string"}},
+        "required": ["description", "conclusion"],
+        "additionalProperties": False,
+    },
+}
 
 
 class JudgeFailure(Exception):
     """The judge could not answer (endpoint down, HTTP error, generation failed)."""
 
 
-def parse_score(reply: str) -> float | None:
-    """A score from a judge's reply: JSON {"result"|"score": x}, else the first number in the text.
+def score_schema() -> dict[str, Any]:
+    """The structured answer a score judge gives (OpenAI's score_model format)."""
+    return {"type": "object", "properties": {"steps": _STEPS, "result": {"type": "number"}},
+            "required": ["steps", "result"], "additionalProperties": False}
 
-    >>> parse_score('{"result": 0.8, "steps": []}'), parse_score("Score: 7/10"), parse_score("great")
-    (0.8, 7.0, None)
+
+def label_schema(labels: list[str]) -> dict[str, Any]:
+    """The structured answer a label judge gives: reasoning steps, then one of `labels`."""
+    return {"type": "object", "properties": {"steps": _STEPS, "result": {"type": "string", "enum": list(labels)}},
+            "required": ["steps", "result"], "additionalProperties": False}
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+def _decode(reply: str) -> Any:
+    """The reply as strict JSON (a ```json fence around it is allowed); raises ValueError."""
+    text = reply.strip()
+    fenced = _FENCE.match(text)
+    if fenced:
+        text = fenced.group(1)
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def parse_score(reply: str) -> tuple[float | None, str]:
+    """The judge's score and, when there is none, why: `{"result": x, ...}` or a reply that is one number.
+
+    >>> parse_score('{"result": 0.8, "steps": []}'), parse_score("0.5"), parse_score("Score: 7/10")[0]
+    ((0.8, ''), (0.5, ''), None)
     """
     try:
-        data = json.loads(reply)
+        data = _decode(reply)
     except ValueError:
-        data = None
-    if isinstance(data, dict):
-        for key in ("result", "score", "reward"):
-            if isinstance(data.get(key), (int, float)) and not isinstance(data.get(key), bool):
-                return float(data[key])
-    if isinstance(data, (int, float)) and not isinstance(data, bool):
-        return float(data)
-    match = _NUMBER.search(reply)
-    if match is None:
-        return None
-    value = float(match.group(0))
-    return value if math.isfinite(value) else None
+        return None, f'the reply is not the JSON object {{"steps": [...], "result": <number>}}: {reply[:200]!r}'
+    value = data.get("result") if isinstance(data, dict) else data
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None, f'"result" is not a number in the reply {reply[:200]!r}'
+    if not math.isfinite(float(value)):
+        return None, f"the score {value} is not finite"
+    return float(value), ""
 
 
 def parse_label(reply: str, labels: list[str]) -> str | None:
-    """The label a judge chose: JSON {"result": label}, the whole reply, else the first label named.
+    """The label a judge gave: `{"result": label, ...}`, or a reply that is one label (case-insensitive).
 
-    >>> parse_label("Verdict: correct.", ["correct", "incorrect"])
-    'correct'
+    A label merely mentioned in prose ("not positive, it is negative") is no answer.
+
+    >>> parse_label('{"result": "correct", "steps": []}', ["correct", "incorrect"]), parse_label("Incorrect.", ["correct", "incorrect"])
+    ('correct', 'incorrect')
     """
     try:
-        data = json.loads(reply)
+        data = _decode(reply)
     except ValueError:
-        data = None
-    if isinstance(data, dict) and isinstance(data.get("result"), str):
-        reply = data["result"]
+        data = reply
+    if isinstance(data, dict):
+        data = data.get("result")
+    if not isinstance(data, str):
+        return None
     folded = {label.casefold(): label for label in labels}
-    text = reply.strip().strip(".!\"'`").casefold()
-    if text in folded:
-        return folded[text]
-    found = []
-    for label in sorted(labels, key=len, reverse=True):  # "incorrect" before "correct"
-        match = re.search(rf"(?<!\w){re.escape(label.casefold())}(?!\w)", reply.casefold())
-        if match is not None:
-            found.append((match.start(), label))
-    return min(found)[1] if found else None
+    return folded.get(data.strip().strip(".!\"'`*").strip().casefold())
+
+
+def _format_hint(schema: dict[str, Any]) -> str:
+    result = schema["properties"]["result"]
+    what = f"one of {json.dumps(result['enum'])}" if "enum" in result else "a number"
+    return ('\n\nAnswer with one JSON object only: {"steps": [{"description": "...", "conclusion": "..."}], '
+            f'"result": {what}}}')
+
+
+def with_format_hint(messages: list[dict[str, str]], schema: dict[str, Any]) -> list[dict[str, str]]:
+    """The messages with the answer format appended to the last one (for judges without structured output)."""
+    last = dict(messages[-1], content=messages[-1]["content"] + _format_hint(schema))
+    return [*messages[:-1], last]
+
+
+def request_params(spec: ScoreModelSpec | LabelModelSpec) -> dict[str, Any]:
+    """OpenAI's documented `sampling_params` as chat-completions request fields.
+
+    `max_completions_tokens` (the grader schema's spelling) becomes `max_completion_tokens`, which
+    reasoning models require (they reject `max_tokens`); unset parameters are left to the endpoint.
+    """
+    params = spec.sampling_params.model_dump(exclude_none=True) if spec.sampling_params else {}
+    limit = params.pop("max_completions_tokens", None) or spec.max_new_tokens
+    if limit is not None:
+        params["max_completion_tokens"] = limit
+    return params
 
 
 class HTTPJudge:
@@ -81,22 +142,53 @@ class HTTPJudge:
     def __init__(self, base_url: str, model: str, api_key_env: str | None, params: dict[str, Any], timeout: float) -> None:
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model, self.api_key_env, self.params, self.timeout = model, api_key_env, params, timeout
+        self.structured = True  # until the endpoint refuses response_format once
 
-    def reply(self, messages: list[dict[str, str]], max_new_tokens: int) -> str:
+    def reply(self, messages: list[dict[str, str]], schema: dict[str, Any]) -> str:
+        if self.structured:
+            try:
+                return self._post(messages, {"type": "json_schema",
+                                             "json_schema": {"name": "grader_result", "strict": True, "schema": schema}})
+            except _Refused:
+                self.structured = False  # the endpoint has no structured outputs: say the format in the prompt
+        try:
+            return self._post(with_format_hint(messages, schema), None)
+        except _Refused as exc:
+            raise JudgeFailure(str(exc)) from None
+
+    def _post(self, messages: list[dict[str, str]], response_format: dict[str, Any] | None) -> str:
         import urllib.error
         import urllib.request
 
-        body = {"model": self.model, "messages": messages, "max_tokens": max_new_tokens, **self.params}
+        body = {"model": self.model, "messages": messages, **self.params}
+        if response_format is not None:
+            body["response_format"] = response_format
         headers = {"Content-Type": "application/json"}
-        if self.api_key_env:
-            headers["Authorization"] = f"Bearer {os.environ.get(self.api_key_env, '')}"
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
         request = urllib.request.Request(self.url, json.dumps(body).encode(), headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310  user-chosen URL
                 data = json.loads(response.read())
             return str(data["choices"][0]["message"]["content"] or "")
+        except urllib.error.HTTPError as exc:
+            if exc.code in (400, 422) and response_format is not None:
+                raise _Refused(f"{self.url}: HTTP {exc.code}") from None
+            raise JudgeFailure(f"{self.url}: HTTP {exc.code} {_error_body(exc)}") from None
         except (urllib.error.URLError, OSError, ValueError, KeyError, IndexError, TypeError) as exc:
             raise JudgeFailure(f"{self.url}: {exc}") from None
+
+
+class _Refused(Exception):
+    """The endpoint answered 400/422 to a request with `response_format`."""
+
+
+def _error_body(exc: Any) -> str:
+    try:
+        return exc.read(500).decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 class LocalJudge:
@@ -112,19 +204,20 @@ class LocalJudge:
         self._tokenizer = AutoTokenizer.from_pretrained(self.model_name)
         self._model = AutoModelForCausalLM.from_pretrained(self.model_name).eval()
 
-    def reply(self, messages: list[dict[str, str]], max_new_tokens: int) -> str:
+    def reply(self, messages: list[dict[str, str]], schema: dict[str, Any]) -> str:
         import torch
 
         if self._model is None:
             self._load()
         encoded = self._tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+            with_format_hint(messages, schema), add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
         )
-        temperature = float(self.params.get("temperature", 0.0) or 0.0)
-        options: dict[str, Any] = {"do_sample": temperature > 0, "max_new_tokens": max_new_tokens}
+        temperature = float(self.params.get("temperature") or 0.0)
+        limit = int(self.params.get("max_completion_tokens") or LOCAL_MAX_NEW_TOKENS)
+        options: dict[str, Any] = {"do_sample": temperature > 0, "max_new_tokens": limit}
         if temperature > 0:
-            options.update(temperature=temperature, top_p=float(self.params.get("top_p", 1.0)))
-        if "seed" in self.params:
+            options.update(temperature=temperature, top_p=float(self.params.get("top_p") or 1.0))
+        if self.params.get("seed") is not None:
             torch.manual_seed(int(self.params["seed"]))
         pad = self._tokenizer.pad_token_id if self._tokenizer.pad_token_id is not None else self._tokenizer.eos_token_id
         with torch.no_grad():
@@ -134,6 +227,16 @@ class LocalJudge:
 
     def __getstate__(self) -> dict[str, Any]:
         return {"model_name": self.model_name, "params": self.params, "_model": None}
+
+
+class MissingJudge:
+    """No endpoint and no local model: the grader builds, and grading says once what to set."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def reply(self, messages: list[dict[str, str]], schema: dict[str, Any]) -> str:
+        raise GraderError(self.message)
 
 
 def _local_model_exists(model: str) -> bool:
@@ -147,36 +250,43 @@ def _local_model_exists(model: str) -> bool:
         return False
 
 
-def build_judge(spec: ScoreModelSpec | LabelModelSpec, where: str) -> HTTPJudge | LocalJudge:
-    """The judge backend for a spec; checks the model and key now, so errors come at build time."""
-    params = dict(spec.sampling_params or {})
-    if spec.base_url:
-        if spec.api_key_env and spec.api_key_env not in os.environ:
-            raise GraderError(
-                f"{_at(where, 'api_key_env')}: the environment variable {spec.api_key_env} is not set "
-                "(export it with the endpoint's API key)"
-            )
-        return HTTPJudge(spec.base_url, spec.model, spec.api_key_env, params, spec.timeout)
-    if not _local_model_exists(spec.model):
+def build_judge(spec: ScoreModelSpec | LabelModelSpec, where: str) -> HTTPJudge | LocalJudge | MissingJudge:
+    """The judge for a spec: its `base_url`, else a local model, else `$OPENAI_BASE_URL`, else none (an error when grading)."""
+    params = request_params(spec)
+    if spec.api_key_env and spec.api_key_env not in os.environ:
         raise GraderError(
-            f"{_at(where, 'model')}: {spec.model!r} is not a local model directory or a cached Hugging Face model; "
-            "give a local path, or set base_url (and api_key_env) for an OpenAI-compatible endpoint"
+            f"{_at(where, 'api_key_env')}: the environment variable {spec.api_key_env} is not set "
+            "(export it with the endpoint's API key)"
         )
-    return LocalJudge(spec.model, params)
+    if spec.base_url:
+        return HTTPJudge(spec.base_url, spec.model, spec.api_key_env, params, spec.timeout)
+    if _local_model_exists(spec.model):
+        return LocalJudge(spec.model, params)
+    if os.environ.get(BASE_URL_ENV):
+        return HTTPJudge(os.environ[BASE_URL_ENV], spec.model, spec.api_key_env or API_KEY_ENV, params, spec.timeout)
+    name = f" {spec.name!r}" if spec.name else ""
+    return MissingJudge(
+        f"{spec.type}{name}: no judge for model {spec.model!r}: it is not a local model directory or a cached "
+        f"Hugging Face model, and neither the grader's base_url nor {BASE_URL_ENV} is set; export "
+        f"{BASE_URL_ENV}=https://api.openai.com/v1 (and {API_KEY_ENV}) or the URL of an OpenAI-compatible server"
+    )
 
 
 def _at(where: str, field: str) -> str:
     return f"{where}.{field}" if where else field
 
 
-def _content_template(content: str | list[dict[str, Any]], where: str) -> Template:
-    if isinstance(content, str):
-        return Template(content, where)
+def _content_template(content: Any, where: str) -> Template:
+    """A message's content (a string, one part, or a list of parts) as one text template."""
+    parts = content if isinstance(content, list) else [content]
     texts = []
-    for i, part in enumerate(content):
-        text = part.get("text") if isinstance(part, dict) else None
+    for i, part in enumerate(parts):
+        text = part if isinstance(part, str) else part.get("text") if isinstance(part, dict) else None
         if not isinstance(text, str):
-            raise GraderError(f"{where}[{i}]: only text parts are supported ({{\"type\": \"input_text\", \"text\": ...}})")
+            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+            place = f"{where}[{i}]" if isinstance(content, list) else where
+            raise GraderError(f"{place}: a {kind!s} part is not supported; judges read text only "
+                              '({"type": "input_text", "text": ...})')
         texts.append(text)
     return Template("".join(texts), where)
 
@@ -189,14 +299,16 @@ class _JudgeGrader(TemplatedGrader):
         self.contents = [_content_template(m.content, _at(where, f"input[{i}].content")) for i, m in enumerate(spec.input)]
         self.templates = tuple(self.contents)
         self.judge = build_judge(spec, where)
+        if getattr(spec, "range", None) is not None:  # score_model: OpenAI's range, not rescaled
+            self.reward_range = (float(spec.range[0]), float(spec.range[1]))
 
-    def _reply(self, ctx: GradeContext) -> str:
-        messages = [{"role": role, "content": t.render(ctx)} for role, t in zip(self.roles, self.contents)]
-        return self.judge.reply(messages, self.spec.max_new_tokens)
+    def _schema(self) -> dict[str, Any]:
+        raise NotImplementedError
 
     def _score(self, ctx: GradeContext) -> GradeResult:
+        messages = [{"role": role, "content": t.render(ctx)} for role, t in zip(self.roles, self.contents)]
         try:
-            reply = self._reply(ctx)
+            reply = self.judge.reply(messages, self._schema())
         except JudgeFailure as exc:
             return GradeResult(0.0, errors={SERVER_ERROR: 1}, details={SERVER_ERROR: str(exc)[:500]})
         return self._from_reply(reply)
@@ -206,22 +318,32 @@ class _JudgeGrader(TemplatedGrader):
 
 
 class ScoreModelGrader(_JudgeGrader):
-    """Ask a judge for a score; clamp it to `range` and normalise to [0, 1]. Unparsable: 0, counted."""
+    """Ask a judge for a score; the reward is the score clamped to `range` (OpenAI's rule). Unparsable: 0, counted.
+
+    With the default `range: [0, 1]` the reward is the judge's score in [0, 1]; a wider range gives
+    rewards on that scale (not rescaled), so `range: [0, 10]` rewards up to 10.
+    """
+
+    def _schema(self) -> dict[str, Any]:
+        return score_schema()
 
     def _from_reply(self, reply: str) -> GradeResult:
-        score = parse_score(reply)
+        score, why = parse_score(reply)
         if score is None:
-            return GradeResult(0.0, errors={PARSE_ERROR: 1}, details={PARSE_ERROR: f"no score in the reply {reply[:200]!r}"})
+            return GradeResult(0.0, errors={PARSE_ERROR: 1}, details={PARSE_ERROR: why})
         low, high = self.spec.range
-        clamped = min(high, max(low, score))
-        return GradeResult((clamped - low) / (high - low), answer=f"{score:g}")
+        return GradeResult(min(high, max(low, score)), answer=f"{score:g}")
 
 
 class LabelModelGrader(_JudgeGrader):
-    """Ask a judge for one of `labels`; 1 when it is in `passing_labels`. Unparsable: 0, counted."""
+    """Ask a judge for one of `labels`; 1 when it is in `passing_labels`. Any other reply: 0, counted."""
+
+    def _schema(self) -> dict[str, Any]:
+        return label_schema(self.spec.labels)
 
     def _from_reply(self, reply: str) -> GradeResult:
         label = parse_label(reply, self.spec.labels)
         if label is None:
-            return GradeResult(0.0, errors={PARSE_ERROR: 1}, details={PARSE_ERROR: f"no label in the reply {reply[:200]!r}"})
+            return GradeResult(0.0, errors={PARSE_ERROR: 1},
+                               details={PARSE_ERROR: f"the reply is not one of the labels {self.spec.labels}: {reply[:200]!r}"})
         return GradeResult(1.0 if label in self.spec.passing_labels else 0.0, answer=label)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ast
+import re
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 from rft_cli.errors import GraderError
-from rft_cli.graders.base import GradeResult, Grader, as_sample
+from rft_cli.graders.base import GradeResult, Grader, as_sample, checked, failed
 from rft_cli.graders.specs import PythonSpec
 
 
@@ -17,6 +19,7 @@ def check_source(source: str, where: str) -> ast.FunctionDef:
         tree = ast.parse(source, "<grader>")
     except SyntaxError as exc:
         raise GraderError(f"{where}: syntax error at line {exc.lineno}: {exc.msg}") from None
+    check_imports(tree, where)
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name == "grade":
             args = node.args
@@ -25,6 +28,39 @@ def check_source(source: str, where: str) -> ast.FunctionDef:
                 raise GraderError(f"{where}: grade() must take exactly two arguments, grade(sample, item)")
             return node
     raise GraderError(f"{where}: defines no top-level function grade(sample, item) -> float")
+
+
+# Import names whose pip package is named differently (OpenAI's grader image offers these).
+PIP_NAMES = {"sklearn": "scikit-learn", "yaml": "pyyaml", "rouge_score": "rouge-score", "skbio": "scikit-bio",
+             "ast_grep_py": "ast-grep-py", "PIL": "pillow", "cv2": "opencv-python"}
+_MISSING_MODULE = re.compile(r"No module named '([\w.]+)'")
+
+
+def install_hint(module: str) -> str:
+    """How to make `module` importable in the sandbox (the workers run this Python, in isolated mode)."""
+    top = module.split(".")[0]
+    package = PIP_NAMES.get(top, top)
+    return (f"the package {package} (import {top}) is not installed in the Python that runs rft and its grader "
+            f"workers; install it with `{sys.executable} -m pip install {package}`")
+
+
+def with_install_hint(detail: str) -> str:
+    """A worker's error detail, plus how to install the module when it is a failed import."""
+    match = _MISSING_MODULE.search(detail or "")
+    return f"{detail} ({install_hint(match.group(1))})" if match else detail
+
+
+def check_imports(tree: ast.Module, where: str) -> None:
+    """Refuse module-level imports (outside try blocks) of packages this Python does not have."""
+    import importlib.util
+
+    for node in tree.body:
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+            [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+        for name in names:
+            top = name.split(".")[0]
+            if top not in sys.builtin_module_names and importlib.util.find_spec(top) is None:
+                raise GraderError(f"{where}: line {node.lineno} imports {top}, but {install_hint(top)}")
 
 
 def item_keys(function: ast.FunctionDef) -> set[str]:
@@ -42,9 +78,10 @@ def item_keys(function: ast.FunctionDef) -> set[str]:
 class PythonGrader(Grader):
     """Run the user's `grade(sample, item)` in a pool of contained worker processes.
 
-    An exception, timeout, crash, non-number, NaN or value outside [0, 1] scores 0 and is counted
-    by kind (python_grader_runtime_error, _timeout, _crash, _not_a_number, _nan, _out_of_range,
-    _memory_error, _startup_error). Workers start on first use; `close()` stops them.
+    An exception, timeout, crash, non-number, NaN or value outside [0, 1] (beyond float rounding,
+    see `clamp_reward`) scores 0 and is counted by kind (python_grader_runtime_error, _timeout,
+    _crash, _not_a_number, _nan, _out_of_range, _memory_error, _startup_error, _input_error).
+    Workers start on first use; `close()` stops them.
 
     >>> g = PythonGrader(PythonSpec(type="python", source="def grade(sample, item):\\n    return 1.0"))
     >>> g.grade("x", {}).reward
@@ -68,17 +105,17 @@ class PythonGrader(Grader):
             self._pool = SandboxPool(self.spec.source, self.spec.timeout, self.spec.memory_mb, self.spec.workers)
         return self._pool
 
-    def grade(self, sample: Any, item: dict[str, Any]) -> GradeResult:
-        return self.grade_batch([sample], [item])[0]
+    def _grade(self, sample: Any, item: dict[str, Any]) -> GradeResult:
+        return self._grade_batch([sample], [item])[0]
 
-    def grade_batch(self, samples: Sequence[Any], items: Sequence[dict[str, Any]]) -> list[GradeResult]:
+    def _grade_batch(self, samples: Sequence[Any], items: Sequence[dict[str, Any]]) -> list[GradeResult]:
         payloads = [{"sample": _sample_payload(s), "item": i} for s, i in zip(samples, items, strict=True)]
         results = []
         for outcome in self.pool.run(payloads):
             if outcome.error is None:
-                results.append(GradeResult(float(outcome.value)))
+                results.append(checked(GradeResult(float(outcome.value))))
             else:
-                results.append(GradeResult(0.0, errors={outcome.error: 1}, details={outcome.error: outcome.detail}))
+                results.append(checked(failed(outcome.error, with_install_hint(outcome.detail))))
         return results
 
     def item_fields(self) -> set[str]:
@@ -107,6 +144,6 @@ def _sample_payload(sample: Any) -> dict[str, Any]:
     if "output_json" not in sample:
         try:
             sample["output_json"] = json.loads(sample.get("output_text", ""))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):  # not JSON, or nested past the parser's limit
             sample["output_json"] = None
     return sample

@@ -28,6 +28,8 @@ WORKER_SCRIPT = str(Path(__file__).with_name("_sandbox_worker.py"))
 TIMEOUT = "python_grader_timeout"
 CRASH = "python_grader_crash"
 STARTUP = "python_grader_startup_error"
+INPUT = "python_grader_input_error"
+OUT_OF_RANGE = "python_grader_out_of_range"
 _HEADER = struct.Struct(">I")
 _MAX_REPLY = 1024 * 1024
 _STARTUP_SECONDS = 20.0
@@ -96,10 +98,9 @@ class Worker:
         self.buffer = bytearray()
         self.layers: list[str] = []
         self._finalizer = weakref.finalize(self, _kill, self.process, self.workdir)
-        self.send(init)
+        self.send(encode(init))
 
-    def send(self, message: dict[str, Any]) -> bool:
-        body = json.dumps(message, ensure_ascii=False, default=str).encode("utf-8")
+    def send(self, body: bytes) -> bool:
         try:
             self.process.stdin.write(_HEADER.pack(len(body)) + body)  # type: ignore[union-attr]
             self.process.stdin.flush()  # type: ignore[union-attr]
@@ -163,12 +164,29 @@ class Worker:
         self._finalizer()
 
 
+def encode(message: dict[str, Any]) -> bytes:
+    """A message as JSON bytes. ASCII escapes keep lone surrogates ("\\ud800", valid JSON) intact
+    on the way to the worker, where `json.loads` gives the user's code the same string back."""
+    return json.dumps(message, ensure_ascii=True, default=str).encode("ascii")
+
+
+def _encode_payload(payload: dict[str, Any]) -> bytes | Outcome:
+    try:
+        return encode(payload)
+    except RecursionError:
+        return Outcome(error=INPUT, detail="the sample or item is nested too deeply to send to the grader")
+    except (TypeError, ValueError) as exc:
+        return Outcome(error=INPUT, detail=f"the sample or item cannot be sent to the grader ({exc})")
+
+
 def _outcome(message: dict[str, Any]) -> Outcome:
+    from rft_cli.graders.base import clamp_reward
+
     if "value" in message and isinstance(message["value"], (int, float)) and not isinstance(message["value"], bool):
-        value = float(message["value"])
-        if 0.0 <= value <= 1.0:
+        value = clamp_reward(message["value"])
+        if value is not None:
             return Outcome(value)
-        return Outcome(error="python_grader_out_of_range", detail=f"grade() returned {value}")
+        return Outcome(error=OUT_OF_RANGE, detail=f"grade() returned {message['value']}, outside [0, 1]")
     error = message.get("error")
     if isinstance(error, str) and error.startswith("python_grader_"):
         return Outcome(error=error, detail=str(message.get("detail", ""))[:1000])
@@ -225,11 +243,15 @@ class SandboxPool:
     def _dispatch(self, queue: deque, busy: dict, payloads: list, results: list) -> None:
         while queue and (self.idle or len(busy) < self.size):
             index = queue.popleft()
+            body = _encode_payload(payloads[index])
+            if isinstance(body, Outcome):
+                results[index] = body
+                continue
             worker = self.idle.pop() if self.idle else self._spawn()
             if isinstance(worker, Outcome):
                 results[index] = worker
                 continue
-            if not worker.send(payloads[index]):
+            if not worker.send(body):
                 results[index] = Outcome(error=worker.death_kind(), detail="the worker died before the call")
                 worker.kill()
                 continue

@@ -66,6 +66,25 @@ def _meteor(text: str, reference: str) -> float:
     return float(meteor_score([tokens(reference)], tokens(text)))
 
 
+# Scripts written without spaces between words: each character is a token.
+_UNSPACED = "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff"
+_ROUGE_TOKEN = re.compile(f"[{_UNSPACED}]|(?:(?![{_UNSPACED}])[^\\W_])+")
+
+
+class RougeTokenizer:
+    """rouge-score's tokenizer for every script: lower-cased runs of Unicode letters and digits,
+    and one token per character in scripts written without spaces (Chinese, Japanese, Thai, ...).
+    On ASCII text it gives rouge-score's own tokens; rouge-score's default drops every non-ASCII
+    letter, so two identical Japanese texts would score 0.
+
+    >>> RougeTokenizer().tokenize("Café 東京, ok")
+    ['café', '東', '京', 'ok']
+    """
+
+    def tokenize(self, text: str) -> list[str]:
+        return _ROUGE_TOKEN.findall(text.lower())
+
+
 class _Rouge:
     """A picklable rouge-score metric (the scorer is rebuilt lazily after unpickling)."""
 
@@ -77,7 +96,7 @@ class _Rouge:
         if self._scorer is None:
             from rouge_score import rouge_scorer
 
-            self._scorer = rouge_scorer.RougeScorer([self.key], use_stemmer=False)
+            self._scorer = rouge_scorer.RougeScorer([self.key], use_stemmer=False, tokenizer=RougeTokenizer())
         return self._scorer.score(reference, text)[self.key].fmeasure
 
     def __getstate__(self) -> dict[str, Any]:

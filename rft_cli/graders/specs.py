@@ -95,13 +95,28 @@ class JsonMatchSpec(GraderSpec):
 
 
 class MessageSpec(BaseModel):
-    """One judge prompt message; `content` may hold templates."""
+    """One judge prompt message; `content` (a string, one part, or a list of parts) may hold templates."""
 
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[dict[str, Any]]
+    content: str | dict[str, Any] | list[str | dict[str, Any]]
     type: Literal["message"] | None = None
+
+
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
+
+
+class SamplingParamsSpec(BaseModel):
+    """OpenAI's `sampling_params` for a model grader (mapped to the request fields the judge takes)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = None
+    max_completions_tokens: int | None = Field(None, ge=1)
+    reasoning_effort: Literal[REASONING_EFFORTS] | None = None  # type: ignore[valid-type]
 
 
 class _JudgeSpec(GraderSpec):
@@ -109,8 +124,8 @@ class _JudgeSpec(GraderSpec):
     model: str
     base_url: str | None = None
     api_key_env: str | None = None
-    sampling_params: dict[str, Any] | None = None
-    max_new_tokens: int = Field(64, ge=1)
+    sampling_params: SamplingParamsSpec | None = None
+    max_new_tokens: int | None = Field(None, ge=1)
     timeout: float = Field(60.0, gt=0)
 
 

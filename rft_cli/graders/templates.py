@@ -17,6 +17,8 @@ from rft_cli.errors import GraderError
 
 INVALID_VARIABLE = "invalid_variable_error"
 SAMPLE_PARSE = "sample_parse_error"
+TOO_DEEP = "nesting_too_deep_error"
+TOO_DEEP_DETAIL = "the value is nested too deeply (thousands of levels of lists or objects)"
 
 _PLACEHOLDER = re.compile(r"\{\{\s*(.*?)\s*\}\}")
 _STEP = re.compile(r"\.([A-Za-z_][\w\-]*)|\[(-?\d+)\]|\[\"([^\"]*)\"\]|\['([^']*)'\]")
@@ -31,6 +33,7 @@ class GradeFailure(Exception):
     def __init__(self, kind: str, detail: str = "") -> None:
         super().__init__(detail or kind)
         self.kind = kind
+        self.detail = detail
 
 
 class GradeContext:
@@ -49,13 +52,21 @@ class GradeContext:
             if "output_json" in self.sample:
                 self._json = self.sample["output_json"]
             else:
-                try:
-                    self._json = json.loads(self.sample.get("output_text", ""))
-                except (TypeError, ValueError):
-                    self._json = _UNPARSABLE
+                self._json = parse_json(self.sample.get("output_text", ""))
         if self._json is _UNPARSABLE:
-            raise GradeFailure(SAMPLE_PARSE, "the sample is not valid JSON")
+            raise GradeFailure(SAMPLE_PARSE, "the sample is not valid JSON (or is nested too deeply to read)")
         return self._json
+
+
+def parse_json(text: Any) -> Any:
+    """`text` parsed as JSON, or `UNPARSABLE` (not text, not JSON, or nested past the parser's limit)."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError, RecursionError):
+        return _UNPARSABLE
+
+
+UNPARSABLE = _UNPARSABLE
 
 
 @dataclass(frozen=True)
@@ -106,7 +117,12 @@ def render_value(value: Any) -> str:
     """Strings render as themselves; everything else as JSON."""
     if isinstance(value, str):
         return value
-    return json.dumps(value, ensure_ascii=False)
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except RecursionError:
+        raise GradeFailure(TOO_DEEP, TOO_DEEP_DETAIL) from None
+    except (TypeError, ValueError) as exc:  # a non-JSON value handed in from Python (a set, bytes)
+        raise GradeFailure(INVALID_VARIABLE, f"the value cannot be written as text ({exc})") from None
 
 
 class Template:

@@ -86,15 +86,12 @@ class Rollout:
 
 
 def encode_prompts(tokenizer: Any, rows: Sequence[dict], max_prompt_length: int, device: Any) -> tuple[Any, Any]:
-    """Chat-template the prompts (generation prompt added), keep the last `max_prompt_length` tokens, left-pad."""
+    """Chat-template the prompts as `rft eval` does, keep the last `max_prompt_length` tokens, left-pad."""
     import torch
 
-    encoded = []
-    for row in rows:
-        ids = tokenizer.apply_chat_template(prompt_messages(row), add_generation_prompt=True, tokenize=True)
-        if not isinstance(ids, list):
-            ids = ids["input_ids"]
-        encoded.append(list(ids)[-max_prompt_length:])
+    from rft_cli.generation import encode_prompt
+
+    encoded = [encode_prompt(tokenizer, prompt_messages(row))[-max_prompt_length:] for row in rows]
     width = max(len(ids) for ids in encoded)
     pad = tokenizer.pad_token_id
     input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in encoded], device=device)
@@ -102,45 +99,30 @@ def encode_prompts(tokenizer: Any, rows: Sequence[dict], max_prompt_length: int,
     return input_ids, mask
 
 
-def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
-    """EOS ids of the model's generation config and the tokenizer (chat models often have several)."""
-    ids: list[int] = []
-    for value in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
-        for token_id in value if isinstance(value, list) else [value]:
-            if token_id is not None and int(token_id) not in ids:
-                ids.append(int(token_id))
-    return ids
-
-
-def _sampling_config(model: Any, tokenizer: Any, max_new_tokens: int, temperature: float, top_p: float,
-                     greedy: bool) -> Any:
-    """A clean generation config: model defaults (top_k, repetition penalty...) would change the
-    sampling distribution away from the softmax that PPO's log-probs assume."""
-    from transformers import GenerationConfig
-
-    stop = stop_token_ids(model, tokenizer)
-    return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=not greedy, temperature=None if greedy else temperature,
-                            top_p=None if greedy else top_p, top_k=None, eos_token_id=stop,
-                            pad_token_id=tokenizer.pad_token_id, use_cache=True, num_beams=1)
-
-
 def sample(model: Any, tokenizer: Any, rows: Sequence[dict], *, max_prompt_length: int, max_new_tokens: int,
            temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False, device: Any = None) -> Rollout:
-    """Sample one answer per row with the KV cache (HF generate); stops at EOS."""
+    """Sample one answer per row with the KV cache (HF generate); stops at EOS.
+
+    Tokens are drawn from exactly softmax(logits / temperature) (top-p only when top_p < 1), the
+    distribution PPO's log-probs, KL and entropy assume: the generation setup is `rft eval`'s, and
+    the model's own generation_config.json (top_k, repetition penalty...) takes no part.
+    """
     import torch
 
+    from rft_cli.generation import generate_tokens, sampling_config
     from rft_cli.training.ppo_math import response_mask
 
     device = device or next(model.parameters()).device
     prompt_ids, prompt_mask = encode_prompts(tokenizer, rows, max_prompt_length, device)
-    config = _sampling_config(model, tokenizer, max_new_tokens, temperature, top_p, greedy)
+    config = sampling_config(model, tokenizer, max_new_tokens=max_new_tokens,
+                             temperature=0.0 if greedy else temperature, top_p=top_p)
     with torch.no_grad():
-        out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config)
+        out = generate_tokens(model, prompt_ids, prompt_mask, config)
     response = out[:, prompt_ids.shape[1]:]
     if response.shape[1] == 0:  # nothing generated at all; keep one EOS so shapes stay valid
         response = torch.full((len(rows), 1), config.eos_token_id[0], device=device)
     mask, truncated = response_mask(response, config.eos_token_id)
-    response = torch.where(mask.bool(), response, torch.full_like(response, tokenizer.pad_token_id))
+    response = torch.where(mask.bool(), response, torch.full_like(response, config.pad_token_id))
     texts = tokenizer.batch_decode([r[m.bool()] for r, m in zip(response, mask)], skip_special_tokens=True)
     return Rollout(prompt_ids, prompt_mask, response, mask.to(device), truncated.to(device), texts)
 
@@ -153,6 +135,7 @@ class GradeStats:
     failed: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     sub_rewards: dict[str, float] = field(default_factory=dict)
+    results: list[Any] = field(default_factory=list, repr=False)  # the GradeResults (samples on disk)
 
     def metrics(self, prefix: str = "") -> dict[str, Any]:
         """`grader_errors/<kind>` and `sub_rewards/<name>` entries for metrics.jsonl."""
@@ -163,7 +146,7 @@ class GradeStats:
 
 def stats_of(results: Sequence[Any]) -> GradeStats:
     """Rewards, failures (grades with any error), error counts and mean sub-rewards of GradeResults."""
-    stats = GradeStats(rewards=[float(r.reward) for r in results])
+    stats = GradeStats(rewards=[float(r.reward) for r in results], results=list(results))
     sub_totals: dict[str, list[float]] = {}
     for result in results:
         if result.errors and any(result.errors.values()):
@@ -202,8 +185,10 @@ def grade(grader: Any, texts: Sequence[str], items: Sequence[dict]) -> GradeStat
 
 
 def evaluate_greedy(model: Any, tokenizer: Any, grader: Any, rows: Sequence[dict], *, demonstration_field: str,
-                    max_new_tokens: int, batch_size: int) -> dict[str, float]:
+                    max_new_tokens: int, batch_size: int, answers: list | None = None) -> dict[str, float]:
     """valid_reward_mean and valid_accuracy (share of rows with reward 1.0) of greedy answers.
+
+    `answers`, when given, receives one samples line per row (`rft_cli.samples.eval_lines`).
 
     Generation is `rft_cli.generation.generate_completions`, the same as `rft eval`, so the
     validation score during training matches what `rft eval` reports for the checkpoint.
@@ -216,6 +201,10 @@ def evaluate_greedy(model: Any, tokenizer: Any, grader: Any, rows: Sequence[dict
                                 batch_size=batch_size)
     model.train(was_training)
     stats = grade(grader, [o[0].text for o in outs], [item_of(r, demonstration_field) for r in rows])
+    if answers is not None:
+        from rft_cli.samples import eval_lines
+
+        answers.extend(eval_lines(tokenizer, prompts, [o[0] for o in outs], stats.results, len(rows)))
     finite = [r for r in stats.rewards if math.isfinite(r)]
     mean = sum(finite) / len(finite) if finite else float("nan")
     return {"valid_reward_mean": mean, "valid_accuracy": sum(r >= 1.0 for r in finite) / max(len(stats.rewards), 1)}
@@ -249,12 +238,20 @@ def graceful_interrupt() -> Iterator[InterruptFlag]:
 
 
 def disable_dropout(model: Any) -> None:
-    """PPO's ratios assume the same network computes old and new log-probs: no dropout."""
+    """PPO's ratios assume the same network computes old and new log-probs: no dropout (as ReFT).
+
+    The old pass runs in eval mode and the update in train mode, so every dropout must go, not
+    only `nn.Dropout` modules: attention layers keep their rate as a float (`attention_dropout`,
+    read only in train mode) and pass it to the attention kernel.
+    """
     import torch
 
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
+        for name, value in list(vars(module).items()):
+            if "dropout" in name and isinstance(value, float):
+                setattr(module, name, 0.0)
 
 
 @dataclass
@@ -270,6 +267,7 @@ class RunContext:
     progress: Any = None
     interrupt: InterruptFlag = field(default_factory=InterruptFlag)
     elapsed_before: float = 0.0
+    samples: Any = None  # a rft_cli.samples.SampleWriter (None: keep no answers)
 
     @property
     def checkpoints_dir(self) -> Any:
@@ -280,6 +278,17 @@ class RunContext:
         self.logger.log(record)
         if self.progress is not None:
             self.progress(record)
+        stop = getattr(self.logger, "raise_pending_stop", None)  # alarms.stop_on (rft_cli.alarms.WatchingLogger)
+        if stop is not None:
+            stop()
+
+    def keep_samples(self, stage: str, step: int, lines: list[dict], after: str | None = None) -> None:
+        """Write a step's answers to RUN/samples/ (nothing when samples are off)."""
+        if self.samples is not None:
+            self.samples.write(stage, step, lines, after)
+
+    def wants_samples(self, stage: str, step: int) -> bool:
+        return self.samples is not None and self.samples.wants(stage, step, self.config.rl.steps)
 
     def eval_rows(self) -> list[dict]:
         """The validation rows evaluated during training (the first `eval.samples`)."""

@@ -10,16 +10,42 @@ from rft_cli.errors import ConfigError
 
 
 def resolve_dtype(name: str) -> Any:
-    """`auto` is bfloat16 on a GPU that supports it, else float32 (CPU training is float32)."""
+    """The compute dtype: `auto` is bfloat16 on a GPU that supports it, else float32 (CPU training is float32).
+
+    float16 needs a GPU: its mixed precision relies on loss scaling, which accelerate runs on GPUs only.
+    """
     import torch
 
     if name == "auto":
         if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
             return torch.bfloat16
         return torch.float32
+    if name == "float16" and not torch.cuda.is_available():
+        raise ConfigError("model.dtype float16 needs a GPU (fp16 mixed precision scales the loss on the GPU); "
+                          "use bfloat16 or float32 on a CPU")
     return getattr(torch, name)
 
 
+def mixed_precision(settings: ModelSettings) -> str:
+    """accelerate's `mixed_precision` for the compute dtype: "no", "bf16" or "fp16"."""
+    import torch
+
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(resolve_dtype(settings.dtype), "no")
+
+
+def weights_dtype(settings: ModelSettings) -> Any:
+    """The dtype weights are held in: float32 for a full fine-tune, the compute dtype under LoRA.
+
+    A full fine-tune keeps float32 master weights and reaches the compute dtype by autocast (as
+    TRL's Trainer does with bf16=True): AdamW updating bf16 weights in place rounds ReFT-size steps
+    (lr 3e-7) away. The frozen reference is held like the policy, so at step 1 both compute the
+    same numbers (KL 0). Under LoRA the frozen base stays in the compute dtype (half the memory);
+    peft keeps the adapters, the only trained weights, in float32.
+    """
+    import torch
+
+    compute = resolve_dtype(settings.dtype)  # refuses float16 without a GPU before any weight loads
+    return torch.float32 if settings.lora is None else compute
 def device() -> Any:
     """The device a single-process run trains on (the first GPU when present)."""
     import torch
@@ -56,13 +82,16 @@ def load_tokenizer(settings: ModelSettings, path: str | Path | None = None) -> A
 
 
 def load_model(settings: ModelSettings, tokenizer: Any, path: str | Path | None = None, seed: int = 0,
-               trainable: bool = True) -> Any:
-    """The causal LM at `path` (a checkpoint), else the configured one (tiny models built from a config)."""
+               trainable: bool = True, dtype: Any = None) -> Any:
+    """The causal LM at `path` (a checkpoint), else the configured one (tiny models built from a config).
+
+    Weights load in `dtype`, by default `weights_dtype(settings)` (float32 master weights for a full fine-tune).
+    """
     from transformers import AutoModelForCausalLM
 
     from rft_cli.tiny import build_tiny_model
 
-    dtype = resolve_dtype(settings.dtype)
+    dtype = dtype or weights_dtype(settings)
     if path is None and settings.tiny is not None:
         model = build_tiny_model(tokenizer, settings.tiny, seed=seed).to(dtype)
     else:
@@ -100,3 +129,24 @@ def save_pretrained(model: Any, tokenizer: Any, folder: str | Path) -> None:
         to_save = copy.deepcopy(model).merge_and_unload()
     to_save.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
+
+
+def write_in_dtype(folder: str | Path, settings: ModelSettings) -> None:
+    """Rewrite the model saved in `folder` in the dtype `model.dtype` asks for, when it differs.
+
+    Checkpoints keep float32 master weights (an exact resume); `final/` is what users load and
+    share, so it is written in their dtype (bf16 for `model.dtype: bfloat16`).
+    """
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    folder = Path(folder)
+    wanted = resolve_dtype(settings.dtype)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    if config.get("dtype", config.get("torch_dtype")) == str(wanted).removeprefix("torch."):
+        return
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=wanted)
+    for old in [*folder.glob("*.safetensors"), *folder.glob("*.safetensors.index.json"), *folder.glob("pytorch_model*.bin*")]:
+        old.unlink()  # the cast weights are new tensors, and a shard count may change
+    model.save_pretrained(str(folder))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +24,9 @@ import torch
 
 from rft_cli import checkpoints as ckpt
 from rft_cli.errors import ConfigError, TrainingError
+from rft_cli.samples import rollout_lines
 from rft_cli.training import ppo_math as pm
+from rft_cli.training.launch import check_launch, configure_deepspeed, env_flag
 from rft_cli.training.common import (
     RunContext,
     batch_indices,
@@ -150,6 +153,15 @@ class ActorCritic:
         return pm.logprobs_from_logits(out.logits[:, -response_len - 1:-1], input_ids[:, -response_len:], temperature)
 
 
+def _check_deepspeed_world(num_processes: int) -> None:
+    """accelerate 1.15 sets up DeepSpeed on a CPU without its process group: every process then
+    believes it is the only one (and the main one), so each would write the run folder."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world != num_processes:
+        raise ConfigError(f"DeepSpeed: accelerate sees {num_processes} process(es) of the {world} launched (it does so on a "
+                          "machine without GPUs); run DeepSpeed on GPUs, or with one process on a CPU")
+
+
 def _finite(*values: float) -> bool:
     return all(math.isfinite(float(v)) for v in values)
 
@@ -159,22 +171,31 @@ class PPOTrainer:
 
     def __init__(self, ctx: RunContext, model: Any, reference: Any, tokenizer: Any, critic_backbone: Any = None):
         from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
+
+        from rft_cli.training.models import mixed_precision
 
         self.ctx, self.cfg, self.tokenizer = ctx, ctx.config.rl, tokenizer
         seed_everything(ctx.config.seed)
         # Under `accelerate launch` each process samples its own prompts and DDP/DeepSpeed syncs
-        # the gradients; in a single process the Accelerator changes nothing.
-        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        # the gradients. `model.dtype` bfloat16/float16 is mixed precision: float32 master weights,
+        # forward passes under autocast. The state is reset first, as TRL's Trainer does, because
+        # an earlier stage in this process may have set another precision.
+        AcceleratorState._reset_state()
+        check_launch(ctx.config)
+        # accelerate runs DeepSpeed only when not told `cpu=True` (DeepSpeed has its own CPU accelerator)
+        cpu = not torch.cuda.is_available() and not env_flag("ACCELERATE_USE_DEEPSPEED")
+        self.accelerator = Accelerator(cpu=cpu, mixed_precision=mixed_precision(ctx.config.model))
         self.ac = ActorCritic(model, reference, self.cfg.critic, critic_backbone)
         optimizer = torch.optim.AdamW(self.ac.parameters(), lr=self.cfg.learning_rate, weight_decay=self.cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
         plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
-        if plugin is not None and plugin.zero_stage == 3:
-            raise ConfigError("rl.algorithm ppo does not run under DeepSpeed ZeRO-3 yet (rollouts need whole parameters); "
-                              "launch with recipes/accelerate/deepspeed-zero2.yaml or multi-gpu.yaml")
-        if plugin is not None:  # no dataloader is prepared, so DeepSpeed cannot infer its batch size
-            plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = self.cfg.mini_batch_size
+        if plugin is not None:
+            _check_deepspeed_world(self.accelerator.num_processes)
+            configure_deepspeed(plugin.deepspeed_config, self.cfg, self.accelerator.num_processes)
         self.ac.model, self.optimizer = self.accelerator.prepare(self.ac.core, optimizer)
+        wrapped = getattr(self.accelerator, "deepspeed_engine_wrapped", None)
+        self.engine = wrapped.engine if wrapped is not None else None  # a DeepSpeed engine steps itself
         self.kl_ctl = pm.AdaptiveKLController(self.cfg.kl_coef, self.cfg.kl_target, self.cfg.kl_horizon)
         self.state = PPOState(kl_coef=self.cfg.kl_coef)
 
@@ -183,9 +204,10 @@ class PPOTrainer:
     def _rollout(self, rows: list[dict]) -> tuple[Any, Any]:
         cfg = self.cfg
         expanded = [row for row in rows for _ in range(cfg.samples_per_prompt)]
-        self.ac.policy.eval()
-        rollout = sample(self.ac.policy, self.tokenizer, expanded, max_prompt_length=cfg.max_prompt_length,
-                         max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+        self.ac.core.eval()
+        with self.accelerator.autocast():  # sample from the network that is trained: the same precision
+            rollout = sample(self.ac.policy, self.tokenizer, expanded, max_prompt_length=cfg.max_prompt_length,
+                             max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
         items = [item_of(r, self.ctx.config.data.demonstration_field) for r in expanded]
         return rollout, grade(self.ctx.grader, rollout.texts, items)
 
@@ -193,7 +215,7 @@ class PPOTrainer:
         """Old log-probs, values and reference log-probs in batched no-grad passes."""
         chunk = max(self.cfg.mini_batch_size, 16)
         outs: list[list[Any]] = [[], [], []]
-        with torch.no_grad():
+        with torch.no_grad(), self.accelerator.autocast():  # the reference computes as the policy does
             for s in range(0, input_ids.shape[0], chunk):
                 ids, mask = input_ids[s:s + chunk], attn[s:s + chunk]
                 lp, v, _ = self.ac.forward(ids, mask, resp_len, self.cfg.temperature)
@@ -208,55 +230,119 @@ class PPOTrainer:
             return flag
         return bool(self.accelerator.reduce(torch.tensor([float(flag)], device=self.accelerator.device), "sum").item() > 0)
 
-    def _micro_losses(self, mb: dict[str, Any], weight: Any) -> tuple[Any, dict[str, float]]:
-        """The weighted loss of one micro-batch and its statistics (weighted the same way)."""
-        cfg = self.cfg
+    def _micro_losses(self, mb: dict[str, Any]) -> tuple[Any, dict[str, float]]:
+        """One micro-batch's share of its minibatch's loss, and of its statistics.
+
+        `mb["weights"]` are per-token weights that sum to 1 over the whole minibatch
+        (`pm.loss_weights`), so the micro-batches' losses add up to the minibatch's loss.
+        """
+        cfg, weights = self.cfg, mb["weights"]
         logprobs, values, entropy = self.ac.forward(mb["input_ids"], mb["attention_mask"], mb["mask"].shape[1],
                                                     cfg.temperature, entropy=True)
-        pg_loss, clip_frac, approx_kl = pm.policy_loss(logprobs, mb["old_logprobs"], mb["advantages"], mb["mask"], cfg.clip_range)
-        vf_loss, vf_clip = pm.value_loss(values, mb["old_values"], mb["returns"], mb["mask"], cfg.clip_range_value)
-        w = weight.item()
-        stats = {"policy_loss": pg_loss.item() * w, "value_loss": vf_loss.item() * w, "clip_frac": clip_frac.item() * w,
-                 "value_clip_frac": vf_clip.item() * w, "approx_kl": approx_kl.item() * w,
-                 "entropy": pm.masked_mean(entropy.detach(), mb["mask"]).item() * w}
-        return (pg_loss + cfg.vf_coef * vf_loss) * weight, stats
+        pg_loss, clip_frac, approx_kl = pm.policy_loss(logprobs, mb["old_logprobs"], mb["advantages"], weights, cfg.clip_range)
+        vf_loss, vf_clip = pm.value_loss(values, mb["old_values"], mb["returns"], weights, cfg.clip_range_value)
+        stats = {"policy_loss": pg_loss.item(), "value_loss": vf_loss.item(), "clip_frac": clip_frac.item(),
+                 "value_clip_frac": vf_clip.item(), "approx_kl": approx_kl.item(),
+                 "entropy": (entropy.detach() * weights).sum().item()}
+        return pg_loss + cfg.vf_coef * vf_loss, stats
 
     def _update(self, batch: dict[str, Any], step: int) -> dict[str, float] | str:
         """`ppo_epochs` passes over shuffled minibatches; returns averaged stats or a fault reason.
 
-        A minibatch larger than `rl.micro_batch_size` accumulates gradients over micro-batches,
-        each loss weighted by its share of the minibatch's tokens (the same gradient, less memory).
+        A minibatch larger than `rl.micro_batch_size` accumulates gradients over micro-batches; the
+        per-token loss weights are set over the whole minibatch (`rl.loss_aggregation`), so the
+        accumulated gradient is the minibatch's (less memory, same update). The whole PolicyValue
+        (policy, value head and a separate critic) is in train mode; dropout was switched off in
+        `ActorCritic`, so train mode computes the same log-probs as the old pass's eval mode.
         """
         cfg, n, acc = self.cfg, batch["input_ids"].shape[0], self.accelerator
         micro = cfg.micro_batch_size or cfg.mini_batch_size
         generator = torch.Generator().manual_seed(step_seed(self.ctx.config.seed, step) + 1)
         totals: dict[str, float] = {}
-        count = 0
-        self.ac.policy.train()
+        count = overflows = 0
+        self.ac.core.train()
         for _ in range(cfg.ppo_epochs):
             order = torch.randperm(n, generator=generator).to(batch["input_ids"].device)
             for s in range(0, n, cfg.mini_batch_size):
                 idx = order[s:s + cfg.mini_batch_size]
-                tokens = batch["mask"][idx].sum().clamp(min=1)
+                weights = pm.loss_weights(batch["mask"][idx], cfg.loss_aggregation)
                 for m in range(0, len(idx), micro):
                     mb = {k: v[idx[m:m + micro]] for k, v in batch.items()}
-                    loss, stats = self._micro_losses(mb, mb["mask"].sum() / tokens)
+                    mb["weights"] = weights[m:m + micro]
+                    loss, stats = self._micro_losses(mb)
                     if self._any_process(not _finite(loss.item())):
-                        self.optimizer.zero_grad(set_to_none=True)
+                        self._discard_gradients(loss)
                         return "non-finite loss"
-                    acc.backward(loss)
+                    self._backward(loss, last=m + micro >= len(idx))
                     for k, v in stats.items():
                         totals[k] = totals.get(k, 0.0) + v
-                grad_norm = acc.clip_grad_norm_(self.ac.parameters(), cfg.max_grad_norm)
-                if self._any_process(not _finite(grad_norm.item())):
-                    self.optimizer.zero_grad(set_to_none=True)
-                    return "non-finite gradient norm"
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                totals["grad_norm"] = totals.get("grad_norm", 0.0) + grad_norm.item()
+                grad_norm, outcome = self._optimizer_step()
                 count += 1
+                if outcome == "fault":
+                    return "non-finite gradient norm"
+                if outcome == "overflow":  # float16 loss scaling skipped this update (routine)
+                    overflows += 1
+                else:
+                    totals["grad_norm"] = totals.get("grad_norm", 0.0) + grad_norm
         self.scheduler.step()
-        return self._mean_over_processes({k: v / count for k, v in totals.items()})
+        means = {k: v / (count - overflows if k == "grad_norm" else count) for k, v in totals.items()}
+        if acc.scaler is not None or (self.engine is not None and self.engine.fp16_enabled()):
+            means["fp16_overflow_steps"] = float(overflows)
+        return self._mean_over_processes(means)
+
+    # -- one optimizer step per minibatch, with or without a DeepSpeed engine --------------------
+
+    def _backward(self, loss: Any, last: bool) -> None:
+        """Accumulate a micro-batch's gradient; under DeepSpeed the engine syncs only on the last one.
+
+        accelerate's `backward` would step the engine after every micro-batch and divide the loss by
+        the engine's accumulation steps, but the micro-batch losses already sum to the minibatch's.
+        """
+        if self.engine is None:
+            self.accelerator.backward(loss)
+            return
+        self.engine.set_gradient_accumulation_boundary(is_boundary=last)
+        self.engine.backward(loss, scale_wrt_gas=False)
+
+    def _optimizer_step(self) -> tuple[float, str]:
+        """Clip to `rl.max_grad_norm` and step once; returns (gradient norm, outcome).
+
+        The outcome is "ok"; "overflow" when float16 loss scaling found a non-finite norm and skipped
+        the update (routine: the scale is lowered); or "fault" when the norm was not finite on some
+        process otherwise (then no process steps).
+        """
+        if self.engine is not None:
+            # The engine computes the global norm, skips its update when the norm is not finite
+            # (ZeRO-1/2; float16 also lowers its loss scale), clips with `gradient_clipping`
+            # (= rl.max_grad_norm) and zeroes the gradients.
+            self.engine.step()
+            norm = self.engine.get_global_grad_norm()
+            if not self.engine.was_step_applied() or (norm is not None and not _finite(norm)):
+                return math.nan, "overflow" if self.engine.fp16_enabled() else "fault"
+            return (float(norm) if norm is not None else 0.0), "ok"
+        acc = self.accelerator
+        grad_norm = acc.clip_grad_norm_(self.ac.parameters(), self.cfg.max_grad_norm)
+        outcome = "ok"
+        if self._any_process(not _finite(grad_norm.item())):
+            if acc.scaler is None:
+                self.optimizer.zero_grad(set_to_none=True)
+                return math.nan, "fault"
+            outcome = "overflow"  # the scaler's step below skips this update and lowers the scale
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm.item(), outcome
+
+    def _discard_gradients(self, loss: Any) -> None:
+        """Drop the minibatch's accumulated gradients after a non-finite loss on some process.
+
+        A DeepSpeed engine keeps them in its own (partitioned) buffers, and its one clean reset is
+        the skip of a step whose gradient norm is not finite, so the non-finite loss is sent through.
+        """
+        if self.engine is None:
+            self.optimizer.zero_grad(set_to_none=True)
+            return
+        self._backward(loss, last=True)
+        self.engine.step()
 
     def _mean_over_processes(self, values: dict[str, float]) -> dict[str, float]:
         if self.accelerator.num_processes == 1 or not values:
@@ -289,6 +375,11 @@ class PPOTrainer:
         rewards, kl = pm.token_rewards(scores, old_logprobs, ref_logprobs, mask, self.kl_ctl.value)
         advantages, returns = pm.compute_gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
         seq_kl = self._gather(kl.sum(dim=1)).mean().item()
+        if self.ctx.wants_samples("rl", step):
+            rows = [i for i in indices for _ in range(cfg.samples_per_prompt)]
+            keep = self.ctx.samples.keep(len(rows), cfg.samples_per_prompt)
+            self.ctx.keep_samples("rl", step, rollout_lines(self.tokenizer, rows, rollout, local_stats.results, keep,
+                                                            kl.sum(dim=1).tolist()))
         lengths, all_scores = self._gather(mask.sum(dim=1)), self._gather(scores)
         if cfg.whiten_advantages:
             # per process, like the whitening itself: this process's answers decide
@@ -300,6 +391,7 @@ class PPOTrainer:
             "kl": seq_kl, "kl_coef": self.kl_ctl.value,
             "response_length_mean": lengths.float().mean().item(),
             "truncated_share": self._gather(rollout.truncated.float()).mean().item(),
+            "grader_error_share": stats.failed / max(len(stats.rewards), 1),
             **stats.metrics(),
         })
         fault = None if _finite(record["train_reward_mean"], seq_kl) else "non-finite reward or KL"
@@ -343,9 +435,12 @@ class PPOTrainer:
             record = self.step(step)
             self.state.step = step
             if ctx.valid_rows and (step % ctx.config.eval.interval == 0 or step == cfg.steps):
+                eval_started = time.perf_counter()
                 self.state.last_valid = self.evaluate()
-                record.update(self.state.last_valid)
+                record.update({**self.state.last_valid, "eval_s": time.perf_counter() - eval_started})
+            # The stage's own clock (evaluations included), carried across resumes in trainer_state.json.
             self.state.elapsed_s = time.perf_counter() - run_started
+            record["stage_elapsed_s"] = self.state.elapsed_s
             record["elapsed_s"] = ctx.elapsed_before + self.state.elapsed_s
             ctx.report(record)
             if self.state.numerical_faults >= cfg.max_numerical_faults:
@@ -369,11 +464,25 @@ class PPOTrainer:
     def evaluate(self) -> dict[str, float]:
         """Greedy answers on the validation rows, graded."""
         cfg, ev = self.cfg, self.ctx.config.eval
-        return evaluate_greedy(self.ac.policy, self.tokenizer, self.ctx.grader, self.ctx.eval_rows(),
-                               demonstration_field=self.ctx.config.data.demonstration_field,
-                               max_new_tokens=ev.max_new_tokens or cfg.max_new_tokens, batch_size=ev.batch_size)
+        answers: list | None = [] if self.ctx.wants_samples("eval", self.state.step) else None
+        with self.accelerator.autocast():  # evaluate in the precision it trains in
+            valid = evaluate_greedy(self.ac.policy, self.tokenizer, self.ctx.grader, self.ctx.eval_rows(),
+                                    demonstration_field=self.ctx.config.data.demonstration_field,
+                                    max_new_tokens=ev.max_new_tokens or cfg.max_new_tokens, batch_size=ev.batch_size,
+                                    answers=answers)
+        self.ctx.keep_samples("eval", self.state.step, (answers or [])[:self.ctx.config.samples.eval_rows], after="rl")
+        return valid
 
     # -- checkpoints ----------------------------------------------------------------------------
+
+    def _load_engine(self, engine_dir: Path) -> None:
+        if not (engine_dir / DEEPSPEED_TAG).is_dir():
+            raise TrainingError(f"{engine_dir.parent}: no DeepSpeed engine state ({DEEPSPEED_DIR}/) in this checkpoint, so its "
+                                "optimizer state cannot be restored under DeepSpeed; resume with the launch mode that wrote it")
+        path, _ = self.engine.load_checkpoint(str(engine_dir), tag=DEEPSPEED_TAG, load_optimizer_states=True,
+                                              load_lr_scheduler_states=False)
+        if path is None:
+            raise TrainingError(f"{engine_dir}: DeepSpeed could not load the engine state; resume with the same number of processes")
 
     def save(self, valid_reward_mean: float | None) -> Path:
         """Write `checkpoints/step-<N>` atomically and prune old ones."""
@@ -388,7 +497,10 @@ class PPOTrainer:
             torch.save(self.ac.value_head.state_dict(), folder / "value_head.pt")
             if self.ac.critic_backbone is not None:
                 torch.save(self.ac.critic_backbone.state_dict(), folder / "critic.pt")
-            torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
+            if self.engine is None:
+                torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
+            else:
+                os.rename(engine_dir, folder / DEEPSPEED_DIR)
             torch.save(self.scheduler.state_dict(), folder / "scheduler.pt")
             torch.save(ckpt.capture_rng_state(), folder / "rng_state.pt")
             trainer_state = {"stage": "rl", "step": state.step, "data_position": state.data_position,
@@ -398,6 +510,12 @@ class PPOTrainer:
 
         meta = {"stage": "rl", "step": state.step, "valid_reward_mean": valid_reward_mean, **_versions()}
         folder = self.ctx.checkpoints_dir / f"step-{state.step}"
+        engine_dir = self.ctx.checkpoints_dir / f".{DEEPSPEED_DIR}-step-{state.step}"
+        if self.engine is not None:
+            # every process writes its own shard of the optimizer state (ZeRO partitions it); the
+            # main process then moves the folder into the checkpoint before the marker is written
+            self.engine.save_checkpoint(str(engine_dir), tag=DEEPSPEED_TAG)
+            self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             ckpt.write_checkpoint(folder, write, meta)
             ckpt.prune_checkpoints(self.ctx.checkpoints_dir, self.ctx.config.keep_checkpoints)
@@ -409,7 +527,10 @@ class PPOTrainer:
         self.ac.value_head.load_state_dict(torch.load(folder / "value_head.pt", weights_only=True))
         if self.ac.critic_backbone is not None:
             self.ac.critic_backbone.load_state_dict(torch.load(folder / "critic.pt", weights_only=True))
-        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+        if self.engine is None:
+            self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+        else:  # weights, float32 master copy and every process's optimizer shard
+            self._load_engine(folder / DEEPSPEED_DIR)
         self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
         ckpt.restore_rng_state(torch.load(folder / "rng_state.pt", weights_only=False))
         saved = json.loads((folder / "trainer_state.json").read_text())
@@ -417,6 +538,9 @@ class PPOTrainer:
                               numerical_faults=saved["numerical_faults"], elapsed_s=saved["elapsed_s"],
                               last_valid=saved.get("last_valid"))
         self.kl_ctl.value = saved["kl_coef"]
+
+
+DEEPSPEED_DIR, DEEPSPEED_TAG = "deepspeed", "engine"  # engine state inside a step checkpoint
 
 
 def _versions() -> dict[str, Any]:
@@ -455,8 +579,8 @@ def run_ppo(ctx: RunContext, init_dir: Path | None, tokenizer: Any, resume_from:
     reference = load_model(settings, tokenizer, init_dir, seed=seed, trainable=False)
     policy = _load_policy(settings, tokenizer, init_dir, resume_from, seed)
     critic = None
-    if ctx.config.rl.critic == "separate":
-        critic = load_model(settings, tokenizer, init_dir, seed=seed).get_decoder()
+    if ctx.config.rl.critic == "separate":  # trained in full: float32 master weights, even under LoRA
+        critic = load_model(settings, tokenizer, init_dir, seed=seed, dtype=torch.float32).get_decoder()
     trainer = PPOTrainer(ctx, policy, reference, tokenizer, critic)
     if resume_from is not None:
         trainer.load(resume_from)

@@ -105,29 +105,44 @@ def compute_gae(rewards: Any, values: Any, mask: Any, gamma: float, lam: float) 
     return advantages, returns
 
 
-def policy_loss(logprobs: Any, old_logprobs: Any, advantages: Any, mask: Any, clip_range: float) -> tuple[Any, Any, Any]:
-    """(loss, clip_frac, approx_kl): PPO's clipped surrogate, averaged over response tokens."""
+def loss_weights(mask: Any, aggregation: str = "token") -> Any:
+    """Per-token loss weights that sum to 1 over a minibatch (0 off the response).
+
+    `token`: every response token of the minibatch weighs the same (a token mean, as TRL's PPO).
+    `answer`: every answer weighs the same, split evenly over its tokens (a per-answer token mean,
+    then the mean over answers, as ReFT's train_rl_reft.py), so a long answer's tokens count less.
+    """
+    if aggregation == "token":
+        return mask / mask.sum().clamp(min=1)
+    lengths = mask.sum(dim=1, keepdim=True).clamp(min=1)
+    return mask / lengths / mask.shape[0]
+
+
+def policy_loss(logprobs: Any, old_logprobs: Any, advantages: Any, weights: Any, clip_range: float) -> tuple[Any, Any, Any]:
+    """(loss, clip_frac, approx_kl): PPO's clipped surrogate, summed over tokens with `loss_weights`."""
     import torch
 
+    mask = (weights > 0).to(logprobs.dtype)
     log_ratio = (logprobs - old_logprobs) * mask
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
-    clip_frac = masked_mean((clipped > unclipped).to(logprobs.dtype), mask)
-    approx_kl = 0.5 * masked_mean(log_ratio**2, mask)
+    loss = (torch.maximum(unclipped, clipped) * weights).sum()
+    clip_frac = ((clipped > unclipped).to(logprobs.dtype) * weights).sum()
+    approx_kl = 0.5 * (log_ratio**2 * weights).sum()
     return loss, clip_frac, approx_kl
 
 
-def value_loss(values: Any, old_values: Any, returns: Any, mask: Any, clip_range_value: float) -> tuple[Any, Any]:
-    """(loss, clip_frac): 0.5 * max of the squared errors of the raw and the clipped value prediction."""
+def value_loss(values: Any, old_values: Any, returns: Any, weights: Any, clip_range_value: float) -> tuple[Any, Any]:
+    """(loss, clip_frac): 0.5 * max of the squared errors of the raw and the clipped value prediction,
+    summed over tokens with `loss_weights`."""
     import torch
 
     clipped_values = old_values + torch.clamp(values - old_values, -clip_range_value, clip_range_value)
     error = (values - returns) ** 2
     error_clipped = (clipped_values - returns) ** 2
-    loss = 0.5 * masked_mean(torch.maximum(error, error_clipped), mask)
-    clip_frac = masked_mean((error_clipped > error).to(values.dtype), mask)
+    loss = 0.5 * (torch.maximum(error, error_clipped) * weights).sum()
+    clip_frac = ((error_clipped > error).to(values.dtype) * weights).sum()
     return loss, clip_frac
 
 

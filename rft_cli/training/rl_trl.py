@@ -3,6 +3,12 @@
 Same run layout and metric names as our PPO. The model is passed to TRL as a folder path: with
 beta > 0 TRL builds its reference model from the policy's `name_or_path`, so an in-memory model
 (a tiny model built from a config) is saved to disk first.
+
+One RL step is one sampled batch, as in our PPO: TRL samples `prompts_per_step * samples_per_prompt`
+completions, then makes `ppo_epochs` passes (its `num_iterations`) over them in minibatches of
+`mini_batch_size` (its `steps_per_generation` slices, accumulated over `micro_batch_size` pieces),
+one optimizer step per minibatch. TRL's `global_step` counts optimizer steps, so it is
+`optimizer_steps_per_batch(rl)` times ours; logging and saving happen only at batch boundaries.
 """
 
 from __future__ import annotations
@@ -12,12 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from rft_cli.data.records import prompt_messages
+from rft_cli.errors import TrainingError
 from rft_cli.training.common import RunContext, evaluate_greedy, item_of, seed_everything
 from rft_cli.training.trl_bridge import (
     GraderReward,
+    TrlSampleKeeper,
     build_trl_trainer,
     common_trainer_args,
     latest_trl_checkpoint,
+    optimizer_steps_per_batch,
     trl_callback_class,
 )
 
@@ -26,24 +35,55 @@ STEP_PREFIX = "step-"
 
 def rl_examples(rows: list[dict], demonstration_field: str) -> list[dict[str, Any]]:
     """Conversational prompts, each with its grader item as JSON (rows' fields differ in type)."""
-    return [{"prompt": prompt_messages(row), "rft_item": json.dumps(item_of(row, demonstration_field))} for row in rows]
+    return [{"prompt": prompt_messages(row), "rft_item": json.dumps(item_of(row, demonstration_field)), "rft_row": i}
+            for i, row in enumerate(rows)]
 
 
 def _trl_config(ctx: RunContext, work_dir: Path) -> Any:
     from trl import GRPOConfig, RLOOConfig
 
+    from rft_cli.generation import NEUTRAL_PROCESSORS, NEUTRAL_WARPERS
+
     rl = ctx.config.rl
     config_class = GRPOConfig if rl.algorithm == "grpo" else RLOOConfig
+    per_batch = optimizer_steps_per_batch(rl)
+    micro = rl.micro_batch_size or rl.mini_batch_size
     return config_class(
-        **common_trainer_args(ctx, work_dir),
-        max_steps=rl.steps, learning_rate=rl.learning_rate, weight_decay=rl.weight_decay,
+        **{**common_trainer_args(ctx, work_dir), "logging_steps": per_batch, "save_steps": ctx.config.save_interval * per_batch},
+        max_steps=rl.steps * per_batch, learning_rate=rl.learning_rate, weight_decay=rl.weight_decay,
         max_grad_norm=rl.max_grad_norm, lr_scheduler_type="constant",
-        per_device_train_batch_size=rl.prompts_per_step * rl.samples_per_prompt,
+        # one sampled batch = steps_per_generation slices of `micro` completions; an optimizer step
+        # accumulates mini_batch_size / micro of them; num_iterations passes over the batch
+        per_device_train_batch_size=micro, gradient_accumulation_steps=rl.mini_batch_size // micro,
+        steps_per_generation=rl.prompts_per_step * rl.samples_per_prompt // micro, num_iterations=rl.ppo_epochs,
         num_generations=rl.samples_per_prompt, max_completion_length=rl.max_new_tokens,
         temperature=rl.temperature, top_p=rl.top_p, top_k=0, beta=rl.kl_coef, epsilon=rl.clip_range,
-        num_iterations=rl.ppo_epochs, mask_truncated_completions=rl.truncated == "penalize",
+        mask_truncated_completions=False,  # `truncated: penalize` is a reward (GraderReward), as in our PPO
+        # TRL sets top_k/top_p/temperature/repetition_penalty itself, but a setting it leaves unset
+        # (min_p, typical_p, no_repeat_ngram_size, suppress_tokens) would come from the model
+        # folder's generation_config.json: the same neutral values as our PPO and eval.
+        generation_kwargs={**NEUTRAL_PROCESSORS, **NEUTRAL_WARPERS},
         remove_unused_columns=False, shuffle_dataset=True,
     )
+
+
+def truncating_trainer_class(trainer_class: type, max_prompt_length: int) -> type:
+    """`trainer_class` keeping the last `max_prompt_length` tokens of each templated prompt, as our PPO.
+
+    TRL 1.16's GRPO/RLOO trainers have no prompt-length limit; both tokenize the prompts of a
+    batch in `_tokenize_prompts`, which this subclass wraps.
+    """
+    if not callable(getattr(trainer_class, "_tokenize_prompts", None)):
+        raise TrainingError(f"this TRL version's {trainer_class.__name__} has no _tokenize_prompts, so rl.max_prompt_length "
+                            "cannot be applied; install trl 1.16 (the version rft is tested with)")
+
+    class PromptTruncating(trainer_class):
+        def _tokenize_prompts(self, prompts: list) -> Any:
+            prompt_ids, *rest = super()._tokenize_prompts(prompts)
+            return ([list(ids)[-max_prompt_length:] for ids in prompt_ids], *rest)
+
+    PromptTruncating.__name__ = trainer_class.__name__  # TRL names its model card and logs after the class
+    return PromptTruncating
 
 
 def run_trl_rl(ctx: RunContext, init_dir: Path, tokenizer: Any) -> dict[str, Any]:
@@ -54,28 +94,39 @@ def run_trl_rl(ctx: RunContext, init_dir: Path, tokenizer: Any) -> dict[str, Any
     from rft_cli import checkpoints as ckpt
 
     config = ctx.config
+    per_batch = optimizer_steps_per_batch(config.rl)
     resume = latest_trl_checkpoint(ctx.checkpoints_dir, STEP_PREFIX)
     if resume is not None and ckpt.read_meta(resume)["step"] >= config.rl.steps:
         return {"step": ckpt.read_meta(resume)["step"], "last_valid": None}  # finished; Trainer would run one step more
     seed_everything(config.seed)
     work_dir = ctx.checkpoints_dir / f".trl-{config.rl.algorithm}"
-    reward = GraderReward(ctx.grader, config.rl.max_grader_error_share)
+    penalty = config.rl.truncation_penalty if config.rl.truncated == "penalize" else None
+    reward = GraderReward(ctx.grader, config.rl.max_grader_error_share, truncation_penalty=penalty,
+                          keeper=TrlSampleKeeper(ctx, tokenizer))
 
-    def evaluate(model: Any) -> dict[str, float]:
+    def evaluate(model: Any, step: int) -> dict[str, float]:
         ev = config.eval
-        return evaluate_greedy(model, tokenizer, ctx.grader, ctx.eval_rows(), demonstration_field=config.data.demonstration_field,
-                               max_new_tokens=ev.max_new_tokens or config.rl.max_new_tokens, batch_size=ev.batch_size)
+        answers: list | None = [] if ctx.wants_samples("eval", step) else None
+        valid = evaluate_greedy(model, tokenizer, ctx.grader, ctx.eval_rows(), demonstration_field=config.data.demonstration_field,
+                                max_new_tokens=ev.max_new_tokens or config.rl.max_new_tokens, batch_size=ev.batch_size,
+                                answers=answers)
+        ctx.keep_samples("eval", step, (answers or [])[:config.samples.eval_rows], after="rl")
+        return valid
 
-    callback = trl_callback_class()(ctx, "rl", STEP_PREFIX, work_dir, reward=reward, evaluate=evaluate)
-    trainer_class = GRPOTrainer if config.rl.algorithm == "grpo" else RLOOTrainer
+    callback = trl_callback_class()(ctx, "rl", STEP_PREFIX, work_dir, reward=reward, evaluate=evaluate,
+                                    steps_per_record=per_batch)
+    trainer_class = truncating_trainer_class(GRPOTrainer if config.rl.algorithm == "grpo" else RLOOTrainer,
+                                             config.rl.max_prompt_length)
     peft_config = _peft_config(config.model)
     trainer = build_trl_trainer(trainer_class, model=str(init_dir), reward_funcs=[reward], args=_trl_config(ctx, work_dir),
                             train_dataset=Dataset.from_list(rl_examples(ctx.train_rows, config.data.demonstration_field)),
                             processing_class=tokenizer, callbacks=[callback], peft_config=peft_config)
+    # TRL's own rule for a truncated completion: its last id is no end-of-answer id (tokenizer, generation_config) nor pad
+    reward.eos_token_ids = {*trainer.eos_token_ids, tokenizer.pad_token_id}
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if ctx.interrupt.requested:
         raise KeyboardInterrupt
-    return {"step": trainer.state.global_step, "last_valid": callback.last_valid}
+    return {"step": trainer.state.global_step // per_batch, "last_valid": callback.last_valid}
 
 
 def _peft_config(settings: Any) -> Any:

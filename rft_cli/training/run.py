@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rft_cli import checkpoints as ckpt
+from rft_cli.alarms import AlarmMonitor, AlarmStop, WatchingLogger, alarms_in
 from rft_cli.config import RunConfig, dump_run_config
 from rft_cli.errors import ConfigError, DataError, TrainingError
 from rft_cli.metrics import (
@@ -29,6 +30,7 @@ from rft_cli.metrics import (
     read_metrics,
     reconcile_metrics,
 )
+from rft_cli.samples import SampleWriter, reconcile_samples
 
 STAGES = ("sft", "rl", "all")
 RFT_STATE_FILES = {"value_head.pt", "critic.pt", "optimizer.pt", "scheduler.pt", "rng_state.pt", "rng_state.pth",
@@ -43,6 +45,7 @@ class Preflight:
     valid_rows: list[dict]
     grader: Any
     plan: dict[str, Any] = field(default_factory=dict)
+    grader_check: Any = None  # the self-test's SelfTestReport, None when grader_check.enabled is false
 
 
 @dataclass
@@ -106,11 +109,40 @@ def preflight(config: RunConfig, grader: Any = None, stage: str = "all") -> Pref
     if problem:
         raise ConfigError(problem)
     _check_model_source(config)
+    if stage in ("rl", "all"):
+        from rft_cli.training.launch import check_launch
+
+        check_launch(config)  # a distributed mode our PPO cannot run, before any model loads
     grader = grader if grader is not None else build_run_grader(config)
     train, valid = _load_data(config, grader)
     if stage in ("sft", "all") and config.sft.enabled:
         _require_demonstrations(train, config)
-    return Preflight(train, valid, grader, plan=build_plan(config, len(train), len(valid), stage))
+    check = check_grader(config, grader)
+    plan = build_plan(config, len(train), len(valid), stage)
+    if check is not None:
+        plan["grader_check"] = {k: v for k, v in check.to_dict().items() if k != "failures"}
+    return Preflight(train, valid, grader, plan=plan, grader_check=check)
+
+
+def check_grader(config: RunConfig, grader: Any) -> Any:
+    """The grader self-test on the run's demonstrations; raises DataError when too many score below full marks."""
+    from rft_cli.graders.selftest import demonstration_field_files, self_test
+
+    settings = config.grader_check
+    if not settings.enabled:
+        return None
+    report = self_test(grader, demonstration_field_files(config.data.train, config.data.valid,
+                                                         config.data.demonstration_field))
+    if report.failures and report.failure_share > settings.max_failure_share:
+        valid = f" --valid {config.data.valid}" if config.data.valid else ""
+        raise DataError(
+            f"grader self-test: {report.summary()}; {report.failure_share:.1%} score below "
+            f"{'full marks' if report.threshold >= report.full_marks else 'the pass_threshold'}, over "
+            f"grader_check.max_failure_share {settings.max_failure_share:.1%} (first: {report.failures[0].message()}); "
+            f"`rft validate {config.data.train}{valid} --grader GRADER` lists every row: fix the grader or the "
+            "data, or raise grader_check.max_failure_share"
+        )
+    return report
 
 
 def _check_model_source(config: RunConfig) -> None:
@@ -154,7 +186,7 @@ def build_plan(config: RunConfig, n_train: int, n_valid: int, stage: str) -> dic
     return {"stages": stages, "train_rows": n_train, "valid_rows": n_valid,
             "eval": {"interval": config.eval.interval, "rows": min(config.eval.samples, n_valid)},
             "save_interval": config.save_interval, "keep_checkpoints": config.keep_checkpoints,
-            "layout": ["config.yaml", "metrics.jsonl", "checkpoints/sft/", "checkpoints/step-<N>/", "final/", "summary.json"]}
+            "layout": ["config.yaml", "metrics.jsonl", "checkpoints/sft/", "checkpoints/step-<N>/", "samples/", "final/", "summary.json"]}
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -223,21 +255,25 @@ def train(config: RunConfig, *, config_path: str | Path | None = None, output_di
     if is_main_process():
         with _write_errors_stop_the_run(run_dir):
             reconcile_metrics(run_dir / "metrics.jsonl", resume_stage, resume_step, keep_step=keep_step)
-    # Under `accelerate launch` only the main process writes metrics and shows progress.
+            reconcile_samples(run_dir, resume_stage, resume_step, keep_step=keep_step)
+    # Under `accelerate launch` only the main process writes metrics, samples and shows progress.
     main = is_main_process()
-    logger = MultiLogger(JsonlMetricsLogger(run_dir / "metrics.jsonl"),
-                         build_tracker(config.report_to, run_dir, dump_run_config(config))) if main else NullLogger()
+    samples = SampleWriter(run_dir, config.samples) if main else None
+    logger = _build_logger(config, run_dir, samples) if main else NullLogger()
     progress = progress if main else None
     seed_everything(config.seed)
     tokenizer = load_tokenizer(config.model)
     ctx = RunContext(config, run_dir, pre.train_rows, pre.valid_rows, pre.grader, logger, progress,
-                     elapsed_before=elapsed_before)
+                     elapsed_before=elapsed_before, samples=samples)
     started = time.perf_counter()
     try:
         with _write_errors_stop_the_run(run_dir):
-            with graceful_interrupt() as flag:
-                ctx.interrupt = flag
-                _run_stages(ctx, stage, tokenizer)
+            try:
+                with graceful_interrupt() as flag:
+                    ctx.interrupt = flag
+                    _run_stages(ctx, stage, tokenizer)
+            except AlarmStop as stop:
+                raise _stopped_by_alarm(ctx, stage, stop, time.perf_counter() - started) from None
             # Under `accelerate launch` the main process writes final/ and summary.json alone.
             summary = _finish(ctx, stage, time.perf_counter() - started) if is_main_process() else {}
     finally:
@@ -245,6 +281,24 @@ def train(config: RunConfig, *, config_path: str | Path | None = None, output_di
         if grader is None and checked is None:  # we built it, so we stop its workers
             pre.grader.close()
     return TrainResult(run_dir, summary)
+
+
+def _build_logger(config: RunConfig, run_dir: Path, samples: SampleWriter) -> WatchingLogger:
+    """metrics.jsonl (and the tracker) behind the alarm detectors, primed with a resumed run's lines."""
+    inner = MultiLogger(JsonlMetricsLogger(run_dir / "metrics.jsonl"),
+                        build_tracker(config.report_to, run_dir, dump_run_config(config)))
+    monitor = AlarmMonitor(config.alarms)
+    monitor.replay(read_metrics(run_dir / "metrics.jsonl"))  # raised before the resume: not raised again
+    return WatchingLogger(inner, monitor, samples)
+
+
+def _stopped_by_alarm(ctx: Any, stage: str, stop: AlarmStop, seconds: float) -> TrainingError:
+    """final/ and summary.json from the checkpoints kept so far, and the error naming the alarm."""
+    alarm = stop.alarm
+    summary = _finish(ctx, stage, seconds, stopped={"alarm": alarm.name, "step": alarm.step})
+    kept = f"final/ holds {summary['final_source']}" if summary.get("final_source") else "no checkpoint was saved yet"
+    return TrainingError(f"{alarm.stage} step {alarm.step}: alarm {alarm.name} ({alarm.message}) is in alarms.stop_on, "
+                         f"so the run stopped; {kept}; read {ctx.run_dir / 'samples'} to see what the model writes")
 
 
 @contextlib.contextmanager
@@ -363,14 +417,17 @@ def _selection(source: Path, run_dir: Path, stage: str, records: list[dict[str, 
             "start_valid_reward_mean": first.get("valid_reward_mean"), "start_valid_accuracy": first.get("valid_accuracy")}
 
 
-def _write_final(source: Path, run_dir: Path) -> None:
+def _write_final(source: Path, run_dir: Path, settings: Any) -> None:
+    from rft_cli.training.models import write_in_dtype
+
     def write(tmp: Path) -> None:
         if (source / "adapter_config.json").is_file() and not (source / "config.json").is_file():
             _merge_adapters(source, tmp)
-            return
-        for child in source.iterdir():
-            if child.is_file() and child.name not in RFT_STATE_FILES and child.name != ckpt.MARKER:
-                shutil.copy2(child, tmp / child.name)
+        else:
+            for child in source.iterdir():
+                if child.is_file() and child.name not in RFT_STATE_FILES and child.name != ckpt.MARKER:
+                    shutil.copy2(child, tmp / child.name)
+        write_in_dtype(tmp, settings)  # checkpoints hold float32 master weights; final/ has model.dtype's
 
     meta = {"stage": "final", "source": os.path.relpath(source, run_dir), **ckpt.read_meta(source)}
     meta["stage"] = "final"
@@ -388,27 +445,37 @@ def _merge_adapters(source: Path, target: Path) -> None:
 
 
 def stage_summary(records: list[dict[str, Any]], stage: str) -> dict[str, Any]:
-    """The last evaluation of a stage and its elapsed time, from metrics.jsonl."""
+    """The last evaluation of a stage, its own elapsed time and the part of it spent evaluating.
+
+    `stage_elapsed_s` is the stage's own clock (carried across resumes); metrics written before
+    it existed only have the run's cumulative `elapsed_s`, which is used then.
+    """
     lines = [r for r in records if r.get("stage") == stage]
     evaluated = [r for r in lines if r.get("valid_reward_mean") is not None]
     last_eval = evaluated[-1] if evaluated else {}
+    own = [r["stage_elapsed_s"] for r in lines if isinstance(r.get("stage_elapsed_s"), (int, float))]
+    cumulative = [r["elapsed_s"] for r in lines if isinstance(r.get("elapsed_s"), (int, float))]
     return {"valid_reward_mean": last_eval.get("valid_reward_mean"), "valid_accuracy": last_eval.get("valid_accuracy"),
-            "elapsed_s": max((r.get("elapsed_s") or 0.0 for r in lines), default=None), "steps": max((r["step"] for r in lines), default=0)}
+            "elapsed_s": max(own) if own else (max(cumulative) if cumulative else None),
+            "eval_s": sum(r.get("eval_s") or 0.0 for r in lines) if any("eval_s" in r for r in lines) else None,
+            "steps": max((r["step"] for r in lines), default=0)}
 
 
-def _finish(ctx: Any, stage: str, seconds: float) -> dict[str, Any]:
+def _finish(ctx: Any, stage: str, seconds: float, stopped: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write final/ and summary.json."""
     run_dir = ctx.run_dir
     source = _final_source(ctx, stage)
     if source is not None:
-        _write_final(source, run_dir)
+        _write_final(source, run_dir, ctx.config.model)
     records = read_metrics(run_dir / "metrics.jsonl")
     stages = {name: stage_summary(records, name) for name in ("sft", "rl") if any(r.get("stage") == name for r in records)}
-    if "rl" in stages and stages.get("sft", {}).get("elapsed_s") and stages["rl"]["elapsed_s"]:
-        stages["rl"]["elapsed_s"] -= stages["sft"]["elapsed_s"]
-    total = max((r.get("elapsed_s") or 0.0 for r in records), default=seconds)
-    summary = {"stages": stages, "elapsed_s": total, "final": "final" if source is not None else None,
-               "final_source": None, **(_selection(source, run_dir, stage, records) if source is not None else {})}
+    if "rl" in stages and not any("stage_elapsed_s" in r for r in records if r.get("stage") == "rl"):
+        stages["rl"]["elapsed_s"] = None  # an older run's cumulative clock cannot be split honestly
+    timed = [s["elapsed_s"] for s in stages.values() if s["elapsed_s"] is not None]
+    summary = {"stages": stages, "elapsed_s": sum(timed) if timed else seconds,
+               "final": "final" if source is not None else None,
+               "final_source": None, **(_selection(source, run_dir, stage, records) if source is not None else {}),
+               "alarms": alarms_in(records), "stopped": stopped}
     tmp = run_dir / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
     os.replace(tmp, run_dir / "summary.json")

@@ -172,7 +172,6 @@ def run_sft(ctx: RunContext, tokenizer: Any) -> Path:
     callback = trl_callback_class()(ctx, "sft", SFT_PREFIX, ctx.checkpoints_dir / ".trl-sft")
     trainer = build_sft_trainer(ctx, model, tokenizer, rows, encode, [callback])
     resume = latest_trl_checkpoint(ctx.checkpoints_dir, SFT_PREFIX)
-    started = time.perf_counter()
     if resume is not None and ckpt.read_meta(resume)["step"] >= trainer.args.max_steps:
         _load_finished(trainer, resume)
     else:
@@ -180,7 +179,7 @@ def run_sft(ctx: RunContext, tokenizer: Any) -> Path:
     if ctx.interrupt.requested:
         raise KeyboardInterrupt
     last = callback.final_record or record_from_history("sft", trainer.state.global_step, trainer.state.log_history)
-    return _save_sft(ctx, trainer, tokenizer, time.perf_counter() - started, last)
+    return _save_sft(ctx, trainer, tokenizer, callback.stage_elapsed, last)
 
 
 def _load_finished(trainer: Any, folder: Path) -> None:
@@ -192,7 +191,7 @@ def _load_finished(trainer: Any, folder: Path) -> None:
     trainer.state = TrainerState.load_from_json(str(folder / "trainer_state.json"))
 
 
-def _save_sft(ctx: RunContext, trainer: Any, tokenizer: Any, elapsed: float, last: dict[str, Any]) -> Path:
+def _save_sft(ctx: RunContext, trainer: Any, tokenizer: Any, clock: Any, last: dict[str, Any]) -> Path:
     """Evaluate the warm-up model, write `checkpoints/sft` atomically, drop TRL's working folders.
 
     The stage's last metrics line is written here, with the evaluation. Every process takes part
@@ -205,7 +204,11 @@ def _save_sft(ctx: RunContext, trainer: Any, tokenizer: Any, elapsed: float, las
 
     state, folder = PartialState(), ctx.checkpoints_dir / "sft"
     step, model = trainer.state.global_step, trainer.model
-    valid = evaluate_sft(ctx, model, tokenizer)
+    eval_started = time.perf_counter()
+    with trainer.accelerator.autocast():  # evaluate in the precision it trained in (bf16 autocast over float32)
+        valid = evaluate_sft(ctx, model, tokenizer, step)
+    eval_s = time.perf_counter() - eval_started if valid else None
+    elapsed = clock()  # the warm-up's own clock, its evaluation included
     tmp = ckpt.temp_folder(folder)
     if state.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -220,8 +223,9 @@ def _save_sft(ctx: RunContext, trainer: Any, tokenizer: Any, elapsed: float, las
         shutil.rmtree(tmp, ignore_errors=True)
         raise ckpt.io_error(folder, exc) from None
     if state.is_main_process:
-        ctx.report({**last, **(valid or {}), "elapsed_s": ctx.elapsed_before + elapsed})
-        meta = {"stage": "sft", "step": step, "elapsed_s": ctx.elapsed_before + elapsed, **(valid or {})}
+        timing = {"elapsed_s": elapsed, "stage_elapsed_s": elapsed, **({"eval_s": eval_s} if eval_s else {})}
+        ctx.report({**last, **(valid or {}), **timing})
+        meta = {"stage": "sft", "step": step, "elapsed_s": elapsed, "stage_elapsed_s": elapsed, **(valid or {})}
         for name in ("training_args.bin",):
             (tmp / name).unlink(missing_ok=True)
         ckpt.commit_checkpoint(tmp, folder, meta)
@@ -232,10 +236,14 @@ def _save_sft(ctx: RunContext, trainer: Any, tokenizer: Any, elapsed: float, las
     return folder
 
 
-def evaluate_sft(ctx: RunContext, model: Any, tokenizer: Any) -> dict[str, float] | None:
-    """Greedy validation score of the warm-up model (None without validation rows)."""
+def evaluate_sft(ctx: RunContext, model: Any, tokenizer: Any, step: int = 0) -> dict[str, float] | None:
+    """Greedy validation score of the warm-up model (None without validation rows); answers to RUN/samples/."""
     if not ctx.valid_rows:
         return None
     cfg, ev = ctx.config, ctx.config.eval
-    return evaluate_greedy(model, tokenizer, ctx.grader, ctx.eval_rows(), demonstration_field=cfg.data.demonstration_field,
-                           max_new_tokens=ev.max_new_tokens or cfg.rl.max_new_tokens, batch_size=ev.batch_size)
+    answers: list | None = [] if ctx.wants_samples("eval", step) else None
+    valid = evaluate_greedy(model, tokenizer, ctx.grader, ctx.eval_rows(), demonstration_field=cfg.data.demonstration_field,
+                            max_new_tokens=ev.max_new_tokens or cfg.rl.max_new_tokens, batch_size=ev.batch_size,
+                            answers=answers)
+    ctx.keep_samples("eval", step, (answers or [])[:cfg.samples.eval_rows], after="sft")
+    return valid

@@ -30,9 +30,15 @@ TRL_METRICS = {
     "reward_std": "train_reward_std",
     "kl": "kl",
     "completions/mean_length": "response_length_mean",
+    "completions/clipped_ratio": "truncated_share",
     "clip_ratio/region_mean": "clip_frac",
     "policy_loss": "policy_loss",
 }
+
+
+def optimizer_steps_per_batch(rl: Any) -> int:
+    """TRL optimizer steps per sampled batch: one per minibatch, `ppo_epochs` passes (as our PPO)."""
+    return rl.prompts_per_step * rl.samples_per_prompt // rl.mini_batch_size * rl.ppo_epochs
 
 
 def trl_callback_class() -> type:
@@ -43,10 +49,14 @@ def trl_callback_class() -> type:
         """Writes metrics lines, renames checkpoints, evaluates, and stops cleanly on Ctrl-C."""
 
         def __init__(self, ctx: RunContext, stage: str, prefix: str, work_dir: Path,
-                     reward: GraderReward | None = None, evaluate: Any = None):
+                     reward: GraderReward | None = None, evaluate: Any = None, steps_per_record: int = 1):
             self.ctx, self.stage, self.prefix, self.work_dir = ctx, stage, prefix, work_dir
+            self.per = steps_per_record  # TRL optimizer steps per step of ours (GRPO/RLOO: per sampled batch)
             self.reward, self.evaluate_fn = reward, evaluate
             self.started = time.perf_counter()
+            # The stage's own clock: seconds before a resume come from the checkpoint resumed from.
+            resumed = latest_trl_checkpoint(ctx.checkpoints_dir, prefix)
+            self.stage_before = float(ckpt.read_meta(resumed).get("stage_elapsed_s", 0.0)) if resumed else 0.0
             self.pending_valid: dict[str, float] | None = None
             self.final_record: dict[str, Any] | None = None
             self.last_valid: dict[str, float] | None = None
@@ -54,10 +64,14 @@ def trl_callback_class() -> type:
             self.time_at_last_log = time.perf_counter()
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-            cfg = self.ctx.config
+            if state.global_step % self.per:  # inside a sampled batch: evaluate, save or stop only between batches
+                return control
+            cfg, step = self.ctx.config, state.global_step // self.per
             last = state.global_step >= state.max_steps
-            if self.evaluate_fn is not None and self.ctx.valid_rows and (state.global_step % cfg.eval.interval == 0 or last):
-                self.pending_valid = self.last_valid = self.evaluate_fn(kwargs["model"])
+            if self.evaluate_fn is not None and self.ctx.valid_rows and (step % cfg.eval.interval == 0 or last):
+                eval_started = time.perf_counter()
+                valid = self.evaluate_fn(kwargs["model"], step)
+                self.pending_valid = self.last_valid = {**valid, "eval_s": time.perf_counter() - eval_started}
             if self.ctx.interrupt.requested:
                 control.should_save = True
                 control.should_training_stop = True
@@ -66,7 +80,7 @@ def trl_callback_class() -> type:
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> Any:
             if not logs or "train_loss" in logs:  # the end-of-training summary, not a step
                 return control
-            record: dict[str, Any] = {"stage": self.stage, "step": state.global_step}
+            record: dict[str, Any] = {"stage": self.stage, "step": state.global_step // self.per}
             record.update({ours: float(logs[theirs]) for theirs, ours in TRL_METRICS.items() if theirs in logs})
             if self.reward is not None:
                 record.update(self.reward.drain_metrics())
@@ -81,7 +95,8 @@ def trl_callback_class() -> type:
             elif tokens:
                 record["tokens_per_second"] = (tokens - self.tokens_at_last_log) / max(now - self.time_at_last_log, 1e-9)
             self.tokens_at_last_log, self.time_at_last_log = tokens, now
-            record["elapsed_s"] = self.ctx.elapsed_before + now - self.started
+            record["stage_elapsed_s"] = self.stage_elapsed()
+            record["elapsed_s"] = self.run_elapsed()
             if self.stage == "sft" and state.global_step >= state.max_steps:
                 self.final_record = record  # written with the warm-up's evaluation by run_sft
                 return control
@@ -91,6 +106,14 @@ def trl_callback_class() -> type:
                 control.should_save = True
                 control.should_training_stop = True
             return control
+
+        def stage_elapsed(self) -> float:
+            """Seconds this stage has run, evaluations included, across resumes."""
+            return self.stage_before + time.perf_counter() - self.started
+
+        def run_elapsed(self) -> float:
+            """The run's cumulative seconds (the warm-up's before an RL stage)."""
+            return (self.ctx.elapsed_before if self.stage == "rl" else 0.0) + self.stage_elapsed()
 
         def _check_faults(self, record: dict[str, Any]) -> None:
             bad = [k for k in ("loss", "kl", "train_reward_mean", "grad_norm") if k in record and not math.isfinite(record[k])]
@@ -103,13 +126,13 @@ def trl_callback_class() -> type:
                     )
 
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-            source = self.work_dir / f"checkpoint-{state.global_step}"
+            source, step = self.work_dir / f"checkpoint-{state.global_step}", state.global_step // self.per
             if state.is_world_process_zero and source.is_dir():
                 valid = self.last_valid or {}
-                meta = {"stage": self.stage, "step": state.global_step,
+                meta = {"stage": self.stage, "step": step,
                         "valid_reward_mean": valid.get("valid_reward_mean"), "trl": True,
-                        "elapsed_s": self.ctx.elapsed_before + time.perf_counter() - self.started}
-                promote_trl_checkpoint(source, self.ctx.checkpoints_dir / f"{self.prefix}{state.global_step}", meta)
+                        "elapsed_s": self.run_elapsed(), "stage_elapsed_s": self.stage_elapsed()}
+                promote_trl_checkpoint(source, self.ctx.checkpoints_dir / f"{self.prefix}{step}", meta)
                 if self.stage == "rl":
                     ckpt.prune_checkpoints(self.ctx.checkpoints_dir, self.ctx.config.keep_checkpoints)
             return control
@@ -161,33 +184,54 @@ class GraderReward:
     Each dataset row carries its grader item as JSON in the `rft_item` column (rows' fields may
     differ in type, which Arrow columns cannot hold). Grader error counts and sub-rewards are
     accumulated until the next metrics line; too many failures in one batch stop the run.
+    With `truncation_penalty` set (`rl.truncated: penalize`), a completion that ends without an
+    end-of-answer id (`eos_token_ids`, set from the trainer's) gets the penalty instead of its
+    grade, as in our PPO.
     """
 
     __name__ = "grader"
 
-    def __init__(self, grader: Any, max_error_share: float):
+    def __init__(self, grader: Any, max_error_share: float, truncation_penalty: float | None = None,
+                 keeper: Any = None):
         from rft_cli.graders import reward_function
 
         self.inner = reward_function(grader)
         self.max_error_share = max_error_share
+        self.truncation_penalty = truncation_penalty
+        self.eos_token_ids: set[int] = set()
+        self.keeper = keeper
         self._stats: list[GradeStats] = []
 
-    def __call__(self, prompts: list[Any], completions: list[Any], rft_item: list[str], **_: Any) -> list[float]:
+    def __call__(self, prompts: list[Any], completions: list[Any], rft_item: list[str],
+                 completion_ids: list[list[int]] | None = None, **kwargs: Any) -> list[float]:
         items = [json.loads(i) for i in rft_item]
         keys = sorted({k for item in items for k in item})
         rewards = self.inner(prompts=prompts, completions=completions, **{k: [item.get(k) for item in items] for k in keys})
+        rewards = self._penalize_truncated(rewards, completion_ids)
         stats = stats_of(self.inner.last_results)
         self._stats.append(stats)
+        if self.keeper is not None:
+            self.keeper(prompts, completions, stats.results, completion_ids=completion_ids, **kwargs)
         if stats.failed / max(len(rewards), 1) > self.max_error_share:
             kinds = ", ".join(f"{k}: {v}" for k, v in sorted(stats.errors.items())) or "unknown"
             raise TrainingError(f"{stats.failed} of {len(rewards)} grades failed ({kinds}), more than "
                                 f"rl.max_grader_error_share={self.max_error_share}; fix the grader (try `rft grade`) and rerun with --resume")
         return [float(r) for r in rewards]
 
+    def _penalize_truncated(self, rewards: list[float], completion_ids: list[list[int]] | None) -> list[float]:
+        if self.truncation_penalty is None:
+            return rewards
+        if completion_ids is None or not self.eos_token_ids:
+            raise TrainingError("rl.truncated=penalize: the trainer passed no completion ids or end-of-answer ids, so "
+                                "truncated answers cannot be told apart; use rl.truncated=grade with this TRL version")
+        return [self.truncation_penalty if len(ids) and ids[-1] not in self.eos_token_ids else r
+                for r, ids in zip(rewards, completion_ids, strict=True)]
+
     def drain_metrics(self) -> dict[str, Any]:
         """Grader error counts and mean sub-rewards since the last call."""
         merged = GradeStats(rewards=[])
         subs: dict[str, list[float]] = {}
+        failed, graded = sum(s.failed for s in self._stats), sum(len(s.rewards) for s in self._stats)
         for stats in self._stats:
             for kind, count in stats.errors.items():
                 merged.errors[kind] = merged.errors.get(kind, 0) + count
@@ -195,7 +239,37 @@ class GraderReward:
                 subs.setdefault(name, []).append(value)
         merged.sub_rewards = {k: sum(v) / len(v) for k, v in subs.items()}
         self._stats.clear()
-        return merged.metrics()
+        return {**merged.metrics(), **({"grader_error_share": failed / graded} if graded else {})}
+
+
+class TrlSampleKeeper:
+    """Writes a GRPO/RLOO step's sampled answers to RUN/samples/ from inside the reward function.
+
+    TRL hands the reward function the trainer state (the step being computed is global_step + 1),
+    the completion token ids and the dataset's `rft_row` column.
+    """
+
+    def __init__(self, ctx: RunContext, tokenizer: Any):
+        self.ctx, self.tokenizer = ctx, tokenizer
+
+    def __call__(self, prompts: list[Any], completions: list[Any], results: list[Any], **kwargs: Any) -> None:
+        from rft_cli.samples import render_prompt, result_fields, text_of
+
+        state, rl = kwargs.get("trainer_state"), self.ctx.config.rl
+        # TRL calls the reward at the start of a sampled batch; its counter is in optimizer steps
+        step = int(getattr(state, "global_step", 0)) // optimizer_steps_per_batch(rl) + 1
+        if not self.ctx.wants_samples("rl", step):
+            return
+        ids, rows = kwargs.get("completion_ids") or [], kwargs.get("rft_row") or []
+        keep = self.ctx.samples.keep(len(completions), rl.samples_per_prompt)
+        lines = []
+        for i in range(min(keep, len(results))):
+            n = len(ids[i]) if i < len(ids) else None
+            lines.append({"row": rows[i] if i < len(rows) else None, "output_text": text_of(completions[i]),
+                          "prompt": render_prompt(self.tokenizer, prompts[i]) if isinstance(prompts[i], list) else prompts[i],
+                          **result_fields(results[i]), "num_tokens": n,
+                          "truncated": n is not None and n >= rl.max_new_tokens and ids[i][-1] != self.tokenizer.eos_token_id})
+        self.ctx.keep_samples("rl", step, lines)
 
 
 def quiet_libraries() -> None:
@@ -228,7 +302,10 @@ def precision_args(model: Any) -> dict[str, Any]:
     """bf16, fp16 and gradient_checkpointing for a TRL config, from our `model` settings.
 
     All three are set explicitly: TRL's SFTConfig/GRPOConfig default to bf16 autocast and gradient
-    checkpointing, even on CPU.
+    checkpointing, even on CPU. bf16/fp16 is mixed precision, autocast over the float32 weights
+    TRL is handed (the warm-up's model comes from `load_model`, float32 for a full fine-tune;
+    GRPO/RLOO load their model folder in float32, TRL's default), so the optimizer updates
+    float32 master weights, as the Trainer does with bf16=True.
     """
     import torch
 

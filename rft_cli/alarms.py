@@ -1,0 +1,258 @@
+"""Alarms: detectors over the metrics stream for the ways RL fails while the loss looks fine.
+
+Each detector has a name, a plain-language meaning and thresholds in the run config's `alarms:`
+section. They read only metrics lines (flat dicts with `stage` and `step`), so the same code runs
+live during `rft train` and afterwards over any `metrics.jsonl` (`rft report`).
+
+    monitor = AlarmMonitor(AlarmSettings())
+    for record in records:
+        for alarm in monitor.check(record):
+            print(alarm.name, alarm.step, alarm.message)
+
+Only RL lines are watched: the warm-up has no rewards, and its entropy falling is the point of it.
+An alarm is raised once per run, at the first step its condition holds.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+# name -> what it means, in the words a user reads on stderr and in `rft report`.
+MEANINGS = {
+    "reward_hacking": "the validation reward fell while the training reward rose: the policy may be pleasing the "
+                      "grader instead of solving the task; read the samples of both",
+    "length_growth": "answers grew much longer than at the start of RL: the grader may reward length",
+    "truncation_rise": "more answers hit max_new_tokens than at the start of RL: answers run on instead of ending",
+    "no_signal": "every answer of a step scored the same, step after step: no reward difference, nothing to learn",
+    "entropy_collapse": "the policy's entropy fell far below its starting value: sampling has become nearly "
+                        "deterministic and exploration stopped",
+    "kl_high": "the policy moved far from the reference model (KL above the bound): raise rl.kl_coef",
+    "grader_errors": "the share of answers whose grading failed rose: the grader breaks on what the model now writes",
+}
+ALARM_NAMES = tuple(MEANINGS)
+
+
+@dataclass
+class Alarm:
+    """One raised alarm: which detector, where, and the figures that raised it."""
+
+    name: str
+    stage: str
+    step: int
+    message: str
+
+    @property
+    def meaning(self) -> str:
+        return MEANINGS[self.name]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "meaning": self.meaning}
+
+
+class MetricStream:
+    """The finite values of each metric, with their steps, kept as lines arrive (so each check is
+    cheap however long the run: detectors look at the first and last few values)."""
+
+    def __init__(self) -> None:
+        self._steps: dict[str, list[int]] = {}
+        self._values: dict[str, list[float]] = {}
+
+    def add(self, record: dict[str, Any]) -> None:
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                self._steps.setdefault(key, []).append(record["step"])
+                self._values.setdefault(key, []).append(float(value))
+
+    def values(self, key: str) -> list[float]:
+        return self._values.get(key, [])
+
+    def steps(self, key: str) -> list[int]:
+        return self._steps.get(key, [])
+
+    def values_until(self, key: str, step: int) -> list[float]:
+        """Values logged at or before `step`."""
+        return self.values(key)[: bisect.bisect_right(self.steps(key), step)]
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _start_and_now(stream: MetricStream, key: str, window: int) -> tuple[float, float] | None:
+    """Mean of the first `window` values and of the last `window` (None until 2 windows exist)."""
+    values = stream.values(key)
+    if len(values) < 2 * window:
+        return None
+    return _mean(values[:window]), _mean(values[-window:])
+
+
+def detect_reward_hacking(stream: MetricStream, s: Any) -> str | None:
+    evals = list(zip(stream.steps("valid_reward_mean"), stream.values("valid_reward_mean")))[-s.eval_window:]
+    if len(evals) < 2:
+        return None
+    peak_step, peak = max(evals[:-1], key=lambda e: e[1])
+    drop = peak - evals[-1][1]
+    train_then = stream.values_until("train_reward_mean", peak_step)[-s.window:]
+    train_now = stream.values("train_reward_mean")[-s.window:]
+    if not train_then or not train_now or drop < s.valid_drop:
+        return None
+    rise = _mean(train_now) - _mean(train_then)
+    if rise < s.train_rise:
+        return None
+    return (f"valid_reward_mean fell {drop:.3f} since step {peak_step} ({peak:.3f} -> {evals[-1][1]:.3f}) "
+            f"while train_reward_mean rose {rise:.3f}")
+
+
+def detect_length_growth(stream: MetricStream, s: Any) -> str | None:
+    pair = _start_and_now(stream, "response_length_mean", s.window)
+    if pair is None or pair[0] <= 0 or pair[1] < s.length_multiple * pair[0]:
+        return None
+    return (f"response_length_mean {pair[1]:.1f} tokens (last {s.window} steps) is {pair[1] / pair[0]:.2f}x its "
+            f"start {pair[0]:.1f}, above alarms.length_multiple={s.length_multiple}")
+
+
+def detect_truncation_rise(stream: MetricStream, s: Any) -> str | None:
+    pair = _start_and_now(stream, "truncated_share", s.window)
+    if pair is None or pair[1] - pair[0] < s.truncated_rise:
+        return None
+    return (f"truncated_share {pair[1]:.2f} (last {s.window} steps) rose {pair[1] - pair[0]:.2f} from its start "
+            f"{pair[0]:.2f}, above alarms.truncated_rise={s.truncated_rise}")
+
+
+def detect_no_signal(stream: MetricStream, s: Any) -> str | None:
+    stds = stream.values("train_reward_std")[-s.no_signal_steps:]
+    if len(stds) < s.no_signal_steps or any(v > 1e-9 for v in stds):
+        return None
+    return f"train_reward_std was 0 for the last {s.no_signal_steps} steps (alarms.no_signal_steps)"
+
+
+def detect_entropy_collapse(stream: MetricStream, s: Any) -> str | None:
+    pair = _start_and_now(stream, "entropy", s.window)
+    if pair is None or pair[0] <= 0 or pair[1] > s.entropy_fraction * pair[0]:
+        return None
+    return (f"entropy {pair[1]:.4g} (last {s.window} steps) is {pair[1] / pair[0]:.1%} of its start {pair[0]:.4g}, "
+            f"below alarms.entropy_fraction={s.entropy_fraction}")
+
+
+def detect_kl_high(stream: MetricStream, s: Any) -> str | None:
+    values = stream.values("kl")[-s.window:]
+    if len(values) < s.window or _mean(values) <= s.kl_max:
+        return None
+    return f"kl {_mean(values):.3g} (mean of the last {s.window} steps) is above alarms.kl_max={s.kl_max}"
+
+
+def detect_grader_errors(stream: MetricStream, s: Any) -> str | None:
+    values = stream.values("grader_error_share")
+    if len(values) < s.window:
+        return None
+    start = _mean(values[: s.window]) if len(values) >= 2 * s.window else 0.0
+    now = _mean(values[-s.window:])
+    if now - start < s.grader_error_rise:
+        return None
+    return (f"grader_error_share {now:.2f} (last {s.window} steps) rose {now - start:.2f} from {start:.2f}, "
+            f"above alarms.grader_error_rise={s.grader_error_rise}")
+
+
+DETECTORS: dict[str, Callable[[MetricStream, Any], str | None]] = {
+    "reward_hacking": detect_reward_hacking,
+    "length_growth": detect_length_growth,
+    "truncation_rise": detect_truncation_rise,
+    "no_signal": detect_no_signal,
+    "entropy_collapse": detect_entropy_collapse,
+    "kl_high": detect_kl_high,
+    "grader_errors": detect_grader_errors,
+}
+
+
+class AlarmMonitor:
+    """Feeds RL metrics lines to the detectors; each alarm is raised once, at its first step."""
+
+    def __init__(self, settings: Any):
+        self.settings = settings
+        self.stream = MetricStream()
+        self.raised: list[Alarm] = []
+
+    def check(self, record: dict[str, Any]) -> list[Alarm]:
+        """New alarms at this line (none for non-RL lines, when disabled, or when already raised)."""
+        if not self.settings.enabled or record.get("stage") != "rl" or not isinstance(record.get("step"), int):
+            return []
+        self.stream.add(record)
+        done = {a.name for a in self.raised}
+        new = []
+        for name, detect in DETECTORS.items():
+            if name in done or name in self.settings.disabled:
+                continue
+            message = detect(self.stream, self.settings)
+            if message is not None:
+                new.append(Alarm(name, "rl", record["step"], message))
+        self.raised.extend(new)
+        return new
+
+    def replay(self, records: Iterable[dict[str, Any]]) -> list[Alarm]:
+        """Feed earlier lines (a resumed run's, or a finished run's for `rft report`); returns all alarms."""
+        for record in records:
+            self.check(record)
+        return list(self.raised)
+
+
+def scan_metrics(records: Iterable[dict[str, Any]], settings: Any = None) -> list[Alarm]:
+    """The alarms a metrics stream raises under `settings` (the defaults when None)."""
+    if settings is None:
+        from rft_cli.config import AlarmSettings
+
+        settings = AlarmSettings()
+    return AlarmMonitor(settings).replay(records)
+
+
+def stopping(alarms: list[Alarm], settings: Any) -> Alarm | None:
+    """The first of `alarms` that `alarms.stop_on` names."""
+    return next((a for a in alarms if a.name in settings.stop_on), None)
+
+
+class AlarmStop(Exception):
+    """Raised after a line whose alarm `alarms.stop_on` names is logged and shown."""
+
+    def __init__(self, alarm: Alarm):
+        super().__init__(alarm.message)
+        self.alarm = alarm
+
+
+class WatchingLogger:
+    """Wraps the metrics logger: checks each line for alarms before it is written.
+
+    A raised alarm goes on its line as `alarms: [{name, message, ...}]` (so the progress display
+    and `metrics.jsonl` both see it); an alarm `stop_on` names is raised as AlarmStop by
+    `raise_pending_stop`, which `RunContext.report` calls after the progress display.
+    A samples write error is noted once, as `samples_error`, on the next line.
+    """
+
+    def __init__(self, inner: Any, monitor: AlarmMonitor, samples: Any = None):
+        self.inner, self.monitor, self.samples = inner, monitor, samples
+        self.pending_stop: Alarm | None = None
+
+    def log(self, record: dict[str, Any]) -> None:
+        problem = self.samples.take_problem() if self.samples is not None else None
+        if problem:
+            record["samples_error"] = problem
+        alarms = self.monitor.check(record)
+        if alarms:
+            record["alarms"] = [a.to_dict() for a in alarms]
+        self.inner.log(record)
+        self.pending_stop = stopping(alarms, self.monitor.settings) or self.pending_stop
+
+    def raise_pending_stop(self) -> None:
+        """Raise AlarmStop for a logged stop_on alarm (called once the progress display has shown it)."""
+        if self.pending_stop is not None:
+            raise AlarmStop(self.pending_stop)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def alarms_in(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The alarms logged on metrics lines (what a run raised live)."""
+    return [a for r in records for a in (r.get("alarms") or []) if isinstance(a, dict)]

@@ -1,0 +1,187 @@
+"""Alarms: each detector on constructed metric streams (fires, and stays quiet on a healthy run),
+raised once, only on RL lines, configurable, and stop_on wired through the logger."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+from typer.testing import CliRunner
+
+from rft_cli.alarms import ALARM_NAMES, DETECTORS, MEANINGS, AlarmMonitor, AlarmStop, WatchingLogger, scan_metrics
+from rft_cli.cli import app
+from rft_cli.config import AlarmSettings, parse_run_config
+from rft_cli.errors import ConfigError
+from rft_cli.metrics import JsonlMetricsLogger, read_metrics
+
+
+def healthy(steps: int = 100, seed: int = 0) -> list[dict]:
+    """A run shaped like recipes/arith-cpu.yaml's PPO stage (bench/NOTES.md Phase 4 and a 40-step
+    run of the recipe): reward climbs from ~0.3 to ~0.95, answers grow from ~30 to ~43 tokens as
+    the policy moves to the step-by-step form, entropy ~0.1 drifting down, KL up to a few nats,
+    validation every 25 steps with a late dip of 7 points (seed 1: 97.25% -> 90.5%)."""
+    rng = random.Random(seed)
+    valid = {25: 0.955, 50: 0.9725, 75: 0.9525, 100: 0.905}
+    records = []
+    for step in range(1, steps + 1):
+        progress = step / steps
+        reward = min(0.3 + 0.65 * progress + rng.uniform(-0.08, 0.08), 1.0)
+        record = {"stage": "rl", "step": step, "train_reward_mean": reward,
+                  "train_reward_std": 0.0 if rng.random() < 0.1 else 0.2 + rng.uniform(0, 0.2),
+                  "kl": 0.7 * step / 10 * (1 + rng.uniform(-0.3, 0.3)), "entropy": 0.1 - 0.05 * progress,
+                  "response_length_mean": 30 + 13 * progress + rng.uniform(-2, 2),
+                  "truncated_share": 0.016 if rng.random() < 0.2 else 0.0, "grader_error_share": 0.0}
+        if step in valid:
+            record["valid_reward_mean"] = valid[step]
+        records.append(record)
+    return records
+
+
+def with_values(records: list[dict], key: str, values) -> list[dict]:
+    return [{**r, key: values(r["step"])} for r in records]
+
+
+def names(records: list[dict], **settings) -> list[str]:
+    return [a.name for a in scan_metrics(records, AlarmSettings(**settings))]
+
+
+def test_every_alarm_has_a_detector_and_a_meaning():
+    assert set(DETECTORS) == set(MEANINGS) == set(ALARM_NAMES)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_healthy_run_like_the_default_recipe_raises_nothing(seed):
+    assert names(healthy(seed=seed)) == []
+
+
+def test_reward_hacking_fires_when_validation_falls_while_training_rises():
+    records = healthy()
+    for r in records:
+        r["train_reward_mean"] = 0.3 + 0.6 * r["step"] / 100
+    valid = {25: 0.6, 50: 0.7, 75: 0.52, 100: 0.4}
+    records = [{**r, "valid_reward_mean": valid[r["step"]]} if r["step"] in valid else r for r in records]
+    alarms = scan_metrics(records, AlarmSettings())
+    assert [(a.name, a.step) for a in alarms] == [("reward_hacking", 75)]
+    assert "fell 0.180 since step 50" in alarms[0].message
+
+
+def test_reward_hacking_stays_quiet_when_training_reward_falls_too():
+    records = healthy()
+    for r in records:
+        r["train_reward_mean"] = 0.9 - 0.5 * r["step"] / 100
+    valid = {25: 0.6, 50: 0.7, 75: 0.5, 100: 0.3}
+    records = [{**r, "valid_reward_mean": valid[r["step"]]} if r["step"] in valid else r for r in records]
+    assert "reward_hacking" not in names(records)  # the run is getting worse, not hacking
+
+
+def test_length_growth_fires_past_the_multiple_of_the_start():
+    records = with_values(healthy(), "response_length_mean", lambda step: 30 + 2 * step)
+    alarms = scan_metrics(records, AlarmSettings())
+    first = next(a for a in alarms if a.name == "length_growth")
+    # window 5: start = mean(32..40) = 36; fires once the last five average 2.5 x 36 = 90 (steps 28-32)
+    assert first.step == 32
+    assert names(with_values(healthy(), "response_length_mean", lambda step: 30 + 2 * step), length_multiple=10) == []
+
+
+def test_truncation_rise_fires_and_stays_quiet():
+    rising = with_values(healthy(), "truncated_share", lambda step: min(step / 50, 1.0))
+    assert "truncation_rise" in names(rising)
+    flat_high = with_values(healthy(), "truncated_share", lambda step: 0.9)  # truncated from the start: not a rise
+    assert "truncation_rise" not in names(flat_high)
+
+
+def test_no_signal_needs_that_many_steps_in_a_row():
+    records = with_values(healthy(), "train_reward_std", lambda step: 0.0 if 40 <= step < 49 else 0.3)
+    assert "no_signal" not in names(records)  # 9 steps in a row, the default asks for 10
+    records = with_values(healthy(), "train_reward_std", lambda step: 0.0 if step >= 40 else 0.3)
+    assert [(a.name, a.step) for a in scan_metrics(records, AlarmSettings())] == [("no_signal", 49)]
+
+
+def test_entropy_collapse_fires_below_the_fraction_of_the_start():
+    records = with_values(healthy(), "entropy", lambda step: 0.1 * math.exp(-step / 10))
+    assert "entropy_collapse" in names(records)
+    assert "entropy_collapse" not in names(records, entropy_fraction=1e-6)
+
+
+def test_kl_high_fires_above_the_bound():
+    records = with_values(healthy(), "kl", lambda step: step)
+    alarm = next(a for a in scan_metrics(records, AlarmSettings()) if a.name == "kl_high")
+    assert alarm.step == 33  # mean of steps 29-33 is 31 > 30
+    assert "kl_high" not in names(records, kl_max=1000)
+
+
+def test_grader_errors_fire_when_the_share_rises():
+    records = with_values(healthy(), "grader_error_share", lambda step: 0.0 if step < 50 else 0.2)
+    # the last five steps average 0.2 * k / 5 at step 49 + k: 0.12 >= 0.1 at step 52
+    assert [(a.name, a.step) for a in scan_metrics(records, AlarmSettings())] == [("grader_errors", 52)]
+    steady = with_values(healthy(), "grader_error_share", lambda step: 0.02)
+    assert "grader_errors" not in names(steady)
+
+
+def test_an_alarm_is_raised_once_and_only_for_rl_lines():
+    monitor = AlarmMonitor(AlarmSettings(no_signal_steps=2))
+    sft = {"stage": "sft", "step": 1, "train_reward_std": 0.0}
+    assert monitor.check(sft) == [] and monitor.check(sft) == []
+    raised = [monitor.check({"stage": "rl", "step": s, "train_reward_std": 0.0}) for s in range(1, 6)]
+    assert [[a.name for a in r] for r in raised] == [[], ["no_signal"], [], [], []]
+
+
+def test_disabled_and_enabled_switch_detectors_off():
+    records = with_values(healthy(), "kl", lambda step: step)
+    assert "kl_high" not in names(records, disabled=["kl_high"])
+    assert names(records, enabled=False) == []
+
+
+def test_unknown_alarm_names_in_the_config_are_refused(tmp_path):
+    (tmp_path / "x.jsonl").write_text('{"prompt": "1+1=", "completion": "2"}\n')
+    base = {"model": {"tiny": "llama-test"}, "data": {"train": str(tmp_path / "x.jsonl")}, "grader": {"type": "string_check"}}
+    with pytest.raises(ConfigError, match="alarms.stop_on.*unknown alarm 'length'.*length_growth"):
+        parse_run_config({**base, "alarms": {"stop_on": ["length"]}}, source="run.yaml")
+    config = parse_run_config({**base, "alarms": {"stop_on": ["length_growth"], "kl_max": 5}}, source="run.yaml")
+    assert config.alarms.stop_on == ["length_growth"] and config.samples.per_step == 16
+
+
+def test_the_watching_logger_writes_the_alarm_on_its_line_then_stops(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    logger = WatchingLogger(JsonlMetricsLogger(path), AlarmMonitor(AlarmSettings(no_signal_steps=2, stop_on=["no_signal"])))
+    logger.log({"stage": "rl", "step": 1, "train_reward_std": 0.0})
+    logger.raise_pending_stop()  # nothing to stop for yet
+    logger.log({"stage": "rl", "step": 2, "train_reward_std": 0.0})
+    with pytest.raises(AlarmStop) as stopped:
+        logger.raise_pending_stop()
+    logger.close()
+    assert stopped.value.alarm.name == "no_signal" and stopped.value.alarm.step == 2
+    lines = read_metrics(path)
+    assert "alarms" not in lines[0]
+    assert [a["name"] for a in lines[1]["alarms"]] == ["no_signal"] and lines[1]["alarms"][0]["meaning"]
+
+
+def _metrics_file(path, records):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_rft_report_lists_alarms_and_fails_ci_on_request(tmp_path):
+    hacked = _metrics_file(tmp_path / "hacked" / "metrics.jsonl",
+                           with_values(healthy(), "response_length_mean", lambda step: 30 + 2 * step))
+    result = CliRunner().invoke(app, ["report", str(hacked.parent)])
+    assert result.exit_code == 0, result.output
+    assert "alarm length_growth at rl step 32" in result.output
+    result = CliRunner().invoke(app, ["report", str(hacked), "--fail-on-alarm", "--format", "json"])
+    assert result.exit_code == 3, result.output
+    document = json.loads(result.output)
+    assert [a["name"] for a in document["runs"][0]["alarms"]] == ["length_growth"]
+    clean = _metrics_file(tmp_path / "clean" / "metrics.jsonl", healthy())
+    result = CliRunner().invoke(app, ["report", str(clean.parent), "--fail-on-alarm"])
+    assert result.exit_code == 0 and "alarms: none" in result.output
+
+
+def test_rft_report_uses_the_run_config_thresholds(tmp_path):
+    run = _metrics_file(tmp_path / "run" / "metrics.jsonl",
+                        with_values(healthy(), "response_length_mean", lambda step: 30 + 2 * step)).parent
+    (run / "config.yaml").write_text("alarms:\n  length_multiple: 10\n")
+    result = CliRunner().invoke(app, ["report", str(run), "--fail-on-alarm"])
+    assert result.exit_code == 0 and "alarms: none" in result.output
