@@ -76,7 +76,8 @@ def _scores(value: float) -> dict[str, float]:
 
 def _run(tmp_path: Path, *overrides: str):
     # The sevens grader's rewards differ between answers from the first step, so PPO moves the weights.
-    return train(load_run_config(RECIPE, list(overrides)), output_dir=tmp_path / "run", grader=SevensGrader())
+    config = load_run_config(RECIPE, ["grader_check.enabled=false", *overrides])  # the sevens grader fails the demonstrations
+    return train(config, output_dir=tmp_path / "run", grader=SevensGrader())
 
 
 def _same_weights(a: Path, b: Path) -> bool:
