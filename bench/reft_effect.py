@@ -4,7 +4,8 @@ For each seed it runs the recipe (`rft train`, SFT warm-up then PPO), then conti
 training from the same warm-up checkpoint, on the same demonstrations with the same SFT settings,
 for as many seconds as the PPO stage took (the comparison that separates reinforcement from more
 training), once at a low constant learning rate and once at the peak one; PPO is compared with the
-better of the two. All three models are scored by the same greedy evaluation on the recipe's validation
+better of the two. The model in `final/` (the best validated checkpoint, the warm-up included, under
+the default `rl.final: best`) is reported beside the last step as `final`. All models are scored by the same greedy evaluation on the recipe's validation
 rows (`eval.samples` of them). Prints one line per seed and the mean and spread per arm; writes
 `results.json` in the output folder.
 
@@ -130,8 +131,10 @@ def main() -> None:
         arms = {scale: sft_only_arm(args.recipe, run_dir, seed, rl["elapsed_s"], args.overrides, scale)
                 for scale in (float(x) for x in args.sft_only_lr_scales.split(","))}
         best = max(arms, key=lambda scale: arms[scale]["valid_accuracy"])
+        # `ppo` is the last RL step's score; `final` is the model in final/ (rl.final: best may hand back the warm-up).
         row = {"seed": seed, "warmup": sft["valid_accuracy"], "ppo": rl["valid_accuracy"],
-               "sft_only": arms[best]["valid_accuracy"], "sft_only_best_lr_scale": best,
+               "sft_only": arms[best]["valid_accuracy"], "final": summary.get("final_valid_accuracy"),
+               "final_source": summary.get("final_source"), "sft_only_best_lr_scale": best,
                "sft_only_by_lr_scale": {f"{k:g}": {"valid_accuracy": v["valid_accuracy"], "epochs": round(v["epochs"], 2),
                                                    "elapsed_s": round(v["elapsed_s"], 1)} for k, v in arms.items()},
                "sft_s": sft["elapsed_s"], "ppo_s": rl["elapsed_s"], "total_s": summary["elapsed_s"], "run_dir": str(run_dir)}
@@ -140,8 +143,12 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     print(f"\nheld-out greedy accuracy (%), {len(results)} seeds, mean ± sd:")
-    for arm, label in (("warmup", "warm-up (SFT)"), ("sft_only", "SFT-only, best lr"), ("ppo", "PPO (ReFT)")):
-        print(f"  {label:22s} {_spread([r[arm] for r in results])}")
+    for arm, label in (("warmup", "warm-up (SFT)"), ("sft_only", "SFT-only, best lr"), ("ppo", "PPO (ReFT), last step"),
+                       ("final", "final/ (rl.final)")):
+        values = [r[arm] for r in results if r[arm] is not None]
+        if values:
+            print(f"  {label:22s} {_spread(values)}")
+    print("  final/ from           " + ", ".join(f"seed {r['seed']}: {r['final_source']}" for r in results))
     gains = [r["ppo"] - r["warmup"] for r in results]
     over_sft = [r["ppo"] - r["sft_only"] for r in results]
     print(f"  PPO - warm-up          {_spread(gains)}")

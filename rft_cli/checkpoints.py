@@ -177,14 +177,37 @@ def prune_checkpoints(checkpoints_dir: str | Path, keep: int) -> list[Path]:
     return removed
 
 
-def best_checkpoint(checkpoints_dir: str | Path) -> Path | None:
-    """The step checkpoint with the highest valid_reward_mean (the latest if none is scored)."""
+def validation_score(folder: str | Path) -> float | None:
+    """The checkpoint's recorded valid_reward_mean (None when it was not evaluated)."""
+    value = read_meta(folder).get("valid_reward_mean")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def best_checkpoint(checkpoints_dir: str | Path, start: str | Path | None = None) -> Path | None:
+    """The scored candidate with the highest valid_reward_mean: the step checkpoints and `start`.
+
+    `start` is the model RL began from (the warm-up or the saved base model); it competes like a
+    step checkpoint, so a run whose validation only fell hands back its starting model. Ties go to
+    the later step, and a step to the start. With nothing scored, the latest step (else `start`).
+    """
     found = step_checkpoints(checkpoints_dir)
-    scored = [(read_meta(p).get("valid_reward_mean"), n, p) for n, p in found]
-    scored = [s for s in scored if isinstance(s[0], (int, float))]
+    candidates = [(validation_score(p), n, p) for n, p in found]
+    if start is not None and is_complete(start):
+        candidates.append((validation_score(start), -1, Path(start)))
+    scored = [c for c in candidates if c[0] is not None]
     if scored:
-        return max(scored)[2]
-    return found[-1][1] if found else None
+        return max(scored, key=lambda c: (c[0], c[1]))[2]
+    if found:
+        return found[-1][1]
+    return Path(start) if start is not None and is_complete(start) else None
+
+
+def beats_saved(checkpoints_dir: str | Path, score: float | None) -> bool:
+    """Whether `score` is higher than every saved step checkpoint's (a new best worth saving)."""
+    if score is None:
+        return False
+    saved = [validation_score(p) for _, p in step_checkpoints(checkpoints_dir)]
+    return all(s is None or score > s for s in saved)
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -148,7 +148,7 @@ class RLSettings(_Strict):
     truncation_penalty: float = 0.0
     max_grader_error_share: float = Field(0.5, ge=0, le=1)
     max_numerical_faults: int = Field(3, ge=1)
-    final: Literal["last", "best"] = "last"
+    final: Literal["last", "best"] = "best"  # best: the highest validation score, the starting model included
 
     @model_validator(mode="after")
     def _batch_fits(self) -> RLSettings:

@@ -66,7 +66,8 @@ def test_kill_9_while_writing_checkpoints_then_resume(tmp_path):
     killed = rft(cut, "--resume", kill_in=".tmp-step-4")  # our PPO checkpoint writer, mid-write
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert (cut / "checkpoints" / ".tmp-step-4").is_dir()  # the torn checkpoint is there...
-    assert ckpt.find_latest_complete(cut / "checkpoints") == cut / "checkpoints" / "step-2"  # ...and never taken
+    # ...and never taken: the latest complete one is step 3, saved as the first evaluation (rl.final: best)
+    assert ckpt.find_latest_complete(cut / "checkpoints") == cut / "checkpoints" / "step-3"
     # The kill left metrics lines after the last checkpoint (rl steps 3-4): resume must drop them.
     assert max(r["step"] for r in read_metrics(cut / "metrics.jsonl") if r["stage"] == "rl") == 4
 

@@ -318,13 +318,13 @@ def test_a_full_disk_during_a_ppo_checkpoint_keeps_the_previous_one(tmp_path, mo
     with pytest.raises(TrainingError, match="step-4: cannot write the checkpoint \\(No space left on device\\)"):
         run(tmp_path, "sft.enabled=false", "rl.steps=4", "save_interval=2", "keep_checkpoints=1")
     checkpoints = tmp_path / "run" / "checkpoints"
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["step-2"]
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["base", "step-2"]  # base: the start final/ may fall back to
     assert_loads(checkpoints / "step-2")
 
 
 def test_a_saved_model_folder_trains_like_a_hub_model(tmp_path, tiny_model_dir):
-    result = run(tmp_path, f"model={{name: {tiny_model_dir}}}", "sft.max_steps=1", "rl.steps=1")
-    assert result.summary["final_source"] == "checkpoints/step-1"
+    result = run(tmp_path, f"model={{name: {tiny_model_dir}}}", "sft.max_steps=1", "rl.steps=1", "rl.final=last")
+    assert result.summary["final_source"] == "step-1" and result.summary["final_checkpoint"] == "checkpoints/step-1"
     assert_loads(result.run_dir / "final")
 
 

@@ -87,7 +87,7 @@ def test_a_grader_that_pays_for_length_raises_the_length_alarm_and_stop_on_stops
                        "--set", "rl.kl_coef=0", "--set", "save_interval=1", "--set", "keep_checkpoints=8",
                        "--set", "alarms.window=2", "--set", "alarms.stop_on=[length_growth]",
                        # the demonstrations are short, so this grader gives them little: no self-test
-                       "--set", "grader_check.enabled=false")
+                       "--set", "grader_check.enabled=false", "--set", "rl.final=last")
     assert result.exit_code == 1, result.output
     output = " ".join(result.output.split())
     assert "Traceback" not in output
@@ -102,6 +102,6 @@ def test_a_grader_that_pays_for_length_raises_the_length_alarm_and_stop_on_stops
     assert summary["stopped"] == {"alarm": "length_growth", "step": stop_step}
     assert "length_growth" in [a["name"] for a in summary["alarms"]]  # truncation_rise may come with it
     previous = f"checkpoints/step-{stop_step - 1}"
-    assert ckpt.is_complete(run / previous) and summary["final_source"] == previous
+    assert ckpt.is_complete(run / previous) and summary["final_checkpoint"] == previous  # rl.final: last
     report = CliRunner().invoke(app, ["report", str(run), "--fail-on-alarm"])
     assert report.exit_code == 3 and f"alarm length_growth at rl step {stop_step}" in report.output

@@ -96,7 +96,14 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     for alarm in summary.get("alarms") or []:
         render.stdout.print(escape(f"alarm {alarm['name']} at {alarm['stage']} step {alarm['step']}: {alarm['message']}"))
     if summary.get("final"):
-        render.stdout.print(f"final model: {run_dir / summary['final']} (from {summary.get('final_source')})")
+        render.stdout.print(f"final model: {run_dir / summary['final']} (from {summary.get('final_source')}{_scores(summary)})")
+
+
+def _scores(summary: dict[str, Any]) -> str:
+    """", valid_reward_mean 0.97, start 0.85" when both were evaluated."""
+    final, start = summary.get("final_valid_reward_mean"), summary.get("start_valid_reward_mean")
+    text = f", valid_reward_mean {final:.4g}" if isinstance(final, float | int) else ""
+    return text + (f", start {start:.4g}" if isinstance(start, float | int) and summary.get("final_source") != "start" else "")
 
 
 def _warn_self_test(report: Any) -> None:

@@ -447,7 +447,9 @@ class PPOTrainer:
             ctx.report(record)
             if self.state.numerical_faults >= cfg.max_numerical_faults:
                 self._stop_on_faults(record)
-            if step % ctx.config.save_interval == 0 or step == cfg.steps or ctx.interrupt.requested:
+            # with rl.final: best, a new best validation score is saved so that final/ can be it
+            new_best = cfg.final == "best" and ckpt.beats_saved(ctx.checkpoints_dir, record.get("valid_reward_mean"))
+            if step % ctx.config.save_interval == 0 or step == cfg.steps or ctx.interrupt.requested or new_best:
                 self.save(record.get("valid_reward_mean"))
             if ctx.interrupt.requested:
                 raise KeyboardInterrupt

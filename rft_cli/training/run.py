@@ -334,12 +334,15 @@ def _run_stages(ctx: Any, stage: str, tokenizer: Any) -> None:
     if init_dir is not None:
         tokenizer = load_tokenizer(config.model, init_dir)
         ctx.elapsed_before = float(ckpt.read_meta(sft_dir).get("elapsed_s", 0.0))
+    # Without a warm-up, the base model is the start that final/ falls back to: save and score it.
+    keeps_start = config.rl.final == "best" and bool(ctx.valid_rows)
+    base = _save_base(ctx, tokenizer) if init_dir is None and (keeps_start or config.rl.algorithm != "ppo") else None
     if config.rl.algorithm == "ppo":
         _run_ppo_stage(ctx, init_dir, tokenizer)
     else:
         from rft_cli.training.rl_trl import run_trl_rl
 
-        run_trl_rl(ctx, init_dir or _save_base(ctx, tokenizer), tokenizer)
+        run_trl_rl(ctx, init_dir or base, tokenizer)
 
 
 def _run_ppo_stage(ctx: Any, init_dir: Path | None, tokenizer: Any) -> None:
@@ -352,15 +355,26 @@ def _run_ppo_stage(ctx: Any, init_dir: Path | None, tokenizer: Any) -> None:
 
 
 def _save_base(ctx: Any, tokenizer: Any) -> Path:
-    """TRL's reference model loads by path, so a model built in memory is saved first."""
+    """Save the base model as `checkpoints/base`, with its validation score when rl.final is best.
+
+    TRL's reference model loads by path, so a model built in memory is saved first; and a run
+    without a warm-up hands this model back when RL never beat it. The evaluation's seconds count
+    in the RL stage's time.
+    """
     from accelerate import PartialState
 
     from rft_cli.training.models import load_model, save_pretrained
+    from rft_cli.training.sft import evaluate_sft
 
     folder = ctx.checkpoints_dir / "base"
     if is_main_process() and not ckpt.is_complete(folder):
+        started = time.perf_counter()
         model = load_model(ctx.config.model, tokenizer, seed=ctx.config.seed)
-        ckpt.write_checkpoint(folder, lambda tmp: save_pretrained(model, tokenizer, tmp), {"stage": "base", "step": 0})
+        meta = {"stage": "base", "step": 0}
+        if ctx.config.rl.final == "best":
+            meta.update(evaluate_sft(ctx, model, tokenizer) or {})
+            ctx.elapsed_before += time.perf_counter() - started
+        ckpt.write_checkpoint(folder, lambda tmp: save_pretrained(model, tokenizer, tmp), meta)
     PartialState().wait_for_everyone()
     return folder
 
@@ -368,13 +382,39 @@ def _save_base(ctx: Any, tokenizer: Any) -> Path:
 # -- the end of a run ---------------------------------------------------------------------------
 
 
+def _start_checkpoint(checkpoints: Path) -> Path | None:
+    """The model RL started from: the warm-up, else the saved base model (None if neither is saved)."""
+    for folder in (checkpoints / "sft", checkpoints / "base"):
+        if ckpt.is_complete(folder):
+            return folder
+    return None
+
+
 def _final_source(ctx: Any, stage: str) -> Path | None:
     checkpoints = ctx.checkpoints_dir
+    start = _start_checkpoint(checkpoints)
     if stage in ("rl", "all"):
-        chosen = ckpt.best_checkpoint(checkpoints) if ctx.config.rl.final == "best" else ckpt.find_latest_complete(checkpoints)
-        if chosen is not None:
-            return chosen
+        if ctx.config.rl.final == "best":
+            return ckpt.best_checkpoint(checkpoints, start)
+        latest = ckpt.find_latest_complete(checkpoints)
+        if latest is not None:
+            return latest
     return checkpoints / "sft" if ckpt.is_complete(checkpoints / "sft") else None
+
+
+def _selection(source: Path, run_dir: Path, stage: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which checkpoint became final/ ("start", "step-N", or "sft" for a warm-up-only run) and its
+    validation score beside the starting model's."""
+    checkpoints = run_dir / "checkpoints"
+    start = _start_checkpoint(checkpoints)
+    label = "start" if source == start and stage in ("rl", "all") else source.name
+    chosen, first = ckpt.read_meta(source), ckpt.read_meta(start) if start is not None else {}
+    if "valid_accuracy" not in chosen:  # an RL checkpoint's marker keeps the reward; its metrics line has the rest
+        chosen = next((r for r in records if r.get("stage") == "rl" and r.get("step") == chosen.get("step")
+                       and r.get("valid_reward_mean") is not None), chosen)
+    return {"final_source": label, "final_checkpoint": os.path.relpath(source, run_dir),
+            "final_valid_reward_mean": chosen.get("valid_reward_mean"), "final_valid_accuracy": chosen.get("valid_accuracy"),
+            "start_valid_reward_mean": first.get("valid_reward_mean"), "start_valid_accuracy": first.get("valid_accuracy")}
 
 
 def _write_final(source: Path, run_dir: Path, settings: Any) -> None:
@@ -434,7 +474,7 @@ def _finish(ctx: Any, stage: str, seconds: float, stopped: dict[str, Any] | None
     timed = [s["elapsed_s"] for s in stages.values() if s["elapsed_s"] is not None]
     summary = {"stages": stages, "elapsed_s": sum(timed) if timed else seconds,
                "final": "final" if source is not None else None,
-               "final_source": os.path.relpath(source, run_dir) if source is not None else None,
+               "final_source": None, **(_selection(source, run_dir, stage, records) if source is not None else {}),
                "alarms": alarms_in(records), "stopped": stopped}
     tmp = run_dir / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
