@@ -126,35 +126,38 @@ def _default(settings: type, key: str) -> Any:
 
 def _map_hyperparameters(hyper: dict[str, Any], train_rows: int, source: str, report: ImportReport) -> dict[str, Any]:
     """The recipe's `rl` and `eval` sections from OpenAI's hyperparameters ("auto" keeps rft's default)."""
-    given = {k: v for k, v in hyper.items() if k in MAPPING and v is not None and v not in _NO_EFFECT}
+    given = {k: v for k, v in hyper.items() if k in MAPPING and v is not None and not (isinstance(v, str) and v in _NO_EFFECT)}
     report.unknown += [f"method.reinforcement.hyperparameters.{k}" for k in hyper if k not in MAPPING]
+    rl = _rl_section(given, train_rows, source)
+    evaluation = {key: _positive(given[name], name, source, integer=True)
+                  for name, key in (("eval_interval", "interval"), ("eval_samples", "samples")) if name in given}
+    for name in ("compute_multiplier", "reasoning_effort"):
+        if name in given:
+            report.unsupported.append(f"method.reinforcement.hyperparameters.{name}: {json.dumps(given[name])} ({MAPPING[name][1]})")
+    report.mapping = _mapping_rows(hyper, rl, evaluation, train_rows)
+    return {"rl": rl, "eval": evaluation}
+
+
+def _rl_section(given: dict[str, Any], train_rows: int, source: str) -> dict[str, Any]:
+    """`rl` keys from batch_size, n_epochs and learning_rate_multiplier (the ones the job sets)."""
     rl: dict[str, Any] = {}
-    evaluation: dict[str, Any] = {}
     if "batch_size" in given:
         rl["prompts_per_step"] = _positive(given["batch_size"], "batch_size", source, integer=True)
         batch = rl["prompts_per_step"] * _default(RLSettings, "samples_per_prompt")
         mini = math.gcd(batch, _default(RLSettings, "mini_batch_size"))
         if mini != _default(RLSettings, "mini_batch_size"):
             rl["mini_batch_size"] = mini  # the batch must split into whole minibatches
-    prompts = rl.get("prompts_per_step", _default(RLSettings, "prompts_per_step"))
     if "n_epochs" in given:
         epochs = _positive(given["n_epochs"], "n_epochs", source, integer=True)
+        prompts = rl.get("prompts_per_step", _default(RLSettings, "prompts_per_step"))
         rl["steps"] = max(1, math.ceil(train_rows * epochs / prompts))
     if "learning_rate_multiplier" in given:
         multiplier = _positive(given["learning_rate_multiplier"], "learning_rate_multiplier", source, integer=False)
         rl["learning_rate"] = float(f"{_default(RLSettings, 'learning_rate') * multiplier:.6g}")
         if rl["learning_rate"] >= 1:
-            raise ConfigError(f"{source}: method.reinforcement.hyperparameters.learning_rate_multiplier: {multiplier} makes "
-                              f"rl.learning_rate {rl['learning_rate']} (at least 1); use a smaller multiplier")
-    if "eval_interval" in given:
-        evaluation["interval"] = _positive(given["eval_interval"], "eval_interval", source, integer=True)
-    if "eval_samples" in given:
-        evaluation["samples"] = _positive(given["eval_samples"], "eval_samples", source, integer=True)
-    for name in ("compute_multiplier", "reasoning_effort"):
-        if name in given:
-            report.unsupported.append(f"method.reinforcement.hyperparameters.{name}: {json.dumps(given[name])} ({MAPPING[name][1]})")
-    report.mapping = _mapping_rows(hyper, rl, evaluation, train_rows)
-    return {"rl": rl, "eval": evaluation}
+            raise ConfigError(f"{source}: method.reinforcement.hyperparameters.learning_rate_multiplier: {multiplier:g} makes "
+                              f"rl.learning_rate {rl['learning_rate']:g} (at least 1); use a smaller multiplier")
+    return rl
 
 
 def _mapping_rows(hyper: dict[str, Any], rl: dict[str, Any], evaluation: dict[str, Any], train_rows: int) -> list[dict[str, Any]]:

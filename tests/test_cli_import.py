@@ -138,6 +138,9 @@ def test_data_files_must_be_given_as_local_files(tmp_path, flags, expected):
     (lambda j: j["method"]["reinforcement"]["hyperparameters"].update(batch_size=0), "hyperparameters.batch_size: expected a positive integer"),
     (lambda j: j["method"]["reinforcement"]["hyperparameters"].update(n_epochs=1.5), "hyperparameters.n_epochs: expected a positive integer"),
     (lambda j: j["method"]["reinforcement"]["hyperparameters"].update(learning_rate_multiplier="big"), "learning_rate_multiplier: expected a positive number"),
+    (lambda j: j["method"]["reinforcement"]["hyperparameters"].update(eval_samples=[4]), "eval_samples: expected a positive integer"),
+    (lambda j: j["method"]["reinforcement"]["hyperparameters"].update(learning_rate_multiplier=1e7), "makes rl.learning_rate 3 (at least 1)"),
+    (lambda j: j["method"].update(reinforcement={"grader": {"type": "multi", "graders": [], "calculate_output": "1"}}), "write a named map"),
     (lambda j: j["method"]["reinforcement"]["grader"]["graders"]["contains"].pop("operation"), "method.reinforcement.grader: graders.contains.operation"),
     (lambda j: j.update(seed=-1), "seed: expected an integer from 0 to 4294967295, not -1"),
 ])
