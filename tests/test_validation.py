@@ -160,6 +160,7 @@ def test_near_duplicate_index_matches_brute_force(seed):
                 for i, a in enumerate(train) if any(jaccard(a, b) >= threshold - 1e-9 for b in valid)}
     assert {i: row for i, (row, _) in got.items()} == expected
     assert all(abs(similarity - jaccard(train[i], valid[row])) < 1e-12 for i, (row, similarity) in got.items())
+    assert index.search_stats()["rows_estimated"] == 0  # small data stays under the candidate budget: exact
 
 
 def test_prefix_length_is_robust_to_float_rounding():
