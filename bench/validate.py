@@ -145,7 +145,8 @@ def _memory_kib(pid: int) -> tuple[int, int]:
 
 def _run_child(code: str, *args: str, root: Path = ROOT) -> dict:
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True, env=env)
+    # cwd=root: `python -c` puts the working directory first on sys.path, ahead of PYTHONPATH.
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True, env=env, cwd=root)
     peak_rss = peak_pss = 0
     while proc.poll() is None:
         rss, pss = _memory_kib(proc.pid)

@@ -38,7 +38,7 @@ CANDIDATE_BUDGET = 64
 LSH_HASHES = 64
 LSH_TARGET_RECALL = 0.995
 LSH_SEED = 14
-LSH_BUCKET_LIMIT = 256  # validation rows taken from one band bucket (lowest ids first)
+LSH_BUCKET_LIMIT = 256  # validation rows verified per estimated row (and taken from one band bucket)
 
 
 def prefix_length(size: int, threshold: float) -> int:
@@ -346,7 +346,7 @@ class MinHashLSH:
         return keys
 
     def candidates(self, offsets: Any, flat: Any, limit: int) -> tuple[Any, Any]:
-        """(query row, validation row) pairs sharing a band, sorted; at most `limit` rows per band bucket."""
+        """(query row, validation row) pairs sharing a band, sorted; at most `limit` per bucket and per query row."""
         import numpy as np
 
         keys = self._band_keys(offsets, flat)
@@ -359,5 +359,11 @@ class MinHashLSH:
             at = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)
             found_q.append(q)
             found_v.append(self._order[band][at])
-        packed = np.unique((np.concatenate(found_q).astype(np.int64) << 32) | np.concatenate(found_v).astype(np.int64))
-        return packed >> 32, packed & ((1 << 32) - 1)
+        packed, shared = np.unique((np.concatenate(found_q).astype(np.int64) << 32) | np.concatenate(found_v).astype(np.int64),
+                                   return_counts=True)
+        query, row = packed >> 32, packed & ((1 << 32) - 1)
+        # Keep each query row's `limit` pairs that share the most bands (the likeliest matches).
+        order = np.lexsort((row, -shared, query))
+        first = np.searchsorted(query[order], query[order], side="left")
+        keep = np.sort(order[np.arange(len(order)) - first < limit])
+        return query[keep], row[keep]
