@@ -15,6 +15,12 @@ shingles occur in the validation set (a bitmap answers that for most shingles). 
 verified with the exact Jaccard similarity of the two shingle sets: no estimate, no false positive
 (up to 48-bit hash collisions) and no false negative.
 
+On templated data (every prompt drawn from a few words) the prefix shingles are common and their
+candidate lists long. A training row whose prefix points to more than `CANDIDATE_BUDGET` posting
+entries is searched with MinHash-LSH instead (seeded hashes, banded for a recall of at least
+`LSH_TARGET_RECALL` at the threshold); its candidates are still verified exactly, so it can miss a
+near-duplicate but never report a false one. `search_stats()` counts exact and estimated rows.
+
 Memory: the validation shingles live in int64 arrays (about 8 bytes a shingle, plus a bitmap of
 4 bytes a shingle); training rows are never stored. numpy is imported lazily (`rft --help` stays fast).
 """
