@@ -60,7 +60,7 @@ usage, workers_usage = resource.getrusage(resource.RUSAGE_SELF), resource.getrus
 print(json.dumps({"rows": report.stats["train"]["lines"] + report.stats["valid"]["lines"], "seconds": seconds,
                   "cpu_main": usage.ru_utime + usage.ru_stime, "cpu_workers": workers_usage.ru_utime + workers_usage.ru_stime,
                   "error_counts": report.error_counts, "warning_counts": report.warning_counts,
-                  "overlap": report.stats["overlap"]}, default=str))
+                  "overlap": report.stats["overlap"]}))
 """
 
 
@@ -81,7 +81,7 @@ TEMPLATE_WORDS = "how many apples does the farmer have after selling some of the
 
 
 def _prompt_maker(rng: random.Random, shape: str) -> tuple[list[str], Any]:
-    """(vocabulary, make(i) -> a fresh prompt) for one data shape."""
+    """(vocabulary, make(tag) -> a fresh prompt) for one data shape."""
     if shape == "templated":
         vocab = TEMPLATE_WORDS
         return vocab, lambda tag: " ".join(rng.choices(vocab, k=rng.randint(8, 30))) + f" {rng.randint(0, 99)} ({tag})"
@@ -163,7 +163,7 @@ def main() -> None:
     parser.add_argument("--valid-rows", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--shape", choices=("random", "templated"), default="random", help="the prompts' shape (see above)")
-    parser.add_argument("--data-dir", type=Path, default=None, help="keep the generated files here and reuse them")
+    parser.add_argument("--data-dir", type=Path, default=None, help="keep the generated files here; files already there are reused as they are (shape and sizes unchecked)")
     parser.add_argument("--root", type=Path, action="append", help="a checkout to import rft_cli from (repeat to compare, alternating; default: this one)")
     parser.add_argument("--workers", type=int, default=None, help="validator processes (default: automatic)")
     args = parser.parse_args()
