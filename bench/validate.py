@@ -12,8 +12,12 @@ carries it over from the parent through exec. Measured:
   1. a plain `json.loads` loop over both files (the floor any Python validator pays);
   2. the full `validate_dataset(train, valid, overlap_fields=["reference_answer"])`, with the
      exact-overlap, near-duplicate and reference-value checks.
-The files hold random 25-45 word prompts over a 20,000-word vocabulary, some exact duplicates,
-exact train/valid overlaps and one-word-different near-duplicates, so every code path runs.
+Two data shapes (`--shape`), each with some exact duplicates, exact train/valid overlaps and
+one-word-longer near-duplicates planted, so every code path runs:
+  random     random 25-45 word prompts over a 20,000-word vocabulary;
+  templated  8-30 words over a 16-word vocabulary plus a unique tag and a number per prompt, as
+             synthetic RFT sets often are: every prompt shares common word 3-grams, the worst case
+             for the near-duplicate search's prefix filter (it switches to MinHash-LSH per row).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,11 +77,23 @@ def _row(prompt: str, answer: int) -> str:
     })
 
 
-def generate(directory: Path, train_rows: int, valid_rows: int, seed: int = 0) -> tuple[Path, Path]:
+TEMPLATE_WORDS = "how many apples does the farmer have after selling some of them each day to market".split()
+
+
+def _prompt_maker(rng: random.Random, shape: str) -> tuple[list[str], Any]:
+    """(vocabulary, make(tag) -> a fresh prompt) for one data shape."""
+    if shape == "templated":
+        vocab = TEMPLATE_WORDS
+        return vocab, lambda tag: " ".join(rng.choices(vocab, k=rng.randint(8, 30))) + f" {rng.randint(0, 99)} ({tag})"
+    vocab = _vocabulary(rng)
+    return vocab, lambda tag: " ".join(rng.choices(vocab, k=rng.randint(25, 45))) + "?"
+
+
+def generate(directory: Path, train_rows: int, valid_rows: int, seed: int = 0, shape: str = "random") -> tuple[Path, Path]:
     """Write train.jsonl and valid.jsonl; about 0.1% of valid rows are exact or near copies of train rows."""
     rng = random.Random(seed)
-    vocab = _vocabulary(rng)
-    prompts = [" ".join(rng.choices(vocab, k=rng.randint(25, 45))) + "?" for _ in range(train_rows)]
+    vocab, make = _prompt_maker(rng, shape)
+    prompts = [make(f"t{i}") for i in range(train_rows)]
     train, valid = directory / "train.jsonl", directory / "valid.jsonl"
     with train.open("w") as handle:
         for i, prompt in enumerate(prompts):
@@ -88,16 +105,24 @@ def generate(directory: Path, train_rows: int, valid_rows: int, seed: int = 0) -
             if i % 1000 == 0:
                 prompt = prompts[rng.randrange(train_rows)].upper()  # exact overlap after case folding
             elif i % 1000 == 1:
-                prompt = prompts[rng.randrange(train_rows)] + " " + rng.choice(vocab)  # a near-duplicate
+                prompt = _long_prompt(rng, prompts) + " " + rng.choice(vocab)  # a near-duplicate
             else:
-                prompt = " ".join(rng.choices(vocab, k=rng.randint(25, 45))) + "?"
+                prompt = make(f"v{i}")
             handle.write(_row(prompt, 10**9 + i) + "\n")
     return train, valid
 
 
-def _generate_in_child(directory: Path, train_rows: int, valid_rows: int) -> tuple[Path, Path]:
+def _long_prompt(rng: random.Random, prompts: list[str]) -> str:
+    """A training prompt of 12 words or more, so one appended word keeps its 3-gram Jaccard >= 0.9."""
+    while True:
+        prompt = prompts[rng.randrange(len(prompts))]
+        if prompt.count(" ") >= 11:
+            return prompt
+
+
+def _generate_in_child(directory: Path, train_rows: int, valid_rows: int, shape: str) -> tuple[Path, Path]:
     """Generate the files in a child process, so this process stays small while it measures."""
-    code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import validate; validate.generate(__import__('pathlib').Path({str(directory)!r}), {train_rows}, {valid_rows})"
+    code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import validate; validate.generate(__import__('pathlib').Path({str(directory)!r}), {train_rows}, {valid_rows}, shape={shape!r})"
     subprocess.run([sys.executable, "-c", code], check=True)
     return directory / "train.jsonl", directory / "valid.jsonl"
 
@@ -118,9 +143,10 @@ def _memory_kib(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
-def _run_child(code: str, *args: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True, env=env)
+def _run_child(code: str, *args: str, root: Path = ROOT) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    # cwd=root: `python -c` puts the working directory first on sys.path, ahead of PYTHONPATH.
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True, env=env, cwd=root)
     peak_rss = peak_pss = 0
     while proc.poll() is None:
         rss, pss = _memory_kib(proc.pid)
@@ -136,17 +162,26 @@ def main() -> None:
     parser.add_argument("--train-rows", type=int, default=1_000_000)
     parser.add_argument("--valid-rows", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--shape", choices=("random", "templated"), default="random", help="the prompts' shape (see above)")
+    parser.add_argument("--data-dir", type=Path, default=None, help="keep the generated files here; files already there are reused as they are (shape and sizes unchecked)")
+    parser.add_argument("--root", type=Path, action="append", help="a checkout to import rft_cli from (repeat to compare, alternating; default: this one)")
     parser.add_argument("--workers", type=int, default=None, help="validator processes (default: automatic)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        train, valid = _generate_in_child(Path(tmp), args.train_rows, args.valid_rows)
+        directory = args.data_dir or Path(tmp)
+        directory.mkdir(parents=True, exist_ok=True)
+        if args.data_dir and (directory / "valid.jsonl").exists():
+            train, valid = directory / "train.jsonl", directory / "valid.jsonl"
+        else:
+            train, valid = _generate_in_child(directory, args.train_rows, args.valid_rows, args.shape)
         size_mib = (train.stat().st_size + valid.stat().st_size) / 2**20
-        print(f"generated {args.train_rows:,} + {args.valid_rows:,} rows ({size_mib:.0f} MiB) in {time.perf_counter() - start:.1f} s")
+        print(f"{args.shape} data: {args.train_rows:,} + {args.valid_rows:,} rows ({size_mib:.0f} MiB) in {time.perf_counter() - start:.1f} s ({directory})")
         for _ in range(args.repeats):
             base = _run_child(_CHILD_BASELINE, str(train), str(valid))
-            full = _run_child(_CHILD_VALIDATE, str(train), str(valid), *([str(args.workers)] if args.workers else []))
-            _print(base, full, f"{args.workers} worker(s)" if args.workers else "automatic workers")
+            for root in args.root or [ROOT]:
+                full = _run_child(_CHILD_VALIDATE, str(train), str(valid), *([str(args.workers)] if args.workers else []), root=root)
+                _print(base, full, (f"{args.workers} worker(s)" if args.workers else "automatic workers") + f", {root}")
 
 
 def _print(base: dict, full: dict, label: str) -> None:

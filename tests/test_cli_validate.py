@@ -271,3 +271,12 @@ def test_pathological_json_is_an_error_not_a_crash(tmp_path, content, expected):
     assert result.exit_code == 1
     assert f"{path} {expected}" in result.stdout
     assert "empty_file" not in result.stdout  # a file of bad lines is not an empty file
+
+
+def test_json_stats_say_how_the_near_duplicate_search_ran():
+    result = _rft(EXAMPLE / "train.jsonl", "--valid", EXAMPLE / "valid.jsonl", "--format", "json")
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.stdout)["stats"]
+    search, train_rows = stats["overlap"]["near_duplicate_search"], stats["train"]["rows"]
+    assert search["rows_searched"] == search["rows_exact"] == train_rows and search["rows_estimated"] == 0
+    assert search["estimate"] == "minhash_lsh" and 0.99 <= search["estimate_recall_at_threshold"] <= 1.0

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rft_cli.data.overlap import NearDuplicateIndex, prefix_length
+from rft_cli.data import overlap, validation
+from rft_cli.data.overlap import CANDIDATE_BUDGET, LSH_TARGET_RECALL, NearDuplicateIndex, lsh_parameters, lsh_recall, prefix_length
 from rft_cli.data.records import check_row
 from rft_cli.data.validation import _fast_shape, _slow_shape, validate_dataset
 from rft_cli.errors import DataError, UsageError
@@ -160,6 +161,7 @@ def test_near_duplicate_index_matches_brute_force(seed):
                 for i, a in enumerate(train) if any(jaccard(a, b) >= threshold - 1e-9 for b in valid)}
     assert {i: row for i, (row, _) in got.items()} == expected
     assert all(abs(similarity - jaccard(train[i], valid[row])) < 1e-12 for i, (row, similarity) in got.items())
+    assert index.search_stats()["rows_estimated"] == 0  # small data stays under the candidate budget: exact
 
 
 def test_prefix_length_is_robust_to_float_rounding():
@@ -225,3 +227,95 @@ def test_a_missing_or_special_file_is_a_usage_error(tmp_path):
         validate_dataset(tmp_path / "nope.jsonl")
     with pytest.raises(UsageError, match="is not a regular file"):
         validate_dataset(EXAMPLE / "train.jsonl", tmp_path)
+
+
+_TEMPLATE_WORDS = "how many apples does the farmer have after selling some of them each day to market".split()
+
+
+def _templated(rng: random.Random, tag: str) -> str:
+    """A prompt of the templated shape (16-word vocabulary, a small number, a unique tag), as `bench/validate.py` writes it."""
+    return " ".join(rng.choices(_TEMPLATE_WORDS, k=rng.randint(8, 30))) + f" {rng.randint(0, 99)} ({tag})"
+
+
+def _templated_sets(seed: int) -> tuple[list[str], list[str], set[int]]:
+    """(valid, train, positions of the planted near-duplicates in train): each planted one is a valid
+    prompt of 12+ words with one word appended (3-gram Jaccard >= 12/13 > 0.9)."""
+    rng = random.Random(seed)
+    valid = [_templated(rng, f"v{i}") for i in range(3000)]
+    train = [_templated(rng, f"t{i}") for i in range(2000)]
+    long_valid = [v for v in valid if v.count(" ") >= 12]
+    planted = set(range(0, 2000, 50))
+    for i in planted:
+        train[i] = rng.choice(long_valid) + " " + rng.choice(_TEMPLATE_WORDS)
+    return valid, train, planted
+
+
+def _search(valid: list[str], train: list[str], budget: int | None) -> tuple[dict[int, tuple[int, float]], dict]:
+    index = NearDuplicateIndex(0.9, candidate_budget=budget)
+    index.add_batch(valid)
+    index.freeze()
+    found = {i: (row, similarity) for i, row, similarity in index.query_batch(train)}
+    return found, index.search_stats()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_templated_data_switches_to_minhash_lsh_and_still_finds_planted_near_duplicates(seed):
+    """Issue 14: on templated prompts every row shares common 3-grams, so the prefix filter's
+    candidates explode; past the budget a row is searched with MinHash-LSH, which must still find
+    the planted near-duplicates and never report a pair below the threshold."""
+    valid, train, planted = _templated_sets(seed)
+    exact, exact_stats = _search(valid, train, None)
+    estimated, stats = _search(valid, train, 2)  # small data: a budget scaled down with it
+    assert exact_stats["rows_estimated"] == 0 and exact_stats["rows_exact"] == len(train)
+    assert stats["rows_estimated"] > len(train) // 10  # the switch really happens on this shape
+    assert stats["rows_exact"] + stats["rows_estimated"] == stats["rows_searched"] == len(train)
+    assert planted <= set(exact) and planted <= set(estimated)
+    assert set(estimated) <= set(exact)  # every reported pair is verified exactly: no false positive
+    assert all(similarity >= 0.9 - 1e-9 for _, similarity in estimated.values())
+    assert len(estimated) / len(exact) >= 0.95  # measured recall against the exact search
+    assert stats["estimate_recall_at_threshold"] >= 0.99
+
+
+def test_rows_under_the_budget_give_the_exact_result_on_templated_data():
+    """A budget only moves rows past it to the estimate: rows under it keep the exact answer."""
+    valid, train, _ = _templated_sets(2)
+    exact, _ = _search(valid, train, None)
+    estimated, stats = _search(valid, train, 3)
+    assert 0 < stats["rows_estimated"] < len(train)
+    assert all(exact[i] == match for i, match in estimated.items() if i in exact)
+
+
+def test_random_data_stays_exact_and_unchanged_with_the_default_budget():
+    rng = random.Random(5)
+    vocab = [f"w{i}" for i in range(2000)]
+    valid = [" ".join(rng.choices(vocab, k=rng.randint(12, 30))) for _ in range(3000)]
+    train = [" ".join(rng.choices(vocab, k=rng.randint(10, 30))) for _ in range(2000)] + [v + " w1" for v in valid[:30]]
+    default, stats = _search(valid, train, CANDIDATE_BUDGET)
+    unbounded, _ = _search(valid, train, None)
+    assert stats["rows_estimated"] == 0 and stats["rows_exact"] == len(train)
+    assert default == unbounded and len(default) >= 30
+
+
+@pytest.mark.parametrize(("threshold", "bands", "rows"), [(0.9, 9, 7), (0.5, 32, 2)])
+def test_lsh_parameters_keep_the_stated_recall(threshold, bands, rows):
+    assert lsh_parameters(threshold) == (bands, rows)
+    assert lsh_recall(threshold, bands, rows) >= LSH_TARGET_RECALL
+    # one more row per band (fewer false candidates) would miss the target recall
+    assert lsh_recall(threshold, 64 // (rows + 1), rows + 1) < LSH_TARGET_RECALL
+
+
+def test_validate_reports_the_estimate_in_stats_and_is_deterministic(tmp_path, monkeypatch):
+    """`rft validate` gives the same report twice and across worker counts, estimate included."""
+    valid_prompts, train_prompts, planted = _templated_sets(3)
+    train = _write(tmp_path / "train.jsonl", [_row(p) for p in train_prompts])
+    valid = _write(tmp_path / "valid.jsonl", [_row(p) for p in valid_prompts])
+    monkeypatch.setattr(overlap, "CANDIDATE_BUDGET", 2)
+    monkeypatch.setattr(validation, "PARALLEL_MIN_BYTES", 0)
+    first = validate_dataset(train, valid, workers=1).to_dict()
+    assert validate_dataset(train, valid, workers=1).to_dict() == first
+    assert validate_dataset(train, valid, workers=2).to_dict() == first
+    search = first["stats"]["overlap"]["near_duplicate_search"]
+    assert search["rows_estimated"] > 0 and search["rows_exact"] + search["rows_estimated"] == search["rows_searched"]
+    assert search["candidate_budget"] == 2 and search["estimate"] == "minhash_lsh"
+    assert (search["lsh_bands"], search["lsh_rows_per_band"]) == (9, 7)
+    assert first["warning_counts"]["near_duplicate"] >= len(planted)

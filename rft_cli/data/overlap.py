@@ -15,6 +15,12 @@ shingles occur in the validation set (a bitmap answers that for most shingles). 
 verified with the exact Jaccard similarity of the two shingle sets: no estimate, no false positive
 (up to 48-bit hash collisions) and no false negative.
 
+On templated data (every prompt drawn from a few words) the prefix shingles are common and their
+candidate lists long. A training row whose prefix points to more than `CANDIDATE_BUDGET` posting
+entries is searched with MinHash-LSH instead (seeded hashes, banded for a recall of at least
+`LSH_TARGET_RECALL` at the threshold); its candidates are still verified exactly, so it can miss a
+near-duplicate but never report a false one. `search_stats()` counts exact and estimated rows.
+
 Memory: the validation shingles live in int64 arrays (about 8 bytes a shingle, plus a bitmap of
 4 bytes a shingle); training rows are never stored. numpy is imported lazily (`rft --help` stays fast).
 """
@@ -22,6 +28,7 @@ Memory: the validation shingles live in int64 arrays (about 8 bytes a shingle, p
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from itertools import chain
 from typing import Any
@@ -32,6 +39,12 @@ _EPS = 1e-9
 _BASE = 0x100000001B3  # odd, so invertible modulo 2**64
 _MASK48 = (1 << 48) - 1
 _POWERS: dict[str, Any] = {}
+# Past this many prefix-filter candidates (posting entries) a training row is estimated with MinHash-LSH.
+CANDIDATE_BUDGET = 64
+LSH_HASHES = 64
+LSH_TARGET_RECALL = 0.995
+LSH_SEED = 14
+LSH_BUCKET_LIMIT = 256  # validation rows verified per estimated row (and taken from one band bucket)
 
 
 def prefix_length(size: int, threshold: float) -> int:
@@ -106,10 +119,13 @@ class NearDuplicateIndex:
     Usage: `add_batch()` the validation prompts, `freeze()` once, then `query_batch()` training prompts.
     """
 
-    def __init__(self, threshold: float) -> None:
+    def __init__(self, threshold: float, candidate_budget: int | None = CANDIDATE_BUDGET) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"the near-duplicate threshold must be in (0, 1], got {threshold}")
         self.threshold = threshold
+        self.candidate_budget = candidate_budget  # None: always exact
+        self.counts: Counter[str] = Counter()
+        self._lsh_index: MinHashLSH | None = None
         self._chunks: list[tuple[Any, Any]] = []
         self._rows = 0
         self._frozen = False
@@ -171,11 +187,10 @@ class NearDuplicateIndex:
     def query_batch(self, keys: Sequence[str]) -> list[tuple[int, int, float]]:
         """(position in `keys`, validation row id, Jaccard) for each prompt with a near-duplicate.
 
-        One match per prompt: the lowest validation row id with Jaccard >= the threshold. Stopping
-        at the first match keeps the cost bounded when a low threshold matches thousands of rows.
+        One match per prompt: the lowest validation row id with Jaccard >= the threshold (for an
+        estimated row: the lowest among the rows MinHash-LSH proposes). Stopping at the first match
+        keeps the cost bounded when a low threshold matches thousands of rows.
         """
-        import numpy as np
-
         if not self._frozen:
             raise RuntimeError("call freeze() before query_batch()")
         if not keys or not len(self._uniq):
@@ -183,31 +198,60 @@ class NearDuplicateIndex:
         results: list[tuple[int, int, float]] = []
         for base in range(0, len(keys), MAX_BATCH):
             offsets, flat = shingle_batch(keys[base : base + MAX_BATCH])
-            sizes = np.diff(offsets)
-            known, pos = self._known(flat)
-            row_of = np.searchsorted(offsets, known, side="right") - 1
-            k = np.bincount(row_of, minlength=len(sizes))
-            # A row can only reach Jaccard t when at least ceil(t * |A|) of its shingles are known.
-            probes = k + 1 - np.ceil(self.threshold * sizes - _EPS).astype(np.int64)
-            for i in np.flatnonzero(probes > 0).tolist():
-                lo, hi = np.searchsorted(row_of, [i, i + 1])
-                shingles, freqs = flat[known[lo:hi]], self._counts[pos[lo:hi]]
-                prefix = shingles[np.lexsort((shingles, freqs))[: probes[i]]]
-                match = self._first_match(flat[offsets[i] : offsets[i + 1]], prefix)
-                if match is not None:
-                    results.append((base + i, *match))
+            results += [(base + i, row, sim) for i, row, sim in self._query_shingled(offsets, flat)]
         return results
 
-    def _first_match(self, shingles: Any, prefix: Any) -> tuple[int, float] | None:
-        """The lowest validation row sharing a prefix shingle whose exact Jaccard is >= the threshold."""
+    def _query_shingled(self, offsets: Any, flat: Any) -> list[tuple[int, int, float]]:
+        """The exact search for rows whose prefix candidates fit the budget, MinHash-LSH for the others."""
         import numpy as np
 
+        sizes = np.diff(offsets)
+        probes, prefix_rows, lo, hi = self._prefix_candidates(offsets, flat)
+        work = np.bincount(prefix_rows, weights=hi - lo, minlength=len(sizes))
+        budget = self.candidate_budget
+        over = (probes > 0) & (work > budget) if budget is not None else np.zeros(len(sizes), dtype=bool)
+        self.counts["rows_searched"] += len(sizes)
+        self.counts["rows_estimated"] += int(over.sum())
+        results = []
+        bounds = np.searchsorted(prefix_rows, np.arange(len(sizes) + 1))
+        for i in np.flatnonzero((probes > 0) & ~over & (work > 0)).tolist():
+            a, b = bounds[i], bounds[i + 1]
+            match = self._first_match(flat[offsets[i] : offsets[i + 1]], self._posting_rows(lo[a:b], hi[a:b]))
+            if match is not None:
+                results.append((i, *match))
+        if over.any():
+            results += self._estimate(offsets, flat, np.flatnonzero(over))
+        return sorted(results)
+
+    def _prefix_candidates(self, offsets: Any, flat: Any) -> tuple[Any, Any, Any, Any]:
+        """Per row: how many known shingles to probe, and (row, lo, hi) posting ranges of those probes.
+
+        A row can only reach Jaccard t when at least ceil(t * |A|) of its shingles are known; it
+        probes its `probes` rarest known shingles (by validation frequency, then hash), all rows at once.
+        """
+        import numpy as np
+
+        sizes = np.diff(offsets)
+        known, pos = self._known(flat)
+        row_of = np.searchsorted(offsets, known, side="right") - 1
+        k = np.bincount(row_of, minlength=len(sizes))
+        probes = k + 1 - np.ceil(self.threshold * sizes - _EPS).astype(np.int64)
+        order = np.lexsort((flat[known], self._counts[pos], row_of))
+        rank = np.arange(len(order)) - (np.cumsum(k) - k)[row_of[order]]
+        keep = order[rank < probes[row_of[order]]]
+        prefix = flat[known[keep]]
         lo = np.searchsorted(self._prefix_keys, prefix, side="left")
         hi = np.searchsorted(self._prefix_keys, prefix, side="right")
-        candidates = set(chain.from_iterable(self._prefix_rows[a:b].tolist() for a, b in zip(lo, hi)))
+        return probes, row_of[keep], lo, hi
+
+    def _posting_rows(self, lo: Any, hi: Any) -> list[int]:
+        return sorted(set(chain.from_iterable(self._prefix_rows[a:b].tolist() for a, b in zip(lo.tolist(), hi.tolist()))))
+
+    def _first_match(self, shingles: Any, candidates: Sequence[int]) -> tuple[int, float] | None:
+        """The first candidate validation row (in the given order) whose exact Jaccard is >= the threshold."""
         size, t = len(shingles), self.threshold
         own = set(shingles.tolist())
-        for row in sorted(candidates):
+        for row in candidates:
             size_b = int(self._sizes[row])
             if size_b < t * size - _EPS or size_b * t > size + _EPS:
                 continue  # the sizes alone rule out Jaccard >= t
@@ -216,3 +260,116 @@ class NearDuplicateIndex:
             if similarity >= t - _EPS:
                 return row, similarity
         return None
+
+    def _estimate(self, offsets: Any, flat: Any, rows: Any) -> list[tuple[int, int, float]]:
+        """MinHash-LSH for the rows over the candidate budget; every proposed pair is verified exactly."""
+        import numpy as np
+
+        lsh = self._lsh()
+        sizes = np.diff(offsets)[rows]
+        chosen = np.zeros(len(offsets) - 1, dtype=bool)
+        chosen[rows] = True
+        sub = flat[np.repeat(chosen, np.diff(offsets))]
+        pairs = lsh.candidates(np.concatenate(([0], np.cumsum(sizes))), sub, LSH_BUCKET_LIMIT)
+        results = []
+        starts = np.searchsorted(pairs[0], np.arange(len(rows) + 1))
+        for j in np.flatnonzero(np.diff(starts)).tolist():
+            i = int(rows[j])
+            match = self._first_match(flat[offsets[i] : offsets[i + 1]], pairs[1][starts[j] : starts[j + 1]].tolist())
+            if match is not None:
+                results.append((i, *match))
+        return results
+
+    def _lsh(self) -> MinHashLSH:
+        """The validation rows' MinHash-LSH index, built on first use (random data never needs it)."""
+        if self._lsh_index is None:
+            self._lsh_index = MinHashLSH(self.threshold, self._offsets, self._flat)
+        return self._lsh_index
+
+    def search_stats(self) -> dict[str, Any]:
+        """How the training rows were searched: exactly, or estimated (MinHash-LSH) past the budget."""
+        bands, rows = lsh_parameters(self.threshold)
+        return {
+            "rows_searched": self.counts["rows_searched"],
+            "rows_exact": self.counts["rows_searched"] - self.counts["rows_estimated"],
+            "rows_estimated": self.counts["rows_estimated"],
+            "candidate_budget": self.candidate_budget,
+            "estimate": "minhash_lsh",
+            "lsh_bands": bands,
+            "lsh_rows_per_band": rows,
+            "estimate_recall_at_threshold": round(lsh_recall(self.threshold, bands, rows), 4),
+            "estimate_recall_source": "derived: 1 - (1 - t**r)**b, the chance that a pair at exactly the threshold t shares one of b bands of r MinHashes (higher above t)",
+        }
+
+
+def lsh_recall(similarity: float, bands: int, rows: int) -> float:
+    """The chance that MinHash-LSH proposes a pair of this Jaccard similarity."""
+    return 1.0 - (1.0 - similarity**rows) ** bands
+
+
+def lsh_parameters(threshold: float) -> tuple[int, int]:
+    """(bands, rows per band) within LSH_HASHES MinHashes: the most rows per band (fewest false
+    candidates) that keep the recall at the threshold >= LSH_TARGET_RECALL."""
+    for rows in range(LSH_HASHES, 0, -1):
+        bands = LSH_HASHES // rows
+        if lsh_recall(threshold, bands, rows) >= LSH_TARGET_RECALL:
+            return bands, rows
+    return LSH_HASHES, 1
+
+
+class MinHashLSH:
+    """Banded MinHash signatures of the validation rows (seeded, so every run proposes the same pairs)."""
+
+    def __init__(self, threshold: float, offsets: Any, flat: Any) -> None:
+        import numpy as np
+
+        self.bands, self.rows = lsh_parameters(threshold)
+        rng = np.random.default_rng(LSH_SEED)
+        self._mul = rng.integers(1, 1 << 63, size=self.bands * self.rows, dtype=np.uint64) | np.uint64(1)
+        self._add = rng.integers(0, 1 << 63, size=self.bands * self.rows, dtype=np.uint64)
+        keys = self._band_keys(offsets, flat)  # (bands, rows)
+        self._order = np.argsort(keys, axis=1, kind="stable")
+        self._keys = np.take_along_axis(keys, self._order, axis=1)
+
+    def _band_keys(self, offsets: Any, flat: Any) -> Any:
+        """One 64-bit key per (band, row): a hash of the row's `rows` MinHashes in that band."""
+        import numpy as np
+
+        keys = np.zeros((self.bands, len(offsets) - 1), dtype=np.uint64)
+        n = len(offsets) - 1
+        for start in range(0, n, 1 << 14):  # row chunks bound the (shingles x hashes) matrix
+            end = min(start + (1 << 14), n)
+            chunk = flat[offsets[start] : offsets[end]].astype(np.uint64)
+            starts = offsets[start:end] - offsets[start]
+            for band in range(self.bands):
+                cut = slice(band * self.rows, (band + 1) * self.rows)
+                hashed = chunk[:, None] * self._mul[cut] + self._add[cut]
+                mins = np.minimum.reduceat(hashed, starts, axis=0)
+                key = np.zeros(len(starts), dtype=np.uint64)
+                for j in range(self.rows):
+                    key = _mix(key ^ mins[:, j])
+                keys[band, start : start + len(starts)] = key
+        return keys
+
+    def candidates(self, offsets: Any, flat: Any, limit: int) -> tuple[Any, Any]:
+        """(query row, validation row) pairs sharing a band, sorted; at most `limit` per bucket and per query row."""
+        import numpy as np
+
+        keys = self._band_keys(offsets, flat)
+        found_q, found_v = [], []
+        for band in range(self.bands):
+            lo = np.searchsorted(self._keys[band], keys[band], side="left")
+            hi = np.minimum(np.searchsorted(self._keys[band], keys[band], side="right"), lo + limit)
+            n = hi - lo
+            q = np.repeat(np.arange(len(n)), n)
+            at = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)
+            found_q.append(q)
+            found_v.append(self._order[band][at])
+        packed, shared = np.unique((np.concatenate(found_q).astype(np.int64) << 32) | np.concatenate(found_v).astype(np.int64),
+                                   return_counts=True)
+        query, row = packed >> 32, packed & ((1 << 32) - 1)
+        # Keep each query row's `limit` pairs that share the most bands (the likeliest matches).
+        order = np.lexsort((row, -shared, query))
+        first = np.searchsorted(query[order], query[order], side="left")
+        keep = np.sort(order[np.arange(len(order)) - first < limit])
+        return query[keep], row[keep]

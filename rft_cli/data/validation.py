@@ -20,6 +20,7 @@ from hashlib import blake2b
 from pathlib import Path
 from typing import Any
 
+from rft_cli.data import overlap as _overlap
 from rft_cli.data.overlap import NearDuplicateIndex
 from rft_cli.data.records import (
     DEFAULT_DEMONSTRATION_FIELD,
@@ -354,7 +355,7 @@ class _Validator:
         self.valid_values: dict[tuple[str, str], int] = {}  # (field, value) -> first valid line
         self.valid_lines: list[int] = []  # near-duplicate index row id -> valid line
         self.valid_keys: list[str] = []  # normalised prompts waiting to be indexed
-        self.index = NearDuplicateIndex(threshold)
+        self.index = NearDuplicateIndex(threshold, _overlap.CANDIDATE_BUDGET)
         self.overlap: list[dict[str, Any]] = []
         self.overlap_counts: Counter[str] = Counter()
 
@@ -432,6 +433,7 @@ class _Validator:
         """In the child: scan [start, end) with fresh issue and overlap collectors, send them back."""
         self.issues = _Issues(self.issues.limit, self.issues.strict)
         self.overlap, self.overlap_counts = [], Counter()
+        self.index.counts = Counter()
         try:
             first_line = _count_lines(path, start) + 1
             stats, seen = self._scan_range(path, True, start, end, first_line)
@@ -441,15 +443,17 @@ class _Validator:
             digests = np.fromiter(seen.keys(), dtype=np.uint64, count=len(seen))
             lines = np.fromiter(seen.values(), dtype=np.int64, count=len(seen))
             del seen
-            sender.send((stats, (digests, lines), self.issues, self.overlap, self.overlap_counts))
+            sender.send((stats, (digests, lines), self.issues, self.overlap, self.overlap_counts, self.index.counts))
         except RftError as exc:
             sender.send(exc)
         finally:
             sender.close()
 
     def _merge_child(self, file: str, stats: _FileStats, seen: dict[int, int], child_stats: _FileStats,
-                     child_seen: tuple[Any, Any], issues: _Issues, overlap: list, overlap_counts: Counter) -> tuple[_FileStats, dict[int, int]]:
+                     child_seen: tuple[Any, Any], issues: _Issues, overlap: list, overlap_counts: Counter,
+                     search_counts: Counter) -> tuple[_FileStats, dict[int, int]]:
         self.issues.absorb(issues)
+        self.index.counts.update(search_counts)
         self.overlap.extend(overlap)
         self.overlap_counts.update(overlap_counts)
         stats.merge(child_stats)
@@ -689,7 +693,8 @@ def _build_report(train: Path, valid: Path | None, validator: _Validator, stats:
         warnings=_first_per_code(sorted(issues.warnings, key=sort_key), issues.limit),
         error_counts=dict(issues.error_counts),
         warning_counts=dict(issues.warning_counts),
-        stats={**per_file, "overlap": {**counts, "near_duplicate_threshold": validator.threshold}},
+        stats={**per_file, "overlap": {**counts, "near_duplicate_threshold": validator.threshold,
+                                       **({"near_duplicate_search": validator.index.search_stats()} if valid is not None else {})}},
         overlap=_first_per_kind(sorted(validator.overlap, key=lambda o: (o["train_line"], o["valid_line"], o["kind"])), issues.limit),
     )
 
