@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -25,6 +23,7 @@ from hypothesis import strategies as st
 from rft_cli.graders import build_grader, reward_function
 from rft_cli.graders.base import GradeResult
 from rft_cli.graders.similarity import wordnet_available
+from tests.judge_fakes import fake_judge
 
 _LONG = int(os.environ.get("RFT_FUZZ_EXAMPLES", "0"))
 FUZZ = settings(max_examples=_LONG or 40, deadline=None, derandomize=not _LONG, database=None,
@@ -90,11 +89,12 @@ items = st.fixed_dictionaries({}, optional={"answer": _field, "ref": _field | st
                                             "x": _field, "a": _field})
 
 
-def assert_sound(result: Any) -> None:
-    """The contract: a GradeResult, a finite float reward in [0, 1], errors as {kind: count >= 1},
-    and everything printable as UTF-8 (rft grade prints it and writes it to files)."""
+def assert_sound(result: Any, low: float = 0.0, high: float = 1.0) -> None:
+    """The contract: a GradeResult, a finite float reward in [low, high] (the grader's range, [0, 1]
+    but for a ranged score_model), errors as {kind: count >= 1}, and everything printable as UTF-8
+    (rft grade prints it and writes it to files)."""
     assert type(result) is GradeResult
-    assert type(result.reward) is float and math.isfinite(result.reward) and 0.0 <= result.reward <= 1.0, result.reward
+    assert type(result.reward) is float and math.isfinite(result.reward) and low <= result.reward <= high, result.reward
     assert all(isinstance(k, str) and type(v) is int and v >= 1 for k, v in result.errors.items()), result.errors
     assert all(type(v) is float and 0.0 <= v <= 1.0 for v in result.sub_rewards.values()), result.sub_rewards
     json.dumps({**result.to_dict(), "answer": result.answer, "details": result.details}, ensure_ascii=False).encode("utf-8")
@@ -177,34 +177,16 @@ def test_no_sample_or_item_breaks_the_python_grader(python_grader, batch):
 # -- model graders against a stub OpenAI-compatible endpoint ------------------------------------
 
 
-class _Judge(BaseHTTPRequestHandler):
-    reply = ""
-
-    def do_POST(self) -> None:  # noqa: N802  (http.server's naming)
-        self.rfile.read(int(self.headers["Content-Length"]))
-        payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": type(self).reply}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def judges():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Judge)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    messages = [{"role": "system", "content": "Grade."}, {"role": "user", "content": "{{ item.answer }} vs {{ sample.output_text }}"}]
-    yield [build_grader({"type": "score_model", "model": "judge", "base_url": url, "input": messages, "range": [0, 10]}),
-           build_grader({"type": "label_model", "model": "judge", "base_url": url, "input": messages,
-                         "labels": ["correct", "incorrect"], "passing_labels": ["correct"]})]
-    server.shutdown()
-    server.server_close()
+    with fake_judge() as judge:
+        messages = [{"role": "system", "content": "Grade."},
+                    {"role": "user", "content": "{{ item.answer }} vs {{ sample.output_text }}"}]
+        graders = [build_grader({"type": "score_model", "model": "judge", "base_url": judge.url, "input": messages,
+                                 "range": [0, 10]}),
+                   build_grader({"type": "label_model", "model": "judge", "base_url": judge.url, "input": messages,
+                                 "labels": ["correct", "incorrect"], "passing_labels": ["correct"]})]
+        yield judge, graders
 
 
 _replies = _text | _json.map(_dump) | st.sampled_from(["7", "1e999", "NaN", "-Infinity", '{"result": 1e309}', '{"result": "correct"}',
@@ -215,6 +197,7 @@ _replies = _text | _json.map(_dump) | st.sampled_from(["7", "1e999", "NaN", "-In
 @settings(FUZZ, max_examples=_LONG or 25)
 @given(sample=samples, item=items, reply=_replies)
 def test_no_sample_item_or_judge_reply_breaks_a_model_grader(judges, sample, item, reply):
-    _Judge.reply = reply
-    for grader in judges:
-        assert_sound(grader.grade(sample, item))
+    judge, graders = judges
+    judge.answer = lambda body: reply
+    for grader in graders:  # a score_model's rewards lie in its own range (OpenAI's meaning)
+        assert_sound(grader.grade(sample, item), *grader.reward_range)
