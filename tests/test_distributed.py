@@ -29,7 +29,7 @@ RECIPE = ROOT / "recipes" / "tiny-test.yaml"
 
 
 def _launched(monkeypatch, **env: str) -> None:
-    for key in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE"):
+    for key in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE", "WORLD_SIZE"):
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -60,6 +60,17 @@ def test_modes_ppo_cannot_run_are_refused_by_the_dry_run_before_any_model_loads(
 def test_supported_modes_pass(monkeypatch, algorithm, env):
     _launched(monkeypatch, **env)
     check_launch(load_run_config(RECIPE, [f"rl.algorithm={algorithm}"]))
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "grpo"])
+def test_alarms_stop_on_is_refused_with_several_processes(monkeypatch, algorithm):
+    """Only the main process watches the metrics: its alarm stop would leave the others waiting."""
+    _launched(monkeypatch, WORLD_SIZE="2")
+    with pytest.raises(ConfigError, match="alarms.stop_on"):
+        check_launch(load_run_config(RECIPE, [f"rl.algorithm={algorithm}", "alarms.stop_on=[kl_high]"]))
+    check_launch(load_run_config(RECIPE, [f"rl.algorithm={algorithm}"]))  # alarms without stop_on are fine
+    _launched(monkeypatch, WORLD_SIZE="1")
+    check_launch(load_run_config(RECIPE, [f"rl.algorithm={algorithm}", "alarms.stop_on=[kl_high]"]))
 
 
 def test_the_deepspeed_config_takes_ppos_minibatch_and_clipping_over_the_accelerate_file():

@@ -21,8 +21,14 @@ def check_launch(config: Any) -> None:
     """Refuse FSDP, and DeepSpeed ZeRO stages other than 1 and 2, for `rl.algorithm: ppo`.
 
     The SFT stage and GRPO/RLOO go through TRL's Trainer, which supports them; only a run whose RL
-    stage is our PPO is checked (an SFT-only run may use any mode).
+    stage is our PPO is checked (an SFT-only run may use any mode). `alarms.stop_on` is refused
+    for any algorithm when several processes run: only the main process watches the metrics, and
+    its stop would leave the others waiting at their next collective.
     """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and config.alarms.enabled and config.alarms.stop_on:
+        raise ConfigError(f"alarms.stop_on ({', '.join(config.alarms.stop_on)}) does not work under a multi-process "
+                          "launch yet (only the main process watches the metrics); remove it (alarms are still "
+                          "raised and logged), or run in one process")
     if config.rl.algorithm != "ppo":
         return
     if env_flag("ACCELERATE_USE_FSDP"):
