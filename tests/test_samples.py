@@ -184,6 +184,7 @@ def test_the_grpo_reward_function_keeps_the_steps_answers(tmp_path):
                              samples=SamplesSettings())
     ctx = RunContext(config, tmp_path, [], [], grader, NullLogger(), samples=SampleWriter(tmp_path, SamplesSettings()))
     reward = GraderReward(grader, 0.5, keeper=TrlSampleKeeper(ctx, _ChatTokenizer()))
+    reward.eos_token_ids = {0}  # set from the trainer's end-of-answer ids by run_trl_rl
     prompt = [{"role": "user", "content": "1+1="}]
     rewards = reward(prompts=[prompt, prompt], completions=[[{"role": "assistant", "content": "2"}],
                                                              [{"role": "assistant", "content": "333"}]],

@@ -207,25 +207,32 @@ class GraderReward:
         items = [json.loads(i) for i in rft_item]
         keys = sorted({k for item in items for k in item})
         rewards = self.inner(prompts=prompts, completions=completions, **{k: [item.get(k) for item in items] for k in keys})
-        rewards = self._penalize_truncated(rewards, completion_ids)
+        truncated = self._truncated(completion_ids)
+        rewards = self._penalize_truncated(rewards, truncated)
         stats = stats_of(self.inner.last_results)
         self._stats.append(stats)
         if self.keeper is not None:
-            self.keeper(prompts, completions, stats.results, completion_ids=completion_ids, **kwargs)
+            self.keeper(prompts, completions, stats.results, completion_ids=completion_ids, truncated=truncated, **kwargs)
         if stats.failed / max(len(rewards), 1) > self.max_error_share:
             kinds = ", ".join(f"{k}: {v}" for k, v in sorted(stats.errors.items())) or "unknown"
             raise TrainingError(f"{stats.failed} of {len(rewards)} grades failed ({kinds}), more than "
                                 f"rl.max_grader_error_share={self.max_error_share}; fix the grader (try `rft grade`) and rerun with --resume")
         return [float(r) for r in rewards]
 
-    def _penalize_truncated(self, rewards: list[float], completion_ids: list[list[int]] | None) -> list[float]:
+    def _truncated(self, completion_ids: list[list[int]] | None) -> list[bool] | None:
+        """TRL's rule: a completion is truncated when its last id is no end-of-answer id (None when
+        the trainer passed no ids, or no end-of-answer ids are known)."""
+        if completion_ids is None or not self.eos_token_ids:
+            return None
+        return [bool(len(ids)) and ids[-1] not in self.eos_token_ids for ids in completion_ids]
+
+    def _penalize_truncated(self, rewards: list[float], truncated: list[bool] | None) -> list[float]:
         if self.truncation_penalty is None:
             return rewards
-        if completion_ids is None or not self.eos_token_ids:
+        if truncated is None:
             raise TrainingError("rl.truncated=penalize: the trainer passed no completion ids or end-of-answer ids, so "
                                 "truncated answers cannot be told apart; use rl.truncated=grade with this TRL version")
-        return [self.truncation_penalty if len(ids) and ids[-1] not in self.eos_token_ids else r
-                for r, ids in zip(rewards, completion_ids, strict=True)]
+        return [self.truncation_penalty if cut else r for r, cut in zip(rewards, truncated, strict=True)]
 
     def drain_metrics(self) -> dict[str, Any]:
         """Grader error counts and mean sub-rewards since the last call."""
@@ -245,8 +252,8 @@ class GraderReward:
 class TrlSampleKeeper:
     """Writes a GRPO/RLOO step's sampled answers to RUN/samples/ from inside the reward function.
 
-    TRL hands the reward function the trainer state (the step being computed is global_step + 1),
-    the completion token ids and the dataset's `rft_row` column.
+    TRL hands the reward function the trainer state, the completion token ids and the dataset's
+    `rft_row` column; GraderReward adds which completions were truncated.
     """
 
     def __init__(self, ctx: RunContext, tokenizer: Any):
@@ -261,14 +268,14 @@ class TrlSampleKeeper:
         if not self.ctx.wants_samples("rl", step):
             return
         ids, rows = kwargs.get("completion_ids") or [], kwargs.get("rft_row") or []
+        truncated = kwargs.get("truncated") or []  # GraderReward's (TRL's) rule, every end-of-answer id
         keep = self.ctx.samples.keep(len(completions), rl.samples_per_prompt)
         lines = []
         for i in range(min(keep, len(results))):
-            n = len(ids[i]) if i < len(ids) else None
             lines.append({"row": rows[i] if i < len(rows) else None, "output_text": text_of(completions[i]),
                           "prompt": render_prompt(self.tokenizer, prompts[i]) if isinstance(prompts[i], list) else prompts[i],
-                          **result_fields(results[i]), "num_tokens": n,
-                          "truncated": n is not None and n >= rl.max_new_tokens and ids[i][-1] != self.tokenizer.eos_token_id})
+                          **result_fields(results[i]), "num_tokens": len(ids[i]) if i < len(ids) else None,
+                          "truncated": truncated[i] if i < len(truncated) else None})
         self.ctx.keep_samples("rl", step, lines)
 
 
