@@ -52,6 +52,7 @@ class SampleWriter:
         self.settings = settings
         self.problem: str | None = None  # the first write error, reported once
         self._reported = False
+        self._sizes: dict[Path, int] | None = None  # the folder's files and sizes, read from disk once
 
     def wants(self, stage: str, step: int, last_step: int | None = None) -> bool:
         """Whether this step's answers are kept (the first and last RL step always are)."""
@@ -79,7 +80,7 @@ class SampleWriter:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
-            self._rotate()
+            self._rotate(path)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
@@ -92,16 +93,22 @@ class SampleWriter:
         self._reported = True
         return self.problem
 
-    def _rotate(self) -> None:
-        files = sorted(self.folder.glob("rl-step-*.jsonl"))
-        sizes = {f: f.stat().st_size for f in files}
-        total = sum(f.stat().st_size for f in self.folder.glob("*.jsonl"))
-        budget = self.settings.max_mb * 1024 * 1024
+    def _rotate(self, written: Path) -> None:
+        """Delete the oldest RL-step files while the folder is over `samples.max_mb`.
+
+        Sizes are tallied in memory (the folder is listed once per run), so a long run does not
+        stat thousands of files at every step.
+        """
+        if self._sizes is None:
+            self._sizes = {f: f.stat().st_size for f in self.folder.glob("*.jsonl")}
+        self._sizes[written] = written.stat().st_size
+        total, budget = sum(self._sizes.values()), self.settings.max_mb * 1024 * 1024
+        files = sorted(f for f in self._sizes if f.name.startswith("rl-step-"))
         for f in files[:-1]:  # the newest file always stays
             if total <= budget:
                 break
             f.unlink(missing_ok=True)
-            total -= sizes[f]
+            total -= self._sizes.pop(f)
 
     def keep(self, n: int, group: int) -> int:
         """How many of a step's `n` answers to keep: `per_step`, rounded down to whole prompt groups."""
