@@ -112,6 +112,14 @@ def reference_fields(row: dict, demonstration_field: str = DEFAULT_DEMONSTRATION
     return {k: v for k, v in row.items() if k not in ("messages", demonstration_field)}
 
 
+def item_of(row: dict, demonstration_field: str) -> dict[str, Any]:
+    """What a grader sees as `item` in training and in the grader self-test: the row's reference
+    fields (and its messages)."""
+    item = dict(reference_fields(row, demonstration_field))
+    item.setdefault("messages", row.get("messages"))
+    return item
+
+
 def prompt_text(row: dict) -> str:
     """The prompt as one string (roles included), used for duplicate and overlap checks."""
     return "\n".join(f"{m['role']}: {m['content']}" for m in prompt_messages(row))

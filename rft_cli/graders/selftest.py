@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rft_cli.data.records import DEFAULT_DEMONSTRATION_FIELD, demonstration, iter_rows, reference_fields
+from rft_cli.data.records import DEFAULT_DEMONSTRATION_FIELD, demonstration, item_of, iter_rows
 
 # Rewards this close below the bar still pass: 0.1 + 0.2 + 0.7 is 0.9999999999999999.
 _TOLERANCE = 1e-9
@@ -86,11 +86,11 @@ class SelfTestReport:
 def grader_bar(grader: Any) -> tuple[float, float]:
     """(pass bar, full marks): the grader's `pass_threshold` if it has one, else full marks.
 
-    Full marks is 1, or the top of a score_model's `range` (its rewards are not rescaled).
+    Full marks is the top of the grader's `reward_range`: 1, or a score_model's `range` (its
+    rewards are not rescaled).
     """
     spec = getattr(grader, "spec", None)
-    score_range = getattr(spec, "range", None)
-    full = float(score_range[1]) if score_range is not None else 1.0
+    full = float(getattr(grader, "reward_range", (0.0, 1.0))[1])
     threshold = getattr(grader, "pass_threshold", None)
     if threshold is None:
         threshold = getattr(spec, "pass_threshold", None)
@@ -119,9 +119,7 @@ def _demonstrations(files: Iterable[tuple[str | Path, str]], report: SelfTestRep
             if text is None:
                 report.skipped += 1
                 continue
-            item = dict(reference_fields(row, field_name))
-            item.setdefault("messages", row.get("messages"))  # what training passes as `item`
-            yield str(path), line, text, item
+            yield str(path), line, text, item_of(row, field_name)  # what training passes as `item`
 
 
 def _batches(demos: Iterator[tuple[str, int, str, dict]]) -> Iterator[list[tuple[str, int, str, dict]]]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from rft_cli.data.records import prompt_messages, reference_fields
+from rft_cli.data.records import item_of, prompt_messages
 
 
 def seed_everything(seed: int) -> None:
@@ -52,13 +52,6 @@ def batch_indices(n_rows: int, seed: int, start: int, count: int) -> list[int]:
         epoch, offset = divmod(position, n_rows)
         out.append(int(_epoch_order(n_rows, seed, epoch)[offset]))
     return out
-
-
-def item_of(row: dict, demonstration_field: str) -> dict[str, Any]:
-    """What a grader sees as `item`: the row's reference fields (and its messages)."""
-    item = dict(reference_fields(row, demonstration_field))
-    item.setdefault("messages", row.get("messages"))
-    return item
 
 
 @dataclass
