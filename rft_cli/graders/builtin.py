@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from rft_cli.errors import GraderError
@@ -93,7 +94,8 @@ class NumericGrader(TemplatedGrader):
         return GradeResult(1.0 if correct else self.partial, answer=answers.format_number(answer))
 
 
-_FLAGS = {"ignorecase": 2, "multiline": 8, "dotall": 16}  # the same values in `re` and `regex`
+# `regex` (which runs user patterns, with a time limit) takes the same flag values as `re`
+_FLAGS = {"ignorecase": re.IGNORECASE, "multiline": re.MULTILINE, "dotall": re.DOTALL}
 
 
 class RegexGrader(TemplatedGrader):

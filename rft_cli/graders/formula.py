@@ -18,7 +18,6 @@ from typing import Any
 from rft_cli.errors import GraderError
 
 
-
 def _min(*values: float) -> float:
     """min() of one or more numbers (Python's min(x) of one number is a TypeError)."""
     return min(values)

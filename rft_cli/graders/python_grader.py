@@ -137,13 +137,12 @@ class PythonGrader(Grader):
 
 
 def _sample_payload(sample: Any) -> dict[str, Any]:
-    """The sample dict the user's code sees: output_text, and output_json when the text is JSON."""
-    import json
+    """The sample dict the user's code sees: output_text, and output_json when the text is JSON
+    (None when it is not, or is nested past the parser's limit), parsed as templates parse it."""
+    from rft_cli.graders.templates import UNPARSABLE, parse_json
 
     sample = dict(as_sample(sample))
     if "output_json" not in sample:
-        try:
-            sample["output_json"] = json.loads(sample.get("output_text", ""))
-        except (TypeError, ValueError, RecursionError):  # not JSON, or nested past the parser's limit
-            sample["output_json"] = None
+        parsed = parse_json(sample.get("output_text", ""))
+        sample["output_json"] = None if parsed is UNPARSABLE else parsed
     return sample
