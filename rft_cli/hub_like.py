@@ -94,21 +94,12 @@ def hub_generation_config(tokenizer: Any, defaults: dict[str, Any] | None = None
 
 def build_qwen2_model(tokenizer: Any, sizes: str | dict[str, int] = "tiny", seed: int = 0,
                       max_position_embeddings: int = 2048) -> Any:
-    """A randomly initialised Qwen2ForCausalLM over `tokenizer`'s vocabulary."""
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    """A randomly initialised Qwen2ForCausalLM over `tokenizer`'s vocabulary (BOS is <|endoftext|>, as Qwen's)."""
+    from rft_cli.tiny import random_causal_lm
 
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        max_position_embeddings=max_position_embeddings,
-        bos_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-        **(QWEN2_SIZES[sizes] if isinstance(sizes, str) else dict(sizes)),
-    )
-    torch.manual_seed(seed)
-    return Qwen2ForCausalLM(config)
+    return random_causal_lm("qwen2", tokenizer, seed=seed, max_position_embeddings=max_position_embeddings,
+                            bos_token_id=tokenizer.pad_token_id,
+                            **(QWEN2_SIZES[sizes] if isinstance(sizes, str) else dict(sizes)))
 
 
 def save_hub_like(path: str, sizes: str | dict[str, int] = "tiny", seed: int = 0,

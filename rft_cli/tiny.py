@@ -58,27 +58,34 @@ def build_char_tokenizer(model_max_length: int = 1024) -> Any:
     return tokenizer
 
 
-def build_tiny_model(tokenizer: Any, architecture: str | dict[str, int] = "llama-test", seed: int = 0,
-                     max_position_embeddings: int = 1024) -> Any:
-    """A randomly initialised LlamaForCausalLM sized by `architecture` (a name or a dict)."""
+def random_causal_lm(model_type: str, tokenizer: Any, *, seed: int = 0, max_position_embeddings: int = 1024,
+                     bos_token_id: int | None = None, **config: Any) -> Any:
+    """A randomly initialised causal LM of `model_type` over `tokenizer`'s vocabulary, tied
+    embeddings, its config's token ids the tokenizer's (`bos_token_id` defaults to the tokenizer's)."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    sizes = TINY_ARCHITECTURES[architecture] if isinstance(architecture, str) else dict(architecture)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        max_position_embeddings=max_position_embeddings,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-        **sizes,
+    config = AutoConfig.for_model(
+        model_type, vocab_size=len(tokenizer), max_position_embeddings=max_position_embeddings,
+        bos_token_id=tokenizer.bos_token_id if bos_token_id is None else bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True, **config,
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    return AutoModelForCausalLM.from_config(config)
+
+
+def _with_generation_ids(model: Any, tokenizer: Any) -> Any:
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model
+
+
+def build_tiny_model(tokenizer: Any, architecture: str | dict[str, int] = "llama-test", seed: int = 0,
+                     max_position_embeddings: int = 1024) -> Any:
+    """A randomly initialised LlamaForCausalLM sized by `architecture` (a name or a dict)."""
+    sizes = TINY_ARCHITECTURES[architecture] if isinstance(architecture, str) else dict(architecture)
+    model = random_causal_lm("llama", tokenizer, seed=seed, max_position_embeddings=max_position_embeddings, **sizes)
+    return _with_generation_ids(model, tokenizer)
 
 
 # One tiny model per family users fine-tune (transformers `model_type` -> config overrides), each
@@ -105,19 +112,9 @@ TINY_FAMILIES: dict[str, dict[str, Any]] = {
 
 def build_tiny_family_model(tokenizer: Any, family: str, seed: int = 0, max_position_embeddings: int = 1024) -> Any:
     """A randomly initialised 2-layer causal LM of `family` (a key of TINY_FAMILIES), tied embeddings."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    config = AutoConfig.for_model(
-        family, vocab_size=len(tokenizer), max_position_embeddings=max_position_embeddings,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True, **_FAMILY_SIZES, **TINY_FAMILIES[family],
-    )
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    return model
+    model = random_causal_lm(family, tokenizer, seed=seed, max_position_embeddings=max_position_embeddings,
+                             **_FAMILY_SIZES, **TINY_FAMILIES[family])
+    return _with_generation_ids(model, tokenizer)
 
 
 def save_tiny_family(path: str, family: str, seed: int = 0) -> str:
