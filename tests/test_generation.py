@@ -146,19 +146,25 @@ def test_generation_stops_at_eos(loaded):
 def test_prompts_use_the_chat_template(loaded):
     """The prompt the model sees is the chat template's, ending with the assistant opening."""
     model, tokenizer = loaded
+    seen = _input_ids_seen(model, lambda: generate_completions(model, tokenizer, PROMPTS[:1], max_new_tokens=2))
+    assert tokenizer.decode(seen[0][0]) == "<|user|>hi<|end|><|assistant|>"
+
+
+def _input_ids_seen(model, run) -> list[list[list[int]]]:
+    """The input_ids of every `model.generate` call `run()` makes."""
     seen = []
     original = model.generate
 
     def spy(**kwargs):
-        seen.append(kwargs["input_ids"][0].tolist())
+        seen.append(kwargs["input_ids"].tolist())
         return original(**kwargs)
 
     model.generate = spy
     try:
-        generate_completions(model, tokenizer, PROMPTS[:1], max_new_tokens=2)
+        run()
     finally:
         del model.generate
-    assert tokenizer.decode(seen[0]) == "<|user|>hi<|end|><|assistant|>"
+    return seen
 
 
 def test_progress_reports_sequences(loaded):
@@ -231,18 +237,7 @@ def test_hub_like_folder_loads_with_its_own_pad_and_eos(hub_loaded):
 
 def test_hub_like_prompt_is_chatml(hub_loaded):
     model, tokenizer = hub_loaded
-    seen = []
-    original = model.generate
-
-    def spy(**kwargs):
-        seen.append(kwargs["input_ids"].tolist())
-        return original(**kwargs)
-
-    model.generate = spy
-    try:
-        generate_completions(model, tokenizer, PROMPTS[:2], max_new_tokens=2)
-    finally:
-        del model.generate
+    seen = _input_ids_seen(model, lambda: generate_completions(model, tokenizer, PROMPTS[:2], max_new_tokens=2))
     texts = [tokenizer.decode(ids) for ids in seen[0]]
     # Longest prompt first; the shorter one is left-padded with <|endoftext|>, not with the EOS.
     assert texts[0] == (
