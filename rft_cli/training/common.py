@@ -130,6 +130,11 @@ class GradeStats:
     sub_rewards: dict[str, float] = field(default_factory=dict)
     results: list[Any] = field(default_factory=list, repr=False)  # the GradeResults (samples on disk)
 
+    @property
+    def failed_share(self) -> float:
+        """The share of grades with an error (`grader_error_share`; `rl.max_grader_error_share` bounds it)."""
+        return self.failed / max(len(self.rewards), 1)
+
     def metrics(self, prefix: str = "") -> dict[str, Any]:
         """`grader_errors/<kind>` and `sub_rewards/<name>` entries for metrics.jsonl."""
         out: dict[str, Any] = {f"{prefix}grader_errors/{k}": v for k, v in sorted(self.errors.items())}

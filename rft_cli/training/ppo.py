@@ -393,7 +393,7 @@ class PPOTrainer:
             "kl": seq_kl, "kl_coef": self.kl_ctl.value,
             "response_length_mean": lengths.float().mean().item(),
             "truncated_share": self._gather(rollout.truncated.float()).mean().item(),
-            "grader_error_share": stats.failed / max(len(stats.rewards), 1),
+            "grader_error_share": stats.failed_share,
             **stats.metrics(),
         })
         fault = None if _finite(record["train_reward_mean"], seq_kl) else "non-finite reward or KL"
@@ -415,8 +415,7 @@ class PPOTrainer:
         return record
 
     def _check_grader_failures(self, step: int, stats: Any, record: dict[str, Any]) -> None:
-        share = stats.failed / max(len(stats.rewards), 1)
-        if share > self.cfg.max_grader_error_share:
+        if stats.failed_share > self.cfg.max_grader_error_share:
             kinds = ", ".join(f"{k}: {v}" for k, v in sorted(stats.errors.items())) or "unknown"
             record.update({"stopped": "grader_errors", **stats.metrics()})
             self.ctx.report(record)

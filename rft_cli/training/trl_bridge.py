@@ -213,7 +213,7 @@ class GraderReward:
         self._stats.append(stats)
         if self.keeper is not None:
             self.keeper(prompts, completions, stats.results, completion_ids=completion_ids, truncated=truncated, **kwargs)
-        if stats.failed / max(len(rewards), 1) > self.max_error_share:
+        if stats.failed_share > self.max_error_share:
             kinds = ", ".join(f"{k}: {v}" for k, v in sorted(stats.errors.items())) or "unknown"
             raise TrainingError(f"{stats.failed} of {len(rewards)} grades failed ({kinds}), more than "
                                 f"rl.max_grader_error_share={self.max_error_share}; fix the grader (try `rft grade`) and rerun with --resume")
