@@ -46,6 +46,8 @@ def weights_dtype(settings: ModelSettings) -> Any:
 
     compute = resolve_dtype(settings.dtype)  # refuses float16 without a GPU before any weight loads
     return torch.float32 if settings.lora is None else compute
+
+
 def device() -> Any:
     """The device a single-process run trains on (the first GPU when present)."""
     import torch
