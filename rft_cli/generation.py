@@ -303,13 +303,125 @@ def generate_tokens(model: Any, input_ids: Any, attention_mask: Any, config: Any
     """`model.generate` with `config` alone deciding how tokens are drawn (`sampling_config`).
 
     HF `generate` is kept rather than a loop of our own for its KV cache, the cache classes some
-    architectures need (sliding-window, hybrid) and left-padding position ids;
-    tests/test_sampling_fidelity.py measures that what it draws is the softmax.
+    architectures need (sliding-window, hybrid) and left-padding position ids; its decoding loop is
+    `_decode_dropping_ended_rows` (as a `custom_generate`), which lets answers that have ended
+    leave the batch. tests/test_sampling_fidelity.py measures that what it draws is the softmax.
     """
+    import torch.distributed as dist
+
+    # Several processes sharding one model (ZeRO-3, FSDP) must run the same forwards: HF's own loop.
+    single = not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1)
     with neutral_generation_defaults(model):
         return model.generate(
-            input_ids=input_ids, attention_mask=attention_mask, generation_config=config
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            generation_config=config,
+            custom_generate=_decode_dropping_ended_rows if single else None,
         )
+
+
+def _decode_dropping_ended_rows(
+    model: Any,
+    input_ids: Any,
+    logits_processor: Any,
+    stopping_criteria: Any,
+    generation_config: Any,
+    **model_kwargs: Any,
+) -> Any:
+    """HF's sampling (or greedy) loop, except that a row that has ended stops being computed.
+
+    `generate` prepares everything (processors, cache, position ids) as for its own loop; this
+    one draws the same tokens: the same processors, `torch.multinomial` over the whole batch (a
+    row that has ended gets a uniform row, so every live row's draw uses the same random numbers as
+    in HF's loop), ended rows padded. Rows leave the batch only where the cache can drop them (a
+    `DynamicCache` of plain or sliding-window layers); otherwise the loop keeps them, as HF does.
+    Anything else HF's loop offers (beams, streaming, returned dicts, stop strings) goes to HF.
+    """
+    import torch
+    from transformers import GenerationMixin
+
+    stops = _plain_stops(stopping_criteria)
+    if stops is None or generation_config.num_beams != 1 or generation_config.return_dict_in_generate:
+        return GenerationMixin._sample(
+            model, input_ids, logits_processor, stopping_criteria, generation_config, **model_kwargs
+        )
+    eos, max_length = stops
+    pad = int(generation_config._pad_token_tensor)
+    batch = input_ids.shape[0]
+    current = torch.arange(batch, device=input_ids.device)  # the rows still in the model's batch
+    ended = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
+    sequences = input_ids
+    with model._optimize_model_for_decode():
+        outputs = model._prefill(input_ids, generation_config, model_kwargs)
+        drop = _rows_can_leave(outputs.get("cache"))
+        while True:
+            model_kwargs = model._update_model_kwargs_for_generation(outputs, model_kwargs)
+            logits = outputs.logits[:, -1].to(copy=True, dtype=torch.float32, device=input_ids.device)
+            scores = logits_processor(sequences[current], logits)
+            tokens = _next_tokens(scores, current, batch, generation_config.do_sample)
+            tokens = torch.where(ended[current], torch.full_like(tokens, pad), tokens)
+            column = torch.full((batch, 1), pad, dtype=sequences.dtype, device=sequences.device)
+            column[current, 0] = tokens
+            sequences = torch.cat([sequences, column], dim=1)
+            ended[current] |= torch.isin(tokens, eos)
+            if sequences.shape[1] >= max_length or bool(ended.all()):
+                return sequences
+            if drop and bool(ended[current].any()):
+                keep = (~ended[current]).nonzero().squeeze(1)
+                model_kwargs = _select_rows(model_kwargs, keep, len(current))
+                current = current[keep]
+            inputs = model.prepare_inputs_for_generation(
+                sequences[current], next_sequence_length=1, **model_kwargs
+            )
+            outputs = model(**inputs, return_dict=True)
+
+
+def _plain_stops(stopping_criteria: Any) -> tuple[Any, int] | None:
+    """(EOS ids, max length) when those are the only stopping criteria, else None."""
+    from transformers.generation.stopping_criteria import EosTokenCriteria, MaxLengthCriteria
+
+    eos = max_length = None
+    for criterion in stopping_criteria:
+        if isinstance(criterion, EosTokenCriteria):
+            eos = criterion.eos_token_id
+        elif isinstance(criterion, MaxLengthCriteria):
+            max_length = criterion.max_length
+        else:
+            return None
+    return None if eos is None or max_length is None else (eos, max_length)
+
+
+def _rows_can_leave(cache: Any) -> bool:
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    return type(cache) is DynamicCache and all(isinstance(layer, DynamicLayer) for layer in cache.layers)
+
+
+def _next_tokens(scores: Any, current: Any, batch: int, do_sample: bool) -> Any:
+    """Greedy: the argmax. Sampling: `torch.multinomial` over a whole-batch tensor, as HF's loop draws."""
+    import torch
+
+    if not do_sample:
+        return scores.argmax(dim=-1)
+    probs = torch.softmax(scores, dim=-1)
+    if len(current) < batch:
+        whole = probs.new_ones((batch, probs.shape[-1]))
+        whole[current] = probs
+        return torch.multinomial(whole, num_samples=1).squeeze(1)[current]
+    return torch.multinomial(probs, num_samples=1).squeeze(1)
+
+
+def _select_rows(model_kwargs: dict[str, Any], keep: Any, rows: int) -> dict[str, Any]:
+    """The model inputs (attention mask, position ids, cache) of the rows `keep` only."""
+    import torch
+
+    out = dict(model_kwargs)
+    for key, value in model_kwargs.items():
+        if key == "cache":
+            value.batch_select_indices(keep)
+        elif isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == rows:
+            out[key] = value[keep]
+    return out
 
 
 def _generate_batch(
