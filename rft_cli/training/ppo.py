@@ -160,19 +160,26 @@ PIECE_COST_TOKENS = {"cpu": 128, "other": 2048}
 _TOKEN_KEYS = ("input_ids", "attention_mask")  # [prompt | answer] columns; the rest are answer columns
 
 
-def _lengths(attention_mask: Any, prompt_width: int) -> tuple[list[int], list[int]]:
-    """Each row's prompt and answer length (left-padded prompts, right-padded answers)."""
-    return (attention_mask[:, :prompt_width].sum(dim=1).tolist(),
-            attention_mask[:, prompt_width:].sum(dim=1).tolist())
+def _cut_pieces(batch: dict[str, Any], prompt_width: int, max_rows: int,
+                piece_cost: int | None) -> list[tuple[Any, dict[str, Any], int]]:
+    """(rows, tensors, answer width) of each piece of `pm.length_pieces`, its tensors cut to the
+    piece's own longest prompt and answer: the columns that are padding in all its rows are left out.
 
-
-def _cut(batch: dict[str, Any], prompt_width: int, prompt_len: int, answer_len: int) -> dict[str, Any]:
-    """The batch's tensors without the columns that are padding in every row: the prompt's first
-    `prompt_width - prompt_len` and the answer's columns after `answer_len` (at least one stays)."""
-    answer_len = max(int(answer_len), 1)
-    start = prompt_width - int(prompt_len)
-    return {k: v[:, start:prompt_width + answer_len] if k in _TOKEN_KEYS else v[:, :answer_len]
-            for k, v in batch.items()}
+    The batch holds left-padded prompts and right-padded answers: `input_ids` and `attention_mask`
+    are [prompt | answer] columns, every other tensor answer columns only.
+    """
+    attn = batch["attention_mask"]
+    prompt_lens = attn[:, :prompt_width].sum(dim=1).tolist()
+    answer_lens = attn[:, prompt_width:].sum(dim=1).tolist()
+    pieces = []
+    for piece in pm.length_pieces(prompt_lens, answer_lens, max_rows, piece_cost):
+        rows = torch.tensor(piece, device=attn.device)
+        start = prompt_width - max(prompt_lens[i] for i in piece)
+        width = max(max(answer_lens[i] for i in piece), 1)
+        cut = {k: v[rows][:, start:prompt_width + width] if k in _TOKEN_KEYS else v[rows][:, :width]
+               for k, v in batch.items()}
+        pieces.append((rows, cut, width))
+    return pieces
 
 
 def _check_deepspeed_world(num_processes: int) -> None:
@@ -242,15 +249,10 @@ class PPOTrainer:
         position ids from the mask), so it is not computed. Positions past an answer's end are 0.
         """
         chunk = max(self.cfg.mini_batch_size, 16)
-        prompt_width = input_ids.shape[1] - resp_len
-        prompt_lens, answer_lens = _lengths(attn, prompt_width)
+        batch = {"input_ids": input_ids, "attention_mask": attn}
         outs: list[Any] = [None, None, None]
         with torch.no_grad(), self.accelerator.autocast():  # the reference computes as the policy does
-            for piece in pm.length_pieces(prompt_lens, answer_lens, chunk, self._piece_cost()):
-                rows = torch.tensor(piece, device=input_ids.device)
-                width = max(max(answer_lens[i] for i in piece), 1)
-                cut = _cut({"input_ids": input_ids[rows], "attention_mask": attn[rows]}, prompt_width,
-                           max(prompt_lens[i] for i in piece), width)
+            for rows, cut, width in _cut_pieces(batch, input_ids.shape[1] - resp_len, chunk, self._piece_cost()):
                 ids, mask = cut["input_ids"], cut["attention_mask"]
                 lp, v, _ = self.ac.forward(ids, mask, width, self.cfg.temperature)
                 ref = self.ac.reference_logprobs(ids, mask, width, self.cfg.temperature)
@@ -298,7 +300,6 @@ class PPOTrainer:
         cfg, n, acc = self.cfg, batch["input_ids"].shape[0], self.accelerator
         micro = cfg.micro_batch_size or cfg.mini_batch_size
         prompt_width = batch["input_ids"].shape[1] - batch["mask"].shape[1]
-        prompt_lens, answer_lens = _lengths(batch["attention_mask"], prompt_width)
         # Processes that sync gradients in every backward need the same number of micro-batches.
         piece_cost = self._piece_cost() if acc.num_processes == 1 and self.engine is None else None
         generator = torch.Generator().manual_seed(step_seed(self.ctx.config.seed, step) + 1)
@@ -309,20 +310,16 @@ class PPOTrainer:
             order = torch.randperm(n, generator=generator).to(batch["input_ids"].device)
             for s in range(0, n, cfg.mini_batch_size):
                 idx = order[s:s + cfg.mini_batch_size]
-                rows = idx.tolist()
                 minibatch = {k: v[idx] for k, v in batch.items()}
                 # weights over the whole (uncut) minibatch: its micro-batches' losses add up to its loss
                 minibatch["weights"] = pm.loss_weights(minibatch["mask"], cfg.loss_aggregation)
-                pieces = pm.length_pieces([prompt_lens[i] for i in rows], [answer_lens[i] for i in rows], micro, piece_cost)
-                for k, piece in enumerate(pieces):
-                    part = {key: v[torch.tensor(piece, device=idx.device)] for key, v in minibatch.items()}
-                    mb = _cut(part, prompt_width, max(prompt_lens[rows[i]] for i in piece),
-                              max(answer_lens[rows[i]] for i in piece))
+                pieces = _cut_pieces(minibatch, prompt_width, micro, piece_cost)
+                for j, (_, mb, _) in enumerate(pieces):
                     loss, stats = self._micro_losses(mb)
                     if self._any_process(not _finite(loss.item())):
                         self._discard_gradients(loss)
                         return "non-finite loss"
-                    self._backward(loss, last=k == len(pieces) - 1)
+                    self._backward(loss, last=j == len(pieces) - 1)
                     for k, v in stats.items():
                         totals[k] = totals.get(k, 0.0) + v
                 grad_norm, outcome = self._optimizer_step()
