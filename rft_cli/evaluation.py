@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rft_cli.data.records import parse_line, prompt_messages
-from rft_cli.errors import DataError, UsageError
+from rft_cli.errors import ConfigError, DataError
 from rft_cli.generation import ProgressFn
 
 DEFAULT_THRESHOLD = 1.0
@@ -165,7 +165,7 @@ def grade_outputs(
 ) -> EvalReport:
     """Grade given answers (`outputs[i]` holds row i's samples, the same number for every row)."""
     if len(outputs) != len(rows):
-        raise UsageError(f"{name}: {len(outputs)} lists of outputs for {len(rows)} rows")
+        raise ConfigError(f"{name}: {len(outputs)} lists of outputs for {len(rows)} rows")
     counts = {len(o) for o in outputs}
     if len(counts) != 1 or 0 in counts:
         raise DataError(
@@ -271,7 +271,7 @@ def _iter_sample_lines(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: cannot read the samples file ({exc})") from None
+        raise ConfigError(f"{path}: cannot read the samples file ({exc})") from None
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -314,4 +314,4 @@ def write_results(path: str | Path, reports: Sequence[EvalReport], rows: Sequenc
                     }
                     handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     except OSError as exc:
-        raise UsageError(f"{path}: cannot write results ({exc.strerror or exc})") from None
+        raise ConfigError(f"{path}: cannot write results ({exc.strerror or exc})") from None

@@ -20,7 +20,7 @@ from typing import Any
 
 from rft_cli.data.records import parse_line
 from rft_cli.alarms import scan_metrics
-from rft_cli.errors import DataError, RftError, UsageError
+from rft_cli.errors import ConfigError, DataError, RftError
 
 METRICS_FILE = "metrics.jsonl"
 # (metric key, panel title); the panels of a run report, in order.
@@ -80,7 +80,7 @@ def read_metrics(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
-        raise UsageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
     records, warnings = [], []
     lines = text.splitlines()
     for line_no, line in enumerate(lines, start=1):
@@ -108,11 +108,11 @@ def summarize_run(run_dir: str | Path) -> RunReport:
     if run.is_file() and run.suffix == ".jsonl":
         run, metrics = run.parent, run
     elif not run.is_dir():
-        raise UsageError(f"{run}: no such run folder (pass the --output-dir of `rft train`)")
+        raise ConfigError(f"{run}: no such run folder (pass the --output-dir of `rft train`)")
     else:
         metrics = run / METRICS_FILE
     if not metrics.is_file():
-        raise UsageError(f"{run}: no {METRICS_FILE} here; is this a run folder of `rft train`?")
+        raise ConfigError(f"{run}: no {METRICS_FILE} here; is this a run folder of `rft train`?")
     records, warnings = read_metrics(metrics)
     if not records:
         raise DataError(f"{metrics}: no metrics logged yet (the run has not finished a step)")
@@ -157,11 +157,11 @@ def samples_report(run_dir: str | Path, step: int | None = None, row: int | None
 
     run = Path(run_dir)
     if not run.is_dir():
-        raise UsageError(f"{run}: no such run folder (pass the --output-dir of `rft train`)")
+        raise ConfigError(f"{run}: no such run folder (pass the --output-dir of `rft train`)")
     if row is not None:
         answers = follow_row(run, row)
         if not answers:
-            raise UsageError(f"--row {row}: no evaluation kept an answer for validation row {row} in {run / 'samples'} "
+            raise ConfigError(f"--row {row}: no evaluation kept an answer for validation row {row} in {run / 'samples'} "
                              "(samples.eval_rows limits how many rows are kept)")
         return {"run": str(run), "row": row, "answers": answers}
     return {"run": str(run), **step_samples(run, step, stage, top)}
@@ -219,11 +219,11 @@ def _read_summary(run: Path, warnings: list[str]) -> dict[str, Any] | None:
 
 
 def require_matplotlib() -> Any:
-    """Import matplotlib with a headless backend, or raise UsageError saying how to install it."""
+    """Import matplotlib with a headless backend, or raise ConfigError saying how to install it."""
     try:
         import matplotlib
     except ImportError:
-        raise UsageError(
+        raise ConfigError(
             "plots need matplotlib, an optional extra: pip install 'rft-cli[plots]'"
         ) from None
     matplotlib.use("Agg")
@@ -235,7 +235,7 @@ def require_matplotlib() -> Any:
 def _check_output(path: Path) -> str:
     kind = path.suffix.lower()
     if kind not in (".png", ".html", ".htm"):
-        raise UsageError(f"{path}: the report must be a .png or .html file")
+        raise ConfigError(f"{path}: the report must be a .png or .html file")
     return kind
 
 
@@ -371,7 +371,7 @@ def _save(fig: Any, plt: Any, output: Path, kind: str, table_html: str) -> Path:
             image = base64.b64encode(buffer.getvalue()).decode("ascii")
             output.write_text(_HTML.format(table=table_html, image=image), encoding="utf-8")
     except OSError as exc:
-        raise UsageError(f"{output}: cannot write the report ({exc.strerror or exc})") from None
+        raise ConfigError(f"{output}: cannot write the report ({exc.strerror or exc})") from None
     finally:
         plt.close(fig)
     return output

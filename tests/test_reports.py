@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rft_cli.cli import app
-from rft_cli.errors import DataError, UsageError
+from rft_cli.errors import ConfigError, DataError
 from rft_cli.reports import plot_runs, read_metrics, summarize_run
 
 runner = CliRunner()
@@ -79,9 +79,9 @@ def test_null_values_do_not_count(tmp_path):
 
 
 def test_not_a_run_folder(tmp_path):
-    with pytest.raises(UsageError, match="no metrics.jsonl"):
+    with pytest.raises(ConfigError, match="no metrics.jsonl"):
         summarize_run(tmp_path)
-    with pytest.raises(UsageError, match="no such run folder"):
+    with pytest.raises(ConfigError, match="no such run folder"):
         summarize_run(tmp_path / "missing")
 
 
@@ -121,7 +121,7 @@ def test_html_report_embeds_the_plot(tmp_path):
 def test_without_matplotlib_a_clear_message(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     report = summarize_run(_write_run(tmp_path / "a"))
-    with pytest.raises(UsageError, match=r"pip install 'rft-cli\[plots\]'"):
+    with pytest.raises(ConfigError, match=r"pip install 'rft-cli\[plots\]'"):
         plot_runs([report], tmp_path / "report.png")
 
 

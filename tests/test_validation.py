@@ -14,7 +14,7 @@ from rft_cli.data import overlap, validation
 from rft_cli.data.overlap import CANDIDATE_BUDGET, LSH_TARGET_RECALL, NearDuplicateIndex, lsh_parameters, lsh_recall, prefix_length
 from rft_cli.data.records import check_row
 from rft_cli.data.validation import _fast_shape, _slow_shape, validate_dataset
-from rft_cli.errors import DataError, UsageError
+from rft_cli.errors import ConfigError, DataError
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "example"
 
@@ -113,7 +113,7 @@ def test_required_item_fields_and_demonstrations(tmp_path):
     ({"overlap_fields": ["a"]}, "--overlap-fields needs --valid"),
 ])
 def test_bad_arguments_are_usage_errors(kwargs, message):
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(ConfigError, match=message):
         validate_dataset(EXAMPLE / "train.jsonl", **kwargs)
 
 
@@ -223,9 +223,9 @@ def test_normalize_text_ascii_shortcut_equals_nfkc_casefold(text):
 
 
 def test_a_missing_or_special_file_is_a_usage_error(tmp_path):
-    with pytest.raises(UsageError, match=r"nope\.jsonl: no such file \(give the path of a JSONL file\)"):
+    with pytest.raises(ConfigError, match=r"nope\.jsonl: no such file \(give the path of a JSONL file\)"):
         validate_dataset(tmp_path / "nope.jsonl")
-    with pytest.raises(UsageError, match="is not a regular file"):
+    with pytest.raises(ConfigError, match="is not a regular file"):
         validate_dataset(EXAMPLE / "train.jsonl", tmp_path)
 
 

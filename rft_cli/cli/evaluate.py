@@ -11,7 +11,8 @@ from rich.markup import escape
 
 from rft_cli.cli import render
 from rft_cli.cli.app import app
-from rft_cli.errors import DataError, UsageError
+from rft_cli.cli.app import UsageError
+from rft_cli.errors import DataError
 
 SAMPLING_TEMPERATURE = 1.0
 

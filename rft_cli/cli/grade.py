@@ -11,7 +11,8 @@ import typer
 
 from rft_cli.cli import render
 from rft_cli.cli.app import app
-from rft_cli.errors import DataError, UsageError
+from rft_cli.cli.app import UsageError
+from rft_cli.errors import DataError
 
 _BINS = ("0", "(0, 0.25)", "[0.25, 0.5)", "[0.5, 0.75)", "[0.75, 1)", "1")
 

@@ -20,7 +20,8 @@ from rft_cli.data.validation import (
     ValidationReport,
     validate_dataset,
 )
-from rft_cli.errors import EXIT_INVALID, UsageError
+from rft_cli.cli.app import UsageError
+from rft_cli.errors import EXIT_INVALID
 
 
 class OutputFormat(str, Enum):

@@ -34,7 +34,7 @@ from rft_cli.data.records import (
     prompt_messages,
     prompt_text,
 )
-from rft_cli.errors import ConfigError, DataError, RftError, UsageError
+from rft_cli.errors import ConfigError, DataError, RftError
 
 DEFAULT_MAX_ERRORS = 20
 DEFAULT_NEAR_DUPLICATE_THRESHOLD = 0.9
@@ -660,15 +660,15 @@ def _check_arguments(train: Path, valid: Path | None, threshold: float, max_erro
     for path in (train, valid):
         if path is not None and not path.is_file():
             problem = "is not a regular file" if path.exists() else "no such file"
-            raise UsageError(f"{path}: {problem} (give the path of a JSONL file)")
+            raise ConfigError(f"{path}: {problem} (give the path of a JSONL file)")
     if not MIN_NEAR_DUPLICATE_THRESHOLD <= threshold <= 1.0:
-        raise UsageError(f"--near-duplicate-threshold {threshold}: use a value between {MIN_NEAR_DUPLICATE_THRESHOLD} and 1.0")
+        raise ConfigError(f"--near-duplicate-threshold {threshold}: use a value between {MIN_NEAR_DUPLICATE_THRESHOLD} and 1.0")
     if max_errors < 1:
-        raise UsageError(f"--max-errors {max_errors}: use a positive number")
+        raise ConfigError(f"--max-errors {max_errors}: use a positive number")
     if max_tokens is not None and tokenizer is None:
-        raise UsageError("--max-tokens needs --tokenizer (the directory of the model's tokenizer)")
+        raise ConfigError("--max-tokens needs --tokenizer (the directory of the model's tokenizer)")
     if overlap_fields and valid is None:
-        raise UsageError("--overlap-fields needs --valid (the validation file whose answers must not appear in training)")
+        raise ConfigError("--overlap-fields needs --valid (the validation file whose answers must not appear in training)")
 
 
 def _warn_unseen_fields(validator: _Validator, valid: Path | None) -> None:

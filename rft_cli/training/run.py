@@ -147,7 +147,6 @@ def check_grader(config: RunConfig, grader: Any) -> Any:
 
 def _check_model_source(config: RunConfig) -> None:
     """A missing local model folder, or an architecture rft cannot train, is a config error now, not after the data loads."""
-    from rft_cli.errors import UsageError
     from rft_cli.generation import resolve_model_path
     from rft_cli.training.architectures import check_architecture
 
@@ -155,7 +154,7 @@ def _check_model_source(config: RunConfig) -> None:
         if value is not None:
             try:
                 source = resolve_model_path(value)
-            except UsageError as exc:
+            except ConfigError as exc:
                 raise ConfigError(f"{key}: {exc}") from None
             if key == "model.name":
                 check_architecture(source)
