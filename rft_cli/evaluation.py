@@ -9,16 +9,17 @@ Nothing here prints; `rft_cli.cli.evaluate` renders the reports.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rft_cli.data.records import parse_line, prompt_messages
+from rft_cli.data.records import prompt_messages
 from rft_cli.errors import ConfigError, DataError
 from rft_cli.generation import ProgressFn
 
@@ -239,52 +240,27 @@ def _mean_sub_rewards(results: list[SampleResult]) -> dict[str, float]:
     return {key: sum(v) / len(v) for key, v in sorted(values.items())}
 
 
-def load_samples_file(path: str | Path, num_rows: int) -> dict[str, list[list[str]]]:
+def load_samples_file(path: str | Path, num_rows: int, notes: list[str] | None = None) -> dict[str, list[list[str]]]:
     """Read outputs produced elsewhere: {name: outputs per row}, ready for `grade_outputs`.
 
-    Each line is a JSON object with `output_text`. Without a `row` field, line i answers row i
-    (one sample per row). With `row` (0-based index into the data file), lines are grouped by row,
-    so a row may have several samples. A `model` field (as `rft eval --output` writes) splits the
-    file into one entry per model; otherwise the entry is named after the file. Rows at or past
-    `num_rows` (after --limit) are ignored.
+    The file is the samples format of `rft_cli.grading` (the one `rft grade --samples` reads).
+    Without a `row` field, line i answers row i (one sample per row). With `row` (0-based index
+    into the data file), lines are grouped by row, so a row may have several samples. A `model`
+    field (as `rft eval --output` writes) splits the file into one entry per model; otherwise the
+    entry is named after the file. Rows at or past `num_rows` (after --limit) are ignored. Notes
+    for the user (an old format read) are appended to `notes`.
     """
-    path = Path(path)
-    lines = list(_iter_sample_lines(path))
-    keyed = [("row" in obj) for _, obj in lines]
-    if any(keyed) and not all(keyed):
-        raise DataError(
-            f'{path}: some lines have a "row" field and some do not (give it on every line or none)'
-        )
+    from rft_cli.grading import read_samples_file
+
+    read = read_samples_file(path)
+    if notes is not None:
+        notes.extend(read.notes)
     grouped: dict[str, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
-    for index, (line_no, obj) in enumerate(lines):
-        row = obj["row"] if keyed[index] else index
-        if not isinstance(row, int) or isinstance(row, bool) or row < 0:
-            raise DataError(
-                f'{path} line {line_no}: "row" must be a row index (0, 1, ...), got {row!r}'
-            )
+    for index, line in enumerate(read.lines):
+        row = line.row if line.row is not None else index
         if row < num_rows:
-            grouped[str(obj.get("model", path.name))][row].append(obj["output_text"])
-    return {name: _rows_in_order(path, name, by_row, num_rows) for name, by_row in grouped.items()}
-
-
-def _iter_sample_lines(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the samples file ({exc})") from None
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = parse_line(line)
-        except ValueError as exc:
-            raise DataError(f"{path} line {line_no}: invalid JSON ({exc})") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("output_text"), str):
-            raise DataError(
-                f'{path} line {line_no}: each line needs an "output_text" string, '
-                f'e.g. {{"row": 0, "output_text": "42"}}'
-            )
-        yield line_no, obj
+            grouped[line.model or read.path.name][row].append(line.sample["output_text"])
+    return {name: _rows_in_order(read.path, name, by_row, num_rows) for name, by_row in grouped.items()}
 
 
 def _rows_in_order(
@@ -315,3 +291,184 @@ def write_results(path: str | Path, reports: Sequence[EvalReport], rows: Sequenc
                     handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot write results ({exc.strerror or exc})") from None
+
+
+# -- a whole `rft eval`: models and samples files against one data file and grader ---------------
+
+
+SAMPLING_TEMPERATURE = 1.0  # the default temperature when several samples per row are drawn
+
+
+@dataclass
+class EvalSettings:
+    """How answers are generated and judged (the flags of `rft eval`)."""
+
+    samples: int = 1
+    temperature: float | None = None  # None: greedy for one sample, SAMPLING_TEMPERATURE for more
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    batch_size: int = 32
+    limit: int | None = None
+    threshold: float = DEFAULT_THRESHOLD
+    seed: int = 0
+
+
+class EvalProgress:
+    """What an evaluation reports while it runs; the command line shows it on stderr. Silent here."""
+
+    def note(self, message: str) -> None:
+        """A warning for the user (greedy samples that are all alike, an old samples format...)."""
+
+    @contextlib.contextmanager
+    def model(self, name: str, rows: int, samples: int, temperature: float) -> Iterator[ProgressFn | None]:
+        """Around one model's generation; yields the (done, total) callback generation reports to."""
+        yield None
+
+    def samples_file(self, path: Path, models: int, rows: int) -> None:
+        """A samples file is about to be graded."""
+
+
+@dataclass
+class EvalRun:
+    """The reports of every model (the first one gates), the temperature used, and the gate."""
+
+    reports: list[EvalReport]
+    temperature: float | None  # None when nothing was generated (samples files only)
+    min_score: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def gate(self) -> str | None:
+        """"passed" or "failed" when a min_score was given: the first model's mean reward against it."""
+        if self.min_score is None:
+            return None
+        return "passed" if self.reports[0].mean_reward >= self.min_score else "failed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "min_score": self.min_score, "gate": self.gate,
+                "models": [r.to_dict() for r in self.reports]}
+
+
+def evaluate_models(
+    data: str | Path,
+    grader: str | Path,
+    models: Sequence[str] = (),
+    *,
+    samples_file: str | Path | None = None,
+    settings: EvalSettings | None = None,
+    min_score: float | None = None,
+    output: str | Path | None = None,
+    plot: str | Path | None = None,
+    progress: EvalProgress | None = None,
+) -> EvalRun:
+    """Evaluate each model (and the outputs of a samples file) on the rows of `data` with one grader.
+
+    Args:
+        data: JSONL rows (the `rft validate` format).
+        grader: a grader file (YAML or JSON).
+        models: model folders, checkpoints, run folders (their `final/`) or hub ids.
+        samples_file: outputs made elsewhere (see `rft_cli.grading`), graded as further models.
+        output: write one JSON line per model, row and sample here.
+        plot: a bar chart of the models (.png or .html; needs matplotlib).
+    Returns:
+        An EvalRun; `run.gate` is "failed" when the first model's mean reward is below min_score.
+    """
+    from rft_cli.graders import load_grader
+
+    settings, progress = settings or EvalSettings(), progress or EvalProgress()
+    notes: list[str] = []
+    _check_outputs(models, samples_file, output, plot)
+    temperature = _pick_temperature(settings, bool(models), notes)
+    for note in notes:
+        progress.note(note)
+    rows = _load_rows(Path(data), settings.limit)
+    with load_grader(grader) as the_grader:
+        _check_item_fields(Path(data), rows, the_grader)
+        plain = [row for _, row in rows]
+        reports = [_evaluate_one(m, plain, the_grader, settings, temperature, progress) for m in models]
+        if samples_file is not None:
+            reports += _grade_samples_file(Path(samples_file), plain, the_grader, settings.threshold, progress, notes)
+    if output is not None:
+        write_results(output, reports, plain)
+    if plot is not None:
+        from rft_cli.reports import plot_eval_comparison
+
+        plot_eval_comparison(reports, plot)
+    return EvalRun(reports, temperature if models else None, min_score, notes)
+
+
+def _check_outputs(models: Sequence[str], samples_file: Any, output: Any, plot: Any) -> None:
+    """Fail now, not after an hour of generation, on nothing to do or outputs that cannot be written."""
+    import os
+
+    if not models and samples_file is None:
+        raise ConfigError("nothing to evaluate: pass --model PATH (repeatable) or --samples-file FILE")
+    if plot is not None:
+        from rft_cli.reports import require_matplotlib
+
+        if Path(plot).suffix.lower() not in (".png", ".html", ".htm"):
+            raise ConfigError(f"--plot {plot}: the plot must be a .png or .html file")
+        require_matplotlib()
+    if output is not None:
+        parent = Path(output).parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise ConfigError(f"--output {output}: the folder {parent} does not exist or is not writable")
+
+
+def _pick_temperature(settings: EvalSettings, generating: bool, notes: list[str]) -> float:
+    samples, temperature = settings.samples, settings.temperature
+    if temperature is None:
+        return 0.0 if samples == 1 else SAMPLING_TEMPERATURE
+    if temperature == 0 and samples > 1 and generating:
+        notes.append(f"--temperature 0 is greedy: the {samples} samples of a row are identical, "
+                     f"so pass@{samples} equals pass@1")
+    return temperature
+
+
+def _load_rows(data: Path, limit: int | None) -> list[tuple[int, dict]]:
+    from rft_cli.data.records import iter_rows
+
+    rows = list(iter_rows(data))
+    if not rows:
+        raise DataError(f"{data}: the file has no rows (write one JSON object per line)")
+    return rows[:limit] if limit else rows
+
+
+def _check_item_fields(data: Path, rows: list[tuple[int, dict]], grader: Any) -> None:
+    """Fail before generating when a row lacks a field the grader's templates read."""
+    for line_no, row in rows:
+        missing = sorted(grader.item_fields() - set(row))
+        if missing:
+            raise DataError(
+                f'{data} line {line_no}: missing field "{missing[0]}" that the grader reads '
+                f"(item.{missing[0]}); add it to every row or change the grader"
+            )
+
+
+def _evaluate_one(model: str, rows: list[dict], grader: Any, settings: EvalSettings, temperature: float,
+                  progress: EvalProgress) -> EvalReport:
+    _quiet_transformers()
+    with progress.model(model, len(rows), settings.samples, temperature) as report_progress:
+        return evaluate(model, rows, grader, samples=settings.samples, temperature=temperature,
+                        top_p=settings.top_p, max_new_tokens=settings.max_new_tokens,
+                        batch_size=settings.batch_size, threshold=settings.threshold, seed=settings.seed,
+                        progress=report_progress)
+
+
+def _quiet_transformers() -> None:
+    """The caller's progress is the one shown: silence transformers' weight-loading bars and notes."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def _grade_samples_file(path: Path, rows: list[dict], grader: Any, threshold: float, progress: EvalProgress,
+                        notes: list[str]) -> list[EvalReport]:
+    read: list[str] = []
+    outputs = load_samples_file(path, len(rows), read)
+    for note in read:
+        progress.note(note)
+    notes.extend(read)
+    progress.samples_file(path, len(outputs), len(rows))
+    return [grade_outputs(name, rows, per_row, grader, threshold=threshold) for name, per_row in outputs.items()]
