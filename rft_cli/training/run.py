@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -236,16 +236,46 @@ def _resume_point(run_dir: Path, sft_total: int) -> tuple[str | None, int, bool,
     return None, 0, True, 0.0
 
 
+def plan_run(config: RunConfig, stage: str = "all") -> dict[str, Any]:
+    """What `train` would do (`rft train --dry-run`): every check of the preflight, then the plan."""
+    pre = preflight(config, stage=stage)
+    pre.grader.close()
+    return pre.plan
+
+
 def train(config: RunConfig, *, config_path: str | Path | None = None, output_dir: str | Path | None = None,
           stage: str = "all", resume: bool = False, grader: Any = None, progress: Any = None,
-          checked: Preflight | None = None) -> TrainResult:
-    """Run the configured stages; returns the run folder and summary. Ctrl-C saves and re-raises."""
+          on_checked: Callable[[Preflight], None] | None = None) -> TrainResult:
+    """Check everything (`preflight`), then run the configured stages. Ctrl-C saves and re-raises.
+
+    Args:
+        config: the run config (`load_run_config`).
+        output_dir: the run folder (default: the config's output_dir, else $RFT_HOME/runs/<name>).
+        stage: "sft", "rl" or "all".
+        resume: continue the run in `output_dir` from its last complete checkpoint.
+        grader: a built grader to train with (default: the one the config names, closed at the end).
+        progress: called with each metrics line.
+        on_checked: called with the preflight's result once every check passed, before a model loads.
+    Returns:
+        A TrainResult: the run folder and the summary (`summary.json`).
+    """
+    pre = preflight(config, grader, stage)  # before the heavy imports: a typo costs seconds
+    try:
+        if on_checked is not None:
+            on_checked(pre)
+        return _train_checked(config, pre, config_path, output_dir, stage, resume, progress)
+    finally:
+        if grader is None:  # we built it, so we stop its workers
+            pre.grader.close()
+
+
+def _train_checked(config: RunConfig, pre: Preflight, config_path: str | Path | None, output_dir: str | Path | None,
+                   stage: str, resume: bool, progress: Any) -> TrainResult:
     from rft_cli.training.common import RunContext, graceful_interrupt, seed_everything
     from rft_cli.training.models import load_tokenizer
     from rft_cli.training.trl_bridge import quiet_libraries
 
     quiet_libraries()
-    pre = checked or preflight(config, grader, stage)
     run_dir = Path(output_dir) if output_dir else config.resolved_output_dir(config_path)
     _check_stage_order(run_dir, config, stage)
     _prepare_run_dir(run_dir, config, resume)
@@ -277,8 +307,6 @@ def train(config: RunConfig, *, config_path: str | Path | None = None, output_di
             summary = _finish(ctx, stage, time.perf_counter() - started) if is_main_process() else {}
     finally:
         logger.close()
-        if grader is None and checked is None:  # we built it, so we stop its workers
-            pre.grader.close()
     return TrainResult(run_dir, summary)
 
 
