@@ -299,20 +299,6 @@ def write_results(path: str | Path, reports: Sequence[EvalReport], rows: Sequenc
 SAMPLING_TEMPERATURE = 1.0  # the default temperature when several samples per row are drawn
 
 
-@dataclass
-class EvalSettings:
-    """How answers are generated and judged (the flags of `rft eval`)."""
-
-    samples: int = 1
-    temperature: float | None = None  # None: greedy for one sample, SAMPLING_TEMPERATURE for more
-    top_p: float = 1.0
-    max_new_tokens: int = 512
-    batch_size: int = 32
-    limit: int | None = None
-    threshold: float = DEFAULT_THRESHOLD
-    seed: int = 0
-
-
 class EvalProgress:
     """What an evaluation reports while it runs; the command line shows it on stderr. Silent here."""
 
@@ -355,7 +341,14 @@ def evaluate_models(
     models: Sequence[str] = (),
     *,
     samples_file: str | Path | None = None,
-    settings: EvalSettings | None = None,
+    samples: int = 1,
+    temperature: float | None = None,
+    top_p: float = 1.0,
+    max_new_tokens: int = 512,
+    batch_size: int = 32,
+    limit: int | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    seed: int = 0,
     min_score: float | None = None,
     output: str | Path | None = None,
     plot: str | Path | None = None,
@@ -368,26 +361,34 @@ def evaluate_models(
         grader: a grader file (YAML or JSON).
         models: model folders, checkpoints, run folders (their `final/`) or hub ids.
         samples_file: outputs made elsewhere (see `rft_cli.grading`), graded as further models.
+        samples: answers per row; temperature: None is greedy for one sample, 1.0 for more.
+        limit: evaluate only the first rows; threshold: a sample passes at this reward or above.
+        min_score: the gate on the first model's mean reward (`run.gate`).
         output: write one JSON line per model, row and sample here.
         plot: a bar chart of the models (.png or .html; needs matplotlib).
     Returns:
         An EvalRun; `run.gate` is "failed" when the first model's mean reward is below min_score.
+
+    Example:
+        >>> run = evaluate_models("data/test.jsonl", "grader.yaml", ["runs/tiny"], samples=4)  # doctest: +SKIP
+        >>> run.reports[0].pass_at[4]  # doctest: +SKIP
     """
     from rft_cli.graders import load_grader
 
-    settings, progress = settings or EvalSettings(), progress or EvalProgress()
-    notes: list[str] = []
+    progress, notes = progress or EvalProgress(), []
     _check_outputs(models, samples_file, output, plot)
-    temperature = _pick_temperature(settings, bool(models), notes)
+    temperature = _pick_temperature(temperature, samples, bool(models), notes)
     for note in notes:
         progress.note(note)
-    rows = _load_rows(Path(data), settings.limit)
+    rows = _load_rows(Path(data), limit)
+    generation = {"samples": samples, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
+                  "batch_size": batch_size, "threshold": threshold, "seed": seed}
     with load_grader(grader) as the_grader:
         _check_item_fields(Path(data), rows, the_grader)
         plain = [row for _, row in rows]
-        reports = [_evaluate_one(m, plain, the_grader, settings, temperature, progress) for m in models]
+        reports = [_evaluate_one(m, plain, the_grader, generation, progress) for m in models]
         if samples_file is not None:
-            reports += _grade_samples_file(Path(samples_file), plain, the_grader, settings.threshold, progress, notes)
+            reports += _grade_samples_file(Path(samples_file), plain, the_grader, threshold, progress, notes)
     if output is not None:
         write_results(output, reports, plain)
     if plot is not None:
@@ -415,8 +416,7 @@ def _check_outputs(models: Sequence[str], samples_file: Any, output: Any, plot: 
             raise ConfigError(f"--output {output}: the folder {parent} does not exist or is not writable")
 
 
-def _pick_temperature(settings: EvalSettings, generating: bool, notes: list[str]) -> float:
-    samples, temperature = settings.samples, settings.temperature
+def _pick_temperature(temperature: float | None, samples: int, generating: bool, notes: list[str]) -> float:
     if temperature is None:
         return 0.0 if samples == 1 else SAMPLING_TEMPERATURE
     if temperature == 0 and samples > 1 and generating:
@@ -445,14 +445,11 @@ def _check_item_fields(data: Path, rows: list[tuple[int, dict]], grader: Any) ->
             )
 
 
-def _evaluate_one(model: str, rows: list[dict], grader: Any, settings: EvalSettings, temperature: float,
+def _evaluate_one(model: str, rows: list[dict], grader: Any, generation: dict[str, Any],
                   progress: EvalProgress) -> EvalReport:
     _quiet_transformers()
-    with progress.model(model, len(rows), settings.samples, temperature) as report_progress:
-        return evaluate(model, rows, grader, samples=settings.samples, temperature=temperature,
-                        top_p=settings.top_p, max_new_tokens=settings.max_new_tokens,
-                        batch_size=settings.batch_size, threshold=settings.threshold, seed=settings.seed,
-                        progress=report_progress)
+    with progress.model(model, len(rows), generation["samples"], generation["temperature"]) as report_progress:
+        return evaluate(model, rows, grader, progress=report_progress, **generation)
 
 
 def _quiet_transformers() -> None:

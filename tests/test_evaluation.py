@@ -231,7 +231,7 @@ def test_greedy_samples_count_generated_tokens_once(tiny_model_dir):
 
 def test_evaluate_models_grades_a_samples_file_and_gates_on_the_first_model(tmp_path):
     """`rft eval` as one library call: rows, grader file and samples file in, reports and gate out."""
-    from rft_cli.evaluation import EvalSettings, evaluate_models
+    from rft_cli.evaluation import evaluate_models
 
     data = _write_lines(tmp_path / "rows.jsonl", rows_with_answers([4, 7]))
     grader = tmp_path / "grader.yaml"
@@ -241,7 +241,7 @@ def test_evaluate_models_grades_a_samples_file_and_gates_on_the_first_model(tmp_
     with pytest.raises(DataError, match='some lines have a "row" field'):
         evaluate_models(data, grader, samples_file=samples)
     _write_lines(samples, [{"model": "a", "row": 0, "output_text": "4"}, {"model": "a", "row": 1, "output_text": "1"}])
-    run = evaluate_models(data, grader, samples_file=samples, settings=EvalSettings(limit=2), min_score=0.6)
+    run = evaluate_models(data, grader, samples_file=samples, limit=2, min_score=0.6)
     assert [r.model for r in run.reports] == ["a"] and run.reports[0].mean_reward == 0.5
     assert run.gate == "failed" and run.temperature is None
     assert run.to_dict()["gate"] == "failed"

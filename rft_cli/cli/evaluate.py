@@ -124,12 +124,12 @@ def evaluate(
     ] = OutputFormat.text,
 ) -> None:
     """Generate answers with each model, grade them, and report mean reward, pass@k and maj@k."""
-    from rft_cli.evaluation import EvalSettings, evaluate_models
+    from rft_cli.evaluation import evaluate_models
 
-    settings = EvalSettings(samples=samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                            batch_size=batch_size, limit=limit, threshold=threshold, seed=seed)
-    run = evaluate_models(data, grader, list(model or []), samples_file=samples_file, settings=settings,
-                          min_score=min_score, output=output, plot=plot, progress=_progress())
+    run = evaluate_models(data, grader, list(model or []), samples_file=samples_file, samples=samples,
+                          temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                          limit=limit, threshold=threshold, seed=seed, min_score=min_score, output=output, plot=plot,
+                          progress=_progress())
     _render(run, output_format)
     if run.gate == "failed":
         raise typer.Exit(code=1)
