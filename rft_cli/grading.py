@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rft_cli.data.records import parse_line
 from rft_cli.errors import ConfigError, DataError
+from rft_cli.jsonl import read_values
 
 SAMPLE_KEYS = ("output_text", "output_json", "output_tools")
 LINE_KEYS = (*SAMPLE_KEYS, "row", "model")
@@ -66,7 +66,7 @@ def read_samples_file(path: str | Path) -> SamplesFile:
     """Read a samples file (see the module docstring); raises DataError naming the first bad line."""
     path = Path(path)
     lines, old = [], []
-    for line_no, value in _read_json_lines(path, "the samples file"):
+    for line_no, value in read_values(path, "the samples file"):
         if isinstance(value, str):  # the old `rft grade --samples` form: the answer text alone
             old.append(line_no)
             value = {"output_text": value}
@@ -93,29 +93,10 @@ def _sample_line(path: Path, line_no: int, value: Any) -> SampleLine:
     return SampleLine(line_no, sample, row, None if model is None else str(model))
 
 
-def _read_json_lines(path: Path, what: str) -> list[tuple[int, Any]]:
-    """(line number, value) of each non-blank line; DataError at the first line that is not JSON."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not valid UTF-8 ({exc.reason}); save the file as UTF-8") from None
-    values = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            values.append((number, parse_line(line)))
-        except ValueError as exc:
-            raise DataError(f"{path} line {number}: invalid JSON ({exc})") from None
-    return values
-
-
 def read_items(path: str | Path) -> list[dict[str, Any]]:
     """The rows of a data file as grader items (any JSON object); DataError naming a bad line."""
     path = Path(path)
-    rows = _read_json_lines(path, "the rows")
+    rows = read_values(path, "the rows")
     for number, row in rows:
         if not isinstance(row, dict):
             raise DataError(f"{path} line {number}: a row must be a JSON object")

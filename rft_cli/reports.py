@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rft_cli.data.records import parse_line
 from rft_cli.alarms import scan_metrics
 from rft_cli.errors import ConfigError, DataError, RftError
+from rft_cli.metrics import read_metrics
 
 METRICS_FILE = "metrics.jsonl"
 # (metric key, panel title); the panels of a run report, in order.
@@ -74,33 +74,6 @@ class RunReport:
         }
 
 
-def read_metrics(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """Records of a metrics.jsonl and warnings; a torn line (a crash mid-write) is skipped, not fatal."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    records, warnings = [], []
-    lines = text.splitlines()
-    for line_no, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = parse_line(line)
-        except ValueError:
-            where = "the last line" if line_no == len(lines) else f"line {line_no}"
-            warnings.append(
-                f"{path} {where} is not complete JSON (a run stopped mid-write?); skipped it"
-            )
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-        else:
-            warnings.append(f"{path} line {line_no} is not a JSON object; skipped it")
-    return records, warnings
-
-
 def summarize_run(run_dir: str | Path) -> RunReport:
     """Summarise a run folder (or a metrics.jsonl alone): stages, best valid_reward_mean and its
     step, the last values, and the alarms the detectors raise on its metrics."""
@@ -113,7 +86,8 @@ def summarize_run(run_dir: str | Path) -> RunReport:
         metrics = run / METRICS_FILE
     if not metrics.is_file():
         raise ConfigError(f"{run}: no {METRICS_FILE} here; is this a run folder of `rft train`?")
-    records, warnings = read_metrics(metrics)
+    warnings: list[str] = []
+    records = read_metrics(metrics, warnings)
     if not records:
         raise DataError(f"{metrics}: no metrics logged yet (the run has not finished a step)")
     best = _best(records, "valid_reward_mean")

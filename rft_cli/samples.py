@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rft_cli.errors import ConfigError
+from rft_cli.jsonl import read_records
 
 SAMPLES_DIR = "samples"
 _NAME = re.compile(r"^(rl|eval-sft|eval-rl)-step-(\d+)\.jsonl$")
@@ -216,9 +217,7 @@ def list_sample_files(run_dir: str | Path) -> list[SampleFile]:
 
 def read_samples(path: str | Path) -> list[dict[str, Any]]:
     """The complete lines of one samples file (read like metrics.jsonl: a torn line is skipped)."""
-    from rft_cli.metrics import read_metrics
-
-    return read_metrics(path)
+    return read_records(path)
 
 
 def _answer_rows(lines: list[dict[str, Any]], top: int) -> dict[str, list[dict[str, Any]]]:

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from rft_cli.cli import app
 from rft_cli.errors import ConfigError, DataError
-from rft_cli.reports import plot_runs, read_metrics, summarize_run
+from rft_cli.metrics import read_metrics
+from rft_cli.reports import plot_runs, summarize_run
 
 runner = CliRunner()
 
@@ -46,7 +47,8 @@ def _write_run(run, reward_scale=1.0, torn=True):
 
 def test_torn_last_line_is_skipped_with_a_warning(tmp_path):
     run = _write_run(tmp_path / "run")
-    records, warnings = read_metrics(run / "metrics.jsonl")
+    warnings: list[str] = []
+    records = read_metrics(run / "metrics.jsonl", warnings)
     assert len(records) == 17
     assert len(warnings) == 1 and "the last line is not complete JSON" in warnings[0]
 
