@@ -187,6 +187,7 @@ def run_arm(name: str, arm: dict, base: Path, work: Path) -> dict[str, float | N
     import torch
 
     from rft_cli.config import load_run_config
+    from rft_cli.metrics import read_metrics
     from rft_cli.training.run import train
 
     recipe = write_recipe(work / f"{name}.yaml", base, arm)
@@ -195,8 +196,7 @@ def run_arm(name: str, arm: dict, base: Path, work: Path) -> dict[str, float | N
     started = time.perf_counter()
     result = train(load_run_config(recipe, []), config_path=recipe, output_dir=work / name)
     seconds = time.perf_counter() - started
-    rl = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
-    rl = [r for r in rl if r.get("stage") == "rl"]
+    rl = [r for r in read_metrics(result.run_dir / "metrics.jsonl") if r.get("stage") == "rl"]
     speeds = [r["tokens_per_second"] for r in rl if r.get("tokens_per_second")]
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
     from rft_cli.checkpoints import find_latest_complete
