@@ -21,16 +21,30 @@ from typing import Any
 from rft_cli import checkpoints as ckpt
 from rft_cli.alarms import AlarmMonitor, AlarmStop, WatchingLogger, alarms_in
 from rft_cli.config import RunConfig, dump_run_config
+from rft_cli.data.records import demonstration, load_rows
+from rft_cli.data.validation import validate_dataset
 from rft_cli.errors import ConfigError, DataError, TrainingError
+from rft_cli.generation import resolve_model_path
+from rft_cli.graders import load_grader
+from rft_cli.graders.build import build_from_dict
+from rft_cli.graders.selftest import demonstration_field_files, self_test
 from rft_cli.metrics import (
     JsonlMetricsLogger,
     MultiLogger,
     NullLogger,
     build_tracker,
+    check_tracker,
     read_metrics,
     reconcile_metrics,
 )
 from rft_cli.samples import SampleWriter, reconcile_samples
+from rft_cli.training.architectures import check_architecture
+from rft_cli.training.common import RunContext, graceful_interrupt, seed_everything
+from rft_cli.training.launch import check_launch
+from rft_cli.training.models import load_model, load_tokenizer, save_pretrained, write_in_dtype
+from rft_cli.training.rl_trl import run_trl_rl
+from rft_cli.training import sft
+from rft_cli.training.trl_bridge import latest_trl_checkpoint, quiet_libraries
 
 STAGES = ("sft", "rl", "all")
 RFT_STATE_FILES = {"value_head.pt", "critic.pt", "optimizer.pt", "scheduler.pt", "rng_state.pt", "rng_state.pth",
@@ -66,9 +80,6 @@ def is_main_process() -> bool:
 
 def build_run_grader(config: RunConfig) -> Any:
     """The grader the config names (a file or an inline spec)."""
-    from rft_cli.graders import load_grader
-    from rft_cli.graders.build import build_from_dict
-
     if isinstance(config.grader, str):
         return load_grader(config.grader)
 
@@ -86,9 +97,6 @@ def _validation_error(report: Any, config: RunConfig) -> DataError:
 
 def _load_data(config: RunConfig, grader: Any) -> tuple[list[dict], list[dict]]:
     """Validate the data as `rft validate` does (overlap and the grader's item fields included), then load it."""
-    from rft_cli.data.records import load_rows
-    from rft_cli.data.validation import validate_dataset
-
     field_name = config.data.demonstration_field
     report = validate_dataset(config.data.train, config.data.valid, demonstration_field=field_name,
                               require_demonstrations=False, required_item_fields=sorted(grader.item_fields()))
@@ -101,8 +109,6 @@ def _load_data(config: RunConfig, grader: Any) -> tuple[list[dict], list[dict]]:
 
 def preflight(config: RunConfig, grader: Any = None, stage: str = "all") -> Preflight:
     """Build the grader, validate the data, make the plan; raises before any model is loaded."""
-    from rft_cli.metrics import check_tracker
-
     if stage not in STAGES:
         raise ConfigError(f"--stage {stage!r}: use one of {', '.join(STAGES)}")
     problem = check_tracker(config.report_to)
@@ -110,8 +116,6 @@ def preflight(config: RunConfig, grader: Any = None, stage: str = "all") -> Pref
         raise ConfigError(problem)
     _check_model_source(config)
     if stage in ("rl", "all"):
-        from rft_cli.training.launch import check_launch
-
         check_launch(config)  # a distributed mode our PPO cannot run, before any model loads
     grader = grader if grader is not None else build_run_grader(config)
     train, valid = _load_data(config, grader)
@@ -126,8 +130,6 @@ def preflight(config: RunConfig, grader: Any = None, stage: str = "all") -> Pref
 
 def check_grader(config: RunConfig, grader: Any) -> Any:
     """The grader self-test on the run's demonstrations; raises DataError when too many score below full marks."""
-    from rft_cli.graders.selftest import demonstration_field_files, self_test
-
     settings = config.grader_check
     if not settings.enabled:
         return None
@@ -147,9 +149,6 @@ def check_grader(config: RunConfig, grader: Any) -> Any:
 
 def _check_model_source(config: RunConfig) -> None:
     """A missing local model folder, or an architecture rft cannot train, is a config error now, not after the data loads."""
-    from rft_cli.generation import resolve_model_path
-    from rft_cli.training.architectures import check_architecture
-
     for key, value in (("model.name", config.model.name), ("model.tokenizer", config.model.tokenizer)):
         if value is not None:
             try:
@@ -161,8 +160,6 @@ def _check_model_source(config: RunConfig) -> None:
 
 
 def _require_demonstrations(rows: list[dict], config: RunConfig) -> None:
-    from rft_cli.data.records import demonstration
-
     if not any(demonstration(row, config.data.demonstration_field) for row in rows):
         raise ConfigError(f"sft: no row of {config.data.train} has a demonstration (a final assistant message or "
                           f"{config.data.demonstration_field!r}); add them or set sft.enabled: false")
@@ -170,11 +167,9 @@ def _require_demonstrations(rows: list[dict], config: RunConfig) -> None:
 
 def build_plan(config: RunConfig, n_train: int, n_valid: int, stage: str) -> dict[str, Any]:
     """What a run will do: stages, steps, samples, output layout (`--dry-run` prints it)."""
-    from rft_cli.training.sft import sft_steps
-
     stages: dict[str, Any] = {}
     if stage in ("sft", "all") and config.sft.enabled:
-        stages["sft"] = {"steps": sft_steps(n_train, config.sft), "epochs": config.sft.epochs,
+        stages["sft"] = {"steps": sft.sft_steps(n_train, config.sft), "epochs": config.sft.epochs,
                          "batch_size": config.sft.batch_size, "learning_rate": config.sft.learning_rate}
     if stage in ("rl", "all"):
         rl = config.rl
@@ -218,9 +213,6 @@ def _resume_point(run_dir: Path, sft_total: int) -> tuple[str | None, int, bool,
     A warm-up checkpoint at the stage's last step does not own that step's line: the line is
     written after it, with the evaluation, so it is dropped and written again.
     """
-    from rft_cli.training.sft import SFT_PREFIX
-    from rft_cli.training.trl_bridge import latest_trl_checkpoint
-
     checkpoints = run_dir / "checkpoints"
     latest = ckpt.find_latest_complete(checkpoints)
     if latest is not None:
@@ -229,7 +221,7 @@ def _resume_point(run_dir: Path, sft_total: int) -> tuple[str | None, int, bool,
     if ckpt.is_complete(checkpoints / "sft"):
         meta = ckpt.read_meta(checkpoints / "sft")
         return "sft", int(meta["step"]), True, float(meta.get("elapsed_s", 0.0))
-    partial = latest_trl_checkpoint(checkpoints, SFT_PREFIX)
+    partial = latest_trl_checkpoint(checkpoints, sft.SFT_PREFIX)
     if partial is not None:
         meta = ckpt.read_meta(partial)
         return "sft", int(meta["step"]), int(meta["step"]) < sft_total, float(meta.get("elapsed_s", 0.0))
@@ -271,10 +263,6 @@ def train(config: RunConfig, *, config_path: str | Path | None = None, output_di
 
 def _train_checked(config: RunConfig, pre: Preflight, config_path: str | Path | None, output_dir: str | Path | None,
                    stage: str, resume: bool, progress: Any) -> TrainResult:
-    from rft_cli.training.common import RunContext, graceful_interrupt, seed_everything
-    from rft_cli.training.models import load_tokenizer
-    from rft_cli.training.trl_bridge import quiet_libraries
-
     quiet_libraries()
     run_dir = Path(output_dir) if output_dir else config.resolved_output_dir(config_path)
     _check_stage_order(run_dir, config, stage)
@@ -344,14 +332,10 @@ def _write_errors_stop_the_run(run_dir: Path) -> Iterator[None]:
 
 
 def _run_stages(ctx: Any, stage: str, tokenizer: Any) -> None:
-    from rft_cli.training.models import load_tokenizer
-
     config, checkpoints = ctx.config, ctx.checkpoints_dir
     sft_dir = checkpoints / "sft"
     if stage in ("sft", "all") and config.sft.enabled and not ckpt.is_complete(sft_dir):
-        from rft_cli.training.sft import run_sft
-
-        run_sft(ctx, tokenizer)
+        sft.run_sft(ctx, tokenizer)
     if stage not in ("rl", "all"):
         return
     if config.sft.enabled and not ckpt.is_complete(sft_dir):
@@ -367,13 +351,11 @@ def _run_stages(ctx: Any, stage: str, tokenizer: Any) -> None:
     if config.rl.algorithm == "ppo":
         _run_ppo_stage(ctx, init_dir, tokenizer)
     else:
-        from rft_cli.training.rl_trl import run_trl_rl
-
         run_trl_rl(ctx, init_dir or base, tokenizer)
 
 
 def _run_ppo_stage(ctx: Any, init_dir: Path | None, tokenizer: Any) -> None:
-    from rft_cli.training.ppo import run_ppo
+    from rft_cli.training.ppo import run_ppo  # imports torch: loaded when a PPO stage starts, not with `rft train --help`
 
     latest = ckpt.find_latest_complete(ctx.checkpoints_dir)
     if latest is not None and int(ckpt.read_meta(latest)["step"]) >= ctx.config.rl.steps:
@@ -390,8 +372,6 @@ def _save_base(ctx: Any, tokenizer: Any) -> Path:
     """
     from accelerate import PartialState
 
-    from rft_cli.training.models import load_model, save_pretrained
-    from rft_cli.training.sft import evaluate_sft
 
     folder = ctx.checkpoints_dir / "base"
     if is_main_process() and not ckpt.is_complete(folder):
@@ -399,7 +379,7 @@ def _save_base(ctx: Any, tokenizer: Any) -> Path:
         model = load_model(ctx.config.model, tokenizer, seed=ctx.config.seed)
         meta = {"stage": "base", "step": 0}
         if ctx.config.rl.final == "best":
-            meta.update(evaluate_sft(ctx, model, tokenizer) or {})
+            meta.update(sft.evaluate_sft(ctx, model, tokenizer) or {})
             ctx.elapsed_before += time.perf_counter() - started
         ckpt.write_checkpoint(folder, lambda tmp: save_pretrained(model, tokenizer, tmp), meta)
     PartialState().wait_for_everyone()
@@ -445,8 +425,6 @@ def _selection(source: Path, run_dir: Path, stage: str, records: list[dict[str, 
 
 
 def _write_final(source: Path, run_dir: Path, settings: Any) -> None:
-    from rft_cli.training.models import write_in_dtype
-
     def write(tmp: Path) -> None:
         if (source / "adapter_config.json").is_file() and not (source / "config.json").is_file():
             _merge_adapters(source, tmp)
