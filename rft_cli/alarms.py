@@ -199,12 +199,8 @@ class AlarmMonitor:
         return list(self.raised)
 
 
-def scan_metrics(records: Iterable[dict[str, Any]], settings: Any = None) -> list[Alarm]:
-    """The alarms a metrics stream raises under `settings` (the defaults when None)."""
-    if settings is None:
-        from rft_cli.config import AlarmSettings
-
-        settings = AlarmSettings()
+def scan_metrics(records: Iterable[dict[str, Any]], settings: Any) -> list[Alarm]:
+    """The alarms a metrics stream raises under `settings` (a config's `alarms`, `AlarmSettings()` for the defaults)."""
     return AlarmMonitor(settings).replay(records)
 
 

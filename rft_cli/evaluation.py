@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
@@ -19,9 +20,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rft_cli.data.records import prompt_messages
+from rft_cli.data.records import iter_rows, prompt_messages
 from rft_cli.errors import ConfigError, DataError
-from rft_cli.generation import ProgressFn
+from rft_cli.generation import ProgressFn, generate_completions, load_model_for_inference
+from rft_cli.graders import load_grader
+from rft_cli.grading import read_samples_file
+from rft_cli.reports import plot_eval_comparison, require_matplotlib
 
 DEFAULT_THRESHOLD = 1.0
 
@@ -121,8 +125,6 @@ def evaluate(
     Returns:
         An EvalReport, with per-sample results in `.results`.
     """
-    from rft_cli.generation import generate_completions, load_model_for_inference
-
     model, tokenizer = load_model_for_inference(model_path)
     started = time.perf_counter()
     completions = generate_completions(
@@ -250,8 +252,6 @@ def load_samples_file(path: str | Path, num_rows: int, notes: list[str] | None =
     entry is named after the file. Rows at or past `num_rows` (after --limit) are ignored. Notes
     for the user (an old format read) are appended to `notes`.
     """
-    from rft_cli.grading import read_samples_file
-
     read = read_samples_file(path)
     if notes is not None:
         notes.extend(read.notes)
@@ -373,8 +373,6 @@ def evaluate_models(
         >>> run = evaluate_models("data/test.jsonl", "grader.yaml", ["runs/tiny"], samples=4)  # doctest: +SKIP
         >>> run.reports[0].pass_at[4]  # doctest: +SKIP
     """
-    from rft_cli.graders import load_grader
-
     progress, notes = progress or EvalProgress(), []
     _check_outputs(models, samples_file, output, plot)
     temperature = _pick_temperature(temperature, samples, bool(models), notes)
@@ -392,21 +390,15 @@ def evaluate_models(
     if output is not None:
         write_results(output, reports, plain)
     if plot is not None:
-        from rft_cli.reports import plot_eval_comparison
-
         plot_eval_comparison(reports, plot)
     return EvalRun(reports, temperature if models else None, min_score, notes)
 
 
 def _check_outputs(models: Sequence[str], samples_file: Any, output: Any, plot: Any) -> None:
     """Fail now, not after an hour of generation, on nothing to do or outputs that cannot be written."""
-    import os
-
     if not models and samples_file is None:
         raise ConfigError("nothing to evaluate: pass --model PATH (repeatable) or --samples-file FILE")
     if plot is not None:
-        from rft_cli.reports import require_matplotlib
-
         if Path(plot).suffix.lower() not in (".png", ".html", ".htm"):
             raise ConfigError(f"--plot {plot}: the plot must be a .png or .html file")
         require_matplotlib()
@@ -426,8 +418,6 @@ def _pick_temperature(temperature: float | None, samples: int, generating: bool,
 
 
 def _load_rows(data: Path, limit: int | None) -> list[tuple[int, dict]]:
-    from rft_cli.data.records import iter_rows
-
     rows = list(iter_rows(data))
     if not rows:
         raise DataError(f"{data}: the file has no rows (write one JSON object per line)")

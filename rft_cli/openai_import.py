@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rft_cli.config import EvalSettings, RLSettings
+from rft_cli.config import EvalSettings, RLSettings, load_run_config
 from rft_cli.errors import ConfigError
+from rft_cli.graders import build_grader
 
 # OpenAI hyperparameter -> (rft key, how it is carried across). One table feeds the recipe's
 # comment block, `--format json` and the README section, so the three cannot drift apart.
@@ -273,8 +274,6 @@ def import_openai_job(job_path: str | Path, output: str | Path, model: str, trai
     """
     import yaml
 
-    from rft_cli.config import load_run_config
-    from rft_cli.graders import build_grader
 
     source, output = str(job_path), Path(output)
     job = read_job(job_path)

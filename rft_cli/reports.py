@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from rft_cli.alarms import scan_metrics
+from rft_cli.config import AlarmSettings, read_yaml
 from rft_cli.errors import ConfigError, DataError, RftError
 from rft_cli.metrics import read_metrics
+from rft_cli.samples import follow_row, step_samples
 
 METRICS_FILE = "metrics.jsonl"
 # (metric key, panel title); the panels of a run report, in order.
@@ -109,8 +111,6 @@ def summarize_run(run_dir: str | Path) -> RunReport:
 
 def alarm_settings(run: Path, warnings: list[str]) -> Any:
     """The `alarms:` section of the run's config.yaml, or the defaults (a run folder without one)."""
-    from rft_cli.config import AlarmSettings, read_yaml
-
     path = run / "config.yaml"
     if not path.is_file():
         return AlarmSettings()
@@ -127,8 +127,6 @@ def samples_report(run_dir: str | Path, step: int | None = None, row: int | None
                    stage: str = "rl", top: int = 5) -> dict[str, Any]:
     """What `rft report --samples` shows: one step's best, worst and most common answers, or with
     `row`, one validation question's greedy answer at each kept evaluation."""
-    from rft_cli.samples import follow_row, step_samples
-
     run = Path(run_dir)
     if not run.is_dir():
         raise ConfigError(f"{run}: no such run folder (pass the --output-dir of `rft train`)")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rft_cli.data.records import DEFAULT_DEMONSTRATION_FIELD, demonstration, item_of, iter_rows
+from rft_cli.graders.judge import MissingJudge
 
 # Rewards this close below the bar still pass: 0.1 + 0.2 + 0.7 is 0.9999999999999999.
 _TOLERANCE = 1e-9
@@ -99,8 +100,6 @@ def grader_bar(grader: Any) -> tuple[float, float]:
 
 def check_judges(grader: Any) -> None:
     """Raise the `GraderError` of a model grader (or a multi grader's sub-grader) that has no judge to ask."""
-    from rft_cli.graders.judge import MissingJudge
-
     for part in [grader, *getattr(grader, "graders", {}).values()]:
         judge = getattr(part, "judge", None)
         if isinstance(judge, MissingJudge):

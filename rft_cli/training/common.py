@@ -12,6 +12,9 @@ from functools import lru_cache
 from typing import Any
 
 from rft_cli.data.records import item_of, prompt_messages
+from rft_cli.generation import encode_prompt, generate_completions, generate_tokens, sampling_config
+from rft_cli.samples import eval_lines
+from rft_cli.training.ppo_math import response_mask
 
 
 def seed_everything(seed: int) -> None:
@@ -82,7 +85,6 @@ def encode_prompts(tokenizer: Any, rows: Sequence[dict], max_prompt_length: int,
     """Chat-template the prompts as `rft eval` does, keep the last `max_prompt_length` tokens, left-pad."""
     import torch
 
-    from rft_cli.generation import encode_prompt
 
     encoded = [encode_prompt(tokenizer, prompt_messages(row))[-max_prompt_length:] for row in rows]
     width = max(len(ids) for ids in encoded)
@@ -102,8 +104,6 @@ def sample(model: Any, tokenizer: Any, rows: Sequence[dict], *, max_prompt_lengt
     """
     import torch
 
-    from rft_cli.generation import generate_tokens, sampling_config
-    from rft_cli.training.ppo_math import response_mask
 
     device = device or next(model.parameters()).device
     prompt_ids, prompt_mask = encode_prompts(tokenizer, rows, max_prompt_length, device)
@@ -191,8 +191,6 @@ def evaluate_greedy(model: Any, tokenizer: Any, grader: Any, rows: Sequence[dict
     Generation is `rft_cli.generation.generate_completions`, the same as `rft eval`, so the
     validation score during training matches what `rft eval` reports for the checkpoint.
     """
-    from rft_cli.generation import generate_completions
-
     was_training = model.training
     prompts = [prompt_messages(row) for row in rows]
     outs = generate_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=0.0,
@@ -200,8 +198,6 @@ def evaluate_greedy(model: Any, tokenizer: Any, grader: Any, rows: Sequence[dict
     model.train(was_training)
     stats = grade(grader, [o[0].text for o in outs], [item_of(r, demonstration_field) for r in rows])
     if answers is not None:
-        from rft_cli.samples import eval_lines
-
         answers.extend(eval_lines(tokenizer, prompts, [o[0] for o in outs], stats.results, len(rows)))
     finite = [r for r in stats.rewards if math.isfinite(r)]
     mean = sum(finite) / len(finite) if finite else float("nan")

@@ -22,11 +22,11 @@ from typing import Any
 
 import torch
 
+from rft_cli import __version__
 from rft_cli import checkpoints as ckpt
 from rft_cli.errors import ConfigError, TrainingError
 from rft_cli.samples import rollout_lines
 from rft_cli.training import ppo_math as pm
-from rft_cli.training.launch import check_launch, configure_deepspeed, env_flag
 from rft_cli.training.common import (
     RunContext,
     batch_indices,
@@ -39,6 +39,8 @@ from rft_cli.training.common import (
     seed_everything,
     step_seed,
 )
+from rft_cli.training.launch import check_launch, configure_deepspeed, env_flag
+from rft_cli.training.models import apply_lora, load_model, mixed_precision, save_pretrained
 
 
 @dataclass
@@ -172,7 +174,6 @@ class PPOTrainer:
         from accelerate import Accelerator
         from accelerate.state import AcceleratorState
 
-        from rft_cli.training.models import mixed_precision
 
         self.ctx, self.cfg, self.tokenizer = ctx, ctx.config.rl, tokenizer
         seed_everything(ctx.config.seed)
@@ -480,8 +481,6 @@ class PPOTrainer:
 
     def save(self, valid_reward_mean: float | None) -> Path:
         """Write `checkpoints/step-<N>` atomically and prune old ones."""
-        from rft_cli.training.models import save_pretrained
-
         state = self.state
 
         def write(folder: Path) -> None:
@@ -564,7 +563,6 @@ def _versions() -> dict[str, Any]:
     import torch
     import transformers
 
-    from rft_cli import __version__
 
     return {"versions": {"rft": __version__, "torch": torch.__version__, "transformers": transformers.__version__}}
 
@@ -575,8 +573,6 @@ def _load_policy(settings: Any, tokenizer: Any, init_dir: Path | None, resume_fr
     A LoRA run resumes from the warm-up model plus the checkpoint's saved `adapter/`, so it
     continues exactly where it stopped (the merged weights beside it are for loading only).
     """
-    from rft_cli.training.models import apply_lora, load_model
-
     if settings.lora is None:
         return load_model(settings, tokenizer, resume_from or init_dir, seed=seed)
     base = load_model(settings, tokenizer, init_dir, seed=seed)
@@ -590,8 +586,6 @@ def _load_policy(settings: Any, tokenizer: Any, init_dir: Path | None, resume_fr
 
 def run_ppo(ctx: RunContext, init_dir: Path | None, tokenizer: Any, resume_from: Path | None = None) -> PPOState:
     """Train with PPO from `init_dir` (the warm-up checkpoint; None = the configured base model)."""
-    from rft_cli.training.models import load_model
-
     settings, seed = ctx.config.model, ctx.config.seed
     reference = load_model(settings, tokenizer, init_dir, seed=seed, trainable=False)
     policy = _load_policy(settings, tokenizer, init_dir, resume_from, seed)

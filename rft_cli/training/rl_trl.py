@@ -17,8 +17,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rft_cli import checkpoints as ckpt
 from rft_cli.data.records import prompt_messages
 from rft_cli.errors import TrainingError
+from rft_cli.generation import NEUTRAL_PROCESSORS, NEUTRAL_WARPERS
 from rft_cli.training.common import RunContext, item_of, seed_everything
 from rft_cli.training.trl_bridge import (
     GraderReward,
@@ -42,7 +44,6 @@ def rl_examples(rows: list[dict], demonstration_field: str) -> list[dict[str, An
 def _trl_config(ctx: RunContext, work_dir: Path) -> Any:
     from trl import GRPOConfig, RLOOConfig
 
-    from rft_cli.generation import NEUTRAL_PROCESSORS, NEUTRAL_WARPERS
 
     rl = ctx.config.rl
     config_class = GRPOConfig if rl.algorithm == "grpo" else RLOOConfig
@@ -91,7 +92,6 @@ def run_trl_rl(ctx: RunContext, init_dir: Path, tokenizer: Any) -> dict[str, Any
     from datasets import Dataset
     from trl import GRPOTrainer, RLOOTrainer
 
-    from rft_cli import checkpoints as ckpt
 
     config = ctx.config
     per_batch = optimizer_steps_per_batch(config.rl)
