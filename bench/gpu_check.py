@@ -116,7 +116,7 @@ def sampling_distance(model_dir: Path) -> dict[str, float]:
     import torch
 
     from rft_cli.generation import encode_prompt, generate_completions, load_model_for_inference
-    from rft_cli.training.common import sample
+    from rft_cli.training.rollouts import sample
 
     model, tokenizer = load_model_for_inference(str(model_dir))
     prompt = [{"role": "user", "content": "What is 5 + 3?"}]
@@ -165,7 +165,7 @@ def _tv(tokens, probs) -> float:
 def _sampler_speed(model, tokenizer, batch: int = 64, new_tokens: int = 128) -> float:
     """Generated tokens/s of the PPO sampler alone: a batch of SVAMP prompts, T=1, KV cache."""
     from rft_cli.data.records import iter_rows
-    from rft_cli.training.common import sample
+    from rft_cli.training.rollouts import sample
 
     rows = [row for _, row in iter_rows(ROOT / "data/svamp/test.jsonl")][:batch]
     _sync()

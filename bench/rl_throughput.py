@@ -100,7 +100,7 @@ def worker_ppo(args: argparse.Namespace) -> dict:
 
     from rft_cli.metrics import NullLogger
     from rft_cli.training import ppo
-    from rft_cli.training.common import RunContext
+    from rft_cli.training.context import RunContext
     from rft_cli.training.models import load_model, load_tokenizer
     from rft_cli.training.run import preflight
 
@@ -138,7 +138,7 @@ def worker_grpo(args: argparse.Namespace) -> dict:
     from trl import GRPOConfig, GRPOTrainer
 
     from rft_cli.metrics import NullLogger
-    from rft_cli.training.common import RunContext
+    from rft_cli.training.context import RunContext
     from rft_cli.training.models import load_tokenizer, resolve_dtype
     from rft_cli.training.rl_trl import rl_examples
     from rft_cli.training.run import preflight

@@ -10,7 +10,7 @@ from rft_cli.config import parse_run_config
 from rft_cli.errors import ConfigError
 from rft_cli.metrics import NullLogger
 from rft_cli.tiny import build_char_tokenizer, build_tiny_model
-from rft_cli.training.common import RunContext
+from rft_cli.training.context import RunContext
 from rft_cli.training.sft import (
     SFTEncoder,
     build_sft_trainer,

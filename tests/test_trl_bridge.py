@@ -11,7 +11,7 @@ import torch
 from rft_cli.config import parse_run_config
 from rft_cli.graders.base import Grader, GradeResult
 from rft_cli.metrics import NullLogger
-from rft_cli.training.common import RunContext
+from rft_cli.training.context import RunContext
 from rft_cli.training.rl_trl import _trl_config
 from rft_cli.training.sft import sft_trainer_args
 

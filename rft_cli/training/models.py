@@ -150,3 +150,20 @@ def write_in_dtype(folder: str | Path, settings: ModelSettings) -> None:
     for old in [*folder.glob("*.safetensors"), *folder.glob("*.safetensors.index.json"), *folder.glob("pytorch_model*.bin*")]:
         old.unlink()  # the cast weights are new tensors, and a shard count may change
     model.save_pretrained(str(folder))
+
+
+def disable_dropout(model: Any) -> None:
+    """PPO's ratios assume the same network computes old and new log-probs: no dropout (as ReFT).
+
+    The old pass runs in eval mode and the update in train mode, so every dropout must go, not
+    only `nn.Dropout` modules: attention layers keep their rate as a float (`attention_dropout`,
+    read only in train mode) and pass it to the attention kernel.
+    """
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        for name, value in list(vars(module).items()):
+            if "dropout" in name and isinstance(value, float):
+                setattr(module, name, 0.0)

@@ -24,23 +24,16 @@ import torch
 
 from rft_cli import __version__
 from rft_cli import checkpoints as ckpt
+from rft_cli.data.records import item_of
 from rft_cli.errors import ConfigError, TrainingError
 from rft_cli.samples import rollout_lines
 from rft_cli.training import ppo_math as pm
-from rft_cli.training.common import (
-    RunContext,
-    batch_indices,
-    disable_dropout,
-    gather_object,
-    grade,
-    item_of,
-    merge_stats,
-    sample,
-    seed_everything,
-    step_seed,
-)
+from rft_cli.training.context import RunContext
 from rft_cli.training.launch import check_launch, configure_deepspeed, env_flag
-from rft_cli.training.models import apply_lora, load_model, mixed_precision, save_pretrained
+from rft_cli.training.models import apply_lora, disable_dropout, load_model, mixed_precision, save_pretrained
+from rft_cli.training.rewards import gather_object, grade, merge_stats
+from rft_cli.training.rollouts import sample
+from rft_cli.training.seeding import batch_indices, seed_everything, step_seed
 
 
 @dataclass

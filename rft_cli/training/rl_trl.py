@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from rft_cli import checkpoints as ckpt
-from rft_cli.data.records import prompt_messages
+from rft_cli.data.records import item_of, prompt_messages
 from rft_cli.errors import TrainingError
 from rft_cli.generation import NEUTRAL_PROCESSORS, NEUTRAL_WARPERS
-from rft_cli.training.common import RunContext, item_of, seed_everything
+from rft_cli.training.context import RunContext
+from rft_cli.training.seeding import seed_everything
 from rft_cli.training.trl_bridge import (
     GraderReward,
     TrlSampleKeeper,

@@ -38,12 +38,13 @@ from rft_cli.metrics import (
     reconcile_metrics,
 )
 from rft_cli.samples import SampleWriter, reconcile_samples
+from rft_cli.training import sft
 from rft_cli.training.architectures import check_architecture
-from rft_cli.training.common import RunContext, graceful_interrupt, seed_everything
+from rft_cli.training.context import RunContext, graceful_interrupt
 from rft_cli.training.launch import check_launch
 from rft_cli.training.models import load_model, load_tokenizer, save_pretrained, write_in_dtype
 from rft_cli.training.rl_trl import run_trl_rl
-from rft_cli.training import sft
+from rft_cli.training.seeding import seed_everything
 from rft_cli.training.trl_bridge import latest_trl_checkpoint, quiet_libraries
 
 STAGES = ("sft", "rl", "all")
@@ -355,7 +356,8 @@ def _run_stages(ctx: Any, stage: str, tokenizer: Any) -> None:
 
 
 def _run_ppo_stage(ctx: Any, init_dir: Path | None, tokenizer: Any) -> None:
-    from rft_cli.training.ppo import run_ppo  # imports torch: loaded when a PPO stage starts, not with `rft train --help`
+    # training.ppo imports torch: loaded when a PPO stage starts, not with `rft train --help`
+    from rft_cli.training.ppo import run_ppo
 
     latest = ckpt.find_latest_complete(ctx.checkpoints_dir)
     if latest is not None and int(ckpt.read_meta(latest)["step"]) >= ctx.config.rl.steps:

@@ -25,8 +25,9 @@ from typing import Any
 from rft_cli import checkpoints as ckpt
 from rft_cli.data.records import demonstration, prompt_messages
 from rft_cli.errors import ConfigError
-from rft_cli.training.common import RunContext, seed_everything
+from rft_cli.training.context import RunContext
 from rft_cli.training.models import apply_lora, load_model, save_pretrained
+from rft_cli.training.seeding import seed_everything
 from rft_cli.training.trl_bridge import (
     build_trl_trainer,
     common_trainer_args,

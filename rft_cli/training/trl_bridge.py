@@ -19,8 +19,9 @@ from rft_cli import checkpoints as ckpt
 from rft_cli.errors import TrainingError
 from rft_cli.graders import reward_function
 from rft_cli.samples import render_prompt, result_fields, text_of
-from rft_cli.training.common import GradeStats, RunContext, stats_of
+from rft_cli.training.context import RunContext
 from rft_cli.training.models import resolve_dtype
+from rft_cli.training.rewards import GradeStats, stats_of
 
 # TRL log key -> our metric name (the names OpenAI's RFT dashboard and our PPO use).
 TRL_METRICS = {
