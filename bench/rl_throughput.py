@@ -51,7 +51,7 @@ def _peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _run_config(args: argparse.Namespace, model_dir: str):
+def _run_config(args: argparse.Namespace, model_dir: str, algorithm: str = "ppo"):
     from rft_cli.config import parse_run_config
 
     return parse_run_config({
@@ -59,7 +59,7 @@ def _run_config(args: argparse.Namespace, model_dir: str):
         "data": {"train": str(DATA / "train.jsonl"), "valid": str(DATA / "valid.jsonl")},
         "grader": str(DATA / "grader.yaml"),
         "sft": {"enabled": False},
-        "rl": {"steps": args.steps + args.warmup, "prompts_per_step": args.prompts, "samples_per_prompt": args.samples,
+        "rl": {"algorithm": algorithm, "steps": args.steps + args.warmup, "prompts_per_step": args.prompts, "samples_per_prompt": args.samples,
                "mini_batch_size": args.mini_batch, "ppo_epochs": args.epochs, "learning_rate": 1e-5,
                "temperature": args.temperature, "max_new_tokens": args.max_new_tokens, "max_prompt_length": 128,
                "kl_coef": 0.05},
@@ -135,21 +135,20 @@ def worker_grpo(args: argparse.Namespace) -> dict:
     """TRL's GRPOTrainer with the same grader, batch, sampling, precision and optimisation passes."""
     from datasets import Dataset
     from transformers import TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     from rft_cli.metrics import NullLogger
     from rft_cli.training.context import RunContext
-    from rft_cli.training.models import load_tokenizer, resolve_dtype
-    from rft_cli.training.rl_trl import rl_examples
+    from rft_cli.training.models import load_tokenizer
+    from rft_cli.training.rl_trl import build_trl_config, rl_examples
     from rft_cli.training.run import preflight
-    from rft_cli.training.trl_bridge import GraderReward, common_trainer_args
+    from rft_cli.training.trl_bridge import GraderReward
 
-    config = _run_config(args, args.model)
+    config = _run_config(args, args.model, algorithm="grpo")
     pre = preflight(config)
     tokenizer = load_tokenizer(config.model)
     ctx = RunContext(config, Path(tempfile.mkdtemp(prefix="rft-bench-grpo-")), pre.train_rows, pre.valid_rows,
                      pre.grader, NullLogger())
-    rl = config.rl
     # One of our PPO steps samples prompts x samples answers once, then makes `epochs` passes over
     # them in minibatches of `mini_batch`, one optimizer step each. TRL does the same with
     # steps_per_generation minibatches per sampled batch and num_iterations passes, so one of our
@@ -170,23 +169,8 @@ def worker_grpo(args: argparse.Namespace) -> dict:
             if logs and "completions/mean_length" in logs:
                 lengths.append(float(logs["completions/mean_length"]))
 
-    grpo_config = GRPOConfig(
-        # rft train's precision and memory settings (model.dtype, model.gradient_checkpointing):
-        # TRL's own defaults are bf16 autocast and gradient checkpointing, even on CPU.
-        **{**common_trainer_args(ctx, ctx.run_dir), "save_strategy": "no", "report_to": []},
-        model_init_kwargs={"dtype": resolve_dtype(config.model.dtype)},
-        max_steps=(args.warmup + args.steps) * trl_steps_per_step, learning_rate=rl.learning_rate,
-        lr_scheduler_type="constant", weight_decay=rl.weight_decay, max_grad_norm=rl.max_grad_norm,
-        optim="adamw_torch",  # torch.optim.AdamW with its defaults, as our PPO (TRL's default is the fused kernel)
-        per_device_train_batch_size=args.mini_batch, steps_per_generation=minibatches, num_iterations=args.epochs,
-        num_generations=args.samples, max_completion_length=rl.max_new_tokens, temperature=rl.temperature,
-        top_p=rl.top_p, top_k=0, min_p=None, repetition_penalty=1.0,  # plain softmax sampling, as ours
-        beta=rl.kl_coef, epsilon=rl.clip_range, mask_truncated_completions=rl.truncated == "penalize",
-        disable_dropout=True,  # our PPO disables dropout in the policy
-        scale_rewards="batch",  # the nearest to our whitening over the whole batch (TRL's default: per group)
-        loss_type="dapo",  # token-level mean over the batch, as our PPO loss (TRL's default, named here)
-        remove_unused_columns=False,
-    )
+    # The GRPOConfig `rft train` ships (rl_trl.build_trl_config), with checkpoint saving off.
+    grpo_config = build_trl_config(ctx, ctx.run_dir, save_strategy="no")
     trainer = GRPOTrainer(model=args.model, reward_funcs=[GraderReward(pre.grader, 1.0)], args=grpo_config,
                           train_dataset=Dataset.from_list(rl_examples(pre.train_rows, "solution")),
                           processing_class=tokenizer, callbacks=[Clock()])

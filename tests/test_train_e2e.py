@@ -371,3 +371,21 @@ def test_settings_given_on_resume_apply_from_the_next_step(tmp_path):
     assert all(r["kl_coef"] == 0.5 and r["learning_rate"] == 0.002 for r in rl[3:])
     assert rl[3]["config_changed"] == {"kl_coef": [before.kl_coef, 0.5], "learning_rate": [before.learning_rate, 0.002]}
     assert "config_changed" not in rl[4]
+
+
+def test_resume_refuses_what_the_checkpoint_holds_and_lists_what_it_applies(tmp_path):
+    """`--resume --set seed=3` would change the order the saved data position counts in: exit 2,
+    naming the key. A sampling setting applies from the next step and its metrics line says so."""
+    from typer.testing import CliRunner
+
+    from rft_cli.cli import app
+
+    run(tmp_path)
+    refused = CliRunner().invoke(app, ["train", str(RECIPE), "-o", str(tmp_path / "run"), "--resume", "--set", "seed=3", "-q"])
+    assert refused.exit_code == 2
+    assert "--set seed=3: cannot change on --resume" in refused.output and "Traceback" not in refused.output
+    resumed = run(tmp_path, "rl.steps=4", "rl.temperature=0.7", resume=True)
+    rl = [r for r in read_metrics(resumed.run_dir / "metrics.jsonl") if r["stage"] == "rl"]
+    assert [r["step"] for r in rl] == [1, 2, 3, 4]
+    assert rl[3]["config_changed"] == {"rl.temperature": [1.0, 0.7]}
+    assert not any("config_changed" in r for r in rl[:3])

@@ -79,6 +79,7 @@ class RunContext:
     interrupt: InterruptFlag = field(default_factory=InterruptFlag)
     elapsed_before: float = 0.0
     samples: Any = None  # a rft_cli.samples.SampleWriter (None: keep no answers)
+    config_changes: dict[str, list[Any]] | None = None  # `--resume --set` changes, listed on the next metrics line
 
     @property
     def checkpoints_dir(self) -> Any:
@@ -86,6 +87,9 @@ class RunContext:
 
     def report(self, record: dict[str, Any]) -> None:
         """Log a metrics line and show it on the progress display."""
+        if self.config_changes:  # the first line after a resume says which settings changed from here on
+            record["config_changed"] = {**self.config_changes, **(record.get("config_changed") or {})}
+            self.config_changes = None
         self.logger.log(record)
         if self.progress is not None:
             self.progress(record)

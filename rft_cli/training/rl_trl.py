@@ -42,15 +42,19 @@ def rl_examples(rows: list[dict], demonstration_field: str) -> list[dict[str, An
             for i, row in enumerate(rows)]
 
 
-def _trl_config(ctx: RunContext, work_dir: Path) -> Any:
-    from trl import GRPOConfig, RLOOConfig
+def build_trl_config(ctx: RunContext, work_dir: Path, **overrides: Any) -> Any:
+    """The GRPOConfig / RLOOConfig of `rl.algorithm`, built from our settings only.
 
+    `rft train` and `bench/rl_throughput.py` both build it here, so the bench measures the setup
+    that ships. `overrides` replace single arguments (the bench turns saving off).
+    """
+    from trl import GRPOConfig, RLOOConfig
 
     rl = ctx.config.rl
     config_class = GRPOConfig if rl.algorithm == "grpo" else RLOOConfig
     per_batch = optimizer_steps_per_batch(rl)
     micro = rl.micro_batch_size or rl.mini_batch_size
-    return config_class(
+    args = dict(
         **{**common_trainer_args(ctx, work_dir), "logging_steps": per_batch, "save_steps": ctx.config.save_interval * per_batch},
         max_steps=rl.steps * per_batch, learning_rate=rl.learning_rate, weight_decay=rl.weight_decay,
         max_grad_norm=rl.max_grad_norm, lr_scheduler_type="constant",
@@ -67,6 +71,7 @@ def _trl_config(ctx: RunContext, work_dir: Path) -> Any:
         generation_kwargs={**NEUTRAL_PROCESSORS, **NEUTRAL_WARPERS},
         remove_unused_columns=False, shuffle_dataset=True,
     )
+    return config_class(**{**args, **overrides})
 
 
 def truncating_trainer_class(trainer_class: type, max_prompt_length: int) -> type:
@@ -113,7 +118,7 @@ def run_trl_rl(ctx: RunContext, init_dir: Path, tokenizer: Any) -> dict[str, Any
     trainer_class = truncating_trainer_class(GRPOTrainer if config.rl.algorithm == "grpo" else RLOOTrainer,
                                              config.rl.max_prompt_length)
     peft_config = _peft_config(config.model)
-    trainer = build_trl_trainer(trainer_class, model=str(init_dir), reward_funcs=[reward], args=_trl_config(ctx, work_dir),
+    trainer = build_trl_trainer(trainer_class, model=str(init_dir), reward_funcs=[reward], args=build_trl_config(ctx, work_dir),
                             train_dataset=Dataset.from_list(rl_examples(ctx.train_rows, config.data.demonstration_field)),
                             processing_class=tokenizer, callbacks=[callback], peft_config=peft_config)
     # TRL's own rule for a truncated completion: its last id is no end-of-answer id (tokenizer, generation_config) nor pad

@@ -43,6 +43,7 @@ from rft_cli.training.architectures import check_architecture
 from rft_cli.training.context import RunContext, graceful_interrupt
 from rft_cli.training.launch import check_launch
 from rft_cli.training.models import load_model, load_tokenizer, save_pretrained, write_in_dtype
+from rft_cli.training.resume import check_resume_changes
 from rft_cli.training.rl_trl import run_trl_rl
 from rft_cli.training.seeding import seed_everything
 from rft_cli.training.trl_bridge import latest_trl_checkpoint, quiet_libraries
@@ -267,9 +268,10 @@ def _train_checked(config: RunConfig, pre: Preflight, config_path: str | Path | 
     quiet_libraries()
     run_dir = Path(output_dir) if output_dir else config.resolved_output_dir(config_path)
     _check_stage_order(run_dir, config, stage)
-    _prepare_run_dir(run_dir, config, resume)
     sft_total = pre.plan["stages"].get("sft", {}).get("steps", 0)
     resume_stage, resume_step, keep_step, elapsed_before = _resume_point(run_dir, sft_total) if resume else (None, 0, True, 0.0)
+    changes = check_resume_changes(run_dir, config, resume_stage) if resume else {}  # before config.yaml is rewritten
+    _prepare_run_dir(run_dir, config, resume)
     if is_main_process():
         with _write_errors_stop_the_run(run_dir):
             reconcile_metrics(run_dir / "metrics.jsonl", resume_stage, resume_step, keep_step=keep_step)
@@ -282,7 +284,7 @@ def _train_checked(config: RunConfig, pre: Preflight, config_path: str | Path | 
     seed_everything(config.seed)
     tokenizer = load_tokenizer(config.model)
     ctx = RunContext(config, run_dir, pre.train_rows, pre.valid_rows, pre.grader, logger, progress,
-                     elapsed_before=elapsed_before, samples=samples)
+                     elapsed_before=elapsed_before, samples=samples, config_changes=changes or None)
     started = time.perf_counter()
     try:
         with _write_errors_stop_the_run(run_dir):
