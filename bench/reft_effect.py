@@ -140,8 +140,9 @@ def main() -> None:
                "sft_s": sft["elapsed_s"], "ppo_s": rl["elapsed_s"], "total_s": summary["elapsed_s"], "run_dir": str(run_dir)}
         results.append(row)
         print(json.dumps(row), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+        # Written after every seed, so a long multi-seed run that is stopped keeps what it measured.
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps(results, indent=2))
     print(f"\nheld-out greedy accuracy (%), {len(results)} seeds, mean ± sd:")
     for arm, label in (("warmup", "warm-up (SFT)"), ("sft_only", "SFT-only, best lr"), ("ppo", "PPO (ReFT), last step"),
                        ("final", "final/ (rl.final)")):
