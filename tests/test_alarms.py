@@ -18,7 +18,7 @@ from rft_cli.metrics import JsonlMetricsLogger, read_metrics
 
 
 def healthy(steps: int = 100, seed: int = 0) -> list[dict]:
-    """A run shaped like recipes/arith-cpu.yaml's PPO stage (bench/NOTES.md Phase 4 and a 40-step
+    """A run shaped like recipes/arith-cpu.yaml's PPO stage (bench/notes/2026-11-arith-exploration.md Phase 4 and a 40-step
     run of the recipe): reward climbs from ~0.3 to ~0.95, answers grow from ~30 to ~43 tokens as
     the policy moves to the step-by-step form, entropy ~0.1 drifting down, KL up to a few nats,
     validation every 25 steps with a late dip of 7 points (seed 1: 97.25% -> 90.5%)."""
