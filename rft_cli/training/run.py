@@ -41,6 +41,7 @@ from rft_cli.samples import SampleWriter, reconcile_samples
 from rft_cli.training import sft
 from rft_cli.training.architectures import check_architecture
 from rft_cli.training.context import RunContext, graceful_interrupt
+from rft_cli.training.early_stop import start_checkpoint
 from rft_cli.training.launch import check_launch
 from rft_cli.training.models import load_model, load_tokenizer, save_pretrained, write_in_dtype
 from rft_cli.training.resume import check_resume_changes
@@ -295,7 +296,8 @@ def _train_checked(config: RunConfig, pre: Preflight, config_path: str | Path | 
             except AlarmStop as stop:
                 raise _stopped_by_alarm(ctx, stage, stop, time.perf_counter() - started) from None
             # Under `accelerate launch` the main process writes final/ and summary.json alone.
-            summary = _finish(ctx, stage, time.perf_counter() - started) if is_main_process() else {}
+            summary = (_finish(ctx, stage, time.perf_counter() - started, stopped=ctx.early_stop)
+                       if is_main_process() else {})
     finally:
         logger.close()
     return TrainResult(run_dir, summary)
@@ -393,17 +395,9 @@ def _save_base(ctx: Any, tokenizer: Any) -> Path:
 # -- the end of a run ---------------------------------------------------------------------------
 
 
-def _start_checkpoint(checkpoints: Path) -> Path | None:
-    """The model RL started from: the warm-up, else the saved base model (None if neither is saved)."""
-    for folder in (checkpoints / "sft", checkpoints / "base"):
-        if ckpt.is_complete(folder):
-            return folder
-    return None
-
-
 def _final_source(ctx: Any, stage: str) -> Path | None:
     checkpoints = ctx.checkpoints_dir
-    start = _start_checkpoint(checkpoints)
+    start = start_checkpoint(checkpoints)
     if stage in ("rl", "all"):
         if ctx.config.rl.final == "best":
             return ckpt.best_checkpoint(checkpoints, start)
@@ -417,7 +411,7 @@ def _selection(source: Path, run_dir: Path, stage: str, records: list[dict[str, 
     """Which checkpoint became final/ ("start", "step-N", or "sft" for a warm-up-only run) and its
     validation score beside the starting model's."""
     checkpoints = run_dir / "checkpoints"
-    start = _start_checkpoint(checkpoints)
+    start = start_checkpoint(checkpoints)
     label = "start" if source == start and stage in ("rl", "all") else source.name
     chosen, first = ckpt.read_meta(source), ckpt.read_meta(start) if start is not None else {}
     if "valid_accuracy" not in chosen:  # an RL checkpoint's marker keeps the reward; its metrics line has the rest

@@ -20,6 +20,7 @@ from rft_cli.errors import TrainingError
 from rft_cli.graders import reward_function
 from rft_cli.samples import render_prompt, result_fields, text_of
 from rft_cli.training.context import RunContext
+from rft_cli.training.early_stop import regression_watch, stop_note
 from rft_cli.training.models import resolve_dtype
 from rft_cli.training.rewards import GradeStats, stats_of
 
@@ -66,6 +67,7 @@ def trl_callback_class() -> type:
             self.last_valid: dict[str, float] | None = None
             self.tokens_at_last_log = 0
             self.time_at_last_log = time.perf_counter()
+            self.watch = regression_watch(ctx) if stage == "rl" else None
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
             if state.global_step % self.per:  # inside a sampled batch: evaluate, save or stop only between batches
@@ -76,6 +78,13 @@ def trl_callback_class() -> type:
                 eval_started = time.perf_counter()
                 valid = self.evaluate_fn(kwargs["model"], step)
                 self.pending_valid = self.last_valid = {**valid, "eval_s": time.perf_counter() - eval_started}
+                if self.watch is not None:
+                    self.pending_valid.update(self.watch.observe(valid["valid_reward_mean"], step))
+                    reason = self.watch.should_stop()
+                    if reason is not None and not last:  # end here, saving this step (final/ = the best)
+                        self.ctx.early_stop = stop_note(step, reason)
+                        control.should_save = True
+                        control.should_training_stop = True
             if self.ctx.interrupt.requested:
                 control.should_save = True
                 control.should_training_stop = True
