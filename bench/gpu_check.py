@@ -46,6 +46,7 @@ huggingface-hub wheels too. pyarrow, pandas, numpy and sympy make up most of the
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -126,8 +127,10 @@ def sampling_distance(model_dir: Path) -> dict[str, float]:
         probs = torch.softmax(model(torch.tensor([ids], device=device)).logits[0, -1].float(), -1).cpu().double()
     torch.manual_seed(0)
     rollout = sample(model, tokenizer, [{"messages": prompt}] * DRAWS, max_prompt_length=256, max_new_tokens=1)
-    drawn = _capture_first_tokens(model, lambda: generate_completions(
-        model, tokenizer, [prompt], max_new_tokens=1, num_samples=DRAWS, temperature=1.0, batch_size=1000, seed=0))
+    # a partial, not a lambda: `model` is deleted below, and a closure over it reads as undefined
+    drawn = _capture_first_tokens(model, functools.partial(
+        generate_completions, model, tokenizer, [prompt], max_new_tokens=1, num_samples=DRAWS, temperature=1.0,
+        batch_size=1000, seed=0))
     out = {"tv_ppo_sampler": _tv(rollout.response_ids[:, 0].cpu(), probs), "tv_eval": _tv(drawn, probs),
            "tv_noise_bound": 0.5 * float(torch.sqrt(probs * (1 - probs) / DRAWS).sum())}
     out["sampler_tokens_per_s"] = _sampler_speed(model, tokenizer)

@@ -51,8 +51,8 @@ def sft_only_arm(recipe: Path, run_dir: Path, seed: int, seconds: float, overrid
 
     from rft_cli.config import load_run_config
     from rft_cli.training.context import evaluate_greedy
-    from rft_cli.training.seeding import seed_everything
     from rft_cli.training.run import preflight
+    from rft_cli.training.seeding import seed_everything
     from rft_cli.training.sft import sft_examples
     from rft_cli.training.trl_bridge import precision_args
 

@@ -35,7 +35,19 @@ _API = {
     "RftError": "rft_cli.errors",
 }
 
-__all__ = ["__version__", *_API]
+__all__ = [
+    "RftError",
+    "__version__",
+    "evaluate",
+    "evaluate_models",
+    "grade_file",
+    "load_grader",
+    "load_run_config",
+    "read_metrics",
+    "summarize_run",
+    "train",
+    "validate_dataset",
+]
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time the names load lazily
     from rft_cli.config import load_run_config

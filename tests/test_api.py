@@ -23,6 +23,7 @@ def test_import_loads_no_heavy_library_and_every_name_resolves():
             "if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"
+    assert set(rft_cli.__all__) == {"__version__", *rft_cli._API}
     for name in rft_cli.__all__:
         assert getattr(rft_cli, name) is not None
     with pytest.raises(AttributeError, match="no attribute 'nope'"):

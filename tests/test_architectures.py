@@ -17,9 +17,9 @@ import torch
 from rft_cli.config import LoraSettings, ModelSettings
 from rft_cli.tiny import TINY_FAMILIES
 from rft_cli.training.architectures import TESTED_FAMILIES
-from rft_cli.training.rollouts import sample
 from rft_cli.training.models import apply_lora, load_model, load_tokenizer
 from rft_cli.training.ppo import ActorCritic
+from rft_cli.training.rollouts import sample
 
 FAMILIES = list(TINY_FAMILIES)
 PROMPTS = [{"messages": [{"role": "user", "content": text}]} for text in ("1+2=", "a much longer prompt: 3+4=", "9")]

@@ -103,7 +103,7 @@ def assert_sound(result: Any, low: float = 0.0, high: float = 1.0) -> None:
 def assert_batch_agrees(grader: Any, batch: list, rows: list) -> list[GradeResult]:
     results = grader.grade_batch(batch, rows)
     assert len(results) == len(batch)
-    for result, sample, item in zip(results, batch, rows):
+    for result, sample, item in zip(results, batch, rows, strict=True):
         assert_sound(result)
         one = grader.grade(sample, item)
         assert_sound(one)

@@ -76,7 +76,7 @@ def test_kill_9_while_writing_checkpoints_then_resume(tmp_path):
     got, want = read_metrics(cut / "metrics.jsonl"), read_metrics(full / "metrics.jsonl")
     assert steps(got) == steps(want)  # every step exactly once, in order
     assert len(set(steps(got))) == len(got)
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         for key, value in b.items():
             if key not in TIMING_KEYS and isinstance(value, float):
                 assert a[key] == pytest.approx(value, rel=1e-3, abs=1e-5), (key, a, b)

@@ -41,7 +41,7 @@ def _inject(monkeypatch, kind: str) -> None:
     faulty = lambda: current["step"] in FAULTY_STEPS  # noqa: E731
     if kind == "loss":
         real = pm.policy_loss
-        monkeypatch.setattr(pm, "policy_loss", lambda *a: (lambda l, c, k: (l * float("nan") if faulty() else l, c, k))(*real(*a)))
+        monkeypatch.setattr(pm, "policy_loss", lambda *a: (lambda loss, c, k: (loss * float("nan") if faulty() else loss, c, k))(*real(*a)))
     elif kind == "gradient":
         real = pm.value_loss
 

@@ -288,7 +288,7 @@ def test_a_float16_overflow_is_left_to_the_loss_scaler_not_counted_as_a_fault(tm
     result = trainer._update(_batch(trainer), step=1)
     assert isinstance(result, dict) and result["fp16_overflow_steps"] == 1.0
     assert scaler.get_scale() < 3e38
-    assert all(torch.equal(a, p) for a, p in zip(before, trainer.ac.parameters()))  # the step was skipped
+    assert all(torch.equal(a, p) for a, p in zip(before, trainer.ac.parameters(), strict=True))  # the step was skipped
 
 
 def test_loss_aggregation_defaults_to_reft_and_is_a_ppo_setting():

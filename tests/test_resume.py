@@ -10,8 +10,8 @@ import yaml
 
 from rft_cli.config import dump_run_config, load_run_config
 from rft_cli.errors import ConfigError
-from rft_cli.training.resume import changed_settings, check_resume_changes
 from rft_cli.training.context import RunContext
+from rft_cli.training.resume import changed_settings, check_resume_changes
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny-test.yaml"
 

@@ -12,7 +12,14 @@ from typer.testing import CliRunner
 from rft_cli.cli import app
 from rft_cli.config import SamplesSettings
 from rft_cli.errors import ConfigError
-from rft_cli.samples import SampleWriter, follow_row, list_sample_files, read_samples, reconcile_samples, step_samples
+from rft_cli.samples import (
+    SampleWriter,
+    follow_row,
+    list_sample_files,
+    read_samples,
+    reconcile_samples,
+    step_samples,
+)
 
 runner = CliRunner()
 

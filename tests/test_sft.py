@@ -84,7 +84,7 @@ def test_lazy_examples_and_batches_equal_trls_preparation(tmp_path):
 
     expected_batches, batches = list(reference.get_train_dataloader()), list(ours.get_train_dataloader())
     assert len(batches) == len(expected_batches) == 3
-    for expected, got in zip(expected_batches, batches):
+    for expected, got in zip(expected_batches, batches, strict=True):
         assert set(got) == set(expected)
         for key in expected:
             assert got[key].tolist() == expected[key].tolist(), key

@@ -67,15 +67,17 @@ def test_kill_9_during_sft_and_ppo_then_resume_matches_an_uninterrupted_run(tmp_
     got, want = read_metrics(cut / "metrics.jsonl"), read_metrics(full / "metrics.jsonl")
     assert [(r["stage"], r["step"]) for r in got] == [(r["stage"], r["step"]) for r in want]
     # SFT resumes through TRL's Trainer (data order and RNG restored): losses agree to float noise.
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         if a["stage"] == "sft" and "loss" in b:
             assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
     # PPO lines after the warm-up are reproduced exactly (per-step seeds, saved optimizer and RNG).
-    rl = lambda rs: without_timing([r for r in rs if r["stage"] == "rl"])
-    if all(a.get("loss") == b.get("loss") for a, b in zip(got, want) if a["stage"] == "sft"):
+    def rl(records):
+        return without_timing([r for r in records if r["stage"] == "rl"])
+
+    if all(a.get("loss") == b.get("loss") for a, b in zip(got, want, strict=True) if a["stage"] == "sft"):
         assert rl(got) == rl(want)
     else:
-        for a, b in zip(rl(got), rl(want)):
+        for a, b in zip(rl(got), rl(want), strict=True):
             for key, value in b.items():
                 if isinstance(value, float):
                     assert a[key] == pytest.approx(value, rel=1e-3, abs=1e-5), key

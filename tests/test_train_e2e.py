@@ -124,7 +124,7 @@ def test_ctrl_c_during_sft_then_resume(tmp_path):
     run(tmp_path, *overrides, name="cut", resume=True)
     got, want = read_metrics(tmp_path / "cut" / "metrics.jsonl"), read_metrics(full.run_dir / "metrics.jsonl")
     assert [(r["stage"], r["step"]) for r in got] == [(r["stage"], r["step"]) for r in want]
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         for key in ("loss", "train_reward_mean", "kl"):
             if key in b:
                 assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (key, a, b)

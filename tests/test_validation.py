@@ -11,7 +11,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rft_cli.data import overlap, validation
-from rft_cli.data.overlap import CANDIDATE_BUDGET, LSH_TARGET_RECALL, NearDuplicateIndex, lsh_parameters, lsh_recall, prefix_length
+from rft_cli.data.overlap import (
+    CANDIDATE_BUDGET,
+    LSH_TARGET_RECALL,
+    NearDuplicateIndex,
+    lsh_parameters,
+    lsh_recall,
+    prefix_length,
+)
 from rft_cli.data.records import check_row
 from rft_cli.data.validation import _fast_shape, _slow_shape, validate_dataset
 from rft_cli.errors import ConfigError, DataError
@@ -136,7 +143,7 @@ def test_lone_surrogates_in_field_names_still_give_a_utf8_report(tmp_path):
 
 def _shingles(text: str) -> set:
     words = text.split(" ")
-    return {tuple(words)} if len(words) < 3 else set(zip(words, words[1:], words[2:]))
+    return {tuple(words)} if len(words) < 3 else set(zip(words, words[1:], words[2:], strict=False))
 
 
 @pytest.mark.parametrize("seed", range(8))

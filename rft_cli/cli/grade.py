@@ -8,8 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from rft_cli.cli import render
-from rft_cli.cli.app import app
-from rft_cli.cli.app import UsageError
+from rft_cli.cli.app import UsageError, app
 
 _HELP = """Grade with GRADER, an OpenAI-style grader file (YAML or JSON, `type` at the top).
 

@@ -459,7 +459,7 @@ class _Validator:
         stats.merge(child_stats)
         digests, lines = child_seen
         for start in range(0, len(digests), 1 << 16):  # in slices, to bound the temporary Python ints
-            for digest, line_no in zip(digests[start : start + (1 << 16)].tolist(), lines[start : start + (1 << 16)].tolist()):
+            for digest, line_no in zip(digests[start : start + (1 << 16)].tolist(), lines[start : start + (1 << 16)].tolist(), strict=True):
                 first = seen.setdefault(digest, line_no)
                 if first != line_no:
                     self._duplicate(file, line_no, first)

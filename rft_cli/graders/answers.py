@@ -124,7 +124,7 @@ def parse_number(text: str) -> float | None:
     return _to_float(first.group(0)) if first is not None else None
 
 
-_REQUIRED = dict(zip(DEFAULT_PATTERNS, (("####", "####"), ("boxed", "boxed"), ("nswer", "NSWER"))))
+_REQUIRED = dict(zip(DEFAULT_PATTERNS, (("####", "####"), ("boxed", "boxed"), ("nswer", "NSWER")), strict=True))
 
 
 def with_literals(regexes: Sequence[Any]) -> tuple[tuple[Any, str | None, str | None], ...]:

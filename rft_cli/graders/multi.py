@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rft_cli.errors import GraderError
-from rft_cli.graders.base import GradeResult, Grader, checked, clamp_reward
+from rft_cli.graders.base import Grader, GradeResult, checked, clamp_reward
 from rft_cli.graders.formula import Formula, FormulaError
 from rft_cli.graders.specs import MultiSpec
 

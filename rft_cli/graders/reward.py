@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rft_cli.data.records import message_text
-from rft_cli.graders.base import GradeResult, Grader
+from rft_cli.graders.base import Grader, GradeResult
 
 # Keyword arguments TRL passes that are not dataset columns.
 _TRL_EXTRAS = frozenset({"trainer_state", "log_extra", "log_metric", "environments", "completion_ids"})
@@ -30,7 +30,7 @@ def _rows(n: int, prompts: Sequence[Any] | None, columns: dict[str, Any]) -> lis
     usable = {k: v for k, v in columns.items() if k not in _TRL_EXTRAS and isinstance(v, (list, tuple)) and len(v) == n}
     rows = [{key: values[i] for key, values in usable.items()} for i in range(n)]
     if prompts is not None and len(prompts) == n:
-        for row, prompt in zip(rows, prompts):
+        for row, prompt in zip(rows, prompts, strict=True):
             if "messages" not in row and isinstance(prompt, list):
                 row["messages"] = prompt
     return rows

@@ -154,7 +154,7 @@ def self_test(grader: Any, files: Sequence[tuple[str | Path, str]]) -> SelfTestR
     for batch in _batches(_demonstrations(files, report)):
         results = grader.grade_batch([text for _, _, text, _ in batch], [item for *_, item in batch])
         report.graded += len(results)
-        for (path, line, _, _), result in zip(batch, results):
+        for (path, line, _, _), result in zip(batch, results, strict=True):
             errors.update(result.errors)
             if not result.reward >= threshold - _TOLERANCE:  # NaN fails too
                 report.failures.append(SelfTestFailure(path, line, result.reward, dict(result.errors), dict(result.details)))

@@ -31,7 +31,13 @@ from rft_cli.training import ppo_math as pm
 from rft_cli.training.context import RunContext
 from rft_cli.training.early_stop import regression_watch, stop_note
 from rft_cli.training.launch import check_launch, configure_deepspeed, env_flag
-from rft_cli.training.models import apply_lora, disable_dropout, load_model, mixed_precision, save_pretrained
+from rft_cli.training.models import (
+    apply_lora,
+    disable_dropout,
+    load_model,
+    mixed_precision,
+    save_pretrained,
+)
 from rft_cli.training.rewards import gather_object, grade, merge_stats
 from rft_cli.training.rollouts import sample
 from rft_cli.training.seeding import batch_indices, seed_everything, step_seed
@@ -344,7 +350,7 @@ class PPOTrainer:
             return values
         keys = sorted(values)
         reduced = self.accelerator.reduce(torch.tensor([values[k] for k in keys], device=self.accelerator.device), "mean")
-        return dict(zip(keys, reduced.tolist()))
+        return dict(zip(keys, reduced.tolist(), strict=True))
 
     def _gather(self, tensor: Any) -> Any:
         return tensor if self.accelerator.num_processes == 1 else self.accelerator.gather(tensor)

@@ -68,5 +68,5 @@ def sample(model: Any, tokenizer: Any, rows: Sequence[dict], *, max_prompt_lengt
         response = torch.full((len(rows), 1), config.eos_token_id[0], device=device)
     mask, truncated = response_mask(response, config.eos_token_id)
     response = torch.where(mask.bool(), response, torch.full_like(response, config.pad_token_id))
-    texts = tokenizer.batch_decode([r[m.bool()] for r, m in zip(response, mask)], skip_special_tokens=True)
+    texts = tokenizer.batch_decode([r[m.bool()] for r, m in zip(response, mask, strict=True)], skip_special_tokens=True)
     return Rollout(prompt_ids, prompt_mask, response, mask.to(device), truncated.to(device), texts)

@@ -99,7 +99,7 @@ class SFTCollator:
 def _common_prefix(a: list[int], b: list[int]) -> int:
     """How many leading tokens two lists share (a chat template may render a prompt alone differently)."""
     n = 0
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         if x != y:
             break
         n += 1
