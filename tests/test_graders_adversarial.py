@@ -1,12 +1,12 @@
 """Guarantee 1 for graders: no sample and no item makes any grader type raise.
 
-Derandomized hypothesis fuzzing (like tests/test_guarantees_fuzz.py) feeds every grader type
+Derandomized hypothesis fuzzing (like the fuzz tests of tests/test_cli_app.py) feeds every grader type
 adversarial samples and items: deep nesting, lone surrogates, control characters, NUL, numbers
 like 1e309, -0.0 and 60-digit integers, JSON of every shape; 1 MB texts go through every type in
 a separate test. Each grade must be a GradeResult with a finite reward in [0, 1], errors counted
 as {kind: count >= 1}, printable as UTF-8, and the batch path must agree with the one-by-one path.
 Inputs that once failed are kept in tests/corpus/grade_sample/ (replayed by
-tests/test_guarantees_corpus.py).
+the corpus tests of tests/test_cli_app.py).
 """
 
 from __future__ import annotations

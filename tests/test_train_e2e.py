@@ -130,6 +130,7 @@ def test_ctrl_c_during_sft_then_resume(tmp_path):
                 assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (key, a, b)
 
 
+@pytest.mark.guarantee
 def test_nan_rewards_are_skipped_then_stop_the_run(tmp_path):
     with pytest.raises(TrainingError, match="stopped after 2 numerical faults"):
         run(tmp_path, "rl.max_numerical_faults=2", "sft.enabled=false", grader=NaNGrader())
@@ -282,44 +283,6 @@ def test_crash_between_the_last_sft_step_and_its_checkpoint(tmp_path, monkeypatc
     records = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert [(r["stage"], r["step"]) for r in records] == [("sft", 1), ("sft", 2), ("sft", 3), ("sft", 4), ("rl", 1)]
     assert "loss" in records[3] and "valid_reward_mean" in records[3]
-
-
-def test_a_nan_loss_skips_the_update(tmp_path, monkeypatch):
-    import torch
-
-    from rft_cli.training import ppo_math
-
-    real = ppo_math.value_loss
-
-    def nan_value_loss(*args, **kwargs):
-        loss, clip = real(*args, **kwargs)
-        return loss * torch.nan, clip
-
-    monkeypatch.setattr(ppo_math, "value_loss", nan_value_loss)
-    with pytest.raises(TrainingError, match="stopped after 3 numerical faults \\(last: non-finite loss\\)"):
-        run(tmp_path, "sft.enabled=false", "rl.steps=5")
-    rl = read_metrics(tmp_path / "run" / "metrics.jsonl")
-    assert [r.get("skipped") for r in rl] == ["non-finite loss"] * 3
-
-
-def test_a_full_disk_during_a_ppo_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
-    import errno
-
-    import torch
-
-    real_save = torch.save
-
-    def save(obj, path, *args, **kwargs):
-        if "step-4" in str(path):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_save(obj, path, *args, **kwargs)
-
-    monkeypatch.setattr(torch, "save", save)
-    with pytest.raises(TrainingError, match="step-4: cannot write the checkpoint \\(No space left on device\\)"):
-        run(tmp_path, "sft.enabled=false", "rl.steps=4", "save_interval=2", "keep_checkpoints=1")
-    checkpoints = tmp_path / "run" / "checkpoints"
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["base", "step-2"]  # base: the start final/ may fall back to
-    assert_loads(checkpoints / "step-2")
 
 
 def test_a_saved_model_folder_trains_like_a_hub_model(tmp_path, tiny_model_dir):
