@@ -191,10 +191,10 @@ def grade_outputs(
         )
         for i, (t, g) in enumerate(zip(texts, grades, strict=True))
     ]
-    return summarize(name, results, len(rows), samples, threshold)
+    return summarize_results(name, results, len(rows), samples, threshold)
 
 
-def summarize(
+def summarize_results(
     name: str, results: list[SampleResult], rows: int, samples: int, threshold: float
 ) -> EvalReport:
     """Compute the report's metrics from graded samples (`results` ordered by row, then sample)."""
