@@ -145,7 +145,7 @@ def train(
         rft train recipes/tiny-test.yaml --output-dir runs/tiny --set rl.kl_coef=0.1
     """
     from rft_cli.config import load_run_config
-    from rft_cli.training.run import plan_run
+    from rft_cli.training.preflight import plan_run
     from rft_cli.training.run import train as run_train
 
     config = load_run_config(config_path, overrides or [])
