@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rft_cli.data.records import DEFAULT_DEMONSTRATION_FIELD, demonstration, item_of, iter_rows
+from rft_cli.data.records import DEFAULT_DEMONSTRATION_FIELD, demonstration_sample, item_of, iter_rows
 
 # Rewards this close below the bar still pass: 0.1 + 0.2 + 0.7 is 0.9999999999999999.
 _TOLERANCE = 1e-9
@@ -110,19 +110,19 @@ def check_judges(grader: Any) -> None:
 _BATCH = 512  # demonstrations graded at a time: memory stays flat on a 50,000-row file
 
 
-def _demonstrations(files: Iterable[tuple[str | Path, str]], report: SelfTestReport) -> Iterator[tuple[str, int, str, dict]]:
+def _demonstrations(files: Iterable[tuple[str | Path, str]], report: SelfTestReport) -> Iterator[tuple[str, int, dict, dict]]:
     """(file, line, demonstration, item) for each row that has one; counts rows and skipped rows in `report`."""
     for path, field_name in files:
         for line, row in iter_rows(path, field_name):
             report.rows += 1
-            text = demonstration(row, field_name)
-            if text is None:
+            sample = demonstration_sample(row, field_name)  # a tool-calling demonstration's calls are its output_tools
+            if sample is None:
                 report.skipped += 1
                 continue
-            yield str(path), line, text, item_of(row, field_name)  # what training passes as `item`
+            yield str(path), line, sample, item_of(row, field_name)  # what training passes as `item`
 
 
-def _batches(demos: Iterator[tuple[str, int, str, dict]]) -> Iterator[list[tuple[str, int, str, dict]]]:
+def _batches(demos: Iterator[tuple[str, int, dict, dict]]) -> Iterator[list[tuple[str, int, dict, dict]]]:
     batch = []
     for demo in demos:
         batch.append(demo)
