@@ -62,7 +62,7 @@ def check_row(row: Any, demonstration_field: str = DEFAULT_DEMONSTRATION_FIELD) 
     if not isinstance(messages, list) or not messages:
         return [Problem("bad_messages", '"messages" must be a non-empty list of {"role", "content"} objects')]
     problems = [Problem("bad_tools", text) for text in openai_rows.check_tools(row["tools"])] if "tools" in row else []
-    names = openai_rows.tool_names(row.get("tools")) if not problems else None
+    names = openai_rows.tool_names(row.get("tools"))
     call_ids: set[str] = set()
     for i, message in enumerate(messages):
         problems.extend(_check_message(i, message, names, call_ids))
