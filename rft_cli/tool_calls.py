@@ -200,9 +200,12 @@ def _tool_message(answer: Any) -> dict | None:
 def grader_sample(answer: Any, item: dict[str, Any], parser: OutputParser | None = None) -> tuple[dict[str, Any], ParsedOutput | None]:
     """The grader's `sample` for one answer (text, or a TRL completion) to the row `item`, and the
     tool-call reading (None for a row without tools)."""
-    if isinstance(answer, dict) and "output_text" in answer:
-        return answer, None  # a sample given whole (`rft grade --sample-file`)
     tools = item.get("tools") if isinstance(item, dict) else None
+    if isinstance(answer, dict) and "output_text" in answer:  # a sample object (`rft grade`)
+        if "output_tools" in answer or not (isinstance(tools, list) and tools):
+            return answer, None  # given whole
+        parsed = (parser or OutputParser()).parse(str(answer["output_text"]), tools)
+        return {**answer, "output_text": parsed.text, "output_tools": parsed.tool_calls}, parsed
     if not (isinstance(tools, list) and tools):
         return {"output_text": _answer_text(answer), "output_tools": []}, None
     message = _tool_message(answer)

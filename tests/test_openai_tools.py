@@ -305,3 +305,20 @@ def test_the_shipped_job_imports_every_hyperparameter(tmp_path):
     assert written["rl"]["max_grader_error_share"] == 1.0  # a tool-call grader: no call yet is no grader fault
     assert written["rl"]["prompts_per_step"] == 4 and written["seed"] == 42 and written["eval"] == {"interval": 2, "samples": 4}
     assert json.loads((tmp_path / "recipe.grader.json").read_text()) == json.loads((DATA / "grader.json").read_text())
+
+
+def test_rft_grade_reads_the_call_from_the_answer_text_for_a_row_with_tools(tmp_path):
+    row = load_rows(DATA / "valid.jsonl")[0]  # the weather in Berlin
+    answer = '<tool_call>{"name": "get_weather", "arguments": {"city": "Berlin"}}</tool_call>'
+    one = runner.invoke(app, ["grade", str(DATA / "grader.json"), "--item", json.dumps(row), "--sample", answer,
+                              "--format", "json"])
+    assert one.exit_code == 0, one.output
+    assert json.loads(one.stdout) == {"reward": 1.0, "sub_rewards": {"function_name": 1.0, "arguments": 1.0}, "errors": {}}
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text(json.dumps({"output_text": answer}) + "\n" + json.dumps(answer.replace("Berlin", "Bern")) + "\n")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps(row) + "\n" + json.dumps(row) + "\n")
+    both = runner.invoke(app, ["grade", str(DATA / "grader.json"), "--data", str(rows), "--samples", str(samples),
+                               "--format", "json"])
+    assert both.exit_code == 0, both.output
+    assert json.loads(both.stdout)["mean_reward"] == 0.75
