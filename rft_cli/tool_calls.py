@@ -16,7 +16,8 @@ Tool calls are read from the model's text only for rows that have `tools`:
 - else the Qwen/Hermes format, `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` (Qwen2.5,
   Qwen3, Hermes, and templates modelled on them), any number of calls;
 - else the Llama 3.1/3.2 JSON format, the whole answer `{"name": ..., "parameters": {...}}`
-  (optionally after `<|python_tag|>`).
+  (optionally after `<|python_tag|>`), or Mistral's list of calls `[{"name": ..., "arguments":
+  {...}}]` (its `[TOOL_CALLS]` marker is a special token, gone from the decoded text).
 
 Arguments are written back as `json.dumps` text (`openai_rows.arguments_text`). A call that cannot
 be read (bad JSON, no name, an unclosed `<tool_call>`) is counted as a `tool_call_parse_error` on
@@ -73,7 +74,7 @@ class OutputParser:
     """Reads tool calls from answers; picklable (GRPO/RLOO reward functions travel to TRL).
 
     `response_template` is a tokenizer's own response parser (transformers `parse_response`); None
-    means the family parsers (Qwen/Hermes tags, then Llama 3 JSON).
+    means the family parsers (Qwen/Hermes tags, then Llama 3 / Mistral JSON).
 
     >>> OutputParser().parse('<tool_call>{"name": "f", "arguments": {"x": 1}}</tool_call>').tool_calls
     [{'type': 'function', 'function': {'name': 'f', 'arguments': '{"x": 1}'}}]
@@ -87,7 +88,7 @@ class OutputParser:
             return _parse_with_template(text, self.response_template, tools)
         if "<tool_call>" in text:
             return _parse_hermes(text)
-        return _parse_llama3(text)
+        return _parse_json_calls(text)
 
 
 def output_parser(tokenizer: Any = None) -> OutputParser:
@@ -143,20 +144,28 @@ def _parse_hermes(text: str) -> ParsedOutput:
     return parsed
 
 
-def _parse_llama3(text: str) -> ParsedOutput:
+def _parse_json_calls(text: str) -> ParsedOutput:
+    """Llama 3's `{"name", "parameters"}` answer or Mistral's `[{"name", "arguments"}, ...]`; any other
+    text (JSON too) is an answer, not a call."""
     body = text.strip().removeprefix("<|python_tag|>").strip()
-    if not (body.startswith("{") and '"name"' in body):
+    if not (body[:1] in "{[" and body and '"name"' in body):
         return ParsedOutput(text=text)
     try:
         value = json.loads(body)
     except (ValueError, RecursionError):
-        return ParsedOutput(text=text)  # JSON-like prose: an answer, not a call
-    if not (isinstance(value, dict) and "name" in value and ("parameters" in value or "arguments" in value)):
+        return ParsedOutput(text=text)  # JSON-like prose
+    objects = value if isinstance(value, list) and value else [value]
+    if not all(isinstance(v, dict) and "name" in v and ("parameters" in v or "arguments" in v) for v in objects):
         return ParsedOutput(text=text)
-    call = _call(value["name"], value.get("parameters", value.get("arguments")))
-    if call is None:
-        return ParsedOutput(text="", errors=1, detail=f"unreadable tool call: {body[:200]}")
-    return ParsedOutput(text="", tool_calls=[call])
+    parsed = ParsedOutput(text="")
+    for obj in objects:
+        call = _call(obj["name"], obj.get("parameters", obj.get("arguments")))
+        if call is None:
+            parsed.errors += 1
+            parsed.detail = f"unreadable tool call: {json.dumps(obj)[:200]}"
+        else:
+            parsed.tool_calls.append(call)
+    return parsed
 
 
 def _parse_with_template(text: str, template: dict, tools: list[dict] | None) -> ParsedOutput:

@@ -209,7 +209,11 @@ def test_grpo_and_rloo_render_each_rows_tools(tools_tokenizer):
     ('Sure <tool_call>{"name": "get_weather", "argum', [], "Sure", 1),
     ('{"name": "get_weather", "parameters": {"city": "Paris"}}', [_call()], "", 0),  # Llama 3.1/3.2 JSON
     ('<|python_tag|>{"name": "get_weather", "parameters": {"city": "Paris"}}', [_call()], "", 0),
+    ('[{"name": "get_weather", "arguments": {"city": "Paris"}}, {"name": "get_weather", "arguments": {"city": "Rome"}}]',
+     [_call(), _call(arguments='{"city": "Rome"}')], "", 0),  # Mistral, after its special [TOOL_CALLS]
+    ('{"name": "get_weather", "parameters": ["Paris"]}', [], "", 1),
     ('{"name": "Paris", "country": "France"}', [], '{"name": "Paris", "country": "France"}', 0),  # JSON, not a call
+    ('[{"name": "Paris"}]', [], '[{"name": "Paris"}]', 0),
     ("It is sunny in Paris.", [], "It is sunny in Paris.", 0),
 ])
 def test_family_parsers(text, calls, rest, errors):
@@ -305,6 +309,19 @@ def test_the_shipped_job_imports_every_hyperparameter(tmp_path):
     assert written["rl"]["max_grader_error_share"] == 1.0  # a tool-call grader: no call yet is no grader fault
     assert written["rl"]["prompts_per_step"] == 4 and written["seed"] == 42 and written["eval"] == {"interval": 2, "samples": 4}
     assert json.loads((tmp_path / "recipe.grader.json").read_text()) == json.loads((DATA / "grader.json").read_text())
+
+
+def test_a_python_grader_sees_output_tools_and_compares_arguments_as_objects():
+    from rft_cli.graders import build_grader
+
+    source = ("import json\n\ndef grade(sample, item):\n    calls = sample['output_tools']\n"
+              "    if not calls or calls[0]['function']['name'] != item['name']:\n        return 0.0\n"
+              "    return 1.0 if json.loads(calls[0]['function']['arguments']) == json.loads(item['arguments']) else 0.5\n")
+    item = {"tools": TOOLS, "name": "get_weather", "arguments": '{"city":"Paris"}'}  # compact: unequal as text
+    answers = ['<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>',
+               '<tool_call>{"name": "get_weather", "arguments": {"city": "Rome"}}</tool_call>', "Paris is sunny."]
+    with build_grader({"type": "python", "source": source}) as grader:
+        assert [r.reward for r in grade_answers(grader, answers, [item] * 3)] == [1.0, 0.5, 0.0]
 
 
 def test_rft_grade_reads_the_call_from_the_answer_text_for_a_row_with_tools(tmp_path):
