@@ -119,6 +119,9 @@ def test_prompt_messages_keep_tool_calls_with_object_arguments_and_tool_results(
                                           "function": {"name": "get_weather", "arguments": {"city": "Toronto"}}}]
     assert messages[2]["content"] == "" and messages[3]["tool_call_id"] == "call_0"
     assert prompt_messages({"messages": [USER]}) == [USER]  # a plain row is unchanged
+    no_content = {"role": "assistant", "tool_calls": [_call()]}  # OpenAI allows leaving content out beside calls
+    assert prompt_messages({"messages": [USER, no_content, USER]})[1] == {
+        "role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]}
 
 
 def test_a_tool_calling_demonstration_is_a_sample_with_output_tools():

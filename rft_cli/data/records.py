@@ -121,7 +121,7 @@ def prompt_messages(row: dict) -> list[dict[str, Any]]:
 
 def _template_message(message: dict) -> dict[str, Any]:
     text = message_text(message.get("content")) or ""
-    if len(message) == 2:  # the plain {"role", "content"} message of most rows
+    if len(message) == 2 and "content" in message:  # the plain {"role", "content"} message of most rows
         return {"role": message["role"], "content": text}
     return openai_rows.template_message(message, text)
 

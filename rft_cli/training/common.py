@@ -196,6 +196,7 @@ def evaluate_greedy(model: Any, tokenizer: Any, grader: Any, rows: Sequence[dict
     validation score during training matches what `rft eval` reports for the checkpoint.
     """
     from rft_cli.generation import generate_completions
+    from rft_cli.tool_calls import output_parser
 
     was_training = model.training
     prompts = [prompt_messages(row) for row in rows]
@@ -203,8 +204,6 @@ def evaluate_greedy(model: Any, tokenizer: Any, grader: Any, rows: Sequence[dict
     outs = generate_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=0.0,
                                 batch_size=batch_size, tools=tools)
     model.train(was_training)
-    from rft_cli.tool_calls import output_parser
-
     stats = grade(grader, [o[0].text for o in outs], [item_of(r, demonstration_field) for r in rows],
                   parser=output_parser(tokenizer))
     if answers is not None:
