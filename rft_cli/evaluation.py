@@ -120,9 +120,8 @@ def evaluate(
     Returns:
         An EvalReport, with per-sample results in `.results`.
     """
-    from rft_cli.generation import generate_completions, load_model_for_inference
-
     from rft_cli.data.openai_rows import row_tools
+    from rft_cli.generation import generate_completions, load_model_for_inference
     from rft_cli.tool_calls import output_parser
 
     model, tokenizer = load_model_for_inference(model_path)

@@ -15,10 +15,22 @@ import pytest
 from typer.testing import CliRunner
 
 from rft_cli.cli import app
-from rft_cli.data.records import check_row, demonstration_sample, item_of, load_rows, prompt_messages
+from rft_cli.data.records import (
+    check_row,
+    demonstration_sample,
+    item_of,
+    load_rows,
+    prompt_messages,
+)
 from rft_cli.errors import ConfigError
 from rft_cli.graders import load_grader, reward_function
-from rft_cli.tool_calls import TOOL_CALL_PARSE_ERROR, OutputParser, grade_answers, output_parser, template_tools
+from rft_cli.tool_calls import (
+    TOOL_CALL_PARSE_ERROR,
+    OutputParser,
+    grade_answers,
+    output_parser,
+    template_tools,
+)
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "openai-tools"
 runner = CliRunner()
@@ -204,8 +216,8 @@ def test_grpo_and_rloo_render_each_rows_tools(tools_tokenizer):
 
 @pytest.mark.parametrize("text,calls,rest,errors", [
     ('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>', [_call()], "", 0),
-    ('Checking.\n<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>\n'
-     '<tool_call>{"name": "get_weather", "arguments": "{\\"city\\": \\"Rome\\"}"}</tool_call>',
+    (('Checking.\n<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>\n'
+      '<tool_call>{"name": "get_weather", "arguments": "{\\"city\\": \\"Rome\\"}"}</tool_call>'),
      [_call(), _call(arguments='{"city": "Rome"}')], "Checking.", 0),
     ('<tool_call>{"name": "get_weather", arguments: {}}</tool_call>', [], "", 1),
     ('<tool_call>{"arguments": {"city": "Paris"}}</tool_call>', [], "", 1),

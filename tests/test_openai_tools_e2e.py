@@ -61,7 +61,7 @@ def test_openai_project_validate_import_train_eval(tmp_path, tools_model_dir):
     assert rl[-1]["grader_errors/invalid_variable_error"] > 0
 
     # The tools reached the model in every stage's prompt: eval answers and PPO rollouts kept in RUN/samples.
-    kept = [json.loads(line) for path in sorted((run_dir / "samples").rglob("*.jsonl")) for line in path.open()]
+    kept = [json.loads(line) for path in sorted((run_dir / "samples").rglob("*.jsonl")) for line in path.read_text().splitlines()]
     assert {"<tools>" in line["prompt"] and "convert_currency" in line["prompt"] for line in kept} == {True}
     assert len(kept) >= 4
 
@@ -72,7 +72,7 @@ def test_openai_project_validate_import_train_eval(tmp_path, tools_model_dir):
     assert report["rows"] == 4
 
     # The same grading path on known answers: a parsed call is what OpenAI's grader reads.
-    rows = [json.loads(line) for line in Path(valid).open()]
+    rows = [json.loads(line) for line in Path(valid).read_text().splitlines()]
     answers = [{"row": i, "output_text": "<tool_call>\n" + json.dumps({"name": row["name"], "arguments": json.loads(row["arguments"])})
                 + "\n</tool_call>"} for i, row in enumerate(rows)]
     answers[3]["output_text"] = answers[3]["output_text"].replace("Dublin", "Cork")

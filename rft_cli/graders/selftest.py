@@ -17,7 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rft_cli.data.records import DEFAULT_DEMONSTRATION_FIELD, demonstration_sample, item_of, iter_rows
+from rft_cli.data.records import (
+    DEFAULT_DEMONSTRATION_FIELD,
+    demonstration_sample,
+    item_of,
+    iter_rows,
+)
 
 # Rewards this close below the bar still pass: 0.1 + 0.2 + 0.7 is 0.9999999999999999.
 _TOLERANCE = 1e-9
