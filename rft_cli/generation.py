@@ -208,7 +208,8 @@ def encode_prompt(tokenizer: Any, messages: list[dict], tools: list[dict] | None
         raise UsageError(
             "the model's tokenizer has no chat template; use a chat (instruct) model or one trained by `rft train`"
         )
-    encoded = tokenizer.apply_chat_template(messages, tools=template_tools(tokenizer, tools), add_generation_prompt=True, tokenize=True)
+    with_tools = {"tools": template_tools(tokenizer, tools)} if tools else {}
+    encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, **with_tools)
     # transformers 5 returns a BatchEncoding; older versions a plain list of ids.
     ids = encoded["input_ids"] if hasattr(encoded, "keys") else encoded
     return list(ids)

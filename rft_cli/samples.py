@@ -160,7 +160,8 @@ def text_of(completion: Any) -> str:
 
 def render_prompt(tokenizer: Any, messages: list[dict], tools: list[dict] | None = None) -> str:
     """The prompt as the model saw it (chat template with the row's tools, generation prompt added)."""
-    return tokenizer.apply_chat_template(messages, tools=tools or None, add_generation_prompt=True, tokenize=False)
+    with_tools = {"tools": tools} if tools else {}
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **with_tools)
 
 
 def rollout_lines(tokenizer: Any, rows: list[int], rollout: Any, results: list[Any], count: int,
