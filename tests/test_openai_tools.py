@@ -354,3 +354,32 @@ def test_rft_grade_reads_the_call_from_the_answer_text_for_a_row_with_tools(tmp_
                                "--format", "json"])
     assert both.exit_code == 0, both.output
     assert json.loads(both.stdout)["mean_reward"] == 0.75
+
+
+def test_grpo_samples_show_each_rows_prompt_as_the_model_saw_it(tmp_path, tools_tokenizer):
+    """Regression: a batch mixing rows with and without tools (`rft_prompt` "" for a plain row) broke
+    the sample keeper with a JSONDecodeError."""
+    from types import SimpleNamespace
+
+    from rft_cli.config import SamplesSettings
+    from rft_cli.metrics import NullLogger
+    from rft_cli.samples import SampleWriter, read_samples
+    from rft_cli.training.common import RunContext
+    from rft_cli.training.rl_trl import rl_examples
+    from rft_cli.training.trl_bridge import GraderReward, TrlSampleKeeper
+
+    with load_grader(DATA / "grader.json") as grader:
+        config = SimpleNamespace(rl=SimpleNamespace(steps=2, prompts_per_step=2, samples_per_prompt=1, mini_batch_size=2,
+                                                    ppo_epochs=1), samples=SamplesSettings())
+        ctx = RunContext(config, tmp_path, [], [], grader, NullLogger(), samples=SampleWriter(tmp_path, SamplesSettings()))
+        reward = GraderReward(grader, 1.0, keeper=TrlSampleKeeper(ctx, tools_tokenizer), parser=OutputParser())
+        rows = load_rows(DATA / "valid.jsonl")[:1] + [{"messages": [USER], "name": "x", "arguments": "{}"}]
+        examples = rl_examples(rows, "solution")
+        columns = {key: [e[key] for e in examples] for key in ("rft_item", "rft_row", "rft_prompt", "rft_tools")}
+        call = '<tool_call>{"name": "get_weather", "arguments": {"city": "Berlin"}}</tool_call>'
+        rewards = reward(prompts=[e["prompt"] for e in examples], completions=[[{"role": "assistant", "content": call}]] * 2,
+                         trainer_state=SimpleNamespace(global_step=0), **columns)
+    assert rewards == [1.0, 0.0]
+    first, second = read_samples(tmp_path / "samples" / "rl-step-0000001.jsonl")
+    assert "<tools>" in first["prompt"] and "<tools>" not in second["prompt"]
+    assert second["errors"] == {"invalid_variable_error": 2}  # no tools: the text is not read for calls

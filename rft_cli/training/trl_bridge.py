@@ -271,9 +271,10 @@ class TrlSampleKeeper:
         truncated = kwargs.get("truncated") or []  # GraderReward's (TRL's) rule, every end-of-answer id
         keep = self.ctx.samples.keep(len(completions), rl.samples_per_prompt)
         lines = []
-        tools = [json.loads(t) if t else None for t in kwargs.get("rft_tools") or []]
+        # a row with tools renders from its `rft_prompt`/`rft_tools` columns (rl_trl.rl_examples), as it was generated
+        full, tools = kwargs.get("rft_prompt") or [], [json.loads(t) if t else None for t in kwargs.get("rft_tools") or []]
         for i in range(min(keep, len(results))):
-            prompt = json.loads(kwargs["rft_prompt"][i]) if kwargs.get("rft_prompt") else prompts[i]
+            prompt = json.loads(full[i]) if i < len(full) and full[i] else prompts[i]
             lines.append({"row": rows[i] if i < len(rows) else None, "output_text": text_of(completions[i]),
                           "prompt": render_prompt(self.tokenizer, prompt, tools[i] if i < len(tools) else None)
                           if isinstance(prompt, list) else prompt,
