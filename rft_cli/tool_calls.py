@@ -50,14 +50,24 @@ def template_tools(tokenizer: Any, tools: list[dict] | None) -> list[dict] | Non
         return None
     template = str(getattr(tokenizer, "chat_template", None))
     if template not in _renders_tools_cache:
-        rendered = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tools=_PROBE_TOOLS,
-                                                 add_generation_prompt=True, tokenize=False)
-        _renders_tools_cache[template] = _PROBE_NAME in rendered
+        _renders_tools_cache[template] = _PROBE_NAME in _render_probe(tokenizer)
     if not _renders_tools_cache[template]:
         raise ConfigError("the rows have \"tools\" but the model's chat template ignores them, so the model would never "
                           "see the tool definitions; use a model whose chat template renders tools (Qwen2.5-Instruct, "
                           "Llama 3.1 Instruct, ...) or give one with model.tokenizer")
     return tools
+
+
+def _render_probe(tokenizer: Any) -> str:
+    """A one-turn prompt with one tool, rendered by the tokenizer's chat template."""
+    from jinja2 import TemplateError
+
+    try:
+        return tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tools=_PROBE_TOOLS,
+                                             add_generation_prompt=True, tokenize=False)
+    except (TemplateError, ValueError, TypeError, KeyError) as exc:
+        raise ConfigError(f"the model's chat template fails on a tool definition ({str(exc)[:200]}); the rows have "
+                          "\"tools\", so use a model whose chat template renders tools, or give one with model.tokenizer") from None
 
 
 @dataclass

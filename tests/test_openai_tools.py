@@ -383,3 +383,12 @@ def test_grpo_samples_show_each_rows_prompt_as_the_model_saw_it(tmp_path, tools_
     first, second = read_samples(tmp_path / "samples" / "rl-step-0000001.jsonl")
     assert "<tools>" in first["prompt"] and "<tools>" not in second["prompt"]
     assert second["errors"] == {"invalid_variable_error": 2}  # no tools: the text is not read for calls
+
+
+def test_a_chat_template_that_fails_on_tools_is_a_config_error():
+    from rft_cli.hub_like import build_bpe_tokenizer
+
+    broken = build_bpe_tokenizer()
+    broken.chat_template = "{% if tools %}{{ raise_exception('tools are not supported') }}{% endif %}{{ messages[0]['content'] }}"
+    with pytest.raises(ConfigError, match="fails on a tool definition .*tools are not supported"):
+        template_tools(broken, TOOLS)
