@@ -221,6 +221,8 @@ class AlarmSettings(_Strict):
 
     enabled: bool = True
     stop_on: list[str] = Field(default_factory=list)  # alarm names that stop the run (exit 1)
+    # Alarms that end RL early as a normal finish: final/ = the best validated model, exit 0.
+    early_stop: list[str] = Field(default_factory=lambda: ["valid_regression"])
     disabled: list[str] = Field(default_factory=list)  # alarm names never raised
     window: int = Field(5, ge=1)  # steps averaged for "at the start" and "now"
     eval_window: int = Field(3, ge=2)  # evaluations looked back on by reward_hacking
@@ -232,6 +234,8 @@ class AlarmSettings(_Strict):
     entropy_fraction: float = Field(0.05, gt=0, lt=1)
     kl_max: float = Field(30.0, gt=0)
     grader_error_rise: float = Field(0.1, gt=0, le=1)
+    regression_drop: float = Field(0.1, gt=0)  # valid_regression: this far below the best validation reward...
+    regression_evals: int = Field(2, ge=1)  # ...this many evaluations in a row
 
     @field_validator("stop_on", "disabled")
     @classmethod
@@ -241,6 +245,17 @@ class AlarmSettings(_Strict):
         unknown = [n for n in names if n not in ALARM_NAMES]
         if unknown:
             raise ValueError(f"unknown alarm {unknown[0]!r}; the alarms are {', '.join(ALARM_NAMES)}")
+        return names
+
+    @field_validator("early_stop")
+    @classmethod
+    def _early_stop_names(cls, names: list[str]) -> list[str]:
+        from rft_cli.alarms import EARLY_STOP_ALARMS
+
+        unknown = [n for n in names if n not in EARLY_STOP_ALARMS]
+        if unknown:
+            raise ValueError(f"{unknown[0]!r} cannot end a run early; early_stop takes {', '.join(EARLY_STOP_ALARMS)} "
+                             "(use stop_on to stop on other alarms)")
         return names
 
 
