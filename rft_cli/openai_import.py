@@ -3,7 +3,7 @@
 The input is the body of `POST /v1/fine_tuning/jobs` (or the job object the API returns for it):
 `model`, `training_file`, `validation_file`, `seed`, `suffix` and `method: {type: reinforcement,
 reinforcement: {grader, hyperparameters}}`. The grader is written beside the recipe unchanged; each
-hyperparameter becomes the rft key of the table in `MAPPING` (README "Coming from OpenAI RFT").
+hyperparameter becomes the rft key of the table in `MAPPING` (docs/openai.md, "Coming from OpenAI RFT").
 Fields with no local meaning are reported, never dropped silently.
 """
 
@@ -20,7 +20,7 @@ from rft_cli.config import EvalSettings, RLSettings
 from rft_cli.errors import ConfigError, UsageError
 
 # OpenAI hyperparameter -> (rft key, how it is carried across). One table feeds the recipe's
-# comment block, `--format json` and the README section, so the three cannot drift apart.
+# comment block, `--format json` and the docs/openai.md table, so the three cannot drift apart.
 MAPPING: dict[str, tuple[str, str]] = {
     "n_epochs": ("rl.steps", "ceil(training rows * n_epochs / prompts_per_step): one epoch = every training prompt sampled once"),
     "batch_size": ("rl.prompts_per_step", "prompts per RL step (rl.mini_batch_size is lowered to divide it when needed)"),
