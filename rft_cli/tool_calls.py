@@ -95,7 +95,11 @@ class OutputParser:
 
     def parse(self, text: str, tools: list[dict] | None = None) -> ParsedOutput:
         if self.response_template is not None:
-            return _parse_with_template(text, self.response_template, tools)
+            parsed = _parse_with_template(text, self.response_template, tools)
+            # Answers are decoded without special tokens: a template whose call markers are special
+            # tokens finds nothing, and the calls' JSON left behind is read by the family parsers.
+            if parsed.tool_calls or parsed.errors:
+                return parsed
         if "<tool_call>" in text:
             return _parse_hermes(text)
         return _parse_json_calls(text)

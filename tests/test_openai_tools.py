@@ -139,8 +139,20 @@ def test_prompt_messages_keep_tool_calls_with_object_arguments_and_tool_results(
 def test_a_tool_calling_demonstration_is_a_sample_with_output_tools():
     row = load_rows(DATA / "train.jsonl")[0]
     assert demonstration_sample(row) == {"output_text": "", "output_tools": [_call()]}
-    assert demonstration_sample({"messages": [USER], "solution": "42"}) == {"output_text": "42", "output_tools": []}
+    assert demonstration_sample({"messages": [USER], "solution": "42"}) == "42"  # text: read like a model's answer
     assert demonstration_sample({"messages": [USER]}) is None
+
+
+def test_the_grader_self_test_reads_calls_in_a_text_demonstration(tmp_path):
+    from rft_cli.graders.selftest import self_test
+
+    row = load_rows(DATA / "valid.jsonl")[0]  # the weather in Berlin
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps({**row, "solution": '<tool_call>{"name": "get_weather", "arguments": {"city": "Berlin"}}</tool_call>'})
+                    + "\n" + json.dumps({**row, "solution": "Berlin is sunny."}) + "\n")
+    with load_grader(DATA / "grader.json") as grader:
+        report = self_test(grader, [(path, "solution")])
+    assert (report.graded, [f.line for f in report.failures]) == (2, [2])
 
 
 def test_template_tools_refuses_a_chat_template_that_ignores_tools(tools_tokenizer):
@@ -250,6 +262,8 @@ def test_the_tokenizers_own_response_parser_is_used_when_it_has_one():
     parsed = parser.parse('Sure.<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>', TOOLS)
     assert (parsed.text, parsed.tool_calls, parsed.errors) == ("Sure.", [_call()], 0)
     assert parser.parse("<tool_call>{bad</tool_call>").errors == 1
+    # Markers that are special tokens are gone from the decoded answer: the calls' JSON is still read.
+    assert parser.parse('{"name": "get_weather", "arguments": {"city": "Paris"}}').tool_calls == [_call()]
     Tokenizer.response_template = {"fields": "not a template"}
     assert output_parser(Tokenizer()).response_template is None  # unreadable: the family parsers instead
 

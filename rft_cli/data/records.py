@@ -149,14 +149,14 @@ def demonstration_message(row: dict, demonstration_field: str = DEFAULT_DEMONSTR
     return {"role": "assistant", "content": text} if text is not None else None
 
 
-def demonstration_sample(row: dict, demonstration_field: str = DEFAULT_DEMONSTRATION_FIELD) -> dict[str, Any] | None:
-    """The demonstration as a grader's `sample` (output_text, and output_tools from its tool calls), or None."""
+def demonstration_sample(row: dict, demonstration_field: str = DEFAULT_DEMONSTRATION_FIELD) -> dict[str, Any] | str | None:
+    """The demonstration as a grader's sample: a sample with `output_tools` for a final assistant
+    message with tool calls, else its text (read for calls like a model's answer), or None."""
     text = demonstration(row, demonstration_field)
-    if text is None:
-        return None
     last = row["messages"][-1]
-    tools = openai_rows.openai_tool_calls(last) if last.get("role") == "assistant" else []
-    return {"output_text": text, "output_tools": tools}
+    if text is not None and last.get("role") == "assistant" and last.get("tool_calls"):
+        return {"output_text": text, "output_tools": openai_rows.openai_tool_calls(last)}
+    return text
 
 
 def reference_fields(row: dict, demonstration_field: str = DEFAULT_DEMONSTRATION_FIELD) -> dict[str, Any]:
