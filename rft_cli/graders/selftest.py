@@ -23,9 +23,7 @@ from rft_cli.data.records import (
     item_of,
     iter_rows,
 )
-from rft_cli.tool_calls import (
-    grade_answers,  # a row with tools: a text demonstration's calls are read
-)
+from rft_cli.tool_calls import grade_answers
 
 # Rewards this close below the bar still pass: 0.1 + 0.2 + 0.7 is 0.9999999999999999.
 _TOLERANCE = 1e-9
@@ -161,6 +159,7 @@ def self_test(grader: Any, files: Sequence[tuple[str | Path, str]]) -> SelfTestR
     report = SelfTestReport(getattr(grader, "name", "grader"), threshold, full)
     errors: Counter[str] = Counter()
     for batch in _batches(_demonstrations(files, report)):
+        # as training grades answers: for a row with tools, a text demonstration's calls are read
         results = grade_answers(grader, [sample for _, _, sample, _ in batch], [item for *_, item in batch])
         report.graded += len(results)
         for (path, line, _, _), result in zip(batch, results):
