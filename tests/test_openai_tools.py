@@ -105,6 +105,7 @@ def test_bad_openai_rows_get_one_sentence_naming_the_line_and_place(tmp_path, ro
     {"messages": [USER, {"role": "assistant", "content": None, "tool_calls": [_call(id="c1")]},
                   {"role": "tool", "tool_call_id": "c1", "content": [{"type": "text", "text": "sunny"}]}], "tools": TOOLS},
     {"messages": [USER, {"role": "assistant", "tool_calls": [_call()]}], "tools": TOOLS},  # content may be absent
+    {"messages": [USER, {"role": "assistant", "content": "Hi.", "tool_calls": None, "refusal": None}]},  # as exported
     {"messages": [{"role": "developer", "content": [{"type": "text", "text": "Be brief."}]}, USER], "tools": []},
 ])
 def test_openai_rows_as_they_are_pass(row):

@@ -96,7 +96,7 @@ def _check_message(i: int, message: Any, tool_names: set[str] | None = None, cal
     text = message_text(message.get("content"))
     if role == openai_rows.TOOL_ROLE:
         return [Problem("bad_tool_message", p) for p in openai_rows.check_tool_message(where, message, text, set(call_ids))]
-    if role == "assistant" and "tool_calls" in message:
+    if role == "assistant" and message.get("tool_calls") is not None:  # null: no calls, as exports write it
         problems = [Problem("bad_tool_calls", p) for p in openai_rows.check_tool_calls(where, message["tool_calls"], tool_names)]
         if message.get("content") is not None and text is None:
             problems.append(Problem("bad_content", f'{where}.content must be a string, a list of {{"type": "text", "text": ...}} parts, or null beside tool calls'))
