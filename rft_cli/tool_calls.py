@@ -12,7 +12,9 @@ and `output_json` left to the grader, which parses `output_text` as JSON on dema
 Tool calls are read from the model's text only for rows that have `tools`:
 
 - with the tokenizer's own response parser when it has one (a `response_template`, which
-  transformers' `parse_response` reads; some hub tokenizers ship one);
+  transformers' `parse_response` reads; some hub tokenizers ship one); when it finds no call, the
+  family parsers below still look (answers are decoded without special tokens, so markers that are
+  special tokens are gone and the calls' JSON is what is left);
 - else the Qwen/Hermes format, `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` (Qwen2.5,
   Qwen3, Hermes, and templates modelled on them), any number of calls;
 - else the Llama 3.1/3.2 JSON format, the whole answer `{"name": ..., "parameters": {...}}`
@@ -53,8 +55,8 @@ def template_tools(tokenizer: Any, tools: list[dict] | None) -> list[dict] | Non
         _renders_tools_cache[template] = _PROBE_NAME in _render_probe(tokenizer)
     if not _renders_tools_cache[template]:
         raise ConfigError("the rows have \"tools\" but the model's chat template ignores them, so the model would never "
-                          "see the tool definitions; use a model whose chat template renders tools (Qwen2.5-Instruct, "
-                          "Llama 3.1 Instruct, ...) or give one with model.tokenizer")
+                          "see the tool definitions; use a model (or, in a recipe, a model.tokenizer) whose chat template "
+                          "renders tools, such as Qwen2.5-Instruct or Llama 3.1 Instruct")
     return tools
 
 
@@ -67,7 +69,7 @@ def _render_probe(tokenizer: Any) -> str:
                                              add_generation_prompt=True, tokenize=False)
     except (TemplateError, ValueError, TypeError, KeyError) as exc:
         raise ConfigError(f"the model's chat template fails on a tool definition ({str(exc)[:200]}); the rows have "
-                          "\"tools\", so use a model whose chat template renders tools, or give one with model.tokenizer") from None
+                          "\"tools\", so use a model (or, in a recipe, a model.tokenizer) whose chat template renders tools") from None
 
 
 @dataclass
