@@ -23,6 +23,7 @@ from typing import Any
 
 from rft_cli.errors import ConfigError, DataError
 from rft_cli.jsonl import read_values
+from rft_cli.tool_calls import grade_answers
 
 SAMPLE_KEYS = ("output_text", "output_json", "output_tools")
 LINE_KEYS = (*SAMPLE_KEYS, "row", "model")
@@ -129,7 +130,7 @@ def grade_file(grader: Any, data: str | Path, samples: str | Path, output: str |
     """
     rows, read = read_items(data), read_samples_file(samples)
     pairs = pair_with_rows(read, rows, data)
-    results = grader.grade_batch([sample for _, sample in pairs], [rows[index] for index, _ in pairs])
+    results = grade_answers(grader, [sample for _, sample in pairs], [rows[index] for index, _ in pairs])
     errors: Counter = Counter()
     for result in results:
         errors.update(result.errors)
@@ -173,6 +174,13 @@ def write_grades(path: str | Path, rows: list[int], results: list[Any]) -> None:
 
 
 # -- one sample ---------------------------------------------------------------------------------
+
+
+def grade_sample(grader: Any, sample: Any, item: dict[str, Any]) -> Any:
+    """Grade one sample against its item; an item with `tools` has the answer's tool calls read
+    into `sample.output_tools` (`rft_cli.tool_calls`)."""
+    (result,) = grade_answers(grader, [sample], [item])
+    return result
 
 
 def read_sample(text: str, where: str) -> Any:

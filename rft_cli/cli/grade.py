@@ -38,7 +38,7 @@ def grade(
     output_format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
 ) -> None:
     from rft_cli.graders import load_grader
-    from rft_cli.grading import grade_file, parse_item
+    from rft_cli.grading import grade_file, grade_sample, parse_item
 
     if output_format not in ("text", "json"):
         raise UsageError(f'--format "{output_format}" is not one of text, json')
@@ -55,7 +55,7 @@ def grade(
         raise UsageError("--data and --samples go together (rows and the samples to grade, paired by line)")
     with load_grader(grader_path) as grader:
         if single:
-            _print_one(grader.grade(sample, parse_item(item)), output_format)
+            _print_one(grade_sample(grader, sample, parse_item(item)), output_format)
             return
         report = grade_file(grader, data, samples, output)
     for note in report.notes:

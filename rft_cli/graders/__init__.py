@@ -12,7 +12,8 @@ Public API (stable; training and evaluation build on it):
 
 from rft_cli.graders.base import Grader, GradeResult, as_sample
 from rft_cli.graders.build import GRADERS, build_grader, load_grader, read_grader_file, register
-from rft_cli.graders.reward import RewardFunction, completion_text, reward_function
+from rft_cli.graders.reward import RewardFunction, reward_function
+from rft_cli.tool_calls import completion_text
 
 __all__ = [
     "GRADERS",

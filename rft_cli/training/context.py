@@ -10,9 +10,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from rft_cli.data.openai_rows import row_tools
 from rft_cli.data.records import item_of, prompt_messages
 from rft_cli.generation import generate_completions
 from rft_cli.samples import eval_lines
+from rft_cli.tool_calls import output_parser
 from rft_cli.training.rewards import grade
 
 
@@ -27,12 +29,14 @@ def evaluate_greedy(model: Any, tokenizer: Any, grader: Any, rows: Sequence[dict
     """
     was_training = model.training
     prompts = [prompt_messages(row) for row in rows]
+    tools = [row_tools(row) for row in rows]
     outs = generate_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=0.0,
-                                batch_size=batch_size)
+                                batch_size=batch_size, tools=tools)
     model.train(was_training)
-    stats = grade(grader, [o[0].text for o in outs], [item_of(r, demonstration_field) for r in rows])
+    stats = grade(grader, [o[0].text for o in outs], [item_of(r, demonstration_field) for r in rows],
+                  parser=output_parser(tokenizer))
     if answers is not None:
-        answers.extend(eval_lines(tokenizer, prompts, [o[0] for o in outs], stats.results, len(rows)))
+        answers.extend(eval_lines(tokenizer, prompts, [o[0] for o in outs], stats.results, len(rows), tools=tools))
     finite = [r for r in stats.rewards if math.isfinite(r)]
     mean = sum(finite) / len(finite) if finite else float("nan")
     return {"valid_reward_mean": mean, "valid_accuracy": sum(r >= 1.0 for r in finite) / max(len(stats.rewards), 1)}

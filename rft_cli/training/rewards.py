@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rft_cli.tool_calls import grade_answers
+
 
 @dataclass
 class GradeStats:
@@ -64,6 +66,7 @@ def gather_object(objects: list[Any]) -> list[Any]:
     return _gather(objects)
 
 
-def grade(grader: Any, texts: Sequence[str], items: Sequence[dict]) -> GradeStats:
-    """Grade answers; a grade with any error counts as failed (its reward is what the grader gave, usually 0)."""
-    return stats_of(grader.grade_batch([{"output_text": t} for t in texts], list(items)))
+def grade(grader: Any, texts: Sequence[str], items: Sequence[dict], parser: Any = None) -> GradeStats:
+    """Grade answers (tool calls read by `parser`, see `rft_cli.tool_calls`); a grade with any error
+    counts as failed (its reward is what the grader gave, usually 0)."""
+    return stats_of(grade_answers(grader, texts, list(items), parser))

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rft_cli.data.openai_rows import row_tools
 from rft_cli.data.records import prompt_messages
 from rft_cli.generation import encode_prompt, generate_tokens, sampling_config
 from rft_cli.training.ppo_math import response_mask
@@ -39,7 +40,7 @@ def encode_prompts(tokenizer: Any, rows: Sequence[dict], max_prompt_length: int,
     """Chat-template the prompts as `rft eval` does, keep the last `max_prompt_length` tokens, left-pad."""
     import torch
 
-    encoded = [encode_prompt(tokenizer, prompt_messages(row))[-max_prompt_length:] for row in rows]
+    encoded = [encode_prompt(tokenizer, prompt_messages(row), row_tools(row))[-max_prompt_length:] for row in rows]
     width = max(len(ids) for ids in encoded)
     pad = tokenizer.pad_token_id
     input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in encoded], device=device)
