@@ -2,7 +2,8 @@
 
 `validate_dataset()` reads each file once, line by line, prints nothing and returns a
 `ValidationReport`. Its jobs live beside it: `scanning` streams the files, `checks` checks a row,
-`report` collects the issues and statistics.
+`report` collects the issues and statistics. Every check, its code and the JSON report's schema
+are described in docs/data.md.
 
 The validation file is read first, so that each training row can be checked against it as it
 streams by: exact prompt overlap, near-duplicates (word 3-gram Jaccard, see `overlap.py`) and
