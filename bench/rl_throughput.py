@@ -6,8 +6,9 @@ the same number of answers per step (`--prompts` x `--samples`) with the same te
 number of optimisation passes over the batch (`--epochs`: PPO epochs, GRPO `num_iterations`) in
 the same minibatches (`--mini-batch`, one AdamW step each, gradients clipped at the same norm). Both
 train in the precision `rft train` uses for the model (float32 on CPU) with gradient checkpointing
-only if the config asks for it: TRL's GRPOConfig defaults to bf16 autocast and gradient
-checkpointing, so it is built from `rft train`'s own `common_trainer_args`. Each side runs in its
+only if the config asks for it: TRL's side runs on the GRPOConfig `rft train` ships, built by the
+same function (`rl_trl.build_trl_config`; TRL's own defaults would be bf16 autocast and gradient
+checkpointing), with TRL's default loss and reward scaling as shipped. Each side runs in its
 own subprocess so its peak memory is its own. Prints generated tokens/s, s/step, peak memory and
 the ratio, then where our step's time goes (generation, old policy+value pass, reference pass,
 grading, optimisation).
