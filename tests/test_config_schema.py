@@ -16,7 +16,8 @@ jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is in the dev 
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
-GRADER_FILES = sorted([*(ROOT / "data").glob("*/grader.yaml"), *(ROOT / "tests/data/graders/openai").iterdir()])
+GRADER_FILES = sorted([*(ROOT / "data").glob("*/grader.yaml"), *(ROOT / "examples/graders").glob("*.yaml"),
+                       *(ROOT / "tests/data/graders/openai").iterdir()])
 
 
 def _schema(*args: str) -> dict:

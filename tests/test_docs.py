@@ -8,11 +8,14 @@ Conventions these tests hold the pages to (docs/development.md, "Documentation")
   (pip, accelerate, python) are not run.
 - A block that cannot run on shipped files (a template such as `RECIPE.yaml`, a hub model, a run
   folder that only a long job makes) is preceded by `<!-- not-run: why -->`.
+- A command followed by a comment line `# {"reward": X ...}` must print that reward with --format json.
+- A fenced block preceded by `<!-- file: PATH -->` must show exactly the repository file PATH.
 - Links and anchors to other pages, and repository paths named in code spans, must exist.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -30,6 +33,10 @@ from rft_cli.cli import app
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 NOT_RUN = re.compile(r"^<!-- not-run: (.*?) -->$")
+SHOWS_FILE = re.compile(r"^<!-- file: (\S+) -->$")
+REWARD = re.compile(r'^# \{"reward": ([-0-9.e]+)')
+# command -> the reward its documented output shows (from the comment line after it)
+DOCUMENTED_REWARDS: dict[str, float] = {}
 
 # Commands that run elsewhere and take minutes here: the default recipe trains for ~6 minutes on
 # 2 cores (tests/test_recipes.py runs it shortened).
@@ -74,9 +81,17 @@ def _fenced_blocks(page: Path) -> list[Block]:
                 marker = NOT_RUN.match(lines[start - 1]) if start else None
                 block = Block(page, start + 1, lines[start + 1:i], marker.group(1) if marker else None)
                 block.commands = _rft_commands(block.lines)
+                _note_rewards(block.lines)
                 blocks.append(block)
         i += 1
     return blocks
+
+
+def _note_rewards(lines: list[str]) -> None:
+    for line, after in zip(lines, lines[1:]):
+        match = REWARD.match(after)
+        if match and line.startswith("rft "):
+            DOCUMENTED_REWARDS[shlex.join(shlex.split(line, comments=True))] = float(match.group(1))
 
 
 def _rft_commands(lines: list[str]) -> list[str]:
@@ -145,8 +160,33 @@ def test_documented_commands_run(page, tmp_path, monkeypatch):
             assert result.exit_code in expected, (
                 f"{block.where}: `{command}` exited {result.exit_code}, not {sorted(expected)}:\n{result.output[-3000:]}")
             assert "Traceback" not in result.output, f"{block.where}: `{command}`:\n{result.output[-3000:]}"
+            if command in DOCUMENTED_REWARDS:
+                shown = json.loads(result.stdout)["reward"]
+                assert shown == pytest.approx(DOCUMENTED_REWARDS[command]), (
+                    f"{block.where}: `{command}` gives reward {shown}, the page says {DOCUMENTED_REWARDS[command]}")
             ran += 1
     assert ran, f"{page.name}: no command ran"
+
+
+def test_files_shown_in_the_docs_are_the_shipped_files():
+    shown = 0
+    for page in PAGES:
+        lines = page.read_text(encoding="utf-8").splitlines()
+        for number, line in enumerate(lines):
+            match = SHOWS_FILE.match(line)
+            if not match:
+                continue
+            assert lines[number + 1].startswith("```"), f"{page.name}:{number + 1}: <!-- file: --> must precede a fence"
+            end = next(i for i in range(number + 2, len(lines)) if lines[i].startswith("```"))
+            text = "\n".join(lines[number + 2:end]) + "\n"
+            assert text == (ROOT / match.group(1)).read_text(), f"{page.name}:{number + 1}: differs from {match.group(1)}"
+            shown += 1
+    assert shown >= 8
+
+
+def test_documented_rewards_are_found():
+    assert len(DOCUMENTED_REWARDS) >= 8 and DOCUMENTED_REWARDS[
+        "rft grade examples/graders/numeric.yaml --item '{\"reference_answer\": \"84\"}' --sample 'So the total is 85. #### 85' --format json"] == 0.1
 
 
 # -- links -----------------------------------------------------------------------------------
