@@ -135,7 +135,7 @@ class RLSettings(_Strict):
     prompts_per_step: int = setting(8, ge=1, doc='Training prompts sampled per step (per process under `accelerate launch`).', source='ReFT')
     samples_per_prompt: int = setting(1, ge=1, doc="Answers sampled per prompt (TRL's `num_generations`; at least 2 for `grpo`/`rloo`).", source='ReFT samples one answer per question')
     mini_batch_size: int = setting(4, ge=1, doc="Answers per optimizer step; the step's batch must be a multiple of it (all algorithms).", source="ReFT's RL script (`exps/paper_exps/ReFT/_template.sh`)")
-    micro_batch_size: int | None = setting(None, ge=1, doc='Answers per forward/backward pass inside a minibatch (gradient accumulation, same updates, less memory); unset: `rl.mini_batch_size`.')  # gradient accumulation inside a minibatch (memory)
+    micro_batch_size: int | None = setting(None, ge=1, doc='Answers per forward/backward pass inside a minibatch (gradient accumulation, same updates, less memory); unset: `rl.mini_batch_size`.')
     ppo_epochs: int = setting(2, ge=1, doc="Passes over each step's answers (TRL's `num_iterations` under `grpo`/`rloo`).", source="ReFT's RL script (`exps/paper_exps/ReFT/_template.sh`)")
     learning_rate: float = setting(3e-7, gt=0, lt=1, doc='AdamW learning rate (constant).', source="ReFT's RL script (`exps/paper_exps/ReFT/_template.sh`)")
     weight_decay: float = setting(0.0, ge=0, doc='AdamW weight decay.', source="ReFT's RL script (`exps/paper_exps/ReFT/_template.sh`)")
@@ -160,7 +160,7 @@ class RLSettings(_Strict):
     truncation_penalty: float = setting(0.0, doc='The reward of a truncated answer under `truncated: penalize`.')
     max_grader_error_share: float = setting(0.5, ge=0, le=1, doc="Stop the run (exit 1) when more than this share of a step's grades fail.", source='OpenAI RFT stops on grader errors')
     max_numerical_faults: int = setting(3, ge=1, doc='Steps with a NaN/inf reward, KL, loss or gradient norm (each skipped) before the run stops.')
-    final: Literal["last", "best"] = setting("best", doc='Which model becomes `final/`. `best`: the highest `valid_reward_mean` among the evaluated RL checkpoints and the model RL started from (ties go to the later one). `last`: the last RL checkpoint.', source='OpenAI RFT keeps its best checkpoints by validation reward')  # best: the highest validation score, the starting model included
+    final: Literal["last", "best"] = setting("best", doc='Which model becomes `final/`. `best`: the highest `valid_reward_mean` among the evaluated RL checkpoints and the model RL started from (ties go to the later one). `last`: the last RL checkpoint.', source='OpenAI RFT keeps its best checkpoints by validation reward')
 
     @model_validator(mode="after")
     def _batch_fits(self) -> RLSettings:
@@ -214,36 +214,43 @@ class GraderCheckSettings(_Strict):
     """The grader self-test in preflight: each demonstration is graded as if the model wrote it."""
 
     enabled: bool = setting(True, doc='Run the grader self-test of `rft validate --grader` on the data before any model loads.')
-    max_failure_share: float = setting(0.02, ge=0, le=1, doc="Stop (exit 1) when more than this share of the demonstrations scores below full marks (or the grader's `pass_threshold`).", source='a grader that fails 2% of right answers is more likely wrong than the data')  # share of demonstrations below full marks that stops the run
+    max_failure_share: float = setting(0.02, ge=0, le=1, doc="Stop (exit 1) when more than this share of the demonstrations scores below full marks (or the grader's `pass_threshold`).", source='a grader that fails 2% of right answers is more likely wrong than the data')
 
 
 class SamplesSettings(_Strict):
     """Sampled and evaluation answers kept under RUN/samples/ (one JSONL file per step)."""
 
     enabled: bool = setting(True, doc='Keep sampled and evaluation answers in `RUN/samples/`.')
-    per_step: int = setting(16, ge=1, doc='Answers kept of each kept RL step (whole prompt groups first).')  # answers kept of each kept RL step (whole prompt groups first)
-    interval: int = setting(1, ge=1, doc='Keep every N-th RL step (the first and last always).')  # keep every N-th RL step (the first and last step always)
-    eval_rows: int = setting(64, ge=0, doc='Greedy answers kept of each evaluation (0: none).')  # greedy answers kept of each evaluation (0 = none)
-    max_chars: int = setting(2000, ge=100, doc='Prompt and answer texts are cut to this many characters.')  # prompt and answer texts are cut to this many characters
-    max_mb: float = setting(200.0, gt=0, doc="Cap on the folder's size in MB: the oldest RL-step files are deleted past it.")  # oldest RL-step files are deleted beyond this total size
+    per_step: int = setting(16, ge=1, doc='Answers kept of each kept RL step (whole prompt groups first).')
+    interval: int = setting(1, ge=1, doc='Keep every N-th RL step (the first and last always).')
+    eval_rows: int = setting(64, ge=0, doc='Greedy answers kept of each evaluation (0: none).')
+    max_chars: int = setting(2000, ge=100, doc='Prompt and answer texts are cut to this many characters.')
+    max_mb: float = setting(200.0, gt=0, doc="Cap on the folder's size in MB: the oldest RL-step files are deleted past it.")
 
 
 class AlarmSettings(_Strict):
     """Detectors over the metrics stream (docs/reports.md "Alarms"); thresholds are conservative on purpose."""
 
-    enabled: bool = setting(True, doc='Run the alarm detectors over the RL metrics.')
-    stop_on: list[str] = setting(default_factory=list, doc='Alarm names that stop the run (exit 1).')  # alarm names that stop the run (exit 1)
-    disabled: list[str] = setting(default_factory=list, doc='Alarm names never raised.')  # alarm names never raised
-    window: int = setting(5, ge=1, doc='RL steps averaged for "at the start" and "now".')  # steps averaged for "at the start" and "now"
-    eval_window: int = setting(3, ge=2, doc='Evaluations `reward_hacking` looks back on.')  # evaluations looked back on by reward_hacking
-    valid_drop: float = setting(0.15, ge=0, doc='`reward_hacking`: drop of `valid_reward_mean` below the recent best.', source='loose on purpose: the default recipe raises no alarm')
-    train_rise: float = setting(0.02, ge=0, doc='`reward_hacking`: rise of `train_reward_mean` over the same time.', source='loose on purpose: the default recipe raises no alarm')
-    length_multiple: float = setting(2.5, gt=1, doc='`length_growth`: answer length now over its start.', source='loose on purpose: the default recipe raises no alarm')
-    truncated_rise: float = setting(0.25, gt=0, le=1, doc='`truncation_rise`: rise of `truncated_share` over its start.', source='loose on purpose: the default recipe raises no alarm')
-    no_signal_steps: int = setting(10, ge=1, doc='`no_signal`: steps in a row whose answers all scored the same.', source='loose on purpose: the default recipe raises no alarm')
-    entropy_fraction: float = setting(0.05, gt=0, lt=1, doc='`entropy_collapse`: entropy now below this fraction of its start.', source='loose on purpose: the default recipe raises no alarm')
+    enabled: bool = setting(True, doc="Run the alarm detectors over the RL metrics.")
+    stop_on: list[str] = setting(default_factory=list, doc="Alarm names that stop the run (exit 1).")
+    early_stop: list[str] = setting(
+        default_factory=lambda: ["valid_regression"],
+        doc="Alarms that end the RL stage early as a normal finish: the step is saved, `final/` is the best "
+            "validated model, exit 0. Only `valid_regression` may be listed; `[]` turns early stopping off.",
+        source="a run that only makes the model worse should hand back the best one, not run on")
+    disabled: list[str] = setting(default_factory=list, doc="Alarm names never raised.")
+    window: int = setting(5, ge=1, doc='RL steps averaged for "at the start" and "now".')
+    eval_window: int = setting(3, ge=2, doc="Evaluations `reward_hacking` looks back on.")
+    valid_drop: float = setting(0.15, ge=0, doc="`reward_hacking`: drop of `valid_reward_mean` below the recent best.", source='loose on purpose: the default recipe raises no alarm')
+    train_rise: float = setting(0.02, ge=0, doc="`reward_hacking`: rise of `train_reward_mean` over the same time.", source='loose on purpose: the default recipe raises no alarm')
+    length_multiple: float = setting(2.5, gt=1, doc="`length_growth`: answer length now over its start.", source='loose on purpose: the default recipe raises no alarm')
+    truncated_rise: float = setting(0.25, gt=0, le=1, doc="`truncation_rise`: rise of `truncated_share` over its start.", source='loose on purpose: the default recipe raises no alarm')
+    no_signal_steps: int = setting(10, ge=1, doc="`no_signal`: steps in a row whose answers all scored the same.", source='loose on purpose: the default recipe raises no alarm')
+    entropy_fraction: float = setting(0.05, gt=0, lt=1, doc="`entropy_collapse`: entropy now below this fraction of its start.", source='loose on purpose: the default recipe raises no alarm')
     kl_max: float = setting(30.0, gt=0, doc="`kl_high`: the logged `kl` now above this (PPO's is summed over an answer's tokens, TRL's is per token).", source='loose on purpose: the default recipe raises no alarm')
-    grader_error_rise: float = setting(0.1, gt=0, le=1, doc='`grader_errors`: rise of `grader_error_share` over its start.', source='loose on purpose: the default recipe raises no alarm')
+    grader_error_rise: float = setting(0.1, gt=0, le=1, doc="`grader_errors`: rise of `grader_error_share` over its start.", source='loose on purpose: the default recipe raises no alarm')
+    regression_drop: float = setting(0.1, gt=0, doc="`valid_regression`: how far below the best validation reward so far (the start's included) an evaluation must score.")
+    regression_evals: int = setting(2, ge=1, doc="`valid_regression`: how many evaluations in a row must score that low.")
 
     @field_validator("stop_on", "disabled")
     @classmethod
@@ -253,6 +260,17 @@ class AlarmSettings(_Strict):
         unknown = [n for n in names if n not in ALARM_NAMES]
         if unknown:
             raise ValueError(f"unknown alarm {unknown[0]!r}; the alarms are {', '.join(ALARM_NAMES)}")
+        return names
+
+    @field_validator("early_stop")
+    @classmethod
+    def _early_stop_names(cls, names: list[str]) -> list[str]:
+        from rft_cli.alarms import EARLY_STOP_ALARMS
+
+        unknown = [n for n in names if n not in EARLY_STOP_ALARMS]
+        if unknown:
+            raise ValueError(f"{unknown[0]!r} cannot end a run early; early_stop takes {', '.join(EARLY_STOP_ALARMS)} "
+                             "(use stop_on to stop on other alarms)")
         return names
 
 
@@ -269,7 +287,7 @@ class RunConfig(_Strict):
     samples: SamplesSettings = setting(default_factory=SamplesSettings, doc='Answers kept in `RUN/samples/`.')
     alarms: AlarmSettings = setting(default_factory=AlarmSettings, doc='Detectors over the metrics stream.')
     output_dir: Path | None = setting(None, doc='The run folder; `--output-dir` wins; unset: `$RFT_HOME/runs/<config name>` (`RFT_HOME` defaults to `~/.rft`).')
-    seed: int = setting(42, ge=0, lt=2**32, doc='Seed of sampling, shuffling and initialisation (each RL step is seeded from `(seed, step)`).', source='ReFT')
+    seed: int = setting(42, ge=0, lt=2**32, doc='Seed of sampling, shuffling and initialisation (each RL step is seeded from `(seed, step)`).', source='ReFT')  # lt 2**32: numpy's seeds are 32-bit
     save_interval: int = setting(10, ge=1, doc='Save an RL checkpoint every N steps (and at the last).')
     keep_checkpoints: int = setting(2, ge=1, doc='RL checkpoints kept: the best N by `valid_reward_mean`, plus the latest.')
     report_to: Literal["none", "tensorboard", "trackio", "wandb"] = setting("none", doc='Also log metrics to `tensorboard`, `wandb` or `trackio` (their package must be installed).')

@@ -95,6 +95,10 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     render.stdout.print(table)
     for alarm in summary.get("alarms") or []:
         render.stdout.print(escape(f"alarm {alarm['name']} at {alarm['stage']} step {alarm['step']}: {alarm['message']}"))
+    stopped = summary.get("stopped") or {}
+    if stopped.get("early_stop"):
+        render.stdout.print(escape(f"rl stopped early at step {stopped['step']} ({stopped['early_stop']}: "
+                                   f"{stopped['reason']}); alarms.early_stop lists the alarms that may end it"))
     if summary.get("final"):
         render.stdout.print(f"final model: {run_dir / summary['final']} (from {summary.get('final_source')}{_scores(summary)})")
 

@@ -266,6 +266,7 @@ class RunContext:
     interrupt: InterruptFlag = field(default_factory=InterruptFlag)
     elapsed_before: float = 0.0
     samples: Any = None  # a rft_cli.samples.SampleWriter (None: keep no answers)
+    early_stop: dict[str, Any] | None = None  # set when RL ended early (rft_cli.training.early_stop)
 
     @property
     def checkpoints_dir(self) -> Any:

@@ -17,6 +17,7 @@ from typing import Any
 
 from rft_cli import checkpoints as ckpt
 from rft_cli.errors import TrainingError
+from rft_cli.training.early_stop import regression_watch, stop_note
 from rft_cli.training.common import GradeStats, RunContext, stats_of
 
 # TRL log key -> our metric name (the names OpenAI's RFT dashboard and our PPO use).
@@ -62,6 +63,7 @@ def trl_callback_class() -> type:
             self.last_valid: dict[str, float] | None = None
             self.tokens_at_last_log = 0
             self.time_at_last_log = time.perf_counter()
+            self.watch = regression_watch(ctx) if stage == "rl" else None
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
             if state.global_step % self.per:  # inside a sampled batch: evaluate, save or stop only between batches
@@ -72,6 +74,13 @@ def trl_callback_class() -> type:
                 eval_started = time.perf_counter()
                 valid = self.evaluate_fn(kwargs["model"], step)
                 self.pending_valid = self.last_valid = {**valid, "eval_s": time.perf_counter() - eval_started}
+                if self.watch is not None:
+                    self.pending_valid.update(self.watch.observe(valid["valid_reward_mean"], step))
+                    reason = self.watch.should_stop()
+                    if reason is not None and not last:  # end here, saving this step (final/ = the best)
+                        self.ctx.early_stop = stop_note(step, reason)
+                        control.should_save = True
+                        control.should_training_stop = True
             if self.ctx.interrupt.requested:
                 control.should_save = True
                 control.should_training_stop = True
