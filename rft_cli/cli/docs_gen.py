@@ -142,15 +142,23 @@ def _command_paths() -> list[list[str]]:
 
 def command_help(path: list[str]) -> str:
     """`rft PATH --help` as a user sees it in a terminal HELP_WIDTH columns wide, without colour."""
+    from typer import rich_utils
     from typer.testing import CliRunner
 
     from rft_cli.cli import app
 
-    result = CliRunner().invoke(app, [*path, "--help"], prog_name="rft",
-                                env={"COLUMNS": str(HELP_WIDTH), "NO_COLOR": "1", "TERMINAL_WIDTH": None})
+    # Typer reads TERMINAL_WIDTH and FORCE_COLOR/GITHUB_ACTIONS once, at import: pin what they
+    # decide, so the text is the same on a laptop and in CI.
+    saved = rich_utils.MAX_WIDTH, rich_utils.FORCE_TERMINAL
+    rich_utils.MAX_WIDTH, rich_utils.FORCE_TERMINAL = HELP_WIDTH, False
+    try:
+        result = CliRunner().invoke(app, [*path, "--help"], prog_name="rft", env={"NO_COLOR": "1"}, color=False)
+    finally:
+        rich_utils.MAX_WIDTH, rich_utils.FORCE_TERMINAL = saved
     if result.exit_code != 0:
         raise RuntimeError(f"rft {' '.join(path)} --help exited {result.exit_code}: {result.output}")
-    return "\n".join(line.rstrip() for line in result.output.splitlines()).strip("\n")
+    text = re.sub(r"\x1b\[[0-9;]*m", "", result.output)
+    return "\n".join(line.rstrip() for line in text.splitlines()).strip("\n")
 
 
 def cli_reference() -> str:
