@@ -245,12 +245,18 @@ def test_the_link_check_catches_a_broken_anchor(tmp_path):
 
 
 REPO_PATH = re.compile(r"`((?:bench|data|docs|examples|recipes|rft_cli|tests)/[\w./-]+)`")
+TEST_FILE = re.compile(r"`(test_\w+\.py)`")
 
 
 def test_repository_paths_named_in_the_docs_exist():
-    """A file or folder the prose names (`bench/validate.py`, `tests/test_sft.py`) is still there."""
+    """A file or folder the prose names (`bench/validate.py`, `tests/test_sft.py`, or a test file by its
+    name alone, `test_sft.py`) is still there: a renamed test must not leave the guarantees pointing
+    at nothing."""
+    tests = {path.name for path in (ROOT / "tests").rglob("test_*.py")}
     missing = [f"{page.relative_to(ROOT)}:{number}: {path}" for page in PAGES for number, line in _prose(page)
                for path in REPO_PATH.findall(line) if not (ROOT / path).exists()]
+    missing += [f"{page.relative_to(ROOT)}:{number}: {name}" for page in PAGES for number, line in _prose(page)
+                for name in TEST_FILE.findall(line) if name not in tests]
     assert not missing, "\n".join(missing)
 
 
