@@ -7,7 +7,6 @@ from typer.core import TyperGroup
 
 from rft_cli import __version__
 from rft_cli.cli import render
-from rft_cli.cli.help_format import classic_metavars
 from rft_cli.errors import EXIT_INTERRUPTED, RftError
 
 
@@ -15,6 +14,8 @@ class _BoundaryGroup(TyperGroup):
     """Catches `RftError` and Ctrl-C once, for every command, so no user ever sees a traceback."""
 
     def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        from rft_cli.cli.help_format import classic_metavars
+
         super().__init__(*args, **kwargs)
         classic_metavars(self)  # `--valid FILE`, not Typer 0.29's `--valid <file>` (see help_format)
 

@@ -195,7 +195,6 @@ def logprobs_from_logits(logits: Any, tokens: Any, temperature: float = 1.0) -> 
     import torch
 
     rows = []
-    # One row at a time: a (T, vocab) float32 copy lives at once instead of (B, T, vocab).
     for row, row_tokens in zip(logits, tokens, strict=True):
         row = _scaled(row, temperature)
         picked = torch.gather(row, -1, row_tokens.unsqueeze(-1)).squeeze(-1)
