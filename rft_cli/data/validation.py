@@ -82,7 +82,7 @@ class ValidationReport:
         return not self.error_counts
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON report (schema documented in docs/data.md, "The JSON report")."""
+        """The JSON report (schema documented in README, section `validate`)."""
         return {
             "ok": self.ok,
             "files": dict(self.files),
