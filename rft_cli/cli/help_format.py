@@ -59,8 +59,16 @@ def _classic_param(param: Any) -> Any:
     return param
 
 
+# The Typer methods the classes above override; a Typer without them (older releases printed click's
+# metavars itself) is left alone.
+_TYPER_HOOKS = all(hasattr(cls, name) for cls, name in ((TyperOption, "display_type"), (TyperOption, "display_type_rich"),
+                                                         (TyperArgument, "_usage_display_name")))
+
+
 def classic_metavars(command: Any) -> None:
     """Swap every Typer parameter of `command` and its subcommands to the classic display."""
+    if not _TYPER_HOOKS:
+        return
     for param in getattr(command, "params", []):
         _classic_param(param)
     if hasattr(command, "get_help_option"):
