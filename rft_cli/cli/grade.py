@@ -104,7 +104,9 @@ def _grade_one(grader: Any, item_text: str | None, sample: Any, output_format: s
         raise UsageError(f"--item is not valid JSON ({exc}); pass an object such as '{{\"answer\": \"42\"}}'") from None
     if not isinstance(item, dict):
         raise UsageError("--item must be a JSON object such as '{\"answer\": \"42\"}'")
-    result = grader.grade(sample, item)
+    from rft_cli.tool_calls import grade_answers
+
+    (result,) = grade_answers(grader, [sample], [item])  # an item with tools: calls read from the text
     if output_format == "json":
         render.json_document(result.to_dict())
         return
@@ -179,7 +181,9 @@ def _grade_files(grader: Any, data: Path | None, samples: Path | None, output: P
     if data is None or samples is None:
         raise UsageError("--data and --samples go together (rows and the samples to grade, paired by line)")
     rows, outputs = _load_pairs(data, samples)
-    results = grader.grade_batch(outputs, rows)
+    from rft_cli.tool_calls import grade_answers
+
+    results = grade_answers(grader, outputs, rows)  # rows with tools: calls read from the text
     errors: Counter = Counter()
     for result in results:
         errors.update(result.errors)

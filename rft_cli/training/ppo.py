@@ -25,6 +25,7 @@ import torch
 from rft_cli import checkpoints as ckpt
 from rft_cli.errors import ConfigError, TrainingError
 from rft_cli.samples import rollout_lines
+from rft_cli.tool_calls import output_parser
 from rft_cli.training import ppo_math as pm
 from rft_cli.training.early_stop import regression_watch, stop_note
 from rft_cli.training.launch import check_launch, configure_deepspeed, env_flag
@@ -210,7 +211,7 @@ class PPOTrainer:
             rollout = sample(self.ac.policy, self.tokenizer, expanded, max_prompt_length=cfg.max_prompt_length,
                              max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
         items = [item_of(r, self.ctx.config.data.demonstration_field) for r in expanded]
-        return rollout, grade(self.ctx.grader, rollout.texts, items)
+        return rollout, grade(self.ctx.grader, rollout.texts, items, parser=output_parser(self.tokenizer))
 
     def _old_pass(self, input_ids: Any, attn: Any, resp_len: int) -> tuple[Any, Any, Any]:
         """Old log-probs, values and reference log-probs in batched no-grad passes."""

@@ -165,7 +165,7 @@ def _check_model_source(config: RunConfig) -> None:
 def _require_demonstrations(rows: list[dict], config: RunConfig) -> None:
     from rft_cli.data.records import demonstration
 
-    if not any(demonstration(row, config.data.demonstration_field) for row in rows):
+    if not any(demonstration(row, config.data.demonstration_field) is not None for row in rows):
         raise ConfigError(f"sft: no row of {config.data.train} has a demonstration (a final assistant message or "
                           f"{config.data.demonstration_field!r}); add them or set sft.enabled: false")
 

@@ -201,10 +201,10 @@ class GraderReward:
     __name__ = "grader"
 
     def __init__(self, grader: Any, max_error_share: float, truncation_penalty: float | None = None,
-                 keeper: Any = None):
+                 keeper: Any = None, parser: Any = None):
         from rft_cli.graders import reward_function
 
-        self.inner = reward_function(grader)
+        self.inner = reward_function(grader, parser)
         self.max_error_share = max_error_share
         self.truncation_penalty = truncation_penalty
         self.eos_token_ids: set[int] = set()
@@ -280,9 +280,13 @@ class TrlSampleKeeper:
         truncated = kwargs.get("truncated") or []  # GraderReward's (TRL's) rule, every end-of-answer id
         keep = self.ctx.samples.keep(len(completions), rl.samples_per_prompt)
         lines = []
+        # a row with tools renders from its `rft_prompt`/`rft_tools` columns (rl_trl.rl_examples), as it was generated
+        full, tools = kwargs.get("rft_prompt") or [], [json.loads(t) if t else None for t in kwargs.get("rft_tools") or []]
         for i in range(min(keep, len(results))):
+            prompt = json.loads(full[i]) if i < len(full) and full[i] else prompts[i]
             lines.append({"row": rows[i] if i < len(rows) else None, "output_text": text_of(completions[i]),
-                          "prompt": render_prompt(self.tokenizer, prompts[i]) if isinstance(prompts[i], list) else prompts[i],
+                          "prompt": render_prompt(self.tokenizer, prompt, tools[i] if i < len(tools) else None)
+                          if isinstance(prompt, list) else prompt,
                           **result_fields(results[i]), "num_tokens": len(ids[i]) if i < len(ids) else None,
                           "truncated": truncated[i] if i < len(truncated) else None})
         self.ctx.keep_samples("rl", step, lines)
