@@ -131,6 +131,9 @@ def test_marked_blocks_say_why_and_unmarked_blocks_can_run():
         for command in block.commands:
             assert not set(shlex.split(command)) & {"|", "<", ">", ">>", ";"}, (
                 f"{block.where}: `{command}` uses a pipe or redirection; mark the block <!-- not-run: why -->")
+        shell = [line for line in block.lines if line.lstrip().startswith("rft ") and re.search(r"\$[({A-Za-z_]|`", line)]
+        assert not shell, (f"{block.where}: `{shell[0]}` needs the shell to expand it, which the runner does not do; "
+                           "mark the block <!-- not-run: why -->")
 
 
 def test_the_runner_finds_what_it_should():
