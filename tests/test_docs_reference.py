@@ -58,3 +58,14 @@ def test_type_names_read_like_the_yaml():
     assert docs_gen._type_name(list[str] | str) == "list of strings or string"
     assert docs_gen._type_name(int | None) == "integer"
     assert docs_gen._yaml_value(2**32) == "2^32" and docs_gen._yaml_value(1e-5) == "1e-05"
+
+
+def test_the_openai_page_maps_every_hyperparameter_as_the_importer_does():
+    """openai_import.MAPPING feeds the recipe's comment block and `--format json`; the table in
+    docs/openai.md is written by hand, so it is held to the same OpenAI -> rft pairs here."""
+    from rft_cli.openai_import import MAPPING
+
+    page = (docs_gen.DOCS_DIR / "openai.md").read_text()
+    for openai_key, (rft_key, _) in MAPPING.items():
+        rft_cell = rft_key if rft_key.startswith("(") else f"`{rft_key}`"
+        assert f"| `{openai_key}` | {rft_cell} |" in page, f"docs/openai.md: no row `{openai_key}` -> {rft_cell}"
