@@ -69,3 +69,18 @@ def test_the_openai_page_maps_every_hyperparameter_as_the_importer_does():
     for openai_key, (rft_key, _) in MAPPING.items():
         rft_cell = rft_key if rft_key.startswith("(") else f"`{rft_key}`"
         assert f"| `{openai_key}` | {rft_cell} |" in page, f"docs/openai.md: no row `{openai_key}` -> {rft_cell}"
+
+
+def test_the_exit_code_table_lists_the_codes_rft_uses():
+    """docs/cli.md's exit code table against the constants the code exits with."""
+    import re
+
+    from rft_cli import errors
+    from rft_cli.cli.report import ALARM_EXIT_CODE
+
+    page = (docs_gen.DOCS_DIR / "cli.md").read_text()
+    table = page[page.index("## Exit codes"):page.index("## Commands")]
+    documented = {int(code) for code in re.findall(r"^\| (\d+) \|", table, flags=re.M)}
+    used = {errors.EXIT_OK, errors.EXIT_INVALID, errors.EXIT_USAGE, errors.EXIT_INTERRUPTED, ALARM_EXIT_CODE}
+    used |= {cls.exit_code for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, errors.RftError)}
+    assert documented == used
