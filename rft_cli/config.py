@@ -60,7 +60,7 @@ class ModelSettings(_Strict):
     tiny: str | dict[str, int] | None = setting(None, doc='A tiny Llama built offline from a config, with a character tokenizer: `llama-test`, `llama-1m` or `llama-4m`, or a mapping of sizes (`hidden_size`, `num_hidden_layers`, `num_attention_heads`, `num_key_value_heads`, `intermediate_size`). Give this or `model.name`.')
     tokenizer: str | None = setting(None, doc="A tokenizer folder or hub id; unset: the model's own.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = setting("auto", doc='The compute dtype. `auto`: bfloat16 on a GPU that supports it, else float32. `bfloat16`/`float16` are mixed precision over float32 master weights (`float16` needs a GPU); `final/` is written in this dtype (see Precision).')
-    lora: LoraSettings | None = setting(None, doc='LoRA adapters through peft (merged into each saved checkpoint); unset: full fine-tuning. `lora: {}` takes every default.')
+    lora: LoraSettings | None = setting(None, doc='LoRA adapters through peft (merged into PPO checkpoints and into `final/`; GRPO/RLOO checkpoints hold the adapters); unset: full fine-tuning. `lora: {}` takes every default.')
     gradient_checkpointing: bool = setting(False, doc='Recompute activations in the backward pass: less memory, more time.')
 
     @model_validator(mode="after")
@@ -159,7 +159,7 @@ class RLSettings(_Strict):
     truncated: Literal["grade", "penalize"] = setting("grade", doc='Answers cut off at `max_new_tokens`: `grade` them as they are, or `penalize` them with `truncation_penalty`.', source='ReFT grades truncated answers')
     truncation_penalty: float = setting(0.0, doc='The reward of a truncated answer under `truncated: penalize`.')
     max_grader_error_share: float = setting(0.5, ge=0, le=1, doc="Stop the run (exit 1) when more than this share of a step's grades fail.", source='OpenAI RFT stops on grader errors')
-    max_numerical_faults: int = setting(3, ge=1, doc='Steps with a NaN/inf reward, KL, loss or gradient norm (each skipped) before the run stops.')
+    max_numerical_faults: int = setting(3, ge=1, doc='Steps with a NaN/inf reward, KL, loss or gradient norm (PPO skips each) before the run stops (exit 1).')
     final: Literal["last", "best"] = setting("best", doc='Which model becomes `final/`. `best`: the highest `valid_reward_mean` among the evaluated RL checkpoints and the model RL started from (ties go to the later one). `last`: the last RL checkpoint.', source='OpenAI RFT keeps its best checkpoints by validation reward')
 
     @model_validator(mode="after")
@@ -288,7 +288,7 @@ class RunConfig(_Strict):
     alarms: AlarmSettings = setting(default_factory=AlarmSettings, doc='Detectors over the metrics stream.')
     output_dir: Path | None = setting(None, doc='The run folder; `--output-dir` wins; unset: `$RFT_HOME/runs/<config name>` (`RFT_HOME` defaults to `~/.rft`).')
     seed: int = setting(42, ge=0, lt=2**32, doc='Seed of sampling, shuffling and initialisation (each RL step is seeded from `(seed, step)`).', source='ReFT')  # lt 2**32: numpy's seeds are 32-bit
-    save_interval: int = setting(10, ge=1, doc='Save an RL checkpoint every N steps (and at the last).')
+    save_interval: int = setting(10, ge=1, doc='Save an RL checkpoint every N steps (PPO also at the last step, on Ctrl-C and at a new best validation score).')
     keep_checkpoints: int = setting(2, ge=1, doc='RL checkpoints kept: the best N by `valid_reward_mean`, plus the latest.')
     report_to: Literal["none", "tensorboard", "trackio", "wandb"] = setting("none", doc='Also log metrics to `tensorboard`, `wandb` or `trackio` (their package must be installed).')
 
