@@ -32,10 +32,10 @@ def grade(
     item: Annotated[str | None, typer.Option("--item", help="The dataset row as a JSON object (the `item` namespace).")] = None,
     sample: Annotated[str | None, typer.Option("--sample", help="The model's answer text (the `sample` namespace); - reads it from stdin.")] = None,
     sample_file: Annotated[Path | None, typer.Option("--sample-file", help='Read the sample from a file: {"output_text", "output_json"?, "output_tools"?} or plain text.')] = None,
-    data: Annotated[Path | None, typer.Option("--data", help="JSONL rows, one item per line.")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Dataset JSONL: each row is the `item` of the sample on the same line of --samples.")] = None,
     samples: Annotated[Path | None, typer.Option("--samples", help='JSONL samples, one {"output_text": ...} per line, paired with --data.')] = None,
-    output: Annotated[Path | None, typer.Option("--output", help="Write per-row results here (JSONL), with --data.")] = None,
-    output_format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+    output: Annotated[Path | None, typer.Option("--output", help="With --data: write one result per row here (JSONL: reward, sub-rewards, errors).")] = None,
+    output_format: Annotated[str, typer.Option("--format", help="text (a summary) or json (one document).")] = "text",
 ) -> None:
     from rft_cli.graders import load_grader
     from rft_cli.grading import grade_file, grade_sample, parse_item
