@@ -14,7 +14,7 @@ _HELP = """Grade with GRADER, an OpenAI-style grader file (YAML or JSON, `type` 
 
 One sample, like OpenAI's grader run endpoint: --item is the dataset row (a JSON object) and --sample is the model's answer; --format json prints {"reward", "sub_rewards", "errors"}. A long or structured sample comes from a file (--sample-file PATH) or stdin (--sample -): a JSON object with "output_text" and optionally "output_json" and "output_tools" is the sample; any other content is the answer text itself.
 
-A file of samples: --data ROWS.jsonl with --samples SAMPLES.jsonl (one {"output_text": ...} per line, paired by line with ROWS, or naming its 0-based "row"; the format `rft eval --samples-file` reads) prints the mean reward, the distribution and the errors by kind; --output writes one result per row.
+A file of samples: --data ROWS.jsonl with --samples SAMPLES.jsonl (one {"output_text": ...} per line, paired by line with ROWS, or naming its 0-based "row"; the format `rft eval --samples-file` reads) prints the mean reward, the distribution and the errors by kind; --output writes one result per sample.
 
 Example:
 
