@@ -32,6 +32,8 @@ def run_recipe(recipe: Path, run_dir: Path, seed: int, overrides: list[str]) -> 
     """`rft train` in a subprocess (exactly what a user runs); returns summary.json."""
     command = [sys.executable, "-m", "rft_cli", "train", str(recipe), "--output-dir", str(run_dir), "--quiet",
                "--set", f"seed={seed}"]
+    if (run_dir / "config.yaml").is_file():  # a bench run that was stopped: continue the seed's run
+        command.append("--resume")
     for override in overrides:
         command += ["--set", override]
     subprocess.run(command, cwd=ROOT, check=True)
