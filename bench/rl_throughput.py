@@ -6,8 +6,9 @@ the same number of answers per step (`--prompts` x `--samples`) with the same te
 number of optimisation passes over the batch (`--epochs`: PPO epochs, GRPO `num_iterations`) in
 the same minibatches (`--mini-batch`, one AdamW step each, gradients clipped at the same norm). Both
 train in the precision `rft train` uses for the model (float32 on CPU) with gradient checkpointing
-only if the config asks for it: TRL's GRPOConfig defaults to bf16 autocast and gradient
-checkpointing, so it is built from `rft train`'s own `common_trainer_args`. Each side runs in its
+only if the config asks for it: TRL's side runs on the GRPOConfig `rft train` ships, built by the
+same function (`rl_trl.build_trl_config`; TRL's own defaults would be bf16 autocast and gradient
+checkpointing), with TRL's default loss and reward scaling as shipped. Each side runs in its
 own subprocess so its peak memory is its own. Prints generated tokens/s, s/step, CPU s/step, peak
 memory and the ratio, then where our step's time goes (generation, old policy+value pass, reference
 pass, grading, optimisation).
@@ -67,7 +68,7 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _run_config(args: argparse.Namespace, model_dir: str):
+def _run_config(args: argparse.Namespace, model_dir: str, algorithm: str = "ppo"):
     from rft_cli.config import parse_run_config
 
     return parse_run_config({
@@ -75,7 +76,7 @@ def _run_config(args: argparse.Namespace, model_dir: str):
         "data": {"train": str(DATA / "train.jsonl"), "valid": str(DATA / "valid.jsonl")},
         "grader": str(DATA / "grader.yaml"),
         "sft": {"enabled": False},
-        "rl": {"steps": args.steps + args.warmup, "prompts_per_step": args.prompts, "samples_per_prompt": args.samples,
+        "rl": {"algorithm": algorithm, "steps": args.steps + args.warmup, "prompts_per_step": args.prompts, "samples_per_prompt": args.samples,
                "mini_batch_size": args.mini_batch, "ppo_epochs": args.epochs, "learning_rate": 1e-5,
                "temperature": args.temperature, "max_new_tokens": args.max_new_tokens, "max_prompt_length": 128,
                "kl_coef": 0.05},
@@ -116,7 +117,7 @@ def worker_ppo(args: argparse.Namespace) -> dict:
 
     from rft_cli.metrics import NullLogger
     from rft_cli.training import ppo
-    from rft_cli.training.common import RunContext
+    from rft_cli.training.context import RunContext
     from rft_cli.training.models import load_model, load_tokenizer
     from rft_cli.training.run import preflight
 
@@ -152,21 +153,20 @@ def worker_grpo(args: argparse.Namespace) -> dict:
     """TRL's GRPOTrainer with the same grader, batch, sampling, precision and optimisation passes."""
     from datasets import Dataset
     from transformers import TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     from rft_cli.metrics import NullLogger
-    from rft_cli.training.common import RunContext
-    from rft_cli.training.models import load_tokenizer, resolve_dtype
-    from rft_cli.training.rl_trl import rl_examples
+    from rft_cli.training.context import RunContext
+    from rft_cli.training.models import load_tokenizer
+    from rft_cli.training.rl_trl import build_trl_config, rl_examples
     from rft_cli.training.run import preflight
-    from rft_cli.training.trl_bridge import GraderReward, common_trainer_args
+    from rft_cli.training.trl_bridge import GraderReward
 
-    config = _run_config(args, args.model)
+    config = _run_config(args, args.model, algorithm="grpo")
     pre = preflight(config)
     tokenizer = load_tokenizer(config.model)
     ctx = RunContext(config, Path(tempfile.mkdtemp(prefix="rft-bench-grpo-")), pre.train_rows, pre.valid_rows,
                      pre.grader, NullLogger())
-    rl = config.rl
     # One of our PPO steps samples prompts x samples answers once, then makes `epochs` passes over
     # them in minibatches of `mini_batch`, one optimizer step each. TRL does the same with
     # steps_per_generation minibatches per sampled batch and num_iterations passes, so one of our
@@ -189,23 +189,8 @@ def worker_grpo(args: argparse.Namespace) -> dict:
             if logs and "completions/mean_length" in logs:
                 lengths.append(float(logs["completions/mean_length"]))
 
-    grpo_config = GRPOConfig(
-        # rft train's precision and memory settings (model.dtype, model.gradient_checkpointing):
-        # TRL's own defaults are bf16 autocast and gradient checkpointing, even on CPU.
-        **{**common_trainer_args(ctx, ctx.run_dir), "save_strategy": "no", "report_to": []},
-        model_init_kwargs={"dtype": resolve_dtype(config.model.dtype)},
-        max_steps=(args.warmup + args.steps) * trl_steps_per_step, learning_rate=rl.learning_rate,
-        lr_scheduler_type="constant", weight_decay=rl.weight_decay, max_grad_norm=rl.max_grad_norm,
-        optim="adamw_torch",  # torch.optim.AdamW with its defaults, as our PPO (TRL's default is the fused kernel)
-        per_device_train_batch_size=args.mini_batch, steps_per_generation=minibatches, num_iterations=args.epochs,
-        num_generations=args.samples, max_completion_length=rl.max_new_tokens, temperature=rl.temperature,
-        top_p=rl.top_p, top_k=0, min_p=None, repetition_penalty=1.0,  # plain softmax sampling, as ours
-        beta=rl.kl_coef, epsilon=rl.clip_range, mask_truncated_completions=rl.truncated == "penalize",
-        disable_dropout=True,  # our PPO disables dropout in the policy
-        scale_rewards="batch",  # the nearest to our whitening over the whole batch (TRL's default: per group)
-        loss_type="dapo",  # token-level mean over the batch, as our PPO loss (TRL's default, named here)
-        remove_unused_columns=False,
-    )
+    # The GRPOConfig `rft train` ships (rl_trl.build_trl_config), with checkpoint saving off.
+    grpo_config = build_trl_config(ctx, ctx.run_dir, save_strategy="no")
     trainer = GRPOTrainer(model=args.model, reward_funcs=[GraderReward(pre.grader, 1.0)], args=grpo_config,
                           train_dataset=Dataset.from_list(rl_examples(pre.train_rows, "solution")),
                           processing_class=tokenizer, callbacks=[Clock()])

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rft_cli.errors import UsageError
+from rft_cli.errors import ConfigError
 
 # "org/name" or "name": what a hub id looks like (a missing local path that looks like this is
 # tried on the hub; anything else that does not exist is a usage error).
@@ -46,19 +46,19 @@ def resolve_model_path(path: str | Path) -> str:
 
     A run folder (has `final/`) means its `final/`; a checkpoint or HF model folder (has
     `config.json` or `adapter_config.json`) is itself; a string that is not a local path is a hub id.
-    Raises UsageError for a local path that is missing or holds no model.
+    Raises ConfigError for a local path that is missing or holds no model.
     """
     text = str(path)
     p = Path(text).expanduser()
     if p.is_dir():
         return _resolve_folder(p)
     if p.exists():
-        raise UsageError(
+        raise ConfigError(
             f"{text}: is a file, not a model folder (pass a model folder, a run folder or a hub id)"
         )
     looks_local = text.startswith((".", "/", "~")) or "\\" in text or text.count("/") > 1
     if looks_local or not _HUB_ID.match(text):
-        raise UsageError(
+        raise ConfigError(
             f"{text}: no such model folder (check the path, or pass a hub id such as org/name)"
         )
     return text
@@ -70,11 +70,11 @@ def _resolve_folder(p: Path) -> str:
     if _is_model_folder(p / "final"):
         return str(p / "final")
     if (p / "metrics.jsonl").exists() or (p / "checkpoints").is_dir():
-        raise UsageError(
+        raise ConfigError(
             f"{p}: this run has no final/ model (it did not finish); "
             f"pass a checkpoint instead, such as {p / 'checkpoints' / 'step-N'}"
         )
-    raise UsageError(
+    raise ConfigError(
         f"{p}: not a model folder (no config.json); pass a model folder, a run folder or a hub id"
     )
 
@@ -86,7 +86,7 @@ def _is_model_folder(p: Path) -> bool:
 def load_model_for_inference(path_or_id: str | Path) -> tuple[Any, Any]:
     """Load (model, tokenizer) for generation: eval mode, left padding, a pad token, GPU if present.
 
-    Accepts everything `resolve_model_path` does. Raises UsageError when nothing loads.
+    Accepts everything `resolve_model_path` does. Raises ConfigError when nothing loads.
     """
     import torch
 
@@ -108,7 +108,7 @@ def _load_tokenizer(source: str, given: str | Path) -> Any:
     try:
         return AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as exc:
-        raise UsageError(f"{given}: cannot load a tokenizer ({_first_line(exc)})") from None
+        raise ConfigError(f"{given}: cannot load a tokenizer ({_first_line(exc)})") from None
 
 
 def _load_model(source: str, given: str | Path) -> Any:
@@ -122,7 +122,7 @@ def _load_model(source: str, given: str | Path) -> Any:
 
         return AutoModelForCausalLM.from_pretrained(source, dtype="auto")
     except (OSError, ValueError) as exc:
-        raise UsageError(f"{given}: cannot load the model ({_first_line(exc)})") from None
+        raise ConfigError(f"{given}: cannot load the model ({_first_line(exc)})") from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -142,8 +142,11 @@ def generate_completions(
     batch_size: int = 32,
     progress: ProgressFn | None = None,
     seed: int | None = None,
+    tools: Sequence[list[dict] | None] | None = None,
 ) -> list[list[Completion]]:
     """Generate `num_samples` completions per prompt; returns one list per prompt, in order.
+
+    `tools[i]`, when given, is prompt i's tool definitions for the chat template (OpenAI rows' `tools`).
 
     Greedy when `temperature == 0` (then the samples of one prompt are identical, so the prompt is
     generated once and its completion repeated). `progress(done, total)` is called after each
@@ -156,7 +159,8 @@ def generate_completions(
         torch.manual_seed(seed)
     greedy = temperature == 0
     copies = 1 if greedy else num_samples
-    encoded = [encode_prompt(tokenizer, messages) for messages in prompts]
+    tools = tools if tools is not None else [None] * len(prompts)
+    encoded = [encode_prompt(tokenizer, messages, row_tools) for messages, row_tools in zip(prompts, tools, strict=True)]
     # One job per generated sequence; longest prompts first so a batch holds similar lengths.
     jobs = sorted(
         ((i, k) for i in range(len(encoded)) for k in range(copies)),
@@ -184,24 +188,28 @@ def _check_generation_args(
     max_new_tokens: int, num_samples: int, temperature: float, top_p: float, batch_size: int
 ) -> None:
     if max_new_tokens < 1:
-        raise UsageError(f"max_new_tokens must be at least 1 (got {max_new_tokens})")
+        raise ConfigError(f"max_new_tokens must be at least 1 (got {max_new_tokens})")
     if num_samples < 1:
-        raise UsageError(f"the number of samples must be at least 1 (got {num_samples})")
+        raise ConfigError(f"the number of samples must be at least 1 (got {num_samples})")
     if temperature < 0:
-        raise UsageError(f"temperature must be 0 (greedy) or positive (got {temperature})")
+        raise ConfigError(f"temperature must be 0 (greedy) or positive (got {temperature})")
     if not 0 < top_p <= 1:
-        raise UsageError(f"top_p must be in (0, 1] (got {top_p})")
+        raise ConfigError(f"top_p must be in (0, 1] (got {top_p})")
     if batch_size < 1:
-        raise UsageError(f"batch size must be at least 1 (got {batch_size})")
+        raise ConfigError(f"batch size must be at least 1 (got {batch_size})")
 
 
-def encode_prompt(tokenizer: Any, messages: list[dict]) -> list[int]:
-    """Token ids of the chat-templated prompt, ending with the assistant turn's opening."""
+def encode_prompt(tokenizer: Any, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
+    """Token ids of the chat-templated prompt, ending with the assistant turn's opening; `tools`
+    (the row's function definitions) go to the template's `tools=` (`rft_cli.tool_calls.template_tools`)."""
+    from rft_cli.tool_calls import template_tools
+
     if not getattr(tokenizer, "chat_template", None):
-        raise UsageError(
+        raise ConfigError(
             "the model's tokenizer has no chat template; use a chat (instruct) model or one trained by `rft train`"
         )
-    encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    with_tools = {"tools": template_tools(tokenizer, tools)} if tools else {}
+    encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, **with_tools)
     # transformers 5 returns a BatchEncoding; older versions a plain list of ids.
     ids = encoded["input_ids"] if hasattr(encoded, "keys") else encoded
     return list(ids)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from rft_cli.tiny import random_causal_lm
+
 PAD_TOKEN = "<|endoftext|>"
 EOS_TOKEN = "<|im_end|>"
 SPECIAL_TOKENS = [PAD_TOKEN, "<|im_start|>", EOS_TOKEN]
@@ -23,6 +25,32 @@ SPECIAL_TOKENS = [PAD_TOKEN, "<|im_start|>", EOS_TOKEN]
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+# The same turns, plus tools the Qwen2.5/Hermes way (written for rft, not copied): `tools` listed as
+# JSON in the system turn, an assistant's tool calls as <tool_call>{"name", "arguments"}</tool_call>,
+# tool results as <tool_response> in a user turn. `save_hub_like(..., chat_template=TOOLS_CHATML_TEMPLATE)`.
+TOOLS_CHATML_TEMPLATE = (
+    "{% set system = messages[0]['content'] if messages and messages[0]['role'] == 'system' else none %}"
+    "{% if tools %}"
+    "{{ '<|im_start|>system\n' }}{% if system %}{{ system + '\n\n' }}{% endif %}"
+    "{{ '# Tools\n\nYou may call functions. Their signatures are within <tools></tools>:\n<tools>' }}"
+    "{% for tool in tools %}{{ '\n' + (tool | tojson) }}{% endfor %}"
+    "{{ '\n</tools>\n\nTo call one, write <tool_call>{\"name\": <name>, \"arguments\": <object>}</tool_call><|im_end|>\n' }}"
+    "{% elif system %}{{ '<|im_start|>system\n' + system + '<|im_end|>\n' }}{% endif %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' and loop.first %}"
+    "{% elif message['role'] == 'assistant' %}"
+    "{{ '<|im_start|>assistant\n' + (message['content'] or '') }}"
+    "{% for call in message.get('tool_calls') or [] %}"
+    "{% if message['content'] or not loop.first %}{{ '\n' }}{% endif %}"
+    "{{ '<tool_call>\n{\"name\": ' + (call['function']['name'] | tojson) + ', \"arguments\": ' + (call['function']['arguments'] | tojson) + '}\n</tool_call>' }}"
+    "{% endfor %}{{ '<|im_end|>\n' }}"
+    "{% elif message['role'] == 'tool' %}"
+    "{{ '<|im_start|>user\n<tool_response>\n' + message['content'] + '\n</tool_response><|im_end|>\n' }}"
+    "{% else %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
@@ -95,17 +123,18 @@ def hub_generation_config(tokenizer: Any, defaults: dict[str, Any] | None = None
 def build_qwen2_model(tokenizer: Any, sizes: str | dict[str, int] = "tiny", seed: int = 0,
                       max_position_embeddings: int = 2048) -> Any:
     """A randomly initialised Qwen2ForCausalLM over `tokenizer`'s vocabulary (BOS is <|endoftext|>, as Qwen's)."""
-    from rft_cli.tiny import random_causal_lm
-
     return random_causal_lm("qwen2", tokenizer, seed=seed, max_position_embeddings=max_position_embeddings,
                             bos_token_id=tokenizer.pad_token_id,
                             **(QWEN2_SIZES[sizes] if isinstance(sizes, str) else dict(sizes)))
 
 
 def save_hub_like(path: str, sizes: str | dict[str, int] = "tiny", seed: int = 0,
-                  generation_defaults: dict[str, Any] | None = None) -> str:
-    """Save a hub-like model folder (model, BPE tokenizer, generation_config.json) to `path`."""
+                  generation_defaults: dict[str, Any] | None = None, chat_template: str | None = None) -> str:
+    """Save a hub-like model folder (model, BPE tokenizer, generation_config.json) to `path`;
+    `chat_template` replaces the plain ChatML one (TOOLS_CHATML_TEMPLATE renders tools)."""
     tokenizer = build_bpe_tokenizer()
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
     model = build_qwen2_model(tokenizer, sizes, seed=seed)
     model.generation_config = hub_generation_config(tokenizer, generation_defaults)
     model.save_pretrained(path)

@@ -3,7 +3,7 @@
 The input is the body of `POST /v1/fine_tuning/jobs` (or the job object the API returns for it):
 `model`, `training_file`, `validation_file`, `seed`, `suffix` and `method: {type: reinforcement,
 reinforcement: {grader, hyperparameters}}`. The grader is written beside the recipe unchanged; each
-hyperparameter becomes the rft key of the table in `MAPPING` (README "Coming from OpenAI RFT").
+hyperparameter becomes the rft key of the table in `MAPPING` (docs/openai.md, "Coming from OpenAI RFT").
 Fields with no local meaning are reported, never dropped silently.
 """
 
@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rft_cli.config import EvalSettings, RLSettings
-from rft_cli.errors import ConfigError, UsageError
+from rft_cli.config import EvalSettings, RLSettings, load_run_config
+from rft_cli.errors import ConfigError
+from rft_cli.graders import build_grader
 
 # OpenAI hyperparameter -> (rft key, how it is carried across). One table feeds the recipe's
-# comment block, `--format json` and the README section, so the three cannot drift apart.
+# comment block, `--format json` and the docs/openai.md table, so the three cannot drift apart.
 MAPPING: dict[str, tuple[str, str]] = {
     "n_epochs": ("rl.steps", "ceil(training rows * n_epochs / prompts_per_step): one epoch = every training prompt sampled once"),
     "batch_size": ("rl.prompts_per_step", "prompts per RL step (rl.mini_batch_size is lowered to divide it when needed)"),
@@ -117,7 +118,7 @@ def count_rows(path: Path) -> int:
         with path.open(encoding="utf-8-sig") as handle:
             return sum(1 for line in handle if line.strip())
     except OSError as exc:
-        raise UsageError(f"{path}: cannot read the training file ({exc.strerror or exc})") from None
+        raise ConfigError(f"{path}: cannot read the training file ({exc.strerror or exc})") from None
 
 
 def _default(settings: type, key: str) -> Any:
@@ -200,14 +201,14 @@ def _data_paths(job: dict[str, Any], training_file: Path | None, validation_file
     """The local files that stand in for the job's OpenAI file ids (which name no local file)."""
     if training_file is None:
         file_id = job.get("training_file") or "(none)"
-        raise UsageError(f"{source}: training_file {file_id} is an OpenAI file id, not a local file; pass the JSONL you "
+        raise ConfigError(f"{source}: training_file {file_id} is an OpenAI file id, not a local file; pass the JSONL you "
                          "uploaded with --training-file TRAIN.jsonl")
     if validation_file is None and job.get("validation_file"):
-        raise UsageError(f"{source}: validation_file {job['validation_file']} is an OpenAI file id, not a local file; pass "
+        raise ConfigError(f"{source}: validation_file {job['validation_file']} is an OpenAI file id, not a local file; pass "
                          "the JSONL you uploaded with --validation-file VALID.jsonl")
     for path in (training_file, validation_file):
         if path is not None and not path.is_file():
-            raise UsageError(f"{path}: file not found (give the path of the JSONL file)")
+            raise ConfigError(f"{path}: file not found (give the path of the JSONL file)")
     return training_file.resolve(), validation_file.resolve() if validation_file else None
 
 
@@ -226,6 +227,8 @@ def build_recipe(job: dict[str, Any], model: str, train: Path, valid: Path | Non
     recipe["grader"] = grader_name
     recipe["sft"] = {"enabled": False}
     recipe["rl"] = {"algorithm": "ppo", **stages["rl"]}
+    if reads_output_tools(section["grader"]):
+        recipe["rl"]["max_grader_error_share"] = 1.0  # see the comment block: an answer without a call is an error
     if stages["eval"]:
         recipe["eval"] = stages["eval"]
     if job.get("seed") is not None:
@@ -235,13 +238,22 @@ def build_recipe(job: dict[str, Any], model: str, train: Path, valid: Path | Non
     return recipe
 
 
+def reads_output_tools(grader: Any) -> bool:
+    """Whether a grader reads `sample.output_tools` (a tool-call grader)."""
+    return re.search(r"sample\s*\.\s*output_tools", json.dumps(grader)) is not None
+
+
 def _comment_block(job: dict[str, Any], report: ImportReport, source: str) -> str:
     """The recipe's header: where it came from and how each OpenAI setting was carried across."""
     lines = [f"Imported from the OpenAI fine-tuning job {source} by `rft import openai`.",
              f"OpenAI model {job.get('model')!s}: model.name is the open model to train instead (OpenAI models have no local weights).",
              "SFT warm-up: OpenAI's RFT has none, so sft.enabled is false; set it to true if your rows carry",
-             "demonstrations (a final assistant message or a `solution` field) to warm up as ReFT does.",
+             "demonstrations (a final assistant message, text or tool_calls, or a `solution` field) to warm up as ReFT does.",
              "seed -> seed; suffix -> output_dir (runs/<suffix>); training_file/validation_file -> data.train/data.valid.",
+             *(["The grader reads sample.output_tools: an answer with no tool call scores 0 (an invalid_variable_error);",
+                "rl.max_grader_error_share: 1.0 keeps such answers from stopping the run while the model learns to",
+                "call tools (`rft validate --grader` checks the grader against the demonstrations)."]
+               if reads_output_tools(job["method"]["reinforcement"]["grader"]) else []),
              "", "OpenAI hyperparameter      value      -> rft key              rft value"]
     for row in report.mapping:
         lines.append(f"  {row['openai']:<24} {json.dumps(row['value']):<10} -> {row['rft']:<20} {row['rft_value']}")
@@ -261,7 +273,7 @@ def import_openai_job(job_path: str | Path, output: str | Path, model: str, trai
         output: the recipe YAML to write; the grader goes to `<stem>.grader.json` beside it.
         model: the open model to train (hub id or local folder).
         training_file, validation_file: the local JSONL files behind the job's OpenAI file ids.
-        overwrite: replace existing files instead of raising UsageError.
+        overwrite: replace existing files instead of raising ConfigError.
 
     Returns:
         An ImportReport: the files written, the hyperparameter mapping and every field not carried across.
@@ -273,8 +285,6 @@ def import_openai_job(job_path: str | Path, output: str | Path, model: str, trai
     """
     import yaml
 
-    from rft_cli.config import load_run_config
-    from rft_cli.graders import build_grader
 
     source, output = str(job_path), Path(output)
     job = read_job(job_path)
@@ -286,7 +296,7 @@ def import_openai_job(job_path: str | Path, output: str | Path, model: str, trai
     build_grader(grader, source=f"{source}: method.reinforcement.grader").close()
     for path in (output, grader_path):
         if path.exists() and not overwrite:
-            raise UsageError(f"{path}: already exists; pass --force to replace it")
+            raise ConfigError(f"{path}: already exists; pass --force to replace it")
     output.parent.mkdir(parents=True, exist_ok=True)
     grader_path.write_text(json.dumps(grader, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     body = yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True)

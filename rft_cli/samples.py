@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rft_cli.errors import UsageError
+from rft_cli.errors import ConfigError
+from rft_cli.jsonl import read_records
 
 SAMPLES_DIR = "samples"
 _NAME = re.compile(r"^(rl|eval-sft|eval-rl)-step-(\d+)\.jsonl$")
@@ -158,9 +159,10 @@ def text_of(completion: Any) -> str:
     return str(completion)
 
 
-def render_prompt(tokenizer: Any, messages: list[dict]) -> str:
-    """The prompt as the model saw it (chat template, generation prompt added)."""
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+def render_prompt(tokenizer: Any, messages: list[dict], tools: list[dict] | None = None) -> str:
+    """The prompt as the model saw it (chat template with the row's tools, generation prompt added)."""
+    with_tools = {"tools": tools} if tools else {}
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **with_tools)
 
 
 def rollout_lines(tokenizer: Any, rows: list[int], rollout: Any, results: list[Any], count: int,
@@ -180,9 +182,10 @@ def rollout_lines(tokenizer: Any, rows: list[int], rollout: Any, results: list[A
 
 
 def eval_lines(tokenizer: Any, prompts: list[list[dict]], completions: list[Any], results: list[Any],
-               count: int) -> list[dict[str, Any]]:
+               count: int, tools: list[Any] | None = None) -> list[dict[str, Any]]:
     """Lines for the first `count` greedy evaluation answers (row i is line i of the validation file)."""
-    return [{"row": i, "prompt": render_prompt(tokenizer, prompts[i]), "output_text": completions[i].text,
+    tools = tools or [None] * len(prompts)
+    return [{"row": i, "prompt": render_prompt(tokenizer, prompts[i], tools[i]), "output_text": completions[i].text,
              **result_fields(results[i]), "num_tokens": completions[i].num_tokens,
              "truncated": completions[i].truncated}
             for i in range(min(count, len(results)))]
@@ -216,9 +219,7 @@ def list_sample_files(run_dir: str | Path) -> list[SampleFile]:
 
 def read_samples(path: str | Path) -> list[dict[str, Any]]:
     """The complete lines of one samples file (read like metrics.jsonl: a torn line is skipped)."""
-    from rft_cli.metrics import read_metrics
-
-    return read_metrics(path)
+    return read_records(path)
 
 
 def _answer_rows(lines: list[dict[str, Any]], top: int) -> dict[str, list[dict[str, Any]]]:
@@ -238,12 +239,12 @@ def step_samples(run_dir: str | Path, step: int | None = None, stage: str = "rl"
     kinds = ("rl",) if stage == "rl" else ("eval-sft", "eval-rl")
     files = [f for f in list_sample_files(run_dir) if f.kind in kinds]
     if not files:
-        raise UsageError(f"{Path(run_dir) / SAMPLES_DIR}: no {stage} samples kept (runs before samples existed, "
+        raise ConfigError(f"{Path(run_dir) / SAMPLES_DIR}: no {stage} samples kept (runs before samples existed, "
                          "or samples.enabled: false)")
     chosen = files[-1] if step is None else next((f for f in reversed(files) if f.step == step), None)
     if chosen is None:
         kept = ", ".join(str(f.step) for f in files[-10:])
-        raise UsageError(f"--step {step}: no {stage} samples kept for that step (kept steps end with {kept})")
+        raise ConfigError(f"--step {step}: no {stage} samples kept for that step (kept steps end with {kept})")
     lines = read_samples(chosen.path)
     rewards = [line["reward"] for line in lines if isinstance(line.get("reward"), (int, float))]
     return {"stage": stage, "step": chosen.step, "file": str(chosen.path), "answers": len(lines),

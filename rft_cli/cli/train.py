@@ -34,6 +34,11 @@ class _Progress:
         if self.status is not None:
             self.status.__exit__(*exc)
 
+    def checked(self, pre: Any) -> None:
+        """The preflight passed: warn about the grader self-test, learn the warm-up's length."""
+        _warn_self_test(pre.grader_check)
+        self.totals["sft"] = pre.plan["stages"].get("sft", {}).get("steps", 0)
+
     def __call__(self, record: dict[str, Any]) -> None:
         for alarm in record.get("alarms") or []:  # printed even with --quiet: an alarm is a warning
             self.alarms.append(alarm["name"])
@@ -95,6 +100,10 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     render.stdout.print(table)
     for alarm in summary.get("alarms") or []:
         render.stdout.print(escape(f"alarm {alarm['name']} at {alarm['stage']} step {alarm['step']}: {alarm['message']}"))
+    stopped = summary.get("stopped") or {}
+    if stopped.get("early_stop"):
+        render.stdout.print(escape(f"rl stopped early at step {stopped['step']} ({stopped['early_stop']}: "
+                                   f"{stopped['reason']}); alarms.early_stop lists the alarms that may end it"))
     if summary.get("final"):
         render.stdout.print(f"final model: {run_dir / summary['final']} (from {summary.get('final_source')}{_scores(summary)})")
 
@@ -117,12 +126,12 @@ def _warn_self_test(report: Any) -> None:
 
 @app.command()
 def train(
-    config_path: Annotated[Path, typer.Argument(metavar="CONFIG.yaml", help="The run config (see README `train`).")],
-    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Run folder (default: output_dir, else $RFT_HOME/runs/<config name>).")] = None,
-    overrides: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set rl.kl_coef=0.1 (repeatable).")] = None,
+    config_path: Annotated[Path, typer.Argument(metavar="CONFIG.yaml", help="The run config, a YAML recipe (keys: docs/training.md; `rft config schema` for editor completion).")],
+    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Run folder (default: the config's output_dir, else $RFT_HOME/runs/<config name>).")] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="Override a config key, the value read as YAML: --set rl.kl_coef=0.1 (repeatable).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in the output folder from its last complete checkpoint.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check config, data and grader, print the plan, train nothing.")] = False,
-    stage: Annotated[str, typer.Option("--stage", help="sft, rl or all.")] = "all",
+    stage: Annotated[str, typer.Option("--stage", help="all: warm-up then RL; sft: the warm-up only; rl: RL only, from the warm-up a --stage sft run saved in the same folder (or from the model when sft.enabled is false).")] = "all",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
     """Train a model: SFT warm-up on the demonstrations, then PPO with the grader's reward (ReFT).
@@ -136,27 +145,21 @@ def train(
         rft train recipes/tiny-test.yaml --output-dir runs/tiny --set rl.kl_coef=0.1
     """
     from rft_cli.config import load_run_config
-    from rft_cli.training.run import preflight
+    from rft_cli.training.preflight import plan_run
     from rft_cli.training.run import train as run_train
 
     config = load_run_config(config_path, overrides or [])
     run_dir = output_dir or config.resolved_output_dir(config_path)
     if dry_run:
-        _print_plan(preflight(config, stage=stage).plan, run_dir)
+        _print_plan(plan_run(config, stage=stage), run_dir)
         return
-    totals = {"sft": 0, "rl": config.rl.steps}
-    with _Progress(totals, quiet) as progress:
-        pre = preflight(config, stage=stage)
-        _warn_self_test(pre.grader_check)
-        totals["sft"] = pre.plan["stages"].get("sft", {}).get("steps", 0)
+    with _Progress({"sft": 0, "rl": config.rl.steps}, quiet) as progress:
         try:
             result = run_train(config, config_path=config_path, output_dir=run_dir, stage=stage, resume=resume,
-                               grader=pre.grader, progress=progress, checked=pre)
+                               progress=progress, on_checked=progress.checked)
         except KeyboardInterrupt:
             render.error(f"interrupted (Ctrl-C); a checkpoint was saved, continue with: rft train {config_path} "
                          f"--output-dir {run_dir} --resume")
             raise typer.Exit(code=130) from None
-        finally:
-            pre.grader.close()
     if result.summary:  # empty in the non-main processes of a multi-GPU run
         _print_summary(result.summary, result.run_dir)

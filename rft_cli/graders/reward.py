@@ -6,23 +6,11 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from rft_cli.data.records import message_text
-from rft_cli.graders.base import GradeResult, Grader
+from rft_cli.graders.base import Grader, GradeResult
+from rft_cli.tool_calls import grade_answers
 
 # Keyword arguments TRL passes that are not dataset columns.
 _TRL_EXTRAS = frozenset({"trainer_state", "log_extra", "log_metric", "environments", "completion_ids"})
-
-
-def completion_text(completion: Any) -> str:
-    """A completion as text: a string as is; a conversational list -> its assistant content."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, dict):
-        return message_text(completion.get("content")) or ""
-    if isinstance(completion, (list, tuple)):
-        messages = [m for m in completion if isinstance(m, dict) and m.get("role", "assistant") == "assistant"]
-        return "".join(message_text(m.get("content")) or "" for m in messages)
-    return str(completion)
 
 
 def _rows(n: int, prompts: Sequence[Any] | None, columns: dict[str, Any]) -> list[dict[str, Any]]:
@@ -30,7 +18,7 @@ def _rows(n: int, prompts: Sequence[Any] | None, columns: dict[str, Any]) -> lis
     usable = {k: v for k, v in columns.items() if k not in _TRL_EXTRAS and isinstance(v, (list, tuple)) and len(v) == n}
     rows = [{key: values[i] for key, values in usable.items()} for i in range(n)]
     if prompts is not None and len(prompts) == n:
-        for row, prompt in zip(rows, prompts):
+        for row, prompt in zip(rows, prompts, strict=True):
             if "messages" not in row and isinstance(prompt, list):
                 row["messages"] = prompt
     return rows
@@ -41,10 +29,12 @@ class RewardFunction:
 
     `error_counts` accumulates grader errors by kind; `last_results` holds the last batch's grades.
     When TRL passes `log_metric`, the batch's error count is logged as `<name>/errors`.
+    Rows with `tools` have the completions' tool calls read into `sample.output_tools` by `parser`
+    (`rft_cli.tool_calls.OutputParser`).
     """
 
-    def __init__(self, grader: Grader) -> None:
-        self.grader = grader
+    def __init__(self, grader: Grader, parser: Any = None) -> None:
+        self.grader, self.parser = grader, parser
         self.__name__ = grader.name
         self.error_counts: Counter[str] = Counter()
         self.last_results: list[GradeResult] = []
@@ -52,7 +42,7 @@ class RewardFunction:
     def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] | None = None, **columns: Any) -> list[float]:
         completions = list(completions or [])
         items = _rows(len(completions), prompts, columns)
-        results = self.grader.grade_batch([completion_text(c) for c in completions], items)
+        results = grade_answers(self.grader, completions, items, self.parser)
         self.last_results = results
         batch_errors = 0
         for result in results:
@@ -64,7 +54,7 @@ class RewardFunction:
         return [result.reward for result in results]
 
 
-def reward_function(grader: Grader) -> RewardFunction:
+def reward_function(grader: Grader, parser: Any = None) -> RewardFunction:
     """Wrap `grader` as a TRL reward function (GRPO/RLOO `reward_funcs=[reward_function(g)]`).
 
     Example:
@@ -73,4 +63,4 @@ def reward_function(grader: Grader) -> RewardFunction:
         >>> f(prompts=["q"], completions=["#### 3"], answer_value=["3"])
         [1.0]
     """
-    return RewardFunction(grader)
+    return RewardFunction(grader, parser)

@@ -22,23 +22,26 @@ from typing import Any
 
 import torch
 
+from rft_cli import __version__
 from rft_cli import checkpoints as ckpt
+from rft_cli.data.records import item_of
 from rft_cli.errors import ConfigError, TrainingError
 from rft_cli.samples import rollout_lines
+from rft_cli.tool_calls import output_parser
 from rft_cli.training import ppo_math as pm
+from rft_cli.training.context import RunContext
+from rft_cli.training.early_stop import regression_watch, stop_note
 from rft_cli.training.launch import check_launch, configure_deepspeed, env_flag
-from rft_cli.training.common import (
-    RunContext,
-    batch_indices,
+from rft_cli.training.models import (
+    apply_lora,
     disable_dropout,
-    gather_object,
-    grade,
-    item_of,
-    merge_stats,
-    sample,
-    seed_everything,
-    step_seed,
+    load_model,
+    mixed_precision,
+    save_pretrained,
 )
+from rft_cli.training.rewards import gather_object, grade, merge_stats
+from rft_cli.training.rollouts import sample
+from rft_cli.training.seeding import batch_indices, seed_everything, step_seed
 
 
 @dataclass
@@ -202,7 +205,6 @@ class PPOTrainer:
         from accelerate import Accelerator
         from accelerate.state import AcceleratorState
 
-        from rft_cli.training.models import mixed_precision
 
         self.ctx, self.cfg, self.tokenizer = ctx, ctx.config.rl, tokenizer
         seed_everything(ctx.config.seed)
@@ -239,7 +241,7 @@ class PPOTrainer:
             rollout = sample(self.ac.policy, self.tokenizer, expanded, max_prompt_length=cfg.max_prompt_length,
                              max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
         items = [item_of(r, self.ctx.config.data.demonstration_field) for r in expanded]
-        return rollout, grade(self.ctx.grader, rollout.texts, items)
+        return rollout, grade(self.ctx.grader, rollout.texts, items, parser=output_parser(self.tokenizer))
 
     def _old_pass(self, input_ids: Any, attn: Any, resp_len: int) -> tuple[Any, Any, Any]:
         """Old log-probs, values and reference log-probs in batched no-grad passes.
@@ -395,7 +397,7 @@ class PPOTrainer:
             return values
         keys = sorted(values)
         reduced = self.accelerator.reduce(torch.tensor([values[k] for k in keys], device=self.accelerator.device), "mean")
-        return dict(zip(keys, reduced.tolist()))
+        return dict(zip(keys, reduced.tolist(), strict=True))
 
     def _gather(self, tensor: Any) -> Any:
         return tensor if self.accelerator.num_processes == 1 else self.accelerator.gather(tensor)
@@ -477,7 +479,9 @@ class PPOTrainer:
         """Run the remaining steps; saves every `save_interval` steps, on Ctrl-C and at the end."""
         ctx, cfg = self.ctx, self.cfg
         run_started = time.perf_counter() - self.state.elapsed_s
-        while self.state.step < cfg.steps:
+        watch = regression_watch(ctx)
+        stop_reason = watch.should_stop()  # a resumed run that had already stopped early
+        while self.state.step < cfg.steps and stop_reason is None:
             step = self.state.step + 1
             record = self.step(step)
             self.state.step = step
@@ -485,6 +489,8 @@ class PPOTrainer:
                 eval_started = time.perf_counter()
                 self.state.last_valid = self.evaluate()
                 record.update({**self.state.last_valid, "eval_s": time.perf_counter() - eval_started})
+                record.update(watch.observe(self.state.last_valid["valid_reward_mean"], step))
+                stop_reason = watch.should_stop()
             # The stage's own clock (evaluations included), carried across resumes in trainer_state.json.
             self.state.elapsed_s = time.perf_counter() - run_started
             record["stage_elapsed_s"] = self.state.elapsed_s
@@ -494,10 +500,13 @@ class PPOTrainer:
                 self._stop_on_faults(record)
             # with rl.final: best, a new best validation score is saved so that final/ can be it
             new_best = cfg.final == "best" and ckpt.beats_saved(ctx.checkpoints_dir, record.get("valid_reward_mean"))
-            if step % ctx.config.save_interval == 0 or step == cfg.steps or ctx.interrupt.requested or new_best:
+            if (step % ctx.config.save_interval == 0 or step == cfg.steps or ctx.interrupt.requested or new_best
+                    or stop_reason is not None):
                 self.save(record.get("valid_reward_mean"))
             if ctx.interrupt.requested:
                 raise KeyboardInterrupt
+        if stop_reason is not None:
+            ctx.early_stop = stop_note(self.state.step, stop_reason)
         return self.state
 
     def _stop_on_faults(self, record: dict[str, Any]) -> None:
@@ -526,8 +535,6 @@ class PPOTrainer:
 
     def save(self, valid_reward_mean: float | None) -> Path:
         """Write `checkpoints/step-<N>` atomically and prune old ones."""
-        from rft_cli.training.models import save_pretrained
-
         state = self.state
 
         def write(folder: Path) -> None:
@@ -610,7 +617,6 @@ def _versions() -> dict[str, Any]:
     import torch
     import transformers
 
-    from rft_cli import __version__
 
     return {"versions": {"rft": __version__, "torch": torch.__version__, "transformers": transformers.__version__}}
 
@@ -621,8 +627,6 @@ def _load_policy(settings: Any, tokenizer: Any, init_dir: Path | None, resume_fr
     A LoRA run resumes from the warm-up model plus the checkpoint's saved `adapter/`, so it
     continues exactly where it stopped (the merged weights beside it are for loading only).
     """
-    from rft_cli.training.models import apply_lora, load_model
-
     if settings.lora is None:
         return load_model(settings, tokenizer, resume_from or init_dir, seed=seed)
     base = load_model(settings, tokenizer, init_dir, seed=seed)
@@ -636,8 +640,6 @@ def _load_policy(settings: Any, tokenizer: Any, init_dir: Path | None, resume_fr
 
 def run_ppo(ctx: RunContext, init_dir: Path | None, tokenizer: Any, resume_from: Path | None = None) -> PPOState:
     """Train with PPO from `init_dir` (the warm-up checkpoint; None = the configured base model)."""
-    from rft_cli.training.models import load_model
-
     settings, seed = ctx.config.model, ctx.config.seed
     reference = load_model(settings, tokenizer, init_dir, seed=seed, trainable=False)
     policy = _load_policy(settings, tokenizer, init_dir, resume_from, seed)
