@@ -18,7 +18,7 @@ from rft_cli.generation import (
     sampling_config,
 )
 from rft_cli.tiny import TINY_FAMILIES
-from rft_cli.training.common import encode_prompts
+from rft_cli.training.rollouts import encode_prompts
 
 PROMPTS = [{"messages": [{"role": "user", "content": text}]}
            for text in ("1+2=", "a much longer prompt: 3+4=", "9", "12+30=", "x")]
