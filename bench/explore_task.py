@@ -36,15 +36,31 @@ def log(**fields) -> None:
 
 def to_prompt_completion(rows: list[dict]) -> list[dict]:
     """SFTTrainer's conversational prompt/completion format (loss on the completion only)."""
-    return [{"prompt": r["messages"], "completion": [{"role": "assistant", "content": r["solution"]}]} for r in rows]
+    return [
+        {"prompt": r["messages"], "completion": [{"role": "assistant", "content": r["solution"]}]}
+        for r in rows
+    ]
 
 
 def encode_prompts(tokenizer, rows: list[dict]) -> list[list[int]]:
-    return [tokenizer.apply_chat_template(r["messages"], add_generation_prompt=True, tokenize=True)["input_ids"] for r in rows]
+    return [
+        tokenizer.apply_chat_template(r["messages"], add_generation_prompt=True, tokenize=True)[
+            "input_ids"
+        ]
+        for r in rows
+    ]
 
 
-def generate(model, tokenizer, prompts: list[list[int]], *, samples: int = 1, temperature: float = 0.0,
-             max_new_tokens: int = 40, batch_size: int = 256) -> list[str]:
+def generate(
+    model,
+    tokenizer,
+    prompts: list[list[int]],
+    *,
+    samples: int = 1,
+    temperature: float = 0.0,
+    max_new_tokens: int = 40,
+    batch_size: int = 256,
+) -> list[str]:
     """Completions (decoded, special tokens dropped), `samples` per prompt, in prompt order."""
     import torch
 
@@ -52,14 +68,24 @@ def generate(model, tokenizer, prompts: list[list[int]], *, samples: int = 1, te
     outputs = []
     model.eval()
     for start in range(0, len(flat), batch_size):
-        chunk = flat[start:start + batch_size]
+        chunk = flat[start : start + batch_size]
         width = max(len(p) for p in chunk)
         ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in chunk])
         mask = (ids != tokenizer.pad_token_id).long()
-        kwargs = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0 else {"do_sample": False}
+        kwargs = (
+            {"do_sample": True, "temperature": temperature, "top_k": 0}
+            if temperature > 0
+            else {"do_sample": False}
+        )
         with torch.no_grad():
-            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **kwargs)
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                **kwargs,
+            )
         outputs.extend(tokenizer.batch_decode(out[:, width:], skip_special_tokens=True))
     return outputs
 
@@ -69,15 +95,40 @@ def correct(text: str, reference: str) -> bool:
     return bool(match) and match.group(1) == reference
 
 
-def evaluate(model, tokenizer, rows: list[dict], *, k: int, n_pass: int, temperature: float, max_new_tokens: int = 64) -> dict:
+def evaluate(
+    model,
+    tokenizer,
+    rows: list[dict],
+    *,
+    k: int,
+    n_pass: int,
+    temperature: float,
+    max_new_tokens: int = 64,
+) -> dict:
     """Greedy accuracy on all rows; mean sample accuracy and pass@k on the first `n_pass` rows."""
     prompts = encode_prompts(tokenizer, rows)
     greedy = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
-    acc = sum(correct(t, r["reference_answer"]) for t, r in zip(greedy, rows, strict=True)) / len(rows)
-    sampled = generate(model, tokenizer, prompts[:n_pass], samples=k, temperature=temperature, max_new_tokens=max_new_tokens)
-    hits = [[correct(sampled[i * k + j], rows[i]["reference_answer"]) for j in range(k)] for i in range(n_pass)]
-    return {"examples": greedy[:3], "greedy_acc": round(acc, 4), "sample_acc": round(sum(map(sum, hits)) / (n_pass * k), 4),
-            f"pass@{k}": round(sum(any(h) for h in hits) / n_pass, 4)}
+    acc = sum(correct(t, r["reference_answer"]) for t, r in zip(greedy, rows, strict=True)) / len(
+        rows
+    )
+    sampled = generate(
+        model,
+        tokenizer,
+        prompts[:n_pass],
+        samples=k,
+        temperature=temperature,
+        max_new_tokens=max_new_tokens,
+    )
+    hits = [
+        [correct(sampled[i * k + j], rows[i]["reference_answer"]) for j in range(k)]
+        for i in range(n_pass)
+    ]
+    return {
+        "examples": greedy[:3],
+        "greedy_acc": round(acc, 4),
+        "sample_acc": round(sum(map(sum, hits)) / (n_pass * k), 4),
+        f"pass@{k}": round(sum(any(h) for h in hits) / n_pass, 4),
+    }
 
 
 def run_sft(args, model, tokenizer, train_rows, valid_rows, out_dir: Path):
@@ -88,16 +139,35 @@ def run_sft(args, model, tokenizer, train_rows, valid_rows, out_dir: Path):
     done, t0 = 0, time.time()
     while done < args.epochs:
         chunk = min(args.eval_every, args.epochs - done)
-        config = SFTConfig(output_dir=str(out_dir / "sft_tmp"), num_train_epochs=chunk, per_device_train_batch_size=args.batch,
-                           learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0, logging_steps=10**6,
-                           save_strategy="no", report_to=[], use_cpu=True, seed=args.seed + done, max_length=256,
-                           dataloader_num_workers=0, disable_tqdm=True, **FLOAT32_TRAINING)
-        trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
+        config = SFTConfig(
+            output_dir=str(out_dir / "sft_tmp"),
+            num_train_epochs=chunk,
+            per_device_train_batch_size=args.batch,
+            learning_rate=args.lr,
+            lr_scheduler_type="constant",
+            warmup_steps=0,
+            logging_steps=10**6,
+            save_strategy="no",
+            report_to=[],
+            use_cpu=True,
+            seed=args.seed + done,
+            max_length=256,
+            dataloader_num_workers=0,
+            disable_tqdm=True,
+            **FLOAT32_TRAINING,
+        )
+        trainer = SFTTrainer(
+            model=model, args=config, train_dataset=dataset, processing_class=tokenizer
+        )
         trainer.train()
         done += chunk
         sft_s = time.time() - t0
-        metrics = evaluate(model, tokenizer, valid_rows, k=args.k, n_pass=args.n_pass, temperature=args.temperature)
-        train_acc = evaluate(model, tokenizer, train_rows[:200], k=1, n_pass=1, temperature=args.temperature)["greedy_acc"]
+        metrics = evaluate(
+            model, tokenizer, valid_rows, k=args.k, n_pass=args.n_pass, temperature=args.temperature
+        )
+        train_acc = evaluate(
+            model, tokenizer, train_rows[:200], k=1, n_pass=1, temperature=args.temperature
+        )["greedy_acc"]
         metrics["loss"] = round(trainer.state.log_history[-1].get("train_loss", float("nan")), 4)
         log(stage="sft", epochs=done, sft_s=round(sft_s, 1), train_greedy_acc=train_acc, **metrics)
         if args.save_every_eval:
@@ -119,28 +189,55 @@ def run_grpo(args, model_dir: Path, tokenizer, train_rows, valid_rows, out_dir: 
             rewards.append(1.0 if correct(text, ref) else (0.1 if ANSWER.search(text) else 0.0))
         return rewards
 
-    dataset = Dataset.from_list([{"prompt": r["messages"], "reference_answer": r["reference_answer"]} for r in train_rows])
+    dataset = Dataset.from_list(
+        [{"prompt": r["messages"], "reference_answer": r["reference_answer"]} for r in train_rows]
+    )
     model = AutoModelForCausalLM.from_pretrained(str(model_dir))
     done, t0 = 0, time.time()
     while done < args.grpo_steps:
         chunk = min(args.grpo_eval_every, args.grpo_steps - done)
-        config = GRPOConfig(output_dir=str(out_dir / "grpo_tmp"), max_steps=chunk, per_device_train_batch_size=args.grpo_batch,
-                            num_generations=args.grpo_generations, learning_rate=args.grpo_lr, lr_scheduler_type="constant",
-                            warmup_steps=0, beta=args.kl, temperature=args.temperature, max_completion_length=40,
-                            logging_steps=10**6, save_strategy="no", report_to=[], use_cpu=True, seed=args.seed + done,
-                            disable_tqdm=True, top_k=0, **FLOAT32_TRAINING)
-        trainer = GRPOTrainer(model=model, reward_funcs=reward, args=config, train_dataset=dataset, processing_class=tokenizer)
+        config = GRPOConfig(
+            output_dir=str(out_dir / "grpo_tmp"),
+            max_steps=chunk,
+            per_device_train_batch_size=args.grpo_batch,
+            num_generations=args.grpo_generations,
+            learning_rate=args.grpo_lr,
+            lr_scheduler_type="constant",
+            warmup_steps=0,
+            beta=args.kl,
+            temperature=args.temperature,
+            max_completion_length=40,
+            logging_steps=10**6,
+            save_strategy="no",
+            report_to=[],
+            use_cpu=True,
+            seed=args.seed + done,
+            disable_tqdm=True,
+            top_k=0,
+            **FLOAT32_TRAINING,
+        )
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=reward,
+            args=config,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+        )
         trainer.train()
         model = trainer.model
         done += chunk
         rl_s = time.time() - t0
-        metrics = evaluate(model, tokenizer, valid_rows, k=args.k, n_pass=args.n_pass, temperature=args.temperature)
+        metrics = evaluate(
+            model, tokenizer, valid_rows, k=args.k, n_pass=args.n_pass, temperature=args.temperature
+        )
         log(stage="grpo", steps=done, rl_s=round(rl_s, 1), **metrics)
         t0 = time.time() - rl_s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n-train", type=int, default=1000)
     parser.add_argument("--n-valid", type=int, default=300)
     parser.add_argument("--steps", type=int, default=3)
@@ -148,8 +245,12 @@ def main() -> None:
     parser.add_argument("--max-operand", type=int, default=9)
     parser.add_argument("--max-total", type=int, default=50)
     parser.add_argument("--ops", default="+-")
-    parser.add_argument("--style", default="words", help="'words' (sentences) or 'equation' (\"12+47+30=?\")")
-    parser.add_argument("--save-every-eval", action="store_true", help="save the model after each evaluation")
+    parser.add_argument(
+        "--style", default="words", help="'words' (sentences) or 'equation' (\"12+47+30=?\")"
+    )
+    parser.add_argument(
+        "--save-every-eval", action="store_true", help="save the model after each evaluation"
+    )
     parser.add_argument("--arch", default="llama-1m")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--eval-every", type=int, default=5)
@@ -173,15 +274,25 @@ def main() -> None:
     from rft_cli.tiny import build_char_tokenizer, build_tiny_model
 
     torch.manual_seed(args.seed)
-    spec = ArithSpec(steps=args.steps, max_start=args.max_start, max_operand=args.max_operand, max_total=args.max_total, ops=args.ops,
-                    style=args.style)
+    spec = ArithSpec(
+        steps=args.steps,
+        max_start=args.max_start,
+        max_operand=args.max_operand,
+        max_total=args.max_total,
+        ops=args.ops,
+        style=args.style,
+    )
     train_rows, valid_rows = generate_arith(args.n_train, args.n_valid, seed=args.seed, spec=spec)
     tokenizer = build_char_tokenizer()
     tokenizer.padding_side = "left"
     arch = json.loads(args.arch) if args.arch.startswith("{") else args.arch
     model = build_tiny_model(tokenizer, arch, seed=args.seed)
-    log(config=vars(args), params=sum(p.numel() for p in model.parameters()), threads=torch.get_num_threads(),
-        load=os.getloadavg()[0])
+    log(
+        config=vars(args),
+        params=sum(p.numel() for p in model.parameters()),
+        threads=torch.get_num_threads(),
+        load=os.getloadavg()[0],
+    )
     out_dir = Path(args.out)
     model = run_sft(args, model, tokenizer, train_rows, valid_rows, out_dir)
     if args.grpo_steps:

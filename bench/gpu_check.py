@@ -59,23 +59,49 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 # Qwen2.5-0.5B's config.json, minus the vocabulary (see the docstring).
-QWEN25_05B = {"hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
-              "intermediate_size": 4864}
-SMALL = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-         "intermediate_size": 128}
+QWEN25_05B = {
+    "hidden_size": 896,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 14,
+    "num_key_value_heads": 2,
+    "intermediate_size": 4864,
+}
+SMALL = {
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 128,
+}
 DRAWS = 4000
 
 
 def _arms(small: bool) -> dict[str, dict]:
     """Recipe overrides per arm. Step sizes: ReFT-like learning rates, a few steps, one rollout batch each."""
     prompts, new = (4, 8) if small else (32, 128)
-    rl = {"steps": 3, "prompts_per_step": prompts, "mini_batch_size": prompts // 2, "max_new_tokens": new,
-          "max_prompt_length": 256, "learning_rate": 1e-6, "ppo_epochs": 2}
+    rl = {
+        "steps": 3,
+        "prompts_per_step": prompts,
+        "mini_batch_size": prompts // 2,
+        "max_new_tokens": new,
+        "max_prompt_length": 256,
+        "learning_rate": 1e-6,
+        "ppo_epochs": 2,
+    }
     return {
         "ppo": {"rl": {**rl, "algorithm": "ppo"}},
-        "grpo": {"rl": {**rl, "algorithm": "grpo", "prompts_per_step": max(prompts // 4, 1), "samples_per_prompt": 4}},
-        "ppo-lora": {"rl": {**rl, "algorithm": "ppo", "learning_rate": 1e-5},
-                     "model": {"lora": {"r": 16, "alpha": 32, "dropout": 0.0}}},
+        "grpo": {
+            "rl": {
+                **rl,
+                "algorithm": "grpo",
+                "prompts_per_step": max(prompts // 4, 1),
+                "samples_per_prompt": 4,
+            }
+        },
+        "ppo-lora": {
+            "rl": {**rl, "algorithm": "ppo", "learning_rate": 1e-5},
+            "model": {"lora": {"r": 16, "alpha": 32, "dropout": 0.0}},
+        },
     }
 
 
@@ -99,7 +125,10 @@ def write_recipe(path: Path, model_dir: Path, arm: dict) -> Path:
 
     recipe = {
         "model": {"name": str(model_dir), "dtype": "bfloat16", **arm.get("model", {})},
-        "data": {"train": str(ROOT / "data/svamp/train.jsonl"), "valid": str(ROOT / "data/svamp/test.jsonl")},
+        "data": {
+            "train": str(ROOT / "data/svamp/train.jsonl"),
+            "valid": str(ROOT / "data/svamp/test.jsonl"),
+        },
         "grader": str(ROOT / "data/svamp/grader.yaml"),
         "sft": {"enabled": False},
         "rl": arm["rl"],
@@ -124,15 +153,35 @@ def sampling_distance(model_dir: Path) -> dict[str, float]:
     ids = encode_prompt(tokenizer, prompt)
     device = next(model.parameters()).device
     with torch.no_grad():
-        probs = torch.softmax(model(torch.tensor([ids], device=device)).logits[0, -1].float(), -1).cpu().double()
+        probs = (
+            torch.softmax(model(torch.tensor([ids], device=device)).logits[0, -1].float(), -1)
+            .cpu()
+            .double()
+        )
     torch.manual_seed(0)
-    rollout = sample(model, tokenizer, [{"messages": prompt}] * DRAWS, max_prompt_length=256, max_new_tokens=1)
+    rollout = sample(
+        model, tokenizer, [{"messages": prompt}] * DRAWS, max_prompt_length=256, max_new_tokens=1
+    )
     # a partial, not a lambda: `model` is deleted below, and a closure over it reads as undefined
-    drawn = _capture_first_tokens(model, functools.partial(
-        generate_completions, model, tokenizer, [prompt], max_new_tokens=1, num_samples=DRAWS, temperature=1.0,
-        batch_size=1000, seed=0))
-    out = {"tv_ppo_sampler": _tv(rollout.response_ids[:, 0].cpu(), probs), "tv_eval": _tv(drawn, probs),
-           "tv_noise_bound": 0.5 * float(torch.sqrt(probs * (1 - probs) / DRAWS).sum())}
+    drawn = _capture_first_tokens(
+        model,
+        functools.partial(
+            generate_completions,
+            model,
+            tokenizer,
+            [prompt],
+            max_new_tokens=1,
+            num_samples=DRAWS,
+            temperature=1.0,
+            batch_size=1000,
+            seed=0,
+        ),
+    )
+    out = {
+        "tv_ppo_sampler": _tv(rollout.response_ids[:, 0].cpu(), probs),
+        "tv_eval": _tv(drawn, probs),
+        "tv_noise_bound": 0.5 * float(torch.sqrt(probs * (1 - probs) / DRAWS).sum()),
+    }
     out["sampler_tokens_per_s"] = _sampler_speed(model, tokenizer)
     del model
     _free()
@@ -205,11 +254,16 @@ def run_arm(name: str, arm: dict, base: Path, work: Path) -> dict[str, float | N
     from rft_cli.checkpoints import find_latest_complete
 
     last = find_latest_complete(result.run_dir / "checkpoints")
-    figures = {"kl_step1": rl[0].get("kl") if rl else None, "updated_share": updated_share(base, result.run_dir / "final"),
-               "updated_master_share": updated_share(base, last) if last is not None else None,
-               "final_dtype": _dtype(result.run_dir / "final"),
-               "gen_tokens_per_s": sum(speeds) / len(speeds) if speeds else None, "peak_gb": peak,
-               "seconds": seconds, "steps": len(rl)}
+    figures = {
+        "kl_step1": rl[0].get("kl") if rl else None,
+        "updated_share": updated_share(base, result.run_dir / "final"),
+        "updated_master_share": updated_share(base, last) if last is not None else None,
+        "final_dtype": _dtype(result.run_dir / "final"),
+        "gen_tokens_per_s": sum(speeds) / len(speeds) if speeds else None,
+        "peak_gb": peak,
+        "seconds": seconds,
+        "steps": len(rl),
+    }
     _free()
     return figures
 
@@ -250,25 +304,33 @@ def _weights(folder: Path, load_file) -> dict:
 def _print(report: dict) -> None:
     s = report["sampling"]
     print(f"device: {report['device']}  model: {report['model']}")
-    print(f"sampling TV vs softmax(logits), {DRAWS} first tokens: PPO sampler {s['tv_ppo_sampler']:.3f}, "
-          f"rft eval {s['tv_eval']:.3f} (noise bound {s['tv_noise_bound']:.3f}); "
-          f"sampler alone {s['sampler_tokens_per_s']:.0f} generated tokens/s")
-    print(f"{'arm':10} {'kl_step1':>10} {'updated':>9} {'final/':>9} {'master':>9} {'gen tok/s':>10} {'peak GB':>8} "
-          f"{'seconds':>8}")
+    print(
+        f"sampling TV vs softmax(logits), {DRAWS} first tokens: PPO sampler {s['tv_ppo_sampler']:.3f}, "
+        f"rft eval {s['tv_eval']:.3f} (noise bound {s['tv_noise_bound']:.3f}); "
+        f"sampler alone {s['sampler_tokens_per_s']:.0f} generated tokens/s"
+    )
+    print(
+        f"{'arm':10} {'kl_step1':>10} {'updated':>9} {'final/':>9} {'master':>9} {'gen tok/s':>10} {'peak GB':>8} "
+        f"{'seconds':>8}"
+    )
     for name, f in report["arms"].items():
         kl = "-" if f["kl_step1"] is None else f"{f['kl_step1']:.2e}"
         speed = "-" if f["gen_tokens_per_s"] is None else f"{f['gen_tokens_per_s']:.0f}"
         peak = "-" if f["peak_gb"] is None else f"{f['peak_gb']:.1f}"
         master = "-" if f["updated_master_share"] is None else f"{f['updated_master_share']:.2%}"
-        print(f"{name:10} {kl:>10} {f['updated_share']:>9.2%} {f['final_dtype']:>9} {master:>9} {speed:>10} {peak:>8} "
-              f"{f['seconds']:>8.1f}")
+        print(
+            f"{name:10} {kl:>10} {f['updated_share']:>9.2%} {f['final_dtype']:>9} {master:>9} {speed:>10} {peak:>8} "
+            f"{f['seconds']:>8.1f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu", action="store_true", help="run on CPU (hides any GPU)")
     parser.add_argument("--small", action="store_true", help="tiny sizes instead of Qwen2.5-0.5B's")
-    parser.add_argument("--arms", default="ppo,grpo,ppo-lora", help="comma-separated subset of ppo,grpo,ppo-lora")
+    parser.add_argument(
+        "--arms", default="ppo,grpo,ppo-lora", help="comma-separated subset of ppo,grpo,ppo-lora"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     if args.cpu:
@@ -281,9 +343,12 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="rft-gpu-check-") as tmp:
         work = Path(tmp)
         base = build_base(work / "base", args.small)
-        report = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-                  "model": "qwen2 small" if args.small else "qwen2 at Qwen2.5-0.5B sizes, vocab 384",
-                  "sampling": sampling_distance(base), "arms": {}}
+        report = {
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+            "model": "qwen2 small" if args.small else "qwen2 at Qwen2.5-0.5B sizes, vocab 384",
+            "sampling": sampling_distance(base),
+            "arms": {},
+        }
         for name in args.arms.split(","):
             report["arms"][name] = run_arm(name, arms[name], base, work)
     _print(report)

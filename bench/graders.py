@@ -20,9 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rft_cli.graders import build_grader  # noqa: E402
 from rft_cli.graders.sandbox import SandboxPool  # noqa: E402
 
-COT = (
-    "Natalia sold 48/2 = 24 clips in May.\nNatalia sold 48+24 = 72 clips altogether in April and May.\n#### 72"
-)
+COT = "Natalia sold 48/2 = 24 clips in May.\nNatalia sold 48+24 = 72 clips altogether in April and May.\n#### 72"
 SVAMP_COT = (
     "Each box holds 7 pencils and there are 29 boxes, so 29 * 7 = 203 pencils.\n"
     "Therefore, the answer is <203>."
@@ -42,13 +40,26 @@ def rate(grader, sample: str, item: dict, n: int) -> float:
 
 
 def bench_fast(n: int) -> dict[str, float]:
-    exact = build_grader({"type": "string_check", "input": "{{ sample.output_text }}", "reference": "{{ item.answer }}", "operation": "eq"})
-    numeric = build_grader({"type": "numeric", "reference": "{{ item.answer }}", "partial_credit": 0.1})
+    exact = build_grader(
+        {
+            "type": "string_check",
+            "input": "{{ sample.output_text }}",
+            "reference": "{{ item.answer }}",
+            "operation": "eq",
+        }
+    )
+    numeric = build_grader(
+        {"type": "numeric", "reference": "{{ item.answer }}", "partial_credit": 0.1}
+    )
     return {
         "string_check eq": rate(exact, "72", {"answer": "72"}, n),
         "numeric (#### 72, GSM8K-style CoT)": rate(numeric, COT, {"answer": "72"}, n),
-        "numeric ('the answer is <203>', SVAMP-style CoT)": rate(numeric, SVAMP_COT, {"answer": "203.0"}, n),
-        "numeric (no marker: last number)": rate(numeric, "so she sold 72 clips in all", {"answer": "72"}, n),
+        "numeric ('the answer is <203>', SVAMP-style CoT)": rate(
+            numeric, SVAMP_COT, {"answer": "203.0"}, n
+        ),
+        "numeric (no marker: last number)": rate(
+            numeric, "so she sold 72 clips in all", {"answer": "72"}, n
+        ),
     }
 
 
@@ -80,13 +91,17 @@ def bench_python(n_pool: int, n_spawn: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args()
     n_fast, n_pool, n_spawn = (20_000, 200, 10) if args.quick else (200_000, 2_000, 40)
     results = {**bench_fast(n_fast), **bench_python(n_pool, n_spawn)}
-    results["machine"] = f"{platform.machine()} {platform.python_implementation()} {platform.python_version()}"
+    results["machine"] = (
+        f"{platform.machine()} {platform.python_implementation()} {platform.python_version()}"
+    )
     if args.json:
         print(json.dumps(results, indent=2))
         return

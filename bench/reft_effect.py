@@ -30,8 +30,18 @@ sys.path.insert(0, str(ROOT))
 
 def run_recipe(recipe: Path, run_dir: Path, seed: int, overrides: list[str]) -> dict:
     """`rft train` in a subprocess (exactly what a user runs); returns summary.json."""
-    command = [sys.executable, "-m", "rft_cli", "train", str(recipe), "--output-dir", str(run_dir), "--quiet",
-               "--set", f"seed={seed}"]
+    command = [
+        sys.executable,
+        "-m",
+        "rft_cli",
+        "train",
+        str(recipe),
+        "--output-dir",
+        str(run_dir),
+        "--quiet",
+        "--set",
+        f"seed={seed}",
+    ]
     if (run_dir / "config.yaml").is_file():  # a bench run that was stopped: continue the seed's run
         command.append("--resume")
     for override in overrides:
@@ -40,7 +50,9 @@ def run_recipe(recipe: Path, run_dir: Path, seed: int, overrides: list[str]) -> 
     return json.loads((run_dir / "summary.json").read_text())
 
 
-def sft_only_arm(recipe: Path, run_dir: Path, seed: int, seconds: float, overrides: list[str], lr_scale: float) -> dict:
+def sft_only_arm(
+    recipe: Path, run_dir: Path, seed: int, seconds: float, overrides: list[str], lr_scale: float
+) -> dict:
     """Continue SFT from the run's warm-up checkpoint for `seconds` of wall-clock time, then evaluate.
 
     The learning rate is constant at `lr_scale` times the recipe's `sft.learning_rate`: the warm-up
@@ -80,14 +92,32 @@ def sft_only_arm(recipe: Path, run_dir: Path, seed: int, seconds: float, overrid
     name = f"sft-only-lr{lr_scale:g}"
     # The warm-up's own precision and memory settings (TRL's SFTConfig defaults to bf16 autocast and
     # gradient checkpointing, which `rft train` turns off for a float32 model).
-    args = SFTConfig(output_dir=str(run_dir / f"{name}-work"), max_steps=10**6, learning_rate=settings.learning_rate * lr_scale,
-                     per_device_train_batch_size=settings.batch_size,
-                     gradient_accumulation_steps=settings.gradient_accumulation_steps, weight_decay=settings.weight_decay,
-                     max_grad_norm=settings.max_grad_norm, lr_scheduler_type="constant", max_length=settings.max_length,
-                     completion_only_loss=True, save_strategy="no", report_to=[], logging_steps=10**6, seed=seed + 1,
-                     disable_tqdm=True, use_cpu=not _cuda(), **precision_args(config.model))
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples), processing_class=tokenizer,
-                         callbacks=[StopAfter()])
+    args = SFTConfig(
+        output_dir=str(run_dir / f"{name}-work"),
+        max_steps=10**6,
+        learning_rate=settings.learning_rate * lr_scale,
+        per_device_train_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        weight_decay=settings.weight_decay,
+        max_grad_norm=settings.max_grad_norm,
+        lr_scheduler_type="constant",
+        max_length=settings.max_length,
+        completion_only_loss=True,
+        save_strategy="no",
+        report_to=[],
+        logging_steps=10**6,
+        seed=seed + 1,
+        disable_tqdm=True,
+        use_cpu=not _cuda(),
+        **precision_args(config.model),
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(examples),
+        processing_class=tokenizer,
+        callbacks=[StopAfter()],
+    )
     started = time.perf_counter()
     trainer.train()
     trained_s = time.perf_counter() - started
@@ -95,12 +125,24 @@ def sft_only_arm(recipe: Path, run_dir: Path, seed: int, seconds: float, overrid
     tokenizer.save_pretrained(run_dir / name)
     # Score the saved model as `rft eval` and the recipe's own evaluation would, loaded afresh.
     saved = AutoModelForCausalLM.from_pretrained(run_dir / name)
-    valid = evaluate_greedy(saved, tokenizer, pre.grader, pre.valid_rows[: config.eval.samples],
-                            demonstration_field=config.data.demonstration_field,
-                            max_new_tokens=config.eval.max_new_tokens or config.rl.max_new_tokens,
-                            batch_size=config.eval.batch_size)
-    return {**valid, "elapsed_s": trained_s, "steps": trainer.state.global_step,
-            "epochs": trainer.state.global_step * settings.batch_size * settings.gradient_accumulation_steps / len(examples)}
+    valid = evaluate_greedy(
+        saved,
+        tokenizer,
+        pre.grader,
+        pre.valid_rows[: config.eval.samples],
+        demonstration_field=config.data.demonstration_field,
+        max_new_tokens=config.eval.max_new_tokens or config.rl.max_new_tokens,
+        batch_size=config.eval.batch_size,
+    )
+    return {
+        **valid,
+        "elapsed_s": trained_s,
+        "steps": trainer.state.global_step,
+        "epochs": trainer.state.global_step
+        * settings.batch_size
+        * settings.gradient_accumulation_steps
+        / len(examples),
+    }
 
 
 # Issue 15's bar for the default recipe: PPO at least 10 points over the warm-up and over the
@@ -119,18 +161,30 @@ def verdict(row: dict) -> dict:
 
 def distribution_table(results: list[dict]) -> str:
     """Each seed's figures as a markdown table (README reports the distribution, not only the mean)."""
-    lines = ["| seed | warm-up | SFT-only | PPO (last step) | final/ (source) | PPO - warm-up | PPO - SFT-only | bar |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| seed | warm-up | SFT-only | PPO (last step) | final/ (source) | PPO - warm-up | PPO - SFT-only | bar |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in results:
         v = verdict(r)
-        final = "-" if r.get("final") is None else f"{100 * r['final']:.1f}% ({r.get('final_source')})"
-        mark = "yes" if v["effect"] and v["final_not_worse"] else ("final ok, no effect" if v["final_not_worse"] else "NO")
-        lines.append(f"| {r['seed']} | {100 * r['warmup']:.1f}% | {100 * r['sft_only']:.1f}% | {100 * r['ppo']:.1f}% | {final} | "
-                     f"{100 * (r['ppo'] - r['warmup']):+.1f} | {100 * (r['ppo'] - r['sft_only']):+.1f} | {mark} |")
+        final = (
+            "-" if r.get("final") is None else f"{100 * r['final']:.1f}% ({r.get('final_source')})"
+        )
+        mark = (
+            "yes"
+            if v["effect"] and v["final_not_worse"]
+            else ("final ok, no effect" if v["final_not_worse"] else "NO")
+        )
+        lines.append(
+            f"| {r['seed']} | {100 * r['warmup']:.1f}% | {100 * r['sft_only']:.1f}% | {100 * r['ppo']:.1f}% | {final} | "
+            f"{100 * (r['ppo'] - r['warmup']):+.1f} | {100 * (r['ppo'] - r['sft_only']):+.1f} | {mark} |"
+        )
     met = sum(verdict(r)["effect"] for r in results)
     kept = sum(verdict(r)["final_not_worse"] for r in results)
-    lines.append(f"\nPPO >= +{100 * GAIN:.0f} points over both arms on {met} of {len(results)} seeds; "
-                 f"final/ within {100 * FINAL_SLACK:.0f} point of the warm-up on {kept} of {len(results)}.")
+    lines.append(
+        f"\nPPO >= +{100 * GAIN:.0f} points over both arms on {met} of {len(results)} seeds; "
+        f"final/ within {100 * FINAL_SLACK:.0f} point of the warm-up on {kept} of {len(results)}."
+    )
     return "\n".join(lines)
 
 
@@ -147,19 +201,34 @@ def _spread(values: list[float]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "arith-cpu.yaml")
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0 .. N-1)")
     parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override key=value")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="recipe override key=value"
+    )
     parser.add_argument("--out", type=Path, default=Path("/tmp/rft-reft-effect"))
-    parser.add_argument("--table", type=Path, nargs="+", help="only print the table of these results.json files "
-                        "(runs split over several processes) and exit")
-    parser.add_argument("--sft-only-lr-scales", default="0.1,1",
-                        help="SFT-only arms: constant lr as fractions of sft.learning_rate; PPO is compared with the best")
+    parser.add_argument(
+        "--table",
+        type=Path,
+        nargs="+",
+        help="only print the table of these results.json files "
+        "(runs split over several processes) and exit",
+    )
+    parser.add_argument(
+        "--sft-only-lr-scales",
+        default="0.1,1",
+        help="SFT-only arms: constant lr as fractions of sft.learning_rate; PPO is compared with the best",
+    )
     args = parser.parse_args()
     if args.table:
-        rows = sorted((r for path in args.table for r in json.loads(path.read_text())), key=lambda r: r["seed"])
+        rows = sorted(
+            (r for path in args.table for r in json.loads(path.read_text())),
+            key=lambda r: r["seed"],
+        )
         print(distribution_table(rows))
         return
 
@@ -168,34 +237,60 @@ def main() -> None:
         run_dir = args.out / f"seed-{seed}"
         summary = run_recipe(args.recipe, run_dir, seed, args.overrides)
         sft, rl = summary["stages"]["sft"], summary["stages"]["rl"]
-        arms = {scale: sft_only_arm(args.recipe, run_dir, seed, rl["elapsed_s"], args.overrides, scale)
-                for scale in (float(x) for x in args.sft_only_lr_scales.split(","))}
+        arms = {
+            scale: sft_only_arm(args.recipe, run_dir, seed, rl["elapsed_s"], args.overrides, scale)
+            for scale in (float(x) for x in args.sft_only_lr_scales.split(","))
+        }
         best = max(arms, key=lambda scale: arms[scale]["valid_accuracy"])
         # `ppo` is the last RL step's score; `final` is the model in final/ (rl.final: best may hand back the warm-up).
-        row = {"seed": seed, "warmup": sft["valid_accuracy"], "ppo": rl["valid_accuracy"],
-               "sft_only": arms[best]["valid_accuracy"], "final": summary.get("final_valid_accuracy"),
-               "final_source": summary.get("final_source"), "sft_only_best_lr_scale": best,
-               "sft_only_by_lr_scale": {f"{k:g}": {"valid_accuracy": v["valid_accuracy"], "epochs": round(v["epochs"], 2),
-                                                   "elapsed_s": round(v["elapsed_s"], 1)} for k, v in arms.items()},
-               "sft_s": sft["elapsed_s"], "ppo_s": rl["elapsed_s"], "total_s": summary["elapsed_s"], "run_dir": str(run_dir)}
+        row = {
+            "seed": seed,
+            "warmup": sft["valid_accuracy"],
+            "ppo": rl["valid_accuracy"],
+            "sft_only": arms[best]["valid_accuracy"],
+            "final": summary.get("final_valid_accuracy"),
+            "final_source": summary.get("final_source"),
+            "sft_only_best_lr_scale": best,
+            "sft_only_by_lr_scale": {
+                f"{k:g}": {
+                    "valid_accuracy": v["valid_accuracy"],
+                    "epochs": round(v["epochs"], 2),
+                    "elapsed_s": round(v["elapsed_s"], 1),
+                }
+                for k, v in arms.items()
+            },
+            "sft_s": sft["elapsed_s"],
+            "ppo_s": rl["elapsed_s"],
+            "total_s": summary["elapsed_s"],
+            "run_dir": str(run_dir),
+        }
         results.append(row)
         print(json.dumps(row), flush=True)
         # Written after every seed, so a long multi-seed run that is stopped keeps what it measured.
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.json").write_text(json.dumps(results, indent=2))
     print(f"\nheld-out greedy accuracy (%), {len(results)} seeds, mean ± sd:")
-    for arm, label in (("warmup", "warm-up (SFT)"), ("sft_only", "SFT-only, best lr"), ("ppo", "PPO (ReFT), last step"),
-                       ("final", "final/ (rl.final)")):
+    for arm, label in (
+        ("warmup", "warm-up (SFT)"),
+        ("sft_only", "SFT-only, best lr"),
+        ("ppo", "PPO (ReFT), last step"),
+        ("final", "final/ (rl.final)"),
+    ):
         values = [r[arm] for r in results if r[arm] is not None]
         if values:
             print(f"  {label:22s} {_spread(values)}")
-    print("  final/ from           " + ", ".join(f"seed {r['seed']}: {r['final_source']}" for r in results))
+    print(
+        "  final/ from           "
+        + ", ".join(f"seed {r['seed']}: {r['final_source']}" for r in results)
+    )
     gains = [r["ppo"] - r["warmup"] for r in results]
     over_sft = [r["ppo"] - r["sft_only"] for r in results]
     print(f"  PPO - warm-up          {_spread(gains)}")
     print(f"  PPO - SFT-only         {_spread(over_sft)}")
-    print(f"  recipe wall-clock s    {statistics.mean(r['total_s'] for r in results):.0f} "
-          f"(SFT {statistics.mean(r['sft_s'] for r in results):.0f}, PPO {statistics.mean(r['ppo_s'] for r in results):.0f})")
+    print(
+        f"  recipe wall-clock s    {statistics.mean(r['total_s'] for r in results):.0f} "
+        f"(SFT {statistics.mean(r['sft_s'] for r in results):.0f}, PPO {statistics.mean(r['ppo_s'] for r in results):.0f})"
+    )
     print("\n" + distribution_table(results))
 
 

@@ -47,12 +47,27 @@ sys.path.insert(0, os.environ.get("RFT_BENCH_CODE", str(ROOT)))
 DATA = ROOT / "data" / "arith"
 
 # Printed with the results, so a TRL upgrade that changes a default shows up in the output.
-SHOWN_TRL_SETTINGS = ("bf16", "fp16", "gradient_checkpointing", "optim", "max_grad_norm", "per_device_train_batch_size",
-                      "steps_per_generation", "num_iterations", "top_k", "top_p", "loss_type", "scale_rewards", "beta")
+SHOWN_TRL_SETTINGS = (
+    "bf16",
+    "fp16",
+    "gradient_checkpointing",
+    "optim",
+    "max_grad_norm",
+    "per_device_train_batch_size",
+    "steps_per_generation",
+    "num_iterations",
+    "top_k",
+    "top_p",
+    "loss_type",
+    "scale_rewards",
+    "beta",
+)
 # What no setting makes equal: each side's step does this work and the other does not.
-INHERENT = ("ours trains a value head (values in the old pass, clipped value loss, GAE); GRPO has no critic and "
-            "takes its baseline from the group mean; ours puts the KL penalty in the per-token reward, TRL in the "
-            "loss; ours computes the policy entropy in every update pass")
+INHERENT = (
+    "ours trains a value head (values in the old pass, clipped value loss, GAE); GRPO has no critic and "
+    "takes its baseline from the group mean; ours puts the KL penalty in the per-token reward, TRL in the "
+    "loss; ours computes the policy entropy in every update pass"
+)
 
 
 def _peak_memory_mb() -> float:
@@ -71,17 +86,29 @@ def _cpu_seconds() -> float:
 def _run_config(args: argparse.Namespace, model_dir: str, algorithm: str = "ppo"):
     from rft_cli.config import parse_run_config
 
-    return parse_run_config({
-        "model": {"name": model_dir},
-        "data": {"train": str(DATA / "train.jsonl"), "valid": str(DATA / "valid.jsonl")},
-        "grader": str(DATA / "grader.yaml"),
-        "sft": {"enabled": False},
-        "rl": {"algorithm": algorithm, "steps": args.steps + args.warmup, "prompts_per_step": args.prompts, "samples_per_prompt": args.samples,
-               "mini_batch_size": args.mini_batch, "ppo_epochs": args.epochs, "learning_rate": 1e-5,
-               "temperature": args.temperature, "max_new_tokens": args.max_new_tokens, "max_prompt_length": 128,
-               "kl_coef": 0.05},
-        "seed": 0,
-    }, source="bench")
+    return parse_run_config(
+        {
+            "model": {"name": model_dir},
+            "data": {"train": str(DATA / "train.jsonl"), "valid": str(DATA / "valid.jsonl")},
+            "grader": str(DATA / "grader.yaml"),
+            "sft": {"enabled": False},
+            "rl": {
+                "algorithm": algorithm,
+                "steps": args.steps + args.warmup,
+                "prompts_per_step": args.prompts,
+                "samples_per_prompt": args.samples,
+                "mini_batch_size": args.mini_batch,
+                "ppo_epochs": args.epochs,
+                "learning_rate": 1e-5,
+                "temperature": args.temperature,
+                "max_new_tokens": args.max_new_tokens,
+                "max_prompt_length": 128,
+                "kl_coef": 0.05,
+            },
+            "seed": 0,
+        },
+        source="bench",
+    )
 
 
 class Timers:
@@ -133,7 +160,12 @@ def worker_ppo(args: argparse.Namespace) -> dict:
     timers.wrap(ppo, "sample", "generation")
     timers.wrap(ppo, "grade", "grading")
     timers.wrap(trainer.ac, "reference_logprobs", "reference forward")
-    timers.wrap(trainer.ac, "forward", "policy+value forward (old)", when=lambda *a, **k: not torch.is_grad_enabled())
+    timers.wrap(
+        trainer.ac,
+        "forward",
+        "policy+value forward (old)",
+        when=lambda *a, **k: not torch.is_grad_enabled(),
+    )
     timers.wrap(trainer, "_update", "optimisation (PPO epochs)")
     for step in range(1, args.warmup + 1):
         trainer.step(step)
@@ -143,10 +175,15 @@ def worker_ppo(args: argparse.Namespace) -> dict:
         record = trainer.step(step)
         tokens += record["response_length_mean"] * args.prompts * args.samples
     seconds = time.perf_counter() - started
-    return {"side": "ours (PPO)", "s_per_step": seconds / args.steps, "tokens_per_s": tokens / seconds,
-            "tokens_per_step": tokens / args.steps, "peak_mb": _peak_memory_mb(),
-            "cpu_s_per_step": (_cpu_seconds() - cpu) / args.steps,
-            "phases": {k: v / args.steps for k, v in timers.seconds.items()}}
+    return {
+        "side": "ours (PPO)",
+        "s_per_step": seconds / args.steps,
+        "tokens_per_s": tokens / seconds,
+        "tokens_per_step": tokens / args.steps,
+        "peak_mb": _peak_memory_mb(),
+        "cpu_s_per_step": (_cpu_seconds() - cpu) / args.steps,
+        "phases": {k: v / args.steps for k, v in timers.seconds.items()},
+    }
 
 
 def worker_grpo(args: argparse.Namespace) -> dict:
@@ -165,8 +202,14 @@ def worker_grpo(args: argparse.Namespace) -> dict:
     config = _run_config(args, args.model, algorithm="grpo")
     pre = preflight(config)
     tokenizer = load_tokenizer(config.model)
-    ctx = RunContext(config, Path(tempfile.mkdtemp(prefix="rft-bench-grpo-")), pre.train_rows, pre.valid_rows,
-                     pre.grader, NullLogger())
+    ctx = RunContext(
+        config,
+        Path(tempfile.mkdtemp(prefix="rft-bench-grpo-")),
+        pre.train_rows,
+        pre.valid_rows,
+        pre.grader,
+        NullLogger(),
+    )
     # One of our PPO steps samples prompts x samples answers once, then makes `epochs` passes over
     # them in minibatches of `mini_batch`, one optimizer step each. TRL does the same with
     # steps_per_generation minibatches per sampled batch and num_iterations passes, so one of our
@@ -191,18 +234,30 @@ def worker_grpo(args: argparse.Namespace) -> dict:
 
     # The GRPOConfig `rft train` ships (rl_trl.build_trl_config), with checkpoint saving off.
     grpo_config = build_trl_config(ctx, ctx.run_dir, save_strategy="no")
-    trainer = GRPOTrainer(model=args.model, reward_funcs=[GraderReward(pre.grader, 1.0)], args=grpo_config,
-                          train_dataset=Dataset.from_list(rl_examples(pre.train_rows, "solution")),
-                          processing_class=tokenizer, callbacks=[Clock()])
+    trainer = GRPOTrainer(
+        model=args.model,
+        reward_funcs=[GraderReward(pre.grader, 1.0)],
+        args=grpo_config,
+        train_dataset=Dataset.from_list(rl_examples(pre.train_rows, "solution")),
+        processing_class=tokenizer,
+        callbacks=[Clock()],
+    )
     trainer.train()
-    seconds = sum(step_seconds[args.warmup * trl_steps_per_step:])
-    mean_length = sum(lengths[args.warmup:]) / max(len(lengths[args.warmup:]), 1)
+    seconds = sum(step_seconds[args.warmup * trl_steps_per_step :])
+    mean_length = sum(lengths[args.warmup :]) / max(len(lengths[args.warmup :]), 1)
     tokens = mean_length * args.prompts * args.samples * args.steps
-    return {"side": "TRL GRPOTrainer", "s_per_step": seconds / args.steps, "tokens_per_s": tokens / seconds,
-            "tokens_per_step": tokens / args.steps, "peak_mb": _peak_memory_mb(), "phases": {},
-            "cpu_s_per_step": sum(step_cpu[args.warmup * trl_steps_per_step:]) / args.steps,
-            "optimizer_steps": len(step_seconds), "length_logs": len(lengths),
-            "settings": {k: str(getattr(grpo_config, k)) for k in SHOWN_TRL_SETTINGS}}
+    return {
+        "side": "TRL GRPOTrainer",
+        "s_per_step": seconds / args.steps,
+        "tokens_per_s": tokens / seconds,
+        "tokens_per_step": tokens / args.steps,
+        "peak_mb": _peak_memory_mb(),
+        "phases": {},
+        "cpu_s_per_step": sum(step_cpu[args.warmup * trl_steps_per_step :]) / args.steps,
+        "optimizer_steps": len(step_seconds),
+        "length_logs": len(lengths),
+        "settings": {k: str(getattr(grpo_config, k)) for k in SHOWN_TRL_SETTINGS},
+    }
 
 
 def _cuda() -> bool:
@@ -218,27 +273,37 @@ def _save_default_model(folder: Path) -> str:
 
 
 def _print_table(rounds: list[dict], args: argparse.Namespace) -> None:
-    print(f"\nmodel {args.model}; {args.prompts} prompts x {args.samples} samples per step, max {args.max_new_tokens} new "
-          f"tokens, temperature {args.temperature}, {args.epochs} optimisation pass(es); {args.steps} timed steps "
-          f"after {args.warmup} warm-up step(s); {len(rounds)} round(s), the sides alternating")
-    print(f"{'round':6s}{'side':22s} {'tokens/s':>10s} {'s/step':>8s} {'tokens/step':>12s} {'CPU s/step':>11s} {'peak MB':>9s}")
+    print(
+        f"\nmodel {args.model}; {args.prompts} prompts x {args.samples} samples per step, max {args.max_new_tokens} new "
+        f"tokens, temperature {args.temperature}, {args.epochs} optimisation pass(es); {args.steps} timed steps "
+        f"after {args.warmup} warm-up step(s); {len(rounds)} round(s), the sides alternating"
+    )
+    print(
+        f"{'round':6s}{'side':22s} {'tokens/s':>10s} {'s/step':>8s} {'tokens/step':>12s} {'CPU s/step':>11s} {'peak MB':>9s}"
+    )
     for n, results in enumerate(rounds, 1):
         for side in results.values():
-            print(f"{n:<6d}{side['side']:22s} {side['tokens_per_s']:10.1f} {side['s_per_step']:8.2f} "
-                  f"{side['tokens_per_step']:12.0f} {side['cpu_s_per_step']:11.2f} {side['peak_mb']:9.0f}")
+            print(
+                f"{n:<6d}{side['side']:22s} {side['tokens_per_s']:10.1f} {side['s_per_step']:8.2f} "
+                f"{side['tokens_per_step']:12.0f} {side['cpu_s_per_step']:11.2f} {side['peak_mb']:9.0f}"
+            )
     for other in [k for k in rounds[0] if k != "ppo"]:
         name = rounds[0][other]["side"]
         wall = [r["ppo"]["tokens_per_s"] / r[other]["tokens_per_s"] for r in rounds]
         cpu = [_per_cpu_s(r["ppo"]) / _per_cpu_s(r[other]) for r in rounds]
-        print(f"ours / {name}: tokens per wall second x{statistics.median(wall):.2f} (rounds: "
-              f"{', '.join(f'{x:.2f}' for x in wall)}), tokens per CPU second x{statistics.median(cpu):.2f} "
-              f"({', '.join(f'{x:.2f}' for x in cpu)})")
+        print(
+            f"ours / {name}: tokens per wall second x{statistics.median(wall):.2f} (rounds: "
+            f"{', '.join(f'{x:.2f}' for x in wall)}), tokens per CPU second x{statistics.median(cpu):.2f} "
+            f"({', '.join(f'{x:.2f}' for x in cpu)})"
+        )
     for key in ("ppo", "before"):
         if key in rounds[0]:
             _print_phases(rounds[-1][key])
     theirs = rounds[-1]["grpo"]
-    print(f"\nTRL side: {theirs['optimizer_steps']} optimizer steps, {theirs['length_logs']} sampled batches; "
-          + ", ".join(f"{k}={v}" for k, v in theirs["settings"].items()))
+    print(
+        f"\nTRL side: {theirs['optimizer_steps']} optimizer steps, {theirs['length_logs']} sampled batches; "
+        + ", ".join(f"{k}={v}" for k, v in theirs["settings"].items())
+    )
     print(f"not made equal (inherent): {INHERENT}")
 
 
@@ -252,39 +317,62 @@ def _print_phases(side: dict) -> None:
     for name, seconds in sorted(side["phases"].items(), key=lambda kv: -kv[1]):
         print(f"  {name:28s} {1000 * seconds:9.1f}  ({100 * seconds / total:4.1f}%)")
     other = total - sum(side["phases"].values())
-    print(f"  {'other (GAE, whitening, ...)':28s} {1000 * other:9.1f}  ({100 * other / total:4.1f}%)")
+    print(
+        f"  {'other (GAE, whitening, ...)':28s} {1000 * other:9.1f}  ({100 * other / total:4.1f}%)"
+    )
 
 
 def _run_side(side: str, args: argparse.Namespace) -> dict:
     """One side in its own process (its own peak memory); the before side imports the other checkout."""
-    argv = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-            if k not in ("worker", "before", "rounds")] + ["--worker", "grpo" if side == "grpo" else "ppo"]
+    argv = [
+        f"--{k.replace('_', '-')}={v}"
+        for k, v in vars(args).items()
+        if k not in ("worker", "before", "rounds")
+    ] + ["--worker", "grpo" if side == "grpo" else "ppo"]
     env = {**os.environ, "RFT_BENCH_CODE": args.before} if side == "before" else dict(os.environ)
-    out = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True, cwd=ROOT, env=env)
+    out = subprocess.run(
+        [sys.executable, __file__, *argv], capture_output=True, text=True, cwd=ROOT, env=env
+    )
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
     if out.returncode != 0 or not lines:
         sys.exit(f"{side} worker failed:\n{out.stderr[-3000:]}")
-    result = json.loads(lines[-1][len("RESULT "):])
+    result = json.loads(lines[-1][len("RESULT ") :])
     if side == "before":
         result["side"] = "ours before (--before)"
     return result
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="a saved model folder (default: a fresh llama-1m with the char tokenizer)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model", help="a saved model folder (default: a fresh llama-1m with the char tokenizer)"
+    )
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--mini-batch", type=int, default=16)
-    parser.add_argument("--epochs", type=int, default=2, help="optimisation passes per batch (PPO epochs / GRPO iterations)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=2,
+        help="optimisation passes per batch (PPO epochs / GRPO iterations)",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="run the sides this many times, alternating, and report each round's ratio and the median")
-    parser.add_argument("--before", metavar="CHECKOUT",
-                        help="also run our PPO as another checkout of rft has it (e.g. a `git worktree` of main)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the sides this many times, alternating, and report each round's ratio and the median",
+    )
+    parser.add_argument(
+        "--before",
+        metavar="CHECKOUT",
+        help="also run our PPO as another checkout of rft has it (e.g. a `git worktree` of main)",
+    )
     parser.add_argument("--worker", choices=["ppo", "grpo"], help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -293,10 +381,13 @@ def main() -> None:
         print("RESULT " + json.dumps(result), flush=True)
         return
     if args.model is None:
-        args.model = _save_default_model(Path(tempfile.mkdtemp(prefix="rft-bench-model-")) / "llama-1m")
+        args.model = _save_default_model(
+            Path(tempfile.mkdtemp(prefix="rft-bench-model-")) / "llama-1m"
+        )
     sides = ("ppo", "grpo", "before") if args.before else ("ppo", "grpo")
     rounds = [{side: _run_side(side, args) for side in sides} for _ in range(args.rounds)]
     _print_table(rounds, args)
+
 
 if __name__ == "__main__":
     main()

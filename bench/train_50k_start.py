@@ -55,20 +55,34 @@ def run(args: list[str], until_metrics: Path | None = None) -> dict:
     """Run a child; sample memory until it exits (or writes its first metrics line, then stop it)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     peak_rss = peak_pss = 0
     first_step = None
     while proc.poll() is None:
         rss, pss = _memory_kib(proc.pid)
         peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
-        if until_metrics is not None and until_metrics.exists() and until_metrics.stat().st_size > 0:
+        if (
+            until_metrics is not None
+            and until_metrics.exists()
+            and until_metrics.stat().st_size > 0
+        ):
             first_step = time.perf_counter() - start
             proc.kill()
             break
         time.sleep(0.02)
     out, err = proc.communicate()
-    result = {"seconds": round(time.perf_counter() - start, 1), "peak_rss_mib": round(peak_rss / 1024, 1),
-              "peak_pss_mib": round(peak_pss / 1024, 1)}
+    result = {
+        "seconds": round(time.perf_counter() - start, 1),
+        "peak_rss_mib": round(peak_rss / 1024, 1),
+        "peak_pss_mib": round(peak_pss / 1024, 1),
+    }
     if first_step is not None:
         result["seconds_to_first_step"] = round(first_step, 1)
     elif proc.returncode != 0:
@@ -81,28 +95,58 @@ def run(args: list[str], until_metrics: Path | None = None) -> dict:
 def _cases(folder: Path, rows: int) -> list[dict]:
     train = write_rows(folder / f"train-{rows}.jsonl", rows)
     config = folder / f"run-{rows}.yaml"
-    config.write_text(json.dumps({
-        "model": {"tiny": "llama-test"}, "data": {"train": str(train)},
-        "grader": {"type": "string_check", "name": "exact", "input": "{{ sample.output_text }}",
-                   "reference": "{{ item.answer }}", "operation": "eq"},
-        "sft": {"max_steps": 1, "batch_size": 8, "max_length": 512},
-        "rl": {"steps": 1, "prompts_per_step": 8, "mini_batch_size": 4, "max_new_tokens": 8, "max_prompt_length": 256},
-    }), encoding="utf-8")
+    config.write_text(
+        json.dumps(
+            {
+                "model": {"tiny": "llama-test"},
+                "data": {"train": str(train)},
+                "grader": {
+                    "type": "string_check",
+                    "name": "exact",
+                    "input": "{{ sample.output_text }}",
+                    "reference": "{{ item.answer }}",
+                    "operation": "eq",
+                },
+                "sft": {"max_steps": 1, "batch_size": 8, "max_length": 512},
+                "rl": {
+                    "steps": 1,
+                    "prompts_per_step": 8,
+                    "mini_batch_size": 4,
+                    "max_new_tokens": 8,
+                    "max_prompt_length": 256,
+                },
+            }
+        ),
+        encoding="utf-8",
+    )
     rft = ["-m", "rft_cli", "train", str(config), "--quiet"]
     ppo, sft = folder / f"ppo-{rows}", folder / f"sft-{rows}"
     return [
         {"case": "file", "rows": rows, "file_mib": round(train.stat().st_size / 2**20, 1)},
         {"case": "rows", "rows": rows, **run(["-c", _ROWS_ONCE, str(train)])},
         {"case": "dry-run", "rows": rows, **run([*rft, "--dry-run"])},
-        {"case": "ppo start", "rows": rows, **run([*rft, "-o", str(ppo), "--set", "sft.enabled=false"], ppo / "metrics.jsonl")},
-        {"case": "sft start", "rows": rows, **run([*rft, "-o", str(sft), "--stage", "sft"], sft / "metrics.jsonl")},
+        {
+            "case": "ppo start",
+            "rows": rows,
+            **run([*rft, "-o", str(ppo), "--set", "sft.enabled=false"], ppo / "metrics.jsonl"),
+        },
+        {
+            "case": "sft start",
+            "rows": rows,
+            **run([*rft, "-o", str(sft), "--stage", "sft"], sft / "metrics.jsonl"),
+        },
     ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=50_000)
-    parser.add_argument("--baseline-rows", type=int, default=1_000, help="the same cases on a small file, for the difference")
+    parser.add_argument(
+        "--baseline-rows",
+        type=int,
+        default=1_000,
+        help="the same cases on a small file, for the difference",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for rows in (args.baseline_rows, args.rows):

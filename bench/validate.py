@@ -70,26 +70,38 @@ def _vocabulary(rng: random.Random, size: int = 20_000) -> list[str]:
 
 
 def _row(prompt: str, answer: int) -> str:
-    return json.dumps({
-        "messages": [{"role": "user", "content": prompt}],
-        "reference_answer": str(answer),
-        "solution": f"Work through it step by step.\n#### {answer}",
-    })
+    return json.dumps(
+        {
+            "messages": [{"role": "user", "content": prompt}],
+            "reference_answer": str(answer),
+            "solution": f"Work through it step by step.\n#### {answer}",
+        }
+    )
 
 
-TEMPLATE_WORDS = "how many apples does the farmer have after selling some of them each day to market".split()
+TEMPLATE_WORDS = (
+    "how many apples does the farmer have after selling some of them each day to market".split()
+)
 
 
 def _prompt_maker(rng: random.Random, shape: str) -> tuple[list[str], Any]:
     """(vocabulary, make(tag) -> a fresh prompt) for one data shape."""
     if shape == "templated":
         vocab = TEMPLATE_WORDS
-        return vocab, lambda tag: " ".join(rng.choices(vocab, k=rng.randint(8, 30))) + f" {rng.randint(0, 99)} ({tag})"
+        return (
+            vocab,
+            lambda tag: (
+                " ".join(rng.choices(vocab, k=rng.randint(8, 30)))
+                + f" {rng.randint(0, 99)} ({tag})"
+            ),
+        )
     vocab = _vocabulary(rng)
     return vocab, lambda tag: " ".join(rng.choices(vocab, k=rng.randint(25, 45))) + "?"
 
 
-def generate(directory: Path, train_rows: int, valid_rows: int, seed: int = 0, shape: str = "random") -> tuple[Path, Path]:
+def generate(
+    directory: Path, train_rows: int, valid_rows: int, seed: int = 0, shape: str = "random"
+) -> tuple[Path, Path]:
     """Write train.jsonl and valid.jsonl; about 0.1% of valid rows are exact or near copies of train rows."""
     rng = random.Random(seed)
     vocab, make = _prompt_maker(rng, shape)
@@ -103,7 +115,9 @@ def generate(directory: Path, train_rows: int, valid_rows: int, seed: int = 0, s
     with valid.open("w") as handle:
         for i in range(valid_rows):
             if i % 1000 == 0:
-                prompt = prompts[rng.randrange(train_rows)].upper()  # exact overlap after case folding
+                prompt = prompts[
+                    rng.randrange(train_rows)
+                ].upper()  # exact overlap after case folding
             elif i % 1000 == 1:
                 prompt = _long_prompt(rng, prompts) + " " + rng.choice(vocab)  # a near-duplicate
             else:
@@ -120,7 +134,9 @@ def _long_prompt(rng: random.Random, prompts: list[str]) -> str:
             return prompt
 
 
-def _generate_in_child(directory: Path, train_rows: int, valid_rows: int, shape: str) -> tuple[Path, Path]:
+def _generate_in_child(
+    directory: Path, train_rows: int, valid_rows: int, shape: str
+) -> tuple[Path, Path]:
     """Generate the files in a child process, so this process stays small while it measures."""
     code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import validate; validate.generate(__import__('pathlib').Path({str(directory)!r}), {train_rows}, {valid_rows}, shape={shape!r})"
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -146,7 +162,9 @@ def _memory_kib(pid: int) -> tuple[int, int]:
 def _run_child(code: str, *args: str, root: Path = ROOT) -> dict:
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
     # cwd=root: `python -c` puts the working directory first on sys.path, ahead of PYTHONPATH.
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True, env=env, cwd=root)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True, env=env, cwd=root
+    )
     peak_rss = peak_pss = 0
     while proc.poll() is None:
         rss, pss = _memory_kib(proc.pid)
@@ -154,7 +172,11 @@ def _run_child(code: str, *args: str, root: Path = ROOT) -> dict:
         time.sleep(0.01)
     if proc.returncode:
         raise SystemExit(f"the benchmark child failed with exit code {proc.returncode}")
-    return {**json.loads(proc.stdout.read()), "peak_rss_mib": peak_rss / 1024, "peak_pss_mib": peak_pss / 1024}
+    return {
+        **json.loads(proc.stdout.read()),
+        "peak_rss_mib": peak_rss / 1024,
+        "peak_pss_mib": peak_pss / 1024,
+    }
 
 
 def main() -> None:
@@ -162,10 +184,27 @@ def main() -> None:
     parser.add_argument("--train-rows", type=int, default=1_000_000)
     parser.add_argument("--valid-rows", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--shape", choices=("random", "templated"), default="random", help="the prompts' shape (see above)")
-    parser.add_argument("--data-dir", type=Path, default=None, help="keep the generated files here; files already there are reused as they are (shape and sizes unchecked)")
-    parser.add_argument("--root", type=Path, action="append", help="a checkout to import rft_cli from (repeat to compare, alternating; default: this one)")
-    parser.add_argument("--workers", type=int, default=None, help="validator processes (default: automatic)")
+    parser.add_argument(
+        "--shape",
+        choices=("random", "templated"),
+        default="random",
+        help="the prompts' shape (see above)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="keep the generated files here; files already there are reused as they are (shape and sizes unchecked)",
+    )
+    parser.add_argument(
+        "--root",
+        type=Path,
+        action="append",
+        help="a checkout to import rft_cli from (repeat to compare, alternating; default: this one)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="validator processes (default: automatic)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -174,25 +213,48 @@ def main() -> None:
         if args.data_dir and (directory / "valid.jsonl").exists():
             train, valid = directory / "train.jsonl", directory / "valid.jsonl"
         else:
-            train, valid = _generate_in_child(directory, args.train_rows, args.valid_rows, args.shape)
+            train, valid = _generate_in_child(
+                directory, args.train_rows, args.valid_rows, args.shape
+            )
         size_mib = (train.stat().st_size + valid.stat().st_size) / 2**20
-        print(f"{args.shape} data: {args.train_rows:,} + {args.valid_rows:,} rows ({size_mib:.0f} MiB) in {time.perf_counter() - start:.1f} s ({directory})")
+        print(
+            f"{args.shape} data: {args.train_rows:,} + {args.valid_rows:,} rows ({size_mib:.0f} MiB) in {time.perf_counter() - start:.1f} s ({directory})"
+        )
         for _ in range(args.repeats):
             base = _run_child(_CHILD_BASELINE, str(train), str(valid))
             for root in args.root or [ROOT]:
-                full = _run_child(_CHILD_VALIDATE, str(train), str(valid), *([str(args.workers)] if args.workers else []), root=root)
-                _print(base, full, (f"{args.workers} worker(s)" if args.workers else "automatic workers") + f", {root}")
+                full = _run_child(
+                    _CHILD_VALIDATE,
+                    str(train),
+                    str(valid),
+                    *([str(args.workers)] if args.workers else []),
+                    root=root,
+                )
+                _print(
+                    base,
+                    full,
+                    (f"{args.workers} worker(s)" if args.workers else "automatic workers")
+                    + f", {root}",
+                )
 
 
 def _print(base: dict, full: dict, label: str) -> None:
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    )
     for name, m in (("json.loads loop", base), (f"validate_dataset ({label})", full)):
-        print(f"{name}: {m['rows']:,} rows in {m['seconds']:.2f} s wall ({m['rows'] / m['seconds']:,.0f} rows/s); "
-              f"CPU {m['cpu_main']:.2f} s main + {m['cpu_workers']:.2f} s worker; peak memory {m['peak_pss_mib']:.0f} MiB PSS ({m['peak_rss_mib']:.0f} MiB RSS)")
-    print(f"ratio validate / json.loads: {full['seconds'] / base['seconds']:.2f}x wall, "
-          f"{(full['cpu_main'] + full['cpu_workers']) / base['cpu_main']:.2f}x total CPU, "
-          f"{full['cpu_main'] / base['cpu_main']:.2f}x main-process CPU")
-    print(f"found: errors {full['error_counts']}, warnings {full['warning_counts']}, overlap {full['overlap']}")
+        print(
+            f"{name}: {m['rows']:,} rows in {m['seconds']:.2f} s wall ({m['rows'] / m['seconds']:,.0f} rows/s); "
+            f"CPU {m['cpu_main']:.2f} s main + {m['cpu_workers']:.2f} s worker; peak memory {m['peak_pss_mib']:.0f} MiB PSS ({m['peak_rss_mib']:.0f} MiB RSS)"
+        )
+    print(
+        f"ratio validate / json.loads: {full['seconds'] / base['seconds']:.2f}x wall, "
+        f"{(full['cpu_main'] + full['cpu_workers']) / base['cpu_main']:.2f}x total CPU, "
+        f"{full['cpu_main'] / base['cpu_main']:.2f}x main-process CPU"
+    )
+    print(
+        f"found: errors {full['error_counts']}, warnings {full['warning_counts']}, overlap {full['overlap']}"
+    )
 
 
 if __name__ == "__main__":

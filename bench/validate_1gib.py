@@ -31,14 +31,25 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _row(prompt: str, answer: int) -> str:
-    return json.dumps({"messages": [{"role": "user", "content": prompt}], "reference_answer": str(answer),
-                       "solution": f"Work through it step by step.\n#### {answer}"}) + "\n"
+    return (
+        json.dumps(
+            {
+                "messages": [{"role": "user", "content": prompt}],
+                "reference_answer": str(answer),
+                "solution": f"Work through it step by step.\n#### {answer}",
+            }
+        )
+        + "\n"
+    )
 
 
 def generate(path: Path, size: int, distinct: bool, seed: int = 0) -> int:
     """Write rows of random 25-45 word prompts until the file reaches `size` bytes; returns rows."""
     rng = random.Random(seed)
-    vocab = ["".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=rng.randint(3, 9))) for _ in range(20_000)]
+    vocab = [
+        "".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=rng.randint(3, 9)))
+        for _ in range(20_000)
+    ]
     pool = [" ".join(rng.choices(vocab, k=rng.randint(25, 45))) + "?" for _ in range(1_000)]
     rows = written = 0
     with path.open("w", encoding="utf-8") as handle:
@@ -71,8 +82,14 @@ def measure(path: Path) -> dict:
     """Run `rft validate PATH --format json` and sample its memory until it exits."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "rft_cli", "validate", str(path), "--format", "json"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rft_cli", "validate", str(path), "--format", "json"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     peak_rss = peak_pss = 0
     while proc.poll() is None:
         rss, pss = _memory_kib(proc.pid)
@@ -80,15 +97,22 @@ def measure(path: Path) -> dict:
         time.sleep(0.02)
     out, err = proc.communicate()
     report = json.loads(out) if out.strip().startswith("{") else {}
-    return {"exit_code": proc.returncode, "seconds": round(time.perf_counter() - start, 1),
-            "peak_pss_mib": round(peak_pss / 1024, 1), "peak_rss_mib": round(peak_rss / 1024, 1),
-            "ok": report.get("ok"), "stderr_tail": err[-300:]}
+    return {
+        "exit_code": proc.returncode,
+        "seconds": round(time.perf_counter() - start, 1),
+        "peak_pss_mib": round(peak_pss / 1024, 1),
+        "peak_rss_mib": round(peak_rss / 1024, 1),
+        "ok": report.get("ok"),
+        "stderr_tail": err[-300:],
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gib", type=float, default=1.0, help="size of each generated file in GiB")
-    parser.add_argument("--keep", type=Path, help="write the files here instead of a temporary directory")
+    parser.add_argument(
+        "--keep", type=Path, help="write the files here instead of a temporary directory"
+    )
     args = parser.parse_args()
     size = int(args.gib * 2**30)
     with tempfile.TemporaryDirectory() as tmp:
@@ -100,9 +124,15 @@ def main() -> None:
             rows = generate(path, size, distinct=kind == "distinct")
             generated = time.perf_counter() - started
             result = measure(path)
-            result.update({"file": kind, "rows": rows, "file_mib": round(path.stat().st_size / 2**20, 1),
-                           "generate_seconds": round(generated, 1),
-                           "pss_bytes_per_row": round(result["peak_pss_mib"] * 2**20 / rows)})
+            result.update(
+                {
+                    "file": kind,
+                    "rows": rows,
+                    "file_mib": round(path.stat().st_size / 2**20, 1),
+                    "generate_seconds": round(generated, 1),
+                    "pss_bytes_per_row": round(result["peak_pss_mib"] * 2**20 / rows),
+                }
+            )
             print(json.dumps(result), flush=True)
             path.unlink()
 

@@ -24,16 +24,16 @@ from typing import Any
 # name -> what it means, in the words a user reads on stderr and in `rft report`.
 MEANINGS = {
     "reward_hacking": "the validation reward fell while the training reward rose: the policy may be pleasing the "
-                      "grader instead of solving the task; read the samples of both",
+    "grader instead of solving the task; read the samples of both",
     "length_growth": "answers grew much longer than at the start of RL: the grader may reward length",
     "truncation_rise": "more answers hit max_new_tokens than at the start of RL: answers run on instead of ending",
     "no_signal": "every answer of a step scored the same, step after step: no reward difference, nothing to learn",
     "entropy_collapse": "the policy's entropy fell far below its starting value: sampling has become nearly "
-                        "deterministic and exploration stopped",
+    "deterministic and exploration stopped",
     "kl_high": "the policy moved far from the reference model (KL above the bound): raise rl.kl_coef",
     "grader_errors": "the share of answers whose grading failed rose: the grader breaks on what the model now writes",
     "valid_regression": "the validation reward fell far below its best (the starting model's included), evaluation "
-                        "after evaluation: training is making the model worse; final/ keeps the best model",
+    "after evaluation: training is making the model worse; final/ keeps the best model",
 }
 ALARM_NAMES = tuple(MEANINGS)
 
@@ -65,7 +65,11 @@ class MetricStream:
 
     def add(self, record: dict[str, Any]) -> None:
         for key, value in record.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            if (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+            ):
                 self._steps.setdefault(key, []).append(record["step"])
                 self._values.setdefault(key, []).append(float(value))
 
@@ -93,40 +97,48 @@ def _start_and_now(stream: MetricStream, key: str, window: int) -> tuple[float, 
 
 
 def detect_reward_hacking(stream: MetricStream, s: Any) -> str | None:
-    evals = list(zip(stream.steps("valid_reward_mean"), stream.values("valid_reward_mean"), strict=True))[-s.eval_window:]
+    evals = list(
+        zip(stream.steps("valid_reward_mean"), stream.values("valid_reward_mean"), strict=True)
+    )[-s.eval_window :]
     if len(evals) < 2:
         return None
     peak_step, peak = max(evals[:-1], key=lambda e: e[1])
     drop = peak - evals[-1][1]
-    train_then = stream.values_until("train_reward_mean", peak_step)[-s.window:]
-    train_now = stream.values("train_reward_mean")[-s.window:]
+    train_then = stream.values_until("train_reward_mean", peak_step)[-s.window :]
+    train_now = stream.values("train_reward_mean")[-s.window :]
     if not train_then or not train_now or drop < s.valid_drop:
         return None
     rise = _mean(train_now) - _mean(train_then)
     if rise < s.train_rise:
         return None
-    return (f"valid_reward_mean fell {drop:.3f} since step {peak_step} ({peak:.3f} -> {evals[-1][1]:.3f}) "
-            f"while train_reward_mean rose {rise:.3f}")
+    return (
+        f"valid_reward_mean fell {drop:.3f} since step {peak_step} ({peak:.3f} -> {evals[-1][1]:.3f}) "
+        f"while train_reward_mean rose {rise:.3f}"
+    )
 
 
 def detect_length_growth(stream: MetricStream, s: Any) -> str | None:
     pair = _start_and_now(stream, "response_length_mean", s.window)
     if pair is None or pair[0] <= 0 or pair[1] < s.length_multiple * pair[0]:
         return None
-    return (f"response_length_mean {pair[1]:.1f} tokens (last {s.window} steps) is {pair[1] / pair[0]:.2f}x its "
-            f"start {pair[0]:.1f}, above alarms.length_multiple={s.length_multiple}")
+    return (
+        f"response_length_mean {pair[1]:.1f} tokens (last {s.window} steps) is {pair[1] / pair[0]:.2f}x its "
+        f"start {pair[0]:.1f}, above alarms.length_multiple={s.length_multiple}"
+    )
 
 
 def detect_truncation_rise(stream: MetricStream, s: Any) -> str | None:
     pair = _start_and_now(stream, "truncated_share", s.window)
     if pair is None or pair[1] - pair[0] < s.truncated_rise:
         return None
-    return (f"truncated_share {pair[1]:.2f} (last {s.window} steps) rose {pair[1] - pair[0]:.2f} from its start "
-            f"{pair[0]:.2f}, above alarms.truncated_rise={s.truncated_rise}")
+    return (
+        f"truncated_share {pair[1]:.2f} (last {s.window} steps) rose {pair[1] - pair[0]:.2f} from its start "
+        f"{pair[0]:.2f}, above alarms.truncated_rise={s.truncated_rise}"
+    )
 
 
 def detect_no_signal(stream: MetricStream, s: Any) -> str | None:
-    stds = stream.values("train_reward_std")[-s.no_signal_steps:]
+    stds = stream.values("train_reward_std")[-s.no_signal_steps :]
     if len(stds) < s.no_signal_steps or any(v > 1e-9 for v in stds):
         return None
     return f"train_reward_std was 0 for the last {s.no_signal_steps} steps (alarms.no_signal_steps)"
@@ -136,12 +148,14 @@ def detect_entropy_collapse(stream: MetricStream, s: Any) -> str | None:
     pair = _start_and_now(stream, "entropy", s.window)
     if pair is None or pair[0] <= 0 or pair[1] > s.entropy_fraction * pair[0]:
         return None
-    return (f"entropy {pair[1]:.4g} (last {s.window} steps) is {pair[1] / pair[0]:.1%} of its start {pair[0]:.4g}, "
-            f"below alarms.entropy_fraction={s.entropy_fraction}")
+    return (
+        f"entropy {pair[1]:.4g} (last {s.window} steps) is {pair[1] / pair[0]:.1%} of its start {pair[0]:.4g}, "
+        f"below alarms.entropy_fraction={s.entropy_fraction}"
+    )
 
 
 def detect_kl_high(stream: MetricStream, s: Any) -> str | None:
-    values = stream.values("kl")[-s.window:]
+    values = stream.values("kl")[-s.window :]
     if len(values) < s.window or _mean(values) <= s.kl_max:
         return None
     return f"kl {_mean(values):.3g} (mean of the last {s.window} steps) is above alarms.kl_max={s.kl_max}"
@@ -152,11 +166,13 @@ def detect_grader_errors(stream: MetricStream, s: Any) -> str | None:
     if len(values) < s.window:
         return None
     start = _mean(values[: s.window]) if len(values) >= 2 * s.window else 0.0
-    now = _mean(values[-s.window:])
+    now = _mean(values[-s.window :])
     if now - start < s.grader_error_rise:
         return None
-    return (f"grader_error_share {now:.2f} (last {s.window} steps) rose {now - start:.2f} from {start:.2f}, "
-            f"above alarms.grader_error_rise={s.grader_error_rise}")
+    return (
+        f"grader_error_share {now:.2f} (last {s.window} steps) rose {now - start:.2f} from {start:.2f}, "
+        f"above alarms.grader_error_rise={s.grader_error_rise}"
+    )
 
 
 def detect_valid_regression(stream: MetricStream, s: Any) -> str | None:
@@ -165,12 +181,16 @@ def detect_valid_regression(stream: MetricStream, s: Any) -> str | None:
     values, bests = stream.values("valid_reward_mean"), stream.values("valid_best_reward_mean")
     if len(bests) != len(values) or len(values) < s.regression_evals:  # older runs log no best
         return None
-    recent = list(zip(values, bests, strict=True))[-s.regression_evals:]
-    if any(best - value < s.regression_drop - 1e-9 for value, best in recent):  # 1e-9: 0.9 - 0.8 < 0.1 in floats
+    recent = list(zip(values, bests, strict=True))[-s.regression_evals :]
+    if any(
+        best - value < s.regression_drop - 1e-9 for value, best in recent
+    ):  # 1e-9: 0.9 - 0.8 < 0.1 in floats
         return None
     value, best = recent[-1]
-    return (f"valid_reward_mean {value:.3f} is {best - value:.3f} below the best {best:.3f}, "
-            f"{s.regression_evals} evaluations in a row (alarms.regression_drop={s.regression_drop})")
+    return (
+        f"valid_reward_mean {value:.3f} is {best - value:.3f} below the best {best:.3f}, "
+        f"{s.regression_evals} evaluations in a row (alarms.regression_drop={s.regression_drop})"
+    )
 
 
 DETECTORS: dict[str, Callable[[MetricStream, Any], str | None]] = {
@@ -198,7 +218,11 @@ class AlarmMonitor:
 
     def check(self, record: dict[str, Any]) -> list[Alarm]:
         """New alarms at this line (none for non-RL lines, when disabled, or when already raised)."""
-        if not self.settings.enabled or record.get("stage") != "rl" or not isinstance(record.get("step"), int):
+        if (
+            not self.settings.enabled
+            or record.get("stage") != "rl"
+            or not isinstance(record.get("step"), int)
+        ):
             return []
         self.stream.add(record)
         done = {a.name for a in self.raised}
@@ -232,11 +256,15 @@ class RegressionWatch:
     on the evaluation's metrics line, which the `valid_regression` alarm reads back.
     """
 
-    def __init__(self, settings: Any, start_score: float | None, earlier: Iterable[dict[str, Any]] = ()):
+    def __init__(
+        self, settings: Any, start_score: float | None, earlier: Iterable[dict[str, Any]] = ()
+    ):
         self.settings, self.best = settings, start_score
         self.stream = MetricStream()
         for record in earlier:  # a resumed run's evaluations
-            if record.get("stage") == "rl" and isinstance(record.get("valid_reward_mean"), (int, float)):
+            if record.get("stage") == "rl" and isinstance(
+                record.get("valid_reward_mean"), (int, float)
+            ):
                 self.observe(float(record["valid_reward_mean"]), record.get("step", 0))
 
     def observe(self, score: float, step: int) -> dict[str, float]:
@@ -248,7 +276,11 @@ class RegressionWatch:
     def should_stop(self) -> str | None:
         """The reason to end RL now, when `valid_regression` is in `alarms.early_stop`."""
         s = self.settings
-        if not s.enabled or "valid_regression" not in s.early_stop or "valid_regression" in s.disabled:
+        if (
+            not s.enabled
+            or "valid_regression" not in s.early_stop
+            or "valid_regression" in s.disabled
+        ):
             return None
         return detect_valid_regression(self.stream, s)
 

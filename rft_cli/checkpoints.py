@@ -64,8 +64,15 @@ def temp_folder(folder: str | Path) -> Path:
 
 
 # What torch's zip writer says in a RuntimeError when a write fails (a full disk reads "unexpected pos").
-_TORCH_WRITE_ERRORS = ("inline_container", "PytorchStreamWriter", "file write failed", "cannot be opened",
-                       "No space left", "Permission denied", "os error")
+_TORCH_WRITE_ERRORS = (
+    "inline_container",
+    "PytorchStreamWriter",
+    "file write failed",
+    "cannot be opened",
+    "No space left",
+    "Permission denied",
+    "os error",
+)
 
 
 def is_write_error(exc: BaseException) -> bool:
@@ -73,12 +80,18 @@ def is_write_error(exc: BaseException) -> bool:
     (SafetensorError "I/O error: No space left on device (os error 28)") raise in its place."""
     if isinstance(exc, OSError) or type(exc).__name__ == "SafetensorError":
         return True
-    return isinstance(exc, RuntimeError) and any(marker in str(exc) for marker in _TORCH_WRITE_ERRORS)
+    return isinstance(exc, RuntimeError) and any(
+        marker in str(exc) for marker in _TORCH_WRITE_ERRORS
+    )
 
 
 def describe_write_error(exc: BaseException, where: str | Path) -> str:
     """The error in a few words, then the free space left where it happened: "(No space ...) with 3 MiB free"."""
-    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[0][:200]
+    detail = (
+        exc.strerror
+        if isinstance(exc, OSError) and exc.strerror
+        else str(exc).strip().splitlines()[0][:200]
+    )
     path = Path(where)
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -126,7 +139,9 @@ def commit_checkpoint(tmp: str | Path, folder: str | Path, meta: dict[str, Any])
     return folder
 
 
-def write_checkpoint(folder: str | Path, write: Callable[[Path], None], meta: dict[str, Any]) -> Path:
+def write_checkpoint(
+    folder: str | Path, write: Callable[[Path], None], meta: dict[str, Any]
+) -> Path:
     """Call `write(tmp)` to fill a temporary folder, add the marker last, then rename to `folder`.
 
     Raises TrainingError on an I/O error (full disk, no permission), leaving earlier checkpoints
@@ -237,7 +252,11 @@ def capture_rng_state() -> dict[str, Any]:
     import numpy as np
     import torch
 
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

@@ -250,7 +250,9 @@ def _mean_sub_rewards(results: list[SampleResult]) -> dict[str, float]:
     return {key: sum(v) / len(v) for key, v in sorted(values.items())}
 
 
-def load_samples_file(path: str | Path, num_rows: int, notes: list[str] | None = None) -> dict[str, list[list[str]]]:
+def load_samples_file(
+    path: str | Path, num_rows: int, notes: list[str] | None = None
+) -> dict[str, list[list[str]]]:
     """Read outputs produced elsewhere: {name: outputs per row}, ready for `grade_outputs`.
 
     The file is the samples format of `rft_cli.grading` (the one `rft grade --samples` reads).
@@ -268,7 +270,9 @@ def load_samples_file(path: str | Path, num_rows: int, notes: list[str] | None =
         row = line.row if line.row is not None else index
         if row < num_rows:
             grouped[line.model or read.path.name][row].append(line.sample["output_text"])
-    return {name: _rows_in_order(read.path, name, by_row, num_rows) for name, by_row in grouped.items()}
+    return {
+        name: _rows_in_order(read.path, name, by_row, num_rows) for name, by_row in grouped.items()
+    }
 
 
 def _rows_in_order(
@@ -314,7 +318,9 @@ class EvalProgress:
         """A warning for the user (greedy samples that are all alike, an old samples format...)."""
 
     @contextlib.contextmanager
-    def model(self, name: str, rows: int, samples: int, temperature: float) -> Iterator[ProgressFn | None]:
+    def model(
+        self, name: str, rows: int, samples: int, temperature: float
+    ) -> Iterator[ProgressFn | None]:
         """Around one model's generation; yields the (done, total) callback generation reports to."""
         yield None
 
@@ -333,14 +339,18 @@ class EvalRun:
 
     @property
     def gate(self) -> str | None:
-        """"passed" or "failed" when a min_score was given: the first model's mean reward against it."""
+        """ "passed" or "failed" when a min_score was given: the first model's mean reward against it."""
         if self.min_score is None:
             return None
         return "passed" if self.reports[0].mean_reward >= self.min_score else "failed"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "min_score": self.min_score, "gate": self.gate,
-                "models": [r.to_dict() for r in self.reports]}
+        return {
+            "temperature": self.temperature,
+            "min_score": self.min_score,
+            "gate": self.gate,
+            "models": [r.to_dict() for r in self.reports],
+        }
 
 
 def evaluate_models(
@@ -387,14 +397,23 @@ def evaluate_models(
     for note in notes:
         progress.note(note)
     rows = _load_rows(Path(data), limit)
-    generation = {"samples": samples, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
-                  "batch_size": batch_size, "threshold": threshold, "seed": seed}
+    generation = {
+        "samples": samples,
+        "temperature": temperature,
+        "top_p": top_p,
+        "max_new_tokens": max_new_tokens,
+        "batch_size": batch_size,
+        "threshold": threshold,
+        "seed": seed,
+    }
     with load_grader(grader) as the_grader:
         _check_item_fields(Path(data), rows, the_grader)
         plain = [row for _, row in rows]
         reports = [_evaluate_one(m, plain, the_grader, generation, progress) for m in models]
         if samples_file is not None:
-            reports += _grade_samples_file(Path(samples_file), plain, the_grader, threshold, progress, notes)
+            reports += _grade_samples_file(
+                Path(samples_file), plain, the_grader, threshold, progress, notes
+            )
     if output is not None:
         write_results(output, reports, plain)
     if plot is not None:
@@ -405,7 +424,9 @@ def evaluate_models(
 def _check_outputs(models: Sequence[str], samples_file: Any, output: Any, plot: Any) -> None:
     """Fail now, not after an hour of generation, on nothing to do or outputs that cannot be written."""
     if not models and samples_file is None:
-        raise ConfigError("nothing to evaluate: pass --model PATH (repeatable) or --samples-file FILE")
+        raise ConfigError(
+            "nothing to evaluate: pass --model PATH (repeatable) or --samples-file FILE"
+        )
     if plot is not None:
         if Path(plot).suffix.lower() not in (".png", ".html", ".htm"):
             raise ConfigError(f"--plot {plot}: the plot must be a .png or .html file")
@@ -413,15 +434,21 @@ def _check_outputs(models: Sequence[str], samples_file: Any, output: Any, plot: 
     if output is not None:
         parent = Path(output).parent
         if not parent.is_dir() or not os.access(parent, os.W_OK):
-            raise ConfigError(f"--output {output}: the folder {parent} does not exist or is not writable")
+            raise ConfigError(
+                f"--output {output}: the folder {parent} does not exist or is not writable"
+            )
 
 
-def _pick_temperature(temperature: float | None, samples: int, generating: bool, notes: list[str]) -> float:
+def _pick_temperature(
+    temperature: float | None, samples: int, generating: bool, notes: list[str]
+) -> float:
     if temperature is None:
         return 0.0 if samples == 1 else SAMPLING_TEMPERATURE
     if temperature == 0 and samples > 1 and generating:
-        notes.append(f"--temperature 0 is greedy: the {samples} samples of a row are identical, "
-                     f"so pass@{samples} equals pass@1")
+        notes.append(
+            f"--temperature 0 is greedy: the {samples} samples of a row are identical, "
+            f"so pass@{samples} equals pass@1"
+        )
     return temperature
 
 
@@ -443,10 +470,13 @@ def _check_item_fields(data: Path, rows: list[tuple[int, dict]], grader: Any) ->
             )
 
 
-def _evaluate_one(model: str, rows: list[dict], grader: Any, generation: dict[str, Any],
-                  progress: EvalProgress) -> EvalReport:
+def _evaluate_one(
+    model: str, rows: list[dict], grader: Any, generation: dict[str, Any], progress: EvalProgress
+) -> EvalReport:
     _quiet_transformers()
-    with progress.model(model, len(rows), generation["samples"], generation["temperature"]) as report_progress:
+    with progress.model(
+        model, len(rows), generation["samples"], generation["temperature"]
+    ) as report_progress:
         return evaluate(model, rows, grader, progress=report_progress, **generation)
 
 
@@ -458,12 +488,21 @@ def _quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
 
 
-def _grade_samples_file(path: Path, rows: list[dict], grader: Any, threshold: float, progress: EvalProgress,
-                        notes: list[str]) -> list[EvalReport]:
+def _grade_samples_file(
+    path: Path,
+    rows: list[dict],
+    grader: Any,
+    threshold: float,
+    progress: EvalProgress,
+    notes: list[str],
+) -> list[EvalReport]:
     read: list[str] = []
     outputs = load_samples_file(path, len(rows), read)
     for note in read:
         progress.note(note)
     notes.extend(read)
     progress.samples_file(path, len(outputs), len(rows))
-    return [grade_outputs(name, rows, per_row, grader, threshold=threshold) for name, per_row in outputs.items()]
+    return [
+        grade_outputs(name, rows, per_row, grader, threshold=threshold)
+        for name, per_row in outputs.items()
+    ]

@@ -160,7 +160,10 @@ def generate_completions(
     greedy = temperature == 0
     copies = 1 if greedy else num_samples
     tools = tools if tools is not None else [None] * len(prompts)
-    encoded = [encode_prompt(tokenizer, messages, row_tools) for messages, row_tools in zip(prompts, tools, strict=True)]
+    encoded = [
+        encode_prompt(tokenizer, messages, row_tools)
+        for messages, row_tools in zip(prompts, tools, strict=True)
+    ]
     # One job per generated sequence; longest prompts first so a batch holds similar lengths.
     jobs = sorted(
         ((i, k) for i in range(len(encoded)) for k in range(copies)),
@@ -199,7 +202,9 @@ def _check_generation_args(
         raise ConfigError(f"batch size must be at least 1 (got {batch_size})")
 
 
-def encode_prompt(tokenizer: Any, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
+def encode_prompt(
+    tokenizer: Any, messages: list[dict], tools: list[dict] | None = None
+) -> list[int]:
     """Token ids of the chat-templated prompt, ending with the assistant turn's opening; `tools`
     (the row's function definitions) go to the template's `tools=` (`rft_cli.tool_calls.template_tools`)."""
     from rft_cli.tool_calls import template_tools
@@ -209,7 +214,9 @@ def encode_prompt(tokenizer: Any, messages: list[dict], tools: list[dict] | None
             "the model's tokenizer has no chat template; use a chat (instruct) model or one trained by `rft train`"
         )
     with_tools = {"tools": template_tools(tokenizer, tools)} if tools else {}
-    encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, **with_tools)
+    encoded = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=True, **with_tools
+    )
     # transformers 5 returns a BatchEncoding; older versions a plain list of ids.
     ids = encoded["input_ids"] if hasattr(encoded, "keys") else encoded
     return list(ids)
@@ -349,7 +356,11 @@ def _decode_dropping_ended_rows(
     from transformers import GenerationMixin
 
     stops = _plain_stops(stopping_criteria)
-    if stops is None or generation_config.num_beams != 1 or generation_config.return_dict_in_generate:
+    if (
+        stops is None
+        or generation_config.num_beams != 1
+        or generation_config.return_dict_in_generate
+    ):
         return GenerationMixin._sample(
             model, input_ids, logits_processor, stopping_criteria, generation_config, **model_kwargs
         )
@@ -364,7 +375,9 @@ def _decode_dropping_ended_rows(
         drop = _rows_can_leave(outputs.get("cache"))
         while True:
             model_kwargs = model._update_model_kwargs_for_generation(outputs, model_kwargs)
-            logits = outputs.logits[:, -1].to(copy=True, dtype=torch.float32, device=input_ids.device)
+            logits = outputs.logits[:, -1].to(
+                copy=True, dtype=torch.float32, device=input_ids.device
+            )
             scores = logits_processor(sequences[current], logits)
             tokens = _next_tokens(scores, current, batch, generation_config.do_sample)
             tokens = torch.where(ended[current], torch.full_like(tokens, pad), tokens)
@@ -402,7 +415,9 @@ def _plain_stops(stopping_criteria: Any) -> tuple[Any, int] | None:
 def _rows_can_leave(cache: Any) -> bool:
     from transformers.cache_utils import DynamicCache, DynamicLayer
 
-    return type(cache) is DynamicCache and all(isinstance(layer, DynamicLayer) for layer in cache.layers)
+    return type(cache) is DynamicCache and all(
+        isinstance(layer, DynamicLayer) for layer in cache.layers
+    )
 
 
 def _next_tokens(scores: Any, current: Any, batch: int, do_sample: bool) -> Any:

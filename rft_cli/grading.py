@@ -74,21 +74,29 @@ def read_samples_file(path: str | Path) -> SamplesFile:
         lines.append(_sample_line(path, line_no, value))
     keyed = [line.row is not None for line in lines]
     if any(keyed) and not all(keyed):
-        raise DataError(f'{path}: some lines have a "row" field and some do not (give it on every line or none)')
+        raise DataError(
+            f'{path}: some lines have a "row" field and some do not (give it on every line or none)'
+        )
     notes = []
     if old:
-        notes.append(f'{path}: {len(old)} line(s) (first: line {old[0]}) are a bare JSON string, the old samples '
-                     'format; they were read as {"output_text": ...}, which is the format to write')
+        notes.append(
+            f"{path}: {len(old)} line(s) (first: line {old[0]}) are a bare JSON string, the old samples "
+            'format; they were read as {"output_text": ...}, which is the format to write'
+        )
     return SamplesFile(path, lines, notes)
 
 
 def _sample_line(path: Path, line_no: int, value: Any) -> SampleLine:
     if not isinstance(value, dict) or not isinstance(value.get("output_text"), str):
-        raise DataError(f'{path} line {line_no}: a sample must be {{"output_text": "..."}} ("row" and "model" '
-                        f'optional), e.g. {{"row": 0, "output_text": "42"}}')
+        raise DataError(
+            f'{path} line {line_no}: a sample must be {{"output_text": "..."}} ("row" and "model" '
+            f'optional), e.g. {{"row": 0, "output_text": "42"}}'
+        )
     row = value.get("row")
     if row is not None and (not isinstance(row, int) or isinstance(row, bool) or row < 0):
-        raise DataError(f'{path} line {line_no}: "row" must be a row index (0, 1, ...), got {row!r}')
+        raise DataError(
+            f'{path} line {line_no}: "row" must be a row index (0, 1, ...), got {row!r}'
+        )
     sample = {key: value[key] for key in SAMPLE_KEYS if key in value}
     model = value.get("model")
     return SampleLine(line_no, sample, row, None if model is None else str(model))
@@ -104,20 +112,28 @@ def read_items(path: str | Path) -> list[dict[str, Any]]:
     return [row for _, row in rows]
 
 
-def pair_with_rows(samples: SamplesFile, rows: list[dict], data: str | Path) -> list[tuple[int, dict[str, Any]]]:
+def pair_with_rows(
+    samples: SamplesFile, rows: list[dict], data: str | Path
+) -> list[tuple[int, dict[str, Any]]]:
     """(row index, sample) for every sample; line i answers row i unless the lines give `row`."""
     if samples.keyed:
         for line in samples.lines:
             if line.row is not None and line.row >= len(rows):
-                raise DataError(f"{samples.path} line {line.line}: row {line.row} is past the {len(rows)} rows of {data}")
+                raise DataError(
+                    f"{samples.path} line {line.line}: row {line.row} is past the {len(rows)} rows of {data}"
+                )
         return [(int(line.row or 0), line.sample) for line in samples.lines]
     if len(samples.lines) != len(rows):
-        raise DataError(f"{samples.path} has {len(samples.lines)} samples but {data} has {len(rows)} rows; "
-                        "write one sample per row, in the same order (or give each line its \"row\")")
+        raise DataError(
+            f"{samples.path} has {len(samples.lines)} samples but {data} has {len(rows)} rows; "
+            'write one sample per row, in the same order (or give each line its "row")'
+        )
     return [(index, line.sample) for index, line in enumerate(samples.lines)]
 
 
-def grade_file(grader: Any, data: str | Path, samples: str | Path, output: str | Path | None = None) -> GradeFileReport:
+def grade_file(
+    grader: Any, data: str | Path, samples: str | Path, output: str | Path | None = None
+) -> GradeFileReport:
     """Grade every sample of a samples file against its row of `data`; write per-sample results to `output`.
 
     Args:
@@ -130,7 +146,9 @@ def grade_file(grader: Any, data: str | Path, samples: str | Path, output: str |
     """
     rows, read = read_items(data), read_samples_file(samples)
     pairs = pair_with_rows(read, rows, data)
-    results = grade_answers(grader, [sample for _, sample in pairs], [rows[index] for index, _ in pairs])
+    results = grade_answers(
+        grader, [sample for _, sample in pairs], [rows[index] for index, _ in pairs]
+    )
     errors: Counter = Counter()
     for result in results:
         errors.update(result.errors)
@@ -185,7 +203,9 @@ def grade_sample(grader: Any, sample: Any, item: dict[str, Any]) -> Any:
 
 def read_sample(text: str, where: str) -> Any:
     """A sample given as text: a JSON object with `output_text` is the sample, anything else the answer."""
-    plain = text.removesuffix("\n").removesuffix("\r")  # the newline `echo` and editors add ends no answer
+    plain = text.removesuffix("\n").removesuffix(
+        "\r"
+    )  # the newline `echo` and editors add ends no answer
     try:
         value = json.loads(text)
     except (ValueError, RecursionError):
@@ -202,7 +222,9 @@ def read_sample_file(path: str | Path) -> Any:
     except OSError as exc:
         raise ConfigError(f"--sample-file {path}: cannot read it ({exc.strerror or exc})") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: the sample is not valid UTF-8 ({exc.reason}); save it as UTF-8") from None
+        raise ConfigError(
+            f"{path}: the sample is not valid UTF-8 ({exc.reason}); save it as UTF-8"
+        ) from None
     return read_sample(text, str(path))
 
 
@@ -210,11 +232,15 @@ def check_sample(value: dict[str, Any], where: str) -> dict[str, Any]:
     """A sample object has only `output_text` (a string), `output_json` and `output_tools` (a list)."""
     unknown = [key for key in value if key not in SAMPLE_KEYS]
     if unknown:
-        raise ConfigError(f"{where}: unknown sample key {unknown[0]!r}; a sample has {', '.join(SAMPLE_KEYS)}")
+        raise ConfigError(
+            f"{where}: unknown sample key {unknown[0]!r}; a sample has {', '.join(SAMPLE_KEYS)}"
+        )
     if not isinstance(value["output_text"], str):
         raise ConfigError(f'{where}: "output_text" must be a string (the model\'s answer text)')
     if "output_tools" in value and not isinstance(value["output_tools"], list):
-        raise ConfigError(f'{where}: "output_tools" must be a list of tool calls ({{"function": {{"name", "arguments"}}}})')
+        raise ConfigError(
+            f'{where}: "output_tools" must be a list of tool calls ({{"function": {{"name", "arguments"}}}})'
+        )
     return value
 
 
@@ -223,7 +249,9 @@ def parse_item(text: str | None) -> dict[str, Any]:
     try:
         item = json.loads(text) if text is not None else {}
     except (ValueError, RecursionError) as exc:
-        raise ConfigError(f"--item is not valid JSON ({exc}); pass an object such as '{{\"answer\": \"42\"}}'") from None
+        raise ConfigError(
+            f'--item is not valid JSON ({exc}); pass an object such as \'{{"answer": "42"}}\''
+        ) from None
     if not isinstance(item, dict):
-        raise ConfigError("--item must be a JSON object such as '{\"answer\": \"42\"}'")
+        raise ConfigError('--item must be a JSON object such as \'{"answer": "42"}\'')
     return item

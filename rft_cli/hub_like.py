@@ -38,7 +38,7 @@ TOOLS_CHATML_TEMPLATE = (
     "{{ '<|im_start|>system\n' }}{% if system %}{{ system + '\n\n' }}{% endif %}"
     "{{ '# Tools\n\nYou may call functions. Their signatures are within <tools></tools>:\n<tools>' }}"
     "{% for tool in tools %}{{ '\n' + (tool | tojson) }}{% endfor %}"
-    "{{ '\n</tools>\n\nTo call one, write <tool_call>{\"name\": <name>, \"arguments\": <object>}</tool_call><|im_end|>\n' }}"
+    '{{ \'\n</tools>\n\nTo call one, write <tool_call>{"name": <name>, "arguments": <object>}</tool_call><|im_end|>\n\' }}'
     "{% elif system %}{{ '<|im_start|>system\n' + system + '<|im_end|>\n' }}{% endif %}"
     "{% for message in messages %}"
     "{% if message['role'] == 'system' and loop.first %}"
@@ -67,12 +67,27 @@ HUB_GENERATION_DEFAULTS: dict[str, Any] = {
 # Qwen2 sizes (hidden, layers, heads, kv heads, mlp): "tiny" trains on two CPU cores; "qwen2.5-0.5b"
 # is Qwen2.5-0.5B's config.json except the vocabulary, which is the fixture tokenizer's.
 QWEN2_SIZES: dict[str, dict[str, int]] = {
-    "tiny": {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
-             "intermediate_size": 32},
-    "small": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-              "intermediate_size": 128},
-    "qwen2.5-0.5b": {"hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14,
-                     "num_key_value_heads": 2, "intermediate_size": 4864},
+    "tiny": {
+        "hidden_size": 16,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "intermediate_size": 32,
+    },
+    "small": {
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 128,
+    },
+    "qwen2.5-0.5b": {
+        "hidden_size": 896,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 14,
+        "num_key_value_heads": 2,
+        "intermediate_size": 4864,
+    },
 }
 
 # Enough text for a few hundred merges: chat words, digits and arithmetic as in the shipped tasks.
@@ -98,11 +113,19 @@ def build_bpe_tokenizer(vocab_size: int = 384, model_max_length: int = 2048) -> 
     core = Tokenizer(models.BPE())
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     core.train_from_iterator(_CORPUS * 4, trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN,
-                                        model_max_length=model_max_length)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        eos_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        model_max_length=model_max_length,
+    )
     tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
     tokenizer.chat_template = CHATML_TEMPLATE
     return tokenizer
@@ -120,16 +143,30 @@ def hub_generation_config(tokenizer: Any, defaults: dict[str, Any] | None = None
     )
 
 
-def build_qwen2_model(tokenizer: Any, sizes: str | dict[str, int] = "tiny", seed: int = 0,
-                      max_position_embeddings: int = 2048) -> Any:
+def build_qwen2_model(
+    tokenizer: Any,
+    sizes: str | dict[str, int] = "tiny",
+    seed: int = 0,
+    max_position_embeddings: int = 2048,
+) -> Any:
     """A randomly initialised Qwen2ForCausalLM over `tokenizer`'s vocabulary (BOS is <|endoftext|>, as Qwen's)."""
-    return random_causal_lm("qwen2", tokenizer, seed=seed, max_position_embeddings=max_position_embeddings,
-                            bos_token_id=tokenizer.pad_token_id,
-                            **(QWEN2_SIZES[sizes] if isinstance(sizes, str) else dict(sizes)))
+    return random_causal_lm(
+        "qwen2",
+        tokenizer,
+        seed=seed,
+        max_position_embeddings=max_position_embeddings,
+        bos_token_id=tokenizer.pad_token_id,
+        **(QWEN2_SIZES[sizes] if isinstance(sizes, str) else dict(sizes)),
+    )
 
 
-def save_hub_like(path: str, sizes: str | dict[str, int] = "tiny", seed: int = 0,
-                  generation_defaults: dict[str, Any] | None = None, chat_template: str | None = None) -> str:
+def save_hub_like(
+    path: str,
+    sizes: str | dict[str, int] = "tiny",
+    seed: int = 0,
+    generation_defaults: dict[str, Any] | None = None,
+    chat_template: str | None = None,
+) -> str:
     """Save a hub-like model folder (model, BPE tokenizer, generation_config.json) to `path`;
     `chat_template` replaces the plain ChatML one (TOOLS_CHATML_TEMPLATE renders tools)."""
     tokenizer = build_bpe_tokenizer()

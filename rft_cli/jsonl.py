@@ -54,7 +54,9 @@ def read_records(path: str | Path, warnings: list[str] | None = None) -> list[di
             record = parse_line(line)
         except ValueError:
             where = "the last line" if number == len(lines) else f"line {number}"
-            notes.append(f"{path} {where} is not complete JSON (a run stopped mid-write?); skipped it")
+            notes.append(
+                f"{path} {where} is not complete JSON (a run stopped mid-write?); skipped it"
+            )
             continue
         if isinstance(record, dict):
             records.append(record)

@@ -45,7 +45,9 @@ class JsonlMetricsLogger:
 
     def log(self, record: dict[str, Any]) -> None:
         """Write `record` (a flat dict with `stage` and `step`) as one line."""
-        line = json.dumps({k: _clean(v) for k, v in record.items()}, ensure_ascii=False, allow_nan=False)
+        line = json.dumps(
+            {k: _clean(v) for k, v in record.items()}, ensure_ascii=False, allow_nan=False
+        )
         try:
             if self._handle is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,7 +56,9 @@ class JsonlMetricsLogger:
             self._handle.flush()
             os.fsync(self._handle.fileno())
         except OSError as exc:
-            raise TrainingError(f"{self.path}: cannot write metrics ({exc.strerror or exc}); free disk space or fix permissions, then rerun with --resume") from None
+            raise TrainingError(
+                f"{self.path}: cannot write metrics ({exc.strerror or exc}); free disk space or fix permissions, then rerun with --resume"
+            ) from None
 
     def close(self) -> None:
         """Close the file (safe to call twice)."""
@@ -74,7 +78,9 @@ def read_metrics(path: str | Path, warnings: list[str] | None = None) -> list[di
     return read_records(path, warnings)
 
 
-def reconcile_metrics(path: str | Path, stage: str | None, step: int, keep_step: bool = True) -> int:
+def reconcile_metrics(
+    path: str | Path, stage: str | None, step: int, keep_step: bool = True
+) -> int:
     """Keep only lines at or before (stage, step); drop later and torn lines. Returns lines dropped.
 
     `stage=None` means "nothing was checkpointed": every line is dropped. `keep_step=False` also
@@ -90,7 +96,10 @@ def reconcile_metrics(path: str | Path, stage: str | None, step: int, keep_step:
     for record in read_metrics(path):
         if limit is None or position(str(record.get("stage")), int(record.get("step", 0))) > limit:
             continue
-        if not keep_step and position(str(record.get("stage")), int(record.get("step", 0))) == limit:
+        if (
+            not keep_step
+            and position(str(record.get("stage")), int(record.get("step", 0))) == limit
+        ):
             continue
         kept.append(record)
     tmp = path.with_name(path.name + ".tmp")
@@ -132,7 +141,11 @@ class _ModuleLogger:
 
     def log(self, record: dict[str, Any]) -> None:
         stage = record.get("stage", "run")
-        values = {f"{stage}/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        values = {
+            f"{stage}/{k}": v
+            for k, v in record.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
         self.module.log(values)
 
     def close(self) -> None:

@@ -119,12 +119,19 @@ def alarm_settings(run: Path, warnings: list[str]) -> Any:
         section = data.get("alarms") if isinstance(data, dict) else None
         return AlarmSettings.model_validate(section or {})
     except (RftError, ValueError) as exc:
-        warnings.append(f"{path}: its alarms section is unreadable ({str(exc).splitlines()[0]}); used the defaults")
+        warnings.append(
+            f"{path}: its alarms section is unreadable ({str(exc).splitlines()[0]}); used the defaults"
+        )
         return AlarmSettings()
 
 
-def samples_report(run_dir: str | Path, step: int | None = None, row: int | None = None,
-                   stage: str = "rl", top: int = 5) -> dict[str, Any]:
+def samples_report(
+    run_dir: str | Path,
+    step: int | None = None,
+    row: int | None = None,
+    stage: str = "rl",
+    top: int = 5,
+) -> dict[str, Any]:
     """What `rft report --samples` shows: one step's best, worst and most common answers, or with
     `row`, one validation question's greedy answer at each kept evaluation."""
     run = Path(run_dir)
@@ -133,8 +140,10 @@ def samples_report(run_dir: str | Path, step: int | None = None, row: int | None
     if row is not None:
         answers = follow_row(run, row)
         if not answers:
-            raise ConfigError(f"--row {row}: no evaluation kept an answer for validation row {row} in {run / 'samples'} "
-                             "(samples.eval_rows limits how many rows are kept)")
+            raise ConfigError(
+                f"--row {row}: no evaluation kept an answer for validation row {row} in {run / 'samples'} "
+                "(samples.eval_rows limits how many rows are kept)"
+            )
         return {"run": str(run), "row": row, "answers": answers}
     return {"run": str(run), **step_samples(run, step, stage, top)}
 
@@ -323,7 +332,9 @@ def _eval_table_html(reports: list[Any], metrics: dict[str, list[float]]) -> str
     rows = []
     for i, r in enumerate(reports):
         cells = "".join(f"<td>{values[i]:.4f}</td>" for values in metrics.values())
-        rows.append(f"<tr><td>{html.escape(r.model)}</td><td>{r.rows}</td><td>{r.samples}</td>{cells}</tr>")
+        rows.append(
+            f"<tr><td>{html.escape(r.model)}</td><td>{r.rows}</td><td>{r.samples}</td>{cells}</tr>"
+        )
     return f"<table><tr><th>model</th><th>rows</th><th>k</th>{head}</tr>{''.join(rows)}</table>"
 
 

@@ -53,7 +53,9 @@ class SampleWriter:
         self.settings = settings
         self.problem: str | None = None  # the first write error, reported once
         self._reported = False
-        self._sizes: dict[Path, int] | None = None  # the folder's files and sizes, read from disk once
+        self._sizes: dict[Path, int] | None = (
+            None  # the folder's files and sizes, read from disk once
+        )
 
     def wants(self, stage: str, step: int, last_step: int | None = None) -> bool:
         """Whether this step's answers are kept (the first and last RL step always are)."""
@@ -64,7 +66,9 @@ class SampleWriter:
             return s.eval_rows > 0
         return step == 1 or step == last_step or step % s.interval == 0
 
-    def write(self, stage: str, step: int, lines: list[dict[str, Any]], after: str | None = None) -> None:
+    def write(
+        self, stage: str, step: int, lines: list[dict[str, Any]], after: str | None = None
+    ) -> None:
         """Write one step's file atomically (replacing an earlier copy of the same step)."""
         if not lines or self.problem is not None:
             return
@@ -75,9 +79,20 @@ class SampleWriter:
             self.folder.mkdir(parents=True, exist_ok=True)
             with tmp.open("w", encoding="utf-8") as handle:
                 for line in lines:
-                    line = {"stage": stage, "step": step, **({"after": after} if after else {}), **line}
-                    line["prompt"], line["output_text"] = _cut(line.get("prompt"), limit), _cut(line.get("output_text"), limit)
-                    handle.write(json.dumps({k: _finite(v) for k, v in line.items()}, ensure_ascii=False) + "\n")
+                    line = {
+                        "stage": stage,
+                        "step": step,
+                        **({"after": after} if after else {}),
+                        **line,
+                    }
+                    line["prompt"], line["output_text"] = (
+                        _cut(line.get("prompt"), limit),
+                        _cut(line.get("output_text"), limit),
+                    )
+                    handle.write(
+                        json.dumps({k: _finite(v) for k, v in line.items()}, ensure_ascii=False)
+                        + "\n"
+                    )
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
@@ -85,7 +100,9 @@ class SampleWriter:
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
-            self.problem = f"{self.folder}: stopped keeping samples ({exc.strerror or exc}); training goes on"
+            self.problem = (
+                f"{self.folder}: stopped keeping samples ({exc.strerror or exc}); training goes on"
+            )
 
     def take_problem(self) -> str | None:
         """The write error, the first time it is asked for (it goes on one metrics line)."""
@@ -117,7 +134,9 @@ class SampleWriter:
         return max(per - per % group, min(group, n)) if group > 1 else per
 
 
-def reconcile_samples(run_dir: str | Path, stage: str | None, step: int, keep_step: bool = True) -> int:
+def reconcile_samples(
+    run_dir: str | Path, stage: str | None, step: int, keep_step: bool = True
+) -> int:
     """Delete sample files written after the checkpoint a resumed run continues from.
 
     Mirrors `reconcile_metrics`: `stage=None` drops every file; RL files (and RL evaluations)
@@ -136,8 +155,11 @@ def reconcile_samples(run_dir: str | Path, stage: str | None, step: int, keep_st
             continue
         kind, n = match.group(1), int(match.group(2))
         rl_file = kind in ("rl", "eval-rl")
-        late = (stage is None or (stage == "sft" and (rl_file or n > step or (n == step and not keep_step)))
-                or (stage == "rl" and rl_file and n > step))
+        late = (
+            stage is None
+            or (stage == "sft" and (rl_file or n > step or (n == step and not keep_step)))
+            or (stage == "rl" and rl_file and n > step)
+        )
         if late:
             path.unlink(missing_ok=True)
             dropped += 1
@@ -148,8 +170,11 @@ def reconcile_samples(run_dir: str | Path, stage: str | None, step: int, keep_st
 
 
 def result_fields(result: Any) -> dict[str, Any]:
-    return {"reward": float(result.reward), "sub_rewards": dict(result.sub_rewards),
-            "errors": {k: v for k, v in result.errors.items() if v}}
+    return {
+        "reward": float(result.reward),
+        "sub_rewards": dict(result.sub_rewards),
+        "errors": {k: v for k, v in result.errors.items() if v},
+    }
 
 
 def text_of(completion: Any) -> str:
@@ -162,33 +187,54 @@ def text_of(completion: Any) -> str:
 def render_prompt(tokenizer: Any, messages: list[dict], tools: list[dict] | None = None) -> str:
     """The prompt as the model saw it (chat template with the row's tools, generation prompt added)."""
     with_tools = {"tools": tools} if tools else {}
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **with_tools)
+    return tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=False, **with_tools
+    )
 
 
-def rollout_lines(tokenizer: Any, rows: list[int], rollout: Any, results: list[Any], count: int,
-                  kl: Any = None) -> list[dict[str, Any]]:
+def rollout_lines(
+    tokenizer: Any, rows: list[int], rollout: Any, results: list[Any], count: int, kl: Any = None
+) -> list[dict[str, Any]]:
     """Lines for the first `count` answers of a sampled batch (`rows[i]` indexes the training file)."""
     lengths = rollout.response_mask.sum(dim=1).tolist()
     out = []
     for i in range(min(count, len(results))):
         prompt_ids = rollout.prompt_ids[i][rollout.prompt_mask[i].bool()]
-        line = {"row": rows[i], "prompt": tokenizer.decode(prompt_ids, skip_special_tokens=False),
-                "output_text": rollout.texts[i], **result_fields(results[i]), "num_tokens": int(lengths[i]),
-                "truncated": bool(rollout.truncated[i])}
+        line = {
+            "row": rows[i],
+            "prompt": tokenizer.decode(prompt_ids, skip_special_tokens=False),
+            "output_text": rollout.texts[i],
+            **result_fields(results[i]),
+            "num_tokens": int(lengths[i]),
+            "truncated": bool(rollout.truncated[i]),
+        }
         if kl is not None:
             line["kl"] = float(kl[i])
         out.append(line)
     return out
 
 
-def eval_lines(tokenizer: Any, prompts: list[list[dict]], completions: list[Any], results: list[Any],
-               count: int, tools: list[Any] | None = None) -> list[dict[str, Any]]:
+def eval_lines(
+    tokenizer: Any,
+    prompts: list[list[dict]],
+    completions: list[Any],
+    results: list[Any],
+    count: int,
+    tools: list[Any] | None = None,
+) -> list[dict[str, Any]]:
     """Lines for the first `count` greedy evaluation answers (row i is line i of the validation file)."""
     tools = tools or [None] * len(prompts)
-    return [{"row": i, "prompt": render_prompt(tokenizer, prompts[i], tools[i]), "output_text": completions[i].text,
-             **result_fields(results[i]), "num_tokens": completions[i].num_tokens,
-             "truncated": completions[i].truncated}
-            for i in range(min(count, len(results)))]
+    return [
+        {
+            "row": i,
+            "prompt": render_prompt(tokenizer, prompts[i], tools[i]),
+            "output_text": completions[i].text,
+            **result_fields(results[i]),
+            "num_tokens": completions[i].num_tokens,
+            "truncated": completions[i].truncated,
+        }
+        for i in range(min(count, len(results)))
+    ]
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -214,7 +260,9 @@ def list_sample_files(run_dir: str | Path) -> list[SampleFile]:
         if match:
             found.append(SampleFile(match.group(1), int(match.group(2)), path))
     phase, rank = {"eval-sft": 0, "rl": 1, "eval-rl": 1}, {"rl": 0, "eval-rl": 1, "eval-sft": 1}
-    return sorted(found, key=lambda f: (phase[f.kind], f.step, rank[f.kind]))  # a step's answers, then its evaluation
+    return sorted(
+        found, key=lambda f: (phase[f.kind], f.step, rank[f.kind])
+    )  # a step's answers, then its evaluation
 
 
 def read_samples(path: str | Path) -> list[dict[str, Any]]:
@@ -228,27 +276,48 @@ def _answer_rows(lines: list[dict[str, Any]], top: int) -> dict[str, list[dict[s
     counts = Counter((line.get("output_text") or "").strip() for line in lines)
     common = []
     for text, count in counts.most_common(top):
-        rewards = [line["reward"] for line in scored if (line.get("output_text") or "").strip() == text]
-        common.append({"output_text": text, "count": count,
-                       "reward": sum(rewards) / len(rewards) if rewards else None})
+        rewards = [
+            line["reward"] for line in scored if (line.get("output_text") or "").strip() == text
+        ]
+        common.append(
+            {
+                "output_text": text,
+                "count": count,
+                "reward": sum(rewards) / len(rewards) if rewards else None,
+            }
+        )
     return {"best": ranked[::-1][:top], "worst": ranked[:top], "most_common": common}
 
 
-def step_samples(run_dir: str | Path, step: int | None = None, stage: str = "rl", top: int = 5) -> dict[str, Any]:
+def step_samples(
+    run_dir: str | Path, step: int | None = None, stage: str = "rl", top: int = 5
+) -> dict[str, Any]:
     """Best, worst and most common answers of one kept step (default: the last one)."""
     kinds = ("rl",) if stage == "rl" else ("eval-sft", "eval-rl")
     files = [f for f in list_sample_files(run_dir) if f.kind in kinds]
     if not files:
-        raise ConfigError(f"{Path(run_dir) / SAMPLES_DIR}: no {stage} samples kept (runs before samples existed, "
-                         "or samples.enabled: false)")
-    chosen = files[-1] if step is None else next((f for f in reversed(files) if f.step == step), None)
+        raise ConfigError(
+            f"{Path(run_dir) / SAMPLES_DIR}: no {stage} samples kept (runs before samples existed, "
+            "or samples.enabled: false)"
+        )
+    chosen = (
+        files[-1] if step is None else next((f for f in reversed(files) if f.step == step), None)
+    )
     if chosen is None:
         kept = ", ".join(str(f.step) for f in files[-10:])
-        raise ConfigError(f"--step {step}: no {stage} samples kept for that step (kept steps end with {kept})")
+        raise ConfigError(
+            f"--step {step}: no {stage} samples kept for that step (kept steps end with {kept})"
+        )
     lines = read_samples(chosen.path)
     rewards = [line["reward"] for line in lines if isinstance(line.get("reward"), (int, float))]
-    return {"stage": stage, "step": chosen.step, "file": str(chosen.path), "answers": len(lines),
-            "reward_mean": sum(rewards) / len(rewards) if rewards else None, **_answer_rows(lines, top)}
+    return {
+        "stage": stage,
+        "step": chosen.step,
+        "file": str(chosen.path),
+        "answers": len(lines),
+        "reward_mean": sum(rewards) / len(rewards) if rewards else None,
+        **_answer_rows(lines, top),
+    }
 
 
 def follow_row(run_dir: str | Path, row: int) -> list[dict[str, Any]]:

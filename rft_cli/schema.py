@@ -30,14 +30,25 @@ def grader_schema() -> dict[str, Any]:
     schema = TypeAdapter(union).json_schema(ref_template="#/$defs/{model}")
     defs = schema.pop("$defs", {})
     defs["Grader"] = schema
-    multi = next((d for d in defs.values() if d.get("properties", {}).get("type", {}).get("const") == "multi"), None)
+    multi = next(
+        (
+            d
+            for d in defs.values()
+            if d.get("properties", {}).get("type", {}).get("const") == "multi"
+        ),
+        None,
+    )
     if multi is not None:
         # MultiSpec keeps its sub-graders as plain mappings (each is built, and checked, on its own);
         # for an editor they are graders like any other.
         multi["properties"]["graders"]["additionalProperties"] = {"$ref": "#/$defs/Grader"}
-    return {"$schema": SCHEMA_DIALECT, "title": "rft grader file",
-            "description": "One grader: OpenAI's grader JSON (as YAML or JSON) plus rft's own types, chosen by `type`.",
-            "$ref": "#/$defs/Grader", "$defs": defs}
+    return {
+        "$schema": SCHEMA_DIALECT,
+        "title": "rft grader file",
+        "description": "One grader: OpenAI's grader JSON (as YAML or JSON) plus rft's own types, chosen by `type`.",
+        "$ref": "#/$defs/Grader",
+        "$defs": defs,
+    }
 
 
 def run_config_schema() -> dict[str, Any]:
@@ -48,11 +59,19 @@ def run_config_schema() -> dict[str, Any]:
     described = schema["properties"]["grader"].get("description", "")
     schema["properties"]["grader"] = {
         "description": described,
-        "anyOf": [{"type": "string", "description": "A grader file (YAML or JSON), relative to the recipe."},
-                  {"$ref": "#/$defs/Grader"}],
+        "anyOf": [
+            {
+                "type": "string",
+                "description": "A grader file (YAML or JSON), relative to the recipe.",
+            },
+            {"$ref": "#/$defs/Grader"},
+        ],
     }
     schema["properties"]["model"] = {
         "description": schema["properties"]["model"].get("description", ""),
-        "anyOf": [{"type": "string", "description": "Short for model.name."}, {"$ref": "#/$defs/ModelSettings"}],
+        "anyOf": [
+            {"type": "string", "description": "Short for model.name."},
+            {"$ref": "#/$defs/ModelSettings"},
+        ],
     }
     return {"$schema": SCHEMA_DIALECT, **schema, "title": "rft run config"}

@@ -10,7 +10,16 @@ from __future__ import annotations
 import string
 from typing import Any
 
-SPECIAL_TOKENS = ["<|pad|>", "<|unk|>", "<|bos|>", "<|end|>", "<|system|>", "<|developer|>", "<|user|>", "<|assistant|>"]
+SPECIAL_TOKENS = [
+    "<|pad|>",
+    "<|unk|>",
+    "<|bos|>",
+    "<|end|>",
+    "<|system|>",
+    "<|developer|>",
+    "<|user|>",
+    "<|assistant|>",
+]
 
 # Each turn is "<|role|>content<|end|>"; generation stops at <|end|> (the EOS token). The
 # {% generation %} markers let TRL compute an assistant-only loss on conversational data.
@@ -27,9 +36,24 @@ CHAT_TEMPLATE = (
 
 # Architectures small enough to train on two CPU cores. Sizes are (hidden, layers, heads, mlp).
 TINY_ARCHITECTURES: dict[str, dict[str, int]] = {
-    "llama-test": {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 32},
-    "llama-1m": {"hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 384},
-    "llama-4m": {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 8, "intermediate_size": 768},
+    "llama-test": {
+        "hidden_size": 16,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 32,
+    },
+    "llama-1m": {
+        "hidden_size": 128,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "intermediate_size": 384,
+    },
+    "llama-4m": {
+        "hidden_size": 256,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 8,
+        "intermediate_size": 768,
+    },
 }
 
 
@@ -58,17 +82,29 @@ def build_char_tokenizer(model_max_length: int = 1024) -> Any:
     return tokenizer
 
 
-def random_causal_lm(model_type: str, tokenizer: Any, *, seed: int = 0, max_position_embeddings: int = 1024,
-                     bos_token_id: int | None = None, **config: Any) -> Any:
+def random_causal_lm(
+    model_type: str,
+    tokenizer: Any,
+    *,
+    seed: int = 0,
+    max_position_embeddings: int = 1024,
+    bos_token_id: int | None = None,
+    **config: Any,
+) -> Any:
     """A randomly initialised causal LM of `model_type` over `tokenizer`'s vocabulary, tied
     embeddings, its config's token ids the tokenizer's (`bos_token_id` defaults to the tokenizer's)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.for_model(
-        model_type, vocab_size=len(tokenizer), max_position_embeddings=max_position_embeddings,
+        model_type,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=max_position_embeddings,
         bos_token_id=tokenizer.bos_token_id if bos_token_id is None else bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True, **config,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+        **config,
     )
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config)
@@ -80,40 +116,75 @@ def _with_generation_ids(model: Any, tokenizer: Any) -> Any:
     return model
 
 
-def build_tiny_model(tokenizer: Any, architecture: str | dict[str, int] = "llama-test", seed: int = 0,
-                     max_position_embeddings: int = 1024) -> Any:
+def build_tiny_model(
+    tokenizer: Any,
+    architecture: str | dict[str, int] = "llama-test",
+    seed: int = 0,
+    max_position_embeddings: int = 1024,
+) -> Any:
     """A randomly initialised LlamaForCausalLM sized by `architecture` (a name or a dict)."""
-    sizes = TINY_ARCHITECTURES[architecture] if isinstance(architecture, str) else dict(architecture)
-    model = random_causal_lm("llama", tokenizer, seed=seed, max_position_embeddings=max_position_embeddings, **sizes)
+    sizes = (
+        TINY_ARCHITECTURES[architecture] if isinstance(architecture, str) else dict(architecture)
+    )
+    model = random_causal_lm(
+        "llama", tokenizer, seed=seed, max_position_embeddings=max_position_embeddings, **sizes
+    )
     return _with_generation_ids(model, tokenizer)
 
 
 # One tiny model per family users fine-tune (transformers `model_type` -> config overrides), each
 # with the quirk that sets it apart from Llama switched on, so a code path that skips the model's
 # own head or its multipliers shows up as a nonzero KL between identical policy and reference.
-_FAMILY_SIZES = {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
-                 "intermediate_size": 32}
+_FAMILY_SIZES = {
+    "hidden_size": 16,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "intermediate_size": 32,
+}
 TINY_FAMILIES: dict[str, dict[str, Any]] = {
     "llama": {},
     "qwen2": {"use_sliding_window": True, "sliding_window": 8, "max_window_layers": 1},
     "qwen3": {"head_dim": 8},
     "mistral": {"sliding_window": 8, "head_dim": 8},
-    "gemma2": {"head_dim": 8, "final_logit_softcapping": 0.5, "attn_logit_softcapping": 5.0, "sliding_window": 8,
-               "query_pre_attn_scalar": 8},
-    "gemma3_text": {"head_dim": 8, "final_logit_softcapping": 0.5, "sliding_window": 8, "query_pre_attn_scalar": 8,
-                    "layer_types": ["sliding_attention", "full_attention"]},
+    "gemma2": {
+        "head_dim": 8,
+        "final_logit_softcapping": 0.5,
+        "attn_logit_softcapping": 5.0,
+        "sliding_window": 8,
+        "query_pre_attn_scalar": 8,
+    },
+    "gemma3_text": {
+        "head_dim": 8,
+        "final_logit_softcapping": 0.5,
+        "sliding_window": 8,
+        "query_pre_attn_scalar": 8,
+        "layer_types": ["sliding_attention", "full_attention"],
+    },
     "phi3": {"sliding_window": 8},
-    "granite": {"logits_scaling": 0.25, "embedding_multiplier": 4.0, "residual_multiplier": 0.5,
-                "attention_multiplier": 0.3},
+    "granite": {
+        "logits_scaling": 0.25,
+        "embedding_multiplier": 4.0,
+        "residual_multiplier": 0.5,
+        "attention_multiplier": 0.3,
+    },
     "olmo2": {},
     "cohere": {"logit_scale": 4.0, "use_qk_norm": False},
 }
 
 
-def build_tiny_family_model(tokenizer: Any, family: str, seed: int = 0, max_position_embeddings: int = 1024) -> Any:
+def build_tiny_family_model(
+    tokenizer: Any, family: str, seed: int = 0, max_position_embeddings: int = 1024
+) -> Any:
     """A randomly initialised 2-layer causal LM of `family` (a key of TINY_FAMILIES), tied embeddings."""
-    model = random_causal_lm(family, tokenizer, seed=seed, max_position_embeddings=max_position_embeddings,
-                             **_FAMILY_SIZES, **TINY_FAMILIES[family])
+    model = random_causal_lm(
+        family,
+        tokenizer,
+        seed=seed,
+        max_position_embeddings=max_position_embeddings,
+        **_FAMILY_SIZES,
+        **TINY_FAMILIES[family],
+    )
     return _with_generation_ids(model, tokenizer)
 
 

@@ -41,8 +41,16 @@ from rft_cli.errors import ConfigError
 TOOL_CALL_PARSE_ERROR = "tool_call_parse_error"
 _HERMES = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
 _PROBE_NAME = "rft_probe_tool"
-_PROBE_TOOLS = [{"type": "function", "function": {"name": _PROBE_NAME, "description": "probe",
-                                                  "parameters": {"type": "object", "properties": {}}}}]
+_PROBE_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": _PROBE_NAME,
+            "description": "probe",
+            "parameters": {"type": "object", "properties": {}},
+        },
+    }
+]
 _renders_tools_cache: dict[str, bool] = {}
 
 
@@ -55,9 +63,11 @@ def template_tools(tokenizer: Any, tools: list[dict] | None) -> list[dict] | Non
     if template not in _renders_tools_cache:
         _renders_tools_cache[template] = _PROBE_NAME in _render_probe(tokenizer)
     if not _renders_tools_cache[template]:
-        raise ConfigError("the rows have \"tools\" but the model's chat template ignores them, so the model would never "
-                          "see the tool definitions; use a model (or, in a recipe, a model.tokenizer) whose chat template "
-                          "renders tools, such as Qwen2.5-Instruct or Llama 3.1 Instruct")
+        raise ConfigError(
+            'the rows have "tools" but the model\'s chat template ignores them, so the model would never '
+            "see the tool definitions; use a model (or, in a recipe, a model.tokenizer) whose chat template "
+            "renders tools, such as Qwen2.5-Instruct or Llama 3.1 Instruct"
+        )
     return tools
 
 
@@ -66,11 +76,17 @@ def _render_probe(tokenizer: Any) -> str:
     from jinja2 import TemplateError
 
     try:
-        return tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tools=_PROBE_TOOLS,
-                                             add_generation_prompt=True, tokenize=False)
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": "hi"}],
+            tools=_PROBE_TOOLS,
+            add_generation_prompt=True,
+            tokenize=False,
+        )
     except (TemplateError, ValueError, TypeError, KeyError) as exc:
-        raise ConfigError(f"the model's chat template fails on a tool definition ({str(exc)[:200]}); the rows have "
-                          "\"tools\", so use a model (or, in a recipe, a model.tokenizer) whose chat template renders tools") from None
+        raise ConfigError(
+            f"the model's chat template fails on a tool definition ({str(exc)[:200]}); the rows have "
+            '"tools", so use a model (or, in a recipe, a model.tokenizer) whose chat template renders tools'
+        ) from None
 
 
 @dataclass
@@ -146,7 +162,11 @@ def _parse_hermes(text: str) -> ParsedOutput:
             value = json.loads(body)
         except (ValueError, RecursionError):
             value = None
-        call = _call(value.get("name"), value.get("arguments", value.get("parameters"))) if isinstance(value, dict) else None
+        call = (
+            _call(value.get("name"), value.get("arguments", value.get("parameters")))
+            if isinstance(value, dict)
+            else None
+        )
         if call is None:
             parsed.errors += 1
             parsed.detail = f"unreadable tool call: {body.strip()[:200]}"
@@ -172,7 +192,10 @@ def _parse_json_calls(text: str) -> ParsedOutput:
     except (ValueError, RecursionError):
         return ParsedOutput(text=text)  # JSON-like prose
     objects = value if isinstance(value, list) and value else [value]
-    if not all(isinstance(v, dict) and "name" in v and ("parameters" in v or "arguments" in v) for v in objects):
+    if not all(
+        isinstance(v, dict) and "name" in v and ("parameters" in v or "arguments" in v)
+        for v in objects
+    ):
         return ParsedOutput(text=text)
     parsed = ParsedOutput(text="")
     for obj in objects:
@@ -191,7 +214,11 @@ def _parse_with_template(text: str, template: dict, tools: list[dict] | None) ->
     try:
         message = parse_response(text, template, prefix="", tools=tools)
     except (ValueError, TypeError, KeyError) as exc:
-        return ParsedOutput(text=text, errors=1, detail=f"the tokenizer's response parser failed: {str(exc).splitlines()[0]}")
+        return ParsedOutput(
+            text=text,
+            errors=1,
+            detail=f"the tokenizer's response parser failed: {str(exc).splitlines()[0]}",
+        )
     return _from_message(message if isinstance(message, dict) else {"content": text})
 
 
@@ -201,7 +228,11 @@ def _from_message(message: dict) -> ParsedOutput:
     parsed = ParsedOutput(text=content if isinstance(content, str) else "")
     for raw in message.get("tool_calls") or []:
         function = raw.get("function") if isinstance(raw, dict) else None
-        call = _call(function.get("name"), function.get("arguments")) if isinstance(function, dict) else None
+        call = (
+            _call(function.get("name"), function.get("arguments"))
+            if isinstance(function, dict)
+            else None
+        )
         if call is None:
             parsed.errors += 1
             parsed.detail = f"unreadable tool call: {str(raw)[:200]}"
@@ -217,19 +248,30 @@ def completion_text(completion: Any) -> str:
     if isinstance(completion, dict):
         return message_text(completion.get("content")) or ""
     if isinstance(completion, (list, tuple)):
-        messages = [m for m in completion if isinstance(m, dict) and m.get("role", "assistant") == "assistant"]
+        messages = [
+            m
+            for m in completion
+            if isinstance(m, dict) and m.get("role", "assistant") == "assistant"
+        ]
         return "".join(message_text(m.get("content")) or "" for m in messages)
     return str(completion)
 
 
 def _tool_message(answer: Any) -> dict | None:
     """The assistant message of a TRL completion whose tool calls TRL already parsed, else None."""
-    if isinstance(answer, (list, tuple)) and answer and isinstance(answer[-1], dict) and answer[-1].get("tool_calls"):
+    if (
+        isinstance(answer, (list, tuple))
+        and answer
+        and isinstance(answer[-1], dict)
+        and answer[-1].get("tool_calls")
+    ):
         return answer[-1]
     return None
 
 
-def grader_sample(answer: Any, item: dict[str, Any], parser: OutputParser | None = None) -> tuple[dict[str, Any], ParsedOutput | None]:
+def grader_sample(
+    answer: Any, item: dict[str, Any], parser: OutputParser | None = None
+) -> tuple[dict[str, Any], ParsedOutput | None]:
     """The grader's `sample` for one answer (text, or a TRL completion) to the row `item`, and the
     tool-call reading (None for a row without tools)."""
     tools = item.get("tools") if isinstance(item, dict) else None
@@ -248,14 +290,23 @@ def grader_sample(answer: Any, item: dict[str, Any], parser: OutputParser | None
     return {"output_text": parsed.text, "output_tools": parsed.tool_calls}, parsed
 
 
-def grade_answers(grader: Any, answers: Sequence[Any], items: Sequence[dict[str, Any]],
-                  parser: OutputParser | None = None) -> list[Any]:
+def grade_answers(
+    grader: Any,
+    answers: Sequence[Any],
+    items: Sequence[dict[str, Any]],
+    parser: OutputParser | None = None,
+) -> list[Any]:
     """Grade answers with their rows' tool calls read into `sample.output_tools`; a call that could
     not be read adds `tool_call_parse_error` to that grade's errors (a counted error, not a crash)."""
-    built = [grader_sample(answer, item, parser) for answer, item in zip(answers, items, strict=True)]
+    built = [
+        grader_sample(answer, item, parser) for answer, item in zip(answers, items, strict=True)
+    ]
     results = grader.grade_batch([sample for sample, _ in built], list(items))
     for result, (_, parsed) in zip(results, built, strict=True):
         if parsed is not None and parsed.errors:
-            result.errors = {**result.errors, TOOL_CALL_PARSE_ERROR: result.errors.get(TOOL_CALL_PARSE_ERROR, 0) + parsed.errors}
+            result.errors = {
+                **result.errors,
+                TOOL_CALL_PARSE_ERROR: result.errors.get(TOOL_CALL_PARSE_ERROR, 0) + parsed.errors,
+            }
             result.details = {**result.details, TOOL_CALL_PARSE_ERROR: parsed.detail}
     return results

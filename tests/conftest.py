@@ -42,7 +42,9 @@ def family_dir(tmp_path_factory):
 
     def get(family: str) -> str:
         if family not in made:
-            made[family] = save_tiny_family(str(tmp_path_factory.mktemp(family) / "model"), family, seed=0)
+            made[family] = save_tiny_family(
+                str(tmp_path_factory.mktemp(family) / "model"), family, seed=0
+            )
         return made[family]
 
     return get

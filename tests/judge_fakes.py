@@ -39,9 +39,13 @@ def _handler(fake: FakeJudge) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802  (http.server's naming)
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            fake.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+            fake.requests.append(
+                {"path": self.path, "auth": self.headers.get("Authorization"), "body": body}
+            )
             status, content = fake.respond(body)
-            payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
+            payload = json.dumps(
+                {"choices": [{"message": {"role": "assistant", "content": content}}]}
+            ).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
@@ -59,7 +63,9 @@ def fake_judge() -> Iterator[FakeJudge]:
     """Serve a FakeJudge; its `url` is the base URL (…/v1) to put in `base_url` or OPENAI_BASE_URL."""
     fake = FakeJudge()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     fake.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
     try:

@@ -36,11 +36,17 @@ def healthy(steps: int = 100, seed: int = 0) -> list[dict]:
     for step in range(1, steps + 1):
         progress = step / steps
         reward = min(0.3 + 0.65 * progress + rng.uniform(-0.08, 0.08), 1.0)
-        record = {"stage": "rl", "step": step, "train_reward_mean": reward,
-                  "train_reward_std": 0.0 if rng.random() < 0.1 else 0.2 + rng.uniform(0, 0.2),
-                  "kl": 0.7 * step / 10 * (1 + rng.uniform(-0.3, 0.3)), "entropy": 0.1 - 0.05 * progress,
-                  "response_length_mean": 30 + 13 * progress + rng.uniform(-2, 2),
-                  "truncated_share": 0.016 if rng.random() < 0.2 else 0.0, "grader_error_share": 0.0}
+        record = {
+            "stage": "rl",
+            "step": step,
+            "train_reward_mean": reward,
+            "train_reward_std": 0.0 if rng.random() < 0.1 else 0.2 + rng.uniform(0, 0.2),
+            "kl": 0.7 * step / 10 * (1 + rng.uniform(-0.3, 0.3)),
+            "entropy": 0.1 - 0.05 * progress,
+            "response_length_mean": 30 + 13 * progress + rng.uniform(-2, 2),
+            "truncated_share": 0.016 if rng.random() < 0.2 else 0.0,
+            "grader_error_share": 0.0,
+        }
         if step in valid:
             record["valid_reward_mean"] = valid[step]
         records.append(record)
@@ -69,7 +75,9 @@ def test_reward_hacking_fires_when_validation_falls_while_training_rises():
     for r in records:
         r["train_reward_mean"] = 0.3 + 0.6 * r["step"] / 100
     valid = {25: 0.6, 50: 0.7, 75: 0.52, 100: 0.4}
-    records = [{**r, "valid_reward_mean": valid[r["step"]]} if r["step"] in valid else r for r in records]
+    records = [
+        {**r, "valid_reward_mean": valid[r["step"]]} if r["step"] in valid else r for r in records
+    ]
     alarms = scan_metrics(records, AlarmSettings())
     assert [(a.name, a.step) for a in alarms] == [("reward_hacking", 75)]
     assert "fell 0.180 since step 50" in alarms[0].message
@@ -80,7 +88,9 @@ def test_reward_hacking_stays_quiet_when_training_reward_falls_too():
     for r in records:
         r["train_reward_mean"] = 0.9 - 0.5 * r["step"] / 100
     valid = {25: 0.6, 50: 0.7, 75: 0.5, 100: 0.3}
-    records = [{**r, "valid_reward_mean": valid[r["step"]]} if r["step"] in valid else r for r in records]
+    records = [
+        {**r, "valid_reward_mean": valid[r["step"]]} if r["step"] in valid else r for r in records
+    ]
     assert "reward_hacking" not in names(records)  # the run is getting worse, not hacking
 
 
@@ -90,18 +100,28 @@ def test_length_growth_fires_past_the_multiple_of_the_start():
     first = next(a for a in alarms if a.name == "length_growth")
     # window 5: start = mean(32..40) = 36; fires once the last five average 2.5 x 36 = 90 (steps 28-32)
     assert first.step == 32
-    assert names(with_values(healthy(), "response_length_mean", lambda step: 30 + 2 * step), length_multiple=10) == []
+    assert (
+        names(
+            with_values(healthy(), "response_length_mean", lambda step: 30 + 2 * step),
+            length_multiple=10,
+        )
+        == []
+    )
 
 
 def test_truncation_rise_fires_and_stays_quiet():
     rising = with_values(healthy(), "truncated_share", lambda step: min(step / 50, 1.0))
     assert "truncation_rise" in names(rising)
-    flat_high = with_values(healthy(), "truncated_share", lambda step: 0.9)  # truncated from the start: not a rise
+    flat_high = with_values(
+        healthy(), "truncated_share", lambda step: 0.9
+    )  # truncated from the start: not a rise
     assert "truncation_rise" not in names(flat_high)
 
 
 def test_no_signal_needs_that_many_steps_in_a_row():
-    records = with_values(healthy(), "train_reward_std", lambda step: 0.0 if 40 <= step < 49 else 0.3)
+    records = with_values(
+        healthy(), "train_reward_std", lambda step: 0.0 if 40 <= step < 49 else 0.3
+    )
     assert "no_signal" not in names(records)  # 9 steps in a row, the default asks for 10
     records = with_values(healthy(), "train_reward_std", lambda step: 0.0 if step >= 40 else 0.3)
     assert [(a.name, a.step) for a in scan_metrics(records, AlarmSettings())] == [("no_signal", 49)]
@@ -123,7 +143,9 @@ def test_kl_high_fires_above_the_bound():
 def test_grader_errors_fire_when_the_share_rises():
     records = with_values(healthy(), "grader_error_share", lambda step: 0.0 if step < 50 else 0.2)
     # the last five steps average 0.2 * k / 5 at step 49 + k: 0.12 >= 0.1 at step 52
-    assert [(a.name, a.step) for a in scan_metrics(records, AlarmSettings())] == [("grader_errors", 52)]
+    assert [(a.name, a.step) for a in scan_metrics(records, AlarmSettings())] == [
+        ("grader_errors", 52)
+    ]
     steady = with_values(healthy(), "grader_error_share", lambda step: 0.02)
     assert "grader_errors" not in names(steady)
 
@@ -132,7 +154,9 @@ def test_an_alarm_is_raised_once_and_only_for_rl_lines():
     monitor = AlarmMonitor(AlarmSettings(no_signal_steps=2))
     sft = {"stage": "sft", "step": 1, "train_reward_std": 0.0}
     assert monitor.check(sft) == [] and monitor.check(sft) == []
-    raised = [monitor.check({"stage": "rl", "step": s, "train_reward_std": 0.0}) for s in range(1, 6)]
+    raised = [
+        monitor.check({"stage": "rl", "step": s, "train_reward_std": 0.0}) for s in range(1, 6)
+    ]
     assert [[a.name for a in r] for r in raised] == [[], ["no_signal"], [], [], []]
 
 
@@ -144,16 +168,25 @@ def test_disabled_and_enabled_switch_detectors_off():
 
 def test_unknown_alarm_names_in_the_config_are_refused(tmp_path):
     (tmp_path / "x.jsonl").write_text('{"prompt": "1+1=", "completion": "2"}\n')
-    base = {"model": {"tiny": "llama-test"}, "data": {"train": str(tmp_path / "x.jsonl")}, "grader": {"type": "string_check"}}
+    base = {
+        "model": {"tiny": "llama-test"},
+        "data": {"train": str(tmp_path / "x.jsonl")},
+        "grader": {"type": "string_check"},
+    }
     with pytest.raises(ConfigError, match="alarms.stop_on.*unknown alarm 'length'.*length_growth"):
         parse_run_config({**base, "alarms": {"stop_on": ["length"]}}, source="run.yaml")
-    config = parse_run_config({**base, "alarms": {"stop_on": ["length_growth"], "kl_max": 5}}, source="run.yaml")
+    config = parse_run_config(
+        {**base, "alarms": {"stop_on": ["length_growth"], "kl_max": 5}}, source="run.yaml"
+    )
     assert config.alarms.stop_on == ["length_growth"] and config.samples.per_step == 16
 
 
 def test_the_watching_logger_writes_the_alarm_on_its_line_then_stops(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    logger = WatchingLogger(JsonlMetricsLogger(path), AlarmMonitor(AlarmSettings(no_signal_steps=2, stop_on=["no_signal"])))
+    logger = WatchingLogger(
+        JsonlMetricsLogger(path),
+        AlarmMonitor(AlarmSettings(no_signal_steps=2, stop_on=["no_signal"])),
+    )
     logger.log({"stage": "rl", "step": 1, "train_reward_std": 0.0})
     logger.raise_pending_stop()  # nothing to stop for yet
     logger.log({"stage": "rl", "step": 2, "train_reward_std": 0.0})
@@ -163,7 +196,9 @@ def test_the_watching_logger_writes_the_alarm_on_its_line_then_stops(tmp_path):
     assert stopped.value.alarm.name == "no_signal" and stopped.value.alarm.step == 2
     lines = read_metrics(path)
     assert "alarms" not in lines[0]
-    assert [a["name"] for a in lines[1]["alarms"]] == ["no_signal"] and lines[1]["alarms"][0]["meaning"]
+    assert [a["name"] for a in lines[1]["alarms"]] == ["no_signal"] and lines[1]["alarms"][0][
+        "meaning"
+    ]
 
 
 def _metrics_file(path, records):
@@ -173,8 +208,10 @@ def _metrics_file(path, records):
 
 
 def test_rft_report_lists_alarms_and_fails_ci_on_request(tmp_path):
-    hacked = _metrics_file(tmp_path / "hacked" / "metrics.jsonl",
-                           with_values(healthy(), "response_length_mean", lambda step: 30 + 2 * step))
+    hacked = _metrics_file(
+        tmp_path / "hacked" / "metrics.jsonl",
+        with_values(healthy(), "response_length_mean", lambda step: 30 + 2 * step),
+    )
     result = CliRunner().invoke(app, ["report", str(hacked.parent)])
     assert result.exit_code == 0, result.output
     assert "alarm length_growth at rl step 32" in result.output
@@ -188,8 +225,10 @@ def test_rft_report_lists_alarms_and_fails_ci_on_request(tmp_path):
 
 
 def test_rft_report_uses_the_run_config_thresholds(tmp_path):
-    run = _metrics_file(tmp_path / "run" / "metrics.jsonl",
-                        with_values(healthy(), "response_length_mean", lambda step: 30 + 2 * step)).parent
+    run = _metrics_file(
+        tmp_path / "run" / "metrics.jsonl",
+        with_values(healthy(), "response_length_mean", lambda step: 30 + 2 * step),
+    ).parent
     (run / "config.yaml").write_text("alarms:\n  length_multiple: 10\n")
     result = CliRunner().invoke(app, ["report", str(run), "--fail-on-alarm"])
     assert result.exit_code == 0 and "alarms: none" in result.output
@@ -199,16 +238,21 @@ def test_rft_report_uses_the_run_config_thresholds(tmp_path):
 
 
 def _eval_lines(pairs):
-    return [{"stage": "rl", "step": i + 1, "valid_reward_mean": v, "valid_best_reward_mean": b}
-            for i, (v, b) in enumerate(pairs)]
+    return [
+        {"stage": "rl", "step": i + 1, "valid_reward_mean": v, "valid_best_reward_mean": b}
+        for i, (v, b) in enumerate(pairs)
+    ]
 
 
-@pytest.mark.parametrize("pairs,raised", [
-    ([(0.8, 0.9), (0.79, 0.9)], True),  # two evaluations 0.1 or more below the best
-    ([(0.8, 0.9), (0.85, 0.9)], False),  # the second is only 0.05 below
-    ([(0.5, 0.9)], False),  # one evaluation is not a trend
-    ([(0.5, 0.9), (0.9, 0.9), (0.5, 0.9)], False),  # the run came back in between
-])
+@pytest.mark.parametrize(
+    "pairs,raised",
+    [
+        ([(0.8, 0.9), (0.79, 0.9)], True),  # two evaluations 0.1 or more below the best
+        ([(0.8, 0.9), (0.85, 0.9)], False),  # the second is only 0.05 below
+        ([(0.5, 0.9)], False),  # one evaluation is not a trend
+        ([(0.5, 0.9), (0.9, 0.9), (0.5, 0.9)], False),  # the run came back in between
+    ],
+)
 def test_valid_regression_needs_consecutive_evaluations_far_below_the_best(pairs, raised):
     alarms = scan_metrics(_eval_lines(pairs), AlarmSettings())
     assert ("valid_regression" in [a.name for a in alarms]) is raised
@@ -228,17 +272,29 @@ def test_the_watch_counts_the_start_and_a_resumed_runs_evaluations():
     watch.observe(0.85, 3)
     assert "0.850 is 0.100 below the best 0.950" in watch.should_stop()
     # primed from a resumed run's metrics lines (SFT lines ignored): the same decision
-    earlier = [{"stage": "sft", "step": 9, "valid_reward_mean": 0.1},
-               *({"stage": "rl", "step": s, "valid_reward_mean": v} for s, v in ((1, 0.95), (2, 0.8), (3, 0.85)))]
+    earlier = [
+        {"stage": "sft", "step": 9, "valid_reward_mean": 0.1},
+        *(
+            {"stage": "rl", "step": s, "valid_reward_mean": v}
+            for s, v in ((1, 0.95), (2, 0.8), (3, 0.85))
+        ),
+    ]
     assert RegressionWatch(AlarmSettings(), 0.9, earlier).should_stop() is not None
     assert RegressionWatch(AlarmSettings(), None, earlier[:2]).best == 0.95
     assert RegressionWatch(AlarmSettings(early_stop=[]), 0.9, earlier).should_stop() is None
-    assert RegressionWatch(AlarmSettings(disabled=["valid_regression"]), 0.9, earlier).should_stop() is None
+    assert (
+        RegressionWatch(AlarmSettings(disabled=["valid_regression"]), 0.9, earlier).should_stop()
+        is None
+    )
     assert RegressionWatch(AlarmSettings(regression_evals=3), 0.9, earlier).should_stop() is None
 
 
 def test_early_stop_takes_only_alarms_every_process_can_decide_alike(tmp_path):
     (tmp_path / "x.jsonl").write_text('{"prompt": "1+1=", "completion": "2"}\n')
-    base = {"model": {"tiny": "llama-test"}, "data": {"train": str(tmp_path / "x.jsonl")}, "grader": {"type": "string_check"}}
+    base = {
+        "model": {"tiny": "llama-test"},
+        "data": {"train": str(tmp_path / "x.jsonl")},
+        "grader": {"type": "string_check"},
+    }
     with pytest.raises(ConfigError, match="'kl_high' cannot end a run early.*valid_regression"):
         parse_run_config({**base, "alarms": {"early_stop": ["kl_high"]}}, source="run.yaml")

@@ -19,9 +19,13 @@ GRADER = 'type: numeric\nname: answer\ninput: "{{ sample.output_text }}"\nrefere
 
 def test_import_loads_no_heavy_library_and_every_name_resolves():
     """`import rft_cli` stays instant: the API names load on first use, not at import."""
-    code = ("import sys, rft_cli; heavy = [m for m in ('torch', 'transformers', 'trl', 'rft_cli.graders') "
-            "if m in sys.modules]; print(heavy)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    code = (
+        "import sys, rft_cli; heavy = [m for m in ('torch', 'transformers', 'trl', 'rft_cli.graders') "
+        "if m in sys.modules]; print(heavy)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
     assert out.stdout.strip() == "[]"
     assert set(rft_cli.__all__) == {"__version__", *rft_cli._API}
     for name in rft_cli.__all__:
@@ -57,7 +61,11 @@ def test_grade_file(tmp_path):
     path.write_text(GRADER)
     with rft_cli.load_grader(path) as grader:
         report = rft_cli.grade_file(grader, tmp_path / "rows.jsonl", tmp_path / "samples.jsonl")
-    assert report.summary["n"] == 2 and report.results[0].reward == 1.0 and report.results[1].reward < 1.0
+    assert (
+        report.summary["n"] == 2
+        and report.results[0].reward == 1.0
+        and report.results[1].reward < 1.0
+    )
 
 
 def test_load_run_config():
@@ -71,12 +79,23 @@ def test_load_run_config_names_the_bad_key():
 
 
 def test_evaluate_models_grades_a_samples_file(tmp_path):
-    (tmp_path / "rows.jsonl").write_text("".join(
-        json.dumps({"messages": [{"role": "user", "content": f"{i}+0="}], "answer": str(i)}) + "\n" for i in range(3)))
-    (tmp_path / "samples.jsonl").write_text('{"output_text": "0"}\n{"output_text": "1"}\n{"output_text": "9"}\n')
+    (tmp_path / "rows.jsonl").write_text(
+        "".join(
+            json.dumps({"messages": [{"role": "user", "content": f"{i}+0="}], "answer": str(i)})
+            + "\n"
+            for i in range(3)
+        )
+    )
+    (tmp_path / "samples.jsonl").write_text(
+        '{"output_text": "0"}\n{"output_text": "1"}\n{"output_text": "9"}\n'
+    )
     (tmp_path / "grader.yaml").write_text(GRADER)
-    run = rft_cli.evaluate_models(tmp_path / "rows.jsonl", tmp_path / "grader.yaml",
-                                  samples_file=tmp_path / "samples.jsonl", min_score=0.5)
+    run = rft_cli.evaluate_models(
+        tmp_path / "rows.jsonl",
+        tmp_path / "grader.yaml",
+        samples_file=tmp_path / "samples.jsonl",
+        min_score=0.5,
+    )
     assert run.reports[0].mean_reward == pytest.approx(2 / 3) and run.gate == "passed"
 
 
@@ -98,8 +117,10 @@ def test_read_metrics_skips_a_torn_line(tmp_path):
 def test_summarize_run(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "metrics.jsonl").write_text('{"stage": "rl", "step": 1, "valid_reward_mean": 0.25}\n'
-                                       '{"stage": "rl", "step": 2, "valid_reward_mean": 0.5}\n')
+    (run / "metrics.jsonl").write_text(
+        '{"stage": "rl", "step": 1, "valid_reward_mean": 0.25}\n'
+        '{"stage": "rl", "step": 2, "valid_reward_mean": 0.5}\n'
+    )
     report = rft_cli.summarize_run(run)
     assert (report.best_valid_reward, report.best_valid_step) == (0.5, 2)
 

@@ -28,9 +28,19 @@ pytestmark = pytest.mark.slow
 
 FAMILIES = list(TINY_FAMILIES)
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny-test.yaml"
-LEAN = ("rl.steps=2", "rl.prompts_per_step=2", "rl.samples_per_prompt=2", "rl.mini_batch_size=4", "rl.max_new_tokens=4",
-        "sft.max_steps=1", "sft.batch_size=4", "eval.interval=100", "eval.samples=2", "save_interval=1",
-        "model.dtype=float32")
+LEAN = (
+    "rl.steps=2",
+    "rl.prompts_per_step=2",
+    "rl.samples_per_prompt=2",
+    "rl.mini_batch_size=4",
+    "rl.max_new_tokens=4",
+    "sft.max_steps=1",
+    "sft.batch_size=4",
+    "eval.interval=100",
+    "eval.samples=2",
+    "save_interval=1",
+    "model.dtype=float32",
+)
 TIMING_KEYS = {"elapsed_s", "stage_elapsed_s", "eval_s", "tokens_per_second"}
 
 
@@ -45,13 +55,20 @@ class ChecksumGrader(Grader):
 
 
 def _run(folder: str, out: Path, *overrides: str, **kwargs):
-    config = load_run_config(RECIPE, [f"model={{name: {folder}}}", *LEAN, "grader_check.enabled=false", *overrides])
-    return train(config, output_dir=out, grader=ChecksumGrader(), **kwargs)  # the checksum grader fails the self-test
+    config = load_run_config(
+        RECIPE, [f"model={{name: {folder}}}", *LEAN, "grader_check.enabled=false", *overrides]
+    )
+    return train(
+        config, output_dir=out, grader=ChecksumGrader(), **kwargs
+    )  # the checksum grader fails the self-test
 
 
 def _rl(run_dir: Path) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in TIMING_KEYS}
-            for r in read_metrics(run_dir / "metrics.jsonl") if r["stage"] == "rl"]
+    return [
+        {k: v for k, v in r.items() if k not in TIMING_KEYS}
+        for r in read_metrics(run_dir / "metrics.jsonl")
+        if r["stage"] == "rl"
+    ]
 
 
 def _ctrl_c_after_rl_step_1(record):
@@ -74,11 +91,26 @@ def test_sft_then_ppo_resumes_exactly_and_evaluates(family, family_dir, tmp_path
 
     grader = tmp_path / "grader.yaml"
     grader.write_text(yaml.safe_dump(load_run_config(RECIPE).grader))
-    args = ["eval", "--model", str(resumed.run_dir), "--data", str(RECIPE.parent / "data" / "tiny-valid.jsonl"),
-            "--grader", str(grader), "--limit", "2", "--max-new-tokens", "4", "--format", "json"]
+    args = [
+        "eval",
+        "--model",
+        str(resumed.run_dir),
+        "--data",
+        str(RECIPE.parent / "data" / "tiny-valid.jsonl"),
+        "--grader",
+        str(grader),
+        "--limit",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--format",
+        "json",
+    ]
     evaluated = CliRunner().invoke(app, args)
     assert evaluated.exit_code == 0, evaluated.output
-    assert str(resumed.run_dir) in evaluated.stdout and json.loads(evaluated.stdout[evaluated.stdout.index("{"):])
+    assert str(resumed.run_dir) in evaluated.stdout and json.loads(
+        evaluated.stdout[evaluated.stdout.index("{") :]
+    )
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -94,7 +126,9 @@ def test_ppo_with_lora(family, family_dir, tmp_path):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_grpo(family, lora, family_dir, tmp_path):
     extra = ("model.lora={r: 4}",) if lora else ()
-    result = _run(family_dir(family), tmp_path / "run", "sft.enabled=false", "rl.algorithm=grpo", *extra)
+    result = _run(
+        family_dir(family), tmp_path / "run", "sft.enabled=false", "rl.algorithm=grpo", *extra
+    )
     rl = _rl(result.run_dir)
     assert [r["step"] for r in rl] == [1, 2] and any(r["grad_norm"] > 0 for r in rl)
     assert (result.run_dir / "final" / "config.json").is_file()

@@ -110,7 +110,9 @@ def test_min_score_gates_on_the_first_model_only(files):
         for i, t in enumerate(outs)
     ]
     samples = _jsonl(tmp_path / "two.jsonl", both)
-    result = _eval(data, grader, "--samples-file", samples, "--min-score", "0.9", "--format", "json")
+    result = _eval(
+        data, grader, "--samples-file", samples, "--min-score", "0.9", "--format", "json"
+    )
     assert result.exit_code == 1
     doc = json.loads(result.stdout)
     assert [m["model"] for m in doc["models"]] == ["weak", "strong"]
@@ -120,7 +122,18 @@ def test_min_score_gates_on_the_first_model_only(files):
 def test_limit_evaluates_the_first_rows(files):
     tmp_path, data, grader = files
     samples = _samples(tmp_path, ["4", "7", "0", "0"])
-    result = _eval(data, grader, "--samples-file", samples, "--limit", "2", "--format", "json", "--min-score", "1")
+    result = _eval(
+        data,
+        grader,
+        "--samples-file",
+        samples,
+        "--limit",
+        "2",
+        "--format",
+        "json",
+        "--min-score",
+        "1",
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["models"][0]["rows"] == 2
 
@@ -356,8 +369,18 @@ def test_hub_like_model_folder_end_to_end(files, hub_like_model_dir):
     ids, top_k 20 in generation_config.json): sampled, graded, and the texts hold no special tokens."""
     tmp_path, data, grader = files
     out = tmp_path / "results.jsonl"
-    args = ["--model", hub_like_model_dir, "--samples", "3", "--max-new-tokens", "6", "--output", str(out),
-            "--format", "json"]
+    args = [
+        "--model",
+        hub_like_model_dir,
+        "--samples",
+        "3",
+        "--max-new-tokens",
+        "6",
+        "--output",
+        str(out),
+        "--format",
+        "json",
+    ]
     result = _eval(data, grader, *args)
     assert result.exit_code == 0, result.output
     (report,) = json.loads(result.stdout)["models"]

@@ -16,21 +16,43 @@ MULTI = str(Path(__file__).parent / "data" / "graders" / "openai" / "multi_weigh
 
 
 def test_one_sample_as_json():
-    result = runner.invoke(app, ["grade", NUMERIC, "--item", '{"answer_value": "18"}', "--sample", "So $18.\n#### 18", "--format", "json"])
+    result = runner.invoke(
+        app,
+        [
+            "grade",
+            NUMERIC,
+            "--item",
+            '{"answer_value": "18"}',
+            "--sample",
+            "So $18.\n#### 18",
+            "--format",
+            "json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"reward": 1.0, "sub_rewards": {}, "errors": {}}
 
 
 def test_one_sample_as_text_shows_sub_rewards_and_errors():
-    result = runner.invoke(app, ["grade", MULTI, "--item", '{"reference_answer": "a bear"}', "--sample", "A BEAR"])
+    result = runner.invoke(
+        app, ["grade", MULTI, "--item", '{"reference_answer": "a bear"}', "--sample", "A BEAR"]
+    )
     assert result.exit_code == 0, result.output
-    assert "reward: 1" in result.output and "exact: 1" in result.output and "similar: 1" in result.output
-    missing = runner.invoke(app, ["grade", MULTI, "--item", "{}", "--sample", "x", "--format", "json"])
+    assert (
+        "reward: 1" in result.output
+        and "exact: 1" in result.output
+        and "similar: 1" in result.output
+    )
+    missing = runner.invoke(
+        app, ["grade", MULTI, "--item", "{}", "--sample", "x", "--format", "json"]
+    )
     assert json.loads(missing.stdout)["errors"] == {"invalid_variable_error": 2}
 
 
 def test_partial_credit_answer_is_shown():
-    result = runner.invoke(app, ["grade", NUMERIC, "--item", '{"answer_value": "18"}', "--sample", "#### 17"])
+    result = runner.invoke(
+        app, ["grade", NUMERIC, "--item", '{"answer_value": "18"}', "--sample", "#### 17"]
+    )
     assert result.exit_code == 0
     assert "reward: 0.1" in result.output and "answer: 17" in result.output
 
@@ -46,15 +68,38 @@ def test_file_of_samples_summary_and_output(tmp_path):
     data, outs = _files(
         tmp_path,
         [{"answer_value": "18"}, {"answer_value": "3"}, {"answer_value": "5"}, {"other": 1}],
-        ['{"output_text": "#### 18"}', '{"output_text": "#### 4"}', '"the answer is 5"', '{"output_text": "#### 1"}'],
+        [
+            '{"output_text": "#### 18"}',
+            '{"output_text": "#### 4"}',
+            '"the answer is 5"',
+            '{"output_text": "#### 1"}',
+        ],
     )
     out = tmp_path / "graded.jsonl"
-    result = runner.invoke(app, ["grade", NUMERIC, "--data", str(data), "--samples", str(outs), "--output", str(out), "--format", "json"])
+    result = runner.invoke(
+        app,
+        [
+            "grade",
+            NUMERIC,
+            "--data",
+            str(data),
+            "--samples",
+            str(outs),
+            "--output",
+            str(out),
+            "--format",
+            "json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["n"] == 4
     assert summary["mean_reward"] == pytest.approx((1 + 0.1 + 1 + 0) / 4)
-    assert summary["distribution"]["1"] == 2 and summary["distribution"]["(0, 0.25)"] == 1 and summary["distribution"]["0"] == 1
+    assert (
+        summary["distribution"]["1"] == 2
+        and summary["distribution"]["(0, 0.25)"] == 1
+        and summary["distribution"]["0"] == 1
+    )
     assert summary["errors"] == {"invalid_variable_error": 1}
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [line["reward"] for line in lines] == [1.0, 0.1, 1.0, 0.0]
@@ -73,7 +118,11 @@ def test_file_of_samples_text_table(tmp_path):
     [
         ([{"a": 1}, {"a": 2}], ['{"output_text": "x"}'], "has 1 samples but"),
         ([{"a": 1}], ["{oops"], "samples.jsonl line 1: invalid JSON"),
-        ([{"a": 1}], ['{"text": "x"}'], 'samples.jsonl line 1: a sample must be {"output_text": "..."}'),
+        (
+            [{"a": 1}],
+            ['{"text": "x"}'],
+            'samples.jsonl line 1: a sample must be {"output_text": "..."}',
+        ),
         ([[1]], ['"x"'], "rows.jsonl line 1: a row must be a JSON object"),
     ],
 )
@@ -103,10 +152,15 @@ def test_usage_errors_exit_2(args, message):
 
 def test_bad_grader_file_exits_2_naming_the_field(tmp_path):
     grader = tmp_path / "grader.yaml"
-    grader.write_text("type: multi\ngraders:\n  acc: {type: string_check, input: x, reference: y, operation: equal}\ncalculate_output: acc\n")
+    grader.write_text(
+        "type: multi\ngraders:\n  acc: {type: string_check, input: x, reference: y, operation: equal}\ncalculate_output: acc\n"
+    )
     result = runner.invoke(app, ["grade", str(grader), "--sample", "x"])
     assert result.exit_code == 2
-    assert 'grader.yaml: graders.acc.operation: "equal" is not one of eq, ne, like, ilike' in result.output
+    assert (
+        'grader.yaml: graders.acc.operation: "equal" is not one of eq, ne, like, ilike'
+        in result.output
+    )
     assert "Traceback" not in result.output
 
 
@@ -122,20 +176,32 @@ def test_help_has_an_example():
 
 TOOLS = str(Path(__file__).parent / "data" / "graders" / "openai" / "multi_tools.json")
 TOOL_ITEM = '{"name": "get_weather", "arguments": "{\\"city\\": \\"Paris\\"}"}'
-TOOL_SAMPLE = {"output_text": "", "output_tools": [{"function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]}
+TOOL_SAMPLE = {
+    "output_text": "",
+    "output_tools": [{"function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}],
+}
 
 
 def test_structured_sample_from_a_file(tmp_path):
     path = tmp_path / "sample.json"
     path.write_text(json.dumps(TOOL_SAMPLE))
-    result = runner.invoke(app, ["grade", TOOLS, "--item", TOOL_ITEM, "--sample-file", str(path), "--format", "json"])
+    result = runner.invoke(
+        app, ["grade", TOOLS, "--item", TOOL_ITEM, "--sample-file", str(path), "--format", "json"]
+    )
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"reward": 1.0, "sub_rewards": {"name": 1.0, "args": 1.0}, "errors": {}}
+    assert json.loads(result.stdout) == {
+        "reward": 1.0,
+        "sub_rewards": {"name": 1.0, "args": 1.0},
+        "errors": {},
+    }
 
 
 def test_structured_sample_from_stdin():
-    result = runner.invoke(app, ["grade", TOOLS, "--item", TOOL_ITEM, "--sample", "-", "--format", "json"],
-                           input=json.dumps(TOOL_SAMPLE))
+    result = runner.invoke(
+        app,
+        ["grade", TOOLS, "--item", TOOL_ITEM, "--sample", "-", "--format", "json"],
+        input=json.dumps(TOOL_SAMPLE),
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["reward"] == 1.0
 
@@ -143,8 +209,11 @@ def test_structured_sample_from_stdin():
 def test_a_128_kib_plain_text_sample_from_stdin():
     """A 128 KiB --sample argument fails in the shell (the argument list is too long); stdin does not."""
     answer = "x" * (128 * 1024) + "\n#### 18\n"
-    result = runner.invoke(app, ["grade", NUMERIC, "--item", '{"answer_value": "18"}', "--sample", "-", "--format", "json"],
-                           input=answer)
+    result = runner.invoke(
+        app,
+        ["grade", NUMERIC, "--item", '{"answer_value": "18"}', "--sample", "-", "--format", "json"],
+        input=answer,
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["reward"] == 1.0
 
@@ -153,8 +222,19 @@ def test_sample_file_plain_text_loses_only_its_final_newline(tmp_path):
     path = tmp_path / "answer.txt"
     path.write_text("fuzzy wuzzy was a bear\n")
     exact = str(Path(__file__).parent / "data" / "graders" / "openai" / "string_check.json")
-    result = runner.invoke(app, ["grade", exact, "--item", '{"reference_answer": "fuzzy wuzzy was a bear"}',
-                                 "--sample-file", str(path), "--format", "json"])
+    result = runner.invoke(
+        app,
+        [
+            "grade",
+            exact,
+            "--item",
+            '{"reference_answer": "fuzzy wuzzy was a bear"}',
+            "--sample-file",
+            str(path),
+            "--format",
+            "json",
+        ],
+    )
     assert json.loads(result.stdout)["reward"] == 1.0
 
 
@@ -178,7 +258,9 @@ def test_sample_given_twice_is_a_usage_error(tmp_path):
     path.write_text("x")
     result = runner.invoke(app, ["grade", NUMERIC, "--sample", "x", "--sample-file", str(path)])
     assert result.exit_code == 2 and "give the sample once" in result.stderr
-    missing = runner.invoke(app, ["grade", NUMERIC, "--item", "{}", "--sample-file", str(tmp_path / "nope.json")])
+    missing = runner.invoke(
+        app, ["grade", NUMERIC, "--item", "{}", "--sample-file", str(tmp_path / "nope.json")]
+    )
     assert missing.exit_code == 2 and "cannot read it" in missing.stderr
 
 
@@ -188,11 +270,28 @@ def test_samples_file_in_the_eval_format_names_rows(tmp_path):
     data, outs = _files(
         tmp_path,
         [{"answer_value": "18"}, {"answer_value": "3"}],
-        ['{"row": 1, "model": "m", "output_text": "#### 3"}', '{"row": 0, "output_text": "#### 18"}',
-         '{"row": 1, "output_text": "#### 4"}'],
+        [
+            '{"row": 1, "model": "m", "output_text": "#### 3"}',
+            '{"row": 0, "output_text": "#### 18"}',
+            '{"row": 1, "output_text": "#### 4"}',
+        ],
     )
     out = tmp_path / "graded.jsonl"
-    result = runner.invoke(app, ["grade", NUMERIC, "--data", str(data), "--samples", str(outs), "--output", str(out), "--format", "json"])
+    result = runner.invoke(
+        app,
+        [
+            "grade",
+            NUMERIC,
+            "--data",
+            str(data),
+            "--samples",
+            str(outs),
+            "--output",
+            str(out),
+            "--format",
+            "json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["n"] == 3
     lines = [json.loads(line) for line in out.read_text().splitlines()]
@@ -207,8 +306,16 @@ def test_samples_file_row_past_the_data_exits_1(tmp_path):
 
 
 def test_old_bare_string_samples_are_read_with_a_note(tmp_path):
-    data, outs = _files(tmp_path, [{"answer_value": "5"}, {"answer_value": "6"}], ['{"output_text": "#### 5"}', '"#### 6"'])
-    result = runner.invoke(app, ["grade", NUMERIC, "--data", str(data), "--samples", str(outs), "--format", "json"])
+    data, outs = _files(
+        tmp_path,
+        [{"answer_value": "5"}, {"answer_value": "6"}],
+        ['{"output_text": "#### 5"}', '"#### 6"'],
+    )
+    result = runner.invoke(
+        app, ["grade", NUMERIC, "--data", str(data), "--samples", str(outs), "--format", "json"]
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["mean_reward"] == 1.0
-    assert "1 line(s) (first: line 2) are a bare JSON string, the old samples format" in result.stderr
+    assert (
+        "1 line(s) (first: line 2) are a bare JSON string, the old samples format" in result.stderr
+    )

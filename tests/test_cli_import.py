@@ -21,8 +21,21 @@ TRAIN = ROOT / "data" / "example" / "train.jsonl"
 VALID = ROOT / "data" / "example" / "valid.jsonl"
 
 
-def _import(job: Path, out: Path, *extra: str, files: bool = True, model: str = "Qwen/Qwen2.5-0.5B-Instruct"):
-    args = ["import", "openai", str(job), "--model", model, "-o", str(out), "--format", "json", *extra]
+def _import(
+    job: Path, out: Path, *extra: str, files: bool = True, model: str = "Qwen/Qwen2.5-0.5B-Instruct"
+):
+    args = [
+        "import",
+        "openai",
+        str(job),
+        "--model",
+        model,
+        "-o",
+        str(out),
+        "--format",
+        "json",
+        *extra,
+    ]
     if files:
         args += ["--training-file", str(TRAIN), "--validation-file", str(VALID)]
     return CliRunner().invoke(app, args)
@@ -44,7 +57,9 @@ def test_every_hyperparameter_is_carried_across(tmp_path):
     rows = sum(1 for line in TRAIN.read_text().splitlines() if line.strip())
     assert config.rl.prompts_per_step == 6 and config.rl.steps == math.ceil(rows * 2 / 6)
     assert (6 * config.rl.samples_per_prompt) % config.rl.mini_batch_size == 0
-    assert config.rl.learning_rate == pytest.approx(RLSettings.model_fields["learning_rate"].default * 2.0)
+    assert config.rl.learning_rate == pytest.approx(
+        RLSettings.model_fields["learning_rate"].default * 2.0
+    )
     assert (config.eval.interval, config.eval.samples) == (5, 8)
     assert config.seed == 7 and str(config.output_dir) == "runs/arith-words"
     assert config.model.name == "Qwen/Qwen2.5-0.5B-Instruct" and config.sft.enabled is False
@@ -58,19 +73,26 @@ def test_the_grader_is_written_unchanged_and_grades(tmp_path):
     assert result.exit_code == 0, result.output
     written = Path(json.loads(result.stdout)["grader"])
     assert written == tmp_path / "recipe.grader.json"
-    assert json.loads(written.read_text()) == json.loads(JOB.read_text())["method"]["reinforcement"]["grader"]
+    assert (
+        json.loads(written.read_text())
+        == json.loads(JOB.read_text())["method"]["reinforcement"]["grader"]
+    )
     grader = load_grader(written)
     try:
         item = {"reference_answer": "336"}
         assert grader.grade("12 * 28 = 336.\n#### 336", item).reward == 1.0
-        assert grader.grade("It is 336, I think.\n#### 337", item).reward == 0.5  # contains, but the final answer is wrong
+        assert (
+            grader.grade("It is 336, I think.\n#### 337", item).reward == 0.5
+        )  # contains, but the final answer is wrong
     finally:
         grader.close()
 
 
 def test_the_recipe_carries_the_mapping_as_a_comment(tmp_path):
     assert _import(JOB, tmp_path / "recipe.yaml").exit_code == 0
-    header = [line for line in (tmp_path / "recipe.yaml").read_text().splitlines() if line.startswith("#")]
+    header = [
+        line for line in (tmp_path / "recipe.yaml").read_text().splitlines() if line.startswith("#")
+    ]
     text = "\n".join(header)
     for name, (key, _) in MAPPING.items():
         assert any(name in line and key in line for line in header), name
@@ -84,14 +106,20 @@ def test_auto_keeps_rfts_defaults(tmp_path):
     report = json.loads(result.stdout)
     config = load_run_config(report["recipe"])
     assert config.rl == RLSettings() and config.eval == EvalSettings() and config.data.valid is None
-    assert report["unsupported"] == [] and report["unknown"] == [] and "Warning" not in result.stderr
+    assert (
+        report["unsupported"] == [] and report["unknown"] == [] and "Warning" not in result.stderr
+    )
 
 
 def test_fields_with_no_local_meaning_are_reported(tmp_path):
     result = _import(JOB, tmp_path / "recipe.yaml")
     report = json.loads(result.stdout)
-    assert [u.split(":")[0] for u in report["unsupported"]] == ["method.reinforcement.hyperparameters.reasoning_effort"]
-    assert "reasoning_effort" in result.stderr and "compute_multiplier" not in result.stderr  # "auto" loses nothing
+    assert [u.split(":")[0] for u in report["unsupported"]] == [
+        "method.reinforcement.hyperparameters.reasoning_effort"
+    ]
+    assert (
+        "reasoning_effort" in result.stderr and "compute_multiplier" not in result.stderr
+    )  # "auto" loses nothing
 
 
 def test_unknown_and_unsupported_fields_are_reported_never_dropped(tmp_path):
@@ -104,7 +132,11 @@ def test_unknown_and_unsupported_fields_are_reported_never_dropped(tmp_path):
     result = _import(_edited_job(tmp_path, edit), tmp_path / "recipe.yaml")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    unknown = ["surprise", "method.reinforcement.response_format", "method.reinforcement.hyperparameters.beta"]
+    unknown = [
+        "surprise",
+        "method.reinforcement.response_format",
+        "method.reinforcement.hyperparameters.beta",
+    ]
     assert sorted(report["unknown"]) == sorted(unknown)
     assert any(u.startswith("integrations:") for u in report["unsupported"])
     recipe = (tmp_path / "recipe.yaml").read_text()
@@ -114,45 +146,99 @@ def test_unknown_and_unsupported_fields_are_reported_never_dropped(tmp_path):
 
 def test_job_object_status_fields_are_listed_not_read(tmp_path):
     """The job object GET /fine_tuning/jobs/{id} returns (id, status, ...) imports too."""
+
     def edit(job):
-        job.update(id="ftjob-abc", object="fine_tuning.job", status="succeeded", fine_tuned_model=None)
+        job.update(
+            id="ftjob-abc", object="fine_tuning.job", status="succeeded", fine_tuned_model=None
+        )
 
     report = json.loads(_import(_edited_job(tmp_path, edit), tmp_path / "recipe.yaml").stdout)
-    assert sorted(report["ignored"]) == ["fine_tuned_model", "id", "object", "status"] and report["unknown"] == []
+    assert (
+        sorted(report["ignored"]) == ["fine_tuned_model", "id", "object", "status"]
+        and report["unknown"] == []
+    )
 
 
-@pytest.mark.parametrize("flags,expected", [
-    ([], "file-TrainAbc123 is an OpenAI file id"),
-    (["--training-file", str(TRAIN)], "pass the JSONL you uploaded with --validation-file"),
-    (["--training-file", "missing.jsonl", "--validation-file", str(VALID)], "missing.jsonl: file not found"),
-])
+@pytest.mark.parametrize(
+    "flags,expected",
+    [
+        ([], "file-TrainAbc123 is an OpenAI file id"),
+        (["--training-file", str(TRAIN)], "pass the JSONL you uploaded with --validation-file"),
+        (
+            ["--training-file", "missing.jsonl", "--validation-file", str(VALID)],
+            "missing.jsonl: file not found",
+        ),
+    ],
+)
 def test_data_files_must_be_given_as_local_files(tmp_path, flags, expected):
     result = _import(JOB, tmp_path / "recipe.yaml", *flags, files=False)
     assert result.exit_code == 2 and expected in result.output
     assert not (tmp_path / "recipe.yaml").exists()
 
 
-@pytest.mark.parametrize("edit,expected", [
-    (lambda j: j["method"].update(type="supervised"), 'method.type "supervised"; only reinforcement jobs import'),
-    (lambda j: j["method"]["reinforcement"].pop("grader"), "method.reinforcement.grader: missing"),
-    (lambda j: j["method"]["reinforcement"]["hyperparameters"].update(batch_size=0), "hyperparameters.batch_size: expected a positive integer"),
-    (lambda j: j["method"]["reinforcement"]["hyperparameters"].update(n_epochs=1.5), "hyperparameters.n_epochs: expected a positive integer"),
-    (lambda j: j["method"]["reinforcement"]["hyperparameters"].update(learning_rate_multiplier="big"), "learning_rate_multiplier: expected a positive number"),
-    (lambda j: j["method"]["reinforcement"]["hyperparameters"].update(eval_samples=[4]), "eval_samples: expected a positive integer"),
-    (lambda j: j["method"]["reinforcement"]["hyperparameters"].update(learning_rate_multiplier=1e7), "makes rl.learning_rate 3 (at least 1)"),
-    (lambda j: j["method"].update(reinforcement={"grader": {"type": "multi", "graders": [], "calculate_output": "1"}}), "write a named map"),
-    (lambda j: j["method"]["reinforcement"]["grader"]["graders"]["contains"].pop("operation"), "method.reinforcement.grader: graders.contains.operation"),
-    (lambda j: j.update(seed=-1), "seed: expected an integer from 0 to 4294967295, not -1"),
-])
+@pytest.mark.parametrize(
+    "edit,expected",
+    [
+        (
+            lambda j: j["method"].update(type="supervised"),
+            'method.type "supervised"; only reinforcement jobs import',
+        ),
+        (
+            lambda j: j["method"]["reinforcement"].pop("grader"),
+            "method.reinforcement.grader: missing",
+        ),
+        (
+            lambda j: j["method"]["reinforcement"]["hyperparameters"].update(batch_size=0),
+            "hyperparameters.batch_size: expected a positive integer",
+        ),
+        (
+            lambda j: j["method"]["reinforcement"]["hyperparameters"].update(n_epochs=1.5),
+            "hyperparameters.n_epochs: expected a positive integer",
+        ),
+        (
+            lambda j: j["method"]["reinforcement"]["hyperparameters"].update(
+                learning_rate_multiplier="big"
+            ),
+            "learning_rate_multiplier: expected a positive number",
+        ),
+        (
+            lambda j: j["method"]["reinforcement"]["hyperparameters"].update(eval_samples=[4]),
+            "eval_samples: expected a positive integer",
+        ),
+        (
+            lambda j: j["method"]["reinforcement"]["hyperparameters"].update(
+                learning_rate_multiplier=1e7
+            ),
+            "makes rl.learning_rate 3 (at least 1)",
+        ),
+        (
+            lambda j: j["method"].update(
+                reinforcement={"grader": {"type": "multi", "graders": [], "calculate_output": "1"}}
+            ),
+            "write a named map",
+        ),
+        (
+            lambda j: j["method"]["reinforcement"]["grader"]["graders"]["contains"].pop(
+                "operation"
+            ),
+            "method.reinforcement.grader: graders.contains.operation",
+        ),
+        (lambda j: j.update(seed=-1), "seed: expected an integer from 0 to 4294967295, not -1"),
+    ],
+)
 def test_bad_jobs_are_config_errors(tmp_path, edit, expected):
     result = _import(_edited_job(tmp_path, edit), tmp_path / "recipe.yaml")
     assert result.exit_code == 2, result.output
     assert expected in result.output and "Traceback" not in result.output
-    assert not (tmp_path / "recipe.yaml").exists() and not (tmp_path / "recipe.grader.json").exists()
+    assert (
+        not (tmp_path / "recipe.yaml").exists() and not (tmp_path / "recipe.grader.json").exists()
+    )
 
 
 def test_model_is_required():
-    result = CliRunner().invoke(app, ["import", "openai", str(JOB), "-o", "x.yaml", "--training-file", str(TRAIN)])
+    result = CliRunner().invoke(
+        app, ["import", "openai", str(JOB), "-o", "x.yaml", "--training-file", str(TRAIN)]
+    )
     assert result.exit_code == 2 and "--model" in result.output
 
 
@@ -165,8 +251,22 @@ def test_existing_files_are_kept_unless_forced(tmp_path):
 
 
 def test_text_output_is_the_mapping_table(tmp_path):
-    result = CliRunner().invoke(app, ["import", "openai", str(JOB), "--model", "m", "-o", str(tmp_path / "r.yaml"),
-                                      "--training-file", str(TRAIN), "--validation-file", str(VALID)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "import",
+            "openai",
+            str(JOB),
+            "--model",
+            "m",
+            "-o",
+            str(tmp_path / "r.yaml"),
+            "--training-file",
+            str(TRAIN),
+            "--validation-file",
+            str(VALID),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "rl.prompts_per_step" in result.stdout and "rft train" in result.stdout
 
@@ -177,8 +277,16 @@ def test_the_imported_recipe_trains(tiny_model_dir, tmp_path):
     assert _import(JOB, tmp_path / "recipe.yaml", model=tiny_model_dir).exit_code == 0
     out = tmp_path / "run"
     args = ["train", str(tmp_path / "recipe.yaml"), "--output-dir", str(out), "--quiet"]
-    for override in ("rl.steps=2", "rl.max_new_tokens=8", "rl.max_prompt_length=96", "eval.samples=4", "eval.interval=1",
-                     "eval.batch_size=4", "save_interval=1", "model.dtype=float32"):
+    for override in (
+        "rl.steps=2",
+        "rl.max_new_tokens=8",
+        "rl.max_prompt_length=96",
+        "eval.samples=4",
+        "eval.interval=1",
+        "eval.batch_size=4",
+        "save_interval=1",
+        "model.dtype=float32",
+    ):
         args += ["--set", override]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -186,4 +294,6 @@ def test_the_imported_recipe_trains(tiny_model_dir, tmp_path):
     assert set(summary["stages"]) == {"rl"} and summary["stages"]["rl"]["steps"] == 2
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     rl = [m for m in metrics if m.get("stage") == "rl" and "train_reward_mean" in m]
-    assert len(rl) == 2 and all(m["grader_error_share"] == 0 and "sub_rewards/final" in m for m in rl)
+    assert len(rl) == 2 and all(
+        m["grader_error_share"] == 0 and "sub_rewards/final" in m for m in rl
+    )

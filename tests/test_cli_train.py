@@ -23,15 +23,28 @@ from rft_cli.cli import app
 from rft_cli.metrics import read_metrics
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny-test.yaml"
-RL_ONLY = ["--set", "sft.enabled=false", "--set", "rl.steps=2", "--set", "save_interval=1", "--set", "keep_checkpoints=3"]
+RL_ONLY = [
+    "--set",
+    "sft.enabled=false",
+    "--set",
+    "rl.steps=2",
+    "--set",
+    "save_interval=1",
+    "--set",
+    "keep_checkpoints=3",
+]
 
 
 def rft_train(out: Path, *extra: str):
-    return CliRunner().invoke(app, ["train", str(RECIPE), "--output-dir", str(out), "--quiet", *RL_ONLY, *extra])
+    return CliRunner().invoke(
+        app, ["train", str(RECIPE), "--output-dir", str(out), "--quiet", *RL_ONLY, *extra]
+    )
 
 
 def assert_failed_cleanly(result, *fragments: str, code: int = 1) -> None:
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception
+    )
     assert result.exit_code == code, result.output
     assert "Traceback" not in result.output and "Error:" in result.output
     for fragment in fragments:
@@ -54,7 +67,9 @@ def _torch_full_disk(monkeypatch, fragment: str) -> None:
 
     def save(obj, f, *args, **kwargs):
         if fragment in str(f):
-            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 640 vs 534")
+            raise RuntimeError(
+                "[enforce fail at inline_container.cc:672] . unexpected pos 640 vs 534"
+            )
         return real(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", save)
@@ -66,10 +81,18 @@ def test_full_disk_while_writing_a_ppo_checkpoint_keeps_the_previous_one(tmp_pat
     out = tmp_path / "run"
     _torch_full_disk(monkeypatch, ".tmp-step-2")
     result = rft_train(out)
-    assert_failed_cleanly(result, "checkpoints/step-2: cannot write the checkpoint", "unexpected pos", "--resume")
+    assert_failed_cleanly(
+        result, "checkpoints/step-2: cannot write the checkpoint", "unexpected pos", "--resume"
+    )
     assert_loadable(out / "checkpoints" / "step-1")
-    assert not (out / "checkpoints" / ".tmp-step-2").exists() and not (out / "checkpoints" / "step-2").exists()
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["base", "step-1"]  # base: the start final/ may fall back to
+    assert (
+        not (out / "checkpoints" / ".tmp-step-2").exists()
+        and not (out / "checkpoints" / "step-2").exists()
+    )
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "base",
+        "step-1",
+    ]  # base: the start final/ may fall back to
     # Once there is space again, --resume finishes the run from step 1 with each step logged once.
     monkeypatch.undo()
     again = rft_train(out, "--resume")
@@ -87,7 +110,9 @@ def test_safetensors_full_disk_and_permission_denied_are_clean_errors(tmp_path, 
 
     def save_file(tensors, filename, *args, **kwargs):
         if ".tmp-step-2" in str(filename):
-            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+            raise SafetensorError(
+                "Error while serializing: I/O error: No space left on device (os error 28)"
+            )
         return real(tensors, filename, *args, **kwargs)
 
     monkeypatch.setattr(safetensors.torch, "save_file", save_file)
@@ -140,8 +165,22 @@ def test_full_disk_during_the_sft_stage(tmp_path, monkeypatch):
     """TRL's Trainer saves SFT checkpoints itself; its torch.save failure is caught at the run level."""
     out = tmp_path / "run"
     _torch_full_disk(monkeypatch, "checkpoint-2")
-    result = CliRunner().invoke(app, ["train", str(RECIPE), "--output-dir", str(out), "--quiet",
-                                      "--set", "sft.max_steps=2", "--set", "save_interval=1", "--set", "rl.steps=1"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            str(RECIPE),
+            "--output-dir",
+            str(out),
+            "--quiet",
+            "--set",
+            "sft.max_steps=2",
+            "--set",
+            "save_interval=1",
+            "--set",
+            "rl.steps=1",
+        ],
+    )
     assert_failed_cleanly(result, f"{out}: a write failed", "unexpected pos", "--resume")
     assert ckpt.is_complete(out / "checkpoints" / "sft-step-1")
     assert not ckpt.is_complete(out / "checkpoints" / "sft")
@@ -162,13 +201,17 @@ def test_unwritable_output_dir_at_start_is_a_usage_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Path, "mkdir", mkdir)
     result = rft_train(out)
-    assert_failed_cleanly(result, f"{out}: cannot write the run folder (Permission denied)", "--output-dir", code=2)
+    assert_failed_cleanly(
+        result, f"{out}: cannot write the run folder (Permission denied)", "--output-dir", code=2
+    )
     out.parent.chmod(0o700)
 
 
 def _mount_tmpfs(folder: Path, size: str) -> bool:
     folder.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True
+    )
     return done.returncode == 0
 
 
@@ -183,15 +226,23 @@ def test_a_real_full_disk_mid_run(tmp_path):
 
     disk = tmp_path / "disk"
     if not _mount_tmpfs(disk, "4m"):
-        pytest.skip("mounting a tmpfs needs CAP_SYS_ADMIN; the injected faults above cover the same paths")
+        pytest.skip(
+            "mounting a tmpfs needs CAP_SYS_ADMIN; the injected faults above cover the same paths"
+        )
     try:
+
         def fill_after_step_1(record):
             if record["stage"] == "rl" and record["step"] == 2:
                 free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
                 (disk / "filler").write_bytes(b"\0" * max(free - 8192, 0))
 
-        config = load_run_config(RECIPE, ["sft.enabled=false", "rl.steps=2", "save_interval=1", "keep_checkpoints=3"])
-        with pytest.raises(TrainingError, match="step-2: cannot write the checkpoint .*previous checkpoint is intact") as info:
+        config = load_run_config(
+            RECIPE, ["sft.enabled=false", "rl.steps=2", "save_interval=1", "keep_checkpoints=3"]
+        )
+        with pytest.raises(
+            TrainingError,
+            match="step-2: cannot write the checkpoint .*previous checkpoint is intact",
+        ) as info:
             train(config, output_dir=disk / "run", progress=fill_after_step_1)
         assert "No space left on device" in str(info.value) and "MiB free;" in str(info.value)
         assert_loadable(disk / "run" / "checkpoints" / "step-1")

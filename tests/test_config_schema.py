@@ -12,12 +12,19 @@ from typer.testing import CliRunner
 from rft_cli.cli import app
 from rft_cli.config import RunConfig
 
-jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is in the dev extra; pip install -e '.[dev]'")
+jsonschema = pytest.importorskip(
+    "jsonschema", reason="jsonschema is in the dev extra; pip install -e '.[dev]'"
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
-GRADER_FILES = sorted([*(ROOT / "data").glob("*/grader.yaml"), *(ROOT / "examples/graders").glob("*.yaml"),
-                       *(ROOT / "tests/data/graders/openai").iterdir()])
+GRADER_FILES = sorted(
+    [
+        *(ROOT / "data").glob("*/grader.yaml"),
+        *(ROOT / "examples/graders").glob("*.yaml"),
+        *(ROOT / "tests/data/graders/openai").iterdir(),
+    ]
+)
 
 
 def _schema(*args: str) -> dict:
@@ -40,32 +47,61 @@ def grader_validator():
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[p.name for p in RECIPES])
 def test_every_shipped_recipe_validates(recipe, run_validator):
-    errors = [f"{list(e.absolute_path)}: {e.message}" for e in run_validator.iter_errors(yaml.safe_load(recipe.read_text()))]
+    errors = [
+        f"{list(e.absolute_path)}: {e.message}"
+        for e in run_validator.iter_errors(yaml.safe_load(recipe.read_text()))
+    ]
     assert not errors, errors
 
 
-@pytest.mark.parametrize("path", GRADER_FILES, ids=[f"{p.parent.name}/{p.name}" for p in GRADER_FILES])
+@pytest.mark.parametrize(
+    "path", GRADER_FILES, ids=[f"{p.parent.name}/{p.name}" for p in GRADER_FILES]
+)
 def test_every_shipped_grader_file_validates(path, grader_validator):
-    errors = [f"{list(e.absolute_path)}: {e.message}" for e in grader_validator.iter_errors(yaml.safe_load(path.read_text()))]
+    errors = [
+        f"{list(e.absolute_path)}: {e.message}"
+        for e in grader_validator.iter_errors(yaml.safe_load(path.read_text()))
+    ]
     assert not errors, errors
 
 
-@pytest.mark.parametrize("change,where", [
-    ({"rl": {"kl_coeff": 0.1}}, ["rl"]),                                   # a misspelt key
-    ({"rl": {"steps": 0}}, ["rl", "steps"]),                               # out of range
-    ({"rl": {"algorithm": "dpo"}}, ["rl", "algorithm"]),                   # not an allowed value
-    ({"sft": {"enabled": "yes please"}}, ["sft", "enabled"]),              # wrong type
-    ({"grader": {"type": "string_check", "input": "x", "reference": "y", "operation": "equal"}}, ["grader"]),
-])
+@pytest.mark.parametrize(
+    "change,where",
+    [
+        ({"rl": {"kl_coeff": 0.1}}, ["rl"]),  # a misspelt key
+        ({"rl": {"steps": 0}}, ["rl", "steps"]),  # out of range
+        ({"rl": {"algorithm": "dpo"}}, ["rl", "algorithm"]),  # not an allowed value
+        ({"sft": {"enabled": "yes please"}}, ["sft", "enabled"]),  # wrong type
+        (
+            {
+                "grader": {
+                    "type": "string_check",
+                    "input": "x",
+                    "reference": "y",
+                    "operation": "equal",
+                }
+            },
+            ["grader"],
+        ),
+    ],
+)
 def test_mistakes_are_marked_where_they_are(change, where, run_validator):
     recipe = yaml.safe_load((ROOT / "recipes/tiny-test.yaml").read_text())
     for key, value in change.items():
-        recipe[key] = {**recipe[key], **value} if isinstance(recipe.get(key), dict) and key != "grader" else value
+        recipe[key] = (
+            {**recipe[key], **value}
+            if isinstance(recipe.get(key), dict) and key != "grader"
+            else value
+        )
     assert [list(e.absolute_path) for e in run_validator.iter_errors(recipe)] == [where]
 
 
 def test_a_multi_graders_sub_graders_are_checked_as_graders(grader_validator):
-    multi = {"type": "multi", "calculate_output": "a", "graders": {"a": {"type": "string_check", "input": "x"}}}
+    multi = {
+        "type": "multi",
+        "calculate_output": "a",
+        "graders": {"a": {"type": "string_check", "input": "x"}},
+    }
     assert list(grader_validator.iter_errors(multi))
 
 
@@ -86,6 +122,8 @@ def test_schema_written_to_a_file(tmp_path):
 
 
 def test_unwritable_output_is_a_usage_error(tmp_path):
-    result = CliRunner().invoke(app, ["config", "schema", "-o", str(tmp_path / "missing" / "s.json")])
+    result = CliRunner().invoke(
+        app, ["config", "schema", "-o", str(tmp_path / "missing" / "s.json")]
+    )
     assert result.exit_code == 2
     assert "cannot write" in result.output and "Traceback" not in result.output

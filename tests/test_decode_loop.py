@@ -20,8 +20,10 @@ from rft_cli.generation import (
 from rft_cli.tiny import TINY_FAMILIES
 from rft_cli.training.rollouts import encode_prompts
 
-PROMPTS = [{"messages": [{"role": "user", "content": text}]}
-           for text in ("1+2=", "a much longer prompt: 3+4=", "9", "12+30=", "x")]
+PROMPTS = [
+    {"messages": [{"role": "user", "content": text}]}
+    for text in ("1+2=", "a much longer prompt: 3+4=", "9", "12+30=", "x")
+]
 
 
 def _load(folder: str):
@@ -32,12 +34,15 @@ def _load(folder: str):
 def _generate(model, ids, mask, config, custom, seed=0):
     """Token ids generated, and the batch size of every forward `generate` made."""
     batches = []
-    hook = model.register_forward_pre_hook(lambda m, args, kwargs: batches.append(kwargs["input_ids"].shape[0]),
-                                           with_kwargs=True)
+    hook = model.register_forward_pre_hook(
+        lambda m, args, kwargs: batches.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
     try:
         torch.manual_seed(seed)
         with neutral_generation_defaults(model):
-            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config, custom_generate=custom)
+            out = model.generate(
+                input_ids=ids, attention_mask=mask, generation_config=config, custom_generate=custom
+            )
     finally:
         hook.remove()
     return out, batches
@@ -45,7 +50,9 @@ def _generate(model, ids, mask, config, custom, seed=0):
 
 def _early_stopping_config(model, tokenizer, temperature: float, top_p: float = 1.0):
     """Many stop ids, so that the answers end at different steps."""
-    config = sampling_config(model, tokenizer, max_new_tokens=16, temperature=temperature, top_p=top_p)
+    config = sampling_config(
+        model, tokenizer, max_new_tokens=16, temperature=temperature, top_p=top_p
+    )
     config.eos_token_id = [*config.eos_token_id, *range(20, 60)]
     return config
 
@@ -60,13 +67,15 @@ def test_our_loop_draws_what_hfs_loop_draws_with_fewer_rows(family, temperature,
     ours, our_batches = _generate(model, ids, mask, config, _decode_dropping_ended_rows)
     assert torch.equal(ours, theirs)
     assert set(their_batches) == {len(ids)}
-    assert our_batches == _rows_not_ended(theirs[:, ids.shape[1]:], config.eos_token_id)
+    assert our_batches == _rows_not_ended(theirs[:, ids.shape[1] :], config.eos_token_id)
 
 
 def _rows_not_ended(generated, stop_ids):
     """The batch of each forward if ended rows leave: all rows, then those whose first k tokens hold no stop id."""
     stopped = torch.isin(generated, torch.tensor(stop_ids)).long().cumsum(dim=1) > 0
-    return [len(generated)] + [int((~stopped[:, k - 1]).sum()) for k in range(1, generated.shape[1])]
+    return [len(generated)] + [
+        int((~stopped[:, k - 1]).sum()) for k in range(1, generated.shape[1])
+    ]
 
 
 def test_a_stopping_rule_our_loop_does_not_know_keeps_hfs_loop(tiny_model_dir):

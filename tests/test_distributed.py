@@ -29,18 +29,34 @@ RECIPE = ROOT / "recipes" / "tiny-test.yaml"
 
 
 def _launched(monkeypatch, **env: str) -> None:
-    for key in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE", "WORLD_SIZE"):
+    for key in (
+        "ACCELERATE_USE_FSDP",
+        "ACCELERATE_USE_DEEPSPEED",
+        "ACCELERATE_DEEPSPEED_ZERO_STAGE",
+        "WORLD_SIZE",
+    ):
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
 
 
-@pytest.mark.parametrize("env,expected", [
-    ({"ACCELERATE_USE_FSDP": "true"}, "rl.algorithm ppo does not run under FSDP"),
-    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}, "DeepSpeed ZeRO-3 (rollouts need whole parameters"),
-    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "0"}, "DeepSpeed ZeRO-0"),
-])
-def test_modes_ppo_cannot_run_are_refused_by_the_dry_run_before_any_model_loads(monkeypatch, env, expected):
+@pytest.mark.parametrize(
+    "env,expected",
+    [
+        ({"ACCELERATE_USE_FSDP": "true"}, "rl.algorithm ppo does not run under FSDP"),
+        (
+            {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"},
+            "DeepSpeed ZeRO-3 (rollouts need whole parameters",
+        ),
+        (
+            {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "0"},
+            "DeepSpeed ZeRO-0",
+        ),
+    ],
+)
+def test_modes_ppo_cannot_run_are_refused_by_the_dry_run_before_any_model_loads(
+    monkeypatch, env, expected
+):
     from typer.testing import CliRunner
 
     from rft_cli.cli import app
@@ -51,12 +67,15 @@ def test_modes_ppo_cannot_run_are_refused_by_the_dry_run_before_any_model_loads(
     assert expected in result.output
 
 
-@pytest.mark.parametrize("algorithm,env", [
-    ("ppo", {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}),
-    ("ppo", {}),
-    ("grpo", {"ACCELERATE_USE_FSDP": "true"}),  # TRL's Trainer runs FSDP and ZeRO-3 itself
-    ("grpo", {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}),
-])
+@pytest.mark.parametrize(
+    "algorithm,env",
+    [
+        ("ppo", {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}),
+        ("ppo", {}),
+        ("grpo", {"ACCELERATE_USE_FSDP": "true"}),  # TRL's Trainer runs FSDP and ZeRO-3 itself
+        ("grpo", {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}),
+    ],
+)
 def test_supported_modes_pass(monkeypatch, algorithm, env):
     _launched(monkeypatch, **env)
     check_launch(load_run_config(RECIPE, [f"rl.algorithm={algorithm}"]))
@@ -67,8 +86,12 @@ def test_alarms_stop_on_is_refused_with_several_processes(monkeypatch, algorithm
     """Only the main process watches the metrics: its alarm stop would leave the others waiting."""
     _launched(monkeypatch, WORLD_SIZE="2")
     with pytest.raises(ConfigError, match="alarms.stop_on"):
-        check_launch(load_run_config(RECIPE, [f"rl.algorithm={algorithm}", "alarms.stop_on=[kl_high]"]))
-    check_launch(load_run_config(RECIPE, [f"rl.algorithm={algorithm}"]))  # alarms without stop_on are fine
+        check_launch(
+            load_run_config(RECIPE, [f"rl.algorithm={algorithm}", "alarms.stop_on=[kl_high]"])
+        )
+    check_launch(
+        load_run_config(RECIPE, [f"rl.algorithm={algorithm}"])
+    )  # alarms without stop_on are fine
     _launched(monkeypatch, WORLD_SIZE="1")
     check_launch(load_run_config(RECIPE, [f"rl.algorithm={algorithm}", "alarms.stop_on=[kl_high]"]))
 
@@ -77,10 +100,20 @@ def test_the_deepspeed_config_takes_ppos_minibatch_and_clipping_over_the_acceler
     """The engine config's `gradient_clipping` (1.0 in our recipes) used to override rl.max_grad_norm,
     and with gradient_accumulation_steps 1 every micro-batch took its own engine step."""
     rl = RLSettings(prompts_per_step=8, mini_batch_size=4, micro_batch_size=2, max_grad_norm=0.3)
-    ds = {"gradient_accumulation_steps": 1, "gradient_clipping": 1.0, "train_batch_size": "auto", "zero_optimization": {"stage": 2}}
+    ds = {
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": 1.0,
+        "train_batch_size": "auto",
+        "zero_optimization": {"stage": 2},
+    }
     configure_deepspeed(ds, rl, world_size=4)
-    assert ds == {"gradient_accumulation_steps": 2, "gradient_clipping": 0.3, "train_batch_size": 2 * 2 * 4,
-                  "train_micro_batch_size_per_gpu": 2, "zero_optimization": {"stage": 2}}
+    assert ds == {
+        "gradient_accumulation_steps": 2,
+        "gradient_clipping": 0.3,
+        "train_batch_size": 2 * 2 * 4,
+        "train_micro_batch_size_per_gpu": 2,
+        "zero_optimization": {"stage": 2},
+    }
 
 
 class _FakeEngine:
@@ -118,16 +151,23 @@ def _trainer_with_engine(losses: list[float] | None = None):
     from rft_cli.training.ppo import PPOTrainer
 
     trainer = object.__new__(PPOTrainer)
-    trainer.cfg = RLSettings(prompts_per_step=8, mini_batch_size=4, micro_batch_size=2, ppo_epochs=2)
+    trainer.cfg = RLSettings(
+        prompts_per_step=8, mini_batch_size=4, micro_batch_size=2, ppo_epochs=2
+    )
     trainer.ctx = SimpleNamespace(config=SimpleNamespace(seed=0))
     trainer.engine = _FakeEngine()
-    trainer.accelerator = SimpleNamespace(num_processes=1, scaler=None)  # DeepSpeed does its own loss scaling
+    trainer.accelerator = SimpleNamespace(
+        num_processes=1, scaler=None
+    )  # DeepSpeed does its own loss scaling
     trainer.ac = SimpleNamespace(core=torch.nn.Linear(1, 1))
     trainer.scheduler = SimpleNamespace(step=lambda: None)
     values = iter(losses or [])
     trainer._micro_losses = lambda mb: (torch.tensor(next(values, 1.0)), {"policy_loss": 0.0})
-    batch = {"input_ids": torch.zeros(8, 3, dtype=torch.long), "attention_mask": torch.ones(8, 3, dtype=torch.long),
-             "mask": torch.ones(8, 2)}
+    batch = {
+        "input_ids": torch.zeros(8, 3, dtype=torch.long),
+        "attention_mask": torch.ones(8, 3, dtype=torch.long),
+        "mask": torch.ones(8, 2),
+    }
     return trainer, batch
 
 
@@ -136,49 +176,94 @@ def test_under_deepspeed_each_minibatch_takes_one_engine_step_after_its_micro_ba
     engine's accumulation steps; PPO's micro-batch losses already sum to the minibatch's."""
     trainer, batch = _trainer_with_engine()
     stats = trainer._update(batch, step=1)
-    one_minibatch = [("boundary", False), ("backward", False), ("boundary", True), ("backward", False), ("step",)]
+    one_minibatch = [
+        ("boundary", False),
+        ("backward", False),
+        ("boundary", True),
+        ("backward", False),
+        ("step",),
+    ]
     assert trainer.engine.calls == one_minibatch * (2 * 2)  # 2 minibatches x 2 epochs
-    assert stats["grad_norm"] == 0.5  # read from the engine, a float (accelerate's clip_grad_norm_ returns no tensor)
+    assert (
+        stats["grad_norm"] == 0.5
+    )  # read from the engine, a float (accelerate's clip_grad_norm_ returns no tensor)
 
 
 def test_under_deepspeed_a_non_finite_loss_is_sent_through_the_engines_skipped_step():
     """The accumulated gradients live in the engine; its skip of a non-finite step is the clean reset."""
     trainer, batch = _trainer_with_engine(losses=[1.0, float("nan")])
     assert trainer._update(batch, step=1) == "non-finite loss"
-    assert trainer.engine.calls == [("boundary", False), ("backward", False), ("boundary", True), ("backward", False), ("step",)]
+    assert trainer.engine.calls == [
+        ("boundary", False),
+        ("backward", False),
+        ("boundary", True),
+        ("backward", False),
+        ("step",),
+    ]
     assert trainer.engine.applied is False
 
 
 def test_under_deepspeed_a_step_the_engine_skipped_is_a_fault():
     trainer, batch = _trainer_with_engine()
-    trainer.engine.pending_finite = False  # the engine found a non-finite gradient norm before its update
+    trainer.engine.pending_finite = (
+        False  # the engine found a non-finite gradient norm before its update
+    )
     assert trainer._update(batch, step=1) == "non-finite gradient norm"
 
 
 def test_under_deepspeed_float16_a_skipped_step_is_a_routine_overflow():
     trainer, batch = _trainer_with_engine(losses=[1.0, float("inf")] + [1.0] * 6)
-    trainer.engine.fp16 = True  # the engine's loss scaling: an overflow skips the update and lowers the scale
-    trainer._any_process = lambda flag: False  # the scaled loss is finite; only the minibatch's gradients overflow
+    trainer.engine.fp16 = (
+        True  # the engine's loss scaling: an overflow skips the update and lowers the scale
+    )
+    trainer._any_process = lambda flag: (
+        False
+    )  # the scaled loss is finite; only the minibatch's gradients overflow
     stats = trainer._update(batch, step=1)
     assert stats["fp16_overflow_steps"] == 1.0 and stats["grad_norm"] == 0.5
 
 
 # -- real DeepSpeed on CPU -------------------------------------------------------------------------
 
-SETTINGS = ["sft.enabled=false", "data.valid=null", "rl.micro_batch_size=2", "rl.ppo_epochs=2", "rl.max_new_tokens=6",
-            "rl.max_grad_norm=0.05", "grader={type: text_similarity, name: sim, input: '{{ sample.output_text }}', "
-            "reference: '{{ item.answer }}', evaluation_metric: fuzzy_match}"]
+SETTINGS = [
+    "sft.enabled=false",
+    "data.valid=null",
+    "rl.micro_batch_size=2",
+    "rl.ppo_epochs=2",
+    "rl.max_new_tokens=6",
+    "rl.max_grad_norm=0.05",
+    "grader={type: text_similarity, name: sim, input: '{{ sample.output_text }}', "
+    "reference: '{{ item.answer }}', evaluation_metric: fuzzy_match}",
+]
 
 
 def _ds_launch(tmp_path: Path, out: Path, *sets: str, resume: bool = False) -> None:
     config = yaml.safe_load((ROOT / "recipes" / "accelerate" / "deepspeed-zero2.yaml").read_text())
-    config.update(num_processes=1, mixed_precision="no")  # gradient_clipping stays 1.0: rl.max_grad_norm must win
+    config.update(
+        num_processes=1, mixed_precision="no"
+    )  # gradient_clipping stays 1.0: rl.max_grad_norm must win
     path = tmp_path / "ds.yaml"
     path.write_text(yaml.safe_dump(config))
-    args = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(path), "-m", "rft_cli", "train",
-            str(RECIPE), "--output-dir", str(out), "--quiet", *[a for s in sets for a in ("--set", s)], *(["--resume"] if resume else [])]
+    args = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(path),
+        "-m",
+        "rft_cli",
+        "train",
+        str(RECIPE),
+        "--output-dir",
+        str(out),
+        "--quiet",
+        *[a for s in sets for a in ("--set", s)],
+        *(["--resume"] if resume else []),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "DS_ACCELERATOR": "cpu"}
-    done = subprocess.run(args, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        args, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -189,7 +274,10 @@ def _rl_lines(run_dir: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed (pip install rft[deepspeed])")
+@pytest.mark.skipif(
+    importlib.util.find_spec("deepspeed") is None,
+    reason="deepspeed is not installed (pip install rft[deepspeed])",
+)
 def test_ppo_under_deepspeed_zero2_trains_and_resumes_as_the_plain_loop(tmp_path):
     """ZeRO-2 on CPU, one process: the same metrics as a run without DeepSpeed (one engine step per
     minibatch of 2 accumulated micro-batches, clipped at rl.max_grad_norm 0.05 although the

@@ -40,15 +40,27 @@ DOCUMENTED_REWARDS: dict[str, float] = {}
 
 # Commands that run elsewhere and take minutes here: the default recipe trains for ~6 minutes on
 # 2 cores (tests/test_recipes.py runs it shortened).
-EXCLUDED = {"rft train recipes/arith-cpu.yaml": "trains for minutes; test_recipes.py runs it shortened"}
+EXCLUDED = {
+    "rft train recipes/arith-cpu.yaml": "trains for minutes; test_recipes.py runs it shortened"
+}
 # Commands run with extra arguments that keep them to seconds; what follows them in the page
 # (eval, report) then works on a real, short run folder.
 SHORTENED = {
     "rft train recipes/arith-cpu.yaml --output-dir runs/arith": [
-        "--set", "sft.max_steps=3", "--set", "rl.steps=2", "--set", "eval.samples=8", "--set", "eval.interval=1"],
+        "--set",
+        "sft.max_steps=3",
+        "--set",
+        "rl.steps=2",
+        "--set",
+        "eval.samples=8",
+        "--set",
+        "eval.interval=1",
+    ],
 }
-TOUR_EVAL = ("rft eval --model runs/arith --data data/arith/valid.jsonl --grader data/arith/grader.yaml "
-             "--max-new-tokens 64 --min-score 0.9")
+TOUR_EVAL = (
+    "rft eval --model runs/arith --data data/arith/valid.jsonl --grader data/arith/grader.yaml "
+    "--max-new-tokens 64 --min-score 0.9"
+)
 SHORTENED[TOUR_EVAL] = ["--limit", "16"]
 # Quality gates that a shortened run does not pass: the gate must answer (0 or 1), not fail to run.
 EXIT_CODES = {TOUR_EVAL: {0, 1}}
@@ -79,7 +91,9 @@ def _fenced_blocks(page: Path) -> list[Block]:
                 i += 1
             if info == "bash":
                 marker = NOT_RUN.match(lines[start - 1]) if start else None
-                block = Block(page, start + 1, lines[start + 1:i], marker.group(1) if marker else None)
+                block = Block(
+                    page, start + 1, lines[start + 1 : i], marker.group(1) if marker else None
+                )
                 block.commands = _rft_commands(block.lines)
                 _note_rewards(block.lines)
                 blocks.append(block)
@@ -109,7 +123,7 @@ def _rft_commands(lines: list[str]) -> list[str]:
             end = words.index("&&") if "&&" in words else len(words)
             if words[0] == "rft":
                 commands.append(shlex.join(words[:end]))
-            words = words[end + 1:]
+            words = words[end + 1 :]
     return commands
 
 
@@ -118,8 +132,12 @@ RUNNABLE_PAGES = sorted({b.page for b in BLOCKS if b.commands and b.not_run is N
 
 
 def _trains(page: Path) -> bool:
-    return any(c.startswith("rft train") and "--dry-run" not in c and c not in EXCLUDED
-               for b in BLOCKS if b.page == page and b.not_run is None for c in b.commands)
+    return any(
+        c.startswith("rft train") and "--dry-run" not in c and c not in EXCLUDED
+        for b in BLOCKS
+        if b.page == page and b.not_run is None
+        for c in b.commands
+    )
 
 
 def test_marked_blocks_say_why_and_unmarked_blocks_can_run():
@@ -130,24 +148,44 @@ def test_marked_blocks_say_why_and_unmarked_blocks_can_run():
             continue
         for command in block.commands:
             assert not set(shlex.split(command)) & {"|", "<", ">", ">>", ";"}, (
-                f"{block.where}: `{command}` uses a pipe or redirection; mark the block <!-- not-run: why -->")
-        shell = [line for line in block.lines if line.lstrip().startswith("rft ") and re.search(r"\$[({A-Za-z_]|`", line)]
-        assert not shell, (f"{block.where}: `{shell[0]}` needs the shell to expand it, which the runner does not do; "
-                           "mark the block <!-- not-run: why -->")
+                f"{block.where}: `{command}` uses a pipe or redirection; mark the block <!-- not-run: why -->"
+            )
+        shell = [
+            line
+            for line in block.lines
+            if line.lstrip().startswith("rft ") and re.search(r"\$[({A-Za-z_]|`", line)
+        ]
+        assert not shell, (
+            f"{block.where}: `{shell[0]}` needs the shell to expand it, which the runner does not do; "
+            "mark the block <!-- not-run: why -->"
+        )
 
 
 def test_the_runner_finds_what_it_should():
     """The parser itself: continuations, comments, `&&` and non-rft lines (a runner that found nothing
     would pass every page)."""
-    lines = ["# a comment", "pip install x && rft validate a.jsonl \\", "    --valid b.jsonl   # note",
-             "rft train r.yaml --dry-run && rft train r.yaml", "accelerate launch -m rft_cli train r.yaml"]
-    assert _rft_commands(lines) == ["rft validate a.jsonl --valid b.jsonl", "rft train r.yaml --dry-run",
-                                    "rft train r.yaml"]
+    lines = [
+        "# a comment",
+        "pip install x && rft validate a.jsonl \\",
+        "    --valid b.jsonl   # note",
+        "rft train r.yaml --dry-run && rft train r.yaml",
+        "accelerate launch -m rft_cli train r.yaml",
+    ]
+    assert _rft_commands(lines) == [
+        "rft validate a.jsonl --valid b.jsonl",
+        "rft train r.yaml --dry-run",
+        "rft train r.yaml",
+    ]
     assert sum(len(b.commands) for b in BLOCKS if b.not_run is None) >= 8
 
 
-@pytest.mark.parametrize("page", [pytest.param(p, marks=[pytest.mark.slow] if _trains(p) else [], id=p.name)
-                                  for p in RUNNABLE_PAGES])
+@pytest.mark.parametrize(
+    "page",
+    [
+        pytest.param(p, marks=[pytest.mark.slow] if _trains(p) else [], id=p.name)
+        for p in RUNNABLE_PAGES
+    ],
+)
 def test_documented_commands_run(page, tmp_path, monkeypatch):
     for folder in ("data", "recipes", "examples"):
         shutil.copytree(ROOT / folder, tmp_path / folder)
@@ -161,12 +199,16 @@ def test_documented_commands_run(page, tmp_path, monkeypatch):
             result = CliRunner().invoke(app, args)
             expected = EXIT_CODES.get(command, {0})
             assert result.exit_code in expected, (
-                f"{block.where}: `{command}` exited {result.exit_code}, not {sorted(expected)}:\n{result.output[-3000:]}")
-            assert "Traceback" not in result.output, f"{block.where}: `{command}`:\n{result.output[-3000:]}"
+                f"{block.where}: `{command}` exited {result.exit_code}, not {sorted(expected)}:\n{result.output[-3000:]}"
+            )
+            assert "Traceback" not in result.output, (
+                f"{block.where}: `{command}`:\n{result.output[-3000:]}"
+            )
             if command in DOCUMENTED_REWARDS:
                 shown = json.loads(result.stdout)["reward"]
                 assert shown == pytest.approx(DOCUMENTED_REWARDS[command]), (
-                    f"{block.where}: `{command}` gives reward {shown}, the page says {DOCUMENTED_REWARDS[command]}")
+                    f"{block.where}: `{command}` gives reward {shown}, the page says {DOCUMENTED_REWARDS[command]}"
+                )
             ran += 1
     assert ran, f"{page.name}: no command ran"
 
@@ -179,17 +221,26 @@ def test_files_shown_in_the_docs_are_the_shipped_files():
             match = SHOWS_FILE.match(line)
             if not match:
                 continue
-            assert lines[number + 1].startswith("```"), f"{page.name}:{number + 1}: <!-- file: --> must precede a fence"
+            assert lines[number + 1].startswith("```"), (
+                f"{page.name}:{number + 1}: <!-- file: --> must precede a fence"
+            )
             end = next(i for i in range(number + 2, len(lines)) if lines[i].startswith("```"))
-            text = "\n".join(lines[number + 2:end]) + "\n"
-            assert text == (ROOT / match.group(1)).read_text(), f"{page.name}:{number + 1}: differs from {match.group(1)}"
+            text = "\n".join(lines[number + 2 : end]) + "\n"
+            assert text == (ROOT / match.group(1)).read_text(), (
+                f"{page.name}:{number + 1}: differs from {match.group(1)}"
+            )
             shown += 1
     assert shown >= 8
 
 
 def test_documented_rewards_are_found():
-    assert len(DOCUMENTED_REWARDS) >= 8 and DOCUMENTED_REWARDS[
-        "rft grade examples/graders/numeric.yaml --item '{\"reference_answer\": \"84\"}' --sample 'So the total is 85. #### 85' --format json"] == 0.1
+    assert (
+        len(DOCUMENTED_REWARDS) >= 8
+        and DOCUMENTED_REWARDS[
+            "rft grade examples/graders/numeric.yaml --item '{\"reference_answer\": \"84\"}' --sample 'So the total is 85. #### 85' --format json"
+        ]
+        == 0.1
+    )
 
 
 # -- links -----------------------------------------------------------------------------------
@@ -222,9 +273,13 @@ LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 
 
 def _links() -> list[tuple[Path, int, str]]:
-    return [(page, number, target) for page in PAGES for number, line in _prose(page)
-            for target in LINK.findall(re.sub(r"`[^`]*`", "", line))
-            if not re.match(r"[a-z]+:", target)]
+    return [
+        (page, number, target)
+        for page in PAGES
+        for number, line in _prose(page)
+        for target in LINK.findall(re.sub(r"`[^`]*`", "", line))
+        if not re.match(r"[a-z]+:", target)
+    ]
 
 
 def test_internal_links_and_anchors_resolve():
@@ -237,7 +292,9 @@ def test_internal_links_and_anchors_resolve():
         if not dest.exists():
             broken.append(f"{page.relative_to(ROOT)}:{number}: {target} (no such file)")
         elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
-            broken.append(f"{page.relative_to(ROOT)}:{number}: {target} (no heading with that anchor)")
+            broken.append(
+                f"{page.relative_to(ROOT)}:{number}: {target} (no heading with that anchor)"
+            )
     assert not broken, "\n".join(broken)
 
 
@@ -256,16 +313,31 @@ def test_repository_paths_named_in_the_docs_exist():
     name alone, `test_sft.py`) is still there: a renamed test must not leave the guarantees pointing
     at nothing."""
     tests = {path.name for path in (ROOT / "tests").rglob("test_*.py")}
-    missing = [f"{page.relative_to(ROOT)}:{number}: {path}" for page in PAGES for number, line in _prose(page)
-               for path in REPO_PATH.findall(line) if not (ROOT / path).exists()]
-    missing += [f"{page.relative_to(ROOT)}:{number}: {name}" for page in PAGES for number, line in _prose(page)
-                for name in TEST_FILE.findall(line) if name not in tests]
+    missing = [
+        f"{page.relative_to(ROOT)}:{number}: {path}"
+        for page in PAGES
+        for number, line in _prose(page)
+        for path in REPO_PATH.findall(line)
+        if not (ROOT / path).exists()
+    ]
+    missing += [
+        f"{page.relative_to(ROOT)}:{number}: {name}"
+        for page in PAGES
+        for number, line in _prose(page)
+        for name in TEST_FILE.findall(line)
+        if name not in tests
+    ]
     assert not missing, "\n".join(missing)
 
 
 def test_mkdocs_builds_strict(tmp_path):
     """The site builds offline with every page in the nav and no broken link (mkdocs is in the dev extra)."""
     pytest.importorskip("mkdocs", reason="mkdocs is in the dev extra; pip install -e '.[dev]'")
-    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr

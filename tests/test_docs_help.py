@@ -19,7 +19,9 @@ def test_help_shows_click_metavars_not_python_types(path):
     (`--strict <bool>`, `--set <list[str]>`, `--valid <file>`) and `{TRAIN}` in the usage line;
     help_format swaps the parameters to click's display: `--valid FILE`, a bare `--strict`, `TRAIN`."""
     text = command_help(path)
-    assert not re.findall(r"<(bool|str|int|float|path|file|dir|list\[[^\]]*\]|int range|float range)>", text)
+    assert not re.findall(
+        r"<(bool|str|int|float|path|file|dir|list\[[^\]]*\]|int range|float range)>", text
+    )
     assert not re.search(r"Usage: .*\{", text)
 
 
@@ -40,5 +42,7 @@ def test_parsing_is_unchanged(tmp_path):
     assert bad.exit_code == 2
     missing = CliRunner().invoke(app, ["validate"])
     assert missing.exit_code == 2 and "TRAIN" in missing.output
-    ok = CliRunner().invoke(app, ["validate", "data/example/train.jsonl", "--max-errors", "3", "--strict"])
+    ok = CliRunner().invoke(
+        app, ["validate", "data/example/train.jsonl", "--max-errors", "3", "--strict"]
+    )
     assert ok.exit_code == 0, ok.output

@@ -38,8 +38,11 @@ def test_every_config_key_is_documented_and_listed():
     assert len(keys) > 80
     undocumented = [key for key, field in keys if not field.description]
     assert not undocumented, f"give these fields a doc= in rft_cli/config.py: {undocumented}"
-    sections = {name for name, f in RunConfig.model_fields.items() if isinstance(f.annotation, type)
-                and issubclass(f.annotation, BaseModel)}
+    sections = {
+        name
+        for name, f in RunConfig.model_fields.items()
+        if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)
+    }
     missing = [key for key, _ in keys if key not in sections and f"| `{key}` |" not in reference]
     assert not missing, missing
     assert all(f"### `{name}`" in reference for name in sections)
@@ -68,7 +71,9 @@ def test_the_openai_page_maps_every_hyperparameter_as_the_importer_does():
     page = (docs_gen.DOCS_DIR / "openai.md").read_text()
     for openai_key, (rft_key, _) in MAPPING.items():
         rft_cell = rft_key if rft_key.startswith("(") else f"`{rft_key}`"
-        assert f"| `{openai_key}` | {rft_cell} |" in page, f"docs/openai.md: no row `{openai_key}` -> {rft_cell}"
+        assert f"| `{openai_key}` | {rft_cell} |" in page, (
+            f"docs/openai.md: no row `{openai_key}` -> {rft_cell}"
+        )
 
 
 def test_the_exit_code_table_lists_the_codes_rft_uses():
@@ -79,8 +84,18 @@ def test_the_exit_code_table_lists_the_codes_rft_uses():
     from rft_cli.cli.report import ALARM_EXIT_CODE
 
     page = (docs_gen.DOCS_DIR / "cli.md").read_text()
-    table = page[page.index("## Exit codes"):page.index("## Commands")]
+    table = page[page.index("## Exit codes") : page.index("## Commands")]
     documented = {int(code) for code in re.findall(r"^\| (\d+) \|", table, flags=re.M)}
-    used = {errors.EXIT_OK, errors.EXIT_INVALID, errors.EXIT_USAGE, errors.EXIT_INTERRUPTED, ALARM_EXIT_CODE}
-    used |= {cls.exit_code for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, errors.RftError)}
+    used = {
+        errors.EXIT_OK,
+        errors.EXIT_INVALID,
+        errors.EXIT_USAGE,
+        errors.EXIT_INTERRUPTED,
+        ALARM_EXIT_CODE,
+    }
+    used |= {
+        cls.exit_code
+        for cls in vars(errors).values()
+        if isinstance(cls, type) and issubclass(cls, errors.RftError)
+    }
     assert documented == used

@@ -235,12 +235,26 @@ def test_evaluate_models_grades_a_samples_file_and_gates_on_the_first_model(tmp_
 
     data = _write_lines(tmp_path / "rows.jsonl", rows_with_answers([4, 7]))
     grader = tmp_path / "grader.yaml"
-    grader.write_text('type: numeric\nname: answer\ninput: "{{ sample.output_text }}"\nreference: "{{ item.answer }}"\n')
-    samples = _write_lines(tmp_path / "s.jsonl", [{"model": "a", "output_text": "4"}, {"model": "a", "output_text": "1"},
-                                                  {"model": "b", "row": 0, "output_text": "4"}])
+    grader.write_text(
+        'type: numeric\nname: answer\ninput: "{{ sample.output_text }}"\nreference: "{{ item.answer }}"\n'
+    )
+    samples = _write_lines(
+        tmp_path / "s.jsonl",
+        [
+            {"model": "a", "output_text": "4"},
+            {"model": "a", "output_text": "1"},
+            {"model": "b", "row": 0, "output_text": "4"},
+        ],
+    )
     with pytest.raises(DataError, match='some lines have a "row" field'):
         evaluate_models(data, grader, samples_file=samples)
-    _write_lines(samples, [{"model": "a", "row": 0, "output_text": "4"}, {"model": "a", "row": 1, "output_text": "1"}])
+    _write_lines(
+        samples,
+        [
+            {"model": "a", "row": 0, "output_text": "4"},
+            {"model": "a", "row": 1, "output_text": "1"},
+        ],
+    )
     run = evaluate_models(data, grader, samples_file=samples, limit=2, min_score=0.6)
     assert [r.model for r in run.reports] == ["a"] and run.reports[0].mean_reward == 0.5
     assert run.gate == "failed" and run.temperature is None

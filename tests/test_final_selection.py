@@ -28,15 +28,22 @@ def _checkpoint(folder: Path, score: float | None) -> Path:
     return ckpt.write_checkpoint(folder, _write, {"step": 0, "valid_reward_mean": score})
 
 
-@pytest.mark.parametrize("start_score,steps,expected", [
-    (0.9, {1: 0.5, 2: 0.7}, "sft"),  # validation only fell: the start comes back
-    (0.5, {1: 0.5, 2: 0.7}, "step-2"),
-    (0.7, {1: 0.5, 2: 0.7}, "step-2"),  # a tie goes to the trained model
-    (0.7, {1: 0.8, 2: 0.8}, "step-2"),  # and to the later step
-    (None, {1: 0.2, 2: None}, "step-1"),  # an unscored start or step never wins over a scored one
-    (0.4, {1: None, 2: None}, "sft"),
-    (None, {1: None, 2: None}, "step-2"),  # nothing scored: the latest step, as rl.final: last
-])
+@pytest.mark.parametrize(
+    "start_score,steps,expected",
+    [
+        (0.9, {1: 0.5, 2: 0.7}, "sft"),  # validation only fell: the start comes back
+        (0.5, {1: 0.5, 2: 0.7}, "step-2"),
+        (0.7, {1: 0.5, 2: 0.7}, "step-2"),  # a tie goes to the trained model
+        (0.7, {1: 0.8, 2: 0.8}, "step-2"),  # and to the later step
+        (
+            None,
+            {1: 0.2, 2: None},
+            "step-1",
+        ),  # an unscored start or step never wins over a scored one
+        (0.4, {1: None, 2: None}, "sft"),
+        (None, {1: None, 2: None}, "step-2"),  # nothing scored: the latest step, as rl.final: last
+    ],
+)
 def test_best_checkpoint_counts_the_start_as_a_candidate(tmp_path, start_score, steps, expected):
     start = _checkpoint(tmp_path / "sft", start_score)
     for step, score in steps.items():
@@ -62,7 +69,9 @@ def test_beats_saved_only_for_a_strictly_higher_score(tmp_path):
 
 def _script_validation(monkeypatch, start: float, by_step: dict[int, float]) -> None:
     """The warm-up (or base model) scores `start`; RL step N scores by_step[N]."""
-    monkeypatch.setattr(sft_module, "evaluate_sft", lambda ctx, model, tokenizer, step=0: _scores(start))
+    monkeypatch.setattr(
+        sft_module, "evaluate_sft", lambda ctx, model, tokenizer, step=0: _scores(start)
+    )
 
     def evaluate(self):
         return _scores(by_step[self.state.step])
@@ -76,7 +85,9 @@ def _scores(value: float) -> dict[str, float]:
 
 def _run(tmp_path: Path, *overrides: str):
     # The sevens grader's rewards differ between answers from the first step, so PPO moves the weights.
-    config = load_run_config(RECIPE, ["grader_check.enabled=false", *overrides])  # the sevens grader fails the demonstrations
+    config = load_run_config(
+        RECIPE, ["grader_check.enabled=false", *overrides]
+    )  # the sevens grader fails the demonstrations
     return train(config, output_dir=tmp_path / "run", grader=SevensGrader())
 
 
@@ -102,8 +113,13 @@ def test_a_run_whose_validation_falls_hands_back_its_warm_up(tmp_path, monkeypat
 def test_rl_final_last_keeps_the_last_step(tmp_path, monkeypatch):
     _script_validation(monkeypatch, 0.9, {2: 0.5, 3: 0.4})
     result = _run(tmp_path, "rl.final=last")
-    assert result.summary["final_source"] == "step-3" and result.summary["start_valid_reward_mean"] == 0.9
-    assert result.summary["final_valid_reward_mean"] == result.summary["final_valid_accuracy"] == 0.4
+    assert (
+        result.summary["final_source"] == "step-3"
+        and result.summary["start_valid_reward_mean"] == 0.9
+    )
+    assert (
+        result.summary["final_valid_reward_mean"] == result.summary["final_valid_accuracy"] == 0.4
+    )
     assert _same_weights(result.run_dir / "final", result.run_dir / "checkpoints" / "step-3")
 
 
@@ -115,7 +131,10 @@ def test_a_best_step_between_saves_is_saved_and_survives_pruning(tmp_path, monke
     result = _run(tmp_path, "rl.steps=6", "save_interval=10")
     steps = [n for n, _ in ckpt.step_checkpoints(result.run_dir / "checkpoints")]
     assert steps == [2, 6]  # step 4 was a new best of nothing: not saved; step 6 is the last
-    assert result.summary["final_source"] == "step-2" and result.summary["final_valid_reward_mean"] == 0.8
+    assert (
+        result.summary["final_source"] == "step-2"
+        and result.summary["final_valid_reward_mean"] == 0.8
+    )
     assert result.summary["final_valid_accuracy"] == 0.8
     assert result.summary["start_valid_reward_mean"] == 0.2
     assert _same_weights(result.run_dir / "final", result.run_dir / "checkpoints" / "step-2")
@@ -127,16 +146,42 @@ def test_without_a_warm_up_the_base_model_is_the_start(tmp_path, monkeypatch):
     result = _run(tmp_path, "sft.enabled=false")
     base = result.run_dir / "checkpoints" / "base"
     assert ckpt.read_meta(base)["valid_reward_mean"] == 0.7
-    assert result.summary["final_source"] == "start" and result.summary["final_checkpoint"] == "checkpoints/base"
+    assert (
+        result.summary["final_source"] == "start"
+        and result.summary["final_checkpoint"] == "checkpoints/base"
+    )
     assert _same_weights(result.run_dir / "final", base)
 
 
-@pytest.mark.parametrize("summary,expected", [
-    ({"final_source": "step-50", "final_valid_reward_mean": 0.97, "start_valid_reward_mean": 0.85},
-     ", valid_reward_mean 0.97, start 0.85"),
-    ({"final_source": "start", "final_valid_reward_mean": 0.85, "start_valid_reward_mean": 0.85}, ", valid_reward_mean 0.85"),
-    ({"final_source": "step-3", "final_valid_reward_mean": None, "start_valid_reward_mean": None}, ""),
-])
+@pytest.mark.parametrize(
+    "summary,expected",
+    [
+        (
+            {
+                "final_source": "step-50",
+                "final_valid_reward_mean": 0.97,
+                "start_valid_reward_mean": 0.85,
+            },
+            ", valid_reward_mean 0.97, start 0.85",
+        ),
+        (
+            {
+                "final_source": "start",
+                "final_valid_reward_mean": 0.85,
+                "start_valid_reward_mean": 0.85,
+            },
+            ", valid_reward_mean 0.85",
+        ),
+        (
+            {
+                "final_source": "step-3",
+                "final_valid_reward_mean": None,
+                "start_valid_reward_mean": None,
+            },
+            "",
+        ),
+    ],
+)
 def test_the_final_line_shows_the_score_beside_the_start(summary, expected):
     from rft_cli.cli.train import _scores
 
@@ -154,20 +199,31 @@ def test_a_run_whose_validation_keeps_falling_stops_early_with_its_warm_up(tmp_p
     result = _run(tmp_path, "rl.steps=6", "eval.interval=1")
     summary, run_dir = result.summary, result.run_dir
     # steps 2 and 3 are both 0.1 or more below the start's 0.9: the run ends after step 3
-    assert summary["stopped"]["early_stop"] == "valid_regression" and summary["stopped"]["step"] == 3
-    assert "0.750 is 0.150 below the best 0.900, 2 evaluations in a row" in summary["stopped"]["reason"]
+    assert (
+        summary["stopped"]["early_stop"] == "valid_regression" and summary["stopped"]["step"] == 3
+    )
+    assert (
+        "0.750 is 0.150 below the best 0.900, 2 evaluations in a row"
+        in summary["stopped"]["reason"]
+    )
     assert [n for n, _ in ckpt.step_checkpoints(run_dir / "checkpoints")][-1] == 3
     rl = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("stage") == "rl"]
     assert [r["step"] for r in rl] == [1, 2, 3]
     assert [r["valid_best_reward_mean"] for r in rl] == [0.9, 0.9, 0.9]
     assert [a["name"] for a in rl[-1]["alarms"]] == ["valid_regression"]
-    assert summary["final_source"] == "start" and _same_weights(run_dir / "final", run_dir / "checkpoints" / "sft")
+    assert summary["final_source"] == "start" and _same_weights(
+        run_dir / "final", run_dir / "checkpoints" / "sft"
+    )
 
     # a resume of the stopped run stops again at once: no further steps, the same final/
-    config = load_run_config(RECIPE, ["grader_check.enabled=false", "rl.steps=6", "eval.interval=1"])
+    config = load_run_config(
+        RECIPE, ["grader_check.enabled=false", "rl.steps=6", "eval.interval=1"]
+    )
     again = train(config, output_dir=run_dir, grader=SevensGrader(), resume=True)
     assert again.summary["stopped"]["step"] == 3 and again.summary["final_source"] == "start"
-    assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl") if r.get("stage") == "rl"] == [1, 2, 3]
+    assert [
+        r["step"] for r in read_metrics(run_dir / "metrics.jsonl") if r.get("stage") == "rl"
+    ] == [1, 2, 3]
 
 
 @pytest.mark.slow

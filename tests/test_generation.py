@@ -146,7 +146,9 @@ def test_generation_stops_at_eos(loaded):
 def test_prompts_use_the_chat_template(loaded):
     """The prompt the model sees is the chat template's, ending with the assistant opening."""
     model, tokenizer = loaded
-    seen = _input_ids_seen(model, lambda: generate_completions(model, tokenizer, PROMPTS[:1], max_new_tokens=2))
+    seen = _input_ids_seen(
+        model, lambda: generate_completions(model, tokenizer, PROMPTS[:1], max_new_tokens=2)
+    )
     assert tokenizer.decode(seen[0][0]) == "<|user|>hi<|end|><|assistant|>"
 
 
@@ -237,7 +239,9 @@ def test_hub_like_folder_loads_with_its_own_pad_and_eos(hub_loaded):
 
 def test_hub_like_prompt_is_chatml(hub_loaded):
     model, tokenizer = hub_loaded
-    seen = _input_ids_seen(model, lambda: generate_completions(model, tokenizer, PROMPTS[:2], max_new_tokens=2))
+    seen = _input_ids_seen(
+        model, lambda: generate_completions(model, tokenizer, PROMPTS[:2], max_new_tokens=2)
+    )
     texts = [tokenizer.decode(ids) for ids in seen[0]]
     # Longest prompt first; the shorter one is left-padded with <|endoftext|>, not with the EOS.
     assert texts[0] == (
@@ -267,7 +271,9 @@ def test_hub_like_generation_stops_at_either_eos_id(hub_loaded, token):
 
     handle = model.lm_head.register_forward_hook(force)
     try:
-        (c,) = generate_completions(model, tokenizer, PROMPTS[:1], max_new_tokens=6, temperature=1.0)[0]
+        (c,) = generate_completions(
+            model, tokenizer, PROMPTS[:1], max_new_tokens=6, temperature=1.0
+        )[0]
     finally:
         handle.remove()
     assert c == Completion(text="4", num_tokens=2, truncated=False)

@@ -60,7 +60,9 @@ def test_unresolved_variable_is_an_invalid_variable_error(item):
 
 
 def test_item_fields_lists_top_level_fields():
-    grader = build_grader(check("eq", reference="{{ item.gt.date }} {{ item.messages[0].content }}"))
+    grader = build_grader(
+        check("eq", reference="{{ item.gt.date }} {{ item.messages[0].content }}")
+    )
     assert grader.item_fields() == {"gt", "messages"}
 
 
@@ -157,7 +159,9 @@ def test_numeric_tolerances():
 
 
 def test_numeric_custom_patterns():
-    grader = build_grader({"type": "numeric", "reference": "9", "patterns": [r"RESULT=(\S+)"], "last_number": False})
+    grader = build_grader(
+        {"type": "numeric", "reference": "9", "patterns": [r"RESULT=(\S+)"], "last_number": False}
+    )
     assert grader.grade("RESULT=9 then 10", {}).reward == 1.0
     assert grader.grade("the answer is 9", {}).reward == 0.0
 
@@ -169,7 +173,11 @@ def test_numeric_unparsable_reference_is_counted():
 
 
 def test_format_number_is_canonical():
-    assert format_number(14.0) == "14" and format_number(0.1 + 0.2) == "0.3" and format_number(-2.5) == "-2.5"
+    assert (
+        format_number(14.0) == "14"
+        and format_number(0.1 + 0.2) == "0.3"
+        and format_number(-2.5) == "-2.5"
+    )
 
 
 # --- regex and json_match ---------------------------------------------------------------------
@@ -178,16 +186,36 @@ def test_format_number_is_canonical():
 def test_regex_match_and_extract():
     match = build_grader({"type": "regex", "pattern": r"^\d+$"})
     assert match.grade("123", {}).reward == 1.0 and match.grade("12a", {}).reward == 0.0
-    extract = build_grader({"type": "regex", "pattern": r"Label: (\w+)", "reference": "{{ item.label }}", "occurrence": "last"})
+    extract = build_grader(
+        {
+            "type": "regex",
+            "pattern": r"Label: (\w+)",
+            "reference": "{{ item.label }}",
+            "occurrence": "last",
+        }
+    )
     assert extract.grade("Label: no ... Label: yes", {"label": "yes"}).reward == 1.0
-    named = build_grader({"type": "regex", "pattern": r"(x)=(?P<answer>\w+)", "reference": "B", "case_sensitive": False})
+    named = build_grader(
+        {
+            "type": "regex",
+            "pattern": r"(x)=(?P<answer>\w+)",
+            "reference": "B",
+            "case_sensitive": False,
+        }
+    )
     assert named.grade("x=b", {}).reward == 1.0
     flags = build_grader({"type": "regex", "pattern": "^yes", "flags": ["ignorecase", "multiline"]})
     assert flags.grade("well\nYES", {}).reward == 1.0
 
 
 def test_json_match_weights():
-    grader = build_grader({"type": "json_match", "reference": "{{ item.ref }}", "fields": {"name": 3, "age": 1, "addr.city": 1}})
+    grader = build_grader(
+        {
+            "type": "json_match",
+            "reference": "{{ item.ref }}",
+            "fields": {"name": 3, "age": 1, "addr.city": 1},
+        }
+    )
     item = {"ref": {"name": "Ann", "age": 30, "addr": {"city": "Oslo"}}}
     assert grader.grade('{"name": "Ann", "age": 30, "addr": {"city": "Oslo"}}', item).reward == 1.0
     assert grader.grade('{"name": "Ann", "age": 31, "addr": {"city": "Oslo"}}', item).reward == 0.8
@@ -196,7 +224,9 @@ def test_json_match_weights():
 
 
 def test_json_match_inline_reference_and_case():
-    grader = build_grader({"type": "json_match", "reference": {"a": "X", "b": 1.0}, "case_sensitive": False})
+    grader = build_grader(
+        {"type": "json_match", "reference": {"a": "X", "b": 1.0}, "case_sensitive": False}
+    )
     assert grader.grade('{"a": " x ", "b": 1}', {}).reward == 1.0
 
 
@@ -206,7 +236,10 @@ def test_json_match_inline_reference_and_case():
 def _multi(formula: str) -> dict:
     return {
         "type": "multi",
-        "graders": {"exact": check("eq"), "num": {"type": "numeric", "reference": "{{ item.answer }}"}},
+        "graders": {
+            "exact": check("eq"),
+            "num": {"type": "numeric", "reference": "{{ item.answer }}"},
+        },
         "calculate_output": formula,
     }
 
@@ -231,7 +264,9 @@ def test_multi_formulas(formula, expected):
     assert result.sub_rewards == {"exact": 0.0, "num": 1.0}
 
 
-@pytest.mark.parametrize("formula", ["num / exact", "log(exact)", "sqrt(-1 - num)", "exp(1000 * num)"])
+@pytest.mark.parametrize(
+    "formula", ["num / exact", "log(exact)", "sqrt(-1 - num)", "exp(1000 * num)"]
+)
 def test_multi_math_fault_is_a_formula_error(formula):
     result = build_grader(_multi(formula)).grade("#### 4", {"answer": "4"})
     assert result.reward == 0.0 and result.errors == {"formula_error": 1}
@@ -253,21 +288,46 @@ def test_multi_adds_sub_grader_errors_and_batches():
         ({"type": "nope"}, 'type: "nope" is not one of string_check'),
         ({"input": "x"}, "type: missing"),
         (check("equal"), 'operation: "equal" is not one of eq, ne, like, ilike'),
-        ({**check("eq"), "extra": 1}, "extra: unknown field (allowed: name, type, input, reference, operation)"),
+        (
+            {**check("eq"), "extra": 1},
+            "extra: unknown field (allowed: name, type, input, reference, operation)",
+        ),
         ({"type": "string_check", "input": "x", "operation": "eq"}, "reference: missing"),
-        ({"type": "multi", "graders": {"acc": check("equal")}, "calculate_output": "acc"}, 'graders.acc.operation: "equal" is not one of'),
-        ({"type": "multi", "graders": [check("eq")], "calculate_output": "a"}, "graders: is a list; write a named map"),
-        ({"type": "multi", "graders": {"a": {"type": "multi", "graders": {}, "calculate_output": "1"}}, "calculate_output": "a"}, "graders.a.type: a multi grader cannot contain another multi"),
+        (
+            {"type": "multi", "graders": {"acc": check("equal")}, "calculate_output": "acc"},
+            'graders.acc.operation: "equal" is not one of',
+        ),
+        (
+            {"type": "multi", "graders": [check("eq")], "calculate_output": "a"},
+            "graders: is a list; write a named map",
+        ),
+        (
+            {
+                "type": "multi",
+                "graders": {"a": {"type": "multi", "graders": {}, "calculate_output": "1"}},
+                "calculate_output": "a",
+            },
+            "graders.a.type: a multi grader cannot contain another multi",
+        ),
         (_multi("exact * * num"), 'calculate_output: unexpected "*" at position 8'),
         (_multi("exact + other"), 'calculate_output: unknown name "other"'),
         (_multi("pow(exact)"), 'calculate_output: unknown function "pow"'),
         (_multi("(exact"), "calculate_output: unexpected end of formula"),
         (_multi("exact $ num"), 'calculate_output: unexpected character "$"'),
         (_multi("abs(exact, num)"), "calculate_output: abs() takes 1 argument"),
-        ({"type": "numeric", "reference": "1", "partial_credit": 2}, "partial_credit: Input should be less than or equal to 1"),
-        ({"type": "numeric", "reference": "1", "patterns": ["(a)(b)"]}, "patterns[0]: '(a)(b)' has 2 groups"),
+        (
+            {"type": "numeric", "reference": "1", "partial_credit": 2},
+            "partial_credit: Input should be less than or equal to 1",
+        ),
+        (
+            {"type": "numeric", "reference": "1", "patterns": ["(a)(b)"]},
+            "patterns[0]: '(a)(b)' has 2 groups",
+        ),
         ({"type": "regex", "pattern": "("}, "pattern: invalid regular expression"),
-        ({"type": "json_match", "reference": {}, "fields": {"a": 0}}, "fields: the weights sum to 0"),
+        (
+            {"type": "json_match", "reference": {}, "fields": {"a": 0}},
+            "fields: the weights sum to 0",
+        ),
         ([1, 2], "grader: is a list"),
     ],
 )
@@ -281,7 +341,9 @@ def test_grader_errors_name_the_field(spec, message):
 
 def test_load_grader_yaml_and_json(tmp_path):
     yaml_file = tmp_path / "grader.yaml"
-    yaml_file.write_text("type: string_check\nname: exact\ninput: '{{ sample.output_text }}'\nreference: '{{ item.answer }}'\noperation: eq\n")
+    yaml_file.write_text(
+        "type: string_check\nname: exact\ninput: '{{ sample.output_text }}'\nreference: '{{ item.answer }}'\noperation: eq\n"
+    )
     json_file = tmp_path / "grader.json"
     json_file.write_text(json.dumps(check("ilike")))
     assert load_grader(yaml_file).name == "exact"
@@ -295,8 +357,11 @@ def test_load_grader_yaml_and_json(tmp_path):
         ("bad.yaml", "type: [unclosed\n", "bad.yaml line 2: not valid YAML"),
         ("bad.json", "{nope}", "bad.json: not valid JSON"),
         ("list.yaml", "- type: string_check\n", "holds no grader object"),
-        ("op.yaml", "type: multi\ngraders:\n  acc: {type: string_check, input: x, reference: y, operation: equal}\ncalculate_output: acc\n",
-         'op.yaml: graders.acc.operation: "equal" is not one of eq, ne, like, ilike'),
+        (
+            "op.yaml",
+            "type: multi\ngraders:\n  acc: {type: string_check, input: x, reference: y, operation: equal}\ncalculate_output: acc\n",
+            'op.yaml: graders.acc.operation: "equal" is not one of eq, ne, like, ilike',
+        ),
     ],
 )
 def test_load_grader_file_errors(tmp_path, name, text, message):
@@ -317,8 +382,13 @@ def test_missing_grader_file(tmp_path):
 
 @pytest.mark.parametrize(
     "spec",
-    [check("eq"), _multi("exact + num"), {"type": "regex", "pattern": "a(b)", "reference": "b"},
-     {"type": "json_match", "reference": {"a": 1}}, {"type": "numeric", "reference": "{{ item.answer }}", "patterns": ["=(\\d+)"]}],
+    [
+        check("eq"),
+        _multi("exact + num"),
+        {"type": "regex", "pattern": "a(b)", "reference": "b"},
+        {"type": "json_match", "reference": {"a": 1}},
+        {"type": "numeric", "reference": "{{ item.answer }}", "patterns": ["=(\\d+)"]},
+    ],
 )
 def test_graders_pickle(spec):
     grader = build_grader(spec)
@@ -328,12 +398,17 @@ def test_graders_pickle(spec):
 
 
 def test_reward_function_with_plain_and_conversational_completions():
-    fn = reward_function(build_grader({"type": "numeric", "reference": "{{ item.answer_value }}", "name": "acc"}))
+    fn = reward_function(
+        build_grader({"type": "numeric", "reference": "{{ item.answer_value }}", "name": "acc"})
+    )
     assert fn.__name__ == "acc"
     logged = []
     rewards = fn(
         prompts=[[{"role": "user", "content": "q1"}], [{"role": "user", "content": "q2"}]],
-        completions=[[{"role": "assistant", "content": "#### 3"}], [{"role": "assistant", "content": [{"type": "text", "text": "#### 5"}]}]],
+        completions=[
+            [{"role": "assistant", "content": "#### 3"}],
+            [{"role": "assistant", "content": [{"type": "text", "text": "#### 5"}]}],
+        ],
         answer_value=["3", "4"],
         trainer_state=object(),
         log_metric=lambda name, value: logged.append((name, value)),
@@ -341,7 +416,9 @@ def test_reward_function_with_plain_and_conversational_completions():
     )
     assert rewards == [1.0, 0.0]
     assert logged == [("acc/errors", 0.0)]
-    assert pickle.loads(pickle.dumps(fn))(prompts=["q"], completions=["#### 3"], answer_value=["3"]) == [1.0]
+    assert pickle.loads(pickle.dumps(fn))(
+        prompts=["q"], completions=["#### 3"], answer_value=["3"]
+    ) == [1.0]
 
 
 def test_reward_function_rebuilds_items_and_counts_errors():
@@ -355,8 +432,14 @@ def test_reward_function_rebuilds_items_and_counts_errors():
 
 @pytest.mark.parametrize(
     "module",
-    ["rft_cli.graders.answers", "rft_cli.graders.formula", "rft_cli.graders.builtin", "rft_cli.graders.multi",
-     "rft_cli.graders.build", "rft_cli.graders.reward"],
+    [
+        "rft_cli.graders.answers",
+        "rft_cli.graders.formula",
+        "rft_cli.graders.builtin",
+        "rft_cli.graders.multi",
+        "rft_cli.graders.build",
+        "rft_cli.graders.reward",
+    ],
 )
 def test_docstring_examples_run(module):
     import doctest
@@ -367,5 +450,7 @@ def test_docstring_examples_run(module):
 
 
 def test_unknown_type_suggests_the_closest():
-    with pytest.raises(GraderError, match='"string_chek" is not one of .* \\(did you mean "string_check"\\?\\)'):
+    with pytest.raises(
+        GraderError, match='"string_chek" is not one of .* \\(did you mean "string_check"\\?\\)'
+    ):
         build_grader({"type": "string_chek"})

@@ -38,12 +38,17 @@ def test_python_example_with_rapidfuzz_in_the_sandbox():
     with load_grader(EXAMPLES / "python.json") as grader:
         assert grader.grade("fuzzy wuzzy was a bear", ITEM).reward == 1.0
         partial = grader.grade("Fuzzy Wuzzy was a bear!", ITEM)
-        assert partial.errors == {} and partial.reward == 1.0  # default_process lower-cases and strips punctuation
+        assert (
+            partial.errors == {} and partial.reward == 1.0
+        )  # default_process lower-cases and strips punctuation
         assert 0.0 < grader.grade("a bear", ITEM).reward < 1.0
 
 
 def _tool_sample(name: str, arguments: str) -> dict:
-    return {"output_text": "", "output_tools": [{"function": {"name": name, "arguments": arguments}}]}
+    return {
+        "output_text": "",
+        "output_tools": [{"function": {"name": name, "arguments": arguments}}],
+    }
 
 
 def test_multi_tool_call_example():
@@ -81,35 +86,60 @@ def judge(monkeypatch):
 
 def test_score_model_example_without_base_url(judge):
     judge.answer = lambda body: json.dumps(
-        {"steps": [{"description": "compare", "conclusion": "same"}],
-         "result": 1.0 if last_user_text(body).endswith("Model answer: fuzzy wuzzy was a bear") else 0.1})
+        {
+            "steps": [{"description": "compare", "conclusion": "same"}],
+            "result": 1.0
+            if last_user_text(body).endswith("Model answer: fuzzy wuzzy was a bear")
+            else 0.1,
+        }
+    )
     grader = load_grader(EXAMPLES / "score_model.json")
     assert grader.name == "Example score model grader"
     assert grader.grade("fuzzy wuzzy was a bear", ITEM).reward == 1.0
     assert grader.grade("a bear", ITEM).reward == pytest.approx(0.1)
     body = judge.requests[0]["body"]
-    assert body["model"] == "gpt-5-mini" and body["max_completion_tokens"] == 32768 and body["reasoning_effort"] == "medium"
+    assert (
+        body["model"] == "gpt-5-mini"
+        and body["max_completion_tokens"] == 32768
+        and body["reasoning_effort"] == "medium"
+    )
     assert judge.requests[0]["auth"] == "Bearer sk-test"
 
 
-@pytest.mark.parametrize("name,field", [("label_model.json", "response"), ("label_model_evals.json", "input")])
+@pytest.mark.parametrize(
+    "name,field", [("label_model.json", "response"), ("label_model_evals.json", "input")]
+)
 def test_label_model_examples_without_base_url(judge, name, field):
     """Regression: content as one {"type": "input_text"} object failed to load (`content.str: Input should be a valid string`)."""
     judge.answer = lambda body: json.dumps(
-        {"steps": [], "result": "positive" if "love" in last_user_text(body) else "negative"})
+        {"steps": [], "result": "positive" if "love" in last_user_text(body) else "negative"}
+    )
     grader = load_grader(EXAMPLES / name)
     assert grader.grade("", {field: "I love it"}).reward == 1.0
     assert grader.grade("", {field: "I hate it"}).reward == 0.0
     assert grader.item_fields() == {field}
     messages = judge.requests[0]["body"]["messages"]
-    assert messages[0]["content"].startswith("Classify the sentiment") and messages[1]["content"] == "Statement: I love it"
+    assert (
+        messages[0]["content"].startswith("Classify the sentiment")
+        and messages[1]["content"] == "Statement: I love it"
+    )
 
 
 def test_api_reference_multi_with_a_list_of_graders_is_refused_with_a_fix():
     """The API reference shows `graders` as a list (and an unbalanced formula); the guide's named map is what loads."""
-    spec = {"type": "multi", "name": "example multi grader",
-            "graders": [{"type": "string_check", "name": "s", "input": "{{sample.output_text}}",
-                         "reference": "{{item.label}}", "operation": "eq"}],
-            "calculate_output": "0.5 * text_similarity_score +  0.5 * string_check_score)"}
+    spec = {
+        "type": "multi",
+        "name": "example multi grader",
+        "graders": [
+            {
+                "type": "string_check",
+                "name": "s",
+                "input": "{{sample.output_text}}",
+                "reference": "{{item.label}}",
+                "operation": "eq",
+            }
+        ],
+        "calculate_output": "0.5 * text_similarity_score +  0.5 * string_check_score)",
+    }
     with pytest.raises(GraderError, match="graders: is a list; write a named map"):
         build_grader(spec)

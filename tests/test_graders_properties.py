@@ -52,11 +52,19 @@ def test_formula_matches_python_arithmetic(expression, a, b, c):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(st.integers(min_value=-10**9, max_value=10**9).map(float),
-                 st.decimals(min_value=-10**6, max_value=10**6, places=3, allow_nan=False).map(float)))
+@given(
+    st.one_of(
+        st.integers(min_value=-(10**9), max_value=10**9).map(float),
+        st.decimals(min_value=-(10**6), max_value=10**6, places=3, allow_nan=False).map(float),
+    )
+)
 def test_numeric_reads_back_any_number(value):
     text = format_number(value)
     grader = build_grader({"type": "numeric", "reference": text, "abs_tol": 0, "rel_tol": 1e-12})
-    for output in (f"Some work: 1 + 2 = 3.\n#### {text}", f"So the answer is {text}.", f"\\boxed{{{text}}}"):
+    for output in (
+        f"Some work: 1 + 2 = 3.\n#### {text}",
+        f"So the answer is {text}.",
+        f"\\boxed{{{text}}}",
+    ):
         assert grader.grade(output, {}).reward == 1.0, output
     assert extract_answer(f"#### {value:,.3f}", DEFAULT_REGEXES) == round(value, 3)

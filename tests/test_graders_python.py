@@ -14,7 +14,9 @@ from rft_cli.graders import build_grader
 
 
 def python_grader(body: str, header: str = "", **settings):
-    source = f"{header}\ndef grade(sample, item):\n" + "".join(f"    {line}\n" for line in body.splitlines())
+    source = f"{header}\ndef grade(sample, item):\n" + "".join(
+        f"    {line}\n" for line in body.splitlines()
+    )
     return build_grader({"type": "python", "source": source, "timeout": 2, **settings})
 
 
@@ -33,7 +35,9 @@ def grader_factory():
 
 
 def test_python_grader_sees_sample_and_item(grader_factory):
-    grader = grader_factory("return 1.0 if sample['output_text'].strip() == item['answer'] else 0.25")
+    grader = grader_factory(
+        "return 1.0 if sample['output_text'].strip() == item['answer'] else 0.25"
+    )
     assert grader.grade(" 42 ", {"answer": "42"}).reward == 1.0
     assert grader.grade("41", {"answer": "42"}).reward == 0.25
 
@@ -79,8 +83,13 @@ def test_numpy_numbers_are_numbers(grader_factory):
 
 
 def test_a_dead_worker_is_replaced(grader_factory):
-    grader = grader_factory("if item.get('die'):\n    os._exit(1)\nreturn 1.0", header="import os", workers=1)
-    rewards = [r.reward for r in grader.grade_batch(["a", "b", "c", "d"], [{}, {"die": True}, {}, {"die": True}])]
+    grader = grader_factory(
+        "if item.get('die'):\n    os._exit(1)\nreturn 1.0", header="import os", workers=1
+    )
+    rewards = [
+        r.reward
+        for r in grader.grade_batch(["a", "b", "c", "d"], [{}, {"die": True}, {}, {"die": True}])
+    ]
     assert rewards == [1.0, 0.0, 1.0, 0.0]
     assert grader.grade("e", {}).reward == 1.0
 
@@ -98,7 +107,10 @@ def test_error_while_loading_is_reported_per_call(grader_factory):
         ("def grade(sample, item)\n    return 1", "source: syntax error at line 1"),
         ("def score(sample, item):\n    return 1", "defines no top-level function grade"),
         ("def grade(sample):\n    return 1", "grade() must take exactly two arguments"),
-        ("def grade(sample, item, extra):\n    return 1", "grade() must take exactly two arguments"),
+        (
+            "def grade(sample, item, extra):\n    return 1",
+            "grade() must take exactly two arguments",
+        ),
     ],
 )
 def test_bad_source_is_a_grader_error(source, message):
@@ -133,10 +145,15 @@ def test_sleeping_grader_times_out(grader_factory):
 
 
 def test_memory_bomb_is_contained(grader_factory):
-    grader = grader_factory("blocks = []\nwhile True:\n    blocks.append(bytearray(50 * 1024 * 1024))", memory_mb=256)
+    grader = grader_factory(
+        "blocks = []\nwhile True:\n    blocks.append(bytearray(50 * 1024 * 1024))", memory_mb=256
+    )
     result = grader.grade("x", {})
     assert result.reward == 0.0
-    assert set(result.errors) <= {"python_grader_memory_error", "python_grader_crash"} and result.errors
+    assert (
+        set(result.errors) <= {"python_grader_memory_error", "python_grader_crash"}
+        and result.errors
+    )
 
 
 def test_os_system_is_refused(grader_factory, tmp_path):
@@ -159,7 +176,9 @@ def test_socket_connection_is_refused(grader_factory):
     server.bind(("127.0.0.1", 0))
     server.listen(1)
     port = server.getsockname()[1]
-    grader = grader_factory(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)\nreturn 1.0")
+    grader = grader_factory(
+        f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)\nreturn 1.0"
+    )
     result = grader.grade("x", {})
     server.setblocking(False)
     with pytest.raises(BlockingIOError):  # nothing is waiting in the listen backlog
@@ -177,19 +196,27 @@ def test_writing_outside_its_folder_is_refused(grader_factory, tmp_path):
 
 
 def test_writing_inside_its_folder_works(grader_factory):
-    grader = grader_factory("open('scratch.txt', 'w').write('ok')\nreturn 1.0 if open('scratch.txt').read() == 'ok' else 0.0")
+    grader = grader_factory(
+        "open('scratch.txt', 'w').write('ok')\nreturn 1.0 if open('scratch.txt').read() == 'ok' else 0.0"
+    )
     assert grader.grade("x", {}).reward == 1.0
 
 
 def test_environment_secrets_are_not_inherited(grader_factory, monkeypatch):
     monkeypatch.setenv("RFT_TEST_FAKE_SECRET", "sk-fake-0123456789")
-    grader = grader_factory("return 1.0 if 'RFT_TEST_FAKE_SECRET' in os.environ or 'sk-fake' in repr(os.environ) else 0.5", header="import os")
+    grader = grader_factory(
+        "return 1.0 if 'RFT_TEST_FAKE_SECRET' in os.environ or 'sk-fake' in repr(os.environ) else 0.5",
+        header="import os",
+    )
     assert grader.grade("x", {}).reward == 0.5
 
 
 def test_parent_environment_cannot_be_read_through_proc(grader_factory, monkeypatch):
     monkeypatch.setenv("RFT_TEST_FAKE_SECRET", "sk-fake-0123456789")
-    grader = grader_factory("data = open(f'/proc/{os.getppid()}/environ', 'rb').read()\nreturn 1.0 if b'sk-fake' in data else 0.5", header="import os")
+    grader = grader_factory(
+        "data = open(f'/proc/{os.getppid()}/environ', 'rb').read()\nreturn 1.0 if b'sk-fake' in data else 0.5",
+        header="import os",
+    )
     result = grader.grade("x", {})
     assert result.reward == 0.0 and result.errors == {"python_grader_runtime_error": 1}
 
@@ -198,11 +225,16 @@ def test_killing_its_own_worker_is_contained(grader_factory):
     grader = grader_factory("os.kill(os.getpid(), signal.SIGKILL)", header="import os, signal")
     result = grader.grade("x", {})
     assert result.reward == 0.0
-    assert set(result.errors) <= {"python_grader_runtime_error", "python_grader_crash"} and result.errors
+    assert (
+        set(result.errors) <= {"python_grader_runtime_error", "python_grader_crash"}
+        and result.errors
+    )
 
 
 def test_killing_the_parent_is_refused(grader_factory):
-    grader = grader_factory("os.kill(os.getppid(), signal.SIGTERM)\nreturn 1.0", header="import os, signal")
+    grader = grader_factory(
+        "os.kill(os.getppid(), signal.SIGTERM)\nreturn 1.0", header="import os, signal"
+    )
     assert grader.grade("x", {}).errors == {"python_grader_runtime_error": 1}
     assert os.getpid()  # still here
 
@@ -224,12 +256,19 @@ def test_dying_while_loading_fails_fast_afterwards(grader_factory):
     first = grader.grade("x", {})
     assert first.reward == 0.0 and first.errors == {"python_grader_crash": 1}
     started = time.monotonic()
-    assert [r.errors for r in grader.grade_batch(["a", "b"], [{}, {}])] == [{"python_grader_crash": 1}] * 2
+    assert [r.errors for r in grader.grade_batch(["a", "b"], [{}, {}])] == [
+        {"python_grader_crash": 1}
+    ] * 2
     assert time.monotonic() - started < 0.5
 
 
 def test_a_slow_sample_does_not_hold_up_the_batch(grader_factory):
-    grader = grader_factory("if item.get('slow'):\n    time.sleep(30)\nreturn 1.0", header="import time", timeout=1, workers=2)
+    grader = grader_factory(
+        "if item.get('slow'):\n    time.sleep(30)\nreturn 1.0",
+        header="import time",
+        timeout=1,
+        workers=2,
+    )
     grader.grade("warm", {})
     started = time.monotonic()
     results = grader.grade_batch(["a", "b", "c", "d"], [{"slow": True}, {}, {}, {}])
@@ -244,8 +283,11 @@ def test_module_level_import_of_a_missing_package_is_a_build_error_with_the_inst
     from rft_cli.graders.python_grader import install_hint
 
     source = "import numpy\nfrom rft_no_such_pkg_xyz.metrics import f1_score\n\ndef grade(sample, item):\n    return 1.0\n"
-    with pytest.raises(GraderError, match=r"source: line 2 imports rft_no_such_pkg_xyz, but the package rft_no_such_pkg_xyz "
-                                          r"\(import rft_no_such_pkg_xyz\) is not installed.*-m pip install rft_no_such_pkg_xyz"):
+    with pytest.raises(
+        GraderError,
+        match=r"source: line 2 imports rft_no_such_pkg_xyz, but the package rft_no_such_pkg_xyz "
+        r"\(import rft_no_such_pkg_xyz\) is not installed.*-m pip install rft_no_such_pkg_xyz",
+    ):
         build_grader({"type": "python", "source": source})
     assert install_hint("sklearn.metrics").endswith("-m pip install scikit-learn`")
 

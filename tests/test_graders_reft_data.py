@@ -12,7 +12,10 @@ from rft_cli.graders import build_grader
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "reft"
 FILES = ["svamp_nl.json", "svamp_test_set.json", "gsm8k_test_set.json"]
 
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"ReFT data folder {DATA} is absent (CI puts shared/ beside the clone)")
+pytestmark = pytest.mark.skipif(
+    not DATA.is_dir(),
+    reason=f"ReFT data folder {DATA} is absent (CI puts shared/ beside the clone)",
+)
 
 
 def _records(name: str) -> list[dict]:
@@ -21,7 +24,9 @@ def _records(name: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def grader():
-    return build_grader({"type": "numeric", "reference": "{{ item.answer_value }}", "partial_credit": 0.1})
+    return build_grader(
+        {"type": "numeric", "reference": "{{ item.answer_value }}", "partial_credit": 0.1}
+    )
 
 
 @pytest.mark.parametrize("name", FILES)
@@ -30,7 +35,11 @@ def test_every_reference_answer_scores_one_against_itself(grader, name):
     assert len(records) >= 1000
     samples = [f"#### {r['answer_value']}" for r in records]
     results = grader.grade_batch(samples, records)
-    failures = [(r["item_id"], r["answer_value"], res) for r, res in zip(records, results, strict=True) if res.reward != 1.0]
+    failures = [
+        (r["item_id"], r["answer_value"], res)
+        for r, res in zip(records, results, strict=True)
+        if res.reward != 1.0
+    ]
     assert failures == []
 
 

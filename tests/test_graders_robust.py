@@ -15,18 +15,33 @@ from rft_cli.graders.base import Grader, GradeResult, TemplatedGrader, clamp_rew
 
 runner = CliRunner()
 DEEP = "[" * 20_000 + "]" * 20_000
-EXACT = {"type": "string_check", "input": "{{ sample.output_text }}", "reference": "x", "operation": "eq"}
+EXACT = {
+    "type": "string_check",
+    "input": "{{ sample.output_text }}",
+    "reference": "x",
+    "operation": "eq",
+}
 
 
 def python_grader(body: str) -> dict:
-    return {"type": "python", "source": "def grade(sample, item):\n" + "".join(f"    {line}\n" for line in body.splitlines()), "workers": 1}
+    return {
+        "type": "python",
+        "source": "def grade(sample, item):\n"
+        + "".join(f"    {line}\n" for line in body.splitlines()),
+        "workers": 1,
+    }
 
 
 def grade_cli(tmp_path, spec: dict, item: dict, sample: str) -> dict:
     path = tmp_path / "grader.json"
     path.write_text(json.dumps(spec), encoding="utf-8")
-    result = runner.invoke(app, ["grade", str(path), "--item", json.dumps(item), "--sample", sample, "--format", "json"])
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    result = runner.invoke(
+        app,
+        ["grade", str(path), "--item", json.dumps(item), "--sample", sample, "--format", "json"],
+    )
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception
+    )
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
@@ -38,7 +53,11 @@ def grade_cli(tmp_path, spec: dict, item: dict, sample: str) -> dict:
 def test_min_and_max_of_one_argument(tmp_path, formula, reward):
     """`min(a)` built, then raised TypeError ('float' object is not iterable) at grading time."""
     spec = {"type": "multi", "graders": {"a": EXACT}, "calculate_output": formula}
-    assert grade_cli(tmp_path, spec, {}, "x") == {"reward": reward, "sub_rewards": {"a": 1.0}, "errors": {}}
+    assert grade_cli(tmp_path, spec, {}, "x") == {
+        "reward": reward,
+        "sub_rewards": {"a": 1.0},
+        "errors": {},
+    }
 
 
 class _Broken(TemplatedGrader):
@@ -69,13 +88,22 @@ class _BrokenBatch(Grader):
 
 def test_a_batch_that_raises_is_graded_one_sample_at_a_time():
     results = _BrokenBatch().grade_batch(["a", "boom", "b"], [{}, {}, {}])
-    assert [(r.reward, r.errors) for r in results] == [(1.0, {}), (0.0, {"grader_exception": 1}), (1.0, {})]
+    assert [(r.reward, r.errors) for r in results] == [
+        (1.0, {}),
+        (0.0, {"grader_exception": 1}),
+        (1.0, {}),
+    ]
 
 
 @pytest.mark.parametrize(
     "spec",
     [
-        {"type": "string_check", "input": "{{ sample.output_json.a }}", "reference": "x", "operation": "eq"},
+        {
+            "type": "string_check",
+            "input": "{{ sample.output_json.a }}",
+            "reference": "x",
+            "operation": "eq",
+        },
         {"type": "json_match", "reference": {"a": 1}},
         {"type": "json_match", "input": "{{ sample.output_text }}", "reference": {"a": 1}},
     ],
@@ -83,28 +111,55 @@ def test_a_batch_that_raises_is_graded_one_sample_at_a_time():
 )
 def test_deeply_nested_json_sample_is_a_parse_error(tmp_path, spec):
     """A 20,000-deep `[[[[...]]]]` sample raised RecursionError from json.loads."""
-    assert grade_cli(tmp_path, spec, {}, DEEP) == {"reward": 0.0, "sub_rewards": {}, "errors": {"sample_parse_error": 1}}
+    assert grade_cli(tmp_path, spec, {}, DEEP) == {
+        "reward": 0.0,
+        "sub_rewards": {},
+        "errors": {"sample_parse_error": 1},
+    }
 
 
 def test_a_value_too_deep_to_render_is_counted():
     deep: list = []
     for _ in range(5000):
         deep = [deep]
-    grader = build_grader({"type": "string_check", "input": "{{ item.a }}", "reference": "x", "operation": "eq"})
+    grader = build_grader(
+        {"type": "string_check", "input": "{{ item.a }}", "reference": "x", "operation": "eq"}
+    )
     assert grader.grade("x", {"a": deep}).errors == {"nesting_too_deep_error": 1}
-    assert build_grader({"type": "json_match", "reference": {"a": deep}}).grade({"output_text": "", "output_json": {"a": deep}}, {}).reward == 1.0
+    assert (
+        build_grader({"type": "json_match", "reference": {"a": deep}})
+        .grade({"output_text": "", "output_json": {"a": deep}}, {})
+        .reward
+        == 1.0
+    )
 
 
 @pytest.mark.slow
 def test_python_grader_gets_lone_surrogates_and_deep_json_intact(tmp_path):
     """A lone surrogate ("\\ud800", valid JSON) raised UnicodeEncodeError in the parent; a deep
     sample raised RecursionError building `output_json`."""
-    spec = python_grader("return 1.0 if item['a'] == '\\ud800' and sample['output_text'] == '\\udfff' and sample['output_json'] is None else 0.0")
+    spec = python_grader(
+        "return 1.0 if item['a'] == '\\ud800' and sample['output_text'] == '\\udfff' and sample['output_json'] is None else 0.0"
+    )
     path = tmp_path / "grader.json"
     path.write_text(json.dumps(spec), encoding="utf-8")
-    result = runner.invoke(app, ["grade", str(path), "--item", '{"a": "\\ud800"}', "--sample", "\udfff", "--format", "json"])
+    result = runner.invoke(
+        app,
+        [
+            "grade",
+            str(path),
+            "--item",
+            '{"a": "\\ud800"}',
+            "--sample",
+            "\udfff",
+            "--format",
+            "json",
+        ],
+    )
     assert result.exit_code == 0 and json.loads(result.stdout)["reward"] == 1.0, result.output
-    with build_grader(python_grader("return 1.0 if sample['output_json'] is None else 0.5")) as grader:
+    with build_grader(
+        python_grader("return 1.0 if sample['output_json'] is None else 0.5")
+    ) as grader:
         assert grader.grade(DEEP, {}).reward == 1.0
         deep: list = []
         for _ in range(5000):
@@ -115,11 +170,24 @@ def test_python_grader_gets_lone_surrogates_and_deep_json_intact(tmp_path):
 
 def test_lone_surrogates_in_answers_and_details_can_be_printed_and_written(tmp_path):
     """`rft grade --output` writes UTF-8: an answer holding "\\ud800" is written escaped."""
-    (tmp_path / "g.yaml").write_text('type: regex\npattern: "(.+)"\nreference: "{{ item.a }}"\n', encoding="utf-8")
+    (tmp_path / "g.yaml").write_text(
+        'type: regex\npattern: "(.+)"\nreference: "{{ item.a }}"\n', encoding="utf-8"
+    )
     (tmp_path / "rows.jsonl").write_text('{"a": "\\ud800"}\n', encoding="utf-8")
     (tmp_path / "samples.jsonl").write_text('{"output_text": "\\ud800"}\n', encoding="utf-8")
-    result = runner.invoke(app, ["grade", str(tmp_path / "g.yaml"), "--data", str(tmp_path / "rows.jsonl"),
-                                 "--samples", str(tmp_path / "samples.jsonl"), "--output", str(tmp_path / "out.jsonl")])
+    result = runner.invoke(
+        app,
+        [
+            "grade",
+            str(tmp_path / "g.yaml"),
+            "--data",
+            str(tmp_path / "rows.jsonl"),
+            "--samples",
+            str(tmp_path / "samples.jsonl"),
+            "--output",
+            str(tmp_path / "out.jsonl"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     written = json.loads((tmp_path / "out.jsonl").read_text(encoding="utf-8"))
     assert written["reward"] == 1.0 and written["answer"] == "\\ud800"
@@ -127,8 +195,10 @@ def test_lone_surrogates_in_answers_and_details_can_be_printed_and_written(tmp_p
 
 def test_validate_warns_about_lone_surrogates(tmp_path):
     path = tmp_path / "train.jsonl"
-    rows = ['{"messages": [{"role": "user", "content": "hi \\ud800"}, {"role": "assistant", "content": "ok"}]}',
-            '{"messages": [{"role": "user", "content": "a pair \\ud83d\\ude00 is fine"}, {"role": "assistant", "content": "ok"}]}']
+    rows = [
+        '{"messages": [{"role": "user", "content": "hi \\ud800"}, {"role": "assistant", "content": "ok"}]}',
+        '{"messages": [{"role": "user", "content": "a pair \\ud83d\\ude00 is fine"}, {"role": "assistant", "content": "ok"}]}',
+    ]
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     result = runner.invoke(app, ["validate", str(path), "--format", "json"])
     assert result.exit_code == 0, result.output
@@ -159,15 +229,26 @@ def test_catastrophic_backtracking_times_out(monkeypatch, spec):
 
 def test_the_issue_pattern_answers_promptly(tmp_path):
     started = time.monotonic()
-    assert grade_cli(tmp_path, {"type": "regex", "pattern": "(a+)+$"}, {}, "a" * 35 + "!") == {"reward": 0.0, "sub_rewards": {}, "errors": {}}
+    assert grade_cli(tmp_path, {"type": "regex", "pattern": "(a+)+$"}, {}, "a" * 35 + "!") == {
+        "reward": 0.0,
+        "sub_rewards": {},
+        "errors": {},
+    }
     assert time.monotonic() - started < 5
 
 
 def test_default_numeric_patterns_stay_fast_on_a_megabyte():
     """Our own patterns run on `re` without a time limit: none may backtrack badly."""
     grader = build_grader({"type": "numeric", "reference": "1"})
-    for text in ("#### " + " \t" * 500_000 + "x", "\\boxed{" * 150_000, "answer is " * 100_000, "1," * 500_000,
-                 "- $ " * 250_000, "1 " * 500_000, "\\boxed{\\frac{" * 80_000):
+    for text in (
+        "#### " + " \t" * 500_000 + "x",
+        "\\boxed{" * 150_000,
+        "answer is " * 100_000,
+        "1," * 500_000,
+        "- $ " * 250_000,
+        "1 " * 500_000,
+        "\\boxed{\\frac{" * 80_000,
+    ):
         started = time.monotonic()
         grader.grade(text, {})
         assert time.monotonic() - started < 3, text[:20]
@@ -176,8 +257,23 @@ def test_default_numeric_patterns_stay_fast_on_a_megabyte():
 # -- wrong scores -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value,expected", [(0.2 + 0.4 + 0.3 + 0.1, 1.0), (-1e-12, 0.0), (-0.0, 0.0), (0.5, 0.5), (1.0 + 1e-6, None),
-                                            (1.5, None), (-0.1, None), (float("nan"), None), (float("inf"), None), ("0.5", 0.5), (None, None), (10**400, None)])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        (0.2 + 0.4 + 0.3 + 0.1, 1.0),
+        (-1e-12, 0.0),
+        (-0.0, 0.0),
+        (0.5, 0.5),
+        (1.0 + 1e-6, None),
+        (1.5, None),
+        (-0.1, None),
+        (float("nan"), None),
+        (float("inf"), None),
+        ("0.5", 0.5),
+        (None, None),
+        (10**400, None),
+    ],
+)
 def test_clamp_reward_rule(value, expected):
     assert clamp_reward(value) == expected
 
@@ -193,11 +289,20 @@ def test_python_rounding_error_is_clamped_and_a_real_overshoot_counted():
         assert grader.grade("x", {}).reward == 0.0
 
 
-@pytest.mark.parametrize("formula,reward,errors", [("a * 0.2 + 0.4 + 0.3 + 0.1", 1.0, {}), ("a + 0.5", 0.0, {"formula_out_of_range": 1}),
-                                                   ("a - 2", 0.0, {"formula_out_of_range": 1}), ("a / 2", 0.5, {})])
+@pytest.mark.parametrize(
+    "formula,reward,errors",
+    [
+        ("a * 0.2 + 0.4 + 0.3 + 0.1", 1.0, {}),
+        ("a + 0.5", 0.0, {"formula_out_of_range": 1}),
+        ("a - 2", 0.0, {"formula_out_of_range": 1}),
+        ("a / 2", 0.5, {}),
+    ],
+)
 def test_multi_applies_the_same_rule(formula, reward, errors):
     """The same sum in `multi` came back unclamped (1.0000000000000002), and 1.5 as 1.5."""
-    result = build_grader({"type": "multi", "graders": {"a": EXACT}, "calculate_output": formula}).grade("x", {})
+    result = build_grader(
+        {"type": "multi", "graders": {"a": EXACT}, "calculate_output": formula}
+    ).grade("x", {})
     assert (result.reward, result.errors) == (reward, errors)
 
 
@@ -209,7 +314,14 @@ class _Overshoot(Grader):
         return GradeResult(self.value)
 
 
-@pytest.mark.parametrize("value,reward,errors", [(1 + 1e-12, 1.0, {}), (1.2, 0.0, {"reward_out_of_range": 1}), (float("nan"), 0.0, {"reward_out_of_range": 1})])
+@pytest.mark.parametrize(
+    "value,reward,errors",
+    [
+        (1 + 1e-12, 1.0, {}),
+        (1.2, 0.0, {"reward_out_of_range": 1}),
+        (float("nan"), 0.0, {"reward_out_of_range": 1}),
+    ],
+)
 def test_every_grader_applies_the_rule(value, reward, errors):
     result = _Overshoot(value).grade("x", {})
     assert (result.reward, result.errors) == (reward, errors)
@@ -223,10 +335,22 @@ def test_every_grader_applies_the_rule(value, reward, errors):
         ({"type": "json_match", "reference": {"a": None}}, '{"a": 0}', 0.0),
         ({"type": "json_match", "reference": {"a": 1}}, '{"a": 1.0}', 1.0),
         ({"type": "json_match", "reference": {"a.b": 1}}, '{"a.b": 1}', 1.0),
-        ({"type": "json_match", "reference": {"a": {"b": 1}}, "fields": {"a.b": 1}}, '{"a": {"b": 1}}', 1.0),
-        ({"type": "json_match", "reference": {"a": {"b": "X "}}, "case_sensitive": False}, '{"a": {"b": "x"}}', 1.0),
+        (
+            {"type": "json_match", "reference": {"a": {"b": 1}}, "fields": {"a.b": 1}},
+            '{"a": {"b": 1}}',
+            1.0,
+        ),
+        (
+            {"type": "json_match", "reference": {"a": {"b": "X "}}, "case_sensitive": False},
+            '{"a": {"b": "x"}}',
+            1.0,
+        ),
         ({"type": "json_match", "reference": {"a": [{"b": "X"}]}}, '{"a": [{"b": "x"}]}', 0.0),
-        ({"type": "json_match", "reference": {"a": [1.0, {"b": 2.0}]}, "abs_tol": 0.01}, '{"a": [1.001, {"b": 2.001}]}', 1.0),
+        (
+            {"type": "json_match", "reference": {"a": [1.0, {"b": 2.0}]}, "abs_tol": 0.01},
+            '{"a": [1.001, {"b": 2.001}]}',
+            1.0,
+        ),
         ({"type": "json_match", "reference": {"a": [1, 2]}}, '{"a": [1, 2, 3]}', 0.0),
         ({"type": "json_match", "reference": {"a": 10**60}}, f'{{"a": {10**60}}}', 1.0),
         ({"type": "json_match", "reference": {"a": 10**400}}, '{"a": 1e300}', 0.0),
@@ -248,16 +372,42 @@ def test_numeric_reads_a_long_final_number_in_a_long_output(tmp_path):
 
 def test_rouge_scores_identical_non_latin_text_as_identical(tmp_path):
     """rouge-score's tokenizer dropped every non-ASCII letter: identical Japanese scored 0.0."""
-    spec = {"type": "text_similarity", "input": "{{ sample.output_text }}", "reference": "{{ item.ref }}", "evaluation_metric": "rouge_1"}
-    assert grade_cli(tmp_path, spec, {"ref": "東京は日本の首都です"}, "東京は日本の首都です")["reward"] == 1.0
-    assert grade_cli(tmp_path, {**spec, "evaluation_metric": "rouge_l"}, {"ref": "Привет, мир"}, "привет мир")["reward"] == 1.0
+    spec = {
+        "type": "text_similarity",
+        "input": "{{ sample.output_text }}",
+        "reference": "{{ item.ref }}",
+        "evaluation_metric": "rouge_1",
+    }
+    assert (
+        grade_cli(tmp_path, spec, {"ref": "東京は日本の首都です"}, "東京は日本の首都です")["reward"]
+        == 1.0
+    )
+    assert (
+        grade_cli(
+            tmp_path, {**spec, "evaluation_metric": "rouge_l"}, {"ref": "Привет, мир"}, "привет мир"
+        )["reward"]
+        == 1.0
+    )
     assert grade_cli(tmp_path, spec, {"ref": "東京は日本の首都です"}, "大阪")["reward"] == 0.0
 
 
 def test_rouge_on_ascii_is_unchanged():
     from rouge_score import rouge_scorer
 
-    ours = build_grader({"type": "text_similarity", "input": "{{ sample.output_text }}", "reference": "{{ item.ref }}", "evaluation_metric": "rouge_2"})
+    ours = build_grader(
+        {
+            "type": "text_similarity",
+            "input": "{{ sample.output_text }}",
+            "reference": "{{ item.ref }}",
+            "evaluation_metric": "rouge_2",
+        }
+    )
     default = rouge_scorer.RougeScorer(["rouge2"])
-    for text, ref in [("The cat sat on the mat.", "the cat is on the mat"), ("x_y z-1 2.5", "x y z 1 2 5"), ("", "a b")]:
-        assert ours.grade(text, {"ref": ref}).reward == pytest.approx(default.score(ref, text)["rouge2"].fmeasure)
+    for text, ref in [
+        ("The cat sat on the mat.", "the cat is on the mat"),
+        ("x_y z-1 2.5", "x y z 1 2 5"),
+        ("", "a b"),
+    ]:
+        assert ours.grade(text, {"ref": ref}).reward == pytest.approx(
+            default.score(ref, text)["rouge2"].fmeasure
+        )

@@ -17,7 +17,9 @@ import pytest
 
 from rft_cli.graders.sandbox import WORKER_SCRIPT, minimal_env
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="netns and Landlock are Linux features")
+pytestmark = pytest.mark.skipif(
+    sys.platform != "linux", reason="netns and Landlock are Linux features"
+)
 
 PROBE = textwrap.dedent(
     """
@@ -58,8 +60,19 @@ def report(tmp_path_factory):
     script = workdir / "probe.py"
     script.write_text(PROBE)
     proc = subprocess.run(
-        [sys.executable, "-I", str(script), WORKER_SCRIPT, str(outside), str(server.getsockname()[1])],
-        cwd=workdir, env={**minimal_env(str(workdir)), "RFT_TEST_FAKE_SECRET": "x"}, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-I",
+            str(script),
+            WORKER_SCRIPT,
+            str(outside),
+            str(server.getsockname()[1]),
+        ],
+        cwd=workdir,
+        env={**minimal_env(str(workdir)), "RFT_TEST_FAKE_SECRET": "x"},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     server.setblocking(False)
     try:
@@ -76,7 +89,9 @@ def report(tmp_path_factory):
 
 def _need(report: dict, prefix: str) -> None:
     if not any(layer.startswith(prefix) for layer in report["layers"]):
-        pytest.skip(f"this kernel/container does not offer the {prefix} layer (layers: {report['layers']})")
+        pytest.skip(
+            f"this kernel/container does not offer the {prefix} layer (layers: {report['layers']})"
+        )
 
 
 def test_landlock_confines_writes_exec_and_proc(report):
@@ -89,7 +104,9 @@ def test_landlock_confines_writes_exec_and_proc(report):
 
 
 def test_network_is_cut_by_a_kernel_layer(report):
-    tcp_landlock = [x for x in report["layers"] if x.startswith("landlock(abi ") and int(x[12:-1]) >= 4]
+    tcp_landlock = [
+        x for x in report["layers"] if x.startswith("landlock(abi ") and int(x[12:-1]) >= 4
+    ]
     if not tcp_landlock and not any(layer.startswith("netns") for layer in report["layers"]):
         pytest.skip(f"no kernel network layer here (layers: {report['layers']})")
     assert report["tcp_connect"] != "allowed" and not report["connected"]

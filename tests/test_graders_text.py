@@ -10,12 +10,27 @@ from rft_cli.errors import GraderError
 from rft_cli.graders import build_grader
 from rft_cli.graders.similarity import WORDNET_HELP, wordnet_available
 
-METRICS = ["fuzzy_match", "bleu", "gleu", "rouge_1", "rouge_2", "rouge_3", "rouge_4", "rouge_5", "rouge_l"]
+METRICS = [
+    "fuzzy_match",
+    "bleu",
+    "gleu",
+    "rouge_1",
+    "rouge_2",
+    "rouge_3",
+    "rouge_4",
+    "rouge_5",
+    "rouge_l",
+]
 REF = "the quick brown fox jumps over the lazy dog"
 
 
 def similarity(metric: str, **extra):
-    spec = {"type": "text_similarity", "input": "{{ sample.output_text }}", "reference": "{{ item.ref }}", "evaluation_metric": metric}
+    spec = {
+        "type": "text_similarity",
+        "input": "{{ sample.output_text }}",
+        "reference": "{{ item.ref }}",
+        "evaluation_metric": metric,
+    }
     return build_grader({**spec, **extra})
 
 
@@ -31,7 +46,9 @@ def test_similarity_metric_orders_candidates(metric):
 
 
 def test_fuzzy_match_is_rapidfuzz_ratio():
-    assert similarity("fuzzy_match").grade("sitting", {"ref": "kitten"}).reward == pytest.approx(8 / 13)
+    assert similarity("fuzzy_match").grade("sitting", {"ref": "kitten"}).reward == pytest.approx(
+        8 / 13
+    )
 
 
 def test_rouge_l_uses_longest_common_subsequence():
@@ -72,7 +89,9 @@ def test_cosine_with_a_local_model(tiny_model_dir):
 
 
 def test_unknown_metric_is_named():
-    with pytest.raises(GraderError, match='evaluation_metric: "jaccard" is not one of fuzzy_match, bleu'):
+    with pytest.raises(
+        GraderError, match='evaluation_metric: "jaccard" is not one of fuzzy_match, bleu'
+    ):
         similarity("jaccard")
 
 

@@ -19,15 +19,25 @@ def test_logger_writes_one_flat_line_per_step_and_nan_as_null(tmp_path):
     logger.log({"stage": "rl", "step": 2, "kl": float("nan")})
     logger.close()
     lines = (tmp_path / "m.jsonl").read_text().splitlines()
-    assert [json.loads(x) for x in lines] == [{"stage": "rl", "step": 1, "kl": 0.5}, {"stage": "rl", "step": 2, "kl": None}]
+    assert [json.loads(x) for x in lines] == [
+        {"stage": "rl", "step": 1, "kl": 0.5},
+        {"stage": "rl", "step": 2, "kl": None},
+    ]
     NullLogger().log({"step": 1})
 
 
 def test_reconcile_drops_lines_after_the_checkpoint_and_a_torn_last_line(tmp_path):
     path = tmp_path / "m.jsonl"
-    lines = [{"stage": "sft", "step": 1}, {"stage": "sft", "step": 2}, {"stage": "rl", "step": 1},
-             {"stage": "rl", "step": 2}, {"stage": "rl", "step": 3}]
-    path.write_text("".join(json.dumps(x) + "\n" for x in lines) + '{"stage": "rl", "st', encoding="utf-8")
+    lines = [
+        {"stage": "sft", "step": 1},
+        {"stage": "sft", "step": 2},
+        {"stage": "rl", "step": 1},
+        {"stage": "rl", "step": 2},
+        {"stage": "rl", "step": 3},
+    ]
+    path.write_text(
+        "".join(json.dumps(x) + "\n" for x in lines) + '{"stage": "rl", "st', encoding="utf-8"
+    )
     dropped = reconcile_metrics(path, "rl", 2)
     assert dropped == 2
     assert read_metrics(path) == lines[:4]
@@ -36,8 +46,12 @@ def test_reconcile_drops_lines_after_the_checkpoint_and_a_torn_last_line(tmp_pat
 
 def test_reconcile_within_sft_drops_rl_lines_and_optionally_the_checkpoint_line(tmp_path):
     path = tmp_path / "m.jsonl"
-    lines = [{"stage": "sft", "step": 1}, {"stage": "sft", "step": 2}, {"stage": "sft", "step": 3},
-             {"stage": "rl", "step": 1}]
+    lines = [
+        {"stage": "sft", "step": 1},
+        {"stage": "sft", "step": 2},
+        {"stage": "sft", "step": 3},
+        {"stage": "rl", "step": 1},
+    ]
     path.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
     reconcile_metrics(path, "sft", 2)
     assert read_metrics(path) == lines[:2]
@@ -52,7 +66,9 @@ def _write_files(folder):
 
 
 def test_checkpoint_is_renamed_only_when_complete(tmp_path):
-    folder = ckpt.write_checkpoint(tmp_path / "step-2", _write_files, {"step": 2, "valid_reward_mean": 0.5})
+    folder = ckpt.write_checkpoint(
+        tmp_path / "step-2", _write_files, {"step": 2, "valid_reward_mean": 0.5}
+    )
     assert ckpt.is_complete(folder) and ckpt.read_meta(folder)["step"] == 2
     # A crash mid-write leaves only a hidden temporary folder, which --resume never takes.
     (tmp_path / ".tmp-step-4").mkdir()
@@ -68,7 +84,9 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, code):
         (folder / "half").write_text("x")
         raise OSError(code, os.strerror(code))
 
-    with pytest.raises(TrainingError, match="cannot write the checkpoint .*previous checkpoint is intact"):
+    with pytest.raises(
+        TrainingError, match="cannot write the checkpoint .*previous checkpoint is intact"
+    ):
         ckpt.write_checkpoint(tmp_path / "step-4", failing, {"step": 4})
     assert ckpt.find_latest_complete(tmp_path) == good
     assert not (tmp_path / ".tmp-step-4").exists()
@@ -88,7 +106,9 @@ def test_metrics_write_errors_are_training_errors(tmp_path, monkeypatch):
 def test_prune_keeps_the_best_by_valid_reward_and_the_latest(tmp_path):
     scores = {1: 0.2, 2: 0.9, 3: None, 4: 0.5, 5: 0.1}
     for step, score in scores.items():
-        ckpt.write_checkpoint(tmp_path / f"step-{step}", _write_files, {"step": step, "valid_reward_mean": score})
+        ckpt.write_checkpoint(
+            tmp_path / f"step-{step}", _write_files, {"step": step, "valid_reward_mean": score}
+        )
     ckpt.prune_checkpoints(tmp_path, keep=2)
     assert [n for n, _ in ckpt.step_checkpoints(tmp_path)] == [2, 4, 5]
     assert ckpt.best_checkpoint(tmp_path).name == "step-2"

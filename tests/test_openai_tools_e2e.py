@@ -24,17 +24,35 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "openai-tools"
 runner = CliRunner()
 # Seconds on two CPU cores: two warm-up steps, two PPO steps of 2 prompts x 2 answers, short answers
 # (prompts are about 1,100 tokens: the tool definitions, spelt by a 384-token BPE).
-SMALL = ["sft.enabled=true", "sft.max_steps=2", "sft.batch_size=2", "sft.max_length=1400", "sft.learning_rate=0.01",
-         "rl.steps=2", "rl.prompts_per_step=2", "rl.samples_per_prompt=2", "rl.mini_batch_size=4", "rl.max_new_tokens=8",
-         "rl.max_prompt_length=1400", "eval.interval=1", "eval.samples=2", "eval.max_new_tokens=8", "save_interval=2"]
+SMALL = [
+    "sft.enabled=true",
+    "sft.max_steps=2",
+    "sft.batch_size=2",
+    "sft.max_length=1400",
+    "sft.learning_rate=0.01",
+    "rl.steps=2",
+    "rl.prompts_per_step=2",
+    "rl.samples_per_prompt=2",
+    "rl.mini_batch_size=4",
+    "rl.max_new_tokens=8",
+    "rl.max_prompt_length=1400",
+    "eval.interval=1",
+    "eval.samples=2",
+    "eval.max_new_tokens=8",
+    "save_interval=2",
+]
 
 
 @pytest.fixture(scope="module")
 def tools_model_dir(tmp_path_factory) -> str:
     from rft_cli.hub_like import TOOLS_CHATML_TEMPLATE, save_hub_like
 
-    return save_hub_like(str(tmp_path_factory.mktemp("tools_model") / "model"), "tiny", seed=0,
-                         chat_template=TOOLS_CHATML_TEMPLATE)
+    return save_hub_like(
+        str(tmp_path_factory.mktemp("tools_model") / "model"),
+        "tiny",
+        seed=0,
+        chat_template=TOOLS_CHATML_TEMPLATE,
+    )
 
 
 def _ok(args: list[str]):
@@ -44,15 +62,42 @@ def _ok(args: list[str]):
 
 
 def test_openai_project_validate_import_train_eval(tmp_path, tools_model_dir):
-    train, valid, grader = str(DATA / "train.jsonl"), str(DATA / "valid.jsonl"), str(DATA / "grader.json")
-    checked = _ok(["validate", train, "--valid", valid, "--grader", grader, "--tokenizer", tools_model_dir])
+    train, valid, grader = (
+        str(DATA / "train.jsonl"),
+        str(DATA / "valid.jsonl"),
+        str(DATA / "grader.json"),
+    )
+    checked = _ok(
+        ["validate", train, "--valid", valid, "--grader", grader, "--tokenizer", tools_model_dir]
+    )
     assert "full marks to 9 of 9 demonstrations" in checked.output
 
     recipe = tmp_path / "recipe.yaml"
-    _ok(["import", "openai", str(DATA / "job.json"), "--training-file", train, "--validation-file", valid,
-         "--model", tools_model_dir, "-o", str(recipe)])
+    _ok(
+        [
+            "import",
+            "openai",
+            str(DATA / "job.json"),
+            "--training-file",
+            train,
+            "--validation-file",
+            valid,
+            "--model",
+            tools_model_dir,
+            "-o",
+            str(recipe),
+        ]
+    )
     run_dir = tmp_path / "run"
-    _ok(["train", str(recipe), "--output-dir", str(run_dir), *[a for s in SMALL for a in ("--set", s)]])
+    _ok(
+        [
+            "train",
+            str(recipe),
+            "--output-dir",
+            str(run_dir),
+            *[a for s in SMALL for a in ("--set", s)],
+        ]
+    )
     records = read_metrics(run_dir / "metrics.jsonl")
     assert [r["step"] for r in records if r["stage"] == "sft"] == [1, 2]
     rl = [r for r in records if r["stage"] == "rl"]
@@ -61,23 +106,63 @@ def test_openai_project_validate_import_train_eval(tmp_path, tools_model_dir):
     assert rl[-1]["grader_errors/invalid_variable_error"] > 0
 
     # The tools reached the model in every stage's prompt: eval answers and PPO rollouts kept in RUN/samples.
-    kept = [json.loads(line) for path in sorted((run_dir / "samples").rglob("*.jsonl")) for line in path.read_text().splitlines()]
-    assert {"<tools>" in line["prompt"] and "convert_currency" in line["prompt"] for line in kept} == {True}
+    kept = [
+        json.loads(line)
+        for path in sorted((run_dir / "samples").rglob("*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+    assert {
+        "<tools>" in line["prompt"] and "convert_currency" in line["prompt"] for line in kept
+    } == {True}
     assert len(kept) >= 4
 
     results = tmp_path / "results.jsonl"
-    evaluated = _ok(["eval", "--model", str(run_dir), "--data", valid, "--grader", grader, "--max-new-tokens", "8",
-                     "--output", str(results), "--format", "json"])
+    evaluated = _ok(
+        [
+            "eval",
+            "--model",
+            str(run_dir),
+            "--data",
+            valid,
+            "--grader",
+            grader,
+            "--max-new-tokens",
+            "8",
+            "--output",
+            str(results),
+            "--format",
+            "json",
+        ]
+    )
     (report,) = json.loads(evaluated.stdout)["models"]
     assert report["rows"] == 4
 
     # The same grading path on known answers: a parsed call is what OpenAI's grader reads.
     rows = [json.loads(line) for line in Path(valid).read_text().splitlines()]
-    answers = [{"row": i, "output_text": "<tool_call>\n" + json.dumps({"name": row["name"], "arguments": json.loads(row["arguments"])})
-                + "\n</tool_call>"} for i, row in enumerate(rows)]
+    answers = [
+        {
+            "row": i,
+            "output_text": "<tool_call>\n"
+            + json.dumps({"name": row["name"], "arguments": json.loads(row["arguments"])})
+            + "\n</tool_call>",
+        }
+        for i, row in enumerate(rows)
+    ]
     answers[3]["output_text"] = answers[3]["output_text"].replace("Dublin", "Cork")
     samples = tmp_path / "answers.jsonl"
     samples.write_text("".join(json.dumps(a) + "\n" for a in answers))
-    graded = _ok(["eval", "--samples-file", str(samples), "--data", valid, "--grader", grader, "--format", "json"])
+    graded = _ok(
+        [
+            "eval",
+            "--samples-file",
+            str(samples),
+            "--data",
+            valid,
+            "--grader",
+            grader,
+            "--format",
+            "json",
+        ]
+    )
     (known,) = json.loads(graded.stdout)["models"]
     assert known["mean_reward"] == pytest.approx((1 + 1 + 1 + 0.5) / 4)

@@ -43,7 +43,13 @@ def _inject(monkeypatch, kind: str) -> None:
     faulty = lambda: current["step"] in FAULTY_STEPS  # noqa: E731
     if kind == "loss":
         real = pm.policy_loss
-        monkeypatch.setattr(pm, "policy_loss", lambda *a: (lambda loss, c, k: (loss * float("nan") if faulty() else loss, c, k))(*real(*a)))
+        monkeypatch.setattr(
+            pm,
+            "policy_loss",
+            lambda *a: (lambda loss, c, k: (loss * float("nan") if faulty() else loss, c, k))(
+                *real(*a)
+            ),
+        )
     elif kind == "gradient":
         real = pm.value_loss
 
@@ -57,25 +63,46 @@ def _inject(monkeypatch, kind: str) -> None:
         monkeypatch.setattr(pm, "value_loss", value_loss)
     elif kind == "kl":
         real = ActorCritic.reference_logprobs
-        monkeypatch.setattr(ActorCritic, "reference_logprobs",
-                            lambda self, *a: real(self, *a) * (float("inf") if faulty() else 1.0))
+        monkeypatch.setattr(
+            ActorCritic,
+            "reference_logprobs",
+            lambda self, *a: real(self, *a) * (float("inf") if faulty() else 1.0),
+        )
 
 
 @pytest.mark.slow
 @pytest.mark.guarantee
-@pytest.mark.parametrize("kind,reason", [("loss", "non-finite loss"), ("gradient", "non-finite gradient norm"),
-                                         ("kl", "non-finite reward or KL")])
+@pytest.mark.parametrize(
+    "kind,reason",
+    [
+        ("loss", "non-finite loss"),
+        ("gradient", "non-finite gradient norm"),
+        ("kl", "non-finite reward or KL"),
+    ],
+)
 @pytest.mark.slow
 @pytest.mark.guarantee
 def test_a_non_finite_value_skips_the_step_and_stops_the_run(tmp_path, monkeypatch, kind, reason):
     from safetensors.torch import load_file
 
     _inject(monkeypatch, kind)
-    config = load_run_config(RECIPE, ["sft.enabled=false", "rl.steps=3", "save_interval=1", "keep_checkpoints=5",
-                                      "rl.max_numerical_faults=2", "eval.interval=10"])
+    config = load_run_config(
+        RECIPE,
+        [
+            "sft.enabled=false",
+            "rl.steps=3",
+            "save_interval=1",
+            "keep_checkpoints=5",
+            "rl.max_numerical_faults=2",
+            "eval.interval=10",
+        ],
+    )
     out = tmp_path / "run"
-    with pytest.raises(TrainingError, match=f"rl step 3: stopped after 2 numerical faults \\(last: {reason}\\); "
-                                            "the last good checkpoint is .*step-2"):
+    with pytest.raises(
+        TrainingError,
+        match=f"rl step 3: stopped after 2 numerical faults \\(last: {reason}\\); "
+        "the last good checkpoint is .*step-2",
+    ):
         train(config, output_dir=out)
     rl = [r for r in read_metrics(out / "metrics.jsonl") if r["stage"] == "rl"]
     assert [(r["step"], r.get("skipped")) for r in rl] == [(1, None), (2, reason), (3, reason)]
@@ -93,8 +120,14 @@ def test_a_non_finite_value_skips_the_step_and_stops_the_run(tmp_path, monkeypat
 def test_the_fault_counter_survives_a_resume(tmp_path, monkeypatch):
     """Faults are counted in the checkpoint: a resumed run does not get a fresh allowance."""
     _inject(monkeypatch, "loss")
-    overrides = ["sft.enabled=false", "rl.steps=3", "save_interval=1", "keep_checkpoints=5", "rl.max_numerical_faults=2",
-                 "eval.interval=10"]
+    overrides = [
+        "sft.enabled=false",
+        "rl.steps=3",
+        "save_interval=1",
+        "keep_checkpoints=5",
+        "rl.max_numerical_faults=2",
+        "eval.interval=10",
+    ]
     out = tmp_path / "run"
     with pytest.raises(TrainingError):
         train(load_run_config(RECIPE, overrides), output_dir=out)
@@ -110,8 +143,7 @@ def test_the_fault_counter_survives_a_resume(tmp_path, monkeypatch):
 # stops with exit code 1. (The sandbox itself, row by row, is tested in tests/test_graders_python.py.)
 
 
-
-HOSTILE = '''
+HOSTILE = """
 import os
 
 def grade(sample, item):
@@ -134,24 +166,55 @@ def grade(sample, item):
         if leaked:
             raise RuntimeError("the trainer's environment leaked into the grader")
     return 1.0 if sample["output_text"].strip() == item["answer"] else 0.0
-'''
+"""
 
 
 def write_run(tmp_path: Path, kinds: list[str]) -> Path:
     """A config whose 8 training rows carry a `kind`; one RL step grades each row once."""
     train = tmp_path / "train.jsonl"
-    rows = [{"messages": [{"role": "user", "content": f"{i}+1="}], "solution": str(i + 1), "answer": str(i + 1), "kind": kind}
-            for i, kind in enumerate(kinds)]
+    rows = [
+        {
+            "messages": [{"role": "user", "content": f"{i}+1="}],
+            "solution": str(i + 1),
+            "answer": str(i + 1),
+            "kind": kind,
+        }
+        for i, kind in enumerate(kinds)
+    ]
     train.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     grader = tmp_path / "grader.yaml"
-    grader.write_text(yaml.safe_dump({"type": "python", "name": "hostile", "source": HOSTILE, "timeout": 1.0,
-                                      "memory_mb": 256, "workers": 2}), encoding="utf-8")
-    config = {"model": {"tiny": "llama-test"}, "data": {"train": str(train)}, "grader": str(grader),
-              "sft": {"enabled": False},
-              "rl": {"steps": 2, "prompts_per_step": 8, "samples_per_prompt": 1, "mini_batch_size": 4, "ppo_epochs": 1,
-                     "learning_rate": 0.001, "max_new_tokens": 3, "max_prompt_length": 16},
-              "seed": 0, "save_interval": 1,
-              "grader_check": {"enabled": False}}  # the hostile rows would stop the run in its self-test
+    grader.write_text(
+        yaml.safe_dump(
+            {
+                "type": "python",
+                "name": "hostile",
+                "source": HOSTILE,
+                "timeout": 1.0,
+                "memory_mb": 256,
+                "workers": 2,
+            }
+        ),
+        encoding="utf-8",
+    )
+    config = {
+        "model": {"tiny": "llama-test"},
+        "data": {"train": str(train)},
+        "grader": str(grader),
+        "sft": {"enabled": False},
+        "rl": {
+            "steps": 2,
+            "prompts_per_step": 8,
+            "samples_per_prompt": 1,
+            "mini_batch_size": 4,
+            "ppo_epochs": 1,
+            "learning_rate": 0.001,
+            "max_new_tokens": 3,
+            "max_prompt_length": 16,
+        },
+        "seed": 0,
+        "save_interval": 1,
+        "grader_check": {"enabled": False},
+    }  # the hostile rows would stop the run in its self-test
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
@@ -167,10 +230,15 @@ def test_hostile_rows_are_counted_by_kind_and_the_run_continues(tmp_path, monkey
     assert result.exit_code == 0, result.output
     rl = [r for r in read_metrics(out / "metrics.jsonl") if r["stage"] == "rl"]
     assert [r["step"] for r in rl] == [1, 2]
-    for record in rl:  # every row is graded once per step: one of each failure, none from the env row
+    for (
+        record
+    ) in rl:  # every row is graded once per step: one of each failure, none from the env row
         errors = {k: v for k, v in record.items() if k.startswith("grader_errors/")}
-        assert errors == {"grader_errors/python_grader_timeout": 1, "grader_errors/python_grader_memory_error": 1,
-                          "grader_errors/python_grader_crash": 1}, record
+        assert errors == {
+            "grader_errors/python_grader_timeout": 1,
+            "grader_errors/python_grader_memory_error": 1,
+            "grader_errors/python_grader_crash": 1,
+        }, record
         assert "policy_loss" in record and "skipped" not in record
     assert (out / "final" / "config.json").is_file()
 
@@ -189,6 +257,18 @@ def test_too_many_failing_grades_stop_the_run_with_exit_1(tmp_path):
     assert last["stopped"] == "grader_errors" and last["grader_errors/python_grader_crash"] == 5
     assert "policy_loss" not in last  # nothing was trained on that step
     # A higher share lets the same run go on.
-    again = CliRunner().invoke(app, ["train", str(config), "--output-dir", str(tmp_path / "tolerant"), "--quiet",
-                                     "--set", "rl.max_grader_error_share=0.7", "--set", "rl.steps=1"])
+    again = CliRunner().invoke(
+        app,
+        [
+            "train",
+            str(config),
+            "--output-dir",
+            str(tmp_path / "tolerant"),
+            "--quiet",
+            "--set",
+            "rl.max_grader_error_share=0.7",
+            "--set",
+            "rl.steps=1",
+        ],
+    )
     assert again.exit_code == 0, again.output

@@ -18,17 +18,23 @@ def t(rows):
 def test_gae_on_a_short_sequence_matches_hand_computed_values():
     # r = [0, 0, 1], V = [0.5, 0.6, 0.7], gamma 1, lam 0.95:
     # deltas = [0.1, 0.1, 0.3]; A2 = 0.3, A1 = 0.1 + 0.95*0.3 = 0.385, A0 = 0.1 + 0.95*0.385 = 0.46575
-    adv, ret = pm.compute_gae(t([[0, 0, 1]]), t([[0.5, 0.6, 0.7]]), t([[1, 1, 1]]), gamma=1.0, lam=0.95)
+    adv, ret = pm.compute_gae(
+        t([[0, 0, 1]]), t([[0.5, 0.6, 0.7]]), t([[1, 1, 1]]), gamma=1.0, lam=0.95
+    )
     assert adv[0].tolist() == pytest.approx([0.46575, 0.385, 0.3], abs=1e-6)
     assert ret[0].tolist() == pytest.approx([0.96575, 0.985, 1.0], abs=1e-6)
 
 
 def test_gae_with_discount_and_padding():
     # gamma 0.9, lam 0.5: deltas = [0.9*0.6-0.5, 0.9*0.7-0.6, 1-0.7] = [0.04, 0.03, 0.3]
-    adv, _ = pm.compute_gae(t([[0, 0, 1]]), t([[0.5, 0.6, 0.7]]), t([[1, 1, 1]]), gamma=0.9, lam=0.5)
+    adv, _ = pm.compute_gae(
+        t([[0, 0, 1]]), t([[0.5, 0.6, 0.7]]), t([[1, 1, 1]]), gamma=0.9, lam=0.5
+    )
     assert adv[0].tolist() == pytest.approx([0.04 + 0.45 * 0.165, 0.165, 0.3], abs=1e-6)
     # A padded position's value (9.9) must not leak into the last real token's advantage.
-    adv, ret = pm.compute_gae(t([[0, 1, 0]]), t([[0.2, 0.4, 9.9]]), t([[1, 1, 0]]), gamma=1.0, lam=0.95)
+    adv, ret = pm.compute_gae(
+        t([[0, 1, 0]]), t([[0.2, 0.4, 9.9]]), t([[1, 1, 0]]), gamma=1.0, lam=0.95
+    )
     assert adv[0].tolist() == pytest.approx([0.2 + 0.95 * 0.6, 0.6, 0.0], abs=1e-6)
     assert ret[0, 2].item() == 0.0
 
@@ -48,7 +54,9 @@ def test_vectorised_gae_equals_the_textbook_loop():
     rewards, values = torch.randn(3, 17, generator=gen), torch.randn(3, 17, generator=gen)
     adv, _ = pm.compute_gae(rewards, values, torch.ones(3, 17), gamma=0.97, lam=0.9)
     for row in range(3):
-        assert adv[row].tolist() == pytest.approx(_gae_loop(rewards[row].tolist(), values[row].tolist(), 0.97, 0.9), abs=1e-5)
+        assert adv[row].tolist() == pytest.approx(
+            _gae_loop(rewards[row].tolist(), values[row].tolist(), 0.97, 0.9), abs=1e-5
+        )
 
 
 def test_whitening_uses_only_masked_positions():
@@ -71,14 +79,29 @@ def test_a_batch_that_scored_the_same_is_centred_not_scaled_up():
     assert out[0].tolist() == pytest.approx([-0.01, 0.0, 0.01, 0.0], abs=1e-6)
 
 
-@pytest.mark.parametrize("adv,new_lp,loss,clip_frac", [
-    (1.0, math.log(1.5), -1.2, 1.0),   # ratio 1.5 clipped to 1.2 for a positive advantage
-    (-1.0, math.log(1.5), 1.5, 0.0),   # negative advantage: the pessimistic (unclipped) term wins
-    (1.0, math.log(0.5), -0.5, 0.0),   # ratio below 1 - eps with a positive advantage is not clipped
-    (-1.0, math.log(0.5), 0.8, 1.0),   # ... but is with a negative one: -(-1) * 0.8
-])
+@pytest.mark.parametrize(
+    "adv,new_lp,loss,clip_frac",
+    [
+        (1.0, math.log(1.5), -1.2, 1.0),  # ratio 1.5 clipped to 1.2 for a positive advantage
+        (
+            -1.0,
+            math.log(1.5),
+            1.5,
+            0.0,
+        ),  # negative advantage: the pessimistic (unclipped) term wins
+        (
+            1.0,
+            math.log(0.5),
+            -0.5,
+            0.0,
+        ),  # ratio below 1 - eps with a positive advantage is not clipped
+        (-1.0, math.log(0.5), 0.8, 1.0),  # ... but is with a negative one: -(-1) * 0.8
+    ],
+)
 def test_clipped_policy_loss(adv, new_lp, loss, clip_frac):
-    got_loss, got_clip, approx_kl = pm.policy_loss(t([[new_lp]]), t([[0.0]]), t([[adv]]), t([[1.0]]), 0.2)
+    got_loss, got_clip, approx_kl = pm.policy_loss(
+        t([[new_lp]]), t([[0.0]]), t([[adv]]), t([[1.0]]), 0.2
+    )
     assert got_loss.item() == pytest.approx(loss, abs=1e-6)
     assert got_clip.item() == clip_frac
     assert approx_kl.item() == pytest.approx(0.5 * new_lp**2, abs=1e-6)
@@ -94,14 +117,20 @@ def test_clipped_value_loss():
 
 
 def test_kl_penalty_on_every_token_and_score_on_the_last():
-    rewards, kl = pm.token_rewards(t([1.0]), t([[-1, -1, -1, 0]]), t([[-2, -1, -0.5, 0]]), t([[1, 1, 1, 0]]), kl_coef=0.1)
+    rewards, kl = pm.token_rewards(
+        t([1.0]), t([[-1, -1, -1, 0]]), t([[-2, -1, -0.5, 0]]), t([[1, 1, 1, 0]]), kl_coef=0.1
+    )
     assert kl[0].tolist() == pytest.approx([1.0, 0.0, -0.5, 0.0])
     assert rewards[0].tolist() == pytest.approx([-0.1, 0.0, 1.05, 0.0])
 
 
-@pytest.mark.parametrize("mask,last", [([1, 1, 0, 0], 1), ([0, 0, 1, 1], 3), ([1, 1, 1, 1], 3), ([0, 1, 1, 0], 2)])
+@pytest.mark.parametrize(
+    "mask,last", [([1, 1, 0, 0], 1), ([0, 0, 1, 1], 3), ([1, 1, 1, 1], 3), ([0, 1, 1, 0], 2)]
+)
 def test_reward_lands_on_the_last_real_token_with_left_or_right_padding(mask, last):
-    rewards, _ = pm.token_rewards(t([0.7]), torch.zeros(1, 4), torch.zeros(1, 4), t([mask]), kl_coef=0.05)
+    rewards, _ = pm.token_rewards(
+        t([0.7]), torch.zeros(1, 4), torch.zeros(1, 4), t([mask]), kl_coef=0.05
+    )
     assert pm.last_token_index(t([mask])).item() == last
     expected = [0.0] * 4
     expected[last] = 0.7
@@ -109,7 +138,9 @@ def test_reward_lands_on_the_last_real_token_with_left_or_right_padding(mask, la
 
 
 def test_response_mask_stops_after_the_first_eos_and_flags_truncation():
-    mask, truncated = pm.response_mask(torch.tensor([[5, 3, 7, 3, 9], [5, 5, 5, 5, 5]]), eos_token_id=3)
+    mask, truncated = pm.response_mask(
+        torch.tensor([[5, 3, 7, 3, 9], [5, 5, 5, 5, 5]]), eos_token_id=3
+    )
     assert mask.tolist() == [[1, 1, 0, 0, 0], [1, 1, 1, 1, 1]]
     assert truncated.tolist() == [False, True]
 
@@ -117,7 +148,9 @@ def test_response_mask_stops_after_the_first_eos_and_flags_truncation():
 def test_entropy_and_logprobs_of_uniform_logits():
     logits = torch.zeros(1, 2, 4)
     assert pm.entropy_from_logits(logits)[0].tolist() == pytest.approx([math.log(4)] * 2)
-    assert pm.logprobs_from_logits(logits, torch.tensor([[0, 3]]))[0].tolist() == pytest.approx([-math.log(4)] * 2)
+    assert pm.logprobs_from_logits(logits, torch.tensor([[0, 3]]))[0].tolist() == pytest.approx(
+        [-math.log(4)] * 2
+    )
 
 
 def test_adaptive_kl_controller_moves_toward_the_target():
@@ -143,7 +176,9 @@ def test_batched_forward_with_left_padding_matches_unpadded_sequences(tiny_model
     mask = torch.tensor([[1] * 7, [0, 0] + [1] * 5])
     with torch.no_grad():
         batched, values, _ = ac.forward(ids, mask, 3, temperature=1.0)
-        alone, alone_values, _ = ac.forward(torch.tensor([short_seq + response]), torch.ones(1, 5, dtype=torch.long), 3, 1.0)
+        alone, alone_values, _ = ac.forward(
+            torch.tensor([short_seq + response]), torch.ones(1, 5, dtype=torch.long), 3, 1.0
+        )
         ref = ac.reference_logprobs(ids, mask, 3, 1.0)
     assert batched[1].tolist() == pytest.approx(alone[0].tolist(), abs=1e-5)
     assert values[1].tolist() == pytest.approx(alone_values[0].tolist(), abs=1e-5)
@@ -159,7 +194,9 @@ def test_a_fresh_value_head_predicts_zero(tiny_model_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     ac = ActorCritic(model, AutoModelForCausalLM.from_pretrained(tiny_model_dir), "value_head")
     with torch.no_grad():
-        _, values, _ = ac.forward(torch.tensor([[10, 11, 12, 13]]), torch.ones(1, 4, dtype=torch.long), 2, 1.0)
+        _, values, _ = ac.forward(
+            torch.tensor([[10, 11, 12, 13]]), torch.ones(1, 4, dtype=torch.long), 2, 1.0
+        )
     assert values.abs().max().item() == 0.0
 
 
@@ -168,10 +205,14 @@ def test_loss_weights_token_and_answer_means():
     token = pm.loss_weights(mask, "token")
     answer = pm.loss_weights(mask, "answer")
     assert token.flatten().tolist() == pytest.approx([0.2] * 4 + [0.2, 0, 0, 0])
-    assert answer.flatten().tolist() == pytest.approx([0.125] * 4 + [0.5, 0, 0, 0])  # each answer weighs 1/2 in all
+    assert answer.flatten().tolist() == pytest.approx(
+        [0.125] * 4 + [0.5, 0, 0, 0]
+    )  # each answer weighs 1/2 in all
     losses = t([[1, 1, 1, 1], [3, 9, 9, 9]])  # padded positions carry junk that must not count
     assert (losses * token).sum().item() == pytest.approx(7 / 5)  # token mean over the minibatch
-    assert (losses * answer).sum().item() == pytest.approx((1 + 3) / 2)  # mean of the per-answer means
+    assert (losses * answer).sum().item() == pytest.approx(
+        (1 + 3) / 2
+    )  # mean of the per-answer means
 
 
 # -- PPOTrainer._update on a tiny model ---------------------------------------------------------------
@@ -189,8 +230,15 @@ def _trainer(tmp_path, *overrides, model_config=None):
 
     config = load_run_config(RECIPE, ["sft.enabled=false", *overrides])
     tokenizer = load_tokenizer(config.model)
-    policy, reference = load_model(config.model, tokenizer), load_model(config.model, tokenizer, trainable=False)
-    critic = load_model(config.model, tokenizer).get_decoder() if config.rl.critic == "separate" else None
+    policy, reference = (
+        load_model(config.model, tokenizer),
+        load_model(config.model, tokenizer, trainable=False),
+    )
+    critic = (
+        load_model(config.model, tokenizer).get_decoder()
+        if config.rl.critic == "separate"
+        else None
+    )
     for model in (policy, reference, critic):
         for key, value in (model_config or {}).items():
             if model is not None:
@@ -210,9 +258,15 @@ def _batch(trainer, lengths=(5, 1, 3, 2), seed=0):
     mask = torch.tensor([[1.0] * k + [0.0] * (width - k) for k in lengths])
     attn = torch.cat([torch.ones(n, 3, dtype=torch.long), mask.long()], dim=1)
     old_logprobs, old_values, _ = trainer._old_pass(input_ids, attn, width)
-    return {"input_ids": input_ids, "attention_mask": attn, "mask": mask, "old_logprobs": old_logprobs * mask,
-            "old_values": old_values * mask, "advantages": torch.randn(n, width, generator=gen) * mask,
-            "returns": torch.randn(n, width, generator=gen) * mask}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attn,
+        "mask": mask,
+        "old_logprobs": old_logprobs * mask,
+        "old_values": old_values * mask,
+        "advantages": torch.randn(n, width, generator=gen) * mask,
+        "returns": torch.randn(n, width, generator=gen) * mask,
+    }
 
 
 def _first_gradient(trainer, batch):
@@ -220,7 +274,9 @@ def _first_gradient(trainer, batch):
     grads = []
 
     def step():
-        grads.append(torch.cat([p.grad.flatten() for p in trainer.ac.parameters() if p.grad is not None]))
+        grads.append(
+            torch.cat([p.grad.flatten() for p in trainer.ac.parameters() if p.grad is not None])
+        )
 
     trainer.optimizer.step = step
     trainer._update(batch, step=1)
@@ -231,24 +287,41 @@ def _first_gradient(trainer, batch):
 @pytest.mark.parametrize("aggregation", ["token", "answer"])
 def test_micro_batches_accumulate_the_minibatch_gradient(tmp_path, aggregation):
     """Splitting a minibatch of answers of different lengths into micro-batches changes memory, not the gradient."""
-    base = ("rl.ppo_epochs=1", "rl.prompts_per_step=2", "rl.samples_per_prompt=2", f"rl.loss_aggregation={aggregation}")
+    base = (
+        "rl.ppo_epochs=1",
+        "rl.prompts_per_step=2",
+        "rl.samples_per_prompt=2",
+        f"rl.loss_aggregation={aggregation}",
+    )
     whole = _trainer(tmp_path, *base)
     batch = _batch(whole)
     expected = _first_gradient(whole, batch)
     for micro in (1, 2):
         split = _trainer(tmp_path, *base, f"rl.micro_batch_size={micro}")
         got = _first_gradient(split, batch)
-        assert torch.allclose(got, expected, rtol=1e-4, atol=1e-7), (micro, (got - expected).abs().max())
+        assert torch.allclose(got, expected, rtol=1e-4, atol=1e-7), (
+            micro,
+            (got - expected).abs().max(),
+        )
     other = "token" if aggregation == "answer" else "answer"
-    different = _first_gradient(_trainer(tmp_path, *base[:-1], f"rl.loss_aggregation={other}"), batch)
+    different = _first_gradient(
+        _trainer(tmp_path, *base[:-1], f"rl.loss_aggregation={other}"), batch
+    )
     assert not torch.allclose(different, expected, rtol=1e-2, atol=1e-5)  # the setting is used
 
 
-def test_old_and_new_logprobs_agree_before_the_first_update_with_attention_dropout(tmp_path, monkeypatch):
+def test_old_and_new_logprobs_agree_before_the_first_update_with_attention_dropout(
+    tmp_path, monkeypatch
+):
     """Issue 11: attention dropout is a float read only in train mode, so disabling nn.Dropout modules
     left it on: the old pass (eval mode) and the update (train mode) computed different networks."""
-    trainer = _trainer(tmp_path, "rl.ppo_epochs=1", "rl.prompts_per_step=2", "rl.samples_per_prompt=2",
-                       model_config={"attention_dropout": 0.5})
+    trainer = _trainer(
+        tmp_path,
+        "rl.ppo_epochs=1",
+        "rl.prompts_per_step=2",
+        "rl.samples_per_prompt=2",
+        model_config={"attention_dropout": 0.5},
+    )
     batch = _batch(trainer, lengths=(6, 6, 6, 6))
     gaps = []
     real = pm.policy_loss
@@ -264,11 +337,19 @@ def test_old_and_new_logprobs_agree_before_the_first_update_with_attention_dropo
 
 def test_the_separate_critic_trains_in_train_mode(tmp_path):
     """The critic backbone used to stay in eval mode during updates (only the policy was switched)."""
-    trainer = _trainer(tmp_path, "rl.critic=separate", "rl.ppo_epochs=1", "rl.prompts_per_step=2", "rl.samples_per_prompt=2")
+    trainer = _trainer(
+        tmp_path,
+        "rl.critic=separate",
+        "rl.ppo_epochs=1",
+        "rl.prompts_per_step=2",
+        "rl.samples_per_prompt=2",
+    )
     batch = _batch(trainer)
     trainer.ac.critic_backbone.eval()  # as from_pretrained returns it, and as the rollout leaves it
     modes = []
-    trainer.ac.critic_backbone.register_forward_pre_hook(lambda module, args: modes.append(module.training))
+    trainer.ac.critic_backbone.register_forward_pre_hook(
+        lambda module, args: modes.append(module.training)
+    )
     trainer._update(batch, step=1)
     assert modes and all(modes)
     assert all(m.training for m in trainer.ac.critic_backbone.modules())
@@ -278,7 +359,9 @@ def test_the_separate_critic_trains_in_train_mode(tmp_path):
 def test_a_float16_overflow_is_left_to_the_loss_scaler_not_counted_as_a_fault(tmp_path):
     """Under float16 an inf gradient norm is the loss scaler's business: it skips the step and lowers
     the scale. (accelerate scales only on a GPU; a CPU GradScaler stands in for it here.)"""
-    trainer = _trainer(tmp_path, "rl.ppo_epochs=1", "rl.prompts_per_step=2", "rl.samples_per_prompt=2")
+    trainer = _trainer(
+        tmp_path, "rl.ppo_epochs=1", "rl.prompts_per_step=2", "rl.samples_per_prompt=2"
+    )
     scaler = torch.amp.GradScaler("cpu", init_scale=3e38)  # the first scaled loss overflows float32
     from accelerate.optimizer import AcceleratedOptimizer
 
@@ -288,7 +371,9 @@ def test_a_float16_overflow_is_left_to_the_loss_scaler_not_counted_as_a_fault(tm
     result = trainer._update(_batch(trainer), step=1)
     assert isinstance(result, dict) and result["fp16_overflow_steps"] == 1.0
     assert scaler.get_scale() < 3e38
-    assert all(torch.equal(a, p) for a, p in zip(before, trainer.ac.parameters(), strict=True))  # the step was skipped
+    assert all(
+        torch.equal(a, p) for a, p in zip(before, trainer.ac.parameters(), strict=True)
+    )  # the step was skipped
 
 
 def test_loss_aggregation_defaults_to_reft_and_is_a_ppo_setting():
@@ -300,5 +385,10 @@ def test_loss_aggregation_defaults_to_reft_and_is_a_ppo_setting():
     with pytest.raises(ConfigError, match="rl.loss_aggregation applies to rl.algorithm: ppo only"):
         load_run_config(RECIPE, ["rl.algorithm=grpo", "rl.loss_aggregation=token"])
     # at its default it loads, so a grpo run's resolved config.yaml (every key written) loads again
-    assert load_run_config(RECIPE, ["rl.algorithm=grpo", "rl.loss_aggregation=answer"]).rl.algorithm == "grpo"
-    assert load_run_config(RECIPE, ["rl.algorithm=grpo"]).rl.algorithm == "grpo"  # the default alone is fine
+    assert (
+        load_run_config(RECIPE, ["rl.algorithm=grpo", "rl.loss_aggregation=answer"]).rl.algorithm
+        == "grpo"
+    )
+    assert (
+        load_run_config(RECIPE, ["rl.algorithm=grpo"]).rl.algorithm == "grpo"
+    )  # the default alone is fine

@@ -19,23 +19,36 @@ from rft_cli.training import ppo
 from rft_cli.training import ppo_math as pm
 from tests.test_ppo_math import _trainer
 
-BASE = ("rl.ppo_epochs=1", "rl.prompts_per_step=3", "rl.samples_per_prompt=2", "rl.mini_batch_size=6",
-        "rl.max_grad_norm=1e9")  # compared before clipping
+BASE = (
+    "rl.ppo_epochs=1",
+    "rl.prompts_per_step=3",
+    "rl.samples_per_prompt=2",
+    "rl.mini_batch_size=6",
+    "rl.max_grad_norm=1e9",
+)  # compared before clipping
 
 
 def _cost(pieces, prompts, answers, piece_cost):
-    return sum(len(p) * (max(prompts[i] for i in p) + max(answers[i] for i in p)) + piece_cost for p in pieces)
+    return sum(
+        len(p) * (max(prompts[i] for i in p) + max(answers[i] for i in p)) + piece_cost
+        for p in pieces
+    )
 
 
-@given(st.lists(st.tuples(st.integers(0, 9), st.integers(1, 30)), min_size=1, max_size=40),
-       st.integers(1, 12), st.one_of(st.none(), st.integers(0, 200)))
+@given(
+    st.lists(st.tuples(st.integers(0, 9), st.integers(1, 30)), min_size=1, max_size=40),
+    st.integers(1, 12),
+    st.one_of(st.none(), st.integers(0, 200)),
+)
 def test_every_row_is_in_one_piece_of_at_most_max_rows(rows, max_rows, piece_cost):
     prompts, answers = [p for p, _ in rows], [a for _, a in rows]
     pieces = pm.length_pieces(prompts, answers, max_rows, piece_cost)
     assert sorted(i for piece in pieces for i in piece) == list(range(len(rows)))
     assert all(1 <= len(piece) <= max_rows for piece in pieces)
     flat = [answers[i] for piece in pieces for i in piece]
-    assert flat == sorted(flat, reverse=True)  # longest answer first, so similar lengths share a piece
+    assert flat == sorted(
+        flat, reverse=True
+    )  # longest answer first, so similar lengths share a piece
 
 
 def test_without_a_cost_the_pieces_are_fixed_size():
@@ -45,11 +58,16 @@ def test_without_a_cost_the_pieces_are_fixed_size():
     assert pieces[0] == [4, 2, 0]
 
 
-@given(st.lists(st.tuples(st.integers(0, 5), st.integers(1, 20)), min_size=1, max_size=7),
-       st.integers(1, 7), st.integers(0, 60))
+@given(
+    st.lists(st.tuples(st.integers(0, 5), st.integers(1, 20)), min_size=1, max_size=7),
+    st.integers(1, 7),
+    st.integers(0, 60),
+)
 def test_the_split_is_the_cheapest_of_all_splits_of_the_sorted_rows(rows, max_rows, piece_cost):
     prompts, answers = [p for p, _ in rows], [a for _, a in rows]
-    got = _cost(pm.length_pieces(prompts, answers, max_rows, piece_cost), prompts, answers, piece_cost)
+    got = _cost(
+        pm.length_pieces(prompts, answers, max_rows, piece_cost), prompts, answers, piece_cost
+    )
     order = sorted(range(len(rows)), key=lambda i: (-answers[i], -prompts[i], i))
     best = min(
         _cost(pieces, prompts, answers, piece_cost)
@@ -80,11 +98,19 @@ def _padded_batch(trainer, prompt_lens=(3, 1, 2, 3, 1, 2), answer_lens=(7, 1, 5,
     prompt_mask = torch.tensor([[0] * (p_width - k) + [1] * k for k in prompt_lens])
     mask = torch.tensor([[1.0] * k + [0.0] * (a_width - k) for k in answer_lens])
     attn = torch.cat([prompt_mask, mask.long()], dim=1)
-    input_ids = torch.where(attn.bool(), input_ids, torch.zeros_like(input_ids))  # pad id 0, as sampled
+    input_ids = torch.where(
+        attn.bool(), input_ids, torch.zeros_like(input_ids)
+    )  # pad id 0, as sampled
     old_logprobs, old_values, _ = trainer._old_pass(input_ids, attn, a_width)
-    return {"input_ids": input_ids, "attention_mask": attn, "mask": mask, "old_logprobs": old_logprobs * mask,
-            "old_values": old_values * mask, "advantages": torch.randn(n, a_width, generator=gen) * mask,
-            "returns": torch.randn(n, a_width, generator=gen) * mask}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attn,
+        "mask": mask,
+        "old_logprobs": old_logprobs * mask,
+        "old_values": old_values * mask,
+        "advantages": torch.randn(n, a_width, generator=gen) * mask,
+        "returns": torch.randn(n, a_width, generator=gen) * mask,
+    }
 
 
 def _uncut_loss_and_gradient(trainer, batch):
@@ -109,7 +135,9 @@ def _cut_loss_and_gradient(trainer, batch):
         return loss, stats
 
     def step():
-        grads.append(torch.cat([p.grad.flatten() for p in trainer.ac.parameters() if p.grad is not None]))
+        grads.append(
+            torch.cat([p.grad.flatten() for p in trainer.ac.parameters() if p.grad is not None])
+        )
 
     trainer._micro_losses, trainer.optimizer.step = micro_losses, step
     trainer._update(batch, step=1)
@@ -119,7 +147,9 @@ def _cut_loss_and_gradient(trainer, batch):
 @pytest.mark.filterwarnings("ignore:Detected call of")  # the optimizer step is stubbed
 @pytest.mark.parametrize("aggregation", ["token", "answer"])
 @pytest.mark.parametrize("piece_cost", [0, 10**6])
-def test_cut_pieces_give_the_uncut_minibatch_loss_and_gradient(tmp_path, monkeypatch, aggregation, piece_cost):
+def test_cut_pieces_give_the_uncut_minibatch_loss_and_gradient(
+    tmp_path, monkeypatch, aggregation, piece_cost
+):
     """piece_cost 0 splits wherever padding is saved; 10**6 keeps one piece, cut to its own longest."""
     monkeypatch.setitem(ppo.PIECE_COST_TOKENS, "cpu", piece_cost)
     trainer = _trainer(tmp_path, *BASE, f"rl.loss_aggregation={aggregation}")
@@ -127,7 +157,9 @@ def test_cut_pieces_give_the_uncut_minibatch_loss_and_gradient(tmp_path, monkeyp
     want_loss, want_grad = _uncut_loss_and_gradient(trainer, batch)
     got_loss, got_grad, shapes = _cut_loss_and_gradient(trainer, batch)
     assert got_loss == pytest.approx(want_loss, rel=1e-5, abs=1e-7)
-    assert torch.allclose(got_grad, want_grad, rtol=1e-4, atol=1e-7), (got_grad - want_grad).abs().max()
+    assert torch.allclose(got_grad, want_grad, rtol=1e-4, atol=1e-7), (
+        (got_grad - want_grad).abs().max()
+    )
     tokens = sum(rows * width for rows, width in shapes)
     assert tokens < batch["input_ids"].numel()  # padding was left out
     if piece_cost == 0:
@@ -141,11 +173,21 @@ def test_the_old_pass_in_cut_pieces_equals_one_uncut_forward(tmp_path, monkeypat
     trainer = _trainer(tmp_path, *BASE)
     batch = _padded_batch(trainer)
     mask, width = batch["mask"], batch["mask"].shape[1]
-    old_logprobs, old_values, ref_logprobs = trainer._old_pass(batch["input_ids"], batch["attention_mask"], width)
+    old_logprobs, old_values, ref_logprobs = trainer._old_pass(
+        batch["input_ids"], batch["attention_mask"], width
+    )
     with torch.no_grad():
-        want_logprobs, want_values, _ = trainer.ac.forward(batch["input_ids"], batch["attention_mask"], width, 1.0)
-        want_ref = trainer.ac.reference_logprobs(batch["input_ids"], batch["attention_mask"], width, 1.0)
-    for got, want in ((old_logprobs, want_logprobs), (old_values, want_values), (ref_logprobs, want_ref)):
+        want_logprobs, want_values, _ = trainer.ac.forward(
+            batch["input_ids"], batch["attention_mask"], width, 1.0
+        )
+        want_ref = trainer.ac.reference_logprobs(
+            batch["input_ids"], batch["attention_mask"], width, 1.0
+        )
+    for got, want in (
+        (old_logprobs, want_logprobs),
+        (old_values, want_values),
+        (ref_logprobs, want_ref),
+    ):
         assert torch.allclose(got * mask, want * mask, atol=1e-5)
         assert (got * (1 - mask)).abs().max().item() == 0.0  # past an answer's end: 0, not computed
 

@@ -15,7 +15,9 @@ from rft_cli.cli import app
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p for p in (ROOT / "recipes").glob("*.yaml"))
 ACCELERATE = sorted((ROOT / "recipes" / "accelerate").glob("*.yaml"))
-HUB_RECIPES = [p for p in RECIPES if "qwen" in p.name and "multi-gpu" not in p.name]  # same shape, one process
+HUB_RECIPES = [
+    p for p in RECIPES if "qwen" in p.name and "multi-gpu" not in p.name
+]  # same shape, one process
 
 
 def _dry_run(recipe: Path, *overrides: str) -> dict:
@@ -24,14 +26,22 @@ def _dry_run(recipe: Path, *overrides: str) -> dict:
         args += ["--set", override]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    return json.loads(result.stdout[result.stdout.index("{"):])
+    return json.loads(result.stdout[result.stdout.index("{") :])
 
 
 def test_the_recipes_are_there():
     names = {p.name for p in RECIPES}
-    assert {"arith-cpu.yaml", "svamp-qwen2.5-0.5b.yaml", "svamp-qwen2.5-0.5b-lora.yaml",
-            "svamp-qwen2.5-1.5b-multi-gpu.yaml"} <= names
-    assert {p.name for p in ACCELERATE} == {"multi-gpu.yaml", "deepspeed-zero2.yaml", "deepspeed-zero3.yaml"}
+    assert {
+        "arith-cpu.yaml",
+        "svamp-qwen2.5-0.5b.yaml",
+        "svamp-qwen2.5-0.5b-lora.yaml",
+        "svamp-qwen2.5-1.5b-multi-gpu.yaml",
+    } <= names
+    assert {p.name for p in ACCELERATE} == {
+        "multi-gpu.yaml",
+        "deepspeed-zero2.yaml",
+        "deepspeed-zero3.yaml",
+    }
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[p.name for p in RECIPES])
@@ -59,10 +69,22 @@ def test_accelerate_configs_are_valid_yaml_for_accelerate(path):
         assert config["deepspeed_config"]["zero_stage"] in (2, 3)
 
 
-TINY_OVERRIDES = ("sft.max_steps=2", "sft.batch_size=2", "sft.max_length=256", "rl.steps=2", "rl.prompts_per_step=2",
-                  "rl.mini_batch_size=2", "rl.max_new_tokens=8", "rl.max_prompt_length=96", "eval.samples=4",
-                  "eval.interval=1", "eval.batch_size=4", "save_interval=1", "model.dtype=float32",
-                  "model.gradient_checkpointing=false")
+TINY_OVERRIDES = (
+    "sft.max_steps=2",
+    "sft.batch_size=2",
+    "sft.max_length=256",
+    "rl.steps=2",
+    "rl.prompts_per_step=2",
+    "rl.mini_batch_size=2",
+    "rl.max_new_tokens=8",
+    "rl.max_prompt_length=96",
+    "eval.samples=4",
+    "eval.interval=1",
+    "eval.batch_size=4",
+    "save_interval=1",
+    "model.dtype=float32",
+    "model.gradient_checkpointing=false",
+)
 
 
 @pytest.mark.slow
@@ -93,11 +115,29 @@ def test_svamp_recipe_on_a_hub_like_model_folder(recipe, hub_like_model_dir, tmp
     # The trained folder keeps the user's tokenizer and generation_config.json (two EOS ids, their defaults).
     saved = json.loads((out / "final" / "generation_config.json").read_text())
     source = json.loads((Path(hub_like_model_dir) / "generation_config.json").read_text())
-    assert {k: saved.get(k) for k in ("eos_token_id", "top_k", "temperature")} == \
-        {k: source[k] for k in ("eos_token_id", "top_k", "temperature")}
-    result = CliRunner().invoke(app, ["eval", "--model", str(out), "--data", str(ROOT / "data/svamp/test.jsonl"),
-                                      "--grader", str(ROOT / "data/svamp/grader.yaml"), "--limit", "3",
-                                      "--samples", "2", "--max-new-tokens", "8", "--format", "json"])
+    assert {k: saved.get(k) for k in ("eos_token_id", "top_k", "temperature")} == {
+        k: source[k] for k in ("eos_token_id", "top_k", "temperature")
+    }
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--model",
+            str(out),
+            "--data",
+            str(ROOT / "data/svamp/test.jsonl"),
+            "--grader",
+            str(ROOT / "data/svamp/grader.yaml"),
+            "--limit",
+            "3",
+            "--samples",
+            "2",
+            "--max-new-tokens",
+            "8",
+            "--format",
+            "json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     (report,) = json.loads(result.stdout)["models"]
     assert (report["rows"], report["samples"]) == (3, 2) and report["generated_tokens"] > 0
@@ -105,7 +145,15 @@ def test_svamp_recipe_on_a_hub_like_model_folder(recipe, hub_like_model_dir, tmp
 
 def _train_recipe(recipe: Path, model_dir: str, out: Path) -> Path:
     """`rft train RECIPE` with `model.name` set to a local folder and the step counts cut to TINY_OVERRIDES."""
-    args = ["train", str(recipe), "--output-dir", str(out), "--quiet", "--set", f"model.name={model_dir}"]
+    args = [
+        "train",
+        str(recipe),
+        "--output-dir",
+        str(out),
+        "--quiet",
+        "--set",
+        f"model.name={model_dir}",
+    ]
     for override in TINY_OVERRIDES:
         args += ["--set", override]
     result = CliRunner().invoke(app, args)
@@ -117,8 +165,21 @@ def _train_recipe(recipe: Path, model_dir: str, out: Path) -> Path:
 def test_default_recipe_runs_shortened(tmp_path):
     """recipes/arith-cpu.yaml as shipped, with a few steps per stage: the table-ending run works."""
     out = tmp_path / "run"
-    args = ["train", str(ROOT / "recipes" / "arith-cpu.yaml"), "--output-dir", str(out), "--quiet",
-            "--set", "sft.max_steps=3", "--set", "rl.steps=2", "--set", "eval.samples=8", "--set", "eval.interval=1"]
+    args = [
+        "train",
+        str(ROOT / "recipes" / "arith-cpu.yaml"),
+        "--output-dir",
+        str(out),
+        "--quiet",
+        "--set",
+        "sft.max_steps=3",
+        "--set",
+        "rl.steps=2",
+        "--set",
+        "eval.samples=8",
+        "--set",
+        "eval.interval=1",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())

@@ -21,7 +21,9 @@ def _run_dir(tmp_path: Path, *overrides: str) -> Path:
     run = tmp_path / "run"
     run.mkdir()
     config = load_run_config(RECIPE, list(overrides))
-    (run / "config.yaml").write_text(yaml.safe_dump({**dump_run_config(config), "output_dir": str(run)}))
+    (run / "config.yaml").write_text(
+        yaml.safe_dump({**dump_run_config(config), "output_dir": str(run)})
+    )
     return run
 
 
@@ -33,36 +35,77 @@ def test_unchanged_config_has_no_changes(tmp_path):
 
 def test_applied_changes_are_returned_for_the_metrics_line(tmp_path):
     run = _run_dir(tmp_path)
-    config = load_run_config(RECIPE, ["rl.temperature=0.7", "eval.interval=1", "rl.steps=9", "rl.kl_coef=0.5"])
+    config = load_run_config(
+        RECIPE, ["rl.temperature=0.7", "eval.interval=1", "rl.steps=9", "rl.kl_coef=0.5"]
+    )
     # rl.steps is the run's length; rl.kl_coef is logged by PPO itself from its KL controller
-    assert check_resume_changes(run, config, "rl") == {"eval.interval": [2, 1], "rl.temperature": [1.0, 0.7]}
+    assert check_resume_changes(run, config, "rl") == {
+        "eval.interval": [2, 1],
+        "rl.temperature": [1.0, 0.7],
+    }
 
 
 @pytest.mark.parametrize(
     "before,override,stage,message",
     [
         ((), "seed=3", "rl", "--set seed=3: cannot change on --resume (the saved data position"),
-        ((), "sft.learning_rate=0.1", "sft", "--set sft.learning_rate=0.1: cannot change on --resume"),
-        ((), "sft.max_steps=9", "rl", "--set sft.max_steps=9: cannot change on --resume (the warm-up checkpoint"),
+        (
+            (),
+            "sft.learning_rate=0.1",
+            "sft",
+            "--set sft.learning_rate=0.1: cannot change on --resume",
+        ),
+        (
+            (),
+            "sft.max_steps=9",
+            "rl",
+            "--set sft.max_steps=9: cannot change on --resume (the warm-up checkpoint",
+        ),
         ((), "rl.critic=separate", "rl", "--set rl.critic=separate: cannot change on --resume"),
-        (("model.lora.r=8",), "model.lora.r=4", "rl", "--set model.lora.r=4: cannot change on --resume (the checkpoints hold these"),
+        (
+            ("model.lora.r=8",),
+            "model.lora.r=4",
+            "rl",
+            "--set model.lora.r=4: cannot change on --resume (the checkpoints hold these",
+        ),
         ((), "model.lora.r=4", "rl", "--set model.lora={'r': 4, 'alpha': 32"),
-        (("rl.adaptive_kl=true",), "rl.kl_coef=0.5", "rl", "--set rl.kl_coef=0.5: cannot change on --resume (under rl.adaptive_kl"),
-        (("rl.algorithm=grpo",), "rl.learning_rate=0.01", "rl", "--set rl.learning_rate=0.01: cannot change on --resume (TRL restores"),
-        (("rl.algorithm=grpo",), "rl.ppo_epochs=3", "rl", "--set rl.ppo_epochs=3: cannot change on --resume (TRL's saved step count"),
+        (
+            ("rl.adaptive_kl=true",),
+            "rl.kl_coef=0.5",
+            "rl",
+            "--set rl.kl_coef=0.5: cannot change on --resume (under rl.adaptive_kl",
+        ),
+        (
+            ("rl.algorithm=grpo",),
+            "rl.learning_rate=0.01",
+            "rl",
+            "--set rl.learning_rate=0.01: cannot change on --resume (TRL restores",
+        ),
+        (
+            ("rl.algorithm=grpo",),
+            "rl.ppo_epochs=3",
+            "rl",
+            "--set rl.ppo_epochs=3: cannot change on --resume (TRL's saved step count",
+        ),
     ],
 )
-def test_changes_the_checkpoint_would_override_are_refused(tmp_path, before, override, stage, message):
+def test_changes_the_checkpoint_would_override_are_refused(
+    tmp_path, before, override, stage, message
+):
     run = _run_dir(tmp_path, *before)
     config = load_run_config(RECIPE, [*before, override])
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")) as raised:
+    with pytest.raises(
+        ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")
+    ) as raised:
         check_resume_changes(run, config, stage)
     assert raised.value.exit_code == 2
 
 
 def test_what_ppo_applies_itself_is_allowed(tmp_path):
     run = _run_dir(tmp_path)
-    config = load_run_config(RECIPE, ["rl.learning_rate=0.002", "rl.weight_decay=0.1", "rl.kl_coef=0.5"])
+    config = load_run_config(
+        RECIPE, ["rl.learning_rate=0.002", "rl.weight_decay=0.1", "rl.kl_coef=0.5"]
+    )
     assert check_resume_changes(run, config, "rl") == {}
 
 
@@ -84,7 +127,9 @@ def test_the_first_line_after_a_resume_lists_the_changes():
     class Logger:
         log = staticmethod(lines.append)
 
-    ctx = RunContext(None, Path("."), [], [], None, Logger(), config_changes={"rl.temperature": [1.0, 0.7]})
+    ctx = RunContext(
+        None, Path("."), [], [], None, Logger(), config_changes={"rl.temperature": [1.0, 0.7]}
+    )
     ctx.report({"stage": "rl", "step": 4, "config_changed": {"kl_coef": [0.05, 0.5]}})
     ctx.report({"stage": "rl", "step": 5})
     assert lines[0]["config_changed"] == {"rl.temperature": [1.0, 0.7], "kl_coef": [0.05, 0.5]}

@@ -19,7 +19,9 @@ from tests.train_fakes import ROWS_50K, load_test_config, write_rows
 @pytest.mark.slow
 @pytest.mark.guarantee
 def test_50k_rows_are_checked_in_seconds_and_held_once(tmp_path, monkeypatch):
-    monkeypatch.setenv("RFT_VALIDATE_WORKERS", "1")  # one process, so tracemalloc sees every allocation
+    monkeypatch.setenv(
+        "RFT_VALIDATE_WORKERS", "1"
+    )  # one process, so tracemalloc sees every allocation
     config = load_test_config(write_rows(tmp_path / "train.jsonl", ROWS_50K))
     started = time.perf_counter()
     preflight(config)  # also warms the imports, so the traced run below measures the rows only

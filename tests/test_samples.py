@@ -25,8 +25,16 @@ runner = CliRunner()
 
 
 def answer(row: int, text: str, reward: float) -> dict:
-    return {"row": row, "prompt": f"q{row}", "output_text": text, "reward": reward, "sub_rewards": {},
-            "errors": {}, "num_tokens": len(text), "truncated": False}
+    return {
+        "row": row,
+        "prompt": f"q{row}",
+        "output_text": text,
+        "reward": reward,
+        "sub_rewards": {},
+        "errors": {},
+        "num_tokens": len(text),
+        "truncated": False,
+    }
 
 
 def test_each_step_is_one_file_and_rewriting_a_step_replaces_it(tmp_path):
@@ -37,7 +45,12 @@ def test_each_step_is_one_file_and_rewriting_a_step_replaces_it(tmp_path):
     files = list_sample_files(tmp_path)
     assert [(f.kind, f.step) for f in files] == [("rl", 3), ("eval-rl", 3)]
     assert [line["output_text"] for line in read_samples(files[0].path)] == ["c"]
-    assert read_samples(files[1].path)[0] | {} == {"stage": "eval", "step": 3, "after": "rl", **answer(0, "g", 1.0)}
+    assert read_samples(files[1].path)[0] | {} == {
+        "stage": "eval",
+        "step": 3,
+        "after": "rl",
+        **answer(0, "g", 1.0),
+    }
     assert not list((tmp_path / "samples").glob("*.tmp"))
 
 
@@ -87,13 +100,18 @@ def test_a_full_disk_skips_samples_and_says_so_once(tmp_path, monkeypatch):
     assert not list((tmp_path / "samples").glob("*.tmp"))
 
 
-@pytest.mark.parametrize("stage,step,keep_step,left", [
-    ("rl", 2, True, ["eval-sft-4", "rl-1", "rl-2", "eval-rl-2"]),
-    ("sft", 4, True, ["eval-sft-4"]),
-    ("sft", 4, False, []),
-    (None, 0, True, []),
-])
-def test_resume_keeps_exactly_the_files_up_to_the_checkpoint(tmp_path, stage, step, keep_step, left):
+@pytest.mark.parametrize(
+    "stage,step,keep_step,left",
+    [
+        ("rl", 2, True, ["eval-sft-4", "rl-1", "rl-2", "eval-rl-2"]),
+        ("sft", 4, True, ["eval-sft-4"]),
+        ("sft", 4, False, []),
+        (None, 0, True, []),
+    ],
+)
+def test_resume_keeps_exactly_the_files_up_to_the_checkpoint(
+    tmp_path, stage, step, keep_step, left
+):
     writer = SampleWriter(tmp_path, SamplesSettings())
     writer.write("eval", 4, [answer(0, "e", 0.0)], after="sft")
     for s in (1, 2, 3):
@@ -109,7 +127,11 @@ def test_resume_keeps_exactly_the_files_up_to_the_checkpoint(tmp_path, stage, st
 
 def _run_with_samples(tmp_path):
     writer = SampleWriter(tmp_path, SamplesSettings())
-    writer.write("rl", 1, [answer(0, "7", 0.0), answer(0, "12", 1.0), answer(1, "7", 0.0), answer(1, "9", 1.0)])
+    writer.write(
+        "rl",
+        1,
+        [answer(0, "7", 0.0), answer(0, "12", 1.0), answer(1, "7", 0.0), answer(1, "9", 1.0)],
+    )
     writer.write("rl", 2, [answer(2, "12", 1.0), answer(2, "12", 1.0), answer(3, "4", 0.0)])
     writer.write("eval", 4, [answer(0, "11", 0.0), answer(1, "3", 0.0)], after="sft")
     writer.write("eval", 2, [answer(0, "12", 1.0), answer(1, "3", 0.0)], after="rl")
@@ -132,7 +154,9 @@ def test_best_worst_and_most_common_answers_of_a_step(tmp_path):
 def test_follow_one_row_across_evaluations(tmp_path):
     answers = follow_row(_run_with_samples(tmp_path), 0)
     assert [(a["after"], a["step"], a["output_text"], a["reward"]) for a in answers] == [
-        ("sft", 4, "11", 0.0), ("rl", 2, "12", 1.0)]
+        ("sft", 4, "11", 0.0),
+        ("rl", 2, "12", 1.0),
+    ]
 
 
 def test_rft_report_samples_text_and_json(tmp_path):
@@ -144,15 +168,20 @@ def test_rft_report_samples_text_and_json(tmp_path):
     result = runner.invoke(app, ["report", str(run), "--samples", "--row", "0", "--format", "json"])
     assert result.exit_code == 0, result.output
     assert [a["output_text"] for a in json.loads(result.output)["answers"]] == ["11", "12"]
-    result = runner.invoke(app, ["report", str(run), "--samples", "--eval", "--step", "4", "--format", "json"])
+    result = runner.invoke(
+        app, ["report", str(run), "--samples", "--eval", "--step", "4", "--format", "json"]
+    )
     assert json.loads(result.output)["best"][0]["after"] == "sft"
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--samples", "--row", "9"], "--row 9: no evaluation kept an answer for validation row 9"),
-    (["--samples", "--step", "5"], "--step 5: no rl samples kept for that step"),
-    (["--row", "1"], "--step, --row and --eval go with --samples"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--samples", "--row", "9"], "--row 9: no evaluation kept an answer for validation row 9"),
+        (["--samples", "--step", "5"], "--step 5: no rl samples kept for that step"),
+        (["--row", "1"], "--step, --row and --eval go with --samples"),
+    ],
+)
 def test_rft_report_samples_usage_errors(tmp_path, args, message):
     run = _run_with_samples(tmp_path / "run")
     result = runner.invoke(app, ["report", str(run), *args])
@@ -183,22 +212,58 @@ def test_the_grpo_reward_function_keeps_the_steps_answers(tmp_path):
     from rft_cli.training.context import RunContext
     from rft_cli.training.trl_bridge import GraderReward, TrlSampleKeeper
 
-    grader = build_from_dict({"type": "string_check", "name": "exact", "input": "{{ sample.output_text }}",
-                              "reference": "{{ item.answer }}", "operation": "eq"}, where="grader")
+    grader = build_from_dict(
+        {
+            "type": "string_check",
+            "name": "exact",
+            "input": "{{ sample.output_text }}",
+            "reference": "{{ item.answer }}",
+            "operation": "eq",
+        },
+        where="grader",
+    )
     # two optimizer steps per sampled batch (two minibatches), so TRL's global_step 8 is our step 5
-    config = SimpleNamespace(rl=SimpleNamespace(steps=10, prompts_per_step=2, samples_per_prompt=2, mini_batch_size=2,
-                                                ppo_epochs=1, max_new_tokens=3),
-                             samples=SamplesSettings())
-    ctx = RunContext(config, tmp_path, [], [], grader, NullLogger(), samples=SampleWriter(tmp_path, SamplesSettings()))
+    config = SimpleNamespace(
+        rl=SimpleNamespace(
+            steps=10,
+            prompts_per_step=2,
+            samples_per_prompt=2,
+            mini_batch_size=2,
+            ppo_epochs=1,
+            max_new_tokens=3,
+        ),
+        samples=SamplesSettings(),
+    )
+    ctx = RunContext(
+        config,
+        tmp_path,
+        [],
+        [],
+        grader,
+        NullLogger(),
+        samples=SampleWriter(tmp_path, SamplesSettings()),
+    )
     reward = GraderReward(grader, 0.5, keeper=TrlSampleKeeper(ctx, _ChatTokenizer()))
     reward.eos_token_ids = {0}  # set from the trainer's end-of-answer ids by run_trl_rl
     prompt = [{"role": "user", "content": "1+1="}]
-    rewards = reward(prompts=[prompt, prompt], completions=[[{"role": "assistant", "content": "2"}],
-                                                             [{"role": "assistant", "content": "333"}]],
-                     rft_item=[json.dumps({"answer": "2"})] * 2, completion_ids=[[5, 0], [6, 7, 8]],
-                     trainer_state=SimpleNamespace(global_step=8), rft_row=[7, 7])
+    rewards = reward(
+        prompts=[prompt, prompt],
+        completions=[
+            [{"role": "assistant", "content": "2"}],
+            [{"role": "assistant", "content": "333"}],
+        ],
+        rft_item=[json.dumps({"answer": "2"})] * 2,
+        completion_ids=[[5, 0], [6, 7, 8]],
+        trainer_state=SimpleNamespace(global_step=8),
+        rft_row=[7, 7],
+    )
     assert rewards == [1.0, 0.0]
     lines = read_samples(tmp_path / "samples" / "rl-step-0000005.jsonl")
-    assert [(x["row"], x["prompt"], x["output_text"], x["reward"], x["num_tokens"], x["truncated"]) for x in lines] == [
-        (7, "<user>1+1=<assistant>", "2", 1.0, 2, False), (7, "<user>1+1=<assistant>", "333", 0.0, 3, True)]
+    assert [
+        (x["row"], x["prompt"], x["output_text"], x["reward"], x["num_tokens"], x["truncated"])
+        for x in lines
+    ] == [
+        (7, "<user>1+1=<assistant>", "2", 1.0, 2, False),
+        (7, "<user>1+1=<assistant>", "333", 0.0, 3, True),
+    ]
     assert reward.drain_metrics()["grader_error_share"] == 0.0

@@ -24,10 +24,23 @@ DRAWS = 3000
 
 # generation_config.json files as hub folders ship them (the first is Qwen2.5-Instruct's).
 HUB_DEFAULTS = {
-    "qwen-instruct": {"do_sample": True, "top_k": 20, "top_p": 0.8, "temperature": 0.7, "repetition_penalty": 1.05},
+    "qwen-instruct": {
+        "do_sample": True,
+        "top_k": 20,
+        "top_p": 0.8,
+        "temperature": 0.7,
+        "repetition_penalty": 1.05,
+    },
     "peaked": {"do_sample": True, "top_k": 3, "temperature": 0.3, "repetition_penalty": 1.1},
-    "filters": {"do_sample": True, "temperature": 1.0, "min_p": 0.2, "typical_p": 0.5, "no_repeat_ngram_size": 1,
-                "suppress_tokens": [5, 6, 7], "bad_words_ids": [[8], [9]]},
+    "filters": {
+        "do_sample": True,
+        "temperature": 1.0,
+        "min_p": 0.2,
+        "typical_p": 0.5,
+        "no_repeat_ngram_size": 1,
+        "suppress_tokens": [5, 6, 7],
+        "bad_words_ids": [[8], [9]],
+    },
 }
 
 
@@ -44,8 +57,11 @@ def _hub_folder(tmp_path_factory, name: str, logit_scale: float) -> str:
     return path
 
 
-@pytest.fixture(scope="module", params=[("qwen-instruct", 1.0), ("peaked", 15.0), ("filters", 15.0)],
-                ids=lambda p: p[0])
+@pytest.fixture(
+    scope="module",
+    params=[("qwen-instruct", 1.0), ("peaked", 15.0), ("filters", 15.0)],
+    ids=lambda p: p[0],
+)
 def hub_model(request, tmp_path_factory):
     from rft_cli.generation import load_model_for_inference
 
@@ -77,8 +93,15 @@ def _tv(a: torch.Tensor, b: torch.Tensor) -> float:
 def _ppo_first_tokens(model, tokenizer, temperature: float, top_p: float = 1.0) -> list[int]:
     torch.manual_seed(0)
     rows = [{"messages": PROMPT}] * DRAWS
-    rollout = sample(model, tokenizer, rows, max_prompt_length=64, max_new_tokens=1, temperature=temperature,
-                     top_p=top_p)
+    rollout = sample(
+        model,
+        tokenizer,
+        rows,
+        max_prompt_length=64,
+        max_new_tokens=1,
+        temperature=temperature,
+        top_p=top_p,
+    )
     return rollout.response_ids[:, 0].tolist()
 
 
@@ -94,21 +117,34 @@ def _eval_first_tokens(model, tokenizer, temperature: float, top_p: float = 1.0)
 
     model.generate = spy
     try:
-        generate_completions(model, tokenizer, [PROMPT], max_new_tokens=1, num_samples=DRAWS,
-                             temperature=temperature, top_p=top_p, batch_size=1000, seed=0)
+        generate_completions(
+            model,
+            tokenizer,
+            [PROMPT],
+            max_new_tokens=1,
+            num_samples=DRAWS,
+            temperature=temperature,
+            top_p=top_p,
+            batch_size=1000,
+            seed=0,
+        )
     finally:
         del model.generate
     return torch.cat(outputs).tolist()
 
 
-@pytest.mark.parametrize("path", [_ppo_first_tokens, _eval_first_tokens], ids=["ppo-rollout", "rft-eval"])
+@pytest.mark.parametrize(
+    "path", [_ppo_first_tokens, _eval_first_tokens], ids=["ppo-rollout", "rft-eval"]
+)
 @pytest.mark.parametrize("temperature", [1.0, 0.6])
 def test_first_tokens_follow_the_softmax(hub_model, path, temperature):
     model, tokenizer = hub_model
     probs = _first_step_probs(model, tokenizer, temperature)
     tokens = path(model, tokenizer, temperature)
     tv = _tv(_empirical(tokens, probs.numel()), probs)
-    assert tv <= _noise_bound(probs, DRAWS), f"TV {tv:.3f} from softmax(logits/T), {len(set(tokens))} distinct"
+    assert tv <= _noise_bound(probs, DRAWS), (
+        f"TV {tv:.3f} from softmax(logits/T), {len(set(tokens))} distinct"
+    )
 
 
 def _nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -121,7 +157,9 @@ def _nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     return out
 
 
-@pytest.mark.parametrize("path", [_ppo_first_tokens, _eval_first_tokens], ids=["ppo-rollout", "rft-eval"])
+@pytest.mark.parametrize(
+    "path", [_ppo_first_tokens, _eval_first_tokens], ids=["ppo-rollout", "rft-eval"]
+)
 def test_top_p_truncates_as_asked(hub_model, path):
     model, tokenizer = hub_model
     probs = _first_step_probs(model, tokenizer, 1.0)
@@ -170,9 +208,13 @@ def test_a_lora_policy_samples_the_softmax(qwen_like):
 
     model, tokenizer = qwen_like
     probs = _first_step_probs(model, tokenizer, 1.0)
-    lora = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    lora = get_peft_model(
+        model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    )
     try:
-        tokens = _ppo_first_tokens(lora, tokenizer, 1.0)  # a fresh adapter leaves the logits unchanged
+        tokens = _ppo_first_tokens(
+            lora, tokenizer, 1.0
+        )  # a fresh adapter leaves the logits unchanged
     finally:
         lora.unload()
     assert _tv(_empirical(tokens, probs.numel()), probs) <= _noise_bound(probs, DRAWS)
@@ -190,5 +232,5 @@ def test_greedy_is_the_argmax_whatever_the_model_defaults(hub_model):
             if ids[-1] in stop:
                 break
     (completion,) = generate_completions(model, tokenizer, [PROMPT], max_new_tokens=8)[0]
-    expected = ids[-completion.num_tokens:]
+    expected = ids[-completion.num_tokens :]
     assert completion.text == tokenizer.decode(expected, skip_special_tokens=True)

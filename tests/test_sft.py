@@ -26,28 +26,58 @@ from tests.train_fakes import ROWS_50K, load_test_config, write_rows
 MAX_LENGTH = 48
 ROWS = [
     {"messages": [{"role": "user", "content": "2+3="}], "solution": "5", "answer": "5"},
-    {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "7 times 6?"},
-                  {"role": "assistant", "content": "42"}], "answer": "42"},
+    {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "7 times 6?"},
+            {"role": "assistant", "content": "42"},
+        ],
+        "answer": "42",
+    },
     {"messages": [{"role": "user", "content": "a row without a demonstration"}], "answer": "x"},
-    {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
-                  {"role": "user", "content": "Count to nine"}], "solution": "1 2 3 4 5 6 7 8 9, done", "answer": "9"},
-    {"messages": [{"role": "developer", "content": "Answer in digits."},
-                  {"role": "user", "content": [{"type": "text", "text": "Ten minus four?"}]}],
-     "solution": "10-4=6. #### 6 and a tail that max_length cuts", "answer": "6"},
+    {
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello"},
+            {"role": "user", "content": "Count to nine"},
+        ],
+        "solution": "1 2 3 4 5 6 7 8 9, done",
+        "answer": "9",
+    },
+    {
+        "messages": [
+            {"role": "developer", "content": "Answer in digits."},
+            {"role": "user", "content": [{"type": "text", "text": "Ten minus four?"}]},
+        ],
+        "solution": "10-4=6. #### 6 and a tail that max_length cuts",
+        "answer": "6",
+    },
     {"messages": [{"role": "user", "content": "1+1="}], "solution": "2", "answer": "2"},
-    {"messages": [{"role": "user", "content": "9-9="}, {"role": "assistant", "content": "0"}], "answer": "0"},
+    {
+        "messages": [{"role": "user", "content": "9-9="}, {"role": "assistant", "content": "0"}],
+        "answer": "0",
+    },
 ]
 
 
 def _ctx(tmp_path, rows=ROWS, **sft) -> RunContext:
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    config = parse_run_config({
-        "model": {"tiny": "llama-test"}, "data": {"train": str(train)},
-        "grader": {"type": "string_check", "name": "exact", "input": "{{ sample.output_text }}",
-                   "reference": "{{ item.answer }}", "operation": "eq"},
-        "sft": {"max_steps": 2, "batch_size": 2, "max_length": MAX_LENGTH, **sft}, "seed": 3,
-    })
+    config = parse_run_config(
+        {
+            "model": {"tiny": "llama-test"},
+            "data": {"train": str(train)},
+            "grader": {
+                "type": "string_check",
+                "name": "exact",
+                "input": "{{ sample.output_text }}",
+                "reference": "{{ item.answer }}",
+                "operation": "eq",
+            },
+            "sft": {"max_steps": 2, "batch_size": 2, "max_length": MAX_LENGTH, **sft},
+            "seed": 3,
+        }
+    )
     return RunContext(config, tmp_path, rows, [], None, NullLogger())
 
 
@@ -58,8 +88,12 @@ def _trl_prepared_trainer(ctx: RunContext, tokenizer):
 
     examples = sft_examples(ctx.train_rows, "solution")
     args = SFTConfig(**sft_trainer_args(ctx, len(examples)))
-    return SFTTrainer(model=build_tiny_model(tokenizer, "llama-test"), args=args,
-                      train_dataset=Dataset.from_list(examples), processing_class=tokenizer)
+    return SFTTrainer(
+        model=build_tiny_model(tokenizer, "llama-test"),
+        args=args,
+        train_dataset=Dataset.from_list(examples),
+        processing_class=tokenizer,
+    )
 
 
 def test_rows_without_a_demonstration_are_not_examples():
@@ -75,17 +109,26 @@ def test_lazy_examples_and_batches_equal_trls_preparation(tmp_path):
     reference = _trl_prepared_trainer(ctx, tokenizer)
     rows = sft_rows(ROWS, "solution")
     encode = SFTEncoder(ROWS, tokenizer, "solution", MAX_LENGTH)
-    ours = build_sft_trainer(ctx, build_tiny_model(tokenizer, "llama-test"), tokenizer, rows, encode)
+    ours = build_sft_trainer(
+        ctx, build_tiny_model(tokenizer, "llama-test"), tokenizer, rows, encode
+    )
 
     assert len(reference.train_dataset) == len(ours.train_dataset) == len(rows)
     for position, index in enumerate(rows):
         expected, got = reference.train_dataset[position], encode(index)
-        assert got["input_ids"] == expected["input_ids"] and got["labels"] == expected["labels"], index
+        assert got["input_ids"] == expected["input_ids"] and got["labels"] == expected["labels"], (
+            index
+        )
     lengths = [len(encode(i)["input_ids"]) for i in rows]
-    assert max(lengths) == MAX_LENGTH and min(lengths) < MAX_LENGTH  # truncation is exercised, padding too
+    assert (
+        max(lengths) == MAX_LENGTH and min(lengths) < MAX_LENGTH
+    )  # truncation is exercised, padding too
     assert all(-100 in encode(i)["labels"] and encode(i)["labels"][-1] != -100 for i in rows[:2])
 
-    expected_batches, batches = list(reference.get_train_dataloader()), list(ours.get_train_dataloader())
+    expected_batches, batches = (
+        list(reference.get_train_dataloader()),
+        list(ours.get_train_dataloader()),
+    )
     assert len(batches) == len(expected_batches) == 3
     for expected, got in zip(expected_batches, batches, strict=True):
         assert set(got) == set(expected)
@@ -96,7 +139,13 @@ def test_lazy_examples_and_batches_equal_trls_preparation(tmp_path):
 def test_a_demonstration_cut_off_entirely_adds_nothing_to_the_loss():
     """TRL drops such a row; the lazy path keeps its place in the order with every label masked."""
     tokenizer = build_char_tokenizer()
-    rows = [{"messages": [{"role": "user", "content": "x" * 40}], "solution": "long prompt", "answer": "1"}] + ROWS[:1]
+    rows = [
+        {
+            "messages": [{"role": "user", "content": "x" * 40}],
+            "solution": "long prompt",
+            "answer": "1",
+        }
+    ] + ROWS[:1]
     encode = SFTEncoder(rows, tokenizer, "solution", 16)
     cut = encode(0)
     assert len(cut["input_ids"]) == 16 and set(cut["labels"]) == {-100}
@@ -105,8 +154,12 @@ def test_a_demonstration_cut_off_entirely_adds_nothing_to_the_loss():
 
 def test_no_demonstration_that_fits_is_a_config_error():
     tokenizer = build_char_tokenizer()
-    rows = [{"messages": [{"role": "user", "content": "x" * 40}], "solution": "5", "answer": "5"}] * 3
-    with pytest.raises(ConfigError, match=r"sft: none of the 3 demonstrations fits in sft.max_length=16 "):
+    rows = [
+        {"messages": [{"role": "user", "content": "x" * 40}], "solution": "5", "answer": "5"}
+    ] * 3
+    with pytest.raises(
+        ConfigError, match=r"sft: none of the 3 demonstrations fits in sft.max_length=16 "
+    ):
         check_demonstrations_fit(SFTEncoder(rows, tokenizer, "solution", 16), [0, 1, 2])
 
 
@@ -146,13 +199,19 @@ def test_the_warm_up_tokenizes_only_the_rows_it_trains_on(tmp_path, monkeypatch)
 
     trainers = []
     monkeypatch.setattr(tokenizer_class, "apply_chat_template", counting_template)
-    monkeypatch.setattr(sft_stage, "build_sft_trainer", lambda *a, **k: trainers.append(real_build(*a, **k)) or trainers[-1])
+    monkeypatch.setattr(
+        sft_stage,
+        "build_sft_trainer",
+        lambda *a, **k: trainers.append(real_build(*a, **k)) or trainers[-1],
+    )
     run_train(config, output_dir=tmp_path / "run", stage="sft")
 
     assert (tmp_path / "run" / "checkpoints" / "sft").is_dir()
     dataset = trainers[0].train_dataset
     assert len(dataset) == ROWS_50K and dataset.column_names == ["row"]
-    assert dataset.data.nbytes <= 8 * ROWS_50K  # one int64 per row; the rows themselves are 15 MiB of JSON
+    assert (
+        dataset.data.nbytes <= 8 * ROWS_50K
+    )  # one int64 per row; the rows themselves are 15 MiB of JSON
     # Two templates per row: the fit check's first row, then the step's batch of 8 (and at most two
     # batches the data loader draws ahead). Preparing every row up front would be 100,000 calls.
     assert 2 * (1 + 8) <= len(templated) <= 2 * (1 + 3 * 8), len(templated)

@@ -28,14 +28,25 @@ def _replay(solution: str) -> int:
     return int(answer)
 
 
-@pytest.mark.parametrize("spec", [ArithSpec(), DEFAULT_SPEC, ArithSpec(steps=3, style="equation"), ArithSpec(steps=1, max_start=20, max_operand=20, max_total=40), ArithSpec(steps=2, ops="+", max_total=99)])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        ArithSpec(),
+        DEFAULT_SPEC,
+        ArithSpec(steps=3, style="equation"),
+        ArithSpec(steps=1, max_start=20, max_operand=20, max_total=40),
+        ArithSpec(steps=2, ops="+", max_total=99),
+    ],
+)
 def test_rows_follow_the_contract_and_the_arithmetic_is_right(spec):
     train, valid = generate_arith(200, 50, seed=3, spec=spec)
     for row in train + valid:
         assert check_row(row) == []
         assert row["messages"][-1]["role"] == "user"
         assert demonstration(row) == row["solution"]
-        assert row["solution"].count("=") in ({spec.steps, 1} if spec.one_line_share else {spec.steps})
+        assert row["solution"].count("=") in (
+            {spec.steps, 1} if spec.one_line_share else {spec.steps}
+        )
         assert _replay(row["solution"]) == int(row["reference_answer"])
         assert 0 <= int(row["reference_answer"]) <= spec.max_total
 
@@ -50,7 +61,9 @@ def test_each_step_in_the_question_matches_the_equation():
 
 
 def test_an_equation_question_is_the_sum_the_demonstration_works_out():
-    (row,), _ = generate_arith(1, 0, seed=11, spec=replace(DEFAULT_SPEC, one_line_share=0.0))  # step by step
+    (row,), _ = generate_arith(
+        1, 0, seed=11, spec=replace(DEFAULT_SPEC, one_line_share=0.0)
+    )  # step by step
     question, solution = row["messages"][0]["content"], row["solution"]
     assert re.fullmatch(r"\d+(\+\d){4}=\?", question)
     operands = re.findall(r"(\d+)[+-](\d+)=", solution)
@@ -67,7 +80,9 @@ def test_same_seed_same_rows_and_splits_are_disjoint():
 
 def test_impossible_counts_are_a_usage_error():
     with pytest.raises(ConfigError, match="distinct problems"):
-        generate_arith(5000, 0, seed=0, spec=ArithSpec(steps=1, max_start=10, max_operand=2, max_total=20))
+        generate_arith(
+            5000, 0, seed=0, spec=ArithSpec(steps=1, max_start=10, max_operand=2, max_total=20)
+        )
 
 
 @pytest.mark.parametrize("style", ["equation", "words"])
@@ -80,24 +95,40 @@ def test_a_one_line_demonstration_writes_the_question_as_one_equation(style):
         work, answer = row["solution"].split(" #### ")
         left, right = work.rstrip(".").split("=")
         terms = re.fullmatch(r"\d+([+-]\d+){3}", left) and re.findall(r"[+-]?\d+", left)
-        assert sum(int(t) for t in terms) == int(right) == int(answer) == int(row["reference_answer"])
+        assert (
+            sum(int(t) for t in terms) == int(right) == int(answer) == int(row["reference_answer"])
+        )
         if style == "equation":
             assert row["messages"][0]["content"] == f"{left}=?"
     stepwise = [r for r in train if r not in one_line]
-    assert all(r["solution"].count("=") == 3 and _replay(r["solution"]) == int(r["reference_answer"]) for r in stepwise)
+    assert all(
+        r["solution"].count("=") == 3 and _replay(r["solution"]) == int(r["reference_answer"])
+        for r in stepwise
+    )
 
 
 def test_one_line_share_changes_only_the_demonstrations():
     base, mixed = ArithSpec(steps=2), ArithSpec(steps=2, one_line_share=0.5)
     plain_rows, _ = generate_arith(50, 0, seed=4, spec=base)
     mixed_rows, _ = generate_arith(50, 0, seed=4, spec=mixed)
-    assert plain_rows[0]["messages"] == mixed_rows[0]["messages"]  # same first question, same answer
+    assert (
+        plain_rows[0]["messages"] == mixed_rows[0]["messages"]
+    )  # same first question, same answer
     assert plain_rows[0]["reference_answer"] == mixed_rows[0]["reference_answer"]
-    assert generate_arith(50, 0, seed=4, spec=ArithSpec(steps=2, one_line_share=0.0)) == generate_arith(50, 0, seed=4, spec=base)
+    assert generate_arith(
+        50, 0, seed=4, spec=ArithSpec(steps=2, one_line_share=0.0)
+    ) == generate_arith(50, 0, seed=4, spec=base)
 
 
-@pytest.mark.parametrize("kwargs,message", [({"max_start": 60}, "max_start"), ({"ops": "*"}, "ops"), ({"style": "latex"}, "style"),
-                                            ({"one_line_share": 1.5}, "one_line_share")])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"max_start": 60}, "max_start"),
+        ({"ops": "*"}, "ops"),
+        ({"style": "latex"}, "style"),
+        ({"one_line_share": 1.5}, "one_line_share"),
+    ],
+)
 def test_bad_spec_is_a_usage_error(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         ArithSpec(**kwargs)

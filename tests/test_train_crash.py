@@ -25,7 +25,16 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "tiny-test.yaml"
-SETTINGS = ["--set", "sft.max_steps=6", "--set", "rl.steps=6", "--set", "save_interval=2", "--set", "eval.interval=3"]
+SETTINGS = [
+    "--set",
+    "sft.max_steps=6",
+    "--set",
+    "rl.steps=6",
+    "--set",
+    "save_interval=2",
+    "--set",
+    "eval.interval=3",
+]
 TIMING_KEYS = {"elapsed_s", "stage_elapsed_s", "eval_s", "tokens_per_second"}
 
 KILLING_RFT = """
@@ -47,8 +56,21 @@ def rft(out: Path, *extra: str, kill_in: str | None = None) -> subprocess.Comple
     environment.pop("RFT_TEST_KILL_IN", None)
     if kill_in:
         environment["RFT_TEST_KILL_IN"] = kill_in
-    args = [sys.executable, "-c", KILLING_RFT, "train", str(RECIPE), "--output-dir", str(out), "--quiet", *SETTINGS, *extra]
-    return subprocess.run(args, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300)
+    args = [
+        sys.executable,
+        "-c",
+        KILLING_RFT,
+        "train",
+        str(RECIPE),
+        "--output-dir",
+        str(out),
+        "--quiet",
+        *SETTINGS,
+        *extra,
+    ]
+    return subprocess.run(
+        args, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300
+    )
 
 
 def steps(records: list[dict]) -> list[tuple]:
@@ -79,7 +101,9 @@ def test_kill_9_while_writing_checkpoints_then_resume(tmp_path):
     cut = tmp_path / "cut"
     killed = rft(cut, kill_in=f"{os.sep}checkpoint-4{os.sep}")  # TRL's SFT save of step 4
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert ckpt.is_complete(cut / "checkpoints" / "sft-step-2") and not ckpt.is_complete(cut / "checkpoints" / "sft")
+    assert ckpt.is_complete(cut / "checkpoints" / "sft-step-2") and not ckpt.is_complete(
+        cut / "checkpoints" / "sft"
+    )
     killed = rft(cut, "--resume", kill_in=".tmp-step-4")  # our PPO checkpoint writer, mid-write
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert (cut / "checkpoints" / ".tmp-step-4").is_dir()  # the torn checkpoint is there...
@@ -99,8 +123,14 @@ def test_kill_9_while_writing_checkpoints_then_resume(tmp_path):
                 assert a[key] == pytest.approx(value, rel=1e-3, abs=1e-5), (key, a, b)
         if a["stage"] == "sft" and "loss" in b:  # TRL's Trainer restores data order and RNG
             assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
-    if all(a.get("loss") == b.get("loss") for a, b in zip(got, want, strict=True) if a["stage"] == "sft"):
-        assert without_timing(rl_lines(got)) == without_timing(rl_lines(want))  # PPO reproduces exactly
+    if all(
+        a.get("loss") == b.get("loss")
+        for a, b in zip(got, want, strict=True)
+        if a["stage"] == "sft"
+    ):
+        assert without_timing(rl_lines(got)) == without_timing(
+            rl_lines(want)
+        )  # PPO reproduces exactly
     assert not (cut / "checkpoints" / ".tmp-step-4").exists()  # pruned once the run moved past it
     assert json.loads((cut / "summary.json").read_text())["final"] == "final"
 
@@ -108,11 +138,45 @@ def test_kill_9_while_writing_checkpoints_then_resume(tmp_path):
 def test_two_process_data_parallel_run_with_torchrun(tmp_path):
     """The accelerate/DDP path on CPU (gloo): two processes, one metrics file, one checkpoint writer."""
     out = tmp_path / "ddp"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "rft_cli"]
-    args = ["train", str(RECIPE), "--output-dir", str(out), "--quiet", "--set", "sft.max_steps=2", "--set", "rl.steps=2"]
-    done = subprocess.run(torchrun + args, check=False, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "rft_cli",
+    ]
+    args = [
+        "train",
+        str(RECIPE),
+        "--output-dir",
+        str(out),
+        "--quiet",
+        "--set",
+        "sft.max_steps=2",
+        "--set",
+        "rl.steps=2",
+    ]
+    done = subprocess.run(
+        torchrun + args,
+        check=False,
+        cwd=ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     records = read_metrics(out / "metrics.jsonl")
-    assert [(r["stage"], r["step"]) for r in records] == [("sft", 1), ("sft", 2), ("rl", 1), ("rl", 2)]
+    assert [(r["stage"], r["step"]) for r in records] == [
+        ("sft", 1),
+        ("sft", 2),
+        ("rl", 1),
+        ("rl", 2),
+    ]
     assert done.stdout.count("final model:") == 1  # only the main process prints the summary
-    assert (out / "final" / "config.json").is_file() and (out / "checkpoints" / "step-2" / "rft_meta.json").is_file()
+    assert (out / "final" / "config.json").is_file() and (
+        out / "checkpoints" / "step-2" / "rft_meta.json"
+    ).is_file()

@@ -20,8 +20,22 @@ pytestmark = pytest.mark.slow
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny-test.yaml"
 TIMING_KEYS = {"elapsed_s", "stage_elapsed_s", "eval_s", "tokens_per_second"}
-PPO_METRICS = {"stage", "step", "train_reward_mean", "train_reward_std", "kl", "policy_loss", "value_loss", "entropy",
-               "clip_frac", "approx_kl", "response_length_mean", "learning_rate", "tokens_per_second", "elapsed_s"}
+PPO_METRICS = {
+    "stage",
+    "step",
+    "train_reward_mean",
+    "train_reward_std",
+    "kl",
+    "policy_loss",
+    "value_loss",
+    "entropy",
+    "clip_frac",
+    "approx_kl",
+    "response_length_mean",
+    "learning_rate",
+    "tokens_per_second",
+    "elapsed_s",
+}
 
 
 def run(tmp_path: Path, *overrides: str, name: str = "run", grader=None, **kwargs):
@@ -40,8 +54,12 @@ def assert_loads(folder: Path) -> None:
 
     model = AutoModelForCausalLM.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": "1+2="}], add_generation_prompt=True,
-                                        return_tensors="pt", return_dict=True)
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "1+2="}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     out = model.generate(**ids, max_new_tokens=2, do_sample=False)
     assert out.shape[1] >= ids["input_ids"].shape[1]
 
@@ -49,12 +67,23 @@ def assert_loads(folder: Path) -> None:
 def test_sft_then_ppo_writes_the_run_folder(tmp_path):
     result = run(tmp_path)
     root = result.run_dir
-    for name in ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints/sft/model.safetensors",
-                 "checkpoints/step-3/value_head.pt", "checkpoints/step-3/optimizer.pt", "checkpoints/step-3/scheduler.pt",
-                 "checkpoints/step-3/rng_state.pt", "checkpoints/step-3/trainer_state.json",
-                 "checkpoints/step-3/rft_meta.json", "final/config.json"):
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "summary.json",
+        "checkpoints/sft/model.safetensors",
+        "checkpoints/step-3/value_head.pt",
+        "checkpoints/step-3/optimizer.pt",
+        "checkpoints/step-3/scheduler.pt",
+        "checkpoints/step-3/rng_state.pt",
+        "checkpoints/step-3/trainer_state.json",
+        "checkpoints/step-3/rft_meta.json",
+        "final/config.json",
+    ):
         assert (root / name).is_file(), name
-    assert not (root / "checkpoints" / "step-2").exists()  # keep_checkpoints: 1 keeps the best and the latest only
+    assert not (
+        root / "checkpoints" / "step-2"
+    ).exists()  # keep_checkpoints: 1 keeps the best and the latest only
     records = read_metrics(root / "metrics.jsonl")
     sft = [r for r in records if r["stage"] == "sft"]
     rl = [r for r in records if r["stage"] == "rl"]
@@ -64,7 +93,11 @@ def test_sft_then_ppo_writes_the_run_folder(tmp_path):
     for record in rl:
         assert PPO_METRICS <= set(record), PPO_METRICS - set(record)
         assert all(math.isfinite(v) for v in record.values() if isinstance(v, float))
-    assert "valid_reward_mean" in rl[1] and "valid_reward_mean" in rl[2] and "valid_reward_mean" not in rl[0]
+    assert (
+        "valid_reward_mean" in rl[1]
+        and "valid_reward_mean" in rl[2]
+        and "valid_reward_mean" not in rl[0]
+    )
     summary = json.loads((root / "summary.json").read_text())
     assert set(summary["stages"]) == {"sft", "rl"} and summary["final"] == "final"
     assert set(summary["stages"]["rl"]) >= {"valid_reward_mean", "valid_accuracy", "elapsed_s"}
@@ -78,8 +111,16 @@ def test_grpo_uses_the_same_layout_and_metric_names_and_resumes(tmp_path):
     root = result.run_dir
     rl = [r for r in read_metrics(root / "metrics.jsonl") if r["stage"] == "rl"]
     assert [r["step"] for r in rl] == [1, 2, 3]
-    assert {"train_reward_mean", "train_reward_std", "kl", "entropy", "response_length_mean", "learning_rate",
-            "tokens_per_second", "elapsed_s"} <= set(rl[0])
+    assert {
+        "train_reward_mean",
+        "train_reward_std",
+        "kl",
+        "entropy",
+        "response_length_mean",
+        "learning_rate",
+        "tokens_per_second",
+        "elapsed_s",
+    } <= set(rl[0])
     assert rl[-1]["valid_reward_mean"] is not None
     assert (root / "checkpoints" / "step-3" / "rft_meta.json").is_file()
     assert_loads(root / "final")
@@ -88,14 +129,18 @@ def test_grpo_uses_the_same_layout_and_metric_names_and_resumes(tmp_path):
     assert (tmp_path / "cut" / "checkpoints" / "step-2" / "rft_meta.json").is_file()
     run(tmp_path, *overrides, name="cut", resume=True)
     got = without_timing(read_metrics(tmp_path / "cut" / "metrics.jsonl"))
-    assert [(r["stage"], r["step"]) for r in got] == [(r["stage"], r["step"]) for r in read_metrics(root / "metrics.jsonl")]
+    assert [(r["stage"], r["step"]) for r in got] == [
+        (r["stage"], r["step"]) for r in read_metrics(root / "metrics.jsonl")
+    ]
 
 
 def _interrupt_at(stage: str, step: int):
     """A progress hook that presses Ctrl-C (SIGINT) once the given step's metrics line is written."""
+
     def hook(record):
         if record["stage"] == stage and record["step"] == step:
             os.kill(os.getpid(), signal.SIGINT)
+
     return hook
 
 
@@ -109,7 +154,9 @@ def test_ctrl_c_then_resume_writes_the_same_metrics_as_an_uninterrupted_run(tmp_
     assert (cut / "checkpoints" / "step-2" / "rft_meta.json").is_file()  # saved on Ctrl-C
     # Simulate a crash after the checkpoint: a later line and a torn line that resume must drop.
     with (cut / "metrics.jsonl").open("a") as handle:
-        handle.write(json.dumps({"stage": "rl", "step": 3, "kl": 99.0}) + "\n" + '{"stage": "rl", "st')
+        handle.write(
+            json.dumps({"stage": "rl", "step": 3, "kl": 99.0}) + "\n" + '{"stage": "rl", "st'
+        )
     run(tmp_path, *overrides, name="cut", resume=True)
     expected = without_timing(read_metrics(full.run_dir / "metrics.jsonl"))
     assert without_timing(read_metrics(cut / "metrics.jsonl")) == expected
@@ -122,7 +169,10 @@ def test_ctrl_c_during_sft_then_resume(tmp_path):
         run(tmp_path, *overrides, name="cut", progress=_interrupt_at("sft", 1))
     assert (tmp_path / "cut" / "checkpoints" / "sft-step-1" / "rft_meta.json").is_file()
     run(tmp_path, *overrides, name="cut", resume=True)
-    got, want = read_metrics(tmp_path / "cut" / "metrics.jsonl"), read_metrics(full.run_dir / "metrics.jsonl")
+    got, want = (
+        read_metrics(tmp_path / "cut" / "metrics.jsonl"),
+        read_metrics(full.run_dir / "metrics.jsonl"),
+    )
     assert [(r["stage"], r["step"]) for r in got] == [(r["stage"], r["step"]) for r in want]
     for a, b in zip(got, want, strict=True):
         for key in ("loss", "train_reward_mean", "kl"):
@@ -140,7 +190,10 @@ def test_nan_rewards_are_skipped_then_stop_the_run(tmp_path):
 
 
 def test_too_many_grader_errors_stop_the_run(tmp_path):
-    with pytest.raises(TrainingError, match="8 of 8 grades failed \\(python_exception: 8\\).*max_grader_error_share=0.5"):
+    with pytest.raises(
+        TrainingError,
+        match="8 of 8 grades failed \\(python_exception: 8\\).*max_grader_error_share=0.5",
+    ):
         run(tmp_path, "sft.enabled=false", grader=FailingGrader())
     last = read_metrics(tmp_path / "run" / "metrics.jsonl")[-1]
     assert last["stopped"] == "grader_errors" and last["grader_errors/python_exception"] == 8
@@ -160,7 +213,17 @@ def test_cli_trains_and_prints_the_summary(tmp_path):
     from rft_cli.cli import app
 
     out = tmp_path / "cli-run"
-    args = ["train", str(RECIPE), "--output-dir", str(out), "--set", "rl.steps=1", "--set", "sft.max_steps=1", "--quiet"]
+    args = [
+        "train",
+        str(RECIPE),
+        "--output-dir",
+        str(out),
+        "--set",
+        "rl.steps=1",
+        "--set",
+        "sft.max_steps=1",
+        "--quiet",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "final model:" in result.output and (out / "final" / "config.json").is_file()
@@ -177,14 +240,25 @@ def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path):
     result = CliRunner().invoke(app, ["train", str(RECIPE), "--output-dir", str(out), "--dry-run"])
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
-    assert plan["dry_run"] is True and plan["stages"]["sft"]["steps"] == 4 and plan["stages"]["rl"]["samples"] == 24
+    assert (
+        plan["dry_run"] is True
+        and plan["stages"]["sft"]["steps"] == 4
+        and plan["stages"]["rl"]["samples"] == 24
+    )
     assert not out.exists()
 
 
-@pytest.mark.parametrize("extra,expected,code", [
-    ('{"messages": [{"role": "user", "content": "1+8="}], "solution": "9"}\n', 'missing field "answer"', 1),
-    ('not json\n', "line 49", 1),
-])
+@pytest.mark.parametrize(
+    "extra,expected,code",
+    [
+        (
+            '{"messages": [{"role": "user", "content": "1+8="}], "solution": "9"}\n',
+            'missing field "answer"',
+            1,
+        ),
+        ("not json\n", "line 49", 1),
+    ],
+)
 def test_bad_data_is_caught_before_any_model_loads(tmp_path, extra, expected, code):
     from typer.testing import CliRunner
 
@@ -192,7 +266,9 @@ def test_bad_data_is_caught_before_any_model_loads(tmp_path, extra, expected, co
 
     train = tmp_path / "train.jsonl"
     train.write_text((RECIPE.parent / "data" / "tiny-train.jsonl").read_text() + extra)
-    result = CliRunner().invoke(app, ["train", str(RECIPE), "--set", f"data.train={train}", "--dry-run"])
+    result = CliRunner().invoke(
+        app, ["train", str(RECIPE), "--set", f"data.train={train}", "--dry-run"]
+    )
     assert result.exit_code == code, result.output
     assert expected in result.output and "Traceback" not in result.output
 
@@ -203,8 +279,12 @@ def test_train_valid_overlap_is_an_error(tmp_path):
     from rft_cli.cli import app
 
     valid = tmp_path / "valid.jsonl"
-    valid.write_text((RECIPE.parent / "data" / "tiny-train.jsonl").read_text().splitlines()[0] + "\n")
-    result = CliRunner().invoke(app, ["train", str(RECIPE), "--set", f"data.valid={valid}", "--dry-run"])
+    valid.write_text(
+        (RECIPE.parent / "data" / "tiny-train.jsonl").read_text().splitlines()[0] + "\n"
+    )
+    result = CliRunner().invoke(
+        app, ["train", str(RECIPE), "--set", f"data.valid={valid}", "--dry-run"]
+    )
     assert result.exit_code == 1 and "same prompt as" in result.output
 
 
@@ -213,9 +293,20 @@ def test_ppo_raises_the_reward_it_is_given(tmp_path):
     from tests.train_fakes import SevensGrader
 
     records = []
-    run(tmp_path, "sft.enabled=false", "rl.steps=30", "rl.learning_rate=0.01", "rl.prompts_per_step=8",
-        "rl.samples_per_prompt=2", "rl.mini_batch_size=8", "rl.max_new_tokens=8", "eval.interval=1000",
-        "save_interval=1000", grader=SevensGrader(), progress=records.append)
+    run(
+        tmp_path,
+        "sft.enabled=false",
+        "rl.steps=30",
+        "rl.learning_rate=0.01",
+        "rl.prompts_per_step=8",
+        "rl.samples_per_prompt=2",
+        "rl.mini_batch_size=8",
+        "rl.max_new_tokens=8",
+        "eval.interval=1000",
+        "save_interval=1000",
+        grader=SevensGrader(),
+        progress=records.append,
+    )
     rewards = [r["train_reward_mean"] for r in records if r["stage"] == "rl"]
     first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
     assert last > first + 0.05, rewards
@@ -224,13 +315,27 @@ def test_ppo_raises_the_reward_it_is_given(tmp_path):
 def test_a_crashing_python_grader_is_counted_and_the_run_continues(tmp_path):
     """Issue 7: a failing sandboxed grader scores 0, its errors are counted by kind, training goes on."""
     source = "def grade(sample, item):\n    raise ValueError('boom')\n"
-    config = load_run_config(RECIPE, ["sft.enabled=false", "rl.steps=2", "rl.max_grader_error_share=1.0", "eval.interval=100",
-                                      "grader_check.enabled=false"])  # it fails every demonstration too
-    config = config.model_copy(update={"grader": {"type": "python", "name": "py", "source": source, "timeout": 5}})
+    config = load_run_config(
+        RECIPE,
+        [
+            "sft.enabled=false",
+            "rl.steps=2",
+            "rl.max_grader_error_share=1.0",
+            "eval.interval=100",
+            "grader_check.enabled=false",
+        ],
+    )  # it fails every demonstration too
+    config = config.model_copy(
+        update={"grader": {"type": "python", "name": "py", "source": source, "timeout": 5}}
+    )
     train(config, output_dir=tmp_path / "run")
     rl = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["stage"] == "rl"]
     assert [r["step"] for r in rl] == [1, 2]
-    assert all(r["train_reward_mean"] == 0.0 and sum(v for k, v in r.items() if k.startswith("grader_errors/")) == 8 for r in rl)
+    assert all(
+        r["train_reward_mean"] == 0.0
+        and sum(v for k, v in r.items() if k.startswith("grader_errors/")) == 8
+        for r in rl
+    )
 
 
 def test_cli_ctrl_c_exits_130_with_the_resume_command(tmp_path, monkeypatch):
@@ -243,16 +348,32 @@ def test_cli_ctrl_c_exits_130_with_the_resume_command(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(run_module, "train", interrupted)
-    result = CliRunner().invoke(app, ["train", str(RECIPE), "--output-dir", str(tmp_path / "x"), "--quiet"])
+    result = CliRunner().invoke(
+        app, ["train", str(RECIPE), "--output-dir", str(tmp_path / "x"), "--quiet"]
+    )
     assert result.exit_code == 130
-    assert "interrupted (Ctrl-C); a checkpoint was saved" in result.output and "--resume" in result.output
+    assert (
+        "interrupted (Ctrl-C); a checkpoint was saved" in result.output
+        and "--resume" in result.output
+    )
 
 
 def test_ppo_options_separate_critic_lora_adaptive_kl_truncation_penalty(tmp_path):
-    result = run(tmp_path, "sft.max_steps=1", "rl.steps=2", "rl.critic=separate", "rl.adaptive_kl=true",
-                 "rl.truncated=penalize", "rl.truncation_penalty=-1", "model.lora.r=4", "rl.final=best")
+    result = run(
+        tmp_path,
+        "sft.max_steps=1",
+        "rl.steps=2",
+        "rl.critic=separate",
+        "rl.adaptive_kl=true",
+        "rl.truncated=penalize",
+        "rl.truncation_penalty=-1",
+        "model.lora.r=4",
+        "rl.final=best",
+    )
     step = result.run_dir / "checkpoints" / "step-2"
-    assert (step / "critic.pt").is_file() and not (step / "adapter_config.json").exists()  # LoRA merged on save
+    assert (step / "critic.pt").is_file() and not (
+        step / "adapter_config.json"
+    ).exists()  # LoRA merged on save
     rl = [r for r in read_metrics(result.run_dir / "metrics.jsonl") if r["stage"] == "rl"]
     assert rl[0]["kl_coef"] == 0.05 and rl[1]["kl_coef"] != 0.05  # the adaptive controller moved it
     # Untrained, the tiny model rarely stops within 4 tokens: each truncated answer scores -1.
@@ -281,13 +402,28 @@ def test_crash_between_the_last_sft_step_and_its_checkpoint(tmp_path, monkeypatc
     monkeypatch.setattr(checkpoints, "commit_checkpoint", real_commit)
     run(tmp_path, "rl.steps=1", "save_interval=4", resume=True)
     records = read_metrics(tmp_path / "run" / "metrics.jsonl")
-    assert [(r["stage"], r["step"]) for r in records] == [("sft", 1), ("sft", 2), ("sft", 3), ("sft", 4), ("rl", 1)]
+    assert [(r["stage"], r["step"]) for r in records] == [
+        ("sft", 1),
+        ("sft", 2),
+        ("sft", 3),
+        ("sft", 4),
+        ("rl", 1),
+    ]
     assert "loss" in records[3] and "valid_reward_mean" in records[3]
 
 
 def test_a_saved_model_folder_trains_like_a_hub_model(tmp_path, tiny_model_dir):
-    result = run(tmp_path, f"model={{name: {tiny_model_dir}}}", "sft.max_steps=1", "rl.steps=1", "rl.final=last")
-    assert result.summary["final_source"] == "step-1" and result.summary["final_checkpoint"] == "checkpoints/step-1"
+    result = run(
+        tmp_path,
+        f"model={{name: {tiny_model_dir}}}",
+        "sft.max_steps=1",
+        "rl.steps=1",
+        "rl.final=last",
+    )
+    assert (
+        result.summary["final_source"] == "step-1"
+        and result.summary["final_checkpoint"] == "checkpoints/step-1"
+    )
     assert_loads(result.run_dir / "final")
 
 
@@ -315,10 +451,16 @@ def test_summary_table_shows_what_rl_added_over_the_warm_up():
     """The default recipe's last table must show accuracy after warm-up, after RL, and the difference."""
     from rft_cli.cli.train import _rl_gain
 
-    stages = {"sft": {"valid_reward_mean": 0.5, "valid_accuracy": 0.25}, "rl": {"valid_reward_mean": 0.75, "valid_accuracy": 0.5}}
+    stages = {
+        "sft": {"valid_reward_mean": 0.5, "valid_accuracy": 0.25},
+        "rl": {"valid_reward_mean": 0.75, "valid_accuracy": 0.5},
+    }
     assert _rl_gain(stages) == (0.25, 0.25)
     assert _rl_gain({"sft": stages["sft"]}) is None
-    assert _rl_gain({"sft": {"valid_reward_mean": 0.5}, "rl": {"valid_reward_mean": 0.25}}) == (-0.25, None)
+    assert _rl_gain({"sft": {"valid_reward_mean": 0.5}, "rl": {"valid_reward_mean": 0.25}}) == (
+        -0.25,
+        None,
+    )
 
 
 def test_settings_given_on_resume_apply_from_the_next_step(tmp_path):
@@ -330,9 +472,15 @@ def test_settings_given_on_resume_apply_from_the_next_step(tmp_path):
     rl = [r for r in read_metrics(resumed.run_dir / "metrics.jsonl") if r["stage"] == "rl"]
     assert [r["step"] for r in rl] == [1, 2, 3, 4, 5]
     before = load_run_config(RECIPE).rl
-    assert all(r["kl_coef"] == before.kl_coef and r["learning_rate"] == before.learning_rate for r in rl[:3])
+    assert all(
+        r["kl_coef"] == before.kl_coef and r["learning_rate"] == before.learning_rate
+        for r in rl[:3]
+    )
     assert all(r["kl_coef"] == 0.5 and r["learning_rate"] == 0.002 for r in rl[3:])
-    assert rl[3]["config_changed"] == {"kl_coef": [before.kl_coef, 0.5], "learning_rate": [before.learning_rate, 0.002]}
+    assert rl[3]["config_changed"] == {
+        "kl_coef": [before.kl_coef, 0.5],
+        "learning_rate": [before.learning_rate, 0.002],
+    }
     assert "config_changed" not in rl[4]
 
 
@@ -344,9 +492,15 @@ def test_resume_refuses_what_the_checkpoint_holds_and_lists_what_it_applies(tmp_
     from rft_cli.cli import app
 
     run(tmp_path)
-    refused = CliRunner().invoke(app, ["train", str(RECIPE), "-o", str(tmp_path / "run"), "--resume", "--set", "seed=3", "-q"])
+    refused = CliRunner().invoke(
+        app,
+        ["train", str(RECIPE), "-o", str(tmp_path / "run"), "--resume", "--set", "seed=3", "-q"],
+    )
     assert refused.exit_code == 2
-    assert "--set seed=3: cannot change on --resume" in refused.output and "Traceback" not in refused.output
+    assert (
+        "--set seed=3: cannot change on --resume" in refused.output
+        and "Traceback" not in refused.output
+    )
     resumed = run(tmp_path, "rl.steps=4", "rl.temperature=0.7", resume=True)
     rl = [r for r in read_metrics(resumed.run_dir / "metrics.jsonl") if r["stage"] == "rl"]
     assert [r["step"] for r in rl] == [1, 2, 3, 4]

@@ -18,11 +18,24 @@ from rft_cli.samples import list_sample_files, read_samples
 pytestmark = pytest.mark.slow
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny-test.yaml"
-LINE_FIELDS = {"stage", "step", "row", "prompt", "output_text", "reward", "sub_rewards", "errors", "num_tokens", "truncated"}
+LINE_FIELDS = {
+    "stage",
+    "step",
+    "row",
+    "prompt",
+    "output_text",
+    "reward",
+    "sub_rewards",
+    "errors",
+    "num_tokens",
+    "truncated",
+}
 
 
 def rft_train(out: Path, *extra: str):
-    return CliRunner().invoke(app, ["train", str(RECIPE), "--output-dir", str(out), "--quiet", *extra])
+    return CliRunner().invoke(
+        app, ["train", str(RECIPE), "--output-dir", str(out), "--quiet", *extra]
+    )
 
 
 def assert_honest_timings(run: Path) -> dict:
@@ -34,7 +47,9 @@ def assert_honest_timings(run: Path) -> dict:
         times = [r["elapsed_s"] for r in records if r["stage"] == stage]
         assert values["elapsed_s"] > 0, (stage, values)
         assert values["elapsed_s"] >= max(times) - min(times) - 1e-9, (stage, values, times)
-    assert summary["elapsed_s"] == pytest.approx(sum(v["elapsed_s"] for v in summary["stages"].values()))
+    assert summary["elapsed_s"] == pytest.approx(
+        sum(v["elapsed_s"] for v in summary["stages"].values())
+    )
     return summary
 
 
@@ -47,11 +62,21 @@ def test_a_run_keeps_its_answers_and_times_its_stages_across_a_resume(tmp_path):
     assert "elapsed_s" in first.output and "eval_s" in first.output
     assert_honest_timings(run)
     kinds = [(f.kind, f.step) for f in list_sample_files(run)]
-    assert kinds == [("eval-sft", 4), ("rl", 1), ("rl", 2), ("eval-rl", 2), ("rl", 3), ("eval-rl", 3)]
+    assert kinds == [
+        ("eval-sft", 4),
+        ("rl", 1),
+        ("rl", 2),
+        ("eval-rl", 2),
+        ("rl", 3),
+        ("eval-rl", 3),
+    ]
     rl_lines = read_samples(run / "samples" / "rl-step-0000001.jsonl")
     assert len(rl_lines) == 8 and all(LINE_FIELDS | {"kl"} <= set(line) for line in rl_lines)
     train_rows = (RECIPE.parent / "data" / "tiny-train.jsonl").read_text().splitlines()
-    assert all(prompt_messages(json.loads(train_rows[line["row"]]))[-1]["content"] in line["prompt"] for line in rl_lines)
+    assert all(
+        prompt_messages(json.loads(train_rows[line["row"]]))[-1]["content"] in line["prompt"]
+        for line in rl_lines
+    )
     eval_lines = read_samples(run / "samples" / "eval-rl-step-0000002.jsonl")
     assert [line["row"] for line in eval_lines] == [0, 1, 2, 3] and eval_lines[0]["after"] == "rl"
 
@@ -59,8 +84,9 @@ def test_a_run_keeps_its_answers_and_times_its_stages_across_a_resume(tmp_path):
     assert again.exit_code == 0, again.output
     summary = assert_honest_timings(run)
     assert summary["stages"]["rl"]["steps"] == 5
-    assert [(r["stage"], r["step"]) for r in read_metrics(run / "metrics.jsonl") if r["stage"] == "rl"] == [
-        ("rl", s) for s in range(1, 6)]
+    assert [
+        (r["stage"], r["step"]) for r in read_metrics(run / "metrics.jsonl") if r["stage"] == "rl"
+    ] == [("rl", s) for s in range(1, 6)]
     rl_files = [f.step for f in list_sample_files(run) if f.kind == "rl"]
     assert rl_files == [1, 2, 3, 4, 5]  # one copy per step
     assert summary["alarms"] == [] and summary["stopped"] is None
@@ -82,12 +108,36 @@ def test_a_grader_that_pays_for_length_raises_the_length_alarm_and_stop_on_stops
     grader = tmp_path / "grader.yaml"
     grader.write_text(LENGTH_GRADER)
     run = tmp_path / "run"
-    result = rft_train(run, "--set", f"grader={grader}", "--set", "sft.max_steps=80", "--set", "sft.learning_rate=0.01",
-                       "--set", "rl.steps=8", "--set", "rl.learning_rate=0.01", "--set", "rl.max_new_tokens=24",
-                       "--set", "rl.kl_coef=0", "--set", "save_interval=1", "--set", "keep_checkpoints=8",
-                       "--set", "alarms.window=2", "--set", "alarms.stop_on=[length_growth]",
-                       # the demonstrations are short, so this grader gives them little: no self-test
-                       "--set", "grader_check.enabled=false", "--set", "rl.final=last")
+    result = rft_train(
+        run,
+        "--set",
+        f"grader={grader}",
+        "--set",
+        "sft.max_steps=80",
+        "--set",
+        "sft.learning_rate=0.01",
+        "--set",
+        "rl.steps=8",
+        "--set",
+        "rl.learning_rate=0.01",
+        "--set",
+        "rl.max_new_tokens=24",
+        "--set",
+        "rl.kl_coef=0",
+        "--set",
+        "save_interval=1",
+        "--set",
+        "keep_checkpoints=8",
+        "--set",
+        "alarms.window=2",
+        "--set",
+        "alarms.stop_on=[length_growth]",
+        # the demonstrations are short, so this grader gives them little: no self-test
+        "--set",
+        "grader_check.enabled=false",
+        "--set",
+        "rl.final=last",
+    )
     assert result.exit_code == 1, result.output
     output = " ".join(result.output.split())
     assert "Traceback" not in output
@@ -96,12 +146,21 @@ def test_a_grader_that_pays_for_length_raises_the_length_alarm_and_stop_on_stops
     stop_step = alarmed[-1]["step"]
     assert 2 < stop_step < 8 and "length_growth" in [a["name"] for a in alarmed[-1]["alarms"]]
     assert f"alarm length_growth at rl step {stop_step}" in output  # live, on stderr
-    assert f"rl step {stop_step}: alarm length_growth (response_length_mean" in output and "alarms.stop_on" in output
-    assert max(r["step"] for r in records if r["stage"] == "rl") == stop_step  # nothing after the stop
+    assert (
+        f"rl step {stop_step}: alarm length_growth (response_length_mean" in output
+        and "alarms.stop_on" in output
+    )
+    assert (
+        max(r["step"] for r in records if r["stage"] == "rl") == stop_step
+    )  # nothing after the stop
     summary = json.loads((run / "summary.json").read_text())
     assert summary["stopped"] == {"alarm": "length_growth", "step": stop_step}
-    assert "length_growth" in [a["name"] for a in summary["alarms"]]  # truncation_rise may come with it
+    assert "length_growth" in [
+        a["name"] for a in summary["alarms"]
+    ]  # truncation_rise may come with it
     previous = f"checkpoints/step-{stop_step - 1}"
-    assert ckpt.is_complete(run / previous) and summary["final_checkpoint"] == previous  # rl.final: last
+    assert (
+        ckpt.is_complete(run / previous) and summary["final_checkpoint"] == previous
+    )  # rl.final: last
     report = CliRunner().invoke(app, ["report", str(run), "--fail-on-alarm"])
     assert report.exit_code == 3 and f"alarm length_growth at rl step {stop_step}" in report.output

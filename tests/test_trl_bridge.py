@@ -17,18 +17,30 @@ from rft_cli.training.sft import sft_trainer_args
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny-test.yaml"
 
-pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU defaults (float32)")
+pytestmark = pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks the CPU defaults (float32)"
+)
 
 
 def _ctx(tmp_path, algorithm: str = "grpo", rl: dict | None = None, **model) -> RunContext:
     train = tmp_path / "train.jsonl"
-    train.write_text('{"messages": [{"role": "user", "content": "1+1="}], "answer": "2"}\n', encoding="utf-8")
-    config = parse_run_config({
-        "model": {"tiny": "llama-test", **model}, "data": {"train": str(train)},
-        "grader": {"type": "string_check", "name": "exact", "input": "{{ sample.output_text }}",
-                   "reference": "{{ item.answer }}", "operation": "eq"},
-        "rl": {"algorithm": algorithm, "samples_per_prompt": 2, **(rl or {})},
-    })
+    train.write_text(
+        '{"messages": [{"role": "user", "content": "1+1="}], "answer": "2"}\n', encoding="utf-8"
+    )
+    config = parse_run_config(
+        {
+            "model": {"tiny": "llama-test", **model},
+            "data": {"train": str(train)},
+            "grader": {
+                "type": "string_check",
+                "name": "exact",
+                "input": "{{ sample.output_text }}",
+                "reference": "{{ item.answer }}",
+                "operation": "eq",
+            },
+            "rl": {"algorithm": algorithm, "samples_per_prompt": 2, **(rl or {})},
+        }
+    )
     return RunContext(config, tmp_path, [], [], None, NullLogger())
 
 
@@ -44,7 +56,9 @@ def test_trl_stages_train_float32_without_checkpointing_unless_configured(tmp_pa
     on CPU; `common_trainer_args` used to pass checkpointing only when it was on, so every TRL stage
     of a float32 run recomputed its activations (slower, same numbers) although the config said no."""
     for args in _configs(_ctx(tmp_path, algorithm)):
-        assert (args.bf16, args.fp16, args.gradient_checkpointing) == (False, False, False), type(args).__name__
+        assert (args.bf16, args.fp16, args.gradient_checkpointing) == (False, False, False), type(
+            args
+        ).__name__
     for args in _configs(_ctx(tmp_path, algorithm, gradient_checkpointing=True)):
         assert args.gradient_checkpointing is True, type(args).__name__
 
@@ -52,15 +66,21 @@ def test_trl_stages_train_float32_without_checkpointing_unless_configured(tmp_pa
 # -- GRPO/RLOO: what rl.* means there ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("patch,expected", [
-    ({"gamma": 0.9}, "rl.gamma applies to rl.algorithm: ppo only"),
-    ({"vf_coef": 1.0}, "rl.vf_coef applies to rl.algorithm: ppo only"),
-    ({"critic": "separate"}, "rl.critic applies to rl.algorithm: ppo only"),
-    ({"adaptive_kl": True}, "rl.adaptive_kl applies to rl.algorithm: ppo only"),
-    ({"whiten_advantages": False}, "rl.whiten_advantages applies to rl.algorithm: ppo only"),
-    ({"truncation_penalty": -1.0}, "rl.truncation_penalty applies only with rl.truncated: penalize"),
-    ({"prompts_per_step": 3, "mini_batch_size": 4}, "must be a multiple of rl.mini_batch_size"),
-])
+@pytest.mark.parametrize(
+    "patch,expected",
+    [
+        ({"gamma": 0.9}, "rl.gamma applies to rl.algorithm: ppo only"),
+        ({"vf_coef": 1.0}, "rl.vf_coef applies to rl.algorithm: ppo only"),
+        ({"critic": "separate"}, "rl.critic applies to rl.algorithm: ppo only"),
+        ({"adaptive_kl": True}, "rl.adaptive_kl applies to rl.algorithm: ppo only"),
+        ({"whiten_advantages": False}, "rl.whiten_advantages applies to rl.algorithm: ppo only"),
+        (
+            {"truncation_penalty": -1.0},
+            "rl.truncation_penalty applies only with rl.truncated: penalize",
+        ),
+        ({"prompts_per_step": 3, "mini_batch_size": 4}, "must be a multiple of rl.mini_batch_size"),
+    ],
+)
 def test_rl_keys_that_mean_nothing_for_grpo_are_refused(tmp_path, patch, expected):
     from rft_cli.errors import ConfigError
 
@@ -70,7 +90,9 @@ def test_rl_keys_that_mean_nothing_for_grpo_are_refused(tmp_path, patch, expecte
 
 
 def test_ppo_only_keys_at_their_defaults_still_load_so_a_resolved_config_yaml_loads_again(tmp_path):
-    ctx = _ctx(tmp_path, rl={"gamma": 1.0, "lam": 0.95, "critic": "value_head", "truncation_penalty": 0.0})
+    ctx = _ctx(
+        tmp_path, rl={"gamma": 1.0, "lam": 0.95, "critic": "value_head", "truncation_penalty": 0.0}
+    )
     assert ctx.config.rl.algorithm == "grpo"
 
 
@@ -78,13 +100,28 @@ def test_ppo_only_keys_at_their_defaults_still_load_so_a_resolved_config_yaml_lo
 def test_one_rl_step_is_one_sampled_batch_of_minibatch_optimizer_steps(tmp_path, algorithm):
     """TRL used to get max_steps=rl.steps with num_iterations=ppo_epochs, so a 100-step GRPO run
     sampled 50 batches and made one optimizer step per pass where our PPO makes one per minibatch."""
-    ctx = _ctx(tmp_path, algorithm, rl={"prompts_per_step": 4, "mini_batch_size": 4, "micro_batch_size": 2,
-                                         "ppo_epochs": 3, "steps": 5})
+    ctx = _ctx(
+        tmp_path,
+        algorithm,
+        rl={
+            "prompts_per_step": 4,
+            "mini_batch_size": 4,
+            "micro_batch_size": 2,
+            "ppo_epochs": 3,
+            "steps": 5,
+        },
+    )
     args = build_trl_config(ctx, tmp_path / "work")
     # batch 8 = 4 slices of micro 2; a minibatch of 4 = 2 accumulated slices; 2 minibatches x 3 passes
-    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.steps_per_generation) == (2, 2, 4)
+    assert (
+        args.per_device_train_batch_size,
+        args.gradient_accumulation_steps,
+        args.steps_per_generation,
+    ) == (2, 2, 4)
     assert (args.num_iterations, args.max_steps, args.logging_steps) == (3, 5 * 6, 6)
-    assert args.save_steps == ctx.config.save_interval * 6 and args.mask_truncated_completions is False
+    assert (
+        args.save_steps == ctx.config.save_interval * 6 and args.mask_truncated_completions is False
+    )
 
 
 def test_prompts_keep_their_last_max_prompt_length_tokens_as_in_ppo(tiny_model_dir):
@@ -97,12 +134,22 @@ def test_prompts_keep_their_last_max_prompt_length_tokens_as_in_ppo(tiny_model_d
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     trainer = object.__new__(truncating_trainer_class(GRPOTrainer, 3))
     # the attributes GRPOTrainer._tokenize_prompts reads for a text-only conversational batch
-    trainer.__dict__.update(_is_vlm=False, environment_factories=None, processing_class=tokenizer, tools=None,
-                            chat_template=None, chat_template_kwargs={})
+    trainer.__dict__.update(
+        _is_vlm=False,
+        environment_factories=None,
+        processing_class=tokenizer,
+        tools=None,
+        chat_template=None,
+        chat_template_kwargs={},
+    )
     prompts = [[{"role": "user", "content": "12+34="}], [{"role": "user", "content": "5="}]]
     ids, _, _ = trainer._tokenize_prompts(prompts)
-    full = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
-            for p in prompts]
+    full = [
+        tokenizer.apply_chat_template(
+            p, add_generation_prompt=True, tokenize=True, return_dict=True
+        )["input_ids"]
+        for p in prompts
+    ]
     assert all(len(f) > 3 for f in full)
     assert ids == [list(f)[-3:] for f in full]
 
@@ -126,11 +173,25 @@ def _train_rl(tmp_path, *overrides: str):
     from rft_cli.training.run import train
 
     grader = _RecordingGrader()
-    lean = ("sft.enabled=false", "data.valid=null", "rl.steps=2", "rl.prompts_per_step=4", "rl.samples_per_prompt=2",
-            "rl.mini_batch_size=4", "rl.ppo_epochs=2", "save_interval=1",
-            "grader_check.enabled=false")  # the preflight self-test would grade the demonstrations too
-    result = train(load_run_config(RECIPE, [*lean, *overrides]), output_dir=tmp_path / "run", grader=grader)
-    return result.run_dir, grader, [r for r in read_metrics(result.run_dir / "metrics.jsonl") if r["stage"] == "rl"]
+    lean = (
+        "sft.enabled=false",
+        "data.valid=null",
+        "rl.steps=2",
+        "rl.prompts_per_step=4",
+        "rl.samples_per_prompt=2",
+        "rl.mini_batch_size=4",
+        "rl.ppo_epochs=2",
+        "save_interval=1",
+        "grader_check.enabled=false",
+    )  # the preflight self-test would grade the demonstrations too
+    result = train(
+        load_run_config(RECIPE, [*lean, *overrides]), output_dir=tmp_path / "run", grader=grader
+    )
+    return (
+        result.run_dir,
+        grader,
+        [r for r in read_metrics(result.run_dir / "metrics.jsonl") if r["stage"] == "rl"],
+    )
 
 
 @pytest.mark.slow
@@ -141,9 +202,13 @@ def test_two_rl_steps_grade_exactly_two_sampled_batches(tmp_path, algorithm):
     run_dir, grader, rl = _train_rl(tmp_path, f"rl.algorithm={algorithm}", "rl.micro_batch_size=2")
     assert len(grader.texts) == 2 * 4 * 2
     assert [r["step"] for r in rl] == [1, 2]
-    assert sorted(p.name for p in (run_dir / "checkpoints").glob("step-*")) == ["step-2"]  # keep_checkpoints: 1
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("step-*")) == [
+        "step-2"
+    ]  # keep_checkpoints: 1
     state = json.loads((run_dir / "checkpoints" / "step-2" / "trainer_state.json").read_text())
-    assert state["global_step"] == 2 * 2 * 2  # 2 batches x 2 minibatches x 2 passes, one optimizer step each
+    assert (
+        state["global_step"] == 2 * 2 * 2
+    )  # 2 batches x 2 minibatches x 2 passes, one optimizer step each
 
 
 @pytest.mark.slow
@@ -151,12 +216,17 @@ def test_grpo_truncated_answers_get_the_truncation_penalty_as_in_ppo(tmp_path):
     """`truncated: penalize` used to become TRL's mask_truncated_completions (truncated answers left
     out of the loss) and rl.truncation_penalty was ignored. With one new token, an answer is
     truncated unless that token is the end of the answer (it then decodes to an empty text)."""
-    _, grader, rl = _train_rl(tmp_path, "rl.algorithm=grpo", "rl.max_new_tokens=1", "rl.truncated=penalize",
-                              "rl.truncation_penalty=-3")
+    _, grader, rl = _train_rl(
+        tmp_path,
+        "rl.algorithm=grpo",
+        "rl.max_new_tokens=1",
+        "rl.truncated=penalize",
+        "rl.truncation_penalty=-3",
+    )
     rewards = [1.0 if text == "" else -3.0 for text in grader.texts]
     assert -3.0 in rewards
     for step, record in enumerate(rl):
-        batch = rewards[step * 8:(step + 1) * 8]
+        batch = rewards[step * 8 : (step + 1) * 8]
         assert record["train_reward_mean"] == pytest.approx(sum(batch) / len(batch))
 
 
@@ -171,13 +241,26 @@ def test_grpo_samples_without_the_model_folders_distribution_filters(tmp_path):
     tokenizer = build_bpe_tokenizer()
     model = build_qwen2_model(tokenizer, "tiny", seed=1)
     model.generation_config = hub_generation_config(
-        tokenizer, {"do_sample": True, "min_p": 0.2, "typical_p": 0.5, "no_repeat_ngram_size": 1, "suppress_tokens": [5, 6]})
+        tokenizer,
+        {
+            "do_sample": True,
+            "min_p": 0.2,
+            "typical_p": 0.5,
+            "no_repeat_ngram_size": 1,
+            "suppress_tokens": [5, 6],
+        },
+    )
     folder = str(tmp_path / "model")  # TRL reloads the reference model by name (rl.kl_coef > 0)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     ctx = _ctx(tmp_path)
-    trainer = GRPOTrainer(model=folder, processing_class=tokenizer, reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
-                          args=build_trl_config(ctx, tmp_path / "work"), train_dataset=_prompts_dataset())
+    trainer = GRPOTrainer(
+        model=folder,
+        processing_class=tokenizer,
+        reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
+        args=build_trl_config(ctx, tmp_path / "work"),
+        train_dataset=_prompts_dataset(),
+    )
     effective, _ = trainer.model._prepare_generation_config(trainer.generation_config)
     assert effective.top_k == 0 and effective.repetition_penalty == 1.0
     assert effective.min_p in (None, 0.0) and effective.typical_p == 1.0

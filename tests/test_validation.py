@@ -32,13 +32,19 @@ def _row(prompt: str, **fields) -> dict:
 
 
 def _write(path: Path, rows: list) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    path.write_text(
+        "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8"
+    )
     return path
 
 
 def test_example_data_is_valid_and_clean():
-    report = validate_dataset(EXAMPLE / "train.jsonl", EXAMPLE / "valid.jsonl",
-                              overlap_fields=["reference_answer"], require_demonstrations=True)
+    report = validate_dataset(
+        EXAMPLE / "train.jsonl",
+        EXAMPLE / "valid.jsonl",
+        overlap_fields=["reference_answer"],
+        require_demonstrations=True,
+    )
     assert report.ok, report.errors
     assert report.warnings == []
     assert report.stats["train"]["rows"] == 40 and report.stats["valid"]["rows"] == 10
@@ -47,8 +53,15 @@ def test_example_data_is_valid_and_clean():
 
 
 def test_stats_spreads_are_exact(tmp_path):
-    rows = [_row("a" * n) for n in (3, 1, 10, 4)] + [{"messages": [
-        {"role": "system", "content": "sys"}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "ans"}]}]
+    rows = [_row("a" * n) for n in (3, 1, 10, 4)] + [
+        {
+            "messages": [
+                {"role": "system", "content": "sys"},
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": "ans"},
+            ]
+        }
+    ]
     report = validate_dataset(_write(tmp_path / "t.jsonl", rows))
     stats = report.stats["train"]
     assert stats["messages_per_row"] == {"min": 1, "median": 1, "max": 3}
@@ -72,17 +85,24 @@ def test_max_errors_keeps_the_first_n_of_each_code_and_counts_all(tmp_path):
 
 def test_raise_for_errors_names_the_first_error_and_the_rest(tmp_path):
     report = validate_dataset(_write(tmp_path / "t.jsonl", ["[1]", "[2]"]))
-    with pytest.raises(DataError, match=r"t\.jsonl line 1: the row is a JSON list, not an object .*\(1 more error"):
+    with pytest.raises(
+        DataError, match=r"t\.jsonl line 1: the row is a JSON list, not an object .*\(1 more error"
+    ):
         report.raise_for_errors()
     validate_dataset(EXAMPLE / "train.jsonl").raise_for_errors()  # valid: no exception
 
 
 def test_overlap_is_found_after_nfkc_casefold_and_whitespace(tmp_path):
-    train = _write(tmp_path / "train.jsonl", [_row("unrelated prompt"), _row("What is  ２+２?\tAnswer BRIEFLY.")])
+    train = _write(
+        tmp_path / "train.jsonl",
+        [_row("unrelated prompt"), _row("What is  ２+２?\tAnswer BRIEFLY.")],
+    )
     valid = _write(tmp_path / "valid.jsonl", [_row("what is 2+2? answer briefly.")])
     report = validate_dataset(train, valid)
     assert report.error_counts == {"overlap_prompt": 1}
-    assert report.overlap == [{"kind": "exact", "train_line": 2, "valid_line": 1, "similarity": 1.0, "field": None}]
+    assert report.overlap == [
+        {"kind": "exact", "train_line": 2, "valid_line": 1, "similarity": 1.0, "field": None}
+    ]
 
 
 def test_near_duplicates_are_warnings_and_errors_when_strict(tmp_path):
@@ -103,7 +123,13 @@ def test_overlap_fields_compare_normalised_values(tmp_path):
     valid = _write(tmp_path / "valid.jsonl", [_row("q3", answer=" 42 "), _row("q4", answer="8")])
     report = validate_dataset(train, valid, overlap_fields=["answer"])
     assert report.error_counts == {"overlap_field": 1}
-    assert report.overlap[0] == {"kind": "field", "train_line": 1, "valid_line": 1, "similarity": None, "field": "answer"}
+    assert report.overlap[0] == {
+        "kind": "field",
+        "train_line": 1,
+        "valid_line": 1,
+        "similarity": None,
+        "field": "answer",
+    }
 
 
 def test_required_item_fields_and_demonstrations(tmp_path):
@@ -114,12 +140,15 @@ def test_required_item_fields_and_demonstrations(tmp_path):
     assert [(i.line, i.code) for i in report.errors] == [(2, "missing_demonstration")]
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"near_duplicate_threshold": 0.2}, "--near-duplicate-threshold 0.2"),
-    ({"max_errors": 0}, "--max-errors 0"),
-    ({"max_tokens": 5}, "--max-tokens needs --tokenizer"),
-    ({"overlap_fields": ["a"]}, "--overlap-fields needs --valid"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"near_duplicate_threshold": 0.2}, "--near-duplicate-threshold 0.2"),
+        ({"max_errors": 0}, "--max-errors 0"),
+        ({"max_tokens": 5}, "--max-tokens needs --tokenizer"),
+        ({"overlap_fields": ["a"]}, "--overlap-fields needs --valid"),
+    ],
+)
 def test_bad_arguments_are_usage_errors(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         validate_dataset(EXAMPLE / "train.jsonl", **kwargs)
@@ -136,7 +165,9 @@ def test_tokenizer_adds_token_stats_and_over_long_warnings(tiny_model_dir, tmp_p
 
 def test_lone_surrogates_in_field_names_still_give_a_utf8_report(tmp_path):
     path = tmp_path / "t.jsonl"
-    path.write_text('{"messages": [{"role": "user", "content": "q \\ud800"}], "\\udcff": 1}\n', encoding="utf-8")
+    path.write_text(
+        '{"messages": [{"role": "user", "content": "q \\ud800"}], "\\udcff": 1}\n', encoding="utf-8"
+    )
     report = validate_dataset(path)
     assert report.ok
     json.dumps(report.to_dict(), ensure_ascii=False).encode("utf-8")
@@ -160,16 +191,25 @@ def test_near_duplicate_index_matches_brute_force(seed):
     index.add_batch(valid[:20])
     index.add_batch(valid[20:])
     index.freeze()
+
     def jaccard(a: str, b: str) -> float:
         return len(_shingles(a) & _shingles(b)) / len(_shingles(a) | _shingles(b))
 
     got = {i: (row, similarity) for i, row, similarity in index.query_batch(train)}
     # Each training prompt with a near-duplicate gets one: the first validation row at or above t.
-    expected = {i: min(r for r, b in enumerate(valid) if jaccard(a, b) >= threshold - 1e-9)
-                for i, a in enumerate(train) if any(jaccard(a, b) >= threshold - 1e-9 for b in valid)}
+    expected = {
+        i: min(r for r, b in enumerate(valid) if jaccard(a, b) >= threshold - 1e-9)
+        for i, a in enumerate(train)
+        if any(jaccard(a, b) >= threshold - 1e-9 for b in valid)
+    }
     assert {i: row for i, (row, _) in got.items()} == expected
-    assert all(abs(similarity - jaccard(train[i], valid[row])) < 1e-12 for i, (row, similarity) in got.items())
-    assert index.search_stats()["rows_estimated"] == 0  # small data stays under the candidate budget: exact
+    assert all(
+        abs(similarity - jaccard(train[i], valid[row])) < 1e-12
+        for i, (row, similarity) in got.items()
+    )
+    assert (
+        index.search_stats()["rows_estimated"] == 0
+    )  # small data stays under the candidate budget: exact
 
 
 def test_prefix_length_is_robust_to_float_rounding():
@@ -179,13 +219,37 @@ def test_prefix_length_is_robust_to_float_rounding():
 
 
 _text = st.one_of(st.just(""), st.just("  "), st.text(max_size=5))
-_content = st.one_of(_text, st.integers(), st.none(), st.lists(st.one_of(
-    st.fixed_dictionaries({"type": st.sampled_from(["text", "image"]), "text": _text}), _text), max_size=2))
-_message = st.one_of(st.fixed_dictionaries({"role": st.sampled_from(["system", "developer", "user", "assistant", "bot", 3]),
-                                            "content": _content}), st.dictionaries(st.sampled_from(["role", "content"]), _content), _text)
-_rows = st.one_of(st.none(), st.integers(), st.lists(_message, max_size=1), st.fixed_dictionaries(
-    {"messages": st.one_of(st.lists(_message, max_size=4), _text, st.none())},
-    optional={"solution": _content, "answer": _content}))
+_content = st.one_of(
+    _text,
+    st.integers(),
+    st.none(),
+    st.lists(
+        st.one_of(
+            st.fixed_dictionaries({"type": st.sampled_from(["text", "image"]), "text": _text}),
+            _text,
+        ),
+        max_size=2,
+    ),
+)
+_message = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "role": st.sampled_from(["system", "developer", "user", "assistant", "bot", 3]),
+            "content": _content,
+        }
+    ),
+    st.dictionaries(st.sampled_from(["role", "content"]), _content),
+    _text,
+)
+_rows = st.one_of(
+    st.none(),
+    st.integers(),
+    st.lists(_message, max_size=1),
+    st.fixed_dictionaries(
+        {"messages": st.one_of(st.lists(_message, max_size=4), _text, st.none())},
+        optional={"solution": _content, "answer": _content},
+    ),
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -207,15 +271,21 @@ def test_two_processes_give_the_same_report_as_one(tmp_path, monkeypatch):
     lines[200] = lines[5]  # a duplicate across the two halves
     lines[280] = lines[220]  # a duplicate inside the second half
     train = _write(tmp_path / "train.jsonl", lines)
-    valid = _write(tmp_path / "valid.jsonl", [_row(prompts[7]), _row(prompts[290] + " w1", answer="49")] +
-                   [_row(f"v{i} " + prompts[i]) for i in range(100, 130)])
+    valid = _write(
+        tmp_path / "valid.jsonl",
+        [_row(prompts[7]), _row(prompts[290] + " w1", answer="49")]
+        + [_row(f"v{i} " + prompts[i]) for i in range(100, 130)],
+    )
     monkeypatch.setattr(scanning, "PARALLEL_MIN_BYTES", 0)
     kwargs = {"overlap_fields": ["answer"], "max_errors": 4, "near_duplicate_threshold": 0.6}
     serial = validate_dataset(train, valid, workers=1, **kwargs).to_dict()
     parallel = validate_dataset(train, valid, workers=2, **kwargs).to_dict()
     assert parallel == serial
     assert serial["warning_counts"]["duplicate_prompt"] == 2
-    assert serial["error_counts"]["overlap_prompt"] == 1 and serial["stats"]["overlap"]["near_duplicate"] >= 1
+    assert (
+        serial["error_counts"]["overlap_prompt"] == 1
+        and serial["stats"]["overlap"]["near_duplicate"] >= 1
+    )
 
 
 @settings(max_examples=200, deadline=None)
@@ -229,18 +299,25 @@ def test_normalize_text_ascii_shortcut_equals_nfkc_casefold(text):
 
 
 def test_a_missing_or_special_file_is_a_usage_error(tmp_path):
-    with pytest.raises(ConfigError, match=r"nope\.jsonl: no such file \(give the path of a JSONL file\)"):
+    with pytest.raises(
+        ConfigError, match=r"nope\.jsonl: no such file \(give the path of a JSONL file\)"
+    ):
         validate_dataset(tmp_path / "nope.jsonl")
     with pytest.raises(ConfigError, match="is not a regular file"):
         validate_dataset(EXAMPLE / "train.jsonl", tmp_path)
 
 
-_TEMPLATE_WORDS = "how many apples does the farmer have after selling some of them each day to market".split()
+_TEMPLATE_WORDS = (
+    "how many apples does the farmer have after selling some of them each day to market".split()
+)
 
 
 def _templated(rng: random.Random, tag: str) -> str:
     """A prompt of the templated shape (16-word vocabulary, a small number, a unique tag), as `bench/validate.py` writes it."""
-    return " ".join(rng.choices(_TEMPLATE_WORDS, k=rng.randint(8, 30))) + f" {rng.randint(0, 99)} ({tag})"
+    return (
+        " ".join(rng.choices(_TEMPLATE_WORDS, k=rng.randint(8, 30)))
+        + f" {rng.randint(0, 99)} ({tag})"
+    )
 
 
 def _templated_sets(seed: int) -> tuple[list[str], list[str], set[int]]:
@@ -256,7 +333,9 @@ def _templated_sets(seed: int) -> tuple[list[str], list[str], set[int]]:
     return valid, train, planted
 
 
-def _search(valid: list[str], train: list[str], budget: int | None) -> tuple[dict[int, tuple[int, float]], dict]:
+def _search(
+    valid: list[str], train: list[str], budget: int | None
+) -> tuple[dict[int, tuple[int, float]], dict]:
     index = NearDuplicateIndex(0.9, candidate_budget=budget)
     index.add_batch(valid)
     index.freeze()
@@ -276,7 +355,9 @@ def test_templated_data_switches_to_minhash_lsh_and_still_finds_planted_near_dup
     assert stats["rows_estimated"] > len(train) // 10  # the switch really happens on this shape
     assert stats["rows_exact"] + stats["rows_estimated"] == stats["rows_searched"] == len(train)
     assert planted <= set(exact) and planted <= set(estimated)
-    assert set(estimated) <= set(exact)  # every reported pair is verified exactly: no false positive
+    assert set(estimated) <= set(
+        exact
+    )  # every reported pair is verified exactly: no false positive
     assert all(similarity >= 0.9 - 1e-9 for _, similarity in estimated.values())
     assert len(estimated) / len(exact) >= 0.95  # measured recall against the exact search
     assert stats["estimate_recall_at_threshold"] >= 0.99
@@ -295,7 +376,9 @@ def test_random_data_stays_exact_and_unchanged_with_the_default_budget():
     rng = random.Random(5)
     vocab = [f"w{i}" for i in range(2000)]
     valid = [" ".join(rng.choices(vocab, k=rng.randint(12, 30))) for _ in range(3000)]
-    train = [" ".join(rng.choices(vocab, k=rng.randint(10, 30))) for _ in range(2000)] + [v + " w1" for v in valid[:30]]
+    train = [" ".join(rng.choices(vocab, k=rng.randint(10, 30))) for _ in range(2000)] + [
+        v + " w1" for v in valid[:30]
+    ]
     default, stats = _search(valid, train, CANDIDATE_BUDGET)
     unbounded, _ = _search(valid, train, None)
     assert stats["rows_estimated"] == 0 and stats["rows_exact"] == len(train)
@@ -321,7 +404,10 @@ def test_validate_reports_the_estimate_in_stats_and_is_deterministic(tmp_path, m
     assert validate_dataset(train, valid, workers=1).to_dict() == first
     assert validate_dataset(train, valid, workers=2).to_dict() == first
     search = first["stats"]["overlap"]["near_duplicate_search"]
-    assert search["rows_estimated"] > 0 and search["rows_exact"] + search["rows_estimated"] == search["rows_searched"]
+    assert (
+        search["rows_estimated"] > 0
+        and search["rows_exact"] + search["rows_estimated"] == search["rows_searched"]
+    )
     assert search["candidate_budget"] == 2 and search["estimate"] == "minhash_lsh"
     assert (search["lsh_bands"], search["lsh_rows_per_band"]) == (9, 7)
     assert first["warning_counts"]["near_duplicate"] >= len(planted)

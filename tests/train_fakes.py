@@ -52,7 +52,20 @@ class SevensGrader(Grader):
 # -- 50,000 rows (guarantee 7) ------------------------------------------------------------------
 
 ROWS_50K = 50_000
-WORDS = ["apples", "trays", "muffins", "each", "how", "many", "total", "garden", "rows", "left", "baker", "party"]
+WORDS = [
+    "apples",
+    "trays",
+    "muffins",
+    "each",
+    "how",
+    "many",
+    "total",
+    "garden",
+    "rows",
+    "left",
+    "baker",
+    "party",
+]
 
 
 def write_rows(path: Path, n: int, seed: int = 0) -> Path:
@@ -61,13 +74,26 @@ def write_rows(path: Path, n: int, seed: int = 0) -> Path:
     with path.open("w", encoding="utf-8") as handle:
         for i in range(n):
             question = f"Problem {i}: " + " ".join(rng.choices(WORDS, k=30)) + "?"
-            handle.write(json.dumps({"messages": [{"role": "user", "content": question}],
-                                     "solution": f"Work it out step by step.\n#### {i}", "answer": str(i)}) + "\n")
+            handle.write(
+                json.dumps(
+                    {
+                        "messages": [{"role": "user", "content": question}],
+                        "solution": f"Work it out step by step.\n#### {i}",
+                        "answer": str(i),
+                    }
+                )
+                + "\n"
+            )
     return path
 
 
 def load_test_config(train: Path, **extra: Any) -> RunConfig:
     """A tiny-model config over `train` whose grader every demonstration passes."""
-    return parse_run_config({"model": {"tiny": "llama-test"}, "data": {"train": str(train)},
-                             "grader": {"type": "numeric", "name": "answer", "reference": "{{ item.answer }}"},
-                             **extra})  # a grader the demonstrations pass: the preflight self-test grades all 50,000
+    return parse_run_config(
+        {
+            "model": {"tiny": "llama-test"},
+            "data": {"train": str(train)},
+            "grader": {"type": "numeric", "name": "answer", "reference": "{{ item.answer }}"},
+            **extra,
+        }
+    )  # a grader the demonstrations pass: the preflight self-test grades all 50,000

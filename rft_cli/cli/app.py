@@ -21,7 +21,9 @@ class _BoundaryGroup(TyperGroup):
         from rft_cli.cli.help_format import classic_metavars
 
         super().__init__(*args, **kwargs)
-        classic_metavars(self)  # `--valid FILE`, not Typer 0.29's `--valid <file>` (see help_format)
+        classic_metavars(
+            self
+        )  # `--valid FILE`, not Typer 0.29's `--valid <file>` (see help_format)
 
     def invoke(self, ctx):  # type: ignore[no-untyped-def]
         try:
@@ -60,7 +62,11 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(
-        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print the version and exit.",
     ),
 ) -> None:
     """rft: reinforcement fine-tuning (ReFT) on your own hardware."""

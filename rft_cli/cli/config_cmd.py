@@ -12,8 +12,10 @@ from rft_cli.cli import render
 from rft_cli.cli.app import app
 
 config_app = typer.Typer(
-    help=("The run config format: its JSON Schema, for editor completion and checks.\n\n"
-          "Example: rft config schema -o rft.schema.json"),
+    help=(
+        "The run config format: its JSON Schema, for editor completion and checks.\n\n"
+        "Example: rft config schema -o rft.schema.json"
+    ),
     no_args_is_help=True,
 )
 app.add_typer(config_app, name="config")
@@ -21,8 +23,18 @@ app.add_typer(config_app, name="config")
 
 @config_app.command("schema")
 def schema(
-    grader: Annotated[bool, typer.Option("--grader", help="The schema of a grader file instead of a run config.")] = False,
-    output: Annotated[Path | None, typer.Option("--output", "-o", dir_okay=False, help="Write the schema to this file instead of stdout.")] = None,
+    grader: Annotated[
+        bool, typer.Option("--grader", help="The schema of a grader file instead of a run config.")
+    ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            dir_okay=False,
+            help="Write the schema to this file instead of stdout.",
+        ),
+    ] = None,
 ) -> None:
     """Print the JSON Schema of a run config (a recipe), or with --grader of a grader file.
 
@@ -49,5 +61,7 @@ def schema(
     try:
         output.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     except OSError as exc:
-        raise typer.BadParameter(f"cannot write {output} ({exc.strerror or exc})", param_hint="--output") from None
+        raise typer.BadParameter(
+            f"cannot write {output} ({exc.strerror or exc})", param_hint="--output"
+        ) from None
     render.stderr.print(f"wrote {output}")

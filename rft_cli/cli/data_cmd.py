@@ -11,8 +11,10 @@ from rft_cli.cli import render
 from rft_cli.cli.app import app
 
 data_app = typer.Typer(
-    help=("Make and convert datasets (the built-in arithmetic task, ReFT's SVAMP/GSM8K files).\n\n"
-          "Example: rft data make-arith data/arith ; rft data convert-reft svamp_nl.json data/svamp/train.jsonl"),
+    help=(
+        "Make and convert datasets (the built-in arithmetic task, ReFT's SVAMP/GSM8K files).\n\n"
+        "Example: rft data make-arith data/arith ; rft data convert-reft svamp_nl.json data/svamp/train.jsonl"
+    ),
     no_args_is_help=True,
 )
 app.add_typer(data_app, name="data")
@@ -20,9 +22,25 @@ app.add_typer(data_app, name="data")
 
 @data_app.command("convert-reft")
 def convert_reft_cmd(
-    input_path: Annotated[Path, typer.Argument(metavar="INPUT.json", exists=True, dir_okay=False, help="A ReFT data file (a JSON array).")],
-    output_path: Annotated[Path, typer.Argument(metavar="OUTPUT.jsonl", dir_okay=False, help="Where to write contract JSONL.")],
-    keep_duplicates: Annotated[bool, typer.Option("--keep-duplicates", help="Keep repeated questions (dropped by default).")] = False,
+    input_path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="INPUT.json",
+            exists=True,
+            dir_okay=False,
+            help="A ReFT data file (a JSON array).",
+        ),
+    ],
+    output_path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="OUTPUT.jsonl", dir_okay=False, help="Where to write contract JSONL."
+        ),
+    ],
+    keep_duplicates: Annotated[
+        bool,
+        typer.Option("--keep-duplicates", help="Keep repeated questions (dropped by default)."),
+    ] = False,
     limit: Annotated[int | None, typer.Option(min=1, help="Write at most this many rows.")] = None,
 ) -> None:
     """Convert one of ReFT's JSON files (mwp_ReFT data/*.json) into the dataset contract.
@@ -40,26 +58,57 @@ def convert_reft_cmd(
     from rft_cli.data.reft import convert_reft
 
     report = convert_reft(input_path, output_path, dedupe=not keep_duplicates, limit=limit)
-    render.stdout.print(f"Wrote {report.rows} rows ({report.with_solution} with a solution) to {report.output}")
+    render.stdout.print(
+        f"Wrote {report.rows} rows ({report.with_solution} with a solution) to {report.output}"
+    )
     if report.duplicates:
-        render.warning(f"dropped {len(report.duplicates)} repeated questions (first: {report.duplicates[0]}); "
-                       "pass --keep-duplicates to keep them")
+        render.warning(
+            f"dropped {len(report.duplicates)} repeated questions (first: {report.duplicates[0]}); "
+            "pass --keep-duplicates to keep them"
+        )
 
 
 @data_app.command("make-arith")
 def make_arith_cmd(
-    output_dir: Annotated[Path, typer.Argument(file_okay=False, help="Folder for train.jsonl and valid.jsonl.")] = Path("data/arith"),
+    output_dir: Annotated[
+        Path, typer.Argument(file_okay=False, help="Folder for train.jsonl and valid.jsonl.")
+    ] = Path("data/arith"),
     n_train: Annotated[int, typer.Option("--train", min=1, help="Training rows.")] = 4000,
-    n_valid: Annotated[int, typer.Option("--valid", min=1, help="Validation rows (no question shared with train).")] = 400,
-    style: Annotated[str | None, typer.Option(help="'equation' (\"12+47+30=?\") or 'words' (a sentence) [default: equation].")] = None,
-    steps: Annotated[int | None, typer.Option(min=1, max=8, help="Operations per problem [default: 4].")] = None,
-    max_start: Annotated[int | None, typer.Option(min=10, help="Largest starting number [default: 99].")] = None,
-    max_operand: Annotated[int | None, typer.Option(min=1, help="Largest number added or taken away [default: 9].")] = None,
-    max_total: Annotated[int | None, typer.Option(min=2, help="Largest running total [default: 150].")] = None,
-    ops: Annotated[str | None, typer.Option(help="Operations: '+', '-' or '+-' [default: +].")] = None,
-    one_line_share: Annotated[float | None, typer.Option(min=0.0, max=1.0, help=(
-        "Share of demonstrations that write the whole sum on one line (\"19+8+6+6+9=48.\") instead of step by step "
-        "[default: 0.65]."))] = None,
+    n_valid: Annotated[
+        int, typer.Option("--valid", min=1, help="Validation rows (no question shared with train).")
+    ] = 400,
+    style: Annotated[
+        str | None,
+        typer.Option(
+            help="'equation' (\"12+47+30=?\") or 'words' (a sentence) [default: equation]."
+        ),
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option(min=1, max=8, help="Operations per problem [default: 4].")
+    ] = None,
+    max_start: Annotated[
+        int | None, typer.Option(min=10, help="Largest starting number [default: 99].")
+    ] = None,
+    max_operand: Annotated[
+        int | None, typer.Option(min=1, help="Largest number added or taken away [default: 9].")
+    ] = None,
+    max_total: Annotated[
+        int | None, typer.Option(min=2, help="Largest running total [default: 150].")
+    ] = None,
+    ops: Annotated[
+        str | None, typer.Option(help="Operations: '+', '-' or '+-' [default: +].")
+    ] = None,
+    one_line_share: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help=(
+                'Share of demonstrations that write the whole sum on one line ("19+8+6+6+9=48.") instead of step by step '
+                "[default: 0.65]."
+            ),
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Generate the built-in arithmetic problems (chain-of-thought demonstrations, `#### N` answers).
@@ -76,10 +125,19 @@ def make_arith_cmd(
 
     from rft_cli.data.synthetic import DEFAULT_SPEC, generate_arith, write_jsonl
 
-    given = {"style": style, "steps": steps, "max_start": max_start, "max_operand": max_operand, "max_total": max_total, "ops": ops,
-             "one_line_share": one_line_share}
+    given = {
+        "style": style,
+        "steps": steps,
+        "max_start": max_start,
+        "max_operand": max_operand,
+        "max_total": max_total,
+        "ops": ops,
+        "one_line_share": one_line_share,
+    }
     spec = replace(DEFAULT_SPEC, **{k: v for k, v in given.items() if v is not None})
     train_rows, valid_rows = generate_arith(n_train, n_valid, seed=seed, spec=spec)
     write_jsonl(train_rows, output_dir / "train.jsonl")
     write_jsonl(valid_rows, output_dir / "valid.jsonl")
-    render.stdout.print(f"Wrote {len(train_rows)} training and {len(valid_rows)} validation rows to {output_dir}")
+    render.stdout.print(
+        f"Wrote {len(train_rows)} training and {len(valid_rows)} validation rows to {output_dir}"
+    )

@@ -51,8 +51,12 @@ def _type_name(annotation: Any) -> str:
 def _bounds(field: FieldInfo) -> str:
     """The field's range as `>= 1`, `> 0, < 1`, ... (empty when it has none)."""
     signs = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
-    parts = [f"{sign} {_yaml_value(getattr(m, attr))}" for m in field.metadata for attr, sign in signs.items()
-             if getattr(m, attr, None) is not None]
+    parts = [
+        f"{sign} {_yaml_value(getattr(m, attr))}"
+        for m in field.metadata
+        for attr, sign in signs.items()
+        if getattr(m, attr, None) is not None
+    ]
     return ", ".join(parts)
 
 
@@ -88,16 +92,30 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
         bounds = _bounds(field)
         kind = f"{kind} ({bounds})" if bounds else kind
         extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-        cells = [f"`{key}`", kind, _default(field), field.description or "", str(extra.get("default_source", ""))]
+        cells = [
+            f"`{key}`",
+            kind,
+            _default(field),
+            field.description or "",
+            str(extra.get("default_source", "")),
+        ]
         rows.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-        rows += [r for arg in typing.get_args(field.annotation) or (field.annotation,)
-                 if isinstance(arg, type) and issubclass(arg, BaseModel) for r in _rows(arg, f"{key}.")]
+        rows += [
+            r
+            for arg in typing.get_args(field.annotation) or (field.annotation,)
+            if isinstance(arg, type) and issubclass(arg, BaseModel)
+            for r in _rows(arg, f"{key}.")
+        ]
     return rows
 
 
-def _sections(config: type[BaseModel]) -> list[tuple[str, type[BaseModel] | None, FieldInfo | None]]:
+def _sections(
+    config: type[BaseModel],
+) -> list[tuple[str, type[BaseModel] | None, FieldInfo | None]]:
     """The top-level keys first (as one table), then one table per settings section."""
-    sections: list[tuple[str, type[BaseModel] | None, FieldInfo | None]] = [("top level", None, None)]
+    sections: list[tuple[str, type[BaseModel] | None, FieldInfo | None]] = [
+        ("top level", None, None)
+    ]
     for name, field in config.model_fields.items():
         if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
             sections.append((name, field.annotation, field))
@@ -106,17 +124,30 @@ def _sections(config: type[BaseModel]) -> list[tuple[str, type[BaseModel] | None
 
 def config_reference(config: type[BaseModel] = RunConfig) -> str:
     """The config reference tables, rendered from the models' fields."""
-    header = ["| key | type | default | what it does | where the default comes from |",
-              "| --- | --- | --- | --- | --- |"]
+    header = [
+        "| key | type | default | what it does | where the default comes from |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     out = []
     for name, model, field in _sections(config):
         if model is None:
-            top = [n for n, f in config.model_fields.items()
-                   if not (isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel))]
+            top = [
+                n
+                for n, f in config.model_fields.items()
+                if not (isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel))
+            ]
             rows = [r for r in _rows(config, "") if r.split("`")[1] in top]
             out += ["### Top-level keys", "", *header, *rows, ""]
         else:
-            out += [f"### `{name}`", "", field.description or "", "", *header, *_rows(model, f"{name}."), ""]
+            out += [
+                f"### `{name}`",
+                "",
+                field.description or "",
+                "",
+                *header,
+                *_rows(model, f"{name}."),
+                "",
+            ]
     return "\n".join(out).rstrip("\n")
 
 
@@ -151,11 +182,15 @@ def command_help(path: list[str]) -> str:
     saved = rich_utils.MAX_WIDTH, rich_utils.FORCE_TERMINAL
     rich_utils.MAX_WIDTH, rich_utils.FORCE_TERMINAL = HELP_WIDTH, False
     try:
-        result = CliRunner().invoke(app, [*path, "--help"], prog_name="rft", env={"NO_COLOR": "1"}, color=False)
+        result = CliRunner().invoke(
+            app, [*path, "--help"], prog_name="rft", env={"NO_COLOR": "1"}, color=False
+        )
     finally:
         rich_utils.MAX_WIDTH, rich_utils.FORCE_TERMINAL = saved
     if result.exit_code != 0:
-        raise RuntimeError(f"rft {' '.join(path)} --help exited {result.exit_code}: {result.output}")
+        raise RuntimeError(
+            f"rft {' '.join(path)} --help exited {result.exit_code}: {result.output}"
+        )
     text = re.sub(r"\x1b\[[0-9;]*m", "", result.output)
     return "\n".join(line.rstrip() for line in text.splitlines()).strip("\n")
 
@@ -171,11 +206,16 @@ def cli_reference() -> str:
 
 # -- the blocks in docs/ ---------------------------------------------------------------------
 
-BLOCKS = {"config-reference": ("training.md", config_reference), "cli-reference": ("cli.md", cli_reference)}
+BLOCKS = {
+    "config-reference": ("training.md", config_reference),
+    "cli-reference": ("cli.md", cli_reference),
+}
 
 
 def _block_re(name: str) -> re.Pattern[str]:
-    return re.compile(rf"(<!-- generated: {name}\b[^>]*-->\n)(.*?)(<!-- end generated: {name} -->)", re.S)
+    return re.compile(
+        rf"(<!-- generated: {name}\b[^>]*-->\n)(.*?)(<!-- end generated: {name} -->)", re.S
+    )
 
 
 def render_block(text: str, name: str, content: str) -> str:

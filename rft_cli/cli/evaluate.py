@@ -126,10 +126,24 @@ def evaluate(
     """Generate answers with each model, grade them, and report mean reward, pass@k and maj@k."""
     from rft_cli.evaluation import evaluate_models
 
-    run = evaluate_models(data, grader, list(model or []), samples_file=samples_file, samples=samples,
-                          temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                          limit=limit, threshold=threshold, seed=seed, min_score=min_score, output=output, plot=plot,
-                          progress=_progress())
+    run = evaluate_models(
+        data,
+        grader,
+        list(model or []),
+        samples_file=samples_file,
+        samples=samples,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        limit=limit,
+        threshold=threshold,
+        seed=seed,
+        min_score=min_score,
+        output=output,
+        plot=plot,
+        progress=_progress(),
+    )
     _render(run, output_format)
     if run.gate == "failed":
         raise typer.Exit(code=1)
@@ -147,9 +161,21 @@ def _progress() -> Any:
 
         @contextlib.contextmanager
         def model(self, name: str, rows: int, samples: int, temperature: float) -> Iterator[Any]:
-            render.stderr.print(f"Evaluating {escape(name)}: {rows} rows x {samples} sample(s), temperature {temperature:g}")
-            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-            with Progress(*columns, console=render.stderr, transient=True, disable=not render.stderr.is_terminal) as bar:
+            render.stderr.print(
+                f"Evaluating {escape(name)}: {rows} rows x {samples} sample(s), temperature {temperature:g}"
+            )
+            columns = (
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+            )
+            with Progress(
+                *columns,
+                console=render.stderr,
+                transient=True,
+                disable=not render.stderr.is_terminal,
+            ) as bar:
                 task = bar.add_task("generating", total=rows * (samples if temperature > 0 else 1))
                 yield lambda done, total: bar.update(task, completed=done, total=total)
 

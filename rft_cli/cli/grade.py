@@ -28,14 +28,52 @@ Example:
 
 @app.command(help=_HELP)
 def grade(
-    grader_path: Annotated[Path, typer.Argument(metavar="GRADER", help="Grader file (YAML or JSON, `type` at the top).")],
-    item: Annotated[str | None, typer.Option("--item", help="The dataset row as a JSON object (the `item` namespace).")] = None,
-    sample: Annotated[str | None, typer.Option("--sample", help="The model's answer text (the `sample` namespace); - reads it from stdin.")] = None,
-    sample_file: Annotated[Path | None, typer.Option("--sample-file", help='Read the sample from a file: {"output_text", "output_json"?, "output_tools"?} or plain text.')] = None,
-    data: Annotated[Path | None, typer.Option("--data", help="Dataset JSONL: each row is the `item` of the sample on the same line of --samples.")] = None,
-    samples: Annotated[Path | None, typer.Option("--samples", help='JSONL samples, one {"output_text": ...} per line, paired with --data.')] = None,
-    output: Annotated[Path | None, typer.Option("--output", help="With --data: write one result per row here (JSONL: reward, sub-rewards, errors).")] = None,
-    output_format: Annotated[str, typer.Option("--format", help="text (a summary) or json (one document).")] = "text",
+    grader_path: Annotated[
+        Path,
+        typer.Argument(metavar="GRADER", help="Grader file (YAML or JSON, `type` at the top)."),
+    ],
+    item: Annotated[
+        str | None,
+        typer.Option("--item", help="The dataset row as a JSON object (the `item` namespace)."),
+    ] = None,
+    sample: Annotated[
+        str | None,
+        typer.Option(
+            "--sample",
+            help="The model's answer text (the `sample` namespace); - reads it from stdin.",
+        ),
+    ] = None,
+    sample_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--sample-file",
+            help='Read the sample from a file: {"output_text", "output_json"?, "output_tools"?} or plain text.',
+        ),
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="Dataset JSONL: each row is the `item` of the sample on the same line of --samples.",
+        ),
+    ] = None,
+    samples: Annotated[
+        Path | None,
+        typer.Option(
+            "--samples",
+            help='JSONL samples, one {"output_text": ...} per line, paired with --data.',
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            help="With --data: write one result per row here (JSONL: reward, sub-rewards, errors).",
+        ),
+    ] = None,
+    output_format: Annotated[
+        str, typer.Option("--format", help="text (a summary) or json (one document).")
+    ] = "text",
 ) -> None:
     from rft_cli.graders import load_grader
     from rft_cli.grading import grade_file, grade_sample, parse_item
@@ -43,16 +81,22 @@ def grade(
     if output_format not in ("text", "json"):
         raise UsageError(f'--format "{output_format}" is not one of text, json')
     if sample is not None and sample_file is not None:
-        raise UsageError("give the sample once: --sample TEXT, --sample - (stdin) or --sample-file PATH")
+        raise UsageError(
+            "give the sample once: --sample TEXT, --sample - (stdin) or --sample-file PATH"
+        )
     if sample_file is not None or sample == "-":
         sample = _read_sample(sample_file)
     single = sample is not None or item is not None
     if single == (data is not None or samples is not None):
-        raise UsageError("give either --sample (and --item) for one sample, or --data with --samples for a file of samples")
+        raise UsageError(
+            "give either --sample (and --item) for one sample, or --data with --samples for a file of samples"
+        )
     if single and sample is None:
         raise UsageError("--item needs --sample or --sample-file (the model's answer to grade)")
     if not single and (data is None or samples is None):
-        raise UsageError("--data and --samples go together (rows and the samples to grade, paired by line)")
+        raise UsageError(
+            "--data and --samples go together (rows and the samples to grade, paired by line)"
+        )
     with load_grader(grader_path) as grader:
         if single:
             _print_one(grade_sample(grader, sample, parse_item(item)), output_format)
@@ -77,7 +121,9 @@ def _read_sample(path: Path | None) -> Any:
     try:
         return read_sample(sys.stdin.read(), "stdin")
     except UnicodeDecodeError as exc:
-        raise UsageError(f"stdin: the sample is not valid UTF-8 ({exc.reason}); save it as UTF-8") from None
+        raise UsageError(
+            f"stdin: the sample is not valid UTF-8 ({exc.reason}); save it as UTF-8"
+        ) from None
 
 
 def _print_one(result: Any, output_format: str) -> None:
@@ -91,7 +137,9 @@ def _print_one(result: Any, output_format: str) -> None:
         render.stdout.print(f"answer: {result.answer}")
     for kind, count in result.errors.items():
         detail = result.details.get(kind)
-        render.stdout.print(f"error: {kind} x{count}" + (f" ({detail})" if detail else ""), markup=False)
+        render.stdout.print(
+            f"error: {kind} x{count}" + (f" ({detail})" if detail else ""), markup=False
+        )
 
 
 def _print_summary(summary: dict[str, Any]) -> None:

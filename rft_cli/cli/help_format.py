@@ -15,8 +15,18 @@ from typing import Any
 from typer.core import TyperArgument, TyperOption
 
 # Typer's labels -> click's metavars.
-_LABELS = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "int range": "INTEGER", "float range": "FLOAT",
-           "file": "FILE", "dir": "DIRECTORY", "path": "PATH", "bool": "BOOLEAN", "datetime": "DATETIME"}
+_LABELS = {
+    "str": "TEXT",
+    "int": "INTEGER",
+    "float": "FLOAT",
+    "int range": "INTEGER",
+    "float range": "FLOAT",
+    "file": "FILE",
+    "dir": "DIRECTORY",
+    "path": "PATH",
+    "bool": "BOOLEAN",
+    "datetime": "DATETIME",
+}
 
 
 def _classic(label: str | None) -> str | None:
@@ -61,8 +71,14 @@ def _classic_param(param: Any) -> Any:
 
 # The Typer methods the classes above override; a Typer without them (older releases printed click's
 # metavars itself) is left alone.
-_TYPER_HOOKS = all(hasattr(cls, name) for cls, name in ((TyperOption, "display_type"), (TyperOption, "display_type_rich"),
-                                                         (TyperArgument, "_usage_display_name")))
+_TYPER_HOOKS = all(
+    hasattr(cls, name)
+    for cls, name in (
+        (TyperOption, "display_type"),
+        (TyperOption, "display_type_rich"),
+        (TyperArgument, "_usage_display_name"),
+    )
+)
 
 
 def classic_metavars(command: Any) -> None:

@@ -15,9 +15,11 @@ if TYPE_CHECKING:
     from rft_cli.openai_import import ImportReport
 
 import_app = typer.Typer(
-    help=("Turn another platform's job into an rft recipe.\n\n"
-          "Example: rft import openai job.json --training-file train.jsonl --validation-file valid.jsonl "
-          "--model Qwen/Qwen2.5-0.5B-Instruct -o recipe.yaml"),
+    help=(
+        "Turn another platform's job into an rft recipe.\n\n"
+        "Example: rft import openai job.json --training-file train.jsonl --validation-file valid.jsonl "
+        "--model Qwen/Qwen2.5-0.5B-Instruct -o recipe.yaml"
+    ),
     no_args_is_help=True,
 )
 app.add_typer(import_app, name="import")
@@ -30,13 +32,53 @@ class OutputFormat(str, Enum):
 
 @import_app.command("openai")
 def openai_cmd(
-    job_path: Annotated[Path, typer.Argument(metavar="JOB.json", exists=True, dir_okay=False, help="The JSON body of an OpenAI fine-tuning job (method: reinforcement).")],
-    model: Annotated[str, typer.Option("--model", help="The open model to train: a hub id or a local folder (OpenAI's models have no local weights).")],
-    output: Annotated[Path, typer.Option("--output", "-o", dir_okay=False, help="The recipe to write; the grader goes beside it as <name>.grader.json.")],
-    training_file: Annotated[Path | None, typer.Option("--training-file", dir_okay=False, help="The local JSONL behind the job's training_file id.")] = None,
-    validation_file: Annotated[Path | None, typer.Option("--validation-file", dir_okay=False, help="The local JSONL behind the job's validation_file id.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace the recipe and grader files if they exist.")] = False,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="text (a table) or json (one document).")] = OutputFormat.text,
+    job_path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="JOB.json",
+            exists=True,
+            dir_okay=False,
+            help="The JSON body of an OpenAI fine-tuning job (method: reinforcement).",
+        ),
+    ],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="The open model to train: a hub id or a local folder (OpenAI's models have no local weights).",
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            dir_okay=False,
+            help="The recipe to write; the grader goes beside it as <name>.grader.json.",
+        ),
+    ],
+    training_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--training-file",
+            dir_okay=False,
+            help="The local JSONL behind the job's training_file id.",
+        ),
+    ] = None,
+    validation_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--validation-file",
+            dir_okay=False,
+            help="The local JSONL behind the job's validation_file id.",
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the recipe and grader files if they exist.")
+    ] = False,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", help="text (a table) or json (one document).")
+    ] = OutputFormat.text,
 ) -> None:
     """Turn an OpenAI reinforcement fine-tuning job into a recipe that `rft train` runs.
 
@@ -52,9 +94,14 @@ def openai_cmd(
     """
     from rft_cli.openai_import import import_openai_job
 
-    report = import_openai_job(job_path, output, model, training_file, validation_file, overwrite=force)
+    report = import_openai_job(
+        job_path, output, model, training_file, validation_file, overwrite=force
+    )
     if report.unsupported or report.unknown:
-        render.warning("not carried across: " + "; ".join(report.unsupported + [f"{k} (unknown field)" for k in report.unknown]))
+        render.warning(
+            "not carried across: "
+            + "; ".join(report.unsupported + [f"{k} (unknown field)" for k in report.unknown])
+        )
     if output_format is OutputFormat.json:
         render.json_document(report.as_dict())
         return
@@ -71,8 +118,15 @@ def _print_mapping(report: ImportReport) -> None:
     for column in ("OpenAI", "value", "rft key", "rft value"):
         table.add_column(column)
     for row in report.mapping:
-        table.add_row(row["openai"], escape(json.dumps(row["value"])), row["rft"], escape(str(row["rft_value"])))
+        table.add_row(
+            row["openai"],
+            escape(json.dumps(row["value"])),
+            row["rft"],
+            escape(str(row["rft_value"])),
+        )
     render.stdout.print(table)
-    render.stdout.print(escape(f"Wrote {report.recipe} and {report.grader}; run: rft train {report.recipe}"))
+    render.stdout.print(
+        escape(f"Wrote {report.recipe} and {report.grader}; run: rft train {report.recipe}")
+    )
     if report.ignored:
         render.stdout.print(escape(f"job status fields not read: {', '.join(report.ignored)}"))

@@ -68,16 +68,26 @@ def report(
         bool, typer.Option("--samples", help="Show kept answers (RUN/samples/) instead of metrics.")
     ] = False,
     step: Annotated[
-        int | None, typer.Option("--step", help="With --samples: this step (default: the last kept).")
+        int | None,
+        typer.Option("--step", help="With --samples: this step (default: the last kept)."),
     ] = None,
     row: Annotated[
-        int | None, typer.Option("--row", help="With --samples: follow this validation row across evaluations.")
+        int | None,
+        typer.Option(
+            "--row", help="With --samples: follow this validation row across evaluations."
+        ),
     ] = None,
     eval_answers: Annotated[
-        bool, typer.Option("--eval", help="With --samples: the greedy evaluation answers, not the sampled RL ones.")
+        bool,
+        typer.Option(
+            "--eval", help="With --samples: the greedy evaluation answers, not the sampled RL ones."
+        ),
     ] = False,
     fail_on_alarm: Annotated[
-        bool, typer.Option("--fail-on-alarm", help=f"Exit {ALARM_EXIT_CODE} when any run raises an alarm (for CI).")
+        bool,
+        typer.Option(
+            "--fail-on-alarm", help=f"Exit {ALARM_EXIT_CODE} when any run raises an alarm (for CI)."
+        ),
     ] = False,
 ) -> None:
     """Summarise training runs from their metrics.jsonl, list alarms, show kept answers, plot reward, KL and length."""
@@ -111,7 +121,9 @@ def report(
         raise typer.Exit(code=ALARM_EXIT_CODE)
 
 
-def _samples(runs: list[Path], step: int | None, row: int | None, stage: str, output_format: ReportFormat) -> None:
+def _samples(
+    runs: list[Path], step: int | None, row: int | None, stage: str, output_format: ReportFormat
+) -> None:
     from rft_cli.reports import samples_report
 
     if len(runs) != 1:
@@ -138,13 +150,19 @@ def _print_step(found: dict[str, Any]) -> None:
     from rich.table import Table
 
     mean = _reward(found["reward_mean"])
-    render.stdout.print(f"[bold]{escape(found['run'])}[/]  {found['stage']} step {found['step']}: "
-                        f"{found['answers']} answers kept, mean reward {mean}")
+    render.stdout.print(
+        f"[bold]{escape(found['run'])}[/]  {found['stage']} step {found['step']}: "
+        f"{found['answers']} answers kept, mean reward {mean}"
+    )
     for title, key in (("best", "best"), ("worst", "worst")):
         table = Table("reward", "row", "tokens", "answer", title=f"{title} answers")
         for line in found[key]:
-            table.add_row(_reward(line.get("reward")), str(line.get("row")), str(line.get("num_tokens")),
-                          _cell(line.get("output_text")))
+            table.add_row(
+                _reward(line.get("reward")),
+                str(line.get("row")),
+                str(line.get("num_tokens")),
+                _cell(line.get("output_text")),
+            )
         render.stdout.print(table)
     table = Table("count", "mean reward", "answer", title="most common answers")
     for entry in found["most_common"]:
@@ -156,12 +174,19 @@ def _print_row(found: dict[str, Any]) -> None:
     from rich.table import Table
 
     answers = found["answers"]
-    render.stdout.print(f"[bold]{escape(found['run'])}[/]  validation row {found['row']}: "
-                        f"{_cell(answers[0].get('prompt'), 120)}")
+    render.stdout.print(
+        f"[bold]{escape(found['run'])}[/]  validation row {found['row']}: "
+        f"{_cell(answers[0].get('prompt'), 120)}"
+    )
     table = Table("after", "step", "reward", "tokens", "answer")
     for line in answers:
-        table.add_row(str(line.get("after", "-")), str(line.get("step")), _reward(line.get("reward")),
-                      str(line.get("num_tokens")), _cell(line.get("output_text")))
+        table.add_row(
+            str(line.get("after", "-")),
+            str(line.get("step")),
+            _reward(line.get("reward")),
+            str(line.get("num_tokens")),
+            _cell(line.get("output_text")),
+        )
     render.stdout.print(table)
 
 

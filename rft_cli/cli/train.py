@@ -42,8 +42,10 @@ class _Progress:
     def __call__(self, record: dict[str, Any]) -> None:
         for alarm in record.get("alarms") or []:  # printed even with --quiet: an alarm is a warning
             self.alarms.append(alarm["name"])
-            render.warning(f"alarm {alarm['name']} at {record.get('stage')} step {record.get('step')}: "
-                           f"{alarm['message']} ({alarm['meaning']})")
+            render.warning(
+                f"alarm {alarm['name']} at {record.get('stage')} step {record.get('step')}: "
+                f"{alarm['message']} ({alarm['meaning']})"
+            )
         if record.get("samples_error"):
             render.warning(str(record["samples_error"]))
         if self.status is None:
@@ -52,9 +54,15 @@ class _Progress:
         if isinstance(record.get("valid_reward_mean"), (int, float)):
             self.last_valid[stage] = record["valid_reward_mean"]
         total = self.totals.get(stage, 0)
-        first_time, first_step = self.stage_started.setdefault(stage, (time.perf_counter(), step - 1))
+        first_time, first_step = self.stage_started.setdefault(
+            stage, (time.perf_counter(), step - 1)
+        )
         done = step - first_step
-        left = (time.perf_counter() - first_time) / done * (total - step) if done > 0 and total else 0.0
+        left = (
+            (time.perf_counter() - first_time) / done * (total - step)
+            if done > 0 and total
+            else 0.0
+        )
         parts = [f"[bold]{stage}[/] step {step}/{total}"]
         parts.append(f"~{left:.0f}s left")
         for key, label in (("loss", "loss"), ("train_reward_mean", "reward"), ("kl", "kl")):
@@ -66,7 +74,9 @@ class _Progress:
             parts.append(f"[yellow]alarms: {', '.join(self.alarms)}[/]")
         self.status.update("  ".join(parts))
         if record.get("valid_reward_mean") is not None:
-            render.stderr.print(f"{stage} step {step}: valid_reward_mean {record['valid_reward_mean']:.4f}")
+            render.stderr.print(
+                f"{stage} step {step}: valid_reward_mean {record['valid_reward_mean']:.4f}"
+            )
 
 
 def _print_plan(plan: dict[str, Any], run_dir: Path) -> None:
@@ -76,8 +86,12 @@ def _print_plan(plan: dict[str, Any], run_dir: Path) -> None:
 def _rl_gain(stages: dict[str, Any]) -> tuple[float | None, float | None] | None:
     """What RL added over the warm-up, on the validation rows (None where a stage was not evaluated)."""
     sft, rl = stages.get("sft") or {}, stages.get("rl") or {}
-    gains = tuple(rl[k] - sft[k] if isinstance(rl.get(k), float | int) and isinstance(sft.get(k), float | int) else None
-                  for k in ("valid_reward_mean", "valid_accuracy"))
+    gains = tuple(
+        rl[k] - sft[k]
+        if isinstance(rl.get(k), float | int) and isinstance(sft.get(k), float | int)
+        else None
+        for k in ("valid_reward_mean", "valid_accuracy")
+    )
     return gains if any(g is not None for g in gains) else None
 
 
@@ -91,28 +105,47 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
         table.add_column(column)
     for name, values in summary["stages"].items():
         cells = [values.get(k) for k in columns]
-        table.add_row(name, *("-" if c is None else f"{c:.4g}" if isinstance(c, float) else str(c) for c in cells))
+        table.add_row(
+            name,
+            *("-" if c is None else f"{c:.4g}" if isinstance(c, float) else str(c) for c in cells),
+        )
     difference = _rl_gain(summary["stages"])
     if difference:
-        table.add_row("rl - sft", "", *(f"{d:+.4g}" if d is not None else "-" for d in difference), "", "")
+        table.add_row(
+            "rl - sft", "", *(f"{d:+.4g}" if d is not None else "-" for d in difference), "", ""
+        )
     if isinstance(summary.get("elapsed_s"), (int, float)):
         table.add_row("total", "", "", "", f"{summary['elapsed_s']:.4g}", "")
     render.stdout.print(table)
     for alarm in summary.get("alarms") or []:
-        render.stdout.print(escape(f"alarm {alarm['name']} at {alarm['stage']} step {alarm['step']}: {alarm['message']}"))
+        render.stdout.print(
+            escape(
+                f"alarm {alarm['name']} at {alarm['stage']} step {alarm['step']}: {alarm['message']}"
+            )
+        )
     stopped = summary.get("stopped") or {}
     if stopped.get("early_stop"):
-        render.stdout.print(escape(f"rl stopped early at step {stopped['step']} ({stopped['early_stop']}: "
-                                   f"{stopped['reason']}); alarms.early_stop lists the alarms that may end it"))
+        render.stdout.print(
+            escape(
+                f"rl stopped early at step {stopped['step']} ({stopped['early_stop']}: "
+                f"{stopped['reason']}); alarms.early_stop lists the alarms that may end it"
+            )
+        )
     if summary.get("final"):
-        render.stdout.print(f"final model: {run_dir / summary['final']} (from {summary.get('final_source')}{_scores(summary)})")
+        render.stdout.print(
+            f"final model: {run_dir / summary['final']} (from {summary.get('final_source')}{_scores(summary)})"
+        )
 
 
 def _scores(summary: dict[str, Any]) -> str:
-    """", valid_reward_mean 0.97, start 0.85" when both were evaluated."""
+    """ ", valid_reward_mean 0.97, start 0.85" when both were evaluated."""
     final, start = summary.get("final_valid_reward_mean"), summary.get("start_valid_reward_mean")
     text = f", valid_reward_mean {final:.4g}" if isinstance(final, float | int) else ""
-    return text + (f", start {start:.4g}" if isinstance(start, float | int) and summary.get("final_source") != "start" else "")
+    return text + (
+        f", start {start:.4g}"
+        if isinstance(start, float | int) and summary.get("final_source") != "start"
+        else ""
+    )
 
 
 def _warn_self_test(report: Any) -> None:
@@ -126,12 +159,48 @@ def _warn_self_test(report: Any) -> None:
 
 @app.command()
 def train(
-    config_path: Annotated[Path, typer.Argument(metavar="CONFIG.yaml", help="The run config, a YAML recipe (keys: docs/training.md; `rft config schema` for editor completion).")],
-    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Run folder (default: the config's output_dir, else $RFT_HOME/runs/<config name>).")] = None,
-    overrides: Annotated[list[str] | None, typer.Option("--set", help="Override a config key, the value read as YAML: --set rl.kl_coef=0.1 (repeatable).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in the output folder from its last complete checkpoint.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check config, data and grader, print the plan, train nothing.")] = False,
-    stage: Annotated[str, typer.Option("--stage", help="all: warm-up then RL; sft: the warm-up only; rl: RL only, from the warm-up a --stage sft run saved in the same folder (or from the model when sft.enabled is false).")] = "all",
+    config_path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="CONFIG.yaml",
+            help="The run config, a YAML recipe (keys: docs/training.md; `rft config schema` for editor completion).",
+        ),
+    ],
+    output_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--output-dir",
+            "-o",
+            help="Run folder (default: the config's output_dir, else $RFT_HOME/runs/<config name>).",
+        ),
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override a config key, the value read as YAML: --set rl.kl_coef=0.1 (repeatable).",
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the run in the output folder from its last complete checkpoint.",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Check config, data and grader, print the plan, train nothing."
+        ),
+    ] = False,
+    stage: Annotated[
+        str,
+        typer.Option(
+            "--stage",
+            help="all: warm-up then RL; sft: the warm-up only; rl: RL only, from the warm-up a --stage sft run saved in the same folder (or from the model when sft.enabled is false).",
+        ),
+    ] = "all",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
     """Train a model: SFT warm-up on the demonstrations, then PPO with the grader's reward (ReFT).
@@ -155,11 +224,20 @@ def train(
         return
     with _Progress({"sft": 0, "rl": config.rl.steps}, quiet) as progress:
         try:
-            result = run_train(config, config_path=config_path, output_dir=run_dir, stage=stage, resume=resume,
-                               progress=progress, on_checked=progress.checked)
+            result = run_train(
+                config,
+                config_path=config_path,
+                output_dir=run_dir,
+                stage=stage,
+                resume=resume,
+                progress=progress,
+                on_checked=progress.checked,
+            )
         except KeyboardInterrupt:
-            render.error(f"interrupted (Ctrl-C); a checkpoint was saved, continue with: rft train {config_path} "
-                         f"--output-dir {run_dir} --resume")
+            render.error(
+                f"interrupted (Ctrl-C); a checkpoint was saved, continue with: rft train {config_path} "
+                f"--output-dir {run_dir} --resume"
+            )
             raise typer.Exit(code=130) from None
     if result.summary:  # empty in the non-main processes of a multi-GPU run
         _print_summary(result.summary, result.run_dir)

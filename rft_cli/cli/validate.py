@@ -51,27 +51,93 @@ Exit codes: 0 valid (warnings allowed), 1 the data is invalid, 2 usage error.
 @app.command(help=VALIDATE_HELP)
 def validate(
     train: Annotated[Path, typer.Argument(help="Training JSONL file.", metavar="TRAIN", **_FILE)],
-    valid: Annotated[Path | None, typer.Option("--valid", help="Validation JSONL file; enables the overlap checks.", **_FILE)] = None,
-    grader: Annotated[Path | None, typer.Option("--grader", help="Grader file: check that every row has each item.<field> it reads, and that it gives each demonstration full marks.", **_FILE)] = None,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="text (a summary) or json (one JSON document).")] = OutputFormat.text,
-    max_errors: Annotated[int, typer.Option("--max-errors", min=1, help="Show at most N issues of each kind (all are counted).")] = DEFAULT_MAX_ERRORS,
-    strict: Annotated[bool, typer.Option("--strict", help="Duplicate prompts, near-duplicates, over-long prompts and demonstrations the grader scores below full marks are errors.")] = False,
-    require_demonstrations: Annotated[bool, typer.Option("--require-demonstrations", help="Every training row needs a warm-up demonstration.")] = False,
-    demonstration_field: Annotated[str, typer.Option("--demonstration-field", help="Field holding the demonstration (besides a final assistant turn).")] = "solution",
-    overlap_fields: Annotated[str, typer.Option("--overlap-fields", help="Comma-separated reference fields whose VALID values must not appear in TRAIN.")] = "",
-    near_duplicate_threshold: Annotated[float, typer.Option("--near-duplicate-threshold", min=MIN_NEAR_DUPLICATE_THRESHOLD, max=1.0, help="Word 3-gram Jaccard similarity at which prompts are near-duplicates.")] = DEFAULT_NEAR_DUPLICATE_THRESHOLD,
-    tokenizer: Annotated[Path | None, typer.Option("--tokenizer", help="Local tokenizer directory: adds prompt token statistics.", exists=True, file_okay=False)] = None,
-    max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=1, help="Warn about prompts longer than N tokens (needs --tokenizer).")] = None,
+    valid: Annotated[
+        Path | None,
+        typer.Option("--valid", help="Validation JSONL file; enables the overlap checks.", **_FILE),
+    ] = None,
+    grader: Annotated[
+        Path | None,
+        typer.Option(
+            "--grader",
+            help="Grader file: check that every row has each item.<field> it reads, and that it gives each demonstration full marks.",
+            **_FILE,
+        ),
+    ] = None,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", help="text (a summary) or json (one JSON document).")
+    ] = OutputFormat.text,
+    max_errors: Annotated[
+        int,
+        typer.Option(
+            "--max-errors", min=1, help="Show at most N issues of each kind (all are counted)."
+        ),
+    ] = DEFAULT_MAX_ERRORS,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Duplicate prompts, near-duplicates, over-long prompts and demonstrations the grader scores below full marks are errors.",
+        ),
+    ] = False,
+    require_demonstrations: Annotated[
+        bool,
+        typer.Option(
+            "--require-demonstrations", help="Every training row needs a warm-up demonstration."
+        ),
+    ] = False,
+    demonstration_field: Annotated[
+        str,
+        typer.Option(
+            "--demonstration-field",
+            help="Field holding the demonstration (besides a final assistant turn).",
+        ),
+    ] = "solution",
+    overlap_fields: Annotated[
+        str,
+        typer.Option(
+            "--overlap-fields",
+            help="Comma-separated reference fields whose VALID values must not appear in TRAIN.",
+        ),
+    ] = "",
+    near_duplicate_threshold: Annotated[
+        float,
+        typer.Option(
+            "--near-duplicate-threshold",
+            min=MIN_NEAR_DUPLICATE_THRESHOLD,
+            max=1.0,
+            help="Word 3-gram Jaccard similarity at which prompts are near-duplicates.",
+        ),
+    ] = DEFAULT_NEAR_DUPLICATE_THRESHOLD,
+    tokenizer: Annotated[
+        Path | None,
+        typer.Option(
+            "--tokenizer",
+            help="Local tokenizer directory: adds prompt token statistics.",
+            exists=True,
+            file_okay=False,
+        ),
+    ] = None,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--max-tokens",
+            min=1,
+            help="Warn about prompts longer than N tokens (needs --tokenizer).",
+        ),
+    ] = None,
 ) -> None:
     if max_tokens is not None and tokenizer is None:
         raise UsageError("--max-tokens needs --tokenizer (the directory of the model's tokenizer)")
     fields = [name.strip() for name in overlap_fields.split(",") if name.strip()]
     if fields and valid is None:
-        raise UsageError("--overlap-fields needs --valid (the validation file whose answers must not appear in training)")
+        raise UsageError(
+            "--overlap-fields needs --valid (the validation file whose answers must not appear in training)"
+        )
     built = _load_grader(grader) if grader is not None else None
     try:
         report = validate_dataset(
-            train, valid,
+            train,
+            valid,
             demonstration_field=demonstration_field,
             require_demonstrations=require_demonstrations,
             strict=strict,
@@ -82,7 +148,11 @@ def validate(
             tokenizer=tokenizer,
             max_tokens=max_tokens,
         )
-        check = _self_test(built, train, valid, demonstration_field) if built is not None and report.ok else None
+        check = (
+            _self_test(built, train, valid, demonstration_field)
+            if built is not None and report.ok
+            else None
+        )
     finally:
         if built is not None:
             built.close()
@@ -104,7 +174,9 @@ def _load_grader(path: Path) -> Any:
     try:
         from rft_cli.graders import load_grader
     except ImportError:
-        raise UsageError(f"--grader {path}: this build of rft has no grader support (rft_cli.graders.load_grader is missing); drop --grader") from None
+        raise UsageError(
+            f"--grader {path}: this build of rft has no grader support (rft_cli.graders.load_grader is missing); drop --grader"
+        ) from None
     return load_grader(path)
 
 
@@ -120,15 +192,21 @@ def _print_report(report: ValidationReport, check: Any, strict: bool, max_errors
     out.print(_stats_table(report))
     overlap = report.stats["overlap"]
     if report.files["valid"] is not None:
-        out.print(f"Overlap train/valid: {overlap['exact']} exact, {overlap['near_duplicate']} near-duplicate "
-                  f"(Jaccard >= {overlap['near_duplicate_threshold']}), {overlap['field']} shared reference value(s)")
+        out.print(
+            f"Overlap train/valid: {overlap['exact']} exact, {overlap['near_duplicate']} near-duplicate "
+            f"(Jaccard >= {overlap['near_duplicate_threshold']}), {overlap['field']} shared reference value(s)"
+        )
     _print_issues("Errors", "red", report.errors, report.error_counts)
     _print_issues("Warnings", "yellow", report.warnings, report.warning_counts)
     if check is not None:
         _print_self_test(check, strict, max_errors)
     n_errors, n_warnings = sum(report.error_counts.values()), sum(report.warning_counts.values())
     if check is not None and check.failures:
-        n_errors, n_warnings = (n_errors + len(check.failures), n_warnings) if strict else (n_errors, n_warnings + len(check.failures))
+        n_errors, n_warnings = (
+            (n_errors + len(check.failures), n_warnings)
+            if strict
+            else (n_errors, n_warnings + len(check.failures))
+        )
     if n_errors == 0:
         out.print(f"[bold green]OK[/]: the data is valid ({n_warnings} warning(s)).")
     else:
@@ -141,22 +219,40 @@ def _print_self_test(check: Any, strict: bool, max_errors: int) -> None:
         color, label = ("red", "Errors") if strict else ("yellow", "Warnings")
         shown = check.failures[:max_errors]
         more = f", first {len(shown)} shown" if len(shown) < len(check.failures) else ""
-        bar = "full marks" if check.threshold >= check.full_marks else f"pass_threshold {check.threshold:g}"
+        bar = (
+            "full marks"
+            if check.threshold >= check.full_marks
+            else f"pass_threshold {check.threshold:g}"
+        )
         out.print(f"[bold {color}]{label}[/] ({len(check.failures)}):")
-        out.print(f"  [{color}]grader_self_test[/] ({len(check.failures)}{more}): demonstrations scored below {bar}")
+        out.print(
+            f"  [{color}]grader_self_test[/] ({len(check.failures)}{more}): demonstrations scored below {bar}"
+        )
         for failure in shown:
             out.print(f"    {escape(failure.message())}", highlight=False)
     out.print(f"Grader self-test: {escape(check.summary())}.", highlight=False)
 
 
 def _stats_table(report: ValidationReport) -> Table:
-    table = Table(title="rft validate", title_justify="left", caption="spreads are min / median / max", caption_justify="left")
+    table = Table(
+        title="rft validate",
+        title_justify="left",
+        caption="spreads are min / median / max",
+        caption_justify="left",
+    )
     table.add_column("")
     for role in ("train", "valid"):
         if report.files[role] is not None:
             table.add_column(role, overflow="fold")
     per_file = [report.stats[role] for role in ("train", "valid") if report.files[role] is not None]
-    table.add_row("file", *[escape(report.files[role]) for role in ("train", "valid") if report.files[role] is not None])
+    table.add_row(
+        "file",
+        *[
+            escape(report.files[role])
+            for role in ("train", "valid")
+            if report.files[role] is not None
+        ],
+    )
     for label, cell in _STAT_ROWS:
         if all(cell(s) is None for s in per_file):
             continue
@@ -174,7 +270,9 @@ def _tokens(stats: dict[str, Any]) -> str | None:
     tokens = stats.get("prompt_tokens")
     if tokens is None:
         return None
-    over = f", {tokens['rows_over_max']} over {tokens['max_tokens']}" if tokens["max_tokens"] else ""
+    over = (
+        f", {tokens['rows_over_max']} over {tokens['max_tokens']}" if tokens["max_tokens"] else ""
+    )
     return (_spread(tokens) or "-") + over
 
 
@@ -185,7 +283,10 @@ _STAT_ROWS = [
     ("prompt characters", lambda s: _spread(s["prompt_chars"])),
     ("prompt tokens", _tokens),
     ("demonstrations", lambda s: s["demonstrations"]),
-    ("reference fields", lambda s: ", ".join(f"{k} ({v})" for k, v in s["reference_fields"].items()) or "-"),
+    (
+        "reference fields",
+        lambda s: ", ".join(f"{k} ({v})" for k, v in s["reference_fields"].items()) or "-",
+    ),
 ]
 
 

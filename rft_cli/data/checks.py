@@ -60,14 +60,23 @@ def slow_shape(row: dict, demonstration_field: str) -> tuple[str, int, bool]:
 
 
 def prompt_hash(key: str) -> int:
-    return int.from_bytes(blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+    return int.from_bytes(
+        blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little"
+    )
 
 
 def value_key(value: Any) -> str:
     """A reference value, normalised for the --overlap-fields comparison ("42" matches 42)."""
     try:
-        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False)
-    except (RecursionError, ValueError):  # nested deeper than json.dumps goes: compare by identity only
+        text = (
+            value
+            if isinstance(value, str)
+            else json.dumps(value, sort_keys=True, ensure_ascii=False)
+        )
+    except (
+        RecursionError,
+        ValueError,
+    ):  # nested deeper than json.dumps goes: compare by identity only
         text = f"<unprintable {id(value)}>"
     return normalize_text(text)
 
@@ -75,6 +84,7 @@ def value_key(value: Any) -> str:
 def printable(text: str) -> str:
     """A field name that can be printed and written as UTF-8 (lone surrogates become '?')."""
     return text.encode("utf-8", "replace").decode("utf-8")
+
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
@@ -94,11 +104,17 @@ def has_lone_surrogate(text: str, row: Any) -> bool:
 
 def missing_item_field(name: str) -> Problem:
     name = printable(name)
-    return Problem("missing_item_field", f'missing field "{name}" that the grader reads as {{{{ item.{name} }}}} (add it to every row or change the grader)')
+    return Problem(
+        "missing_item_field",
+        f'missing field "{name}" that the grader reads as {{{{ item.{name} }}}} (add it to every row or change the grader)',
+    )
 
 
 def missing_demonstration(field_name: str) -> Problem:
-    return Problem("missing_demonstration", f'no warm-up demonstration (add a final assistant message or a "{printable(field_name)}" field)')
+    return Problem(
+        "missing_demonstration",
+        f'no warm-up demonstration (add a final assistant message or a "{printable(field_name)}" field)',
+    )
 
 
 def load_tokenizer_dir(path: str | Path) -> Any:
@@ -109,14 +125,18 @@ def load_tokenizer_dir(path: str | Path) -> Any:
         return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         reason = " ".join(str(exc).split())[:200]
-        raise ConfigError(f"--tokenizer {path}: cannot load a tokenizer from it ({reason}); give a local directory saved with save_pretrained") from None
+        raise ConfigError(
+            f"--tokenizer {path}: cannot load a tokenizer from it ({reason}); give a local directory saved with save_pretrained"
+        ) from None
 
 
 def count_prompt_tokens(tokenizer: Any, row: dict) -> int:
     """Tokens in the prompt as the model sees it: the chat template with a generation prompt, if any."""
     messages = prompt_messages(row)
     if getattr(tokenizer, "chat_template", None):
-        encoded = tokenizer.apply_chat_template(messages, tools=row.get("tools") or None, add_generation_prompt=True, tokenize=True)
+        encoded = tokenizer.apply_chat_template(
+            messages, tools=row.get("tools") or None, add_generation_prompt=True, tokenize=True
+        )
         ids = encoded["input_ids"] if hasattr(encoded, "keys") else encoded
         return len(ids)
     return len(tokenizer(prompt_text(row), add_special_tokens=True)["input_ids"])

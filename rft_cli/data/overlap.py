@@ -44,7 +44,9 @@ CANDIDATE_BUDGET = 64
 LSH_HASHES = 64
 LSH_TARGET_RECALL = 0.995
 LSH_SEED = 14
-LSH_BUCKET_LIMIT = 256  # validation rows verified per estimated row (and taken from one band bucket)
+LSH_BUCKET_LIMIT = (
+    256  # validation rows verified per estimated row (and taken from one band bucket)
+)
 
 
 def prefix_length(size: int, threshold: float) -> int:
@@ -118,7 +120,9 @@ def shingle_batch(keys: Sequence[str]) -> tuple[Any, Any]:
     keyed = np.sort((row << np.uint64(48)) | hashes)  # by (row, hash); np.unique is slower here
     keyed = keyed[np.concatenate(([True], keyed[1:] != keyed[:-1]))]
     offsets = np.zeros(len(keys) + 1, dtype=np.int64)
-    np.cumsum(np.bincount((keyed >> np.uint64(48)).astype(np.int64), minlength=len(keys)), out=offsets[1:])
+    np.cumsum(
+        np.bincount((keyed >> np.uint64(48)).astype(np.int64), minlength=len(keys)), out=offsets[1:]
+    )
     return offsets, (keyed & np.uint64(_MASK48)).astype(np.int64)
 
 
@@ -156,15 +160,23 @@ class NearDuplicateIndex:
         import numpy as np
 
         self._frozen = True
-        flat = np.concatenate([c[1] for c in self._chunks]) if self._chunks else np.zeros(0, np.int64)
-        sizes = np.concatenate([np.diff(c[0]) for c in self._chunks]) if self._chunks else np.zeros(0, np.int64)
+        flat = (
+            np.concatenate([c[1] for c in self._chunks]) if self._chunks else np.zeros(0, np.int64)
+        )
+        sizes = (
+            np.concatenate([np.diff(c[0]) for c in self._chunks])
+            if self._chunks
+            else np.zeros(0, np.int64)
+        )
         self._chunks = []
         offsets = np.concatenate(([0], np.cumsum(sizes)))
         row_of = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
         self._uniq, inverse, self._counts = np.unique(flat, return_inverse=True, return_counts=True)
         # Rarest first: a common shingle ("how many are") in a prefix would put most of the set on its
         # posting list; rare ones keep lists short. The hash breaks ties, so the order is global.
-        order = np.lexsort((flat, self._counts[inverse], row_of))  # by row, then rarest first, then hash
+        order = np.lexsort(
+            (flat, self._counts[inverse], row_of)
+        )  # by row, then rarest first, then hash
         rank = np.arange(len(flat), dtype=np.int64) - offsets[:-1][row_of]
         keep = order[rank < self._prefix_lengths(sizes)[row_of]]
         by_shingle = np.argsort(flat[keep], kind="stable")
@@ -181,7 +193,11 @@ class NearDuplicateIndex:
         words = 1 << max(10, min(24, (max(len(self._uniq), 1) * 32 - 1).bit_length() - 6))
         self._bitmap_mask = np.int64(words - 1)
         self._bitmap = np.zeros(words, dtype=np.uint64)
-        np.bitwise_or.at(self._bitmap, (self._uniq >> 6) & self._bitmap_mask, np.uint64(1) << (self._uniq & 63).astype(np.uint64))
+        np.bitwise_or.at(
+            self._bitmap,
+            (self._uniq >> 6) & self._bitmap_mask,
+            np.uint64(1) << (self._uniq & 63).astype(np.uint64),
+        )
 
     def _prefix_lengths(self, sizes: Any) -> Any:
         import numpy as np
@@ -223,14 +239,20 @@ class NearDuplicateIndex:
         probes, prefix_rows, lo, hi = self._prefix_candidates(offsets, flat)
         work = np.bincount(prefix_rows, weights=hi - lo, minlength=len(sizes))
         budget = self.candidate_budget
-        over = (probes > 0) & (work > budget) if budget is not None else np.zeros(len(sizes), dtype=bool)
+        over = (
+            (probes > 0) & (work > budget)
+            if budget is not None
+            else np.zeros(len(sizes), dtype=bool)
+        )
         self.counts["rows_searched"] += len(sizes)
         self.counts["rows_estimated"] += int(over.sum())
         results = []
         bounds = np.searchsorted(prefix_rows, np.arange(len(sizes) + 1))
         for i in np.flatnonzero((probes > 0) & ~over & (work > 0)).tolist():
             a, b = bounds[i], bounds[i + 1]
-            match = self._first_match(flat[offsets[i] : offsets[i + 1]], self._posting_rows(lo[a:b], hi[a:b]))
+            match = self._first_match(
+                flat[offsets[i] : offsets[i + 1]], self._posting_rows(lo[a:b], hi[a:b])
+            )
             if match is not None:
                 results.append((i, *match))
         if over.any():
@@ -259,7 +281,14 @@ class NearDuplicateIndex:
         return probes, row_of[keep], lo, hi
 
     def _posting_rows(self, lo: Any, hi: Any) -> list[int]:
-        return sorted(set(chain.from_iterable(self._prefix_rows[a:b].tolist() for a, b in zip(lo.tolist(), hi.tolist(), strict=True))))
+        return sorted(
+            set(
+                chain.from_iterable(
+                    self._prefix_rows[a:b].tolist()
+                    for a, b in zip(lo.tolist(), hi.tolist(), strict=True)
+                )
+            )
+        )
 
     def _first_match(self, shingles: Any, candidates: Sequence[int]) -> tuple[int, float] | None:
         """The first candidate validation row (in the given order) whose exact Jaccard is >= the threshold."""
@@ -270,7 +299,9 @@ class NearDuplicateIndex:
             # Jaccard <= min(|A|, |B|) / max(|A|, |B|), so sizes too far apart cannot reach t.
             if size_b < t * size - _EPS or size_b * t > size + _EPS:
                 continue  # the sizes alone rule out Jaccard >= t
-            inter = len(own.intersection(self._flat[self._offsets[row] : self._offsets[row + 1]].tolist()))
+            inter = len(
+                own.intersection(self._flat[self._offsets[row] : self._offsets[row + 1]].tolist())
+            )
             similarity = inter / (size + size_b - inter)
             if similarity >= t - _EPS:
                 return row, similarity
@@ -294,7 +325,9 @@ class NearDuplicateIndex:
         starts = np.searchsorted(pairs[0], np.arange(len(rows) + 1))
         for j in np.flatnonzero(np.diff(starts)).tolist():
             i = int(rows[j])
-            match = self._first_match(flat[offsets[i] : offsets[i + 1]], pairs[1][starts[j] : starts[j + 1]].tolist())
+            match = self._first_match(
+                flat[offsets[i] : offsets[i + 1]], pairs[1][starts[j] : starts[j + 1]].tolist()
+            )
             if match is not None:
                 results.append((i, *match))
         return results
@@ -347,7 +380,9 @@ class MinHashLSH:
 
         self.bands, self.rows = lsh_parameters(threshold)
         rng = np.random.default_rng(LSH_SEED)
-        self._mul = rng.integers(1, 1 << 63, size=self.bands * self.rows, dtype=np.uint64) | np.uint64(1)
+        self._mul = rng.integers(
+            1, 1 << 63, size=self.bands * self.rows, dtype=np.uint64
+        ) | np.uint64(1)
         self._add = rng.integers(0, 1 << 63, size=self.bands * self.rows, dtype=np.uint64)
         keys = self._band_keys(offsets, flat)  # (bands, rows)
         self._order = np.argsort(keys, axis=1, kind="stable")
@@ -387,8 +422,11 @@ class MinHashLSH:
             at = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)
             found_q.append(q)
             found_v.append(self._order[band][at])
-        packed, shared = np.unique((np.concatenate(found_q).astype(np.int64) << 32) | np.concatenate(found_v).astype(np.int64),
-                                   return_counts=True)
+        packed, shared = np.unique(
+            (np.concatenate(found_q).astype(np.int64) << 32)
+            | np.concatenate(found_v).astype(np.int64),
+            return_counts=True,
+        )
         query, row = packed >> 32, packed & ((1 << 32) - 1)
         # Keep each query row's `limit` pairs that share the most bands (the likeliest matches).
         order = np.lexsort((row, -shared, query))

@@ -56,13 +56,31 @@ def check_row(row: Any, demonstration_field: str = DEFAULT_DEMONSTRATION_FIELD) 
     """Every rule of the contract that `row` breaks (an empty list for a valid row)."""
     if not isinstance(row, dict):
         kind = type(row).__name__ if row is not None else "null"
-        return [Problem("row_not_object", f"the row is a JSON {kind}, not an object (write one JSON object per line)")]
+        return [
+            Problem(
+                "row_not_object",
+                f"the row is a JSON {kind}, not an object (write one JSON object per line)",
+            )
+        ]
     messages = row.get("messages")
     if messages is None:
-        return [Problem("missing_messages", 'missing field "messages" (each row needs a "messages" list ending in a user turn)')]
+        return [
+            Problem(
+                "missing_messages",
+                'missing field "messages" (each row needs a "messages" list ending in a user turn)',
+            )
+        ]
     if not isinstance(messages, list) or not messages:
-        return [Problem("bad_messages", '"messages" must be a non-empty list of {"role", "content"} objects')]
-    problems = [Problem("bad_tools", text) for text in openai_rows.check_tools(row["tools"])] if "tools" in row else []
+        return [
+            Problem(
+                "bad_messages", '"messages" must be a non-empty list of {"role", "content"} objects'
+            )
+        ]
+    problems = (
+        [Problem("bad_tools", text) for text in openai_rows.check_tools(row["tools"])]
+        if "tools" in row
+        else []
+    )
     names = openai_rows.tool_names(row.get("tools"))
     call_ids: set[str] = set()
     for i, message in enumerate(messages):
@@ -74,38 +92,84 @@ def check_row(row: Any, demonstration_field: str = DEFAULT_DEMONSTRATION_FIELD) 
     roles = [m["role"] for m in messages]
     demo_field = row.get(demonstration_field) if demonstration_field != "messages" else None
     if demo_field is not None and (not isinstance(demo_field, str) or not demo_field.strip()):
-        problems.append(Problem("bad_demonstration", f'"{demonstration_field}" must be a non-empty string (the warm-up demonstration)'))
+        problems.append(
+            Problem(
+                "bad_demonstration",
+                f'"{demonstration_field}" must be a non-empty string (the warm-up demonstration)',
+            )
+        )
     ends = (*PROMPT_END_ROLES, openai_rows.TOOL_ROLE)
     if roles[-1] == "assistant":
         if len(roles) < 2 or roles[-2] not in ends:
-            problems.append(Problem("no_prompt", "the final assistant message must follow a user or developer turn (the prompt it answers) or a tool result"))
+            problems.append(
+                Problem(
+                    "no_prompt",
+                    "the final assistant message must follow a user or developer turn (the prompt it answers) or a tool result",
+                )
+            )
     elif roles[-1] not in ends:
-        problems.append(Problem("bad_last_role", f'the last message has role "{roles[-1]}"; a row must end with a user or developer turn (or a tool result, or an assistant demonstration after one)'))
+        problems.append(
+            Problem(
+                "bad_last_role",
+                f'the last message has role "{roles[-1]}"; a row must end with a user or developer turn (or a tool result, or an assistant demonstration after one)',
+            )
+        )
     return problems
 
 
-def _check_message(i: int, message: Any, tool_names: set[str] | None = None, call_ids: frozenset[str] | set[str] = frozenset()) -> list[Problem]:
+def _check_message(
+    i: int,
+    message: Any,
+    tool_names: set[str] | None = None,
+    call_ids: frozenset[str] | set[str] = frozenset(),
+) -> list[Problem]:
     where = f"messages[{i}]"
     if not isinstance(message, dict):
         return [Problem("bad_message", f'{where} must be an object with "role" and "content"')]
     role = message.get("role")
     if role not in ALL_ROLES:
-        return [Problem("bad_role", f'{where}.role is {json.dumps(role)}; use one of {", ".join(ALL_ROLES)}')]
+        return [
+            Problem(
+                "bad_role", f"{where}.role is {json.dumps(role)}; use one of {', '.join(ALL_ROLES)}"
+            )
+        ]
     media = openai_rows.media_part_problem(where, message.get("content"))
     if media is not None:
         return [Problem("media_content", media)]
     text = message_text(message.get("content"))
     if role == openai_rows.TOOL_ROLE:
-        return [Problem("bad_tool_message", p) for p in openai_rows.check_tool_message(where, message, text, set(call_ids))]
-    if role == "assistant" and message.get("tool_calls") is not None:  # null: no calls, as exports write it
-        problems = [Problem("bad_tool_calls", p) for p in openai_rows.check_tool_calls(where, message["tool_calls"], tool_names)]
+        return [
+            Problem("bad_tool_message", p)
+            for p in openai_rows.check_tool_message(where, message, text, set(call_ids))
+        ]
+    if (
+        role == "assistant" and message.get("tool_calls") is not None
+    ):  # null: no calls, as exports write it
+        problems = [
+            Problem("bad_tool_calls", p)
+            for p in openai_rows.check_tool_calls(where, message["tool_calls"], tool_names)
+        ]
         if message.get("content") is not None and text is None:
-            problems.append(Problem("bad_content", f'{where}.content must be a string, a list of {{"type": "text", "text": ...}} parts, or null beside tool calls'))
+            problems.append(
+                Problem(
+                    "bad_content",
+                    f'{where}.content must be a string, a list of {{"type": "text", "text": ...}} parts, or null beside tool calls',
+                )
+            )
         return problems
     if "content" not in message:
-        return [Problem("missing_content", f'{where} has no "content" (give the message text as a string)')]
+        return [
+            Problem(
+                "missing_content", f'{where} has no "content" (give the message text as a string)'
+            )
+        ]
     if text is None:
-        return [Problem("bad_content", f'{where}.content must be a string or a list of {{"type": "text", "text": ...}} parts')]
+        return [
+            Problem(
+                "bad_content",
+                f'{where}.content must be a string or a list of {{"type": "text", "text": ...}} parts',
+            )
+        ]
     if not text.strip():
         return [Problem("empty_content", f"{where}.content is empty (write the message text)")]
     return []
@@ -122,7 +186,9 @@ def prompt_messages(row: dict) -> list[dict[str, Any]]:
 
 def _template_message(message: dict) -> dict[str, Any]:
     text = message_text(message.get("content")) or ""
-    if len(message) == 2 and "content" in message:  # the plain {"role", "content"} message of most rows
+    if (
+        len(message) == 2 and "content" in message
+    ):  # the plain {"role", "content"} message of most rows
         return {"role": message["role"], "content": text}
     return openai_rows.template_message(message, text)
 
@@ -141,7 +207,9 @@ def demonstration(row: dict, demonstration_field: str = DEFAULT_DEMONSTRATION_FI
     return value if isinstance(value, str) and value.strip() else None
 
 
-def demonstration_message(row: dict, demonstration_field: str = DEFAULT_DEMONSTRATION_FIELD) -> dict[str, Any] | None:
+def demonstration_message(
+    row: dict, demonstration_field: str = DEFAULT_DEMONSTRATION_FIELD
+) -> dict[str, Any] | None:
     """The demonstration as the assistant message the warm-up trains on (with its tool calls), or None."""
     last = row["messages"][-1]
     if last.get("role") == "assistant":
@@ -150,7 +218,9 @@ def demonstration_message(row: dict, demonstration_field: str = DEFAULT_DEMONSTR
     return {"role": "assistant", "content": text} if text is not None else None
 
 
-def demonstration_sample(row: dict, demonstration_field: str = DEFAULT_DEMONSTRATION_FIELD) -> dict[str, Any] | str | None:
+def demonstration_sample(
+    row: dict, demonstration_field: str = DEFAULT_DEMONSTRATION_FIELD
+) -> dict[str, Any] | str | None:
     """The demonstration as a grader's sample: a sample with `output_tools` for a final assistant
     message with tool calls, else its text (read for calls like a model's answer), or None."""
     text = demonstration(row, demonstration_field)
@@ -160,7 +230,9 @@ def demonstration_sample(row: dict, demonstration_field: str = DEFAULT_DEMONSTRA
     return text
 
 
-def reference_fields(row: dict, demonstration_field: str = DEFAULT_DEMONSTRATION_FIELD) -> dict[str, Any]:
+def reference_fields(
+    row: dict, demonstration_field: str = DEFAULT_DEMONSTRATION_FIELD
+) -> dict[str, Any]:
     """The top-level fields other than `messages` and the demonstration field."""
     return {k: v for k, v in row.items() if k not in ("messages", demonstration_field)}
 
@@ -185,7 +257,9 @@ def normalize_text(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
-def iter_rows(path: str | Path, demonstration_field: str = DEFAULT_DEMONSTRATION_FIELD) -> Iterator[tuple[int, dict]]:
+def iter_rows(
+    path: str | Path, demonstration_field: str = DEFAULT_DEMONSTRATION_FIELD
+) -> Iterator[tuple[int, dict]]:
     """Yield (line number, row) for each non-blank line, raising DataError at the first bad line."""
     path = Path(path)
     try:
@@ -201,16 +275,22 @@ def iter_rows(path: str | Path, demonstration_field: str = DEFAULT_DEMONSTRATION
                 try:
                     row = parse_line(line)
                 except ValueError as exc:
-                    raise DataError(f"{path} line {line_no}: invalid JSON ({exc}); run `rft validate {path}` for every problem") from None
+                    raise DataError(
+                        f"{path} line {line_no}: invalid JSON ({exc}); run `rft validate {path}` for every problem"
+                    ) from None
                 problems = check_row(row, demonstration_field)
                 if problems:
                     raise DataError(f"{path} line {line_no}: {problems[0].message}")
                 yield line_no, row
         except UnicodeDecodeError as exc:
-            raise DataError(f"{path} line {line_no + 1}: not valid UTF-8 ({exc.reason}); save the file as UTF-8") from None
+            raise DataError(
+                f"{path} line {line_no + 1}: not valid UTF-8 ({exc.reason}); save the file as UTF-8"
+            ) from None
 
 
-def load_rows(path: str | Path, demonstration_field: str = DEFAULT_DEMONSTRATION_FIELD) -> list[dict]:
+def load_rows(
+    path: str | Path, demonstration_field: str = DEFAULT_DEMONSTRATION_FIELD
+) -> list[dict]:
     """All rows of a JSONL file that follows the contract; raises DataError naming the first bad line."""
     rows = [row for _, row in iter_rows(path, demonstration_field)]
     if not rows:

@@ -52,7 +52,9 @@ def convert_record(record: dict, where: str) -> dict:
     """One ReFT record as a contract row; raises DataError naming `where` when a field is missing."""
     for name in ("question", "answer_value"):
         if not isinstance(record.get(name), (str, int, float)) or not str(record[name]).strip():
-            raise DataError(f'{where}: missing field "{name}" (ReFT records need "question" and "answer_value")')
+            raise DataError(
+                f'{where}: missing field "{name}" (ReFT records need "question" and "answer_value")'
+            )
     row: dict = {"messages": [{"role": "user", "content": str(record["question"]).strip()}]}
     if isinstance(record.get("answer_cot"), str) and record["answer_cot"].strip():
         row["solution"] = _demonstration(record["answer_cot"], str(record["answer_value"]))
@@ -79,13 +81,23 @@ def load_reft_json(path: str | Path) -> list[dict]:
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except ValueError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc}); pass one of ReFT's data/*.json files") from None
+        raise DataError(
+            f"{path}: not valid JSON ({exc}); pass one of ReFT's data/*.json files"
+        ) from None
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-        raise DataError(f"{path}: expected a JSON array of objects (ReFT's format), found {type(data).__name__}")
+        raise DataError(
+            f"{path}: expected a JSON array of objects (ReFT's format), found {type(data).__name__}"
+        )
     return data
 
 
-def convert_reft(input_path: str | Path, output_path: str | Path, *, dedupe: bool = True, limit: int | None = None) -> ConversionReport:
+def convert_reft(
+    input_path: str | Path,
+    output_path: str | Path,
+    *,
+    dedupe: bool = True,
+    limit: int | None = None,
+) -> ConversionReport:
     """Convert a ReFT JSON file to contract JSONL; repeated questions are dropped unless `dedupe` is False."""
     records = load_reft_json(input_path)
     report = ConversionReport(output=Path(output_path))

@@ -28,7 +28,13 @@ class Issue:
     message: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"file": self.file, "line": self.line, "column": self.column, "code": self.code, "message": self.message}
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "code": self.code,
+            "message": self.message,
+        }
 
 
 @dataclass
@@ -69,7 +75,9 @@ class ValidationReport:
         if self.ok:
             return
         total = sum(self.error_counts.values())
-        more = f" ({total - 1} more error(s); run `rft validate` to see them all)" if total > 1 else ""
+        more = (
+            f" ({total - 1} more error(s); run `rft validate` to see them all)" if total > 1 else ""
+        )
         raise DataError(self.errors[0].message + more)
 
 
@@ -83,10 +91,14 @@ class Issues:
         self.error_counts: Counter[str] = Counter()
         self.warning_counts: Counter[str] = Counter()
 
-    def error(self, file: str, line: int | None, code: str, message: str, column: int | None = None) -> None:
+    def error(
+        self, file: str, line: int | None, code: str, message: str, column: int | None = None
+    ) -> None:
         self.error_counts[code] += 1
         if self.error_counts[code] <= self.limit:
-            self.errors.append(Issue(file, line, column, code, _where(file, line, column) + message))
+            self.errors.append(
+                Issue(file, line, column, code, _where(file, line, column) + message)
+            )
 
     def absorb(self, other: Issues) -> None:
         """Add another collector's issues (the lists are trimmed back to `limit` per code in the report)."""
@@ -129,7 +141,9 @@ class FileStats:
         for name in ("messages", "prompt_chars", "tokens", "fields"):
             getattr(self, name).update(getattr(other, name))
 
-    def to_dict(self, max_tokens: int | None, tokenized: bool, demonstration_field: str) -> dict[str, Any]:
+    def to_dict(
+        self, max_tokens: int | None, tokenized: bool, demonstration_field: str
+    ) -> dict[str, Any]:
         reference = Counter()
         for name, count in self.fields.items():
             if name not in ("messages", demonstration_field):
@@ -146,7 +160,11 @@ class FileStats:
             "reference_fields": dict(sorted(reference.items())),
         }
         if tokenized:
-            stats["prompt_tokens"] = {**_summary(self.tokens), "max_tokens": max_tokens, "rows_over_max": self.over_max_tokens}
+            stats["prompt_tokens"] = {
+                **_summary(self.tokens),
+                "max_tokens": max_tokens,
+                "rows_over_max": self.over_max_tokens,
+            }
         return stats
 
 
@@ -171,22 +189,42 @@ def _nth(keys: list[int], values: Counter[int], k: int) -> int:
     return keys[-1]
 
 
-def build_report(train: Path, valid: Path | None, validator: Scanner, stats: dict[str, Any], tokenized: bool) -> ValidationReport:
+def build_report(
+    train: Path, valid: Path | None, validator: Scanner, stats: dict[str, Any], tokenized: bool
+) -> ValidationReport:
     issues, max_tokens = validator.issues, validator.settings.max_tokens
     order = {str(train): 0, str(valid): 1}
     sort_key = lambda issue: (order.get(issue.file, 2), issue.line or 0)  # noqa: E731
     demo_field = validator.settings.demonstration_field
-    per_file = {name: (s.to_dict(max_tokens, tokenized, demo_field) if s is not None else None) for name, s in stats.items()}
-    counts = {kind: validator.overlap_counts.get(kind, 0) for kind in ("exact", "near_duplicate", "field")}
+    per_file = {
+        name: (s.to_dict(max_tokens, tokenized, demo_field) if s is not None else None)
+        for name, s in stats.items()
+    }
+    counts = {
+        kind: validator.overlap_counts.get(kind, 0) for kind in ("exact", "near_duplicate", "field")
+    }
     return ValidationReport(
         files={"train": str(train), "valid": str(valid) if valid is not None else None},
         errors=_first_per_code(sorted(issues.errors, key=sort_key), issues.limit),
         warnings=_first_per_code(sorted(issues.warnings, key=sort_key), issues.limit),
         error_counts=dict(issues.error_counts),
         warning_counts=dict(issues.warning_counts),
-        stats={**per_file, "overlap": {**counts, "near_duplicate_threshold": validator.threshold,
-                                       **({"near_duplicate_search": validator.index.search_stats()} if valid is not None else {})}},
-        overlap=_first_per_kind(sorted(validator.overlap, key=lambda o: (o["train_line"], o["valid_line"], o["kind"])), issues.limit),
+        stats={
+            **per_file,
+            "overlap": {
+                **counts,
+                "near_duplicate_threshold": validator.threshold,
+                **(
+                    {"near_duplicate_search": validator.index.search_stats()}
+                    if valid is not None
+                    else {}
+                ),
+            },
+        },
+        overlap=_first_per_kind(
+            sorted(validator.overlap, key=lambda o: (o["train_line"], o["valid_line"], o["kind"])),
+            issues.limit,
+        ),
     )
 
 

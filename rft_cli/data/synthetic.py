@@ -33,8 +33,38 @@ from pathlib import Path
 from rft_cli.data.records import normalize_text
 from rft_cli.errors import ConfigError, DataError
 
-NAMES = ["Mia", "Leo", "Ava", "Sam", "Zoe", "Max", "Ivy", "Ben", "Eva", "Tom", "Lily", "Omar", "Nina", "Raj", "Kim", "Ana"]
-OBJECTS = ["shells", "apples", "stamps", "coins", "books", "pens", "cards", "marbles", "stickers", "shirts", "eggs", "rocks"]
+NAMES = [
+    "Mia",
+    "Leo",
+    "Ava",
+    "Sam",
+    "Zoe",
+    "Max",
+    "Ivy",
+    "Ben",
+    "Eva",
+    "Tom",
+    "Lily",
+    "Omar",
+    "Nina",
+    "Raj",
+    "Kim",
+    "Ana",
+]
+OBJECTS = [
+    "shells",
+    "apples",
+    "stamps",
+    "coins",
+    "books",
+    "pens",
+    "cards",
+    "marbles",
+    "stickers",
+    "shirts",
+    "eggs",
+    "rocks",
+]
 ADD_PHRASES = ["found {n}", "got {n}", "won {n}", "bought {n}", "was given {n}"]
 SUB_PHRASES = ["lost {n}", "sold {n}", "gave away {n}", "used {n}", "broke {n}"]
 STYLES = ("words", "equation")
@@ -60,16 +90,28 @@ class ArithSpec:
         if self.style not in STYLES:
             raise ConfigError(f"style is {self.style!r}; use one of {', '.join(STYLES)}")
         if not 10 <= self.max_start <= self.max_total:
-            raise ConfigError(f"max_start ({self.max_start}) must be between 10 and max_total ({self.max_total})")
+            raise ConfigError(
+                f"max_start ({self.max_start}) must be between 10 and max_total ({self.max_total})"
+            )
         if not self.ops or set(self.ops) - set("+-"):
             raise ConfigError(f"ops is {self.ops!r}; use '+', '-' or '+-'")
         if not 0.0 <= self.one_line_share <= 1.0:
-            raise ConfigError(f"one_line_share is {self.one_line_share}; use a share between 0 and 1")
+            raise ConfigError(
+                f"one_line_share is {self.one_line_share}; use a share between 0 and 1"
+            )
 
 
 # The shipped task (data/arith, `rft data make-arith` with no options): 10-99 plus four digits,
 # 65% of the demonstrations in one line, the rest step by step.
-DEFAULT_SPEC = ArithSpec(steps=4, max_start=99, max_operand=9, max_total=150, ops="+", style="equation", one_line_share=0.65)
+DEFAULT_SPEC = ArithSpec(
+    steps=4,
+    max_start=99,
+    max_operand=9,
+    max_total=150,
+    ops="+",
+    style="equation",
+    one_line_share=0.65,
+)
 
 
 def make_problem(rng: random.Random, spec: ArithSpec = ArithSpec()) -> dict:
@@ -79,17 +121,32 @@ def make_problem(rng: random.Random, spec: ArithSpec = ArithSpec()) -> dict:
     start = total = rng.randint(10, spec.max_start)
     phrases, equations, terms = [], [], []
     for _ in range(spec.steps):
-        choices = [True] * ("+" in spec.ops and total < spec.max_total) + [False] * ("-" in spec.ops and total >= 2)
+        choices = [True] * ("+" in spec.ops and total < spec.max_total) + [False] * (
+            "-" in spec.ops and total >= 2
+        )
         if not choices:
-            raise ConfigError(f"no operation keeps the total within 1..{spec.max_total}; raise max_total or allow '-'")
+            raise ConfigError(
+                f"no operation keeps the total within 1..{spec.max_total}; raise max_total or allow '-'"
+            )
         adds = rng.choice(choices)
-        n = rng.randint(1, min(spec.max_operand, spec.max_total - total) if adds else min(spec.max_operand, total - 1))
+        n = rng.randint(
+            1,
+            min(spec.max_operand, spec.max_total - total)
+            if adds
+            else min(spec.max_operand, total - 1),
+        )
         terms.append(f"{'+' if adds else '-'}{n}")
-        phrases.append(rng.choice(ADD_PHRASES if adds else SUB_PHRASES).format(n=n) if words else terms[-1])
+        phrases.append(
+            rng.choice(ADD_PHRASES if adds else SUB_PHRASES).format(n=n) if words else terms[-1]
+        )
         new_total = total + n if adds else total - n
         equations.append(f"{total}{'+' if adds else '-'}{n}={new_total}.")
         total = new_total
-    question = f"{name} had {start} {thing}, {', '.join(phrases)}. How many now?" if words else f"{start}{''.join(phrases)}=?"
+    question = (
+        f"{name} had {start} {thing}, {', '.join(phrases)}. How many now?"
+        if words
+        else f"{start}{''.join(phrases)}=?"
+    )
     if spec.one_line_share and rng.random() < spec.one_line_share:
         equations = [f"{start}{''.join(terms)}={total}."]
     return {
@@ -99,7 +156,9 @@ def make_problem(rng: random.Random, spec: ArithSpec = ArithSpec()) -> dict:
     }
 
 
-def generate_arith(n_train: int, n_valid: int, seed: int = 0, spec: ArithSpec = ArithSpec()) -> tuple[list[dict], list[dict]]:
+def generate_arith(
+    n_train: int, n_valid: int, seed: int = 0, spec: ArithSpec = ArithSpec()
+) -> tuple[list[dict], list[dict]]:
     """Train and validation rows with no question in common (exact text), reproducible from `seed`."""
     rng = random.Random(seed)
     rows, seen = [], set()
@@ -112,7 +171,9 @@ def generate_arith(n_train: int, n_valid: int, seed: int = 0, spec: ArithSpec = 
             seen.add(key)
             rows.append(row)
     else:
-        raise ConfigError(f"could not draw {n_train + n_valid} distinct problems; lower the counts or widen the spec")
+        raise ConfigError(
+            f"could not draw {n_train + n_valid} distinct problems; lower the counts or widen the spec"
+        )
     return rows[:n_train], rows[n_train:]
 
 

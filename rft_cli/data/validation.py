@@ -26,8 +26,14 @@ DEFAULT_MAX_ERRORS = 20
 DEFAULT_NEAR_DUPLICATE_THRESHOLD = 0.9
 MIN_NEAR_DUPLICATE_THRESHOLD = 0.5
 
-__all__ = ["DEFAULT_MAX_ERRORS", "DEFAULT_NEAR_DUPLICATE_THRESHOLD", "MIN_NEAR_DUPLICATE_THRESHOLD", "Issue",
-           "ValidationReport", "validate_dataset"]
+__all__ = [
+    "DEFAULT_MAX_ERRORS",
+    "DEFAULT_NEAR_DUPLICATE_THRESHOLD",
+    "MIN_NEAR_DUPLICATE_THRESHOLD",
+    "Issue",
+    "ValidationReport",
+    "validate_dataset",
+]
 
 
 def validate_dataset(
@@ -73,36 +79,57 @@ def validate_dataset(
     """
     train, valid = Path(train), Path(valid) if valid is not None else None
     overlap_fields = tuple(name for name in overlap_fields if name)
-    _check_arguments(train, valid, near_duplicate_threshold, max_errors, tokenizer, max_tokens, overlap_fields)
+    _check_arguments(
+        train, valid, near_duplicate_threshold, max_errors, tokenizer, max_tokens, overlap_fields
+    )
     if isinstance(tokenizer, (str, Path)):
         tokenizer = load_tokenizer_dir(tokenizer)
-    settings = ScanSettings(demonstration_field, require_demonstrations, overlap_fields,
-                         tuple(sorted(required_item_fields or ())), tokenizer, max_tokens)
+    settings = ScanSettings(
+        demonstration_field,
+        require_demonstrations,
+        overlap_fields,
+        tuple(sorted(required_item_fields or ())),
+        tokenizer,
+        max_tokens,
+    )
     issues = Issues(max_errors, strict)
     validator = Scanner(settings, issues, near_duplicate_threshold)
     stats: dict[str, Any] = {"train": None, "valid": None}
     if valid is not None:
         stats["valid"] = validator.scan(valid, is_train=False)
         validator.freeze_valid(valid)
-    stats["train"] = validator.scan(train, is_train=True, workers=default_workers() if workers is None else workers)
+    stats["train"] = validator.scan(
+        train, is_train=True, workers=default_workers() if workers is None else workers
+    )
     _warn_unseen_fields(validator, valid)
     return build_report(train, valid, validator, stats, tokenizer is not None)
 
 
-def _check_arguments(train: Path, valid: Path | None, threshold: float, max_errors: int, tokenizer: Any,
-                     max_tokens: int | None, overlap_fields: tuple[str, ...]) -> None:
+def _check_arguments(
+    train: Path,
+    valid: Path | None,
+    threshold: float,
+    max_errors: int,
+    tokenizer: Any,
+    max_tokens: int | None,
+    overlap_fields: tuple[str, ...],
+) -> None:
     for path in (train, valid):
         if path is not None and not path.is_file():
             problem = "is not a regular file" if path.exists() else "no such file"
             raise ConfigError(f"{path}: {problem} (give the path of a JSONL file)")
     if not MIN_NEAR_DUPLICATE_THRESHOLD <= threshold <= 1.0:
-        raise ConfigError(f"--near-duplicate-threshold {threshold}: use a value between {MIN_NEAR_DUPLICATE_THRESHOLD} and 1.0")
+        raise ConfigError(
+            f"--near-duplicate-threshold {threshold}: use a value between {MIN_NEAR_DUPLICATE_THRESHOLD} and 1.0"
+        )
     if max_errors < 1:
         raise ConfigError(f"--max-errors {max_errors}: use a positive number")
     if max_tokens is not None and tokenizer is None:
         raise ConfigError("--max-tokens needs --tokenizer (the directory of the model's tokenizer)")
     if overlap_fields and valid is None:
-        raise ConfigError("--overlap-fields needs --valid (the validation file whose answers must not appear in training)")
+        raise ConfigError(
+            "--overlap-fields needs --valid (the validation file whose answers must not appear in training)"
+        )
 
 
 def _warn_unseen_fields(validator: Scanner, valid: Path | None) -> None:
@@ -111,6 +138,9 @@ def _warn_unseen_fields(validator: Scanner, valid: Path | None) -> None:
     seen = {name for name, _ in validator.valid_values}
     for name in validator.settings.overlap_fields:
         if name not in seen:
-            validator.issues.warning(str(valid), None, "overlap_field_unseen", f'no row has the field "{printable(name)}" named in --overlap-fields (check its spelling)')
-
-
+            validator.issues.warning(
+                str(valid),
+                None,
+                "overlap_field_unseen",
+                f'no row has the field "{printable(name)}" named in --overlap-fields (check its spelling)',
+            )

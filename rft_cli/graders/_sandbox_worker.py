@@ -130,9 +130,24 @@ def _unshare_network():
 
 
 def _readable_roots():
-    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, "/usr", "/lib", "/lib64", "/lib32",
-             "/etc/ld.so.cache", "/etc/localtime", "/proc/self", "/proc/cpuinfo", "/proc/meminfo",
-             "/proc/stat", "/sys/devices/system/cpu", "/dev/urandom", "/dev/random"}
+    roots = {
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        "/usr",
+        "/lib",
+        "/lib64",
+        "/lib32",
+        "/etc/ld.so.cache",
+        "/etc/localtime",
+        "/proc/self",
+        "/proc/cpuinfo",
+        "/proc/meminfo",
+        "/proc/stat",
+        "/sys/devices/system/cpu",
+        "/dev/urandom",
+        "/dev/random",
+    }
     roots.update(p for p in sys.path if p)
     return sorted(r for r in roots if os.path.exists(r))
 
@@ -155,7 +170,9 @@ def _landlock(workdir):
         return None
     # Landlock denies what the ruleset "handles" and no rule allows, so the ruleset handles every
     # filesystem right this kernel's ABI knows: anything the rules below do not grant is refused.
-    handled_fs = (1 << {1: 13, 2: 14, 3: 15, 4: 15}.get(abi, 16)) - 1  # every access right this ABI knows
+    handled_fs = (
+        1 << {1: 13, 2: 14, 3: 15, 4: 15}.get(abi, 16)
+    ) - 1  # every access right this ABI knows
     ruleset = _landlock_ruleset(ctypes, syscall, abi, handled_fs)
     if ruleset < 0:
         return None
@@ -163,7 +180,13 @@ def _landlock(workdir):
     rules = [(root, _READ_FILE | _READ_DIR) for root in _readable_roots()]
     rules += [(workdir, handled_fs & ~1), (os.devnull, _WRITE_FILE | _READ_FILE)]  # ~1: no execute
     for path, allowed in rules:
-        _landlock_allow(ctypes, syscall, ruleset, path, allowed if os.path.isdir(path) else allowed & file_rights)
+        _landlock_allow(
+            ctypes,
+            syscall,
+            ruleset,
+            path,
+            allowed if os.path.isdir(path) else allowed & file_rights,
+        )
     # The kernel lets an unprivileged process restrict itself only once it can no longer gain
     # privileges (a setuid binary could otherwise run with the restrictions it does not expect).
     libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
@@ -195,7 +218,13 @@ def _landlock_allow(ctypes, syscall, ruleset, path, allowed):
     except OSError:
         return
     rule = PathBeneath(allowed, fd)
-    syscall(_LANDLOCK_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(1), ctypes.byref(rule), ctypes.c_uint32(0))
+    syscall(
+        _LANDLOCK_ADD_RULE,
+        ctypes.c_int(ruleset),
+        ctypes.c_int(1),
+        ctypes.byref(rule),
+        ctypes.c_uint32(0),
+    )
     os.close(fd)
 
 
@@ -240,16 +269,24 @@ def _install_audit_hook(workdir):
     def hook(event, args):
         if event == "open":
             path, mode, flags = args
-            writing = (mode is not None and any(c in mode for c in "wax+")) or (mode is None and flags & _WRITE_FLAGS)
+            writing = (mode is not None and any(c in mode for c in "wax+")) or (
+                mode is None and flags & _WRITE_FLAGS
+            )
             if writing and not inside(path):
-                raise PermissionError(f"sandbox: writing outside the working directory is not allowed ({path})")
+                raise PermissionError(
+                    f"sandbox: writing outside the working directory is not allowed ({path})"
+                )
             if other_process(path):
-                raise PermissionError(f"sandbox: reading another process's /proc entry is not allowed ({path})")
+                raise PermissionError(
+                    f"sandbox: reading another process's /proc entry is not allowed ({path})"
+                )
             return
         if event in _PATH_EVENTS:
             for path in args[: _PATH_EVENTS[event]]:
                 if path is not None and not inside(path):
-                    raise PermissionError(f"sandbox: {event} outside the working directory is not allowed")
+                    raise PermissionError(
+                        f"sandbox: {event} outside the working directory is not allowed"
+                    )
             return
         if event.startswith(_BLOCKED_EVENTS):
             raise PermissionError(f"sandbox: {event} is not allowed in a python grader")
@@ -275,12 +312,18 @@ def _load(source):
 
 def _classify(value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return {"error": "python_grader_not_a_number", "detail": f"grade() returned {type(value).__name__}, not a number"}
+        return {
+            "error": "python_grader_not_a_number",
+            "detail": f"grade() returned {type(value).__name__}, not a number",
+        }
     value = float(value)
     if math.isnan(value):
         return {"error": "python_grader_nan", "detail": "grade() returned NaN"}
     if math.isinf(value):
-        return {"error": "python_grader_out_of_range", "detail": f"grade() returned {value}, outside [0, 1]"}
+        return {
+            "error": "python_grader_out_of_range",
+            "detail": f"grade() returned {value}, outside [0, 1]",
+        }
     return {"value": value}  # the parent decides what is outside [0, 1] (one rule for every grader)
 
 
@@ -303,9 +346,15 @@ def _grade_one(grade, request, timeout):
     try:
         return _classify(grade(request["sample"], request["item"]))
     except MemoryError:
-        return {"error": "python_grader_memory_error", "detail": "MemoryError: the grader ran out of its memory limit"}
+        return {
+            "error": "python_grader_memory_error",
+            "detail": "MemoryError: the grader ran out of its memory limit",
+        }
     except BaseException as exc:  # noqa: BLE001  user code may raise anything, SystemExit included
-        return {"error": "python_grader_runtime_error", "detail": f"{type(exc).__name__}: {exc}"[:1000]}
+        return {
+            "error": "python_grader_runtime_error",
+            "detail": f"{type(exc).__name__}: {exc}"[:1000],
+        }
 
 
 def main():
@@ -331,7 +380,10 @@ def main():
         if request is None:
             return
         if grade is None:
-            reply = {"error": "python_grader_runtime_error", "detail": f"loading the grader failed: {load_error}"}
+            reply = {
+                "error": "python_grader_runtime_error",
+                "detail": f"loading the grader failed: {load_error}",
+            }
         else:
             reply = _grade_one(grade, request, float(init["timeout"]))
         write_message(replies, reply)

@@ -74,7 +74,6 @@ def compile_user_pattern(pattern: str, flags: int, where: str) -> TimedPattern:
     """A user's pattern, compiled now so that a bad one is an error when the grader is built."""
     import regex
 
-
     try:
         return TimedPattern(pattern, flags)
     except (regex.error, TypeError, ValueError, RecursionError, OverflowError) as exc:
@@ -87,7 +86,9 @@ def compile_patterns(patterns: Sequence[str], where: str) -> tuple[TimedPattern,
     for i, pattern in enumerate(patterns):
         regex = compile_user_pattern(pattern, 0, f"{where}[{i}]")
         if regex.groups > 1:
-            raise GraderError(f"{where}[{i}]: {pattern!r} has {regex.groups} groups; use one capture group around the answer")
+            raise GraderError(
+                f"{where}[{i}]: {pattern!r} has {regex.groups} groups; use one capture group around the answer"
+            )
         compiled.append(regex)
     return tuple(compiled)
 
@@ -116,7 +117,11 @@ def parse_number(text: str) -> float | None:
     except ValueError:
         pass
     if "\\" in text or "{" in text:
-        text = _LATEX_NOISE.sub("", _LATEX_FRAC.sub(r"(\1)/(\2)", text)).replace("(", "").replace(")", "")
+        text = (
+            _LATEX_NOISE.sub("", _LATEX_FRAC.sub(r"(\1)/(\2)", text))
+            .replace("(", "")
+            .replace(")", "")
+        )
     full = _FULL_NUMBER_RE.fullmatch(text)
     if full is not None:
         return _to_float(full.group(1))
@@ -124,7 +129,9 @@ def parse_number(text: str) -> float | None:
     return _to_float(first.group(0)) if first is not None else None
 
 
-_REQUIRED = dict(zip(DEFAULT_PATTERNS, (("####", "####"), ("boxed", "boxed"), ("nswer", "NSWER")), strict=True))
+_REQUIRED = dict(
+    zip(DEFAULT_PATTERNS, (("####", "####"), ("boxed", "boxed"), ("nswer", "NSWER")), strict=True)
+)
 
 
 def with_literals(regexes: Sequence[Any]) -> tuple[tuple[Any, str | None, str | None], ...]:
@@ -137,7 +144,9 @@ def with_literals(regexes: Sequence[Any]) -> tuple[tuple[Any, str | None, str | 
 DEFAULT_REGEXES = with_literals(tuple(re.compile(pattern) for pattern in DEFAULT_PATTERNS))
 
 
-def extract_answer(text: str, patterns: Sequence[tuple[Any, str | None, str | None]], last_number: bool = True) -> float | None:
+def extract_answer(
+    text: str, patterns: Sequence[tuple[Any, str | None, str | None]], last_number: bool = True
+) -> float | None:
     """The final answer in a model's output: the first pattern that matches, else the last number.
 
     `patterns` come from `with_literals`; a pattern whose literals are both absent is skipped.

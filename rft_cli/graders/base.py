@@ -94,14 +94,22 @@ def checked(result: Any, low: float = 0.0, high: float = 1.0) -> GradeResult:
     `answer` and `details`. A reward outside the range per `clamp_reward` scores 0, counted; a failed
     grade (reward 0 with errors) passes as it is, whatever the range."""
     if type(result) is not GradeResult:
-        return failed(GRADER_EXCEPTION, f"the grader returned {type(result).__name__}, not a GradeResult")
+        return failed(
+            GRADER_EXCEPTION, f"the grader returned {type(result).__name__}, not a GradeResult"
+        )
     reward = result.reward
     failure = result.errors and reward == 0.0 and type(reward) is float
     if not failure and (type(reward) is not float or not low <= reward <= high):
         clamped = clamp_reward(reward, low, high)
         if clamped is None:
-            errors = {**result.errors, REWARD_OUT_OF_RANGE: result.errors.get(REWARD_OUT_OF_RANGE, 0) + 1}
-            details = {**result.details, REWARD_OUT_OF_RANGE: f"the grader gave {reward!r}, outside [{low:g}, {high:g}]"}
+            errors = {
+                **result.errors,
+                REWARD_OUT_OF_RANGE: result.errors.get(REWARD_OUT_OF_RANGE, 0) + 1,
+            }
+            details = {
+                **result.details,
+                REWARD_OUT_OF_RANGE: f"the grader gave {reward!r}, outside [{low:g}, {high:g}]",
+            }
             return GradeResult(0.0, result.sub_rewards, errors, result.answer, details)
         result.reward = clamped
     if result.answer is not None and not result.answer.isascii():
@@ -134,7 +142,9 @@ class Grader:
         except Exception as exc:  # noqa: BLE001  the grader reads untrusted output; no sample may end a run
             return _exception(exc)
 
-    def grade_batch(self, samples: Sequence[Any], items: Sequence[dict[str, Any]]) -> list[GradeResult]:
+    def grade_batch(
+        self, samples: Sequence[Any], items: Sequence[dict[str, Any]]
+    ) -> list[GradeResult]:
         """Grade a batch; a batch that raises is graded again one sample at a time, so only the
         samples that fail score 0."""
         if len(samples) != len(items):
@@ -149,7 +159,9 @@ class Grader:
     def _grade(self, sample: Any, item: dict[str, Any]) -> GradeResult:
         raise NotImplementedError
 
-    def _grade_batch(self, samples: Sequence[Any], items: Sequence[dict[str, Any]]) -> list[GradeResult]:
+    def _grade_batch(
+        self, samples: Sequence[Any], items: Sequence[dict[str, Any]]
+    ) -> list[GradeResult]:
         """Grade a batch at once (override for pools); pass each result through `checked`."""
         return [self.grade(s, i) for s, i in zip(samples, items, strict=True)]
 

@@ -51,22 +51,34 @@ def _build_multi(spec: specs.MultiSpec, where: str) -> Grader:
     for key, sub_spec in spec.graders.items():
         sub_where = f"{where}.graders.{key}" if where else f"graders.{key}"
         if isinstance(sub_spec, dict) and sub_spec.get("type") == "multi":
-            raise GraderError(f"{sub_where}.type: a multi grader cannot contain another multi grader (flatten them into one formula)")
+            raise GraderError(
+                f"{sub_where}.type: a multi grader cannot contain another multi grader (flatten them into one formula)"
+            )
         graders[key] = build_from_dict(sub_spec, sub_where)
     return MultiGrader(spec, graders, where)
 
 
 def _register_builtins() -> None:
-    register("string_check", specs.StringCheckSpec, _lazy("rft_cli.graders.builtin", "StringCheckGrader"))
+    register(
+        "string_check", specs.StringCheckSpec, _lazy("rft_cli.graders.builtin", "StringCheckGrader")
+    )
     register("numeric", specs.NumericSpec, _lazy("rft_cli.graders.builtin", "NumericGrader"))
     register("regex", specs.RegexSpec, _lazy("rft_cli.graders.builtin", "RegexGrader"))
     register("json_match", specs.JsonMatchSpec, _lazy("rft_cli.graders.builtin", "JsonMatchGrader"))
     register("multi", specs.MultiSpec, _build_multi)
     register("python", specs.PythonSpec, _lazy("rft_cli.graders.python_grader", "PythonGrader"))
-    register("text_similarity", specs.TextSimilaritySpec, _lazy("rft_cli.graders.similarity", "TextSimilarityGrader"))
+    register(
+        "text_similarity",
+        specs.TextSimilaritySpec,
+        _lazy("rft_cli.graders.similarity", "TextSimilarityGrader"),
+    )
     register("math", specs.MathSpec, _lazy("rft_cli.graders.math_grader", "MathGrader"))
-    register("score_model", specs.ScoreModelSpec, _lazy("rft_cli.graders.judge", "ScoreModelGrader"))
-    register("label_model", specs.LabelModelSpec, _lazy("rft_cli.graders.judge", "LabelModelGrader"))
+    register(
+        "score_model", specs.ScoreModelSpec, _lazy("rft_cli.graders.judge", "ScoreModelGrader")
+    )
+    register(
+        "label_model", specs.LabelModelSpec, _lazy("rft_cli.graders.judge", "LabelModelGrader")
+    )
 
 
 _register_builtins()
@@ -80,17 +92,25 @@ def build_from_dict(spec: Any, where: str = "") -> Grader:
     """Validate `spec` against its type's model and build the grader; errors name the field path."""
     if not isinstance(spec, dict):
         kind = type(spec).__name__ if spec is not None else "null"
-        raise GraderError(f"{where or 'grader'}: is a {kind}; a grader is an object with a \"type\" field")
+        raise GraderError(
+            f'{where or "grader"}: is a {kind}; a grader is an object with a "type" field'
+        )
     type_name = spec.get("type")
     known = ", ".join(GRADERS)
     if type_name is None:
-        raise GraderError(f'{_field(where, "type")}: missing (every grader needs a "type": one of {known})')
-    if not isinstance(type_name, str) or type_name not in GRADERS:  # a list or a mapping is unhashable
+        raise GraderError(
+            f'{_field(where, "type")}: missing (every grader needs a "type": one of {known})'
+        )
+    if (
+        not isinstance(type_name, str) or type_name not in GRADERS
+    ):  # a list or a mapping is unhashable
         import difflib
 
         close = difflib.get_close_matches(str(type_name), list(GRADERS), n=1)
         hint = f' (did you mean "{close[0]}"?)' if close else ""
-        raise GraderError(f"{_field(where, 'type')}: {json.dumps(type_name)} is not one of {known}{hint}")
+        raise GraderError(
+            f"{_field(where, 'type')}: {json.dumps(type_name)} is not one of {known}{hint}"
+        )
     if type_name == "multi" and isinstance(spec.get("graders"), list):
         raise GraderError(
             f"{_field(where, 'graders')}: is a list; write a named map (name: grader) so that "
@@ -135,11 +155,15 @@ def read_grader_file(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise GraderError(f"{path}: cannot read the grader file ({exc.strerror or exc})") from None
     except UnicodeDecodeError as exc:
-        raise GraderError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start}); save the grader file as UTF-8") from None
+        raise GraderError(
+            f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start}); save the grader file as UTF-8"
+        ) from None
     try:
         return _parse_grader_text(text, path)
     except RecursionError:
-        raise GraderError(f"{path}: nested too deeply for the parser (hundreds of levels of lists or mappings); flatten it") from None
+        raise GraderError(
+            f"{path}: nested too deeply for the parser (hundreds of levels of lists or mappings); flatten it"
+        ) from None
 
 
 def _parse_grader_text(text: str, path: Path) -> dict[str, Any]:
@@ -157,9 +181,13 @@ def _parse_grader_text(text: str, path: Path) -> dict[str, Any]:
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark is not None else ""
-            raise GraderError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+            raise GraderError(
+                f"{path}{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})"
+            ) from None
     if not isinstance(data, dict):
-        raise GraderError(f"{path}: holds no grader object (write one object with a \"type\" field at the top)")
+        raise GraderError(
+            f'{path}: holds no grader object (write one object with a "type" field at the top)'
+        )
     return data
 
 

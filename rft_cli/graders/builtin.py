@@ -19,7 +19,9 @@ from rft_cli.graders.templates import (
     parse_json,
 )
 
-_TIMEOUT_DETAIL = f"a pattern ran past its {answers.PATTERN_TIMEOUT:g} s limit (catastrophic backtracking?)"
+_TIMEOUT_DETAIL = (
+    f"a pattern ran past its {answers.PATTERN_TIMEOUT:g} s limit (catastrophic backtracking?)"
+)
 
 
 class StringCheckGrader(TemplatedGrader):
@@ -66,7 +68,9 @@ class NumericGrader(TemplatedGrader):
         if spec.patterns is None:
             self.patterns = answers.DEFAULT_REGEXES
         else:
-            self.patterns = answers.with_literals(answers.compile_patterns(spec.patterns, _at(where, "patterns")))
+            self.patterns = answers.with_literals(
+                answers.compile_patterns(spec.patterns, _at(where, "patterns"))
+            )
         self.last_number = spec.last_number
         self.abs_tol, self.rel_tol, self.partial = spec.abs_tol, spec.rel_tol, spec.partial_credit
         self._cache: dict[str, float | None] = {}
@@ -119,7 +123,11 @@ class RegexGrader(TemplatedGrader):
         self.spec = spec
         self.name = spec.name or "regex"
         self.input = Template(spec.input, _at(where, "input"))
-        self.reference = Template(spec.reference, _at(where, "reference")) if spec.reference is not None else None
+        self.reference = (
+            Template(spec.reference, _at(where, "reference"))
+            if spec.reference is not None
+            else None
+        )
         self.templates = tuple(t for t in (self.input, self.reference) if t is not None)
         flags = 0
         for flag in spec.flags:
@@ -133,7 +141,11 @@ class RegexGrader(TemplatedGrader):
     def _score(self, ctx: GradeContext) -> GradeResult:
         text = self.input.render(ctx)
         try:
-            match = self.regex.search(text) if self.spec.occurrence == "first" else self.regex.last(text)
+            match = (
+                self.regex.search(text)
+                if self.spec.occurrence == "first"
+                else self.regex.last(text)
+            )
         except TimeoutError:
             return failed(answers.REGEX_TIMEOUT, _TIMEOUT_DETAIL)
         if match is None:
@@ -162,15 +174,25 @@ class JsonMatchGrader(TemplatedGrader):
         self.spec = spec
         self.name = spec.name or "json_match"
         self.input = Template(spec.input, _at(where, "input"))
-        self.reference_template = Template(spec.reference, _at(where, "reference")) if isinstance(spec.reference, str) else None
+        self.reference_template = (
+            Template(spec.reference, _at(where, "reference"))
+            if isinstance(spec.reference, str)
+            else None
+        )
         self.templates = tuple(t for t in (self.input, self.reference_template) if t is not None)
         self.weights = dict(spec.fields) if spec.fields is not None else None
         if self.weights is not None and not sum(self.weights.values()) > 0:
-            raise GraderError(f"{_at(where, 'fields')}: the weights sum to 0; give at least one field a positive weight")
+            raise GraderError(
+                f"{_at(where, 'fields')}: the weights sum to 0; give at least one field a positive weight"
+            )
 
     def _score(self, ctx: GradeContext) -> GradeResult:
         output = _as_json(self.input.value(ctx))
-        reference = self.spec.reference if self.reference_template is None else _as_json(self.reference_template.value(ctx))
+        reference = (
+            self.spec.reference
+            if self.reference_template is None
+            else _as_json(self.reference_template.value(ctx))
+        )
         if not isinstance(reference, dict):
             return failed("reference_parse_error", "the reference is not a JSON object")
         if not isinstance(output, dict):
@@ -179,7 +201,11 @@ class JsonMatchGrader(TemplatedGrader):
         total = sum(weights.values())
         if total <= 0:
             return GradeResult(0.0)
-        matched = sum(w for key, w in weights.items() if self._same(_lookup(output, key), _lookup(reference, key)))
+        matched = sum(
+            w
+            for key, w in weights.items()
+            if self._same(_lookup(output, key), _lookup(reference, key))
+        )
         return GradeResult(min(1.0, matched / total))
 
     def _same(self, got: Any, want: Any) -> bool:

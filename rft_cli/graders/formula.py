@@ -37,7 +37,9 @@ FUNCTIONS: dict[str, tuple[Any, int]] = {  # name -> (function, arity; 0 means o
     "sqrt": (math.sqrt, 1),
     "log": (math.log, 1),
 }
-_TOKEN = re.compile(r"\s*(?:(\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)|([A-Za-z_]\w*)|(\*\*|[-+*/^(),]))")
+_TOKEN = re.compile(
+    r"\s*(?:(\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)|([A-Za-z_]\w*)|(\*\*|[-+*/^(),]))"
+)
 
 
 class FormulaError(ArithmeticError):
@@ -53,7 +55,11 @@ def _tokenize(text: str) -> list[tuple[str, str, int]]:
         if match is None:
             raise ValueError(f'unexpected character "{text[pos:].lstrip()[0]}" at position {pos}')
         number, name, op = match.groups()
-        kind, value = ("num", number) if number else (("name", name) if name else ("op", "^" if op == "**" else op))
+        kind, value = (
+            ("num", number)
+            if number
+            else (("name", name) if name else ("op", "^" if op == "**" else op))
+        )
         tokens.append((kind, value, match.start(match.lastindex or 0)))
         pos = match.end()
     return tokens
@@ -71,7 +77,9 @@ class _Parser:
     def take(self, value: str | None = None) -> tuple[str, str, int]:
         token = self.peek()
         if token is None:
-            raise ValueError(f'unexpected end of formula{f" (expected {value!r})" if value else ""}')
+            raise ValueError(
+                f"unexpected end of formula{f' (expected {value!r})' if value else ''}"
+            )
         if value is not None and token[1] != value:
             raise ValueError(f'expected "{value}" at position {token[2]}, found "{token[1]}"')
         self.pos += 1
@@ -130,7 +138,9 @@ class _Parser:
         token = self.peek()
         if token is not None and token[1] == "(":
             if value not in FUNCTIONS:
-                raise ValueError(f'unknown function "{value}" at position {where} (use {", ".join(FUNCTIONS)})')
+                raise ValueError(
+                    f'unknown function "{value}" at position {where} (use {", ".join(FUNCTIONS)})'
+                )
             self.pos += 1
             args = [self.expr()]
             while self.peek() is not None and self.peek()[1] == ",":  # type: ignore[index]
@@ -139,11 +149,13 @@ class _Parser:
             self.take(")")
             arity = FUNCTIONS[value][1]
             if arity and len(args) != arity:
-                raise ValueError(f'{value}() takes {arity} argument, got {len(args)}')
+                raise ValueError(f"{value}() takes {arity} argument, got {len(args)}")
             return ("call", value, tuple(args))
         if value not in self.variables:
             known = ", ".join(sorted(self.variables)) or "none"
-            raise ValueError(f'unknown name "{value}" at position {where} (the graders are: {known})')
+            raise ValueError(
+                f'unknown name "{value}" at position {where} (the graders are: {known})'
+            )
         return ("var", value)
 
 
@@ -174,14 +186,18 @@ def _evaluate(tree: tuple, values: Mapping[str, float]) -> float:
 class Formula:
     """A parsed `calculate_output`; `evaluate` raises FormulaError on a math fault."""
 
-    def __init__(self, text: str, variables: Iterable[str], where: str = "calculate_output") -> None:
+    def __init__(
+        self, text: str, variables: Iterable[str], where: str = "calculate_output"
+    ) -> None:
         self.text = text
         try:
             self.tree = _Parser(text, set(variables)).parse()
         except ValueError as exc:
             raise GraderError(f'{where}: {exc} in "{text}"') from None
         except RecursionError:
-            raise GraderError(f"{where}: the formula is nested too deeply (hundreds of parentheses); simplify it") from None
+            raise GraderError(
+                f"{where}: the formula is nested too deeply (hundreds of parentheses); simplify it"
+            ) from None
 
     def evaluate(self, values: Mapping[str, float]) -> float:
         try:

@@ -46,14 +46,22 @@ class JudgeFailure(Exception):
 
 def score_schema() -> dict[str, Any]:
     """The structured answer a score judge gives (OpenAI's score_model format)."""
-    return {"type": "object", "properties": {"steps": _STEPS, "result": {"type": "number"}},
-            "required": ["steps", "result"], "additionalProperties": False}
+    return {
+        "type": "object",
+        "properties": {"steps": _STEPS, "result": {"type": "number"}},
+        "required": ["steps", "result"],
+        "additionalProperties": False,
+    }
 
 
 def label_schema(labels: list[str]) -> dict[str, Any]:
     """The structured answer a label judge gives: reasoning steps, then one of `labels`."""
-    return {"type": "object", "properties": {"steps": _STEPS, "result": {"type": "string", "enum": list(labels)}},
-            "required": ["steps", "result"], "additionalProperties": False}
+    return {
+        "type": "object",
+        "properties": {"steps": _STEPS, "result": {"type": "string", "enum": list(labels)}},
+        "required": ["steps", "result"],
+        "additionalProperties": False,
+    }
 
 
 def _reject_constant(name: str) -> Any:
@@ -81,7 +89,10 @@ def parse_score(reply: str) -> tuple[float | None, str]:
     try:
         data = _decode(reply)
     except ValueError:
-        return None, f'the reply is not the JSON object {{"steps": [...], "result": <number>}}: {reply[:200]!r}'
+        return (
+            None,
+            f'the reply is not the JSON object {{"steps": [...], "result": <number>}}: {reply[:200]!r}',
+        )
     value = data.get("result") if isinstance(data, dict) else data
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None, f'"result" is not a number in the reply {reply[:200]!r}'
@@ -113,11 +124,15 @@ def parse_label(reply: str, labels: list[str]) -> str | None:
 def _format_hint(schema: dict[str, Any]) -> str:
     result = schema["properties"]["result"]
     what = f"one of {json.dumps(result['enum'])}" if "enum" in result else "a number"
-    return ('\n\nAnswer with one JSON object only: {"steps": [{"description": "...", "conclusion": "..."}], '
-            f'"result": {what}}}')
+    return (
+        '\n\nAnswer with one JSON object only: {"steps": [{"description": "...", "conclusion": "..."}], '
+        f'"result": {what}}}'
+    )
 
 
-def with_format_hint(messages: list[dict[str, str]], schema: dict[str, Any]) -> list[dict[str, str]]:
+def with_format_hint(
+    messages: list[dict[str, str]], schema: dict[str, Any]
+) -> list[dict[str, str]]:
     """The messages with the answer format appended to the last one (for judges without structured output)."""
     last = dict(messages[-1], content=messages[-1]["content"] + _format_hint(schema))
     return [*messages[:-1], last]
@@ -139,18 +154,37 @@ def request_params(spec: ScoreModelSpec | LabelModelSpec) -> dict[str, Any]:
 class HTTPJudge:
     """An OpenAI-compatible `POST {base_url}/chat/completions` client (standard library only)."""
 
-    def __init__(self, base_url: str, model: str, api_key_env: str | None, params: dict[str, Any], timeout: float) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str | None,
+        params: dict[str, Any],
+        timeout: float,
+    ) -> None:
         self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model, self.api_key_env, self.params, self.timeout = model, api_key_env, params, timeout
+        self.model, self.api_key_env, self.params, self.timeout = (
+            model,
+            api_key_env,
+            params,
+            timeout,
+        )
         self.structured = True  # until the endpoint refuses response_format once
 
     def reply(self, messages: list[dict[str, str]], schema: dict[str, Any]) -> str:
         if self.structured:
             try:
-                return self._post(messages, {"type": "json_schema",
-                                             "json_schema": {"name": "grader_result", "strict": True, "schema": schema}})
+                return self._post(
+                    messages,
+                    {
+                        "type": "json_schema",
+                        "json_schema": {"name": "grader_result", "strict": True, "schema": schema},
+                    },
+                )
             except _Refused:
-                self.structured = False  # the endpoint has no structured outputs: say the format in the prompt
+                self.structured = (
+                    False  # the endpoint has no structured outputs: say the format in the prompt
+                )
         try:
             return self._post(with_format_hint(messages, schema), None)
         except _Refused as exc:
@@ -167,7 +201,9 @@ class HTTPJudge:
         key = os.environ.get(self.api_key_env) if self.api_key_env else None
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        request = urllib.request.Request(self.url, json.dumps(body).encode(), headers, method="POST")
+        request = urllib.request.Request(
+            self.url, json.dumps(body).encode(), headers, method="POST"
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310  user-chosen URL
                 data = json.loads(response.read())
@@ -210,7 +246,11 @@ class LocalJudge:
         if self._model is None:
             self._load()
         encoded = self._tokenizer.apply_chat_template(
-            with_format_hint(messages, schema), add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+            with_format_hint(messages, schema),
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+            return_tensors="pt",
         )
         temperature = float(self.params.get("temperature") or 0.0)
         limit = int(self.params.get("max_completion_tokens") or LOCAL_MAX_NEW_TOKENS)
@@ -219,7 +259,11 @@ class LocalJudge:
             options.update(temperature=temperature, top_p=float(self.params.get("top_p") or 1.0))
         if self.params.get("seed") is not None:
             torch.manual_seed(int(self.params["seed"]))
-        pad = self._tokenizer.pad_token_id if self._tokenizer.pad_token_id is not None else self._tokenizer.eos_token_id
+        pad = (
+            self._tokenizer.pad_token_id
+            if self._tokenizer.pad_token_id is not None
+            else self._tokenizer.eos_token_id
+        )
         with torch.no_grad():
             output = self._model.generate(**encoded, pad_token_id=pad, **options)
         new_tokens = output[0, encoded["input_ids"].shape[1] :]
@@ -250,7 +294,9 @@ def _local_model_exists(model: str) -> bool:
         return False
 
 
-def build_judge(spec: ScoreModelSpec | LabelModelSpec, where: str) -> HTTPJudge | LocalJudge | MissingJudge:
+def build_judge(
+    spec: ScoreModelSpec | LabelModelSpec, where: str
+) -> HTTPJudge | LocalJudge | MissingJudge:
     """The judge for a spec: its `base_url`, else a local model, else `$OPENAI_BASE_URL`, else none (an error when grading)."""
     params = request_params(spec)
     if spec.api_key_env and spec.api_key_env not in os.environ:
@@ -263,7 +309,13 @@ def build_judge(spec: ScoreModelSpec | LabelModelSpec, where: str) -> HTTPJudge 
     if _local_model_exists(spec.model):
         return LocalJudge(spec.model, params)
     if os.environ.get(BASE_URL_ENV):
-        return HTTPJudge(os.environ[BASE_URL_ENV], spec.model, spec.api_key_env or API_KEY_ENV, params, spec.timeout)
+        return HTTPJudge(
+            os.environ[BASE_URL_ENV],
+            spec.model,
+            spec.api_key_env or API_KEY_ENV,
+            params,
+            spec.timeout,
+        )
     name = f" {spec.name!r}" if spec.name else ""
     return MissingJudge(
         f"{spec.type}{name}: no judge for model {spec.model!r}: it is not a local model directory or a cached "
@@ -281,12 +333,16 @@ def _content_template(content: Any, where: str) -> Template:
     parts = content if isinstance(content, list) else [content]
     texts = []
     for i, part in enumerate(parts):
-        text = part if isinstance(part, str) else part.get("text") if isinstance(part, dict) else None
+        text = (
+            part if isinstance(part, str) else part.get("text") if isinstance(part, dict) else None
+        )
         if not isinstance(text, str):
             kind = part.get("type") if isinstance(part, dict) else type(part).__name__
             place = f"{where}[{i}]" if isinstance(content, list) else where
-            raise GraderError(f"{place}: a {kind!s} part is not supported; judges read text only "
-                              '({"type": "input_text", "text": ...})')
+            raise GraderError(
+                f"{place}: a {kind!s} part is not supported; judges read text only "
+                '({"type": "input_text", "text": ...})'
+            )
         texts.append(text)
     return Template("".join(texts), where)
 
@@ -296,7 +352,10 @@ class _JudgeGrader(TemplatedGrader):
         self.spec = spec
         self.name = spec.name or spec.type
         self.roles = [message.role for message in spec.input]
-        self.contents = [_content_template(m.content, _at(where, f"input[{i}].content")) for i, m in enumerate(spec.input)]
+        self.contents = [
+            _content_template(m.content, _at(where, f"input[{i}].content"))
+            for i, m in enumerate(spec.input)
+        ]
         self.templates = tuple(self.contents)
         self.judge = build_judge(spec, where)
         if getattr(spec, "range", None) is not None:  # score_model: OpenAI's range, not rescaled
@@ -306,11 +365,16 @@ class _JudgeGrader(TemplatedGrader):
         raise NotImplementedError
 
     def _score(self, ctx: GradeContext) -> GradeResult:
-        messages = [{"role": role, "content": t.render(ctx)} for role, t in zip(self.roles, self.contents, strict=True)]
+        messages = [
+            {"role": role, "content": t.render(ctx)}
+            for role, t in zip(self.roles, self.contents, strict=True)
+        ]
         try:
             reply = self.judge.reply(messages, self._schema())
         except JudgeFailure as exc:
-            return GradeResult(0.0, errors={SERVER_ERROR: 1}, details={SERVER_ERROR: str(exc)[:500]})
+            return GradeResult(
+                0.0, errors={SERVER_ERROR: 1}, details={SERVER_ERROR: str(exc)[:500]}
+            )
         return self._from_reply(reply)
 
     def _from_reply(self, reply: str) -> GradeResult:
@@ -344,6 +408,11 @@ class LabelModelGrader(_JudgeGrader):
     def _from_reply(self, reply: str) -> GradeResult:
         label = parse_label(reply, self.spec.labels)
         if label is None:
-            return GradeResult(0.0, errors={PARSE_ERROR: 1},
-                               details={PARSE_ERROR: f"the reply is not one of the labels {self.spec.labels}: {reply[:200]!r}"})
+            return GradeResult(
+                0.0,
+                errors={PARSE_ERROR: 1},
+                details={
+                    PARSE_ERROR: f"the reply is not one of the labels {self.spec.labels}: {reply[:200]!r}"
+                },
+            )
         return GradeResult(1.0 if label in self.spec.passing_labels else 0.0, answer=label)

@@ -32,15 +32,28 @@ class MultiGrader(Grader):
         self.name = spec.name or "multi"
         self.graders = dict(graders)
         if not self.graders:
-            raise GraderError(f"{where + '.' if where else ''}graders: give at least one named sub-grader")
-        self.formula = Formula(spec.calculate_output, self.graders, f"{where + '.' if where else ''}calculate_output")
+            raise GraderError(
+                f"{where + '.' if where else ''}graders: give at least one named sub-grader"
+            )
+        self.formula = Formula(
+            spec.calculate_output, self.graders, f"{where + '.' if where else ''}calculate_output"
+        )
 
     def _grade(self, sample: Any, item: dict[str, Any]) -> GradeResult:
-        return self._combine({key: grader.grade(sample, item) for key, grader in self.graders.items()})
+        return self._combine(
+            {key: grader.grade(sample, item) for key, grader in self.graders.items()}
+        )
 
-    def _grade_batch(self, samples: Sequence[Any], items: Sequence[dict[str, Any]]) -> list[GradeResult]:
-        per_grader = {key: grader.grade_batch(samples, items) for key, grader in self.graders.items()}
-        return [checked(self._combine({key: results[i] for key, results in per_grader.items()})) for i in range(len(samples))]
+    def _grade_batch(
+        self, samples: Sequence[Any], items: Sequence[dict[str, Any]]
+    ) -> list[GradeResult]:
+        per_grader = {
+            key: grader.grade_batch(samples, items) for key, grader in self.graders.items()
+        }
+        return [
+            checked(self._combine({key: results[i] for key, results in per_grader.items()}))
+            for i in range(len(samples))
+        ]
 
     def _combine(self, results: dict[str, GradeResult]) -> GradeResult:
         sub_rewards = {key: result.reward for key, result in results.items()}
@@ -53,15 +66,25 @@ class MultiGrader(Grader):
         try:
             value = self.formula.evaluate(sub_rewards)
         except FormulaError as exc:
-            return self._failed(FORMULA_ERROR, f"{self.formula.text}: {exc}", sub_rewards, errors, details)
+            return self._failed(
+                FORMULA_ERROR, f"{self.formula.text}: {exc}", sub_rewards, errors, details
+            )
         reward = clamp_reward(value)
         if reward is None:
-            return self._failed(OUT_OF_RANGE, f"{self.formula.text} = {value:g}, outside [0, 1]", sub_rewards, errors, details)
+            return self._failed(
+                OUT_OF_RANGE,
+                f"{self.formula.text} = {value:g}, outside [0, 1]",
+                sub_rewards,
+                errors,
+                details,
+            )
         answer = next((r.answer for r in results.values() if r.answer is not None), None)
         return GradeResult(reward, sub_rewards, errors, answer, details)
 
     @staticmethod
-    def _failed(kind: str, detail: str, sub_rewards: dict, errors: dict, details: dict) -> GradeResult:
+    def _failed(
+        kind: str, detail: str, sub_rewards: dict, errors: dict, details: dict
+    ) -> GradeResult:
         errors[kind] = errors.get(kind, 0) + 1
         details[kind] = detail
         return GradeResult(0.0, sub_rewards, errors, None, details)

@@ -27,14 +27,23 @@ def check_source(source: str, where: str) -> ast.FunctionDef:
             args = node.args
             count = len(args.posonlyargs) + len(args.args)
             if count != 2 or args.vararg or args.kwarg or args.kwonlyargs:
-                raise GraderError(f"{where}: grade() must take exactly two arguments, grade(sample, item)")
+                raise GraderError(
+                    f"{where}: grade() must take exactly two arguments, grade(sample, item)"
+                )
             return node
     raise GraderError(f"{where}: defines no top-level function grade(sample, item) -> float")
 
 
 # Import names whose pip package is named differently (OpenAI's grader image offers these).
-PIP_NAMES = {"sklearn": "scikit-learn", "yaml": "pyyaml", "rouge_score": "rouge-score", "skbio": "scikit-bio",
-             "ast_grep_py": "ast-grep-py", "PIL": "pillow", "cv2": "opencv-python"}
+PIP_NAMES = {
+    "sklearn": "scikit-learn",
+    "yaml": "pyyaml",
+    "rouge_score": "rouge-score",
+    "skbio": "scikit-bio",
+    "ast_grep_py": "ast-grep-py",
+    "PIL": "pillow",
+    "cv2": "opencv-python",
+}
 _MISSING_MODULE = re.compile(r"No module named '([\w.]+)'")
 
 
@@ -42,8 +51,10 @@ def install_hint(module: str) -> str:
     """How to make `module` importable in the sandbox (the workers run this Python, in isolated mode)."""
     top = module.split(".")[0]
     package = PIP_NAMES.get(top, top)
-    return (f"the package {package} (import {top}) is not installed in the Python that runs rft and its grader "
-            f"workers; install it with `{sys.executable} -m pip install {package}`")
+    return (
+        f"the package {package} (import {top}) is not installed in the Python that runs rft and its grader "
+        f"workers; install it with `{sys.executable} -m pip install {package}`"
+    )
 
 
 def with_install_hint(detail: str) -> str:
@@ -57,12 +68,21 @@ def check_imports(tree: ast.Module, where: str) -> None:
     import importlib.util
 
     for node in tree.body:
-        names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-            [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+        names = (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else (
+                [node.module]
+                if isinstance(node, ast.ImportFrom) and node.module and not node.level
+                else []
+            )
+        )
         for name in names:
             top = name.split(".")[0]
             if top not in sys.builtin_module_names and importlib.util.find_spec(top) is None:
-                raise GraderError(f"{where}: line {node.lineno} imports {top}, but {install_hint(top)}")
+                raise GraderError(
+                    f"{where}: line {node.lineno} imports {top}, but {install_hint(top)}"
+                )
 
 
 def item_keys(function: ast.FunctionDef) -> set[str]:
@@ -71,7 +91,11 @@ def item_keys(function: ast.FunctionDef) -> set[str]:
     item = params[1].arg
     keys = set()
     for node in ast.walk(function):
-        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == item:
+        if (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == item
+        ):
             if isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
                 keys.add(node.slice.value)
     return keys
@@ -102,14 +126,20 @@ class PythonGrader(Grader):
     @property
     def pool(self) -> Any:
         if self._pool is None:
-            self._pool = SandboxPool(self.spec.source, self.spec.timeout, self.spec.memory_mb, self.spec.workers)
+            self._pool = SandboxPool(
+                self.spec.source, self.spec.timeout, self.spec.memory_mb, self.spec.workers
+            )
         return self._pool
 
     def _grade(self, sample: Any, item: dict[str, Any]) -> GradeResult:
         return self._grade_batch([sample], [item])[0]
 
-    def _grade_batch(self, samples: Sequence[Any], items: Sequence[dict[str, Any]]) -> list[GradeResult]:
-        payloads = [{"sample": _sample_payload(s), "item": i} for s, i in zip(samples, items, strict=True)]
+    def _grade_batch(
+        self, samples: Sequence[Any], items: Sequence[dict[str, Any]]
+    ) -> list[GradeResult]:
+        payloads = [
+            {"sample": _sample_payload(s), "item": i} for s, i in zip(samples, items, strict=True)
+        ]
         results = []
         for outcome in self.pool.run(payloads):
             if outcome.error is None:

@@ -10,12 +10,18 @@ from rft_cli.graders.base import Grader, GradeResult
 from rft_cli.tool_calls import grade_answers
 
 # Keyword arguments TRL passes that are not dataset columns.
-_TRL_EXTRAS = frozenset({"trainer_state", "log_extra", "log_metric", "environments", "completion_ids"})
+_TRL_EXTRAS = frozenset(
+    {"trainer_state", "log_extra", "log_metric", "environments", "completion_ids"}
+)
 
 
 def _rows(n: int, prompts: Sequence[Any] | None, columns: dict[str, Any]) -> list[dict[str, Any]]:
     """Rebuild each dataset row (the grader's `item`) from TRL's per-column lists."""
-    usable = {k: v for k, v in columns.items() if k not in _TRL_EXTRAS and isinstance(v, (list, tuple)) and len(v) == n}
+    usable = {
+        k: v
+        for k, v in columns.items()
+        if k not in _TRL_EXTRAS and isinstance(v, (list, tuple)) and len(v) == n
+    }
     rows = [{key: values[i] for key, values in usable.items()} for i in range(n)]
     if prompts is not None and len(prompts) == n:
         for row, prompt in zip(rows, prompts, strict=True):
@@ -39,7 +45,12 @@ class RewardFunction:
         self.error_counts: Counter[str] = Counter()
         self.last_results: list[GradeResult] = []
 
-    def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] | None = None, **columns: Any) -> list[float]:
+    def __call__(
+        self,
+        prompts: Sequence[Any] | None = None,
+        completions: Sequence[Any] | None = None,
+        **columns: Any,
+    ) -> list[float]:
         completions = list(completions or [])
         items = _rows(len(completions), prompts, columns)
         results = grade_answers(self.grader, completions, items, self.parser)

@@ -184,17 +184,27 @@ def _encode_payload(payload: dict[str, Any]) -> bytes | Outcome:
     try:
         return encode(payload)
     except RecursionError:
-        return Outcome(error=INPUT, detail="the sample or item is nested too deeply to send to the grader")
+        return Outcome(
+            error=INPUT, detail="the sample or item is nested too deeply to send to the grader"
+        )
     except (TypeError, ValueError) as exc:
-        return Outcome(error=INPUT, detail=f"the sample or item cannot be sent to the grader ({exc})")
+        return Outcome(
+            error=INPUT, detail=f"the sample or item cannot be sent to the grader ({exc})"
+        )
 
 
 def _outcome(message: dict[str, Any]) -> Outcome:
-    if "value" in message and isinstance(message["value"], (int, float)) and not isinstance(message["value"], bool):
+    if (
+        "value" in message
+        and isinstance(message["value"], (int, float))
+        and not isinstance(message["value"], bool)
+    ):
         value = clamp_reward(message["value"])
         if value is not None:
             return Outcome(value)
-        return Outcome(error=OUT_OF_RANGE, detail=f"grade() returned {message['value']}, outside [0, 1]")
+        return Outcome(
+            error=OUT_OF_RANGE, detail=f"grade() returned {message['value']}, outside [0, 1]"
+        )
     error = message.get("error")
     if isinstance(error, str) and error.startswith("python_grader_"):
         return Outcome(error=error, detail=str(message.get("detail", ""))[:1000])
@@ -208,7 +218,9 @@ class SandboxPool:
     Thread-safe (one batch at a time). Not picklable by design: graders drop it when pickled.
     """
 
-    def __init__(self, source: str, timeout: float = 10.0, memory_mb: int = 1024, workers: int = 2) -> None:
+    def __init__(
+        self, source: str, timeout: float = 10.0, memory_mb: int = 1024, workers: int = 2
+    ) -> None:
         self.init = {"source": source, "timeout": timeout, "memory_mb": memory_mb}
         self.timeout = timeout
         self.size = workers
@@ -230,7 +242,10 @@ class SandboxPool:
         if not isinstance(ready, dict) or not ready.get("ready"):
             kind = STARTUP if ready is None else worker.death_kind()
             worker.kill()
-            self.broken = Outcome(error=kind, detail="the worker did not start (the grader hung or died while loading)")
+            self.broken = Outcome(
+                error=kind,
+                detail="the worker did not start (the grader hung or died while loading)",
+            )
             return self.broken
         self.layers = [str(layer) for layer in ready.get("layers", [])]
         return worker
@@ -262,7 +277,9 @@ class SandboxPool:
                 results[index] = worker
                 continue
             if not worker.send(body):
-                results[index] = Outcome(error=worker.death_kind(), detail="the worker died before the call")
+                results[index] = Outcome(
+                    error=worker.death_kind(), detail="the worker died before the call"
+                )
                 worker.kill()
                 continue
             busy[worker.fd] = (worker, index, time.monotonic() + self.timeout)
@@ -279,13 +296,18 @@ class SandboxPool:
                 del busy[fd]
                 self.idle.append(worker)
             elif message is False or not alive:
-                results[index] = Outcome(error=worker.death_kind(), detail="the worker process died (crash, signal or os._exit)")
+                results[index] = Outcome(
+                    error=worker.death_kind(),
+                    detail="the worker process died (crash, signal or os._exit)",
+                )
                 del busy[fd]
                 worker.kill()
         now = time.monotonic()
         for fd, (worker, index, until) in list(busy.items()):
             if now >= until:
-                results[index] = Outcome(error=TIMEOUT, detail=f"grade() ran past its {self.timeout:g} s timeout")
+                results[index] = Outcome(
+                    error=TIMEOUT, detail=f"grade() ran past its {self.timeout:g} s timeout"
+                )
                 del busy[fd]
                 worker.kill()
 

@@ -42,12 +42,22 @@ class SelfTestFailure:
     details: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"file": self.file, "line": self.line, "score": self.score, "errors": self.errors, "details": self.details}
+        return {
+            "file": self.file,
+            "line": self.line,
+            "score": self.score,
+            "errors": self.errors,
+            "details": self.details,
+        }
 
     def message(self) -> str:
-        errors = "; ".join(f"{kind}" + (f" ({self.details[kind]})" if kind in self.details else "")
-                           for kind in self.errors)
-        return f"{self.file} line {self.line}: score {self.score:.4g}" + (f", grader errors: {errors}" if errors else "")
+        errors = "; ".join(
+            f"{kind}" + (f" ({self.details[kind]})" if kind in self.details else "")
+            for kind in self.errors
+        )
+        return f"{self.file} line {self.line}: score {self.score:.4g}" + (
+            f", grader errors: {errors}" if errors else ""
+        )
 
 
 @dataclass
@@ -76,17 +86,28 @@ class SelfTestReport:
         if self.threshold >= self.full_marks:
             head = f"the grader {self.grader!r} gives full marks to {self.passed:,} of {self.graded:,} demonstrations"
         else:
-            head = (f"the grader {self.grader!r} scores {self.passed:,} of {self.graded:,} demonstrations "
-                    f"at or above its pass_threshold {self.threshold:g}")
-        skipped = f"; {self.skipped:,} row(s) without a demonstration skipped" if self.skipped else ""
+            head = (
+                f"the grader {self.grader!r} scores {self.passed:,} of {self.graded:,} demonstrations "
+                f"at or above its pass_threshold {self.threshold:g}"
+            )
+        skipped = (
+            f"; {self.skipped:,} row(s) without a demonstration skipped" if self.skipped else ""
+        )
         return head + skipped
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "grader": self.grader, "threshold": self.threshold, "rows": self.rows, "graded": self.graded,
-            "skipped": self.skipped, "passed": self.passed, "failed": len(self.failures),
-            "failure_share": self.failure_share, "error_counts": dict(self.error_counts),
-            "summary": self.summary(), "failures": [f.to_dict() for f in self.failures],
+            "grader": self.grader,
+            "threshold": self.threshold,
+            "rows": self.rows,
+            "graded": self.graded,
+            "skipped": self.skipped,
+            "passed": self.passed,
+            "failed": len(self.failures),
+            "failure_share": self.failure_share,
+            "error_counts": dict(self.error_counts),
+            "summary": self.summary(),
+            "failures": [f.to_dict() for f in self.failures],
         }
 
 
@@ -115,19 +136,30 @@ def check_judges(grader: Any) -> None:
 _BATCH = 512  # demonstrations graded at a time: memory stays flat on a 50,000-row file
 
 
-def _demonstrations(files: Iterable[tuple[str | Path, str]], report: SelfTestReport) -> Iterator[tuple[str, int, Any, dict]]:
+def _demonstrations(
+    files: Iterable[tuple[str | Path, str]], report: SelfTestReport
+) -> Iterator[tuple[str, int, Any, dict]]:
     """(file, line, demonstration, item) for each row that has one; counts rows and skipped rows in `report`."""
     for path, field_name in files:
         for line, row in iter_rows(path, field_name):
             report.rows += 1
-            sample = demonstration_sample(row, field_name)  # a tool-calling demonstration's calls are its output_tools
+            sample = demonstration_sample(
+                row, field_name
+            )  # a tool-calling demonstration's calls are its output_tools
             if sample is None:
                 report.skipped += 1
                 continue
-            yield str(path), line, sample, item_of(row, field_name)  # what training passes as `item`
+            yield (
+                str(path),
+                line,
+                sample,
+                item_of(row, field_name),
+            )  # what training passes as `item`
 
 
-def _batches(demos: Iterator[tuple[str, int, Any, dict]]) -> Iterator[list[tuple[str, int, Any, dict]]]:
+def _batches(
+    demos: Iterator[tuple[str, int, Any, dict]],
+) -> Iterator[list[tuple[str, int, Any, dict]]]:
     batch = []
     for demo in demos:
         batch.append(demo)
@@ -153,23 +185,33 @@ def self_test(grader: Any, files: Sequence[tuple[str | Path, str]]) -> SelfTestR
         >>> self_test(grader, [("data/train.jsonl", "solution")]).summary()  # doctest: +SKIP
         "the grader 'answer' gives full marks to 2,961 of 3,000 demonstrations"
     """
-    check_judges(grader)  # before reading anything: with no demonstrations nothing would ask the judge
+    check_judges(
+        grader
+    )  # before reading anything: with no demonstrations nothing would ask the judge
     threshold, full = grader_bar(grader)
     report = SelfTestReport(getattr(grader, "name", "grader"), threshold, full)
     errors: Counter[str] = Counter()
     for batch in _batches(_demonstrations(files, report)):
         # as training grades answers: for a row with tools, a text demonstration's calls are read
-        results = grade_answers(grader, [sample for _, _, sample, _ in batch], [item for *_, item in batch])
+        results = grade_answers(
+            grader, [sample for _, _, sample, _ in batch], [item for *_, item in batch]
+        )
         report.graded += len(results)
         for (path, line, _, _), result in zip(batch, results, strict=True):
             errors.update(result.errors)
             if not result.reward >= threshold - _TOLERANCE:  # NaN fails too
-                report.failures.append(SelfTestFailure(path, line, result.reward, dict(result.errors), dict(result.details)))
+                report.failures.append(
+                    SelfTestFailure(
+                        path, line, result.reward, dict(result.errors), dict(result.details)
+                    )
+                )
     report.error_counts = dict(errors)
     return report
 
 
-def demonstration_field_files(train: str | Path, valid: str | Path | None, demonstration_field: str | None) -> list[tuple[str | Path, str]]:
+def demonstration_field_files(
+    train: str | Path, valid: str | Path | None, demonstration_field: str | None
+) -> list[tuple[str | Path, str]]:
     """The (file, demonstration field) pairs of a run: TRAIN, and VALID when given."""
     field_name = demonstration_field or DEFAULT_DEMONSTRATION_FIELD
     return [(train, field_name)] + ([(valid, field_name)] if valid is not None else [])

@@ -96,7 +96,9 @@ class _Rouge:
         if self._scorer is None:
             from rouge_score import rouge_scorer
 
-            self._scorer = rouge_scorer.RougeScorer([self.key], use_stemmer=False, tokenizer=RougeTokenizer())
+            self._scorer = rouge_scorer.RougeScorer(
+                [self.key], use_stemmer=False, tokenizer=RougeTokenizer()
+            )
         return self._scorer.score(reference, text)[self.key].fmeasure
 
     def __getstate__(self) -> dict[str, Any]:
@@ -154,7 +156,9 @@ class TextSimilarityGrader(TemplatedGrader):
         self.input = Template(spec.input, f"{where}.input" if where else "input")
         self.reference = Template(spec.reference, f"{where}.reference" if where else "reference")
         self.templates = (self.input, self.reference)
-        self.metric = self._metric(spec, f"{where}.evaluation_metric" if where else "evaluation_metric")
+        self.metric = self._metric(
+            spec, f"{where}.evaluation_metric" if where else "evaluation_metric"
+        )
 
     @staticmethod
     def _metric(spec: TextSimilaritySpec, where: str) -> Any:
@@ -172,7 +176,9 @@ class TextSimilarityGrader(TemplatedGrader):
                     "saved with save_pretrained (rft does not call hosted embedding APIs)"
                 )
             if not Path(spec.embedding_model).is_dir():
-                raise GraderError(f"{where}: embedding_model {spec.embedding_model!r} is not a local directory")
+                raise GraderError(
+                    f"{where}: embedding_model {spec.embedding_model!r} is not a local directory"
+                )
             return _Cosine(spec.embedding_model)
         return _METRICS[name]
 

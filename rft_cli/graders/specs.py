@@ -90,7 +90,7 @@ class JsonMatchSpec(GraderSpec):
     def _positive_weights(self) -> JsonMatchSpec:
         for field_name, weight in (self.fields or {}).items():
             if weight < 0:
-                raise ValueError(f'fields.{field_name}: weight {weight} must be >= 0')
+                raise ValueError(f"fields.{field_name}: weight {weight} must be >= 0")
         return self
 
 
@@ -195,4 +195,8 @@ def describe_validation_error(exc: ValidationError, spec_cls: type[BaseModel], p
     path = ".".join(p for p in (prefix, where) if p)
     more = len(exc.errors()) - 1
     tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"{path}: {_problem(error, spec_cls)}{tail}" if path else f"{_problem(error, spec_cls)}{tail}"
+    return (
+        f"{path}: {_problem(error, spec_cls)}{tail}"
+        if path
+        else f"{_problem(error, spec_cls)}{tail}"
+    )

@@ -54,7 +54,9 @@ class GradeContext:
             else:
                 self._json = parse_json(self.sample.get("output_text", ""))
         if self._json is _UNPARSABLE:
-            raise GradeFailure(SAMPLE_PARSE, "the sample is not valid JSON (or is nested too deeply to read)")
+            raise GradeFailure(
+                SAMPLE_PARSE, "the sample is not valid JSON (or is nested too deeply to read)"
+            )
         return self._json
 
 
@@ -89,7 +91,9 @@ class VariablePath:
             try:
                 value = value[key]
             except (KeyError, IndexError, TypeError):
-                raise GradeFailure(INVALID_VARIABLE, f"{{{{ {self.text} }}}} does not resolve") from None
+                raise GradeFailure(
+                    INVALID_VARIABLE, f"{{{{ {self.text} }}}} does not resolve"
+                ) from None
         return value
 
 
@@ -106,9 +110,15 @@ def parse_path(text: str, where: str) -> VariablePath:
     while pos < len(text):
         step = _STEP.match(text, pos)
         if step is None:
-            raise GraderError(f"{where}: {{{{ {text} }}}} is not a valid path at {text[pos:]!r} (write item.a.b[0])")
+            raise GraderError(
+                f"{where}: {{{{ {text} }}}} is not a valid path at {text[pos:]!r} (write item.a.b[0])"
+            )
         name, index, dq, sq = step.groups()
-        keys.append(int(index) if index is not None else (name if name is not None else (dq if dq is not None else sq)))
+        keys.append(
+            int(index)
+            if index is not None
+            else (name if name is not None else (dq if dq is not None else sq))
+        )
         pos = step.end()
     return VariablePath(root.group(1), tuple(keys), text)
 
@@ -122,7 +132,9 @@ def render_value(value: Any) -> str:
     except RecursionError:
         raise GradeFailure(TOO_DEEP, TOO_DEEP_DETAIL) from None
     except (TypeError, ValueError) as exc:  # a non-JSON value handed in from Python (a set, bytes)
-        raise GradeFailure(INVALID_VARIABLE, f"the value cannot be written as text ({exc})") from None
+        raise GradeFailure(
+            INVALID_VARIABLE, f"the value cannot be written as text ({exc})"
+        ) from None
 
 
 class Template:
@@ -150,7 +162,9 @@ class Template:
             return self.literal
         if self.single is not None:
             return render_value(self.single.resolve(ctx))
-        return "".join(p if isinstance(p, str) else render_value(p.resolve(ctx)) for p in self.parts)
+        return "".join(
+            p if isinstance(p, str) else render_value(p.resolve(ctx)) for p in self.parts
+        )
 
     def value(self, ctx: GradeContext) -> Any:
         """The raw value when the template is exactly one variable, else the rendered text."""
@@ -163,7 +177,10 @@ class Template:
         return {
             p.keys[0]
             for p in self.parts
-            if isinstance(p, VariablePath) and p.root == "item" and p.keys and isinstance(p.keys[0], str)
+            if isinstance(p, VariablePath)
+            and p.root == "item"
+            and p.keys
+            and isinstance(p.keys[0], str)
         }
 
     def __reduce__(self) -> tuple[Any, ...]:

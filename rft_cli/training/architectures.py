@@ -14,7 +14,18 @@ from rft_cli.errors import ConfigError
 
 # transformers `model_type`s whose tiny versions pass tests/test_architectures.py (KL 0 at step 1,
 # log-probs equal to a plain forward, SFT + PPO + GRPO + LoRA + resume + `rft eval`).
-TESTED_FAMILIES = ("llama", "qwen2", "qwen3", "mistral", "gemma2", "gemma3_text", "phi3", "granite", "olmo2", "cohere")
+TESTED_FAMILIES = (
+    "llama",
+    "qwen2",
+    "qwen3",
+    "mistral",
+    "gemma2",
+    "gemma3_text",
+    "phi3",
+    "granite",
+    "olmo2",
+    "cohere",
+)
 
 _HEAD_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
 
@@ -33,8 +44,10 @@ def check_architecture(source: str, key: str = "model.name") -> None:
         return
     except ValueError as exc:  # an unknown model_type: transformers has no code for it
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"{key}: cannot read the config of {source!r} ({reason}); rft trains architectures "
-                          "that transformers knows without custom code") from None
+        raise ConfigError(
+            f"{key}: cannot read the config of {source!r} ({reason}); rft trains architectures "
+            "that transformers knows without custom code"
+        ) from None
     problem = architecture_problem(config)
     if problem is not None:
         raise ConfigError(f"{key}: {source}: {problem}")
@@ -52,8 +65,10 @@ def architecture_problem(config: Any) -> str | None:
         return f"{name} (model_type {config.model_type!r}) has no causal-LM class in transformers; {advice}"
     architectures = getattr(config, "architectures", None) or []
     if architectures and not any(a.endswith(_HEAD_SUFFIXES) for a in architectures):
-        return (f"{name} is a checkpoint without a language-model head (a base, classifier or reward model), "
-                f"whose head would start random; {advice}")
+        return (
+            f"{name} is a checkpoint without a language-model head (a base, classifier or reward model), "
+            f"whose head would start random; {advice}"
+        )
     return None
 
 

@@ -25,22 +25,35 @@ def check_launch(config: Any) -> None:
     for any algorithm when several processes run: only the main process watches the metrics, and
     its stop would leave the others waiting at their next collective.
     """
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and config.alarms.enabled and config.alarms.stop_on:
-        raise ConfigError(f"alarms.stop_on ({', '.join(config.alarms.stop_on)}) does not work under a multi-process "
-                          "launch yet (only the main process watches the metrics); remove it (alarms are still "
-                          "raised and logged), or run in one process")
+    if (
+        int(os.environ.get("WORLD_SIZE", "1")) > 1
+        and config.alarms.enabled
+        and config.alarms.stop_on
+    ):
+        raise ConfigError(
+            f"alarms.stop_on ({', '.join(config.alarms.stop_on)}) does not work under a multi-process "
+            "launch yet (only the main process watches the metrics); remove it (alarms are still "
+            "raised and logged), or run in one process"
+        )
     if config.rl.algorithm != "ppo":
         return
     if env_flag("ACCELERATE_USE_FSDP"):
-        raise ConfigError("rl.algorithm ppo does not run under FSDP (its rollouts call generate on the unsharded policy, "
-                          "and accelerate 1.15 runs FSDP on GPUs only, so it is untested here); launch with "
-                          "recipes/accelerate/multi-gpu.yaml or deepspeed-zero2.yaml, or use rl.algorithm grpo/rloo")
+        raise ConfigError(
+            "rl.algorithm ppo does not run under FSDP (its rollouts call generate on the unsharded policy, "
+            "and accelerate 1.15 runs FSDP on GPUs only, so it is untested here); launch with "
+            "recipes/accelerate/multi-gpu.yaml or deepspeed-zero2.yaml, or use rl.algorithm grpo/rloo"
+        )
     stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "").strip()
     if env_flag("ACCELERATE_USE_DEEPSPEED") and stage not in ("", "1", "2"):
-        why = ("rollouts need whole parameters, which ZeRO-3 partitions" if stage == "3"
-               else "it has no non-finite gradient check before the step; use DDP instead")
-        raise ConfigError(f"rl.algorithm ppo does not run under DeepSpeed ZeRO-{stage} ({why}); launch with "
-                          "recipes/accelerate/deepspeed-zero2.yaml or multi-gpu.yaml, or use rl.algorithm grpo/rloo")
+        why = (
+            "rollouts need whole parameters, which ZeRO-3 partitions"
+            if stage == "3"
+            else "it has no non-finite gradient check before the step; use DDP instead"
+        )
+        raise ConfigError(
+            f"rl.algorithm ppo does not run under DeepSpeed ZeRO-{stage} ({why}); launch with "
+            "recipes/accelerate/deepspeed-zero2.yaml or multi-gpu.yaml, or use rl.algorithm grpo/rloo"
+        )
 
 
 def configure_deepspeed(ds_config: dict[str, Any], rl: Any, world_size: int) -> None:

@@ -23,8 +23,10 @@ def resolve_dtype(name: str) -> Any:
             return torch.bfloat16
         return torch.float32
     if name == "float16" and not torch.cuda.is_available():
-        raise ConfigError("model.dtype float16 needs a GPU (fp16 mixed precision scales the loss on the GPU); "
-                          "use bfloat16 or float32 on a CPU")
+        raise ConfigError(
+            "model.dtype float16 needs a GPU (fp16 mixed precision scales the loss on the GPU); "
+            "use bfloat16 or float32 on a CPU"
+        )
     return getattr(torch, name)
 
 
@@ -66,7 +68,6 @@ def load_tokenizer(settings: ModelSettings, path: str | Path | None = None) -> A
     """The tokenizer of `path` (a checkpoint), else of the configured model; left padding for generation."""
     from transformers import AutoTokenizer
 
-
     if path is None and settings.tiny is not None:
         tokenizer = build_char_tokenizer()
     else:
@@ -74,22 +75,31 @@ def load_tokenizer(settings: ModelSettings, path: str | Path | None = None) -> A
         try:
             tokenizer = AutoTokenizer.from_pretrained(source)
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"model.tokenizer: cannot load a tokenizer from {source!r} ({exc}); give a local folder or a hub id") from None
+            raise ConfigError(
+                f"model.tokenizer: cannot load a tokenizer from {source!r} ({exc}); give a local folder or a hub id"
+            ) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.chat_template is None:
-        raise ConfigError(f"model: the tokenizer of {path or settings.name!r} has no chat template; use an instruct/chat model or set model.tokenizer")
+        raise ConfigError(
+            f"model: the tokenizer of {path or settings.name!r} has no chat template; use an instruct/chat model or set model.tokenizer"
+        )
     return tokenizer
 
 
-def load_model(settings: ModelSettings, tokenizer: Any, path: str | Path | None = None, seed: int = 0,
-               trainable: bool = True, dtype: Any = None) -> Any:
+def load_model(
+    settings: ModelSettings,
+    tokenizer: Any,
+    path: str | Path | None = None,
+    seed: int = 0,
+    trainable: bool = True,
+    dtype: Any = None,
+) -> Any:
     """The causal LM at `path` (a checkpoint), else the configured one (tiny models built from a config).
 
     Weights load in `dtype`, by default `weights_dtype(settings)` (float32 master weights for a full fine-tune).
     """
     from transformers import AutoModelForCausalLM
-
 
     dtype = dtype or weights_dtype(settings)
     if path is None and settings.tiny is not None:
@@ -99,7 +109,9 @@ def load_model(settings: ModelSettings, tokenizer: Any, path: str | Path | None 
         try:
             model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"model.name: cannot load a model from {source!r} ({exc}); give a local folder or a hub id") from None
+            raise ConfigError(
+                f"model.name: cannot load a model from {source!r} ({exc}); give a local folder or a hub id"
+            ) from None
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     if trainable and settings.gradient_checkpointing:
@@ -115,8 +127,13 @@ def apply_lora(model: Any, settings: ModelSettings) -> Any:
     from peft import LoraConfig, get_peft_model
 
     lora = settings.lora
-    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                        target_modules=lora.target_modules, task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
     return get_peft_model(model, config)
 
 
@@ -147,7 +164,11 @@ def write_in_dtype(folder: str | Path, settings: ModelSettings) -> None:
     if config.get("dtype", config.get("torch_dtype")) == str(wanted).removeprefix("torch."):
         return
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=wanted)
-    for old in [*folder.glob("*.safetensors"), *folder.glob("*.safetensors.index.json"), *folder.glob("pytorch_model*.bin*")]:
+    for old in [
+        *folder.glob("*.safetensors"),
+        *folder.glob("*.safetensors.index.json"),
+        *folder.glob("pytorch_model*.bin*"),
+    ]:
         old.unlink()  # the cast weights are new tensors, and a shard count may change
     model.save_pretrained(str(folder))
 

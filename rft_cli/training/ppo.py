@@ -63,15 +63,23 @@ class PolicyValue(torch.nn.Module):
         super().__init__()
         self.policy, self.critic_backbone = policy, critic_backbone
         hidden = policy.config.get_text_config().hidden_size
-        self.value_head = torch.nn.Linear(hidden, 1).to(next(policy.parameters()).device, torch.float32)
+        self.value_head = torch.nn.Linear(hidden, 1).to(
+            next(policy.parameters()).device, torch.float32
+        )
         # Start from V = 0: a randomly initialised head gives every token a random value whose
         # differences swamp the end-of-answer reward in GAE, and at RL learning rates it takes
         # hundreds of steps to unlearn; from zero the first advantages are the whitened returns.
         torch.nn.init.zeros_(self.value_head.weight)
         torch.nn.init.zeros_(self.value_head.bias)
 
-    def forward(self, input_ids: Any, attention_mask: Any, response_len: int, temperature: float,
-                with_entropy: bool = False) -> tuple[Any, Any, Any]:
+    def forward(
+        self,
+        input_ids: Any,
+        attention_mask: Any,
+        response_len: int,
+        temperature: float,
+        with_entropy: bool = False,
+    ) -> tuple[Any, Any, Any]:
         """(logprobs, values, entropy) for the last `response_len` tokens of each sequence."""
         positions = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
         # The full model forward, so its own head applies (Gemma's softcapping, Granite's
@@ -79,18 +87,31 @@ class PolicyValue(torch.nn.Module):
         # logits_to_keep keeps only the response positions' logits. The value head reads what the
         # LM head read: the final (normed) hidden states at those positions.
         with _lm_head_input(self.policy) as head_input:
-            out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                              logits_to_keep=response_len + 1, use_cache=False)
-        logits = out.logits[:, -response_len - 1:-1]
+            out = self.policy(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=positions,
+                logits_to_keep=response_len + 1,
+                use_cache=False,
+            )
+        logits = out.logits[:, -response_len - 1 : -1]
         logprobs = pm.logprobs_from_logits(logits, input_ids[:, -response_len:], temperature)
         if self.critic_backbone is not None:
-            hidden = self.critic_backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                                          use_cache=False).last_hidden_state[:, -response_len - 1:-1]
+            hidden = self.critic_backbone(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=positions,
+                use_cache=False,
+            ).last_hidden_state[:, -response_len - 1 : -1]
         else:
-            hidden = head_input.value[:, -response_len - 1:-1]
+            hidden = head_input.value[:, -response_len - 1 : -1]
         values = self.value_head(hidden.float()).squeeze(-1)
         # The entropy is only logged: no graph, and no float32 copy of the whole logits tensor.
-        entropy = pm.entropy_from_logits(logits, temperature) if with_entropy else torch.zeros_like(logprobs)
+        entropy = (
+            pm.entropy_from_logits(logits, temperature)
+            if with_entropy
+            else torch.zeros_like(logprobs)
+        )
         return logprobs, values, entropy
 
 
@@ -142,17 +163,32 @@ class ActorCritic:
     def parameters(self) -> list[Any]:
         return [p for p in self.core.parameters() if p.requires_grad]
 
-    def forward(self, input_ids: Any, attention_mask: Any, response_len: int, temperature: float,
-                entropy: bool = False) -> tuple[Any, Any, Any]:
+    def forward(
+        self,
+        input_ids: Any,
+        attention_mask: Any,
+        response_len: int,
+        temperature: float,
+        entropy: bool = False,
+    ) -> tuple[Any, Any, Any]:
         """(logprobs, values, entropy) through the (wrapped) model."""
         return self.model(input_ids, attention_mask, response_len, temperature, entropy)
 
-    def reference_logprobs(self, input_ids: Any, attention_mask: Any, response_len: int, temperature: float) -> Any:
+    def reference_logprobs(
+        self, input_ids: Any, attention_mask: Any, response_len: int, temperature: float
+    ) -> Any:
         """Log-probs of the last `response_len` tokens under the frozen reference (its own full forward)."""
         positions = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-        out = self.reference(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                             logits_to_keep=response_len + 1, use_cache=False)
-        return pm.logprobs_from_logits(out.logits[:, -response_len - 1:-1], input_ids[:, -response_len:], temperature)
+        out = self.reference(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=positions,
+            logits_to_keep=response_len + 1,
+            use_cache=False,
+        )
+        return pm.logprobs_from_logits(
+            out.logits[:, -response_len - 1 : -1], input_ids[:, -response_len:], temperature
+        )
 
 
 # What one more forward pass costs, counted in padded tokens, when rows are split into pieces of
@@ -160,11 +196,15 @@ class ActorCritic:
 # costs about 6 ms plus 0.08 ms per token (one thread): ~80 tokens, more with two threads. On a GPU
 # a small batch mostly pays kernel launches, so a split must save far more padding to pay.
 PIECE_COST_TOKENS = {"cpu": 128, "other": 2048}
-_TOKEN_KEYS = ("input_ids", "attention_mask")  # [prompt | answer] columns; the rest are answer columns
+_TOKEN_KEYS = (
+    "input_ids",
+    "attention_mask",
+)  # [prompt | answer] columns; the rest are answer columns
 
 
-def _cut_pieces(batch: dict[str, Any], prompt_width: int, max_rows: int,
-                piece_cost: int | None) -> list[tuple[Any, dict[str, Any], int]]:
+def _cut_pieces(
+    batch: dict[str, Any], prompt_width: int, max_rows: int, piece_cost: int | None
+) -> list[tuple[Any, dict[str, Any], int]]:
     """(rows, tensors, answer width) of each piece of `pm.length_pieces`, its tensors cut to the
     piece's own longest prompt and answer: the columns that are padding in all its rows are left out.
 
@@ -179,8 +219,10 @@ def _cut_pieces(batch: dict[str, Any], prompt_width: int, max_rows: int,
         rows = torch.tensor(piece, device=attn.device)
         start = prompt_width - max(prompt_lens[i] for i in piece)
         width = max(max(answer_lens[i] for i in piece), 1)
-        cut = {k: v[rows][:, start:prompt_width + width] if k in _TOKEN_KEYS else v[rows][:, :width]
-               for k, v in batch.items()}
+        cut = {
+            k: v[rows][:, start : prompt_width + width] if k in _TOKEN_KEYS else v[rows][:, :width]
+            for k, v in batch.items()
+        }
         pieces.append((rows, cut, width))
     return pieces
 
@@ -190,8 +232,10 @@ def _check_deepspeed_world(num_processes: int) -> None:
     believes it is the only one (and the main one), so each would write the run folder."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world != num_processes:
-        raise ConfigError(f"DeepSpeed: accelerate sees {num_processes} process(es) of the {world} launched (it does so on a "
-                          "machine without GPUs); run DeepSpeed on GPUs, or with one process on a CPU")
+        raise ConfigError(
+            f"DeepSpeed: accelerate sees {num_processes} process(es) of the {world} launched (it does so on a "
+            "machine without GPUs); run DeepSpeed on GPUs, or with one process on a CPU"
+        )
 
 
 def _finite(*values: float) -> bool:
@@ -201,10 +245,16 @@ def _finite(*values: float) -> bool:
 class PPOTrainer:
     """Runs `rl.steps` PPO steps from the warm-up model, saving step checkpoints under the run folder."""
 
-    def __init__(self, ctx: RunContext, model: Any, reference: Any, tokenizer: Any, critic_backbone: Any = None):
+    def __init__(
+        self,
+        ctx: RunContext,
+        model: Any,
+        reference: Any,
+        tokenizer: Any,
+        critic_backbone: Any = None,
+    ):
         from accelerate import Accelerator
         from accelerate.state import AcceleratorState
-
 
         self.ctx, self.cfg, self.tokenizer = ctx, ctx.config.rl, tokenizer
         seed_everything(ctx.config.seed)
@@ -218,7 +268,9 @@ class PPOTrainer:
         cpu = not torch.cuda.is_available() and not env_flag("ACCELERATE_USE_DEEPSPEED")
         self.accelerator = Accelerator(cpu=cpu, mixed_precision=mixed_precision(ctx.config.model))
         self.ac = ActorCritic(model, reference, self.cfg.critic, critic_backbone)
-        optimizer = torch.optim.AdamW(self.ac.parameters(), lr=self.cfg.learning_rate, weight_decay=self.cfg.weight_decay)
+        optimizer = torch.optim.AdamW(
+            self.ac.parameters(), lr=self.cfg.learning_rate, weight_decay=self.cfg.weight_decay
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
         plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
         if plugin is not None:
@@ -226,8 +278,12 @@ class PPOTrainer:
             configure_deepspeed(plugin.deepspeed_config, self.cfg, self.accelerator.num_processes)
         self.ac.model, self.optimizer = self.accelerator.prepare(self.ac.core, optimizer)
         wrapped = getattr(self.accelerator, "deepspeed_engine_wrapped", None)
-        self.engine = wrapped.engine if wrapped is not None else None  # a DeepSpeed engine steps itself
-        self.kl_ctl = pm.AdaptiveKLController(self.cfg.kl_coef, self.cfg.kl_target, self.cfg.kl_horizon)
+        self.engine = (
+            wrapped.engine if wrapped is not None else None
+        )  # a DeepSpeed engine steps itself
+        self.kl_ctl = pm.AdaptiveKLController(
+            self.cfg.kl_coef, self.cfg.kl_target, self.cfg.kl_horizon
+        )
         self.state = PPOState(kl_coef=self.cfg.kl_coef)
         self.pending_config_change: dict[str, list[float]] | None = None
 
@@ -237,11 +293,22 @@ class PPOTrainer:
         cfg = self.cfg
         expanded = [row for row in rows for _ in range(cfg.samples_per_prompt)]
         self.ac.core.eval()
-        with self.accelerator.autocast():  # sample from the network that is trained: the same precision
-            rollout = sample(self.ac.policy, self.tokenizer, expanded, max_prompt_length=cfg.max_prompt_length,
-                             max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+        with (
+            self.accelerator.autocast()
+        ):  # sample from the network that is trained: the same precision
+            rollout = sample(
+                self.ac.policy,
+                self.tokenizer,
+                expanded,
+                max_prompt_length=cfg.max_prompt_length,
+                max_new_tokens=cfg.max_new_tokens,
+                temperature=cfg.temperature,
+                top_p=cfg.top_p,
+            )
         items = [item_of(r, self.ctx.config.data.demonstration_field) for r in expanded]
-        return rollout, grade(self.ctx.grader, rollout.texts, items, parser=output_parser(self.tokenizer))
+        return rollout, grade(
+            self.ctx.grader, rollout.texts, items, parser=output_parser(self.tokenizer)
+        )
 
     def _old_pass(self, input_ids: Any, attn: Any, resp_len: int) -> tuple[Any, Any, Any]:
         """Old log-probs, values and reference log-probs in batched no-grad passes.
@@ -253,8 +320,13 @@ class PPOTrainer:
         chunk = max(self.cfg.mini_batch_size, 16)
         batch = {"input_ids": input_ids, "attention_mask": attn}
         outs: list[Any] = [None, None, None]
-        with torch.no_grad(), self.accelerator.autocast():  # the reference computes as the policy does
-            for rows, cut, width in _cut_pieces(batch, input_ids.shape[1] - resp_len, chunk, self._piece_cost()):
+        with (
+            torch.no_grad(),
+            self.accelerator.autocast(),
+        ):  # the reference computes as the policy does
+            for rows, cut, width in _cut_pieces(
+                batch, input_ids.shape[1] - resp_len, chunk, self._piece_cost()
+            ):
                 ids, mask = cut["input_ids"], cut["attention_mask"]
                 lp, v, _ = self.ac.forward(ids, mask, width, self.cfg.temperature)
                 ref = self.ac.reference_logprobs(ids, mask, width, self.cfg.temperature)
@@ -272,7 +344,12 @@ class PPOTrainer:
         """Whether `flag` holds on any process (every process must take the same branch)."""
         if self.accelerator.num_processes == 1:
             return flag
-        return bool(self.accelerator.reduce(torch.tensor([float(flag)], device=self.accelerator.device), "sum").item() > 0)
+        return bool(
+            self.accelerator.reduce(
+                torch.tensor([float(flag)], device=self.accelerator.device), "sum"
+            ).item()
+            > 0
+        )
 
     def _micro_losses(self, mb: dict[str, Any]) -> tuple[Any, dict[str, float]]:
         """One micro-batch's share of its minibatch's loss, and of its statistics.
@@ -281,13 +358,27 @@ class PPOTrainer:
         (`pm.loss_weights`), so the micro-batches' losses add up to the minibatch's loss.
         """
         cfg, weights = self.cfg, mb["weights"]
-        logprobs, values, entropy = self.ac.forward(mb["input_ids"], mb["attention_mask"], mb["mask"].shape[1],
-                                                    cfg.temperature, entropy=True)
-        pg_loss, clip_frac, approx_kl = pm.policy_loss(logprobs, mb["old_logprobs"], mb["advantages"], weights, cfg.clip_range)
-        vf_loss, vf_clip = pm.value_loss(values, mb["old_values"], mb["returns"], weights, cfg.clip_range_value)
-        stats = {"policy_loss": pg_loss.item(), "value_loss": vf_loss.item(), "clip_frac": clip_frac.item(),
-                 "value_clip_frac": vf_clip.item(), "approx_kl": approx_kl.item(),
-                 "entropy": (entropy.detach() * weights).sum().item()}
+        logprobs, values, entropy = self.ac.forward(
+            mb["input_ids"],
+            mb["attention_mask"],
+            mb["mask"].shape[1],
+            cfg.temperature,
+            entropy=True,
+        )
+        pg_loss, clip_frac, approx_kl = pm.policy_loss(
+            logprobs, mb["old_logprobs"], mb["advantages"], weights, cfg.clip_range
+        )
+        vf_loss, vf_clip = pm.value_loss(
+            values, mb["old_values"], mb["returns"], weights, cfg.clip_range_value
+        )
+        stats = {
+            "policy_loss": pg_loss.item(),
+            "value_loss": vf_loss.item(),
+            "clip_frac": clip_frac.item(),
+            "value_clip_frac": vf_clip.item(),
+            "approx_kl": approx_kl.item(),
+            "entropy": (entropy.detach() * weights).sum().item(),
+        }
         return pg_loss + cfg.vf_coef * vf_loss, stats
 
     def _update(self, batch: dict[str, Any], step: int) -> dict[str, float] | str:
@@ -311,7 +402,7 @@ class PPOTrainer:
         for _ in range(cfg.ppo_epochs):
             order = torch.randperm(n, generator=generator).to(batch["input_ids"].device)
             for s in range(0, n, cfg.mini_batch_size):
-                idx = order[s:s + cfg.mini_batch_size]
+                idx = order[s : s + cfg.mini_batch_size]
                 minibatch = {k: v[idx] for k, v in batch.items()}
                 # weights over the whole (uncut) minibatch: its micro-batches' losses add up to its loss
                 minibatch["weights"] = pm.loss_weights(minibatch["mask"], cfg.loss_aggregation)
@@ -333,7 +424,9 @@ class PPOTrainer:
                 else:
                     totals["grad_norm"] = totals.get("grad_norm", 0.0) + grad_norm
         self.scheduler.step()
-        means = {k: v / (count - overflows if k == "grad_norm" else count) for k, v in totals.items()}
+        means = {
+            k: v / (count - overflows if k == "grad_norm" else count) for k, v in totals.items()
+        }
         if acc.scaler is not None or (self.engine is not None and self.engine.fp16_enabled()):
             means["fp16_overflow_steps"] = float(overflows)
         return self._mean_over_processes(means)
@@ -396,7 +489,9 @@ class PPOTrainer:
         if self.accelerator.num_processes == 1 or not values:
             return values
         keys = sorted(values)
-        reduced = self.accelerator.reduce(torch.tensor([values[k] for k in keys], device=self.accelerator.device), "mean")
+        reduced = self.accelerator.reduce(
+            torch.tensor([values[k] for k in keys], device=self.accelerator.device), "mean"
+        )
         return dict(zip(keys, reduced.tolist(), strict=True))
 
     def _gather(self, tensor: Any) -> Any:
@@ -407,7 +502,9 @@ class PPOTrainer:
         cfg, started, acc = self.cfg, time.perf_counter(), self.accelerator
         seed_everything(step_seed(self.ctx.config.seed, step) + acc.process_index)
         start = self.state.data_position + acc.process_index * cfg.prompts_per_step
-        indices = batch_indices(len(self.ctx.train_rows), self.ctx.config.seed, start, cfg.prompts_per_step)
+        indices = batch_indices(
+            len(self.ctx.train_rows), self.ctx.config.seed, start, cfg.prompts_per_step
+        )
         self.state.data_position += cfg.prompts_per_step * acc.num_processes
         rollout, local_stats = self._rollout([self.ctx.train_rows[i] for i in indices])
         stats = local_stats if acc.num_processes == 1 else merge_stats(gather_object([local_stats]))
@@ -415,9 +512,13 @@ class PPOTrainer:
         if self.pending_config_change:
             record["config_changed"], self.pending_config_change = self.pending_config_change, None
         self._check_grader_failures(step, stats, record)
-        scores = torch.tensor(local_stats.rewards, dtype=torch.float32, device=rollout.response_ids.device)
+        scores = torch.tensor(
+            local_stats.rewards, dtype=torch.float32, device=rollout.response_ids.device
+        )
         if cfg.truncated == "penalize":
-            scores = torch.where(rollout.truncated, torch.full_like(scores, cfg.truncation_penalty), scores)
+            scores = torch.where(
+                rollout.truncated, torch.full_like(scores, cfg.truncation_penalty), scores
+            )
         mask, resp_len = rollout.response_mask, rollout.response_ids.shape[1]
         input_ids, attn = rollout.input_ids, rollout.attention_mask
         old_logprobs, old_values, ref_logprobs = self._old_pass(input_ids, attn, resp_len)
@@ -428,26 +529,43 @@ class PPOTrainer:
         if self.ctx.wants_samples("rl", step):
             rows = [i for i in indices for _ in range(cfg.samples_per_prompt)]
             keep = self.ctx.samples.keep(len(rows), cfg.samples_per_prompt)
-            self.ctx.keep_samples("rl", step, rollout_lines(self.tokenizer, rows, rollout, local_stats.results, keep,
-                                                            kl.sum(dim=1).tolist()))
+            self.ctx.keep_samples(
+                "rl",
+                step,
+                rollout_lines(
+                    self.tokenizer, rows, rollout, local_stats.results, keep, kl.sum(dim=1).tolist()
+                ),
+            )
         lengths, all_scores = self._gather(mask.sum(dim=1)), self._gather(scores)
         if cfg.whiten_advantages:
             # per process, like the whitening itself: this process's answers decide
             advantages, scaled = pm.normalise_advantages(advantages, mask, scores)
             record["advantages_whitened"] = float(scaled)
-        record.update({
-            "train_reward_mean": all_scores.mean().item(),
-            "train_reward_std": all_scores.std(unbiased=False).item() if all_scores.numel() > 1 else 0.0,
-            "kl": seq_kl, "kl_coef": self.kl_ctl.value,
-            "response_length_mean": lengths.float().mean().item(),
-            "truncated_share": self._gather(rollout.truncated.float()).mean().item(),
-            "grader_error_share": stats.failed_share,
-            **stats.metrics(),
-        })
+        record.update(
+            {
+                "train_reward_mean": all_scores.mean().item(),
+                "train_reward_std": all_scores.std(unbiased=False).item()
+                if all_scores.numel() > 1
+                else 0.0,
+                "kl": seq_kl,
+                "kl_coef": self.kl_ctl.value,
+                "response_length_mean": lengths.float().mean().item(),
+                "truncated_share": self._gather(rollout.truncated.float()).mean().item(),
+                "grader_error_share": stats.failed_share,
+                **stats.metrics(),
+            }
+        )
         fault = None if _finite(record["train_reward_mean"], seq_kl) else "non-finite reward or KL"
         if fault is None:
-            batch = {"input_ids": input_ids, "attention_mask": attn, "mask": mask, "old_logprobs": old_logprobs,
-                     "old_values": old_values * mask, "advantages": advantages, "returns": returns}
+            batch = {
+                "input_ids": input_ids,
+                "attention_mask": attn,
+                "mask": mask,
+                "old_logprobs": old_logprobs,
+                "old_values": old_values * mask,
+                "advantages": advantages,
+                "returns": returns,
+            }
             result = self._update(batch, step)
             fault = result if isinstance(result, str) else None
             if not isinstance(result, str):
@@ -488,7 +606,9 @@ class PPOTrainer:
             if ctx.valid_rows and (step % ctx.config.eval.interval == 0 or step == cfg.steps):
                 eval_started = time.perf_counter()
                 self.state.last_valid = self.evaluate()
-                record.update({**self.state.last_valid, "eval_s": time.perf_counter() - eval_started})
+                record.update(
+                    {**self.state.last_valid, "eval_s": time.perf_counter() - eval_started}
+                )
                 record.update(watch.observe(self.state.last_valid["valid_reward_mean"], step))
                 stop_reason = watch.should_stop()
             # The stage's own clock (evaluations included), carried across resumes in trainer_state.json.
@@ -499,9 +619,16 @@ class PPOTrainer:
             if self.state.numerical_faults >= cfg.max_numerical_faults:
                 self._stop_on_faults(record)
             # with rl.final: best, a new best validation score is saved so that final/ can be it
-            new_best = cfg.final == "best" and ckpt.beats_saved(ctx.checkpoints_dir, record.get("valid_reward_mean"))
-            if (step % ctx.config.save_interval == 0 or step == cfg.steps or ctx.interrupt.requested or new_best
-                    or stop_reason is not None):
+            new_best = cfg.final == "best" and ckpt.beats_saved(
+                ctx.checkpoints_dir, record.get("valid_reward_mean")
+            )
+            if (
+                step % ctx.config.save_interval == 0
+                or step == cfg.steps
+                or ctx.interrupt.requested
+                or new_best
+                or stop_reason is not None
+            ):
                 self.save(record.get("valid_reward_mean"))
             if ctx.interrupt.requested:
                 raise KeyboardInterrupt
@@ -511,7 +638,9 @@ class PPOTrainer:
 
     def _stop_on_faults(self, record: dict[str, Any]) -> None:
         latest = ckpt.find_latest_complete(self.ctx.checkpoints_dir)
-        kept = f"the last good checkpoint is {latest}" if latest else "no RL checkpoint was saved yet"
+        kept = (
+            f"the last good checkpoint is {latest}" if latest else "no RL checkpoint was saved yet"
+        )
         raise TrainingError(
             f"rl step {record['step']}: stopped after {self.state.numerical_faults} numerical faults "
             f"(last: {record.get('skipped')}); {kept}; lower rl.learning_rate or raise rl.kl_coef, then rerun"
@@ -526,12 +655,20 @@ class PPOTrainer:
 
     def _load_engine(self, engine_dir: Path) -> None:
         if not (engine_dir / DEEPSPEED_TAG).is_dir():
-            raise TrainingError(f"{engine_dir.parent}: no DeepSpeed engine state ({DEEPSPEED_DIR}/) in this checkpoint, so its "
-                                "optimizer state cannot be restored under DeepSpeed; resume with the launch mode that wrote it")
-        path, _ = self.engine.load_checkpoint(str(engine_dir), tag=DEEPSPEED_TAG, load_optimizer_states=True,
-                                              load_lr_scheduler_states=False)
+            raise TrainingError(
+                f"{engine_dir.parent}: no DeepSpeed engine state ({DEEPSPEED_DIR}/) in this checkpoint, so its "
+                "optimizer state cannot be restored under DeepSpeed; resume with the launch mode that wrote it"
+            )
+        path, _ = self.engine.load_checkpoint(
+            str(engine_dir),
+            tag=DEEPSPEED_TAG,
+            load_optimizer_states=True,
+            load_lr_scheduler_states=False,
+        )
         if path is None:
-            raise TrainingError(f"{engine_dir}: DeepSpeed could not load the engine state; resume with the same number of processes")
+            raise TrainingError(
+                f"{engine_dir}: DeepSpeed could not load the engine state; resume with the same number of processes"
+            )
 
     def save(self, valid_reward_mean: float | None) -> Path:
         """Write `checkpoints/step-<N>` atomically and prune old ones."""
@@ -539,7 +676,9 @@ class PPOTrainer:
 
         def write(folder: Path) -> None:
             save_pretrained(self.ac.policy, self.tokenizer, folder)
-            if hasattr(self.ac.policy, "peft_config"):  # the adapters themselves, for an exact resume
+            if hasattr(
+                self.ac.policy, "peft_config"
+            ):  # the adapters themselves, for an exact resume
                 self.ac.policy.save_pretrained(str(folder / "adapter"))
             torch.save(self.ac.value_head.state_dict(), folder / "value_head.pt")
             if self.ac.critic_backbone is not None:
@@ -550,12 +689,23 @@ class PPOTrainer:
                 os.rename(engine_dir, folder / DEEPSPEED_DIR)
             torch.save(self.scheduler.state_dict(), folder / "scheduler.pt")
             torch.save(ckpt.capture_rng_state(), folder / "rng_state.pt")
-            trainer_state = {"stage": "rl", "step": state.step, "data_position": state.data_position,
-                             "kl_coef": self.kl_ctl.value, "numerical_faults": state.numerical_faults,
-                             "elapsed_s": state.elapsed_s, "last_valid": state.last_valid}
+            trainer_state = {
+                "stage": "rl",
+                "step": state.step,
+                "data_position": state.data_position,
+                "kl_coef": self.kl_ctl.value,
+                "numerical_faults": state.numerical_faults,
+                "elapsed_s": state.elapsed_s,
+                "last_valid": state.last_valid,
+            }
             (folder / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2))
 
-        meta = {"stage": "rl", "step": state.step, "valid_reward_mean": valid_reward_mean, **_versions()}
+        meta = {
+            "stage": "rl",
+            "step": state.step,
+            "valid_reward_mean": valid_reward_mean,
+            **_versions(),
+        }
         folder = self.ctx.checkpoints_dir / f"step-{state.step}"
         engine_dir = self.ctx.checkpoints_dir / f".{DEEPSPEED_DIR}-step-{state.step}"
         if self.engine is not None:
@@ -573,7 +723,9 @@ class PPOTrainer:
         """Restore optimizer, scheduler, value head, counters and RNG from a step checkpoint."""
         self.ac.value_head.load_state_dict(torch.load(folder / "value_head.pt", weights_only=True))
         if self.ac.critic_backbone is not None:
-            self.ac.critic_backbone.load_state_dict(torch.load(folder / "critic.pt", weights_only=True))
+            self.ac.critic_backbone.load_state_dict(
+                torch.load(folder / "critic.pt", weights_only=True)
+            )
         if self.engine is None:
             self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
         else:  # weights, float32 master copy and every process's optimizer shard
@@ -581,9 +733,14 @@ class PPOTrainer:
         self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
         ckpt.restore_rng_state(torch.load(folder / "rng_state.pt", weights_only=False))
         saved = json.loads((folder / "trainer_state.json").read_text())
-        self.state = PPOState(step=saved["step"], data_position=saved["data_position"], kl_coef=saved["kl_coef"],
-                              numerical_faults=saved["numerical_faults"], elapsed_s=saved["elapsed_s"],
-                              last_valid=saved.get("last_valid"))
+        self.state = PPOState(
+            step=saved["step"],
+            data_position=saved["data_position"],
+            kl_coef=saved["kl_coef"],
+            numerical_faults=saved["numerical_faults"],
+            elapsed_s=saved["elapsed_s"],
+            last_valid=saved.get("last_valid"),
+        )
         self.kl_ctl.value = saved["kl_coef"]
         self._apply_config_over_checkpoint()
 
@@ -617,11 +774,18 @@ def _versions() -> dict[str, Any]:
     import torch
     import transformers
 
+    return {
+        "versions": {
+            "rft": __version__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        }
+    }
 
-    return {"versions": {"rft": __version__, "torch": torch.__version__, "transformers": transformers.__version__}}
 
-
-def _load_policy(settings: Any, tokenizer: Any, init_dir: Path | None, resume_from: Path | None, seed: int) -> Any:
+def _load_policy(
+    settings: Any, tokenizer: Any, init_dir: Path | None, resume_from: Path | None, seed: int
+) -> Any:
     """The policy to train: the warm-up model (with fresh LoRA adapters), or a step checkpoint.
 
     A LoRA run resumes from the warm-up model plus the checkpoint's saved `adapter/`, so it
@@ -638,14 +802,20 @@ def _load_policy(settings: Any, tokenizer: Any, init_dir: Path | None, resume_fr
     return apply_lora(base, settings)
 
 
-def run_ppo(ctx: RunContext, init_dir: Path | None, tokenizer: Any, resume_from: Path | None = None) -> PPOState:
+def run_ppo(
+    ctx: RunContext, init_dir: Path | None, tokenizer: Any, resume_from: Path | None = None
+) -> PPOState:
     """Train with PPO from `init_dir` (the warm-up checkpoint; None = the configured base model)."""
     settings, seed = ctx.config.model, ctx.config.seed
     reference = load_model(settings, tokenizer, init_dir, seed=seed, trainable=False)
     policy = _load_policy(settings, tokenizer, init_dir, resume_from, seed)
     critic = None
-    if ctx.config.rl.critic == "separate":  # trained in full: float32 master weights, even under LoRA
-        critic = load_model(settings, tokenizer, init_dir, seed=seed, dtype=torch.float32).get_decoder()
+    if (
+        ctx.config.rl.critic == "separate"
+    ):  # trained in full: float32 master weights, even under LoRA
+        critic = load_model(
+            settings, tokenizer, init_dir, seed=seed, dtype=torch.float32
+        ).get_decoder()
     trainer = PPOTrainer(ctx, policy, reference, tokenizer, critic)
     if resume_from is not None:
         trainer.load(resume_from)

@@ -46,7 +46,9 @@ def whiten(x: Any, mask: Any, shift_mean: bool = True) -> Any:
     return out * mask
 
 
-def normalise_advantages(advantages: Any, mask: Any, scores: Any, min_score_std: float = 1e-6) -> tuple[Any, bool]:
+def normalise_advantages(
+    advantages: Any, mask: Any, scores: Any, min_score_std: float = 1e-6
+) -> tuple[Any, bool]:
     """(advantages, scaled): whitened when the batch's grader scores differ, else only centred.
 
     When every answer scored the same, the advantages hold nothing but the KL penalty and the
@@ -93,7 +95,9 @@ def kl_penalty(logprobs: Any, ref_logprobs: Any) -> Any:
     return logprobs - ref_logprobs
 
 
-def token_rewards(scores: Any, logprobs: Any, ref_logprobs: Any, mask: Any, kl_coef: float) -> tuple[Any, Any]:
+def token_rewards(
+    scores: Any, logprobs: Any, ref_logprobs: Any, mask: Any, kl_coef: float
+) -> tuple[Any, Any]:
     """(rewards, kl): -kl_coef * KL on every response token, plus the grader score on the last one."""
     import torch
 
@@ -129,8 +133,11 @@ def compute_gae(rewards: Any, values: Any, mask: Any, gamma: float, lam: float) 
     length = rewards.shape[1]
     idx = torch.arange(length, device=rewards.device, dtype=torch.float64)
     exponent = idx[:, None] - idx[None, :]  # row k (later position), column t
-    discount = torch.where(exponent >= 0, torch.pow(torch.tensor(gamma * lam, dtype=torch.float64), exponent.clamp(min=0)),
-                           torch.zeros((), dtype=torch.float64))
+    discount = torch.where(
+        exponent >= 0,
+        torch.pow(torch.tensor(gamma * lam, dtype=torch.float64), exponent.clamp(min=0)),
+        torch.zeros((), dtype=torch.float64),
+    )
     advantages = (deltas.to(torch.float64) @ discount).to(rewards.dtype) * mask
     # The lambda-return: what the critic is regressed towards.
     returns = (advantages + values) * mask
@@ -150,8 +157,12 @@ def loss_weights(mask: Any, aggregation: str = "token") -> Any:
     return mask / lengths / mask.shape[0]
 
 
-def length_pieces(prompt_lengths: list[int], answer_lengths: list[int], max_rows: int,
-                  piece_cost: int | None = None) -> list[list[int]]:
+def length_pieces(
+    prompt_lengths: list[int],
+    answer_lengths: list[int],
+    max_rows: int,
+    piece_cost: int | None = None,
+) -> list[list[int]]:
     """Rows grouped into pieces for forward passes, each to be cut to its own longest prompt and answer.
 
     Rows are taken longest answer first, so a piece holds answers of similar length. With
@@ -163,9 +174,11 @@ def length_pieces(prompt_lengths: list[int], answer_lengths: list[int], max_rows
     >>> length_pieces([3, 3, 3, 3], [9, 2, 8, 1], max_rows=4, piece_cost=4)
     [[0, 2], [1, 3]]
     """
-    order = sorted(range(len(answer_lengths)), key=lambda i: (-answer_lengths[i], -prompt_lengths[i], i))
+    order = sorted(
+        range(len(answer_lengths)), key=lambda i: (-answer_lengths[i], -prompt_lengths[i], i)
+    )
     if piece_cost is None:
-        return [order[s:s + max_rows] for s in range(0, len(order), max_rows)]
+        return [order[s : s + max_rows] for s in range(0, len(order), max_rows)]
     # best[i]: the cheapest split of order[:i]; cut[i]: where its last piece starts
     best, cut = [0] + [math.inf] * len(order), [0] * (len(order) + 1)
     for end in range(1, len(order) + 1):
@@ -173,17 +186,23 @@ def length_pieces(prompt_lengths: list[int], answer_lengths: list[int], max_rows
         for start in range(end - 1, max(end - max_rows, 0) - 1, -1):
             widest_prompt = max(widest_prompt, prompt_lengths[order[start]])
             # sorted longest answer first: the piece's longest answer is its first row's
-            cost = best[start] + (end - start) * (widest_prompt + answer_lengths[order[start]]) + piece_cost
+            cost = (
+                best[start]
+                + (end - start) * (widest_prompt + answer_lengths[order[start]])
+                + piece_cost
+            )
             if cost < best[end]:
                 best[end], cut[end] = cost, start
     pieces, end = [], len(order)
     while end > 0:
-        pieces.append(order[cut[end]:end])
+        pieces.append(order[cut[end] : end])
         end = cut[end]
     return pieces[::-1]
 
 
-def policy_loss(logprobs: Any, old_logprobs: Any, advantages: Any, weights: Any, clip_range: float) -> tuple[Any, Any, Any]:
+def policy_loss(
+    logprobs: Any, old_logprobs: Any, advantages: Any, weights: Any, clip_range: float
+) -> tuple[Any, Any, Any]:
     """(loss, clip_frac, approx_kl): PPO's clipped surrogate, summed over tokens with `loss_weights`."""
     import torch
 
@@ -204,7 +223,9 @@ def policy_loss(logprobs: Any, old_logprobs: Any, advantages: Any, weights: Any,
     return loss, clip_frac, approx_kl
 
 
-def value_loss(values: Any, old_values: Any, returns: Any, weights: Any, clip_range_value: float) -> tuple[Any, Any]:
+def value_loss(
+    values: Any, old_values: Any, returns: Any, weights: Any, clip_range_value: float
+) -> tuple[Any, Any]:
     """(loss, clip_frac): 0.5 * max of the squared errors of the raw and the clipped value prediction,
     summed over tokens with `loss_weights`."""
     import torch
@@ -212,7 +233,9 @@ def value_loss(values: Any, old_values: Any, returns: Any, weights: Any, clip_ra
     # The same trust region for the critic (as OpenAI's PPO2 and ReFT): a prediction may move at most
     # clip_range_value from the one the returns were computed with, and the max keeps the worse error,
     # so a clipped prediction gives no gradient towards moving further.
-    clipped_values = old_values + torch.clamp(values - old_values, -clip_range_value, clip_range_value)
+    clipped_values = old_values + torch.clamp(
+        values - old_values, -clip_range_value, clip_range_value
+    )
     error = (values - returns) ** 2
     error_clipped = (clipped_values - returns) ** 2
     loss = 0.5 * (torch.maximum(error, error_clipped) * weights).sum()

@@ -35,7 +35,9 @@ class Preflight:
     valid_rows: list[dict]
     grader: Any
     plan: dict[str, Any] = field(default_factory=dict)
-    grader_check: Any = None  # the self-test's SelfTestReport, None when grader_check.enabled is false
+    grader_check: Any = (
+        None  # the self-test's SelfTestReport, None when grader_check.enabled is false
+    )
 
 
 def build_run_grader(config: RunConfig) -> Any:
@@ -43,7 +45,9 @@ def build_run_grader(config: RunConfig) -> Any:
     if isinstance(config.grader, str):
         return load_grader(config.grader)
 
-    return build_from_dict(config.grader, where="grader")  # errors name the key path, e.g. grader.reference
+    return build_from_dict(
+        config.grader, where="grader"
+    )  # errors name the key path, e.g. grader.reference
 
 
 def _validation_error(report: Any, config: RunConfig) -> DataError:
@@ -51,15 +55,24 @@ def _validation_error(report: Any, config: RunConfig) -> DataError:
     where = f"{first.file} line {first.line}" if first.line else first.file
     total = sum(report.error_counts.values())
     valid = f" --valid {config.data.valid}" if config.data.valid else ""
-    more = f" ({total} errors in all; `rft validate {config.data.train}{valid}` lists them)" if total > 1 else ""
+    more = (
+        f" ({total} errors in all; `rft validate {config.data.train}{valid}` lists them)"
+        if total > 1
+        else ""
+    )
     return DataError(f"{where}: {first.message}{more}")
 
 
 def _load_data(config: RunConfig, grader: Any) -> tuple[list[dict], list[dict]]:
     """Validate the data as `rft validate` does (overlap and the grader's item fields included), then load it."""
     field_name = config.data.demonstration_field
-    report = validate_dataset(config.data.train, config.data.valid, demonstration_field=field_name,
-                              require_demonstrations=False, required_item_fields=sorted(grader.item_fields()))
+    report = validate_dataset(
+        config.data.train,
+        config.data.valid,
+        demonstration_field=field_name,
+        require_demonstrations=False,
+        required_item_fields=sorted(grader.item_fields()),
+    )
     if not report.ok:
         raise _validation_error(report, config)
     train = load_rows(config.data.train, field_name)
@@ -93,8 +106,12 @@ def check_grader(config: RunConfig, grader: Any) -> Any:
     settings = config.grader_check
     if not settings.enabled:
         return None
-    report = self_test(grader, demonstration_field_files(config.data.train, config.data.valid,
-                                                         config.data.demonstration_field))
+    report = self_test(
+        grader,
+        demonstration_field_files(
+            config.data.train, config.data.valid, config.data.demonstration_field
+        ),
+    )
     if report.failures and report.failure_share > settings.max_failure_share:
         valid = f" --valid {config.data.valid}" if config.data.valid else ""
         raise DataError(
@@ -109,7 +126,10 @@ def check_grader(config: RunConfig, grader: Any) -> Any:
 
 def _check_model_source(config: RunConfig) -> None:
     """A missing local model folder, or an architecture rft cannot train, is a config error now, not after the data loads."""
-    for key, value in (("model.name", config.model.name), ("model.tokenizer", config.model.tokenizer)):
+    for key, value in (
+        ("model.name", config.model.name),
+        ("model.tokenizer", config.model.tokenizer),
+    ):
         if value is not None:
             try:
                 source = resolve_model_path(value)
@@ -121,26 +141,50 @@ def _check_model_source(config: RunConfig) -> None:
 
 def _require_demonstrations(rows: list[dict], config: RunConfig) -> None:
     if not any(demonstration(row, config.data.demonstration_field) is not None for row in rows):
-        raise ConfigError(f"sft: no row of {config.data.train} has a demonstration (a final assistant message or "
-                          f"{config.data.demonstration_field!r}); add them or set sft.enabled: false")
+        raise ConfigError(
+            f"sft: no row of {config.data.train} has a demonstration (a final assistant message or "
+            f"{config.data.demonstration_field!r}); add them or set sft.enabled: false"
+        )
 
 
 def build_plan(config: RunConfig, n_train: int, n_valid: int, stage: str) -> dict[str, Any]:
     """What a run will do: stages, steps, samples, output layout (`--dry-run` prints it)."""
     stages: dict[str, Any] = {}
     if stage in ("sft", "all") and config.sft.enabled:
-        stages["sft"] = {"steps": sft.sft_steps(n_train, config.sft), "epochs": config.sft.epochs,
-                         "batch_size": config.sft.batch_size, "learning_rate": config.sft.learning_rate}
+        stages["sft"] = {
+            "steps": sft.sft_steps(n_train, config.sft),
+            "epochs": config.sft.epochs,
+            "batch_size": config.sft.batch_size,
+            "learning_rate": config.sft.learning_rate,
+        }
     if stage in ("rl", "all"):
         rl = config.rl
-        stages["rl"] = {"algorithm": rl.algorithm, "steps": rl.steps, "prompts_per_step": rl.prompts_per_step,
-                        "samples_per_prompt": rl.samples_per_prompt,
-                        "samples": rl.steps * rl.prompts_per_step * rl.samples_per_prompt,
-                        "kl_coef": rl.kl_coef, "learning_rate": rl.learning_rate}
-    return {"stages": stages, "train_rows": n_train, "valid_rows": n_valid,
-            "eval": {"interval": config.eval.interval, "rows": min(config.eval.samples, n_valid)},
-            "save_interval": config.save_interval, "keep_checkpoints": config.keep_checkpoints,
-            "layout": ["config.yaml", "metrics.jsonl", "checkpoints/sft/", "checkpoints/step-<N>/", "samples/", "final/", "summary.json"]}
+        stages["rl"] = {
+            "algorithm": rl.algorithm,
+            "steps": rl.steps,
+            "prompts_per_step": rl.prompts_per_step,
+            "samples_per_prompt": rl.samples_per_prompt,
+            "samples": rl.steps * rl.prompts_per_step * rl.samples_per_prompt,
+            "kl_coef": rl.kl_coef,
+            "learning_rate": rl.learning_rate,
+        }
+    return {
+        "stages": stages,
+        "train_rows": n_train,
+        "valid_rows": n_valid,
+        "eval": {"interval": config.eval.interval, "rows": min(config.eval.samples, n_valid)},
+        "save_interval": config.save_interval,
+        "keep_checkpoints": config.keep_checkpoints,
+        "layout": [
+            "config.yaml",
+            "metrics.jsonl",
+            "checkpoints/sft/",
+            "checkpoints/step-<N>/",
+            "samples/",
+            "final/",
+            "summary.json",
+        ],
+    }
 
 
 def plan_run(config: RunConfig, stage: str = "all") -> dict[str, Any]:

@@ -45,8 +45,16 @@ _STATE_OF_AN_RL_CHECKPOINT = {
 _STATE_OF_A_TRL_RL_CHECKPOINT = {
     "rl.learning_rate": "TRL restores the optimizer and scheduler, and their learning rate, from the checkpoint",
     "rl.weight_decay": "TRL restores the optimizer, and its weight decay, from the checkpoint",
-    **{f"rl.{key}": "TRL's saved step count maps to rft's steps through the batch layout" for key in
-       ("prompts_per_step", "samples_per_prompt", "mini_batch_size", "micro_batch_size", "ppo_epochs")},
+    **{
+        f"rl.{key}": "TRL's saved step count maps to rft's steps through the batch layout"
+        for key in (
+            "prompts_per_step",
+            "samples_per_prompt",
+            "mini_batch_size",
+            "micro_batch_size",
+            "ppo_epochs",
+        )
+    },
 }
 # Changes our PPO applies and logs itself (from its optimizer and KL controller), and the run's length.
 _LOGGED_ELSEWHERE = {"rl.learning_rate", "rl.weight_decay", "rl.kl_coef", "rl.steps", "output_dir"}
@@ -57,7 +65,11 @@ def _differences(before: Any, now: Any, prefix: str = "") -> dict[str, list[Any]
     if isinstance(before, dict) and isinstance(now, dict):
         out: dict[str, list[Any]] = {}
         for key in sorted(set(before) | set(now)):
-            out.update(_differences(before.get(key), now.get(key), f"{prefix}.{key}" if prefix else str(key)))
+            out.update(
+                _differences(
+                    before.get(key), now.get(key), f"{prefix}.{key}" if prefix else str(key)
+                )
+            )
         return out
     return {} if before == now else {prefix: [before, now]}
 
@@ -70,8 +82,12 @@ def changed_settings(run_dir: Path, config: RunConfig) -> dict[str, list[Any]]:
     try:
         before = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read the run's config ({exc}); it says how the checkpoints were trained") from None
-    changes = _differences(before, {**dump_run_config(config), "output_dir": before.get("output_dir")})
+        raise ConfigError(
+            f"{path}: cannot read the run's config ({exc}); it says how the checkpoints were trained"
+        ) from None
+    changes = _differences(
+        before, {**dump_run_config(config), "output_dir": before.get("output_dir")}
+    )
     return changes
 
 
@@ -80,7 +96,9 @@ def _owner(key: str, table: dict[str, str]) -> str | None:
     return next((name for name in table if key == name or key.startswith(name + ".")), None)
 
 
-def check_resume_changes(run_dir: Path, config: RunConfig, resume_stage: str | None) -> dict[str, list[Any]]:
+def check_resume_changes(
+    run_dir: Path, config: RunConfig, resume_stage: str | None
+) -> dict[str, list[Any]]:
     """Refuse a change the checkpoint's state overrides; return the applied ones to log.
 
     Args:
@@ -99,11 +117,14 @@ def check_resume_changes(run_dir: Path, config: RunConfig, resume_stage: str | N
     if resume_stage == "rl" and config.rl.algorithm != "ppo":
         refused.update(_STATE_OF_A_TRL_RL_CHECKPOINT)
     if resume_stage == "rl" and config.rl.adaptive_kl:
-        refused["rl.kl_coef"] = "under rl.adaptive_kl the KL coefficient is the controller's state, saved in the checkpoint"
+        refused["rl.kl_coef"] = (
+            "under rl.adaptive_kl the KL coefficient is the controller's state, saved in the checkpoint"
+        )
     for key, (old, new) in changes.items():
         owner = _owner(key, refused)
         if owner is not None:
-            raise ConfigError(f"--set {key}={new}: cannot change on --resume ({refused[owner]}; it was {old}); "
-                              "start a new run in another --output-dir to change it")
+            raise ConfigError(
+                f"--set {key}={new}: cannot change on --resume ({refused[owner]}; it was {old}); "
+                "start a new run in another --output-dir to change it"
+            )
     return {key: change for key, change in changes.items() if key not in _LOGGED_ELSEWHERE}
-

@@ -17,7 +17,9 @@ class GradeStats:
     failed: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     sub_rewards: dict[str, float] = field(default_factory=dict)
-    results: list[Any] = field(default_factory=list, repr=False)  # the GradeResults (samples on disk)
+    results: list[Any] = field(
+        default_factory=list, repr=False
+    )  # the GradeResults (samples on disk)
 
     @property
     def failed_share(self) -> float:
@@ -26,7 +28,9 @@ class GradeStats:
 
     def metrics(self, prefix: str = "") -> dict[str, Any]:
         """`grader_errors/<kind>` and `sub_rewards/<name>` entries for metrics.jsonl."""
-        out: dict[str, Any] = {f"{prefix}grader_errors/{k}": v for k, v in sorted(self.errors.items())}
+        out: dict[str, Any] = {
+            f"{prefix}grader_errors/{k}": v for k, v in sorted(self.errors.items())
+        }
         out.update({f"{prefix}sub_rewards/{k}": v for k, v in sorted(self.sub_rewards.items())})
         return out
 
@@ -48,14 +52,18 @@ def stats_of(results: Sequence[Any]) -> GradeStats:
 
 def merge_stats(parts: Sequence[GradeStats]) -> GradeStats:
     """One GradeStats from several processes' (sub-rewards averaged per process, weighted by size)."""
-    merged = GradeStats(rewards=[r for p in parts for r in p.rewards], failed=sum(p.failed for p in parts))
+    merged = GradeStats(
+        rewards=[r for p in parts for r in p.rewards], failed=sum(p.failed for p in parts)
+    )
     weights: dict[str, list[tuple[float, int]]] = {}
     for part in parts:
         for kind, count in part.errors.items():
             merged.errors[kind] = merged.errors.get(kind, 0) + count
         for name, value in part.sub_rewards.items():
             weights.setdefault(name, []).append((value, len(part.rewards)))
-    merged.sub_rewards = {k: sum(v * n for v, n in vs) / max(sum(n for _, n in vs), 1) for k, vs in weights.items()}
+    merged.sub_rewards = {
+        k: sum(v * n for v, n in vs) / max(sum(n for _, n in vs), 1) for k, vs in weights.items()
+    }
     return merged
 
 
@@ -66,7 +74,9 @@ def gather_object(objects: list[Any]) -> list[Any]:
     return _gather(objects)
 
 
-def grade(grader: Any, texts: Sequence[str], items: Sequence[dict], parser: Any = None) -> GradeStats:
+def grade(
+    grader: Any, texts: Sequence[str], items: Sequence[dict], parser: Any = None
+) -> GradeStats:
     """Grade answers (tool calls read by `parser`, see `rft_cli.tool_calls`); a grade with any error
     counts as failed (its reward is what the grader gave, usually 0)."""
     return stats_of(grade_answers(grader, texts, list(items), parser))

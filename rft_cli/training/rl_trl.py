@@ -50,9 +50,15 @@ def rl_examples(rows: list[dict], demonstration_field: str) -> list[dict[str, An
     for i, row in enumerate(rows):
         messages, tools = prompt_messages(row), row_tools(row)
         plain = [{"role": m["role"], "content": m["content"]} for m in messages]
-        examples.append({"prompt": plain, "rft_item": json.dumps(item_of(row, demonstration_field)), "rft_row": i,
-                         "rft_prompt": json.dumps(messages) if plain != messages or tools else "",
-                         "rft_tools": json.dumps(tools) if tools else ""})
+        examples.append(
+            {
+                "prompt": plain,
+                "rft_item": json.dumps(item_of(row, demonstration_field)),
+                "rft_row": i,
+                "rft_prompt": json.dumps(messages) if plain != messages or tools else "",
+                "rft_tools": json.dumps(tools) if tools else "",
+            }
+        )
     return examples
 
 
@@ -69,21 +75,36 @@ def build_trl_config(ctx: RunContext, work_dir: Path, **overrides: Any) -> Any:
     per_batch = optimizer_steps_per_batch(rl)
     micro = rl.micro_batch_size or rl.mini_batch_size
     args = dict(
-        **{**common_trainer_args(ctx, work_dir), "logging_steps": per_batch, "save_steps": ctx.config.save_interval * per_batch},
-        max_steps=rl.steps * per_batch, learning_rate=rl.learning_rate, weight_decay=rl.weight_decay,
-        max_grad_norm=rl.max_grad_norm, lr_scheduler_type="constant",
+        **{
+            **common_trainer_args(ctx, work_dir),
+            "logging_steps": per_batch,
+            "save_steps": ctx.config.save_interval * per_batch,
+        },
+        max_steps=rl.steps * per_batch,
+        learning_rate=rl.learning_rate,
+        weight_decay=rl.weight_decay,
+        max_grad_norm=rl.max_grad_norm,
+        lr_scheduler_type="constant",
         # one sampled batch = steps_per_generation slices of `micro` completions; an optimizer step
         # accumulates mini_batch_size / micro of them; num_iterations passes over the batch
-        per_device_train_batch_size=micro, gradient_accumulation_steps=rl.mini_batch_size // micro,
-        steps_per_generation=rl.prompts_per_step * rl.samples_per_prompt // micro, num_iterations=rl.ppo_epochs,
-        num_generations=rl.samples_per_prompt, max_completion_length=rl.max_new_tokens,
-        temperature=rl.temperature, top_p=rl.top_p, top_k=0, beta=rl.kl_coef, epsilon=rl.clip_range,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=rl.mini_batch_size // micro,
+        steps_per_generation=rl.prompts_per_step * rl.samples_per_prompt // micro,
+        num_iterations=rl.ppo_epochs,
+        num_generations=rl.samples_per_prompt,
+        max_completion_length=rl.max_new_tokens,
+        temperature=rl.temperature,
+        top_p=rl.top_p,
+        top_k=0,
+        beta=rl.kl_coef,
+        epsilon=rl.clip_range,
         mask_truncated_completions=False,  # `truncated: penalize` is a reward (GraderReward), as in our PPO
         # TRL sets top_k/top_p/temperature/repetition_penalty itself, but a setting it leaves unset
         # (min_p, typical_p, no_repeat_ngram_size, suppress_tokens) would come from the model
         # folder's generation_config.json: the same neutral values as our PPO and eval.
         generation_kwargs={**NEUTRAL_PROCESSORS, **NEUTRAL_WARPERS},
-        remove_unused_columns=False, shuffle_dataset=True,
+        remove_unused_columns=False,
+        shuffle_dataset=True,
     )
     return config_class(**{**args, **overrides})
 
@@ -99,8 +120,10 @@ def truncating_trainer_class(trainer_class: type, max_prompt_length: int) -> typ
     """
     for method in ("_tokenize_prompts", "_generate_and_score_completions"):
         if not callable(getattr(trainer_class, method, None)):
-            raise TrainingError(f"this TRL version's {trainer_class.__name__} has no {method}, so rl.max_prompt_length "
-                                "and row tools cannot be applied; install trl 1.16 (the version rft is tested with)")
+            raise TrainingError(
+                f"this TRL version's {trainer_class.__name__} has no {method}, so rl.max_prompt_length "
+                "and row tools cannot be applied; install trl 1.16 (the version rft is tested with)"
+            )
 
     class PromptTruncating(trainer_class):
         def _generate_and_score_completions(self, inputs: list) -> Any:
@@ -109,19 +132,33 @@ def truncating_trainer_class(trainer_class: type, max_prompt_length: int) -> typ
 
         def _tokenize_prompts(self, prompts: list) -> Any:
             rows = getattr(self, "_rft_rows", [])
-            if len(rows) == len(prompts) and any(m or t for m, t in rows):  # text only: no images to return
-                prompt_ids, rest = [_encode_row(self.processing_class, p, m, t) for p, (m, t) in zip(prompts, rows, strict=True)], (None, {})
+            if len(rows) == len(prompts) and any(
+                m or t for m, t in rows
+            ):  # text only: no images to return
+                prompt_ids, rest = (
+                    [
+                        _encode_row(self.processing_class, p, m, t)
+                        for p, (m, t) in zip(prompts, rows, strict=True)
+                    ],
+                    (None, {}),
+                )
             else:
                 prompt_ids, *rest = super()._tokenize_prompts(prompts)
             return ([list(ids)[-max_prompt_length:] for ids in prompt_ids], *rest)
 
-    PromptTruncating.__name__ = trainer_class.__name__  # TRL names its model card and logs after the class
+    PromptTruncating.__name__ = (
+        trainer_class.__name__
+    )  # TRL names its model card and logs after the class
     return PromptTruncating
 
 
 def _encode_row(tokenizer: Any, prompt: list, messages: str, tools: str) -> list[int]:
     """A row's prompt ids, from its `rft_prompt`/`rft_tools` columns when it has them, as `rft eval` encodes it."""
-    return encode_prompt(tokenizer, json.loads(messages) if messages else prompt, json.loads(tools) if tools else None)
+    return encode_prompt(
+        tokenizer,
+        json.loads(messages) if messages else prompt,
+        json.loads(tools) if tools else None,
+    )
 
 
 def run_trl_rl(ctx: RunContext, init_dir: Path, tokenizer: Any) -> dict[str, Any]:
@@ -129,29 +166,53 @@ def run_trl_rl(ctx: RunContext, init_dir: Path, tokenizer: Any) -> dict[str, Any
     from datasets import Dataset
     from trl import GRPOTrainer, RLOOTrainer
 
-
     config = ctx.config
     per_batch = optimizer_steps_per_batch(config.rl)
     resume = latest_trl_checkpoint(ctx.checkpoints_dir, STEP_PREFIX)
     if resume is not None and ckpt.read_meta(resume)["step"] >= config.rl.steps:
-        return {"step": ckpt.read_meta(resume)["step"], "last_valid": None}  # finished; Trainer would run one step more
+        return {
+            "step": ckpt.read_meta(resume)["step"],
+            "last_valid": None,
+        }  # finished; Trainer would run one step more
     seed_everything(config.seed)
     work_dir = ctx.checkpoints_dir / f".trl-{config.rl.algorithm}"
     penalty = config.rl.truncation_penalty if config.rl.truncated == "penalize" else None
-    reward = GraderReward(ctx.grader, config.rl.max_grader_error_share, truncation_penalty=penalty,
-                          keeper=TrlSampleKeeper(ctx, tokenizer), parser=output_parser(tokenizer))
+    reward = GraderReward(
+        ctx.grader,
+        config.rl.max_grader_error_share,
+        truncation_penalty=penalty,
+        keeper=TrlSampleKeeper(ctx, tokenizer),
+        parser=output_parser(tokenizer),
+    )
 
     def evaluate(model: Any, step: int) -> dict[str, float]:
         return ctx.evaluate(model, tokenizer, step, after="rl")
 
-    callback = trl_callback_class()(ctx, "rl", STEP_PREFIX, work_dir, reward=reward, evaluate=evaluate,
-                                    steps_per_record=per_batch)
-    trainer_class = truncating_trainer_class(GRPOTrainer if config.rl.algorithm == "grpo" else RLOOTrainer,
-                                             config.rl.max_prompt_length)
+    callback = trl_callback_class()(
+        ctx,
+        "rl",
+        STEP_PREFIX,
+        work_dir,
+        reward=reward,
+        evaluate=evaluate,
+        steps_per_record=per_batch,
+    )
+    trainer_class = truncating_trainer_class(
+        GRPOTrainer if config.rl.algorithm == "grpo" else RLOOTrainer, config.rl.max_prompt_length
+    )
     peft_config = _peft_config(config.model)
-    trainer = build_trl_trainer(trainer_class, model=str(init_dir), reward_funcs=[reward], args=build_trl_config(ctx, work_dir),
-                            train_dataset=Dataset.from_list(rl_examples(ctx.train_rows, config.data.demonstration_field)),
-                            processing_class=tokenizer, callbacks=[callback], peft_config=peft_config)
+    trainer = build_trl_trainer(
+        trainer_class,
+        model=str(init_dir),
+        reward_funcs=[reward],
+        args=build_trl_config(ctx, work_dir),
+        train_dataset=Dataset.from_list(
+            rl_examples(ctx.train_rows, config.data.demonstration_field)
+        ),
+        processing_class=tokenizer,
+        callbacks=[callback],
+        peft_config=peft_config,
+    )
     # TRL's own rule for a truncated completion: its last id is no end-of-answer id (tokenizer, generation_config) nor pad
     reward.eos_token_ids = {*trainer.eos_token_ids, tokenizer.pad_token_id}
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -166,5 +227,10 @@ def _peft_config(settings: Any) -> Any:
     from peft import LoraConfig
 
     lora = settings.lora
-    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                      target_modules=lora.target_modules, task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )

@@ -61,20 +61,28 @@ def _prepare_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:
 
     started = (run_dir / "metrics.jsonl").exists() or (run_dir / "checkpoints").exists()
     if started and not resume:
-        raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --output-dir")
+        raise ConfigError(
+            f"{run_dir} already holds a run; pass --resume to continue it or choose another --output-dir"
+        )
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         resolved = {**dump_run_config(config), "output_dir": str(run_dir)}
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
+        (run_dir / "config.yaml").write_text(
+            yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8"
+        )
     except OSError as exc:
-        raise ConfigError(f"{run_dir}: cannot write the run folder ({exc.strerror or exc}); choose another --output-dir") from None
+        raise ConfigError(
+            f"{run_dir}: cannot write the run folder ({exc.strerror or exc}); choose another --output-dir"
+        ) from None
 
 
 def _check_stage_order(run_dir: Path, config: RunConfig, stage: str) -> None:
     sft_dir = run_dir / "checkpoints" / "sft"
     if stage == "rl" and config.sft.enabled and not ckpt.is_complete(sft_dir):
-        raise ConfigError(f"{sft_dir}: no finished warm-up checkpoint; run `rft train CONFIG --stage sft` first "
-                          "(or set sft.enabled: false to start RL from the base model)")
+        raise ConfigError(
+            f"{sft_dir}: no finished warm-up checkpoint; run `rft train CONFIG --stage sft` first "
+            "(or set sft.enabled: false to start RL from the base model)"
+        )
 
 
 def _resume_point(run_dir: Path, sft_total: int) -> tuple[str | None, int, bool, float]:
@@ -94,13 +102,26 @@ def _resume_point(run_dir: Path, sft_total: int) -> tuple[str | None, int, bool,
     partial = latest_trl_checkpoint(checkpoints, sft.SFT_PREFIX)
     if partial is not None:
         meta = ckpt.read_meta(partial)
-        return "sft", int(meta["step"]), int(meta["step"]) < sft_total, float(meta.get("elapsed_s", 0.0))
+        return (
+            "sft",
+            int(meta["step"]),
+            int(meta["step"]) < sft_total,
+            float(meta.get("elapsed_s", 0.0)),
+        )
     return None, 0, True, 0.0
 
 
-def train(config: RunConfig, *, config_path: str | Path | None = None, output_dir: str | Path | None = None,
-          stage: str = "all", resume: bool = False, grader: Any = None, progress: Any = None,
-          on_checked: Callable[[Preflight], None] | None = None) -> TrainResult:
+def train(
+    config: RunConfig,
+    *,
+    config_path: str | Path | None = None,
+    output_dir: str | Path | None = None,
+    stage: str = "all",
+    resume: bool = False,
+    grader: Any = None,
+    progress: Any = None,
+    on_checked: Callable[[Preflight], None] | None = None,
+) -> TrainResult:
     """Check everything (`preflight`), then run the configured stages. Ctrl-C saves and re-raises.
 
     Args:
@@ -124,18 +145,31 @@ def train(config: RunConfig, *, config_path: str | Path | None = None, output_di
             pre.grader.close()
 
 
-def _train_checked(config: RunConfig, pre: Preflight, config_path: str | Path | None, output_dir: str | Path | None,
-                   stage: str, resume: bool, progress: Any) -> TrainResult:
+def _train_checked(
+    config: RunConfig,
+    pre: Preflight,
+    config_path: str | Path | None,
+    output_dir: str | Path | None,
+    stage: str,
+    resume: bool,
+    progress: Any,
+) -> TrainResult:
     quiet_libraries()
     run_dir = Path(output_dir) if output_dir else config.resolved_output_dir(config_path)
     _check_stage_order(run_dir, config, stage)
     sft_total = pre.plan["stages"].get("sft", {}).get("steps", 0)
-    resume_stage, resume_step, keep_step, elapsed_before = _resume_point(run_dir, sft_total) if resume else (None, 0, True, 0.0)
-    changes = check_resume_changes(run_dir, config, resume_stage) if resume else {}  # before config.yaml is rewritten
+    resume_stage, resume_step, keep_step, elapsed_before = (
+        _resume_point(run_dir, sft_total) if resume else (None, 0, True, 0.0)
+    )
+    changes = (
+        check_resume_changes(run_dir, config, resume_stage) if resume else {}
+    )  # before config.yaml is rewritten
     _prepare_run_dir(run_dir, config, resume)
     if is_main_process():
         with _write_errors_stop_the_run(run_dir):
-            reconcile_metrics(run_dir / "metrics.jsonl", resume_stage, resume_step, keep_step=keep_step)
+            reconcile_metrics(
+                run_dir / "metrics.jsonl", resume_stage, resume_step, keep_step=keep_step
+            )
             reconcile_samples(run_dir, resume_stage, resume_step, keep_step=keep_step)
     # Under `accelerate launch` only the main process writes metrics, samples and shows progress.
     main = is_main_process()
@@ -144,8 +178,18 @@ def _train_checked(config: RunConfig, pre: Preflight, config_path: str | Path | 
     progress = progress if main else None
     seed_everything(config.seed)
     tokenizer = load_tokenizer(config.model)
-    ctx = RunContext(config, run_dir, pre.train_rows, pre.valid_rows, pre.grader, logger, progress,
-                     elapsed_before=elapsed_before, samples=samples, config_changes=changes or None)
+    ctx = RunContext(
+        config,
+        run_dir,
+        pre.train_rows,
+        pre.valid_rows,
+        pre.grader,
+        logger,
+        progress,
+        elapsed_before=elapsed_before,
+        samples=samples,
+        config_changes=changes or None,
+    )
     started = time.perf_counter()
     try:
         with _write_errors_stop_the_run(run_dir):
@@ -156,8 +200,11 @@ def _train_checked(config: RunConfig, pre: Preflight, config_path: str | Path | 
             except AlarmStop as stop:
                 raise _stopped_by_alarm(ctx, stage, stop, time.perf_counter() - started) from None
             # Under `accelerate launch` the main process writes final/ and summary.json alone.
-            summary = (finish_run(ctx, stage, time.perf_counter() - started, stopped=ctx.early_stop)
-                       if is_main_process() else {})
+            summary = (
+                finish_run(ctx, stage, time.perf_counter() - started, stopped=ctx.early_stop)
+                if is_main_process()
+                else {}
+            )
     finally:
         logger.close()
     return TrainResult(run_dir, summary)
@@ -165,10 +212,14 @@ def _train_checked(config: RunConfig, pre: Preflight, config_path: str | Path | 
 
 def _build_logger(config: RunConfig, run_dir: Path, samples: SampleWriter) -> WatchingLogger:
     """metrics.jsonl (and the tracker) behind the alarm detectors, primed with a resumed run's lines."""
-    inner = MultiLogger(JsonlMetricsLogger(run_dir / "metrics.jsonl"),
-                        build_tracker(config.report_to, run_dir, dump_run_config(config)))
+    inner = MultiLogger(
+        JsonlMetricsLogger(run_dir / "metrics.jsonl"),
+        build_tracker(config.report_to, run_dir, dump_run_config(config)),
+    )
     monitor = AlarmMonitor(config.alarms)
-    monitor.replay(read_metrics(run_dir / "metrics.jsonl"))  # raised before the resume: not raised again
+    monitor.replay(
+        read_metrics(run_dir / "metrics.jsonl")
+    )  # raised before the resume: not raised again
     return WatchingLogger(inner, monitor, samples)
 
 
@@ -176,9 +227,15 @@ def _stopped_by_alarm(ctx: Any, stage: str, stop: AlarmStop, seconds: float) -> 
     """final/ and summary.json from the checkpoints kept so far, and the error naming the alarm."""
     alarm = stop.alarm
     summary = finish_run(ctx, stage, seconds, stopped={"alarm": alarm.name, "step": alarm.step})
-    kept = f"final/ holds {summary['final_source']}" if summary.get("final_source") else "no checkpoint was saved yet"
-    return TrainingError(f"{alarm.stage} step {alarm.step}: alarm {alarm.name} ({alarm.message}) is in alarms.stop_on, "
-                         f"so the run stopped; {kept}; read {ctx.run_dir / 'samples'} to see what the model writes")
+    kept = (
+        f"final/ holds {summary['final_source']}"
+        if summary.get("final_source")
+        else "no checkpoint was saved yet"
+    )
+    return TrainingError(
+        f"{alarm.stage} step {alarm.step}: alarm {alarm.name} ({alarm.message}) is in alarms.stop_on, "
+        f"so the run stopped; {kept}; read {ctx.run_dir / 'samples'} to see what the model writes"
+    )
 
 
 @contextlib.contextmanager
@@ -204,15 +261,21 @@ def _run_stages(ctx: Any, stage: str, tokenizer: Any) -> None:
     if stage not in ("rl", "all"):
         return
     if config.sft.enabled and not ckpt.is_complete(sft_dir):
-        raise ConfigError(f"{sft_dir}: no finished warm-up checkpoint; run `rft train CONFIG --stage sft` first "
-                          "(or set sft.enabled: false to start RL from the base model)")
+        raise ConfigError(
+            f"{sft_dir}: no finished warm-up checkpoint; run `rft train CONFIG --stage sft` first "
+            "(or set sft.enabled: false to start RL from the base model)"
+        )
     init_dir = sft_dir if config.sft.enabled else None
     if init_dir is not None:
         tokenizer = load_tokenizer(config.model, init_dir)
         ctx.elapsed_before = float(ckpt.read_meta(sft_dir).get("elapsed_s", 0.0))
     # Without a warm-up, the base model is the start that final/ falls back to: save and score it.
     keeps_start = config.rl.final == "best" and bool(ctx.valid_rows)
-    base = _save_base(ctx, tokenizer) if init_dir is None and (keeps_start or config.rl.algorithm != "ppo") else None
+    base = (
+        _save_base(ctx, tokenizer)
+        if init_dir is None and (keeps_start or config.rl.algorithm != "ppo")
+        else None
+    )
     if config.rl.algorithm == "ppo":
         _run_ppo_stage(ctx, init_dir, tokenizer)
     else:
@@ -238,7 +301,6 @@ def _save_base(ctx: Any, tokenizer: Any) -> Path:
     """
     from accelerate import PartialState
 
-
     folder = ctx.checkpoints_dir / "base"
     if is_main_process() and not ckpt.is_complete(folder):
         started = time.perf_counter()
@@ -250,5 +312,3 @@ def _save_base(ctx: Any, tokenizer: Any) -> Path:
         ckpt.write_checkpoint(folder, lambda tmp: save_pretrained(model, tokenizer, tmp), meta)
     PartialState().wait_for_everyone()
     return folder
-
-

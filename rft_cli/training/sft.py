@@ -56,7 +56,11 @@ def sft_example(row: dict, demonstration_field: str) -> dict[str, Any] | None:
 def sft_examples(rows: Sequence[dict], demonstration_field: str) -> list[dict[str, Any]]:
     """Prompt/completion pairs for every row that has a demonstration (for TRL's own preparation,
     as bench/reft_effect.py uses; `run_sft` tokenizes rows lazily instead)."""
-    return [example for example in (sft_example(row, demonstration_field) for row in rows) if example is not None]
+    return [
+        example
+        for example in (sft_example(row, demonstration_field) for row in rows)
+        if example is not None
+    ]
 
 
 def sft_rows(rows: Sequence[dict], demonstration_field: str) -> list[int]:
@@ -72,14 +76,18 @@ class SFTEncoder:
     the two token lists part; prompt labels are -100; the first `max_length` tokens are kept.
     """
 
-    def __init__(self, rows: Sequence[dict], tokenizer: Any, demonstration_field: str, max_length: int):
+    def __init__(
+        self, rows: Sequence[dict], tokenizer: Any, demonstration_field: str, max_length: int
+    ):
         self.rows, self.tokenizer = rows, tokenizer
         self.demonstration_field, self.max_length = demonstration_field, max_length
 
     def __call__(self, index: int) -> dict[str, list[int]]:
         example = sft_example(self.rows[index], self.demonstration_field)
         if example is None:
-            raise ValueError(f"training row {index} has no demonstration")  # sft_rows() leaves such rows out
+            raise ValueError(
+                f"training row {index} has no demonstration"
+            )  # sft_rows() leaves such rows out
         tools = self._tools(self.rows[index])
         prompt_ids = self._ids(example["prompt"], tools, add_generation_prompt=True)
         ids = self._ids(example["prompt"] + example["completion"], tools)
@@ -92,9 +100,19 @@ class SFTEncoder:
 
         return template_tools(self.tokenizer, row_tools(row))
 
-    def _ids(self, messages: list[dict[str, Any]], tools: list[dict] | None, add_generation_prompt: bool = False) -> list[int]:
-        encoded = self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=True, return_dict=True,
-                                                     add_generation_prompt=add_generation_prompt)
+    def _ids(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict] | None,
+        add_generation_prompt: bool = False,
+    ) -> list[int]:
+        encoded = self.tokenizer.apply_chat_template(
+            messages,
+            tools=tools,
+            tokenize=True,
+            return_dict=True,
+            add_generation_prompt=add_generation_prompt,
+        )
         return list(encoded["input_ids"])
 
 
@@ -127,8 +145,10 @@ def check_demonstrations_fit(encode: SFTEncoder, rows: Sequence[int]) -> None:
     for index in rows:
         if any(label != -100 for label in encode(index)["labels"]):
             return
-    raise ConfigError(f"sft: none of the {len(rows)} demonstrations fits in sft.max_length={encode.max_length} "
-                      "tokens after its prompt; raise sft.max_length")
+    raise ConfigError(
+        f"sft: none of the {len(rows)} demonstrations fits in sft.max_length={encode.max_length} "
+        "tokens after its prompt; raise sft.max_length"
+    )
 
 
 def sft_steps(n_examples: int, settings: Any) -> int:
@@ -136,7 +156,9 @@ def sft_steps(n_examples: int, settings: Any) -> int:
     if settings.max_steps:
         return settings.max_steps
     batches_per_epoch = math.ceil(n_examples / settings.batch_size)
-    return max(1, math.ceil(settings.epochs * batches_per_epoch / settings.gradient_accumulation_steps))
+    return max(
+        1, math.ceil(settings.epochs * batches_per_epoch / settings.gradient_accumulation_steps)
+    )
 
 
 def sft_trainer_args(ctx: RunContext, n_examples: int) -> dict[str, Any]:
@@ -144,26 +166,49 @@ def sft_trainer_args(ctx: RunContext, n_examples: int) -> dict[str, Any]:
     settings = ctx.config.sft
     return dict(
         **common_trainer_args(ctx, ctx.checkpoints_dir / ".trl-sft"),
-        max_steps=sft_steps(n_examples, settings), learning_rate=settings.learning_rate,
-        per_device_train_batch_size=settings.batch_size, gradient_accumulation_steps=settings.gradient_accumulation_steps,
-        weight_decay=settings.weight_decay, warmup_steps=settings.warmup_ratio, max_grad_norm=settings.max_grad_norm,
-        lr_scheduler_type=settings.lr_scheduler, max_length=settings.max_length, completion_only_loss=True,
-        packing=False, dataset_num_proc=None, include_num_input_tokens_seen=True,
+        max_steps=sft_steps(n_examples, settings),
+        learning_rate=settings.learning_rate,
+        per_device_train_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        weight_decay=settings.weight_decay,
+        warmup_steps=settings.warmup_ratio,
+        max_grad_norm=settings.max_grad_norm,
+        lr_scheduler_type=settings.lr_scheduler,
+        max_length=settings.max_length,
+        completion_only_loss=True,
+        packing=False,
+        dataset_num_proc=None,
+        include_num_input_tokens_seen=True,
     )
 
 
-def build_sft_trainer(ctx: RunContext, model: Any, tokenizer: Any, rows: list[int], encode: SFTEncoder,
-                      callbacks: Sequence[Any] = ()) -> Any:
+def build_sft_trainer(
+    ctx: RunContext,
+    model: Any,
+    tokenizer: Any,
+    rows: list[int],
+    encode: SFTEncoder,
+    callbacks: Sequence[Any] = (),
+) -> Any:
     """TRL's SFTTrainer over a dataset of row indices; `encode` tokenizes each batch as it is drawn."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     # TRL's preparation is skipped (our encoder does it per batch), and the one "row" column must
     # reach the collator rather than be dropped as unknown to the model.
-    args = SFTConfig(**sft_trainer_args(ctx, len(rows)), remove_unused_columns=False,
-                     dataset_kwargs={"skip_prepare_dataset": True})
-    trainer = build_trl_trainer(SFTTrainer, model=model, args=args, train_dataset=Dataset.from_dict({"row": rows}),
-                                processing_class=tokenizer, callbacks=list(callbacks))
+    args = SFTConfig(
+        **sft_trainer_args(ctx, len(rows)),
+        remove_unused_columns=False,
+        dataset_kwargs={"skip_prepare_dataset": True},
+    )
+    trainer = build_trl_trainer(
+        SFTTrainer,
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_dict({"row": rows}),
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+    )
     # Wrapped after construction: TRL sets the pad token on the tokenizer and the model only when it
     # builds its own collator, and that collator pads our batches.
     trainer.data_collator = SFTCollator(encode, trainer.data_collator)
@@ -175,9 +220,13 @@ def run_sft(ctx: RunContext, tokenizer: Any) -> Path:
     config, settings = ctx.config, ctx.config.sft
     rows = sft_rows(ctx.train_rows, config.data.demonstration_field)
     if not rows:
-        raise ConfigError(f"sft: no training row has a demonstration (a final assistant message or "
-                          f"{config.data.demonstration_field!r}); add them or set sft.enabled: false")
-    encode = SFTEncoder(ctx.train_rows, tokenizer, config.data.demonstration_field, settings.max_length)
+        raise ConfigError(
+            f"sft: no training row has a demonstration (a final assistant message or "
+            f"{config.data.demonstration_field!r}); add them or set sft.enabled: false"
+        )
+    encode = SFTEncoder(
+        ctx.train_rows, tokenizer, config.data.demonstration_field, settings.max_length
+    )
     check_demonstrations_fit(encode, rows)
     seed_everything(config.seed)
     model = apply_lora(load_model(config.model, tokenizer, seed=config.seed), config.model)
@@ -190,7 +239,9 @@ def run_sft(ctx: RunContext, tokenizer: Any) -> Path:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if ctx.interrupt.requested:
         raise KeyboardInterrupt
-    last = callback.final_record or record_from_history("sft", trainer.state.global_step, trainer.state.log_history)
+    last = callback.final_record or record_from_history(
+        "sft", trainer.state.global_step, trainer.state.log_history
+    )
     return _save_sft(ctx, trainer, tokenizer, callback.stage_elapsed, last)
 
 
@@ -199,11 +250,15 @@ def _load_finished(trainer: Any, folder: Path) -> None:
     last TRL checkpoint instead of calling `train()`, which would run one step past `max_steps`."""
     from transformers import TrainerState
 
-    trainer._load_from_checkpoint(str(folder))  # the Trainer's own loader (full weights or LoRA adapters)
+    trainer._load_from_checkpoint(
+        str(folder)
+    )  # the Trainer's own loader (full weights or LoRA adapters)
     trainer.state = TrainerState.load_from_json(str(folder / "trainer_state.json"))
 
 
-def _save_sft(ctx: RunContext, trainer: Any, tokenizer: Any, clock: Any, last: dict[str, Any]) -> Path:
+def _save_sft(
+    ctx: RunContext, trainer: Any, tokenizer: Any, clock: Any, last: dict[str, Any]
+) -> Path:
     """Evaluate the warm-up model, write `checkpoints/sft` atomically, drop TRL's working folders.
 
     The stage's last metrics line is written here, with the evaluation. Every process takes part
@@ -212,11 +267,12 @@ def _save_sft(ctx: RunContext, trainer: Any, tokenizer: Any, clock: Any, last: d
     """
     from accelerate import PartialState
 
-
     state, folder = PartialState(), ctx.checkpoints_dir / "sft"
     step, model = trainer.state.global_step, trainer.model
     eval_started = time.perf_counter()
-    with trainer.accelerator.autocast():  # evaluate in the precision it trained in (bf16 autocast over float32)
+    with (
+        trainer.accelerator.autocast()
+    ):  # evaluate in the precision it trained in (bf16 autocast over float32)
         valid = evaluate_sft(ctx, model, tokenizer, step)
     eval_s = time.perf_counter() - eval_started if valid else None
     elapsed = clock()  # the warm-up's own clock, its evaluation included
@@ -234,9 +290,19 @@ def _save_sft(ctx: RunContext, trainer: Any, tokenizer: Any, clock: Any, last: d
         shutil.rmtree(tmp, ignore_errors=True)
         raise ckpt.io_error(folder, exc) from None
     if state.is_main_process:
-        timing = {"elapsed_s": elapsed, "stage_elapsed_s": elapsed, **({"eval_s": eval_s} if eval_s else {})}
+        timing = {
+            "elapsed_s": elapsed,
+            "stage_elapsed_s": elapsed,
+            **({"eval_s": eval_s} if eval_s else {}),
+        }
         ctx.report({**last, **(valid or {}), **timing})
-        meta = {"stage": "sft", "step": step, "elapsed_s": elapsed, "stage_elapsed_s": elapsed, **(valid or {})}
+        meta = {
+            "stage": "sft",
+            "step": step,
+            "elapsed_s": elapsed,
+            "stage_elapsed_s": elapsed,
+            **(valid or {}),
+        }
         for name in ("training_args.bin",):
             (tmp / name).unlink(missing_ok=True)
         ckpt.commit_checkpoint(tmp, folder, meta)
@@ -247,7 +313,9 @@ def _save_sft(ctx: RunContext, trainer: Any, tokenizer: Any, clock: Any, last: d
     return folder
 
 
-def evaluate_sft(ctx: RunContext, model: Any, tokenizer: Any, step: int = 0) -> dict[str, float] | None:
+def evaluate_sft(
+    ctx: RunContext, model: Any, tokenizer: Any, step: int = 0
+) -> dict[str, float] | None:
     """Greedy validation score of the warm-up model (None without validation rows); answers to RUN/samples/."""
     if not ctx.valid_rows:
         return None

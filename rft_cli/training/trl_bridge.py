@@ -53,15 +53,25 @@ def trl_callback_class() -> type:
     class RunFolderCallback(TrainerCallback):
         """Writes metrics lines, renames checkpoints, evaluates, and stops cleanly on Ctrl-C."""
 
-        def __init__(self, ctx: RunContext, stage: str, prefix: str, work_dir: Path,
-                     reward: GraderReward | None = None, evaluate: Any = None, steps_per_record: int = 1):
+        def __init__(
+            self,
+            ctx: RunContext,
+            stage: str,
+            prefix: str,
+            work_dir: Path,
+            reward: GraderReward | None = None,
+            evaluate: Any = None,
+            steps_per_record: int = 1,
+        ):
             self.ctx, self.stage, self.prefix, self.work_dir = ctx, stage, prefix, work_dir
             self.per = steps_per_record  # TRL optimizer steps per step of ours (GRPO/RLOO: per sampled batch)
             self.reward, self.evaluate_fn = reward, evaluate
             self.started = time.perf_counter()
             # The stage's own clock: seconds before a resume come from the checkpoint resumed from.
             resumed = latest_trl_checkpoint(ctx.checkpoints_dir, prefix)
-            self.stage_before = float(ckpt.read_meta(resumed).get("stage_elapsed_s", 0.0)) if resumed else 0.0
+            self.stage_before = (
+                float(ckpt.read_meta(resumed).get("stage_elapsed_s", 0.0)) if resumed else 0.0
+            )
             self.pending_valid: dict[str, float] | None = None
             self.final_record: dict[str, Any] | None = None
             self.last_valid: dict[str, float] | None = None
@@ -70,18 +80,29 @@ def trl_callback_class() -> type:
             self.watch = regression_watch(ctx) if stage == "rl" else None
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-            if state.global_step % self.per:  # inside a sampled batch: evaluate, save or stop only between batches
+            if (
+                state.global_step % self.per
+            ):  # inside a sampled batch: evaluate, save or stop only between batches
                 return control
             cfg, step = self.ctx.config, state.global_step // self.per
             last = state.global_step >= state.max_steps
-            if self.evaluate_fn is not None and self.ctx.valid_rows and (step % cfg.eval.interval == 0 or last):
+            if (
+                self.evaluate_fn is not None
+                and self.ctx.valid_rows
+                and (step % cfg.eval.interval == 0 or last)
+            ):
                 eval_started = time.perf_counter()
                 valid = self.evaluate_fn(kwargs["model"], step)
-                self.pending_valid = self.last_valid = {**valid, "eval_s": time.perf_counter() - eval_started}
+                self.pending_valid = self.last_valid = {
+                    **valid,
+                    "eval_s": time.perf_counter() - eval_started,
+                }
                 if self.watch is not None:
                     self.pending_valid.update(self.watch.observe(valid["valid_reward_mean"], step))
                     reason = self.watch.should_stop()
-                    if reason is not None and not last:  # end here, saving this step (final/ = the best)
+                    if (
+                        reason is not None and not last
+                    ):  # end here, saving this step (final/ = the best)
                         self.ctx.early_stop = stop_note(step, reason)
                         control.should_save = True
                         control.should_training_stop = True
@@ -90,23 +111,42 @@ def trl_callback_class() -> type:
                 control.should_training_stop = True
             return control
 
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        def on_log(
+            self,
+            args: Any,
+            state: Any,
+            control: Any,
+            logs: dict[str, Any] | None = None,
+            **kwargs: Any,
+        ) -> Any:
             if not logs or "train_loss" in logs:  # the end-of-training summary, not a step
                 return control
             record: dict[str, Any] = {"stage": self.stage, "step": state.global_step // self.per}
-            record.update({ours: float(logs[theirs]) for theirs, ours in TRL_METRICS.items() if theirs in logs})
+            record.update(
+                {
+                    ours: float(logs[theirs])
+                    for theirs, ours in TRL_METRICS.items()
+                    if theirs in logs
+                }
+            )
             if self.reward is not None:
                 record.update(self.reward.drain_metrics())
             if self.pending_valid is not None:
                 record.update(self.pending_valid)
                 self.pending_valid = None
             now, tokens = time.perf_counter(), int(getattr(state, "num_input_tokens_seen", 0) or 0)
-            if self.stage == "rl" and "response_length_mean" in record:  # generated tokens this step
+            if (
+                self.stage == "rl" and "response_length_mean" in record
+            ):  # generated tokens this step
                 rl = self.ctx.config.rl
-                generated = record["response_length_mean"] * rl.prompts_per_step * rl.samples_per_prompt
+                generated = (
+                    record["response_length_mean"] * rl.prompts_per_step * rl.samples_per_prompt
+                )
                 record["tokens_per_second"] = generated / max(now - self.time_at_last_log, 1e-9)
             elif tokens:
-                record["tokens_per_second"] = (tokens - self.tokens_at_last_log) / max(now - self.time_at_last_log, 1e-9)
+                record["tokens_per_second"] = (tokens - self.tokens_at_last_log) / max(
+                    now - self.time_at_last_log, 1e-9
+                )
             self.tokens_at_last_log, self.time_at_last_log = tokens, now
             record["stage_elapsed_s"] = self.stage_elapsed()
             record["elapsed_s"] = self.run_elapsed()
@@ -129,7 +169,11 @@ def trl_callback_class() -> type:
             return (self.ctx.elapsed_before if self.stage == "rl" else 0.0) + self.stage_elapsed()
 
         def _check_faults(self, record: dict[str, Any]) -> None:
-            bad = [k for k in ("loss", "kl", "train_reward_mean", "grad_norm") if k in record and not math.isfinite(record[k])]
+            bad = [
+                k
+                for k in ("loss", "kl", "train_reward_mean", "grad_norm")
+                if k in record and not math.isfinite(record[k])
+            ]
             if bad:
                 self.faults = getattr(self, "faults", 0) + 1
                 if self.faults >= self.ctx.config.rl.max_numerical_faults:
@@ -139,15 +183,27 @@ def trl_callback_class() -> type:
                     )
 
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-            source, step = self.work_dir / f"checkpoint-{state.global_step}", state.global_step // self.per
+            source, step = (
+                self.work_dir / f"checkpoint-{state.global_step}",
+                state.global_step // self.per,
+            )
             if state.is_world_process_zero and source.is_dir():
                 valid = self.last_valid or {}
-                meta = {"stage": self.stage, "step": step,
-                        "valid_reward_mean": valid.get("valid_reward_mean"), "trl": True,
-                        "elapsed_s": self.run_elapsed(), "stage_elapsed_s": self.stage_elapsed()}
-                promote_trl_checkpoint(source, self.ctx.checkpoints_dir / f"{self.prefix}{step}", meta)
+                meta = {
+                    "stage": self.stage,
+                    "step": step,
+                    "valid_reward_mean": valid.get("valid_reward_mean"),
+                    "trl": True,
+                    "elapsed_s": self.run_elapsed(),
+                    "stage_elapsed_s": self.stage_elapsed(),
+                }
+                promote_trl_checkpoint(
+                    source, self.ctx.checkpoints_dir / f"{self.prefix}{step}", meta
+                )
                 if self.stage == "rl":
-                    ckpt.prune_checkpoints(self.ctx.checkpoints_dir, self.ctx.config.keep_checkpoints)
+                    ckpt.prune_checkpoints(
+                        self.ctx.checkpoints_dir, self.ctx.config.keep_checkpoints
+                    )
             return control
 
     return RunFolderCallback
@@ -158,7 +214,13 @@ def record_from_history(stage: str, step: int, log_history: list[dict[str, Any]]
     record: dict[str, Any] = {"stage": stage, "step": step}
     for logs in log_history:
         if logs.get("step") == step and "train_loss" not in logs:
-            record.update({ours: float(logs[theirs]) for theirs, ours in TRL_METRICS.items() if theirs in logs})
+            record.update(
+                {
+                    ours: float(logs[theirs])
+                    for theirs, ours in TRL_METRICS.items()
+                    if theirs in logs
+                }
+            )
     return record
 
 
@@ -173,8 +235,10 @@ def promote_trl_checkpoint(source: Path, target: Path, meta: dict[str, Any]) -> 
             shutil.rmtree(target)
         os.rename(source, target)
     except OSError as exc:
-        raise TrainingError(f"{target}: cannot write the checkpoint ({exc.strerror or exc}); the previous checkpoint is intact, "
-                            "free disk space or fix permissions, then rerun with --resume") from None
+        raise TrainingError(
+            f"{target}: cannot write the checkpoint ({exc.strerror or exc}); the previous checkpoint is intact, "
+            "free disk space or fix permissions, then rerun with --resume"
+        ) from None
     return target
 
 
@@ -184,8 +248,12 @@ def latest_trl_checkpoint(checkpoints_dir: Path, prefix: str) -> Path | None:
     if not checkpoints_dir.is_dir():
         return None
     for child in checkpoints_dir.iterdir():
-        if child.name.startswith(prefix) and child.name[len(prefix):].isdigit() and ckpt.is_complete(child):
-            n = int(child.name[len(prefix):])
+        if (
+            child.name.startswith(prefix)
+            and child.name[len(prefix) :].isdigit()
+            and ckpt.is_complete(child)
+        ):
+            n = int(child.name[len(prefix) :])
             if best is None or n > best[0]:
                 best = (n, child)
     return best[1] if best else None
@@ -204,8 +272,14 @@ class GraderReward:
 
     __name__ = "grader"
 
-    def __init__(self, grader: Any, max_error_share: float, truncation_penalty: float | None = None,
-                 keeper: Any = None, parser: Any = None):
+    def __init__(
+        self,
+        grader: Any,
+        max_error_share: float,
+        truncation_penalty: float | None = None,
+        keeper: Any = None,
+        parser: Any = None,
+    ):
         self.inner = reward_function(grader, parser)
         self.max_error_share = max_error_share
         self.truncation_penalty = truncation_penalty
@@ -213,21 +287,40 @@ class GraderReward:
         self.keeper = keeper
         self._stats: list[GradeStats] = []
 
-    def __call__(self, prompts: list[Any], completions: list[Any], rft_item: list[str],
-                 completion_ids: list[list[int]] | None = None, **kwargs: Any) -> list[float]:
+    def __call__(
+        self,
+        prompts: list[Any],
+        completions: list[Any],
+        rft_item: list[str],
+        completion_ids: list[list[int]] | None = None,
+        **kwargs: Any,
+    ) -> list[float]:
         items = [json.loads(i) for i in rft_item]
         keys = sorted({k for item in items for k in item})
-        rewards = self.inner(prompts=prompts, completions=completions, **{k: [item.get(k) for item in items] for k in keys})
+        rewards = self.inner(
+            prompts=prompts,
+            completions=completions,
+            **{k: [item.get(k) for item in items] for k in keys},
+        )
         truncated = self._truncated(completion_ids)
         rewards = self._penalize_truncated(rewards, truncated)
         stats = stats_of(self.inner.last_results)
         self._stats.append(stats)
         if self.keeper is not None:
-            self.keeper(prompts, completions, stats.results, completion_ids=completion_ids, truncated=truncated, **kwargs)
+            self.keeper(
+                prompts,
+                completions,
+                stats.results,
+                completion_ids=completion_ids,
+                truncated=truncated,
+                **kwargs,
+            )
         if stats.failed_share > self.max_error_share:
             kinds = ", ".join(f"{k}: {v}" for k, v in sorted(stats.errors.items())) or "unknown"
-            raise TrainingError(f"{stats.failed} of {len(rewards)} grades failed ({kinds}), more than "
-                                f"rl.max_grader_error_share={self.max_error_share}; fix the grader (try `rft grade`) and rerun with --resume")
+            raise TrainingError(
+                f"{stats.failed} of {len(rewards)} grades failed ({kinds}), more than "
+                f"rl.max_grader_error_share={self.max_error_share}; fix the grader (try `rft grade`) and rerun with --resume"
+            )
         return [float(r) for r in rewards]
 
     def _truncated(self, completion_ids: list[list[int]] | None) -> list[bool] | None:
@@ -237,19 +330,28 @@ class GraderReward:
             return None
         return [bool(len(ids)) and ids[-1] not in self.eos_token_ids for ids in completion_ids]
 
-    def _penalize_truncated(self, rewards: list[float], truncated: list[bool] | None) -> list[float]:
+    def _penalize_truncated(
+        self, rewards: list[float], truncated: list[bool] | None
+    ) -> list[float]:
         if self.truncation_penalty is None:
             return rewards
         if truncated is None:
-            raise TrainingError("rl.truncated=penalize: the trainer passed no completion ids or end-of-answer ids, so "
-                                "truncated answers cannot be told apart; use rl.truncated=grade with this TRL version")
-        return [self.truncation_penalty if cut else r for r, cut in zip(rewards, truncated, strict=True)]
+            raise TrainingError(
+                "rl.truncated=penalize: the trainer passed no completion ids or end-of-answer ids, so "
+                "truncated answers cannot be told apart; use rl.truncated=grade with this TRL version"
+            )
+        return [
+            self.truncation_penalty if cut else r for r, cut in zip(rewards, truncated, strict=True)
+        ]
 
     def drain_metrics(self) -> dict[str, Any]:
         """Grader error counts and mean sub-rewards since the last call."""
         merged = GradeStats(rewards=[])
         subs: dict[str, list[float]] = {}
-        failed, graded = sum(s.failed for s in self._stats), sum(len(s.rewards) for s in self._stats)
+        failed, graded = (
+            sum(s.failed for s in self._stats),
+            sum(len(s.rewards) for s in self._stats),
+        )
         for stats in self._stats:
             for kind, count in stats.errors.items():
                 merged.errors[kind] = merged.errors.get(kind, 0) + count
@@ -270,25 +372,41 @@ class TrlSampleKeeper:
     def __init__(self, ctx: RunContext, tokenizer: Any):
         self.ctx, self.tokenizer = ctx, tokenizer
 
-    def __call__(self, prompts: list[Any], completions: list[Any], results: list[Any], **kwargs: Any) -> None:
+    def __call__(
+        self, prompts: list[Any], completions: list[Any], results: list[Any], **kwargs: Any
+    ) -> None:
         state, rl = kwargs.get("trainer_state"), self.ctx.config.rl
         # TRL calls the reward at the start of a sampled batch; its counter is in optimizer steps
         step = int(getattr(state, "global_step", 0)) // optimizer_steps_per_batch(rl) + 1
         if not self.ctx.wants_samples("rl", step):
             return
         ids, rows = kwargs.get("completion_ids") or [], kwargs.get("rft_row") or []
-        truncated = kwargs.get("truncated") or []  # GraderReward's (TRL's) rule, every end-of-answer id
+        truncated = (
+            kwargs.get("truncated") or []
+        )  # GraderReward's (TRL's) rule, every end-of-answer id
         keep = self.ctx.samples.keep(len(completions), rl.samples_per_prompt)
         lines = []
         # a row with tools renders from its `rft_prompt`/`rft_tools` columns (rl_trl.rl_examples), as it was generated
-        full, tools = kwargs.get("rft_prompt") or [], [json.loads(t) if t else None for t in kwargs.get("rft_tools") or []]
+        full, tools = (
+            kwargs.get("rft_prompt") or [],
+            [json.loads(t) if t else None for t in kwargs.get("rft_tools") or []],
+        )
         for i in range(min(keep, len(results))):
             prompt = json.loads(full[i]) if i < len(full) and full[i] else prompts[i]
-            lines.append({"row": rows[i] if i < len(rows) else None, "output_text": text_of(completions[i]),
-                          "prompt": render_prompt(self.tokenizer, prompt, tools[i] if i < len(tools) else None)
-                          if isinstance(prompt, list) else prompt,
-                          **result_fields(results[i]), "num_tokens": len(ids[i]) if i < len(ids) else None,
-                          "truncated": truncated[i] if i < len(truncated) else None})
+            lines.append(
+                {
+                    "row": rows[i] if i < len(rows) else None,
+                    "output_text": text_of(completions[i]),
+                    "prompt": render_prompt(
+                        self.tokenizer, prompt, tools[i] if i < len(tools) else None
+                    )
+                    if isinstance(prompt, list)
+                    else prompt,
+                    **result_fields(results[i]),
+                    "num_tokens": len(ids[i]) if i < len(ids) else None,
+                    "truncated": truncated[i] if i < len(truncated) else None,
+                }
+            )
         self.ctx.keep_samples("rl", step, lines)
 
 
@@ -329,19 +447,28 @@ def precision_args(model: Any) -> dict[str, Any]:
     """
     import torch
 
-
     dtype = resolve_dtype(model.dtype)
-    return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16,
-            "gradient_checkpointing": model.gradient_checkpointing}
+    return {
+        "bf16": dtype == torch.bfloat16,
+        "fp16": dtype == torch.float16,
+        "gradient_checkpointing": model.gradient_checkpointing,
+    }
 
 
 def common_trainer_args(ctx: RunContext, work_dir: Path) -> dict[str, Any]:
     """TrainingArguments shared by the SFT and RL stages (our settings, never TRL's YAML)."""
     import torch
 
-    return {**precision_args(ctx.config.model),
-        "output_dir": str(work_dir), "seed": ctx.config.seed, "logging_steps": 1, "save_strategy": "steps",
-        "save_steps": ctx.config.save_interval, "save_total_limit": None, "report_to": "none",  # our tracker logs every stage with the same names
-        "disable_tqdm": True, "use_cpu": not torch.cuda.is_available(), "dataloader_num_workers": 0,
+    return {
+        **precision_args(ctx.config.model),
+        "output_dir": str(work_dir),
+        "seed": ctx.config.seed,
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": ctx.config.save_interval,
+        "save_total_limit": None,
+        "report_to": "none",  # our tracker logs every stage with the same names
+        "disable_tqdm": True,
+        "use_cpu": not torch.cuda.is_available(),
+        "dataloader_num_workers": 0,
     }
-

@@ -42,10 +42,16 @@ def _args(target: int, body: bytes) -> list[str]:
         return ["train", RECIPE, "--dry-run", "--set", text]
     if target == 5:
         return ["grade", GRADER, "--item", text, "--sample", "x"]
-    path = WORK / ("input.json" if target == 3 else "input.yaml" if target in (1, 2) else "input.jsonl")
+    path = WORK / (
+        "input.json" if target == 3 else "input.yaml" if target in (1, 2) else "input.jsonl"
+    )
     path.write_bytes(body)
-    return {0: ["validate", str(path)], 1: ["train", str(path), "--dry-run"],
-            2: ["grade", str(path), "--item", "{}", "--sample", "x"], 3: ["grade", str(path), "--item", "{}", "--sample", "x"]}[target]
+    return {
+        0: ["validate", str(path)],
+        1: ["train", str(path), "--dry-run"],
+        2: ["grade", str(path), "--item", "{}", "--sample", "x"],
+        3: ["grade", str(path), "--item", "{}", "--sample", "x"],
+    }[target]
 
 
 def test_one_input(data: bytes) -> None:
