@@ -32,7 +32,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rft_runs import (  # noqa: E402
+from rft_runs import (
     ROOT,
     best_validated,
     fork_run,
