@@ -7,8 +7,9 @@ trained for many epochs. For each seed:
 
 1. the warm-up, `rft train --stage sft` with `sft.epochs` = --epochs (the recipe's other SFT settings);
 2. the saturation check: supervised training continued from the warm-up for the PPO stage's
-   seconds (bench/reft_effect.py's SFT-only arm, constant lr at 0.1x and 1x the recipe's), so
-   "saturated" means more SFT does not raise held-out accuracy by more than --tolerance;
+   seconds (bench/reft_effect.py's SFT-only arm at a constant 0.1x the recipe's peak lr; the peak
+   itself knocks a converged model off its optimum, NOTES.md Phase 4), so "saturated" means more
+   SFT does not raise held-out accuracy by more than --tolerance;
 3. PPO on top (`rft train --stage rl --resume`, the recipe's RL settings, --rl-steps steps), and
    with --grpo TRL's GRPO for the same steps from the same warm-up (for reference, not equal time).
 
@@ -139,7 +140,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=40.0, help="warm-up epochs (sft.epochs)")
     parser.add_argument("--rl-steps", type=int, default=100)
     parser.add_argument("--grpo", action="store_true", help="also TRL's GRPO from the same warm-up, same steps")
-    parser.add_argument("--sft-lr-scales", type=lambda s: [float(x) for x in s.split(",")], default=[0.1, 1.0],
+    parser.add_argument("--sft-lr-scales", type=lambda s: [float(x) for x in s.split(",")], default=[0.1],
                         help="continued-SFT arms: constant lr as fractions of sft.learning_rate")
     parser.add_argument("--tolerance", type=float, default=0.02, help="largest gain of more SFT that still counts as saturated")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override key=value")
