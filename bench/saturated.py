@@ -1,8 +1,9 @@
 """Does our PPO add on top of a saturated warm-up? A plain task: three-number additions, every demonstration step by step.
 
 Beside the designed default task (a mixture of demonstration forms), this bench takes the plainest
-case: every demonstration works the sum step by step ("59+6+66=?" -> "59+6=65. 65+66=131. #### 131"),
-made by rft's own generator (`rft data make-arith --steps 2 --one-line-share 0`), and a warm-up
+case: every demonstration works the sum step by step ("59+1+9=?" -> "59+1=60. 60+9=69. #### 69"),
+made by rft's own generator (`rft data make-arith --steps 2 --one-line-share 0`; single-digit
+numbers added by default, `--max-operand 99` for two-digit ones), and a warm-up
 trained for many epochs. For each seed:
 
 1. the warm-up, `rft train --stage sft` with `sft.epochs` = --epochs (the recipe's other SFT settings);
@@ -45,15 +46,20 @@ from rft_runs import (
     sampled_tokens,
 )
 
-# Three-number additions as in NOTES.md Phase 3 (task v4): 10-99 plus two numbers of 1-99, all step by step.
-PLAIN_TASK = ["--style", "equation", "--steps", "2", "--max-start", "99", "--max-operand", "99", "--max-total", "299",
-              "--ops", "+", "--one-line-share", "0"]
+def plain_task(max_operand: int) -> list[str]:
+    """`rft data make-arith` options of the plain task: 10-99 plus two numbers of 1-`max_operand`, all step by step.
+
+    max_operand 9 is the default task's arithmetic (NOTES Phase 4, v5) with three numbers instead of
+    five and no one-line demonstrations; 99 is NOTES Phase 3's task v4 ("59+6+66=?").
+    """
+    return ["--style", "equation", "--steps", "2", "--max-start", "99", "--max-operand", str(max_operand),
+            "--max-total", str(99 + 2 * max_operand), "--ops", "+", "--one-line-share", "0"]
 
 
-def make_plain_data(out_dir: Path, n_train: int, n_valid: int, seed: int) -> Path:
+def make_plain_data(out_dir: Path, n_train: int, n_valid: int, seed: int, max_operand: int = 9) -> Path:
     """Write train.jsonl and valid.jsonl of the plain task with `rft data make-arith`; returns the folder."""
     command = [sys.executable, "-m", "rft_cli", "data", "make-arith", str(out_dir), "--train", str(n_train),
-               "--valid", str(n_valid), "--seed", str(seed), *PLAIN_TASK]
+               "--valid", str(n_valid), "--seed", str(seed), *plain_task(max_operand)]
     subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     return out_dir
 
@@ -137,6 +143,7 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--train-rows", type=int, default=1000)
     parser.add_argument("--valid-rows", type=int, default=400)
+    parser.add_argument("--max-operand", type=int, default=9, help="largest number added (99: NOTES Phase 3's task v4)")
     parser.add_argument("--epochs", type=float, default=40.0, help="warm-up epochs (sft.epochs)")
     parser.add_argument("--rl-steps", type=int, default=100)
     parser.add_argument("--grpo", action="store_true", help="also TRL's GRPO from the same warm-up, same steps")
@@ -147,7 +154,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/rft-saturated"))
     args = parser.parse_args()
 
-    data = make_plain_data(args.out / "data", args.train_rows, args.valid_rows, seed=0)
+    data = make_plain_data(args.out / "data", args.train_rows, args.valid_rows, seed=0, max_operand=args.max_operand)
     overrides = [f"data.train={data / 'train.jsonl'}", f"data.valid={data / 'valid.jsonl'}", "data.demonstration_field=solution",
                  f"sft.epochs={args.epochs}", f"rl.steps={args.rl_steps}", *args.overrides]
     results = []

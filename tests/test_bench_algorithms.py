@@ -126,6 +126,7 @@ def test_plain_data_is_three_number_sums_worked_step_by_step(tmp_path):
         numbers = row["messages"][-1]["content"].removesuffix("=?").split("+")
         steps = row["solution"].split(" #### ")[0].split(". ")
         assert len(numbers) == 3 and len(steps) == 2, row  # two additions, each on its own step
+        assert 10 <= int(numbers[0]) <= 99 and all(1 <= int(n) <= 9 for n in numbers[1:]), row
         assert int(row["reference_answer"]) == sum(map(int, numbers))
 
 
