@@ -46,6 +46,7 @@ from rft_runs import (
     sampled_tokens,
 )
 
+
 def plain_task(max_operand: int) -> list[str]:
     """`rft data make-arith` options of the plain task: 10-99 plus two numbers of 1-`max_operand`, all step by step.
 
