@@ -3,7 +3,7 @@
 A standalone experiment (it uses TRL's SFTTrainer and GRPOTrainer directly, not `rft train`):
 warm-up SFT for a number of epochs, evaluating held-out greedy accuracy and pass@k after each
 chunk of epochs, then optionally GRPO from the saved warm-up checkpoint. Prints one JSON line per
-measurement, so runs can be pasted into bench/NOTES.md.
+measurement, so runs can be pasted into bench/notes/.
 
 Example:
     OMP_NUM_THREADS=1 nice python bench/explore_task.py --n-train 1000 --epochs 30 --eval-every 5

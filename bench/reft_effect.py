@@ -100,6 +100,37 @@ def sft_only_arm(recipe: Path, run_dir: Path, seed: int, seconds: float, overrid
             "epochs": trainer.state.global_step * settings.batch_size * settings.gradient_accumulation_steps / len(examples)}
 
 
+# Issue 15's bar for the default recipe: PPO at least 10 points over the warm-up and over the
+# equal-time SFT-only arm, and final/ never more than 1 point below the warm-up.
+GAIN = 0.10
+FINAL_SLACK = 0.01
+
+
+def verdict(row: dict) -> dict:
+    """Whether one seed's figures meet the bar (accuracies as fractions)."""
+    gain = row["ppo"] - row["warmup"] >= GAIN - 1e-9 and row["ppo"] - row["sft_only"] >= GAIN - 1e-9
+    final = row.get("final")
+    kept = final is not None and final >= row["warmup"] - FINAL_SLACK - 1e-9
+    return {"effect": gain, "final_not_worse": kept}
+
+
+def distribution_table(results: list[dict]) -> str:
+    """Each seed's figures as a markdown table (README reports the distribution, not only the mean)."""
+    lines = ["| seed | warm-up | SFT-only | PPO (last step) | final/ (source) | PPO - warm-up | PPO - SFT-only | bar |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        v = verdict(r)
+        final = "-" if r.get("final") is None else f"{100 * r['final']:.1f}% ({r.get('final_source')})"
+        mark = "yes" if v["effect"] and v["final_not_worse"] else ("final ok, no effect" if v["final_not_worse"] else "NO")
+        lines.append(f"| {r['seed']} | {100 * r['warmup']:.1f}% | {100 * r['sft_only']:.1f}% | {100 * r['ppo']:.1f}% | {final} | "
+                     f"{100 * (r['ppo'] - r['warmup']):+.1f} | {100 * (r['ppo'] - r['sft_only']):+.1f} | {mark} |")
+    met = sum(verdict(r)["effect"] for r in results)
+    kept = sum(verdict(r)["final_not_worse"] for r in results)
+    lines.append(f"\nPPO >= +{100 * GAIN:.0f} points over both arms on {met} of {len(results)} seeds; "
+                 f"final/ within {100 * FINAL_SLACK:.0f} point of the warm-up on {kept} of {len(results)}.")
+    return "\n".join(lines)
+
+
 def _cuda() -> bool:
     import torch
 
@@ -119,9 +150,15 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override key=value")
     parser.add_argument("--out", type=Path, default=Path("/tmp/rft-reft-effect"))
+    parser.add_argument("--table", type=Path, nargs="+", help="only print the table of these results.json files "
+                        "(runs split over several processes) and exit")
     parser.add_argument("--sft-only-lr-scales", default="0.1,1",
                         help="SFT-only arms: constant lr as fractions of sft.learning_rate; PPO is compared with the best")
     args = parser.parse_args()
+    if args.table:
+        rows = sorted((r for path in args.table for r in json.loads(path.read_text())), key=lambda r: r["seed"])
+        print(distribution_table(rows))
+        return
 
     results = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
@@ -140,8 +177,9 @@ def main() -> None:
                "sft_s": sft["elapsed_s"], "ppo_s": rl["elapsed_s"], "total_s": summary["elapsed_s"], "run_dir": str(run_dir)}
         results.append(row)
         print(json.dumps(row), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+        # Written after every seed, so a long multi-seed run that is stopped keeps what it measured.
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps(results, indent=2))
     print(f"\nheld-out greedy accuracy (%), {len(results)} seeds, mean ± sd:")
     for arm, label in (("warmup", "warm-up (SFT)"), ("sft_only", "SFT-only, best lr"), ("ppo", "PPO (ReFT), last step"),
                        ("final", "final/ (rl.final)")):
@@ -155,6 +193,7 @@ def main() -> None:
     print(f"  PPO - SFT-only         {_spread(over_sft)}")
     print(f"  recipe wall-clock s    {statistics.mean(r['total_s'] for r in results):.0f} "
           f"(SFT {statistics.mean(r['sft_s'] for r in results):.0f}, PPO {statistics.mean(r['ppo_s'] for r in results):.0f})")
+    print("\n" + distribution_table(results))
 
 
 if __name__ == "__main__":

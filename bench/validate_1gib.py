@@ -12,7 +12,7 @@ FILE --format json`) in a fresh child process:
             because rows are streamed and never kept.
 Peak memory is the largest PSS (and RSS) sum of the child and its own children (the validator
 forks one worker for big files), sampled every 20 ms from /proc/PID/smaps_rollup. Not part of the
-test suite (minutes of CPU); README's `guarantees` section has the figures.
+test suite (minutes of CPU); docs/benchmarks.md has the figures.
 """
 
 from __future__ import annotations

@@ -32,6 +32,8 @@ MEANINGS = {
                         "deterministic and exploration stopped",
     "kl_high": "the policy moved far from the reference model (KL above the bound): raise rl.kl_coef",
     "grader_errors": "the share of answers whose grading failed rose: the grader breaks on what the model now writes",
+    "valid_regression": "the validation reward fell far below its best (the starting model's included), evaluation "
+                        "after evaluation: training is making the model worse; final/ keeps the best model",
 }
 ALARM_NAMES = tuple(MEANINGS)
 
@@ -157,6 +159,20 @@ def detect_grader_errors(stream: MetricStream, s: Any) -> str | None:
             f"above alarms.grader_error_rise={s.grader_error_rise}")
 
 
+def detect_valid_regression(stream: MetricStream, s: Any) -> str | None:
+    """The last `regression_evals` evaluations all scored `regression_drop` or more below the best
+    score so far (`valid_best_reward_mean`, logged by the RL loops with the start's score in it)."""
+    values, bests = stream.values("valid_reward_mean"), stream.values("valid_best_reward_mean")
+    if len(bests) != len(values) or len(values) < s.regression_evals:  # older runs log no best
+        return None
+    recent = list(zip(values, bests))[-s.regression_evals:]
+    if any(best - value < s.regression_drop - 1e-9 for value, best in recent):  # 1e-9: 0.9 - 0.8 < 0.1 in floats
+        return None
+    value, best = recent[-1]
+    return (f"valid_reward_mean {value:.3f} is {best - value:.3f} below the best {best:.3f}, "
+            f"{s.regression_evals} evaluations in a row (alarms.regression_drop={s.regression_drop})")
+
+
 DETECTORS: dict[str, Callable[[MetricStream, Any], str | None]] = {
     "reward_hacking": detect_reward_hacking,
     "length_growth": detect_length_growth,
@@ -165,7 +181,11 @@ DETECTORS: dict[str, Callable[[MetricStream, Any], str | None]] = {
     "entropy_collapse": detect_entropy_collapse,
     "kl_high": detect_kl_high,
     "grader_errors": detect_grader_errors,
+    "valid_regression": detect_valid_regression,
 }
+# Alarms that may end the RL stage early as a normal finish (final/ = the best model, exit 0): only
+# those computed from the validation scores, which every process of a multi-process run holds alike.
+EARLY_STOP_ALARMS = ("valid_regression",)
 
 
 class AlarmMonitor:
@@ -206,6 +226,35 @@ def scan_metrics(records: Iterable[dict[str, Any]], settings: Any = None) -> lis
 
         settings = AlarmSettings()
     return AlarmMonitor(settings).replay(records)
+
+
+class RegressionWatch:
+    """The best validation score so far (the starting model's included) and the early-stop check.
+
+    Both RL loops feed it each evaluation on every process (evaluations are gathered, so every
+    process sees the same scores and stops at the same step); `observe` returns the fields logged
+    on the evaluation's metrics line, which the `valid_regression` alarm reads back.
+    """
+
+    def __init__(self, settings: Any, start_score: float | None, earlier: Iterable[dict[str, Any]] = ()):
+        self.settings, self.best = settings, start_score
+        self.stream = MetricStream()
+        for record in earlier:  # a resumed run's evaluations
+            if record.get("stage") == "rl" and isinstance(record.get("valid_reward_mean"), (int, float)):
+                self.observe(float(record["valid_reward_mean"]), record.get("step", 0))
+
+    def observe(self, score: float, step: int) -> dict[str, float]:
+        self.best = score if self.best is None else max(self.best, score)
+        fields = {"valid_best_reward_mean": self.best}
+        self.stream.add({"step": step, "valid_reward_mean": score, **fields})
+        return fields
+
+    def should_stop(self) -> str | None:
+        """The reason to end RL now, when `valid_regression` is in `alarms.early_stop`."""
+        s = self.settings
+        if not s.enabled or "valid_regression" not in s.early_stop or "valid_regression" in s.disabled:
+            return None
+        return detect_valid_regression(self.stream, s)
 
 
 def stopping(alarms: list[Alarm], settings: Any) -> Alarm | None:

@@ -4,6 +4,20 @@ A folder is complete when its marker file (`rft_meta.json`, written last) exists
 writing never leaves a checkpoint that `--resume` would take. Each folder holds the model in
 Hugging Face format at its top level (loadable with `AutoModelForCausalLM.from_pretrained`) and the
 rft state beside it: value_head.pt, optimizer.pt, scheduler.pt, rng_state.pt, trainer_state.json.
+
+The protocol, in the order a writer follows it, and what a `kill -9` at each point leaves:
+
+1. Fill `.tmp-<name>/` (model, optimizer, RNG, ...). Killed here: a `.tmp-` folder that nothing
+   reads (`step_checkpoints` matches only `step-<N>`), removed by the next prune.
+2. Write `rft_meta.json` into it and fsync the file. The marker goes last because a complete-looking
+   folder must really be complete: the marker's presence is the only test readers use.
+3. Rename `.tmp-<name>` to `<name>` (atomic within one filesystem), then fsync the parent folder so
+   the rename itself survives a power cut. Replacing an existing folder (`final/`) takes two renames
+   through `.old-<name>`; a kill between them leaves `.old-<name>` and no `<name>` until the next
+   `--resume` writes it again (guarantee 2 in docs/guarantees.md).
+
+Metrics follow the same idea from the other side: `metrics.jsonl` lines written after the last
+complete checkpoint are dropped on `--resume` (rft_cli/metrics.py), so a step is never counted twice.
 """
 
 from __future__ import annotations
@@ -29,6 +43,8 @@ def is_complete(folder: str | Path) -> bool:
 
 
 def _fsync_dir(folder: Path) -> None:
+    # A rename is recorded in the parent folder's entry; without this fsync a power cut can undo it
+    # even though the files inside were synced.
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -87,11 +103,15 @@ def commit_checkpoint(tmp: str | Path, folder: str | Path, meta: dict[str, Any])
     """
     tmp, folder = Path(tmp), Path(folder)
     try:
+        # The marker is synced before the rename: a folder that carries its final name and a marker
+        # must never hold a marker the disk has not kept.
         with (tmp / MARKER).open("w", encoding="utf-8") as handle:
             json.dump(meta, handle, indent=2, default=str)
             handle.flush()
             os.fsync(handle.fileno())
         if folder.exists():
+            # rename() cannot replace a non-empty folder, so the old one steps aside first and is
+            # deleted only once the new one holds the name.
             old = folder.with_name(f".old-{folder.name}")
             shutil.rmtree(old, ignore_errors=True)
             os.rename(folder, old)
@@ -172,6 +192,8 @@ def prune_checkpoints(checkpoints_dir: str | Path, keep: int) -> list[Path]:
         if path != latest and path not in best:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
+    # Called by the one process that writes checkpoints, right after it committed one, so no writer
+    # owns a .tmp- folder now: any left is the remains of a crash.
     for stale in root.glob(".tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
     return removed

@@ -1,7 +1,8 @@
 """The run config: one strict, typed YAML file for `rft train` (pydantic, extra keys forbidden).
 
 Defaults follow the ReFT paper's released scripts (lqtrung1998/mwp_ReFT, `exps/paper_exps/`)
-where they make sense on small hardware; README's `train` section lists where each comes from.
+where they make sense on small hardware; each field's `source` says where its default comes from
+(rendered into the config reference of docs/training.md).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticUndefined
 
 from rft_cli.errors import ConfigError
 
@@ -32,24 +34,34 @@ class _Strict(BaseModel):
         return value
 
 
+def setting(default: Any = PydanticUndefined, *, doc: str, source: str = "", **constraints: Any) -> Any:
+    """A config field with its documentation, written once: `doc` becomes the JSON Schema description
+    and the config reference's text, `source` says where the default comes from (docs/training.md is
+    generated from both by `python -m rft_cli.cli.docs_gen`, and a test keeps it in step)."""
+    extra = {"default_source": source} if source else None
+    if "default_factory" in constraints:
+        return Field(description=doc, json_schema_extra=extra, **constraints)
+    return Field(default, description=doc, json_schema_extra=extra, **constraints)
+
+
 class LoraSettings(_Strict):
     """Optional LoRA adapters through peft (merged into the weights when a checkpoint is saved)."""
 
-    r: int = Field(16, ge=1, le=1024)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    target_modules: list[str] | str = "all-linear"
+    r: int = setting(16, ge=1, le=1024, doc='LoRA rank (peft `r`).')
+    alpha: int = setting(32, ge=1, doc="LoRA scale numerator (peft `lora_alpha`): the adapters' update is scaled by alpha / r.")
+    dropout: float = setting(0.05, ge=0.0, lt=1.0, doc="Dropout on the adapters' input in the SFT warm-up (PPO turns every dropout off).")
+    target_modules: list[str] | str = setting("all-linear", doc='Which layers get adapters: `all-linear` or a list of module names (peft `target_modules`).', source='peft')
 
 
 class ModelSettings(_Strict):
     """Which model to train: a hub id / local folder (`name`) or a tiny offline model (`tiny`)."""
 
-    name: str | None = None
-    tiny: str | dict[str, int] | None = None
-    tokenizer: str | None = None
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    lora: LoraSettings | None = None
-    gradient_checkpointing: bool = False
+    name: str | None = setting(None, doc='The model to train: a hub id, a local model folder or a run folder (its `final/`). Give this or `model.tiny`; `model: NAME` is short for it.')
+    tiny: str | dict[str, int] | None = setting(None, doc='A tiny Llama built offline from a config, with a character tokenizer: `llama-test`, `llama-1m` or `llama-4m`, or a mapping of sizes (`hidden_size`, `num_hidden_layers`, `num_attention_heads`, `num_key_value_heads`, `intermediate_size`). Give this or `model.name`.')
+    tokenizer: str | None = setting(None, doc="A tokenizer folder or hub id; unset: the model's own.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = setting("auto", doc='The compute dtype. `auto`: bfloat16 on a GPU that supports it, else float32. `bfloat16`/`float16` are mixed precision over float32 master weights (`float16` needs a GPU); `final/` is written in this dtype (see Precision).')
+    lora: LoraSettings | None = setting(None, doc='LoRA adapters through peft (merged into PPO checkpoints and into `final/`; GRPO/RLOO checkpoints hold the adapters); unset: full fine-tuning. `lora: {}` takes every default.')
+    gradient_checkpointing: bool = setting(False, doc='Recompute activations in the backward pass: less memory, more time.')
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSettings:
@@ -87,9 +99,9 @@ def _check_tiny_sizes(sizes: dict[str, int]) -> None:
 class DataSettings(_Strict):
     """Training and validation JSONL files (the dataset contract of `rft validate`)."""
 
-    train: Path
-    valid: Path | None = None
-    demonstration_field: str = "solution"
+    train: Path = setting(doc='Training JSONL in the dataset contract (a relative path is read relative to the config file).')
+    valid: Path | None = setting(None, doc='Validation JSONL: evaluated during training and checked for overlap with `data.train`; unset: no evaluation.')
+    demonstration_field: str = setting("solution", doc='The row field that holds the warm-up demonstration when the chat does not end with an assistant message.', source='the dataset contract')
 
     @field_validator("train", "valid")
     @classmethod
@@ -102,53 +114,53 @@ class DataSettings(_Strict):
 class SFTSettings(_Strict):
     """The supervised warm-up (TRL SFTTrainer, loss on the demonstration tokens only)."""
 
-    enabled: bool = True
-    epochs: float = Field(2.0, gt=0, le=10_000)  # ReFT warm-up checkpoints are taken at epoch 2
-    max_steps: int | None = Field(None, ge=1)
-    learning_rate: float = Field(1e-5, gt=0, lt=1)  # ReFT SFT script
-    batch_size: int = Field(8, ge=1)
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    max_length: int = Field(1024, ge=8)  # ReFT max_input_length for SFT
-    weight_decay: float = Field(0.0, ge=0)
-    warmup_ratio: float = Field(0.0, ge=0, lt=1)
-    max_grad_norm: float = Field(1.0, gt=0)
-    lr_scheduler: Literal["linear", "constant", "cosine"] = "linear"
+    enabled: bool = setting(True, doc='Run the supervised warm-up before RL.', source='ReFT always warms up')
+    epochs: float = setting(2.0, gt=0, le=10_000, doc='Passes over the demonstrations (fractions allowed).', source='ReFT starts RL from the epoch-2 warm-up checkpoint')
+    max_steps: int | None = setting(None, ge=1, doc='Stop the warm-up after this many optimizer steps (wins over `sft.epochs`); unset: no limit.')
+    learning_rate: float = setting(1e-5, gt=0, lt=1, doc='Peak learning rate of AdamW.', source="ReFT's SFT script (`exps/paper_exps/SFT/_template.sh`)")
+    batch_size: int = setting(8, ge=1, doc='Demonstrations per device per optimizer step (before accumulation).', source='small-hardware choice (ReFT: 3 x 2 x 8 GPUs)')
+    gradient_accumulation_steps: int = setting(1, ge=1, doc='Batches accumulated into one optimizer step.', source='small-hardware choice (ReFT: 3 x 2 x 8 GPUs)')
+    max_length: int = setting(1024, ge=8, doc='Tokens per demonstration (prompt and answer); longer ones are cut at the end.', source='ReFT `max_input_length` for SFT')
+    weight_decay: float = setting(0.0, ge=0, doc='AdamW weight decay.', source="ReFT's SFT script (`exps/paper_exps/SFT/_template.sh`)")
+    warmup_ratio: float = setting(0.0, ge=0, lt=1, doc="Share of the warm-up's steps spent ramping the learning rate up from 0.", source="ReFT's SFT script (`exps/paper_exps/SFT/_template.sh`)")
+    max_grad_norm: float = setting(1.0, gt=0, doc='Gradient clipping norm.', source="ReFT's SFT script (`exps/paper_exps/SFT/_template.sh`)")
+    lr_scheduler: Literal["linear", "constant", "cosine"] = setting("linear", doc='Learning-rate schedule after the ramp.', source="ReFT's SFT script (`exps/paper_exps/SFT/_template.sh`)")
 
 
 class RLSettings(_Strict):
     """The RL stage: our PPO (ReFT) or TRL's GRPO / RLOO with the same grader."""
 
-    algorithm: Literal["ppo", "grpo", "rloo"] = "ppo"
-    steps: int = Field(100, ge=1)
-    prompts_per_step: int = Field(8, ge=1)
-    samples_per_prompt: int = Field(1, ge=1)  # ReFT samples one answer per question
-    mini_batch_size: int = Field(4, ge=1)  # ReFT mini_batch_size
-    micro_batch_size: int | None = Field(None, ge=1)  # gradient accumulation inside a minibatch (memory)
-    ppo_epochs: int = Field(2, ge=1)  # ReFT
-    learning_rate: float = Field(3e-7, gt=0, lt=1)  # ReFT
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float = Field(1.0, gt=0)  # ReFT clip_grad_norm
-    temperature: float = Field(1.0, gt=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    max_new_tokens: int = Field(700, ge=1)  # ReFT max_gen_length
-    max_prompt_length: int = Field(300, ge=1)  # ReFT max_input_length
-    kl_coef: float = Field(0.05, ge=0)  # ReFT, natural-language CoT (0.01 for program CoT)
-    adaptive_kl: bool = False
-    kl_target: float = Field(6.0, gt=0)  # Ziegler et al. 2019 adaptive controller
-    kl_horizon: int = Field(10000, ge=1)
-    gamma: float = Field(1.0, ge=0, le=1)  # ReFT
-    lam: float = Field(0.95, ge=0, le=1)  # ReFT
-    clip_range: float = Field(0.2, gt=0)
-    clip_range_value: float = Field(0.2, gt=0)
-    vf_coef: float = Field(5.0, ge=0)  # ReFT vf_coef
-    whiten_advantages: bool = True  # ReFT adv_whitening=global
-    loss_aggregation: Literal["answer", "token"] = "answer"  # ReFT: per-answer token mean, then mean over answers
-    critic: Literal["value_head", "separate"] = "value_head"  # ReFT shares the backbone
-    truncated: Literal["grade", "penalize"] = "grade"  # ReFT grades truncated samples
-    truncation_penalty: float = 0.0
-    max_grader_error_share: float = Field(0.5, ge=0, le=1)
-    max_numerical_faults: int = Field(3, ge=1)
-    final: Literal["last", "best"] = "best"  # best: the highest validation score, the starting model included
+    algorithm: Literal["ppo", "grpo", "rloo"] = setting("ppo", doc="`ppo`: rft's PPO with a value head (ReFT). `grpo`/`rloo`: TRL's GRPOTrainer / RLOOTrainer with the same grader, run folder and metrics.", source='ReFT')
+    steps: int = setting(100, ge=1, doc='RL steps; each samples one batch of `prompts_per_step x samples_per_prompt` answers.')
+    prompts_per_step: int = setting(8, ge=1, doc='Training prompts sampled per step (per process under `accelerate launch`).', source='ReFT')
+    samples_per_prompt: int = setting(1, ge=1, doc="Answers sampled per prompt (TRL's `num_generations`; at least 2 for `grpo`/`rloo`).", source='ReFT samples one answer per question')
+    mini_batch_size: int = setting(4, ge=1, doc="Answers per optimizer step; the step's batch must be a multiple of it (all algorithms).", source="ReFT's RL script (`exps/paper_exps/ReFT/_template.sh`)")
+    micro_batch_size: int | None = setting(None, ge=1, doc='Answers per forward/backward pass inside a minibatch (gradient accumulation, same updates, less memory); unset: `rl.mini_batch_size`.')
+    ppo_epochs: int = setting(2, ge=1, doc="Passes over each step's answers (TRL's `num_iterations` under `grpo`/`rloo`).", source="ReFT's RL script (`exps/paper_exps/ReFT/_template.sh`)")
+    learning_rate: float = setting(3e-7, gt=0, lt=1, doc='AdamW learning rate (constant).', source="ReFT's RL script (`exps/paper_exps/ReFT/_template.sh`)")
+    weight_decay: float = setting(0.0, ge=0, doc='AdamW weight decay.', source="ReFT's RL script (`exps/paper_exps/ReFT/_template.sh`)")
+    max_grad_norm: float = setting(1.0, gt=0, doc='Gradient clipping norm.', source="ReFT's RL script (`exps/paper_exps/ReFT/_template.sh`)")
+    temperature: float = setting(1.0, gt=0, doc='Sampling temperature of the rollouts.', source='plain sampling')
+    top_p: float = setting(1.0, gt=0, le=1, doc='Nucleus sampling of the rollouts (1: off).', source='plain sampling')
+    max_new_tokens: int = setting(700, ge=1, doc='Longest sampled answer, in tokens.', source='ReFT `max_gen_length`')
+    max_prompt_length: int = setting(300, ge=1, doc='Prompt tokens kept (the last ones, after the chat template).', source='ReFT `max_input_length`')
+    kl_coef: float = setting(0.05, ge=0, doc="Weight of the KL penalty to the reference (warm-up) model. PPO subtracts it times `log pi - log pi_ref` from every token's reward; under `grpo`/`rloo` it is TRL's `beta`, a different penalty (see below). 0 loads no reference model.", source='ReFT, natural-language CoT (0.01 for program CoT)')
+    adaptive_kl: bool = setting(False, doc='Adapt `kl_coef` towards `kl_target` (PPO only).', source='Ziegler et al. 2019')
+    kl_target: float = setting(6.0, gt=0, doc='The KL the adaptive controller aims for (PPO only).', source='Ziegler et al. 2019')
+    kl_horizon: int = setting(10000, ge=1, doc="The adaptive controller's horizon, in answers (PPO only).", source='Ziegler et al. 2019')
+    gamma: float = setting(1.0, ge=0, le=1, doc='Discount of GAE (PPO only).', source='ReFT')
+    lam: float = setting(0.95, ge=0, le=1, doc='Lambda of GAE (PPO only).', source='ReFT')
+    clip_range: float = setting(0.2, gt=0, doc="PPO's policy ratio clip (TRL's `epsilon` under `grpo`/`rloo`).", source='ReFT / PPO')
+    clip_range_value: float = setting(0.2, gt=0, doc='Clip of the value update around the old values (PPO only).', source='ReFT / PPO')
+    vf_coef: float = setting(5.0, ge=0, doc='Weight of the value loss (PPO only).', source="ReFT's RL script (`exps/paper_exps/ReFT/_template.sh`)")
+    whiten_advantages: bool = setting(True, doc="Whiten advantages over the step's batch (a step whose answers all scored the same is only centred; PPO only).", source='ReFT `adv_whitening: global`')
+    loss_aggregation: Literal["answer", "token"] = setting("answer", doc="How the policy and value losses average over a minibatch. `answer`: each answer's token mean, then the mean over answers (every answer weighs the same). `token`: the mean over all response tokens (long answers weigh more). PPO only; GRPO/RLOO keep TRL's `dapo` token mean.", source="ReFT's `train_rl_reft.py`")
+    critic: Literal["value_head", "separate"] = setting("value_head", doc="`value_head`: a value head on the policy's final hidden state (shares the backbone); `separate`: a critic with its own backbone (PPO only).", source='ReFT')
+    truncated: Literal["grade", "penalize"] = setting("grade", doc='Answers cut off at `max_new_tokens`: `grade` them as they are, or `penalize` them with `truncation_penalty`.', source='ReFT grades truncated answers')
+    truncation_penalty: float = setting(0.0, doc='The reward of a truncated answer under `truncated: penalize`.')
+    max_grader_error_share: float = setting(0.5, ge=0, le=1, doc="Stop the run (exit 1) when more than this share of a step's grades fail.", source='OpenAI RFT stops on grader errors')
+    max_numerical_faults: int = setting(3, ge=1, doc='Steps with a NaN/inf reward, KL, loss or gradient norm (PPO skips each) before the run stops (exit 1).')
+    final: Literal["last", "best"] = setting("best", doc='Which model becomes `final/`. `best`: the highest `valid_reward_mean` among the evaluated RL checkpoints and the model RL started from (ties go to the later one). `last`: the last RL checkpoint.', source='OpenAI RFT keeps its best checkpoints by validation reward')
 
     @model_validator(mode="after")
     def _batch_fits(self) -> RLSettings:
@@ -192,46 +204,53 @@ _PPO_ONLY = {
 class EvalSettings(_Strict):
     """Greedy validation during training: `samples` rows of data.valid every `interval` RL steps."""
 
-    interval: int = Field(10, ge=1)
-    samples: int = Field(64, ge=1)
-    max_new_tokens: int | None = Field(None, ge=1)
-    batch_size: int = Field(32, ge=1)
+    interval: int = setting(10, ge=1, doc='Evaluate every N RL steps (and at the last).')
+    samples: int = setting(64, ge=1, doc='Validation rows evaluated (the first N), one greedy answer each.')
+    max_new_tokens: int | None = setting(None, ge=1, doc='Longest evaluation answer; unset: `rl.max_new_tokens`.')
+    batch_size: int = setting(32, ge=1, doc='Prompts generated together during evaluation.')
 
 
 class GraderCheckSettings(_Strict):
     """The grader self-test in preflight: each demonstration is graded as if the model wrote it."""
 
-    enabled: bool = True
-    max_failure_share: float = Field(0.02, ge=0, le=1)  # share of demonstrations below full marks that stops the run
+    enabled: bool = setting(True, doc='Run the grader self-test of `rft validate --grader` on the data before any model loads.')
+    max_failure_share: float = setting(0.02, ge=0, le=1, doc="Stop (exit 1) when more than this share of the demonstrations scores below full marks (or the grader's `pass_threshold`).", source='a grader that fails 2% of right answers is more likely wrong than the data')
 
 
 class SamplesSettings(_Strict):
     """Sampled and evaluation answers kept under RUN/samples/ (one JSONL file per step)."""
 
-    enabled: bool = True
-    per_step: int = Field(16, ge=1)  # answers kept of each kept RL step (whole prompt groups first)
-    interval: int = Field(1, ge=1)  # keep every N-th RL step (the first and last step always)
-    eval_rows: int = Field(64, ge=0)  # greedy answers kept of each evaluation (0 = none)
-    max_chars: int = Field(2000, ge=100)  # prompt and answer texts are cut to this many characters
-    max_mb: float = Field(200.0, gt=0)  # oldest RL-step files are deleted beyond this total size
+    enabled: bool = setting(True, doc='Keep sampled and evaluation answers in `RUN/samples/`.')
+    per_step: int = setting(16, ge=1, doc='Answers kept of each kept RL step (whole prompt groups first).')
+    interval: int = setting(1, ge=1, doc='Keep every N-th RL step (the first and last always).')
+    eval_rows: int = setting(64, ge=0, doc='Greedy answers kept of each evaluation (0: none).')
+    max_chars: int = setting(2000, ge=100, doc='Prompt and answer texts are cut to this many characters.')
+    max_mb: float = setting(200.0, gt=0, doc="Cap on the folder's size in MB: the oldest RL-step files are deleted past it.")
 
 
 class AlarmSettings(_Strict):
-    """Detectors over the metrics stream (README "Alarms"); thresholds are conservative on purpose."""
+    """Detectors over the metrics stream (docs/reports.md "Alarms"); thresholds are conservative on purpose."""
 
-    enabled: bool = True
-    stop_on: list[str] = Field(default_factory=list)  # alarm names that stop the run (exit 1)
-    disabled: list[str] = Field(default_factory=list)  # alarm names never raised
-    window: int = Field(5, ge=1)  # steps averaged for "at the start" and "now"
-    eval_window: int = Field(3, ge=2)  # evaluations looked back on by reward_hacking
-    valid_drop: float = Field(0.15, ge=0)
-    train_rise: float = Field(0.02, ge=0)
-    length_multiple: float = Field(2.5, gt=1)
-    truncated_rise: float = Field(0.25, gt=0, le=1)
-    no_signal_steps: int = Field(10, ge=1)
-    entropy_fraction: float = Field(0.05, gt=0, lt=1)
-    kl_max: float = Field(30.0, gt=0)
-    grader_error_rise: float = Field(0.1, gt=0, le=1)
+    enabled: bool = setting(True, doc="Run the alarm detectors over the RL metrics.")
+    stop_on: list[str] = setting(default_factory=list, doc="Alarm names that stop the run (exit 1).")
+    early_stop: list[str] = setting(
+        default_factory=lambda: ["valid_regression"],
+        doc="Alarms that end the RL stage early as a normal finish: the step is saved, `final/` is the best "
+            "validated model, exit 0. Only `valid_regression` may be listed; `[]` turns early stopping off.",
+        source="a run that only makes the model worse should hand back the best one, not run on")
+    disabled: list[str] = setting(default_factory=list, doc="Alarm names never raised.")
+    window: int = setting(5, ge=1, doc='RL steps averaged for "at the start" and "now".')
+    eval_window: int = setting(3, ge=2, doc="Evaluations `reward_hacking` looks back on.")
+    valid_drop: float = setting(0.15, ge=0, doc="`reward_hacking`: drop of `valid_reward_mean` below the recent best.", source='loose on purpose: the default recipe raises no alarm')
+    train_rise: float = setting(0.02, ge=0, doc="`reward_hacking`: rise of `train_reward_mean` over the same time.", source='loose on purpose: the default recipe raises no alarm')
+    length_multiple: float = setting(2.5, gt=1, doc="`length_growth`: answer length now over its start.", source='loose on purpose: the default recipe raises no alarm')
+    truncated_rise: float = setting(0.25, gt=0, le=1, doc="`truncation_rise`: rise of `truncated_share` over its start.", source='loose on purpose: the default recipe raises no alarm')
+    no_signal_steps: int = setting(10, ge=1, doc="`no_signal`: steps in a row whose answers all scored the same.", source='loose on purpose: the default recipe raises no alarm')
+    entropy_fraction: float = setting(0.05, gt=0, lt=1, doc="`entropy_collapse`: entropy now below this fraction of its start.", source='loose on purpose: the default recipe raises no alarm')
+    kl_max: float = setting(30.0, gt=0, doc="`kl_high`: the logged `kl` now above this (PPO's is summed over an answer's tokens, TRL's is per token).", source='loose on purpose: the default recipe raises no alarm')
+    grader_error_rise: float = setting(0.1, gt=0, le=1, doc="`grader_errors`: rise of `grader_error_share` over its start.", source='loose on purpose: the default recipe raises no alarm')
+    regression_drop: float = setting(0.1, gt=0, doc="`valid_regression`: how far below the best validation reward so far (the start's included) an evaluation must score.")
+    regression_evals: int = setting(2, ge=1, doc="`valid_regression`: how many evaluations in a row must score that low.")
 
     @field_validator("stop_on", "disabled")
     @classmethod
@@ -243,24 +262,35 @@ class AlarmSettings(_Strict):
             raise ValueError(f"unknown alarm {unknown[0]!r}; the alarms are {', '.join(ALARM_NAMES)}")
         return names
 
+    @field_validator("early_stop")
+    @classmethod
+    def _early_stop_names(cls, names: list[str]) -> list[str]:
+        from rft_cli.alarms import EARLY_STOP_ALARMS
+
+        unknown = [n for n in names if n not in EARLY_STOP_ALARMS]
+        if unknown:
+            raise ValueError(f"{unknown[0]!r} cannot end a run early; early_stop takes {', '.join(EARLY_STOP_ALARMS)} "
+                             "(use stop_on to stop on other alarms)")
+        return names
+
 
 class RunConfig(_Strict):
     """One `rft train` run."""
 
-    model: ModelSettings
-    data: DataSettings
-    grader: str | dict[str, Any]
-    sft: SFTSettings = Field(default_factory=SFTSettings)
-    rl: RLSettings = Field(default_factory=RLSettings)
-    eval: EvalSettings = Field(default_factory=EvalSettings)
-    grader_check: GraderCheckSettings = Field(default_factory=GraderCheckSettings)
-    samples: SamplesSettings = Field(default_factory=SamplesSettings)
-    alarms: AlarmSettings = Field(default_factory=AlarmSettings)
-    output_dir: Path | None = None
-    seed: int = Field(42, ge=0, lt=2**32)  # ReFT; numpy seeds are 32-bit
-    save_interval: int = Field(10, ge=1)
-    keep_checkpoints: int = Field(2, ge=1)
-    report_to: Literal["none", "tensorboard", "trackio", "wandb"] = "none"
+    model: ModelSettings = setting(doc='The model to train.')
+    data: DataSettings = setting(doc='The training and validation files.')
+    grader: str | dict[str, Any] = setting(doc='A grader file (YAML or JSON, relative to the config file) or an inline grader mapping.')
+    sft: SFTSettings = setting(default_factory=SFTSettings, doc='The supervised warm-up.')
+    rl: RLSettings = setting(default_factory=RLSettings, doc='The RL stage.')
+    eval: EvalSettings = setting(default_factory=EvalSettings, doc='Greedy validation during training.')
+    grader_check: GraderCheckSettings = setting(default_factory=GraderCheckSettings, doc='The grader self-test before training.')
+    samples: SamplesSettings = setting(default_factory=SamplesSettings, doc='Answers kept in `RUN/samples/`.')
+    alarms: AlarmSettings = setting(default_factory=AlarmSettings, doc='Detectors over the metrics stream.')
+    output_dir: Path | None = setting(None, doc='The run folder; `--output-dir` wins; unset: `$RFT_HOME/runs/<config name>` (`RFT_HOME` defaults to `~/.rft`).')
+    seed: int = setting(42, ge=0, lt=2**32, doc='Seed of sampling, shuffling and initialisation (each RL step is seeded from `(seed, step)`).', source='ReFT')  # lt 2**32: numpy's seeds are 32-bit
+    save_interval: int = setting(10, ge=1, doc='Save an RL checkpoint every N steps (PPO also at the last step, on Ctrl-C and at a new best validation score).')
+    keep_checkpoints: int = setting(2, ge=1, doc='RL checkpoints kept: the best N by `valid_reward_mean`, plus the latest.')
+    report_to: Literal["none", "tensorboard", "trackio", "wandb"] = setting("none", doc='Also log metrics to `tensorboard`, `wandb` or `trackio` (their package must be installed).')
 
     @field_validator("model", mode="before")
     @classmethod

@@ -120,7 +120,9 @@ def evaluate(
     Returns:
         An EvalReport, with per-sample results in `.results`.
     """
+    from rft_cli.data.openai_rows import row_tools
     from rft_cli.generation import generate_completions, load_model_for_inference
+    from rft_cli.tool_calls import output_parser
 
     model, tokenizer = load_model_for_inference(model_path)
     started = time.perf_counter()
@@ -128,6 +130,7 @@ def evaluate(
         model,
         tokenizer,
         [prompt_messages(r) for r in rows],
+        tools=[row_tools(r) for r in rows],
         max_new_tokens=max_new_tokens,
         num_samples=samples,
         temperature=temperature,
@@ -143,6 +146,7 @@ def evaluate(
         [[c.text for c in per_row] for per_row in completions],
         grader,
         threshold=threshold,
+        parser=output_parser(tokenizer),
     )
     flat = [c for per_row in completions for c in per_row]
     for result, completion in zip(report.results, flat, strict=True):
@@ -162,8 +166,14 @@ def grade_outputs(
     grader: Any,
     *,
     threshold: float = DEFAULT_THRESHOLD,
+    parser: Any = None,
 ) -> EvalReport:
-    """Grade given answers (`outputs[i]` holds row i's samples, the same number for every row)."""
+    """Grade given answers (`outputs[i]` holds row i's samples, the same number for every row).
+
+    Rows with `tools` have the answers' tool calls read into `sample.output_tools` by `parser`
+    (`rft_cli.tool_calls`; the family parsers when None)."""
+    from rft_cli.tool_calls import grade_answers
+
     if len(outputs) != len(rows):
         raise UsageError(f"{name}: {len(outputs)} lists of outputs for {len(rows)} rows")
     counts = {len(o) for o in outputs}
@@ -174,7 +184,7 @@ def grade_outputs(
     samples = counts.pop()
     texts = [text for per_row in outputs for text in per_row]
     items = [row for row in rows for _ in range(samples)]
-    grades = grader.grade_batch([{"output_text": t} for t in texts], items)
+    grades = grade_answers(grader, texts, items, parser)
     results = [
         SampleResult(
             row=i // samples,

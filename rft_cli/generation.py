@@ -142,8 +142,11 @@ def generate_completions(
     batch_size: int = 32,
     progress: ProgressFn | None = None,
     seed: int | None = None,
+    tools: Sequence[list[dict] | None] | None = None,
 ) -> list[list[Completion]]:
     """Generate `num_samples` completions per prompt; returns one list per prompt, in order.
+
+    `tools[i]`, when given, is prompt i's tool definitions for the chat template (OpenAI rows' `tools`).
 
     Greedy when `temperature == 0` (then the samples of one prompt are identical, so the prompt is
     generated once and its completion repeated). `progress(done, total)` is called after each
@@ -156,7 +159,8 @@ def generate_completions(
         torch.manual_seed(seed)
     greedy = temperature == 0
     copies = 1 if greedy else num_samples
-    encoded = [encode_prompt(tokenizer, messages) for messages in prompts]
+    tools = tools if tools is not None else [None] * len(prompts)
+    encoded = [encode_prompt(tokenizer, messages, row_tools) for messages, row_tools in zip(prompts, tools, strict=True)]
     # One job per generated sequence; longest prompts first so a batch holds similar lengths.
     jobs = sorted(
         ((i, k) for i in range(len(encoded)) for k in range(copies)),
@@ -195,13 +199,17 @@ def _check_generation_args(
         raise UsageError(f"batch size must be at least 1 (got {batch_size})")
 
 
-def encode_prompt(tokenizer: Any, messages: list[dict]) -> list[int]:
-    """Token ids of the chat-templated prompt, ending with the assistant turn's opening."""
+def encode_prompt(tokenizer: Any, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
+    """Token ids of the chat-templated prompt, ending with the assistant turn's opening; `tools`
+    (the row's function definitions) go to the template's `tools=` (`rft_cli.tool_calls.template_tools`)."""
+    from rft_cli.tool_calls import template_tools
+
     if not getattr(tokenizer, "chat_template", None):
         raise UsageError(
             "the model's tokenizer has no chat template; use a chat (instruct) model or one trained by `rft train`"
         )
-    encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    with_tools = {"tools": template_tools(tokenizer, tools)} if tools else {}
+    encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, **with_tools)
     # transformers 5 returns a BatchEncoding; older versions a plain list of ids.
     ids = encoded["input_ids"] if hasattr(encoded, "keys") else encoded
     return list(ids)

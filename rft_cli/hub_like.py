@@ -27,6 +27,32 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
+# The same turns, plus tools the Qwen2.5/Hermes way (written for rft, not copied): `tools` listed as
+# JSON in the system turn, an assistant's tool calls as <tool_call>{"name", "arguments"}</tool_call>,
+# tool results as <tool_response> in a user turn. `save_hub_like(..., chat_template=TOOLS_CHATML_TEMPLATE)`.
+TOOLS_CHATML_TEMPLATE = (
+    "{% set system = messages[0]['content'] if messages and messages[0]['role'] == 'system' else none %}"
+    "{% if tools %}"
+    "{{ '<|im_start|>system\n' }}{% if system %}{{ system + '\n\n' }}{% endif %}"
+    "{{ '# Tools\n\nYou may call functions. Their signatures are within <tools></tools>:\n<tools>' }}"
+    "{% for tool in tools %}{{ '\n' + (tool | tojson) }}{% endfor %}"
+    "{{ '\n</tools>\n\nTo call one, write <tool_call>{\"name\": <name>, \"arguments\": <object>}</tool_call><|im_end|>\n' }}"
+    "{% elif system %}{{ '<|im_start|>system\n' + system + '<|im_end|>\n' }}{% endif %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' and loop.first %}"
+    "{% elif message['role'] == 'assistant' %}"
+    "{{ '<|im_start|>assistant\n' + (message['content'] or '') }}"
+    "{% for call in message.get('tool_calls') or [] %}"
+    "{% if message['content'] or not loop.first %}{{ '\n' }}{% endif %}"
+    "{{ '<tool_call>\n{\"name\": ' + (call['function']['name'] | tojson) + ', \"arguments\": ' + (call['function']['arguments'] | tojson) + '}\n</tool_call>' }}"
+    "{% endfor %}{{ '<|im_end|>\n' }}"
+    "{% elif message['role'] == 'tool' %}"
+    "{{ '<|im_start|>user\n<tool_response>\n' + message['content'] + '\n</tool_response><|im_end|>\n' }}"
+    "{% else %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
 # What Qwen2.5-Instruct's generation_config.json ships (repetition_penalty 1.05 at 0.5B, 1.1 at 7B).
 HUB_GENERATION_DEFAULTS: dict[str, Any] = {
     "do_sample": True,
@@ -103,9 +129,12 @@ def build_qwen2_model(tokenizer: Any, sizes: str | dict[str, int] = "tiny", seed
 
 
 def save_hub_like(path: str, sizes: str | dict[str, int] = "tiny", seed: int = 0,
-                  generation_defaults: dict[str, Any] | None = None) -> str:
-    """Save a hub-like model folder (model, BPE tokenizer, generation_config.json) to `path`."""
+                  generation_defaults: dict[str, Any] | None = None, chat_template: str | None = None) -> str:
+    """Save a hub-like model folder (model, BPE tokenizer, generation_config.json) to `path`;
+    `chat_template` replaces the plain ChatML one (TOOLS_CHATML_TEMPLATE renders tools)."""
     tokenizer = build_bpe_tokenizer()
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
     model = build_qwen2_model(tokenizer, sizes, seed=seed)
     model.generation_config = hub_generation_config(tokenizer, generation_defaults)
     model.save_pretrained(path)

@@ -3,7 +3,7 @@
 The input is the body of `POST /v1/fine_tuning/jobs` (or the job object the API returns for it):
 `model`, `training_file`, `validation_file`, `seed`, `suffix` and `method: {type: reinforcement,
 reinforcement: {grader, hyperparameters}}`. The grader is written beside the recipe unchanged; each
-hyperparameter becomes the rft key of the table in `MAPPING` (README "Coming from OpenAI RFT").
+hyperparameter becomes the rft key of the table in `MAPPING` (docs/openai.md, "Coming from OpenAI RFT").
 Fields with no local meaning are reported, never dropped silently.
 """
 
@@ -20,7 +20,7 @@ from rft_cli.config import EvalSettings, RLSettings
 from rft_cli.errors import ConfigError, UsageError
 
 # OpenAI hyperparameter -> (rft key, how it is carried across). One table feeds the recipe's
-# comment block, `--format json` and the README section, so the three cannot drift apart.
+# comment block, `--format json` and the docs/openai.md table, so the three cannot drift apart.
 MAPPING: dict[str, tuple[str, str]] = {
     "n_epochs": ("rl.steps", "ceil(training rows * n_epochs / prompts_per_step): one epoch = every training prompt sampled once"),
     "batch_size": ("rl.prompts_per_step", "prompts per RL step (rl.mini_batch_size is lowered to divide it when needed)"),
@@ -226,6 +226,8 @@ def build_recipe(job: dict[str, Any], model: str, train: Path, valid: Path | Non
     recipe["grader"] = grader_name
     recipe["sft"] = {"enabled": False}
     recipe["rl"] = {"algorithm": "ppo", **stages["rl"]}
+    if reads_output_tools(section["grader"]):
+        recipe["rl"]["max_grader_error_share"] = 1.0  # see the comment block: an answer without a call is an error
     if stages["eval"]:
         recipe["eval"] = stages["eval"]
     if job.get("seed") is not None:
@@ -235,13 +237,22 @@ def build_recipe(job: dict[str, Any], model: str, train: Path, valid: Path | Non
     return recipe
 
 
+def reads_output_tools(grader: Any) -> bool:
+    """Whether a grader reads `sample.output_tools` (a tool-call grader)."""
+    return re.search(r"sample\s*\.\s*output_tools", json.dumps(grader)) is not None
+
+
 def _comment_block(job: dict[str, Any], report: ImportReport, source: str) -> str:
     """The recipe's header: where it came from and how each OpenAI setting was carried across."""
     lines = [f"Imported from the OpenAI fine-tuning job {source} by `rft import openai`.",
              f"OpenAI model {job.get('model')!s}: model.name is the open model to train instead (OpenAI models have no local weights).",
              "SFT warm-up: OpenAI's RFT has none, so sft.enabled is false; set it to true if your rows carry",
-             "demonstrations (a final assistant message or a `solution` field) to warm up as ReFT does.",
+             "demonstrations (a final assistant message, text or tool_calls, or a `solution` field) to warm up as ReFT does.",
              "seed -> seed; suffix -> output_dir (runs/<suffix>); training_file/validation_file -> data.train/data.valid.",
+             *(["The grader reads sample.output_tools: an answer with no tool call scores 0 (an invalid_variable_error);",
+                "rl.max_grader_error_share: 1.0 keeps such answers from stopping the run while the model learns to",
+                "call tools (`rft validate --grader` checks the grader against the demonstrations)."]
+               if reads_output_tools(job["method"]["reinforcement"]["grader"]) else []),
              "", "OpenAI hyperparameter      value      -> rft key              rft value"]
     for row in report.mapping:
         lines.append(f"  {row['openai']:<24} {json.dumps(row['value']):<10} -> {row['rft']:<20} {row['rft_value']}")

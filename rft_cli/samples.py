@@ -158,9 +158,10 @@ def text_of(completion: Any) -> str:
     return str(completion)
 
 
-def render_prompt(tokenizer: Any, messages: list[dict]) -> str:
-    """The prompt as the model saw it (chat template, generation prompt added)."""
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+def render_prompt(tokenizer: Any, messages: list[dict], tools: list[dict] | None = None) -> str:
+    """The prompt as the model saw it (chat template with the row's tools, generation prompt added)."""
+    with_tools = {"tools": tools} if tools else {}
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **with_tools)
 
 
 def rollout_lines(tokenizer: Any, rows: list[int], rollout: Any, results: list[Any], count: int,
@@ -180,9 +181,10 @@ def rollout_lines(tokenizer: Any, rows: list[int], rollout: Any, results: list[A
 
 
 def eval_lines(tokenizer: Any, prompts: list[list[dict]], completions: list[Any], results: list[Any],
-               count: int) -> list[dict[str, Any]]:
+               count: int, tools: list[Any] | None = None) -> list[dict[str, Any]]:
     """Lines for the first `count` greedy evaluation answers (row i is line i of the validation file)."""
-    return [{"row": i, "prompt": render_prompt(tokenizer, prompts[i]), "output_text": completions[i].text,
+    tools = tools or [None] * len(prompts)
+    return [{"row": i, "prompt": render_prompt(tokenizer, prompts[i], tools[i]), "output_text": completions[i].text,
              **result_fields(results[i]), "num_tokens": completions[i].num_tokens,
              "truncated": completions[i].truncated}
             for i in range(min(count, len(results)))]

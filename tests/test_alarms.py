@@ -18,7 +18,7 @@ from rft_cli.metrics import JsonlMetricsLogger, read_metrics
 
 
 def healthy(steps: int = 100, seed: int = 0) -> list[dict]:
-    """A run shaped like recipes/arith-cpu.yaml's PPO stage (bench/NOTES.md Phase 4 and a 40-step
+    """A run shaped like recipes/arith-cpu.yaml's PPO stage (bench/notes/2026-11-arith-exploration.md Phase 4 and a 40-step
     run of the recipe): reward climbs from ~0.3 to ~0.95, answers grow from ~30 to ~43 tokens as
     the policy moves to the step-by-step form, entropy ~0.1 drifting down, KL up to a few nats,
     validation every 25 steps with a late dip of 7 points (seed 1: 97.25% -> 90.5%)."""
@@ -185,3 +185,52 @@ def test_rft_report_uses_the_run_config_thresholds(tmp_path):
     (run / "config.yaml").write_text("alarms:\n  length_multiple: 10\n")
     result = CliRunner().invoke(app, ["report", str(run), "--fail-on-alarm"])
     assert result.exit_code == 0 and "alarms: none" in result.output
+
+
+# -- valid_regression and the early-stop watch ------------------------------------------------------
+
+
+def _eval_lines(pairs):
+    return [{"stage": "rl", "step": i + 1, "valid_reward_mean": v, "valid_best_reward_mean": b}
+            for i, (v, b) in enumerate(pairs)]
+
+
+@pytest.mark.parametrize("pairs,raised", [
+    ([(0.8, 0.9), (0.79, 0.9)], True),  # two evaluations 0.1 or more below the best
+    ([(0.8, 0.9), (0.85, 0.9)], False),  # the second is only 0.05 below
+    ([(0.5, 0.9)], False),  # one evaluation is not a trend
+    ([(0.5, 0.9), (0.9, 0.9), (0.5, 0.9)], False),  # the run came back in between
+])
+def test_valid_regression_needs_consecutive_evaluations_far_below_the_best(pairs, raised):
+    alarms = scan_metrics(_eval_lines(pairs), AlarmSettings())
+    assert ("valid_regression" in [a.name for a in alarms]) is raised
+
+
+def test_valid_regression_ignores_runs_that_log_no_best():
+    lines = [{"stage": "rl", "step": s, "valid_reward_mean": 0.1} for s in (1, 2, 3)]
+    assert scan_metrics(lines, AlarmSettings()) == []
+
+
+def test_the_watch_counts_the_start_and_a_resumed_runs_evaluations():
+    from rft_cli.alarms import RegressionWatch
+
+    watch = RegressionWatch(AlarmSettings(), start_score=0.9)
+    assert watch.observe(0.95, 1) == {"valid_best_reward_mean": 0.95}
+    assert watch.observe(0.8, 2) == {"valid_best_reward_mean": 0.95} and watch.should_stop() is None
+    watch.observe(0.85, 3)
+    assert "0.850 is 0.100 below the best 0.950" in watch.should_stop()
+    # primed from a resumed run's metrics lines (SFT lines ignored): the same decision
+    earlier = [{"stage": "sft", "step": 9, "valid_reward_mean": 0.1},
+               *({"stage": "rl", "step": s, "valid_reward_mean": v} for s, v in ((1, 0.95), (2, 0.8), (3, 0.85)))]
+    assert RegressionWatch(AlarmSettings(), 0.9, earlier).should_stop() is not None
+    assert RegressionWatch(AlarmSettings(), None, earlier[:2]).best == 0.95
+    assert RegressionWatch(AlarmSettings(early_stop=[]), 0.9, earlier).should_stop() is None
+    assert RegressionWatch(AlarmSettings(disabled=["valid_regression"]), 0.9, earlier).should_stop() is None
+    assert RegressionWatch(AlarmSettings(regression_evals=3), 0.9, earlier).should_stop() is None
+
+
+def test_early_stop_takes_only_alarms_every_process_can_decide_alike(tmp_path):
+    (tmp_path / "x.jsonl").write_text('{"prompt": "1+1=", "completion": "2"}\n')
+    base = {"model": {"tiny": "llama-test"}, "data": {"train": str(tmp_path / "x.jsonl")}, "grader": {"type": "string_check"}}
+    with pytest.raises(ConfigError, match="'kl_high' cannot end a run early.*valid_regression"):
+        parse_run_config({**base, "alarms": {"early_stop": ["kl_high"]}}, source="run.yaml")

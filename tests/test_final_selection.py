@@ -141,3 +141,45 @@ def test_the_final_line_shows_the_score_beside_the_start(summary, expected):
     from rft_cli.cli.train import _scores
 
     assert _scores(summary) == expected
+
+
+# -- ending RL early when validation only falls (alarms.early_stop: [valid_regression], the default) ---
+
+
+@pytest.mark.slow
+def test_a_run_whose_validation_keeps_falling_stops_early_with_its_warm_up(tmp_path, monkeypatch):
+    from rft_cli.metrics import read_metrics
+
+    _script_validation(monkeypatch, 0.9, {1: 0.85, 2: 0.7, 3: 0.75, 4: 0.2, 5: 0.2, 6: 0.2})
+    result = _run(tmp_path, "rl.steps=6", "eval.interval=1")
+    summary, run_dir = result.summary, result.run_dir
+    # steps 2 and 3 are both 0.1 or more below the start's 0.9: the run ends after step 3
+    assert summary["stopped"]["early_stop"] == "valid_regression" and summary["stopped"]["step"] == 3
+    assert "0.750 is 0.150 below the best 0.900, 2 evaluations in a row" in summary["stopped"]["reason"]
+    assert [n for n, _ in ckpt.step_checkpoints(run_dir / "checkpoints")][-1] == 3
+    rl = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("stage") == "rl"]
+    assert [r["step"] for r in rl] == [1, 2, 3]
+    assert [r["valid_best_reward_mean"] for r in rl] == [0.9, 0.9, 0.9]
+    assert [a["name"] for a in rl[-1]["alarms"]] == ["valid_regression"]
+    assert summary["final_source"] == "start" and _same_weights(run_dir / "final", run_dir / "checkpoints" / "sft")
+
+    # a resume of the stopped run stops again at once: no further steps, the same final/
+    config = load_run_config(RECIPE, ["grader_check.enabled=false", "rl.steps=6", "eval.interval=1"])
+    again = train(config, output_dir=run_dir, grader=SevensGrader(), resume=True)
+    assert again.summary["stopped"]["step"] == 3 and again.summary["final_source"] == "start"
+    assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl") if r.get("stage") == "rl"] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_early_stop_off_runs_every_step(tmp_path, monkeypatch):
+    _script_validation(monkeypatch, 0.9, {1: 0.2, 2: 0.2, 3: 0.2, 4: 0.2})
+    result = _run(tmp_path, "rl.steps=4", "eval.interval=1", "alarms.early_stop=[]")
+    assert result.summary["stopped"] is None and result.summary["stages"]["rl"]["steps"] == 4
+    assert result.summary["final_source"] == "start"
+
+
+@pytest.mark.slow
+def test_a_dip_that_recovers_does_not_stop_the_run(tmp_path, monkeypatch):
+    _script_validation(monkeypatch, 0.5, {1: 0.6, 2: 0.45, 3: 0.7, 4: 0.55, 5: 0.8})
+    result = _run(tmp_path, "rl.steps=5", "eval.interval=1")
+    assert result.summary["stopped"] is None and result.summary["final_source"] == "step-5"

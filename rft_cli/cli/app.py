@@ -13,6 +13,12 @@ from rft_cli.errors import EXIT_INTERRUPTED, RftError
 class _BoundaryGroup(TyperGroup):
     """Catches `RftError` and Ctrl-C once, for every command, so no user ever sees a traceback."""
 
+    def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        from rft_cli.cli.help_format import classic_metavars
+
+        super().__init__(*args, **kwargs)
+        classic_metavars(self)  # `--valid FILE`, not Typer 0.29's `--valid <file>` (see help_format)
+
     def invoke(self, ctx):  # type: ignore[no-untyped-def]
         try:
             return super().invoke(ctx)
@@ -29,7 +35,7 @@ app = typer.Typer(
     cls=_BoundaryGroup,
     help=(
         "Reinforcement fine-tuning for open models on your own hardware: validate data, "
-        "grade samples, train (SFT warm-up then PPO), evaluate.\n\n"
+        "grade samples, train (SFT warm-up then PPO), evaluate, report.\n\n"
         "Exit codes: 0 ok, 1 data invalid / quality gate failed / run failed, "
         "2 usage or config error, 130 interrupted."
     ),

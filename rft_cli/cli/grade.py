@@ -37,10 +37,10 @@ def grade(
     item: Annotated[str | None, typer.Option("--item", help="The dataset row as a JSON object (the `item` namespace).")] = None,
     sample: Annotated[str | None, typer.Option("--sample", help="The model's answer text (the `sample` namespace); - reads it from stdin.")] = None,
     sample_file: Annotated[Path | None, typer.Option("--sample-file", help='Read the sample from a file: {"output_text", "output_json"?, "output_tools"?} or plain text.')] = None,
-    data: Annotated[Path | None, typer.Option("--data", help="JSONL rows, one item per line.")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Dataset JSONL: each row is the `item` of the sample on the same line of --samples.")] = None,
     samples: Annotated[Path | None, typer.Option("--samples", help='JSONL samples, one {"output_text": ...} per line, paired with --data.')] = None,
-    output: Annotated[Path | None, typer.Option("--output", help="Write per-row results here (JSONL), with --data.")] = None,
-    output_format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+    output: Annotated[Path | None, typer.Option("--output", help="With --data: write one result per row here (JSONL: reward, sub-rewards, errors).")] = None,
+    output_format: Annotated[str, typer.Option("--format", help="text (a summary) or json (one document).")] = "text",
 ) -> None:
     from rft_cli.graders import load_grader
 
@@ -104,7 +104,9 @@ def _grade_one(grader: Any, item_text: str | None, sample: Any, output_format: s
         raise UsageError(f"--item is not valid JSON ({exc}); pass an object such as '{{\"answer\": \"42\"}}'") from None
     if not isinstance(item, dict):
         raise UsageError("--item must be a JSON object such as '{\"answer\": \"42\"}'")
-    result = grader.grade(sample, item)
+    from rft_cli.tool_calls import grade_answers
+
+    (result,) = grade_answers(grader, [sample], [item])  # an item with tools: calls read from the text
     if output_format == "json":
         render.json_document(result.to_dict())
         return
@@ -179,7 +181,9 @@ def _grade_files(grader: Any, data: Path | None, samples: Path | None, output: P
     if data is None or samples is None:
         raise UsageError("--data and --samples go together (rows and the samples to grade, paired by line)")
     rows, outputs = _load_pairs(data, samples)
-    results = grader.grade_batch(outputs, rows)
+    from rft_cli.tool_calls import grade_answers
+
+    results = grade_answers(grader, outputs, rows)  # rows with tools: calls read from the text
     errors: Counter = Counter()
     for result in results:
         errors.update(result.errors)

@@ -40,7 +40,7 @@ def openai_cmd(
 ) -> None:
     """Turn an OpenAI reinforcement fine-tuning job into a recipe that `rft train` runs.
 
-    The grader is written unchanged beside the recipe (<name>.grader.json); each hyperparameter becomes an rft key (the table is at the top of the recipe and in README "Coming from OpenAI RFT").
+    The grader is written unchanged beside the recipe (<name>.grader.json); each hyperparameter becomes an rft key (the table is at the top of the recipe and in docs/openai.md, "Coming from OpenAI RFT").
 
     OpenAI's file ids name no local file: pass the JSONL files with --training-file and --validation-file. Fields with no local meaning are listed on stderr and in the recipe.
 

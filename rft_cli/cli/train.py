@@ -95,6 +95,10 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     render.stdout.print(table)
     for alarm in summary.get("alarms") or []:
         render.stdout.print(escape(f"alarm {alarm['name']} at {alarm['stage']} step {alarm['step']}: {alarm['message']}"))
+    stopped = summary.get("stopped") or {}
+    if stopped.get("early_stop"):
+        render.stdout.print(escape(f"rl stopped early at step {stopped['step']} ({stopped['early_stop']}: "
+                                   f"{stopped['reason']}); alarms.early_stop lists the alarms that may end it"))
     if summary.get("final"):
         render.stdout.print(f"final model: {run_dir / summary['final']} (from {summary.get('final_source')}{_scores(summary)})")
 
@@ -117,12 +121,12 @@ def _warn_self_test(report: Any) -> None:
 
 @app.command()
 def train(
-    config_path: Annotated[Path, typer.Argument(metavar="CONFIG.yaml", help="The run config (see README `train`).")],
-    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Run folder (default: output_dir, else $RFT_HOME/runs/<config name>).")] = None,
-    overrides: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set rl.kl_coef=0.1 (repeatable).")] = None,
+    config_path: Annotated[Path, typer.Argument(metavar="CONFIG.yaml", help="The run config, a YAML recipe (keys: docs/training.md; `rft config schema` for editor completion).")],
+    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Run folder (default: the config's output_dir, else $RFT_HOME/runs/<config name>).")] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="Override a config key, the value read as YAML: --set rl.kl_coef=0.1 (repeatable).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in the output folder from its last complete checkpoint.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check config, data and grader, print the plan, train nothing.")] = False,
-    stage: Annotated[str, typer.Option("--stage", help="sft, rl or all.")] = "all",
+    stage: Annotated[str, typer.Option("--stage", help="all: warm-up then RL; sft: the warm-up only; rl: RL only, from the warm-up a --stage sft run saved in the same folder (or from the model when sft.enabled is false).")] = "all",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
     """Train a model: SFT warm-up on the demonstrations, then PPO with the grader's reward (ReFT).

@@ -1,9 +1,11 @@
 """The dataset contract: one JSON object per line in OpenAI's chat fine-tuning format.
 
 A row has `messages` (a non-empty list of {"role", "content"}); a row for RL ends with a
-`user` or `developer` turn (the prompt). A warm-up demonstration is either a final `assistant`
-message or the field named by `demonstration_field` (default `solution`). Every other top-level
-field is a reference field, visible to graders as `item.<field>`.
+`user` or `developer` turn (the prompt), or a `tool` result. A warm-up demonstration is either a
+final `assistant` message (its text, its `tool_calls`, or both) or the field named by
+`demonstration_field` (default `solution`). `tools` holds the row's function definitions
+(OpenAI's RFT format, checked in `openai_rows`). Every other top-level field is a reference
+field, visible to graders as `item.<field>`.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rft_cli.data import openai_rows
 from rft_cli.errors import DataError
 
+# The roles of a plain row (validation's fast path); `tool` results come with OpenAI's tool calls.
 ROLES = ("system", "developer", "user", "assistant")
+ALL_ROLES = (*ROLES, openai_rows.TOOL_ROLE)
 PROMPT_END_ROLES = ("user", "developer")
 DEFAULT_DEMONSTRATION_FIELD = "solution"
 
@@ -56,33 +61,48 @@ def check_row(row: Any, demonstration_field: str = DEFAULT_DEMONSTRATION_FIELD) 
         return [Problem("missing_messages", 'missing field "messages" (each row needs a "messages" list ending in a user turn)')]
     if not isinstance(messages, list) or not messages:
         return [Problem("bad_messages", '"messages" must be a non-empty list of {"role", "content"} objects')]
-    problems = []
+    problems = [Problem("bad_tools", text) for text in openai_rows.check_tools(row["tools"])] if "tools" in row else []
+    names = openai_rows.tool_names(row.get("tools"))
+    call_ids: set[str] = set()
     for i, message in enumerate(messages):
-        problems.extend(_check_message(i, message))
+        problems.extend(_check_message(i, message, names, call_ids))
+        if isinstance(message, dict) and message.get("role") == "assistant":
+            call_ids |= openai_rows.call_ids_of(message)
     if problems:
         return problems
     roles = [m["role"] for m in messages]
     demo_field = row.get(demonstration_field) if demonstration_field != "messages" else None
     if demo_field is not None and (not isinstance(demo_field, str) or not demo_field.strip()):
         problems.append(Problem("bad_demonstration", f'"{demonstration_field}" must be a non-empty string (the warm-up demonstration)'))
+    ends = (*PROMPT_END_ROLES, openai_rows.TOOL_ROLE)
     if roles[-1] == "assistant":
-        if len(roles) < 2 or roles[-2] not in PROMPT_END_ROLES:
-            problems.append(Problem("no_prompt", "the final assistant message must follow a user or developer turn (the prompt it answers)"))
-    elif roles[-1] not in PROMPT_END_ROLES:
-        problems.append(Problem("bad_last_role", f'the last message has role "{roles[-1]}"; a row must end with a user or developer turn (or an assistant demonstration after one)'))
+        if len(roles) < 2 or roles[-2] not in ends:
+            problems.append(Problem("no_prompt", "the final assistant message must follow a user or developer turn (the prompt it answers) or a tool result"))
+    elif roles[-1] not in ends:
+        problems.append(Problem("bad_last_role", f'the last message has role "{roles[-1]}"; a row must end with a user or developer turn (or a tool result, or an assistant demonstration after one)'))
     return problems
 
 
-def _check_message(i: int, message: Any) -> list[Problem]:
+def _check_message(i: int, message: Any, tool_names: set[str] | None = None, call_ids: frozenset[str] | set[str] = frozenset()) -> list[Problem]:
     where = f"messages[{i}]"
     if not isinstance(message, dict):
         return [Problem("bad_message", f'{where} must be an object with "role" and "content"')]
     role = message.get("role")
-    if role not in ROLES:
-        return [Problem("bad_role", f'{where}.role is {json.dumps(role)}; use one of {", ".join(ROLES)}')]
+    if role not in ALL_ROLES:
+        return [Problem("bad_role", f'{where}.role is {json.dumps(role)}; use one of {", ".join(ALL_ROLES)}')]
+    media = openai_rows.media_part_problem(where, message.get("content"))
+    if media is not None:
+        return [Problem("media_content", media)]
+    text = message_text(message.get("content"))
+    if role == openai_rows.TOOL_ROLE:
+        return [Problem("bad_tool_message", p) for p in openai_rows.check_tool_message(where, message, text, set(call_ids))]
+    if role == "assistant" and message.get("tool_calls") is not None:  # null: no calls, as exports write it
+        problems = [Problem("bad_tool_calls", p) for p in openai_rows.check_tool_calls(where, message["tool_calls"], tool_names)]
+        if message.get("content") is not None and text is None:
+            problems.append(Problem("bad_content", f'{where}.content must be a string, a list of {{"type": "text", "text": ...}} parts, or null beside tool calls'))
+        return problems
     if "content" not in message:
         return [Problem("missing_content", f'{where} has no "content" (give the message text as a string)')]
-    text = message_text(message["content"])
     if text is None:
         return [Problem("bad_content", f'{where}.content must be a string or a list of {{"type": "text", "text": ...}} parts')]
     if not text.strip():
@@ -90,21 +110,53 @@ def _check_message(i: int, message: Any) -> list[Problem]:
     return []
 
 
-def prompt_messages(row: dict) -> list[dict[str, str]]:
-    """The prompt: every message up to the last user/developer turn, contents flattened to text."""
-    messages = [{"role": m["role"], "content": message_text(m["content"]) or ""} for m in row["messages"]]
+def prompt_messages(row: dict) -> list[dict[str, Any]]:
+    """The prompt: every message before a final assistant demonstration, in the shape chat templates
+    read (contents flattened to text; tool calls and tool results kept, see `openai_rows`)."""
+    messages = [_template_message(m) for m in row["messages"]]
     if messages and messages[-1]["role"] == "assistant":
         messages = messages[:-1]
     return messages
 
 
+def _template_message(message: dict) -> dict[str, Any]:
+    text = message_text(message.get("content")) or ""
+    if len(message) == 2 and "content" in message:  # the plain {"role", "content"} message of most rows
+        return {"role": message["role"], "content": text}
+    return openai_rows.template_message(message, text)
+
+
 def demonstration(row: dict, demonstration_field: str = DEFAULT_DEMONSTRATION_FIELD) -> str | None:
-    """The warm-up demonstration: a final assistant message, else the demonstration field."""
+    """The warm-up demonstration's text: a final assistant message, else the demonstration field.
+
+    A final assistant message that only calls tools has the text "" (a demonstration all the same);
+    `demonstration_message` gives its tool calls.
+    """
     last = row["messages"][-1]
     if last.get("role") == "assistant":
-        return message_text(last["content"])
+        text = message_text(last.get("content"))
+        return text if text is not None or not last.get("tool_calls") else ""
     value = row.get(demonstration_field)
     return value if isinstance(value, str) and value.strip() else None
+
+
+def demonstration_message(row: dict, demonstration_field: str = DEFAULT_DEMONSTRATION_FIELD) -> dict[str, Any] | None:
+    """The demonstration as the assistant message the warm-up trains on (with its tool calls), or None."""
+    last = row["messages"][-1]
+    if last.get("role") == "assistant":
+        return _template_message(last)
+    text = demonstration(row, demonstration_field)
+    return {"role": "assistant", "content": text} if text is not None else None
+
+
+def demonstration_sample(row: dict, demonstration_field: str = DEFAULT_DEMONSTRATION_FIELD) -> dict[str, Any] | str | None:
+    """The demonstration as a grader's sample: a sample with `output_tools` for a final assistant
+    message with tool calls, else its text (read for calls like a model's answer), or None."""
+    text = demonstration(row, demonstration_field)
+    last = row["messages"][-1]
+    if text is not None and last.get("role") == "assistant" and last.get("tool_calls"):
+        return {"output_text": text, "output_tools": openai_rows.openai_tool_calls(last)}
+    return text
 
 
 def reference_fields(row: dict, demonstration_field: str = DEFAULT_DEMONSTRATION_FIELD) -> dict[str, Any]:

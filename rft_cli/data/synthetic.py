@@ -16,7 +16,7 @@ Why mixed: demonstrations written by people or models vary in how much working t
 model, with this much data, gets the stepwise sums almost always right and the one-line sums
 mostly wrong; supervised training imitates the mix (so its greedy answers take the majority's
 one-line form), while reinforcement learns from the grader which of its own answers earn the
-reward (bench/NOTES.md, Phase 4).
+reward (bench/notes/2026-11-arith-exploration.md, Phase 4).
 `style="words"` tells the same kind of problem as a sentence:
 
     question: "Mia had 23 shells, found 48, lost 15. How many now?"

@@ -208,13 +208,13 @@ def _fast_shape(row: Any, demonstration_field: str) -> tuple[str, int, bool] | N
     `check_row`, which alone decides what is wrong. This never accepts a row that `check_row` rejects
     (tests/test_validation.py checks that property).
     """
-    if type(row) is not dict:
+    if type(row) is not dict or "tools" in row:  # tools and tool calls: `check_row` (openai_rows)
         return None
     messages = row.get("messages")
     if type(messages) is not list or not messages:
         return None
     for message in messages:
-        if type(message) is not dict or message.get("role") not in ROLES:
+        if type(message) is not dict or message.get("role") not in ROLES or "tool_calls" in message:
             return None
         content = message.get("content")
         if type(content) is not str or not content or content.isspace():
@@ -576,7 +576,7 @@ def count_prompt_tokens(tokenizer: Any, row: dict) -> int:
     """Tokens in the prompt as the model sees it: the chat template with a generation prompt, if any."""
     messages = prompt_messages(row)
     if getattr(tokenizer, "chat_template", None):
-        encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        encoded = tokenizer.apply_chat_template(messages, tools=row.get("tools") or None, add_generation_prompt=True, tokenize=True)
         ids = encoded["input_ids"] if hasattr(encoded, "keys") else encoded
         return len(ids)
     return len(tokenizer(prompt_text(row), add_special_tokens=True)["input_ids"])

@@ -18,6 +18,13 @@ Containment, applied before the user's code runs (each layer is best effort and 
                 /proc/<pid>/environ of outside processes
     audit       a PEP 578 audit hook that refuses process creation, sockets, ctypes, signals,
                 writes outside the working directory and other processes' /proc entries
+
+Why four layers: none is enough alone or available everywhere. rlimits hold everywhere but say
+nothing about files or the network; netns and Landlock are kernel-enforced but need Linux and a
+permissive container; the audit hook always applies but is a Python-level guard that native code
+can get around. The parent reads `layers` (`grader.sandbox_layers()`), so a user can tell which
+held on their machine. The parent adds two things no layer here could: a wall-clock timeout per
+call (it kills the worker's process group) and a clean environment (`sandbox.minimal_env`).
 """
 
 import json
@@ -68,6 +75,7 @@ def write_message(fd, obj):
 
 def _private_pipes():
     """Move the protocol to private fds and point the user's stdio at /dev/null."""
+    # A print() in the user's grade() would otherwise write into the reply stream and garble it.
     requests, replies = os.dup(0), os.dup(1)
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
@@ -78,6 +86,9 @@ def _private_pipes():
 
 def _apply_rlimits(memory_mb):
     applied = []
+    # RLIMIT_AS (address space), not RLIMIT_RSS: Linux does not enforce the resident-set limit.
+    # Address space counts reserved as well as touched memory, hence the generous memory_mb default.
+    # RLIMIT_NPROC=0 is safe to set here because this process already exists; it only stops new ones.
     limits = [
         ("RLIMIT_AS", memory_mb * 1024 * 1024),
         ("RLIMIT_CORE", 0),
@@ -142,6 +153,8 @@ def _landlock(workdir):
     abi = syscall(_LANDLOCK_CREATE, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
     if abi < 1:
         return None
+    # Landlock denies what the ruleset "handles" and no rule allows, so the ruleset handles every
+    # filesystem right this kernel's ABI knows: anything the rules below do not grant is refused.
     handled_fs = (1 << {1: 13, 2: 14, 3: 15, 4: 15}.get(abi, 16)) - 1  # every access right this ABI knows
     ruleset = _landlock_ruleset(ctypes, syscall, abi, handled_fs)
     if ruleset < 0:
@@ -151,6 +164,8 @@ def _landlock(workdir):
     rules += [(workdir, handled_fs & ~1), (os.devnull, _WRITE_FILE | _READ_FILE)]  # ~1: no execute
     for path, allowed in rules:
         _landlock_allow(ctypes, syscall, ruleset, path, allowed if os.path.isdir(path) else allowed & file_rights)
+    # The kernel lets an unprivileged process restrict itself only once it can no longer gain
+    # privileges (a setuid binary could otherwise run with the restrictions it does not expect).
     libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     ok = syscall(_LANDLOCK_RESTRICT, ctypes.c_int(ruleset), ctypes.c_uint32(0)) == 0
     os.close(ruleset)
@@ -203,6 +218,8 @@ def _install_audit_hook(workdir):
     """Refuse dangerous operations at the Python level (PEP 578); the hook cannot be removed."""
     workdir = os.path.realpath(workdir)
     own_proc = f"/proc/{os.getpid()}"
+    # Bound now, as locals of the hook's closure: user code that replaces os.path.realpath later
+    # cannot change what the hook sees (and replacing a function's __code__ is refused below).
     realpath, fsdecode, startswith = os.path.realpath, os.fsdecode, str.startswith
 
     def inside(path):
@@ -247,6 +264,7 @@ def _install_audit_hook(workdir):
 
 
 def _load(source):
+    # Not "__main__": a grader file's `if __name__ == "__main__":` test block must not run here.
     namespace = {"__name__": "grader", "__builtins__": __builtins__}
     exec(compile(source, "<grader>", "exec"), namespace)
     grade = namespace.get("grade")
@@ -267,6 +285,10 @@ def _classify(value):
 
 
 def _set_cpu_limit(timeout):
+    # A kernel-enforced bound beside the parent's wall-clock timer: a busy loop ends with SIGXCPU
+    # even if the parent never gets to kill it. The worker lives for many calls, so the soft limit
+    # is set relative to the CPU used so far, and the hard limit stays unlimited because an
+    # unprivileged process can lower it but never raise it again for the next call.
     usage = resource.getrusage(resource.RUSAGE_SELF)
     used = usage.ru_utime + usage.ru_stime
     soft = int(used + timeout) + 2
@@ -292,6 +314,9 @@ def main():
     if init is None:
         return
     workdir = os.getcwd()
+    # Every layer is in place before the user's source is compiled, so its module-level code is
+    # contained as much as grade() is. The audit hook goes last: it refuses ctypes, which the
+    # network namespace and Landlock need for their system calls.
     layers = _apply_rlimits(int(init["memory_mb"]))
     if sys.platform == "linux":  # the syscall numbers below are Linux's
         layers += [layer for layer in (_unshare_network(), _landlock(workdir)) if layer]

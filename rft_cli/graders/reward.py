@@ -41,10 +41,12 @@ class RewardFunction:
 
     `error_counts` accumulates grader errors by kind; `last_results` holds the last batch's grades.
     When TRL passes `log_metric`, the batch's error count is logged as `<name>/errors`.
+    Rows with `tools` have the completions' tool calls read into `sample.output_tools` by `parser`
+    (`rft_cli.tool_calls.OutputParser`).
     """
 
-    def __init__(self, grader: Grader) -> None:
-        self.grader = grader
+    def __init__(self, grader: Grader, parser: Any = None) -> None:
+        self.grader, self.parser = grader, parser
         self.__name__ = grader.name
         self.error_counts: Counter[str] = Counter()
         self.last_results: list[GradeResult] = []
@@ -52,7 +54,9 @@ class RewardFunction:
     def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] | None = None, **columns: Any) -> list[float]:
         completions = list(completions or [])
         items = _rows(len(completions), prompts, columns)
-        results = self.grader.grade_batch([completion_text(c) for c in completions], items)
+        from rft_cli.tool_calls import grade_answers
+
+        results = grade_answers(self.grader, completions, items, self.parser)
         self.last_results = results
         batch_errors = 0
         for result in results:
@@ -64,7 +68,7 @@ class RewardFunction:
         return [result.reward for result in results]
 
 
-def reward_function(grader: Grader) -> RewardFunction:
+def reward_function(grader: Grader, parser: Any = None) -> RewardFunction:
     """Wrap `grader` as a TRL reward function (GRPO/RLOO `reward_funcs=[reward_function(g)]`).
 
     Example:
@@ -73,4 +77,4 @@ def reward_function(grader: Grader) -> RewardFunction:
         >>> f(prompts=["q"], completions=["#### 3"], answer_value=["3"])
         [1.0]
     """
-    return RewardFunction(grader)
+    return RewardFunction(grader, parser)

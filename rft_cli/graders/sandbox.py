@@ -1,8 +1,13 @@
 """A pool of persistent worker processes that run python graders' untrusted code.
 
 The caller never runs user code and never crashes: every failure comes back as an error kind.
-See `_sandbox_worker.py` for what each worker does to contain the code, and README for what is
-and is not guaranteed.
+See `_sandbox_worker.py` for what each worker does to contain the code, and docs/graders.md
+("The python grader sandbox") and docs/guarantees.md (guarantee 4) for what is and is not guaranteed.
+
+Why persistent workers: a grade runs thousands of times per training step, and starting a sandboxed
+interpreter costs tens of milliseconds (the pool is ~500x faster, docs/benchmarks.md). Why a
+process at all: a grader that segfaults, calls os._exit, allocates without bound or loops must cost
+one counted error, never the trainer, so its code never runs in the caller.
 """
 
 from __future__ import annotations
@@ -91,9 +96,12 @@ class Worker:
             cwd=self.workdir,
             env=minimal_env(self.workdir),
             close_fds=True,
+            # Its own process group, so a timeout kills whatever it managed to start as well.
             start_new_session=True,
         )
         self.fd = self.process.stdout.fileno()  # type: ignore[union-attr]
+        # Non-blocking, so a worker that writes half a reply and hangs cannot block the caller:
+        # select() plus the per-call deadline decide when to give up.
         os.set_blocking(self.fd, False)
         self.buffer = bytearray()
         self.layers: list[str] = []
@@ -210,7 +218,9 @@ class SandboxPool:
         self.broken: Outcome | None = None
 
     def _spawn(self) -> Worker | Outcome:
-        if self.broken is not None:  # the source hung or died while loading: it will again
+        # A source that hung or died while loading will again: after one startup wait every later
+        # call fails at once with the same error instead of paying the wait per sample.
+        if self.broken is not None:
             return self.broken
         try:
             worker = Worker(self.init)

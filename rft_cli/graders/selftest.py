@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rft_cli.data.records import DEFAULT_DEMONSTRATION_FIELD, demonstration, item_of, iter_rows
+from rft_cli.data.records import (
+    DEFAULT_DEMONSTRATION_FIELD,
+    demonstration_sample,
+    item_of,
+    iter_rows,
+)
+from rft_cli.tool_calls import grade_answers
 
 # Rewards this close below the bar still pass: 0.1 + 0.2 + 0.7 is 0.9999999999999999.
 _TOLERANCE = 1e-9
@@ -110,19 +116,19 @@ def check_judges(grader: Any) -> None:
 _BATCH = 512  # demonstrations graded at a time: memory stays flat on a 50,000-row file
 
 
-def _demonstrations(files: Iterable[tuple[str | Path, str]], report: SelfTestReport) -> Iterator[tuple[str, int, str, dict]]:
+def _demonstrations(files: Iterable[tuple[str | Path, str]], report: SelfTestReport) -> Iterator[tuple[str, int, Any, dict]]:
     """(file, line, demonstration, item) for each row that has one; counts rows and skipped rows in `report`."""
     for path, field_name in files:
         for line, row in iter_rows(path, field_name):
             report.rows += 1
-            text = demonstration(row, field_name)
-            if text is None:
+            sample = demonstration_sample(row, field_name)  # a tool-calling demonstration's calls are its output_tools
+            if sample is None:
                 report.skipped += 1
                 continue
-            yield str(path), line, text, item_of(row, field_name)  # what training passes as `item`
+            yield str(path), line, sample, item_of(row, field_name)  # what training passes as `item`
 
 
-def _batches(demos: Iterator[tuple[str, int, str, dict]]) -> Iterator[list[tuple[str, int, str, dict]]]:
+def _batches(demos: Iterator[tuple[str, int, Any, dict]]) -> Iterator[list[tuple[str, int, Any, dict]]]:
     batch = []
     for demo in demos:
         batch.append(demo)
@@ -153,7 +159,8 @@ def self_test(grader: Any, files: Sequence[tuple[str | Path, str]]) -> SelfTestR
     report = SelfTestReport(getattr(grader, "name", "grader"), threshold, full)
     errors: Counter[str] = Counter()
     for batch in _batches(_demonstrations(files, report)):
-        results = grader.grade_batch([text for _, _, text, _ in batch], [item for *_, item in batch])
+        # as training grades answers: for a row with tools, a text demonstration's calls are read
+        results = grade_answers(grader, [sample for _, _, sample, _ in batch], [item for *_, item in batch])
         report.graded += len(results)
         for (path, line, _, _), result in zip(batch, results):
             errors.update(result.errors)

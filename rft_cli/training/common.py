@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from rft_cli.data.openai_rows import row_tools
 from rft_cli.data.records import item_of, prompt_messages
 
 
@@ -84,7 +85,7 @@ def encode_prompts(tokenizer: Any, rows: Sequence[dict], max_prompt_length: int,
 
     from rft_cli.generation import encode_prompt
 
-    encoded = [encode_prompt(tokenizer, prompt_messages(row))[-max_prompt_length:] for row in rows]
+    encoded = [encode_prompt(tokenizer, prompt_messages(row), row_tools(row))[-max_prompt_length:] for row in rows]
     width = max(len(ids) for ids in encoded)
     pad = tokenizer.pad_token_id
     input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in encoded], device=device)
@@ -177,9 +178,12 @@ def gather_object(objects: list[Any]) -> list[Any]:
     return _gather(objects)
 
 
-def grade(grader: Any, texts: Sequence[str], items: Sequence[dict]) -> GradeStats:
-    """Grade answers; a grade with any error counts as failed (its reward is what the grader gave, usually 0)."""
-    return stats_of(grader.grade_batch([{"output_text": t} for t in texts], list(items)))
+def grade(grader: Any, texts: Sequence[str], items: Sequence[dict], parser: Any = None) -> GradeStats:
+    """Grade answers (tool calls read by `parser`, see `rft_cli.tool_calls`); a grade with any error
+    counts as failed (its reward is what the grader gave, usually 0)."""
+    from rft_cli.tool_calls import grade_answers
+
+    return stats_of(grade_answers(grader, texts, list(items), parser))
 
 
 def evaluate_greedy(model: Any, tokenizer: Any, grader: Any, rows: Sequence[dict], *, demonstration_field: str,
@@ -192,17 +196,20 @@ def evaluate_greedy(model: Any, tokenizer: Any, grader: Any, rows: Sequence[dict
     validation score during training matches what `rft eval` reports for the checkpoint.
     """
     from rft_cli.generation import generate_completions
+    from rft_cli.tool_calls import output_parser
 
     was_training = model.training
     prompts = [prompt_messages(row) for row in rows]
+    tools = [row_tools(row) for row in rows]
     outs = generate_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=0.0,
-                                batch_size=batch_size)
+                                batch_size=batch_size, tools=tools)
     model.train(was_training)
-    stats = grade(grader, [o[0].text for o in outs], [item_of(r, demonstration_field) for r in rows])
+    stats = grade(grader, [o[0].text for o in outs], [item_of(r, demonstration_field) for r in rows],
+                  parser=output_parser(tokenizer))
     if answers is not None:
         from rft_cli.samples import eval_lines
 
-        answers.extend(eval_lines(tokenizer, prompts, [o[0] for o in outs], stats.results, len(rows)))
+        answers.extend(eval_lines(tokenizer, prompts, [o[0] for o in outs], stats.results, len(rows), tools=tools))
     finite = [r for r in stats.rewards if math.isfinite(r)]
     mean = sum(finite) / len(finite) if finite else float("nan")
     return {"valid_reward_mean": mean, "valid_accuracy": sum(r >= 1.0 for r in finite) / max(len(stats.rewards), 1)}
@@ -266,6 +273,7 @@ class RunContext:
     interrupt: InterruptFlag = field(default_factory=InterruptFlag)
     elapsed_before: float = 0.0
     samples: Any = None  # a rft_cli.samples.SampleWriter (None: keep no answers)
+    early_stop: dict[str, Any] | None = None  # set when RL ended early (rft_cli.training.early_stop)
 
     @property
     def checkpoints_dir(self) -> Any:

@@ -25,7 +25,9 @@ import torch
 from rft_cli import checkpoints as ckpt
 from rft_cli.errors import ConfigError, TrainingError
 from rft_cli.samples import rollout_lines
+from rft_cli.tool_calls import output_parser
 from rft_cli.training import ppo_math as pm
+from rft_cli.training.early_stop import regression_watch, stop_note
 from rft_cli.training.launch import check_launch, configure_deepspeed, env_flag
 from rft_cli.training.common import (
     RunContext,
@@ -209,7 +211,7 @@ class PPOTrainer:
             rollout = sample(self.ac.policy, self.tokenizer, expanded, max_prompt_length=cfg.max_prompt_length,
                              max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
         items = [item_of(r, self.ctx.config.data.demonstration_field) for r in expanded]
-        return rollout, grade(self.ctx.grader, rollout.texts, items)
+        return rollout, grade(self.ctx.grader, rollout.texts, items, parser=output_parser(self.tokenizer))
 
     def _old_pass(self, input_ids: Any, attn: Any, resp_len: int) -> tuple[Any, Any, Any]:
         """Old log-probs, values and reference log-probs in batched no-grad passes."""
@@ -431,7 +433,9 @@ class PPOTrainer:
         """Run the remaining steps; saves every `save_interval` steps, on Ctrl-C and at the end."""
         ctx, cfg = self.ctx, self.cfg
         run_started = time.perf_counter() - self.state.elapsed_s
-        while self.state.step < cfg.steps:
+        watch = regression_watch(ctx)
+        stop_reason = watch.should_stop()  # a resumed run that had already stopped early
+        while self.state.step < cfg.steps and stop_reason is None:
             step = self.state.step + 1
             record = self.step(step)
             self.state.step = step
@@ -439,6 +443,8 @@ class PPOTrainer:
                 eval_started = time.perf_counter()
                 self.state.last_valid = self.evaluate()
                 record.update({**self.state.last_valid, "eval_s": time.perf_counter() - eval_started})
+                record.update(watch.observe(self.state.last_valid["valid_reward_mean"], step))
+                stop_reason = watch.should_stop()
             # The stage's own clock (evaluations included), carried across resumes in trainer_state.json.
             self.state.elapsed_s = time.perf_counter() - run_started
             record["stage_elapsed_s"] = self.state.elapsed_s
@@ -448,10 +454,13 @@ class PPOTrainer:
                 self._stop_on_faults(record)
             # with rl.final: best, a new best validation score is saved so that final/ can be it
             new_best = cfg.final == "best" and ckpt.beats_saved(ctx.checkpoints_dir, record.get("valid_reward_mean"))
-            if step % ctx.config.save_interval == 0 or step == cfg.steps or ctx.interrupt.requested or new_best:
+            if (step % ctx.config.save_interval == 0 or step == cfg.steps or ctx.interrupt.requested or new_best
+                    or stop_reason is not None):
                 self.save(record.get("valid_reward_mean"))
             if ctx.interrupt.requested:
                 raise KeyboardInterrupt
+        if stop_reason is not None:
+            ctx.early_stop = stop_note(self.state.step, stop_reason)
         return self.state
 
     def _stop_on_faults(self, record: dict[str, Any]) -> None:

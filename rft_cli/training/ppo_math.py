@@ -1,6 +1,18 @@
 """The PPO pieces as pure tensor functions (ReFT's recipe), unit-tested against hand-computed values.
 
 Shapes: B sequences, T token positions. `mask` is 1 on response tokens (either padding side).
+
+How one PPO step uses them (rft_cli/training/ppo.py runs it):
+
+1. `response_mask` marks each sampled answer up to and including its EOS.
+2. `token_rewards` turns the grader's score into per-token rewards: the score on the answer's last
+   token and a KL penalty to the frozen reference model on every token.
+3. `compute_gae` turns rewards and the critic's values into advantages (how much better each token
+   did than the critic expected) and returns (the critic's regression targets).
+4. `normalise_advantages` puts the advantages on a common scale across steps.
+5. For `ppo_epochs` passes over minibatches, `policy_loss` and `value_loss` (weighted by
+   `loss_weights`) update the policy and the critic, each clipped so that one batch of samples
+   cannot move them far from the policy that drew it.
 """
 
 from __future__ import annotations
@@ -16,7 +28,7 @@ def masked_mean(x: Any, mask: Any) -> Any:
 def masked_var(x: Any, mask: Any) -> Any:
     """Unbiased variance of `x` over masked positions (as TRL and ReFT whiten)."""
     mean = masked_mean(x, mask)
-    centered = (x - mean) * mask
+    centered = (x - mean) * mask  # masked-out positions must add nothing to the sum of squares
     count = mask.sum()
     return (centered**2).sum() / (count - 1).clamp(min=1)
 
@@ -26,8 +38,9 @@ def whiten(x: Any, mask: Any, shift_mean: bool = True) -> Any:
     import torch
 
     mean, var = masked_mean(x, mask), masked_var(x, mask)
-    out = (x - mean) * torch.rsqrt(var + 1e-8)
+    out = (x - mean) * torch.rsqrt(var + 1e-8)  # the epsilon keeps a constant batch finite
     if not shift_mean:
+        # Scale only, keeping the mean (TRL's PPO whitens rewards this way, so their sign survives).
         out = out + mean
     return out * mask
 
@@ -49,6 +62,7 @@ def last_token_index(mask: Any) -> Any:
     import torch
 
     length = mask.shape[1]
+    # argmax returns the first maximum, so on the reversed row it finds the last 1.
     flipped_first = torch.argmax(mask.flip(dims=[1]).to(torch.int64), dim=1)
     return length - 1 - flipped_first
 
@@ -61,6 +75,9 @@ def response_mask(tokens: Any, eos_token_id: int | list[int]) -> tuple[Any, Any]
     is_eos = torch.zeros_like(tokens, dtype=torch.bool)
     for eos in eos_ids:
         is_eos |= tokens == eos
+    # How many EOS tokens come strictly before each position: 0 up to and including the first EOS.
+    # The EOS itself stays in the mask, because stopping is an action the policy must be trained on;
+    # whatever `generate` wrote after it (padding, or more tokens in a batch) is not the answer.
     seen_before = torch.cumsum(is_eos.to(torch.int64), dim=1) - is_eos.to(torch.int64)
     mask = (seen_before == 0).to(torch.float32)
     truncated = ~is_eos.any(dim=1)
@@ -69,6 +86,9 @@ def response_mask(tokens: Any, eos_token_id: int | list[int]) -> tuple[Any, Any]
 
 def kl_penalty(logprobs: Any, ref_logprobs: Any) -> Any:
     """Per-token KL estimate log pi(a|s) - log pi_ref(a|s) (k1, as ReFT and TRL's PPO)."""
+    # On tokens sampled from pi, the expectation of this log-ratio is KL(pi || pi_ref). One token's
+    # value can be negative; that is fine for a penalty paid through the reward, where only its
+    # expected sum over an answer matters (GRPO's k3 in TRL is non-negative because it is a loss term).
     return logprobs - ref_logprobs
 
 
@@ -77,7 +97,11 @@ def token_rewards(scores: Any, logprobs: Any, ref_logprobs: Any, mask: Any, kl_c
     import torch
 
     kl = kl_penalty(logprobs, ref_logprobs) * mask
+    # The penalty is paid where it is incurred, token by token, so the critic learns it and GAE
+    # credits it to the tokens that drifted; with gamma = 1 a token's return is the final score
+    # minus kl_coef times the log-ratio summed over the rest of the answer.
     rewards = -kl_coef * kl
+    # The grader judges the whole answer, so its score is a single terminal reward (ReFT's choice).
     last = last_token_index(mask)
     rows = torch.arange(rewards.shape[0], device=rewards.device)
     rewards[rows, last] += scores.to(rewards.dtype)
@@ -92,15 +116,22 @@ def compute_gae(rewards: Any, values: Any, mask: Any, gamma: float, lam: float) 
     """
     import torch
 
+    # Values off the response are zeroed, so V after the last response token is 0: the answer ended
+    # and no more reward can come (the episode is terminal, not cut short).
     values = values * mask
     next_values = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], dim=1)
     deltas = (rewards + gamma * next_values - values) * mask
+    # The usual backward loop A_t = delta_t + gamma*lam*A_{t+1} is, unrolled, a fixed linear map:
+    # A = deltas @ D with D[k, t] = (gamma*lam)^(k - t) for k >= t and 0 above the diagonal. One
+    # T x T product replaces T Python iterations; it is computed in float64 and matches the loop
+    # (tests/test_ppo_math.py).
     length = rewards.shape[1]
     idx = torch.arange(length, device=rewards.device, dtype=torch.float64)
     exponent = idx[:, None] - idx[None, :]  # row k (later position), column t
     discount = torch.where(exponent >= 0, torch.pow(torch.tensor(gamma * lam, dtype=torch.float64), exponent.clamp(min=0)),
                            torch.zeros((), dtype=torch.float64))
     advantages = (deltas.to(torch.float64) @ discount).to(rewards.dtype) * mask
+    # The lambda-return: what the critic is regressed towards.
     returns = (advantages + values) * mask
     return advantages, returns
 
@@ -123,12 +154,18 @@ def policy_loss(logprobs: Any, old_logprobs: Any, advantages: Any, weights: Any,
     import torch
 
     mask = (weights > 0).to(logprobs.dtype)
+    # pi / pi_old: the answers were sampled by pi_old, so this reweights them for the current policy.
     log_ratio = (logprobs - old_logprobs) * mask
     ratio = torch.exp(log_ratio)
+    # Losses are negated objectives, so the max of the two is the min of the surrogates: the
+    # pessimistic bound. Once the ratio leaves [1 - clip, 1 + clip] in the direction the advantage
+    # favours, the clipped term wins and its gradient is 0, so a minibatch cannot push the policy far
+    # from the one that drew the samples; a move in the unfavourable direction is never clipped.
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
     loss = (torch.maximum(unclipped, clipped) * weights).sum()
     clip_frac = ((clipped > unclipped).to(logprobs.dtype) * weights).sum()
+    # k2 = 0.5 * log_ratio^2, an estimate of KL(pi_old || pi) that is never negative: logged only.
     approx_kl = 0.5 * (log_ratio**2 * weights).sum()
     return loss, clip_frac, approx_kl
 
@@ -138,6 +175,9 @@ def value_loss(values: Any, old_values: Any, returns: Any, weights: Any, clip_ra
     summed over tokens with `loss_weights`."""
     import torch
 
+    # The same trust region for the critic (as OpenAI's PPO2 and ReFT): a prediction may move at most
+    # clip_range_value from the one the returns were computed with, and the max keeps the worse error,
+    # so a clipped prediction gives no gradient towards moving further.
     clipped_values = old_values + torch.clamp(values - old_values, -clip_range_value, clip_range_value)
     error = (values - returns) ** 2
     error_clipped = (clipped_values - returns) ** 2
@@ -188,5 +228,7 @@ class AdaptiveKLController:
 
     def update(self, current_kl: float, n_samples: int) -> None:
         """Scale the coefficient by 1 + clip(kl/target - 1, +-0.2) * n / horizon."""
+        # A proportional controller: the clip bounds how far one noisy batch can move the coefficient,
+        # and n / horizon makes the speed depend on samples seen, not on how they are batched.
         error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
         self.value *= 1.0 + error * n_samples / self.horizon

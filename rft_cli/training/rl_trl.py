@@ -17,8 +17,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rft_cli.data.openai_rows import row_tools
 from rft_cli.data.records import prompt_messages
 from rft_cli.errors import TrainingError
+from rft_cli.tool_calls import output_parser
 from rft_cli.training.common import RunContext, item_of, seed_everything
 from rft_cli.training.trl_bridge import (
     GraderReward,
@@ -34,9 +36,21 @@ STEP_PREFIX = "step-"
 
 
 def rl_examples(rows: list[dict], demonstration_field: str) -> list[dict[str, Any]]:
-    """Conversational prompts, each with its grader item as JSON (rows' fields differ in type)."""
-    return [{"prompt": prompt_messages(row), "rft_item": json.dumps(item_of(row, demonstration_field)), "rft_row": i}
-            for i, row in enumerate(rows)]
+    """Conversational prompts, each with its grader item as JSON (rows' fields differ in type).
+
+    A row with tools (or tool calls in its prompt) also carries its prompt messages and tools as
+    JSON (`rft_prompt`, `rft_tools`), which the trainer renders (`prompt_trainer_class`): an Arrow
+    column of messages would give every message every key (tool_calls: None) and every arguments
+    object every argument name. `prompt` keeps role and text, for TRL's own uses of it.
+    """
+    examples = []
+    for i, row in enumerate(rows):
+        messages, tools = prompt_messages(row), row_tools(row)
+        plain = [{"role": m["role"], "content": m["content"]} for m in messages]
+        examples.append({"prompt": plain, "rft_item": json.dumps(item_of(row, demonstration_field)), "rft_row": i,
+                         "rft_prompt": json.dumps(messages) if plain != messages or tools else "",
+                         "rft_tools": json.dumps(tools) if tools else ""})
+    return examples
 
 
 def _trl_config(ctx: RunContext, work_dir: Path) -> Any:
@@ -68,22 +82,41 @@ def _trl_config(ctx: RunContext, work_dir: Path) -> Any:
 
 
 def truncating_trainer_class(trainer_class: type, max_prompt_length: int) -> type:
-    """`trainer_class` keeping the last `max_prompt_length` tokens of each templated prompt, as our PPO.
+    """`trainer_class` rendering prompts as our PPO does: each row's tools and tool-call messages
+    through the chat template (`encode_prompt`), the last `max_prompt_length` tokens kept.
 
-    TRL 1.16's GRPO/RLOO trainers have no prompt-length limit; both tokenize the prompts of a
-    batch in `_tokenize_prompts`, which this subclass wraps.
+    TRL 1.16's GRPO/RLOO trainers have no prompt-length limit and pass one `tools` list to every
+    prompt; both tokenize the prompts of a batch in `_tokenize_prompts`, which this subclass wraps.
+    The batch's rows (and their `rft_prompt`/`rft_tools` columns) are seen first, in
+    `_generate_and_score_completions`, in the order their prompts are tokenized.
     """
-    if not callable(getattr(trainer_class, "_tokenize_prompts", None)):
-        raise TrainingError(f"this TRL version's {trainer_class.__name__} has no _tokenize_prompts, so rl.max_prompt_length "
-                            "cannot be applied; install trl 1.16 (the version rft is tested with)")
+    for method in ("_tokenize_prompts", "_generate_and_score_completions"):
+        if not callable(getattr(trainer_class, method, None)):
+            raise TrainingError(f"this TRL version's {trainer_class.__name__} has no {method}, so rl.max_prompt_length "
+                                "and row tools cannot be applied; install trl 1.16 (the version rft is tested with)")
 
     class PromptTruncating(trainer_class):
+        def _generate_and_score_completions(self, inputs: list) -> Any:
+            self._rft_rows = [(x.get("rft_prompt") or "", x.get("rft_tools") or "") for x in inputs]
+            return super()._generate_and_score_completions(inputs)
+
         def _tokenize_prompts(self, prompts: list) -> Any:
-            prompt_ids, *rest = super()._tokenize_prompts(prompts)
+            rows = getattr(self, "_rft_rows", [])
+            if len(rows) == len(prompts) and any(m or t for m, t in rows):  # text only: no images to return
+                prompt_ids, rest = [_encode_row(self.processing_class, p, m, t) for p, (m, t) in zip(prompts, rows)], (None, {})
+            else:
+                prompt_ids, *rest = super()._tokenize_prompts(prompts)
             return ([list(ids)[-max_prompt_length:] for ids in prompt_ids], *rest)
 
     PromptTruncating.__name__ = trainer_class.__name__  # TRL names its model card and logs after the class
     return PromptTruncating
+
+
+def _encode_row(tokenizer: Any, prompt: list, messages: str, tools: str) -> list[int]:
+    """A row's prompt ids, from its `rft_prompt`/`rft_tools` columns when it has them, as `rft eval` encodes it."""
+    from rft_cli.generation import encode_prompt
+
+    return encode_prompt(tokenizer, json.loads(messages) if messages else prompt, json.loads(tools) if tools else None)
 
 
 def run_trl_rl(ctx: RunContext, init_dir: Path, tokenizer: Any) -> dict[str, Any]:
@@ -102,7 +135,7 @@ def run_trl_rl(ctx: RunContext, init_dir: Path, tokenizer: Any) -> dict[str, Any
     work_dir = ctx.checkpoints_dir / f".trl-{config.rl.algorithm}"
     penalty = config.rl.truncation_penalty if config.rl.truncated == "penalize" else None
     reward = GraderReward(ctx.grader, config.rl.max_grader_error_share, truncation_penalty=penalty,
-                          keeper=TrlSampleKeeper(ctx, tokenizer))
+                          keeper=TrlSampleKeeper(ctx, tokenizer), parser=output_parser(tokenizer))
 
     def evaluate(model: Any, step: int) -> dict[str, float]:
         return ctx.evaluate(model, tokenizer, step, after="rl")

@@ -31,6 +31,7 @@ from rft_cli.metrics import (
     reconcile_metrics,
 )
 from rft_cli.samples import SampleWriter, reconcile_samples
+from rft_cli.training.early_stop import start_checkpoint
 
 STAGES = ("sft", "rl", "all")
 RFT_STATE_FILES = {"value_head.pt", "critic.pt", "optimizer.pt", "scheduler.pt", "rng_state.pt", "rng_state.pth",
@@ -164,7 +165,7 @@ def _check_model_source(config: RunConfig) -> None:
 def _require_demonstrations(rows: list[dict], config: RunConfig) -> None:
     from rft_cli.data.records import demonstration
 
-    if not any(demonstration(row, config.data.demonstration_field) for row in rows):
+    if not any(demonstration(row, config.data.demonstration_field) is not None for row in rows):
         raise ConfigError(f"sft: no row of {config.data.train} has a demonstration (a final assistant message or "
                           f"{config.data.demonstration_field!r}); add them or set sft.enabled: false")
 
@@ -275,7 +276,8 @@ def train(config: RunConfig, *, config_path: str | Path | None = None, output_di
             except AlarmStop as stop:
                 raise _stopped_by_alarm(ctx, stage, stop, time.perf_counter() - started) from None
             # Under `accelerate launch` the main process writes final/ and summary.json alone.
-            summary = _finish(ctx, stage, time.perf_counter() - started) if is_main_process() else {}
+            summary = (_finish(ctx, stage, time.perf_counter() - started, stopped=ctx.early_stop)
+                       if is_main_process() else {})
     finally:
         logger.close()
         if grader is None and checked is None:  # we built it, so we stop its workers
@@ -382,17 +384,9 @@ def _save_base(ctx: Any, tokenizer: Any) -> Path:
 # -- the end of a run ---------------------------------------------------------------------------
 
 
-def _start_checkpoint(checkpoints: Path) -> Path | None:
-    """The model RL started from: the warm-up, else the saved base model (None if neither is saved)."""
-    for folder in (checkpoints / "sft", checkpoints / "base"):
-        if ckpt.is_complete(folder):
-            return folder
-    return None
-
-
 def _final_source(ctx: Any, stage: str) -> Path | None:
     checkpoints = ctx.checkpoints_dir
-    start = _start_checkpoint(checkpoints)
+    start = start_checkpoint(checkpoints)
     if stage in ("rl", "all"):
         if ctx.config.rl.final == "best":
             return ckpt.best_checkpoint(checkpoints, start)
@@ -406,7 +400,7 @@ def _selection(source: Path, run_dir: Path, stage: str, records: list[dict[str, 
     """Which checkpoint became final/ ("start", "step-N", or "sft" for a warm-up-only run) and its
     validation score beside the starting model's."""
     checkpoints = run_dir / "checkpoints"
-    start = _start_checkpoint(checkpoints)
+    start = start_checkpoint(checkpoints)
     label = "start" if source == start and stage in ("rl", "all") else source.name
     chosen, first = ckpt.read_meta(source), ckpt.read_meta(start) if start is not None else {}
     if "valid_accuracy" not in chosen:  # an RL checkpoint's marker keeps the reward; its metrics line has the rest

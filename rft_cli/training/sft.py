@@ -1,7 +1,8 @@
 """The supervised warm-up: TRL's SFTTrainer on the demonstrations, loss on the completion tokens only.
 
 Each row is a conversational prompt/completion pair, {"prompt": [messages], "completion": [{"role":
-"assistant", "content": demo}]}, tokenized the way TRL prepares such a pair: the chat template,
+"assistant", "content": demo}]} (the demonstration's tool calls too, and the row's `tools` passed to
+the chat template, as TRL passes a `tools` column), tokenized the way TRL prepares such a pair: the chat template,
 prompt tokens masked out of the loss, the first `sft.max_length` tokens kept. TRL would prepare
 every row before the first step (1-2 minutes and about +500 MiB for 50,000 rows, see
 bench/train_50k_start.py); here the Trainer's dataset holds only row numbers and each batch is
@@ -15,6 +16,7 @@ The result is saved as `checkpoints/sft/` (the PPO policy's start and its frozen
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import time
@@ -23,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from rft_cli import checkpoints as ckpt
-from rft_cli.data.records import demonstration, prompt_messages
+from rft_cli.data.openai_rows import row_tools
+from rft_cli.data.records import demonstration, demonstration_message, prompt_messages
 from rft_cli.errors import ConfigError
 from rft_cli.training.common import RunContext, seed_everything
 from rft_cli.training.trl_bridge import (
@@ -38,11 +41,14 @@ SFT_PREFIX = "sft-step-"
 
 
 def sft_example(row: dict, demonstration_field: str) -> dict[str, Any] | None:
-    """The row as a prompt/completion pair, or None when it has no demonstration."""
-    demo = demonstration(row, demonstration_field)
-    if not demo:
+    """The row as a prompt/completion pair (and its `tools`, JSON text as TRL reads a `tools`
+    column), or None when it has no demonstration."""
+    demo = demonstration_message(row, demonstration_field)
+    if demo is None:
         return None
-    return {"prompt": prompt_messages(row), "completion": [{"role": "assistant", "content": demo}]}
+    example = {"prompt": prompt_messages(row), "completion": [demo]}
+    tools = row_tools(row)
+    return {**example, "tools": json.dumps(tools)} if tools else example
 
 
 def sft_examples(rows: Sequence[dict], demonstration_field: str) -> list[dict[str, Any]]:
@@ -53,7 +59,7 @@ def sft_examples(rows: Sequence[dict], demonstration_field: str) -> list[dict[st
 
 def sft_rows(rows: Sequence[dict], demonstration_field: str) -> list[int]:
     """Indices of the rows that have a demonstration: the warm-up's examples, in file order."""
-    return [i for i, row in enumerate(rows) if demonstration(row, demonstration_field)]
+    return [i for i, row in enumerate(rows) if demonstration(row, demonstration_field) is not None]
 
 
 class SFTEncoder:
@@ -72,14 +78,20 @@ class SFTEncoder:
         example = sft_example(self.rows[index], self.demonstration_field)
         if example is None:
             raise ValueError(f"training row {index} has no demonstration")  # sft_rows() leaves such rows out
-        prompt_ids = self._ids(example["prompt"], add_generation_prompt=True)
-        ids = self._ids(example["prompt"] + example["completion"])
+        tools = self._tools(self.rows[index])
+        prompt_ids = self._ids(example["prompt"], tools, add_generation_prompt=True)
+        ids = self._ids(example["prompt"] + example["completion"], tools)
         start = _common_prefix(prompt_ids, ids)
         labels = [-100] * start + ids[start:]
         return {"input_ids": ids[: self.max_length], "labels": labels[: self.max_length]}
 
-    def _ids(self, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> list[int]:
-        encoded = self.tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
+    def _tools(self, row: dict) -> list[dict] | None:
+        from rft_cli.tool_calls import template_tools
+
+        return template_tools(self.tokenizer, row_tools(row))
+
+    def _ids(self, messages: list[dict[str, Any]], tools: list[dict] | None, add_generation_prompt: bool = False) -> list[int]:
+        encoded = self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=True, return_dict=True,
                                                      add_generation_prompt=add_generation_prompt)
         return list(encoded["input_ids"])
 

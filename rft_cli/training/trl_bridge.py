@@ -17,6 +17,7 @@ from typing import Any
 
 from rft_cli import checkpoints as ckpt
 from rft_cli.errors import TrainingError
+from rft_cli.training.early_stop import regression_watch, stop_note
 from rft_cli.training.common import GradeStats, RunContext, stats_of
 
 # TRL log key -> our metric name (the names OpenAI's RFT dashboard and our PPO use).
@@ -62,6 +63,7 @@ def trl_callback_class() -> type:
             self.last_valid: dict[str, float] | None = None
             self.tokens_at_last_log = 0
             self.time_at_last_log = time.perf_counter()
+            self.watch = regression_watch(ctx) if stage == "rl" else None
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
             if state.global_step % self.per:  # inside a sampled batch: evaluate, save or stop only between batches
@@ -72,6 +74,13 @@ def trl_callback_class() -> type:
                 eval_started = time.perf_counter()
                 valid = self.evaluate_fn(kwargs["model"], step)
                 self.pending_valid = self.last_valid = {**valid, "eval_s": time.perf_counter() - eval_started}
+                if self.watch is not None:
+                    self.pending_valid.update(self.watch.observe(valid["valid_reward_mean"], step))
+                    reason = self.watch.should_stop()
+                    if reason is not None and not last:  # end here, saving this step (final/ = the best)
+                        self.ctx.early_stop = stop_note(step, reason)
+                        control.should_save = True
+                        control.should_training_stop = True
             if self.ctx.interrupt.requested:
                 control.should_save = True
                 control.should_training_stop = True
@@ -192,10 +201,10 @@ class GraderReward:
     __name__ = "grader"
 
     def __init__(self, grader: Any, max_error_share: float, truncation_penalty: float | None = None,
-                 keeper: Any = None):
+                 keeper: Any = None, parser: Any = None):
         from rft_cli.graders import reward_function
 
-        self.inner = reward_function(grader)
+        self.inner = reward_function(grader, parser)
         self.max_error_share = max_error_share
         self.truncation_penalty = truncation_penalty
         self.eos_token_ids: set[int] = set()
@@ -271,9 +280,13 @@ class TrlSampleKeeper:
         truncated = kwargs.get("truncated") or []  # GraderReward's (TRL's) rule, every end-of-answer id
         keep = self.ctx.samples.keep(len(completions), rl.samples_per_prompt)
         lines = []
+        # a row with tools renders from its `rft_prompt`/`rft_tools` columns (rl_trl.rl_examples), as it was generated
+        full, tools = kwargs.get("rft_prompt") or [], [json.loads(t) if t else None for t in kwargs.get("rft_tools") or []]
         for i in range(min(keep, len(results))):
+            prompt = json.loads(full[i]) if i < len(full) and full[i] else prompts[i]
             lines.append({"row": rows[i] if i < len(rows) else None, "output_text": text_of(completions[i]),
-                          "prompt": render_prompt(self.tokenizer, prompts[i]) if isinstance(prompts[i], list) else prompts[i],
+                          "prompt": render_prompt(self.tokenizer, prompt, tools[i] if i < len(tools) else None)
+                          if isinstance(prompt, list) else prompt,
                           **result_fields(results[i]), "num_tokens": len(ids[i]) if i < len(ids) else None,
                           "truncated": truncated[i] if i < len(truncated) else None})
         self.ctx.keep_samples("rl", step, lines)
