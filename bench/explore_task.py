@@ -73,7 +73,7 @@ def evaluate(model, tokenizer, rows: list[dict], *, k: int, n_pass: int, tempera
     """Greedy accuracy on all rows; mean sample accuracy and pass@k on the first `n_pass` rows."""
     prompts = encode_prompts(tokenizer, rows)
     greedy = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
-    acc = sum(correct(t, r["reference_answer"]) for t, r in zip(greedy, rows)) / len(rows)
+    acc = sum(correct(t, r["reference_answer"]) for t, r in zip(greedy, rows, strict=True)) / len(rows)
     sampled = generate(model, tokenizer, prompts[:n_pass], samples=k, temperature=temperature, max_new_tokens=max_new_tokens)
     hits = [[correct(sampled[i * k + j], rows[i]["reference_answer"]) for j in range(k)] for i in range(n_pass)]
     return {"examples": greedy[:3], "greedy_acc": round(acc, 4), "sample_acc": round(sum(map(sum, hits)) / (n_pass * k), 4),
@@ -114,7 +114,7 @@ def run_grpo(args, model_dir: Path, tokenizer, train_rows, valid_rows, out_dir: 
 
     def reward(completions, reference_answer, **_):
         rewards = []
-        for c, ref in zip(completions, reference_answer):
+        for c, ref in zip(completions, reference_answer, strict=True):
             text = c[0]["content"] if isinstance(c, list) else c
             rewards.append(1.0 if correct(text, ref) else (0.1 if ANSWER.search(text) else 0.0))
         return rewards

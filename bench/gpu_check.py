@@ -46,6 +46,7 @@ huggingface-hub wheels too. pyarrow, pandas, numpy and sympy make up most of the
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -116,7 +117,7 @@ def sampling_distance(model_dir: Path) -> dict[str, float]:
     import torch
 
     from rft_cli.generation import encode_prompt, generate_completions, load_model_for_inference
-    from rft_cli.training.common import sample
+    from rft_cli.training.rollouts import sample
 
     model, tokenizer = load_model_for_inference(str(model_dir))
     prompt = [{"role": "user", "content": "What is 5 + 3?"}]
@@ -126,8 +127,10 @@ def sampling_distance(model_dir: Path) -> dict[str, float]:
         probs = torch.softmax(model(torch.tensor([ids], device=device)).logits[0, -1].float(), -1).cpu().double()
     torch.manual_seed(0)
     rollout = sample(model, tokenizer, [{"messages": prompt}] * DRAWS, max_prompt_length=256, max_new_tokens=1)
-    drawn = _capture_first_tokens(model, lambda: generate_completions(
-        model, tokenizer, [prompt], max_new_tokens=1, num_samples=DRAWS, temperature=1.0, batch_size=1000, seed=0))
+    # a partial, not a lambda: `model` is deleted below, and a closure over it reads as undefined
+    drawn = _capture_first_tokens(model, functools.partial(
+        generate_completions, model, tokenizer, [prompt], max_new_tokens=1, num_samples=DRAWS, temperature=1.0,
+        batch_size=1000, seed=0))
     out = {"tv_ppo_sampler": _tv(rollout.response_ids[:, 0].cpu(), probs), "tv_eval": _tv(drawn, probs),
            "tv_noise_bound": 0.5 * float(torch.sqrt(probs * (1 - probs) / DRAWS).sum())}
     out["sampler_tokens_per_s"] = _sampler_speed(model, tokenizer)
@@ -165,7 +168,7 @@ def _tv(tokens, probs) -> float:
 def _sampler_speed(model, tokenizer, batch: int = 64, new_tokens: int = 128) -> float:
     """Generated tokens/s of the PPO sampler alone: a batch of SVAMP prompts, T=1, KV cache."""
     from rft_cli.data.records import iter_rows
-    from rft_cli.training.common import sample
+    from rft_cli.training.rollouts import sample
 
     rows = [row for _, row in iter_rows(ROOT / "data/svamp/test.jsonl")][:batch]
     _sync()
@@ -187,6 +190,7 @@ def run_arm(name: str, arm: dict, base: Path, work: Path) -> dict[str, float | N
     import torch
 
     from rft_cli.config import load_run_config
+    from rft_cli.metrics import read_metrics
     from rft_cli.training.run import train
 
     recipe = write_recipe(work / f"{name}.yaml", base, arm)
@@ -195,8 +199,7 @@ def run_arm(name: str, arm: dict, base: Path, work: Path) -> dict[str, float | N
     started = time.perf_counter()
     result = train(load_run_config(recipe, []), config_path=recipe, output_dir=work / name)
     seconds = time.perf_counter() - started
-    rl = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
-    rl = [r for r in rl if r.get("stage") == "rl"]
+    rl = [r for r in read_metrics(result.run_dir / "metrics.jsonl") if r.get("stage") == "rl"]
     speeds = [r["tokens_per_second"] for r in rl if r.get("tokens_per_second")]
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
     from rft_cli.checkpoints import find_latest_complete

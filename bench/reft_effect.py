@@ -32,6 +32,8 @@ def run_recipe(recipe: Path, run_dir: Path, seed: int, overrides: list[str]) -> 
     """`rft train` in a subprocess (exactly what a user runs); returns summary.json."""
     command = [sys.executable, "-m", "rft_cli", "train", str(recipe), "--output-dir", str(run_dir), "--quiet",
                "--set", f"seed={seed}"]
+    if (run_dir / "config.yaml").is_file():  # a bench run that was stopped: continue the seed's run
+        command.append("--resume")
     for override in overrides:
         command += ["--set", override]
     subprocess.run(command, cwd=ROOT, check=True)
@@ -50,8 +52,9 @@ def sft_only_arm(recipe: Path, run_dir: Path, seed: int, seconds: float, overrid
     from trl import SFTConfig, SFTTrainer
 
     from rft_cli.config import load_run_config
-    from rft_cli.training.common import evaluate_greedy, seed_everything
+    from rft_cli.training.context import evaluate_greedy
     from rft_cli.training.run import preflight
+    from rft_cli.training.seeding import seed_everything
     from rft_cli.training.sft import sft_examples
     from rft_cli.training.trl_bridge import precision_args
 

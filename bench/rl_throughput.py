@@ -6,22 +6,33 @@ the same number of answers per step (`--prompts` x `--samples`) with the same te
 number of optimisation passes over the batch (`--epochs`: PPO epochs, GRPO `num_iterations`) in
 the same minibatches (`--mini-batch`, one AdamW step each, gradients clipped at the same norm). Both
 train in the precision `rft train` uses for the model (float32 on CPU) with gradient checkpointing
-only if the config asks for it: TRL's GRPOConfig defaults to bf16 autocast and gradient
-checkpointing, so it is built from `rft train`'s own `common_trainer_args`. Each side runs in its
-own subprocess so its peak memory is its own. Prints generated tokens/s, s/step, peak memory and
-the ratio, then where our step's time goes (generation, old policy+value pass, reference pass,
-grading, optimisation).
+only if the config asks for it: TRL's side runs on the GRPOConfig `rft train` ships, built by the
+same function (`rl_trl.build_trl_config`; TRL's own defaults would be bf16 autocast and gradient
+checkpointing), with TRL's default loss and reward scaling as shipped. Each side runs in its
+own subprocess so its peak memory is its own. Prints generated tokens/s, s/step, CPU s/step, peak
+memory and the ratio, then where our step's time goes (generation, old policy+value pass, reference
+pass, grading, optimisation).
+
+On a shared machine the wall time of a side swings with the load: `--rounds N` runs the sides N
+times, alternating, and reports each round's ratio and the median, also per CPU second (the
+process's user + system time, which the load moves much less). `--before CHECKOUT` adds our PPO
+as another checkout has it (a `git worktree` of main, say), so a change is measured before and
+after in the same run.
 
 Example:
     OMP_NUM_THREADS=2 python bench/rl_throughput.py                       # llama-1m, 16 prompts x 4 samples
     python bench/rl_throughput.py --model runs/arith/checkpoints/sft --steps 10
+    python bench/rl_throughput.py --model runs/arith/checkpoints/sft --temperature 0.8 --max-new-tokens 64 \
+        --rounds 3 --before ../rft-main
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,7 +41,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# The "before" side (--before) imports rft_cli from another checkout; the data stay this one's.
+sys.path.insert(0, os.environ.get("RFT_BENCH_CODE", str(ROOT)))
 
 DATA = ROOT / "data" / "arith"
 
@@ -51,7 +63,12 @@ def _peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _run_config(args: argparse.Namespace, model_dir: str):
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run_config(args: argparse.Namespace, model_dir: str, algorithm: str = "ppo"):
     from rft_cli.config import parse_run_config
 
     return parse_run_config({
@@ -59,7 +76,7 @@ def _run_config(args: argparse.Namespace, model_dir: str):
         "data": {"train": str(DATA / "train.jsonl"), "valid": str(DATA / "valid.jsonl")},
         "grader": str(DATA / "grader.yaml"),
         "sft": {"enabled": False},
-        "rl": {"steps": args.steps + args.warmup, "prompts_per_step": args.prompts, "samples_per_prompt": args.samples,
+        "rl": {"algorithm": algorithm, "steps": args.steps + args.warmup, "prompts_per_step": args.prompts, "samples_per_prompt": args.samples,
                "mini_batch_size": args.mini_batch, "ppo_epochs": args.epochs, "learning_rate": 1e-5,
                "temperature": args.temperature, "max_new_tokens": args.max_new_tokens, "max_prompt_length": 128,
                "kl_coef": 0.05},
@@ -100,7 +117,7 @@ def worker_ppo(args: argparse.Namespace) -> dict:
 
     from rft_cli.metrics import NullLogger
     from rft_cli.training import ppo
-    from rft_cli.training.common import RunContext
+    from rft_cli.training.context import RunContext
     from rft_cli.training.models import load_model, load_tokenizer
     from rft_cli.training.run import preflight
 
@@ -121,13 +138,14 @@ def worker_ppo(args: argparse.Namespace) -> dict:
     for step in range(1, args.warmup + 1):
         trainer.step(step)
     timers.seconds.clear()
-    tokens, started = 0.0, time.perf_counter()
+    tokens, started, cpu = 0.0, time.perf_counter(), _cpu_seconds()
     for step in range(args.warmup + 1, args.warmup + args.steps + 1):
         record = trainer.step(step)
         tokens += record["response_length_mean"] * args.prompts * args.samples
     seconds = time.perf_counter() - started
     return {"side": "ours (PPO)", "s_per_step": seconds / args.steps, "tokens_per_s": tokens / seconds,
             "tokens_per_step": tokens / args.steps, "peak_mb": _peak_memory_mb(),
+            "cpu_s_per_step": (_cpu_seconds() - cpu) / args.steps,
             "phases": {k: v / args.steps for k, v in timers.seconds.items()}}
 
 
@@ -135,21 +153,20 @@ def worker_grpo(args: argparse.Namespace) -> dict:
     """TRL's GRPOTrainer with the same grader, batch, sampling, precision and optimisation passes."""
     from datasets import Dataset
     from transformers import TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     from rft_cli.metrics import NullLogger
-    from rft_cli.training.common import RunContext
-    from rft_cli.training.models import load_tokenizer, resolve_dtype
-    from rft_cli.training.rl_trl import rl_examples
+    from rft_cli.training.context import RunContext
+    from rft_cli.training.models import load_tokenizer
+    from rft_cli.training.rl_trl import build_trl_config, rl_examples
     from rft_cli.training.run import preflight
-    from rft_cli.training.trl_bridge import GraderReward, common_trainer_args
+    from rft_cli.training.trl_bridge import GraderReward
 
-    config = _run_config(args, args.model)
+    config = _run_config(args, args.model, algorithm="grpo")
     pre = preflight(config)
     tokenizer = load_tokenizer(config.model)
     ctx = RunContext(config, Path(tempfile.mkdtemp(prefix="rft-bench-grpo-")), pre.train_rows, pre.valid_rows,
                      pre.grader, NullLogger())
-    rl = config.rl
     # One of our PPO steps samples prompts x samples answers once, then makes `epochs` passes over
     # them in minibatches of `mini_batch`, one optimizer step each. TRL does the same with
     # steps_per_generation minibatches per sampled batch and num_iterations passes, so one of our
@@ -157,36 +174,23 @@ def worker_grpo(args: argparse.Namespace) -> dict:
     minibatches = args.prompts * args.samples // args.mini_batch
     trl_steps_per_step = args.epochs * minibatches
     step_seconds: list[float] = []
+    step_cpu: list[float] = []
     lengths: list[float] = []
 
     class Clock(TrainerCallback):
         def on_step_begin(self, a, state, control, **kw):  # noqa: ANN001
-            self.started = time.perf_counter()
+            self.started, self.cpu = time.perf_counter(), _cpu_seconds()
 
         def on_step_end(self, a, state, control, **kw):  # noqa: ANN001
             step_seconds.append(time.perf_counter() - self.started)
+            step_cpu.append(_cpu_seconds() - self.cpu)
 
         def on_log(self, a, state, control, logs=None, **kw):  # noqa: ANN001
             if logs and "completions/mean_length" in logs:
                 lengths.append(float(logs["completions/mean_length"]))
 
-    grpo_config = GRPOConfig(
-        # rft train's precision and memory settings (model.dtype, model.gradient_checkpointing):
-        # TRL's own defaults are bf16 autocast and gradient checkpointing, even on CPU.
-        **{**common_trainer_args(ctx, ctx.run_dir), "save_strategy": "no", "report_to": []},
-        model_init_kwargs={"dtype": resolve_dtype(config.model.dtype)},
-        max_steps=(args.warmup + args.steps) * trl_steps_per_step, learning_rate=rl.learning_rate,
-        lr_scheduler_type="constant", weight_decay=rl.weight_decay, max_grad_norm=rl.max_grad_norm,
-        optim="adamw_torch",  # torch.optim.AdamW with its defaults, as our PPO (TRL's default is the fused kernel)
-        per_device_train_batch_size=args.mini_batch, steps_per_generation=minibatches, num_iterations=args.epochs,
-        num_generations=args.samples, max_completion_length=rl.max_new_tokens, temperature=rl.temperature,
-        top_p=rl.top_p, top_k=0, min_p=None, repetition_penalty=1.0,  # plain softmax sampling, as ours
-        beta=rl.kl_coef, epsilon=rl.clip_range, mask_truncated_completions=rl.truncated == "penalize",
-        disable_dropout=True,  # our PPO disables dropout in the policy
-        scale_rewards="batch",  # the nearest to our whitening over the whole batch (TRL's default: per group)
-        loss_type="dapo",  # token-level mean over the batch, as our PPO loss (TRL's default, named here)
-        remove_unused_columns=False,
-    )
+    # The GRPOConfig `rft train` ships (rl_trl.build_trl_config), with checkpoint saving off.
+    grpo_config = build_trl_config(ctx, ctx.run_dir, save_strategy="no")
     trainer = GRPOTrainer(model=args.model, reward_funcs=[GraderReward(pre.grader, 1.0)], args=grpo_config,
                           train_dataset=Dataset.from_list(rl_examples(pre.train_rows, "solution")),
                           processing_class=tokenizer, callbacks=[Clock()])
@@ -196,6 +200,7 @@ def worker_grpo(args: argparse.Namespace) -> dict:
     tokens = mean_length * args.prompts * args.samples * args.steps
     return {"side": "TRL GRPOTrainer", "s_per_step": seconds / args.steps, "tokens_per_s": tokens / seconds,
             "tokens_per_step": tokens / args.steps, "peak_mb": _peak_memory_mb(), "phases": {},
+            "cpu_s_per_step": sum(step_cpu[args.warmup * trl_steps_per_step:]) / args.steps,
             "optimizer_steps": len(step_seconds), "length_logs": len(lengths),
             "settings": {k: str(getattr(grpo_config, k)) for k in SHOWN_TRL_SETTINGS}}
 
@@ -212,25 +217,57 @@ def _save_default_model(folder: Path) -> str:
     return save_tiny(str(folder), "llama-1m", seed=0)
 
 
-def _print_table(ours: dict, theirs: dict, args: argparse.Namespace) -> None:
+def _print_table(rounds: list[dict], args: argparse.Namespace) -> None:
     print(f"\nmodel {args.model}; {args.prompts} prompts x {args.samples} samples per step, max {args.max_new_tokens} new "
           f"tokens, temperature {args.temperature}, {args.epochs} optimisation pass(es); {args.steps} timed steps "
-          f"after {args.warmup} warm-up step(s)")
-    print(f"{'':18s} {'tokens/s':>10s} {'s/step':>8s} {'tokens/step':>12s} {'peak MB':>9s}")
-    for side in (ours, theirs):
-        print(f"{side['side']:18s} {side['tokens_per_s']:10.1f} {side['s_per_step']:8.2f} {side['tokens_per_step']:12.0f} "
-              f"{side['peak_mb']:9.0f}")
-    print(f"ratio ours/TRL: tokens/s x{ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}, "
-          f"s/step x{ours['s_per_step'] / theirs['s_per_step']:.2f}")
-    total = ours["s_per_step"]
-    print("\nour PPO step, milliseconds per step:")
-    for name, seconds in sorted(ours["phases"].items(), key=lambda kv: -kv[1]):
-        print(f"  {name:28s} {1000 * seconds:9.1f}  ({100 * seconds / total:4.1f}%)")
-    other = total - sum(ours["phases"].values())
-    print(f"  {'other (GAE, whitening, ...)':28s} {1000 * other:9.1f}  ({100 * other / total:4.1f}%)")
+          f"after {args.warmup} warm-up step(s); {len(rounds)} round(s), the sides alternating")
+    print(f"{'round':6s}{'side':22s} {'tokens/s':>10s} {'s/step':>8s} {'tokens/step':>12s} {'CPU s/step':>11s} {'peak MB':>9s}")
+    for n, results in enumerate(rounds, 1):
+        for side in results.values():
+            print(f"{n:<6d}{side['side']:22s} {side['tokens_per_s']:10.1f} {side['s_per_step']:8.2f} "
+                  f"{side['tokens_per_step']:12.0f} {side['cpu_s_per_step']:11.2f} {side['peak_mb']:9.0f}")
+    for other in [k for k in rounds[0] if k != "ppo"]:
+        name = rounds[0][other]["side"]
+        wall = [r["ppo"]["tokens_per_s"] / r[other]["tokens_per_s"] for r in rounds]
+        cpu = [_per_cpu_s(r["ppo"]) / _per_cpu_s(r[other]) for r in rounds]
+        print(f"ours / {name}: tokens per wall second x{statistics.median(wall):.2f} (rounds: "
+              f"{', '.join(f'{x:.2f}' for x in wall)}), tokens per CPU second x{statistics.median(cpu):.2f} "
+              f"({', '.join(f'{x:.2f}' for x in cpu)})")
+    for key in ("ppo", "before"):
+        if key in rounds[0]:
+            _print_phases(rounds[-1][key])
+    theirs = rounds[-1]["grpo"]
     print(f"\nTRL side: {theirs['optimizer_steps']} optimizer steps, {theirs['length_logs']} sampled batches; "
           + ", ".join(f"{k}={v}" for k, v in theirs["settings"].items()))
     print(f"not made equal (inherent): {INHERENT}")
+
+
+def _per_cpu_s(side: dict) -> float:
+    return side["tokens_per_step"] / side["cpu_s_per_step"]
+
+
+def _print_phases(side: dict) -> None:
+    total = side["s_per_step"]
+    print(f"\n{side['side']} step (last round), milliseconds per step:")
+    for name, seconds in sorted(side["phases"].items(), key=lambda kv: -kv[1]):
+        print(f"  {name:28s} {1000 * seconds:9.1f}  ({100 * seconds / total:4.1f}%)")
+    other = total - sum(side["phases"].values())
+    print(f"  {'other (GAE, whitening, ...)':28s} {1000 * other:9.1f}  ({100 * other / total:4.1f}%)")
+
+
+def _run_side(side: str, args: argparse.Namespace) -> dict:
+    """One side in its own process (its own peak memory); the before side imports the other checkout."""
+    argv = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
+            if k not in ("worker", "before", "rounds")] + ["--worker", "grpo" if side == "grpo" else "ppo"]
+    env = {**os.environ, "RFT_BENCH_CODE": args.before} if side == "before" else dict(os.environ)
+    out = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True, cwd=ROOT, env=env)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    if out.returncode != 0 or not lines:
+        sys.exit(f"{side} worker failed:\n{out.stderr[-3000:]}")
+    result = json.loads(lines[-1][len("RESULT "):])
+    if side == "before":
+        result["side"] = "ours before (--before)"
+    return result
 
 
 def main() -> None:
@@ -244,6 +281,10 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the sides this many times, alternating, and report each round's ratio and the median")
+    parser.add_argument("--before", metavar="CHECKOUT",
+                        help="also run our PPO as another checkout of rft has it (e.g. a `git worktree` of main)")
     parser.add_argument("--worker", choices=["ppo", "grpo"], help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -253,16 +294,9 @@ def main() -> None:
         return
     if args.model is None:
         args.model = _save_default_model(Path(tempfile.mkdtemp(prefix="rft-bench-model-")) / "llama-1m")
-    results = {}
-    for side in ("ppo", "grpo"):
-        argv = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "worker"] + ["--worker", side]
-        out = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True, cwd=ROOT)
-        lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
-        if out.returncode != 0 or not lines:
-            sys.exit(f"{side} worker failed:\n{out.stderr[-3000:]}")
-        results[side] = json.loads(lines[-1][len("RESULT "):])
-    _print_table(results["ppo"], results["grpo"], args)
-
+    sides = ("ppo", "grpo", "before") if args.before else ("ppo", "grpo")
+    rounds = [{side: _run_side(side, args) for side in sides} for _ in range(args.rounds)]
+    _print_table(rounds, args)
 
 if __name__ == "__main__":
     main()

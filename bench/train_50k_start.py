@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from validate_1gib import _memory_kib  # noqa: E402
 
-from tests.test_guarantees_load import write_rows  # noqa: E402
+from tests.train_fakes import write_rows  # noqa: E402
 
 _ROWS_ONCE = """
 import json, sys

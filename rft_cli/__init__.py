@@ -1,5 +1,74 @@
-"""rft: reinforcement fine-tuning (SFT warm-up, then PPO) for open models on your own hardware."""
+"""rft: reinforcement fine-tuning (SFT warm-up, then PPO) for open models on your own hardware.
+
+The functions a Python user scripts with (each one is what an `rft` command calls):
+
+    import rft_cli
+
+    report = rft_cli.validate_dataset("data/train.jsonl", "data/valid.jsonl")   # rft validate
+    grader = rft_cli.load_grader("grader.yaml")                                  # a Grader
+    result = rft_cli.train(rft_cli.load_run_config("recipe.yaml"), output_dir="runs/x")  # rft train
+    run = rft_cli.evaluate_models("data/test.jsonl", "grader.yaml", ["runs/x"])  # rft eval
+    summary = rft_cli.summarize_run("runs/x")                                    # rft report
+
+They are imported on first use (module `__getattr__`), so `import rft_cli` and `rft --help` do not
+load torch, transformers or the graders.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+# name -> the module that defines it
+_API = {
+    "validate_dataset": "rft_cli.data.validation",
+    "load_grader": "rft_cli.graders",
+    "grade_file": "rft_cli.grading",
+    "load_run_config": "rft_cli.config",
+    "train": "rft_cli.training.run",
+    "evaluate": "rft_cli.evaluation",
+    "evaluate_models": "rft_cli.evaluation",
+    "summarize_run": "rft_cli.reports",
+    "read_metrics": "rft_cli.metrics",
+    "RftError": "rft_cli.errors",
+}
+
+__all__ = [
+    "RftError",
+    "__version__",
+    "evaluate",
+    "evaluate_models",
+    "grade_file",
+    "load_grader",
+    "load_run_config",
+    "read_metrics",
+    "summarize_run",
+    "train",
+    "validate_dataset",
+]
+
+if TYPE_CHECKING:  # for type checkers and editors; at run time the names load lazily
+    from rft_cli.config import load_run_config
+    from rft_cli.data.validation import validate_dataset
+    from rft_cli.errors import RftError
+    from rft_cli.evaluation import evaluate, evaluate_models
+    from rft_cli.graders import load_grader
+    from rft_cli.grading import grade_file
+    from rft_cli.metrics import read_metrics
+    from rft_cli.reports import summarize_run
+    from rft_cli.training.run import train
+
+
+def __getattr__(name: str) -> Any:
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rft_cli' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -93,7 +93,7 @@ def _start_and_now(stream: MetricStream, key: str, window: int) -> tuple[float, 
 
 
 def detect_reward_hacking(stream: MetricStream, s: Any) -> str | None:
-    evals = list(zip(stream.steps("valid_reward_mean"), stream.values("valid_reward_mean")))[-s.eval_window:]
+    evals = list(zip(stream.steps("valid_reward_mean"), stream.values("valid_reward_mean"), strict=True))[-s.eval_window:]
     if len(evals) < 2:
         return None
     peak_step, peak = max(evals[:-1], key=lambda e: e[1])
@@ -165,7 +165,7 @@ def detect_valid_regression(stream: MetricStream, s: Any) -> str | None:
     values, bests = stream.values("valid_reward_mean"), stream.values("valid_best_reward_mean")
     if len(bests) != len(values) or len(values) < s.regression_evals:  # older runs log no best
         return None
-    recent = list(zip(values, bests))[-s.regression_evals:]
+    recent = list(zip(values, bests, strict=True))[-s.regression_evals:]
     if any(best - value < s.regression_drop - 1e-9 for value, best in recent):  # 1e-9: 0.9 - 0.8 < 0.1 in floats
         return None
     value, best = recent[-1]
@@ -219,12 +219,8 @@ class AlarmMonitor:
         return list(self.raised)
 
 
-def scan_metrics(records: Iterable[dict[str, Any]], settings: Any = None) -> list[Alarm]:
-    """The alarms a metrics stream raises under `settings` (the defaults when None)."""
-    if settings is None:
-        from rft_cli.config import AlarmSettings
-
-        settings = AlarmSettings()
+def scan_metrics(records: Iterable[dict[str, Any]], settings: Any) -> list[Alarm]:
+    """The alarms a metrics stream raises under `settings` (a config's `alarms`, `AlarmSettings()` for the defaults)."""
     return AlarmMonitor(settings).replay(records)
 
 

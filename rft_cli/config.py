@@ -16,7 +16,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticUndefined
 
+from rft_cli.alarms import ALARM_NAMES
 from rft_cli.errors import ConfigError
+from rft_cli.tiny import TINY_ARCHITECTURES
 
 
 class _Strict(BaseModel):
@@ -70,8 +72,6 @@ class ModelSettings(_Strict):
         if self.tiny is not None and self.tokenizer is not None:
             raise ValueError("model.tokenizer cannot be used with model.tiny (tiny models use the built-in character tokenizer)")
         if isinstance(self.tiny, str):
-            from rft_cli.tiny import TINY_ARCHITECTURES
-
             if self.tiny not in TINY_ARCHITECTURES:
                 raise ValueError(f"unknown tiny architecture {self.tiny!r}; use one of {', '.join(TINY_ARCHITECTURES)}")
         if isinstance(self.tiny, dict):
@@ -255,8 +255,6 @@ class AlarmSettings(_Strict):
     @field_validator("stop_on", "disabled")
     @classmethod
     def _known_names(cls, names: list[str]) -> list[str]:
-        from rft_cli.alarms import ALARM_NAMES
-
         unknown = [n for n in names if n not in ALARM_NAMES]
         if unknown:
             raise ValueError(f"unknown alarm {unknown[0]!r}; the alarms are {', '.join(ALARM_NAMES)}")

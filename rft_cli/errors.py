@@ -41,9 +41,3 @@ class TrainingError(RftError):
     """A run failed while training (numerical fault, too many grader errors, I/O error)."""
 
     exit_code = EXIT_INVALID
-
-
-class UsageError(RftError):
-    """A command-line usage error that Typer cannot catch itself (missing file, bad combination)."""
-
-    exit_code = EXIT_USAGE

@@ -9,18 +9,25 @@ Nothing here prints; `rft_cli.cli.evaluate` renders the reports.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rft_cli.data.records import parse_line, prompt_messages
-from rft_cli.errors import DataError, UsageError
-from rft_cli.generation import ProgressFn
+from rft_cli.data.openai_rows import row_tools
+from rft_cli.data.records import iter_rows, prompt_messages
+from rft_cli.errors import ConfigError, DataError
+from rft_cli.generation import ProgressFn, generate_completions, load_model_for_inference
+from rft_cli.graders import load_grader
+from rft_cli.grading import read_samples_file
+from rft_cli.reports import plot_eval_comparison, require_matplotlib
+from rft_cli.tool_calls import grade_answers, output_parser
 
 DEFAULT_THRESHOLD = 1.0
 
@@ -120,10 +127,6 @@ def evaluate(
     Returns:
         An EvalReport, with per-sample results in `.results`.
     """
-    from rft_cli.data.openai_rows import row_tools
-    from rft_cli.generation import generate_completions, load_model_for_inference
-    from rft_cli.tool_calls import output_parser
-
     model, tokenizer = load_model_for_inference(model_path)
     started = time.perf_counter()
     completions = generate_completions(
@@ -172,10 +175,8 @@ def grade_outputs(
 
     Rows with `tools` have the answers' tool calls read into `sample.output_tools` by `parser`
     (`rft_cli.tool_calls`; the family parsers when None)."""
-    from rft_cli.tool_calls import grade_answers
-
     if len(outputs) != len(rows):
-        raise UsageError(f"{name}: {len(outputs)} lists of outputs for {len(rows)} rows")
+        raise ConfigError(f"{name}: {len(outputs)} lists of outputs for {len(rows)} rows")
     counts = {len(o) for o in outputs}
     if len(counts) != 1 or 0 in counts:
         raise DataError(
@@ -198,10 +199,10 @@ def grade_outputs(
         )
         for i, (t, g) in enumerate(zip(texts, grades, strict=True))
     ]
-    return summarize(name, results, len(rows), samples, threshold)
+    return summarize_results(name, results, len(rows), samples, threshold)
 
 
-def summarize(
+def summarize_results(
     name: str, results: list[SampleResult], rows: int, samples: int, threshold: float
 ) -> EvalReport:
     """Compute the report's metrics from graded samples (`results` ordered by row, then sample)."""
@@ -249,52 +250,25 @@ def _mean_sub_rewards(results: list[SampleResult]) -> dict[str, float]:
     return {key: sum(v) / len(v) for key, v in sorted(values.items())}
 
 
-def load_samples_file(path: str | Path, num_rows: int) -> dict[str, list[list[str]]]:
+def load_samples_file(path: str | Path, num_rows: int, notes: list[str] | None = None) -> dict[str, list[list[str]]]:
     """Read outputs produced elsewhere: {name: outputs per row}, ready for `grade_outputs`.
 
-    Each line is a JSON object with `output_text`. Without a `row` field, line i answers row i
-    (one sample per row). With `row` (0-based index into the data file), lines are grouped by row,
-    so a row may have several samples. A `model` field (as `rft eval --output` writes) splits the
-    file into one entry per model; otherwise the entry is named after the file. Rows at or past
-    `num_rows` (after --limit) are ignored.
+    The file is the samples format of `rft_cli.grading` (the one `rft grade --samples` reads).
+    Without a `row` field, line i answers row i (one sample per row). With `row` (0-based index
+    into the data file), lines are grouped by row, so a row may have several samples. A `model`
+    field (as `rft eval --output` writes) splits the file into one entry per model; otherwise the
+    entry is named after the file. Rows at or past `num_rows` (after --limit) are ignored. Notes
+    for the user (an old format read) are appended to `notes`.
     """
-    path = Path(path)
-    lines = list(_iter_sample_lines(path))
-    keyed = [("row" in obj) for _, obj in lines]
-    if any(keyed) and not all(keyed):
-        raise DataError(
-            f'{path}: some lines have a "row" field and some do not (give it on every line or none)'
-        )
+    read = read_samples_file(path)
+    if notes is not None:
+        notes.extend(read.notes)
     grouped: dict[str, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
-    for index, (line_no, obj) in enumerate(lines):
-        row = obj["row"] if keyed[index] else index
-        if not isinstance(row, int) or isinstance(row, bool) or row < 0:
-            raise DataError(
-                f'{path} line {line_no}: "row" must be a row index (0, 1, ...), got {row!r}'
-            )
+    for index, line in enumerate(read.lines):
+        row = line.row if line.row is not None else index
         if row < num_rows:
-            grouped[str(obj.get("model", path.name))][row].append(obj["output_text"])
-    return {name: _rows_in_order(path, name, by_row, num_rows) for name, by_row in grouped.items()}
-
-
-def _iter_sample_lines(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: cannot read the samples file ({exc})") from None
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = parse_line(line)
-        except ValueError as exc:
-            raise DataError(f"{path} line {line_no}: invalid JSON ({exc})") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("output_text"), str):
-            raise DataError(
-                f'{path} line {line_no}: each line needs an "output_text" string, '
-                f'e.g. {{"row": 0, "output_text": "42"}}'
-            )
-        yield line_no, obj
+            grouped[line.model or read.path.name][row].append(line.sample["output_text"])
+    return {name: _rows_in_order(read.path, name, by_row, num_rows) for name, by_row in grouped.items()}
 
 
 def _rows_in_order(
@@ -324,4 +298,172 @@ def write_results(path: str | Path, reports: Sequence[EvalReport], rows: Sequenc
                     }
                     handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     except OSError as exc:
-        raise UsageError(f"{path}: cannot write results ({exc.strerror or exc})") from None
+        raise ConfigError(f"{path}: cannot write results ({exc.strerror or exc})") from None
+
+
+# -- a whole `rft eval`: models and samples files against one data file and grader ---------------
+
+
+SAMPLING_TEMPERATURE = 1.0  # the default temperature when several samples per row are drawn
+
+
+class EvalProgress:
+    """What an evaluation reports while it runs; the command line shows it on stderr. Silent here."""
+
+    def note(self, message: str) -> None:
+        """A warning for the user (greedy samples that are all alike, an old samples format...)."""
+
+    @contextlib.contextmanager
+    def model(self, name: str, rows: int, samples: int, temperature: float) -> Iterator[ProgressFn | None]:
+        """Around one model's generation; yields the (done, total) callback generation reports to."""
+        yield None
+
+    def samples_file(self, path: Path, models: int, rows: int) -> None:
+        """A samples file is about to be graded."""
+
+
+@dataclass
+class EvalRun:
+    """The reports of every model (the first one gates), the temperature used, and the gate."""
+
+    reports: list[EvalReport]
+    temperature: float | None  # None when nothing was generated (samples files only)
+    min_score: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def gate(self) -> str | None:
+        """"passed" or "failed" when a min_score was given: the first model's mean reward against it."""
+        if self.min_score is None:
+            return None
+        return "passed" if self.reports[0].mean_reward >= self.min_score else "failed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "min_score": self.min_score, "gate": self.gate,
+                "models": [r.to_dict() for r in self.reports]}
+
+
+def evaluate_models(
+    data: str | Path,
+    grader: str | Path,
+    models: Sequence[str] = (),
+    *,
+    samples_file: str | Path | None = None,
+    samples: int = 1,
+    temperature: float | None = None,
+    top_p: float = 1.0,
+    max_new_tokens: int = 512,
+    batch_size: int = 32,
+    limit: int | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    seed: int = 0,
+    min_score: float | None = None,
+    output: str | Path | None = None,
+    plot: str | Path | None = None,
+    progress: EvalProgress | None = None,
+) -> EvalRun:
+    """Evaluate each model (and the outputs of a samples file) on the rows of `data` with one grader.
+
+    Args:
+        data: JSONL rows (the `rft validate` format).
+        grader: a grader file (YAML or JSON).
+        models: model folders, checkpoints, run folders (their `final/`) or hub ids.
+        samples_file: outputs made elsewhere (see `rft_cli.grading`), graded as further models.
+        samples: answers per row; temperature: None is greedy for one sample, 1.0 for more.
+        limit: evaluate only the first rows; threshold: a sample passes at this reward or above.
+        min_score: the gate on the first model's mean reward (`run.gate`).
+        output: write one JSON line per model, row and sample here.
+        plot: a bar chart of the models (.png or .html; needs matplotlib).
+    Returns:
+        An EvalRun; `run.gate` is "failed" when the first model's mean reward is below min_score.
+
+    Example:
+        >>> run = evaluate_models("data/test.jsonl", "grader.yaml", ["runs/tiny"], samples=4)  # doctest: +SKIP
+        >>> run.reports[0].pass_at[4]  # doctest: +SKIP
+    """
+    progress, notes = progress or EvalProgress(), []
+    _check_outputs(models, samples_file, output, plot)
+    temperature = _pick_temperature(temperature, samples, bool(models), notes)
+    for note in notes:
+        progress.note(note)
+    rows = _load_rows(Path(data), limit)
+    generation = {"samples": samples, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
+                  "batch_size": batch_size, "threshold": threshold, "seed": seed}
+    with load_grader(grader) as the_grader:
+        _check_item_fields(Path(data), rows, the_grader)
+        plain = [row for _, row in rows]
+        reports = [_evaluate_one(m, plain, the_grader, generation, progress) for m in models]
+        if samples_file is not None:
+            reports += _grade_samples_file(Path(samples_file), plain, the_grader, threshold, progress, notes)
+    if output is not None:
+        write_results(output, reports, plain)
+    if plot is not None:
+        plot_eval_comparison(reports, plot)
+    return EvalRun(reports, temperature if models else None, min_score, notes)
+
+
+def _check_outputs(models: Sequence[str], samples_file: Any, output: Any, plot: Any) -> None:
+    """Fail now, not after an hour of generation, on nothing to do or outputs that cannot be written."""
+    if not models and samples_file is None:
+        raise ConfigError("nothing to evaluate: pass --model PATH (repeatable) or --samples-file FILE")
+    if plot is not None:
+        if Path(plot).suffix.lower() not in (".png", ".html", ".htm"):
+            raise ConfigError(f"--plot {plot}: the plot must be a .png or .html file")
+        require_matplotlib()
+    if output is not None:
+        parent = Path(output).parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise ConfigError(f"--output {output}: the folder {parent} does not exist or is not writable")
+
+
+def _pick_temperature(temperature: float | None, samples: int, generating: bool, notes: list[str]) -> float:
+    if temperature is None:
+        return 0.0 if samples == 1 else SAMPLING_TEMPERATURE
+    if temperature == 0 and samples > 1 and generating:
+        notes.append(f"--temperature 0 is greedy: the {samples} samples of a row are identical, "
+                     f"so pass@{samples} equals pass@1")
+    return temperature
+
+
+def _load_rows(data: Path, limit: int | None) -> list[tuple[int, dict]]:
+    rows = list(iter_rows(data))
+    if not rows:
+        raise DataError(f"{data}: the file has no rows (write one JSON object per line)")
+    return rows[:limit] if limit else rows
+
+
+def _check_item_fields(data: Path, rows: list[tuple[int, dict]], grader: Any) -> None:
+    """Fail before generating when a row lacks a field the grader's templates read."""
+    for line_no, row in rows:
+        missing = sorted(grader.item_fields() - set(row))
+        if missing:
+            raise DataError(
+                f'{data} line {line_no}: missing field "{missing[0]}" that the grader reads '
+                f"(item.{missing[0]}); add it to every row or change the grader"
+            )
+
+
+def _evaluate_one(model: str, rows: list[dict], grader: Any, generation: dict[str, Any],
+                  progress: EvalProgress) -> EvalReport:
+    _quiet_transformers()
+    with progress.model(model, len(rows), generation["samples"], generation["temperature"]) as report_progress:
+        return evaluate(model, rows, grader, progress=report_progress, **generation)
+
+
+def _quiet_transformers() -> None:
+    """The caller's progress is the one shown: silence transformers' weight-loading bars and notes."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def _grade_samples_file(path: Path, rows: list[dict], grader: Any, threshold: float, progress: EvalProgress,
+                        notes: list[str]) -> list[EvalReport]:
+    read: list[str] = []
+    outputs = load_samples_file(path, len(rows), read)
+    for note in read:
+        progress.note(note)
+    notes.extend(read)
+    progress.samples_file(path, len(outputs), len(rows))
+    return [grade_outputs(name, rows, per_row, grader, threshold=threshold) for name, per_row in outputs.items()]

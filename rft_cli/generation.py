@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rft_cli.errors import UsageError
+from rft_cli.errors import ConfigError
 
 # "org/name" or "name": what a hub id looks like (a missing local path that looks like this is
 # tried on the hub; anything else that does not exist is a usage error).
@@ -46,19 +46,19 @@ def resolve_model_path(path: str | Path) -> str:
 
     A run folder (has `final/`) means its `final/`; a checkpoint or HF model folder (has
     `config.json` or `adapter_config.json`) is itself; a string that is not a local path is a hub id.
-    Raises UsageError for a local path that is missing or holds no model.
+    Raises ConfigError for a local path that is missing or holds no model.
     """
     text = str(path)
     p = Path(text).expanduser()
     if p.is_dir():
         return _resolve_folder(p)
     if p.exists():
-        raise UsageError(
+        raise ConfigError(
             f"{text}: is a file, not a model folder (pass a model folder, a run folder or a hub id)"
         )
     looks_local = text.startswith((".", "/", "~")) or "\\" in text or text.count("/") > 1
     if looks_local or not _HUB_ID.match(text):
-        raise UsageError(
+        raise ConfigError(
             f"{text}: no such model folder (check the path, or pass a hub id such as org/name)"
         )
     return text
@@ -70,11 +70,11 @@ def _resolve_folder(p: Path) -> str:
     if _is_model_folder(p / "final"):
         return str(p / "final")
     if (p / "metrics.jsonl").exists() or (p / "checkpoints").is_dir():
-        raise UsageError(
+        raise ConfigError(
             f"{p}: this run has no final/ model (it did not finish); "
             f"pass a checkpoint instead, such as {p / 'checkpoints' / 'step-N'}"
         )
-    raise UsageError(
+    raise ConfigError(
         f"{p}: not a model folder (no config.json); pass a model folder, a run folder or a hub id"
     )
 
@@ -86,7 +86,7 @@ def _is_model_folder(p: Path) -> bool:
 def load_model_for_inference(path_or_id: str | Path) -> tuple[Any, Any]:
     """Load (model, tokenizer) for generation: eval mode, left padding, a pad token, GPU if present.
 
-    Accepts everything `resolve_model_path` does. Raises UsageError when nothing loads.
+    Accepts everything `resolve_model_path` does. Raises ConfigError when nothing loads.
     """
     import torch
 
@@ -108,7 +108,7 @@ def _load_tokenizer(source: str, given: str | Path) -> Any:
     try:
         return AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as exc:
-        raise UsageError(f"{given}: cannot load a tokenizer ({_first_line(exc)})") from None
+        raise ConfigError(f"{given}: cannot load a tokenizer ({_first_line(exc)})") from None
 
 
 def _load_model(source: str, given: str | Path) -> Any:
@@ -122,7 +122,7 @@ def _load_model(source: str, given: str | Path) -> Any:
 
         return AutoModelForCausalLM.from_pretrained(source, dtype="auto")
     except (OSError, ValueError) as exc:
-        raise UsageError(f"{given}: cannot load the model ({_first_line(exc)})") from None
+        raise ConfigError(f"{given}: cannot load the model ({_first_line(exc)})") from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -188,15 +188,15 @@ def _check_generation_args(
     max_new_tokens: int, num_samples: int, temperature: float, top_p: float, batch_size: int
 ) -> None:
     if max_new_tokens < 1:
-        raise UsageError(f"max_new_tokens must be at least 1 (got {max_new_tokens})")
+        raise ConfigError(f"max_new_tokens must be at least 1 (got {max_new_tokens})")
     if num_samples < 1:
-        raise UsageError(f"the number of samples must be at least 1 (got {num_samples})")
+        raise ConfigError(f"the number of samples must be at least 1 (got {num_samples})")
     if temperature < 0:
-        raise UsageError(f"temperature must be 0 (greedy) or positive (got {temperature})")
+        raise ConfigError(f"temperature must be 0 (greedy) or positive (got {temperature})")
     if not 0 < top_p <= 1:
-        raise UsageError(f"top_p must be in (0, 1] (got {top_p})")
+        raise ConfigError(f"top_p must be in (0, 1] (got {top_p})")
     if batch_size < 1:
-        raise UsageError(f"batch size must be at least 1 (got {batch_size})")
+        raise ConfigError(f"batch size must be at least 1 (got {batch_size})")
 
 
 def encode_prompt(tokenizer: Any, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
@@ -205,7 +205,7 @@ def encode_prompt(tokenizer: Any, messages: list[dict], tools: list[dict] | None
     from rft_cli.tool_calls import template_tools
 
     if not getattr(tokenizer, "chat_template", None):
-        raise UsageError(
+        raise ConfigError(
             "the model's tokenizer has no chat template; use a chat (instruct) model or one trained by `rft train`"
         )
     with_tools = {"tools": template_tools(tokenizer, tools)} if tools else {}
@@ -311,13 +311,125 @@ def generate_tokens(model: Any, input_ids: Any, attention_mask: Any, config: Any
     """`model.generate` with `config` alone deciding how tokens are drawn (`sampling_config`).
 
     HF `generate` is kept rather than a loop of our own for its KV cache, the cache classes some
-    architectures need (sliding-window, hybrid) and left-padding position ids;
-    tests/test_sampling_fidelity.py measures that what it draws is the softmax.
+    architectures need (sliding-window, hybrid) and left-padding position ids; its decoding loop is
+    `_decode_dropping_ended_rows` (as a `custom_generate`), which lets answers that have ended
+    leave the batch. tests/test_sampling_fidelity.py measures that what it draws is the softmax.
     """
+    import torch.distributed as dist
+
+    # Several processes sharding one model (ZeRO-3, FSDP) must run the same forwards: HF's own loop.
+    single = not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1)
     with neutral_generation_defaults(model):
         return model.generate(
-            input_ids=input_ids, attention_mask=attention_mask, generation_config=config
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            generation_config=config,
+            custom_generate=_decode_dropping_ended_rows if single else None,
         )
+
+
+def _decode_dropping_ended_rows(
+    model: Any,
+    input_ids: Any,
+    logits_processor: Any,
+    stopping_criteria: Any,
+    generation_config: Any,
+    **model_kwargs: Any,
+) -> Any:
+    """HF's sampling (or greedy) loop, except that a row that has ended stops being computed.
+
+    `generate` prepares everything (processors, cache, position ids) as for its own loop; this
+    one draws the same tokens: the same processors, `torch.multinomial` over the whole batch (a
+    row that has ended gets a uniform row, so every live row's draw uses the same random numbers as
+    in HF's loop), ended rows padded. Rows leave the batch only where the cache can drop them (a
+    `DynamicCache` of plain or sliding-window layers); otherwise the loop keeps them, as HF does.
+    Anything else HF's loop offers (beams, streaming, returned dicts, stop strings) goes to HF.
+    """
+    import torch
+    from transformers import GenerationMixin
+
+    stops = _plain_stops(stopping_criteria)
+    if stops is None or generation_config.num_beams != 1 or generation_config.return_dict_in_generate:
+        return GenerationMixin._sample(
+            model, input_ids, logits_processor, stopping_criteria, generation_config, **model_kwargs
+        )
+    eos, max_length = stops
+    pad = int(generation_config._pad_token_tensor)
+    batch = input_ids.shape[0]
+    current = torch.arange(batch, device=input_ids.device)  # the rows still in the model's batch
+    ended = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
+    sequences = input_ids
+    with model._optimize_model_for_decode():
+        outputs = model._prefill(input_ids, generation_config, model_kwargs)
+        drop = _rows_can_leave(outputs.get("cache"))
+        while True:
+            model_kwargs = model._update_model_kwargs_for_generation(outputs, model_kwargs)
+            logits = outputs.logits[:, -1].to(copy=True, dtype=torch.float32, device=input_ids.device)
+            scores = logits_processor(sequences[current], logits)
+            tokens = _next_tokens(scores, current, batch, generation_config.do_sample)
+            tokens = torch.where(ended[current], torch.full_like(tokens, pad), tokens)
+            column = torch.full((batch, 1), pad, dtype=sequences.dtype, device=sequences.device)
+            column[current, 0] = tokens
+            sequences = torch.cat([sequences, column], dim=1)
+            ended[current] |= torch.isin(tokens, eos)
+            if sequences.shape[1] >= max_length or bool(ended.all()):
+                return sequences
+            if drop and bool(ended[current].any()):
+                keep = (~ended[current]).nonzero().squeeze(1)
+                model_kwargs = _select_rows(model_kwargs, keep, len(current))
+                current = current[keep]
+            inputs = model.prepare_inputs_for_generation(
+                sequences[current], next_sequence_length=1, **model_kwargs
+            )
+            outputs = model(**inputs, return_dict=True)
+
+
+def _plain_stops(stopping_criteria: Any) -> tuple[Any, int] | None:
+    """(EOS ids, max length) when those are the only stopping criteria, else None."""
+    from transformers.generation.stopping_criteria import EosTokenCriteria, MaxLengthCriteria
+
+    eos = max_length = None
+    for criterion in stopping_criteria:
+        if isinstance(criterion, EosTokenCriteria):
+            eos = criterion.eos_token_id
+        elif isinstance(criterion, MaxLengthCriteria):
+            max_length = criterion.max_length
+        else:
+            return None
+    return None if eos is None or max_length is None else (eos, max_length)
+
+
+def _rows_can_leave(cache: Any) -> bool:
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    return type(cache) is DynamicCache and all(isinstance(layer, DynamicLayer) for layer in cache.layers)
+
+
+def _next_tokens(scores: Any, current: Any, batch: int, do_sample: bool) -> Any:
+    """Greedy: the argmax. Sampling: `torch.multinomial` over a whole-batch tensor, as HF's loop draws."""
+    import torch
+
+    if not do_sample:
+        return scores.argmax(dim=-1)
+    probs = torch.softmax(scores, dim=-1)
+    if len(current) < batch:
+        whole = probs.new_ones((batch, probs.shape[-1]))
+        whole[current] = probs
+        return torch.multinomial(whole, num_samples=1).squeeze(1)[current]
+    return torch.multinomial(probs, num_samples=1).squeeze(1)
+
+
+def _select_rows(model_kwargs: dict[str, Any], keep: Any, rows: int) -> dict[str, Any]:
+    """The model inputs (attention mask, position ids, cache) of the rows `keep` only."""
+    import torch
+
+    out = dict(model_kwargs)
+    for key, value in model_kwargs.items():
+        if key == "cache":
+            value.batch_select_indices(keep)
+        elif isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == rows:
+            out[key] = value[keep]
+    return out
 
 
 def _generate_batch(

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from rft_cli.tiny import random_causal_lm
+
 PAD_TOKEN = "<|endoftext|>"
 EOS_TOKEN = "<|im_end|>"
 SPECIAL_TOKENS = [PAD_TOKEN, "<|im_start|>", EOS_TOKEN]
@@ -121,8 +123,6 @@ def hub_generation_config(tokenizer: Any, defaults: dict[str, Any] | None = None
 def build_qwen2_model(tokenizer: Any, sizes: str | dict[str, int] = "tiny", seed: int = 0,
                       max_position_embeddings: int = 2048) -> Any:
     """A randomly initialised Qwen2ForCausalLM over `tokenizer`'s vocabulary (BOS is <|endoftext|>, as Qwen's)."""
-    from rft_cli.tiny import random_causal_lm
-
     return random_causal_lm("qwen2", tokenizer, seed=seed, max_position_embeddings=max_position_embeddings,
                             bos_token_id=tokenizer.pad_token_id,
                             **(QWEN2_SIZES[sizes] if isinstance(sizes, str) else dict(sizes)))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rft_cli.errors import TrainingError
+from rft_cli.jsonl import read_records
 
 STAGE_ORDER = {"sft": 0, "rl": 1}
 
@@ -67,20 +68,10 @@ def position(stage: str, step: int) -> tuple[int, int]:
     return STAGE_ORDER.get(stage, len(STAGE_ORDER)), int(step)
 
 
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """Every complete JSON line of a metrics file (a torn last line is skipped)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
+def read_metrics(path: str | Path, warnings: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every complete line of a metrics file; a torn line (a crash mid-write) is skipped, and noted
+    in `warnings` when a list is given. A missing file has no lines."""
+    return read_records(path, warnings)
 
 
 def reconcile_metrics(path: str | Path, stage: str | None, step: int, keep_step: bool = True) -> int:

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rft_cli.config import EvalSettings, RLSettings
-from rft_cli.errors import ConfigError, UsageError
+from rft_cli.config import EvalSettings, RLSettings, load_run_config
+from rft_cli.errors import ConfigError
+from rft_cli.graders import build_grader
 
 # OpenAI hyperparameter -> (rft key, how it is carried across). One table feeds the recipe's
 # comment block, `--format json` and the docs/openai.md table, so the three cannot drift apart.
@@ -117,7 +118,7 @@ def count_rows(path: Path) -> int:
         with path.open(encoding="utf-8-sig") as handle:
             return sum(1 for line in handle if line.strip())
     except OSError as exc:
-        raise UsageError(f"{path}: cannot read the training file ({exc.strerror or exc})") from None
+        raise ConfigError(f"{path}: cannot read the training file ({exc.strerror or exc})") from None
 
 
 def _default(settings: type, key: str) -> Any:
@@ -200,14 +201,14 @@ def _data_paths(job: dict[str, Any], training_file: Path | None, validation_file
     """The local files that stand in for the job's OpenAI file ids (which name no local file)."""
     if training_file is None:
         file_id = job.get("training_file") or "(none)"
-        raise UsageError(f"{source}: training_file {file_id} is an OpenAI file id, not a local file; pass the JSONL you "
+        raise ConfigError(f"{source}: training_file {file_id} is an OpenAI file id, not a local file; pass the JSONL you "
                          "uploaded with --training-file TRAIN.jsonl")
     if validation_file is None and job.get("validation_file"):
-        raise UsageError(f"{source}: validation_file {job['validation_file']} is an OpenAI file id, not a local file; pass "
+        raise ConfigError(f"{source}: validation_file {job['validation_file']} is an OpenAI file id, not a local file; pass "
                          "the JSONL you uploaded with --validation-file VALID.jsonl")
     for path in (training_file, validation_file):
         if path is not None and not path.is_file():
-            raise UsageError(f"{path}: file not found (give the path of the JSONL file)")
+            raise ConfigError(f"{path}: file not found (give the path of the JSONL file)")
     return training_file.resolve(), validation_file.resolve() if validation_file else None
 
 
@@ -272,7 +273,7 @@ def import_openai_job(job_path: str | Path, output: str | Path, model: str, trai
         output: the recipe YAML to write; the grader goes to `<stem>.grader.json` beside it.
         model: the open model to train (hub id or local folder).
         training_file, validation_file: the local JSONL files behind the job's OpenAI file ids.
-        overwrite: replace existing files instead of raising UsageError.
+        overwrite: replace existing files instead of raising ConfigError.
 
     Returns:
         An ImportReport: the files written, the hyperparameter mapping and every field not carried across.
@@ -284,8 +285,6 @@ def import_openai_job(job_path: str | Path, output: str | Path, model: str, trai
     """
     import yaml
 
-    from rft_cli.config import load_run_config
-    from rft_cli.graders import build_grader
 
     source, output = str(job_path), Path(output)
     job = read_job(job_path)
@@ -297,7 +296,7 @@ def import_openai_job(job_path: str | Path, output: str | Path, model: str, trai
     build_grader(grader, source=f"{source}: method.reinforcement.grader").close()
     for path in (output, grader_path):
         if path.exists() and not overwrite:
-            raise UsageError(f"{path}: already exists; pass --force to replace it")
+            raise ConfigError(f"{path}: already exists; pass --force to replace it")
     output.parent.mkdir(parents=True, exist_ok=True)
     grader_path.write_text(json.dumps(grader, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     body = yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True)

@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rft_cli.data.records import parse_line
 from rft_cli.alarms import scan_metrics
-from rft_cli.errors import DataError, RftError, UsageError
+from rft_cli.config import AlarmSettings, read_yaml
+from rft_cli.errors import ConfigError, DataError, RftError
+from rft_cli.metrics import read_metrics
+from rft_cli.samples import follow_row, step_samples
 
 METRICS_FILE = "metrics.jsonl"
 # (metric key, panel title); the panels of a run report, in order.
@@ -74,33 +76,6 @@ class RunReport:
         }
 
 
-def read_metrics(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """Records of a metrics.jsonl and warnings; a torn line (a crash mid-write) is skipped, not fatal."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    records, warnings = [], []
-    lines = text.splitlines()
-    for line_no, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = parse_line(line)
-        except ValueError:
-            where = "the last line" if line_no == len(lines) else f"line {line_no}"
-            warnings.append(
-                f"{path} {where} is not complete JSON (a run stopped mid-write?); skipped it"
-            )
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-        else:
-            warnings.append(f"{path} line {line_no} is not a JSON object; skipped it")
-    return records, warnings
-
-
 def summarize_run(run_dir: str | Path) -> RunReport:
     """Summarise a run folder (or a metrics.jsonl alone): stages, best valid_reward_mean and its
     step, the last values, and the alarms the detectors raise on its metrics."""
@@ -108,12 +83,13 @@ def summarize_run(run_dir: str | Path) -> RunReport:
     if run.is_file() and run.suffix == ".jsonl":
         run, metrics = run.parent, run
     elif not run.is_dir():
-        raise UsageError(f"{run}: no such run folder (pass the --output-dir of `rft train`)")
+        raise ConfigError(f"{run}: no such run folder (pass the --output-dir of `rft train`)")
     else:
         metrics = run / METRICS_FILE
     if not metrics.is_file():
-        raise UsageError(f"{run}: no {METRICS_FILE} here; is this a run folder of `rft train`?")
-    records, warnings = read_metrics(metrics)
+        raise ConfigError(f"{run}: no {METRICS_FILE} here; is this a run folder of `rft train`?")
+    warnings: list[str] = []
+    records = read_metrics(metrics, warnings)
     if not records:
         raise DataError(f"{metrics}: no metrics logged yet (the run has not finished a step)")
     best = _best(records, "valid_reward_mean")
@@ -135,8 +111,6 @@ def summarize_run(run_dir: str | Path) -> RunReport:
 
 def alarm_settings(run: Path, warnings: list[str]) -> Any:
     """The `alarms:` section of the run's config.yaml, or the defaults (a run folder without one)."""
-    from rft_cli.config import AlarmSettings, read_yaml
-
     path = run / "config.yaml"
     if not path.is_file():
         return AlarmSettings()
@@ -153,15 +127,13 @@ def samples_report(run_dir: str | Path, step: int | None = None, row: int | None
                    stage: str = "rl", top: int = 5) -> dict[str, Any]:
     """What `rft report --samples` shows: one step's best, worst and most common answers, or with
     `row`, one validation question's greedy answer at each kept evaluation."""
-    from rft_cli.samples import follow_row, step_samples
-
     run = Path(run_dir)
     if not run.is_dir():
-        raise UsageError(f"{run}: no such run folder (pass the --output-dir of `rft train`)")
+        raise ConfigError(f"{run}: no such run folder (pass the --output-dir of `rft train`)")
     if row is not None:
         answers = follow_row(run, row)
         if not answers:
-            raise UsageError(f"--row {row}: no evaluation kept an answer for validation row {row} in {run / 'samples'} "
+            raise ConfigError(f"--row {row}: no evaluation kept an answer for validation row {row} in {run / 'samples'} "
                              "(samples.eval_rows limits how many rows are kept)")
         return {"run": str(run), "row": row, "answers": answers}
     return {"run": str(run), **step_samples(run, step, stage, top)}
@@ -219,11 +191,11 @@ def _read_summary(run: Path, warnings: list[str]) -> dict[str, Any] | None:
 
 
 def require_matplotlib() -> Any:
-    """Import matplotlib with a headless backend, or raise UsageError saying how to install it."""
+    """Import matplotlib with a headless backend, or raise ConfigError saying how to install it."""
     try:
         import matplotlib
     except ImportError:
-        raise UsageError(
+        raise ConfigError(
             "plots need matplotlib, an optional extra: pip install 'rft-cli[plots]'"
         ) from None
     matplotlib.use("Agg")
@@ -235,7 +207,7 @@ def require_matplotlib() -> Any:
 def _check_output(path: Path) -> str:
     kind = path.suffix.lower()
     if kind not in (".png", ".html", ".htm"):
-        raise UsageError(f"{path}: the report must be a .png or .html file")
+        raise ConfigError(f"{path}: the report must be a .png or .html file")
     return kind
 
 
@@ -371,7 +343,7 @@ def _save(fig: Any, plt: Any, output: Path, kind: str, table_html: str) -> Path:
             image = base64.b64encode(buffer.getvalue()).decode("ascii")
             output.write_text(_HTML.format(table=table_html, image=image), encoding="utf-8")
     except OSError as exc:
-        raise UsageError(f"{output}: cannot write the report ({exc.strerror or exc})") from None
+        raise ConfigError(f"{output}: cannot write the report ({exc.strerror or exc})") from None
     finally:
         plt.close(fig)
     return output

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rft_cli.errors import UsageError
+from rft_cli.errors import ConfigError
+from rft_cli.jsonl import read_records
 
 SAMPLES_DIR = "samples"
 _NAME = re.compile(r"^(rl|eval-sft|eval-rl)-step-(\d+)\.jsonl$")
@@ -218,9 +219,7 @@ def list_sample_files(run_dir: str | Path) -> list[SampleFile]:
 
 def read_samples(path: str | Path) -> list[dict[str, Any]]:
     """The complete lines of one samples file (read like metrics.jsonl: a torn line is skipped)."""
-    from rft_cli.metrics import read_metrics
-
-    return read_metrics(path)
+    return read_records(path)
 
 
 def _answer_rows(lines: list[dict[str, Any]], top: int) -> dict[str, list[dict[str, Any]]]:
@@ -240,12 +239,12 @@ def step_samples(run_dir: str | Path, step: int | None = None, stage: str = "rl"
     kinds = ("rl",) if stage == "rl" else ("eval-sft", "eval-rl")
     files = [f for f in list_sample_files(run_dir) if f.kind in kinds]
     if not files:
-        raise UsageError(f"{Path(run_dir) / SAMPLES_DIR}: no {stage} samples kept (runs before samples existed, "
+        raise ConfigError(f"{Path(run_dir) / SAMPLES_DIR}: no {stage} samples kept (runs before samples existed, "
                          "or samples.enabled: false)")
     chosen = files[-1] if step is None else next((f for f in reversed(files) if f.step == step), None)
     if chosen is None:
         kept = ", ".join(str(f.step) for f in files[-10:])
-        raise UsageError(f"--step {step}: no {stage} samples kept for that step (kept steps end with {kept})")
+        raise ConfigError(f"--step {step}: no {stage} samples kept for that step (kept steps end with {kept})")
     lines = read_samples(chosen.path)
     rewards = [line["reward"] for line in lines if isinstance(line.get("reward"), (int, float))]
     return {"stage": stage, "step": chosen.step, "file": str(chosen.path), "answers": len(lines),

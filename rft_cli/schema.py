@@ -12,6 +12,9 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter
 
+from rft_cli.config import RunConfig
+from rft_cli.graders.build import GRADERS
+
 # Draft 7: what the YAML language server supports (it reads "$defs" references as plain JSON pointers).
 SCHEMA_DIALECT = "http://json-schema.org/draft-07/schema#"
 
@@ -22,8 +25,6 @@ def grader_schema() -> dict[str, Any]:
     Every registered grader type is one branch, told apart by `type`; a `multi` grader's
     sub-graders are graders again.
     """
-    from rft_cli.graders.build import GRADERS
-
     specs = tuple(t.spec for t in GRADERS.values())
     union = Annotated[Union[specs], Field(discriminator="type")]  # noqa: UP007  (a runtime tuple of types)
     schema = TypeAdapter(union).json_schema(ref_template="#/$defs/{model}")
@@ -41,8 +42,6 @@ def grader_schema() -> dict[str, Any]:
 
 def run_config_schema() -> dict[str, Any]:
     """The schema of a run config (`rft train RECIPE.yaml`), with the inline grader's schema in it."""
-    from rft_cli.config import RunConfig
-
     schema = RunConfig.model_json_schema(ref_template="#/$defs/{model}")
     grader = grader_schema()
     schema.setdefault("$defs", {}).update(grader["$defs"])

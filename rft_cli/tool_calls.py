@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rft_cli.data.openai_rows import arguments_text
+from rft_cli.data.records import message_text
 from rft_cli.errors import ConfigError
 
 TOOL_CALL_PARSE_ERROR = "tool_call_parse_error"
@@ -209,10 +210,16 @@ def _from_message(message: dict) -> ParsedOutput:
     return parsed
 
 
-def _answer_text(answer: Any) -> str:
-    from rft_cli.graders.reward import completion_text
-
-    return completion_text(answer)
+def completion_text(completion: Any) -> str:
+    """A completion as text: a string as is; a conversational list -> its assistant content."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        return message_text(completion.get("content")) or ""
+    if isinstance(completion, (list, tuple)):
+        messages = [m for m in completion if isinstance(m, dict) and m.get("role", "assistant") == "assistant"]
+        return "".join(message_text(m.get("content")) or "" for m in messages)
+    return str(completion)
 
 
 def _tool_message(answer: Any) -> dict | None:
@@ -232,12 +239,12 @@ def grader_sample(answer: Any, item: dict[str, Any], parser: OutputParser | None
         parsed = (parser or OutputParser()).parse(str(answer["output_text"]), tools)
         return {**answer, "output_text": parsed.text, "output_tools": parsed.tool_calls}, parsed
     if not (isinstance(tools, list) and tools):
-        return {"output_text": _answer_text(answer), "output_tools": []}, None
+        return {"output_text": completion_text(answer), "output_tools": []}, None
     message = _tool_message(answer)
     if message is not None:
         parsed = _from_message(message)
     else:
-        parsed = (parser or OutputParser()).parse(_answer_text(answer), tools)
+        parsed = (parser or OutputParser()).parse(completion_text(answer), tools)
     return {"output_text": parsed.text, "output_tools": parsed.tool_calls}, parsed
 
 

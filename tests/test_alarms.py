@@ -10,7 +10,15 @@ import random
 import pytest
 from typer.testing import CliRunner
 
-from rft_cli.alarms import ALARM_NAMES, DETECTORS, MEANINGS, AlarmMonitor, AlarmStop, WatchingLogger, scan_metrics
+from rft_cli.alarms import (
+    ALARM_NAMES,
+    DETECTORS,
+    MEANINGS,
+    AlarmMonitor,
+    AlarmStop,
+    WatchingLogger,
+    scan_metrics,
+)
 from rft_cli.cli import app
 from rft_cli.config import AlarmSettings, parse_run_config
 from rft_cli.errors import ConfigError

@@ -17,9 +17,9 @@ import torch
 from rft_cli.config import LoraSettings, ModelSettings
 from rft_cli.tiny import TINY_FAMILIES
 from rft_cli.training.architectures import TESTED_FAMILIES
-from rft_cli.training.common import sample
 from rft_cli.training.models import apply_lora, load_model, load_tokenizer
 from rft_cli.training.ppo import ActorCritic
+from rft_cli.training.rollouts import sample
 
 FAMILIES = list(TINY_FAMILIES)
 PROMPTS = [{"messages": [{"role": "user", "content": text}]} for text in ("1+2=", "a much longer prompt: 3+4=", "9")]
@@ -99,7 +99,7 @@ def test_kl_is_zero_at_step_one_and_logprobs_are_the_models(family, lora, family
 def test_logprobs_match_what_generate_sampled_from(family, family_dir):
     """PPO's log-probs (one full forward, left padding, past the sliding window) equal the
     distributions `generate` sampled from with its KV cache, token by token."""
-    from rft_cli.training.common import encode_prompts
+    from rft_cli.training.rollouts import encode_prompts
 
     tokenizer, policy, reference = _load(family_dir(family))
     policy.eval()

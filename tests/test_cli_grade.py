@@ -180,3 +180,35 @@ def test_sample_given_twice_is_a_usage_error(tmp_path):
     assert result.exit_code == 2 and "give the sample once" in result.stderr
     missing = runner.invoke(app, ["grade", NUMERIC, "--item", "{}", "--sample-file", str(tmp_path / "nope.json")])
     assert missing.exit_code == 2 and "cannot read it" in missing.stderr
+
+
+def test_samples_file_in_the_eval_format_names_rows(tmp_path):
+    """`rft grade --samples` reads the samples format of `rft eval --samples-file`: lines may name
+    their 0-based row and model, and a row may have several samples."""
+    data, outs = _files(
+        tmp_path,
+        [{"answer_value": "18"}, {"answer_value": "3"}],
+        ['{"row": 1, "model": "m", "output_text": "#### 3"}', '{"row": 0, "output_text": "#### 18"}',
+         '{"row": 1, "output_text": "#### 4"}'],
+    )
+    out = tmp_path / "graded.jsonl"
+    result = runner.invoke(app, ["grade", NUMERIC, "--data", str(data), "--samples", str(outs), "--output", str(out), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["n"] == 3
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(line["row"], line["reward"]) for line in lines] == [(2, 1.0), (1, 1.0), (2, 0.1)]
+
+
+def test_samples_file_row_past_the_data_exits_1(tmp_path):
+    data, outs = _files(tmp_path, [{"answer_value": "1"}], ['{"row": 3, "output_text": "#### 1"}'])
+    result = runner.invoke(app, ["grade", NUMERIC, "--data", str(data), "--samples", str(outs)])
+    assert result.exit_code == 1
+    assert "samples.jsonl line 1: row 3 is past the 1 rows" in result.output
+
+
+def test_old_bare_string_samples_are_read_with_a_note(tmp_path):
+    data, outs = _files(tmp_path, [{"answer_value": "5"}, {"answer_value": "6"}], ['{"output_text": "#### 5"}', '"#### 6"'])
+    result = runner.invoke(app, ["grade", NUMERIC, "--data", str(data), "--samples", str(outs), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["mean_reward"] == 1.0
+    assert "1 line(s) (first: line 2) are a bare JSON string, the old samples format" in result.stderr

@@ -248,6 +248,8 @@ _line = st.one_of(st.binary(max_size=40), _json.map(lambda v: json.dumps(v).enco
                   st.builds(lambda msgs: json.dumps({"messages": msgs}).encode(), st.lists(_json, max_size=3)))
 
 
+@pytest.mark.slow  # 200 examples, 8-11 s on 2 cores
+@pytest.mark.guarantee
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(train=st.lists(_line, max_size=6), valid=st.lists(_line, max_size=4), as_json=st.booleans())
 def test_random_bytes_and_json_never_give_a_traceback(tmp_path, train, valid, as_json):

@@ -126,7 +126,8 @@ def _trainer_with_engine(losses: list[float] | None = None):
     trainer.scheduler = SimpleNamespace(step=lambda: None)
     values = iter(losses or [])
     trainer._micro_losses = lambda mb: (torch.tensor(next(values, 1.0)), {"policy_loss": 0.0})
-    batch = {"input_ids": torch.zeros(8, 3, dtype=torch.long), "mask": torch.ones(8, 2)}
+    batch = {"input_ids": torch.zeros(8, 3, dtype=torch.long), "attention_mask": torch.ones(8, 3, dtype=torch.long),
+             "mask": torch.ones(8, 2)}
     return trainer, batch
 
 

@@ -88,7 +88,7 @@ def _fenced_blocks(page: Path) -> list[Block]:
 
 
 def _note_rewards(lines: list[str]) -> None:
-    for line, after in zip(lines, lines[1:]):
+    for line, after in zip(lines, lines[1:], strict=False):
         match = REWARD.match(after)
         if match and line.startswith("rft "):
             DOCUMENTED_REWARDS[shlex.join(shlex.split(line, comments=True))] = float(match.group(1))

@@ -155,12 +155,21 @@ def test_samples_file_ignores_rows_past_the_limit(tmp_path):
         ([{"output_text": "1"}], "no output for row 1"),
         ([{"row": 0, "output_text": "1"}, {"output_text": "2"}], 'some lines have a "row"'),
         ([{"row": -1, "output_text": "1"}], 'line 1: "row" must be a row index'),
-        ([{"output_text": "1"}, {"text": "2"}], 'line 2: each line needs an "output_text"'),
+        ([{"output_text": "1"}, {"text": "2"}], 'line 2: a sample must be {"output_text": "..."}'),
     ],
 )
 def test_bad_samples_files(tmp_path, lines, message):
     with pytest.raises(DataError, match=message):
         load_samples_file(_write_lines(tmp_path / "s.jsonl", lines), 2)
+
+
+def test_samples_file_reads_the_old_bare_string_lines_with_a_note(tmp_path):
+    """The old `rft grade --samples` form (a JSON string per line) is still read, with a note."""
+    path = tmp_path / "s.jsonl"
+    path.write_text('"4"\n{"output_text": "8"}\n')
+    notes: list[str] = []
+    assert load_samples_file(path, 2, notes) == {"s.jsonl": [["4"], ["8"]]}
+    assert len(notes) == 1 and "line 1" in notes[0] and "old samples format" in notes[0]
 
 
 def test_samples_file_invalid_json_names_the_line(tmp_path):
@@ -218,3 +227,29 @@ def test_greedy_samples_count_generated_tokens_once(tiny_model_dir):
     per_row = [report.results[i * 3].num_tokens for i in range(2)]
     assert report.generated_tokens == sum(per_row)
     assert len({r.output_text for r in report.results[:3]}) == 1
+
+
+def test_evaluate_models_grades_a_samples_file_and_gates_on_the_first_model(tmp_path):
+    """`rft eval` as one library call: rows, grader file and samples file in, reports and gate out."""
+    from rft_cli.evaluation import evaluate_models
+
+    data = _write_lines(tmp_path / "rows.jsonl", rows_with_answers([4, 7]))
+    grader = tmp_path / "grader.yaml"
+    grader.write_text('type: numeric\nname: answer\ninput: "{{ sample.output_text }}"\nreference: "{{ item.answer }}"\n')
+    samples = _write_lines(tmp_path / "s.jsonl", [{"model": "a", "output_text": "4"}, {"model": "a", "output_text": "1"},
+                                                  {"model": "b", "row": 0, "output_text": "4"}])
+    with pytest.raises(DataError, match='some lines have a "row" field'):
+        evaluate_models(data, grader, samples_file=samples)
+    _write_lines(samples, [{"model": "a", "row": 0, "output_text": "4"}, {"model": "a", "row": 1, "output_text": "1"}])
+    run = evaluate_models(data, grader, samples_file=samples, limit=2, min_score=0.6)
+    assert [r.model for r in run.reports] == ["a"] and run.reports[0].mean_reward == 0.5
+    assert run.gate == "failed" and run.temperature is None
+    assert run.to_dict()["gate"] == "failed"
+
+
+def test_evaluate_models_with_nothing_to_evaluate_is_a_config_error(tmp_path):
+    from rft_cli.errors import ConfigError
+    from rft_cli.evaluation import evaluate_models
+
+    with pytest.raises(ConfigError, match="nothing to evaluate"):
+        evaluate_models(tmp_path / "rows.jsonl", tmp_path / "grader.yaml")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rft_cli.errors import UsageError
+from rft_cli.errors import ConfigError
 from rft_cli.generation import (
     Completion,
     _completion,
@@ -50,12 +50,12 @@ def test_resolve_checkpoint_folder_is_itself(tmp_path):
 
 def test_resolve_unfinished_run_suggests_a_checkpoint(tmp_path):
     (tmp_path / "checkpoints").mkdir()
-    with pytest.raises(UsageError, match="no final/ model.*checkpoints"):
+    with pytest.raises(ConfigError, match="no final/ model.*checkpoints"):
         resolve_model_path(tmp_path)
 
 
 def test_resolve_folder_without_model(tmp_path):
-    with pytest.raises(UsageError, match="no config.json"):
+    with pytest.raises(ConfigError, match="no config.json"):
         resolve_model_path(tmp_path)
 
 
@@ -63,7 +63,7 @@ def test_resolve_folder_without_model(tmp_path):
     "missing", ["./no/such/model", "/definitely/not/here", "runs/a/final", "bad id!"]
 )
 def test_resolve_missing_local_path(missing):
-    with pytest.raises(UsageError, match="no such model folder"):
+    with pytest.raises(ConfigError, match="no such model folder"):
         resolve_model_path(missing)
 
 
@@ -74,7 +74,7 @@ def test_resolve_hub_id(hub_id):
 
 def test_load_unreachable_hub_id_is_a_usage_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(UsageError, match="cannot load"):
+    with pytest.raises(ConfigError, match="cannot load"):
         load_model_for_inference("rft-test-org/no-such-model-xyz")
 
 
@@ -198,7 +198,7 @@ def test_no_chat_template_is_a_usage_error(loaded):
     template = tokenizer.chat_template
     tokenizer.chat_template = None
     try:
-        with pytest.raises(UsageError, match="no chat template"):
+        with pytest.raises(ConfigError, match="no chat template"):
             generate_completions(model, tokenizer, PROMPTS, max_new_tokens=2)
     finally:
         tokenizer.chat_template = template
@@ -216,7 +216,7 @@ def test_no_chat_template_is_a_usage_error(loaded):
 )
 def test_bad_arguments(loaded, kwargs, message):
     model, tokenizer = loaded
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(ConfigError, match=message):
         generate_completions(model, tokenizer, PROMPTS, **kwargs)
 
 

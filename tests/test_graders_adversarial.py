@@ -1,12 +1,12 @@
 """Guarantee 1 for graders: no sample and no item makes any grader type raise.
 
-Derandomized hypothesis fuzzing (like tests/test_guarantees_fuzz.py) feeds every grader type
+Derandomized hypothesis fuzzing (like the fuzz tests of tests/test_cli_app.py) feeds every grader type
 adversarial samples and items: deep nesting, lone surrogates, control characters, NUL, numbers
 like 1e309, -0.0 and 60-digit integers, JSON of every shape; 1 MB texts go through every type in
 a separate test. Each grade must be a GradeResult with a finite reward in [0, 1], errors counted
 as {kind: count >= 1}, printable as UTF-8, and the batch path must agree with the one-by-one path.
 Inputs that once failed are kept in tests/corpus/grade_sample/ (replayed by
-tests/test_guarantees_corpus.py).
+the corpus tests of tests/test_cli_app.py).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def assert_sound(result: Any, low: float = 0.0, high: float = 1.0) -> None:
 def assert_batch_agrees(grader: Any, batch: list, rows: list) -> list[GradeResult]:
     results = grader.grade_batch(batch, rows)
     assert len(results) == len(batch)
-    for result, sample, item in zip(results, batch, rows):
+    for result, sample, item in zip(results, batch, rows, strict=True):
         assert_sound(result)
         one = grader.grade(sample, item)
         assert_sound(one)

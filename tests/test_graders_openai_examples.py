@@ -8,9 +8,8 @@ as a file without `base_url` does.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
+from pathlib import Path
 
 import pytest
 

@@ -241,7 +241,6 @@ def test_a_slow_sample_does_not_hold_up_the_batch(grader_factory):
 def test_module_level_import_of_a_missing_package_is_a_build_error_with_the_install_line():
     from rft_cli.errors import GraderError
     from rft_cli.graders import build_grader
-
     from rft_cli.graders.python_grader import install_hint
 
     source = "import numpy\nfrom rft_no_such_pkg_xyz.metrics import f1_score\n\ndef grade(sample, item):\n    return 1.0\n"

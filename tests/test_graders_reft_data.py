@@ -30,7 +30,7 @@ def test_every_reference_answer_scores_one_against_itself(grader, name):
     assert len(records) >= 1000
     samples = [f"#### {r['answer_value']}" for r in records]
     results = grader.grade_batch(samples, records)
-    failures = [(r["item_id"], r["answer_value"], res) for r, res in zip(records, results) if res.reward != 1.0]
+    failures = [(r["item_id"], r["answer_value"], res) for r, res in zip(records, results, strict=True) if res.reward != 1.0]
     assert failures == []
 
 
@@ -46,5 +46,5 @@ def test_svamp_chain_of_thought_demonstrations_score_one(grader):
     """ReFT's own demonstrations end 'Therefore, the answer is <203>.'; each must grade as correct."""
     records = _records("svamp_nl.json")
     results = grader.grade_batch([r["answer_cot"] for r in records], records)
-    wrong = [r["item_id"] for r, res in zip(records, results) if res.reward != 1.0]
+    wrong = [r["item_id"] for r, res in zip(records, results, strict=True) if res.reward != 1.0]
     assert len(wrong) <= len(records) // 100, wrong[:10]

@@ -176,11 +176,11 @@ def test_the_prompt_the_model_sees_holds_the_rows_tools(tools_tokenizer):
 
 
 def test_ppo_rollout_prompts_carry_the_tools(tools_tokenizer):
-    from rft_cli.training.common import encode_prompts
+    from rft_cli.training.rollouts import encode_prompts
 
     rows = load_rows(DATA / "valid.jsonl")[:2] + [{"messages": [USER]}]
     ids, mask = encode_prompts(tools_tokenizer, rows, 4096, "cpu")
-    texts = [tools_tokenizer.decode(row[m.bool()]) for row, m in zip(ids, mask)]
+    texts = [tools_tokenizer.decode(row[m.bool()]) for row, m in zip(ids, mask, strict=True)]
     assert ["<tools>" in t for t in texts] == [True, True, False]
 
 
@@ -192,9 +192,9 @@ def test_sft_trains_on_the_tool_call_the_template_renders(tools_tokenizer):
     example = sft_example(rows[0], "solution")
     assert json.loads(example["tools"]) == rows[0]["tools"]  # JSON text, as TRL reads a `tools` column
     encoded = SFTEncoder(rows, tools_tokenizer, "solution", 4096)(0)
-    trained = tools_tokenizer.decode([t for t, label in zip(encoded["input_ids"], encoded["labels"]) if label != -100])
+    trained = tools_tokenizer.decode([t for t, label in zip(encoded["input_ids"], encoded["labels"], strict=True) if label != -100])
     assert trained == '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>\n'
-    prompt = tools_tokenizer.decode([t for t, label in zip(encoded["input_ids"], encoded["labels"]) if label == -100])
+    prompt = tools_tokenizer.decode([t for t, label in zip(encoded["input_ids"], encoded["labels"], strict=True) if label == -100])
     assert "<tools>" in prompt
 
 
@@ -379,7 +379,7 @@ def test_grpo_samples_show_each_rows_prompt_as_the_model_saw_it(tmp_path, tools_
     from rft_cli.config import SamplesSettings
     from rft_cli.metrics import NullLogger
     from rft_cli.samples import SampleWriter, read_samples
-    from rft_cli.training.common import RunContext
+    from rft_cli.training.context import RunContext
     from rft_cli.training.rl_trl import rl_examples
     from rft_cli.training.trl_bridge import GraderReward, TrlSampleKeeper
 

@@ -183,7 +183,7 @@ def _trainer(tmp_path, *overrides, model_config=None):
     """A PPOTrainer on the tiny llama (optionally with config changes, e.g. attention dropout)."""
     from rft_cli.config import load_run_config
     from rft_cli.metrics import NullLogger
-    from rft_cli.training.common import RunContext
+    from rft_cli.training.context import RunContext
     from rft_cli.training.models import load_model, load_tokenizer
     from rft_cli.training.ppo import PPOTrainer
 
@@ -288,7 +288,7 @@ def test_a_float16_overflow_is_left_to_the_loss_scaler_not_counted_as_a_fault(tm
     result = trainer._update(_batch(trainer), step=1)
     assert isinstance(result, dict) and result["fp16_overflow_steps"] == 1.0
     assert scaler.get_scale() < 3e38
-    assert all(torch.equal(a, p) for a, p in zip(before, trainer.ac.parameters()))  # the step was skipped
+    assert all(torch.equal(a, p) for a, p in zip(before, trainer.ac.parameters(), strict=True))  # the step was skipped
 
 
 def test_loss_aggregation_defaults_to_reft_and_is_a_ppo_setting():

@@ -147,9 +147,10 @@ def test_bf16_kl_at_step_one_is_zero_with_the_float32_reference(family, family_d
     """The reference is held in float32 like the policy's master weights and runs under the same
     autocast, so step 1's KL is exactly 0 (a bf16 reference measured per-token |KL| up to 2e-3-8e-3)."""
     from rft_cli.metrics import NullLogger
-    from rft_cli.training.common import RunContext, sample
+    from rft_cli.training.context import RunContext
     from rft_cli.training.models import load_model, load_tokenizer
     from rft_cli.training.ppo import PPOTrainer
+    from rft_cli.training.rollouts import sample
 
     config = load_run_config(RECIPE, [f"model={{name: {family_dir(family)}}}", "model.dtype=bfloat16", "sft.enabled=false"])
     tokenizer = load_tokenizer(config.model)

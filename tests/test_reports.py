@@ -9,8 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from rft_cli.cli import app
-from rft_cli.errors import DataError, UsageError
-from rft_cli.reports import plot_runs, read_metrics, summarize_run
+from rft_cli.errors import ConfigError, DataError
+from rft_cli.metrics import read_metrics
+from rft_cli.reports import plot_runs, summarize_run
 
 runner = CliRunner()
 
@@ -46,7 +47,8 @@ def _write_run(run, reward_scale=1.0, torn=True):
 
 def test_torn_last_line_is_skipped_with_a_warning(tmp_path):
     run = _write_run(tmp_path / "run")
-    records, warnings = read_metrics(run / "metrics.jsonl")
+    warnings: list[str] = []
+    records = read_metrics(run / "metrics.jsonl", warnings)
     assert len(records) == 17
     assert len(warnings) == 1 and "the last line is not complete JSON" in warnings[0]
 
@@ -79,9 +81,9 @@ def test_null_values_do_not_count(tmp_path):
 
 
 def test_not_a_run_folder(tmp_path):
-    with pytest.raises(UsageError, match="no metrics.jsonl"):
+    with pytest.raises(ConfigError, match="no metrics.jsonl"):
         summarize_run(tmp_path)
-    with pytest.raises(UsageError, match="no such run folder"):
+    with pytest.raises(ConfigError, match="no such run folder"):
         summarize_run(tmp_path / "missing")
 
 
@@ -121,7 +123,7 @@ def test_html_report_embeds_the_plot(tmp_path):
 def test_without_matplotlib_a_clear_message(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     report = summarize_run(_write_run(tmp_path / "a"))
-    with pytest.raises(UsageError, match=r"pip install 'rft-cli\[plots\]'"):
+    with pytest.raises(ConfigError, match=r"pip install 'rft-cli\[plots\]'"):
         plot_runs([report], tmp_path / "report.png")
 
 

@@ -11,8 +11,15 @@ from typer.testing import CliRunner
 
 from rft_cli.cli import app
 from rft_cli.config import SamplesSettings
-from rft_cli.errors import UsageError
-from rft_cli.samples import SampleWriter, follow_row, list_sample_files, read_samples, reconcile_samples, step_samples
+from rft_cli.errors import ConfigError
+from rft_cli.samples import (
+    SampleWriter,
+    follow_row,
+    list_sample_files,
+    read_samples,
+    reconcile_samples,
+    step_samples,
+)
 
 runner = CliRunner()
 
@@ -118,7 +125,7 @@ def test_best_worst_and_most_common_answers_of_a_step(tmp_path):
     assert last["most_common"][0] == {"output_text": "12", "count": 2, "reward": 1.0}
     first = step_samples(run, step=1, top=1)
     assert [a["output_text"] for a in first["best"]] == ["9"] and first["worst"][0]["reward"] == 0.0
-    with pytest.raises(UsageError, match="--step 7: no rl samples kept for that step"):
+    with pytest.raises(ConfigError, match="--step 7: no rl samples kept for that step"):
         step_samples(run, step=7)
 
 
@@ -173,7 +180,7 @@ def test_the_grpo_reward_function_keeps_the_steps_answers(tmp_path):
 
     from rft_cli.graders.build import build_from_dict
     from rft_cli.metrics import NullLogger
-    from rft_cli.training.common import RunContext
+    from rft_cli.training.context import RunContext
     from rft_cli.training.trl_bridge import GraderReward, TrlSampleKeeper
 
     grader = build_from_dict({"type": "string_check", "name": "exact", "input": "{{ sample.output_text }}",

@@ -17,7 +17,7 @@ import torch
 
 from rft_cli.generation import encode_prompt, generate_completions
 from rft_cli.hub_like import build_bpe_tokenizer, build_qwen2_model, hub_generation_config
-from rft_cli.training.common import sample
+from rft_cli.training.rollouts import sample
 
 PROMPT = [{"role": "user", "content": "What is 5 + 3?"}]
 DRAWS = 3000

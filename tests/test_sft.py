@@ -10,7 +10,9 @@ from rft_cli.config import parse_run_config
 from rft_cli.errors import ConfigError
 from rft_cli.metrics import NullLogger
 from rft_cli.tiny import build_char_tokenizer, build_tiny_model
-from rft_cli.training.common import RunContext
+from rft_cli.training import sft as sft_stage
+from rft_cli.training.context import RunContext
+from rft_cli.training.run import train as run_train
 from rft_cli.training.sft import (
     SFTEncoder,
     build_sft_trainer,
@@ -19,6 +21,7 @@ from rft_cli.training.sft import (
     sft_rows,
     sft_trainer_args,
 )
+from tests.train_fakes import ROWS_50K, load_test_config, write_rows
 
 MAX_LENGTH = 48
 ROWS = [
@@ -84,7 +87,7 @@ def test_lazy_examples_and_batches_equal_trls_preparation(tmp_path):
 
     expected_batches, batches = list(reference.get_train_dataloader()), list(ours.get_train_dataloader())
     assert len(batches) == len(expected_batches) == 3
-    for expected, got in zip(expected_batches, batches):
+    for expected, got in zip(expected_batches, batches, strict=True):
         assert set(got) == set(expected)
         for key in expected:
             assert got[key].tolist() == expected[key].tolist(), key
@@ -122,3 +125,34 @@ def test_a_warm_up_whose_batches_are_all_cut_off_still_trains(tmp_path):
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
     assert all(r["loss"] is not None and r["loss"] >= 0 for r in records)
     assert any(r["loss"] == 0 for r in records) and any(r["loss"] > 0 for r in records)
+
+
+@pytest.mark.slow
+@pytest.mark.guarantee
+def test_the_warm_up_tokenizes_only_the_rows_it_trains_on(tmp_path, monkeypatch):
+    """Found by bench/train_50k_start.py: TRL's SFTTrainer prepared all 50,000 demonstrations (chat
+    template twice per row, then several Arrow copies) before its first step: 110 s and +473 MiB.
+    A one-step warm-up on 50,000 rows must now template a few batches' worth of rows, not every
+    row, and hand the Trainer a dataset of row numbers rather than another copy of the rows."""
+    monkeypatch.setenv("RFT_VALIDATE_WORKERS", "1")
+    sft_settings = {"max_steps": 1, "batch_size": 8, "max_length": 512}
+    config = load_test_config(write_rows(tmp_path / "train.jsonl", ROWS_50K), sft=sft_settings)
+    tokenizer_class, templated = type(build_char_tokenizer()), []
+    real_template, real_build = tokenizer_class.apply_chat_template, sft_stage.build_sft_trainer
+
+    def counting_template(self, conversation, *args, **kwargs):
+        templated.append(len(conversation))
+        return real_template(self, conversation, *args, **kwargs)
+
+    trainers = []
+    monkeypatch.setattr(tokenizer_class, "apply_chat_template", counting_template)
+    monkeypatch.setattr(sft_stage, "build_sft_trainer", lambda *a, **k: trainers.append(real_build(*a, **k)) or trainers[-1])
+    run_train(config, output_dir=tmp_path / "run", stage="sft")
+
+    assert (tmp_path / "run" / "checkpoints" / "sft").is_dir()
+    dataset = trainers[0].train_dataset
+    assert len(dataset) == ROWS_50K and dataset.column_names == ["row"]
+    assert dataset.data.nbytes <= 8 * ROWS_50K  # one int64 per row; the rows themselves are 15 MiB of JSON
+    # Two templates per row: the fit check's first row, then the step's batch of 8 (and at most two
+    # batches the data loader draws ahead). Preparing every row up front would be 100,000 calls.
+    assert 2 * (1 + 8) <= len(templated) <= 2 * (1 + 3 * 8), len(templated)

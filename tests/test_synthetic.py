@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from rft_cli.cli import app
 from rft_cli.data.records import check_row, demonstration, normalize_text
 from rft_cli.data.synthetic import DEFAULT_SPEC, ArithSpec, generate_arith
-from rft_cli.errors import UsageError
+from rft_cli.errors import ConfigError
 
 SHIPPED = Path(__file__).resolve().parents[1] / "data" / "arith"
 
@@ -66,7 +66,7 @@ def test_same_seed_same_rows_and_splits_are_disjoint():
 
 
 def test_impossible_counts_are_a_usage_error():
-    with pytest.raises(UsageError, match="distinct problems"):
+    with pytest.raises(ConfigError, match="distinct problems"):
         generate_arith(5000, 0, seed=0, spec=ArithSpec(steps=1, max_start=10, max_operand=2, max_total=20))
 
 
@@ -99,7 +99,7 @@ def test_one_line_share_changes_only_the_demonstrations():
 @pytest.mark.parametrize("kwargs,message", [({"max_start": 60}, "max_start"), ({"ops": "*"}, "ops"), ({"style": "latex"}, "style"),
                                             ({"one_line_share": 1.5}, "one_line_share")])
 def test_bad_spec_is_a_usage_error(kwargs, message):
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(ConfigError, match=message):
         ArithSpec(**kwargs)
 
 

@@ -11,8 +11,8 @@ import torch
 from rft_cli.config import parse_run_config
 from rft_cli.graders.base import Grader, GradeResult
 from rft_cli.metrics import NullLogger
-from rft_cli.training.common import RunContext
-from rft_cli.training.rl_trl import _trl_config
+from rft_cli.training.context import RunContext
+from rft_cli.training.rl_trl import build_trl_config
 from rft_cli.training.sft import sft_trainer_args
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny-test.yaml"
@@ -35,7 +35,7 @@ def _ctx(tmp_path, algorithm: str = "grpo", rl: dict | None = None, **model) -> 
 def _configs(ctx: RunContext) -> list:
     from trl import SFTConfig
 
-    return [SFTConfig(**sft_trainer_args(ctx, 8)), _trl_config(ctx, ctx.run_dir / "work")]
+    return [SFTConfig(**sft_trainer_args(ctx, 8)), build_trl_config(ctx, ctx.run_dir / "work")]
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
@@ -80,7 +80,7 @@ def test_one_rl_step_is_one_sampled_batch_of_minibatch_optimizer_steps(tmp_path,
     sampled 50 batches and made one optimizer step per pass where our PPO makes one per minibatch."""
     ctx = _ctx(tmp_path, algorithm, rl={"prompts_per_step": 4, "mini_batch_size": 4, "micro_batch_size": 2,
                                          "ppo_epochs": 3, "steps": 5})
-    args = _trl_config(ctx, tmp_path / "work")
+    args = build_trl_config(ctx, tmp_path / "work")
     # batch 8 = 4 slices of micro 2; a minibatch of 4 = 2 accumulated slices; 2 minibatches x 3 passes
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.steps_per_generation) == (2, 2, 4)
     assert (args.num_iterations, args.max_steps, args.logging_steps) == (3, 5 * 6, 6)
@@ -177,7 +177,7 @@ def test_grpo_samples_without_the_model_folders_distribution_filters(tmp_path):
     tokenizer.save_pretrained(folder)
     ctx = _ctx(tmp_path)
     trainer = GRPOTrainer(model=folder, processing_class=tokenizer, reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
-                          args=_trl_config(ctx, tmp_path / "work"), train_dataset=_prompts_dataset())
+                          args=build_trl_config(ctx, tmp_path / "work"), train_dataset=_prompts_dataset())
     effective, _ = trainer.model._prepare_generation_config(trainer.generation_config)
     assert effective.top_k == 0 and effective.repetition_penalty == 1.0
     assert effective.min_p in (None, 0.0) and effective.typical_p == 1.0

@@ -10,11 +10,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rft_cli.data import overlap, validation
-from rft_cli.data.overlap import CANDIDATE_BUDGET, LSH_TARGET_RECALL, NearDuplicateIndex, lsh_parameters, lsh_recall, prefix_length
+from rft_cli.data import overlap, scanning
+from rft_cli.data.checks import fast_shape, slow_shape
+from rft_cli.data.overlap import (
+    CANDIDATE_BUDGET,
+    LSH_TARGET_RECALL,
+    NearDuplicateIndex,
+    lsh_parameters,
+    lsh_recall,
+    prefix_length,
+)
 from rft_cli.data.records import check_row
-from rft_cli.data.validation import _fast_shape, _slow_shape, validate_dataset
-from rft_cli.errors import DataError, UsageError
+from rft_cli.data.validation import validate_dataset
+from rft_cli.errors import ConfigError, DataError
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "example"
 
@@ -113,7 +121,7 @@ def test_required_item_fields_and_demonstrations(tmp_path):
     ({"overlap_fields": ["a"]}, "--overlap-fields needs --valid"),
 ])
 def test_bad_arguments_are_usage_errors(kwargs, message):
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(ConfigError, match=message):
         validate_dataset(EXAMPLE / "train.jsonl", **kwargs)
 
 
@@ -136,7 +144,7 @@ def test_lone_surrogates_in_field_names_still_give_a_utf8_report(tmp_path):
 
 def _shingles(text: str) -> set:
     words = text.split(" ")
-    return {tuple(words)} if len(words) < 3 else set(zip(words, words[1:], words[2:]))
+    return {tuple(words)} if len(words) < 3 else set(zip(words, words[1:], words[2:], strict=False))
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -184,16 +192,14 @@ _rows = st.one_of(st.none(), st.integers(), st.lists(_message, max_size=1), st.f
 @given(_rows)
 def test_fast_path_agrees_with_the_contract(row):
     """The fast path never accepts a row that check_row rejects, and computes the same shape."""
-    shape = _fast_shape(row, "solution")
+    shape = fast_shape(row, "solution")
     if shape is not None:
         assert check_row(row, "solution") == []
-        assert shape == _slow_shape(row, "solution")
+        assert shape == slow_shape(row, "solution")
 
 
 def test_two_processes_give_the_same_report_as_one(tmp_path, monkeypatch):
     """The training file split in two halves (the second in a forked child) changes nothing."""
-    import rft_cli.data.validation as validation
-
     rng = random.Random(3)
     prompts = [" ".join(rng.choices([f"w{i}" for i in range(40)], k=12)) for _ in range(300)]
     lines = [json.dumps(_row(p, answer=str(i % 50))) for i, p in enumerate(prompts)]
@@ -203,7 +209,7 @@ def test_two_processes_give_the_same_report_as_one(tmp_path, monkeypatch):
     train = _write(tmp_path / "train.jsonl", lines)
     valid = _write(tmp_path / "valid.jsonl", [_row(prompts[7]), _row(prompts[290] + " w1", answer="49")] +
                    [_row(f"v{i} " + prompts[i]) for i in range(100, 130)])
-    monkeypatch.setattr(validation, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(scanning, "PARALLEL_MIN_BYTES", 0)
     kwargs = {"overlap_fields": ["answer"], "max_errors": 4, "near_duplicate_threshold": 0.6}
     serial = validate_dataset(train, valid, workers=1, **kwargs).to_dict()
     parallel = validate_dataset(train, valid, workers=2, **kwargs).to_dict()
@@ -223,9 +229,9 @@ def test_normalize_text_ascii_shortcut_equals_nfkc_casefold(text):
 
 
 def test_a_missing_or_special_file_is_a_usage_error(tmp_path):
-    with pytest.raises(UsageError, match=r"nope\.jsonl: no such file \(give the path of a JSONL file\)"):
+    with pytest.raises(ConfigError, match=r"nope\.jsonl: no such file \(give the path of a JSONL file\)"):
         validate_dataset(tmp_path / "nope.jsonl")
-    with pytest.raises(UsageError, match="is not a regular file"):
+    with pytest.raises(ConfigError, match="is not a regular file"):
         validate_dataset(EXAMPLE / "train.jsonl", tmp_path)
 
 
@@ -310,7 +316,7 @@ def test_validate_reports_the_estimate_in_stats_and_is_deterministic(tmp_path, m
     train = _write(tmp_path / "train.jsonl", [_row(p) for p in train_prompts])
     valid = _write(tmp_path / "valid.jsonl", [_row(p) for p in valid_prompts])
     monkeypatch.setattr(overlap, "CANDIDATE_BUDGET", 2)
-    monkeypatch.setattr(validation, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(scanning, "PARALLEL_MIN_BYTES", 0)
     first = validate_dataset(train, valid, workers=1).to_dict()
     assert validate_dataset(train, valid, workers=1).to_dict() == first
     assert validate_dataset(train, valid, workers=2).to_dict() == first

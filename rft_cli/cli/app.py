@@ -7,7 +7,11 @@ from typer.core import TyperGroup
 
 from rft_cli import __version__
 from rft_cli.cli import render
-from rft_cli.errors import EXIT_INTERRUPTED, RftError
+from rft_cli.errors import EXIT_INTERRUPTED, ConfigError, RftError
+
+
+class UsageError(ConfigError):
+    """A flag combination Typer cannot check itself (exit 2); the library never raises it."""
 
 
 class _BoundaryGroup(TyperGroup):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,9 +13,6 @@ from rich.markup import escape
 
 from rft_cli.cli import render
 from rft_cli.cli.app import app
-from rft_cli.errors import DataError, UsageError
-
-SAMPLING_TEMPERATURE = 1.0
 
 
 class OutputFormat(str, Enum):
@@ -125,200 +124,52 @@ def evaluate(
     ] = OutputFormat.text,
 ) -> None:
     """Generate answers with each model, grade them, and report mean reward, pass@k and maj@k."""
-    from rft_cli import graders
-    from rft_cli.evaluation import write_results
+    from rft_cli.evaluation import evaluate_models
 
-    models = list(model or [])
-    if not models and samples_file is None:
-        raise UsageError(
-            "nothing to evaluate: pass --model PATH (repeatable) or --samples-file FILE"
-        )
-    if plot is not None:
-        _check_plot(plot)
-    if output is not None:
-        _check_writable(output)
-    temperature = _pick_temperature(temperature, samples, bool(models))
-    rows = _load_rows(data, limit)
-    with graders.load_grader(grader) as the_grader:
-        _check_item_fields(data, rows, the_grader)
-        reports = [
-            _evaluate_model(
-                m,
-                rows,
-                the_grader,
-                samples,
-                temperature,
-                top_p,
-                max_new_tokens,
-                batch_size,
-                threshold,
-                seed,
-            )
-            for m in models
-        ]
-        reports += _grade_samples_file(samples_file, rows, the_grader, threshold)
-    if output is not None:
-        write_results(output, reports, [row for _, row in rows])
-    if plot is not None:
-        from rft_cli.reports import plot_eval_comparison
-
-        plot_eval_comparison(reports, plot)
-    gate = _gate(reports[0].mean_reward, min_score)
-    _render(reports, temperature if models else None, min_score, gate, output_format)
-    if gate == "failed":
+    run = evaluate_models(data, grader, list(model or []), samples_file=samples_file, samples=samples,
+                          temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                          limit=limit, threshold=threshold, seed=seed, min_score=min_score, output=output, plot=plot,
+                          progress=_progress())
+    _render(run, output_format)
+    if run.gate == "failed":
         raise typer.Exit(code=1)
 
 
-def _check_plot(plot: Path) -> None:
-    from rft_cli.reports import require_matplotlib
-
-    if plot.suffix.lower() not in (".png", ".html", ".htm"):
-        raise UsageError(f"--plot {plot}: the plot must be a .png or .html file")
-    require_matplotlib()
-
-
-def _check_writable(output: Path) -> None:
-    """Fail now, not after an hour of generation, when --output cannot be written."""
-    import os
-
-    parent = output.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise UsageError(
-            f"--output {output}: the folder {parent} does not exist or is not writable"
-        )
-
-
-def _pick_temperature(temperature: float | None, samples: int, generating: bool) -> float:
-    if temperature is None:
-        return 0.0 if samples == 1 else SAMPLING_TEMPERATURE
-    if temperature == 0 and samples > 1 and generating:
-        render.warning(
-            f"--temperature 0 is greedy: the {samples} samples of a row are identical, so pass@{samples} equals pass@1"
-        )
-    return temperature
-
-
-def _load_rows(data: Path, limit: int | None) -> list[tuple[int, dict]]:
-    from rft_cli.data.records import iter_rows
-
-    rows = list(iter_rows(data))
-    if not rows:
-        raise DataError(f"{data}: the file has no rows (write one JSON object per line)")
-    return rows[:limit] if limit else rows
-
-
-def _check_item_fields(data: Path, rows: list[tuple[int, dict]], grader: Any) -> None:
-    """Fail before generating when a row lacks a field the grader's templates read."""
-    for line_no, row in rows:
-        missing = sorted(grader.item_fields() - set(row))
-        if missing:
-            raise DataError(
-                f'{data} line {line_no}: missing field "{missing[0]}" that the grader reads '
-                f"(item.{missing[0]}); add it to every row or change the grader"
-            )
-
-
-def _evaluate_model(
-    model: str,
-    rows: list[tuple[int, dict]],
-    grader: Any,
-    samples: int,
-    temperature: float,
-    top_p: float,
-    max_new_tokens: int,
-    batch_size: int,
-    threshold: float,
-    seed: int,
-) -> Any:
+def _progress() -> Any:
+    """The evaluation's progress on stderr: a line per model or samples file, and a bar in a terminal."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from rft_cli.evaluation import evaluate
+    from rft_cli.evaluation import EvalProgress
 
-    _quiet_transformers()
-    render.stderr.print(
-        f"Evaluating {escape(model)}: {len(rows)} rows x {samples} sample(s), temperature {temperature:g}"
-    )
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(
-        *columns, console=render.stderr, transient=True, disable=not render.stderr.is_terminal
-    ) as bar:
-        task = bar.add_task("generating", total=len(rows) * (samples if temperature > 0 else 1))
-        return evaluate(
-            model,
-            [row for _, row in rows],
-            grader,
-            samples=samples,
-            temperature=temperature,
-            top_p=top_p,
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
-            threshold=threshold,
-            seed=seed,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-        )
+    class _Stderr(EvalProgress):
+        def note(self, message: str) -> None:
+            render.warning(message)
+
+        @contextlib.contextmanager
+        def model(self, name: str, rows: int, samples: int, temperature: float) -> Iterator[Any]:
+            render.stderr.print(f"Evaluating {escape(name)}: {rows} rows x {samples} sample(s), temperature {temperature:g}")
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            with Progress(*columns, console=render.stderr, transient=True, disable=not render.stderr.is_terminal) as bar:
+                task = bar.add_task("generating", total=rows * (samples if temperature > 0 else 1))
+                yield lambda done, total: bar.update(task, completed=done, total=total)
+
+        def samples_file(self, path: Path, models: int, rows: int) -> None:
+            render.stderr.print(f"Grading {escape(str(path))}: {models} model(s), {rows} rows")
+
+    return _Stderr()
 
 
-def _quiet_transformers() -> None:
-    """Our progress bar is the one on stderr: silence transformers' weight-loading bars and notes."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-
-
-def _grade_samples_file(
-    samples_file: Path | None, rows: list[tuple[int, dict]], grader: Any, threshold: float
-) -> list[Any]:
-    from rft_cli.evaluation import grade_outputs, load_samples_file
-
-    if samples_file is None:
-        return []
-    plain = [row for _, row in rows]
-    outputs = load_samples_file(samples_file, len(plain))
-    render.stderr.print(
-        f"Grading {escape(str(samples_file))}: {len(outputs)} model(s), {len(plain)} rows"
-    )
-    return [
-        grade_outputs(name, plain, per_row, grader, threshold=threshold)
-        for name, per_row in outputs.items()
-    ]
-
-
-def _gate(score: float, min_score: float | None) -> str | None:
-    if min_score is None:
-        return None
-    return "passed" if score >= min_score else "failed"
-
-
-def _render(
-    reports: list[Any],
-    temperature: float | None,
-    min_score: float | None,
-    gate: str | None,
-    output_format: OutputFormat,
-) -> None:
+def _render(run: Any, output_format: OutputFormat) -> None:
     if output_format is OutputFormat.json:
-        render.json_document(
-            {
-                "temperature": temperature,
-                "min_score": min_score,
-                "gate": gate,
-                "models": [r.to_dict() for r in reports],
-            }
-        )
+        render.json_document(run.to_dict())
     else:
-        _print_wide(_table(reports))
-    if gate is not None:
-        first = reports[0]
-        verdict = "[green]passed[/]" if gate == "passed" else "[bold red]failed[/]"
+        _print_wide(_table(run.reports))
+    if run.gate is not None:
+        first = run.reports[0]
+        verdict = "[green]passed[/]" if run.gate == "passed" else "[bold red]failed[/]"
         render.stderr.print(
             f"Gate {verdict}: {escape(first.model)} mean reward {first.mean_reward:.4f} "
-            f"{'>=' if gate == 'passed' else '<'} --min-score {min_score:g}"
+            f"{'>=' if run.gate == 'passed' else '<'} --min-score {run.min_score:g}"
         )
 
 

@@ -10,8 +10,7 @@ import typer
 from rich.markup import escape
 
 from rft_cli.cli import render
-from rft_cli.cli.app import app
-from rft_cli.errors import UsageError
+from rft_cli.cli.app import UsageError, app
 
 # The last values shown in the terminal, in this order, when the run logged them.
 LAST_KEYS = [

@@ -34,6 +34,11 @@ class _Progress:
         if self.status is not None:
             self.status.__exit__(*exc)
 
+    def checked(self, pre: Any) -> None:
+        """The preflight passed: warn about the grader self-test, learn the warm-up's length."""
+        _warn_self_test(pre.grader_check)
+        self.totals["sft"] = pre.plan["stages"].get("sft", {}).get("steps", 0)
+
     def __call__(self, record: dict[str, Any]) -> None:
         for alarm in record.get("alarms") or []:  # printed even with --quiet: an alarm is a warning
             self.alarms.append(alarm["name"])
@@ -140,27 +145,21 @@ def train(
         rft train recipes/tiny-test.yaml --output-dir runs/tiny --set rl.kl_coef=0.1
     """
     from rft_cli.config import load_run_config
-    from rft_cli.training.run import preflight
+    from rft_cli.training.preflight import plan_run
     from rft_cli.training.run import train as run_train
 
     config = load_run_config(config_path, overrides or [])
     run_dir = output_dir or config.resolved_output_dir(config_path)
     if dry_run:
-        _print_plan(preflight(config, stage=stage).plan, run_dir)
+        _print_plan(plan_run(config, stage=stage), run_dir)
         return
-    totals = {"sft": 0, "rl": config.rl.steps}
-    with _Progress(totals, quiet) as progress:
-        pre = preflight(config, stage=stage)
-        _warn_self_test(pre.grader_check)
-        totals["sft"] = pre.plan["stages"].get("sft", {}).get("steps", 0)
+    with _Progress({"sft": 0, "rl": config.rl.steps}, quiet) as progress:
         try:
             result = run_train(config, config_path=config_path, output_dir=run_dir, stage=stage, resume=resume,
-                               grader=pre.grader, progress=progress, checked=pre)
+                               progress=progress, on_checked=progress.checked)
         except KeyboardInterrupt:
             render.error(f"interrupted (Ctrl-C); a checkpoint was saved, continue with: rft train {config_path} "
                          f"--output-dir {run_dir} --resume")
             raise typer.Exit(code=130) from None
-        finally:
-            pre.grader.close()
     if result.summary:  # empty in the non-main processes of a multi-GPU run
         _print_summary(result.summary, result.run_dir)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from rft_cli.cli import render
-from rft_cli.cli.app import app
+from rft_cli.cli.app import UsageError, app
 from rft_cli.data.validation import (
     DEFAULT_MAX_ERRORS,
     DEFAULT_NEAR_DUPLICATE_THRESHOLD,
@@ -20,7 +20,7 @@ from rft_cli.data.validation import (
     ValidationReport,
     validate_dataset,
 )
-from rft_cli.errors import EXIT_INVALID, UsageError
+from rft_cli.errors import EXIT_INVALID
 
 
 class OutputFormat(str, Enum):
@@ -51,8 +51,8 @@ Exit codes: 0 valid (warnings allowed), 1 the data is invalid, 2 usage error.
 @app.command(help=VALIDATE_HELP)
 def validate(
     train: Annotated[Path, typer.Argument(help="Training JSONL file.", metavar="TRAIN", **_FILE)],
-    valid: Annotated[Optional[Path], typer.Option("--valid", help="Validation JSONL file; enables the overlap checks.", **_FILE)] = None,
-    grader: Annotated[Optional[Path], typer.Option("--grader", help="Grader file: check that every row has each item.<field> it reads, and that it gives each demonstration full marks.", **_FILE)] = None,
+    valid: Annotated[Path | None, typer.Option("--valid", help="Validation JSONL file; enables the overlap checks.", **_FILE)] = None,
+    grader: Annotated[Path | None, typer.Option("--grader", help="Grader file: check that every row has each item.<field> it reads, and that it gives each demonstration full marks.", **_FILE)] = None,
     output_format: Annotated[OutputFormat, typer.Option("--format", help="text (a summary) or json (one JSON document).")] = OutputFormat.text,
     max_errors: Annotated[int, typer.Option("--max-errors", min=1, help="Show at most N issues of each kind (all are counted).")] = DEFAULT_MAX_ERRORS,
     strict: Annotated[bool, typer.Option("--strict", help="Duplicate prompts, near-duplicates, over-long prompts and demonstrations the grader scores below full marks are errors.")] = False,
@@ -60,8 +60,8 @@ def validate(
     demonstration_field: Annotated[str, typer.Option("--demonstration-field", help="Field holding the demonstration (besides a final assistant turn).")] = "solution",
     overlap_fields: Annotated[str, typer.Option("--overlap-fields", help="Comma-separated reference fields whose VALID values must not appear in TRAIN.")] = "",
     near_duplicate_threshold: Annotated[float, typer.Option("--near-duplicate-threshold", min=MIN_NEAR_DUPLICATE_THRESHOLD, max=1.0, help="Word 3-gram Jaccard similarity at which prompts are near-duplicates.")] = DEFAULT_NEAR_DUPLICATE_THRESHOLD,
-    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Local tokenizer directory: adds prompt token statistics.", exists=True, file_okay=False)] = None,
-    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", min=1, help="Warn about prompts longer than N tokens (needs --tokenizer).")] = None,
+    tokenizer: Annotated[Path | None, typer.Option("--tokenizer", help="Local tokenizer directory: adds prompt token statistics.", exists=True, file_okay=False)] = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=1, help="Warn about prompts longer than N tokens (needs --tokenizer).")] = None,
 ) -> None:
     if max_tokens is not None and tokenizer is None:
         raise UsageError("--max-tokens needs --tokenizer (the directory of the model's tokenizer)")

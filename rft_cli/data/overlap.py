@@ -259,7 +259,7 @@ class NearDuplicateIndex:
         return probes, row_of[keep], lo, hi
 
     def _posting_rows(self, lo: Any, hi: Any) -> list[int]:
-        return sorted(set(chain.from_iterable(self._prefix_rows[a:b].tolist() for a, b in zip(lo.tolist(), hi.tolist()))))
+        return sorted(set(chain.from_iterable(self._prefix_rows[a:b].tolist() for a, b in zip(lo.tolist(), hi.tolist(), strict=True))))
 
     def _first_match(self, shingles: Any, candidates: Sequence[int]) -> tuple[int, float] | None:
         """The first candidate validation row (in the given order) whose exact Jaccard is >= the threshold."""

@@ -19,6 +19,7 @@ from typing import Any
 
 from rft_cli.data import openai_rows
 from rft_cli.errors import DataError
+from rft_cli.jsonl import parse_line
 
 # The roles of a plain row (validation's fast path); `tool` results come with OpenAI's tool calls.
 ROLES = ("system", "developer", "user", "assistant")
@@ -182,21 +183,6 @@ def normalize_text(text: str) -> str:
     if text.isascii():  # ASCII is already NFKC, and its case folding is lower()
         return " ".join(text.lower().split())
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON (strict JSON has no NaN or Infinity)")
-
-
-_STRICT_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-
-
-def parse_line(text: str) -> Any:
-    """Parse one line as strict JSON (NaN and Infinity are rejected); raises ValueError."""
-    try:
-        return _STRICT_DECODER.decode(text)
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
 
 
 def iter_rows(path: str | Path, demonstration_field: str = DEFAULT_DEMONSTRATION_FIELD) -> Iterator[tuple[int, dict]]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rft_cli.data.records import normalize_text
-from rft_cli.errors import DataError, UsageError
+from rft_cli.errors import ConfigError, DataError
 
 NAMES = ["Mia", "Leo", "Ava", "Sam", "Zoe", "Max", "Ivy", "Ben", "Eva", "Tom", "Lily", "Omar", "Nina", "Raj", "Kim", "Ana"]
 OBJECTS = ["shells", "apples", "stamps", "coins", "books", "pens", "cards", "marbles", "stickers", "shirts", "eggs", "rocks"]
@@ -58,13 +58,13 @@ class ArithSpec:
 
     def __post_init__(self) -> None:
         if self.style not in STYLES:
-            raise UsageError(f"style is {self.style!r}; use one of {', '.join(STYLES)}")
+            raise ConfigError(f"style is {self.style!r}; use one of {', '.join(STYLES)}")
         if not 10 <= self.max_start <= self.max_total:
-            raise UsageError(f"max_start ({self.max_start}) must be between 10 and max_total ({self.max_total})")
+            raise ConfigError(f"max_start ({self.max_start}) must be between 10 and max_total ({self.max_total})")
         if not self.ops or set(self.ops) - set("+-"):
-            raise UsageError(f"ops is {self.ops!r}; use '+', '-' or '+-'")
+            raise ConfigError(f"ops is {self.ops!r}; use '+', '-' or '+-'")
         if not 0.0 <= self.one_line_share <= 1.0:
-            raise UsageError(f"one_line_share is {self.one_line_share}; use a share between 0 and 1")
+            raise ConfigError(f"one_line_share is {self.one_line_share}; use a share between 0 and 1")
 
 
 # The shipped task (data/arith, `rft data make-arith` with no options): 10-99 plus four digits,
@@ -81,7 +81,7 @@ def make_problem(rng: random.Random, spec: ArithSpec = ArithSpec()) -> dict:
     for _ in range(spec.steps):
         choices = [True] * ("+" in spec.ops and total < spec.max_total) + [False] * ("-" in spec.ops and total >= 2)
         if not choices:
-            raise UsageError(f"no operation keeps the total within 1..{spec.max_total}; raise max_total or allow '-'")
+            raise ConfigError(f"no operation keeps the total within 1..{spec.max_total}; raise max_total or allow '-'")
         adds = rng.choice(choices)
         n = rng.randint(1, min(spec.max_operand, spec.max_total - total) if adds else min(spec.max_operand, total - 1))
         terms.append(f"{'+' if adds else '-'}{n}")
@@ -112,7 +112,7 @@ def generate_arith(n_train: int, n_valid: int, seed: int = 0, spec: ArithSpec = 
             seen.add(key)
             rows.append(row)
     else:
-        raise UsageError(f"could not draw {n_train + n_valid} distinct problems; lower the counts or widen the spec")
+        raise ConfigError(f"could not draw {n_train + n_valid} distinct problems; lower the counts or widen the spec")
     return rows[:n_train], rows[n_train:]
 
 

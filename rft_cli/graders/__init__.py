@@ -10,9 +10,10 @@ Public API (stable; training and evaluation build on it):
     reward_function(grader) -> TRL reward function (prompts, completions, **columns) -> list[float]
 """
 
-from rft_cli.graders.base import GradeResult, Grader, as_sample
+from rft_cli.graders.base import Grader, GradeResult, as_sample
 from rft_cli.graders.build import GRADERS, build_grader, load_grader, read_grader_file, register
-from rft_cli.graders.reward import RewardFunction, completion_text, reward_function
+from rft_cli.graders.reward import RewardFunction, reward_function
+from rft_cli.tool_calls import completion_text
 
 __all__ = [
     "GRADERS",

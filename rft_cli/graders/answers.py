@@ -13,6 +13,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from rft_cli.errors import GraderError
+
 # A number as people write it: sign, currency, thousands separators, decimals, exponent,
 # a simple fraction and a trailing percent sign.
 NUMBER = (
@@ -72,7 +74,6 @@ def compile_user_pattern(pattern: str, flags: int, where: str) -> TimedPattern:
     """A user's pattern, compiled now so that a bad one is an error when the grader is built."""
     import regex
 
-    from rft_cli.errors import GraderError
 
     try:
         return TimedPattern(pattern, flags)
@@ -82,8 +83,6 @@ def compile_user_pattern(pattern: str, flags: int, where: str) -> TimedPattern:
 
 def compile_patterns(patterns: Sequence[str], where: str) -> tuple[TimedPattern, ...]:
     """Compile extraction patterns; each must have one capture group (or none: the whole match)."""
-    from rft_cli.errors import GraderError
-
     compiled = []
     for i, pattern in enumerate(patterns):
         regex = compile_user_pattern(pattern, 0, f"{where}[{i}]")
@@ -125,7 +124,7 @@ def parse_number(text: str) -> float | None:
     return _to_float(first.group(0)) if first is not None else None
 
 
-_REQUIRED = dict(zip(DEFAULT_PATTERNS, (("####", "####"), ("boxed", "boxed"), ("nswer", "NSWER"))))
+_REQUIRED = dict(zip(DEFAULT_PATTERNS, (("####", "####"), ("boxed", "boxed"), ("nswer", "NSWER")), strict=True))
 
 
 def with_literals(regexes: Sequence[Any]) -> tuple[tuple[Any, str | None, str | None], ...]:

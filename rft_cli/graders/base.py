@@ -144,14 +144,14 @@ class Grader:
         except GraderError:
             raise
         except Exception:  # noqa: BLE001  find the sample at fault instead of failing every one
-            return [self.grade(s, i) for s, i in zip(samples, items)]
+            return [self.grade(s, i) for s, i in zip(samples, items, strict=True)]
 
     def _grade(self, sample: Any, item: dict[str, Any]) -> GradeResult:
         raise NotImplementedError
 
     def _grade_batch(self, samples: Sequence[Any], items: Sequence[dict[str, Any]]) -> list[GradeResult]:
         """Grade a batch at once (override for pools); pass each result through `checked`."""
-        return [self.grade(s, i) for s, i in zip(samples, items)]
+        return [self.grade(s, i) for s, i in zip(samples, items, strict=True)]
 
     def item_fields(self) -> set[str]:
         return set()

@@ -43,12 +43,25 @@ def _lazy(module: str, class_name: str) -> Callable[[Any, str], Grader]:
     return factory
 
 
+def _build_multi(spec: specs.MultiSpec, where: str) -> Grader:
+    """A multi grader gets its sub-graders built here, so `graders.multi` never imports this module."""
+    from rft_cli.graders.multi import MultiGrader  # imported on first use: keeps `rft --help` fast
+
+    graders = {}
+    for key, sub_spec in spec.graders.items():
+        sub_where = f"{where}.graders.{key}" if where else f"graders.{key}"
+        if isinstance(sub_spec, dict) and sub_spec.get("type") == "multi":
+            raise GraderError(f"{sub_where}.type: a multi grader cannot contain another multi grader (flatten them into one formula)")
+        graders[key] = build_from_dict(sub_spec, sub_where)
+    return MultiGrader(spec, graders, where)
+
+
 def _register_builtins() -> None:
     register("string_check", specs.StringCheckSpec, _lazy("rft_cli.graders.builtin", "StringCheckGrader"))
     register("numeric", specs.NumericSpec, _lazy("rft_cli.graders.builtin", "NumericGrader"))
     register("regex", specs.RegexSpec, _lazy("rft_cli.graders.builtin", "RegexGrader"))
     register("json_match", specs.JsonMatchSpec, _lazy("rft_cli.graders.builtin", "JsonMatchGrader"))
-    register("multi", specs.MultiSpec, _lazy("rft_cli.graders.multi", "MultiGrader"))
+    register("multi", specs.MultiSpec, _build_multi)
     register("python", specs.PythonSpec, _lazy("rft_cli.graders.python_grader", "PythonGrader"))
     register("text_similarity", specs.TextSimilaritySpec, _lazy("rft_cli.graders.similarity", "TextSimilarityGrader"))
     register("math", specs.MathSpec, _lazy("rft_cli.graders.math_grader", "MathGrader"))

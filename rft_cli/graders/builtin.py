@@ -10,7 +10,14 @@ from rft_cli.errors import GraderError
 from rft_cli.graders import answers
 from rft_cli.graders.base import GradeResult, TemplatedGrader, failed
 from rft_cli.graders.specs import JsonMatchSpec, NumericSpec, RegexSpec, StringCheckSpec
-from rft_cli.graders.templates import SAMPLE_PARSE, UNPARSABLE, GradeContext, GradeFailure, Template, parse_json
+from rft_cli.graders.templates import (
+    SAMPLE_PARSE,
+    UNPARSABLE,
+    GradeContext,
+    GradeFailure,
+    Template,
+    parse_json,
+)
 
 _TIMEOUT_DETAIL = f"a pattern ran past its {answers.PATTERN_TIMEOUT:g} s limit (catastrophic backtracking?)"
 
@@ -189,7 +196,7 @@ class JsonMatchGrader(TemplatedGrader):
             elif isinstance(a, list) and isinstance(b, list):
                 if len(a) != len(b):
                     return False
-                stack.extend(zip(a, b))
+                stack.extend(zip(a, b, strict=True))
             elif not self._same_scalar(a, b):
                 return False
         return True

@@ -306,7 +306,7 @@ class _JudgeGrader(TemplatedGrader):
         raise NotImplementedError
 
     def _score(self, ctx: GradeContext) -> GradeResult:
-        messages = [{"role": role, "content": t.render(ctx)} for role, t in zip(self.roles, self.contents)]
+        messages = [{"role": role, "content": t.render(ctx)} for role, t in zip(self.roles, self.contents, strict=True)]
         try:
             reply = self.judge.reply(messages, self._schema())
         except JudgeFailure as exc:

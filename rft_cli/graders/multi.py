@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rft_cli.errors import GraderError
-from rft_cli.graders.base import GradeResult, Grader, checked, clamp_reward
+from rft_cli.graders.base import Grader, GradeResult, checked, clamp_reward
 from rft_cli.graders.formula import Formula, FormulaError
 from rft_cli.graders.specs import MultiSpec
 
@@ -21,21 +21,16 @@ class MultiGrader(Grader):
     errors are added to the total's. A division by zero or domain error is a `formula_error` (0);
     a result outside [0, 1] by more than float rounding is a `formula_out_of_range` (0).
 
-    >>> MultiGrader(MultiSpec(type="multi", graders={"a": {"type": "string_check", "input": "{{ sample.output_text }}", "reference": "x", "operation": "eq"}}, calculate_output="a")).grade("x", {}).reward
+    >>> from rft_cli.graders import build_grader
+    >>> build_grader({"type": "multi", "graders": {"a": {"type": "string_check", "input": "{{ sample.output_text }}", "reference": "x", "operation": "eq"}}, "calculate_output": "a"}).grade("x", {}).reward
     1.0
     """
 
-    def __init__(self, spec: MultiSpec, where: str = "") -> None:
-        from rft_cli.graders.build import build_from_dict
-
+    def __init__(self, spec: MultiSpec, graders: dict[str, Grader], where: str = "") -> None:
+        """`graders` are the built sub-graders by name (`graders.build` builds them from the spec)."""
         self.spec = spec
         self.name = spec.name or "multi"
-        self.graders: dict[str, Grader] = {}
-        for key, sub_spec in spec.graders.items():
-            sub_where = f"{where}.graders.{key}" if where else f"graders.{key}"
-            if isinstance(sub_spec, dict) and sub_spec.get("type") == "multi":
-                raise GraderError(f"{sub_where}.type: a multi grader cannot contain another multi grader (flatten them into one formula)")
-            self.graders[key] = build_from_dict(sub_spec, sub_where)
+        self.graders = dict(graders)
         if not self.graders:
             raise GraderError(f"{where + '.' if where else ''}graders: give at least one named sub-grader")
         self.formula = Formula(spec.calculate_output, self.graders, f"{where + '.' if where else ''}calculate_output")

@@ -9,8 +9,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from rft_cli.errors import GraderError
-from rft_cli.graders.base import GradeResult, Grader, as_sample, checked, failed
+from rft_cli.graders.base import Grader, GradeResult, as_sample, checked, failed
+from rft_cli.graders.sandbox import SandboxPool
 from rft_cli.graders.specs import PythonSpec
+from rft_cli.graders.templates import UNPARSABLE, parse_json
 
 
 def check_source(source: str, where: str) -> ast.FunctionDef:
@@ -100,8 +102,6 @@ class PythonGrader(Grader):
     @property
     def pool(self) -> Any:
         if self._pool is None:
-            from rft_cli.graders.sandbox import SandboxPool
-
             self._pool = SandboxPool(self.spec.source, self.spec.timeout, self.spec.memory_mb, self.spec.workers)
         return self._pool
 
@@ -139,8 +139,6 @@ class PythonGrader(Grader):
 def _sample_payload(sample: Any) -> dict[str, Any]:
     """The sample dict the user's code sees: output_text, and output_json when the text is JSON
     (None when it is not, or is nested past the parser's limit), parsed as templates parse it."""
-    from rft_cli.graders.templates import UNPARSABLE, parse_json
-
     sample = dict(as_sample(sample))
     if "output_json" not in sample:
         parsed = parse_json(sample.get("output_text", ""))

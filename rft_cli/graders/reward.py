@@ -6,23 +6,11 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from rft_cli.data.records import message_text
-from rft_cli.graders.base import GradeResult, Grader
+from rft_cli.graders.base import Grader, GradeResult
+from rft_cli.tool_calls import grade_answers
 
 # Keyword arguments TRL passes that are not dataset columns.
 _TRL_EXTRAS = frozenset({"trainer_state", "log_extra", "log_metric", "environments", "completion_ids"})
-
-
-def completion_text(completion: Any) -> str:
-    """A completion as text: a string as is; a conversational list -> its assistant content."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, dict):
-        return message_text(completion.get("content")) or ""
-    if isinstance(completion, (list, tuple)):
-        messages = [m for m in completion if isinstance(m, dict) and m.get("role", "assistant") == "assistant"]
-        return "".join(message_text(m.get("content")) or "" for m in messages)
-    return str(completion)
 
 
 def _rows(n: int, prompts: Sequence[Any] | None, columns: dict[str, Any]) -> list[dict[str, Any]]:
@@ -30,7 +18,7 @@ def _rows(n: int, prompts: Sequence[Any] | None, columns: dict[str, Any]) -> lis
     usable = {k: v for k, v in columns.items() if k not in _TRL_EXTRAS and isinstance(v, (list, tuple)) and len(v) == n}
     rows = [{key: values[i] for key, values in usable.items()} for i in range(n)]
     if prompts is not None and len(prompts) == n:
-        for row, prompt in zip(rows, prompts):
+        for row, prompt in zip(rows, prompts, strict=True):
             if "messages" not in row and isinstance(prompt, list):
                 row["messages"] = prompt
     return rows
@@ -54,8 +42,6 @@ class RewardFunction:
     def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] | None = None, **columns: Any) -> list[float]:
         completions = list(completions or [])
         items = _rows(len(completions), prompts, columns)
-        from rft_cli.tool_calls import grade_answers
-
         results = grade_answers(self.grader, completions, items, self.parser)
         self.last_results = results
         batch_errors = 0

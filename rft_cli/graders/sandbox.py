@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rft_cli.graders.base import clamp_reward
+
 WORKER_SCRIPT = str(Path(__file__).with_name("_sandbox_worker.py"))
 TIMEOUT = "python_grader_timeout"
 CRASH = "python_grader_crash"
@@ -188,8 +190,6 @@ def _encode_payload(payload: dict[str, Any]) -> bytes | Outcome:
 
 
 def _outcome(message: dict[str, Any]) -> Outcome:
-    from rft_cli.graders.base import clamp_reward
-
     if "value" in message and isinstance(message["value"], (int, float)) and not isinstance(message["value"], bool):
         value = clamp_reward(message["value"])
         if value is not None:

@@ -23,6 +23,7 @@ from rft_cli.data.records import (
     item_of,
     iter_rows,
 )
+from rft_cli.graders.judge import MissingJudge
 from rft_cli.tool_calls import grade_answers
 
 # Rewards this close below the bar still pass: 0.1 + 0.2 + 0.7 is 0.9999999999999999.
@@ -105,8 +106,6 @@ def grader_bar(grader: Any) -> tuple[float, float]:
 
 def check_judges(grader: Any) -> None:
     """Raise the `GraderError` of a model grader (or a multi grader's sub-grader) that has no judge to ask."""
-    from rft_cli.graders.judge import MissingJudge
-
     for part in [grader, *getattr(grader, "graders", {}).values()]:
         judge = getattr(part, "judge", None)
         if isinstance(judge, MissingJudge):
@@ -162,7 +161,7 @@ def self_test(grader: Any, files: Sequence[tuple[str | Path, str]]) -> SelfTestR
         # as training grades answers: for a row with tools, a text demonstration's calls are read
         results = grade_answers(grader, [sample for _, _, sample, _ in batch], [item for *_, item in batch])
         report.graded += len(results)
-        for (path, line, _, _), result in zip(batch, results):
+        for (path, line, _, _), result in zip(batch, results, strict=True):
             errors.update(result.errors)
             if not result.reward >= threshold - _TOLERANCE:  # NaN fails too
                 report.failures.append(SelfTestFailure(path, line, result.reward, dict(result.errors), dict(result.details)))

@@ -7,6 +7,8 @@ from typing import Any
 
 from rft_cli.config import ModelSettings
 from rft_cli.errors import ConfigError
+from rft_cli.generation import resolve_model_path
+from rft_cli.tiny import build_char_tokenizer, build_tiny_model
 
 
 def resolve_dtype(name: str) -> Any:
@@ -57,8 +59,6 @@ def device() -> Any:
 
 def _resolve(name: str | None) -> str:
     """A run folder means its final/ model, as everywhere else in rft."""
-    from rft_cli.generation import resolve_model_path
-
     return resolve_model_path(str(name))
 
 
@@ -66,7 +66,6 @@ def load_tokenizer(settings: ModelSettings, path: str | Path | None = None) -> A
     """The tokenizer of `path` (a checkpoint), else of the configured model; left padding for generation."""
     from transformers import AutoTokenizer
 
-    from rft_cli.tiny import build_char_tokenizer
 
     if path is None and settings.tiny is not None:
         tokenizer = build_char_tokenizer()
@@ -91,7 +90,6 @@ def load_model(settings: ModelSettings, tokenizer: Any, path: str | Path | None 
     """
     from transformers import AutoModelForCausalLM
 
-    from rft_cli.tiny import build_tiny_model
 
     dtype = dtype or weights_dtype(settings)
     if path is None and settings.tiny is not None:
@@ -152,3 +150,20 @@ def write_in_dtype(folder: str | Path, settings: ModelSettings) -> None:
     for old in [*folder.glob("*.safetensors"), *folder.glob("*.safetensors.index.json"), *folder.glob("pytorch_model*.bin*")]:
         old.unlink()  # the cast weights are new tensors, and a shard count may change
     model.save_pretrained(str(folder))
+
+
+def disable_dropout(model: Any) -> None:
+    """PPO's ratios assume the same network computes old and new log-probs: no dropout (as ReFT).
+
+    The old pass runs in eval mode and the update in train mode, so every dropout must go, not
+    only `nn.Dropout` modules: attention layers keep their rate as a float (`attention_dropout`,
+    read only in train mode) and pass it to the attention kernel.
+    """
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        for name, value in list(vars(module).items()):
+            if "dropout" in name and isinstance(value, float):
+                setattr(module, name, 0.0)

@@ -22,25 +22,26 @@ from typing import Any
 
 import torch
 
+from rft_cli import __version__
 from rft_cli import checkpoints as ckpt
+from rft_cli.data.records import item_of
 from rft_cli.errors import ConfigError, TrainingError
 from rft_cli.samples import rollout_lines
 from rft_cli.tool_calls import output_parser
 from rft_cli.training import ppo_math as pm
+from rft_cli.training.context import RunContext
 from rft_cli.training.early_stop import regression_watch, stop_note
 from rft_cli.training.launch import check_launch, configure_deepspeed, env_flag
-from rft_cli.training.common import (
-    RunContext,
-    batch_indices,
+from rft_cli.training.models import (
+    apply_lora,
     disable_dropout,
-    gather_object,
-    grade,
-    item_of,
-    merge_stats,
-    sample,
-    seed_everything,
-    step_seed,
+    load_model,
+    mixed_precision,
+    save_pretrained,
 )
+from rft_cli.training.rewards import gather_object, grade, merge_stats
+from rft_cli.training.rollouts import sample
+from rft_cli.training.seeding import batch_indices, seed_everything, step_seed
 
 
 @dataclass
@@ -154,6 +155,36 @@ class ActorCritic:
         return pm.logprobs_from_logits(out.logits[:, -response_len - 1:-1], input_ids[:, -response_len:], temperature)
 
 
+# What one more forward pass costs, counted in padded tokens, when rows are split into pieces of
+# similar length (`pm.length_pieces`). On CPU a forward+backward of the 0.87M-parameter llama-1m
+# costs about 6 ms plus 0.08 ms per token (one thread): ~80 tokens, more with two threads. On a GPU
+# a small batch mostly pays kernel launches, so a split must save far more padding to pay.
+PIECE_COST_TOKENS = {"cpu": 128, "other": 2048}
+_TOKEN_KEYS = ("input_ids", "attention_mask")  # [prompt | answer] columns; the rest are answer columns
+
+
+def _cut_pieces(batch: dict[str, Any], prompt_width: int, max_rows: int,
+                piece_cost: int | None) -> list[tuple[Any, dict[str, Any], int]]:
+    """(rows, tensors, answer width) of each piece of `pm.length_pieces`, its tensors cut to the
+    piece's own longest prompt and answer: the columns that are padding in all its rows are left out.
+
+    The batch holds left-padded prompts and right-padded answers: `input_ids` and `attention_mask`
+    are [prompt | answer] columns, every other tensor answer columns only.
+    """
+    attn = batch["attention_mask"]
+    prompt_lens = attn[:, :prompt_width].sum(dim=1).tolist()
+    answer_lens = attn[:, prompt_width:].sum(dim=1).tolist()
+    pieces = []
+    for piece in pm.length_pieces(prompt_lens, answer_lens, max_rows, piece_cost):
+        rows = torch.tensor(piece, device=attn.device)
+        start = prompt_width - max(prompt_lens[i] for i in piece)
+        width = max(max(answer_lens[i] for i in piece), 1)
+        cut = {k: v[rows][:, start:prompt_width + width] if k in _TOKEN_KEYS else v[rows][:, :width]
+               for k, v in batch.items()}
+        pieces.append((rows, cut, width))
+    return pieces
+
+
 def _check_deepspeed_world(num_processes: int) -> None:
     """accelerate 1.15 sets up DeepSpeed on a CPU without its process group: every process then
     believes it is the only one (and the main one), so each would write the run folder."""
@@ -174,7 +205,6 @@ class PPOTrainer:
         from accelerate import Accelerator
         from accelerate.state import AcceleratorState
 
-        from rft_cli.training.models import mixed_precision
 
         self.ctx, self.cfg, self.tokenizer = ctx, ctx.config.rl, tokenizer
         seed_everything(ctx.config.seed)
@@ -214,17 +244,29 @@ class PPOTrainer:
         return rollout, grade(self.ctx.grader, rollout.texts, items, parser=output_parser(self.tokenizer))
 
     def _old_pass(self, input_ids: Any, attn: Any, resp_len: int) -> tuple[Any, Any, Any]:
-        """Old log-probs, values and reference log-probs in batched no-grad passes."""
+        """Old log-probs, values and reference log-probs in batched no-grad passes.
+
+        Rows go in pieces of similar answer length, each cut to its own longest prompt and answer
+        (`pm.length_pieces`): the padding beyond changes no real token's result (causal attention,
+        position ids from the mask), so it is not computed. Positions past an answer's end are 0.
+        """
         chunk = max(self.cfg.mini_batch_size, 16)
-        outs: list[list[Any]] = [[], [], []]
+        batch = {"input_ids": input_ids, "attention_mask": attn}
+        outs: list[Any] = [None, None, None]
         with torch.no_grad(), self.accelerator.autocast():  # the reference computes as the policy does
-            for s in range(0, input_ids.shape[0], chunk):
-                ids, mask = input_ids[s:s + chunk], attn[s:s + chunk]
-                lp, v, _ = self.ac.forward(ids, mask, resp_len, self.cfg.temperature)
-                outs[0].append(lp)
-                outs[1].append(v)
-                outs[2].append(self.ac.reference_logprobs(ids, mask, resp_len, self.cfg.temperature))
-        return tuple(torch.cat(o) for o in outs)  # type: ignore[return-value]
+            for rows, cut, width in _cut_pieces(batch, input_ids.shape[1] - resp_len, chunk, self._piece_cost()):
+                ids, mask = cut["input_ids"], cut["attention_mask"]
+                lp, v, _ = self.ac.forward(ids, mask, width, self.cfg.temperature)
+                ref = self.ac.reference_logprobs(ids, mask, width, self.cfg.temperature)
+                for k, part in enumerate((lp, v, ref)):
+                    if outs[k] is None:
+                        outs[k] = part.new_zeros((input_ids.shape[0], resp_len))
+                    outs[k][rows, :width] = part
+        return tuple(outs)  # type: ignore[return-value]
+
+    def _piece_cost(self) -> int:
+        """What one more forward pass costs, in padded tokens (see `pm.length_pieces`)."""
+        return PIECE_COST_TOKENS.get(self.accelerator.device.type, PIECE_COST_TOKENS["other"])
 
     def _any_process(self, flag: bool) -> bool:
         """Whether `flag` holds on any process (every process must take the same branch)."""
@@ -259,6 +301,9 @@ class PPOTrainer:
         """
         cfg, n, acc = self.cfg, batch["input_ids"].shape[0], self.accelerator
         micro = cfg.micro_batch_size or cfg.mini_batch_size
+        prompt_width = batch["input_ids"].shape[1] - batch["mask"].shape[1]
+        # Processes that sync gradients in every backward need the same number of micro-batches.
+        piece_cost = self._piece_cost() if acc.num_processes == 1 and self.engine is None else None
         generator = torch.Generator().manual_seed(step_seed(self.ctx.config.seed, step) + 1)
         totals: dict[str, float] = {}
         count = overflows = 0
@@ -267,15 +312,16 @@ class PPOTrainer:
             order = torch.randperm(n, generator=generator).to(batch["input_ids"].device)
             for s in range(0, n, cfg.mini_batch_size):
                 idx = order[s:s + cfg.mini_batch_size]
-                weights = pm.loss_weights(batch["mask"][idx], cfg.loss_aggregation)
-                for m in range(0, len(idx), micro):
-                    mb = {k: v[idx[m:m + micro]] for k, v in batch.items()}
-                    mb["weights"] = weights[m:m + micro]
+                minibatch = {k: v[idx] for k, v in batch.items()}
+                # weights over the whole (uncut) minibatch: its micro-batches' losses add up to its loss
+                minibatch["weights"] = pm.loss_weights(minibatch["mask"], cfg.loss_aggregation)
+                pieces = _cut_pieces(minibatch, prompt_width, micro, piece_cost)
+                for j, (_, mb, _) in enumerate(pieces):
                     loss, stats = self._micro_losses(mb)
                     if self._any_process(not _finite(loss.item())):
                         self._discard_gradients(loss)
                         return "non-finite loss"
-                    self._backward(loss, last=m + micro >= len(idx))
+                    self._backward(loss, last=j == len(pieces) - 1)
                     for k, v in stats.items():
                         totals[k] = totals.get(k, 0.0) + v
                 grad_norm, outcome = self._optimizer_step()
@@ -351,7 +397,7 @@ class PPOTrainer:
             return values
         keys = sorted(values)
         reduced = self.accelerator.reduce(torch.tensor([values[k] for k in keys], device=self.accelerator.device), "mean")
-        return dict(zip(keys, reduced.tolist()))
+        return dict(zip(keys, reduced.tolist(), strict=True))
 
     def _gather(self, tensor: Any) -> Any:
         return tensor if self.accelerator.num_processes == 1 else self.accelerator.gather(tensor)
@@ -489,8 +535,6 @@ class PPOTrainer:
 
     def save(self, valid_reward_mean: float | None) -> Path:
         """Write `checkpoints/step-<N>` atomically and prune old ones."""
-        from rft_cli.training.models import save_pretrained
-
         state = self.state
 
         def write(folder: Path) -> None:
@@ -573,7 +617,6 @@ def _versions() -> dict[str, Any]:
     import torch
     import transformers
 
-    from rft_cli import __version__
 
     return {"versions": {"rft": __version__, "torch": torch.__version__, "transformers": transformers.__version__}}
 
@@ -584,8 +627,6 @@ def _load_policy(settings: Any, tokenizer: Any, init_dir: Path | None, resume_fr
     A LoRA run resumes from the warm-up model plus the checkpoint's saved `adapter/`, so it
     continues exactly where it stopped (the merged weights beside it are for loading only).
     """
-    from rft_cli.training.models import apply_lora, load_model
-
     if settings.lora is None:
         return load_model(settings, tokenizer, resume_from or init_dir, seed=seed)
     base = load_model(settings, tokenizer, init_dir, seed=seed)
@@ -599,8 +640,6 @@ def _load_policy(settings: Any, tokenizer: Any, init_dir: Path | None, resume_fr
 
 def run_ppo(ctx: RunContext, init_dir: Path | None, tokenizer: Any, resume_from: Path | None = None) -> PPOState:
     """Train with PPO from `init_dir` (the warm-up checkpoint; None = the configured base model)."""
-    from rft_cli.training.models import load_model
-
     settings, seed = ctx.config.model, ctx.config.seed
     reference = load_model(settings, tokenizer, init_dir, seed=seed, trainable=False)
     policy = _load_policy(settings, tokenizer, init_dir, resume_from, seed)

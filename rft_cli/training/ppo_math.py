@@ -17,6 +17,7 @@ How one PPO step uses them (rft_cli/training/ppo.py runs it):
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -149,6 +150,39 @@ def loss_weights(mask: Any, aggregation: str = "token") -> Any:
     return mask / lengths / mask.shape[0]
 
 
+def length_pieces(prompt_lengths: list[int], answer_lengths: list[int], max_rows: int,
+                  piece_cost: int | None = None) -> list[list[int]]:
+    """Rows grouped into pieces for forward passes, each to be cut to its own longest prompt and answer.
+
+    Rows are taken longest answer first, so a piece holds answers of similar length. With
+    `piece_cost` (what one more forward pass costs, counted in padded tokens) consecutive rows are
+    grouped to minimise padded tokens plus `piece_cost` per piece, at most `max_rows` a piece;
+    without it, every `max_rows` rows make a piece (a fixed number of pieces, as processes that
+    sync gradients after every backward need). Each row is in exactly one piece.
+
+    >>> length_pieces([3, 3, 3, 3], [9, 2, 8, 1], max_rows=4, piece_cost=4)
+    [[0, 2], [1, 3]]
+    """
+    order = sorted(range(len(answer_lengths)), key=lambda i: (-answer_lengths[i], -prompt_lengths[i], i))
+    if piece_cost is None:
+        return [order[s:s + max_rows] for s in range(0, len(order), max_rows)]
+    # best[i]: the cheapest split of order[:i]; cut[i]: where its last piece starts
+    best, cut = [0] + [math.inf] * len(order), [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        widest_prompt = 0
+        for start in range(end - 1, max(end - max_rows, 0) - 1, -1):
+            widest_prompt = max(widest_prompt, prompt_lengths[order[start]])
+            # sorted longest answer first: the piece's longest answer is its first row's
+            cost = best[start] + (end - start) * (widest_prompt + answer_lengths[order[start]]) + piece_cost
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    pieces, end = [], len(order)
+    while end > 0:
+        pieces.append(order[cut[end]:end])
+        end = cut[end]
+    return pieces[::-1]
+
+
 def policy_loss(logprobs: Any, old_logprobs: Any, advantages: Any, weights: Any, clip_range: float) -> tuple[Any, Any, Any]:
     """(loss, clip_frac, approx_kl): PPO's clipped surrogate, summed over tokens with `loss_weights`."""
     import torch
@@ -189,17 +223,18 @@ def value_loss(values: Any, old_values: Any, returns: Any, weights: Any, clip_ra
 def logprobs_from_logits(logits: Any, tokens: Any, temperature: float = 1.0) -> Any:
     """log softmax(logits / temperature)[token] at every position, in float32.
 
-    Computed as logit[token] - logsumexp(logits), one sequence at a time: the full-vocabulary
-    log-softmax is never materialised, and each row's float32 copy is the only one autograd keeps.
+    Computed as logit[token] - logsumexp(logits), a few sequences at a time (`_row_chunks`): the
+    full-vocabulary log-softmax is never materialised, and a chunk's float32 copy is the only one
+    autograd keeps.
     """
     import torch
 
-    rows = []
-    for row, row_tokens in zip(logits, tokens, strict=True):
-        row = _scaled(row, temperature)
-        picked = torch.gather(row, -1, row_tokens.unsqueeze(-1)).squeeze(-1)
-        rows.append(picked - torch.logsumexp(row, dim=-1))
-    return torch.stack(rows)
+    out = []
+    for rows, row_tokens in zip(*(_row_chunks(t, logits) for t in (logits, tokens)), strict=True):
+        rows = _scaled(rows, temperature)
+        picked = torch.gather(rows, -1, row_tokens.unsqueeze(-1)).squeeze(-1)
+        out.append(picked - torch.logsumexp(rows, dim=-1))
+    return torch.cat(out)
 
 
 def entropy_from_logits(logits: Any, temperature: float = 1.0) -> Any:
@@ -207,12 +242,23 @@ def entropy_from_logits(logits: Any, temperature: float = 1.0) -> Any:
     import torch
 
     with torch.no_grad():
-        rows = []
-        for row in logits.detach():
-            row = _scaled(row, temperature)
-            logp = row - torch.logsumexp(row, dim=-1, keepdim=True)
-            rows.append(-(logp.exp() * logp).sum(dim=-1))
-        return torch.stack(rows)
+        out = []
+        for rows in _row_chunks(logits.detach(), logits):
+            rows = _scaled(rows, temperature)
+            logp = rows - torch.logsumexp(rows, dim=-1, keepdim=True)
+            out.append(-(logp.exp() * logp).sum(dim=-1))
+        return torch.cat(out)
+
+
+# Float32 logits elements converted at a time (64 MiB): a whole batch of a small vocabulary at once,
+# one sequence at a time for a 150k-token vocabulary, as before this budget existed.
+_CHUNK_ELEMENTS = 2**24
+
+
+def _row_chunks(tensor: Any, logits: Any) -> Any:
+    """`tensor` split along its first dimension into chunks of rows whose `logits` fit the budget."""
+    per_row = max(logits[0].numel(), 1) if logits.shape[0] else 1
+    return tensor.split(max(_CHUNK_ELEMENTS // per_row, 1))
 
 
 def _scaled(logits: Any, temperature: float) -> Any:

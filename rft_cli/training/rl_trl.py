@@ -17,11 +17,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rft_cli import checkpoints as ckpt
 from rft_cli.data.openai_rows import row_tools
-from rft_cli.data.records import prompt_messages
+from rft_cli.data.records import item_of, prompt_messages
 from rft_cli.errors import TrainingError
+from rft_cli.generation import NEUTRAL_PROCESSORS, NEUTRAL_WARPERS, encode_prompt
 from rft_cli.tool_calls import output_parser
-from rft_cli.training.common import RunContext, item_of, seed_everything
+from rft_cli.training.context import RunContext
+from rft_cli.training.seeding import seed_everything
 from rft_cli.training.trl_bridge import (
     GraderReward,
     TrlSampleKeeper,
@@ -53,16 +56,19 @@ def rl_examples(rows: list[dict], demonstration_field: str) -> list[dict[str, An
     return examples
 
 
-def _trl_config(ctx: RunContext, work_dir: Path) -> Any:
-    from trl import GRPOConfig, RLOOConfig
+def build_trl_config(ctx: RunContext, work_dir: Path, **overrides: Any) -> Any:
+    """The GRPOConfig / RLOOConfig of `rl.algorithm`, built from our settings only.
 
-    from rft_cli.generation import NEUTRAL_PROCESSORS, NEUTRAL_WARPERS
+    `rft train` and `bench/rl_throughput.py` both build it here, so the bench measures the setup
+    that ships. `overrides` replace single arguments (the bench turns saving off).
+    """
+    from trl import GRPOConfig, RLOOConfig
 
     rl = ctx.config.rl
     config_class = GRPOConfig if rl.algorithm == "grpo" else RLOOConfig
     per_batch = optimizer_steps_per_batch(rl)
     micro = rl.micro_batch_size or rl.mini_batch_size
-    return config_class(
+    args = dict(
         **{**common_trainer_args(ctx, work_dir), "logging_steps": per_batch, "save_steps": ctx.config.save_interval * per_batch},
         max_steps=rl.steps * per_batch, learning_rate=rl.learning_rate, weight_decay=rl.weight_decay,
         max_grad_norm=rl.max_grad_norm, lr_scheduler_type="constant",
@@ -79,6 +85,7 @@ def _trl_config(ctx: RunContext, work_dir: Path) -> Any:
         generation_kwargs={**NEUTRAL_PROCESSORS, **NEUTRAL_WARPERS},
         remove_unused_columns=False, shuffle_dataset=True,
     )
+    return config_class(**{**args, **overrides})
 
 
 def truncating_trainer_class(trainer_class: type, max_prompt_length: int) -> type:
@@ -103,7 +110,7 @@ def truncating_trainer_class(trainer_class: type, max_prompt_length: int) -> typ
         def _tokenize_prompts(self, prompts: list) -> Any:
             rows = getattr(self, "_rft_rows", [])
             if len(rows) == len(prompts) and any(m or t for m, t in rows):  # text only: no images to return
-                prompt_ids, rest = [_encode_row(self.processing_class, p, m, t) for p, (m, t) in zip(prompts, rows)], (None, {})
+                prompt_ids, rest = [_encode_row(self.processing_class, p, m, t) for p, (m, t) in zip(prompts, rows, strict=True)], (None, {})
             else:
                 prompt_ids, *rest = super()._tokenize_prompts(prompts)
             return ([list(ids)[-max_prompt_length:] for ids in prompt_ids], *rest)
@@ -114,8 +121,6 @@ def truncating_trainer_class(trainer_class: type, max_prompt_length: int) -> typ
 
 def _encode_row(tokenizer: Any, prompt: list, messages: str, tools: str) -> list[int]:
     """A row's prompt ids, from its `rft_prompt`/`rft_tools` columns when it has them, as `rft eval` encodes it."""
-    from rft_cli.generation import encode_prompt
-
     return encode_prompt(tokenizer, json.loads(messages) if messages else prompt, json.loads(tools) if tools else None)
 
 
@@ -124,7 +129,6 @@ def run_trl_rl(ctx: RunContext, init_dir: Path, tokenizer: Any) -> dict[str, Any
     from datasets import Dataset
     from trl import GRPOTrainer, RLOOTrainer
 
-    from rft_cli import checkpoints as ckpt
 
     config = ctx.config
     per_batch = optimizer_steps_per_batch(config.rl)
@@ -145,7 +149,7 @@ def run_trl_rl(ctx: RunContext, init_dir: Path, tokenizer: Any) -> dict[str, Any
     trainer_class = truncating_trainer_class(GRPOTrainer if config.rl.algorithm == "grpo" else RLOOTrainer,
                                              config.rl.max_prompt_length)
     peft_config = _peft_config(config.model)
-    trainer = build_trl_trainer(trainer_class, model=str(init_dir), reward_funcs=[reward], args=_trl_config(ctx, work_dir),
+    trainer = build_trl_trainer(trainer_class, model=str(init_dir), reward_funcs=[reward], args=build_trl_config(ctx, work_dir),
                             train_dataset=Dataset.from_list(rl_examples(ctx.train_rows, config.data.demonstration_field)),
                             processing_class=tokenizer, callbacks=[callback], peft_config=peft_config)
     # TRL's own rule for a truncated completion: its last id is no end-of-answer id (tokenizer, generation_config) nor pad

@@ -28,7 +28,9 @@ from rft_cli import checkpoints as ckpt
 from rft_cli.data.openai_rows import row_tools
 from rft_cli.data.records import demonstration, demonstration_message, prompt_messages
 from rft_cli.errors import ConfigError
-from rft_cli.training.common import RunContext, seed_everything
+from rft_cli.training.context import RunContext
+from rft_cli.training.models import apply_lora, load_model, save_pretrained
+from rft_cli.training.seeding import seed_everything
 from rft_cli.training.trl_bridge import (
     build_trl_trainer,
     common_trainer_args,
@@ -109,7 +111,7 @@ class SFTCollator:
 def _common_prefix(a: list[int], b: list[int]) -> int:
     """How many leading tokens two lists share (a chat template may render a prompt alone differently)."""
     n = 0
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         if x != y:
             break
         n += 1
@@ -170,8 +172,6 @@ def build_sft_trainer(ctx: RunContext, model: Any, tokenizer: Any, rows: list[in
 
 def run_sft(ctx: RunContext, tokenizer: Any) -> Path:
     """Warm up the configured model on the demonstrations; returns `checkpoints/sft`."""
-    from rft_cli.training.models import apply_lora, load_model
-
     config, settings = ctx.config, ctx.config.sft
     rows = sft_rows(ctx.train_rows, config.data.demonstration_field)
     if not rows:
@@ -212,7 +212,6 @@ def _save_sft(ctx: RunContext, trainer: Any, tokenizer: Any, clock: Any, last: d
     """
     from accelerate import PartialState
 
-    from rft_cli.training.models import save_pretrained
 
     state, folder = PartialState(), ctx.checkpoints_dir / "sft"
     step, model = trainer.state.global_step, trainer.model

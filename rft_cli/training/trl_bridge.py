@@ -17,8 +17,12 @@ from typing import Any
 
 from rft_cli import checkpoints as ckpt
 from rft_cli.errors import TrainingError
+from rft_cli.graders import reward_function
+from rft_cli.samples import render_prompt, result_fields, text_of
+from rft_cli.training.context import RunContext
 from rft_cli.training.early_stop import regression_watch, stop_note
-from rft_cli.training.common import GradeStats, RunContext, stats_of
+from rft_cli.training.models import resolve_dtype
+from rft_cli.training.rewards import GradeStats, stats_of
 
 # TRL log key -> our metric name (the names OpenAI's RFT dashboard and our PPO use).
 TRL_METRICS = {
@@ -202,8 +206,6 @@ class GraderReward:
 
     def __init__(self, grader: Any, max_error_share: float, truncation_penalty: float | None = None,
                  keeper: Any = None, parser: Any = None):
-        from rft_cli.graders import reward_function
-
         self.inner = reward_function(grader, parser)
         self.max_error_share = max_error_share
         self.truncation_penalty = truncation_penalty
@@ -269,8 +271,6 @@ class TrlSampleKeeper:
         self.ctx, self.tokenizer = ctx, tokenizer
 
     def __call__(self, prompts: list[Any], completions: list[Any], results: list[Any], **kwargs: Any) -> None:
-        from rft_cli.samples import render_prompt, result_fields, text_of
-
         state, rl = kwargs.get("trainer_state"), self.ctx.config.rl
         # TRL calls the reward at the start of a sampled batch; its counter is in optimizer steps
         step = int(getattr(state, "global_step", 0)) // optimizer_steps_per_batch(rl) + 1
@@ -329,7 +329,6 @@ def precision_args(model: Any) -> dict[str, Any]:
     """
     import torch
 
-    from rft_cli.training.models import resolve_dtype
 
     dtype = resolve_dtype(model.dtype)
     return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16,

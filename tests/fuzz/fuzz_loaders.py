@@ -8,7 +8,7 @@ The first byte picks the target; the rest is the file (or flag value) given to `
     0 validate FILE      1 train FILE --dry-run     2 grade FILE (YAML)     3 grade FILE (JSON)
     4 train --set TEXT   5 grade --item TEXT
 Any outcome other than exit 0/1/2 with no traceback is a crash: atheris saves the input as
-crash-<hash>; copy it into tests/corpus/<target>/ so tests/test_guarantees_corpus.py replays it.
+crash-<hash>; copy it into tests/corpus/<target>/ so the corpus tests of tests/test_cli_app.py replays it.
 """
 
 from __future__ import annotations

@@ -22,8 +22,6 @@ from rft_cli import checkpoints as ckpt
 from rft_cli.cli import app
 from rft_cli.metrics import read_metrics
 
-pytestmark = pytest.mark.slow
-
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny-test.yaml"
 RL_ONLY = ["--set", "sft.enabled=false", "--set", "rl.steps=2", "--set", "save_interval=1", "--set", "keep_checkpoints=3"]
 
@@ -62,6 +60,8 @@ def _torch_full_disk(monkeypatch, fragment: str) -> None:
     monkeypatch.setattr(torch, "save", save)
 
 
+@pytest.mark.slow
+@pytest.mark.guarantee
 def test_full_disk_while_writing_a_ppo_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
     out = tmp_path / "run"
     _torch_full_disk(monkeypatch, ".tmp-step-2")
@@ -69,6 +69,7 @@ def test_full_disk_while_writing_a_ppo_checkpoint_keeps_the_previous_one(tmp_pat
     assert_failed_cleanly(result, "checkpoints/step-2: cannot write the checkpoint", "unexpected pos", "--resume")
     assert_loadable(out / "checkpoints" / "step-1")
     assert not (out / "checkpoints" / ".tmp-step-2").exists() and not (out / "checkpoints" / "step-2").exists()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["base", "step-1"]  # base: the start final/ may fall back to
     # Once there is space again, --resume finishes the run from step 1 with each step logged once.
     monkeypatch.undo()
     again = rft_train(out, "--resume")
@@ -76,6 +77,8 @@ def test_full_disk_while_writing_a_ppo_checkpoint_keeps_the_previous_one(tmp_pat
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if r["stage"] == "rl"] == [1, 2]
 
 
+@pytest.mark.slow
+@pytest.mark.guarantee
 def test_safetensors_full_disk_and_permission_denied_are_clean_errors(tmp_path, monkeypatch):
     import safetensors.torch
     from safetensors import SafetensorError
@@ -110,6 +113,8 @@ def test_safetensors_full_disk_and_permission_denied_are_clean_errors(tmp_path, 
     assert_loadable(tmp_path / "b" / "checkpoints" / "step-1")
 
 
+@pytest.mark.slow
+@pytest.mark.guarantee
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES])
 def test_metrics_write_failure_stops_the_run_and_names_the_file(tmp_path, monkeypatch, code):
     out = tmp_path / "run"
@@ -129,6 +134,8 @@ def test_metrics_write_failure_stops_the_run_and_names_the_file(tmp_path, monkey
     assert not (out / "checkpoints" / "step-2").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.guarantee
 def test_full_disk_during_the_sft_stage(tmp_path, monkeypatch):
     """TRL's Trainer saves SFT checkpoints itself; its torch.save failure is caught at the run level."""
     out = tmp_path / "run"
@@ -140,6 +147,8 @@ def test_full_disk_during_the_sft_stage(tmp_path, monkeypatch):
     assert not ckpt.is_complete(out / "checkpoints" / "sft")
 
 
+@pytest.mark.slow
+@pytest.mark.guarantee
 def test_unwritable_output_dir_at_start_is_a_usage_error(tmp_path, monkeypatch):
     out = tmp_path / "locked" / "run"
     out.parent.mkdir()
@@ -163,6 +172,8 @@ def _mount_tmpfs(folder: Path, size: str) -> bool:
     return done.returncode == 0
 
 
+@pytest.mark.slow
+@pytest.mark.guarantee
 def test_a_real_full_disk_mid_run(tmp_path):
     """The run folder on a 4 MiB tmpfs; after step 1 a file takes all but 8 KiB, so step 2's checkpoint
     hits a real ENOSPC inside torch or safetensors."""
