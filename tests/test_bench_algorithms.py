@@ -13,12 +13,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-import algorithms
-import rft_runs
-import saturated
+# The bench scripts import each other by name (they run as `python bench/x.py`), so bench/ goes on the path first.
+import algorithms  # noqa: E402
+import rft_runs  # noqa: E402
+import saturated  # noqa: E402
 
-from rft_cli.config import load_run_config
-from rft_cli.errors import ConfigError
+from rft_cli.config import load_run_config  # noqa: E402
+from rft_cli.errors import ConfigError  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "arith-cpu.yaml"
 
