@@ -18,11 +18,30 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def rft_train(recipe: Path, run_dir: Path, seed: int, overrides: list[str], *, stage: str = "all",
-              resume: bool = False) -> dict[str, Any]:
+def rft_train(
+    recipe: Path,
+    run_dir: Path,
+    seed: int,
+    overrides: list[str],
+    *,
+    stage: str = "all",
+    resume: bool = False,
+) -> dict[str, Any]:
     """`rft train RECIPE --stage STAGE` in a subprocess; returns the run's summary.json."""
-    command = [sys.executable, "-m", "rft_cli", "train", str(recipe), "--output-dir", str(run_dir), "--quiet",
-               "--stage", stage, "--set", f"seed={seed}"]
+    command = [
+        sys.executable,
+        "-m",
+        "rft_cli",
+        "train",
+        str(recipe),
+        "--output-dir",
+        str(run_dir),
+        "--quiet",
+        "--stage",
+        stage,
+        "--set",
+        f"seed={seed}",
+    ]
     for override in overrides:
         command += ["--set", override]
     if resume:
@@ -57,14 +76,18 @@ def rl_train_seconds(records: list[dict[str, Any]], first: int, last: int) -> fl
     """
     lines = {r["step"]: r for r in rl_lines(records)}
     if first not in lines or last not in lines or last <= first:
-        raise ValueError(f"no RL metrics lines for steps {first} and {last} (steps logged: {sorted(lines)})")
+        raise ValueError(
+            f"no RL metrics lines for steps {first} and {last} (steps logged: {sorted(lines)})"
+        )
     evals = sum(r.get("eval_s") or 0.0 for s, r in lines.items() if first < s <= last)
     return lines[last]["stage_elapsed_s"] - lines[first]["stage_elapsed_s"] - evals
 
 
 def sampled_tokens(records: list[dict[str, Any]], answers_per_step: int) -> int:
     """Answer tokens sampled over the RL stage (mean answer length x answers, summed over steps)."""
-    return round(sum(r.get("response_length_mean", 0.0) * answers_per_step for r in rl_lines(records)))
+    return round(
+        sum(r.get("response_length_mean", 0.0) * answers_per_step for r in rl_lines(records))
+    )
 
 
 def best_validated(records: list[dict[str, Any]], start_accuracy: float | None) -> float | None:
@@ -75,7 +98,9 @@ def best_validated(records: list[dict[str, Any]], start_accuracy: float | None) 
     return max(scores) if scores else None
 
 
-def steps_for_time(ppo_steps: int, ppo_step_s: float, arm_step_s: float, max_factor: float = 5.0) -> int:
+def steps_for_time(
+    ppo_steps: int, ppo_step_s: float, arm_step_s: float, max_factor: float = 5.0
+) -> int:
     """RL steps that take an arm as long as PPO's `ppo_steps` did, from the two per-step times.
 
     >>> steps_for_time(100, 1.0, 2.0)

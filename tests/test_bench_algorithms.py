@@ -28,14 +28,17 @@ def _rl(step: int, elapsed: float, **extra: float) -> dict:
     return {"stage": "rl", "step": step, "stage_elapsed_s": elapsed, **extra}
 
 
-@pytest.mark.parametrize("ppo_steps,ppo_s,arm_s,expected", [
-    (100, 1.0, 2.0, 50),   # an arm twice as slow per step gets half the steps
-    (100, 1.5, 1.0, 150),
-    (100, 1.0, 1.0, 100),
-    (100, 1.0, 1000.0, 1),  # never fewer than one step
-    (100, 10.0, 1.0, 500),  # at most five times PPO's steps
-    (3, 1.0, 0.4, 8),       # 7.5 rounds half up
-])
+@pytest.mark.parametrize(
+    "ppo_steps,ppo_s,arm_s,expected",
+    [
+        (100, 1.0, 2.0, 50),  # an arm twice as slow per step gets half the steps
+        (100, 1.5, 1.0, 150),
+        (100, 1.0, 1.0, 100),
+        (100, 1.0, 1000.0, 1),  # never fewer than one step
+        (100, 10.0, 1.0, 500),  # at most five times PPO's steps
+        (3, 1.0, 0.4, 8),  # 7.5 rounds half up
+    ],
+)
 def test_steps_for_time(ppo_steps, ppo_s, arm_s, expected):
     assert rft_runs.steps_for_time(ppo_steps, ppo_s, arm_s) == expected
 
@@ -46,11 +49,18 @@ def test_steps_for_time_refuses_a_zero_time():
 
 
 def test_rl_train_seconds_leaves_out_evaluations_and_the_first_step():
-    records = [{"stage": "sft", "step": 5, "stage_elapsed_s": 99.0, "eval_s": 7.0},
-               _rl(1, 10.0), _rl(2, 12.0, eval_s=3.0), _rl(3, 16.0), _rl(4, 18.0, eval_s=1.0)]
+    records = [
+        {"stage": "sft", "step": 5, "stage_elapsed_s": 99.0, "eval_s": 7.0},
+        _rl(1, 10.0),
+        _rl(2, 12.0, eval_s=3.0),
+        _rl(3, 16.0),
+        _rl(4, 18.0, eval_s=1.0),
+    ]
     # 18 - 10 = 8 s after step 1, of which 3 + 1 s evaluating
     assert rft_runs.rl_train_seconds(records, 1, 4) == pytest.approx(4.0)
-    assert rft_runs.rl_train_seconds(records, 2, 3) == pytest.approx(4.0)  # step 2's evaluation is before its end
+    assert rft_runs.rl_train_seconds(records, 2, 3) == pytest.approx(
+        4.0
+    )  # step 2's evaluation is before its end
 
 
 def test_rl_train_seconds_names_missing_steps():
@@ -59,12 +69,19 @@ def test_rl_train_seconds_names_missing_steps():
 
 
 def test_sampled_tokens_and_best_validated():
-    records = [{"stage": "sft", "step": 9, "response_length_mean": 50.0, "valid_accuracy": 0.9},
-               _rl(1, 1.0, response_length_mean=10.0), _rl(2, 2.0, response_length_mean=12.5, valid_accuracy=0.4),
-               _rl(3, 3.0, response_length_mean=20.0, valid_accuracy=0.3)]
-    assert rft_runs.sampled_tokens(records, 64) == (10 + 12.5 + 20) * 64  # the warm-up's lines do not count
+    records = [
+        {"stage": "sft", "step": 9, "response_length_mean": 50.0, "valid_accuracy": 0.9},
+        _rl(1, 1.0, response_length_mean=10.0),
+        _rl(2, 2.0, response_length_mean=12.5, valid_accuracy=0.4),
+        _rl(3, 3.0, response_length_mean=20.0, valid_accuracy=0.3),
+    ]
+    assert (
+        rft_runs.sampled_tokens(records, 64) == (10 + 12.5 + 20) * 64
+    )  # the warm-up's lines do not count
     assert rft_runs.best_validated(records, 0.35) == 0.4
-    assert rft_runs.best_validated(records, 0.5) == 0.5  # the start is a candidate, as in rl.final: best
+    assert (
+        rft_runs.best_validated(records, 0.5) == 0.5
+    )  # the start is a candidate, as in rl.final: best
     assert rft_runs.best_validated([_rl(1, 1.0)], None) is None
 
 
@@ -76,7 +93,9 @@ def test_trl_overrides_make_the_ppo_recipe_valid_for_grpo_and_rloo():
     assert fix == ["rl.vf_coef=5.0"]
     for arm in ("grpo", "rloo"):
         config = load_run_config(RECIPE, [*fix, f"rl.algorithm={arm}"])
-        assert config.rl.learning_rate == load_run_config(RECIPE).rl.learning_rate  # shared settings untouched
+        assert (
+            config.rl.learning_rate == load_run_config(RECIPE).rl.learning_rate
+        )  # shared settings untouched
 
 
 def test_trl_overrides_include_keys_set_by_overrides():
@@ -86,10 +105,24 @@ def test_trl_overrides_include_keys_set_by_overrides():
 
 def _seed_row(seed: int, ppo: float, grpo: float, rloo: float) -> dict:
     def arm(name: str, acc: float) -> dict:
-        return {"arm": name, "steps": 100, "last": acc, "final": max(acc, 0.5), "final_source": "step-100",
-                "best": acc, "sampled_tokens": 1000, "rl_s": 10.0, "eval_s": 2.0, "train_s": 8.0}
+        return {
+            "arm": name,
+            "steps": 100,
+            "last": acc,
+            "final": max(acc, 0.5),
+            "final_source": "step-100",
+            "best": acc,
+            "sampled_tokens": 1000,
+            "rl_s": 10.0,
+            "eval_s": 2.0,
+            "train_s": 8.0,
+        }
 
-    return {"seed": seed, "warmup": 0.5, "arms": {"ppo": arm("ppo", ppo), "grpo": arm("grpo", grpo), "rloo": arm("rloo", rloo)}}
+    return {
+        "seed": seed,
+        "warmup": 0.5,
+        "arms": {"ppo": arm("ppo", ppo), "grpo": arm("grpo", grpo), "rloo": arm("rloo", rloo)},
+    }
 
 
 def test_winners_keep_ties():
@@ -107,11 +140,14 @@ def test_markdown_table_has_a_line_per_seed_and_arm_and_the_means():
     assert "seed 1: best last step grpo" in algorithms.verdict([_seed_row(1, 0.7, 0.8, 0.4)])
 
 
-@pytest.mark.parametrize("warmup,more,tolerance,expected", [
-    (0.80, {"0.1": 0.81, "1": 0.75}, 0.02, True),
-    (0.80, {"0.1": 0.83, "1": 0.75}, 0.02, False),
-    (0.80, {"0.1": 0.70, "1": 0.60}, 0.0, True),
-])
+@pytest.mark.parametrize(
+    "warmup,more,tolerance,expected",
+    [
+        (0.80, {"0.1": 0.81, "1": 0.75}, 0.02, True),
+        (0.80, {"0.1": 0.83, "1": 0.75}, 0.02, False),
+        (0.80, {"0.1": 0.70, "1": 0.60}, 0.0, True),
+    ],
+)
 def test_saturation(warmup, more, tolerance, expected):
     report = saturated.saturation(warmup, more, tolerance)
     assert report["saturated"] is expected
@@ -134,10 +170,26 @@ def test_plain_data_is_three_number_sums_worked_step_by_step(tmp_path):
 @pytest.mark.slow
 def test_algorithms_bench_runs_on_the_tiny_recipe(tmp_path):
     """The whole bench path on recipes/tiny-test.yaml: one warm-up, three arms, a table."""
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "algorithms.py"), "--recipe", str(ROOT / "recipes" / "tiny-test.yaml"),
-                           "--seeds", "1", "--calibration-steps", "2", "--out", str(tmp_path)],
-                          check=False, cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "algorithms.py"),
+            "--recipe",
+            str(ROOT / "recipes" / "tiny-test.yaml"),
+            "--seeds",
+            "1",
+            "--calibration-steps",
+            "2",
+            "--out",
+            str(tmp_path),
+        ],
+        check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     (row,) = json.loads((tmp_path / "results.json").read_text())
     assert set(row["arms"]) == {"ppo", "grpo", "rloo"}
