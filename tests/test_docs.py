@@ -38,7 +38,7 @@ REWARD = re.compile(r'^# \{"reward": ([-0-9.e]+)')
 # command -> the reward its documented output shows (from the comment line after it)
 DOCUMENTED_REWARDS: dict[str, float] = {}
 
-# Commands that run elsewhere and take minutes here: the default recipe trains for ~6 minutes on
+# Commands that run elsewhere and take minutes here: the default recipe trains for ~3 minutes on
 # 2 cores (tests/test_recipes.py runs it shortened).
 EXCLUDED = {
     "rft train recipes/arith-cpu.yaml": "trains for minutes; test_recipes.py runs it shortened"
