@@ -14,6 +14,7 @@ generation_config.json sampling defaults take no part. PPO rollouts use the same
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -29,6 +30,14 @@ from rft_cli.errors import ConfigError
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 ProgressFn = Callable[[int, int], None]
+
+# (rows, logits, hidden, tokens) of one decoding step: the batch rows computed, their next-token
+# logits as the model returned them (float32, before any processor), the LM head's input at that
+# position, and the tokens drawn (`recording_steps`).
+StepObserver = Callable[[Any, Any, Any, Any], None]
+_STEP_OBSERVER: contextvars.ContextVar[StepObserver | None] = contextvars.ContextVar(
+    "rft_step_observer", default=None
+)
 
 
 @dataclass
@@ -335,6 +344,22 @@ def generate_tokens(model: Any, input_ids: Any, attention_mask: Any, config: Any
         )
 
 
+@contextmanager
+def recording_steps(observer: StepObserver) -> Iterator[None]:
+    """Call `observer(rows, logits, hidden, tokens)` after each token our decoding loop draws.
+
+    PPO reads the old policy's log-probs and values off the sampling pass this way instead of a
+    second forward over every answer. Only our loop calls it: where `generate` falls back to HF's
+    loop (beams, stop strings, several processes sharding one model) the observer is never called,
+    and the caller sees that it got fewer steps than tokens.
+    """
+    token = _STEP_OBSERVER.set(observer)
+    try:
+        yield
+    finally:
+        _STEP_OBSERVER.reset(token)
+
+
 def _decode_dropping_ended_rows(
     model: Any,
     input_ids: Any,
@@ -370,7 +395,11 @@ def _decode_dropping_ended_rows(
     current = torch.arange(batch, device=input_ids.device)  # the rows still in the model's batch
     ended = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
     sequences = input_ids
-    with model._optimize_model_for_decode():
+    observer = _STEP_OBSERVER.get()
+    with (
+        model._optimize_model_for_decode(),
+        lm_head_input(model, observer is not None) as head_input,
+    ):
         outputs = model._prefill(input_ids, generation_config, model_kwargs)
         drop = _rows_can_leave(outputs.get("cache"))
         while True:
@@ -378,9 +407,14 @@ def _decode_dropping_ended_rows(
             logits = outputs.logits[:, -1].to(
                 copy=True, dtype=torch.float32, device=input_ids.device
             )
-            scores = logits_processor(sequences[current], logits)
+            # processors may write into what they are given: the observer gets the model's logits
+            scores = logits_processor(
+                sequences[current], logits.clone() if observer is not None else logits
+            )
             tokens = _next_tokens(scores, current, batch, generation_config.do_sample)
             tokens = torch.where(ended[current], torch.full_like(tokens, pad), tokens)
+            if observer is not None:
+                observer(current, logits, head_input.value[:, -1], tokens)
             column = torch.full((batch, 1), pad, dtype=sequences.dtype, device=sequences.device)
             column[current, 0] = tokens
             sequences = torch.cat([sequences, column], dim=1)
@@ -395,6 +429,28 @@ def _decode_dropping_ended_rows(
                 sequences[current], next_sequence_length=1, **model_kwargs
             )
             outputs = model(**inputs, return_dict=True)
+
+
+class _HeadInput:
+    """The tensor the LM head was last called on (set by a forward pre-hook)."""
+
+    value: Any = None
+
+    def __call__(self, module: Any, args: tuple[Any, ...]) -> None:
+        self.value = args[0]
+
+
+@contextmanager
+def lm_head_input(model: Any, wanted: bool = True) -> Iterator[_HeadInput]:
+    """Capture what the LM head reads (the final, normed hidden states of the positions whose
+    logits are computed) during the forwards inside the block; the hook is gone afterwards."""
+    captured = _HeadInput()
+    handle = model.get_output_embeddings().register_forward_pre_hook(captured) if wanted else None
+    try:
+        yield captured
+    finally:
+        if handle is not None:
+            handle.remove()
 
 
 def _plain_stops(stopping_criteria: Any) -> tuple[Any, int] | None:

@@ -15,7 +15,6 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from rft_cli import __version__
 from rft_cli import checkpoints as ckpt
 from rft_cli.data.records import item_of
 from rft_cli.errors import ConfigError, TrainingError
+from rft_cli.generation import lm_head_input, recording_steps
 from rft_cli.samples import rollout_lines
 from rft_cli.tool_calls import output_parser
 from rft_cli.training import ppo_math as pm
@@ -86,7 +86,7 @@ class PolicyValue(torch.nn.Module):
         # logits_scaling, Cohere's logit_scale) exactly as in the reference model and `generate`;
         # logits_to_keep keeps only the response positions' logits. The value head reads what the
         # LM head read: the final (normed) hidden states at those positions.
-        with _lm_head_input(self.policy) as head_input:
+        with lm_head_input(self.policy) as head_input:
             out = self.policy(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
@@ -115,24 +115,39 @@ class PolicyValue(torch.nn.Module):
         return logprobs, values, entropy
 
 
-class _HeadInput:
-    """The tensor the LM head was last called on (set by a forward pre-hook)."""
+class SampledOldPolicy:
+    """The old policy's log-probs and values, read off the sampling pass (`recording_steps`).
 
-    value: Any = None
+    At every token it draws, the decoding loop has already computed what PPO's old pass would
+    compute again with one full forward over [prompt | answer]: the same weights in the same (eval)
+    mode, the same positions and mask, so the same next-token logits and the same final hidden
+    state the value head reads. Only the order of float operations differs (attention over a KV
+    cache instead of one pass): at most 2.2e-6 in float32 on the tiny architectures
+    (tests/test_sampled_old_policy.py), so the PPO ratio starts at 1 to that rounding. Reading them here saves the old pass's forward (~9% of a CPU step on the default
+    recipe). Under bfloat16/float16 the rounding gap is orders larger (the sampler/trainer
+    mismatch), so `PPOTrainer` uses this in float32 only and recomputes otherwise.
+    """
 
-    def __call__(self, module: Any, args: tuple[Any, ...]) -> None:
-        self.value = args[0]
+    def __init__(self, value_head: Any, temperature: float):
+        self.value_head, self.temperature = value_head, temperature
+        self.steps: list[tuple[Any, Any, Any]] = []
 
+    def __call__(self, rows: Any, logits: Any, hidden: Any, tokens: Any) -> None:
+        logprobs = pm.logprobs_from_logits(logits[:, None], tokens[:, None], self.temperature)
+        values = self.value_head(hidden.float()).squeeze(-1)
+        self.steps.append((rows, logprobs[:, 0], values))
 
-@contextlib.contextmanager
-def _lm_head_input(model: Any) -> Iterator[_HeadInput]:
-    """Capture the LM head's input during one forward; the hook is gone afterwards (deepcopy-safe)."""
-    captured = _HeadInput()
-    handle = model.get_output_embeddings().register_forward_pre_hook(captured)
-    try:
-        yield captured
-    finally:
-        handle.remove()
+    def tensors(self, rows: int, width: int) -> tuple[Any, Any] | None:
+        """(log-probs, values), [rows, width] with 0 where no token was computed (after a row's
+        end); None unless every answer column was recorded (HF's own loop records nothing)."""
+        if len(self.steps) != width:
+            return None
+        logprobs = torch.zeros(rows, width, device=self.steps[0][1].device)
+        values = torch.zeros_like(logprobs)
+        for column, (computed, step_logprobs, step_values) in enumerate(self.steps):
+            logprobs[computed, column] = step_logprobs
+            values[computed, column] = step_values.to(values.dtype)
+        return logprobs, values
 
 
 class ActorCritic:
@@ -289,13 +304,19 @@ class PPOTrainer:
 
     # -- one step -------------------------------------------------------------------------------
 
-    def _rollout(self, rows: list[dict]) -> tuple[Any, Any]:
+    def _rollout(self, rows: list[dict]) -> tuple[Any, Any, SampledOldPolicy | None]:
         cfg = self.cfg
         expanded = [row for row in rows for _ in range(cfg.samples_per_prompt)]
         self.ac.core.eval()
+        sampled = (
+            SampledOldPolicy(self.ac.value_head, cfg.temperature)
+            if self._reads_old_policy_off_sampling()
+            else None
+        )
         with (
-            self.accelerator.autocast()
-        ):  # sample from the network that is trained: the same precision
+            self.accelerator.autocast(),  # sample from the network that is trained: the same precision
+            recording_steps(sampled) if sampled is not None else contextlib.nullcontext(),
+        ):
             rollout = sample(
                 self.ac.policy,
                 self.tokenizer,
@@ -306,20 +327,33 @@ class PPOTrainer:
                 top_p=cfg.top_p,
             )
         items = [item_of(r, self.ctx.config.data.demonstration_field) for r in expanded]
-        return rollout, grade(
-            self.ctx.grader, rollout.texts, items, parser=output_parser(self.tokenizer)
+        grades = grade(self.ctx.grader, rollout.texts, items, parser=output_parser(self.tokenizer))
+        return rollout, grades, sampled
+
+    def _reads_old_policy_off_sampling(self) -> bool:
+        """Whether the sampling pass can stand in for the old pass's policy forward
+        (`SampledOldPolicy`): one process, float32, the value head on the policy's own states."""
+        return (
+            self.accelerator.num_processes == 1
+            and self.engine is None
+            and self.accelerator.mixed_precision == "no"
+            and self.ac.critic_backbone is None
+            and all(p.dtype == torch.float32 for p in self.ac.policy.parameters())
         )
 
-    def _old_pass(self, input_ids: Any, attn: Any, resp_len: int) -> tuple[Any, Any, Any]:
+    def _old_pass(
+        self, input_ids: Any, attn: Any, resp_len: int, sampled: tuple[Any, Any] | None = None
+    ) -> tuple[Any, Any, Any]:
         """Old log-probs, values and reference log-probs in batched no-grad passes.
 
         Rows go in pieces of similar answer length, each cut to its own longest prompt and answer
         (`pm.length_pieces`): the padding beyond changes no real token's result (causal attention,
         position ids from the mask), so it is not computed. Positions past an answer's end are 0.
+        `sampled` (old log-probs and values read off the sampling pass) leaves only the reference.
         """
         chunk = max(self.cfg.mini_batch_size, 16)
         batch = {"input_ids": input_ids, "attention_mask": attn}
-        outs: list[Any] = [None, None, None]
+        outs: list[Any] = [*(sampled or (None, None)), None]
         with (
             torch.no_grad(),
             self.accelerator.autocast(),
@@ -328,9 +362,10 @@ class PPOTrainer:
                 batch, input_ids.shape[1] - resp_len, chunk, self._piece_cost()
             ):
                 ids, mask = cut["input_ids"], cut["attention_mask"]
-                lp, v, _ = self.ac.forward(ids, mask, width, self.cfg.temperature)
-                ref = self.ac.reference_logprobs(ids, mask, width, self.cfg.temperature)
-                for k, part in enumerate((lp, v, ref)):
+                parts = {2: self.ac.reference_logprobs(ids, mask, width, self.cfg.temperature)}
+                if sampled is None:
+                    parts[0], parts[1], _ = self.ac.forward(ids, mask, width, self.cfg.temperature)
+                for k, part in parts.items():
                     if outs[k] is None:
                         outs[k] = part.new_zeros((input_ids.shape[0], resp_len))
                     outs[k][rows, :width] = part
@@ -506,7 +541,7 @@ class PPOTrainer:
             len(self.ctx.train_rows), self.ctx.config.seed, start, cfg.prompts_per_step
         )
         self.state.data_position += cfg.prompts_per_step * acc.num_processes
-        rollout, local_stats = self._rollout([self.ctx.train_rows[i] for i in indices])
+        rollout, local_stats, sampled = self._rollout([self.ctx.train_rows[i] for i in indices])
         stats = local_stats if acc.num_processes == 1 else merge_stats(gather_object([local_stats]))
         record: dict[str, Any] = {"stage": "rl", "step": step}
         if self.pending_config_change:
@@ -521,7 +556,9 @@ class PPOTrainer:
             )
         mask, resp_len = rollout.response_mask, rollout.response_ids.shape[1]
         input_ids, attn = rollout.input_ids, rollout.attention_mask
-        old_logprobs, old_values, ref_logprobs = self._old_pass(input_ids, attn, resp_len)
+        old_logprobs, old_values, ref_logprobs = self._old_pass(
+            input_ids, attn, resp_len, sampled and sampled.tensors(len(input_ids), resp_len)
+        )
         old_logprobs, ref_logprobs = old_logprobs * mask, ref_logprobs * mask
         rewards, kl = pm.token_rewards(scores, old_logprobs, ref_logprobs, mask, self.kl_ctl.value)
         advantages, returns = pm.compute_gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
