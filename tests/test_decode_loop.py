@@ -87,3 +87,31 @@ def test_a_stopping_rule_our_loop_does_not_know_keeps_hfs_loop(tiny_model_dir):
     theirs, _ = _generate(model, ids, mask, config, None)
     ours, batches = _generate(model, ids, mask, config, _decode_dropping_ended_rows)
     assert torch.equal(ours, theirs) and set(batches) == {len(ids)}
+
+
+def test_only_the_neutral_processors_are_left_out(tiny_model_dir):
+    """min_p 0 and empty suppress lists change no score, so our loop skips them; any other stays."""
+    from transformers.generation.logits_process import (
+        MinPLogitsWarper,
+        SuppressTokensAtBeginLogitsProcessor,
+        SuppressTokensLogitsProcessor,
+        TemperatureLogitsWarper,
+    )
+
+    from rft_cli.generation import _without_no_ops
+
+    neutral = [
+        SuppressTokensLogitsProcessor([]),
+        SuppressTokensAtBeginLogitsProcessor([], 3),
+        MinPLogitsWarper(0.0),
+    ]
+    working = [
+        SuppressTokensLogitsProcessor([5]),
+        SuppressTokensAtBeginLogitsProcessor([5], 3),
+        MinPLogitsWarper(0.1),
+        TemperatureLogitsWarper(0.7),
+    ]
+    assert _without_no_ops([*neutral, *working]) == working
+    scores, ids = torch.randn(3, 40), torch.zeros(3, 4, dtype=torch.long)
+    for processor in neutral:
+        assert torch.equal(processor(ids, scores), scores)
