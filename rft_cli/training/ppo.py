@@ -123,9 +123,10 @@ class SampledOldPolicy:
     mode, the same positions and mask, so the same next-token logits and the same final hidden
     state the value head reads. Only the order of float operations differs (attention over a KV
     cache instead of one pass): at most 2.2e-6 in float32 on the tiny architectures
-    (tests/test_sampled_old_policy.py), so the PPO ratio starts at 1 to that rounding. Reading them here saves the old pass's forward (~9% of a CPU step on the default
-    recipe). Under bfloat16/float16 the rounding gap is orders larger (the sampler/trainer
-    mismatch), so `PPOTrainer` uses this in float32 only and recomputes otherwise.
+    (tests/test_sampled_old_policy.py), so the PPO ratio starts at 1 to that rounding. Reading
+    them here saves the old pass's forward (7-9% of a step in bench/rl_throughput.py). Under
+    bfloat16/float16 the gap is orders larger (the sampler/trainer mismatch), so `PPOTrainer`
+    uses this in float32 only and recomputes otherwise.
     """
 
     def __init__(self, value_head: Any, temperature: float):
