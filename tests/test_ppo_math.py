@@ -116,6 +116,23 @@ def test_clipped_value_loss():
     assert loss.item() == pytest.approx(0.5, abs=1e-6)  # the masked token's huge error is ignored
 
 
+def test_value_clip_fraction_counts_real_clipping_not_rounding():
+    # Inside the clip range nothing is clipped, so the fraction is exactly 0. It used to count
+    # rounding ties too: old + (values - old) != values in float32 for a third of these tokens
+    # (values near 0, as a value head that starts at 0 predicts), 1.2% of them counted as clipped.
+    gen = torch.Generator().manual_seed(0)
+    old = 0.03 * torch.randn(64, 64, generator=gen)
+    values = 0.03 * torch.randn(64, 64, generator=gen)  # all within 0.16 of old
+    returns = torch.randn(64, 64, generator=gen)
+    weights = torch.full((64, 64), 1 / 64**2)
+    _, clip_frac = pm.value_loss(values, old, returns, weights, 0.2)
+    assert clip_frac.item() == 0.0
+    values = values.clone().requires_grad_(True)
+    loss, _ = pm.value_loss(values, old, returns, weights, 0.2)
+    (grad,) = torch.autograd.grad(loss, values)
+    assert torch.allclose(grad, (values - returns).detach() * weights)  # the unclipped gradient
+
+
 def test_kl_penalty_on_every_token_and_score_on_the_last():
     rewards, kl = pm.token_rewards(
         t([1.0]), t([[-1, -1, -1, 0]]), t([[-2, -1, -0.5, 0]]), t([[1, 1, 1, 0]]), kl_coef=0.1

@@ -232,9 +232,12 @@ def value_loss(
 
     # The same trust region for the critic (as OpenAI's PPO2 and ReFT): a prediction may move at most
     # clip_range_value from the one the returns were computed with, and the max keeps the worse error,
-    # so a clipped prediction gives no gradient towards moving further.
-    clipped_values = old_values + torch.clamp(
-        values - old_values, -clip_range_value, clip_range_value
+    # so a clipped prediction gives no gradient towards moving further. Clamped around old_values
+    # rather than old + clamp(values - old): inside the range that is `values` itself, bit for bit,
+    # so the two errors tie exactly and clip_frac counts real clipping, not float rounding (the old
+    # values come from the sampling pass and the update's forward differs from it by ~1e-7).
+    clipped_values = torch.clamp(
+        values, old_values - clip_range_value, old_values + clip_range_value
     )
     error = (values - returns) ** 2
     error_clipped = (clipped_values - returns) ** 2
