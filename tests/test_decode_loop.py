@@ -48,13 +48,16 @@ def _generate(model, ids, mask, config, custom, seed=0):
     return out, batches
 
 
-def _early_stopping_config(model, tokenizer, temperature: float, top_p: float = 1.0):
-    """Many stop ids, so that the answers end at different steps."""
-    config = sampling_config(
-        model, tokenizer, max_new_tokens=16, temperature=temperature, top_p=top_p
-    )
+def with_many_stop_ids(config):
+    """`config` stopping at 40 more ids, so that a random model's answers end at different steps."""
     config.eos_token_id = [*config.eos_token_id, *range(20, 60)]
     return config
+
+
+def _early_stopping_config(model, tokenizer, temperature: float, top_p: float = 1.0):
+    return with_many_stop_ids(
+        sampling_config(model, tokenizer, max_new_tokens=16, temperature=temperature, top_p=top_p)
+    )
 
 
 @pytest.mark.parametrize(("temperature", "top_p"), [(1.0, 1.0), (0.7, 0.8), (0.0, 1.0)])

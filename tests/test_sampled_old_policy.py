@@ -18,6 +18,7 @@ from rft_cli.tiny import TINY_FAMILIES
 from rft_cli.training import rollouts
 from rft_cli.training.ppo import PolicyValue, SampledOldPolicy
 from rft_cli.training.rollouts import sample
+from tests.test_decode_loop import with_many_stop_ids
 from tests.test_ppo_math import _trainer
 
 ROWS = [
@@ -30,12 +31,9 @@ ROWS = [
 def _answers_of_different_lengths(monkeypatch):
     """Many stop ids, so that the random models' answers end at different steps and rows leave."""
 
-    def config(*args, **kwargs):
-        made = sampling_config(*args, **kwargs)
-        made.eos_token_id = [*made.eos_token_id, *range(20, 60)]
-        return made
-
-    monkeypatch.setattr(rollouts, "sampling_config", config)
+    monkeypatch.setattr(
+        rollouts, "sampling_config", lambda *a, **k: with_many_stop_ids(sampling_config(*a, **k))
+    )
 
 
 def _sample_recorded(model, tokenizer, value_head, temperature=0.8, seed=0):

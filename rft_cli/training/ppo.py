@@ -134,11 +134,9 @@ class SampledOldPolicy:
         self.steps: list[tuple[Any, Any, Any]] = []
 
     def __call__(self, rows: Any, logits: Any, hidden: Any, tokens: Any) -> None:
-        # pm.logprobs_from_logits's arithmetic, on one position's [rows, vocab] at a time
-        scaled = logits.float() if self.temperature == 1.0 else logits.float() / self.temperature
-        picked = scaled.gather(-1, tokens[:, None]).squeeze(-1)
+        logprobs = pm.logprobs_from_logits(logits[:, None], tokens[:, None], self.temperature)
         values = self.value_head(hidden.float()).squeeze(-1)
-        self.steps.append((rows, picked - torch.logsumexp(scaled, dim=-1), values))
+        self.steps.append((rows, logprobs[:, 0], values))
 
     def tensors(self, rows: int, width: int) -> tuple[Any, Any] | None:
         """(log-probs, values), [rows, width] with 0 where no token was computed (after a row's
