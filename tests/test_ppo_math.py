@@ -409,3 +409,30 @@ def test_loss_aggregation_defaults_to_reft_and_is_a_ppo_setting():
     assert (
         load_run_config(RECIPE, ["rl.algorithm=grpo"]).rl.algorithm == "grpo"
     )  # the default alone is fine
+
+
+def test_ppo_steps_adamw_with_the_fused_kernel_and_the_same_update(tmp_path):
+    from rft_cli.training.ppo import _fused_adamw
+
+    fused, looped = (
+        _trainer(tmp_path, "rl.weight_decay=0.1"),
+        _trainer(tmp_path, "rl.weight_decay=0.1"),
+    )
+    assert fused.optimizer.param_groups[0]["fused"] is True
+    looped.optimizer.param_groups[0]["fused"] = None  # torch's per-tensor loop on CPU
+    batch = _batch(fused)
+    for trainer in (fused, looped):
+        trainer._update(batch, step=1)
+    start = _trainer(tmp_path).ac.parameters()
+    moved = max(
+        (a - b).abs().max().item() for a, b in zip(fused.ac.parameters(), start, strict=True)
+    )
+    gap = max(
+        (a - b).abs().max().item()
+        for a, b in zip(fused.ac.parameters(), looped.ac.parameters(), strict=True)
+    )
+    assert moved > 1e-6 and gap < 1e-7, (moved, gap)
+    # DeepSpeed wraps the optimizer in its own, and a device without the kernel keeps torch's choice
+    params = fused.ac.parameters()
+    assert _fused_adamw(params, deepspeed=True) is None
+    assert _fused_adamw([torch.nn.Parameter(torch.zeros(2, device="meta"))], False) is None

@@ -254,6 +254,16 @@ def _check_deepspeed_world(num_processes: int) -> None:
         )
 
 
+def _fused_adamw(parameters: list[Any], deepspeed: bool) -> bool | None:
+    """Whether AdamW takes torch's fused kernel: one pass over all parameters instead of ~10 small
+    ops per tensor, as TRL's and `rft train`'s SFT do (`adamw_torch_fused`). On CPU torch would
+    otherwise loop tensor by tensor: 2.2 ms a step for llama-1m against 0.9 fused (2 threads). The
+    same update to float rounding (7e-9 after 50 steps). Not under DeepSpeed, which wraps the
+    optimizer in its own; None leaves torch's choice. A checkpoint keeps the choice it was saved with."""
+    usable = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in parameters)
+    return True if usable and parameters and not deepspeed else None
+
+
 def _finite(*values: float) -> bool:
     return all(math.isfinite(float(v)) for v in values)
 
@@ -284,11 +294,14 @@ class PPOTrainer:
         cpu = not torch.cuda.is_available() and not env_flag("ACCELERATE_USE_DEEPSPEED")
         self.accelerator = Accelerator(cpu=cpu, mixed_precision=mixed_precision(ctx.config.model))
         self.ac = ActorCritic(model, reference, self.cfg.critic, critic_backbone)
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
         optimizer = torch.optim.AdamW(
-            self.ac.parameters(), lr=self.cfg.learning_rate, weight_decay=self.cfg.weight_decay
+            self.ac.parameters(),
+            lr=self.cfg.learning_rate,
+            weight_decay=self.cfg.weight_decay,
+            fused=_fused_adamw(self.ac.parameters(), deepspeed=plugin is not None),
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
         if plugin is not None:
             _check_deepspeed_world(self.accelerator.num_processes)
             configure_deepspeed(plugin.deepspeed_config, self.cfg, self.accelerator.num_processes)
