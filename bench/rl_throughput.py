@@ -24,6 +24,8 @@ Example:
     python bench/rl_throughput.py --model runs/arith/checkpoints/sft --steps 10
     python bench/rl_throughput.py --model runs/arith/checkpoints/sft --temperature 0.8 --max-new-tokens 64 \
         --rounds 3 --before ../rft-main
+    python bench/rl_throughput.py --model runs/arith/checkpoints/sft --system-words 40 --samples 8 \
+        --prompts 8 --mini-batch 32 --before ../rft-main     # long prompts, 8 answers each
 """
 
 from __future__ import annotations
@@ -83,13 +85,38 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+# --system-words: instructions of this kind, repeated to the length asked, before every prompt.
+SYSTEM_WORDS = (
+    "You are a careful calculator. Add the numbers from left to right, one at a time, write each "
+    "partial sum, check it, and give the final sum after four hash marks."
+).split()
+
+
+def _train_file(system_words: int) -> Path:
+    """data/arith's training rows, each with a system message of `system_words` words when asked
+    (long prompts, as RFT tasks with instructions have; every answer of a prompt repeats it)."""
+    if not system_words:
+        return DATA / "train.jsonl"
+    text = " ".join(SYSTEM_WORDS[i % len(SYSTEM_WORDS)] for i in range(system_words))
+    path = Path(tempfile.mkdtemp(prefix="rft-bench-data-")) / "train.jsonl"
+    with open(DATA / "train.jsonl") as src, open(path, "w") as out:
+        for line in src:
+            row = json.loads(line)
+            row["messages"] = [{"role": "system", "content": text}, *row["messages"]]
+            out.write(json.dumps(row) + "\n")
+    return path
+
+
 def _run_config(args: argparse.Namespace, model_dir: str, algorithm: str = "ppo"):
     from rft_cli.config import parse_run_config
 
     return parse_run_config(
         {
             "model": {"name": model_dir},
-            "data": {"train": str(DATA / "train.jsonl"), "valid": str(DATA / "valid.jsonl")},
+            "data": {
+                "train": str(_train_file(args.system_words)),
+                "valid": str(DATA / "valid.jsonl"),
+            },
             "grader": str(DATA / "grader.yaml"),
             "sft": {"enabled": False},
             "rl": {
@@ -102,7 +129,7 @@ def _run_config(args: argparse.Namespace, model_dir: str, algorithm: str = "ppo"
                 "learning_rate": 1e-5,
                 "temperature": args.temperature,
                 "max_new_tokens": args.max_new_tokens,
-                "max_prompt_length": 128,
+                "max_prompt_length": 128 + 10 * args.system_words,
                 "kl_coef": 0.05,
             },
             "seed": 0,
@@ -274,7 +301,8 @@ def _save_default_model(folder: Path) -> str:
 
 def _print_table(rounds: list[dict], args: argparse.Namespace) -> None:
     print(
-        f"\nmodel {args.model}; {args.prompts} prompts x {args.samples} samples per step, max {args.max_new_tokens} new "
+        f"\nmodel {args.model}; {args.prompts} prompts x {args.samples} samples per step"
+        f"{f', a {args.system_words}-word system message per prompt' if args.system_words else ''}, max {args.max_new_tokens} new "
         f"tokens, temperature {args.temperature}, {args.epochs} optimisation pass(es); {args.steps} timed steps "
         f"after {args.warmup} warm-up step(s); {len(rounds)} round(s), the sides alternating"
     )
@@ -359,6 +387,12 @@ def main() -> None:
         help="optimisation passes per batch (PPO epochs / GRPO iterations)",
     )
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument(
+        "--system-words",
+        type=int,
+        default=0,
+        help="a system message of this many words before every prompt (long prompts, each shared by its samples)",
+    )
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)

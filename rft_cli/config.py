@@ -368,6 +368,10 @@ class RLSettings(_Strict):
         doc="`value_head`: a value head on the policy's final hidden state (shares the backbone); `separate`: a critic with its own backbone (PPO only).",
         source="ReFT",
     )
+    share_prompts: bool = setting(
+        True,
+        doc="Compute each distinct prompt once for the answers sampled from it in PPO's forward passes (its keys and values copied to every answer; the same results to float rounding), where a piece of a minibatch saves more prompt tokens than a second pass costs. Off under DeepSpeed, gradient checkpointing and models whose cache is not a plain KV cache. `false`: one pass over every whole [prompt | answer] (PPO only).",
+    )
     truncated: Literal["grade", "penalize"] = setting(
         "grade",
         doc="Answers cut off at `max_new_tokens`: `grade` them as they are, or `penalize` them with `truncation_penalty`.",
@@ -447,6 +451,7 @@ _PPO_ONLY = {
     "adaptive_kl": "adaptive KL controller (beta is fixed)",
     "kl_target": "adaptive KL controller (beta is fixed)",
     "kl_horizon": "adaptive KL controller (beta is fixed)",
+    "share_prompts": "choice of prompt sharing (TRL computes every [prompt | completion] whole)",
     "loss_aggregation": "choice of loss aggregation (its default loss_type, dapo, is a token mean over the batch)",
 }
 

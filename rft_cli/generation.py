@@ -401,7 +401,9 @@ def _decode_dropping_ended_rows(
         model._optimize_model_for_decode(),
         lm_head_input(model, observer is not None) as head_input,
     ):
-        outputs = model._prefill(input_ids, generation_config, model_kwargs)
+        outputs = _prefill_each_prompt_once(model, input_ids, generation_config, model_kwargs)
+        if outputs.get("rows_of_prompts") is not None and head_input.value is not None:
+            head_input.value = head_input.value[outputs["rows_of_prompts"]]
         drop = _rows_can_leave(outputs.get("cache"))
         while True:
             model_kwargs = model._update_model_kwargs_for_generation(outputs, model_kwargs)
@@ -489,6 +491,62 @@ def _plain_stops(stopping_criteria: Any) -> tuple[Any, int] | None:
         else:
             return None
     return None if eos is None or max_length is None else (eos, max_length)
+
+
+def distinct_rows(key: Any) -> tuple[Any, Any]:
+    """(the first row of each distinct row of `key`, every row's index into those).
+
+    >>> import torch
+    >>> [t.tolist() for t in distinct_rows(torch.tensor([[1, 2], [3, 4], [1, 2]]))]
+    [[0, 1], [0, 1, 0]]
+    """
+    import torch
+
+    _, inverse = torch.unique(key, dim=0, return_inverse=True)
+    rows = torch.arange(len(key), device=key.device)
+    first = torch.full((int(inverse.max()) + 1,), len(key), device=key.device)
+    return first.scatter_reduce(0, inverse, rows, reduce="amin"), inverse
+
+
+# What HF's prefill is given for a plain text batch; anything else (embeddings, images, token types)
+# goes to its prefill unchanged.
+_PLAIN_PREFILL_KWARGS = {"attention_mask", "position_ids", "logits_to_keep", "cache", "use_cache"}
+
+
+def _prefill_each_prompt_once(
+    model: Any, input_ids: Any, generation_config: Any, model_kwargs: dict[str, Any]
+) -> Any:
+    """HF's prefill, over each distinct prompt once when rows repeat prompts (several answers
+    sampled per prompt): the cache's rows and the last logits are then copied to every row, and
+    `rows_of_prompts` is set on the output (each row's prompt). The rows' computations are the
+    same as in HF's prefill; only the batch they run in is smaller (a 270-token prompt sampled 8
+    times: 8x fewer prefill tokens). Left to HF when nothing repeats, for chunked prefill, inputs
+    other than token ids, and caches whose rows cannot be copied."""
+    import torch
+
+    cache = model_kwargs.get("cache")
+    mask = model_kwargs.get("attention_mask")
+    if (
+        generation_config.prefill_chunk_size is not None
+        or not set(model_kwargs) <= _PLAIN_PREFILL_KWARGS
+        or cache is None
+        or not _rows_can_leave(cache)
+        or cache.get_seq_length() > 0
+    ):
+        return model._prefill(input_ids, generation_config, model_kwargs)
+    first, inverse = distinct_rows(
+        input_ids if mask is None else torch.cat([input_ids, mask], dim=1)
+    )
+    rows = len(input_ids)
+    if len(first) == rows:
+        return model._prefill(input_ids, generation_config, model_kwargs)
+    outputs = model._prefill(
+        input_ids[first], generation_config, _select_rows(model_kwargs, first, rows)
+    )
+    cache.reorder_cache(inverse)
+    outputs["logits"] = outputs.logits[inverse]
+    outputs["rows_of_prompts"] = inverse
+    return outputs
 
 
 def _rows_can_leave(cache: Any) -> bool:

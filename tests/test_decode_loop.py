@@ -70,7 +70,18 @@ def test_our_loop_draws_what_hfs_loop_draws_with_fewer_rows(family, temperature,
     ours, our_batches = _generate(model, ids, mask, config, _decode_dropping_ended_rows)
     assert torch.equal(ours, theirs)
     assert set(their_batches) == {len(ids)}
-    assert our_batches == _rows_not_ended(theirs[:, ids.shape[1] :], config.eos_token_id)
+    # the prefill computes each of the 5 distinct prompts once; then the rows not yet ended
+    not_ended = _rows_not_ended(theirs[:, ids.shape[1] :], config.eos_token_id)
+    assert our_batches == [len(PROMPTS), *not_ended[1:]]
+
+
+def test_a_batch_without_repeated_prompts_is_prefilled_whole(family_dir):
+    model, tokenizer = _load(family_dir("llama"))
+    ids, mask = encode_prompts(tokenizer, PROMPTS, 32, torch.device("cpu"))
+    config = _early_stopping_config(model, tokenizer, 1.0)
+    theirs, _ = _generate(model, ids, mask, config, None)
+    ours, our_batches = _generate(model, ids, mask, config, _decode_dropping_ended_rows)
+    assert torch.equal(ours, theirs) and our_batches[0] == len(PROMPTS)
 
 
 def _rows_not_ended(generated, stop_ids):

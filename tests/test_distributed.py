@@ -156,13 +156,17 @@ def _trainer_with_engine(losses: list[float] | None = None):
     )
     trainer.ctx = SimpleNamespace(config=SimpleNamespace(seed=0))
     trainer.engine = _FakeEngine()
+    trainer._shares_prompts = False  # as under any DeepSpeed engine
     trainer.accelerator = SimpleNamespace(
         num_processes=1, scaler=None
     )  # DeepSpeed does its own loss scaling
     trainer.ac = SimpleNamespace(core=torch.nn.Linear(1, 1))
     trainer.scheduler = SimpleNamespace(step=lambda: None)
     values = iter(losses or [])
-    trainer._micro_losses = lambda mb: (torch.tensor(next(values, 1.0)), {"policy_loss": 0.0})
+    trainer._micro_losses = lambda mb, *share: (
+        torch.tensor(next(values, 1.0)),
+        {"policy_loss": 0.0},
+    )
     batch = {
         "input_ids": torch.zeros(8, 3, dtype=torch.long),
         "attention_mask": torch.ones(8, 3, dtype=torch.long),

@@ -129,8 +129,8 @@ def _cut_loss_and_gradient(trainer, batch):
     losses, grads = [], []
     real = trainer._micro_losses
 
-    def micro_losses(mb):
-        loss, stats = real(mb)
+    def micro_losses(mb, *share):
+        loss, stats = real(mb, *share)
         losses.append((loss.item(), mb["input_ids"].shape))
         return loss, stats
 

@@ -25,7 +25,7 @@ from rft_cli import __version__
 from rft_cli import checkpoints as ckpt
 from rft_cli.data.records import item_of
 from rft_cli.errors import ConfigError, TrainingError
-from rft_cli.generation import lm_head_input, recording_steps
+from rft_cli.generation import recording_steps
 from rft_cli.samples import rollout_lines
 from rft_cli.tool_calls import output_parser
 from rft_cli.training import ppo_math as pm
@@ -42,6 +42,7 @@ from rft_cli.training.models import (
 from rft_cli.training.rewards import gather_object, grade, merge_stats
 from rft_cli.training.rollouts import sample
 from rft_cli.training.seeding import batch_indices, seed_everything, step_seed
+from rft_cli.training.shared_prompts import answer_forward, can_share, prompt_groups
 
 
 @dataclass
@@ -79,32 +80,31 @@ class PolicyValue(torch.nn.Module):
         response_len: int,
         temperature: float,
         with_entropy: bool = False,
+        share_prompts: bool = False,
     ) -> tuple[Any, Any, Any]:
-        """(logprobs, values, entropy) for the last `response_len` tokens of each sequence."""
-        positions = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-        # The full model forward, so its own head applies (Gemma's softcapping, Granite's
-        # logits_scaling, Cohere's logit_scale) exactly as in the reference model and `generate`;
-        # logits_to_keep keeps only the response positions' logits. The value head reads what the
-        # LM head read: the final (normed) hidden states at those positions.
-        with lm_head_input(self.policy) as head_input:
-            out = self.policy(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=positions,
-                logits_to_keep=response_len + 1,
-                use_cache=False,
-            )
-        logits = out.logits[:, -response_len - 1 : -1]
+        """(logprobs, values, entropy) for the last `response_len` tokens of each sequence.
+
+        The model's full forward computes the logits (`answer_forward`: its own head applies, as
+        in the reference model and `generate`; with `share_prompts`, once per distinct prompt).
+        The value head reads what the LM head read: the final (normed) hidden states there.
+        """
+        logits, hidden = answer_forward(
+            self.policy,
+            input_ids,
+            attention_mask,
+            response_len,
+            share=share_prompts,
+            head=self.critic_backbone is None,
+        )
         logprobs = pm.logprobs_from_logits(logits, input_ids[:, -response_len:], temperature)
         if self.critic_backbone is not None:
+            positions = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
             hidden = self.critic_backbone(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 position_ids=positions,
                 use_cache=False,
             ).last_hidden_state[:, -response_len - 1 : -1]
-        else:
-            hidden = head_input.value[:, -response_len - 1 : -1]
         values = self.value_head(hidden.float()).squeeze(-1)
         # The entropy is only logged: no graph, and no float32 copy of the whole logits tensor.
         entropy = (
@@ -186,25 +186,26 @@ class ActorCritic:
         response_len: int,
         temperature: float,
         entropy: bool = False,
+        share_prompts: bool = False,
     ) -> tuple[Any, Any, Any]:
         """(logprobs, values, entropy) through the (wrapped) model."""
-        return self.model(input_ids, attention_mask, response_len, temperature, entropy)
+        return self.model(
+            input_ids, attention_mask, response_len, temperature, entropy, share_prompts
+        )
 
     def reference_logprobs(
-        self, input_ids: Any, attention_mask: Any, response_len: int, temperature: float
+        self,
+        input_ids: Any,
+        attention_mask: Any,
+        response_len: int,
+        temperature: float,
+        share_prompts: bool = False,
     ) -> Any:
         """Log-probs of the last `response_len` tokens under the frozen reference (its own full forward)."""
-        positions = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-        out = self.reference(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=positions,
-            logits_to_keep=response_len + 1,
-            use_cache=False,
+        logits, _ = answer_forward(
+            self.reference, input_ids, attention_mask, response_len, share=share_prompts
         )
-        return pm.logprobs_from_logits(
-            out.logits[:, -response_len - 1 : -1], input_ids[:, -response_len:], temperature
-        )
+        return pm.logprobs_from_logits(logits, input_ids[:, -response_len:], temperature)
 
 
 # What one more forward pass costs, counted in padded tokens, when rows are split into pieces of
@@ -219,27 +220,51 @@ _TOKEN_KEYS = (
 
 
 def _cut_pieces(
-    batch: dict[str, Any], prompt_width: int, max_rows: int, piece_cost: int | None
-) -> list[tuple[Any, dict[str, Any], int]]:
-    """(rows, tensors, answer width) of each piece of `pm.length_pieces`, its tensors cut to the
-    piece's own longest prompt and answer: the columns that are padding in all its rows are left out.
+    batch: dict[str, Any],
+    prompt_width: int,
+    max_rows: int,
+    piece_cost: int | None,
+    share_cost: int | None = None,
+) -> list[tuple[Any, dict[str, Any], int, bool]]:
+    """(rows, tensors, answer width, whether it shares prompts) of each piece of `pm.length_pieces`,
+    its tensors cut to the piece's own longest prompt and answer: the columns that are padding in
+    all its rows are left out.
 
     The batch holds left-padded prompts and right-padded answers: `input_ids` and `attention_mask`
-    are [prompt | answer] columns, every other tensor answer columns only.
+    are [prompt | answer] columns, every other tensor answer columns only. With `share_cost` (what
+    a second forward pass costs, in tokens), a piece whose rows repeat prompts computes each prompt
+    once (`answer_forward`) when that saves more tokens than the second pass costs.
     """
     attn = batch["attention_mask"]
     prompt_lens = attn[:, :prompt_width].sum(dim=1).tolist()
     answer_lens = attn[:, prompt_width:].sum(dim=1).tolist()
+    groups = (
+        prompt_groups(batch["input_ids"], attn, prompt_width)[1].tolist()
+        if share_cost is not None
+        else None
+    )
     pieces = []
-    for piece in pm.length_pieces(prompt_lens, answer_lens, max_rows, piece_cost):
+    for piece in pm.length_pieces(
+        prompt_lens,
+        answer_lens,
+        max_rows,
+        piece_cost,
+        groups if piece_cost is not None else None,
+        share_cost or 0,
+    ):
         rows = torch.tensor(piece, device=attn.device)
-        start = prompt_width - max(prompt_lens[i] for i in piece)
+        widest = max(prompt_lens[i] for i in piece)
         width = max(max(answer_lens[i] for i in piece), 1)
         cut = {
-            k: v[rows][:, start : prompt_width + width] if k in _TOKEN_KEYS else v[rows][:, :width]
+            k: v[rows][:, prompt_width - widest : prompt_width + width]
+            if k in _TOKEN_KEYS
+            else v[rows][:, :width]
             for k, v in batch.items()
         }
-        pieces.append((rows, cut, width))
+        share = groups is not None and pm.shares_prompts(
+            len(piece), len({groups[i] for i in piece}), widest, share_cost
+        )
+        pieces.append((rows, cut, width, share))
     return pieces
 
 
@@ -313,6 +338,14 @@ class PPOTrainer:
         self.kl_ctl = pm.AdaptiveKLController(
             self.cfg.kl_coef, self.cfg.kl_target, self.cfg.kl_horizon
         )
+        # Each distinct prompt computed once for its answers (shared_prompts.py) where it is sure to
+        # compute what one pass does: a plain KV cache, no gradient checkpointing, no DeepSpeed.
+        self._shares_prompts = (
+            self.cfg.share_prompts
+            and self.engine is None
+            and can_share(self.ac.policy)
+            and can_share(self.ac.reference)
+        )
         self.state = PPOState(kl_coef=self.cfg.kl_coef)
         self.pending_config_change: dict[str, list[float]] | None = None
 
@@ -372,13 +405,15 @@ class PPOTrainer:
             torch.no_grad(),
             self.accelerator.autocast(),
         ):  # the reference computes as the policy does
-            for rows, cut, width in _cut_pieces(
-                batch, input_ids.shape[1] - resp_len, chunk, self._piece_cost()
+            for rows, cut, width, share in _cut_pieces(
+                batch, input_ids.shape[1] - resp_len, chunk, self._piece_cost(), self._share_cost()
             ):
-                ids, mask = cut["input_ids"], cut["attention_mask"]
-                parts = {2: self.ac.reference_logprobs(ids, mask, width, self.cfg.temperature)}
+                ids, mask, t = cut["input_ids"], cut["attention_mask"], self.cfg.temperature
+                parts = {2: self.ac.reference_logprobs(ids, mask, width, t, share)}
                 if sampled is None:
-                    parts[0], parts[1], _ = self.ac.forward(ids, mask, width, self.cfg.temperature)
+                    parts[0], parts[1], _ = self.ac.forward(
+                        ids, mask, width, t, share_prompts=share
+                    )
                 for k, part in parts.items():
                     if outs[k] is None:
                         outs[k] = part.new_zeros((input_ids.shape[0], resp_len))
@@ -388,6 +423,13 @@ class PPOTrainer:
     def _piece_cost(self) -> int:
         """What one more forward pass costs, in padded tokens (see `pm.length_pieces`)."""
         return PIECE_COST_TOKENS.get(self.accelerator.device.type, PIECE_COST_TOKENS["other"])
+
+    def _share_cost(self) -> int | None:
+        """What computing a piece's prompts once costs, in tokens, or None where PPO does not
+        (`_shares_prompts`). Twice a piece's: a second forward plus the cache's copies; on CPU with
+        llama-1m sharing 16 rows' prompts among 4 breaks even at ~150 saved tokens in a forward and
+        backward, ~270 in a forward alone (bench/notes/2026-11-29-shared-prompts.md)."""
+        return 2 * self._piece_cost() if self._shares_prompts else None
 
     def _any_process(self, flag: bool) -> bool:
         """Whether `flag` holds on any process (every process must take the same branch)."""
@@ -400,7 +442,9 @@ class PPOTrainer:
             > 0
         )
 
-    def _micro_losses(self, mb: dict[str, Any]) -> tuple[Any, dict[str, float]]:
+    def _micro_losses(
+        self, mb: dict[str, Any], share_prompts: bool = False
+    ) -> tuple[Any, dict[str, float]]:
         """One micro-batch's share of its minibatch's loss, and of its statistics.
 
         `mb["weights"]` are per-token weights that sum to 1 over the whole minibatch
@@ -413,6 +457,7 @@ class PPOTrainer:
             mb["mask"].shape[1],
             cfg.temperature,
             entropy=True,
+            share_prompts=share_prompts,
         )
         pg_loss, clip_frac, approx_kl = pm.policy_loss(
             logprobs, mb["old_logprobs"], mb["advantages"], weights, cfg.clip_range
@@ -455,9 +500,9 @@ class PPOTrainer:
                 minibatch = {k: v[idx] for k, v in batch.items()}
                 # weights over the whole (uncut) minibatch: its micro-batches' losses add up to its loss
                 minibatch["weights"] = pm.loss_weights(minibatch["mask"], cfg.loss_aggregation)
-                pieces = _cut_pieces(minibatch, prompt_width, micro, piece_cost)
-                for j, (_, mb, _) in enumerate(pieces):
-                    loss, stats = self._micro_losses(mb)
+                pieces = _cut_pieces(minibatch, prompt_width, micro, piece_cost, self._share_cost())
+                for j, (_, mb, _, share) in enumerate(pieces):
+                    loss, stats = self._micro_losses(mb, share)
                     if self._any_process(not _finite(loss.item())):
                         self._discard_gradients(loss)
                         return "non-finite loss"

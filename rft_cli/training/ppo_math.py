@@ -162,6 +162,8 @@ def length_pieces(
     answer_lengths: list[int],
     max_rows: int,
     piece_cost: int | None = None,
+    groups: list[int] | None = None,
+    share_cost: int = 0,
 ) -> list[list[int]]:
     """Rows grouped into pieces for forward passes, each to be cut to its own longest prompt and answer.
 
@@ -171,7 +173,14 @@ def length_pieces(
     without it, every `max_rows` rows make a piece (a fixed number of pieces, as processes that
     sync gradients after every backward need). Each row is in exactly one piece.
 
+    `groups` (each row's prompt, for passes that compute a prompt once for the rows that share it,
+    `piece_cost` given) counts a piece's prompt tokens once per distinct prompt when that saves more
+    than `share_cost` (the second pass, `shares_prompts`), and tries a second order, prompt by
+    prompt, which keeps the rows of a prompt together; the cheaper split of the two orders wins.
+
     >>> length_pieces([3, 3, 3, 3], [9, 2, 8, 1], max_rows=4, piece_cost=4)
+    [[0, 2], [1, 3]]
+    >>> length_pieces([30, 30, 30, 30], [9, 2, 8, 1], 4, 4, groups=[0, 1, 0, 1], share_cost=8)
     [[0, 2], [1, 3]]
     """
     order = sorted(
@@ -179,25 +188,61 @@ def length_pieces(
     )
     if piece_cost is None:
         return [order[s : s + max_rows] for s in range(0, len(order), max_rows)]
+    if groups is None:
+        return _cheapest_split(order, prompt_lengths, answer_lengths, max_rows, piece_cost)[1]
+    longest = {
+        g: max(a for a, h in zip(answer_lengths, groups, strict=True) if h == g) for g in groups
+    }
+    by_prompt = sorted(
+        range(len(answer_lengths)),
+        key=lambda i: (-longest[groups[i]], groups[i], -answer_lengths[i], i),
+    )
+    return min(
+        _cheapest_split(o, prompt_lengths, answer_lengths, max_rows, piece_cost, groups, share_cost)
+        for o in (order, by_prompt)
+    )[1]
+
+
+def shares_prompts(rows: int, distinct: int, widest_prompt: int, share_cost: int) -> bool:
+    """Whether a piece computes each distinct prompt once (two passes, see `length_pieces`): the
+    prompt tokens it saves outweigh the second pass (`share_cost`, in tokens)."""
+    return (rows - distinct) * widest_prompt > share_cost
+
+
+def _cheapest_split(
+    order: list[int],
+    prompt_lengths: list[int],
+    answer_lengths: list[int],
+    max_rows: int,
+    piece_cost: int,
+    groups: list[int] | None = None,
+    share_cost: int = 0,
+) -> tuple[float, list[list[int]]]:
+    """(cost, pieces): the cheapest split of `order` into runs of consecutive rows (dynamic programming)."""
     # best[i]: the cheapest split of order[:i]; cut[i]: where its last piece starts
-    best, cut = [0] + [math.inf] * len(order), [0] * (len(order) + 1)
+    best, cut = [0.0] + [math.inf] * len(order), [0] * (len(order) + 1)
     for end in range(1, len(order) + 1):
-        widest_prompt = 0
+        widest_prompt = longest_answer = 0
+        seen: set[int] = set()
         for start in range(end - 1, max(end - max_rows, 0) - 1, -1):
-            widest_prompt = max(widest_prompt, prompt_lengths[order[start]])
-            # sorted longest answer first: the piece's longest answer is its first row's
-            cost = (
-                best[start]
-                + (end - start) * (widest_prompt + answer_lengths[order[start]])
-                + piece_cost
-            )
-            if cost < best[end]:
-                best[end], cut[end] = cost, start
+            row = order[start]
+            widest_prompt = max(widest_prompt, prompt_lengths[row])
+            longest_answer = max(longest_answer, answer_lengths[row])
+            rows = end - start
+            cost = rows * (widest_prompt + longest_answer) + piece_cost
+            if groups is not None:
+                seen.add(groups[row])
+                if shares_prompts(rows, len(seen), widest_prompt, share_cost):
+                    cost = (
+                        len(seen) * widest_prompt + rows * longest_answer + piece_cost + share_cost
+                    )
+            if best[start] + cost < best[end]:
+                best[end], cut[end] = best[start] + cost, start
     pieces, end = [], len(order)
     while end > 0:
         pieces.append(order[cut[end] : end])
         end = cut[end]
-    return pieces[::-1]
+    return best[-1], pieces[::-1]
 
 
 def policy_loss(
