@@ -124,6 +124,8 @@ def test_pieces_by_prompt_are_the_cheapest_split_of_either_order(
         sorted(range(len(rows)), key=lambda i: (-answers[i], -prompts[i], i)),
         sorted(range(len(rows)), key=lambda i: (-longest[groups[i]], groups[i], -answers[i], i)),
     ]
+    if not pm.shares_prompts(len(rows), len(set(groups)), max(prompts), share_cost):
+        orders = orders[:1]  # no piece could share: the plain split, rows by answer length
     best = min(
         _split_cost(pieces_of, prompts, answers, groups, piece_cost, share_cost)
         for order in orders

@@ -175,8 +175,8 @@ def length_pieces(
 
     `groups` (each row's prompt, for passes that compute a prompt once for the rows that share it,
     `piece_cost` given) counts a piece's prompt tokens once per distinct prompt when that saves more
-    than `share_cost` (the second pass, `shares_prompts`), and tries a second order, prompt by
-    prompt, which keeps the rows of a prompt together; the cheaper split of the two orders wins.
+    than `share_cost` (the second pass, `shares_prompts`), and, when some piece could, tries a second
+    order, prompt by prompt, which keeps the rows of a prompt together; the cheaper split wins.
 
     >>> length_pieces([3, 3, 3, 3], [9, 2, 8, 1], max_rows=4, piece_cost=4)
     [[0, 2], [1, 3]]
@@ -188,11 +188,14 @@ def length_pieces(
     )
     if piece_cost is None:
         return [order[s : s + max_rows] for s in range(0, len(order), max_rows)]
-    if groups is None:
+    distinct = len(set(groups)) if groups is not None else len(order)
+    if not shares_prompts(len(order), distinct, max(prompt_lengths, default=0), share_cost):
+        # no piece could save enough: the plain split (and no second order to try)
         return _cheapest_split(order, prompt_lengths, answer_lengths, max_rows, piece_cost)[1]
-    longest = {
-        g: max(a for a, h in zip(answer_lengths, groups, strict=True) if h == g) for g in groups
-    }
+    assert groups is not None
+    longest: dict[int, int] = {}
+    for answer, group in zip(answer_lengths, groups, strict=True):
+        longest[group] = max(longest.get(group, 0), answer)
     by_prompt = sorted(
         range(len(answer_lengths)),
         key=lambda i: (-longest[groups[i]], groups[i], -answer_lengths[i], i),
@@ -220,22 +223,23 @@ def _cheapest_split(
 ) -> tuple[float, list[list[int]]]:
     """(cost, pieces): the cheapest split of `order` into runs of consecutive rows (dynamic programming)."""
     # best[i]: the cheapest split of order[:i]; cut[i]: where its last piece starts
+    prompts = [prompt_lengths[i] for i in order]
+    answers = [answer_lengths[i] for i in order]
+    kinds = [groups[i] for i in order] if groups is not None else None
     best, cut = [0.0] + [math.inf] * len(order), [0] * (len(order) + 1)
     for end in range(1, len(order) + 1):
         widest_prompt = longest_answer = 0
         seen: set[int] = set()
         for start in range(end - 1, max(end - max_rows, 0) - 1, -1):
-            row = order[start]
-            widest_prompt = max(widest_prompt, prompt_lengths[row])
-            longest_answer = max(longest_answer, answer_lengths[row])
+            widest_prompt = max(widest_prompt, prompts[start])
+            longest_answer = max(longest_answer, answers[start])
             rows = end - start
             cost = rows * (widest_prompt + longest_answer) + piece_cost
-            if groups is not None:
-                seen.add(groups[row])
-                if shares_prompts(rows, len(seen), widest_prompt, share_cost):
-                    cost = (
-                        len(seen) * widest_prompt + rows * longest_answer + piece_cost + share_cost
-                    )
+            if kinds is not None:
+                seen.add(kinds[start])
+                saved = (rows - len(seen)) * widest_prompt  # `shares_prompts`, inlined
+                if saved > share_cost:
+                    cost += share_cost - saved
             if best[start] + cost < best[end]:
                 best[end], cut[end] = best[start] + cost, start
     pieces, end = [], len(order)
