@@ -385,3 +385,16 @@ def test_no_sample_item_or_judge_reply_breaks_a_model_grader(judges, sample, ite
     judge.answer = lambda body: reply
     for grader in graders:  # a score_model's rewards lie in its own range (OpenAI's meaning)
         assert_sound(grader.grade(sample, item), *grader.reward_range)
+
+
+def test_math_verify_logs_the_start_of_a_huge_answer_not_all_of_it(caplog):
+    import logging
+
+    import rft_cli.graders.math_grader  # noqa: F401  (installs the filter)
+
+    with caplog.at_level(logging.WARNING, logger="math_verify.parser"):
+        logging.getLogger("math_verify.parser").warning("Timeout during parsing: %s", "9" * 10**6)
+        logging.getLogger("math_verify.parser").warning("Timeout during parsing: %s", "short")
+    long, short = (record.getMessage() for record in caplog.records)
+    assert long.startswith("Timeout during parsing: 999") and "(1,000,024 characters)" in long
+    assert len(long) < 300 and short == "Timeout during parsing: short"

@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
 from rft_cli.graders.base import GradeResult, TemplatedGrader
 from rft_cli.graders.specs import MathSpec
 from rft_cli.graders.templates import GradeContext, Template
+
+
+class _Shortened(logging.Filter):
+    """math-verify logs the whole text it gave up on ("Timeout during parsing: <text>"); a policy's
+    answer can be megabytes, once per grade. Longer messages keep their start and their length."""
+
+    LIMIT = 300
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if len(message) > self.LIMIT:
+            record.msg, record.args = f"{message[:200]}... ({len(message):,} characters)", ()
+        return True
+
+
+for _name in ("math_verify.parser", "math_verify.grader"):
+    logging.getLogger(_name).addFilter(_Shortened())
 
 
 def _timeout(seconds: float) -> int | None:
