@@ -401,9 +401,11 @@ def _decode_dropping_ended_rows(
         model._optimize_model_for_decode(),
         lm_head_input(model, observer is not None) as head_input,
     ):
-        outputs = _prefill_each_prompt_once(model, input_ids, generation_config, model_kwargs)
-        if outputs.get("rows_of_prompts") is not None and head_input.value is not None:
-            head_input.value = head_input.value[outputs["rows_of_prompts"]]
+        outputs, rows_of_prompts = _prefill_each_prompt_once(
+            model, input_ids, generation_config, model_kwargs
+        )
+        if rows_of_prompts is not None and head_input.value is not None:
+            head_input.value = head_input.value[rows_of_prompts]
         drop = _rows_can_leave(outputs.get("cache"))
         while True:
             model_kwargs = model._update_model_kwargs_for_generation(outputs, model_kwargs)
@@ -515,13 +517,14 @@ _PLAIN_PREFILL_KWARGS = {"attention_mask", "position_ids", "logits_to_keep", "ca
 
 def _prefill_each_prompt_once(
     model: Any, input_ids: Any, generation_config: Any, model_kwargs: dict[str, Any]
-) -> Any:
-    """HF's prefill, over each distinct prompt once when rows repeat prompts (several answers
-    sampled per prompt): the cache's rows and the last logits are then copied to every row, and
-    `rows_of_prompts` is set on the output (each row's prompt). The rows' computations are the
-    same as in HF's prefill; only the batch they run in is smaller (a 270-token prompt sampled 8
-    times: 8x fewer prefill tokens). Left to HF when nothing repeats, for chunked prefill, inputs
-    other than token ids, and caches whose rows cannot be copied."""
+) -> tuple[Any, Any]:
+    """(HF's prefill output, each row's prompt or None): the prefill over each distinct prompt once
+    when rows repeat prompts (several answers sampled per prompt), the cache's rows and the last
+    logits then copied to every row (what the LM head read stays per prompt: the caller copies it
+    with the returned index). The rows' computations are the same as in HF's prefill; only the
+    batch they run in is smaller (a 270-token prompt sampled 8 times: 8x fewer prefill tokens).
+    Left to HF when nothing repeats, for chunked prefill, inputs other than token ids, and caches
+    whose rows cannot be copied."""
     import torch
 
     cache = model_kwargs.get("cache")
@@ -533,20 +536,19 @@ def _prefill_each_prompt_once(
         or not _rows_can_leave(cache)
         or cache.get_seq_length() > 0
     ):
-        return model._prefill(input_ids, generation_config, model_kwargs)
+        return model._prefill(input_ids, generation_config, model_kwargs), None
     first, inverse = distinct_rows(
         input_ids if mask is None else torch.cat([input_ids, mask], dim=1)
     )
     rows = len(input_ids)
     if len(first) == rows:
-        return model._prefill(input_ids, generation_config, model_kwargs)
+        return model._prefill(input_ids, generation_config, model_kwargs), None
     outputs = model._prefill(
         input_ids[first], generation_config, _select_rows(model_kwargs, first, rows)
     )
     cache.reorder_cache(inverse)
     outputs["logits"] = outputs.logits[inverse]
-    outputs["rows_of_prompts"] = inverse
-    return outputs
+    return outputs, inverse
 
 
 def _rows_can_leave(cache: Any) -> bool:

@@ -21,7 +21,7 @@ from rft_cli.tiny import TINY_FAMILIES
 from rft_cli.training import ppo
 from rft_cli.training import ppo_math as pm
 from rft_cli.training.shared_prompts import answer_forward, can_share, prompt_groups
-from tests.test_ppo_math import RECIPE, _trainer
+from tests.test_ppo_math import RECIPE, _first_gradient, _trainer
 from tests.test_ppo_pieces import _split
 
 
@@ -137,22 +137,14 @@ def test_pieces_by_prompt_are_the_cheapest_split_of_either_order(
 
 
 def _update_gradient(trainer, batch):
-    """The gradient of `_update`'s first optimizer step (the step itself is skipped), and the number
-    of model forwards it made."""
-    grads, forwards = [], []
+    """The gradient of `_update`'s first optimizer step (`_first_gradient`), and the number of
+    model forwards it made."""
+    forwards = []
     hook = trainer.ac.policy.register_forward_pre_hook(lambda *a: forwards.append(1))
-
-    def step():
-        grads.append(
-            torch.cat([p.grad.flatten() for p in trainer.ac.parameters() if p.grad is not None])
-        )
-
-    trainer.optimizer.step = step
     try:
-        trainer._update(batch, step=1)
+        return _first_gradient(trainer, batch), len(forwards)
     finally:
         hook.remove()
-    return grads[0], len(forwards)
 
 
 @pytest.mark.filterwarnings("ignore:Detected call of")  # the optimizer step is stubbed

@@ -245,12 +245,7 @@ def _cut_pieces(
     )
     pieces = []
     for piece in pm.length_pieces(
-        prompt_lens,
-        answer_lens,
-        max_rows,
-        piece_cost,
-        groups if piece_cost is not None else None,
-        share_cost or 0,
+        prompt_lens, answer_lens, max_rows, piece_cost, groups, share_cost or 0
     ):
         rows = torch.tensor(piece, device=attn.device)
         widest = max(prompt_lens[i] for i in piece)
