@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rft_cli import threads
 from rft_cli.data.openai_rows import row_tools
 from rft_cli.data.records import iter_rows, prompt_messages
 from rft_cli.errors import ConfigError, DataError
@@ -474,6 +475,7 @@ def _evaluate_one(
     model: str, rows: list[dict], grader: Any, generation: dict[str, Any], progress: EvalProgress
 ) -> EvalReport:
     _quiet_transformers()
+    threads.govern()
     with progress.model(
         model, len(rows), generation["samples"], generation["temperature"]
     ) as report_progress:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rft_cli import threads
 from rft_cli.errors import ConfigError
 
 # "org/name" or "name": what a hub id looks like (a missing local path that looks like this is
@@ -188,6 +189,7 @@ def generate_completions(
             batch = jobs[start : start + batch_size]
             outs = _generate_batch(model, tokenizer, [encoded[i] for i, _ in batch], config)
             results.update(zip(batch, outs, strict=True))
+            threads.tick()
             if progress is not None:
                 progress(len(results), len(jobs))
     return [

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from rft_cli import __version__
+from rft_cli import __version__, threads
 from rft_cli import checkpoints as ckpt
 from rft_cli.data.records import item_of
 from rft_cli.errors import ConfigError, TrainingError
@@ -693,6 +693,7 @@ class PPOTrainer:
         while self.state.step < cfg.steps and stop_reason is None:
             step = self.state.step + 1
             record = self.step(step)
+            threads.tick()
             self.state.step = step
             if ctx.valid_rows and (step % ctx.config.eval.interval == 0 or step == cfg.steps):
                 eval_started = time.perf_counter()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rft_cli import checkpoints as ckpt
+from rft_cli import threads
 from rft_cli.alarms import AlarmMonitor, AlarmStop, WatchingLogger
 from rft_cli.config import RunConfig, dump_run_config
 from rft_cli.errors import ConfigError, TrainingError
@@ -155,6 +156,7 @@ def _train_checked(
     progress: Any,
 ) -> TrainResult:
     quiet_libraries()
+    threads.govern()
     run_dir = Path(output_dir) if output_dir else config.resolved_output_dir(config_path)
     _check_stage_order(run_dir, config, stage)
     sft_total = pre.plan["stages"].get("sft", {}).get("steps", 0)

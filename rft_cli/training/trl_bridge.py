@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rft_cli import checkpoints as ckpt
+from rft_cli import threads
 from rft_cli.errors import TrainingError
 from rft_cli.graders import reward_function
 from rft_cli.samples import render_prompt, result_fields, text_of
@@ -80,6 +81,7 @@ def trl_callback_class() -> type:
             self.watch = regression_watch(ctx) if stage == "rl" else None
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            threads.tick()
             if (
                 state.global_step % self.per
             ):  # inside a sampled batch: evaluate, save or stop only between batches
