@@ -771,6 +771,8 @@ class PPOTrainer:
                 self.ac.policy, "peft_config"
             ):  # the adapters themselves, for an exact resume
                 self.ac.policy.save_pretrained(str(folder / "adapter"))
+                home = self.ctx.checkpoints_dir / f"step-{state.step}" / "adapter"
+                ckpt.anchor_adapter_base(folder / "adapter", home, self.ctx.checkpoints_dir)
             torch.save(self.ac.value_head.state_dict(), folder / "value_head.pt")
             if self.ac.critic_backbone is not None:
                 torch.save(self.ac.critic_backbone.state_dict(), folder / "critic.pt")

@@ -225,8 +225,13 @@ def record_from_history(stage: str, step: int, log_history: list[dict[str, Any]]
 
 
 def promote_trl_checkpoint(source: Path, target: Path, meta: dict[str, Any]) -> Path:
-    """Add the marker to a finished TRL checkpoint and rename it into the run layout."""
+    """Add the marker to a finished TRL checkpoint and rename it into the run layout.
+
+    LoRA adapters get their base model (the run's warm-up or saved base) named relative to
+    `target`, so the run folder can move.
+    """
     try:
+        ckpt.anchor_adapter_base(source, target, target.parent)
         with (source / ckpt.MARKER).open("w", encoding="utf-8") as handle:
             json.dump(meta, handle, indent=2)
             handle.flush()
