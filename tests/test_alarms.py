@@ -17,6 +17,7 @@ from rft_cli.alarms import (
     AlarmMonitor,
     AlarmStop,
     WatchingLogger,
+    rewards_differ,
     scan_metrics,
 )
 from rft_cli.cli import app
@@ -125,6 +126,33 @@ def test_no_signal_needs_that_many_steps_in_a_row():
     assert "no_signal" not in names(records)  # 9 steps in a row, the default asks for 10
     records = with_values(healthy(), "train_reward_std", lambda step: 0.0 if step >= 40 else 0.3)
     assert [(a.name, a.step) for a in scan_metrics(records, AlarmSettings())] == [("no_signal", 49)]
+
+
+def test_no_signal_fires_when_every_answer_scores_the_same_partial_credit(tmp_path):
+    """Regression (issue 27): sixteen rewards of 0.1 have a float32 std of 7.7e-9, not 0, which
+    was above the alarm's 1e-9 threshold: a real model's steps where every answer got the same
+    partial credit raised nothing, and `rft report --fail-on-alarm` exited 0."""
+    import torch
+
+    for value in (0.1, 100.3):
+        spread = torch.full((16,), value).std().item()  # as PPO and TRL log train_reward_std
+        assert spread > 1e-9  # float32 rounding
+        records = [
+            {"stage": "rl", "step": step, "train_reward_mean": value, "train_reward_std": spread}
+            for step in range(1, 11)
+        ]
+        path = _metrics_file(tmp_path / str(value) / "metrics.jsonl", records)
+        result = CliRunner().invoke(app, ["report", str(path.parent), "--fail-on-alarm"])
+        assert result.exit_code == 3 and "alarm no_signal at rl step 10" in result.output, value
+
+
+def test_rewards_differ_above_float_noise_at_their_scale():
+    import torch
+
+    assert not rewards_differ(torch.full((1024,), 0.7).std().item(), 0.7)
+    assert not rewards_differ(torch.full((64,), 12345.6).std().item(), 12345.6)
+    assert rewards_differ(torch.tensor([0.1] * 15 + [0.2]).std().item(), 0.10625)
+    assert rewards_differ(1e-3, None) and not rewards_differ(0.0, float("nan"))
 
 
 def test_entropy_collapse_fires_below_the_fraction_of_the_start():

@@ -635,9 +635,7 @@ class PPOTrainer:
         record.update(
             {
                 "train_reward_mean": all_scores.mean().item(),
-                "train_reward_std": all_scores.std(unbiased=False).item()
-                if all_scores.numel() > 1
-                else 0.0,
+                "train_reward_std": pm.reward_std(all_scores),
                 "kl": seq_kl,
                 "kl_coef": self.kl_ctl.value,
                 "response_length_mean": lengths.float().mean().item(),

@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from rft_cli.alarms import rewards_differ
+
 
 def masked_mean(x: Any, mask: Any) -> Any:
     """Mean of `x` over positions where `mask` is 1."""
@@ -46,18 +48,24 @@ def whiten(x: Any, mask: Any, shift_mean: bool = True) -> Any:
     return out * mask
 
 
-def normalise_advantages(
-    advantages: Any, mask: Any, scores: Any, min_score_std: float = 1e-6
-) -> tuple[Any, bool]:
+def normalise_advantages(advantages: Any, mask: Any, scores: Any) -> tuple[Any, bool]:
     """(advantages, scaled): whitened when the batch's grader scores differ, else only centred.
 
     When every answer scored the same, the advantages hold nothing but the KL penalty and the
     critic's errors; scaling them to unit variance would take full-size policy steps on that noise
     (seen as KL spikes of 3-5 nats on an all-correct task), so such a batch is centred, not scaled.
+    "The same" is the `no_signal` alarm's rule (`rft_cli.alarms.rewards_differ`).
     """
-    if scores.numel() > 1 and scores.float().std(unbiased=False).item() > min_score_std:
+    scores = scores.float()
+    if scores.numel() > 1 and rewards_differ(reward_std(scores), scores.mean().item()):
         return whiten(advantages, mask), True
     return (advantages - masked_mean(advantages, mask)) * mask, False
+
+
+def reward_std(scores: Any) -> float:
+    """The standard deviation of a step's rewards with Bessel's correction (n - 1), as TRL logs
+    `reward_std`, so `train_reward_std` means the same under every algorithm; 0 for one reward."""
+    return scores.float().std(unbiased=True).item() if scores.numel() > 1 else 0.0
 
 
 def last_token_index(mask: Any) -> Any:
