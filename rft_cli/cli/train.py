@@ -148,6 +148,18 @@ def _scores(summary: dict[str, Any]) -> str:
     )
 
 
+def _resume_command(config_path: Path, run_dir: Path, stage: str, overrides: list[str]) -> str:
+    """The `rft train` command that continues this one: same stage and --set values, plus --resume."""
+    import shlex
+
+    words = ["rft", "train", str(config_path), "--output-dir", str(run_dir)]
+    if stage != "all":
+        words += ["--stage", stage]
+    for override in overrides:
+        words += ["--set", override]
+    return shlex.join([*words, "--resume"])
+
+
 def _warn_self_test(report: Any) -> None:
     """Demonstrations the grader scores below full marks, under the share that stops a run: a warning."""
     if report is None or not report.failures:
@@ -235,8 +247,8 @@ def train(
             )
         except KeyboardInterrupt:
             render.error(
-                f"interrupted (Ctrl-C); a checkpoint was saved, continue with: rft train {config_path} "
-                f"--output-dir {run_dir} --resume"
+                "interrupted (Ctrl-C); a checkpoint was saved, continue with: "
+                + _resume_command(config_path, run_dir, stage, overrides or [])
             )
             raise typer.Exit(code=130) from None
     if result.summary:  # empty in the non-main processes of a multi-GPU run
