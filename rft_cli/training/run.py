@@ -140,7 +140,8 @@ def train(
         stage: "sft", "rl" or "all".
         resume: continue the run in `output_dir` from its last complete checkpoint.
         grader: a built grader to train with (default: the one the config names, closed at the end).
-        progress: called with each metrics line.
+        progress: called with each metrics line; its `evaluating(stage, step, rows)` method, when it
+            has one, is called as an evaluation starts and returns a `(done, total)` callback.
         on_checked: called with the preflight's result once every check passed, before a model loads.
     Returns:
         A TrainResult: the run folder and the summary (`summary.json`).
