@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from rft_cli.metrics import with_current_names
+
 # name -> what it means, in the words a user reads on stderr and in `rft report`.
 MEANINGS = {
     "reward_hacking": "the validation reward fell while the training reward rose: the policy may be pleasing the "
@@ -180,10 +182,12 @@ def detect_entropy_collapse(stream: MetricStream, s: Any) -> str | None:
 
 
 def detect_kl_high(stream: MetricStream, s: Any) -> str | None:
-    values = stream.values("kl")[-s.window :]
+    # the per-token KL: k3 (PPO, GRPO), else RLOO's per-token log-ratio, an estimate of the same
+    key = "kl" if stream.values("kl") else "kl_logratio"
+    values = stream.values(key)[-s.window :]
     if len(values) < s.window or _mean(values) <= s.kl_max:
         return None
-    return f"kl {_mean(values):.3g} (mean of the last {s.window} steps) is above alarms.kl_max={s.kl_max}"
+    return f"{key} {_mean(values):.3g} (mean of the last {s.window} steps) is above alarms.kl_max={s.kl_max}"
 
 
 def detect_grader_errors(stream: MetricStream, s: Any) -> str | None:
@@ -249,7 +253,7 @@ class AlarmMonitor:
             or not isinstance(record.get("step"), int)
         ):
             return []
-        self.stream.add(record)
+        self.stream.add(with_current_names(record))  # an older run's PPO `kl` is its kl_sum
         done = {a.name for a in self.raised}
         new = []
         for name, detect in DETECTORS.items():

@@ -42,7 +42,11 @@ def healthy(steps: int = 100, seed: int = 0) -> list[dict]:
             "step": step,
             "train_reward_mean": reward,
             "train_reward_std": 0.0 if rng.random() < 0.1 else 0.2 + rng.uniform(0, 0.2),
-            "kl": 0.7 * step / 10 * (1 + rng.uniform(-0.3, 0.3)),
+            "kl": 0.7
+            * step
+            / 10
+            * (1 + rng.uniform(-0.3, 0.3))
+            / 40,  # per token, ~40 tokens an answer
             "entropy": 0.1 - 0.05 * progress,
             "response_length_mean": 30 + 13 * progress + rng.uniform(-2, 2),
             "truncated_share": 0.016 if rng.random() < 0.2 else 0.0,
@@ -162,10 +166,30 @@ def test_entropy_collapse_fires_below_the_fraction_of_the_start():
 
 
 def test_kl_high_fires_above_the_bound():
-    records = with_values(healthy(), "kl", lambda step: step)
+    records = with_values(healthy(), "kl", lambda step: step / 30)
     alarm = next(a for a in scan_metrics(records, AlarmSettings()) if a.name == "kl_high")
-    assert alarm.step == 33  # mean of steps 29-33 is 31 > 30
+    assert alarm.step == 33  # mean of steps 29-33 is 31/30 > 1
     assert "kl_high" not in names(records, kl_max=1000)
+
+
+def test_kl_high_reads_the_per_token_kl_of_every_algorithm():
+    """Regression (issue 27): PPO's `kl` was the summed log-ratio per answer, TRL's per token, both
+    held to one bound. Now `kl` is per token (RLOO: `kl_logratio`); an older PPO run's per-answer
+    `kl` (known by its `kl_coef` without `kl_sum`) is not read as per-token."""
+    rloo = [{k: v for k, v in r.items() if k != "kl"} for r in healthy()]
+    assert "kl_high" not in names(with_values(rloo, "kl_logratio", lambda step: 0.01))
+    alarm = next(
+        a
+        for a in scan_metrics(
+            with_values(rloo, "kl_logratio", lambda step: step / 30), AlarmSettings()
+        )
+        if a.name == "kl_high"
+    )
+    assert alarm.step == 33 and alarm.message.startswith("kl_logratio 1.03")
+    older_ppo = with_values(healthy(), "kl", lambda step: 5.0)  # nats per answer
+    assert "kl_high" in names(older_ppo)  # read as per-token
+    older_ppo = with_values(older_ppo, "kl_coef", lambda step: 0.02)
+    assert "kl_high" not in names(older_ppo)  # an older PPO line: its `kl` is kl_sum
 
 
 def test_grader_errors_fire_when_the_share_rises():

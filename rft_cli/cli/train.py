@@ -93,7 +93,8 @@ class _Progress:
             per_step = (time.monotonic() - first_time) / (step - first_step)
             parts.append(f"{per_step:.3g} s/step")
             parts.append(f"~{per_step * max(total - step, 0):.0f}s left")
-        for key, label in (("loss", "loss"), ("train_reward_mean", "reward"), ("kl", "kl")):
+        kl = "kl" if "kl" in record else "kl_logratio"  # RLOO logs no k3
+        for key, label in (("loss", "loss"), ("train_reward_mean", "reward"), (kl, kl)):
             if isinstance(record.get(key), (int, float)):
                 parts.append(f"{label} {record[key]:.4g}")
         if stage in self.last_valid:

@@ -617,6 +617,7 @@ class PPOTrainer:
         rewards, kl = pm.token_rewards(scores, old_logprobs, ref_logprobs, mask, self.kl_ctl.value)
         advantages, returns = pm.compute_gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
         seq_kl = self._gather(kl.sum(dim=1)).mean().item()
+        k3, logratio, tokens = self._gather(pm.kl_sums(old_logprobs, ref_logprobs, mask)).sum(0)
         if self.ctx.wants_samples("rl", step):
             rows = [i for i in indices for _ in range(cfg.samples_per_prompt)]
             keep = self.ctx.samples.keep(len(rows), cfg.samples_per_prompt)
@@ -636,7 +637,9 @@ class PPOTrainer:
             {
                 "train_reward_mean": all_scores.mean().item(),
                 "train_reward_std": pm.reward_std(all_scores),
-                "kl": seq_kl,
+                "kl": k3.item() / max(tokens.item(), 1.0),
+                "kl_logratio": logratio.item() / max(tokens.item(), 1.0),
+                "kl_sum": seq_kl,
                 "kl_coef": self.kl_ctl.value,
                 "response_length_mean": lengths.float().mean().item(),
                 "truncated_share": self._gather(rollout.truncated.float()).mean().item(),

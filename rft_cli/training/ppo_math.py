@@ -103,6 +103,22 @@ def kl_penalty(logprobs: Any, ref_logprobs: Any) -> Any:
     return logprobs - ref_logprobs
 
 
+def kl_sums(logprobs: Any, ref_logprobs: Any, mask: Any) -> Any:
+    """Per answer [summed k3, summed log-ratio, tokens] (float64): the sums behind the logged KL.
+
+    k3 = exp(d) - d - 1 with d = log pi_ref - log pi is Schulman's estimator of the same per-token
+    KL as the log-ratio, never negative and less noisy; TRL's GRPO logs its mean as `kl`, so PPO
+    logs it under that name too, and its penalty's log-ratio apart (`kl_logratio`, `kl_sum`). It is
+    computed as expm1(d) - d in float64: in float32, exp(d) - d - 1 of a small d is rounding noise
+    (6e-8 a token, where the KL itself is d**2 / 2) and can come out negative.
+    """
+    import torch
+
+    delta = ((ref_logprobs - logprobs) * mask).double()
+    k3 = (torch.expm1(delta) - delta) * mask
+    return torch.stack([k3.sum(dim=1), -delta.sum(dim=1), mask.sum(dim=1).double()], dim=1)
+
+
 def token_rewards(
     scores: Any, logprobs: Any, ref_logprobs: Any, mask: Any, kl_coef: float
 ) -> tuple[Any, Any]:

@@ -41,6 +41,14 @@ TRL_METRICS = {
 }
 
 
+def trl_metric_names(algorithm: str | None) -> dict[str, str]:
+    """TRL_METRICS for a stage: RLOO's `kl` is the mean per-token log-ratio (it puts the summed
+    log-ratio in the reward), not GRPO's k3, so it becomes `kl_logratio` as PPO names that one."""
+    if algorithm == "rloo":
+        return {**TRL_METRICS, "kl": "kl_logratio"}
+    return TRL_METRICS
+
+
 def optimizer_steps_per_batch(rl: Any) -> int:
     """TRL optimizer steps per sampled batch: one per minibatch, `ppo_epochs` passes (as our PPO)."""
     return rl.prompts_per_step * rl.samples_per_prompt // rl.mini_batch_size * rl.ppo_epochs
@@ -78,6 +86,7 @@ def trl_callback_class() -> type:
             self.tokens_at_last_log = 0
             self.time_at_last_log = time.perf_counter()
             self.watch = regression_watch(ctx) if stage == "rl" else None
+            self.names = trl_metric_names(ctx.config.rl.algorithm if stage == "rl" else None)
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
             if (
@@ -123,11 +132,7 @@ def trl_callback_class() -> type:
                 return control
             record: dict[str, Any] = {"stage": self.stage, "step": state.global_step // self.per}
             record.update(
-                {
-                    ours: float(logs[theirs])
-                    for theirs, ours in TRL_METRICS.items()
-                    if theirs in logs
-                }
+                {ours: float(logs[theirs]) for theirs, ours in self.names.items() if theirs in logs}
             )
             if self.reward is not None:
                 record.update(self.reward.drain_metrics())
@@ -171,7 +176,7 @@ def trl_callback_class() -> type:
         def _check_faults(self, record: dict[str, Any]) -> None:
             bad = [
                 k
-                for k in ("loss", "kl", "train_reward_mean", "grad_norm")
+                for k in ("loss", "kl", "kl_logratio", "train_reward_mean", "grad_norm")
                 if k in record and not math.isfinite(record[k])
             ]
             if bad:
