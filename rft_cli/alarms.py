@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from rft_cli.metrics import with_current_names
+
 # name -> what it means, in the words a user reads on stderr and in `rft report`.
 MEANINGS = {
     "reward_hacking": "the validation reward fell while the training reward rose: the policy may be pleasing the "
@@ -79,9 +81,30 @@ class MetricStream:
     def steps(self, key: str) -> list[int]:
         return self._steps.get(key, [])
 
+    def value_at(self, key: str, step: int) -> float | None:
+        """The value logged at `step` (None when that line has none)."""
+        steps = self.steps(key)
+        i = bisect.bisect_left(steps, step)
+        return self.values(key)[i] if i < len(steps) and steps[i] == step else None
+
     def values_until(self, key: str, step: int) -> list[float]:
         """Values logged at or before `step`."""
         return self.values(key)[: bisect.bisect_right(self.steps(key), step)]
+
+
+# The std of equal rewards is float32 rounding noise, not 0 (sixteen rewards of 0.1: 7.45e-9), and
+# the noise grows with the rewards' magnitude: a spread within this share of max(1, |mean|) is none.
+CONSTANT_REWARD_TOLERANCE = 1e-6
+
+
+def rewards_differ(std: float, mean: float | None = None) -> bool:
+    """Whether a step's rewards differ: their std is above float rounding noise at their scale.
+
+    >>> rewards_differ(7.45e-9, 0.1), rewards_differ(6e-6, 100.0), rewards_differ(0.3, 0.5)
+    (False, False, True)
+    """
+    scale = max(1.0, abs(mean)) if mean is not None and math.isfinite(mean) else 1.0
+    return std > CONSTANT_REWARD_TOLERANCE * scale
 
 
 def _mean(values: list[float]) -> float:
@@ -138,10 +161,14 @@ def detect_truncation_rise(stream: MetricStream, s: Any) -> str | None:
 
 
 def detect_no_signal(stream: MetricStream, s: Any) -> str | None:
+    steps = stream.steps("train_reward_std")[-s.no_signal_steps :]
     stds = stream.values("train_reward_std")[-s.no_signal_steps :]
-    if len(stds) < s.no_signal_steps or any(v > 1e-9 for v in stds):
+    if len(stds) < s.no_signal_steps or any(
+        rewards_differ(std, stream.value_at("train_reward_mean", step))
+        for step, std in zip(steps, stds, strict=True)
+    ):
         return None
-    return f"train_reward_std was 0 for the last {s.no_signal_steps} steps (alarms.no_signal_steps)"
+    return f"train_reward_std was 0 (up to float rounding) for the last {s.no_signal_steps} steps (alarms.no_signal_steps)"
 
 
 def detect_entropy_collapse(stream: MetricStream, s: Any) -> str | None:
@@ -155,10 +182,12 @@ def detect_entropy_collapse(stream: MetricStream, s: Any) -> str | None:
 
 
 def detect_kl_high(stream: MetricStream, s: Any) -> str | None:
-    values = stream.values("kl")[-s.window :]
+    # the per-token KL: k3 (PPO, GRPO), else RLOO's per-token log-ratio, an estimate of the same
+    key = "kl" if stream.values("kl") else "kl_logratio"
+    values = stream.values(key)[-s.window :]
     if len(values) < s.window or _mean(values) <= s.kl_max:
         return None
-    return f"kl {_mean(values):.3g} (mean of the last {s.window} steps) is above alarms.kl_max={s.kl_max}"
+    return f"{key} {_mean(values):.3g} (mean of the last {s.window} steps) is above alarms.kl_max={s.kl_max}"
 
 
 def detect_grader_errors(stream: MetricStream, s: Any) -> str | None:
@@ -224,7 +253,7 @@ class AlarmMonitor:
             or not isinstance(record.get("step"), int)
         ):
             return []
-        self.stream.add(record)
+        self.stream.add(with_current_names(record))  # an older run's PPO `kl` is its kl_sum
         done = {a.name for a in self.raised}
         new = []
         for name, detect in DETECTORS.items():

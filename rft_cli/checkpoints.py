@@ -16,6 +16,10 @@ The protocol, in the order a writer follows it, and what a `kill -9` at each poi
    through `.old-<name>`; a kill between them leaves `.old-<name>` and no `<name>` until the next
    `--resume` writes it again (guarantee 2 in docs/guarantees.md).
 
+A GRPO/RLOO LoRA checkpoint holds adapters only; its `adapter_config.json` names the base model
+(`checkpoints/sft` or `checkpoints/base`) relative to the checkpoint itself (`../sft`), and
+`load_adapter_model` reads it from there, so a run folder can be moved or read from any folder.
+
 Metrics follow the same idea from the other side: `metrics.jsonl` lines written after the last
 complete checkpoint are dropped on `--resume` (rft_cli/metrics.py), so a step is never counted twice.
 """
@@ -34,6 +38,7 @@ from typing import Any
 from rft_cli.errors import TrainingError
 
 MARKER = "rft_meta.json"
+ADAPTER_CONFIG = "adapter_config.json"
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
@@ -183,6 +188,57 @@ def find_latest_complete(checkpoints_dir: str | Path) -> Path | None:
 def read_meta(folder: str | Path) -> dict[str, Any]:
     """The marker's contents (step, stage, valid_reward_mean, versions, ...)."""
     return json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
+
+
+def anchor_adapter_base(folder: str | Path, home: str | Path, checkpoints_dir: str | Path) -> None:
+    """Name the base model of the LoRA adapters in `folder` relative to `home`, where they will live.
+
+    peft records the base as it was loaded (`runs/x/checkpoints/sft`, relative to the folder training
+    ran in); a base inside the run's `checkpoints_dir` becomes `../sft`, so the run folder can move.
+    A base elsewhere (a hub id, the user's model) is left as it is.
+    """
+    path = Path(folder) / ADAPTER_CONFIG
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text(encoding="utf-8"))
+    base = config.get("base_model_name_or_path")
+    if not base or not Path(base).is_dir():
+        return
+    base = Path(base).resolve()
+    if not base.is_relative_to(Path(checkpoints_dir).resolve()):
+        return
+    config["base_model_name_or_path"] = os.path.relpath(base, Path(home).resolve())
+    path.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
+
+
+def adapter_base(folder: str | Path) -> str:
+    """Where the base model of the LoRA adapters in `folder` is (what `from_pretrained` loads).
+
+    A relative path is read against the folder first (`../sft`, as rft writes it); then, for a
+    checkpoint written before rft did so, against the working folder and as the checkpoint's
+    sibling of the same name (`runs/x/checkpoints/sft` seen from elsewhere or after a move).
+    """
+    folder = Path(folder)
+    config = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    base = str(config.get("base_model_name_or_path") or "")
+    relative = Path(base)
+    if not base or relative.is_absolute():
+        return base
+    for candidate in (folder / relative, relative):
+        if candidate.is_dir():
+            return str(candidate)
+    sibling = folder.parent / relative.name
+    return str(sibling) if is_complete(sibling) else base
+
+
+def load_adapter_model(folder: str | Path, dtype: Any = None) -> Any:
+    """The LoRA checkpoint in `folder` merged into its base model: a plain Hugging Face model."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    options = {} if dtype is None else {"dtype": dtype}
+    base = AutoModelForCausalLM.from_pretrained(adapter_base(folder), **options)
+    return PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
 
 
 def prune_checkpoints(checkpoints_dir: str | Path, keep: int) -> list[Path]:

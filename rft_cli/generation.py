@@ -124,10 +124,10 @@ def _load_tokenizer(source: str, given: str | Path) -> Any:
 def _load_model(source: str, given: str | Path) -> Any:
     try:
         if Path(source).is_dir() and not (Path(source) / "config.json").exists():
-            from peft import AutoPeftModelForCausalLM
+            from rft_cli.checkpoints import load_adapter_model
 
             # A LoRA checkpoint: load it on its base model and merge, so generation is plain HF.
-            return AutoPeftModelForCausalLM.from_pretrained(source, dtype="auto").merge_and_unload()
+            return load_adapter_model(source, dtype="auto")
         from transformers import AutoModelForCausalLM
 
         return AutoModelForCausalLM.from_pretrained(source, dtype="auto")

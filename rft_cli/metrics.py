@@ -189,3 +189,12 @@ class MultiLogger:
     def close(self) -> None:
         for logger in self.loggers:
             logger.close()
+
+
+def with_current_names(record: dict[str, Any]) -> dict[str, Any]:
+    """A metrics line under today's names. Before rft told its KL metrics apart, PPO logged the
+    mean over answers of the summed log-ratio as `kl` (now `kl_sum`; `kl` is the per-token k3);
+    such a line is known by PPO's `kl_coef` without `kl_sum`."""
+    if "kl_coef" in record and "kl" in record and "kl_sum" not in record:
+        return {**{k: v for k, v in record.items() if k != "kl"}, "kl_sum": record["kl"]}
+    return record

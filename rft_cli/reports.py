@@ -21,16 +21,17 @@ from typing import Any
 from rft_cli.alarms import scan_metrics
 from rft_cli.config import AlarmSettings, read_yaml
 from rft_cli.errors import ConfigError, DataError, RftError
-from rft_cli.metrics import read_metrics
+from rft_cli.metrics import read_metrics, with_current_names
 from rft_cli.samples import follow_row, step_samples
 
 METRICS_FILE = "metrics.jsonl"
-# (metric key, panel title); the panels of a run report, in order.
+# (metric keys, panel title); the panels of a run report, in order. A run is drawn with the first
+# key it logged: RLOO logs no k3, so its KL is its per-token log-ratio (labelled so).
 PANELS = [
-    ("train_reward_mean", "Train reward (mean)"),
-    ("valid_reward_mean", "Validation reward (mean)"),
-    ("kl", "KL to the reference policy"),
-    ("response_length_mean", "Response length (tokens)"),
+    (("train_reward_mean",), "Train reward (mean)"),
+    (("valid_reward_mean",), "Validation reward (mean)"),
+    (("kl", "kl_logratio"), "KL to the reference, per token (k3)"),
+    (("response_length_mean",), "Response length (tokens)"),
 ]
 
 
@@ -89,7 +90,7 @@ def summarize_run(run_dir: str | Path) -> RunReport:
     if not metrics.is_file():
         raise ConfigError(f"{run}: no {METRICS_FILE} here; is this a run folder of `rft train`?")
     warnings: list[str] = []
-    records = read_metrics(metrics, warnings)
+    records = [with_current_names(r) for r in read_metrics(metrics, warnings)]
     if not records:
         raise DataError(f"{metrics}: no metrics logged yet (the run has not finished a step)")
     best = _best(records, "valid_reward_mean")
@@ -234,10 +235,12 @@ def plot_runs(reports: list[RunReport], output: str | Path) -> Path:
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, (key, title) in zip(axes.flat, PANELS, strict=True):
+    for ax, (keys, title) in zip(axes.flat, PANELS, strict=True):
         drawn = 0
         for i, report in enumerate(reports):
-            drawn += _plot_metric(ax, report, key, colours[i % len(colours)])
+            key = panel_key(report, keys)
+            note = "" if key == keys[0] else key
+            drawn += _plot_metric(ax, report, key, colours[i % len(colours)], note)
         ax.set_title(title)
         ax.set_xlabel("step (SFT, then RL)")
         ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
@@ -248,7 +251,7 @@ def plot_runs(reports: list[RunReport], output: str | Path) -> Path:
             ax.text(
                 0.5,
                 0.5,
-                f"no {key} logged",
+                f"no {keys[0]} logged",
                 ha="center",
                 va="center",
                 transform=ax.transAxes,
@@ -257,14 +260,19 @@ def plot_runs(reports: list[RunReport], output: str | Path) -> Path:
     return _save(fig, plt, output, kind, _runs_table_html(reports))
 
 
+def panel_key(report: RunReport, keys: tuple[str, ...]) -> str:
+    """The first of a panel's `keys` the run logged (the first key when it logged none)."""
+    return next((k for k in keys if any(k in r for r in report.records)), keys[0])
+
+
 def _rl_offset(report: RunReport) -> float:
     """RL steps are drawn after the SFT steps: RL step n sits at x = (last SFT step) + n."""
     sft = next((s for s in report.stages if s.stage == "sft"), None)
     return float(sft.last_step or 0) if sft else 0.0
 
 
-def _plot_metric(ax: Any, report: RunReport, key: str, colour: str) -> int:
-    """Draw one line per stage; returns how many lines were drawn."""
+def _plot_metric(ax: Any, report: RunReport, key: str, colour: str, note: str = "") -> int:
+    """Draw one line per stage (`note` added to its label); returns how many lines were drawn."""
     offset = _rl_offset(report)
     by_stage: dict[str, tuple[list[float], list[float]]] = {}
     for r in report.records:
@@ -276,7 +284,7 @@ def _plot_metric(ax: Any, report: RunReport, key: str, colour: str) -> int:
             ys.append(value)
     name = Path(report.run).name or report.run
     for stage, (xs, ys) in by_stage.items():
-        label = f"{name} ({stage})" if stage else name
+        label = (f"{name} ({stage})" if stage else name) + (f" {note}" if note else "")
         sft = stage == "sft"
         ax.plot(
             xs,

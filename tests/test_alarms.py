@@ -17,6 +17,7 @@ from rft_cli.alarms import (
     AlarmMonitor,
     AlarmStop,
     WatchingLogger,
+    rewards_differ,
     scan_metrics,
 )
 from rft_cli.cli import app
@@ -41,7 +42,11 @@ def healthy(steps: int = 100, seed: int = 0) -> list[dict]:
             "step": step,
             "train_reward_mean": reward,
             "train_reward_std": 0.0 if rng.random() < 0.1 else 0.2 + rng.uniform(0, 0.2),
-            "kl": 0.7 * step / 10 * (1 + rng.uniform(-0.3, 0.3)),
+            "kl": 0.7
+            * step
+            / 10
+            * (1 + rng.uniform(-0.3, 0.3))
+            / 40,  # per token, ~40 tokens an answer
             "entropy": 0.1 - 0.05 * progress,
             "response_length_mean": 30 + 13 * progress + rng.uniform(-2, 2),
             "truncated_share": 0.016 if rng.random() < 0.2 else 0.0,
@@ -127,6 +132,33 @@ def test_no_signal_needs_that_many_steps_in_a_row():
     assert [(a.name, a.step) for a in scan_metrics(records, AlarmSettings())] == [("no_signal", 49)]
 
 
+def test_no_signal_fires_when_every_answer_scores_the_same_partial_credit(tmp_path):
+    """Regression (issue 27): sixteen rewards of 0.1 have a float32 std of 7.7e-9, not 0, which
+    was above the alarm's 1e-9 threshold: a real model's steps where every answer got the same
+    partial credit raised nothing, and `rft report --fail-on-alarm` exited 0."""
+    import torch
+
+    for value in (0.1, 100.3):
+        spread = torch.full((16,), value).std().item()  # as PPO and TRL log train_reward_std
+        assert spread > 1e-9  # float32 rounding
+        records = [
+            {"stage": "rl", "step": step, "train_reward_mean": value, "train_reward_std": spread}
+            for step in range(1, 11)
+        ]
+        path = _metrics_file(tmp_path / str(value) / "metrics.jsonl", records)
+        result = CliRunner().invoke(app, ["report", str(path.parent), "--fail-on-alarm"])
+        assert result.exit_code == 3 and "alarm no_signal at rl step 10" in result.output, value
+
+
+def test_rewards_differ_above_float_noise_at_their_scale():
+    import torch
+
+    assert not rewards_differ(torch.full((1024,), 0.7).std().item(), 0.7)
+    assert not rewards_differ(torch.full((64,), 12345.6).std().item(), 12345.6)
+    assert rewards_differ(torch.tensor([0.1] * 15 + [0.2]).std().item(), 0.10625)
+    assert rewards_differ(1e-3, None) and not rewards_differ(0.0, float("nan"))
+
+
 def test_entropy_collapse_fires_below_the_fraction_of_the_start():
     records = with_values(healthy(), "entropy", lambda step: 0.1 * math.exp(-step / 10))
     assert "entropy_collapse" in names(records)
@@ -134,10 +166,30 @@ def test_entropy_collapse_fires_below_the_fraction_of_the_start():
 
 
 def test_kl_high_fires_above_the_bound():
-    records = with_values(healthy(), "kl", lambda step: step)
+    records = with_values(healthy(), "kl", lambda step: step / 30)
     alarm = next(a for a in scan_metrics(records, AlarmSettings()) if a.name == "kl_high")
-    assert alarm.step == 33  # mean of steps 29-33 is 31 > 30
+    assert alarm.step == 33  # mean of steps 29-33 is 31/30 > 1
     assert "kl_high" not in names(records, kl_max=1000)
+
+
+def test_kl_high_reads_the_per_token_kl_of_every_algorithm():
+    """Regression (issue 27): PPO's `kl` was the summed log-ratio per answer, TRL's per token, both
+    held to one bound. Now `kl` is per token (RLOO: `kl_logratio`); an older PPO run's per-answer
+    `kl` (known by its `kl_coef` without `kl_sum`) is not read as per-token."""
+    rloo = [{k: v for k, v in r.items() if k != "kl"} for r in healthy()]
+    assert "kl_high" not in names(with_values(rloo, "kl_logratio", lambda step: 0.01))
+    alarm = next(
+        a
+        for a in scan_metrics(
+            with_values(rloo, "kl_logratio", lambda step: step / 30), AlarmSettings()
+        )
+        if a.name == "kl_high"
+    )
+    assert alarm.step == 33 and alarm.message.startswith("kl_logratio 1.03")
+    older_ppo = with_values(healthy(), "kl", lambda step: 5.0)  # nats per answer
+    assert "kl_high" in names(older_ppo)  # read as per-token
+    older_ppo = with_values(older_ppo, "kl_coef", lambda step: 0.02)
+    assert "kl_high" not in names(older_ppo)  # an older PPO line: its `kl` is kl_sum
 
 
 def test_grader_errors_fire_when_the_share_rises():

@@ -249,3 +249,41 @@ def test_a_real_full_disk_mid_run(tmp_path):
         assert not (disk / "run" / "checkpoints" / ".tmp-step-2").exists()
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_the_ctrl_c_hint_repeats_the_stage_and_settings(tmp_path, monkeypatch):
+    """Regression (issue 27): after Ctrl-C in `--stage sft`, the printed command dropped the stage
+    (and the --set values), so following it ran on into RL under other settings."""
+    import rft_cli.training.run as run_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "train", interrupted)
+    out = tmp_path / "my run"
+    result = CliRunner().invoke(
+        app,
+        ["train", str(RECIPE), "-o", str(out), "--stage", "sft", "--set", "sft.max_steps=2"]
+        + ["--set", "rl.temperature=0.7", "--quiet"],
+    )
+    assert result.exit_code == 130
+    command = " ".join(result.output.split())  # Rich wraps long lines
+    expected = (
+        f"continue with: rft train {RECIPE} --output-dir '{out}' --stage sft "
+        "--set sft.max_steps=2 --set rl.temperature=0.7 --resume"
+    )
+    assert expected in command, result.output
+
+
+@pytest.mark.parametrize("content", [None, "notes.txt"], ids=["missing", "not-a-run"])
+def test_resume_without_a_run_in_the_folder_is_a_usage_error(tmp_path, content):
+    """Regression (issue 27): `--resume` on an empty or unrelated folder silently started a new run."""
+    out = tmp_path / "runs"
+    if content is not None:
+        out.mkdir()
+        (out / content).write_text("mine")
+    result = rft_train(out, "--resume")
+    assert_failed_cleanly(result, f"{out}: no run to resume", "drop --resume", code=2)
+    assert (sorted(p.name for p in out.iterdir()) if out.exists() else None) == (
+        [content] if content else None
+    )  # nothing written

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -112,3 +113,53 @@ def test_prune_keeps_the_best_by_valid_reward_and_the_latest(tmp_path):
     ckpt.prune_checkpoints(tmp_path, keep=2)
     assert [n for n, _ in ckpt.step_checkpoints(tmp_path)] == [2, 4, 5]
     assert ckpt.best_checkpoint(tmp_path).name == "step-2"
+
+
+def _adapters(folder, base):
+    folder.mkdir(parents=True)
+    (folder / ckpt.ADAPTER_CONFIG).write_text(json.dumps({"base_model_name_or_path": base}))
+    return folder
+
+
+def _complete(folder):
+    folder.mkdir(parents=True)
+    (folder / ckpt.MARKER).write_text("{}")
+    return folder
+
+
+def test_adapters_name_a_base_of_the_same_run_relative_to_where_they_will_live(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    _complete(tmp_path / "run" / "checkpoints" / "sft")
+    work = _adapters(
+        tmp_path / "run" / "checkpoints" / ".trl-grpo" / "checkpoint-4", "run/checkpoints/sft"
+    )
+    home = tmp_path / "run" / "checkpoints" / "step-2"
+    ckpt.anchor_adapter_base(work, home, home.parent)
+    assert (
+        json.loads((work / ckpt.ADAPTER_CONFIG).read_text())["base_model_name_or_path"] == "../sft"
+    )
+    user_model = _adapters(tmp_path / "run" / "checkpoints" / "x", str(tmp_path / "run"))
+    ckpt.anchor_adapter_base(
+        user_model, home, home.parent
+    )  # a base outside the checkpoints: left as it is
+    assert json.loads((user_model / ckpt.ADAPTER_CONFIG).read_text())[
+        "base_model_name_or_path"
+    ] == str(tmp_path / "run")
+
+
+@pytest.mark.parametrize(
+    "base", ["../sft", "run/checkpoints/sft"], ids=["relative-to-checkpoint", "older-run"]
+)
+def test_the_adapters_base_is_found_beside_them_from_any_folder(base, tmp_path, monkeypatch):
+    """An older run's checkpoint named its base relative to the folder training ran in: it is
+    found as the checkpoint's sibling, from another folder, after the run moved."""
+    moved = tmp_path / "moved"
+    sft = _complete(moved / "checkpoints" / "sft")
+    step = _adapters(moved / "checkpoints" / "step-1", base)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert Path(ckpt.adapter_base(step)).resolve() == sft
+    hub = _adapters(tmp_path / "hub", "org/model")
+    assert ckpt.adapter_base(hub) == "org/model"

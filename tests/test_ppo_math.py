@@ -79,6 +79,32 @@ def test_a_batch_that_scored_the_same_is_centred_not_scaled_up():
     assert out[0].tolist() == pytest.approx([-0.01, 0.0, 0.01, 0.0], abs=1e-6)
 
 
+def test_kl_sums_hold_k3_and_the_log_ratio_of_the_answer_tokens():
+    logprobs, ref = (
+        t([[-1.0, -2.0, -0.5], [-0.1, -3.0, 0.0]]),
+        t([[-1.5, -1.0, -9.0], [-0.1, -2.0, 0.0]]),
+    )
+    mask = t([[1, 1, 0], [1, 1, 0]])
+    k3 = [math.exp(d) - d - 1 for d in (-0.5, 1.0, 0.0, 1.0)]  # d = log pi_ref - log pi
+    sums = pm.kl_sums(logprobs * mask, ref * mask, mask)
+    assert sums.flatten().tolist() == pytest.approx(
+        [k3[0] + k3[1], -0.5, 2.0, k3[2] + k3[3], -1.0, 2.0]
+    )
+    assert (sums[:, 0] >= 0).all() and (sums[:, 1] < 0).all()  # k3 is never negative; k1 can be
+    # a policy barely moved: k3 is d**2 / 2 a token, where float32's exp(d) - d - 1 gives noise
+    d = [3e-5, -2e-5, 1e-4]
+    small = pm.kl_sums(t([[-1.0] * 3]), t([[-1.0 + x for x in d]]), t([[1, 1, 1]]))
+    exact = sum(x * x / 2 for x in (t([[-1.0 + x for x in d]])[0].double() + 1.0).tolist())
+    assert small[0, 0].item() == pytest.approx(exact, rel=1e-3)
+
+
+def test_equal_scores_far_from_one_are_centred_too():
+    """Equal float32 scores of 100.3 have a std of 7.9e-6 (rounding): still no difference to whiten."""
+    adv, mask = t([[0.01, 0.02, 0.03, 5.0]]), t([[1, 1, 1, 0]])
+    out, scaled = pm.normalise_advantages(adv, mask, t([100.3] * 16))
+    assert not scaled
+
+
 @pytest.mark.parametrize(
     "adv,new_lp,loss,clip_frac",
     [

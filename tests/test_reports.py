@@ -188,3 +188,34 @@ def test_rl_steps_are_plotted_after_sft_steps(tmp_path):
     lines = {line.get_label(): list(line.get_xdata()) for line in ax.get_lines()}
     plt.close(fig)
     assert lines["a (sft)"] == [4] and lines["a (rl)"] == [7, 10, 13, 16]
+
+
+def test_the_kl_panel_draws_one_quantity_per_run(tmp_path):
+    """Regression (issue 27): PPO logged the summed log-ratio per answer as `kl` (negative at times)
+    and GRPO the per-token k3, on one axis. Now `kl` is the per-token k3 for both; RLOO, which logs
+    no k3, is drawn with its per-token log-ratio and labelled so; an older PPO run's `kl` is read
+    as what it was, `kl_sum`."""
+    from rft_cli.reports import PANELS, panel_key
+
+    keys = next(keys for keys, title in PANELS if "KL" in title)
+    rows = {
+        "ppo": {"kl": 0.01, "kl_logratio": 0.012, "kl_sum": 0.4, "kl_coef": 0.05},
+        "grpo": {"kl": 0.01},
+        "rloo": {"kl_logratio": 0.011},
+        "old-ppo": {"kl": -0.4, "kl_coef": 0.05},
+    }
+    drawn = {}
+    for name, values in rows.items():
+        (tmp_path / name).mkdir()
+        line = {"stage": "rl", "step": 1, "train_reward_mean": 0.5, **values}
+        (tmp_path / name / "metrics.jsonl").write_text(json.dumps(line) + "\n")
+        report = summarize_run(tmp_path / name)
+        drawn[name] = (panel_key(report, keys), report.last.get("kl_sum"))
+    assert drawn == {
+        "ppo": ("kl", 0.4),
+        "grpo": ("kl", None),
+        "rloo": ("kl_logratio", None),
+        "old-ppo": ("kl", -0.4),  # no per-token KL logged: the panel says so, kl_sum holds it
+    }
+    old = summarize_run(tmp_path / "old-ppo")
+    assert "kl" not in old.last and old.last["kl_sum"] == -0.4

@@ -26,6 +26,8 @@ PPO_METRICS = {
     "train_reward_mean",
     "train_reward_std",
     "kl",
+    "kl_logratio",
+    "kl_sum",
     "policy_loss",
     "value_loss",
     "entropy",
@@ -506,3 +508,25 @@ def test_resume_refuses_what_the_checkpoint_holds_and_lists_what_it_applies(tmp_
     assert [r["step"] for r in rl] == [1, 2, 3, 4]
     assert rl[3]["config_changed"] == {"rl.temperature": [1.0, 0.7]}
     assert not any("config_changed" in r for r in rl[:3])
+
+
+def test_every_algorithm_logs_the_per_token_kl_under_its_own_name(tmp_path):
+    """Regression (issue 27): PPO logged the mean summed log-ratio per answer as `kl` (negative at
+    times), GRPO TRL's per-token k3 and RLOO TRL's per-token log-ratio, all as `kl` on one plot
+    axis. Now `kl` is the per-token k3 (PPO, GRPO), `kl_logratio` the per-token log-ratio (PPO,
+    RLOO) and `kl_sum` PPO's per-answer sum."""
+    quick = ("sft.enabled=false", "rl.steps=4", "rl.learning_rate=0.01", "eval.interval=10")
+    for algorithm in ("ppo", "grpo", "rloo"):
+        run(tmp_path, *quick, f"rl.algorithm={algorithm}", name=algorithm)
+        rl = [r for r in read_metrics(tmp_path / algorithm / "metrics.jsonl") if r["stage"] == "rl"]
+        assert len(rl) == 4
+        names = {"ppo": {"kl", "kl_logratio", "kl_sum"}, "grpo": {"kl"}, "rloo": {"kl_logratio"}}
+        for record in rl:
+            assert {k for k in record if k.startswith("kl") and k != "kl_coef"} == names[algorithm]
+            assert record.get("kl", 0.0) >= 0.0
+        if algorithm == "ppo":  # the same log-ratios, summed per answer or averaged per token
+            for r in rl:
+                assert r["kl_sum"] == pytest.approx(
+                    r["kl_logratio"] * r["response_length_mean"], rel=1e-4, abs=1e-9
+                )
+            assert any(r["kl"] > 0 for r in rl)

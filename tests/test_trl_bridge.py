@@ -271,3 +271,19 @@ def _prompts_dataset():
     from datasets import Dataset
 
     return Dataset.from_list([{"prompt": [{"role": "user", "content": "1+1="}]}] * 4)
+
+
+def test_ppo_logs_train_reward_std_as_trl_does():
+    """Regression (issue 27): PPO logged the population std (n) and TRL the sample std (n - 1),
+    so `train_reward_std`, and the `no_signal` alarm reading it, meant two things."""
+    from trl.trainer.utils import nanstd
+
+    from rft_cli.training.ppo_math import reward_std
+
+    generator = torch.Generator().manual_seed(0)
+    for rewards in (
+        torch.full((16,), 0.1),
+        torch.rand(16, generator=generator),
+        torch.tensor([0.0, 1.0]),
+    ):
+        assert reward_std(rewards) == pytest.approx(nanstd(rewards).item(), rel=1e-6)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
@@ -13,6 +14,7 @@ from rich.markup import escape
 
 from rft_cli.cli import render
 from rft_cli.cli.app import app
+from rft_cli.cli.ticker import Ticker, progress_interval
 
 
 class OutputFormat(str, Enum):
@@ -164,6 +166,10 @@ def _progress() -> Any:
             render.stderr.print(
                 f"Evaluating {escape(name)}: {rows} rows x {samples} sample(s), temperature {temperature:g}"
             )
+            if not render.stderr.is_terminal:  # a log: plain lines, as the bar would show nothing
+                with _plain_generation(name) as report:
+                    yield report
+                return
             columns = (
                 TextColumn("{task.description}"),
                 BarColumn(),
@@ -183,6 +189,28 @@ def _progress() -> Any:
             render.stderr.print(f"Grading {escape(str(path))}: {models} model(s), {rows} rows")
 
     return _Stderr()
+
+
+@contextlib.contextmanager
+def _plain_generation(name: str) -> Iterator[Any]:
+    """Plain progress lines for one model's evaluation (`rft_cli.cli.ticker`): answers and rate."""
+    ticker = Ticker(progress_interval())
+    ticker.start(f"{name}: loading the model")
+    first: list[tuple[float, int]] = []  # the first batch's time and count: the rate runs from it
+
+    def report(done: int, total: int) -> None:
+        now = time.monotonic()
+        if not first:
+            first.append((now, done))
+        text = f"{name}: {done}/{total} answers generated"
+        if done > first[0][1]:
+            text += f", {(done - first[0][1]) / max(now - first[0][0], 1e-9):.3g} answers/s"
+        ticker.update(text, now=done == total)
+
+    try:
+        yield report
+    finally:
+        ticker.stop()
 
 
 def _render(run: Any, output_format: OutputFormat) -> None:

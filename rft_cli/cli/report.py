@@ -18,6 +18,8 @@ LAST_KEYS = [
     "valid_reward_mean",
     "valid_accuracy",
     "kl",
+    "kl_logratio",
+    "kl_sum",
     "policy_loss",
     "value_loss",
     "entropy",

@@ -7,37 +7,60 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from rft_cli.cli import render
 from rft_cli.cli.app import app
+from rft_cli.cli.ticker import Ticker, progress_interval
 
 
 class _Progress:
-    """A one-line Rich status on stderr: stage, step, time left, the last train and validation
-    reward, KL and the alarms raised so far; each alarm is also printed once, when raised."""
+    """Progress on stderr. In a terminal, a one-line Rich status: stage, step, time left, the last
+    train and validation reward, KL and the alarms raised so far. Elsewhere (a CI log, `nohup`),
+    where that status shows nothing, the same as plain lines at most every $RFT_PROGRESS_INTERVAL
+    seconds (`rft_cli.cli.ticker`). Each alarm is also printed once, when raised."""
 
     def __init__(self, totals: dict[str, int], quiet: bool):
         self.totals, self.quiet = totals, quiet
         self.status: Any = None
-        self.started = time.perf_counter()
+        self.ticker: Ticker | None = None
         self.stage_started: dict[str, tuple[float, int]] = {}
         self.last_valid: dict[str, float] = {}
         self.alarms: list[str] = []
 
     def __enter__(self) -> _Progress:  # noqa: PYI034 (Python 3.10 has no typing.Self)
-        if not self.quiet:
+        from rft_cli.training.run import is_main_process
+
+        if self.quiet or not is_main_process():  # under `accelerate launch` one process shows it
+            return self
+        if render.stderr.is_terminal:
             self.status = render.stderr.status("starting...")
             self.status.__enter__()
+        else:
+            self.ticker = Ticker(progress_interval())
+            self.ticker.start("starting: checking the config, data and grader")
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.status is not None:
             self.status.__exit__(*exc)
+        if self.ticker is not None:
+            self.ticker.stop()
 
     def checked(self, pre: Any) -> None:
         """The preflight passed: warn about the grader self-test, learn the warm-up's length."""
         _warn_self_test(pre.grader_check)
         self.totals["sft"] = pre.plan["stages"].get("sft", {}).get("steps", 0)
+        self._show("checks passed; loading the model", now=True)
+
+    def evaluating(self, stage: str, step: int, rows: int) -> Any:
+        """An evaluation starts (`RunContext.evaluate`); returns what its generation reports to."""
+        self._show(f"{stage} step {step}: evaluating {rows} validation rows")
+
+        def report(done: int, total: int) -> None:
+            self._show(f"{stage} step {step}: evaluating, {done}/{total} validation answers")
+
+        return report
 
     def __call__(self, record: dict[str, Any]) -> None:
         for alarm in record.get("alarms") or []:  # printed even with --quiet: an alarm is a warning
@@ -48,35 +71,45 @@ class _Progress:
             )
         if record.get("samples_error"):
             render.warning(str(record["samples_error"]))
-        if self.status is None:
+        if self.status is None and self.ticker is None:
             return
         stage, step = record.get("stage", "?"), int(record.get("step", 0))
         if isinstance(record.get("valid_reward_mean"), (int, float)):
             self.last_valid[stage] = record["valid_reward_mean"]
-        total = self.totals.get(stage, 0)
-        first_time, first_step = self.stage_started.setdefault(
-            stage, (time.perf_counter(), step - 1)
-        )
-        done = step - first_step
-        left = (
-            (time.perf_counter() - first_time) / done * (total - step)
-            if done > 0 and total
-            else 0.0
-        )
-        parts = [f"[bold]{stage}[/] step {step}/{total}"]
-        parts.append(f"~{left:.0f}s left")
-        for key, label in (("loss", "loss"), ("train_reward_mean", "reward"), ("kl", "kl")):
-            if isinstance(record.get(key), (int, float)):
-                parts.append(f"{label} {record[key]:.4g}")
-        if stage in self.last_valid:
-            parts.append(f"valid {self.last_valid[stage]:.4g}")
-        if self.alarms:
-            parts.append(f"[yellow]alarms: {', '.join(self.alarms)}[/]")
-        self.status.update("  ".join(parts))
+        first = stage not in self.stage_started
+        line = self._step_line(record, stage, step)
+        self._show(line, now=first or step == self.totals.get(stage))
         if record.get("valid_reward_mean") is not None:
             render.stderr.print(
                 f"{stage} step {step}: valid_reward_mean {record['valid_reward_mean']:.4f}"
             )
+
+    def _step_line(self, record: dict[str, Any], stage: str, step: int) -> str:
+        """`rl step 3/10  41.2 s/step  ~288s left  reward 0.5  kl 0.0012  valid 0.4  12 tok/s`."""
+        total = self.totals.get(stage, 0)
+        first_time, first_step = self.stage_started.setdefault(stage, (time.monotonic(), step))
+        parts = [f"{stage} step {step}/{total}"]
+        if step > first_step:  # a rate needs two lines of this stage
+            per_step = (time.monotonic() - first_time) / (step - first_step)
+            parts.append(f"{per_step:.3g} s/step")
+            parts.append(f"~{per_step * max(total - step, 0):.0f}s left")
+        kl = "kl" if "kl" in record else "kl_logratio"  # RLOO logs no k3
+        for key, label in (("loss", "loss"), ("train_reward_mean", "reward"), (kl, kl)):
+            if isinstance(record.get(key), (int, float)):
+                parts.append(f"{label} {record[key]:.4g}")
+        if stage in self.last_valid:
+            parts.append(f"valid {self.last_valid[stage]:.4g}")
+        if isinstance(record.get("tokens_per_second"), (int, float)):
+            parts.append(f"{record['tokens_per_second']:.0f} tok/s")
+        if self.alarms:
+            parts.append(f"alarms: {', '.join(self.alarms)}")
+        return "  ".join(parts)
+
+    def _show(self, text: str, now: bool = False) -> None:
+        if self.status is not None:
+            self.status.update(escape(text))
+        if self.ticker is not None:
+            self.ticker.update(text, now=now)
 
 
 def _print_plan(plan: dict[str, Any], run_dir: Path) -> None:
@@ -96,7 +129,6 @@ def _rl_gain(stages: dict[str, Any]) -> tuple[float | None, float | None] | None
 
 
 def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
-    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"rft train: {run_dir}")
@@ -146,6 +178,18 @@ def _scores(summary: dict[str, Any]) -> str:
         if isinstance(start, float | int) and summary.get("final_source") != "start"
         else ""
     )
+
+
+def _resume_command(config_path: Path, run_dir: Path, stage: str, overrides: list[str]) -> str:
+    """The `rft train` command that continues this one: same stage and --set values, plus --resume."""
+    import shlex
+
+    words = ["rft", "train", str(config_path), "--output-dir", str(run_dir)]
+    if stage != "all":
+        words += ["--stage", stage]
+    for override in overrides:
+        words += ["--set", override]
+    return shlex.join([*words, "--resume"])
 
 
 def _warn_self_test(report: Any) -> None:
@@ -207,7 +251,7 @@ def train(
 
     Before any model loads, config, data and grader are checked, and the grader grades each demonstration as if the model wrote it (grader_check): too many below full marks stop the run.
 
-    Progress goes to stderr, the summary to stdout; Ctrl-C saves a checkpoint and exits 130.
+    Progress goes to stderr (in a log rather than a terminal: a plain line at most every $RFT_PROGRESS_INTERVAL seconds, default 30), the summary to stdout; Ctrl-C saves a checkpoint and exits 130.
 
     Example:
 
@@ -235,8 +279,8 @@ def train(
             )
         except KeyboardInterrupt:
             render.error(
-                f"interrupted (Ctrl-C); a checkpoint was saved, continue with: rft train {config_path} "
-                f"--output-dir {run_dir} --resume"
+                "interrupted (Ctrl-C); a checkpoint was saved, continue with: "
+                + _resume_command(config_path, run_dir, stage, overrides or [])
             )
             raise typer.Exit(code=130) from None
     if result.summary:  # empty in the non-main processes of a multi-GPU run

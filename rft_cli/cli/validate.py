@@ -40,7 +40,11 @@ Exit codes: 0 valid (warnings allowed), 1 the data is invalid, 2 usage error.
 
 [bold]Example[/bold]:
 
-    rft validate data/example/train.jsonl --valid data/example/valid.jsonl --overlap-fields reference_answer --grader data/example/grader.yaml
+    rft validate data/example/train.jsonl --valid data/example/valid.jsonl --grader data/example/grader.yaml
+
+[bold]Example[/bold] (no test problem's id in training; name fields that identify a task, not answers such as numbers that different problems share):
+
+    rft validate data/svamp/train.jsonl --valid data/svamp/test.jsonl --overlap-fields id
 
 [bold]Example[/bold] (CI, machine-readable):
 
@@ -96,7 +100,7 @@ def validate(
         str,
         typer.Option(
             "--overlap-fields",
-            help="Comma-separated reference fields whose VALID values must not appear in TRAIN.",
+            help="Comma-separated fields whose VALID values must not appear in TRAIN: fields that identify a task (an id), not answers that problems share.",
         ),
     ] = "",
     near_duplicate_threshold: Annotated[

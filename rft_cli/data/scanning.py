@@ -147,6 +147,7 @@ class Scanner:
         self.valid_bytes = 0
         self.valid_prompts: dict[int, int] = {}  # prompt hash -> first valid line
         self.valid_values: dict[tuple[str, str], int] = {}  # (field, value) -> first valid line
+        self.valid_field_rows: Counter[str] = Counter()  # overlap field -> valid rows that have it
         self.valid_lines: list[int] = []  # near-duplicate index row id -> valid line
         self.valid_keys: list[str] = []  # normalised prompts waiting to be indexed
         self.index = NearDuplicateIndex(threshold, _overlap.CANDIDATE_BUDGET)
@@ -355,6 +356,7 @@ class Scanner:
         for name in self.settings.overlap_fields:
             if name in row:
                 self.valid_values.setdefault((name, value_key(row[name])), line_no)
+                self.valid_field_rows[name] += 1
         self.valid_lines.append(line_no)
         self.valid_keys.append(key)
         if len(self.valid_keys) >= _BATCH:
@@ -391,7 +393,7 @@ class Scanner:
                     file,
                     line_no,
                     "overlap_field",
-                    f'"{printable(name)}" has the same value as {self.valid_name} line {found}; no validation answer may appear in training (remove or change the row)',
+                    f'"{printable(name)}" has the same value as {self.valid_name} line {found}; no validation answer may appear in training (remove or change the row; if "{printable(name)}" is an answer that different problems share, such as a number, leave it out of --overlap-fields)',
                 )
         if (
             valid_line is None

@@ -12,6 +12,7 @@ reference values shared through `overlap_fields`.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,7 @@ def validate_dataset(
     stats["train"] = validator.scan(
         train, is_train=True, workers=default_workers() if workers is None else workers
     )
-    _warn_unseen_fields(validator, valid)
+    _warn_about_overlap_fields(validator, valid)
     return build_report(train, valid, validator, stats, tokenizer is not None)
 
 
@@ -132,15 +133,27 @@ def _check_arguments(
         )
 
 
-def _warn_unseen_fields(validator: Scanner, valid: Path | None) -> None:
+def _warn_about_overlap_fields(validator: Scanner, valid: Path | None) -> None:
+    """A field no validation row has (a typo), or one whose values repeat among the validation
+    rows: it names no single task (an answer such as a number), so two splits share its values."""
     if valid is None:
         return
-    seen = {name for name, _ in validator.valid_values}
+    values = Counter(name for name, _ in validator.valid_values)
     for name in validator.settings.overlap_fields:
-        if name not in seen:
+        rows = validator.valid_field_rows[name]
+        if not rows:
             validator.issues.warning(
                 str(valid),
                 None,
                 "overlap_field_unseen",
                 f'no row has the field "{printable(name)}" named in --overlap-fields (check its spelling)',
+            )
+        elif values[name] < rows:
+            validator.issues.warning(
+                str(valid),
+                None,
+                "overlap_field_repeats",
+                f'"{printable(name)}" takes {values[name]} values over {rows} rows, so it does not identify a task '
+                "(an answer such as a number): any two splits share such values; name a field with one value per "
+                "task in --overlap-fields (an id, the source problem), or leave it out",
             )

@@ -12,7 +12,7 @@ from typing import Any
 
 from rft_cli.data.openai_rows import row_tools
 from rft_cli.data.records import item_of, prompt_messages
-from rft_cli.generation import generate_completions
+from rft_cli.generation import ProgressFn, generate_completions
 from rft_cli.samples import eval_lines
 from rft_cli.tool_calls import output_parser
 from rft_cli.training.rewards import grade
@@ -28,10 +28,12 @@ def evaluate_greedy(
     max_new_tokens: int,
     batch_size: int,
     answers: list | None = None,
+    progress: ProgressFn | None = None,
 ) -> dict[str, float]:
     """valid_reward_mean and valid_accuracy (share of rows with reward 1.0) of greedy answers.
 
-    `answers`, when given, receives one samples line per row (`rft_cli.samples.eval_lines`).
+    `answers`, when given, receives one samples line per row (`rft_cli.samples.eval_lines`);
+    `progress(done, total)` is called after each generated batch.
 
     Generation is `rft_cli.generation.generate_completions`, the same as `rft eval`, so the
     validation score during training matches what `rft eval` reports for the checkpoint.
@@ -47,6 +49,7 @@ def evaluate_greedy(
         temperature=0.0,
         batch_size=batch_size,
         tools=tools,
+        progress=progress,
     )
     model.train(was_training)
     stats = grade(
@@ -158,15 +161,19 @@ class RunContext:
         """Greedy validation of `model` at `step` of stage `after` (sft/rl), its answers kept in RUN/samples/."""
         cfg, ev = self.config, self.config.eval
         answers: list | None = [] if self.wants_samples("eval", step) else None
+        rows = self.eval_rows()
+        # a progress display that follows evaluations (the CLI's) gets each generated batch
+        evaluating = getattr(self.progress, "evaluating", None)
         valid = evaluate_greedy(
             model,
             tokenizer,
             self.grader,
-            self.eval_rows(),
+            rows,
             demonstration_field=cfg.data.demonstration_field,
             max_new_tokens=ev.max_new_tokens or cfg.rl.max_new_tokens,
             batch_size=ev.batch_size,
             answers=answers,
+            progress=evaluating(after, step, len(rows)) if evaluating else None,
         )
         self.keep_samples("eval", step, (answers or [])[: cfg.samples.eval_rows], after=after)
         return valid

@@ -94,10 +94,9 @@ def _write_final(source: Path, run_dir: Path, settings: Any) -> None:
 
 def _merge_adapters(source: Path, target: Path) -> None:
     """A TRL LoRA checkpoint holds adapters only; final/ gets them merged into a plain HF model."""
-    from peft import AutoPeftModelForCausalLM
     from transformers import AutoTokenizer
 
-    model = AutoPeftModelForCausalLM.from_pretrained(str(source)).merge_and_unload()
+    model = ckpt.load_adapter_model(source)
     model.save_pretrained(str(target))
     AutoTokenizer.from_pretrained(str(source)).save_pretrained(str(target))
 

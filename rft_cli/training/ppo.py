@@ -617,6 +617,7 @@ class PPOTrainer:
         rewards, kl = pm.token_rewards(scores, old_logprobs, ref_logprobs, mask, self.kl_ctl.value)
         advantages, returns = pm.compute_gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
         seq_kl = self._gather(kl.sum(dim=1)).mean().item()
+        k3, logratio, tokens = self._gather(pm.kl_sums(old_logprobs, ref_logprobs, mask)).sum(0)
         if self.ctx.wants_samples("rl", step):
             rows = [i for i in indices for _ in range(cfg.samples_per_prompt)]
             keep = self.ctx.samples.keep(len(rows), cfg.samples_per_prompt)
@@ -635,10 +636,10 @@ class PPOTrainer:
         record.update(
             {
                 "train_reward_mean": all_scores.mean().item(),
-                "train_reward_std": all_scores.std(unbiased=False).item()
-                if all_scores.numel() > 1
-                else 0.0,
-                "kl": seq_kl,
+                "train_reward_std": pm.reward_std(all_scores),
+                "kl": k3.item() / max(tokens.item(), 1.0),
+                "kl_logratio": logratio.item() / max(tokens.item(), 1.0),
+                "kl_sum": seq_kl,
                 "kl_coef": self.kl_ctl.value,
                 "response_length_mean": lengths.float().mean().item(),
                 "truncated_share": self._gather(rollout.truncated.float()).mean().item(),
@@ -772,6 +773,8 @@ class PPOTrainer:
                 self.ac.policy, "peft_config"
             ):  # the adapters themselves, for an exact resume
                 self.ac.policy.save_pretrained(str(folder / "adapter"))
+                home = self.ctx.checkpoints_dir / f"step-{state.step}" / "adapter"
+                ckpt.anchor_adapter_base(folder / "adapter", home, self.ctx.checkpoints_dir)
             torch.save(self.ac.value_head.state_dict(), folder / "value_head.pt")
             if self.ac.critic_backbone is not None:
                 torch.save(self.ac.critic_backbone.state_dict(), folder / "critic.pt")

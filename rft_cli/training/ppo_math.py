@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from rft_cli.alarms import rewards_differ
+
 
 def masked_mean(x: Any, mask: Any) -> Any:
     """Mean of `x` over positions where `mask` is 1."""
@@ -46,18 +48,24 @@ def whiten(x: Any, mask: Any, shift_mean: bool = True) -> Any:
     return out * mask
 
 
-def normalise_advantages(
-    advantages: Any, mask: Any, scores: Any, min_score_std: float = 1e-6
-) -> tuple[Any, bool]:
+def normalise_advantages(advantages: Any, mask: Any, scores: Any) -> tuple[Any, bool]:
     """(advantages, scaled): whitened when the batch's grader scores differ, else only centred.
 
     When every answer scored the same, the advantages hold nothing but the KL penalty and the
     critic's errors; scaling them to unit variance would take full-size policy steps on that noise
     (seen as KL spikes of 3-5 nats on an all-correct task), so such a batch is centred, not scaled.
+    "The same" is the `no_signal` alarm's rule (`rft_cli.alarms.rewards_differ`).
     """
-    if scores.numel() > 1 and scores.float().std(unbiased=False).item() > min_score_std:
+    scores = scores.float()
+    if scores.numel() > 1 and rewards_differ(reward_std(scores), scores.mean().item()):
         return whiten(advantages, mask), True
     return (advantages - masked_mean(advantages, mask)) * mask, False
+
+
+def reward_std(scores: Any) -> float:
+    """The standard deviation of a step's rewards with Bessel's correction (n - 1), as TRL logs
+    `reward_std`, so `train_reward_std` means the same under every algorithm; 0 for one reward."""
+    return scores.float().std(unbiased=True).item() if scores.numel() > 1 else 0.0
 
 
 def last_token_index(mask: Any) -> Any:
@@ -93,6 +101,22 @@ def kl_penalty(logprobs: Any, ref_logprobs: Any) -> Any:
     # value can be negative; that is fine for a penalty paid through the reward, where only its
     # expected sum over an answer matters (GRPO's k3 in TRL is non-negative because it is a loss term).
     return logprobs - ref_logprobs
+
+
+def kl_sums(logprobs: Any, ref_logprobs: Any, mask: Any) -> Any:
+    """Per answer [summed k3, summed log-ratio, tokens] (float64): the sums behind the logged KL.
+
+    k3 = exp(d) - d - 1 with d = log pi_ref - log pi is Schulman's estimator of the same per-token
+    KL as the log-ratio, never negative and less noisy; TRL's GRPO logs its mean as `kl`, so PPO
+    logs it under that name too, and its penalty's log-ratio apart (`kl_logratio`, `kl_sum`). It is
+    computed as expm1(d) - d in float64: in float32, exp(d) - d - 1 of a small d is rounding noise
+    (6e-8 a token, where the KL itself is d**2 / 2) and can come out negative.
+    """
+    import torch
+
+    delta = ((ref_logprobs - logprobs) * mask).double()
+    k3 = (torch.expm1(delta) - delta) * mask
+    return torch.stack([k3.sum(dim=1), -delta.sum(dim=1), mask.sum(dim=1).double()], dim=1)
 
 
 def token_rewards(

@@ -77,6 +77,16 @@ def _prepare_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:
         ) from None
 
 
+def _check_resumable(run_dir: Path) -> None:
+    """`--resume` needs a run folder: one a run has started in (it writes config.yaml first)."""
+    marks = ("config.yaml", "metrics.jsonl", "checkpoints")
+    if not any((run_dir / name).exists() for name in marks):
+        raise ConfigError(
+            f"{run_dir}: no run to resume (no config.yaml, metrics.jsonl or checkpoints/ in it); "
+            "pass the --output-dir of the run to continue, or drop --resume to start a new run"
+        )
+
+
 def _check_stage_order(run_dir: Path, config: RunConfig, stage: str) -> None:
     sft_dir = run_dir / "checkpoints" / "sft"
     if stage == "rl" and config.sft.enabled and not ckpt.is_complete(sft_dir):
@@ -131,11 +141,16 @@ def train(
         stage: "sft", "rl" or "all".
         resume: continue the run in `output_dir` from its last complete checkpoint.
         grader: a built grader to train with (default: the one the config names, closed at the end).
-        progress: called with each metrics line.
+        progress: called with each metrics line; its `evaluating(stage, step, rows)` method, when it
+            has one, is called as an evaluation starts and returns a `(done, total)` callback.
         on_checked: called with the preflight's result once every check passed, before a model loads.
     Returns:
         A TrainResult: the run folder and the summary (`summary.json`).
     """
+    if resume:
+        _check_resumable(
+            Path(output_dir) if output_dir else config.resolved_output_dir(config_path)
+        )
     pre = preflight(config, grader, stage)  # before the heavy imports: a typo costs seconds
     try:
         if on_checked is not None:

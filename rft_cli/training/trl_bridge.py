@@ -42,6 +42,14 @@ TRL_METRICS = {
 }
 
 
+def trl_metric_names(algorithm: str | None) -> dict[str, str]:
+    """TRL_METRICS for a stage: RLOO's `kl` is the mean per-token log-ratio (it puts the summed
+    log-ratio in the reward), not GRPO's k3, so it becomes `kl_logratio` as PPO names that one."""
+    if algorithm == "rloo":
+        return {**TRL_METRICS, "kl": "kl_logratio"}
+    return TRL_METRICS
+
+
 def optimizer_steps_per_batch(rl: Any) -> int:
     """TRL optimizer steps per sampled batch: one per minibatch, `ppo_epochs` passes (as our PPO)."""
     return rl.prompts_per_step * rl.samples_per_prompt // rl.mini_batch_size * rl.ppo_epochs
@@ -79,6 +87,7 @@ def trl_callback_class() -> type:
             self.tokens_at_last_log = 0
             self.time_at_last_log = time.perf_counter()
             self.watch = regression_watch(ctx) if stage == "rl" else None
+            self.names = trl_metric_names(ctx.config.rl.algorithm if stage == "rl" else None)
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
             threads.tick()
@@ -125,11 +134,7 @@ def trl_callback_class() -> type:
                 return control
             record: dict[str, Any] = {"stage": self.stage, "step": state.global_step // self.per}
             record.update(
-                {
-                    ours: float(logs[theirs])
-                    for theirs, ours in TRL_METRICS.items()
-                    if theirs in logs
-                }
+                {ours: float(logs[theirs]) for theirs, ours in self.names.items() if theirs in logs}
             )
             if self.reward is not None:
                 record.update(self.reward.drain_metrics())
@@ -173,7 +178,7 @@ def trl_callback_class() -> type:
         def _check_faults(self, record: dict[str, Any]) -> None:
             bad = [
                 k
-                for k in ("loss", "kl", "train_reward_mean", "grad_norm")
+                for k in ("loss", "kl", "kl_logratio", "train_reward_mean", "grad_norm")
                 if k in record and not math.isfinite(record[k])
             ]
             if bad:
@@ -227,8 +232,13 @@ def record_from_history(stage: str, step: int, log_history: list[dict[str, Any]]
 
 
 def promote_trl_checkpoint(source: Path, target: Path, meta: dict[str, Any]) -> Path:
-    """Add the marker to a finished TRL checkpoint and rename it into the run layout."""
+    """Add the marker to a finished TRL checkpoint and rename it into the run layout.
+
+    LoRA adapters get their base model (the run's warm-up or saved base) named relative to
+    `target`, so the run folder can move.
+    """
     try:
+        ckpt.anchor_adapter_base(source, target, target.parent)
         with (source / ckpt.MARKER).open("w", encoding="utf-8") as handle:
             json.dump(meta, handle, indent=2)
             handle.flush()
