@@ -65,6 +65,7 @@ def sft_only_arm(
 
     from rft_cli.config import load_run_config
     from rft_cli.training.context import evaluate_greedy
+    from rft_cli.training.models import apply_lora, save_pretrained
     from rft_cli.training.run import preflight
     from rft_cli.training.seeding import seed_everything
     from rft_cli.training.sft import sft_examples
@@ -74,7 +75,9 @@ def sft_only_arm(
     pre = preflight(config)
     sft_dir = run_dir / "checkpoints" / "sft"
     tokenizer = AutoTokenizer.from_pretrained(sft_dir)
-    model = AutoModelForCausalLM.from_pretrained(sft_dir)
+    # Under LoRA the warm-up checkpoint holds merged weights; the arm trains fresh adapters on them,
+    # as PPO does from the same checkpoint.
+    model = apply_lora(AutoModelForCausalLM.from_pretrained(sft_dir), config.model)
     settings = config.sft
     examples = sft_examples(pre.train_rows, config.data.demonstration_field)
 
@@ -121,8 +124,7 @@ def sft_only_arm(
     started = time.perf_counter()
     trainer.train()
     trained_s = time.perf_counter() - started
-    trainer.save_model(str(run_dir / name))
-    tokenizer.save_pretrained(run_dir / name)
+    save_pretrained(trainer.model, tokenizer, run_dir / name)  # LoRA adapters merged
     # Score the saved model as `rft eval` and the recipe's own evaluation would, loaded afresh.
     saved = AutoModelForCausalLM.from_pretrained(run_dir / name)
     valid = evaluate_greedy(
@@ -145,6 +147,37 @@ def sft_only_arm(
     }
 
 
+def base_arm(recipe: Path, overrides: list[str], out: Path) -> dict:
+    """The recipe's base model (before any training) scored the same way, once: greedy decoding
+    makes it the same for every seed. Kept in `out`/base.json, so a rerun does not score it again."""
+    cached = out / "base.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    from rft_cli.config import load_run_config
+    from rft_cli.training.context import evaluate_greedy
+    from rft_cli.training.models import load_model, load_tokenizer
+    from rft_cli.training.run import preflight
+
+    config = load_run_config(recipe, overrides)
+    pre = preflight(config)
+    tokenizer = load_tokenizer(config.model)
+    model = load_model(config.model, tokenizer, trainable=False)
+    started = time.perf_counter()
+    valid = evaluate_greedy(
+        model,
+        tokenizer,
+        pre.grader,
+        pre.valid_rows[: config.eval.samples],
+        demonstration_field=config.data.demonstration_field,
+        max_new_tokens=config.eval.max_new_tokens or config.rl.max_new_tokens,
+        batch_size=config.eval.batch_size,
+    )
+    result = {**valid, "eval_s": time.perf_counter() - started}
+    out.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps(result))
+    return result
+
+
 # Issue 15's bar for the default recipe: PPO at least 10 points over the warm-up and over the
 # equal-time SFT-only arm, and final/ never more than 1 point below the warm-up.
 GAIN = 0.10
@@ -161,9 +194,10 @@ def verdict(row: dict) -> dict:
 
 def distribution_table(results: list[dict]) -> str:
     """Each seed's figures as a markdown table (README reports the distribution, not only the mean)."""
+    with_base = any(r.get("base") is not None for r in results)
     lines = [
-        "| seed | warm-up | SFT-only | PPO (last step) | final/ (source) | PPO - warm-up | PPO - SFT-only | bar |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| seed |{' base |' if with_base else ''} warm-up | SFT-only | PPO (last step) | final/ (source) | PPO - warm-up | PPO - SFT-only | bar |",
+        "| --- " * (8 + with_base) + "|",
     ]
     for r in results:
         v = verdict(r)
@@ -175,8 +209,9 @@ def distribution_table(results: list[dict]) -> str:
             if v["effect"] and v["final_not_worse"]
             else ("final ok, no effect" if v["final_not_worse"] else "NO")
         )
+        base = f" {100 * r['base']:.1f}% |" if with_base else ""
         lines.append(
-            f"| {r['seed']} | {100 * r['warmup']:.1f}% | {100 * r['sft_only']:.1f}% | {100 * r['ppo']:.1f}% | {final} | "
+            f"| {r['seed']} |{base} {100 * r['warmup']:.1f}% | {100 * r['sft_only']:.1f}% | {100 * r['ppo']:.1f}% | {final} | "
             f"{100 * (r['ppo'] - r['warmup']):+.1f} | {100 * (r['ppo'] - r['sft_only']):+.1f} | {mark} |"
         )
     met = sum(verdict(r)["effect"] for r in results)
@@ -223,6 +258,11 @@ def main() -> None:
         default="0.1,1",
         help="SFT-only arms: constant lr as fractions of sft.learning_rate; PPO is compared with the best",
     )
+    parser.add_argument(
+        "--base",
+        action="store_true",
+        help="also score the recipe's base model once (a pretrained model; tiny ones start random)",
+    )
     args = parser.parse_args()
     if args.table:
         rows = sorted(
@@ -232,6 +272,9 @@ def main() -> None:
         print(distribution_table(rows))
         return
 
+    base = base_arm(args.recipe, args.overrides, args.out) if args.base else None
+    if base is not None:
+        print(json.dumps({"base": base}), flush=True)
     results = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         run_dir = args.out / f"seed-{seed}"
@@ -245,6 +288,7 @@ def main() -> None:
         # `ppo` is the last RL step's score; `final` is the model in final/ (rl.final: best may hand back the warm-up).
         row = {
             "seed": seed,
+            "base": None if base is None else base["valid_accuracy"],
             "warmup": sft["valid_accuracy"],
             "ppo": rl["valid_accuracy"],
             "sft_only": arms[best]["valid_accuracy"],
@@ -271,6 +315,7 @@ def main() -> None:
         (args.out / "results.json").write_text(json.dumps(results, indent=2))
     print(f"\nheld-out greedy accuracy (%), {len(results)} seeds, mean ± sd:")
     for arm, label in (
+        ("base", "base model"),
         ("warmup", "warm-up (SFT)"),
         ("sft_only", "SFT-only, best lr"),
         ("ppo", "PPO (ReFT), last step"),

@@ -92,14 +92,14 @@ SYSTEM_WORDS = (
 ).split()
 
 
-def _train_file(system_words: int) -> Path:
-    """data/arith's training rows, each with a system message of `system_words` words when asked
+def _train_file(data: Path, system_words: int) -> Path:
+    """The data folder's training rows, each with a system message of `system_words` words when asked
     (long prompts, as RFT tasks with instructions have; every answer of a prompt repeats it)."""
     if not system_words:
-        return DATA / "train.jsonl"
+        return data / "train.jsonl"
     text = " ".join(SYSTEM_WORDS[i % len(SYSTEM_WORDS)] for i in range(system_words))
     path = Path(tempfile.mkdtemp(prefix="rft-bench-data-")) / "train.jsonl"
-    with open(DATA / "train.jsonl") as src, open(path, "w") as out:
+    with open(data / "train.jsonl") as src, open(path, "w") as out:
         for line in src:
             row = json.loads(line)
             row["messages"] = [{"role": "system", "content": text}, *row["messages"]]
@@ -110,14 +110,19 @@ def _train_file(system_words: int) -> Path:
 def _run_config(args: argparse.Namespace, model_dir: str, algorithm: str = "ppo"):
     from rft_cli.config import parse_run_config
 
+    data = Path(args.data)
+    model: dict = {"name": model_dir}
+    if args.lora:
+        model["lora"] = {"r": args.lora, "alpha": 2 * args.lora, "dropout": 0.0}
     return parse_run_config(
         {
-            "model": {"name": model_dir},
+            "model": model,
             "data": {
-                "train": str(_train_file(args.system_words)),
-                "valid": str(DATA / "valid.jsonl"),
+                "train": str(_train_file(data, args.system_words)),
+                "valid": str(data / "valid.jsonl"),
+                "demonstration_field": "solution",
             },
-            "grader": str(DATA / "grader.yaml"),
+            "grader": str(data / "grader.yaml"),
             "sft": {"enabled": False},
             "rl": {
                 "algorithm": algorithm,
@@ -178,8 +183,8 @@ def worker_ppo(args: argparse.Namespace) -> dict:
     config = _run_config(args, args.model)
     pre = preflight(config)
     tokenizer = load_tokenizer(config.model)
-    policy = load_model(config.model, tokenizer, seed=0)
     reference = load_model(config.model, tokenizer, seed=0, trainable=False)
+    policy = ppo._load_policy(config.model, tokenizer, None, None, 0)
     run_dir = Path(tempfile.mkdtemp(prefix="rft-bench-ppo-"))
     ctx = RunContext(config, run_dir, pre.train_rows, pre.valid_rows, pre.grader, NullLogger())
     trainer = ppo.PPOTrainer(ctx, policy, reference, tokenizer)
@@ -222,7 +227,7 @@ def worker_grpo(args: argparse.Namespace) -> dict:
     from rft_cli.metrics import NullLogger
     from rft_cli.training.context import RunContext
     from rft_cli.training.models import load_tokenizer
-    from rft_cli.training.rl_trl import build_trl_config, rl_examples
+    from rft_cli.training.rl_trl import _peft_config, build_trl_config, rl_examples
     from rft_cli.training.run import preflight
     from rft_cli.training.trl_bridge import GraderReward
 
@@ -268,6 +273,7 @@ def worker_grpo(args: argparse.Namespace) -> dict:
         train_dataset=Dataset.from_list(rl_examples(pre.train_rows, "solution")),
         processing_class=tokenizer,
         callbacks=[Clock()],
+        peft_config=_peft_config(config.model),  # the same LoRA adapters as ours, or None
     )
     trainer.train()
     seconds = sum(step_seconds[args.warmup * trl_steps_per_step :])
@@ -301,7 +307,7 @@ def _save_default_model(folder: Path) -> str:
 
 def _print_table(rounds: list[dict], args: argparse.Namespace) -> None:
     print(
-        f"\nmodel {args.model}; {args.prompts} prompts x {args.samples} samples per step"
+        f"\nmodel {args.model}{f' (LoRA r={args.lora})' if args.lora else ''}; data {args.data}; {args.prompts} prompts x {args.samples} samples per step"
         f"{f', a {args.system_words}-word system message per prompt' if args.system_words else ''}, max {args.max_new_tokens} new "
         f"tokens, temperature {args.temperature}, {args.epochs} optimisation pass(es); {args.steps} timed steps "
         f"after {args.warmup} warm-up step(s); {len(rounds)} round(s), the sides alternating"
@@ -406,6 +412,17 @@ def main() -> None:
         "--before",
         metavar="CHECKOUT",
         help="also run our PPO as another checkout of rft has it (e.g. a `git worktree` of main)",
+    )
+    parser.add_argument(
+        "--data",
+        default=str(DATA),
+        help="a folder with train.jsonl, valid.jsonl and grader.yaml (default: data/arith)",
+    )
+    parser.add_argument(
+        "--lora",
+        type=int,
+        default=0,
+        help="LoRA rank (all linear layers, alpha 2r); 0: full fine-tune",
     )
     parser.add_argument("--worker", choices=["ppo", "grpo"], help=argparse.SUPPRESS)
     args = parser.parse_args()
