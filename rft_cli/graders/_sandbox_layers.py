@@ -15,6 +15,7 @@ held. Which layer stops which attack, and what is left where one is missing: doc
     netns         every network connection (no interface but lo, down)  root or userns
     pidns         a process outliving the worker: the worker is the namespace's init, and the
                   kernel kills every process in it when init dies; other processes are invisible
+    subreaper     (without pidns) orphaned descendants stay the worker's, so rft finds and kills them
     mountns       (holds readonly-fs and proc)                        root or userns
     readonly-fs   writes, chmod, xattrs outside the working directory (every mount read-only)
     proc          /proc shows only the namespace's processes
@@ -36,7 +37,7 @@ import sys
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x10000000, 0x20000000, 0x40000000
 _PR_SET_PDEATHSIG, _PR_SET_NO_NEW_PRIVS, _PR_SET_SECCOMP = 1, 38, 22
-_PR_CAPBSET_DROP, _PR_SET_SECUREBITS, _PR_CAP_AMBIENT = 24, 28, 47
+_PR_CAPBSET_DROP, _PR_SET_SECUREBITS, _PR_SET_CHILD_SUBREAPER, _PR_CAP_AMBIENT = 24, 28, 36, 47
 _SIGKILL = 9
 
 
@@ -155,12 +156,15 @@ def contain(workdir, settings, namespaces):
     if sys.platform == "linux":  # the syscall numbers below are Linux's
         if "mountns" in namespaces:
             layers += _confine_mounts(workdir, "pidns" in namespaces, skip)
+        if "pidns" not in namespaces and "subreaper" not in skip:
+            layers += [x for x in [_become_subreaper()] if x]
         landlock = None if "landlock" in skip else _landlock(workdir)
         no_capabilities = None if "no-capabilities" in skip else _drop_capabilities()
         seccomp = None if "seccomp" in skip else _seccomp()
         layers += [layer for layer in (landlock, no_capabilities, seccomp) if layer]
-    confined = any(x.startswith(("landlock", "readonly-fs")) for x in layers)
-    layers.append(_install_audit_hook(workdir, files_confined=confined))
+    if "audit" not in skip:
+        confined = any(x.startswith(("landlock", "readonly-fs")) for x in layers)
+        layers.append(_install_audit_hook(workdir, files_confined=confined))
     return layers
 
 
@@ -190,6 +194,15 @@ def _apply_rlimits(memory_mb):
 
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an oversized write fails with EFBIG instead
     return applied
+
+
+def _become_subreaper():
+    """Outside a PID namespace: adopt orphaned descendants, so rft can find and kill every one."""
+    try:
+        _, libc = _libc()
+    except OSError:
+        return None
+    return "subreaper" if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 else None
 
 
 # --- mounts: a read-only view of the machine, and a /proc of this namespace only ----------------

@@ -39,6 +39,7 @@ from pathlib import Path
 from queue import SimpleQueue
 from typing import Any
 
+from rft_cli.errors import RftWarning
 from rft_cli.graders.base import clamp_reward, printable
 
 WORKER_SCRIPT = str(Path(__file__).with_name("_sandbox_worker.py"))
@@ -67,7 +68,7 @@ _WATCH_SECONDS = 0.2
 DISABLED_LAYERS: frozenset[str] = frozenset()
 
 
-class SandboxWarning(UserWarning):
+class SandboxWarning(RftWarning):
     """This machine does not offer a containment layer the sandbox relies on."""
 
 
@@ -175,8 +176,45 @@ def _signal_kill(pid: int | None, pidfd: int | None) -> None:
         pass
 
 
+def _children(pid: int) -> list[int]:
+    """The pids of `pid`'s children, from every thread's /proc list (empty where unreadable)."""
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    found = []
+    for thread in threads:
+        try:
+            with open(f"/proc/{pid}/task/{thread}/children") as f:
+                found += [int(child) for child in f.read().split()]
+        except (OSError, ValueError):
+            pass
+    return found
+
+
+def _kill_descendants(pid: int) -> None:
+    """SIGKILL every descendant of `pid`, which must be a subreaper: as a child dies its orphans
+    become `pid`'s children, so the tree is walked again until it is empty."""
+    for _ in range(10):
+        stack, found = _children(pid), []
+        while stack:
+            child = stack.pop()
+            found.append(child)
+            stack += _children(child)
+        if not found:
+            return
+        for child in found:
+            try:
+                os.kill(child, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.01)
+
+
 def _kill(process: subprocess.Popen, workdir: str, target: dict[str, Any]) -> None:
-    """Kill the worker, its supervisor and process group, and remove its working directory."""
+    """Kill the worker, what it started, its supervisor and process group, and remove its folder."""
+    if target.get("subreaper"):  # outside a PID namespace its descendants outlive it otherwise
+        _kill_descendants(target["pid"])
     _signal_kill(target.get("pid"), target.get("pidfd"))
     if process.poll() is None:  # not yet reaped, so its pid (= its process group) is still ours
         try:
@@ -262,6 +300,7 @@ class Worker:
         self.buffer = bytearray()
         self.outbox = bytearray()
         self.layers: list[str] = []
+        self.may_fork = True
         self.cpu_mark, self.cpu_budget, self.overrun = 0.0, float("inf"), False
         self._finalizer = weakref.finalize(self, _kill, self.process, self.workdir, self.target)
         init = {**init, "parent": os.getpid(), "disabled": sorted(DISABLED_LAYERS)}
@@ -278,6 +317,10 @@ class Worker:
         if not isinstance(layers, dict) or not isinstance(layers.get("layers"), list):
             return layers and False
         self.layers = [untrusted_text(x, 40) for x in layers["layers"][:32] if isinstance(x, str)]
+        # Can the code start a process? Then rft looks for one after each call (it must not
+        # outlive the call), and kills the tree itself where no PID namespace does it.
+        self.may_fork = not {"seccomp", "RLIMIT_NPROC"} & set(self.layers)
+        self.target["subreaper"] = "subreaper" in self.layers
         ready = self.wait_message(deadline - time.monotonic())
         if not isinstance(ready, dict) or ready.get("ready") is not True:
             return ready and False
@@ -474,7 +517,8 @@ def _outcome(message: dict[str, Any]) -> Outcome:
             error=OUT_OF_RANGE,
             detail=f"grade() returned {_short(message['value'])}, outside [0, 1]",
         )
-    if keys <= {"error", "detail"} and message.get("error") in WORKER_KINDS:
+    kind = message.get("error")
+    if keys <= {"error", "detail"} and isinstance(kind, str) and kind in WORKER_KINDS:
         return Outcome(error=message["error"], detail=untrusted_text(message.get("detail", "")))
     return Outcome(error=CRASH, detail="the worker sent an unreadable reply")
 
@@ -593,9 +637,14 @@ class SandboxPool:
             if used is not None:
                 self._fail(busy, fd, results, TIMEOUT, self._cpu_detail(used))
                 return
-            results[index] = _outcome(message)
+            results[index] = outcome = _outcome(message)
             del busy[fd]
-            self.idle.append(worker)
+            # Out of protocol (a forged reply may be followed by the real one), or a process it
+            # started that must not outlive the call: the worker goes.
+            if outcome.error == CRASH or worker.may_fork and _children(worker.target["pid"]):
+                worker.kill()
+            else:
+                self.idle.append(worker)
         elif message is not None or not alive:
             # A reply before the whole request was read, or more than one reply, is forged.
             kind = CRASH if isinstance(message, dict) else worker.death_kind()
