@@ -201,10 +201,11 @@ def test_a_forked_process_is_gone_when_its_call_returns(tmp_path, monkeypatch, d
 
     from rft_cli.graders import load_grader, sandbox
 
-    monkeypatch.setattr(sandbox, "DISABLED_LAYERS", frozenset(disabled))
-    monkeypatch.setattr(sandbox, "_warned", set())  # warned once per process
+    monkeypatch.setattr(sandbox, "DISABLED_LAYERS", frozenset(disabled), raising=False)
+    monkeypatch.setattr(sandbox, "_warned", set(), raising=False)  # warned once per process
     monkeypatch.setattr(tempfile, "tempdir", str(environment(tmp_path)["TMPDIR"]))
-    with pytest.warns(sandbox.SandboxWarning) if "pidns" in disabled else nullcontext():
+    warned = getattr(sandbox, "SandboxWarning", UserWarning)
+    with pytest.warns(warned) if "pidns" in disabled else nullcontext():
         grader = load_grader(grader_file(tmp_path, FORK))
         try:
             assert grader.grade("x", {}).reward == 1.0  # the fork happened
@@ -265,7 +266,11 @@ def grade(sample, item):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("disabled", [(), ("seccomp", "pidns")], ids=["every layer", "stoppable"])
+@pytest.mark.parametrize(
+    "disabled",
+    [(), ("seccomp",), ("seccomp", "pidns")],
+    ids=["every layer", "init of a PID namespace", "stoppable"],
+)
 def test_a_stopped_worker_cannot_block_rft_grade(tmp_path, disabled):
     """d6643b4: `rft grade` with timeout 2 was still blocked in its write after 40 s. Now the
     stop is refused (seccomp) or ignored (init of a PID namespace); where it happens, the request
@@ -277,7 +282,7 @@ def test_a_stopped_worker_cannot_block_rft_grade(tmp_path, disabled):
     assert result.returncode == 0, result.stderr
     errors = json.loads(result.stdout)["errors"]
     # Stopped after each reply: every other call finds it stopped, and times out after 2 s.
-    assert errors == ({"python_grader_timeout": 3} if disabled else {})
+    assert errors == ({"python_grader_timeout": 3} if "pidns" in disabled else {})
     assert time.monotonic() - started < 30
     assert settle(tmp_path, 1.0) == []
 
@@ -542,7 +547,7 @@ def grade(sample, item):
         pid = _posixsubprocess.fork_exec(
             [b"/bin/sh", b"-c", script], [b"/bin/sh"], True, (write,), None, None, -1, -1, -1,
             -1, -1, -1, read, write, False, False, -1, None, None, None, -1, None, False)
-        os.waitpid(pid, 0)
+        return float(os.waitpid(pid, 0)[1] == 0)  # the shell ran and touched its file
     elif attack == "setxattr":
         os.setxattr(outside, "user.rft", b"x")
     elif attack == "chmod through a read-only fd":
@@ -604,12 +609,12 @@ def test_file_and_process_attacks_hold_where_a_layer_is_missing(tmp_path, deny, 
     finally:
         os.environ.pop("RFT_TEST_SECRET")
     assert result.returncode == 0, result.stderr
-    # The simulated kernel took: files are confined by a kernel layer unless namespaces are gone.
-    unconfined = "no kernel layer confines files" in result.stderr
-    assert unconfined == (NO_NAMESPACES in deny), result.stderr
     rewards = [json.loads(line)["reward"] for line in results.read_text().splitlines()]
     assert dict(zip(ATTACK_NAMES, rewards, strict=True)) == dict.fromkeys(ATTACK_NAMES, 0.0)
     assert sorted(p.name for p in outside.iterdir()) == ["kept.txt"]
     assert not (tmp_path / "tmp" / "escaped.txt").exists()
     assert os.listxattr(outside) == [] and (outside / "kept.txt").stat().st_mode & 0o777 == 0o600
     assert settle(tmp_path, 1.0) == []
+    # The simulated kernel took: files are confined by a kernel layer unless namespaces are gone.
+    unconfined = "no kernel layer confines files" in result.stderr
+    assert unconfined == (NO_NAMESPACES in deny), result.stderr
