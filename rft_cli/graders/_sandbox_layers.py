@@ -71,7 +71,7 @@ def enter(settings, announce, protocol_fds):
     if child == 0:
         os.close(go_write)
         _start_init(go_read)
-        return namespaces
+        return namespaces + ["supervised"]
     os.close(go_read)
     announce(child)
     os.write(go_write, b"g")  # kept open: the child takes its end closing as this process's death
@@ -103,10 +103,16 @@ def _unshare(skip):
     if os.geteuid() != 0 and "userns" not in skip and libc.unshare(CLONE_NEWUSER) == 0:
         entered.append("userns")
         _map_own_ids()
-    for name, flag in (("netns", CLONE_NEWNET), ("mountns", CLONE_NEWNS), ("pidns", CLONE_NEWPID)):
-        if name not in skip and libc.unshare(flag) == 0:
+    wanted = [(n, f) for n, f in _NAMESPACES if n not in skip]
+    if libc.unshare(sum(flag for _, flag in wanted)) == 0:  # all at once, else one by one
+        return entered + [name for name, _ in wanted]
+    for name, flag in wanted:
+        if libc.unshare(flag) == 0:
             entered.append(name)
     return entered
+
+
+_NAMESPACES = (("netns", CLONE_NEWNET), ("mountns", CLONE_NEWNS), ("pidns", CLONE_NEWPID))
 
 
 def _map_own_ids():
@@ -124,15 +130,24 @@ def _map_own_ids():
             pass
 
 
+_go = []  # in the child: the pipe on which the supervisor says it has announced this process
+
+
 def _start_init(go_read):
-    """In the child: die with the supervisor, and wait until it has told rft this process's pid."""
+    """In the child: die with the supervisor (its go-ahead is awaited in `contain`, meanwhile)."""
     try:
         _, libc = _libc()
         libc.prctl(_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0)
     except OSError:
         pass
-    # The supervisor keeps its end open for its whole life: "g" then end-of-file means it died
-    # before the death signal above was armed.
+    _go.append(go_read)
+
+
+def _await_supervisor():
+    """Before the first message to rft (its pid comes first) and before any user code: the
+    supervisor keeps its end open for its whole life, so "g" then end-of-file means it died
+    before the death signal was armed."""
+    go_read = _go.pop()
     if os.read(go_read, 1) != b"g" or select.select([go_read], [], [], 0)[0]:
         os._exit(1)
     os.close(go_read)
@@ -151,7 +166,7 @@ def _supervise(child):
 def contain(workdir, settings, namespaces):
     """Apply every layer this machine offers, in an order where each still has what it needs."""
     skip = set(settings.get("disabled", ()))
-    layers = [n for n in namespaces if n != "mountns"]
+    layers = [n for n in namespaces if n not in ("mountns", "supervised")]
     layers += _apply_rlimits(int(settings["memory_mb"]))
     if sys.platform == "linux":  # the syscall numbers below are Linux's
         if "mountns" in namespaces:
@@ -165,6 +180,8 @@ def contain(workdir, settings, namespaces):
     if "audit" not in skip:
         confined = any(x.startswith(("landlock", "readonly-fs")) for x in layers)
         layers.append(_install_audit_hook(workdir, files_confined=confined))
+    if "supervised" in namespaces:
+        _await_supervisor()
     return layers
 
 
@@ -526,22 +543,19 @@ def _seccomp_program(arch):
 def _seccomp():
     """Install the filter on this (single-threaded) process; None where the kernel has no seccomp."""
     arch = os.uname().machine.lower()
-    if arch not in _ARCHES or sys.byteorder != "little":
+    if arch not in _ARCHES or sys.byteorder != "little" or sys.maxsize < 2**32:
         return None
     try:
         ctypes, libc = _libc()
     except OSError:
         return None
 
-    class Instruction(ctypes.Structure):
-        _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]  # fmt: skip
-
-    class Program(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Instruction))]
+    import struct
 
     instructions = _seccomp_program(arch)
-    array = (Instruction * len(instructions))(*[Instruction(*i) for i in instructions])
-    program = Program(len(instructions), array)
+    code = ctypes.create_string_buffer(b"".join(struct.pack("=HBBI", *i) for i in instructions))
+    # struct sock_fprog: an unsigned short count, then (aligned) a pointer to the instructions.
+    program = ctypes.create_string_buffer(struct.pack("=HxxxxxxQ", len(instructions), ctypes.addressof(code)))  # fmt: skip
     libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     # seccomp(SET_MODE_FILTER, TSYNC): every thread at once; prctl on kernels without the call.
     number = _SECCOMP[_ARCHES[arch][0]]

@@ -1,6 +1,6 @@
 """The python-grader worker: runs untrusted `grade(sample, item)` code in a contained process.
 
-Started by `rft_cli.graders.sandbox` as `python -I -B _sandbox_worker.py` with an empty temporary
+Started by `rft_cli.graders.sandbox` as `python -I -S -B _sandbox_worker.py` with an empty temporary
 working directory and a minimal environment. Standard library only; it never imports `rft_cli`.
 
 Protocol (4-byte big-endian length + UTF-8 JSON, on private copies of stdin/stdout; the user's
@@ -137,6 +137,9 @@ def main():
     namespaces = layers.enter(
         init, lambda pid: write_message(replies, {"pid": pid}), (requests, replies)
     )
+    import site  # started with -S (see sandbox._popen): the site-packages, for the user's imports
+
+    site.main()
     # Sent before the user's code runs, so rft can trust it (the code could forge later messages).
     write_message(replies, {"layers": layers.contain(workdir, init, namespaces)})
     try:

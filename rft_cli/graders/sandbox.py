@@ -40,8 +40,11 @@ from queue import SimpleQueue
 from typing import Any
 
 from rft_cli.errors import RftWarning
+from rft_cli.graders import _sandbox_layers  # noqa: F401  compiled once here (see below)
 from rft_cli.graders.base import clamp_reward, printable
 
+# The worker loads _sandbox_layers.py by path; importing it here leaves its bytecode in
+# __pycache__, so a new worker reads that instead of compiling 700 lines (9 ms) on every start.
 WORKER_SCRIPT = str(Path(__file__).with_name("_sandbox_worker.py"))
 TIMEOUT = "python_grader_timeout"
 CRASH = "python_grader_crash"
@@ -145,7 +148,9 @@ _spawner_lock = threading.Lock()
 def _popen(workdir: str) -> subprocess.Popen:
     def start() -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "-I", "-B", WORKER_SCRIPT],
+            # -S: the worker runs `site` itself once it has forked into its PID namespace, so
+            # that fork copies a small interpreter (site's imports cost the fork 15 ms).
+            [sys.executable, "-I", "-S", "-B", WORKER_SCRIPT],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
