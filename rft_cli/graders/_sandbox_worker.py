@@ -1,11 +1,14 @@
 """The python-grader worker: runs untrusted `grade(sample, item)` code in a contained process.
 
-Started by `rft_cli.graders.sandbox` as `python -I -S -B _sandbox_worker.py` with an empty temporary
-working directory and a minimal environment. Standard library only; it never imports `rft_cli`.
+Started by `rft_cli.graders.sandbox` as `python -I -S -B _sandbox_worker.py PARENT DISABLED`
+(rft's pid; layers to leave out, for tests) with an empty temporary working directory and a
+minimal environment. Standard library only; it never imports `rft_cli`.
 
-Protocol (4-byte big-endian length + UTF-8 JSON, on private copies of stdin/stdout; the user's
-stdin/stdout/stderr are /dev/null):
-    parent -> {"source", "memory_mb", "parent", "disabled"}
+Protocol (frames of a 4-byte big-endian length and a body, on private copies of stdin/stdout; the
+user's stdin/stdout/stderr are /dev/null). The first frame is the bytecode of
+`_sandbox_layers.py` (rft compiles it once; compiling it here would cost each worker 9 ms); every
+other body is UTF-8 JSON:
+    parent -> layers bytecode, {"source", "memory_mb"}
                                    worker -> {"pid": n}  (the process that runs the code)
                                    worker -> {"layers": [...]}  (both before any user code runs)
                                    worker -> {"ready": true}
@@ -17,15 +20,15 @@ is. The parent treats every reply as untrusted (the code can rewrite this script
 write to the pipe itself), and adds what no layer here can: a wall-clock timeout per call, a
 CPU-time budget per call that it counts itself, a kill of the worker on either, and a clean
 environment (`sandbox.minimal_env`).
+
+Only `os` and `sys` are imported before the fork into a PID namespace (see `main`): the less the
+interpreter holds then, the less the fork copies and the supervisor keeps.
 """
 
-import json
-import math
-import numbers
 import os
-import struct
+import sys
 
-_HEADER = struct.Struct(">I")
+json = math = numbers = None  # imported by main() after the fork
 _MAX_MESSAGE = 64 * 1024 * 1024
 
 
@@ -40,23 +43,28 @@ def _read_exact(fd, n):
     return b"".join(chunks)
 
 
-def read_message(fd):
-    header = _read_exact(fd, _HEADER.size)
+def read_frame(fd):
+    header = _read_exact(fd, 4)
     if header is None:
         return None
-    (length,) = _HEADER.unpack(header)
-    if length > _MAX_MESSAGE:
-        return None
-    body = _read_exact(fd, length)
+    length = int.from_bytes(header, "big")
+    return None if length > _MAX_MESSAGE else _read_exact(fd, length)
+
+
+def write_frame(fd, body):
+    data = len(body).to_bytes(4, "big") + body
+    while data:
+        written = os.write(fd, data)
+        data = data[written:]
+
+
+def read_message(fd):
+    body = read_frame(fd)
     return None if body is None else json.loads(body)
 
 
 def write_message(fd, obj):
-    body = json.dumps(obj, default=repr).encode("utf-8")
-    data = _HEADER.pack(len(body)) + body
-    while data:
-        written = os.write(fd, data)
-        data = data[written:]
+    write_frame(fd, json.dumps(obj, default=repr).encode("utf-8"))
 
 
 def _private_pipes():
@@ -115,33 +123,48 @@ def _grade_one(grade, request):
         }
 
 
-def _load_layers():
-    """`_sandbox_layers.py` beside this file, loaded by path: `-I` keeps this folder off sys.path."""
-    import importlib.util
+def _load_layers(bytecode):
+    """`_sandbox_layers.py` from the bytecode rft sent (this same interpreter compiled it), else
+    from its source beside this file (`-I` keeps this folder off sys.path, so not by name)."""
+    import marshal
 
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_layers.py")
-    spec = importlib.util.spec_from_file_location("_sandbox_layers", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        code = marshal.loads(bytecode)
+    except (ValueError, EOFError, TypeError):
+        with open(path, "rb") as f:
+            code = compile(f.read(), path, "exec")
+    module = type(sys)("_sandbox_layers")
+    module.__file__ = path
+    exec(code, module.__dict__)
     return module
 
 
 def main():
     requests, replies = _private_pipes()
+    bytecode = read_frame(requests)
+    if bytecode is None:
+        return
+    layers = _load_layers(bytecode)
+    settings = {"parent": int(sys.argv[1]), "disabled": sys.argv[2].split(",")}
+    # In a PID namespace this forks: the supervisor stays in enter() until the worker exits.
+    namespaces = layers.enter(
+        settings, lambda pid: write_frame(replies, b'{"pid": %d}' % pid), (requests, replies)
+    )
+    global json, math, numbers
+    import json
+    import math
+    import numbers
+    import site  # started with -S (see sandbox._popen): the site-packages, for the user's imports
+
+    site.main()
     init = read_message(requests)
     if init is None:
         return
     workdir = os.getcwd()
-    layers = _load_layers()
-    # In a PID namespace this forks: the supervisor stays in enter() until the worker exits.
-    namespaces = layers.enter(
-        init, lambda pid: write_message(replies, {"pid": pid}), (requests, replies)
-    )
-    import site  # started with -S (see sandbox._popen): the site-packages, for the user's imports
-
-    site.main()
     # Sent before the user's code runs, so rft can trust it (the code could forge later messages).
-    write_message(replies, {"layers": layers.contain(workdir, init, namespaces)})
+    held = layers.contain(workdir, {**init, **settings}, namespaces)
+    write_message(replies, {"layers": held})
     try:
         grade = _load(init["source"])
     except BaseException as exc:  # noqa: BLE001  report the user's load error, then serve it per call

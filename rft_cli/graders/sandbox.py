@@ -19,7 +19,9 @@ is killed (SIGKILL, which also ends a stopped process) with every process it sta
 
 from __future__ import annotations
 
+import functools
 import json
+import marshal
 import os
 import select
 import shutil
@@ -40,12 +42,10 @@ from queue import SimpleQueue
 from typing import Any
 
 from rft_cli.errors import RftWarning
-from rft_cli.graders import _sandbox_layers  # noqa: F401  compiled once here (see below)
 from rft_cli.graders.base import clamp_reward, printable
 
-# The worker loads _sandbox_layers.py by path; importing it here leaves its bytecode in
-# __pycache__, so a new worker reads that instead of compiling 700 lines (9 ms) on every start.
 WORKER_SCRIPT = str(Path(__file__).with_name("_sandbox_worker.py"))
+LAYERS_SCRIPT = str(Path(__file__).with_name("_sandbox_layers.py"))
 TIMEOUT = "python_grader_timeout"
 CRASH = "python_grader_crash"
 STARTUP = "python_grader_startup_error"
@@ -145,12 +145,12 @@ _spawner: _Spawner | None = None
 _spawner_lock = threading.Lock()
 
 
-def _popen(workdir: str) -> subprocess.Popen:
+def _popen(workdir: str, args: list[str]) -> subprocess.Popen:
     def start() -> subprocess.Popen:
         return subprocess.Popen(
             # -S: the worker runs `site` itself once it has forked into its PID namespace, so
-            # that fork copies a small interpreter (site's imports cost the fork 15 ms).
-            [sys.executable, "-I", "-S", "-B", WORKER_SCRIPT],
+            # that fork copies a small interpreter.
+            [sys.executable, "-I", "-S", "-B", WORKER_SCRIPT, *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -265,10 +265,11 @@ class _Watchdog:
     def _loop(self) -> None:
         while True:
             time.sleep(_WATCH_SECONDS)
+            # Under the lock: a worker being killed (`forget` first) is never signalled through a
+            # pidfd its owner has closed, and whose number may already name another process.
             with self.lock:
-                workers = list(self.workers)
-            for worker in workers:
-                worker.check_cpu()
+                for worker in list(self.workers):
+                    worker.check_cpu()
 
     def after_fork(self) -> None:
         self.workers, self.running = weakref.WeakSet(), False
@@ -294,7 +295,9 @@ class Worker:
         self.workdir = tempfile.mkdtemp(prefix="rft-grader-")
         self.target: dict[str, Any] = {}  # the process running the code: pid, pidfd, CPU clock
         try:
-            self.process = _popen(self.workdir)
+            self.process = _popen(
+                self.workdir, [str(os.getpid()), ",".join(sorted(DISABLED_LAYERS))]
+            )
         except BaseException:
             shutil.rmtree(self.workdir, ignore_errors=True)
             raise
@@ -308,7 +311,7 @@ class Worker:
         self.may_fork = True
         self.cpu_mark, self.cpu_budget, self.overrun = 0.0, float("inf"), False
         self._finalizer = weakref.finalize(self, _kill, self.process, self.workdir, self.target)
-        init = {**init, "parent": os.getpid(), "disabled": sorted(DISABLED_LAYERS)}
+        self.queue(_layers_code())
         self.queue(encode(init))
 
     def start(self, seconds: float, budget: float) -> bool | None:
@@ -453,6 +456,14 @@ class Worker:
     def kill(self) -> None:
         _watchdog.forget(self)
         self._finalizer()
+
+
+@functools.cache
+def _layers_code() -> bytes:
+    """_sandbox_layers.py compiled once per rft process, for every worker (marshal: the worker
+    runs this same interpreter, so the bytecode fits)."""
+    with open(LAYERS_SCRIPT, "rb") as f:
+        return marshal.dumps(compile(f.read(), LAYERS_SCRIPT, "exec"))
 
 
 def encode(message: dict[str, Any]) -> bytes:
