@@ -313,6 +313,30 @@ def test_a_worker_flooding_its_pipe_is_a_counted_crash(tmp_path):
     assert settle(tmp_path, 1.0) == []
 
 
+DISK_FILLER = """
+def grade(sample, item):
+    chunk = b"x" * (16 << 20)
+    for i in range(25):  # 400 MiB, in files under RLIMIT_FSIZE's 64 MiB
+        with open(f"f{i}", "wb") as f:
+            f.write(chunk)
+    return 1.0
+"""
+
+
+def test_a_grader_cannot_fill_the_disk(tmp_path, monkeypatch):
+    """d6643b4: a file's size was bounded (64 MiB), not how many a grader wrote, on the disk that
+    holds the temporary folder. Now (with a mount namespace) its folder is a tmpfs of memory_mb,
+    gone with the worker."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", environment(tmp_path)["TMPDIR"])
+    grader = grader_file(tmp_path, DISK_FILLER, timeout=10, memory_mb=256)
+    result = CliRunner().invoke(app, ["grade", str(grader), "--sample", "x", "--item", "{}"])
+    assert result.exit_code == 0, result.output
+    assert "python_grader_runtime_error" in result.output and "No space left" in result.output
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
 # --- 3. every reply is untrusted data ----------------------------------------------------------
 
 # The grader rewrites its worker as it loads: every reply names a made-up error kind holding a lone surrogate,

@@ -16,7 +16,8 @@ held. Which layer stops which attack, and what is left where one is missing: doc
     pidns         a process outliving the worker: the worker is the namespace's init, and the
                   kernel kills every process in it when init dies; other processes are invisible
     subreaper     (without pidns) orphaned descendants stay the worker's, so rft finds and kills them
-    mountns       (holds readonly-fs and proc)                        root or userns
+    mountns       (holds tmpfs, readonly-fs and proc)                 root or userns
+    tmpfs         a disk filled up: the working directory is a tmpfs of memory_mb, gone with the worker
     readonly-fs   writes, chmod, xattrs outside the working directory (every mount read-only)
     proc          /proc shows only the namespace's processes
     landlock      reads outside the Python installation, writes outside the working directory,
@@ -170,7 +171,8 @@ def contain(workdir, settings, namespaces):
     layers += _apply_rlimits(int(settings["memory_mb"]))
     if sys.platform == "linux":  # the syscall numbers below are Linux's
         if "mountns" in namespaces:
-            layers += _confine_mounts(workdir, "pidns" in namespaces, skip)
+            disk_mb = int(settings["memory_mb"])
+            layers += _confine_mounts(workdir, "pidns" in namespaces, skip, disk_mb)
         if "pidns" not in namespaces and "subreaper" not in skip:
             layers += [x for x in [_become_subreaper()] if x]
         landlock = None if "landlock" in skip else _landlock(workdir)
@@ -237,7 +239,7 @@ _MOUNT_FLAGS = {
 _MOUNT_SETATTR, _AT_FDCWD, _AT_RECURSIVE, _MOUNT_ATTR_RDONLY = 442, -100, 0x8000, 1
 
 
-def _confine_mounts(workdir, pidns, skip):
+def _confine_mounts(workdir, pidns, skip, disk_mb=1024):
     try:
         ctypes, libc = _libc()
     except OSError:
@@ -253,8 +255,17 @@ def _confine_mounts(workdir, pidns, skip):
     # Private first, so nothing done here propagates back to the machine's mounts.
     if mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
         return []
-    layers = []
-    if "readonly-fs" not in skip and _read_only_except(ctypes, libc, mount, workdir, skip):
+    path, layers = os.fsencode(workdir), []
+    # The working directory becomes a tmpfs of `disk_mb`: what the code writes is bounded (a
+    # file's size alone is, by RLIMIT_FSIZE) and gone with the namespace. Else a bind mount, so
+    # that it can stay writable below a read-only root.
+    size = f"size={int(disk_mb)}m,mode=0700".encode()
+    if "tmpfs" not in skip and mount(b"tmpfs", path, b"tmpfs", _MS_NOSUID | _MS_NODEV, size) == 0:
+        layers.append(f"tmpfs({int(disk_mb)} MiB)")
+    elif mount(path, path, None, _MS_BIND | _MS_REC, None) != 0:
+        return layers
+    os.chdir(workdir)  # onto the new mount: the old working directory is the one beneath it
+    if "readonly-fs" not in skip and _read_only_except(ctypes, libc, path, skip):
         layers.append("readonly-fs")
     if pidns and "proc" not in skip:
         # A procfs mounted from inside the PID namespace lists only its processes.
@@ -264,11 +275,8 @@ def _confine_mounts(workdir, pidns, skip):
     return layers
 
 
-def _read_only_except(ctypes, libc, mount, workdir, skip):
-    """Every mount read-only but a bind mount of `workdir` (mount_setattr, else one remount each)."""
-    path = os.fsencode(workdir)
-    if mount(path, path, None, _MS_BIND | _MS_REC, None) != 0:
-        return False
+def _read_only_except(ctypes, libc, path, skip):
+    """Every mount read-only but the one at `path` (mount_setattr, else one remount each)."""
 
     class MountAttr(ctypes.Structure):
         _fields_ = [(n, ctypes.c_uint64) for n in ("set", "clr", "propagation", "userns_fd")]
@@ -278,11 +286,8 @@ def _read_only_except(ctypes, libc, mount, workdir, skip):
                             ctypes.c_uint(flags), ctypes.byref(attr), ctypes.c_size_t(32)) == 0  # fmt: skip
 
     if "mount_setattr" not in skip and setattr_(b"/", MountAttr(_MOUNT_ATTR_RDONLY), _AT_RECURSIVE):
-        done = setattr_(path, MountAttr(0, _MOUNT_ATTR_RDONLY), _AT_RECURSIVE)
-    else:
-        done = _remount_each_read_only(mount, workdir)
-    os.chdir(workdir)  # the old working directory is on the read-only mount beneath the bind
-    return done
+        return setattr_(path, MountAttr(0, _MOUNT_ATTR_RDONLY), _AT_RECURSIVE)
+    return _remount_each_read_only(libc.mount, os.fsdecode(path))
 
 
 def _remount_each_read_only(mount, workdir):
