@@ -41,3 +41,8 @@ class TrainingError(RftError):
     """A run failed while training (numerical fault, too many grader errors, I/O error)."""
 
     exit_code = EXIT_INVALID
+
+
+class RftWarning(UserWarning):
+    """Something the user should know that does not stop the command (the CLI prints
+    `Warning: <message>` on stderr, once)."""

@@ -67,7 +67,7 @@ def test_batch_keeps_order_across_workers(grader_factory):
         ("return 1.5", "python_grader_out_of_range"),
         ("return -0.1", "python_grader_out_of_range"),
         ("import os\nos._exit(3)", "python_grader_crash"),
-        ("import faulthandler\nfaulthandler._sigsegv()", "python_grader_crash"),
+        ("import faulthandler\nfaulthandler._read_null()", "python_grader_crash"),
     ],
 )
 def test_each_failure_kind_scores_zero_and_is_counted(grader_factory, body, kind):
@@ -309,3 +309,20 @@ def test_optional_import_in_a_try_block_still_builds():
     source = "try:\n    import rft_no_such_pkg_xyz\nexcept ImportError:\n    pass\n\ndef grade(sample, item):\n    return 1.0\n"
     with build_grader({"type": "python", "source": source}) as grader:
         assert grader.grade("x", {}).reward == 1.0
+
+
+def test_a_worker_started_by_a_short_lived_thread_outlives_it(grader_factory):
+    """Workers die with the thread that started them (their parent-death signal is per thread), so
+    rft starts them from one long-lived thread: a grade from a thread that has ended still finds
+    its worker alive (as a TRL reward function or a thread pool may call it)."""
+    import threading
+
+    grader = grader_factory("return 1.0", workers=1)
+    results = []
+    thread = threading.Thread(target=lambda: results.append(grader.grade("x", {}).reward))
+    thread.start()
+    thread.join()
+    worker = grader.pool.idle[0]
+    time.sleep(0.2)
+    assert results == [1.0] and worker.process.poll() is None
+    assert grader.grade("y", {}).reward == 1.0 and grader.pool.idle == [worker]

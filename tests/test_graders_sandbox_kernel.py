@@ -1,8 +1,10 @@
 """The kernel layers of the python-grader sandbox on their own, without the audit hook.
 
-Each check runs in a fresh `python -I` process that applies only rlimits, the network namespace and
-Landlock, then tries what a hostile grader would. Checks skip (saying why) where the kernel or the
-container does not offer that layer; the audit-hook layer is covered in test_graders_python.py.
+Each check runs in a fresh `python -I` process that applies only rlimits, the network and mount
+namespaces, a read-only view of the machine, Landlock, the capability drop and the seccomp filter
+(each can be left out), then tries what a hostile grader would. Checks skip (saying why) where the
+kernel or the container does not offer that layer; the audit-hook layer is covered in
+test_graders_python.py, and whole attacks through `rft grade` in test_graders_sandbox_hostile.py.
 """
 
 from __future__ import annotations
@@ -15,7 +17,14 @@ import textwrap
 
 import pytest
 
-from rft_cli.graders.sandbox import WORKER_SCRIPT, minimal_env
+from rft_cli.graders.sandbox import minimal_env
+
+LAYERS_SCRIPT = str(
+    __import__("pathlib").Path(__file__).resolve().parents[1]
+    / "rft_cli"
+    / "graders"
+    / "_sandbox_layers.py"
+)
 
 pytestmark = pytest.mark.skipif(
     sys.platform != "linux", reason="netns and Landlock are Linux features"
@@ -23,17 +32,30 @@ pytestmark = pytest.mark.skipif(
 
 PROBE = textwrap.dedent(
     """
-    import json, os, socket, subprocess, sys
-    sys.path.insert(0, os.path.dirname(sys.argv[1]))
-    import _sandbox_worker as w
-    outside, port = sys.argv[2], int(sys.argv[3])
-    layers = w._apply_rlimits(512) + [x for x in (w._unshare_network(), w._landlock(os.getcwd())) if x]
+    import importlib.util, json, os, socket, subprocess, sys
+    spec = importlib.util.spec_from_file_location("layers", sys.argv[1])
+    L = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(L)
+    outside, port, skip = sys.argv[2], int(sys.argv[3]), set(sys.argv[4].split(","))
+    namespaces = L._unshare(skip | {"pidns"})
+    layers = [n for n in namespaces if n != "mountns"] + L._apply_rlimits(512)
+    if "mountns" in namespaces:
+        layers += L._confine_mounts(os.getcwd(), False, skip)
+    for name, apply in (("landlock", lambda: L._landlock(os.getcwd())),
+                        ("no-capabilities", L._drop_capabilities), ("seccomp", L._seccomp)):
+        if name not in skip:
+            layers += [x for x in [apply()] if x]
     def attempt(fn):
         try:
             fn()
             return "allowed"
         except OSError as exc:
             return type(exc).__name__
+    def fork():
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
     report = {
         "layers": layers,
         "write_outside": attempt(lambda: open(outside, "w").write("x")),
@@ -41,6 +63,9 @@ PROBE = textwrap.dedent(
         "parent_environ": attempt(lambda: open(f"/proc/{os.getppid()}/environ", "rb").read()),
         "tcp_connect": attempt(lambda: socket.create_connection(("127.0.0.1", port), timeout=1)),
         "exec": attempt(lambda: subprocess.run(["/bin/true"], check=True)),
+        "fork": attempt(fork),
+        "setxattr": attempt(lambda: os.setxattr(os.path.dirname(outside), "user.rft", b"x")),
+        "signal_parent": attempt(lambda: os.kill(os.getppid(), 0)),
         "numpy": attempt(lambda: __import__("numpy")),
     }
     print(json.dumps(report))
@@ -48,12 +73,15 @@ PROBE = textwrap.dedent(
 )
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory):
+def run_probe(tmp_path_factory, skip: str = "none", user: int | None = None) -> dict:
+    """Apply the layers not in `skip` (comma-separated) in a fresh process and try each attack."""
     import socket
 
     workdir = tmp_path_factory.mktemp("worker")
     outside = tmp_path_factory.mktemp("outside") / "pwned.txt"
+    if user is not None:  # its own folder, and one it could write to but for the sandbox
+        for folder in (workdir, outside.parent):
+            os.chown(folder, user, user)
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(1)
@@ -64,15 +92,19 @@ def report(tmp_path_factory):
             sys.executable,
             "-I",
             str(script),
-            WORKER_SCRIPT,
+            LAYERS_SCRIPT,
             str(outside),
             str(server.getsockname()[1]),
+            skip,
         ],
         cwd=workdir,
         env={**minimal_env(str(workdir)), "RFT_TEST_FAKE_SECRET": "x"},
         capture_output=True,
         text=True,
         timeout=60,
+        user=user,
+        group=user,
+        extra_groups=[] if user is not None else None,
     )
     server.setblocking(False)
     try:
@@ -84,7 +116,13 @@ def report(tmp_path_factory):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["connected"], result["outside_exists"] = connected, outside.exists()
+    result["xattrs"] = os.listxattr(outside.parent)
     return result
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    return run_probe(tmp_path_factory)
 
 
 def _need(report: dict, prefix: str) -> None:
@@ -116,3 +154,41 @@ def test_rlimits_apply(report):
     assert "RLIMIT_AS" in report["layers"]
     if os.geteuid() != 0:
         assert "RLIMIT_NPROC" in report["layers"]
+
+
+def test_seccomp_alone_refuses_processes_signals_and_xattrs(tmp_path_factory):
+    """Where only the seccomp filter holds: no fork (by any route), no exec, no signal to another
+    process, no extended attribute written outside (Landlock does not cover xattrs)."""
+    report = run_probe(tmp_path_factory, "landlock,readonly-fs,no-capabilities,mountns,netns")
+    _need(report, "seccomp")
+    for attack in ("fork", "exec", "setxattr", "signal_parent"):
+        assert report[attack] == "PermissionError", (attack, report)
+    assert report["xattrs"] == []
+    assert report["write_inside"] == "allowed" and report["numpy"] == "allowed"
+
+
+@pytest.mark.parametrize("how", ["mount_setattr", "remount"])
+def test_a_read_only_view_confines_files_without_landlock(tmp_path_factory, how):
+    """Where Landlock is missing but a mount namespace is not: every mount is read-only except the
+    worker's folder, by mount_setattr (Linux >= 5.12) or one remount per mount point (older)."""
+    skip = "landlock,seccomp,no-capabilities" + (",mount_setattr" if how == "remount" else "")
+    report = run_probe(tmp_path_factory, skip)
+    _need(report, "readonly-fs")
+    assert report["write_outside"] == "OSError" and not report["outside_exists"]  # EROFS
+    assert report["setxattr"] == "OSError" and report["xattrs"] == []
+    assert report["write_inside"] == "allowed" and report["numpy"] == "allowed"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the default probe already runs unprivileged")
+def test_an_unprivileged_user_gets_the_kernel_layers(tmp_path_factory):
+    """A user's laptop: not root. RLIMIT_NPROC binds, seccomp and Landlock need no privilege, and
+    user namespaces (where the distribution allows them) give the network and mount layers."""
+    try:
+        subprocess.run([sys.executable, "-c", "pass"], user=65534, check=True, timeout=30)
+    except (PermissionError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"user 65534 cannot run this Python ({exc})")
+    report = run_probe(tmp_path_factory, user=65534)
+    assert "RLIMIT_NPROC" in report["layers"]
+    assert report["fork"] != "allowed" and report["exec"] != "allowed"
+    assert report["write_inside"] == "allowed" and not report["outside_exists"]
+    assert report["xattrs"] == []

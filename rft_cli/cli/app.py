@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import warnings
+
 import typer
 from typer.core import TyperGroup
 
 from rft_cli import __version__
 from rft_cli.cli import render
-from rft_cli.errors import EXIT_INTERRUPTED, ConfigError, RftError
+from rft_cli.errors import EXIT_INTERRUPTED, ConfigError, RftError, RftWarning
+
+_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+    """The library's own warnings read `Warning: <message>`; any other keeps Python's format."""
+    if issubclass(category, RftWarning):
+        render.warning(str(message))
+    else:
+        _showwarning(message, category, filename, lineno, file, line)
 
 
 class UsageError(ConfigError):
@@ -27,7 +39,9 @@ class _BoundaryGroup(TyperGroup):
 
     def invoke(self, ctx):  # type: ignore[no-untyped-def]
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():  # restores showwarning afterwards
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
         except RftError as exc:
             render.error(str(exc))
             raise typer.Exit(code=exc.exit_code) from None
