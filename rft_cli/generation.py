@@ -54,16 +54,21 @@ def resolve_model_path(path: str | Path) -> str:
     """Map what `--model` accepts to something `from_pretrained` loads.
 
     A run folder (has `final/`) means its `final/`; a checkpoint or HF model folder (has
-    `config.json` or `adapter_config.json`) is itself; a string that is not a local path is a hub id.
-    Raises ConfigError for a local path that is missing or holds no model.
+    `config.json` or `adapter_config.json`) is itself; a `.gguf` file is the Hugging Face folder
+    converted from it (once, into the cache: `rft_cli.gguf_load`); a string that is not a local
+    path is a hub id. Raises ConfigError for a local path that is missing or holds no model.
     """
     text = str(path)
     p = Path(text).expanduser()
     if p.is_dir():
         return _resolve_folder(p)
     if p.exists():
+        if p.suffix.lower() == ".gguf":
+            from rft_cli.gguf_load import hf_folder
+
+            return str(hf_folder(p))
         raise ConfigError(
-            f"{text}: is a file, not a model folder (pass a model folder, a run folder or a hub id)"
+            f"{text}: is a file, not a model (pass a model folder, a .gguf file, a run folder or a hub id)"
         )
     looks_local = text.startswith((".", "/", "~")) or "\\" in text or text.count("/") > 1
     if looks_local or not _HUB_ID.match(text):
@@ -83,8 +88,13 @@ def _resolve_folder(p: Path) -> str:
             f"{p}: this run has no final/ model (it did not finish); "
             f"pass a checkpoint instead, such as {p / 'checkpoints' / 'step-N'}"
         )
+    ggufs = sorted(p.glob("*.gguf"))
+    if ggufs:
+        raise ConfigError(
+            f"{p}: not a model folder (no config.json); it holds {ggufs[0].name}: pass that file itself"
+        )
     raise ConfigError(
-        f"{p}: not a model folder (no config.json); pass a model folder, a run folder or a hub id"
+        f"{p}: not a model folder (no config.json); pass a model folder, a .gguf file, a run folder or a hub id"
     )
 
 
