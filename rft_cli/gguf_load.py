@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,13 @@ from rft_cli.config import rft_home
 from rft_cli.errors import ConfigError
 
 MARKER = "rft_gguf.json"  # written last: a folder without it is an interrupted conversion
-_LAYOUT = 1  # bump when the converted folder's contents change, so old caches convert again
+_LAYOUT = 2  # bump when the converted folder's contents change, so old caches convert again
 
 # GGUF names transformers' reader spells differently (its own model_type names).
 _ARCH_ALIASES = {"qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe", "gpt-oss": "gpt_oss"}
 # Read by transformers, but not decoder-only causal LMs, which is what rft trains.
 _NOT_CAUSAL = {"t5", "t5encoder", "umt5"}
+_DIGITS_THEN_GPT2 = {"smollm"}  # llama.cpp pre-splits: each digit alone, then GPT-2's regex
 
 
 def is_gguf_file(name: str | Path) -> bool:
@@ -93,9 +95,10 @@ def _publish(partial: Path, folder: Path) -> None:
 def convert(source: Path, target: Path, digest: str = "") -> None:
     """Write the GGUF at `source` as a plain float32 Hugging Face folder at `target`."""
     started = time.perf_counter()
-    architecture, types = read_header(source)
-    check_supported(source, architecture, types)
+    header = read_header(source)
+    check_supported(source, header.architecture, header.types)
     tokenizer, model = _load_with_transformers(source)
+    _split_like_llama_cpp(tokenizer, header.pre)
     plain = plain_model(model)
     target.mkdir(parents=True)
     plain.save_pretrained(str(target))
@@ -105,15 +108,25 @@ def convert(source: Path, target: Path, digest: str = "") -> None:
         "source": str(source),
         "sha256": digest or file_sha256(source),
         "bytes": source.stat().st_size,
-        "architecture": architecture,
-        "tensor_types": types,
+        "architecture": header.architecture,
+        "tensor_types": header.types,
+        "tokenizer_pre": header.pre,
         "seconds": round(time.perf_counter() - started, 1),
     }
     (target / MARKER).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 
-def read_header(path: Path) -> tuple[str, dict[str, int]]:
-    """The file's `general.architecture` and how many tensors it stores in each ggml type."""
+@dataclass
+class Header:
+    """What rft reads from a GGUF before converting it."""
+
+    architecture: str
+    types: dict[str, int]  # ggml tensor type -> how many tensors use it
+    pre: str | None  # tokenizer.ggml.pre: llama.cpp's name for how text is split before BPE
+
+
+def read_header(path: Path) -> Header:
+    """The file's architecture, tensor types and tokenizer pre-split name."""
     from gguf import GGUFReader
 
     try:
@@ -124,7 +137,29 @@ def read_header(path: Path) -> tuple[str, dict[str, int]]:
     types: dict[str, int] = {}
     for tensor in reader.tensors:
         types[tensor.tensor_type.name] = types.get(tensor.tensor_type.name, 0) + 1
-    return architecture, types
+    pre = reader.fields.get("tokenizer.ggml.pre")
+    return Header(architecture, types, str(pre.contents()) if pre is not None else None)
+
+
+def _split_like_llama_cpp(tokenizer: Any, pre: str | None) -> None:
+    """Split text as llama.cpp does for pre-splits transformers' reader does not know.
+
+    llama.cpp's `smollm` puts each digit apart, then applies GPT-2's split, as SmolLM's own
+    tokenizer does; transformers' reader leaves GPT-2's split alone, which can merge digits.
+    """
+    if pre not in _DIGITS_THEN_GPT2:
+        return
+    from tokenizers import pre_tokenizers
+
+    backend = tokenizer.backend_tokenizer
+    if type(backend.pre_tokenizer).__name__ != "ByteLevel":
+        return  # transformers already set a split of its own
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
 
 
 def supported_architectures() -> list[str]:

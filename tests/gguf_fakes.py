@@ -74,10 +74,13 @@ def _gguf_name(hf_name: str) -> str | None:
     return f"blk.{layer}.{_LAYER_NAMES[rest.removesuffix('.weight')]}.weight"
 
 
-def write_gguf(model: Any, tokenizer: Any, path: str | Path, quantize: str | None = None) -> Path:
+def write_gguf(
+    model: Any, tokenizer: Any, path: str | Path, quantize: str | None = None, pre: str = "gpt2"
+) -> Path:
     """Write `model` (a tied Llama) and its byte-level BPE tokenizer as a GGUF file.
 
     Weights are float32; `quantize="Q8_0"` stores the 2-D ones in q8_0 blocks (as a real file would).
+    `pre` is `tokenizer.ggml.pre` (SmolLM2's file says `smollm`).
     """
     import gguf
     import numpy as np
@@ -95,7 +98,7 @@ def write_gguf(model: Any, tokenizer: Any, path: str | Path, quantize: str | Non
     writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_vocab_size(config.vocab_size)
-    _add_tokenizer(writer, tokenizer)
+    _add_tokenizer(writer, tokenizer, pre)
     for hf_name, tensor in model.state_dict().items():
         name = _gguf_name(hf_name)
         if name is None:
@@ -117,7 +120,7 @@ def write_gguf(model: Any, tokenizer: Any, path: str | Path, quantize: str | Non
     return Path(path)
 
 
-def _add_tokenizer(writer: Any, tokenizer: Any) -> None:
+def _add_tokenizer(writer: Any, tokenizer: Any, pre: str) -> None:
     state = json.loads(tokenizer.backend_tokenizer.to_str())
     vocab = dict(state["model"]["vocab"])
     special = {added["content"] for added in state["added_tokens"] if added["special"]}
@@ -125,7 +128,7 @@ def _add_tokenizer(writer: Any, tokenizer: Any) -> None:
         vocab[added["content"]] = added["id"]
     tokens = sorted(vocab, key=vocab.get)
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("gpt2")
+    writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
     writer.add_token_types([3 if token in special else 1 for token in tokens])  # 3: control
     merges = state["model"]["merges"]

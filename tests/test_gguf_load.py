@@ -51,6 +51,26 @@ def test_a_gguf_file_becomes_a_plain_hugging_face_folder_in_the_cache(tiny_gguf,
     assert generation["eos_token_id"] == theirs.eos_token_id
 
 
+def test_smollm_pre_split_puts_digits_apart_as_llama_cpp_does(tmp_path):
+    """SmolLM2's file says `tokenizer.ggml.pre: smollm` (each digit alone, then GPT-2's split), which
+    transformers' reader ignores: "100" became one token where llama.cpp and SmolLM's own tokenizer
+    give three."""
+    from transformers import AutoTokenizer
+
+    from tests.gguf_fakes import build_tiny_llama, write_gguf
+
+    model, tokenizer = build_tiny_llama()
+    text = "There are 12 birds and 100 eggs"
+    assert "Ġ12" in tokenizer.tokenize(text)  # this vocabulary has merged digits
+    for pre, tokens in (("gpt2", tokenizer.tokenize(text)), ("smollm", None)):
+        folder = resolve_model_path(write_gguf(model, tokenizer, tmp_path / f"{pre}.gguf", pre=pre))
+        split = AutoTokenizer.from_pretrained(folder).tokenize(text)
+        if tokens is not None:
+            assert split == tokens
+        else:
+            assert "Ġ12" not in split and split[split.index("Ġare") + 1 :][:3] == ["Ġ", "1", "2"]
+
+
 def test_the_second_load_reuses_the_conversion(tiny_gguf, monkeypatch):
     path, _ = tiny_gguf
     first = resolve_model_path(path)
