@@ -102,17 +102,20 @@ def _is_model_folder(p: Path) -> bool:
     return (p / "config.json").is_file() or (p / "adapter_config.json").is_file()
 
 
-def load_model_for_inference(path_or_id: str | Path) -> tuple[Any, Any]:
+def load_model_for_inference(
+    path_or_id: str | Path, dtype: Any = "auto", gpu: bool = True
+) -> tuple[Any, Any]:
     """Load (model, tokenizer) for generation: eval mode, left padding, a pad token, GPU if present.
 
-    Accepts everything `resolve_model_path` does. Raises ConfigError when nothing loads.
+    Accepts everything `resolve_model_path` does; LoRA adapters are merged. Weights load in
+    `dtype` (`auto`: as saved). Raises ConfigError when nothing loads.
     """
     import torch
 
     source = resolve_model_path(path_or_id)
     tokenizer = _load_tokenizer(source, path_or_id)
-    model = _load_model(source, path_or_id)
-    if torch.cuda.is_available():
+    model = _load_model(source, path_or_id, dtype)
+    if gpu and torch.cuda.is_available():
         model.to("cuda")
     model.eval()
     tokenizer.padding_side = "left"
@@ -130,16 +133,16 @@ def _load_tokenizer(source: str, given: str | Path) -> Any:
         raise ConfigError(f"{given}: cannot load a tokenizer ({_first_line(exc)})") from None
 
 
-def _load_model(source: str, given: str | Path) -> Any:
+def _load_model(source: str, given: str | Path, dtype: Any = "auto") -> Any:
     try:
         if Path(source).is_dir() and not (Path(source) / "config.json").exists():
             from peft import AutoPeftModelForCausalLM
 
             # A LoRA checkpoint: load it on its base model and merge, so generation is plain HF.
-            return AutoPeftModelForCausalLM.from_pretrained(source, dtype="auto").merge_and_unload()
+            return AutoPeftModelForCausalLM.from_pretrained(source, dtype=dtype).merge_and_unload()
         from transformers import AutoModelForCausalLM
 
-        return AutoModelForCausalLM.from_pretrained(source, dtype="auto")
+        return AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{given}: cannot load the model ({_first_line(exc)})") from None
 

@@ -8,6 +8,7 @@ from rft_cli.cli.app import app
 # the command functions, so `rft --help` and `rft validate` start instantly.
 from rft_cli.cli import validate, grade, train, evaluate, report, data_cmd, import_cmd, config_cmd  # noqa: E402,F401  isort: skip
 from rft_cli.cli import model_cmd  # noqa: E402,F401  isort: skip
+from rft_cli.cli import export_cmd  # noqa: E402,F401  isort: skip
 
 __all__ = ["app", "main"]
 
