@@ -88,8 +88,12 @@ def _publish(partial: Path, folder: Path) -> None:
     if folder.exists():
         if _is_converted(folder):  # another process converted the same file meanwhile
             return
-        shutil.rmtree(folder)
-    os.replace(partial, folder)
+        shutil.rmtree(folder, ignore_errors=True)
+    try:
+        os.replace(partial, folder)
+    except OSError:
+        if not _is_converted(folder):  # lost a race to a process that finished first: use its copy
+            raise
 
 
 def convert(source: Path, target: Path, digest: str = "") -> None:

@@ -93,6 +93,32 @@ def test_an_interrupted_conversion_is_redone(tiny_gguf):
     assert (folder / "model.safetensors").stat().st_size > 1000
 
 
+def test_a_conversion_another_process_finished_meanwhile_is_used(tmp_path, monkeypatch):
+    """Several processes (`accelerate launch`) may convert the same file at once: the first to
+    finish wins, the others use its folder instead of failing on the rename."""
+    import os
+
+    path = tmp_path / "model.gguf"
+    path.write_bytes(b"GGUF stand-in")
+    marker = json.dumps({"layout": gguf_load._LAYOUT})
+
+    def convert(source, target, digest=""):
+        target.mkdir(parents=True)
+        (target / gguf_load.MARKER).write_text(marker)
+
+    def replace_after_the_other(source, target, real=os.replace):
+        Path(target).mkdir(parents=True)
+        (Path(target) / gguf_load.MARKER).write_text(marker)
+        (Path(target) / "theirs").write_text("")
+        real(source, target)
+
+    monkeypatch.setattr(gguf_load, "convert", convert)
+    monkeypatch.setattr(gguf_load.os, "replace", replace_after_the_other)
+    folder = gguf_load.hf_folder(path)
+    assert (folder / "theirs").is_file()
+    assert [p.name for p in gguf_load.cache_root().iterdir()] == [folder.name]
+
+
 def test_a_changed_file_converts_again(tiny_gguf, tmp_path):
     path, _ = tiny_gguf
     copy = tmp_path / "copy.gguf"
