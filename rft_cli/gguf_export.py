@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rft_cli.errors import ConfigError
+from rft_cli.errors import ConfigError, RftError
 
 TYPES = ("f16", "q8_0")
 ARCHITECTURES = ("llama",)  # transformers model_type -> GGUF architecture of the same name
@@ -60,13 +60,16 @@ def export_gguf(
     model, tokenizer = load_model_for_inference(model_path, dtype=_float32(), gpu=False)
     check_exportable(model.config, model_path)
     vocab = tokenizer_metadata(tokenizer, model.config.vocab_size, model_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         counts = _write(model, vocab, partial, quantization, Path(str(model_path)).name)
         os.replace(partial, out)
+    except OSError as exc:
+        raise RftError(f"{out}: cannot write the GGUF file ({exc})") from None
     finally:
-        partial.unlink(missing_ok=True)
+        if partial.exists():  # False, not an error, when the folder cannot exist
+            partial.unlink()
     return ExportReport(
         path=str(out),
         source=str(model_path),

