@@ -185,7 +185,7 @@ def _pre_tokenizer_name(state: dict[str, Any], where: str | Path) -> str:
         )
     kinds = [s.get("type") for s in steps]
     if kinds == ["ByteLevel"] and byte_level[0].get("use_regex", True):
-        return "gpt2"
+        return "gpt-2"  # llama.cpp refuses "gpt2" here (that is the tokenizer model's name)
     if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits"):
         return "smollm"  # llama.cpp: each digit alone, then GPT-2's split
     if kinds == ["Split", "ByteLevel"] and not byte_level[0].get("use_regex", True):

@@ -75,7 +75,7 @@ def _gguf_name(hf_name: str) -> str | None:
 
 
 def write_gguf(
-    model: Any, tokenizer: Any, path: str | Path, quantize: str | None = None, pre: str = "gpt2"
+    model: Any, tokenizer: Any, path: str | Path, quantize: str | None = None, pre: str = "gpt-2"
 ) -> Path:
     """Write `model` (a tied Llama) and its byte-level BPE tokenizer as a GGUF file.
 

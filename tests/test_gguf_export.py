@@ -176,12 +176,17 @@ def test_an_exported_file_loads_through_rft_like_the_original(sharp_llama, tmp_p
 
 
 def test_the_pre_split_name_survives_a_round_trip_through_rft(tmp_path):
-    """SmolLM2's `smollm` comes back as `smollm`, so llama.cpp splits digits as training did."""
+    """SmolLM2's `smollm` comes back as `smollm`, so llama.cpp splits digits as training did; GPT-2's
+    split is `gpt-2` (llama.cpp refused the first exports, which said `gpt2`: "unknown pre-tokenizer
+    type")."""
     from tests.gguf_fakes import write_gguf
 
     model, tokenizer = build_tiny_llama()
     source = write_gguf(model, tokenizer, tmp_path / "in.gguf", pre="smollm")
     assert export_gguf(source, tmp_path / "out.gguf").tokenizer_pre == "smollm"
+    model.save_pretrained(tmp_path / "hf")
+    tokenizer.save_pretrained(tmp_path / "hf")
+    assert export_gguf(tmp_path / "hf", tmp_path / "plain.gguf").tokenizer_pre == "gpt-2"
 
 
 def _with_split(regex: str):

@@ -99,7 +99,10 @@ def test_the_export_reads_back_within_the_measured_tolerances(smollm2, home, tmp
         assert torch.equal(back.generate(ids, max_new_tokens=16, do_sample=False), expected)
 
 
-def test_llama_cpp_generates_what_transformers_does_from_the_export(smollm2, home, tmp_path):
+def test_llama_cpp_answers_what_transformers_does_from_the_f16_export(smollm2, home, tmp_path):
+    """llama.cpp applies the chat template the file carries and, in float16, greedily writes the
+    same answer as transformers (measured: 3 prompts of 32 tokens alike; in q8_0 llama.cpp also
+    quantizes activations and its answers differ, as 2 of 3 do for the original Q4_1 file)."""
     llama_cpp = pytest.importorskip(
         "llama_cpp", reason="llama-cpp-python is not installed (it compiles llama.cpp on install)"
     )
@@ -113,14 +116,12 @@ def test_llama_cpp_generates_what_transformers_does_from_the_export(smollm2, hom
         AutoTokenizer.from_pretrained(folder),
     )
     ids = _prompt_ids(tokenizer)
-    expected = model.generate(torch.tensor([ids]), max_new_tokens=16, do_sample=False)
+    greedy = model.generate(torch.tensor([ids]), max_new_tokens=16, do_sample=False)
+    expected = tokenizer.decode(greedy[0, len(ids) :], skip_special_tokens=True)
     export_gguf(smollm2, tmp_path / "smollm2.gguf", "f16")
     llm = llama_cpp.Llama(str(tmp_path / "smollm2.gguf"), n_ctx=256, verbose=False)
-    prompt = tokenizer.decode(ids)
-    assert llm.tokenize(prompt.encode(), add_bos=False, special=True) == ids
-    tokens = []
-    for token in llm.generate(ids, temp=0.0, top_k=1):
-        if token == llm.token_eos() or len(tokens) == 16:
-            break
-        tokens.append(token)
-    assert tokens == expected[0, len(ids) :].tolist()[: len(tokens)] and len(tokens) >= 8
+    assert llm.tokenize(tokenizer.decode(ids).encode(), add_bos=False, special=True) == ids
+    reply = llm.create_chat_completion(
+        [{"role": "user", "content": PROBLEMS[0][0]}], max_tokens=16, temperature=0.0, top_k=1
+    )
+    assert reply["choices"][0]["message"]["content"] == expected
