@@ -75,14 +75,14 @@ class ModelSettings(_Strict):
 
     name: str | None = setting(
         None,
-        doc="The model to train: a hub id, a local model folder or a run folder (its `final/`). Give this or `model.tiny`; `model: NAME` is short for it.",
+        doc="The model to train: a hub id, a local model folder, a run folder (its `final/`) or a `.gguf` file (converted once into `$RFT_HOME/cache/gguf`; see Models from GGUF files). Give this or `model.tiny`; `model: NAME` is short for it.",
     )
     tiny: str | dict[str, int] | None = setting(
         None,
         doc="A tiny Llama built offline from a config, with a character tokenizer: `llama-test`, `llama-1m` or `llama-4m`, or a mapping of sizes (`hidden_size`, `num_hidden_layers`, `num_attention_heads`, `num_key_value_heads`, `intermediate_size`). Give this or `model.name`.",
     )
     tokenizer: str | None = setting(
-        None, doc="A tokenizer folder or hub id; unset: the model's own."
+        None, doc="A tokenizer folder, `.gguf` file or hub id; unset: the model's own."
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = setting(
         "auto",
@@ -668,8 +668,12 @@ class RunConfig(_Strict):
         """`output_dir`, else $RFT_HOME/runs/<config name> (RFT_HOME defaults to ~/.rft)."""
         if self.output_dir is not None:
             return Path(self.output_dir)
-        home = Path(os.environ.get("RFT_HOME") or Path.home() / ".rft")
-        return home / "runs" / (Path(config_path).stem if config_path else "run")
+        return rft_home() / "runs" / (Path(config_path).stem if config_path else "run")
+
+
+def rft_home() -> Path:
+    """Where rft keeps its state: `$RFT_HOME`, else `~/.rft` (runs, the model cache)."""
+    return Path(os.environ.get("RFT_HOME") or Path.home() / ".rft")
 
 
 # -- loading ---------------------------------------------------------------------------------

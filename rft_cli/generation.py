@@ -55,16 +55,21 @@ def resolve_model_path(path: str | Path) -> str:
     """Map what `--model` accepts to something `from_pretrained` loads.
 
     A run folder (has `final/`) means its `final/`; a checkpoint or HF model folder (has
-    `config.json` or `adapter_config.json`) is itself; a string that is not a local path is a hub id.
-    Raises ConfigError for a local path that is missing or holds no model.
+    `config.json` or `adapter_config.json`) is itself; a `.gguf` file is the Hugging Face folder
+    converted from it (once, into the cache: `rft_cli.gguf_load`); a string that is not a local
+    path is a hub id. Raises ConfigError for a local path that is missing or holds no model.
     """
     text = str(path)
     p = Path(text).expanduser()
     if p.is_dir():
         return _resolve_folder(p)
     if p.exists():
+        if p.suffix.lower() == ".gguf":
+            from rft_cli.gguf_load import hf_folder
+
+            return str(hf_folder(p))
         raise ConfigError(
-            f"{text}: is a file, not a model folder (pass a model folder, a run folder or a hub id)"
+            f"{text}: is a file, not a model (pass a model folder, a .gguf file, a run folder or a hub id)"
         )
     looks_local = text.startswith((".", "/", "~")) or "\\" in text or text.count("/") > 1
     if looks_local or not _HUB_ID.match(text):
@@ -84,8 +89,13 @@ def _resolve_folder(p: Path) -> str:
             f"{p}: this run has no final/ model (it did not finish); "
             f"pass a checkpoint instead, such as {p / 'checkpoints' / 'step-N'}"
         )
+    ggufs = sorted(p.glob("*.gguf"))
+    if ggufs:
+        raise ConfigError(
+            f"{p}: not a model folder (no config.json); it holds {ggufs[0].name}: pass that file itself"
+        )
     raise ConfigError(
-        f"{p}: not a model folder (no config.json); pass a model folder, a run folder or a hub id"
+        f"{p}: not a model folder (no config.json); pass a model folder, a .gguf file, a run folder or a hub id"
     )
 
 
@@ -93,17 +103,20 @@ def _is_model_folder(p: Path) -> bool:
     return (p / "config.json").is_file() or (p / "adapter_config.json").is_file()
 
 
-def load_model_for_inference(path_or_id: str | Path) -> tuple[Any, Any]:
+def load_model_for_inference(
+    path_or_id: str | Path, dtype: Any = "auto", gpu: bool = True
+) -> tuple[Any, Any]:
     """Load (model, tokenizer) for generation: eval mode, left padding, a pad token, GPU if present.
 
-    Accepts everything `resolve_model_path` does. Raises ConfigError when nothing loads.
+    Accepts everything `resolve_model_path` does; LoRA adapters are merged. Weights load in
+    `dtype` (`auto`: as saved). Raises ConfigError when nothing loads.
     """
     import torch
 
     source = resolve_model_path(path_or_id)
     tokenizer = _load_tokenizer(source, path_or_id)
-    model = _load_model(source, path_or_id)
-    if torch.cuda.is_available():
+    model = _load_model(source, path_or_id, dtype)
+    if gpu and torch.cuda.is_available():
         model.to("cuda")
     model.eval()
     tokenizer.padding_side = "left"
@@ -121,16 +134,16 @@ def _load_tokenizer(source: str, given: str | Path) -> Any:
         raise ConfigError(f"{given}: cannot load a tokenizer ({_first_line(exc)})") from None
 
 
-def _load_model(source: str, given: str | Path) -> Any:
+def _load_model(source: str, given: str | Path, dtype: Any = "auto") -> Any:
     try:
         if Path(source).is_dir() and not (Path(source) / "config.json").exists():
             from rft_cli.checkpoints import load_adapter_model
 
             # A LoRA checkpoint: load it on its base model and merge, so generation is plain HF.
-            return load_adapter_model(source, dtype="auto")
+            return load_adapter_model(source, dtype=dtype)
         from transformers import AutoModelForCausalLM
 
-        return AutoModelForCausalLM.from_pretrained(source, dtype="auto")
+        return AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{given}: cannot load the model ({_first_line(exc)})") from None
 

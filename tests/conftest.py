@@ -57,3 +57,16 @@ def hub_like_model_dir(tmp_path_factory) -> str:
     from rft_cli.hub_like import save_hub_like
 
     return save_hub_like(str(tmp_path_factory.mktemp("hub_like") / "model"), "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory):
+    """(gguf file, the Hugging Face folder it was written from): a tiny Llama with a byte-level BPE
+    tokenizer and ChatML, written by tests/gguf_fakes.py (not by rft's exporter)."""
+    from tests.gguf_fakes import build_tiny_llama, write_gguf
+
+    folder = tmp_path_factory.mktemp("tiny_gguf")
+    model, tokenizer = build_tiny_llama(seed=0)
+    model.save_pretrained(folder / "hf")
+    tokenizer.save_pretrained(folder / "hf")
+    return str(write_gguf(model, tokenizer, folder / "tiny-llama.gguf")), str(folder / "hf")

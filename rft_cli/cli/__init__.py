@@ -7,6 +7,8 @@ from rft_cli.cli.app import app
 # Command modules register themselves on `app`; they import heavy libraries lazily, inside
 # the command functions, so `rft --help` and `rft validate` start instantly.
 from rft_cli.cli import validate, grade, train, evaluate, report, data_cmd, import_cmd, config_cmd  # noqa: E402,F401  isort: skip
+from rft_cli.cli import model_cmd  # noqa: E402,F401  isort: skip
+from rft_cli.cli import export_cmd  # noqa: E402,F401  isort: skip
 
 __all__ = ["app", "main"]
 

@@ -51,7 +51,7 @@ def evaluate(
         typer.Option(
             "--model",
             "-m",
-            help="Model folder, checkpoint, run folder (its final/) or hub id; repeat to compare.",
+            help="Model folder, checkpoint, run folder (its final/), .gguf file or hub id; repeat to compare.",
         ),
     ] = None,
     samples: Annotated[

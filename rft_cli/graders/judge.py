@@ -2,7 +2,7 @@
 
 The judge is an OpenAI-compatible chat endpoint (`base_url` in the grader, else `OPENAI_BASE_URL`;
 the key from the variable named by `api_key_env`, else `OPENAI_API_KEY`) or a local Hugging Face
-model (a directory, or an id already in the local cache). Nothing is downloaded.
+model (a directory, a `.gguf` file, or an id already in the local cache). Nothing is downloaded.
 
 Like OpenAI's graders, the judge is asked for a structured answer, `{"steps": [...], "result": ...}`
 (a JSON schema in `response_format`; an endpoint that refuses it, and a local model, get the format
@@ -19,7 +19,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from rft_cli.errors import GraderError
+from rft_cli.errors import ConfigError, GraderError
+from rft_cli.gguf_load import is_gguf_file
 from rft_cli.graders.base import GradeResult, TemplatedGrader
 from rft_cli.graders.specs import LabelModelSpec, ScoreModelSpec
 from rft_cli.graders.templates import GradeContext, Template
@@ -306,6 +307,8 @@ def build_judge(
         )
     if spec.base_url:
         return HTTPJudge(spec.base_url, spec.model, spec.api_key_env, params, spec.timeout)
+    if is_gguf_file(spec.model):
+        return LocalJudge(_converted(spec.model, where), params)
     if _local_model_exists(spec.model):
         return LocalJudge(spec.model, params)
     if os.environ.get(BASE_URL_ENV):
@@ -322,6 +325,16 @@ def build_judge(
         f"Hugging Face model, and neither the grader's base_url nor {BASE_URL_ENV} is set; export "
         f"{BASE_URL_ENV}=https://api.openai.com/v1 (and {API_KEY_ENV}) or the URL of an OpenAI-compatible server"
     )
+
+
+def _converted(model: str, where: str) -> str:
+    """The Hugging Face folder of a GGUF judge (converted once, into the cache)."""
+    from rft_cli.gguf_load import hf_folder
+
+    try:
+        return str(hf_folder(model))
+    except ConfigError as exc:
+        raise GraderError(f"{_at(where, 'model')}: {exc}") from None
 
 
 def _at(where: str, field: str) -> str:
