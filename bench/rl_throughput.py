@@ -183,7 +183,11 @@ def worker_ppo(args: argparse.Namespace) -> dict:
     config = _run_config(args, args.model)
     pre = preflight(config)
     tokenizer = load_tokenizer(config.model)
-    reference = load_model(config.model, tokenizer, seed=0, trainable=False)
+    reference = (  # under LoRA the policy with its adapters off, as `rft train` does
+        None
+        if ppo.reference_is_policy(config.model)
+        else load_model(config.model, tokenizer, seed=0, trainable=False)
+    )
     policy = ppo._load_policy(config.model, tokenizer, None, None, 0)
     run_dir = Path(tempfile.mkdtemp(prefix="rft-bench-ppo-"))
     ctx = RunContext(config, run_dir, pre.train_rows, pre.valid_rows, pre.grader, NullLogger())

@@ -272,6 +272,11 @@ class RLSettings(_Strict):
         ge=1,
         doc="Answers per forward/backward pass inside a minibatch (gradient accumulation, same updates, less memory); unset: `rl.mini_batch_size`.",
     )
+    pass_memory_mb: int | None = setting(
+        None,
+        ge=16,
+        doc="PPO (`ppo`): the activation memory one forward/backward pass of the update may hold, estimated from the model's config (float32, every token counted with its logits); a minibatch is cut into more passes to stay under it (the same update). Unset: 512 on a CPU, no bound on a GPU (set `rl.micro_batch_size` there).",
+    )
     ppo_epochs: int = setting(
         2,
         ge=1,
@@ -452,6 +457,7 @@ _PPO_ONLY = {
     "kl_target": "adaptive KL controller (beta is fixed)",
     "kl_horizon": "adaptive KL controller (beta is fixed)",
     "share_prompts": "choice of prompt sharing (TRL computes every [prompt | completion] whole)",
+    "pass_memory_mb": "memory bound per pass (set per_device_train_batch_size through rl.micro_batch_size)",
     "loss_aggregation": "choice of loss aggregation (its default loss_type, dapo, is a token mean over the batch)",
 }
 

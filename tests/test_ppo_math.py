@@ -462,3 +462,37 @@ def test_ppo_steps_adamw_with_the_fused_kernel_and_the_same_update(tmp_path):
     params = fused.ac.parameters()
     assert _fused_adamw(params, deepspeed=True) is None
     assert _fused_adamw([torch.nn.Parameter(torch.zeros(2, device="meta"))], False) is None
+
+
+def test_under_lora_the_reference_is_the_policy_with_its_adapters_off(tiny_model_dir):
+    """Under LoRA PPO holds no second copy of the weights (`reference_is_policy`): the reference is
+    the policy with its adapters off. At the start it computes what a separate frozen copy does,
+    bit for bit, and once the adapters have trained it still computes the warm-up model, not the
+    policy."""
+    from transformers import AutoModelForCausalLM
+
+    from rft_cli.config import ModelSettings
+    from rft_cli.training.models import apply_lora
+    from rft_cli.training.ppo import ActorCritic, reference_is_policy
+
+    settings = ModelSettings(name=tiny_model_dir, lora={"r": 4, "target_modules": "all-linear"})
+    assert reference_is_policy(settings) and not reference_is_policy(ModelSettings(name="x"))
+    policy = apply_lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir), settings)
+    copy = ActorCritic(
+        apply_lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir), settings),
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        "value_head",
+    )
+    shared = ActorCritic(policy, None, "value_head")
+    ids = torch.tensor([[0, 10, 11, 12, 13, 30, 31], [20, 21, 22, 23, 24, 40, 41]])
+    mask = torch.tensor([[0, 1, 1, 1, 1, 1, 1], [1] * 7])
+    with torch.no_grad():
+        at_start = shared.reference_logprobs(ids, mask, 2, 1.0)
+        assert torch.equal(at_start, copy.reference_logprobs(ids, mask, 2, 1.0))
+        assert torch.equal(at_start, shared.forward(ids, mask, 2, 1.0)[0])  # KL 0 at step 1
+        for name, parameter in policy.named_parameters():
+            if "lora_B" in name:
+                parameter.add_(0.5)  # the adapters have trained
+        assert torch.equal(shared.reference_logprobs(ids, mask, 2, 1.0), at_start)
+        assert not torch.allclose(shared.forward(ids, mask, 2, 1.0)[0], at_start)
+    assert not any(p.requires_grad for p in copy.reference.parameters())

@@ -51,6 +51,24 @@ def test_every_row_is_in_one_piece_of_at_most_max_rows(rows, max_rows, piece_cos
     )  # longest answer first, so similar lengths share a piece
 
 
+@given(
+    st.lists(st.tuples(st.integers(0, 9), st.integers(1, 30)), min_size=1, max_size=30),
+    st.integers(1, 12),
+    st.integers(0, 200),
+    st.integers(1, 120),
+)
+def test_a_token_bound_holds_for_every_piece_of_more_than_one_row(
+    rows, max_rows, piece_cost, max_tokens
+):
+    """`rl.pass_memory_mb`: a piece's padded tokens (what its backward keeps) stay under the bound."""
+    prompts, answers = [p for p, _ in rows], [a for _, a in rows]
+    pieces = pm.length_pieces(prompts, answers, max_rows, piece_cost, max_tokens=max_tokens)
+    assert sorted(i for piece in pieces for i in piece) == list(range(len(rows)))
+    for piece in pieces:
+        padded = len(piece) * (max(prompts[i] for i in piece) + max(answers[i] for i in piece))
+        assert len(piece) == 1 or padded <= max_tokens
+
+
 def test_without_a_cost_the_pieces_are_fixed_size():
     """Processes that sync gradients in every backward must make the same number of them."""
     pieces = pm.length_pieces([0] * 7, [5, 1, 7, 2, 9, 3, 3], max_rows=3)
@@ -166,6 +184,22 @@ def test_cut_pieces_give_the_uncut_minibatch_loss_and_gradient(
         assert len(shapes) > 1
     else:
         assert shapes == [(6, 3 + 7)]  # the rows' own longest prompt and answer
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of")  # the optimizer step is stubbed
+def test_a_tight_pass_memory_gives_the_uncut_loss_and_gradient_in_more_passes(tmp_path):
+    """The story (issue 27): a PPO step of SmolLM2-135M held 5.6 GB, the whole minibatch's
+    activations in one backward. A pass bound of ~3 rows cuts it into more passes; the gradient
+    is the minibatch's all the same."""
+    trainer = _trainer(tmp_path, *BASE, "rl.pass_memory_mb=16")
+    assert trainer._pass_tokens() == pm.pass_token_budget(trainer.ac.policy.config, 16)
+    batch = _padded_batch(trainer)
+    want_loss, want_grad = _uncut_loss_and_gradient(trainer, batch)
+    trainer._pass_tokens = lambda: 30  # tokens: about three of the padded rows
+    got_loss, got_grad, shapes = _cut_loss_and_gradient(trainer, batch)
+    assert got_loss == pytest.approx(want_loss, rel=1e-5, abs=1e-7)
+    assert torch.allclose(got_grad, want_grad, rtol=1e-4, atol=1e-7)
+    assert len(shapes) >= 2 and all(r == 1 or r * w <= 30 for r, w in shapes), shapes
 
 
 def test_the_old_pass_in_cut_pieces_equals_one_uncut_forward(tmp_path, monkeypatch):

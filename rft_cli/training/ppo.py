@@ -152,7 +152,11 @@ class SampledOldPolicy:
 
 
 class ActorCritic:
-    """The trainable PolicyValue (possibly wrapped by accelerate) and the frozen reference model."""
+    """The trainable PolicyValue (possibly wrapped by accelerate) and the frozen reference model.
+
+    `reference` None means the policy's LoRA adapters switched off (`reference_is_policy`): the
+    frozen base under them is the warm-up model, so no second copy of its weights is held.
+    """
 
     def __init__(self, policy: Any, reference: Any, critic_mode: str, critic_backbone: Any = None):
         self.core = PolicyValue(policy, critic_backbone if critic_mode == "separate" else None)
@@ -161,8 +165,9 @@ class ActorCritic:
         for module in (policy, critic_backbone):
             if module is not None:
                 disable_dropout(module)
-        reference.eval()
-        reference.requires_grad_(False)
+        if reference is not None:
+            reference.eval()
+            reference.requires_grad_(False)
 
     @property
     def policy(self) -> Any:
@@ -202,10 +207,19 @@ class ActorCritic:
         share_prompts: bool = False,
     ) -> Any:
         """Log-probs of the last `response_len` tokens under the frozen reference (its own full forward)."""
-        logits, _ = answer_forward(
-            self.reference, input_ids, attention_mask, response_len, share=share_prompts
-        )
+        with self._reference_model() as reference:
+            logits, _ = answer_forward(
+                reference, input_ids, attention_mask, response_len, share=share_prompts
+            )
         return pm.logprobs_from_logits(logits, input_ids[:, -response_len:], temperature)
+
+    @contextlib.contextmanager
+    def _reference_model(self) -> Any:
+        if self.reference is not None:
+            yield self.reference
+            return
+        with self.policy.disable_adapter():
+            yield self.policy
 
 
 # What one more forward pass costs, counted in padded tokens, when rows are split into pieces of
@@ -213,6 +227,11 @@ class ActorCritic:
 # costs about 6 ms plus 0.08 ms per token (one thread): ~80 tokens, more with two threads. On a GPU
 # a small batch mostly pays kernel launches, so a split must save far more padding to pay.
 PIECE_COST_TOKENS = {"cpu": 128, "other": 2048}
+# The activation memory a pass of the update may hold on a CPU (`rl.pass_memory_mb` unset). A PPO
+# step of SmolLM2-135M (LoRA, 16 answers of ~60 tokens, one minibatch of 16) peaked at 5.6 GB in one
+# pass; cut to 512 MB estimates, at 1.98 GB (1,024: 2.61 GB; 768: 2.21 GB). The estimate is low by
+# about 1.6x there (allocator slack, temporaries), so 512 keeps such a step under 2 GB.
+DEFAULT_PASS_MEMORY_MB = 512
 _TOKEN_KEYS = (
     "input_ids",
     "attention_mask",
@@ -225,6 +244,7 @@ def _cut_pieces(
     max_rows: int,
     piece_cost: int | None,
     share_cost: int | None = None,
+    max_tokens: int | None = None,
 ) -> list[tuple[Any, dict[str, Any], int, bool]]:
     """(rows, tensors, answer width, whether it shares prompts) of each piece of `pm.length_pieces`,
     its tensors cut to the piece's own longest prompt and answer: the columns that are padding in
@@ -245,7 +265,7 @@ def _cut_pieces(
     )
     pieces = []
     for piece in pm.length_pieces(
-        prompt_lens, answer_lens, max_rows, piece_cost, groups, share_cost or 0
+        prompt_lens, answer_lens, max_rows, piece_cost, groups, share_cost or 0, max_tokens
     ):
         rows = torch.tensor(piece, device=attn.device)
         widest = max(prompt_lens[i] for i in piece)
@@ -339,7 +359,7 @@ class PPOTrainer:
             self.cfg.share_prompts
             and self.engine is None
             and can_share(self.ac.policy)
-            and can_share(self.ac.reference)
+            and can_share(self.ac.reference or self.ac.policy)
         )
         self.state = PPOState(kl_coef=self.cfg.kl_coef)
         self.pending_config_change: dict[str, list[float]] | None = None
@@ -415,6 +435,14 @@ class PPOTrainer:
                     outs[k][rows, :width] = part
         return tuple(outs)  # type: ignore[return-value]
 
+    def _pass_tokens(self) -> int | None:
+        """Padded tokens one forward/backward pass of the update may hold (`rl.pass_memory_mb`;
+        512 MB on a CPU by default), or None for no bound."""
+        memory = self.cfg.pass_memory_mb
+        if memory is None and self.accelerator.device.type == "cpu":
+            memory = DEFAULT_PASS_MEMORY_MB
+        return None if memory is None else pm.pass_token_budget(self.ac.policy.config, memory)
+
     def _piece_cost(self) -> int:
         """What one more forward pass costs, in padded tokens (see `pm.length_pieces`)."""
         return PIECE_COST_TOKENS.get(self.accelerator.device.type, PIECE_COST_TOKENS["other"])
@@ -484,6 +512,9 @@ class PPOTrainer:
         prompt_width = batch["input_ids"].shape[1] - batch["mask"].shape[1]
         # Processes that sync gradients in every backward need the same number of micro-batches.
         piece_cost = self._piece_cost() if acc.num_processes == 1 and self.engine is None else None
+        max_tokens = self._pass_tokens()
+        if max_tokens is not None and piece_cost is None:  # the same rows per pass everywhere
+            micro = min(micro, max(max_tokens // (cfg.max_prompt_length + cfg.max_new_tokens), 1))
         generator = torch.Generator().manual_seed(step_seed(self.ctx.config.seed, step) + 1)
         totals: dict[str, float] = {}
         count = overflows = 0
@@ -495,7 +526,9 @@ class PPOTrainer:
                 minibatch = {k: v[idx] for k, v in batch.items()}
                 # weights over the whole (uncut) minibatch: its micro-batches' losses add up to its loss
                 minibatch["weights"] = pm.loss_weights(minibatch["mask"], cfg.loss_aggregation)
-                pieces = _cut_pieces(minibatch, prompt_width, micro, piece_cost, self._share_cost())
+                pieces = _cut_pieces(
+                    minibatch, prompt_width, micro, piece_cost, self._share_cost(), max_tokens
+                )
                 for j, (_, mb, _, share) in enumerate(pieces):
                     loss, stats = self._micro_losses(mb, share)
                     if self._any_process(not _finite(loss.item())):
@@ -897,12 +930,27 @@ def _load_policy(
     return apply_lora(base, settings)
 
 
+def reference_is_policy(settings: Any) -> bool:
+    """Whether the reference is the policy with its LoRA adapters off (no second copy of the weights).
+
+    Under LoRA the policy is the warm-up model plus adapters that start at zero (peft's B = 0), so
+    with them off it computes the warm-up model exactly: the same log-probs as a separate frozen
+    copy, bit for bit, and 0.54 GB less for SmolLM2-135M in float32. Not under DeepSpeed, whose
+    engine owns the wrapped model's forward.
+    """
+    return settings.lora is not None and not env_flag("ACCELERATE_USE_DEEPSPEED")
+
+
 def run_ppo(
     ctx: RunContext, init_dir: Path | None, tokenizer: Any, resume_from: Path | None = None
 ) -> PPOState:
     """Train with PPO from `init_dir` (the warm-up checkpoint; None = the configured base model)."""
     settings, seed = ctx.config.model, ctx.config.seed
-    reference = load_model(settings, tokenizer, init_dir, seed=seed, trainable=False)
+    reference = (
+        None
+        if reference_is_policy(settings)
+        else load_model(settings, tokenizer, init_dir, seed=seed, trainable=False)
+    )
     policy = _load_policy(settings, tokenizer, init_dir, resume_from, seed)
     critic = None
     if (

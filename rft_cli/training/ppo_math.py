@@ -188,6 +188,7 @@ def length_pieces(
     piece_cost: int | None = None,
     groups: list[int] | None = None,
     share_cost: int = 0,
+    max_tokens: int | None = None,
 ) -> list[list[int]]:
     """Rows grouped into pieces for forward passes, each to be cut to its own longest prompt and answer.
 
@@ -196,6 +197,9 @@ def length_pieces(
     grouped to minimise padded tokens plus `piece_cost` per piece, at most `max_rows` a piece;
     without it, every `max_rows` rows make a piece (a fixed number of pieces, as processes that
     sync gradients after every backward need). Each row is in exactly one piece.
+
+    `max_tokens` (with `piece_cost`) bounds a piece's padded tokens, rows x (longest prompt + longest
+    answer), where that takes more than one row: the memory its backward holds (`pass_token_budget`).
 
     `groups` (each row's prompt, for passes that compute a prompt once for the rows that share it,
     `piece_cost` given) counts a piece's prompt tokens once per distinct prompt when that saves more
@@ -215,7 +219,9 @@ def length_pieces(
     distinct = len(set(groups)) if groups is not None else len(order)
     if not shares_prompts(len(order), distinct, max(prompt_lengths, default=0), share_cost):
         # no piece could save enough: the plain split (and no second order to try)
-        return _cheapest_split(order, prompt_lengths, answer_lengths, max_rows, piece_cost)[1]
+        return _cheapest_split(
+            order, prompt_lengths, answer_lengths, max_rows, piece_cost, max_tokens=max_tokens
+        )[1]
     assert groups is not None
     longest: dict[int, int] = {}
     for answer, group in zip(answer_lengths, groups, strict=True):
@@ -225,9 +231,33 @@ def length_pieces(
         key=lambda i: (-longest[groups[i]], groups[i], -answer_lengths[i], i),
     )
     return min(
-        _cheapest_split(o, prompt_lengths, answer_lengths, max_rows, piece_cost, groups, share_cost)
+        _cheapest_split(
+            o, prompt_lengths, answer_lengths, max_rows, piece_cost, groups, share_cost, max_tokens
+        )
         for o in (order, by_prompt)
     )[1]
+
+
+def pass_token_budget(model_config: Any, memory_mb: int) -> int:
+    """The padded tokens one forward/backward pass may hold for `memory_mb` of activations.
+
+    Per token, in float32: what each decoder layer keeps for its backward (about 8 hidden-size and
+    4 intermediate-size vectors: norms, projections, attention output, the MLP's gate, up and
+    product) and the logits with their float32 copy and gradient (3 vocabulary-size vectors),
+    counted for every token although only answer positions have logits. For SmolLM2-135M that is
+    1.9 MB a token; a PPO update over 16 rows of ~124 tokens grew the process by 4.0 GB in one pass
+    (2.0 MB a token), and by 0.82 GB in passes of at most 512 MB estimated.
+
+    >>> from types import SimpleNamespace as C
+    >>> smol = C(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, vocab_size=49152)
+    >>> pass_token_budget(C(get_text_config=lambda: smol), 1024)
+    571
+    """
+    text = model_config.get_text_config()
+    hidden = text.hidden_size
+    intermediate = getattr(text, "intermediate_size", None) or 4 * hidden
+    per_token = 4 * (text.num_hidden_layers * (8 * hidden + 4 * intermediate) + 3 * text.vocab_size)
+    return max(memory_mb * 2**20 // per_token, 1)
 
 
 def shares_prompts(rows: int, distinct: int, widest_prompt: int, share_cost: int) -> bool:
@@ -244,6 +274,7 @@ def _cheapest_split(
     piece_cost: int,
     groups: list[int] | None = None,
     share_cost: int = 0,
+    max_tokens: int | None = None,
 ) -> tuple[float, list[list[int]]]:
     """(cost, pieces): the cheapest split of `order` into runs of consecutive rows (dynamic programming)."""
     # best[i]: the cheapest split of order[:i]; cut[i]: where its last piece starts
@@ -258,6 +289,12 @@ def _cheapest_split(
             widest_prompt = max(widest_prompt, prompts[start])
             longest_answer = max(longest_answer, answers[start])
             rows = end - start
+            if (
+                max_tokens is not None
+                and rows > 1
+                and rows * (widest_prompt + longest_answer) > max_tokens
+            ):
+                break  # longer pieces ending here only hold more tokens
             cost = rows * (widest_prompt + longest_answer) + piece_cost
             if kinds is not None:
                 seen.add(kinds[start])
