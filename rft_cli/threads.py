@@ -65,7 +65,8 @@ class ThreadGovernor:
         self.cores = cores or usable_cores()
         self.every_s = every_s
         self.threads: int | None = None
-        self.decisions: list[tuple[float, int]] = []  # (others' busy cores, threads), for tests/logs
+        # (cores others kept busy, threads chosen), for tests and logs
+        self.decisions: list[tuple[float, int]] = []
         self._mark = self._read()
 
     @staticmethod
