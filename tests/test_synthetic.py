@@ -157,3 +157,21 @@ def test_shipped_demonstrations_are_mostly_one_line_with_a_stepwise_minority():
     one_line = sum(row["solution"].count("=") == 1 for row in rows)
     assert 0.6 < one_line / len(rows) < 0.7
     assert all(_replay(row["solution"]) == int(row["reference_answer"]) for row in rows)
+
+
+def test_make_arith_test_split_leaves_train_and_valid_as_they_were(tmp_path):
+    """--test draws held-out rows after the validation rows: train and valid do not change, and no
+    question is in two files (data/wordsums, the real-model recipe's task, was made this way)."""
+    base = "data make-arith --train 30 --valid 10 --style words --seed 3".split()
+    assert CliRunner().invoke(app, [*base, str(tmp_path / "a")]).exit_code == 0
+    result = CliRunner().invoke(app, [*base, "--test", "15", str(tmp_path / "b")])
+    assert result.exit_code == 0 and "15 test" in result.output
+    for name in ("train.jsonl", "valid.jsonl"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert not (tmp_path / "a" / "test.jsonl").exists()
+    questions = [
+        {json.loads(line)["messages"][0]["content"] for line in (tmp_path / "b" / name).open()}
+        for name in ("train.jsonl", "valid.jsonl", "test.jsonl")
+    ]
+    assert [len(q) for q in questions] == [30, 10, 15]
+    assert not (questions[0] & questions[2]) and not (questions[1] & questions[2])

@@ -77,6 +77,14 @@ def make_arith_cmd(
     n_valid: Annotated[
         int, typer.Option("--valid", min=1, help="Validation rows (no question shared with train).")
     ] = 400,
+    n_test: Annotated[
+        int,
+        typer.Option(
+            "--test",
+            min=0,
+            help="Held-out test rows in test.jsonl (no question shared with train or valid); 0: none.",
+        ),
+    ] = 0,
     style: Annotated[
         str | None,
         typer.Option(
@@ -135,9 +143,14 @@ def make_arith_cmd(
         "one_line_share": one_line_share,
     }
     spec = replace(DEFAULT_SPEC, **{k: v for k, v in given.items() if v is not None})
-    train_rows, valid_rows = generate_arith(n_train, n_valid, seed=seed, spec=spec)
+    # The test rows are drawn after the validation rows, so --test leaves train and valid as they were.
+    train_rows, held_out = generate_arith(n_train, n_valid + n_test, seed=seed, spec=spec)
     write_jsonl(train_rows, output_dir / "train.jsonl")
-    write_jsonl(valid_rows, output_dir / "valid.jsonl")
+    write_jsonl(held_out[:n_valid], output_dir / "valid.jsonl")
+    if n_test:
+        write_jsonl(held_out[n_valid:], output_dir / "test.jsonl")
     render.stdout.print(
-        f"Wrote {len(train_rows)} training and {len(valid_rows)} validation rows to {output_dir}"
+        f"Wrote {len(train_rows)} training, {n_valid} validation"
+        + (f" and {n_test} test" if n_test else "")
+        + f" rows to {output_dir}"
     )
