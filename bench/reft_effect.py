@@ -147,12 +147,12 @@ def sft_only_arm(
     }
 
 
-def base_arm(recipe: Path, overrides: list[str], out: Path) -> dict:
-    """The recipe's base model (before any training) scored the same way, once: greedy decoding
-    makes it the same for every seed. Kept in `out`/base.json, so a rerun does not score it again."""
-    cached = out / "base.json"
-    if cached.is_file():
-        return json.loads(cached.read_text())
+def score(
+    recipe: Path, overrides: list[str], model_dir: Path | None, rows_file: Path | None
+) -> dict:
+    """valid_accuracy and valid_reward_mean of one model's greedy answers, scored as the recipe's own
+    evaluation scores (`evaluate_greedy`, its eval settings): on `rows_file` (all its rows), or on
+    the recipe's first `eval.samples` validation rows. `model_dir` None is the recipe's base model."""
     from rft_cli.config import load_run_config
     from rft_cli.training.context import evaluate_greedy
     from rft_cli.training.models import load_model, load_tokenizer
@@ -160,22 +160,54 @@ def base_arm(recipe: Path, overrides: list[str], out: Path) -> dict:
 
     config = load_run_config(recipe, overrides)
     pre = preflight(config)
-    tokenizer = load_tokenizer(config.model)
-    model = load_model(config.model, tokenizer, trainable=False)
+    rows = (
+        [json.loads(line) for line in rows_file.read_text().splitlines() if line.strip()]
+        if rows_file is not None
+        else pre.valid_rows[: config.eval.samples]
+    )
+    tokenizer = load_tokenizer(config.model, model_dir)
+    model = load_model(config.model, tokenizer, model_dir, trainable=False)
     started = time.perf_counter()
-    valid = evaluate_greedy(
+    result = evaluate_greedy(
         model,
         tokenizer,
         pre.grader,
-        pre.valid_rows[: config.eval.samples],
+        rows,
         demonstration_field=config.data.demonstration_field,
         max_new_tokens=config.eval.max_new_tokens or config.rl.max_new_tokens,
         batch_size=config.eval.batch_size,
     )
-    result = {**valid, "eval_s": time.perf_counter() - started}
+    return {**result, "rows": len(rows), "eval_s": time.perf_counter() - started}
+
+
+def base_arm(recipe: Path, overrides: list[str], out: Path, rows_file: Path | None) -> dict:
+    """The recipe's base model (before any training) scored the same way, once: greedy decoding
+    makes it the same for every seed. Kept in `out`, so a rerun does not score it again."""
+    cached = out / f"base{'-' + rows_file.stem if rows_file else ''}.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    result = score(recipe, overrides, None, rows_file)
     out.mkdir(parents=True, exist_ok=True)
     cached.write_text(json.dumps(result))
     return result
+
+
+def find_latest_complete(folder: Path) -> Path:
+    """The run's last step checkpoint (PPO's last step: the run saves it whatever save_interval)."""
+    from rft_cli.checkpoints import find_latest_complete as latest
+
+    return latest(folder)
+
+
+def held_out_scores(
+    recipe: Path, overrides: list[str], run_dir: Path, rows_file: Path, arms: dict
+) -> dict:
+    """Each trained arm's held-out accuracy on `rows_file`: the warm-up, PPO's last step, final/ and
+    the chosen SFT-only arm (`arms`: arm -> model folder)."""
+    return {
+        arm: score(recipe, overrides, folder, rows_file)["valid_accuracy"]
+        for arm, folder in arms.items()
+    }
 
 
 # Issue 15's bar for the default recipe: PPO at least 10 points over the warm-up and over the
@@ -263,6 +295,12 @@ def main() -> None:
         action="store_true",
         help="also score the recipe's base model once (a pretrained model; tiny ones start random)",
     )
+    parser.add_argument(
+        "--test",
+        type=Path,
+        help="held-out rows (JSONL) every arm is scored on, reported instead of the validation "
+        "scores (which still choose final/ and the SFT-only learning rate)",
+    )
     args = parser.parse_args()
     if args.table:
         rows = sorted(
@@ -272,7 +310,7 @@ def main() -> None:
         print(distribution_table(rows))
         return
 
-    base = base_arm(args.recipe, args.overrides, args.out) if args.base else None
+    base = base_arm(args.recipe, args.overrides, args.out, args.test) if args.base else None
     if base is not None:
         print(json.dumps({"base": base}), flush=True)
     results = []
@@ -308,6 +346,24 @@ def main() -> None:
             "total_s": summary["elapsed_s"],
             "run_dir": str(run_dir),
         }
+        if args.test is not None:
+            # the validation figures stay beside the held-out ones, which the tables report
+            row["valid"] = {arm: row[arm] for arm in ("warmup", "ppo", "sft_only", "final")}
+            row["scored_on"] = str(args.test)
+            row.update(
+                held_out_scores(
+                    args.recipe,
+                    args.overrides,
+                    run_dir,
+                    args.test,
+                    {
+                        "warmup": run_dir / "checkpoints" / "sft",
+                        "ppo": find_latest_complete(run_dir / "checkpoints"),
+                        "final": run_dir / "final",
+                        "sft_only": run_dir / f"sft-only-lr{best:g}",
+                    },
+                )
+            )
         results.append(row)
         print(json.dumps(row), flush=True)
         # Written after every seed, so a long multi-seed run that is stopped keeps what it measured.
