@@ -131,3 +131,66 @@ def _handler(server: ToolServer) -> type:
             self.reply(302, {}, headers={"Location": "/ok"})
 
     return Handler
+
+
+class ScriptedPolicy:
+    """A policy that writes scripted turns: `script[key][t]` is turn t of the episode whose prompt
+    contains `key` (a text found nowhere else, such as "Q1?"). Each turn is the text's tokens and the stop token (unless the text ends with
+    NO_STOP, which is cut off); like generate, a turn is cut at `max_new_tokens`. Every call is
+    recorded: the sequences it was given and the tokens it answered."""
+
+    NO_STOP = "\x00"
+
+    def __init__(self, tokenizer, script: dict[str, list[str]], opening: str) -> None:
+        self.tokenizer, self.script, self.opening = tokenizer, script, opening
+        self.stop = {tokenizer.eos_token_id}
+        self.calls: list[tuple[list[list[int]], int, list[list[int]]]] = []
+
+    def generate(self, sequences: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+        out = [self._turn(s)[:max_new_tokens] for s in sequences]
+        self.calls.append(([list(s) for s in sequences], max_new_tokens, out))
+        return out
+
+    def _turn(self, sequence: list[int]) -> list[int]:
+        text = self.tokenizer.decode(sequence)
+        key = next(k for k in self.script if k in text)
+        turn = self.script[key][text.count(self.opening) - 1]
+        if turn.endswith(self.NO_STOP):
+            return self.tokenizer.encode(turn[:-1], add_special_tokens=False)
+        return self.tokenizer.encode(turn, add_special_tokens=False) + [self.tokenizer.eos_token_id]
+
+
+class FakeToolBox:
+    """Tools as plain functions: `lookup` reads TABLE, `fail` drops the episode; every request kept."""
+
+    TABLE = {"ka": "17", "mo": "42"}
+
+    def __init__(self) -> None:
+        self.requests: list = []
+
+    def tool_definitions(self) -> list[dict]:
+        return [
+            {
+                "type": "function",
+                "function": {
+                    "name": n,
+                    "parameters": {"type": "object", "properties": {"key": {"type": "string"}}},
+                },
+            }
+            for n in ("lookup", "fail")
+        ]
+
+    def run(self, requests: list) -> list:
+        from rft_cli.tools.base import ToolResult, dropped, shown_error
+
+        self.requests += requests
+        results = []
+        for request in requests:
+            key = json.loads(request.arguments).get("key")
+            if request.name == "fail":
+                results.append(dropped("tool_server_error", "HTTP 503 (after 4 attempts)"))
+            elif key in self.TABLE:
+                results.append(ToolResult(output=self.TABLE[key]))
+            else:
+                results.append(shown_error("tool_exception", f"KeyError: {key!r}"))
+        return results
