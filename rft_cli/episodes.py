@@ -406,3 +406,29 @@ def _render(tokenizer: Any, messages: list[dict], tools: list[dict] | None, open
     return tokenizer.apply_chat_template(
         messages, add_generation_prompt=opening, tokenize=False, **with_tools
     )
+
+
+# -- grading ---------------------------------------------------------------------------------------
+
+EPISODE_DROPPED = "episode_dropped"
+
+
+def grade_episodes(grader: Any, episodes: Sequence[Episode]) -> list[Any | None]:
+    """Each episode's grade (None for a dropped one, which is not graded): the grader's `sample` is
+    `Episode.sample()` and its `item` the episode's row; an unreadable call adds
+    `tool_call_parse_error` to the grade's errors, as for a single answer."""
+    from rft_cli.tool_calls import TOOL_CALL_PARSE_ERROR
+
+    graded = [e for e in episodes if not e.dropped]
+    results = (
+        grader.grade_batch([e.sample() for e in graded], [e.item for e in graded]) if graded else []
+    )
+    by_id = {id(e): r for e, r in zip(graded, results, strict=True)}
+    for e, result in zip(graded, results, strict=True):
+        if e.parse_errors:
+            result.errors = {
+                **result.errors,
+                TOOL_CALL_PARSE_ERROR: result.errors.get(TOOL_CALL_PARSE_ERROR, 0) + e.parse_errors,
+            }
+            result.details = {**result.details, TOOL_CALL_PARSE_ERROR: e.parse_detail}
+    return [by_id.get(id(e)) for e in episodes]

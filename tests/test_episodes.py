@@ -312,3 +312,44 @@ def test_a_tiny_model_runs_episodes_with_a_python_tool(tmp_path, char_tokenizer)
         assert episode.end in ("answer", "max_tokens", "truncated")
         assert len(episode.ids) == len(episode.policy_mask) <= 60
         assert all(b - a <= 25 for a, b in episode.turn_spans())
+
+
+# --- grading the episode --------------------------------------------------------------------------
+
+
+def test_graders_read_the_episode_s_answer_calls_and_facts(char_tokenizer):
+    from rft_cli.episodes import grade_episodes
+    from rft_cli.graders import build_grader
+
+    script = {
+        "Q1?": [call("ka"), call("mo"), "#### 59"],
+        "Q2?": [call("ka") + call("mo"), "#### 59"],
+        "Q3?": [call("ka", "fail"), "x"],
+        "Q4?": ['<tool_call>{"name": lookup}</tool_call>#### 59'],
+    }
+    episodes, _, _ = run(char_tokenizer, script)
+    for e in episodes:
+        e.item = {"answer": "59"}
+    economy = """
+def grade(sample, item):
+    facts = sample["episode"]
+    right = sample["output_text"].endswith(item["answer"])
+    return float(right) * (1.0 if facts["tool_calls"] <= 2 and facts["steps"] <= 2 else 0.5)
+"""
+    spec = {
+        "type": "multi",
+        "graders": {
+            "answer": {"type": "string_check", "input": "{{ sample.output_text }}", "reference": "#### {{ item.answer }}", "operation": "eq"},
+            "calls": {"type": "string_check", "input": "{{ sample.episode.tool_calls }}", "reference": "2", "operation": "eq"},
+            "first": {"type": "string_check", "input": "{{ sample.output_tools[0].function.arguments }}", "reference": '{"key": "ka"}', "operation": "eq"},
+            "economy": {"type": "python", "source": economy},
+        },
+        "calculate_output": "(answer + calls + first + economy) / 4",
+    }
+    with build_grader(spec) as grader:
+        graded = grade_episodes(grader, episodes)
+    assert graded[2] is None  # dropped: not graded
+    one_by_one, together, _, parse = graded
+    assert one_by_one.sub_rewards == {"answer": 1.0, "calls": 1.0, "first": 1.0, "economy": 0.5}
+    assert together.sub_rewards == {"answer": 1.0, "calls": 1.0, "first": 1.0, "economy": 1.0}
+    assert parse.errors.get("tool_call_parse_error") == 1

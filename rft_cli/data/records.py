@@ -184,6 +184,17 @@ def prompt_messages(row: dict) -> list[dict[str, Any]]:
     return messages
 
 
+def episode_prompt_messages(row: dict) -> list[dict[str, Any]]:
+    """The prompt of an episode with tools: a row that ends with an assistant message holds a
+    demonstrated episode (its calls, tool results and answer after the last user or developer
+    turn), so the prompt ends at that turn; any other row is all prompt (`prompt_messages`)."""
+    messages = row["messages"]
+    if not messages or messages[-1].get("role") != "assistant":
+        return prompt_messages(row)
+    last = max((i for i, m in enumerate(messages) if m.get("role") in PROMPT_END_ROLES), default=-1)
+    return [_template_message(m) for m in messages[: last + 1]]
+
+
 def _template_message(message: dict) -> dict[str, Any]:
     text = message_text(message.get("content")) or ""
     if (

@@ -64,13 +64,20 @@ class ToolResult:
 
 
 def shown_error(kind: str, text: str) -> ToolResult:
-    """An error the model reads as the tool's output."""
-    return ToolResult(output=f"error: {text}", error=kind, detail=text)
+    """An error the model reads as the tool's output (`detail`, for people, is one escaped line)."""
+    return ToolResult(output=f"error: {text}", error=kind, detail=_one_line(text))
 
 
 def dropped(kind: str, detail: str, attempts: int = 1) -> ToolResult:
     """A failure that drops the episode."""
-    return ToolResult(output="", error=kind, detail=detail, drop=True, attempts=attempts)
+    return ToolResult(output="", error=kind, detail=_one_line(detail), drop=True, attempts=attempts)
+
+
+def _one_line(text: str) -> str:
+    """Text from a tool or a server, safe to print and log: cut, control characters escaped."""
+    from rft_cli.graders.sandbox import untrusted_text
+
+    return untrusted_text(text)
 
 
 def tool_text(value: str, limit: int = MAX_REPLY_BYTES) -> str:
