@@ -339,9 +339,24 @@ def grade(sample, item):
     spec = {
         "type": "multi",
         "graders": {
-            "answer": {"type": "string_check", "input": "{{ sample.output_text }}", "reference": "#### {{ item.answer }}", "operation": "eq"},
-            "calls": {"type": "string_check", "input": "{{ sample.episode.tool_calls }}", "reference": "2", "operation": "eq"},
-            "first": {"type": "string_check", "input": "{{ sample.output_tools[0].function.arguments }}", "reference": '{"key": "ka"}', "operation": "eq"},
+            "answer": {
+                "type": "string_check",
+                "input": "{{ sample.output_text }}",
+                "reference": "#### {{ item.answer }}",
+                "operation": "eq",
+            },
+            "calls": {
+                "type": "string_check",
+                "input": "{{ sample.episode.tool_calls }}",
+                "reference": "2",
+                "operation": "eq",
+            },
+            "first": {
+                "type": "string_check",
+                "input": "{{ sample.output_tools[0].function.arguments }}",
+                "reference": '{"key": "ka"}',
+                "operation": "eq",
+            },
             "economy": {"type": "python", "source": economy},
         },
         "calculate_output": "(answer + calls + first + economy) / 4",
