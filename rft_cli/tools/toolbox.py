@@ -125,6 +125,20 @@ def load_toolbox(tools: Sequence[Any], where: str = "tools") -> ToolBox:
     return ToolBox(endpoints, python_files, definitions)
 
 
+def definitions_of(tools: Sequence[Any], where: str = "tools") -> dict[str, dict[str, Any] | None]:
+    """name -> OpenAI function definition of each tool (None for an endpoint tool with no
+    `parameters` or `description`), without starting anything or reading any secret."""
+    found: dict[str, dict[str, Any] | None] = {}
+    for i, tool in enumerate(tools):
+        if tool.server_url is not None:
+            has_schema = tool.parameters is not None or tool.description
+            found[tool.name] = _endpoint_definition(tool) if has_schema else None
+        else:
+            source = _read_source(Path(tool.python), f"{where}[{i}]")
+            found.update(function_definitions(source, [tool.name], str(tool.python)))
+    return found
+
+
 def _endpoint_definition(tool: Any) -> dict[str, Any]:
     function: dict[str, Any] = {"name": tool.name}
     if tool.description:
