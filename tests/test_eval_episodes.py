@@ -242,3 +242,91 @@ def test_a_real_tiny_model_runs_episodes_in_eval(tmp_path, tiny_model_dir, monke
     assert result.exit_code == 0, result.output
     (report,) = json.loads(result.stdout)["models"]
     assert report["episodes"]["episodes"] == 6 and report["episodes"]["tokens_per_episode"] <= 40
+
+
+@pytest.mark.slow
+def test_an_imported_agent_rft_job_runs_against_the_same_endpoint(
+    tmp_path, tiny_model_dir, monkeypatch
+):
+    """`rft import openai` on an Agent RFT job, then `rft eval --tools` on the recipe it wrote: the
+    calls reach the job's endpoint with the job's header, read from the variable the import named."""
+    monkeypatch.setattr(endpoint, "RETRY_BACKOFF_SECONDS", 0.0)
+    server = ToolServer()
+    search = {
+        "type": "function",
+        "function": {
+            "name": "search",
+            "parameters": {"type": "object", "properties": {"key": {"type": "string"}}},
+        },
+    }
+    row = {"messages": [{"role": "user", "content": "Q1: ka?"}], "tools": [search], "answer": "x"}
+    (tmp_path / "train.jsonl").write_text(json.dumps(row) + "\n")
+    grader = {
+        "type": "string_check",
+        "input": "{{ sample.output_text }}",
+        "reference": "{{ item.answer }}",
+        "operation": "eq",
+    }
+    job = {
+        "model": "o4-mini",
+        "training_file": "file-1",
+        "method": {
+            "type": "reinforcement",
+            "reinforcement": {
+                "grader": grader,
+                "tools": [
+                    {
+                        "name": "search",
+                        "server_url": server.url("/ok"),
+                        "headers": {"X-Functions-Key": "job-key"},
+                    }
+                ],
+                "max_episode_steps": 3,
+            },
+        },
+    }
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    recipe = tmp_path / "recipe.yaml"
+    args = [
+        "import",
+        "openai",
+        str(tmp_path / "job.json"),
+        "--model",
+        tiny_model_dir,
+        "-o",
+        str(recipe),
+        "--training-file",
+        str(tmp_path / "train.jsonl"),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "run: rft eval --tools" in result.stdout
+    monkeypatch.setenv("RFT_TOOL_SEARCH_X_FUNCTIONS_KEY", "job-key")
+    script = {"Q1:": [CALL.format(name="search", key="ka"), "x"]}
+    monkeypatch.setattr(
+        episodes_module,
+        "ModelPolicy",
+        lambda model, tokenizer, *a, **k: ScriptedPolicy(tokenizer, script, "<|assistant|>"),
+    )
+    args = [
+        "eval",
+        "--model",
+        tiny_model_dir,
+        "--data",
+        str(tmp_path / "train.jsonl"),
+        "--grader",
+        str(tmp_path / "recipe.grader.json"),
+        "--tools",
+        str(recipe),
+        "--format",
+        "json",
+    ]
+    result = runner.invoke(app, args)
+    server.close()
+    assert result.exit_code == 0, result.output
+    (report,) = json.loads(result.stdout)["models"]
+    assert report["mean_reward"] == 1.0 and report["episodes"]["tool_calls_per_episode"] == 1
+    (request,) = server.requests
+    assert (
+        request["headers"]["X-Functions-Key"] == "job-key" and request["body"]["name"] == "search"
+    )
