@@ -255,10 +255,14 @@ def test_the_tiny_template_renders_every_shipped_row_without_tools_as_before(cha
 
     old = build_char_tokenizer()
     old.chat_template = OLD_TINY_TEMPLATE
-    files = [p for p in sorted(Path("data").rglob("*.jsonl")) if "openai-tools" not in str(p)]
+    files = sorted(Path("data").rglob("*.jsonl"))
     checked = 0
     for path in files:
         for _, row in list(iter_rows(path))[:50]:
+            if "tools" in row or any(
+                "tool_calls" in m or m["role"] == "tool" for m in row["messages"]
+            ):
+                continue  # rows with tools, calls or results: the old template could not render them
             for messages, opening in ((prompt_messages(row), True), (row["messages"], False)):
                 if any(not isinstance(m.get("content"), str) for m in messages):
                     continue

@@ -136,7 +136,8 @@ def _handler(server: ToolServer) -> type:
 class ScriptedPolicy:
     """A policy that writes scripted turns: `script[key][t]` is turn t of the episode whose prompt
     contains `key` (a text found nowhere else, such as "Q1?"). Each turn is the text's tokens and the stop token (unless the text ends with
-    NO_STOP, which is cut off); like generate, a turn is cut at `max_new_tokens`. Every call is
+    NO_STOP, which is cut off); like generate, a turn ends at its first stop token or at
+    `max_new_tokens`. Every call is
     recorded: the sequences it was given and the tokens it answered."""
 
     NO_STOP = "\x00"
@@ -147,9 +148,14 @@ class ScriptedPolicy:
         self.calls: list[tuple[list[list[int]], int, list[list[int]]]] = []
 
     def generate(self, sequences: list[list[int]], max_new_tokens: int) -> list[list[int]]:
-        out = [self._turn(s)[:max_new_tokens] for s in sequences]
+        out = [self._cut(self._turn(s)[:max_new_tokens]) for s in sequences]
         self.calls.append(([list(s) for s in sequences], max_new_tokens, out))
         return out
+
+    def _cut(self, tokens: list[int]) -> list[int]:
+        """As generation does: the turn ends at its first stop token."""
+        stops = [i for i, t in enumerate(tokens) if t in self.stop]
+        return tokens[: stops[0] + 1] if stops else tokens
 
     def _turn(self, sequence: list[int]) -> list[int]:
         text = self.tokenizer.decode(sequence)
