@@ -696,7 +696,11 @@ class ToolSettings(_Strict):
     @field_validator("python")
     @classmethod
     def _file_exists(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
+        try:
+            found = value is None or value.is_file()
+        except (OSError, ValueError):  # a name too long for the filesystem, a NUL byte
+            found = False
+        if not found:
             raise ValueError(
                 f"file not found: {value} (give the Python file that defines the tool)"
             )

@@ -461,3 +461,25 @@ def test_a_python_tool_cannot_read_the_callers_secrets(tmp_path, monkeypatch):
         result = box.run([ToolRequest("lookup", '{"key": "a"}')])[0]
     assert result.error is None and "s3cret-value" not in result.output
     assert "RFT_TEST_TOOL_KEY" not in json.loads(result.output)
+
+
+def test_rft_train_refuses_a_recipe_with_tools_until_training_over_episodes_exists(tmp_path):
+    from typer.testing import CliRunner
+
+    from rft_cli.cli import app
+
+    (tmp_path / "t.jsonl").write_text(
+        '{"messages": [{"role": "user", "content": "hi"}], "solution": "x"}\n'
+    )
+    (tmp_path / "tool.py").write_text("def lookup(key: str) -> str:\n    return key\n")
+    recipe = {
+        "model": {"tiny": "llama-test"},
+        "data": {"train": "t.jsonl"},
+        "grader": {"type": "string_check", "input": "x", "reference": "x", "operation": "eq"},
+        "tools": [{"name": "lookup", "python": "tool.py"}],
+    }
+    (tmp_path / "r.yaml").write_text(json.dumps(recipe))
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "r.yaml"), "--dry-run"])
+    assert result.exit_code == 2
+    assert "training over multi-turn episodes with tools is not built yet" in result.output
+    assert "Traceback" not in result.output
