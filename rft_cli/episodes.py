@@ -192,6 +192,8 @@ def run_episodes(
     import torch
 
     limits = limits or EpisodeLimits()
+    if min(limits.max_tokens, limits.max_new_tokens) < 1 or limits.max_episode_steps < 0:
+        raise ConfigError(f"episode limits must allow a turn: {limits}")
     parser = parser or output_parser(tokenizer)
     if seed is not None:
         torch.manual_seed(seed)
@@ -366,7 +368,7 @@ def _finish_step(
     continuation = continuation_ids(
         tokenizer, e.prompt + e.messages, replies, e.tools, e.stopped_by
     )
-    if len(e.ids) + len(continuation) > limits.max_tokens:
+    if len(e.ids) + len(continuation) >= limits.max_tokens:  # no room left for a turn
         e.end = "max_tokens"
         return
     e.ids += continuation

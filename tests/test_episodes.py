@@ -110,6 +110,10 @@ def test_the_token_budget_ends_an_episode_before_a_result_that_would_pass_it(cha
     assert (
         episode.tool_calls == 1 and len(box.requests) == 1
     )  # the call ran; its result did not fit
+    # Room for the result but not for one more token: the episode ends there too (a turn needs one).
+    second_turn = full.turn_spans()[1][0]
+    (episode,), policy, _ = run(char_tokenizer, script, EpisodeLimits(max_tokens=second_turn))
+    assert episode.end == "max_tokens" and len(episode.ids) == first_turn and len(policy.calls) == 1
     # A budget inside the first turn cuts the turn itself: never more tokens than the budget.
     (episode,), policy, _ = run(char_tokenizer, script, EpisodeLimits(max_tokens=20))
     assert episode.end == "max_tokens" and len(episode.ids) == 20 and policy.calls[0][1] == 20
