@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -610,6 +611,138 @@ class AlarmSettings(_Strict):
         return names
 
 
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for function names
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token (RFC 9110)
+_SECRET_HEADER = re.compile(r"auth|key|token|secret|password|cookie|session", re.IGNORECASE)
+_ENV_REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+
+
+class ToolSettings(_Strict):
+    """One tool the policy may call during an episode: a Python function or an HTTP endpoint."""
+
+    name: str = setting(
+        doc="The function name the model calls (1 to 64 letters, digits, `_` or `-`); for a python tool, the function's name in its file."
+    )
+    python: Path | None = setting(
+        None,
+        doc="A Python file that defines `def <name>(...)`, run in the python grader's sandbox with the same limits (a relative path is read relative to the config file). The tool's JSON schema comes from the signature and docstring. Give this or `server_url`.",
+    )
+    server_url: str | None = setting(
+        None,
+        doc='An http(s) endpoint in OpenAI\'s Agent RFT shape: each call is POSTed there as a function call (`name`, `arguments`, `call_id`, `item`, `trace_id`) and answered with `{"output": ...}`. Give this or `python`.',
+    )
+    headers: dict[str, str] = setting(
+        default_factory=dict,
+        doc="Headers sent to `server_url`. Secrets are written as `${ENV_VAR}` (`Authorization: Bearer ${SEARCH_KEY}`) and read from the environment at each call, so only the variable's name reaches the run folder; a header whose name looks secret (auth, key, token...) must use one.",
+    )
+    description: str | None = setting(
+        None,
+        doc="What an endpoint tool does, for the model (a python tool's comes from its docstring); rows' own `tools` definitions win.",
+    )
+    parameters: dict[str, Any] | None = setting(
+        None,
+        doc="The JSON schema of an endpoint tool's arguments, for rows without their own `tools` (a python tool's comes from its signature).",
+    )
+    timeout: float = setting(
+        10.0,
+        gt=0,
+        le=600,
+        doc="Seconds a call may take, all of it (connecting, sending, reading; for a python tool, wall clock and CPU time).",
+        source="python graders' timeout; OpenAI waits up to 600 s",
+    )
+    retries: int = setting(
+        3,
+        ge=0,
+        le=10,
+        doc="Further attempts after a server error, a timeout or a crash; when they are spent the episode is dropped (not graded) and counted.",
+        source="OpenAI retries a failing tool at most 3 times",
+    )
+    memory_mb: int = setting(
+        1024, ge=64, doc="A python tool's memory (address space) limit, as for python graders."
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ToolSettings:
+        if not _TOOL_NAME.match(self.name):
+            raise ValueError(f"name {self.name!r}: use 1 to 64 letters, digits, '_' or '-'")
+        if (self.python is None) == (self.server_url is None):
+            raise ValueError("give exactly one of python (a file) or server_url (an endpoint)")
+        if self.python is not None:
+            endpoint_only = [
+                k for k in ("headers", "description", "parameters") if getattr(self, k)
+            ]
+            if endpoint_only:
+                raise ValueError(
+                    f"{endpoint_only[0]} applies to server_url tools only (a python tool's schema comes from its signature and docstring)"
+                )
+        else:
+            from rft_cli.tools.http import check_url
+
+            problem = check_url(self.server_url or "")
+            if problem:
+                raise ValueError(f"server_url {self.server_url!r}: {problem}")
+            if "memory_mb" in self.model_fields_set:
+                raise ValueError("memory_mb applies to python tools only")
+            _check_headers(self.headers)
+        if self.parameters is not None:
+            from rft_cli.data.openai_rows import check_tools
+
+            problems = check_tools(
+                [
+                    {
+                        "type": "function",
+                        "function": {"name": self.name, "parameters": self.parameters},
+                    }
+                ]
+            )
+            if problems:
+                raise ValueError(problems[0].replace("tools[0].function.", ""))
+        return self
+
+    @field_validator("python")
+    @classmethod
+    def _file_exists(cls, value: Path | None) -> Path | None:
+        try:
+            found = value is None or value.is_file()
+        except (OSError, ValueError):  # a name too long for the filesystem, a NUL byte
+            found = False
+        if not found:
+            raise ValueError(
+                f"file not found: {value} (give the Python file that defines the tool)"
+            )
+        return value
+
+
+def _check_headers(headers: dict[str, str]) -> None:
+    for name, value in headers.items():
+        if not _HEADER_NAME.match(name):
+            raise ValueError(f"headers: {name!r} is not a valid header name")
+        if any(c in value for c in "\r\n\0"):
+            raise ValueError(f"headers.{name}: the value holds a line break or NUL")
+        if _SECRET_HEADER.search(name) and not _ENV_REFERENCE.search(value):
+            raise ValueError(
+                f'headers.{name}: write the secret as ${{ENV_VAR}} (for example "Bearer ${{SEARCH_KEY}}") and '
+                "export the variable; a literal secret would be copied into the run folder's config.yaml"
+            )
+
+
+class EpisodeSettings(_Strict):
+    """Multi-turn episodes with `tools`: how many calls and tokens an episode may use."""
+
+    max_episode_steps: int = setting(
+        10,
+        ge=1,
+        le=1000,
+        doc="Tool calls an episode may make; past them the model's next turn is its answer (calls in it are not run).",
+        source="OpenAI's Agent RFT (`max_episode_steps`; its examples use 10)",
+    )
+    max_tokens: int = setting(
+        2048,
+        ge=16,
+        doc="Token budget of an episode after the prompt: the model's turns, tool results and chat-template tokens together. The episode ends where the next piece would pass it.",
+    )
+
+
 class RunConfig(_Strict):
     """One `rft train` run."""
 
@@ -631,6 +764,13 @@ class RunConfig(_Strict):
     )
     alarms: AlarmSettings = setting(
         default_factory=AlarmSettings, doc="Detectors over the metrics stream."
+    )
+    tools: list[ToolSettings] = setting(
+        default_factory=list,
+        doc="Tools the model may call in multi-turn episodes (docs/agent.md). `rft eval --tools` runs episodes with them; training over episodes is not built yet, so `rft train` refuses a recipe that has tools.",
+    )
+    episode: EpisodeSettings = setting(
+        default_factory=EpisodeSettings, doc="Limits of an episode with tools."
     )
     output_dir: Path | None = setting(
         None,
@@ -655,6 +795,16 @@ class RunConfig(_Strict):
         "none",
         doc="Also log metrics to `tensorboard`, `wandb` or `trackio` (their package must be installed).",
     )
+
+    @field_validator("tools")
+    @classmethod
+    def _unique_tools(cls, tools: list[ToolSettings]) -> list[ToolSettings]:
+        seen: set[str] = set()
+        for tool in tools:
+            if tool.name in seen:
+                raise ValueError(f"two tools are named {tool.name!r}; give each its own name")
+            seen.add(tool.name)
+        return tools
 
     @field_validator("model", mode="before")
     @classmethod
@@ -814,6 +964,9 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
                 data["data"][key] = fix(data["data"][key])
     if "grader" in data:
         data["grader"] = fix(data["grader"])
+    for tool in data.get("tools") if isinstance(data.get("tools"), list) else []:
+        if isinstance(tool, dict) and "python" in tool:
+            tool["python"] = fix(tool["python"])
 
 
 def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:

@@ -16,13 +16,13 @@ import os
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from rft_cli import threads
-from rft_cli.data.openai_rows import row_tools
-from rft_cli.data.records import iter_rows, prompt_messages
+from rft_cli.data.openai_rows import row_tools, tool_names
+from rft_cli.data.records import episode_prompt_messages, iter_rows, prompt_messages
 from rft_cli.errors import ConfigError, DataError
 from rft_cli.generation import ProgressFn, generate_completions, load_model_for_inference
 from rft_cli.graders import load_grader
@@ -47,6 +47,10 @@ class SampleResult:
     answer: str | None = None
     num_tokens: int | None = None
     truncated: bool | None = None
+    episode: dict[str, Any] | None = None  # an episode's facts (`rft eval --tools`)
+    turns: list[dict[str, Any]] | None = (
+        None  # its turns after the prompt: calls, tool results, answer
+    )
 
 
 @dataclass
@@ -65,6 +69,7 @@ class EvalReport:
     generated_tokens: int | None = None
     generation_seconds: float | None = None
     truncated_fraction: float | None = None
+    episodes: dict[str, Any] | None = None  # `rft eval --tools`: see `episode_summary`
     results: list[SampleResult] = field(default_factory=list, repr=False)
 
     @property
@@ -161,6 +166,111 @@ def evaluate(
     report.generation_seconds = seconds
     report.truncated_fraction = sum(c.truncated for c in flat) / len(flat)
     return report
+
+
+def evaluate_episodes(
+    model_path: str,
+    rows: Sequence[dict],
+    grader: Any,
+    toolbox: Any,
+    limits: Any,
+    *,
+    samples: int = 1,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    max_new_tokens: int = 512,
+    batch_size: int = 32,
+    threshold: float = DEFAULT_THRESHOLD,
+    seed: int | None = None,
+    progress: ProgressFn | None = None,
+) -> EvalReport:
+    """Run `samples` episodes with tools per row and grade each whole episode.
+
+    The prompt is `episode_prompt_messages(row)`; a row's own `tools` are the definitions its
+    episodes offer, else every tool of `toolbox`. A dropped episode (a tool failed past its
+    retries) is not graded: it scores 0 with the error `episode_dropped`, and the report counts it.
+    `limits` is an `EpisodeLimits` (its `max_new_tokens` is replaced by this call's).
+    """
+    from rft_cli.episodes import ModelPolicy, grade_episodes, run_episodes
+
+    model, tokenizer = load_model_for_inference(model_path)
+    copies = 1 if temperature == 0 else samples
+    jobs = [i for i in range(len(rows)) for _ in range(copies)]
+    limits = replace(limits, max_new_tokens=max_new_tokens)
+    started = time.perf_counter()
+    episodes = run_episodes(
+        ModelPolicy(model, tokenizer, temperature, top_p),
+        tokenizer,
+        [episode_prompt_messages(rows[i]) for i in jobs],
+        [rows[i] for i in jobs],
+        toolbox,
+        tools=[row_tools(rows[i]) for i in jobs],
+        limits=limits,
+        batch_size=batch_size,
+        parser=output_parser(tokenizer),
+        seed=seed,
+        progress=progress,
+    )
+    seconds = time.perf_counter() - started
+    grades = grade_episodes(grader, episodes)
+    # Greedy samples of a row are copies of its one episode.
+    picks = [
+        (row, k, row * copies + k % copies) for row in range(len(rows)) for k in range(samples)
+    ]
+    results = [_episode_result(row, k, episodes[j], grades[j], threshold) for row, k, j in picks]
+    report = summarize_results(str(model_path), results, len(rows), samples, threshold)
+    report.generated_tokens = sum(e.policy_tokens for e in episodes)
+    report.generation_seconds = seconds
+    report.truncated_fraction = sum(e.end == "truncated" for e in episodes) / len(episodes)
+    report.episodes = episode_summary(episodes)
+    return report
+
+
+def _episode_result(
+    row: int, sample: int, episode: Any, grade: Any, threshold: float
+) -> SampleResult:
+    from rft_cli.episodes import EPISODE_DROPPED
+
+    facts = (
+        {**episode.facts(), "drop_reason": episode.drop_reason}
+        if episode.dropped
+        else episode.facts()
+    )
+    reward = float(grade.reward) if grade is not None else 0.0
+    return SampleResult(
+        row=row,
+        sample=sample,
+        output_text=episode.final_text,
+        reward=reward,
+        passed=grade is not None and reward >= threshold,
+        sub_rewards=dict(grade.sub_rewards) if grade is not None else {},
+        errors=dict(grade.errors) if grade is not None else {EPISODE_DROPPED: 1},
+        answer=grade.answer if grade is not None else None,
+        num_tokens=episode.policy_tokens,
+        truncated=episode.end == "truncated",
+        episode=facts,
+        turns=[dict(m) for m in episode.messages],
+    )
+
+
+def episode_summary(episodes: Sequence[Any]) -> dict[str, Any]:
+    """What `rft eval --tools` reports beside the rewards, over the episodes run (a greedy
+    episode once, however many samples copy it)."""
+    n = len(episodes)
+    kinds = _sum_counts(e.tool_errors for e in episodes)
+    dropped = [e for e in episodes if e.dropped]
+    return {
+        "episodes": n,
+        "tool_calls_per_episode": sum(e.tool_calls for e in episodes) / n,
+        "steps_per_episode": sum(e.steps for e in episodes) / n,
+        "tool_errors": sum(kinds.values()),
+        "tool_errors_by_kind": kinds,
+        "tokens_per_episode": sum(len(e.ids) for e in episodes) / n,
+        "policy_tokens_per_episode": sum(e.policy_tokens for e in episodes) / n,
+        "dropped": len(dropped),
+        "drop_reason": dropped[0].drop_reason if dropped else None,
+        "ends": dict(sorted(Counter(e.end for e in episodes).items())),
+    }
 
 
 def grade_outputs(
@@ -296,11 +406,11 @@ def write_results(path: str | Path, reports: Sequence[EvalReport], rows: Sequenc
         with path.open("w", encoding="utf-8") as handle:
             for report in reports:
                 for r in report.results:
-                    record = {
-                        "model": report.model,
-                        "prompt": prompt_messages(rows[r.row]),
-                        **asdict(r),
-                    }
+                    fields = asdict(r)
+                    if r.episode is None:  # a plain answer: no episode keys
+                        fields = {k: v for k, v in fields.items() if k not in ("episode", "turns")}
+                    prompt = episode_prompt_messages if r.episode is not None else prompt_messages
+                    record = {"model": report.model, "prompt": prompt(rows[r.row]), **fields}
                     handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot write results ({exc.strerror or exc})") from None
@@ -371,6 +481,7 @@ def evaluate_models(
     min_score: float | None = None,
     output: str | Path | None = None,
     plot: str | Path | None = None,
+    tools: str | Path | None = None,
     progress: EvalProgress | None = None,
 ) -> EvalRun:
     """Evaluate each model (and the outputs of a samples file) on the rows of `data` with one grader.
@@ -385,6 +496,8 @@ def evaluate_models(
         min_score: the gate on the first model's mean reward (`run.gate`).
         output: write one JSON line per model, row and sample here.
         plot: a bar chart of the models (.png or .html; needs matplotlib).
+        tools: a recipe or tools file (`tools:` and `episode:`): each model then runs episodes
+            with those tools, graded whole (docs/agent.md).
     Returns:
         An EvalRun; `run.gate` is "failed" when the first model's mean reward is below min_score.
 
@@ -407,10 +520,13 @@ def evaluate_models(
         "threshold": threshold,
         "seed": seed,
     }
-    with load_grader(grader) as the_grader:
+    episodes = _load_tools(tools, Path(data), rows, samples_file) if tools is not None else None
+    with load_grader(grader) as the_grader, episodes or contextlib.nullcontext():
         _check_item_fields(Path(data), rows, the_grader)
         plain = [row for _, row in rows]
-        reports = [_evaluate_one(m, plain, the_grader, generation, progress) for m in models]
+        reports = [
+            _evaluate_one(m, plain, the_grader, generation, progress, episodes) for m in models
+        ]
         if samples_file is not None:
             reports += _grade_samples_file(
                 Path(samples_file), plain, the_grader, threshold, progress, notes
@@ -472,14 +588,83 @@ def _check_item_fields(data: Path, rows: list[tuple[int, dict]], grader: Any) ->
 
 
 def _evaluate_one(
-    model: str, rows: list[dict], grader: Any, generation: dict[str, Any], progress: EvalProgress
+    model: str,
+    rows: list[dict],
+    grader: Any,
+    generation: dict[str, Any],
+    progress: EvalProgress,
+    episodes: _Episodes | None = None,
 ) -> EvalReport:
     _quiet_transformers()
     threads.govern()
     with progress.model(
         model, len(rows), generation["samples"], generation["temperature"]
     ) as report_progress:
+        if episodes is not None:
+            return evaluate_episodes(
+                model,
+                rows,
+                grader,
+                episodes.toolbox,
+                episodes.limits,
+                progress=report_progress,
+                **generation,
+            )
         return evaluate(model, rows, grader, progress=report_progress, **generation)
+
+
+@dataclass
+class _Episodes:
+    """The tools of `rft eval --tools` and the limits of an episode; closes the tools' workers."""
+
+    toolbox: Any
+    limits: Any
+
+    def __enter__(self) -> _Episodes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.toolbox.close()
+
+
+def _load_tools(
+    path: str | Path, data: Path, rows: list[tuple[int, dict]], samples_file: Any
+) -> _Episodes:
+    """The toolbox of a tools file, checked against the rows before any model loads."""
+    from rft_cli.episodes import EpisodeLimits
+    from rft_cli.tools import load_toolbox, read_tools_file
+
+    if samples_file is not None:
+        raise ConfigError(
+            "--tools runs episodes with each --model; a --samples-file holds finished answers, so "
+            "evaluate it in a separate rft eval without --tools"
+        )
+    settings, episode = read_tools_file(path)
+    toolbox = load_toolbox(settings, f"{path}: tools")
+    try:
+        check_rows_against_tools(data, rows, toolbox)
+    except BaseException:
+        toolbox.close()
+        raise
+    limits = EpisodeLimits(episode.max_episode_steps, episode.max_tokens)
+    return _Episodes(toolbox, limits)
+
+
+def check_rows_against_tools(data: Path, rows: list[tuple[int, dict]], toolbox: Any) -> None:
+    """Every tool a row offers has a tool to run it; a row without `tools` gets the toolbox's
+    definitions, so there must be some."""
+    for line_no, row in rows:
+        for name in sorted(tool_names(row.get("tools")) or ()):
+            if name not in toolbox.names:
+                raise DataError(
+                    f'{data} line {line_no}: the row offers the tool "{name}", which the tools file does not '
+                    f"run (it has: {', '.join(toolbox.names)}); add a tool named {name} with python: or server_url:"
+                )
+        if not row_tools(row) and not toolbox.tool_definitions():
+            raise ConfigError(
+                f"{data} line {line_no}: the row has no `tools` and the tools file defines no schema "
+                "(endpoint tools need `parameters`); give the rows OpenAI's `tools` or the tools `parameters`"
+            )
 
 
 def _quiet_transformers() -> None:

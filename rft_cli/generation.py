@@ -624,6 +624,13 @@ def _select_rows(model_kwargs: dict[str, Any], keep: Any, rows: int) -> dict[str
 def _generate_batch(
     model: Any, tokenizer: Any, batch: list[list[int]], config: Any
 ) -> list[Completion]:
+    new_tokens = generate_token_ids(model, batch, config)
+    return [_completion(tokenizer, tokens, set(config.eos_token_id)) for tokens in new_tokens]
+
+
+def generate_token_ids(model: Any, batch: list[list[int]], config: Any) -> list[list[int]]:
+    """The tokens generated after each token sequence of `batch` (left-padded together), each cut
+    after its first stop token (kept); a row that never stopped has `max_new_tokens` tokens."""
     import torch
 
     width = max(len(ids) for ids in batch)
@@ -635,8 +642,15 @@ def _generate_batch(
     )
     device = next(model.parameters()).device
     output = generate_tokens(model, input_ids.to(device), attention.to(device), config)
-    new_tokens = output[:, width:].tolist()
-    return [_completion(tokenizer, tokens, set(config.eos_token_id)) for tokens in new_tokens]
+    stop = set(config.eos_token_id)
+    return [_cut_after_stop(tokens, stop) for tokens in output[:, width:].tolist()]
+
+
+def _cut_after_stop(tokens: list[int], stop: set[int]) -> list[int]:
+    for n, token_id in enumerate(tokens):
+        if token_id in stop:
+            return tokens[: n + 1]
+    return tokens
 
 
 def _completion(tokenizer: Any, tokens: list[int], stop: set[int]) -> Completion:

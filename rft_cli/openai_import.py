@@ -91,6 +91,8 @@ class ImportReport:
     unsupported: list[str] = field(default_factory=list)  # "field: value (why)"; a warning each
     unknown: list[str] = field(default_factory=list)  # field paths the job schema does not have
     ignored: list[str] = field(default_factory=list)  # job-object status fields (id, status, ...)
+    secrets: list[str] = field(default_factory=list)  # variables the tools' headers read
+    tools: int = 0  # Agent RFT tools carried across (the recipe runs with `rft eval --tools`)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -100,6 +102,8 @@ class ImportReport:
             "unsupported": self.unsupported,
             "unknown": self.unknown,
             "ignored": self.ignored,
+            "secrets": self.secrets,
+            "tools": self.tools,
         }
 
 
@@ -151,12 +155,73 @@ def _check_fields(job: dict[str, Any], section: dict[str, Any], report: ImportRe
             report.unknown.append(key)
     method = job["method"]
     report.unknown += [f"method.{k}" for k in method if k not in ("type", "reinforcement")]
-    report.unknown += [
-        f"method.reinforcement.{k}" for k in section if k not in ("grader", "hyperparameters")
-    ]
+    report.unknown += [f"method.reinforcement.{k}" for k in section if k not in _REINFORCEMENT_KEYS]
 
 
-def _positive(value: Any, name: str, source: str, integer: bool) -> int | float:
+# Agent RFT (tools the model calls during rollouts) adds `tools` and `max_episode_steps`.
+_REINFORCEMENT_KEYS = ("grader", "hyperparameters", "tools", "max_episode_steps")
+_TOOL_KEYS = ("name", "server_url", "headers")
+_SECRET_HEADER = re.compile(r"auth|key|token|secret|password|cookie|session", re.IGNORECASE)
+
+
+def _agent_sections(section: dict[str, Any], source: str, report: ImportReport) -> dict[str, Any]:
+    """The recipe's `tools` and `episode` from an Agent RFT job's `tools` and `max_episode_steps`.
+
+    A header whose name looks secret (auth, key, token...) is never written: the recipe reads it
+    from an environment variable (`Bearer ${RFT_TOOL_SEARCH_AUTHORIZATION}`), which the report
+    lists for the user to export."""
+    tools = section.get("tools")
+    steps = section.get("max_episode_steps")
+    out: dict[str, Any] = {}
+    if tools is not None:
+        if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+            raise ConfigError(
+                f'{source}: method.reinforcement.tools: expected a list of {{"name", "server_url", "headers"}} objects'
+            )
+        out["tools"] = [_tool(t, i, source, report) for i, t in enumerate(tools)]
+        report.tools = len(out["tools"])
+    if steps is not None:
+        out["episode"] = {
+            "max_episode_steps": _positive(
+                steps, "max_episode_steps", source, True, "method.reinforcement"
+            )
+        }
+    return out
+
+
+def _tool(tool: dict[str, Any], index: int, source: str, report: ImportReport) -> dict[str, Any]:
+    where = f"method.reinforcement.tools[{index}]"
+    report.unknown += [f"{where}.{k}" for k in tool if k not in _TOOL_KEYS]
+    name, url = tool.get("name"), tool.get("server_url")
+    if not isinstance(name, str) or not isinstance(url, str):
+        raise ConfigError(f'{source}: {where}: a tool needs "name" and "server_url" (strings)')
+    headers = tool.get("headers") or {}
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        raise ConfigError(f"{source}: {where}.headers: expected an object of text values")
+    out: dict[str, Any] = {"name": name, "server_url": url}
+    if headers:
+        out["headers"] = {k: _header(name, k, v, report) for k, v in headers.items()}
+    return out
+
+
+def _header(tool: str, header: str, value: str, report: ImportReport) -> str:
+    """A header value for the recipe: a secret becomes a `${VARIABLE}` reference."""
+    if "${" in value or not _SECRET_HEADER.search(header):
+        return value
+    variable = re.sub(r"[^A-Z0-9]+", "_", f"RFT_TOOL_{tool}_{header}".upper()).strip("_")
+    report.secrets.append(variable)
+    if value.lower().startswith("bearer "):
+        return f"Bearer ${{{variable}}}"
+    return f"${{{variable}}}"
+
+
+def _positive(
+    value: Any,
+    name: str,
+    source: str,
+    integer: bool,
+    section: str = "method.reinforcement.hyperparameters",
+) -> int | float:
     """A hyperparameter value that must be a positive number (an integer where OpenAI wants one)."""
     kinds = (int,) if integer else (int, float)
     if (
@@ -167,7 +232,7 @@ def _positive(value: Any, name: str, source: str, integer: bool) -> int | float:
     ):
         expected = "a positive integer" if integer else "a positive number"
         raise ConfigError(
-            f'{source}: method.reinforcement.hyperparameters.{name}: expected {expected} or "auto", not {json.dumps(value)}'
+            f'{source}: {section}.{name}: expected {expected} or "auto", not {json.dumps(value)}'
         )
     return value
 
@@ -341,6 +406,7 @@ def build_recipe(
         )
     if stages["eval"]:
         recipe["eval"] = stages["eval"]
+    recipe.update(_agent_sections(section, source, report))
     if job.get("seed") is not None:
         recipe["seed"] = _seed(job["seed"], source)
     if job.get("suffix"):
@@ -370,6 +436,7 @@ def _comment_block(job: dict[str, Any], report: ImportReport, source: str) -> st
             if reads_output_tools(job["method"]["reinforcement"]["grader"])
             else []
         ),
+        *_agent_comment(job["method"]["reinforcement"], report),
         "",
         "OpenAI hyperparameter      value      -> rft key              rft value",
     ]
@@ -385,6 +452,24 @@ def _comment_block(job: dict[str, Any], report: ImportReport, source: str) -> st
         if items:
             lines += ["", f"{title}:"] + [f"  {item}" for item in items]
     return "".join(f"# {line}".rstrip() + "\n" for line in lines)
+
+
+def _agent_comment(section: dict[str, Any], report: ImportReport) -> list[str]:
+    if not section.get("tools"):
+        return []
+    lines = [
+        "Agent RFT: tools -> tools (the same endpoints; each call is POSTed as OpenAI does), max_episode_steps ->",
+        "episode.max_episode_steps. Training over episodes with tools is not built yet, so `rft train` refuses",
+        "this recipe; `rft eval --tools <this recipe>` runs episodes against the endpoints now (docs/agent.md).",
+        "The tools' schemas come from the rows' `tools` (OpenAI's shape), as in the job.",
+    ]
+    if report.secrets:
+        lines.append(
+            "Secret headers are read from the environment, never from this file: export "
+            + ", ".join(report.secrets)
+            + " (each the value the job sent)."
+        )
+    return lines
 
 
 def import_openai_job(

@@ -23,10 +23,23 @@ SPECIAL_TOKENS = [
 
 # Each turn is "<|role|>content<|end|>"; generation stops at <|end|> (the EOS token). The
 # {% generation %} markers let TRL compute an assistant-only loss on conversational data.
+# Tools, for a model this small, are listed as signatures in a first system turn
+# ("<|system|>tools: lookup(key)<|end|>"), an assistant's calls follow its text as
+# <tool_call>{"name": ..., "arguments": {...}}</tool_call> (the Qwen/Hermes form the parsers read),
+# and a tool's result is a "<|tool|>" turn (plain characters: no new special token, so the
+# vocabulary, and every model built on it, stays as it was). A conversation without tools renders
+# exactly as before they were added.
 CHAT_TEMPLATE = (
+    "{% if tools %}{{ '<|system|>tools: ' }}"
+    "{% for tool in tools %}{% set props = (tool.function.parameters or {}).properties or {} %}"
+    "{{ tool.function.name + '(' + (props.keys() | join(', ')) + ')' }}{% if not loop.last %}{{ '; ' }}{% endif %}"
+    "{% endfor %}{{ '<|end|>' }}{% endif %}"
     "{% for message in messages %}"
     "{% if message['role'] == 'assistant' %}"
-    "{{ '<|assistant|>' }}{% generation %}{{ message['content'] + '<|end|>' }}{% endgeneration %}"
+    "{{ '<|assistant|>' }}{% generation %}{{ message['content'] or '' }}"
+    "{% for call in message.get('tool_calls') or [] %}"
+    "{{ '<tool_call>' + ({'name': call.function.name, 'arguments': call.function.arguments} | tojson) + '</tool_call>' }}"
+    "{% endfor %}{{ '<|end|>' }}{% endgeneration %}"
     "{% else %}"
     "{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}"
     "{% endif %}"

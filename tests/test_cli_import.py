@@ -297,3 +297,72 @@ def test_the_imported_recipe_trains(tiny_model_dir, tmp_path):
     assert len(rl) == 2 and all(
         m["grader_error_share"] == 0 and "sub_rewards/final" in m for m in rl
     )
+
+
+# --- Agent RFT: tools the model calls during rollouts -------------------------------------------
+
+AGENT_TOOLS = [
+    {
+        "name": "search",
+        "server_url": "https://tools.example.com/api/tools",
+        "headers": {"X-Functions-Key": "k-123-never-written", "X-Tenant": "acme"},
+    },
+    {
+        "name": "get_by_id",
+        "server_url": "https://tools.example.com/api/tools",
+        "headers": {"Authorization": "Bearer sk-never-written"},
+    },
+]
+
+
+def _agent_job(job):
+    job["method"]["reinforcement"].update(tools=AGENT_TOOLS, max_episode_steps=6)
+
+
+def test_an_agent_rft_job_s_tools_and_episode_steps_are_carried_across(tmp_path):
+    out = tmp_path / "recipe.yaml"
+    result = _import(_edited_job(tmp_path, _agent_job), out)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["unknown"] == [] and report["tools"] == 2
+    assert report["secrets"] == [
+        "RFT_TOOL_SEARCH_X_FUNCTIONS_KEY",
+        "RFT_TOOL_GET_BY_ID_AUTHORIZATION",
+    ]
+    assert (
+        "export RFT_TOOL_SEARCH_X_FUNCTIONS_KEY, RFT_TOOL_GET_BY_ID_AUTHORIZATION" in result.stderr
+    )
+    text = out.read_text()
+    assert "never-written" not in text  # a secret is never written to the recipe
+    config = load_run_config(out)
+    assert [(t.name, t.server_url, t.headers) for t in config.tools] == [
+        (
+            "search",
+            AGENT_TOOLS[0]["server_url"],
+            {"X-Functions-Key": "${RFT_TOOL_SEARCH_X_FUNCTIONS_KEY}", "X-Tenant": "acme"},
+        ),
+        (
+            "get_by_id",
+            AGENT_TOOLS[1]["server_url"],
+            {"Authorization": "Bearer ${RFT_TOOL_GET_BY_ID_AUTHORIZATION}"},
+        ),
+    ]
+    assert config.episode.max_episode_steps == 6
+    assert "rft eval --tools <this recipe>" in text and "`rft train` refuses" in text
+
+
+@pytest.mark.parametrize(
+    "tools,expected",
+    [
+        ("not a list", "method.reinforcement.tools: expected a list"),
+        ([{"name": "x"}], 'method.reinforcement.tools[0]: a tool needs "name" and "server_url"'),
+        ([{"name": "x", "server_url": "ftp://a"}], "tools.0: server_url 'ftp://a': the scheme is ftp"),
+    ],
+)
+def test_bad_agent_tools_are_config_errors(tmp_path, tools, expected):
+    result = _import(
+        _edited_job(tmp_path, lambda job: job["method"]["reinforcement"].update(tools=tools)),
+        tmp_path / "r.yaml",
+    )
+    assert result.exit_code == 2, result.output
+    assert expected in result.output

@@ -347,10 +347,13 @@ def test_the_grader_self_test_reads_calls_in_a_text_demonstration(tmp_path):
 def test_template_tools_refuses_a_chat_template_that_ignores_tools(tools_tokenizer):
     from rft_cli.tiny import build_char_tokenizer
 
+    ignoring = build_char_tokenizer()
+    ignoring.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
     assert template_tools(tools_tokenizer, TOOLS) is TOOLS
-    assert template_tools(build_char_tokenizer(), None) is None  # a row without tools needs nothing
+    assert template_tools(build_char_tokenizer(), TOOLS) is TOOLS  # the tiny template lists tools
+    assert template_tools(ignoring, None) is None  # a row without tools needs nothing
     with pytest.raises(ConfigError, match="the model's chat template ignores them"):
-        template_tools(build_char_tokenizer(), TOOLS)
+        template_tools(ignoring, TOOLS)
 
 
 def test_the_prompt_the_model_sees_holds_the_rows_tools(tools_tokenizer):

@@ -154,3 +154,49 @@ def make_arith_cmd(
         + (f" and {n_test} test" if n_test else "")
         + f" rows to {output_dir}"
     )
+
+
+@data_app.command("make-lookup")
+def make_lookup_cmd(
+    output_dir: Annotated[
+        Path,
+        typer.Argument(
+            file_okay=False,
+            help="Folder for train.jsonl, valid.jsonl, lookup.py, tools.yaml and grader.yaml.",
+        ),
+    ] = Path("data/lookup"),
+    n_train: Annotated[int, typer.Option("--train", min=1, help="Training rows.")] = 2000,
+    n_valid: Annotated[
+        int,
+        typer.Option("--valid", min=1, help="Validation rows (keys no training row names)."),
+    ] = 200,
+    terms: Annotated[int, typer.Option(min=1, max=6, help="Keys per question.")] = 2,
+    extra_call_share: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Share of demonstrations that look one key up twice before answering.",
+        ),
+    ] = 0.25,
+    seed: Annotated[int, typer.Option(help="Random seed (the table and the questions).")] = 0,
+) -> None:
+    """Generate the built-in tool task: sums of values only a `lookup` tool knows.
+
+    A question names keys ("ka+mo=?"); the demonstrations call lookup once per key, read the values
+    and answer ("17+42=59. #### 59"). The table is only in lookup.py, and validation questions use
+    keys no training row names. With no options this regenerates the shipped data/lookup byte for byte.
+
+    Example:
+
+        rft data make-lookup data/lookup
+
+        rft validate data/lookup/train.jsonl --valid data/lookup/valid.jsonl --tools data/lookup/tools.yaml --grader data/lookup/grader.yaml
+    """
+    from rft_cli.data.lookup_task import LookupSpec, write_lookup_task
+
+    spec = LookupSpec(terms=terms, extra_call_share=extra_call_share)
+    n_train, n_valid = write_lookup_task(output_dir, n_train, n_valid, seed, spec)
+    render.stdout.print(
+        f"Wrote {n_train} training and {n_valid} validation rows, lookup.py, tools.yaml and grader.yaml to {output_dir}"
+    )

@@ -119,6 +119,10 @@ def _sections(
     for name, field in config.model_fields.items():
         if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
             sections.append((name, field.annotation, field))
+        elif typing.get_origin(field.annotation) is list:  # a list of settings (tools): its keys
+            (item,) = typing.get_args(field.annotation)
+            if isinstance(item, type) and issubclass(item, BaseModel):
+                sections.append((name, item, field))
     return sections
 
 

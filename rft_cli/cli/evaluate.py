@@ -120,6 +120,17 @@ def evaluate(
             help="Bar chart of the models (.png or .html; needs matplotlib).",
         ),
     ] = None,
+    tools: Annotated[
+        Path | None,
+        typer.Option(
+            "--tools",
+            exists=True,
+            dir_okay=False,
+            help="Run episodes with tools: a recipe, or a YAML file with `tools:` (and `episode:`). "
+            "Each answer is a whole episode (calls, tool results, final answer), graded as one; "
+            "the report adds tool calls, tool errors and tokens per episode, and episodes dropped.",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed for sampling.")] = 0,
     output_format: Annotated[
         OutputFormat, typer.Option("--format", help="text (a table) or json (one document).")
@@ -144,6 +155,7 @@ def evaluate(
         min_score=min_score,
         output=output,
         plot=plot,
+        tools=tools,
         progress=_progress(),
     )
     _render(run, output_format)
@@ -218,6 +230,12 @@ def _render(run: Any, output_format: OutputFormat) -> None:
         render.json_document(run.to_dict())
     else:
         _print_wide(_table(run.reports))
+    for report in run.reports:
+        if report.episodes and report.episodes["dropped"]:
+            render.warning(
+                f"{report.model}: {report.episodes['dropped']} episode(s) dropped (scored 0): "
+                f"{report.episodes['drop_reason']}"
+            )
     if run.gate is not None:
         first = run.reports[0]
         verdict = "[green]passed[/]" if run.gate == "passed" else "[bold red]failed[/]"
@@ -250,23 +268,16 @@ def _table(reports: list[Any]) -> Any:
     table = Table(
         title=f"rft eval (k = samples per row; pass = reward >= {reports[0].threshold:g})"
     )
-    for name in [
-        "model",
-        "rows",
-        "k",
-        "mean reward",
-        "pass@1",
-        "pass@k",
-        "maj@k",
-        "grader errors",
-        "tokens/s",
-    ]:
-        table.add_column(
-            name, justify="left" if name in ("model", "grader errors") else "right", overflow="fold"
-        )
+    episodes = any(r.episodes is not None for r in reports)
+    names = ["model", "rows", "k", "mean reward", "pass@1", "pass@k", "maj@k", "grader errors"]
+    if episodes:
+        names += ["tool calls/ep", "tool errors", "tokens/ep", "dropped"]
+    for name in [*names, "tokens/s"]:
+        left = name in ("model", "grader errors", "tool errors")
+        table.add_column(name, justify="left" if left else "right", overflow="fold")
     for r in reports:
         tps = r.tokens_per_second
-        table.add_row(
+        cells = [
             r.model,
             str(r.rows),
             str(r.samples),
@@ -275,6 +286,20 @@ def _table(reports: list[Any]) -> Any:
             f"{r.pass_at[r.samples]:.4f}",
             "-" if r.maj_at_k is None else f"{r.maj_at_k:.4f}",
             ", ".join(f"{kind}: {n}" for kind, n in r.errors.items()) or "0",
-            "-" if tps is None else f"{tps:.1f}",
-        )
+        ]
+        if episodes:
+            cells += _episode_cells(r.episodes)
+        table.add_row(*cells, "-" if tps is None else f"{tps:.1f}")
     return table
+
+
+def _episode_cells(summary: dict | None) -> list[str]:
+    if summary is None:
+        return ["-"] * 4
+    kinds = ", ".join(f"{k}: {n}" for k, n in summary["tool_errors_by_kind"].items())
+    return [
+        f"{summary['tool_calls_per_episode']:.2f}",
+        kinds or "0",
+        f"{summary['tokens_per_episode']:.1f}",
+        f"{summary['dropped']} of {summary['episodes']}",
+    ]

@@ -102,6 +102,11 @@ def openai_cmd(
             "not carried across: "
             + "; ".join(report.unsupported + [f"{k} (unknown field)" for k in report.unknown])
         )
+    if report.secrets:
+        render.warning(
+            "the tools' secret headers are read from the environment, not written to the recipe: export "
+            + ", ".join(report.secrets)
+        )
     if output_format is OutputFormat.json:
         render.json_document(report.as_dict())
         return
@@ -125,8 +130,11 @@ def _print_mapping(report: ImportReport) -> None:
             escape(str(row["rft_value"])),
         )
     render.stdout.print(table)
-    render.stdout.print(
-        escape(f"Wrote {report.recipe} and {report.grader}; run: rft train {report.recipe}")
+    run = (
+        f"rft eval --tools {report.recipe} --model MODEL --data VALID.jsonl --grader {report.grader}"
+        if report.tools  # training over episodes with tools is not built yet
+        else f"rft train {report.recipe}"
     )
+    render.stdout.print(escape(f"Wrote {report.recipe} and {report.grader}; run: {run}"))
     if report.ignored:
         render.stdout.print(escape(f"job status fields not read: {', '.join(report.ignored)}"))

@@ -129,6 +129,15 @@ def validate(
             help="Warn about prompts longer than N tokens (needs --tokenizer).",
         ),
     ] = None,
+    tools: Annotated[
+        Path | None,
+        typer.Option(
+            "--tools",
+            help="A recipe or tools file (`tools:`): every tool a row offers must be run by one of its tools, "
+            "and in rows without `tools` each demonstrated call must name one of them and fit its parameters.",
+            **_FILE,
+        ),
+    ] = None,
 ) -> None:
     if max_tokens is not None and tokenizer is None:
         raise UsageError("--max-tokens needs --tokenizer (the directory of the model's tokenizer)")
@@ -151,9 +160,10 @@ def validate(
             max_errors=max_errors,
             tokenizer=tokenizer,
             max_tokens=max_tokens,
+            tools=_tool_definitions(tools) if tools is not None else None,
         )
         check = (
-            _self_test(built, train, valid, demonstration_field)
+            _self_test(built, train, valid, demonstration_field, tools is not None)
             if built is not None and report.ok
             else None
         )
@@ -173,6 +183,15 @@ def validate(
         raise typer.Exit(code=EXIT_INVALID)
 
 
+def _tool_definitions(path: Path) -> dict[str, Any]:
+    """The tools of a recipe or tools file, as definitions (no tool is started, no secret read)."""
+    from rft_cli.tools import read_tools_file
+    from rft_cli.tools.toolbox import definitions_of
+
+    settings, _ = read_tools_file(path)
+    return definitions_of(settings, f"{path}: tools")
+
+
 def _load_grader(path: Path) -> Any:
     """The grader file, built (which checks it)."""
     try:
@@ -184,10 +203,13 @@ def _load_grader(path: Path) -> Any:
     return load_grader(path)
 
 
-def _self_test(grader: Any, train: Path, valid: Path | None, demonstration_field: str) -> Any:
+def _self_test(
+    grader: Any, train: Path, valid: Path | None, demonstration_field: str, episodes: bool
+) -> Any:
     from rft_cli.graders.selftest import demonstration_field_files, self_test
 
-    return self_test(grader, demonstration_field_files(train, valid, demonstration_field))
+    files = demonstration_field_files(train, valid, demonstration_field)
+    return self_test(grader, files, episodes=episodes)
 
 
 def _print_report(report: ValidationReport, check: Any, strict: bool, max_errors: int) -> None:

@@ -69,8 +69,17 @@ def check_tool_message(
     return problems
 
 
-def check_tool_calls(where: str, calls: Any, tool_names: set[str] | None) -> list[str]:
-    """Problems of an assistant message's `tool_calls` (OpenAI's shape: type function, name, JSON arguments)."""
+def check_tool_calls(
+    where: str,
+    calls: Any,
+    tool_names: set[str] | None,
+    definitions: dict[str, dict] | None = None,
+    source: str = '"tools"',
+) -> list[str]:
+    """Problems of an assistant message's `tool_calls` (OpenAI's shape: type function, name, JSON
+    arguments): a name `tool_names` lacks, and arguments that do not fit the `parameters` of the
+    function's definition in `definitions` (name -> its `function` object). `source` names where
+    the tools are defined, for the messages."""
     if not isinstance(calls, list) or not calls:
         return [
             f'{where}.tool_calls must be a non-empty list of {{"type": "function", "function": {{"name", "arguments"}}}} objects'
@@ -100,13 +109,39 @@ def check_tool_calls(where: str, calls: Any, tool_names: set[str] | None) -> lis
             problems.append(f"{here}.function.name must be the called function's name")
         elif tool_names is not None and name not in tool_names:
             problems.append(
-                f'{here} calls "{name}", which "tools" does not define (defined: {", ".join(sorted(tool_names)) or "none"})'
+                f'{here} calls "{name}", which {source} does not define (defined: {", ".join(sorted(tool_names)) or "none"})'
             )
-        if arguments_object(function.get("arguments")) is None:
+        arguments = arguments_object(function.get("arguments"))
+        if arguments is None:
             problems.append(
                 f'{here}.function.arguments must be a JSON object written as a string, such as "{{\\"city\\": \\"Paris\\"}}"'
             )
+        elif isinstance(name, str) and definitions and isinstance(definitions.get(name), dict):
+            problems += _argument_problems(here, name, arguments, definitions[name])
     return problems
+
+
+def _argument_problems(where: str, name: str, arguments: dict, function: dict) -> list[str]:
+    """Where a call's arguments do not fit its function's `parameters` schema."""
+    from rft_cli.tools.schema import argument_problems
+
+    found = argument_problems(arguments, function.get("parameters"), "arguments")
+    return [
+        f"{where}: the arguments do not fit {name}'s parameters: {problem}" for problem in found
+    ]
+
+
+def function_definitions(tools: Any) -> dict[str, dict]:
+    """name -> `function` object of each well-formed definition of a `tools` list."""
+    if not isinstance(tools, list):
+        return {}
+    return {
+        t["function"]["name"]: t["function"]
+        for t in tools
+        if isinstance(t, dict)
+        and isinstance(t.get("function"), dict)
+        and isinstance(t["function"].get("name"), str)
+    }
 
 
 def call_ids_of(message: dict) -> set[str]:

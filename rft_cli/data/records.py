@@ -82,11 +82,13 @@ def check_row(row: Any, demonstration_field: str = DEFAULT_DEMONSTRATION_FIELD) 
         else []
     )
     names = openai_rows.tool_names(row.get("tools"))
+    definitions = openai_rows.function_definitions(row.get("tools")) if not problems else {}
     call_ids: set[str] = set()
     for i, message in enumerate(messages):
-        problems.extend(_check_message(i, message, names, call_ids))
+        problems.extend(_check_message(i, message, names, call_ids, definitions))
         if isinstance(message, dict) and message.get("role") == "assistant":
             call_ids |= openai_rows.call_ids_of(message)
+    problems += _unanswered_results(messages)
     if problems:
         return problems
     roles = [m["role"] for m in messages]
@@ -117,11 +119,33 @@ def check_row(row: Any, demonstration_field: str = DEFAULT_DEMONSTRATION_FIELD) 
     return problems
 
 
+def _unanswered_results(messages: list) -> list[Problem]:
+    """A `tool` message must answer a call of the assistant turn before it (one message per call)."""
+    problems, open_calls = [], 0
+    for i, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role != openai_rows.TOOL_ROLE:
+            calls = message.get("tool_calls") if role == "assistant" else None
+            open_calls = len(calls) if isinstance(calls, list) else 0
+        elif open_calls == 0:
+            problems.append(
+                Problem(
+                    "tool_without_call",
+                    f"messages[{i}] is a tool result, but it answers no call: each tool message follows "
+                    "the assistant turn whose tool_calls it answers, one message per call",
+                )
+            )
+        else:
+            open_calls -= 1
+    return problems
+
+
 def _check_message(
     i: int,
     message: Any,
     tool_names: set[str] | None = None,
     call_ids: frozenset[str] | set[str] = frozenset(),
+    definitions: dict[str, dict] | None = None,
 ) -> list[Problem]:
     where = f"messages[{i}]"
     if not isinstance(message, dict):
@@ -147,7 +171,9 @@ def _check_message(
     ):  # null: no calls, as exports write it
         problems = [
             Problem("bad_tool_calls", p)
-            for p in openai_rows.check_tool_calls(where, message["tool_calls"], tool_names)
+            for p in openai_rows.check_tool_calls(
+                where, message["tool_calls"], tool_names, definitions
+            )
         ]
         if message.get("content") is not None and text is None:
             problems.append(
@@ -175,6 +201,38 @@ def _check_message(
     return []
 
 
+def tools_file_problems(row: dict, definitions: dict[str, dict | None]) -> list[Problem]:
+    """A valid row checked against the tools of a recipe or tools file (`rft validate --tools`):
+    each tool the row offers must be run by one of them; a row without `tools` offers them all,
+    so its calls must name one and fit its parameters. `definitions`: name -> `function` object
+    (None for an endpoint tool with no schema)."""
+    offered = openai_rows.tool_names(row.get("tools"))
+    known = ", ".join(sorted(definitions)) or "none"
+    if offered is not None:
+        return [
+            Problem(
+                "tool_not_run",
+                f'"tools" defines "{name}", which the tools file does not run (it runs: {known}); add a tool named {name}',
+            )
+            for name in sorted(offered - set(definitions))
+        ]
+    schemas = {name: d for name, d in definitions.items() if d is not None}
+    problems = []
+    for i, message in enumerate(row["messages"]):
+        if message.get("role") == "assistant" and message.get("tool_calls"):
+            problems += [
+                Problem("bad_tool_calls", text)
+                for text in openai_rows.check_tool_calls(
+                    f"messages[{i}]",
+                    message["tool_calls"],
+                    set(definitions),
+                    schemas,
+                    "the tools file",
+                )
+            ]
+    return problems
+
+
 def prompt_messages(row: dict) -> list[dict[str, Any]]:
     """The prompt: every message before a final assistant demonstration, in the shape chat templates
     read (contents flattened to text; tool calls and tool results kept, see `openai_rows`)."""
@@ -182,6 +240,17 @@ def prompt_messages(row: dict) -> list[dict[str, Any]]:
     if messages and messages[-1]["role"] == "assistant":
         messages = messages[:-1]
     return messages
+
+
+def episode_prompt_messages(row: dict) -> list[dict[str, Any]]:
+    """The prompt of an episode with tools: a row that ends with an assistant message holds a
+    demonstrated episode (its calls, tool results and answer after the last user or developer
+    turn), so the prompt ends at that turn; any other row is all prompt (`prompt_messages`)."""
+    messages = row["messages"]
+    if not messages or messages[-1].get("role") != "assistant":
+        return prompt_messages(row)
+    last = max((i for i, m in enumerate(messages) if m.get("role") in PROMPT_END_ROLES), default=-1)
+    return [_template_message(m) for m in messages[: last + 1]]
 
 
 def _template_message(message: dict) -> dict[str, Any]:
@@ -228,6 +297,39 @@ def demonstration_sample(
     if text is not None and last.get("role") == "assistant" and last.get("tool_calls"):
         return {"output_text": text, "output_tools": openai_rows.openai_tool_calls(last)}
     return text
+
+
+def demonstration_episode_sample(
+    row: dict, demonstration_field: str = DEFAULT_DEMONSTRATION_FIELD
+) -> dict[str, Any] | str | None:
+    """A demonstrated episode as a grader's sample, as `rft eval --tools` grades one: for a row
+    ending with an assistant message, every call of the turns after the prompt
+    (`episode_prompt_messages`) is in `output_tools`, the last message's text is `output_text`,
+    and `episode` holds `tool_calls`, `steps` and `tool_errors` (tool results that start with
+    "error:"); its token counts are unknown without a tokenizer and left out. Other rows: as
+    `demonstration_sample`."""
+    messages = row["messages"]
+    if messages[-1].get("role") != "assistant":
+        return demonstration_sample(row, demonstration_field)
+    tail = messages[len(episode_prompt_messages(row)) :]
+    turns = [m for m in tail if m.get("role") == "assistant"]
+    calls = [call for m in turns for call in openai_rows.openai_tool_calls(m)]
+    errors = sum(
+        m.get("role") == openai_rows.TOOL_ROLE
+        and (message_text(m.get("content")) or "").startswith("error:")
+        for m in tail
+    )
+    return {
+        "output_text": message_text(messages[-1].get("content")) or "",
+        "output_tools": calls,
+        "episode": {
+            "tool_calls": len(calls),
+            "steps": len(turns),
+            "tool_errors": errors,
+            "end": "answer",
+            "dropped": False,
+        },
+    }
 
 
 def reference_fields(

@@ -26,7 +26,7 @@ from rft_cli.data.checks import (
     value_key,
 )
 from rft_cli.data.overlap import NearDuplicateIndex
-from rft_cli.data.records import check_row, normalize_text
+from rft_cli.data.records import check_row, normalize_text, tools_file_problems
 from rft_cli.data.report import FileStats, Issues
 from rft_cli.errors import DataError, RftError
 from rft_cli.jsonl import parse_line
@@ -136,6 +136,7 @@ class ScanSettings:
     required_item_fields: tuple[str, ...]
     tokenizer: Any
     max_tokens: int | None
+    tools: dict[str, dict | None] | None = None  # `--tools`: name -> function definition
 
 
 class Scanner:
@@ -319,6 +320,8 @@ class Scanner:
             problems += [
                 missing_item_field(name) for name in s.required_item_fields if name not in row
             ]
+        if not problems and s.tools is not None:
+            problems += tools_file_problems(row, s.tools)
         if not problems and shape is None:
             shape = slow_shape(row, s.demonstration_field)
         if not problems and is_train and s.require_demonstrations and not shape[2]:

@@ -51,6 +51,7 @@ def validate_dataset(
     tokenizer: Any = None,
     max_tokens: int | None = None,
     workers: int | None = None,
+    tools: dict[str, dict | None] | None = None,
 ) -> ValidationReport:
     """Check a training file (and optionally a validation file) against the dataset contract.
 
@@ -66,6 +67,9 @@ def validate_dataset(
         max_errors: issues kept per code (all are counted).
         tokenizer: a tokenizer object or a local directory; adds prompt token statistics.
         max_tokens: prompts longer than this (in tokens) get a warning; needs `tokenizer`.
+        tools: the tools of a recipe (name -> function definition, `rft_cli.tools.definitions_of`):
+            rows are checked against them (a row's own tools must be run by one; calls in rows
+            without `tools` must name one and fit its parameters).
         workers: processes for a training file of 32 MiB or more (default: $RFT_VALIDATE_WORKERS,
             else 2 where there are 2 cores, `fork` and a single thread, else 1). The result does
             not depend on it.
@@ -92,6 +96,7 @@ def validate_dataset(
         tuple(sorted(required_item_fields or ())),
         tokenizer,
         max_tokens,
+        {name: d and d["function"] for name, d in tools.items()} if tools is not None else None,
     )
     issues = Issues(max_errors, strict)
     validator = Scanner(settings, issues, near_duplicate_threshold)

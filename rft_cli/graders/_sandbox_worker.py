@@ -1,4 +1,5 @@
-"""The python-grader worker: runs untrusted `grade(sample, item)` code in a contained process.
+"""The python-grader worker: runs untrusted `grade(sample, item)` code in a contained process
+(or, for a python tool, the tool functions a file defines).
 
 Started by `rft_cli.graders.sandbox` as `python -I -S -B _sandbox_worker.py PARENT DISABLED`
 (rft's pid; layers to leave out, for tests) with an empty temporary working directory and a
@@ -13,6 +14,9 @@ other body is UTF-8 JSON:
                                    worker -> {"layers": [...]}  (both before any user code runs)
                                    worker -> {"ready": true}
     parent -> {"sample", "item"}   worker -> {"value": x} or {"error": kind, "detail": ...}
+
+A tool worker (`rft_cli.tools.python_tool`) gets {"source", "memory_mb", "tools": [names]} and then
+    parent -> {"function", "arguments"}   worker -> {"output": text} or {"error": kind, "detail": ...}
 
 Containment (`_sandbox_layers.py`, shared with any other untrusted code rft runs) is in place
 before the user's source is compiled, so its module-level code is contained as much as grade()
@@ -81,10 +85,16 @@ def _private_pipes():
 # --- grading ---------------------------------------------------------------------------------
 
 
-def _load(source):
+def _load(source, tools=None):
     # Not "__main__": a grader file's `if __name__ == "__main__":` test block must not run here.
-    namespace = {"__name__": "grader", "__builtins__": __builtins__}
-    exec(compile(source, "<grader>", "exec"), namespace)
+    name = "grader" if tools is None else "tool"
+    namespace = {"__name__": name, "__builtins__": __builtins__}
+    exec(compile(source, f"<{name}>", "exec"), namespace)
+    if tools is not None:
+        missing = [t for t in tools if not callable(namespace.get(t))]
+        if missing:
+            raise TypeError(f"the source defines no function {missing[0]}()")
+        return {t: namespace[t] for t in tools}
     grade = namespace.get("grade")
     if not callable(grade):
         raise TypeError("the source defines no grade(sample, item) function")
@@ -121,6 +131,32 @@ def _grade_one(grade, request):
             "error": "python_grader_runtime_error",
             "detail": f"{type(exc).__name__}: {exc}"[:1000],
         }
+
+
+# A tool's output is text: a string as it is, any other JSON value written as JSON. Past this size
+# (a reply frame holds 1 MiB) the model is told the output is too large, as OpenAI shows a 413.
+_MAX_OUTPUT = 1024 * 1024 - 4096
+
+
+def _call_tool(functions, request):
+    try:
+        value = functions[request["function"]](**request["arguments"])
+        output = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    except MemoryError:
+        return {
+            "error": "tool_memory_error",
+            "detail": "MemoryError: the tool ran out of its memory limit",
+        }
+    except BaseException as exc:  # noqa: BLE001  user code may raise anything, SystemExit included
+        return {"error": "tool_exception", "detail": f"{type(exc).__name__}: {exc}"[:1000]}
+    if len(output) > _MAX_OUTPUT // 6:  # a character is at most 6 bytes of escaped JSON
+        encoded = len(json.dumps(output))
+        if encoded > _MAX_OUTPUT:
+            return {
+                "error": "tool_output_too_large",
+                "detail": f"the output is {encoded:,} bytes of JSON, over {_MAX_OUTPUT:,}",
+            }
+    return {"output": output}
 
 
 def _load_layers(bytecode):
@@ -165,8 +201,9 @@ def main():
     # Sent before the user's code runs, so rft can trust it (the code could forge later messages).
     held = layers.contain(workdir, {**init, **settings}, namespaces)
     write_message(replies, {"layers": held})
+    tools = init.get("tools")
     try:
-        grade = _load(init["source"])
+        grade = _load(init["source"], tools)
     except BaseException as exc:  # noqa: BLE001  report the user's load error, then serve it per call
         grade, load_error = None, f"{type(exc).__name__}: {exc}"[:1000]
     write_message(replies, {"ready": True})
@@ -176,9 +213,11 @@ def main():
             return
         if grade is None:
             reply = {
-                "error": "python_grader_runtime_error",
-                "detail": f"loading the grader failed: {load_error}",
+                "error": "python_grader_runtime_error" if tools is None else "tool_load_error",
+                "detail": f"loading the {'grader' if tools is None else 'tool'} failed: {load_error}",
             }
+        elif tools is not None:
+            reply = _call_tool(grade, request)
         else:
             reply = _grade_one(grade, request)
         write_message(replies, reply)

@@ -77,9 +77,9 @@ class SandboxWarning(RftWarning):
 
 @dataclass
 class Outcome:
-    """One call's result: a value in [0, 1], or an error kind with a detail."""
+    """One call's result: a value (a grade in [0, 1], a tool's output text), or an error kind with a detail."""
 
-    value: float | None = None
+    value: float | str | None = None
     error: str | None = None
     detail: str = ""
 
@@ -544,8 +544,11 @@ class SandboxPool:
 
     A worker that times out, overruns its CPU budget, crashes or garbles its reply is killed and
     replaced on next use. Thread-safe (one batch at a time). Not picklable by design: graders drop
-    it when pickled.
+    it when pickled. A subclass runs other code in the same workers (`rft_cli.tools.python_tool`):
+    it adds to `init` what the worker loads and reads replies with its own `read_reply`.
     """
+
+    call_name = "grade()"  # what a timeout's detail says ran too long
 
     def __init__(
         self, source: str, timeout: float = 10.0, memory_mb: int = 1024, workers: int = 2
@@ -641,7 +644,11 @@ class SandboxPool:
         for fd, (_, _, until) in list(busy.items()):
             if now >= until:
                 self._fail(
-                    busy, fd, results, TIMEOUT, f"grade() ran past its {self.timeout:g} s timeout"
+                    busy,
+                    fd,
+                    results,
+                    TIMEOUT,
+                    f"{self.call_name} ran past its {self.timeout:g} s timeout",
                 )
 
     def _receive(self, busy: dict, fd: int, results: list) -> None:
@@ -653,7 +660,7 @@ class SandboxPool:
             if used is not None:
                 self._fail(busy, fd, results, TIMEOUT, self._cpu_detail(used))
                 return
-            results[index] = outcome = _outcome(message)
+            results[index] = outcome = self.read_reply(message)
             del busy[fd]
             # Out of protocol (a forged reply may be followed by the real one), or a process it
             # started that must not outlive the call: the worker goes.
@@ -672,6 +679,10 @@ class SandboxPool:
             if kind == TIMEOUT and worker.overrun:
                 detail = self._cpu_detail(None)
             self._fail(busy, fd, results, kind, detail)
+
+    def read_reply(self, message: dict[str, Any]) -> Outcome:
+        """A worker's reply (untrusted) as an Outcome; anything out of shape reads as a crash."""
+        return _outcome(message)
 
     def _fail(self, busy: dict, fd: int, results: list, kind: str, detail: str) -> None:
         worker, index, _ = busy.pop(fd)

@@ -19,6 +19,7 @@ from typing import Any
 
 from rft_cli.data.records import (
     DEFAULT_DEMONSTRATION_FIELD,
+    demonstration_episode_sample,
     demonstration_sample,
     item_of,
     iter_rows,
@@ -137,13 +138,14 @@ _BATCH = 512  # demonstrations graded at a time: memory stays flat on a 50,000-r
 
 
 def _demonstrations(
-    files: Iterable[tuple[str | Path, str]], report: SelfTestReport
+    files: Iterable[tuple[str | Path, str]], report: SelfTestReport, episodes: bool = False
 ) -> Iterator[tuple[str, int, Any, dict]]:
     """(file, line, demonstration, item) for each row that has one; counts rows and skipped rows in `report`."""
+    as_sample = demonstration_episode_sample if episodes else demonstration_sample
     for path, field_name in files:
         for line, row in iter_rows(path, field_name):
             report.rows += 1
-            sample = demonstration_sample(
+            sample = as_sample(
                 row, field_name
             )  # a tool-calling demonstration's calls are its output_tools
             if sample is None:
@@ -170,12 +172,16 @@ def _batches(
         yield batch
 
 
-def self_test(grader: Any, files: Sequence[tuple[str | Path, str]]) -> SelfTestReport:
+def self_test(
+    grader: Any, files: Sequence[tuple[str | Path, str]], episodes: bool = False
+) -> SelfTestReport:
     """Grade every demonstration in `files` ((path, demonstration field) pairs) with `grader`.
 
     Args:
         grader: a built grader (`load_grader`, `build_grader`).
         files: JSONL files that follow the dataset contract, each with its demonstration field.
+        episodes: grade each demonstration as an episode with tools (`rft validate --tools`):
+            `demonstration_episode_sample`.
 
     Returns:
         A `SelfTestReport`. Grader errors are counted, never raised; a grader that cannot grade at all
@@ -191,7 +197,7 @@ def self_test(grader: Any, files: Sequence[tuple[str | Path, str]]) -> SelfTestR
     threshold, full = grader_bar(grader)
     report = SelfTestReport(getattr(grader, "name", "grader"), threshold, full)
     errors: Counter[str] = Counter()
-    for batch in _batches(_demonstrations(files, report)):
+    for batch in _batches(_demonstrations(files, report, episodes)):
         # as training grades answers: for a row with tools, a text demonstration's calls are read
         results = grade_answers(
             grader, [sample for _, _, sample, _ in batch], [item for *_, item in batch]

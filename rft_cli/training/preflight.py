@@ -87,6 +87,11 @@ def preflight(config: RunConfig, grader: Any = None, stage: str = "all") -> Pref
     problem = check_tracker(config.report_to)
     if problem:
         raise ConfigError(problem)
+    if config.tools:
+        raise ConfigError(
+            "tools: training over multi-turn episodes with tools is not built yet; `rft eval --tools "
+            "RECIPE` runs such episodes and `rft validate --tools RECIPE` checks their data (docs/agent.md)"
+        )
     _check_model_source(config)
     if stage in ("rl", "all"):
         check_launch(config)  # a distributed mode our PPO cannot run, before any model loads

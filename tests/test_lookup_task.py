@@ -1,0 +1,143 @@
+"""The built-in tool task (data/lookup, `rft data make-lookup`): answers only a tool knows."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rft_cli.cli import app
+from rft_cli.data.lookup_task import LookupSpec, generate_lookup
+from rft_cli.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "data" / "lookup"
+FILES = ("train.jsonl", "valid.jsonl", "lookup.py", "tools.yaml", "grader.yaml")
+runner = CliRunner()
+
+
+def shipped_rows(name):
+    return [json.loads(line) for line in (SHIPPED / name).read_text().splitlines()]
+
+
+def shipped_table():
+    tree = ast.parse((SHIPPED / "lookup.py").read_text())
+    (assign,) = [n for n in tree.body if isinstance(n, ast.Assign)]
+    return ast.literal_eval(assign.value)
+
+
+def keys_of(row):
+    return row["messages"][0]["content"].removesuffix("=?").split("+")
+
+
+def test_make_lookup_regenerates_the_shipped_files(tmp_path):
+    result = runner.invoke(app, ["data", "make-lookup", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    for name in FILES:
+        assert (tmp_path / name).read_bytes() == (SHIPPED / name).read_bytes(), name
+
+
+def test_validation_questions_name_only_keys_no_training_row_names():
+    train = {k for row in shipped_rows("train.jsonl") for k in keys_of(row)}
+    valid = {k for row in shipped_rows("valid.jsonl") for k in keys_of(row)}
+    assert train and valid and not train & valid
+
+
+def test_each_demonstration_reads_the_table_and_answers_the_sum():
+    table = shipped_table()
+    rows = shipped_rows("train.jsonl") + shipped_rows("valid.jsonl")
+    extra = 0
+    for row in rows:
+        keys, messages = keys_of(row), row["messages"]
+        calls = [
+            json.loads(m["tool_calls"][0]["function"]["arguments"])["key"]
+            for m in messages
+            if m.get("tool_calls")
+        ]
+        results = [m["content"] for m in messages if m["role"] == "tool"]
+        assert set(calls) == set(keys) and results == [str(table[k]) for k in calls]
+        total = sum(table[k] for k in keys)
+        assert row["reference_answer"] == str(total) and messages[-1]["content"].endswith(
+            f"#### {total}"
+        )
+        extra += len(calls) > len(keys)
+    assert 0.2 < extra / len(rows) < 0.3  # extra_call_share 0.25
+
+
+def test_the_shipped_task_validates_against_its_tool_with_full_marks():
+    args = ["validate", str(SHIPPED / "train.jsonl"), "--valid", str(SHIPPED / "valid.jsonl")]
+    args += [
+        "--tools",
+        str(SHIPPED / "tools.yaml"),
+        "--grader",
+        str(SHIPPED / "grader.yaml"),
+        "--format",
+        "json",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    check = json.loads(result.stdout)["grader_check"]
+    assert check["graded"] == check["passed"] == 2200
+
+
+@pytest.mark.parametrize(
+    "spec,message",
+    [
+        ({"keys": 1}, "keys is 1"),
+        ({"valid_keys": 240}, "valid_keys is 240"),
+        ({"terms": 7}, "terms is 7"),
+        ({"extra_call_share": 2.0}, "extra_call_share"),
+    ],
+)
+def test_a_bad_spec_is_a_usage_error(spec, message):
+    with pytest.raises(ConfigError, match=message):
+        LookupSpec(**spec)
+
+
+def test_too_many_questions_for_the_keys_is_a_usage_error():
+    with pytest.raises(ConfigError, match="could not draw 50 distinct questions"):
+        generate_lookup(10, 50, spec=LookupSpec(keys=12, valid_keys=4, terms=2))
+
+
+@pytest.mark.slow
+def test_an_episode_that_replays_a_demonstration_is_the_warm_up_s_tokens():
+    """The warm-up trains on demonstrations rendered by the chat template; RL samples episodes the
+    runner builds turn by turn. Replaying a demonstration's turns through the runner, with the real
+    tool in the sandbox, gives exactly the tokens of the rendered demonstration, and the policy's
+    tokens are exactly its assistant turns: the two stages see one format."""
+    from rft_cli.data.records import _template_message, episode_prompt_messages
+    from rft_cli.episodes import EpisodeLimits, run_episodes
+    from rft_cli.tiny import build_char_tokenizer
+    from rft_cli.tools import load_toolbox, read_tools_file
+    from tests.tool_fakes import ScriptedPolicy
+
+    tokenizer = build_char_tokenizer()
+    rows = shipped_rows("valid.jsonl")[:4]
+    settings, episode = read_tools_file(SHIPPED / "tools.yaml")
+    with load_toolbox(settings) as box:
+        tools = box.tool_definitions()
+        script = {}
+        for row in rows:
+            turns = [_template_message(m) for m in row["messages"][1:]]
+            rendered = tokenizer.apply_chat_template(turns, tokenize=False)
+            script[row["messages"][0]["content"]] = [
+                t.split("<|end|>")[0] for t in rendered.split("<|assistant|>")[1:]
+            ]
+        policy = ScriptedPolicy(tokenizer, script, "<|assistant|>")
+        limits = EpisodeLimits(episode.max_episode_steps, episode.max_tokens)
+        episodes = run_episodes(
+            policy, tokenizer, [episode_prompt_messages(r) for r in rows], rows, box, limits=limits
+        )
+    for row, ep in zip(rows, episodes, strict=True):
+        demonstration = [_template_message(m) for m in row["messages"]]
+        rendered = tokenizer.apply_chat_template(demonstration, tools=tools, tokenize=False)
+        assert ep.end == "answer" and tokenizer.decode(ep.prompt_ids + ep.ids) == rendered
+        masked = tokenizer.apply_chat_template(
+            demonstration, tools=tools, return_dict=True, return_assistant_tokens_mask=True
+        )
+        assert ep.prompt_ids + ep.ids == masked["input_ids"]
+        assert [0] * len(ep.prompt_ids) + ep.policy_mask == masked["assistant_masks"]
+        assert len(ep.ids) <= episode.max_tokens
