@@ -356,7 +356,10 @@ def test_an_agent_rft_job_s_tools_and_episode_steps_are_carried_across(tmp_path)
     [
         ("not a list", "method.reinforcement.tools: expected a list"),
         ([{"name": "x"}], 'method.reinforcement.tools[0]: a tool needs "name" and "server_url"'),
-        ([{"name": "x", "server_url": "ftp://a"}], "tools.0: server_url 'ftp://a': the scheme is ftp"),
+        (
+            [{"name": "x", "server_url": "ftp://a"}],
+            "tools.0: server_url 'ftp://a': the scheme is ftp",
+        ),
     ],
 )
 def test_bad_agent_tools_are_config_errors(tmp_path, tools, expected):
