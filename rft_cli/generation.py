@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rft_cli import files
 from rft_cli.errors import ConfigError
 
 # "org/name" or "name": what a hub id looks like (a missing local path that looks like this is
@@ -59,9 +60,9 @@ def resolve_model_path(path: str | Path) -> str:
     """
     text = str(path)
     p = Path(text).expanduser()
-    if p.is_dir():
+    if files.is_dir(p):
         return _resolve_folder(p)
-    if p.exists():
+    if files.exists(p):
         raise ConfigError(
             f"{text}: is a file, not a model folder (pass a model folder, a run folder or a hub id)"
         )

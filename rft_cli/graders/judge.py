@@ -16,10 +16,10 @@ import json
 import math
 import os
 import re
-from pathlib import Path
 from typing import Any
 
 from rft_cli.errors import GraderError
+from rft_cli.files import is_dir
 from rft_cli.graders.base import GradeResult, TemplatedGrader
 from rft_cli.graders.specs import LabelModelSpec, ScoreModelSpec
 from rft_cli.graders.templates import GradeContext, Template
@@ -284,7 +284,7 @@ class MissingJudge:
 
 
 def _local_model_exists(model: str) -> bool:
-    if Path(model).is_dir():
+    if is_dir(model):
         return True
     try:
         from huggingface_hub import try_to_load_from_cache

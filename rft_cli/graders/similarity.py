@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from rft_cli.errors import GraderError
+from rft_cli.files import is_dir
 from rft_cli.graders.base import GradeResult, TemplatedGrader
 from rft_cli.graders.lcs import lcs_length
 from rft_cli.graders.specs import TextSimilaritySpec
@@ -188,14 +189,12 @@ class TextSimilarityGrader(TemplatedGrader):
         if name.startswith("rouge_"):
             return _Rouge(f"rouge{name[-1]}")
         if name == "cosine":
-            from pathlib import Path
-
             if not spec.embedding_model:
                 raise GraderError(
                     f"{where}: cosine needs a local embedding model; set embedding_model to a model directory "
                     "saved with save_pretrained (rft does not call hosted embedding APIs)"
                 )
-            if not Path(spec.embedding_model).is_dir():
+            if not is_dir(spec.embedding_model):
                 raise GraderError(
                     f"{where}: embedding_model {spec.embedding_model!r} is not a local directory"
                 )
