@@ -209,3 +209,338 @@ def test_lcs_past_the_work_limit_is_a_lower_bound(monkeypatch):
     monkeypatch.setattr(lcs, "_SMALL_WORK", 0)
     assert 0 < lcs.lcs_length(a, b) < exact
     assert lcs.lcs_length(a[:200], b) == lcs.lcs_length(b, a[:200])  # 200 x 2000 fits: exact
+
+
+# -- 10. judges: no redirect carries the key, the timeout is a deadline, the reply is capped ------
+
+
+class _Server:
+    """A loopback HTTP server whose handler is a plain function `(handler) -> None`."""
+
+    def __init__(self, respond):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802  (http.server's naming)
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                outer.requests.append(
+                    {"path": self.path, "auth": self.headers.get("Authorization")}
+                )
+                try:
+                    respond(self)
+                except OSError:  # the client hung up (what the cap and the deadline do)
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _judge(url, timeout=5.0):
+    return build_grader(
+        {
+            "type": "score_model",
+            "model": "judge",
+            "base_url": url,
+            "api_key_env": "RFT_TEST_JUDGE_KEY",
+            "timeout": timeout,
+            "input": [{"role": "user", "content": "{{ sample.output_text }}"}],
+        }
+    )
+
+
+def _completion(handler, content='{"steps": [], "result": 1}'):
+    import json
+
+    body = json.dumps({"choices": [{"message": {"content": content}}]}).encode()
+    handler.send_response(200)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+@pytest.fixture
+def secret(monkeypatch):
+    monkeypatch.setenv("RFT_TEST_JUDGE_KEY", "sk-secret-123")
+    return "Bearer sk-secret-123"
+
+
+def test_the_judge_never_follows_a_redirect_with_its_key(secret):
+    """A base_url answering 302 to another origin received the Authorization header there, and
+    the redirected reply was scored. Redirects are refused: a counted server error."""
+    elsewhere = _Server(_completion)
+    status = {"code": 302}
+
+    def redirect(handler):
+        handler.send_response(status["code"])
+        handler.send_header("Location", elsewhere.url + "/chat/completions")
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    first = _Server(redirect)
+    try:
+        for status["code"] in (301, 302, 303, 307, 308):
+            result = _judge(first.url).grade("x", {})
+            assert result.reward == 0.0 and result.errors == {"model_grader_server_error": 1}
+            assert "does not follow redirects" in result.details["model_grader_server_error"]
+        assert first.requests and all(r["auth"] == secret for r in first.requests)
+        assert elsewhere.requests == []
+    finally:
+        first.close()
+        elsewhere.close()
+
+
+def _drip(handler, headers_first=True):
+    handler.wfile.write(b"HTTP/1.1 200 OK\r\n")
+    if headers_first:
+        handler.wfile.write(b"Content-Length: 100000\r\n\r\n")
+    for _ in range(200):  # one byte every 0.1 s: each read is quick, the whole never ends
+        handler.wfile.write(b" " if headers_first else b"X")
+        handler.wfile.flush()
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("headers_first", [True, False], ids=["body", "headers"])
+def test_the_judge_timeout_is_a_deadline_for_the_whole_reply(secret, headers_first):
+    """A server that drips one byte at a time held a 2 s grade for 20 s: the timeout applied to
+    each socket read. It now bounds the whole request."""
+    server = _Server(lambda handler: _drip(handler, headers_first))
+    try:
+        started = time.monotonic()
+        result = _judge(server.url, timeout=1.0).grade("x", {})
+        assert time.monotonic() - started < 3
+        assert result.errors == {"model_grader_server_error": 1}
+        assert "within the 1 s timeout" in result.details["model_grader_server_error"]
+    finally:
+        server.close()
+
+
+def test_the_judge_reads_no_more_than_the_reply_cap(secret, monkeypatch):
+    """A 300 MB reply was read whole into memory; past MAX_REPLY_BYTES (8 MiB; 64 KiB here) the
+    judge stops reading and counts a server error."""
+    import tracemalloc
+
+    from rft_cli.graders import judge
+
+    monkeypatch.setattr(judge, "MAX_REPLY_BYTES", 1 << 16)
+
+    def flood(handler):
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(64 << 20))
+        handler.end_headers()
+        for _ in range(1024):
+            handler.wfile.write(b"a" * (64 << 10))
+
+    server = _Server(flood)
+    try:
+        tracemalloc.start()
+        result = _judge(server.url).grade("x", {})
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert result.errors == {"model_grader_server_error": 1} and peak < 8 << 20, peak
+        assert (
+            "over 0 MiB" in result.details["model_grader_server_error"]
+            or "read no further" in (result.details["model_grader_server_error"])
+        )
+    finally:
+        server.close()
+
+
+def test_a_judge_reply_that_is_no_completion_is_a_counted_error(secret):
+    server = _Server(lambda handler: _raw(handler, b'{"choices": 5}'))
+    try:
+        result = _judge(server.url).grade("x", {})
+        assert result.errors == {"model_grader_server_error": 1}
+        assert "not a chat completion" in result.details["model_grader_server_error"]
+    finally:
+        server.close()
+
+
+def _raw(handler, body):
+    handler.send_response(200)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+# -- 9. Rich markup and terminal controls in what rft prints -----------------------------------
+
+REGEX = {"type": "regex", "pattern": "(.+)", "reference": "{{ item.a }}"}
+HOSTILE_TEXT = "[/x] [link=https://evil.example]click[/link] \x1b]0;title\x07 \u202eevil"
+
+
+def _grade_cli(tmp_path, spec, *args):
+    import json
+
+    from typer.testing import CliRunner
+
+    from rft_cli.cli import app
+
+    path = tmp_path / "grader.json"
+    path.write_text(json.dumps(spec), encoding="utf-8")
+    result = CliRunner().invoke(app, ["grade", str(path), *args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception
+    )
+    assert "Traceback" not in result.output
+    return result
+
+
+def test_markup_in_an_answer_is_printed_as_text(tmp_path):
+    """A regex capture `[/x]` in `rft grade`'s text output raised MarkupError (a traceback), and
+    `[link=...]` was rendered as a link; an ESC reached the terminal as it was."""
+    result = _grade_cli(tmp_path, REGEX, "--item", '{"a": "y"}', "--sample", HOSTILE_TEXT)
+    assert result.exit_code == 0, result.output
+    shown = "answer: [/x] [link=https://evil.example]click[/link] \\x1b]0;title\\x07 \\u202eevil"
+    assert shown in result.output and "\x1b" not in result.output
+
+
+def test_markup_in_a_sub_grader_name_is_printed_as_text(tmp_path):
+    spec = {"type": "multi", "graders": {"[/b]": REGEX}, "calculate_output": "1"}
+    result = _grade_cli(tmp_path, spec, "--item", '{"a": "y"}', "--sample", "y")
+    assert result.exit_code == 0 and "  [/b]: 1" in result.output, result.output
+
+
+def test_markup_in_a_samples_file_model_name_is_printed_as_text(tmp_path):
+    """`rft eval --samples-file` puts each line's `model` in its table: markup there crashed too."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from rft_cli.cli import app
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"messages": [{"role": "user", "content": "q"}], "a": "y"}) + "\n")
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text(json.dumps({"row": 0, "output_text": "y", "model": "[/m]"}) + "\n")
+    grader = tmp_path / "grader.json"
+    grader.write_text(json.dumps(REGEX))
+    args = ["eval", "--data", str(rows), "--grader", str(grader), "--samples-file", str(samples)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0 and "[/m]" in result.output, result.output
+
+
+def test_a_name_that_is_no_text_is_refused_when_the_grader_is_built(tmp_path):
+    """A `multi` sub-grader named "\\ud800" (a lone surrogate, from JSON) gave a
+    UnicodeEncodeError traceback when printed or written with --output."""
+    spec = {"type": "multi", "graders": {"\ud800": REGEX}, "calculate_output": "1"}
+    result = _grade_cli(tmp_path, spec, "--item", "{}", "--sample", "y")
+    assert result.exit_code == 2 and "lone surrogate" in result.output, result.output
+    result = _grade_cli(tmp_path, {**REGEX, "name": "\udfff"}, "--item", "{}", "--sample", "y")
+    assert result.exit_code == 2 and "lone surrogate" in result.output, result.output
+
+
+# -- 13. grader files and values accepted, then failing every grade ---------------------------
+
+
+@pytest.mark.parametrize(
+    "spec,named",
+    [
+        ({"type": "math", "reference": "1", "timeout": float("inf")}, "timeout"),
+        ({"type": "math", "reference": "1", "timeout": 1e300}, "timeout"),
+        (
+            {
+                "type": "python",
+                "source": "def grade(s, i):\n    return 1\n",
+                "memory_mb": 10**15,
+            },
+            "memory_mb",
+        ),
+        (
+            {
+                "type": "json_match",
+                "input": "{{ sample.output_text }}",
+                "reference": {"a": 1, "b": 2},
+                "fields": {"a": float("inf"), "b": 1},
+            },
+            "fields.a",
+        ),
+        (
+            {
+                "type": "score_model",
+                "model": "m",
+                "base_url": "http://127.0.0.1:9",
+                "input": [{"role": "user", "content": "x"}],
+                "timeout": 1e300,
+            },
+            "timeout",
+        ),
+        ({"type": "numeric", "reference": "1", "abs_tol": float("inf")}, "abs_tol"),
+    ],
+    ids=["math_inf", "math_huge", "memory", "weight_inf", "judge_timeout", "abs_tol_inf"],
+)
+def test_values_that_fail_every_grade_are_refused_when_built(tmp_path, spec, named):
+    """`timeout: .inf`, `memory_mb: 1e15` and a json_match weight `.inf` were accepted, and then
+    every grade failed (an OverflowError, a worker that never started) or a wrong field scored 1.0."""
+    import yaml
+
+    path = tmp_path / "grader.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    from typer.testing import CliRunner
+
+    from rft_cli.cli import app
+
+    result = CliRunner().invoke(
+        app, ["grade", str(path), "--item", "{}", "--sample", '{"a": 5, "b": 2}']
+    )
+    assert result.exit_code == 2 and named in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "(?:a{65535}){65535}",
+        "((a{100}){100}){100}",
+        "(?i)(?:[ab]{1000}){1000}",
+        "(\\w{1000}){1000}",
+    ],
+)
+def test_a_regex_that_compiles_to_gigabytes_is_refused_at_once(pattern):
+    """`(?:a{65535}){65535}` (19 bytes) ran past 7 GB and 30 s in `regex.compile`; the repeats
+    of a pattern now multiply out to at most MAX_PATTERN_UNITS, checked before compiling."""
+    from rft_cli.errors import GraderError
+
+    started = time.monotonic()
+    with pytest.raises(GraderError, match="multiplies out"):
+        build_grader({"type": "regex", "pattern": pattern})
+    assert time.monotonic() - started < 1
+
+
+@pytest.mark.slow
+def test_a_verbose_regex_is_compiled_under_a_memory_limit_first():
+    """In verbose mode a `#` comment can hide a `)`, so the estimate cannot be trusted: the pattern
+    is compiled in a child process under a 128 MB limit first."""
+    from rft_cli.errors import GraderError
+
+    with pytest.raises(GraderError, match="needs more than 128 MB"):
+        build_grader({"type": "regex", "pattern": "(?x)(?:a{1000} # )\n ){1000}"})
+    assert (
+        build_grader({"type": "regex", "pattern": "(?x) a b # c\n (d)"}).grade("abd", {}).reward
+        == 1
+    )
+
+
+def test_an_import_of_a_module_without_a_spec_is_not_a_traceback(monkeypatch):
+    """`import __main__` in a python grader's source: find_spec raised ValueError where
+    `__main__.__spec__` is None (the `rft` console script), a traceback at build time."""
+    import sys
+    import types
+
+    from rft_cli.graders.python_grader import check_source
+
+    monkeypatch.setitem(sys.modules, "specless_module", types.ModuleType("specless_module"))
+    check_source("import specless_module\ndef grade(sample, item):\n    return 1.0\n", "source")

@@ -59,7 +59,7 @@ def convert_reft_cmd(
 
     report = convert_reft(input_path, output_path, dedupe=not keep_duplicates, limit=limit)
     render.stdout.print(
-        f"Wrote {report.rows} rows ({report.with_solution} with a solution) to {report.output}"
+        f"Wrote {report.rows} rows ({report.with_solution} with a solution) to {render.safe(report.output)}"
     )
     if report.duplicates:
         render.warning(
@@ -139,5 +139,5 @@ def make_arith_cmd(
     write_jsonl(train_rows, output_dir / "train.jsonl")
     write_jsonl(valid_rows, output_dir / "valid.jsonl")
     render.stdout.print(
-        f"Wrote {len(train_rows)} training and {len(valid_rows)} validation rows to {output_dir}"
+        f"Wrote {len(train_rows)} training and {len(valid_rows)} validation rows to {render.safe(output_dir)}"
     )

@@ -71,13 +71,139 @@ class TimedPattern:
 
 
 def compile_user_pattern(pattern: str, flags: int, where: str) -> TimedPattern:
-    """A user's pattern, compiled now so that a bad one is an error when the grader is built."""
+    """A user's pattern, compiled now so that a bad one is an error when the grader is built;
+    one whose compiled form would be too large (see `pattern_units`) is refused first."""
     import regex
 
+    check_compile_cost(pattern, flags, where)
     try:
         return TimedPattern(pattern, flags)
     except (regex.error, TypeError, ValueError, RecursionError, OverflowError) as exc:
         raise GraderError(f"{where}: invalid regular expression {pattern!r} ({exc})") from None
+
+
+# The `regex` engine writes out a counted repeat of a group: `(?:a{1000}){1000}`, 17 bytes,
+# compiled to 280 MB and `(?:a{65535}){65535}` ran past 7 GB. About 300 bytes a unit here.
+MAX_PATTERN_UNITS = 100_000
+_CAP = 10**12  # counts saturate here, so a deep nest of repeats stays a small number
+_COUNTED = re.compile(r"\{(\d*)(,\d*)?\}")
+_VERBOSE = re.compile(r"\(\?[a-zA-Z^-]*x")
+_GROUP_PREFIX = re.compile(r"\(\?(?:[:>=!|]|<[=!]|P?<\w+>|'\w+'|[a-zA-Z^-]*[:)])")
+
+
+def pattern_units(pattern: str) -> int:
+    """An upper estimate of what the `regex` engine builds for `pattern` (for patterns without
+    verbose mode): one unit per literal, class or escape, a group the sum of its contents, and a
+    counted repeat `{m,n}` multiplying what it repeats by m (the engine writes out the minimum).
+
+    >>> pattern_units("(?:a{1000}){1000}"), pattern_units(r"\\d{1,3}(?:,\\d{3})*")
+    (1000000, 5)
+    """
+    frames, i = [[0, 0]], 0  # per open group: [units so far, units of its last atom]
+    while i < len(pattern):
+        char = pattern[i]
+        counted = _COUNTED.match(pattern, i) if char == "{" else None
+        if counted is not None and (counted.group(1) or counted.group(2) not in (None, ",")):
+            low = counted.group(1)
+            factor = max(1, int(low) if low and len(low) < 13 else _CAP if low else 1)
+            frame = frames[-1]
+            frame[0] = min(_CAP, frame[0] + frame[1] * (factor - 1))
+            frame[1] = min(_CAP, frame[1] * factor)
+            i = counted.end()
+        elif char == "(" and pattern.startswith("(?#", i):  # a comment, to the first ")"
+            end = pattern.find(")", i)
+            i = len(pattern) if end < 0 else end + 1
+        elif char == "(":
+            prefix = _GROUP_PREFIX.match(pattern, i)
+            i = prefix.end() if prefix is not None else i + 1
+            if prefix is None or not prefix.group().endswith(")"):  # "(?i)" sets flags: no group
+                frames.append([0, 0])
+        elif char == ")" and len(frames) > 1:
+            _add_atom(frames, frames.pop()[0])
+            i += 1
+        elif char in "*+?|)":
+            i += 1
+        else:
+            i = _skip_class(pattern, i) if char == "[" else _skip_escape(pattern, i)
+            _add_atom(frames, 1)
+    return min(_CAP, sum(frame[0] for frame in frames))
+
+
+def _add_atom(frames: list[list[int]], units: int) -> None:
+    frames[-1][0] = min(_CAP, frames[-1][0] + units)
+    frames[-1][1] = units
+
+
+def _skip_escape(pattern: str, i: int) -> int:
+    """The index after the atom at `i`: one character, or an escape (`\\p{L}`, `\\x{41}` whole)."""
+    if pattern[i] != "\\":
+        return i + 1
+    if pattern[i + 1 : i + 3] in ("p{", "P{", "N{", "x{", "X{") or pattern[i + 1 : i + 3] == "g<":
+        close = pattern.find("}" if pattern[i + 2] == "{" else ">", i)
+        return len(pattern) if close < 0 else close + 1
+    return i + 2
+
+
+def _skip_class(pattern: str, i: int) -> int:
+    """The index after the character class at `i` (it ends at the first `]` not first in it)."""
+    j = i + 1
+    if pattern.startswith("^", j):
+        j += 1
+    if pattern.startswith("]", j):
+        j += 1
+    while j < len(pattern) and pattern[j] != "]":
+        j += 2 if pattern[j] == "\\" else 1
+    return j + 1
+
+
+def check_compile_cost(pattern: str, flags: int, where: str) -> None:
+    """GraderError for a pattern whose compiled form would be too large. A verbose pattern (its
+    comments and spaces change what a `)` or `{` is) is compiled in a child process under a memory
+    limit instead of estimated."""
+    units = pattern_units(pattern)
+    if units > MAX_PATTERN_UNITS:
+        raise GraderError(
+            f"{where}: {pattern[:60]!r} repeats a counted group so often that it multiplies out "
+            f"to {units:,} units, over the {MAX_PATTERN_UNITS:,} rft compiles (compiling it could "
+            "take gigabytes); use a smaller count or an open repeat such as + or *"
+        )
+    if _VERBOSE.search(pattern) and not _compiles_within_limits(pattern, flags):
+        raise GraderError(
+            f"{where}: {pattern[:60]!r} needs more than {_CHILD_MB} MB or {_CHILD_SECONDS} s to "
+            "compile; use smaller counted repeats"
+        )
+
+
+_CHILD_MB, _CHILD_SECONDS = 128, 10
+# Exit 0: it compiles; 3: it is not a valid pattern (the caller's own compile says why).
+_CHILD = """
+import resource, sys
+try:
+    resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[2]) << 20,) * 2)
+except (ValueError, OSError):
+    pass
+import regex
+try:
+    regex.compile(sys.stdin.buffer.read().decode("utf-8", "surrogatepass"), int(sys.argv[3]))
+except (regex.error, TypeError, ValueError, OverflowError, RecursionError):
+    sys.exit(3)
+"""
+
+
+def _compiles_within_limits(pattern: str, flags: int) -> bool:
+    import subprocess
+    import sys
+
+    try:
+        done = subprocess.run(
+            [sys.executable, "-I", "-c", _CHILD, "-", str(_CHILD_MB), str(flags)],
+            input=pattern.encode("utf-8", "surrogatepass"),
+            capture_output=True,
+            timeout=_CHILD_SECONDS,
+        )
+    except (subprocess.TimeoutExpired, OSError, ValueError):
+        return False
+    return done.returncode in (0, 3)
 
 
 def compile_patterns(patterns: Sequence[str], where: str) -> tuple[TimedPattern, ...]:
