@@ -283,52 +283,54 @@ def _number_value(text: str, start: int, number: str) -> float | None:
 
 class _Scanner:
     """One of DEFAULT_PATTERNS, found by a scanner that runs in linear time; `findall` gives the
-    captures that `re.findall(pattern, text)` gives (tests/test_graders_hostile.py compares them)."""
+    captures that `re.findall(pattern, text)` gives, or tuples that end with them (tests/
+    test_graders_hostile.py compares them)."""
 
     def __init__(self, pattern: str, findall: Any) -> None:
         self.pattern, self.findall = pattern, findall
 
 
+# A marker, spaces, and the rest of the line from its first non-space character: `\s*` gives back
+# nothing useful to `\S`, so a failed attempt costs the spaces it looked at, once.
+_HASH_LINE = re.compile(r"####\s*(\S[^\n]*)")
+
+
 def _after_hashes(text: str) -> list[str]:
     """`####\\s*(.+?)\\s*(?:$|\\n)`: after each "####" (left to right, a match ends its line), the
-    rest of its line from the first non-space character, trailing spaces cut."""
-    found, n, at = [], len(text), text.find("####")
-    while at >= 0:
-        start = _SPACES.match(text, at + 4).end()
-        if start == n:  # only spaces follow: `.+?` takes the last one that is not a newline
-            rest = text[at + 4 :].rstrip("\n")
-            if rest:
-                found.append(rest[-1])
-            return found
-        end = text.find("\n", start)
-        end = n if end < 0 else end
-        found.append(text[start:end].rstrip())
+    rest of its line from the first non-space character, trailing spaces cut. A last marker
+    followed by nothing but spaces captures its last space that is not a newline, as `.+?` did."""
+    found = _HASH_LINE.findall(text)
+    if len(found) == 1:  # the usual case, without a list comprehension
+        found[0] = found[0].rstrip()
+    else:
+        found = [capture.rstrip() for capture in found]
+    stripped = text.rstrip()  # the text itself, not a copy, when it ends in no space
+    if len(stripped) < len(text) and stripped.endswith("####"):  # rare: where did the scan stop?
+        end = 0
+        for end_match in _HASH_LINE.finditer(text):
+            end = end_match.end()
         at = text.find("####", end)
+        rest = text[at + 4 :].rstrip("\n") if at >= 0 else ""
+        if rest:
+            found.append(rest[-1])
     return found
 
 
 # Linear as a regex: a brace group holds no brace, so every character has one reading and a
 # failed attempt stops at the second brace it meets.
 _BOXED = re.compile(DEFAULT_PATTERNS[1])
-# "answer is" and what may stand between it and the number; every part takes characters the next
-# part cannot, so the greedy match is the only one and the number must start where it ends.
-_ANSWER_LEAD = re.compile(r"(?i)answer\s*(?:is|:|=)\s*[:=]?\s*[<(\[*]*\s*")
-
-
-def _answer_is(text: str) -> list[str]:
-    """`(?i)answer ... is ... (NUMBER)` without backtracking (the regex was cubic in spaces)."""
-    found = []
-    for lead in _ANSWER_LEAD.finditer(text):
-        number = _NUMBER_RE.match(text, lead.end())
-        if number is not None:
-            found.append(number.group(0))
-    return found
+# "answer is", then what may stand between it and the number, each part taken whole: a lookahead
+# captures its greedy match and a backreference consumes exactly that, so nothing is given back
+# (Python's lookarounds are atomic). Every part takes characters the next cannot, so the greedy
+# match is the only one that could lead to a number, and the regex above found the same numbers,
+# after cubic backtracking over spaces.
+_ANSWER_IS = re.compile(rf"(?i)answer(?=(\s*))\1(?:is|:|=)(?=(\s*[:=]?\s*[<(\[*]*\s*))\2({NUMBER})")
 
 
 DEFAULT_SCANNERS = (
     _Scanner(DEFAULT_PATTERNS[0], _after_hashes),
     _Scanner(DEFAULT_PATTERNS[1], _BOXED.findall),
-    _Scanner(DEFAULT_PATTERNS[2], _answer_is),
+    _Scanner(DEFAULT_PATTERNS[2], _ANSWER_IS.findall),  # (spaces, separators, number) tuples
 )
 _REQUIRED = dict(
     zip(DEFAULT_PATTERNS, (("####", "####"), ("boxed", "boxed"), ("nswer", "NSWER")), strict=True)
@@ -358,7 +360,8 @@ def extract_answer(
             continue
         matches = pattern.findall(text)
         if matches:
-            value = parse_number(matches[-1])
+            last = matches[-1]
+            value = parse_number(last[-1] if type(last) is tuple else last)
             if value is not None:
                 return value
     if last_number:
