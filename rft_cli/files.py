@@ -34,6 +34,11 @@ class LineTooLong:
         self.size = size
 
 
+def size_text(size: int) -> str:
+    """A byte count as people read it: "16 MiB", or "1,000 bytes" when it is no whole MiB."""
+    return f"{size >> 20} MiB" if size and size % (1 << 20) == 0 else f"{size:,} bytes"
+
+
 def is_file(path: str | Path) -> bool:
     """`Path.is_file()`, but False (not OSError) for a name too long or a NUL in it."""
     return _is(path, stat.S_ISREG)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rft_cli.errors import ConfigError, DataError
-from rft_cli.files import MAX_LINE_BYTES, LineTooLong, open_regular, split_lines
+from rft_cli.files import MAX_LINE_BYTES, LineTooLong, open_regular, size_text, split_lines
 
 
 def _reject_constant(name: str) -> Any:
@@ -53,7 +53,7 @@ def _lines(path: Path, what: str) -> Iterator[tuple[int, bytes | LineTooLong]]:
 
 
 _BOM = b"\xef\xbb\xbf"
-_TOO_LONG = f"longer than {MAX_LINE_BYTES >> 20} MiB, more than rft reads as one line"
+_TOO_LONG = f"longer than {size_text(MAX_LINE_BYTES)}, more than rft reads as one line"
 
 
 def read_records(path: str | Path, warnings: list[str] | None = None) -> list[dict[str, Any]]:

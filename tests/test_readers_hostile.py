@@ -362,3 +362,14 @@ def test_a_path_too_long_for_the_system_is_a_message():
     for key in ("data.train", "grader"):
         result = invoke(["train", str(RECIPE), "--dry-run", "--set", f"{key}={long}"])
         assert result.exit_code == 2 and "not found" in result.output, result.output
+
+
+def test_a_sample_from_stdin_is_read_up_to_the_cap(monkeypatch):
+    """`--sample -` read stdin whole: `< /dev/zero` ran into a MemoryError like --sample-file."""
+    monkeypatch.setattr(files, "MAX_TEXT_BYTES", 1000)
+    grader = str(EXAMPLE / "grader.yaml")
+    result = runner.invoke(app, ["grade", grader, "--sample", "-"], input="\0" * 5000)
+    assert result.exit_code == 2 and "over 0 MiB" not in result.output, result.output
+    assert "more than rft reads as one sample" in result.output
+    result = runner.invoke(app, ["grade", grader, "--sample", "-"], input="#### 5\n")
+    assert result.exit_code == 0, result.output

@@ -114,20 +114,20 @@ def _read_sample(path: Path | None) -> Any:
     """The sample from a file, or from stdin when `path` is None."""
     import sys
 
-    from rft_cli.files import MAX_TEXT_BYTES
+    from rft_cli import files
     from rft_cli.grading import read_sample, read_sample_file
 
     if path is not None:
         return read_sample_file(path)
     try:
-        text = sys.stdin.read(MAX_TEXT_BYTES + 1)
+        text = sys.stdin.read(files.MAX_TEXT_BYTES + 1)
     except UnicodeDecodeError as exc:
         raise UsageError(
             f"stdin: the sample is not valid UTF-8 ({exc.reason}); save it as UTF-8"
         ) from None
-    if len(text) > MAX_TEXT_BYTES:
+    if len(text) > files.MAX_TEXT_BYTES:
         raise UsageError(
-            f"stdin: the sample is over {MAX_TEXT_BYTES >> 20} MiB, more than rft reads as one sample"
+            f"stdin: the sample is over {files.size_text(files.MAX_TEXT_BYTES)}, more than rft reads as one sample"
         )
     return read_sample(text, "stdin")
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from rft_cli.data import openai_rows
 from rft_cli.errors import DataError
-from rft_cli.files import MAX_LINE_BYTES, LineTooLong, open_regular, split_lines
+from rft_cli.files import MAX_LINE_BYTES, LineTooLong, open_regular, size_text, split_lines
 from rft_cli.jsonl import parse_line
 
 # The roles of a plain row (validation's fast path); `tool` results come with OpenAI's tool calls.
@@ -322,7 +322,7 @@ def iter_rows(
             for line_no, raw in enumerate(split_lines(handle), start=1):
                 if isinstance(raw, LineTooLong):
                     raise DataError(
-                        f"{path} line {line_no}: longer than {MAX_LINE_BYTES >> 20} MiB, more than rft reads as one row; shorten it"
+                        f"{path} line {line_no}: longer than {size_text(MAX_LINE_BYTES)}, more than rft reads as one row; shorten it"
                     )
                 row = _parse_row(path, line_no, raw)
                 if row is None:

@@ -29,7 +29,7 @@ from rft_cli.data.overlap import NearDuplicateIndex
 from rft_cli.data.records import check_row, normalize_text
 from rft_cli.data.report import FileStats, Issues
 from rft_cli.errors import DataError, RftError
-from rft_cli.files import MAX_LINE_BYTES, LineTooLong, open_regular, split_lines
+from rft_cli.files import MAX_LINE_BYTES, LineTooLong, open_regular, size_text, split_lines
 from rft_cli.jsonl import parse_line
 
 _BOM = b"\xef\xbb\xbf"
@@ -97,7 +97,7 @@ def iter_lines(
                     file,
                     line_no,
                     "line_too_long",
-                    f"the line is {raw.size:,} bytes, over the {MAX_LINE_BYTES >> 20} MiB rft reads as one row (it was not read whole); shorten it",
+                    f"the line is {raw.size:,} bytes, over the {size_text(MAX_LINE_BYTES)} rft reads as one row (it was not read whole); shorten it",
                 )
                 continue
             left -= len(raw)
