@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticUndefined
 
+from rft_cli import files
 from rft_cli.alarms import ALARM_NAMES
 from rft_cli.errors import ConfigError
 from rft_cli.tiny import TINY_ARCHITECTURES
@@ -163,8 +164,9 @@ class DataSettings(_Strict):
     @field_validator("train", "valid")
     @classmethod
     def _exists(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"file not found: {value} (give the path of a JSONL file)")
+        if value is not None and not files.is_file(value):
+            problem = "not a regular file" if files.exists(value) else "file not found"
+            raise ValueError(f"{problem}: {value} (give the path of a JSONL file)")
         return value
 
 
@@ -814,7 +816,7 @@ class RunConfig(_Strict):
     @field_validator("grader")
     @classmethod
     def _grader_file(cls, value: str | dict[str, Any]) -> str | dict[str, Any]:
-        if isinstance(value, str) and not Path(value).is_file():
+        if isinstance(value, str) and not files.is_file(value):
             raise ValueError(
                 f"grader file not found: {value} (give a grader YAML/JSON file or an inline grader)"
             )
@@ -902,8 +904,12 @@ def _set_path(data: dict[str, Any], override: str) -> None:
     key, sep, raw = override.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {override!r}: write it as key=value, e.g. --set rl.kl_coef=0.1")
+    from rft_cli import yaml_safe
+
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml_safe.load(raw) if raw.strip() else ""
+    except (yaml_safe.RefusedAlias, yaml_safe.RefusedTag) as exc:
+        raise ConfigError(f"--set {key.strip()}: {exc.problem}") from None
     except yaml.YAMLError:
         value = raw
     except RecursionError:
@@ -928,15 +934,20 @@ def read_yaml(path: str | Path) -> Any:
     """Read a YAML file with the safe loader; raises ConfigError with the line of a syntax error."""
     import yaml
 
+    from rft_cli import yaml_safe
+    from rft_cli.files import read_capped
+
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_capped(path).decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found (give the path of a run config YAML)") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: cannot read the config ({exc})") from None
     try:
-        return yaml.safe_load(text)
+        return yaml_safe.load(text)
     except RecursionError:
         raise ConfigError(
             f"{path}: nested too deeply for the YAML parser (hundreds of levels of lists or mappings); flatten it"
@@ -954,7 +965,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     def fix(value: Any) -> Any:
         if isinstance(value, str) and not Path(value).is_absolute():
             candidate = base / value
-            if not Path(value).exists() and candidate.exists():
+            if not files.exists(value) and files.exists(candidate):
                 return str(candidate)
         return value
 

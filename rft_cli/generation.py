@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rft_cli import threads
+from rft_cli import files, threads
 from rft_cli.errors import ConfigError
 
 # "org/name" or "name": what a hub id looks like (a missing local path that looks like this is
@@ -63,11 +63,11 @@ def resolve_model_path(path: str | Path) -> str:
     """
     text = str(path)
     p = Path(text).expanduser()
-    if p.is_dir():
+    if files.is_dir(p):
         return _resolve_folder(p)
-    if not p.exists() and (pulled := _pulled_model(text)) is not None:
+    if not files.exists(p) and (pulled := _pulled_model(text)) is not None:
         p = pulled
-    if p.exists():
+    if files.exists(p):
         if p.suffix.lower() == ".gguf":
             from rft_cli.gguf_load import hf_folder
 

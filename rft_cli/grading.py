@@ -217,8 +217,10 @@ def read_sample(text: str, where: str) -> Any:
 
 def read_sample_file(path: str | Path) -> Any:
     """The sample in a file (see `read_sample`); ConfigError when it cannot be read as UTF-8 text."""
+    from rft_cli.files import read_capped
+
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")
+        text = read_capped(path).decode("utf-8-sig")
     except OSError as exc:
         raise ConfigError(f"--sample-file {path}: cannot read it ({exc.strerror or exc})") from None
     except UnicodeDecodeError as exc:

@@ -90,7 +90,8 @@ def reconcile_metrics(
     path = Path(path)
     if not path.exists():
         return 0
-    raw = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    data = path.read_bytes()  # lines end at "\n" only, as read_records splits them
+    lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
     kept = []
     limit = position(stage, step) if stage is not None else None
     for record in read_metrics(path):
@@ -109,7 +110,7 @@ def reconcile_metrics(
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    return len(raw) - len(kept)
+    return lines - len(kept)
 
 
 class _TensorBoardLogger:

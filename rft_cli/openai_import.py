@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rft_cli import files
 from rft_cli.config import EvalSettings, RLSettings, load_run_config
 from rft_cli.errors import ConfigError
 from rft_cli.graders import build_grader
@@ -109,9 +110,11 @@ class ImportReport:
 
 def read_job(path: str | Path) -> dict[str, Any]:
     """The job body in `path` (JSON); raises ConfigError naming the file."""
+    from rft_cli.files import read_capped
+
     path = Path(path)
     try:
-        job = json.loads(path.read_text(encoding="utf-8-sig"))
+        job = json.loads(read_capped(path).decode("utf-8-sig"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the job file ({exc.strerror or exc})") from None
     except (ValueError, RecursionError) as exc:
@@ -239,9 +242,13 @@ def _positive(
 
 def count_rows(path: Path) -> int:
     """Non-blank lines of a JSONL file (the rows one epoch samples); `rft train` validates them."""
+    from rft_cli.files import open_regular, split_lines
+
     try:
-        with path.open(encoding="utf-8-sig") as handle:
-            return sum(1 for line in handle if line.strip())
+        with open_regular(path) as handle:
+            return sum(
+                1 for line in split_lines(handle) if not isinstance(line, bytes) or line.strip()
+            )
     except OSError as exc:
         raise ConfigError(
             f"{path}: cannot read the training file ({exc.strerror or exc})"
@@ -371,7 +378,7 @@ def _data_paths(
             "the JSONL you uploaded with --validation-file VALID.jsonl"
         )
     for path in (training_file, validation_file):
-        if path is not None and not path.is_file():
+        if path is not None and not files.is_file(path):
             raise ConfigError(f"{path}: file not found (give the path of the JSONL file)")
     return training_file.resolve(), validation_file.resolve() if validation_file else None
 

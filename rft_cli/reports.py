@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rft_cli import files
 from rft_cli.alarms import scan_metrics
 from rft_cli.config import AlarmSettings, read_yaml
 from rft_cli.errors import ConfigError, DataError, RftError
@@ -81,9 +82,9 @@ def summarize_run(run_dir: str | Path) -> RunReport:
     """Summarise a run folder (or a metrics.jsonl alone): stages, best valid_reward_mean and its
     step, the last values, and the alarms the detectors raise on its metrics."""
     run = Path(run_dir)
-    if run.is_file() and run.suffix == ".jsonl":
+    if files.is_file(run) and run.suffix == ".jsonl":
         run, metrics = run.parent, run
-    elif not run.is_dir():
+    elif not files.is_dir(run):
         raise ConfigError(f"{run}: no such run folder (pass the --output-dir of `rft train`)")
     else:
         metrics = run / METRICS_FILE
@@ -136,7 +137,7 @@ def samples_report(
     """What `rft report --samples` shows: one step's best, worst and most common answers, or with
     `row`, one validation question's greedy answer at each kept evaluation."""
     run = Path(run_dir)
-    if not run.is_dir():
+    if not files.is_dir(run):
         raise ConfigError(f"{run}: no such run folder (pass the --output-dir of `rft train`)")
     if row is not None:
         answers = follow_row(run, row)
@@ -192,10 +193,12 @@ def _read_summary(run: Path, warnings: list[str]) -> dict[str, Any] | None:
     path = run / "summary.json"
     if not path.is_file():
         return None
+    from rft_cli.files import read_capped
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        warnings.append(f"{path}: unreadable ({exc}); ignored it")
+        data = json.loads(read_capped(path).decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        warnings.append(f"{path}: unreadable ({str(exc)[:200]}); ignored it")
         return None
     return data if isinstance(data, dict) else None
 

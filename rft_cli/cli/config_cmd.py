@@ -64,4 +64,4 @@ def schema(
         raise typer.BadParameter(
             f"cannot write {output} ({exc.strerror or exc})", param_hint="--output"
         ) from None
-    render.stderr.print(f"wrote {output}")
+    render.stderr.print(f"wrote {render.safe(output)}")

@@ -59,7 +59,7 @@ def convert_reft_cmd(
 
     report = convert_reft(input_path, output_path, dedupe=not keep_duplicates, limit=limit)
     render.stdout.print(
-        f"Wrote {report.rows} rows ({report.with_solution} with a solution) to {report.output}"
+        f"Wrote {report.rows} rows ({report.with_solution} with a solution) to {render.safe(report.output)}"
     )
     if report.duplicates:
         render.warning(
@@ -152,7 +152,7 @@ def make_arith_cmd(
     render.stdout.print(
         f"Wrote {len(train_rows)} training, {n_valid} validation"
         + (f" and {n_test} test" if n_test else "")
-        + f" rows to {output_dir}"
+        + f" rows to {render.safe(output_dir)}"
     )
 
 
@@ -198,5 +198,5 @@ def make_lookup_cmd(
     spec = LookupSpec(terms=terms, extra_call_share=extra_call_share)
     n_train, n_valid = write_lookup_task(output_dir, n_train, n_valid, seed, spec)
     render.stdout.print(
-        f"Wrote {n_train} training and {n_valid} validation rows, lookup.py, tools.yaml and grader.yaml to {output_dir}"
+        f"Wrote {n_train} training and {n_valid} validation rows, lookup.py, tools.yaml and grader.yaml to {render.safe(output_dir)}"
     )

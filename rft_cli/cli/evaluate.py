@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from rft_cli.cli import render
 from rft_cli.cli.app import app
+from rft_cli.cli.render import safe
 from rft_cli.cli.ticker import Ticker, progress_interval
 
 
@@ -176,7 +176,7 @@ def _progress() -> Any:
         @contextlib.contextmanager
         def model(self, name: str, rows: int, samples: int, temperature: float) -> Iterator[Any]:
             render.stderr.print(
-                f"Evaluating {escape(name)}: {rows} rows x {samples} sample(s), temperature {temperature:g}"
+                f"Evaluating {safe(name)}: {rows} rows x {samples} sample(s), temperature {temperature:g}"
             )
             if not render.stderr.is_terminal:  # a log: plain lines, as the bar would show nothing
                 with _plain_generation(name) as report:
@@ -198,7 +198,7 @@ def _progress() -> Any:
                 yield lambda done, total: bar.update(task, completed=done, total=total)
 
         def samples_file(self, path: Path, models: int, rows: int) -> None:
-            render.stderr.print(f"Grading {escape(str(path))}: {models} model(s), {rows} rows")
+            render.stderr.print(f"Grading {safe(str(path))}: {models} model(s), {rows} rows")
 
     return _Stderr()
 
@@ -240,7 +240,7 @@ def _render(run: Any, output_format: OutputFormat) -> None:
         first = run.reports[0]
         verdict = "[green]passed[/]" if run.gate == "passed" else "[bold red]failed[/]"
         render.stderr.print(
-            f"Gate {verdict}: {escape(first.model)} mean reward {first.mean_reward:.4f} "
+            f"Gate {verdict}: {safe(first.model)} mean reward {first.mean_reward:.4f} "
             f"{'>=' if run.gate == 'passed' else '<'} --min-score {run.min_score:g}"
         )
 
@@ -278,14 +278,14 @@ def _table(reports: list[Any]) -> Any:
     for r in reports:
         tps = r.tokens_per_second
         cells = [
-            r.model,
+            safe(r.model),
             str(r.rows),
             str(r.samples),
             f"{r.mean_reward:.4f}",
             f"{r.pass_at[1]:.4f}",
             f"{r.pass_at[r.samples]:.4f}",
             "-" if r.maj_at_k is None else f"{r.maj_at_k:.4f}",
-            ", ".join(f"{kind}: {n}" for kind, n in r.errors.items()) or "0",
+            safe(", ".join(f"{kind}: {n}" for kind, n in r.errors.items()) or "0"),
         ]
         if episodes:
             cells += _episode_cells(r.episodes)
@@ -296,7 +296,7 @@ def _table(reports: list[Any]) -> Any:
 def _episode_cells(summary: dict | None) -> list[str]:
     if summary is None:
         return ["-"] * 4
-    kinds = ", ".join(f"{k}: {n}" for k, n in summary["tool_errors_by_kind"].items())
+    kinds = safe(", ".join(f"{k}: {n}" for k, n in summary["tool_errors_by_kind"].items()))
     return [
         f"{summary['tool_calls_per_episode']:.2f}",
         kinds or "0",

@@ -114,31 +114,39 @@ def _read_sample(path: Path | None) -> Any:
     """The sample from a file, or from stdin when `path` is None."""
     import sys
 
+    from rft_cli import files
     from rft_cli.grading import read_sample, read_sample_file
 
     if path is not None:
         return read_sample_file(path)
     try:
-        return read_sample(sys.stdin.read(), "stdin")
+        text = sys.stdin.read(files.MAX_TEXT_BYTES + 1)
     except UnicodeDecodeError as exc:
         raise UsageError(
             f"stdin: the sample is not valid UTF-8 ({exc.reason}); save it as UTF-8"
         ) from None
+    if len(text) > files.MAX_TEXT_BYTES:
+        raise UsageError(
+            f"stdin: the sample is over {files.size_text(files.MAX_TEXT_BYTES)}, more than rft reads as one sample"
+        )
+    return read_sample(text, "stdin")
 
 
 def _print_one(result: Any, output_format: str) -> None:
     if output_format == "json":
         render.json_document(result.to_dict())
         return
+    safe = render.safe  # names, answers and details come from the grader file, the sample, a judge
     render.stdout.print(f"reward: {result.reward:.4g}")
     for name, reward in result.sub_rewards.items():
-        render.stdout.print(f"  {name}: {reward:.4g}")
+        render.stdout.print(f"  {safe(name)}: {reward:.4g}")
     if result.answer is not None:
-        render.stdout.print(f"answer: {result.answer}")
+        render.stdout.print(f"answer: {safe(result.answer)}", highlight=False)
     for kind, count in result.errors.items():
         detail = result.details.get(kind)
         render.stdout.print(
-            f"error: {kind} x{count}" + (f" ({detail})" if detail else ""), markup=False
+            f"error: {safe(kind)} x{count}" + (f" ({safe(detail)})" if detail else ""),
+            highlight=False,
         )
 
 
@@ -152,8 +160,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     render.stdout.print(table)
     if summary["errors"]:
         errors = ", ".join(f"{kind} x{count}" for kind, count in sorted(summary["errors"].items()))
-        render.stdout.print(f"errors: {errors}", markup=False)
+        render.stdout.print(f"errors: {render.safe(errors)}")
     else:
         render.stdout.print("errors: none")
     if "output" in summary:
-        render.stdout.print(f"per-row results: {summary['output']}", markup=False)
+        render.stdout.print(f"per-row results: {render.safe(summary['output'])}")

@@ -116,18 +116,19 @@ def openai_cmd(
 def _print_mapping(report: ImportReport) -> None:
     import json
 
-    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"rft import openai: {report.recipe}")
+    from rft_cli.cli.render import safe
+
+    table = Table(title=safe(f"rft import openai: {report.recipe}"))
     for column in ("OpenAI", "value", "rft key", "rft value"):
         table.add_column(column)
     for row in report.mapping:
         table.add_row(
-            row["openai"],
-            escape(json.dumps(row["value"])),
-            row["rft"],
-            escape(str(row["rft_value"])),
+            safe(row["openai"]),
+            safe(json.dumps(row["value"])),
+            safe(row["rft"]),
+            safe(str(row["rft_value"])),
         )
     render.stdout.print(table)
     run = (
@@ -135,6 +136,6 @@ def _print_mapping(report: ImportReport) -> None:
         if report.tools  # training over episodes with tools is not built yet
         else f"rft train {report.recipe}"
     )
-    render.stdout.print(escape(f"Wrote {report.recipe} and {report.grader}; run: {run}"))
+    render.stdout.print(safe(f"Wrote {report.recipe} and {report.grader}; run: {run}"))
     if report.ignored:
-        render.stdout.print(escape(f"job status fields not read: {', '.join(report.ignored)}"))
+        render.stdout.print(safe(f"job status fields not read: {', '.join(report.ignored)}"))

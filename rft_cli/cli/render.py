@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any
 
@@ -12,18 +13,48 @@ from rich.markup import escape
 stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True, soft_wrap=True)
 
+# C0 and C1 controls (but newline and tab), DEL, and the bidirectional overrides and isolates.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def safe(value: Any) -> str:
+    """Any text a file, a model or a server supplied, ready for a Rich string: its markup escaped
+    (`[/x]` raised MarkupError, `[link=...]` made a link), control characters and lone surrogates
+    shown as escapes (an ESC would reach the terminal; a surrogate cannot be written as UTF-8)."""
+    text = _CONTROL.sub(_visible, str(value))
+    if not _encodable(text):
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return escape(text)
+
+
+def _visible(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
 
 def error(message: str) -> None:
     """Print `Error: <message>` on stderr."""
-    stderr.print(f"[bold red]Error:[/] {escape(message)}")
+    stderr.print(f"[bold red]Error:[/] {safe(message)}")
 
 
 def warning(message: str) -> None:
     """Print `Warning: <message>` on stderr."""
-    stderr.print(f"[yellow]Warning:[/] {escape(message)}")
+    stderr.print(f"[yellow]Warning:[/] {safe(message)}")
 
 
 def json_document(document: Any) -> None:
-    """Print exactly one JSON document on stdout (no Rich markup, no wrapping)."""
-    sys.stdout.write(json.dumps(document, ensure_ascii=False, indent=2, default=str) + "\n")
+    """Print exactly one JSON document on stdout (no Rich markup, no wrapping); a string that
+    cannot be written as UTF-8 (a lone surrogate) makes the document ASCII-escaped JSON."""
+    text = json.dumps(document, ensure_ascii=False, indent=2, default=str)
+    if not _encodable(text):
+        text = json.dumps(document, ensure_ascii=True, indent=2, default=str)
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()

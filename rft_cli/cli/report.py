@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from rft_cli.cli import render
 from rft_cli.cli.app import UsageError, app
+from rft_cli.cli.render import safe
 
 # The last values shown in the terminal, in this order, when the run logged them.
 LAST_KEYS = [
@@ -111,7 +111,7 @@ def report(
             render.warning(message)
     if output is not None:
         plot_runs(reports, output)
-        render.stderr.print(f"Wrote {escape(str(output))}")
+        render.stderr.print(f"Wrote {safe(str(output))}")
     if output_format is ReportFormat.json:
         render.json_document(
             {"runs": [r.to_dict() for r in reports], "plot": str(output) if output else None}
@@ -141,7 +141,7 @@ def _samples(
 
 def _cell(text: Any, width: int = 80) -> str:
     text = str(text if text is not None else "").replace("\n", "\u23ce")
-    return escape(text if len(text) <= width else text[: width - 1] + "\u2026")
+    return safe(text if len(text) <= width else text[: width - 1] + "\u2026")
 
 
 def _reward(value: Any) -> str:
@@ -153,7 +153,7 @@ def _print_step(found: dict[str, Any]) -> None:
 
     mean = _reward(found["reward_mean"])
     render.stdout.print(
-        f"[bold]{escape(found['run'])}[/]  {found['stage']} step {found['step']}: "
+        f"[bold]{safe(found['run'])}[/]  {safe(found['stage'])} step {safe(found['step'])}: "
         f"{found['answers']} answers kept, mean reward {mean}"
     )
     for title, key in (("best", "best"), ("worst", "worst")):
@@ -161,8 +161,8 @@ def _print_step(found: dict[str, Any]) -> None:
         for line in found[key]:
             table.add_row(
                 _reward(line.get("reward")),
-                str(line.get("row")),
-                str(line.get("num_tokens")),
+                _cell(line.get("row")),
+                _cell(line.get("num_tokens")),
                 _cell(line.get("output_text")),
             )
         render.stdout.print(table)
@@ -177,16 +177,16 @@ def _print_row(found: dict[str, Any]) -> None:
 
     answers = found["answers"]
     render.stdout.print(
-        f"[bold]{escape(found['run'])}[/]  validation row {found['row']}: "
+        f"[bold]{safe(found['run'])}[/]  validation row {safe(found['row'])}: "
         f"{_cell(answers[0].get('prompt'), 120)}"
     )
     table = Table("after", "step", "reward", "tokens", "answer")
     for line in answers:
         table.add_row(
-            str(line.get("after", "-")),
-            str(line.get("step")),
+            _cell(line.get("after", "-")),
+            _cell(line.get("step")),
             _reward(line.get("reward")),
-            str(line.get("num_tokens")),
+            _cell(line.get("num_tokens")),
             _cell(line.get("output_text")),
         )
     render.stdout.print(table)
@@ -198,23 +198,23 @@ def _print_run(r: Any) -> None:
     stages = ", ".join(
         f"{s.stage} steps {s.first_step}-{s.last_step} ({s.records} records)" for s in r.stages
     )
-    render.stdout.print(f"[bold]{escape(r.run)}[/]  {escape(stages)}")
+    render.stdout.print(f"[bold]{safe(r.run)}[/]  {safe(stages)}")
     if r.best_valid_reward is None:
         render.stdout.print("best valid_reward_mean: - (no validation logged)")
     else:
         stage = f" ({r.best_valid_stage})" if r.best_valid_stage else ""
         render.stdout.print(
-            f"best valid_reward_mean: {r.best_valid_reward:.4f} at step {r.best_valid_step}{stage}"
+            f"best valid_reward_mean: {r.best_valid_reward:.4f} at step {safe(r.best_valid_step)}{safe(stage)}"
         )
     for alarm in r.alarms:
         render.stdout.print(
-            f"[yellow]alarm[/] {alarm['name']} at {alarm['stage']} step {alarm['step']}: "
-            f"{escape(alarm['message'])}\n  ({escape(alarm['meaning'])})"
+            f"[yellow]alarm[/] {safe(alarm['name'])} at {safe(alarm['stage'])} step {safe(alarm['step'])}: "
+            f"{safe(alarm['message'])}\n  ({safe(alarm['meaning'])})"
         )
     if not r.alarms:
         render.stdout.print("alarms: none")
     table = Table("metric", "last value", "at step")
     keys = [k for k in LAST_KEYS if k in r.last] + sorted(k for k in r.last if k not in LAST_KEYS)
     for key in keys:
-        table.add_row(key, f"{r.last[key]:.6g}", str(r.last_step.get(key)))
+        table.add_row(safe(key), f"{r.last[key]:.6g}", safe(r.last_step.get(key)))
     render.stdout.print(table)

@@ -131,7 +131,9 @@ def _rl_gain(stages: dict[str, Any]) -> tuple[float | None, float | None] | None
 def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     from rich.table import Table
 
-    table = Table(title=f"rft train: {run_dir}")
+    from rft_cli.cli.render import safe
+
+    table = Table(title=f"rft train: {safe(run_dir)}")
     columns = ("steps", "valid_reward_mean", "valid_accuracy", "elapsed_s", "eval_s")
     for column in ("stage", *columns):
         table.add_column(column)
@@ -151,21 +153,23 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     render.stdout.print(table)
     for alarm in summary.get("alarms") or []:
         render.stdout.print(
-            escape(
+            safe(
                 f"alarm {alarm['name']} at {alarm['stage']} step {alarm['step']}: {alarm['message']}"
             )
         )
     stopped = summary.get("stopped") or {}
     if stopped.get("early_stop"):
         render.stdout.print(
-            escape(
+            safe(
                 f"rl stopped early at step {stopped['step']} ({stopped['early_stop']}: "
                 f"{stopped['reason']}); alarms.early_stop lists the alarms that may end it"
             )
         )
     if summary.get("final"):
         render.stdout.print(
-            f"final model: {run_dir / summary['final']} (from {summary.get('final_source')}{_scores(summary)})"
+            safe(
+                f"final model: {run_dir / summary['final']} (from {summary.get('final_source')}{_scores(summary)})"
+            )
         )
 
 

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from rft_cli.cli import render
 from rft_cli.cli.app import UsageError, app
+from rft_cli.cli.render import safe
 from rft_cli.data.validation import (
     DEFAULT_MAX_ERRORS,
     DEFAULT_NEAR_DUPLICATE_THRESHOLD,
@@ -255,8 +255,8 @@ def _print_self_test(check: Any, strict: bool, max_errors: int) -> None:
             f"  [{color}]grader_self_test[/] ({len(check.failures)}{more}): demonstrations scored below {bar}"
         )
         for failure in shown:
-            out.print(f"    {escape(failure.message())}", highlight=False)
-    out.print(f"Grader self-test: {escape(check.summary())}.", highlight=False)
+            out.print(f"    {safe(failure.message())}", highlight=False)
+    out.print(f"Grader self-test: {safe(check.summary())}.", highlight=False)
 
 
 def _stats_table(report: ValidationReport) -> Table:
@@ -274,7 +274,7 @@ def _stats_table(report: ValidationReport) -> Table:
     table.add_row(
         "file",
         *[
-            escape(report.files[role])
+            safe(report.files[role])
             for role in ("train", "valid")
             if report.files[role] is not None
         ],
@@ -282,7 +282,7 @@ def _stats_table(report: ValidationReport) -> Table:
     for label, cell in _STAT_ROWS:
         if all(cell(s) is None for s in per_file):
             continue
-        table.add_row(label, *[escape(str(cell(s))) for s in per_file])
+        table.add_row(label, *[safe(str(cell(s))) for s in per_file])
     return table
 
 
@@ -326,4 +326,4 @@ def _print_issues(title: str, color: str, issues: list[Issue], counts: dict[str,
         more = f", first {len(shown)} shown" if len(shown) < total else ""
         out.print(f"  [{color}]{code}[/] ({total}{more})")
         for issue in shown:
-            out.print(f"    {escape(issue.message)}", highlight=False)
+            out.print(f"    {safe(issue.message)}", highlight=False)

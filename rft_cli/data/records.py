@@ -11,6 +11,7 @@ field, visible to graders as `item.<field>`.
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any
 
 from rft_cli.data import openai_rows
 from rft_cli.errors import DataError
+from rft_cli.files import MAX_LINE_BYTES, LineTooLong, open_regular, size_text, split_lines
 from rft_cli.jsonl import parse_line
 
 # The roles of a plain row (validation's fast path); `tool` results come with OpenAI's tool calls.
@@ -352,11 +354,60 @@ def prompt_text(row: dict) -> str:
     return "\n".join(f"{m['role']}: {m['content']}" for m in prompt_messages(row))
 
 
+# A key keeps this many normalised characters; a longer text's key ends with a digest of all of it.
+KEY_CHARS = 1 << 16
+
+
 def normalize_text(text: str) -> str:
-    """NFKC, case folding and collapsed whitespace: the key for exact-overlap checks."""
+    """NFKC, case folding and collapsed whitespace: the key for exact-overlap checks.
+
+    A text of more than KEY_CHARS characters keeps its first KEY_CHARS normalised characters and
+    a digest of the whole normalised text: NFKC can make a text 18 times longer (U+FDFA), and a
+    6 MiB row of such characters held 0.78 GB as one normalised string.
+    """
+    return _long_key(text) if len(text) > KEY_CHARS else _normalize(text)
+
+
+def _normalize(text: str) -> str:
     if text.isascii():  # ASCII is already NFKC, and its case folding is lower()
         return " ".join(text.lower().split())
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+_SPACE = re.compile(r"\s")
+
+
+def _long_key(text: str) -> str:
+    """The first KEY_CHARS characters of the normalised text, then " #" and a digest of all of it;
+    normalised piece by piece (pieces of 16K to 32K characters, cut before a space where there is
+    one nearby: NFKC and case folding never join a character with the space after it)."""
+    from hashlib import blake2b
+
+    digest, kept, size = blake2b(digest_size=16), [], 0
+    for piece, spaced in _pieces(text):
+        normal = _normalize(piece)
+        if not normal:
+            continue
+        joined = (" " if spaced and size else "") + normal
+        digest.update(joined.encode("utf-8", "surrogatepass"))
+        if size < KEY_CHARS:
+            kept.append(joined)
+        size += len(joined)
+    return "".join(kept)[:KEY_CHARS] + " #" + digest.hexdigest()
+
+
+_PIECE = 1 << 14
+
+
+def _pieces(text: str) -> Iterator[tuple[str, bool]]:
+    """(piece, whether it starts at a space) covering `text`, each at most 2 * _PIECE characters."""
+    start = 0
+    while start < len(text):
+        end = min(len(text), start + _PIECE)
+        space = _SPACE.search(text, end, end + _PIECE) if end < len(text) else None
+        cut = space.start() if space is not None else min(len(text), end + _PIECE)
+        yield text[start:cut], start > 0 and text[start].isspace()
+        start = cut
 
 
 def iter_rows(
@@ -365,29 +416,43 @@ def iter_rows(
     """Yield (line number, row) for each non-blank line, raising DataError at the first bad line."""
     path = Path(path)
     try:
-        handle = path.open("r", encoding="utf-8-sig", newline="\n")
+        handle = open_regular(path)
     except OSError as exc:
         raise DataError(f"{path}: cannot open ({exc.strerror or exc})") from None
     with handle:
-        line_no = 0
         try:
-            for line_no, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = parse_line(line)
-                except ValueError as exc:
+            for line_no, raw in enumerate(split_lines(handle), start=1):
+                if isinstance(raw, LineTooLong):
                     raise DataError(
-                        f"{path} line {line_no}: invalid JSON ({exc}); run `rft validate {path}` for every problem"
-                    ) from None
+                        f"{path} line {line_no}: longer than {size_text(MAX_LINE_BYTES)}, more than rft reads as one row; shorten it"
+                    )
+                row = _parse_row(path, line_no, raw)
+                if row is None:
+                    continue
                 problems = check_row(row, demonstration_field)
                 if problems:
                     raise DataError(f"{path} line {line_no}: {problems[0].message}")
                 yield line_no, row
-        except UnicodeDecodeError as exc:
-            raise DataError(
-                f"{path} line {line_no + 1}: not valid UTF-8 ({exc.reason}); save the file as UTF-8"
-            ) from None
+        except OSError as exc:
+            raise DataError(f"{path}: read error ({exc.strerror or exc})") from None
+
+
+def _parse_row(path: Path, line_no: int, raw: bytes) -> Any:
+    """The JSON value of one line (None for a blank one); DataError when it is not UTF-8 JSON."""
+    try:
+        line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path} line {line_no}: not valid UTF-8 ({exc.reason}); save the file as UTF-8"
+        ) from None
+    if not line.strip():
+        return None
+    try:
+        return parse_line(line)
+    except ValueError as exc:
+        raise DataError(
+            f"{path} line {line_no}: invalid JSON ({exc}); run `rft validate {path}` for every problem"
+        ) from None
 
 
 def load_rows(

@@ -75,11 +75,15 @@ def _demonstration(cot: str, answer_value: str) -> str:
 
 def load_reft_json(path: str | Path) -> list[dict]:
     """Read a ReFT JSON array; raises DataError if the file is missing, not JSON, or not a list of objects."""
+    from rft_cli.files import read_capped
+
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        data = json.loads(read_capped(path, None).decode("utf-8-sig"))
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except RecursionError:
+        raise DataError(f"{path}: nested too deeply for the JSON parser") from None
     except ValueError as exc:
         raise DataError(
             f"{path}: not valid JSON ({exc}); pass one of ReFT's data/*.json files"

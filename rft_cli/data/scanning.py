@@ -29,6 +29,7 @@ from rft_cli.data.overlap import NearDuplicateIndex
 from rft_cli.data.records import check_row, normalize_text, tools_file_problems
 from rft_cli.data.report import FileStats, Issues
 from rft_cli.errors import DataError, RftError
+from rft_cli.files import MAX_LINE_BYTES, LineTooLong, open_regular, size_text, split_lines
 from rft_cli.jsonl import parse_line
 
 _BOM = b"\xef\xbb\xbf"
@@ -42,8 +43,18 @@ def _split_point(path: Path, offset: int) -> int:
     """The first byte of the first line that starts after `offset`."""
     with path.open("rb") as handle:
         handle.seek(offset)
-        handle.readline()
-        return handle.tell()
+        while True:  # in pieces: the line may be gigabytes long
+            piece = handle.readline(1 << 20)
+            if not piece or piece.endswith(b"\n"):
+                return handle.tell()
+
+
+def _size(path: Path) -> int:
+    """The file's size; DataError when it is gone (it may vanish after the first check)."""
+    try:
+        return path.stat().st_size
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from None
 
 
 def _count_lines(path: Path, end: int, block: int = 1 << 24) -> int:
@@ -74,13 +85,22 @@ def iter_lines(
     number of its first line.
     """
     left = float("inf") if end is None else end - start
-    with path.open("rb") as handle:
+    with open_regular(path) as handle:
         handle.seek(start)
-        for line_no, raw in enumerate(handle, start=first_line):
+        for line_no, raw in enumerate(split_lines(handle), start=first_line):
             if left <= 0:
                 break
-            left -= len(raw)
             stats.lines = line_no
+            if isinstance(raw, LineTooLong):
+                left -= raw.size
+                issues.error(
+                    file,
+                    line_no,
+                    "line_too_long",
+                    f"the line is {raw.size:,} bytes, over the {size_text(MAX_LINE_BYTES)} rft reads as one row (it was not read whole); shorten it",
+                )
+                continue
+            left -= len(raw)
             if line_no == 1 and raw.startswith(_BOM):
                 raw = raw[len(_BOM) :]
             try:
@@ -158,7 +178,7 @@ class Scanner:
     def scan(self, path: Path, is_train: bool, workers: int = 1) -> FileStats:
         """Check every line of one file; the validation file must be scanned before the training file."""
         file = str(path)
-        size = path.stat().st_size
+        size = _size(path)
         if (
             is_train
             and workers > 1
@@ -372,7 +392,7 @@ class Scanner:
         self.valid_keys.clear()
         self.index.freeze()
         self.valid_name = str(path)
-        self.valid_bytes = path.stat().st_size
+        self.valid_bytes = _size(path)
 
     def _check_against_valid(
         self, file: str, line_no: int, row: dict, digest: int, key: str, batch: list

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from rft_cli import files
 from rft_cli.data.checks import load_tokenizer_dir, printable
 from rft_cli.data.records import DEFAULT_DEMONSTRATION_FIELD
 from rft_cli.data.report import Issue, Issues, ValidationReport, build_report
@@ -121,8 +122,8 @@ def _check_arguments(
     overlap_fields: tuple[str, ...],
 ) -> None:
     for path in (train, valid):
-        if path is not None and not path.is_file():
-            problem = "is not a regular file" if path.exists() else "no such file"
+        if path is not None and not files.is_file(path):
+            problem = "is not a regular file" if files.exists(path) else "no such file"
             raise ConfigError(f"{path}: {problem} (give the path of a JSONL file)")
     if not MIN_NEAR_DUPLICATE_THRESHOLD <= threshold <= 1.0:
         raise ConfigError(

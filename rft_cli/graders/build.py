@@ -149,9 +149,11 @@ def build_grader(spec: dict[str, Any], source: str | None = None) -> Grader:
 
 def read_grader_file(path: str | Path) -> dict[str, Any]:
     """Read one grader object from a YAML or JSON file."""
+    from rft_cli.files import read_capped
+
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_capped(path).decode("utf-8-sig")
     except OSError as exc:
         raise GraderError(f"{path}: cannot read the grader file ({exc.strerror or exc})") from None
     except UnicodeDecodeError as exc:
@@ -176,8 +178,10 @@ def _parse_grader_text(text: str, path: Path) -> dict[str, Any]:
     else:
         import yaml
 
+        from rft_cli import yaml_safe
+
         try:
-            data = yaml.safe_load(text)
+            data = yaml_safe.load(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark is not None else ""

@@ -12,14 +12,16 @@ whole reply, is a counted `model_grader_parse_error` with reward 0: no number is
 
 from __future__ import annotations
 
+import http.client as http_client
 import json
 import math
 import os
 import re
-from pathlib import Path
+import threading
 from typing import Any
 
 from rft_cli.errors import ConfigError, GraderError
+from rft_cli.files import is_dir
 from rft_cli.gguf_load import is_gguf_file
 from rft_cli.graders.base import GradeResult, TemplatedGrader
 from rft_cli.graders.specs import LabelModelSpec, ScoreModelSpec
@@ -198,23 +200,126 @@ class HTTPJudge:
         body = {"model": self.model, "messages": messages, **self.params}
         if response_format is not None:
             body["response_format"] = response_format
-        headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
         request = urllib.request.Request(
-            self.url, json.dumps(body).encode(), headers, method="POST"
+            self.url, json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"
         )
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        if key:  # never copied to a redirected request (and redirects are refused anyway)
+            request.add_unredirected_header("Authorization", f"Bearer {key}")
+        deadline = _Deadline(self.timeout)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310  user-chosen URL
-                data = json.loads(response.read())
-            return str(data["choices"][0]["message"]["content"] or "")
+            with deadline, _opener(deadline).open(request, timeout=self.timeout) as response:
+                return _content(_read_reply(response, self.url))
         except urllib.error.HTTPError as exc:
+            if 300 <= exc.code < 400:
+                raise JudgeFailure(_redirected(self.url, exc)) from None
             if exc.code in (400, 422) and response_format is not None:
                 raise _Refused(f"{self.url}: HTTP {exc.code}") from None
             raise JudgeFailure(f"{self.url}: HTTP {exc.code} {_error_body(exc)}") from None
-        except (urllib.error.URLError, OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        except (urllib.error.URLError, OSError, ValueError, http_client.HTTPException) as exc:
+            if deadline.expired:
+                raise JudgeFailure(
+                    f"{self.url}: no complete reply within the {self.timeout:g} s timeout"
+                ) from None
             raise JudgeFailure(f"{self.url}: {exc}") from None
+
+
+# A chat completion is a few kilobytes; a reply past this is read no further.
+MAX_REPLY_BYTES = 8 << 20
+
+
+def _read_reply(response: Any, url: str) -> Any:
+    """The reply's JSON, read up to MAX_REPLY_BYTES (a 300 MB reply was read whole)."""
+    data = response.read(MAX_REPLY_BYTES + 1)
+    if len(data) > MAX_REPLY_BYTES:
+        raise JudgeFailure(f"{url}: the reply is over {MAX_REPLY_BYTES:,} bytes; read no further")
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("the reply is nested too deeply") from None
+
+
+def _content(data: Any) -> str:
+    try:
+        return str(data["choices"][0]["message"]["content"] or "")
+    except (KeyError, IndexError, TypeError):
+        raise JudgeFailure(
+            f"the reply is not a chat completion (no choices[0].message.content): {str(data)[:200]}"
+        ) from None
+
+
+def _redirected(url: str, exc: Any) -> str:
+    target = str(exc.headers.get("Location", "?"))[:200] if exc.headers else "?"
+    return (
+        f"{url}: HTTP {exc.code}, a redirect to {target}; rft does not follow redirects (the API key "
+        "would go with them): set base_url to the address that answers"
+    )
+
+
+class _Deadline:
+    """A whole request's time limit: at `seconds`, every socket it opened is shut down, which ends
+    a read that a server drips byte by byte (a socket timeout only limits each read)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.expired, self._sockets = False, []
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def watch(self, sock: Any) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+
+def _shut(sock: Any) -> None:
+    import socket
+
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _opener(deadline: _Deadline) -> Any:
+    """urllib's opener with redirects refused and every connection watched by `deadline`."""
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None  # urllib then raises the 3xx as an HTTPError
+
+    def watched(base: type) -> type:
+        class Connection(base):  # type: ignore[misc, valid-type]
+            def connect(self) -> None:
+                super().connect()
+                deadline.watch(self.sock)
+
+        return Connection
+
+    class HTTP(urllib.request.HTTPHandler):
+        def http_open(self, req: Any) -> Any:
+            return self.do_open(watched(http_client.HTTPConnection), req)
+
+    class HTTPS(urllib.request.HTTPSHandler):
+        def https_open(self, req: Any) -> Any:
+            return self.do_open(watched(http_client.HTTPSConnection), req, context=self._context)
+
+    return urllib.request.build_opener(NoRedirect, HTTP, HTTPS)
 
 
 class _Refused(Exception):
@@ -285,7 +390,7 @@ class MissingJudge:
 
 
 def _local_model_exists(model: str) -> bool:
-    if Path(model).is_dir():
+    if is_dir(model):
         return True
     try:
         from huggingface_hub import try_to_load_from_cache

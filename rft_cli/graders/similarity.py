@@ -11,7 +11,9 @@ import re
 from typing import Any
 
 from rft_cli.errors import GraderError
+from rft_cli.files import is_dir
 from rft_cli.graders.base import GradeResult, TemplatedGrader
+from rft_cli.graders.lcs import lcs_length
 from rft_cli.graders.specs import TextSimilaritySpec
 from rft_cli.graders.templates import GradeContext, Template
 
@@ -42,9 +44,12 @@ def wordnet_available() -> bool:
 
 
 def _fuzzy(text: str, reference: str) -> float:
-    from rapidfuzz import fuzz
-
-    return fuzz.ratio(text, reference) / 100.0
+    """rapidfuzz's `fuzz.ratio` / 100 (the same float), from a bounded LCS (`lcs.py`)."""
+    total = len(text) + len(reference)
+    if not total:
+        return 1.0
+    distance = total - 2 * lcs_length(text, reference)
+    return (1.0 - distance / total) * 100 / 100
 
 
 def _bleu(text: str, reference: str) -> float:
@@ -103,6 +108,20 @@ class _Rouge:
 
     def __getstate__(self) -> dict[str, Any]:
         return {"key": self.key, "_scorer": None}
+
+
+class _RougeL:
+    """rouge-score's rougeL F-measure on RougeTokenizer's tokens, with a bounded LCS (`lcs.py`):
+    rouge-score's own table is quadratic in time and memory."""
+
+    def __call__(self, text: str, reference: str) -> float:
+        tokenizer = RougeTokenizer()
+        prediction, target = tokenizer.tokenize(text), tokenizer.tokenize(reference)
+        if not prediction or not target:
+            return 0.0
+        common = lcs_length(target, prediction)
+        precision, recall = common / len(prediction), common / len(target)
+        return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
 
 
 class _Cosine:
@@ -165,17 +184,17 @@ class TextSimilarityGrader(TemplatedGrader):
         name = spec.evaluation_metric
         if name == "meteor" and not wordnet_available():
             raise GraderError(f"{where}: {WORDNET_HELP}")
+        if name == "rouge_l":
+            return _RougeL()
         if name.startswith("rouge_"):
-            return _Rouge("rougeL" if name == "rouge_l" else f"rouge{name[-1]}")
+            return _Rouge(f"rouge{name[-1]}")
         if name == "cosine":
-            from pathlib import Path
-
             if not spec.embedding_model:
                 raise GraderError(
                     f"{where}: cosine needs a local embedding model; set embedding_model to a model directory "
                     "saved with save_pretrained (rft does not call hosted embedding APIs)"
                 )
-            if not Path(spec.embedding_model).is_dir():
+            if not is_dir(spec.embedding_model):
                 raise GraderError(
                     f"{where}: embedding_model {spec.embedding_model!r} is not a local directory"
                 )

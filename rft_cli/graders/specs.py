@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SIMILARITY_METRICS = (
     "fuzzy_match", "bleu", "gleu", "meteor",
@@ -16,12 +16,32 @@ SIMILARITY_METRICS = (
 )  # fmt: skip
 
 
-class GraderSpec(BaseModel):
-    """Fields every grader has: `type` (set by each subclass) and an optional `name`."""
+def _is_text(value: str) -> bool:
+    """True when `value` can be written as UTF-8 (no lone surrogate, which a JSON `\\ud800` makes)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
-    model_config = ConfigDict(extra="forbid")
+
+class GraderSpec(BaseModel):
+    """Fields every grader has: `type` (set by each subclass) and an optional `name`.
+
+    Numbers must be finite (`allow_inf_nan=False`): `.inf` was accepted as a weight or a timeout
+    and then failed, or scored a wrong answer 1.0, at every grade.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, value: str | None) -> str | None:
+        if value is not None and not _is_text(value):
+            raise ValueError("holds a lone surrogate (\\ud800-\\udfff), which is not text")
+        return value
 
 
 class StringCheckSpec(GraderSpec):
@@ -57,7 +77,7 @@ class PythonSpec(GraderSpec):
     image_tag: str | None = None
     pass_threshold: float | None = Field(None, ge=0, le=1)
     timeout: float = Field(10.0, gt=0, le=3600)
-    memory_mb: int = Field(1024, ge=64)
+    memory_mb: int = Field(1024, ge=64, le=1 << 20)  # 1 TiB: more overflows the address-space limit
     workers: int = Field(2, ge=1, le=64)
 
 
@@ -65,7 +85,7 @@ class MathSpec(GraderSpec):
     type: Literal["math"]
     input: str = "{{ sample.output_text }}"
     reference: str
-    timeout: float = Field(5.0, gt=0)
+    timeout: float = Field(5.0, gt=0, le=3600)
 
 
 class RegexSpec(GraderSpec):
@@ -104,18 +124,19 @@ class MessageSpec(BaseModel):
     type: Literal["message"] | None = None
 
 
+MAX_JUDGE_TOKENS = 1 << 20
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 
 
 class SamplingParamsSpec(BaseModel):
     """OpenAI's `sampling_params` for a model grader (mapped to the request fields the judge takes)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    seed: int | None = None
-    max_completions_tokens: int | None = Field(None, ge=1)
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    max_completions_tokens: int | None = Field(None, ge=1, le=MAX_JUDGE_TOKENS)
     reasoning_effort: Literal[REASONING_EFFORTS] | None = None  # type: ignore[valid-type]
 
 
@@ -125,8 +146,8 @@ class _JudgeSpec(GraderSpec):
     base_url: str | None = None
     api_key_env: str | None = None
     sampling_params: SamplingParamsSpec | None = None
-    max_new_tokens: int | None = Field(None, ge=1)
-    timeout: float = Field(60.0, gt=0)
+    max_new_tokens: int | None = Field(None, ge=1, le=MAX_JUDGE_TOKENS)
+    timeout: float = Field(60.0, gt=0, le=3600)
 
 
 class ScoreModelSpec(_JudgeSpec):
@@ -158,6 +179,17 @@ class MultiSpec(GraderSpec):
     type: Literal["multi"]
     graders: dict[str, dict[str, Any]]
     calculate_output: str
+
+    @field_validator("graders")
+    @classmethod
+    def _printable_names(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name in value:
+            if not _is_text(name):
+                raise ValueError(
+                    f"the name {name.encode('utf-8', 'backslashreplace').decode()!r} holds a lone "
+                    "surrogate, which is not text; rename it"
+                )
+        return value
 
 
 def _where(loc: tuple[Any, ...]) -> str:

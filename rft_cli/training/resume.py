@@ -79,12 +79,19 @@ def changed_settings(run_dir: Path, config: RunConfig) -> dict[str, list[Any]]:
     path = run_dir / "config.yaml"
     if not path.is_file():
         return {}
+    from rft_cli import yaml_safe
+    from rft_cli.files import read_capped
+
     try:
-        before = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        before = yaml_safe.load(read_capped(path).decode("utf-8")) or {}
+    except (OSError, UnicodeDecodeError, RecursionError, yaml.YAMLError) as exc:
         raise ConfigError(
             f"{path}: cannot read the run's config ({exc}); it says how the checkpoints were trained"
         ) from None
+    if not isinstance(before, dict):
+        raise ConfigError(
+            f"{path}: the run's config is not a mapping; it says how the checkpoints were trained"
+        )
     changes = _differences(
         before, {**dump_run_config(config), "output_dir": before.get("output_dir")}
     )
