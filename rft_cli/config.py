@@ -234,6 +234,11 @@ class SFTSettings(_Strict):
         doc="Learning-rate schedule after the ramp.",
         source="ReFT's SFT script (`exps/paper_exps/SFT/_template.sh`)",
     )
+    max_numerical_faults: int = setting(
+        3,
+        ge=1,
+        doc="Warm-up steps with a NaN/inf loss or gradient norm before the run stops (exit 1); the count is kept across `--resume`.",
+    )
 
 
 class RLSettings(_Strict):
@@ -390,7 +395,7 @@ class RLSettings(_Strict):
     max_numerical_faults: int = setting(
         3,
         ge=1,
-        doc="Steps with a NaN/inf reward, KL, loss or gradient norm (PPO skips each) before the run stops (exit 1).",
+        doc="RL steps with a NaN/inf reward, KL, loss or gradient norm (PPO skips each) before the run stops (exit 1); the count is kept across `--resume`.",
     )
     final: Literal["last", "best"] = setting(
         "best",
@@ -640,7 +645,7 @@ class RunConfig(_Strict):
     save_interval: int = setting(
         10,
         ge=1,
-        doc="Save an RL checkpoint every N steps (PPO also at the last step, on Ctrl-C and at a new best validation score).",
+        doc="Save a checkpoint every N steps of each stage, and at its last step, on Ctrl-C, at an early stop and (RL under `rl.final: best`) at a new best validation score.",
     )
     keep_checkpoints: int = setting(
         2, ge=1, doc="RL checkpoints kept: the best N by `valid_reward_mean`, plus the latest."

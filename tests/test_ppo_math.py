@@ -409,7 +409,7 @@ def test_a_float16_overflow_is_left_to_the_loss_scaler_not_counted_as_a_fault(tm
     from accelerate.optimizer import AcceleratedOptimizer
 
     trainer.accelerator.scaler = scaler
-    trainer.optimizer = AcceleratedOptimizer(trainer.optimizer.optimizer, scaler=scaler)
+    trainer.updates.optimizer = AcceleratedOptimizer(trainer.optimizer.optimizer, scaler=scaler)
     before = [p.detach().clone() for p in trainer.ac.parameters()]
     result = trainer._update(_batch(trainer), step=1)
     assert isinstance(result, dict) and result["fp16_overflow_steps"] == 1.0
@@ -438,7 +438,7 @@ def test_loss_aggregation_defaults_to_reft_and_is_a_ppo_setting():
 
 
 def test_ppo_steps_adamw_with_the_fused_kernel_and_the_same_update(tmp_path):
-    from rft_cli.training.ppo import _fused_adamw
+    from rft_cli.training.ppo_optim import fused_adamw
 
     fused, looped = (
         _trainer(tmp_path, "rl.weight_decay=0.1"),
@@ -460,5 +460,5 @@ def test_ppo_steps_adamw_with_the_fused_kernel_and_the_same_update(tmp_path):
     assert moved > 1e-6 and gap < 1e-7, (moved, gap)
     # DeepSpeed wraps the optimizer in its own, and a device without the kernel keeps torch's choice
     params = fused.ac.parameters()
-    assert _fused_adamw(params, deepspeed=True) is None
-    assert _fused_adamw([torch.nn.Parameter(torch.zeros(2, device="meta"))], False) is None
+    assert fused_adamw(params, deepspeed=True) is None
+    assert fused_adamw([torch.nn.Parameter(torch.zeros(2, device="meta"))], False) is None

@@ -197,6 +197,8 @@ def run_trl_rl(ctx: RunContext, init_dir: Path, tokenizer: Any) -> dict[str, Any
         evaluate=evaluate,
         steps_per_record=per_batch,
     )
+    if callback.loop.stopped_before():  # a resumed run that had stopped early stops again at once
+        return {"step": callback.loop.progress.step, "last_valid": None}
     trainer_class = truncating_trainer_class(
         GRPOTrainer if config.rl.algorithm == "grpo" else RLOOTrainer, config.rl.max_prompt_length
     )
@@ -218,6 +220,7 @@ def run_trl_rl(ctx: RunContext, init_dir: Path, tokenizer: Any) -> dict[str, Any
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if ctx.interrupt.requested:
         raise KeyboardInterrupt
+    callback.loop.finish()
     return {"step": trainer.state.global_step // per_batch, "last_valid": callback.last_valid}
 
 
