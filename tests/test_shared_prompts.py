@@ -71,7 +71,7 @@ def test_sharing_prompts_computes_what_one_pass_over_the_rows_computes(family, f
     assert torch.allclose(hidden_shared, hidden_one, atol=1e-5), (
         (hidden_shared - hidden_one).abs().max()
     )
-    # float rounding: 0.8-6e-7 of the gradient's norm on the ten families (the same weights, summed
+    # float rounding: 0.8-6e-7 of the gradient's norm on the eleven families (the same weights, summed
     # over rows in another order); a wrong position, mask or cache row moves it by orders more
     assert grad_one.abs().max() > 0
     gap = ((grad_shared - grad_one).norm() / grad_one.norm()).item()

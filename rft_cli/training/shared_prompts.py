@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rft_cli.generation import distinct_rows, lm_head_input
+from rft_cli.generation import distinct_rows, lm_head_input, rows_can_be_selected
 
 
 def prompt_groups(input_ids: Any, attention_mask: Any, prompt_width: int) -> tuple[Any, Any]:
@@ -31,10 +31,10 @@ def prompt_groups(input_ids: Any, attention_mask: Any, prompt_width: int) -> tup
 
 
 def can_share(model: Any) -> bool:
-    """Whether the model's forward can continue from a cache whose rows were copied: its cache is a
-    `DynamicCache` of plain or sliding-window layers (not a recurrent or hybrid state), and no
-    gradient checkpointing (which turns the cache off in training)."""
-    from transformers.cache_utils import DynamicCache, DynamicLayer
+    """Whether the model's forward can continue from a cache whose rows were copied: every row state
+    of its cache is copied (`rows_can_be_selected`), and no gradient checkpointing (which turns
+    the cache off in training)."""
+    from transformers.cache_utils import DynamicCache
 
     if getattr(model, "is_gradient_checkpointing", False):
         return False
@@ -42,7 +42,7 @@ def can_share(model: Any) -> bool:
         cache = DynamicCache(config=model.config)
     except Exception:  # a config the cache does not understand: keep the one-pass forward
         return False
-    return all(isinstance(layer, DynamicLayer) for layer in cache.layers)
+    return rows_can_be_selected(cache)
 
 
 def answer_forward(
