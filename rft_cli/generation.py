@@ -408,7 +408,8 @@ def _decode_dropping_ended_rows(
         )
         if rows_of_prompts is not None and head_input.value is not None:
             head_input.value = head_input.value[rows_of_prompts]
-        drop = rows_can_be_selected(outputs.get("cache"))
+        # a row that leaves changes the longest position of the next calls: not under such a RoPE
+        drop = rows_can_be_selected(outputs.get("cache")) and not rope_depends_on_length(model)
         while True:
             model_kwargs = model._update_model_kwargs_for_generation(outputs, model_kwargs)
             logits = outputs.logits[:, -1].to(
@@ -564,6 +565,20 @@ def rows_can_be_selected(cache: Any) -> bool:
     return type(cache) is DynamicCache and all(
         type(layer) in _selectable_layers() for layer in cache.layers
     )
+
+
+def rope_depends_on_length(model: Any) -> bool:
+    """Whether the model's rotary embedding changes with the longest position in a forward call:
+    `dynamic` NTK scaling recomputes its frequencies past the trained length, and `longrope` (Phi-3)
+    switches from its short to its long factors there (transformers `dynamic_rope_update`). A row's
+    results then depend on the rows computed with it, so rows must keep the company they had."""
+    config = model.config.get_text_config()
+    params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    if "rope_type" in params:
+        kinds = [params["rope_type"]]
+    else:  # one set of parameters per layer type (Gemma 3)
+        kinds = [p.get("rope_type") for p in params.values() if isinstance(p, dict)]
+    return any(isinstance(k, str) and ("dynamic" in k or k == "longrope") for k in kinds)
 
 
 def _selectable_layers() -> tuple[type, ...]:

@@ -23,7 +23,7 @@ from rft_cli import __version__
 from rft_cli import checkpoints as ckpt
 from rft_cli.data.records import item_of
 from rft_cli.errors import TrainingError
-from rft_cli.generation import recording_steps
+from rft_cli.generation import recording_steps, rope_depends_on_length
 from rft_cli.samples import rollout_lines
 from rft_cli.tool_calls import output_parser
 from rft_cli.training import ppo_math as pm
@@ -339,11 +339,13 @@ class PPOTrainer:
 
     def _reads_old_policy_off_sampling(self) -> bool:
         """Whether the sampling pass can stand in for the old pass's policy forward
-        (`SampledOldPolicy`): one process, float32, the value head on the policy's own states."""
+        (`SampledOldPolicy`): one process, float32, the value head on the policy's own states, and
+        a RoPE that decoding computes as a full forward does (not `rope_depends_on_length`)."""
         return (
             self.accelerator.num_processes == 1
             and self.updates.plain
             and self.accelerator.mixed_precision == "no"
+            and not rope_depends_on_length(self.ac.policy)
             and self.ac.critic_backbone is None
             and all(p.dtype == torch.float32 for p in self.ac.policy.parameters())
         )
@@ -380,8 +382,12 @@ class PPOTrainer:
                     outs[k][rows, :width] = part
         return tuple(outs)  # type: ignore[return-value]
 
-    def _piece_cost(self) -> int:
-        """What one more forward pass costs, in padded tokens (see `pm.length_pieces`)."""
+    def _piece_cost(self) -> int | None:
+        """What one more forward pass costs, in padded tokens (see `pm.length_pieces`); None keeps
+        rows in fixed pieces, in their order, where a RoPE depends on a call's longest position
+        (`rope_depends_on_length`: regrouping rows by length would change their log-probs)."""
+        if rope_depends_on_length(self.ac.policy):
+            return None
         return PIECE_COST_TOKENS.get(self.accelerator.device.type, PIECE_COST_TOKENS["other"])
 
     def _share_cost(self) -> int | None:
@@ -389,7 +395,8 @@ class PPOTrainer:
         (`_shares_prompts`). Twice a piece's: a second forward plus the cache's copies; on CPU with
         llama-1m sharing 16 rows' prompts among 4 breaks even at ~150 saved tokens in a forward and
         backward, ~270 in a forward alone (bench/notes/2026-11-29-shared-prompts.md)."""
-        return 2 * self._piece_cost() if self._shares_prompts else None
+        cost = self._piece_cost()
+        return 2 * cost if self._shares_prompts and cost is not None else None
 
     def _any_process(self, flag: bool) -> bool:
         """Whether `flag` holds on any process (every process must take the same branch)."""

@@ -17,7 +17,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from rft_cli.generation import distinct_rows, lm_head_input, rows_can_be_selected
+from rft_cli.generation import (
+    distinct_rows,
+    lm_head_input,
+    rope_depends_on_length,
+    rows_can_be_selected,
+)
 
 
 def prompt_groups(input_ids: Any, attention_mask: Any, prompt_width: int) -> tuple[Any, Any]:
@@ -32,11 +37,12 @@ def prompt_groups(input_ids: Any, attention_mask: Any, prompt_width: int) -> tup
 
 def can_share(model: Any) -> bool:
     """Whether the model's forward can continue from a cache whose rows were copied: every row state
-    of its cache is copied (`rows_can_be_selected`), and no gradient checkpointing (which turns
-    the cache off in training)."""
+    of its cache is copied (`rows_can_be_selected`), no gradient checkpointing (which turns the
+    cache off in training), and a RoPE that does not change with a call's longest position (the
+    prompts' pass would use other frequencies than the whole rows': `rope_depends_on_length`)."""
     from transformers.cache_utils import DynamicCache
 
-    if getattr(model, "is_gradient_checkpointing", False):
+    if getattr(model, "is_gradient_checkpointing", False) or rope_depends_on_length(model):
         return False
     try:
         cache = DynamicCache(config=model.config)
