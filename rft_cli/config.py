@@ -466,7 +466,9 @@ class EvalSettings(_Strict):
 
     interval: int = setting(10, ge=1, doc="Evaluate every N RL steps (and at the last).")
     samples: int = setting(
-        64, ge=1, doc="Validation rows evaluated (the first N), one greedy answer each."
+        64,
+        ge=1,
+        doc="Validation rows evaluated (the first N), one greedy answer each; the next N, when `data.valid` has them, score `final/` once at the end (held out from its choice).",
     )
     max_new_tokens: int | None = setting(
         None, ge=1, doc="Longest evaluation answer; unset: `rl.max_new_tokens`."
