@@ -313,15 +313,20 @@ def _batch(trainer, lengths=(5, 1, 3, 2), seed=0):
 
 
 def _first_gradient(trainer, batch):
-    """The gradient of the first optimizer step of `_update` (the step itself is skipped)."""
+    """The gradient `_update`'s first minibatch accumulated, before clipping (no step is taken).
+
+    Read after clipping (to rl.max_grad_norm 1.0, against norms of 6-9 here) any two gradients of
+    the same direction looked alike: a micro-batch loss scaled by a constant would pass."""
     grads = []
 
     def step():
         grads.append(
             torch.cat([p.grad.flatten() for p in trainer.ac.parameters() if p.grad is not None])
         )
+        trainer.optimizer.zero_grad(set_to_none=True)
+        return 1.0, "ok"
 
-    trainer.optimizer.step = step
+    trainer.updates.step = step
     trainer._update(batch, step=1)
     return grads[0]
 
@@ -339,6 +344,7 @@ def test_micro_batches_accumulate_the_minibatch_gradient(tmp_path, aggregation):
     whole = _trainer(tmp_path, *base)
     batch = _batch(whole)
     expected = _first_gradient(whole, batch)
+    assert expected.norm() > 2 * whole.cfg.max_grad_norm  # clipping would hide a scale
     for micro in (1, 2):
         split = _trainer(tmp_path, *base, f"rl.micro_batch_size={micro}")
         got = _first_gradient(split, batch)

@@ -149,7 +149,9 @@ def _update_gradient(trainer, batch):
 
 @pytest.mark.filterwarnings("ignore:Detected call of")  # the optimizer step is stubbed
 def test_ppo_updates_with_shared_prompts_as_with_whole_rows(tmp_path, monkeypatch):
-    """Two 30-token prompts x 3 answers: the update computes each prompt once, the same gradient."""
+    """A 30-token and a left-padded 22-token prompt x 3 answers: the update computes each prompt
+    once, the same gradient before clipping (with equal, unpadded prompts and clipped gradients a
+    wrong position or mask on the answers' pass went unseen)."""
     monkeypatch.setitem(ppo.PIECE_COST_TOKENS, "cpu", 16)  # sharing 4 x 30 tokens pays
     base = (
         "rl.ppo_epochs=1",
@@ -160,11 +162,12 @@ def test_ppo_updates_with_shared_prompts_as_with_whole_rows(tmp_path, monkeypatc
     shared, whole = _trainer(tmp_path, *base), _trainer(tmp_path, *base, "rl.share_prompts=false")
     assert shared._shares_prompts and not whole._shares_prompts
     gen = torch.Generator().manual_seed(0)
+    prompt_mask = (torch.arange(30) >= torch.tensor([[0], [8]])).long().repeat_interleave(3, dim=0)
     prompts = torch.randint(5, 60, (2, 30), generator=gen).repeat_interleave(3, dim=0)
     lengths = [5, 1, 3, 2, 6, 4]
     mask = torch.tensor([[1.0] * k + [0.0] * (6 - k) for k in lengths])
-    ids = torch.cat([prompts, torch.randint(5, 60, (6, 6), generator=gen)], dim=1)
-    attn = torch.cat([torch.ones(6, 30, dtype=torch.long), mask.long()], dim=1)
+    ids = torch.cat([prompts * prompt_mask, torch.randint(5, 60, (6, 6), generator=gen)], dim=1)
+    attn = torch.cat([prompt_mask, mask.long()], dim=1)
     old_logprobs, old_values, _ = whole._old_pass(ids, attn, 6)
     batch = {
         "input_ids": ids,
@@ -177,6 +180,7 @@ def test_ppo_updates_with_shared_prompts_as_with_whole_rows(tmp_path, monkeypatc
     }
     want, whole_forwards = _update_gradient(whole, batch)
     got, shared_forwards = _update_gradient(shared, batch)
+    assert want.norm() > 2 * whole.cfg.max_grad_norm  # unclipped: a wrong scale would show
     assert shared_forwards > whole_forwards  # a prompt pass and an answer pass per piece
     gap = ((got - want).norm() / want.norm()).item()
     assert gap < 5e-6, gap
