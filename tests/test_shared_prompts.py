@@ -10,6 +10,7 @@ logits, the LM head's input the value head reads, and the gradients that reach e
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import pytest
 import torch
@@ -40,6 +41,18 @@ def _rows(vocab: int, seed: int = 0):
         mask[row, width - len(prompt) : width + answer_len] = 1
         ids[row, width : width + answer_len] = torch.randint(3, vocab, (answer_len,), generator=gen)
     return ids, mask, resp
+
+
+def test_the_shared_forward_hands_the_cache_over_as_cache(family_dir):
+    """transformers 5.25 deprecates `past_key_values=` (removed in 5.40) for `cache=`; passing the
+    old name warned on every shared forward and would stop working at 5.40."""
+    model, _ = load_model_for_inference(family_dir("llama"))
+    ids, mask, resp = _rows(model.config.vocab_size)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        answer_forward(model, ids, mask, resp, share=True)
+        can_share(model)
+    assert [str(w.message) for w in caught if "deprecated" in str(w.message)] == []
 
 
 def test_rows_with_the_same_prompt_form_one_group():

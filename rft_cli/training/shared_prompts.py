@@ -42,7 +42,7 @@ def can_share(model: Any) -> bool:
     prompts' pass would use other frequencies than the whole rows': `rope_depends_on_length`)."""
     from transformers.cache_utils import DynamicCache
 
-    if getattr(model, "is_gradient_checkpointing", False) or rope_depends_on_length(model):
+    if getattr(model, "is_activation_checkpointing", False) or rope_depends_on_length(model):
         return False
     try:
         cache = DynamicCache(config=model.config)
@@ -93,7 +93,7 @@ def answer_forward(
             input_ids=input_ids[first, :prompt_width],
             attention_mask=attention_mask[first, :prompt_width],
             position_ids=positions[first, :prompt_width],
-            past_key_values=cache,
+            cache=cache,
             logits_to_keep=1,
             use_cache=True,
         )
@@ -103,7 +103,7 @@ def answer_forward(
             input_ids=input_ids[:, prompt_width:],
             attention_mask=attention_mask,
             position_ids=positions[:, prompt_width:],
-            past_key_values=cache,
+            cache=cache,
             logits_to_keep=response_len,
             use_cache=True,
         )
