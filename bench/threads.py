@@ -91,7 +91,14 @@ def run_cell(args: argparse.Namespace, mode: str, busy: int) -> dict:
     try:
         out = subprocess.run(
             [sys.executable, __file__, "--worker", mode, "--model", args.model]
-            + ["--steps", str(args.steps), "--batch", str(args.batch), "--length", str(args.length)],
+            + [
+                "--steps",
+                str(args.steps),
+                "--batch",
+                str(args.batch),
+                "--length",
+                str(args.length),
+            ],
             env=env,
             capture_output=True,
             text=True,

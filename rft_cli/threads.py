@@ -65,7 +65,9 @@ class ThreadGovernor:
         self.cores = cores or usable_cores()
         self.every_s = every_s
         self.threads: int | None = None
-        self.decisions: list[tuple[float, int]] = []  # (others' busy cores, threads), for tests/logs
+        self.decisions: list[
+            tuple[float, int]
+        ] = []  # (others' busy cores, threads), for tests/logs
         self._mark = self._read()
 
     @staticmethod
