@@ -395,8 +395,10 @@ class PPOTrainer:
         (`_shares_prompts`). Twice a piece's: a second forward plus the cache's copies; on CPU with
         llama-1m sharing 16 rows' prompts among 4 breaks even at ~150 saved tokens in a forward and
         backward, ~270 in a forward alone (bench/notes/2026-11-29-shared-prompts.md)."""
+        if not self._shares_prompts:
+            return None
         cost = self._piece_cost()
-        return 2 * cost if self._shares_prompts and cost is not None else None
+        return 2 * cost if cost is not None else None
 
     def _any_process(self, flag: bool) -> bool:
         """Whether `flag` holds on any process (every process must take the same branch)."""
