@@ -53,6 +53,13 @@ class PPOState(StageProgress):
     kl_coef: float = 0.05
 
 
+def head_values(value_head: Any, hidden: Any) -> Any:
+    """The value head's output in float32, as its weights are: autocast would run the Linear in
+    bfloat16/float16 whatever the input's dtype (rounding values to 3 significant digits)."""
+    with torch.autocast(hidden.device.type, enabled=False):
+        return value_head(hidden.float()).squeeze(-1)
+
+
 class PolicyValue(torch.nn.Module):
     """The policy and its value head in one module, so `accelerate` wraps (and syncs) both at once."""
 
@@ -101,7 +108,7 @@ class PolicyValue(torch.nn.Module):
                 position_ids=positions,
                 use_cache=False,
             ).last_hidden_state[:, -response_len - 1 : -1]
-        values = self.value_head(hidden.float()).squeeze(-1)
+        values = head_values(self.value_head, hidden)
         # The entropy is only logged: no graph, and no float32 copy of the whole logits tensor.
         entropy = (
             pm.entropy_from_logits(logits, temperature)
@@ -131,7 +138,7 @@ class SampledOldPolicy:
 
     def __call__(self, rows: Any, logits: Any, hidden: Any, tokens: Any) -> None:
         logprobs = pm.logprobs_from_logits(logits[:, None], tokens[:, None], self.temperature)
-        values = self.value_head(hidden.float()).squeeze(-1)
+        values = head_values(self.value_head, hidden)
         self.steps.append((rows, logprobs[:, 0], values))
 
     def tensors(self, rows: int, width: int) -> tuple[Any, Any] | None:
@@ -148,7 +155,8 @@ class SampledOldPolicy:
 
 
 class ActorCritic:
-    """The trainable PolicyValue (possibly wrapped by accelerate) and the frozen reference model."""
+    """The trainable PolicyValue (possibly wrapped by accelerate) and the frozen reference model
+    (None under `rl.kl_coef: 0`, where no penalty reads it)."""
 
     def __init__(self, policy: Any, reference: Any, critic_mode: str, critic_backbone: Any = None):
         self.core = PolicyValue(policy, critic_backbone if critic_mode == "separate" else None)
@@ -157,8 +165,9 @@ class ActorCritic:
         for module in (policy, critic_backbone):
             if module is not None:
                 disable_dropout(module)
-        reference.eval()
-        reference.requires_grad_(False)
+        if reference is not None:
+            reference.eval()
+            reference.requires_grad_(False)
 
     @property
     def policy(self) -> Any:
@@ -296,7 +305,7 @@ class PPOTrainer:
             self.cfg.share_prompts
             and self.updates.plain
             and can_share(self.ac.policy)
-            and can_share(self.ac.reference)
+            and (self.ac.reference is None or can_share(self.ac.reference))
         )
         self.state = PPOState(kl_coef=self.cfg.kl_coef)
         self.pending_config_change: dict[str, list[float]] | None = None
@@ -358,7 +367,8 @@ class PPOTrainer:
         Rows go in pieces of similar answer length, each cut to its own longest prompt and answer
         (`pm.length_pieces`): the padding beyond changes no real token's result (causal attention,
         position ids from the mask), so it is not computed. Positions past an answer's end are 0.
-        `sampled` (old log-probs and values read off the sampling pass) leaves only the reference.
+        `sampled` (old log-probs and values read off the sampling pass) leaves only the reference;
+        without a reference (`rl.kl_coef: 0`) its log-probs are None.
         """
         chunk = max(self.cfg.mini_batch_size, 16)
         batch = {"input_ids": input_ids, "attention_mask": attn}
@@ -371,7 +381,9 @@ class PPOTrainer:
                 batch, input_ids.shape[1] - resp_len, chunk, self._piece_cost(), self._share_cost()
             ):
                 ids, mask, t = cut["input_ids"], cut["attention_mask"], self.cfg.temperature
-                parts = {2: self.ac.reference_logprobs(ids, mask, width, t, share)}
+                parts = {}
+                if self.ac.reference is not None:
+                    parts[2] = self.ac.reference_logprobs(ids, mask, width, t, share)
                 if sampled is None:
                     parts[0], parts[1], _ = self.ac.forward(
                         ids, mask, width, t, share_prompts=share
@@ -526,7 +538,10 @@ class PPOTrainer:
         old_logprobs, old_values, ref_logprobs = self._old_pass(
             input_ids, attn, resp_len, sampled and sampled.tensors(len(input_ids), resp_len)
         )
-        old_logprobs, ref_logprobs = old_logprobs * mask, ref_logprobs * mask
+        # `rl.kl_coef: 0` loads no reference: no penalty, and no KL to measure or log
+        measured = ref_logprobs is not None
+        old_logprobs = old_logprobs * mask
+        ref_logprobs = ref_logprobs * mask if measured else old_logprobs
         rewards, kl = pm.token_rewards(scores, old_logprobs, ref_logprobs, mask, self.kl_ctl.value)
         advantages, returns = pm.compute_gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
         seq_kl = self._gather(kl.sum(dim=1)).mean().item()
@@ -538,7 +553,12 @@ class PPOTrainer:
                 "rl",
                 step,
                 rollout_lines(
-                    self.tokenizer, rows, rollout, local_stats.results, keep, kl.sum(dim=1).tolist()
+                    self.tokenizer,
+                    rows,
+                    rollout,
+                    local_stats.results,
+                    keep,
+                    kl.sum(dim=1).tolist() if measured else None,
                 ),
             )
         lengths, all_scores = self._gather(mask.sum(dim=1)), self._gather(scores)
@@ -560,6 +580,9 @@ class PPOTrainer:
                 **stats.metrics(),
             }
         )
+        if not measured:
+            for key in ("kl", "kl_logratio", "kl_sum"):
+                del record[key]
         fault = None if finite(record["train_reward_mean"], seq_kl) else "non-finite reward or KL"
         if fault is None:
             batch = {
@@ -728,7 +751,12 @@ def run_ppo(
 ) -> PPOState:
     """Train with PPO from `init_dir` (the warm-up checkpoint; None = the configured base model)."""
     settings, seed = ctx.config.model, ctx.config.seed
-    reference = load_model(settings, tokenizer, init_dir, seed=seed, trainable=False)
+    # without a KL penalty no reference is read (the coefficient stays 0 under rl.adaptive_kl too)
+    reference = (
+        load_model(settings, tokenizer, init_dir, seed=seed, trainable=False)
+        if ctx.config.rl.kl_coef > 0
+        else None
+    )
     policy = _load_policy(settings, tokenizer, init_dir, resume_from, seed)
     critic = None
     if (
