@@ -228,14 +228,15 @@ def distribution_table(results: list[dict]) -> str:
     """Each seed's figures as a markdown table (README reports the distribution, not only the mean)."""
     with_base = any(r.get("base") is not None for r in results)
     lines = [
-        f"| seed |{' base |' if with_base else ''} warm-up | SFT-only | PPO (last step) | final/ (source) | PPO - warm-up | PPO - SFT-only | bar |",
-        "| --- " * (8 + with_base) + "|",
+        f"| seed |{' base |' if with_base else ''} warm-up | SFT-only | PPO (last step) | final/ (source) | final/ held-out | PPO - warm-up | PPO - SFT-only | bar |",
+        "| --- " * (9 + with_base) + "|",
     ]
     for r in results:
         v = verdict(r)
         final = (
             "-" if r.get("final") is None else f"{100 * r['final']:.1f}% ({r.get('final_source')})"
         )
+        held_out = "-" if r.get("final_heldout") is None else f"{100 * r['final_heldout']:.1f}%"
         mark = (
             "yes"
             if v["effect"] and v["final_not_worse"]
@@ -243,7 +244,7 @@ def distribution_table(results: list[dict]) -> str:
         )
         base = f" {100 * r['base']:.1f}% |" if with_base else ""
         lines.append(
-            f"| {r['seed']} |{base} {100 * r['warmup']:.1f}% | {100 * r['sft_only']:.1f}% | {100 * r['ppo']:.1f}% | {final} | "
+            f"| {r['seed']} |{base} {100 * r['warmup']:.1f}% | {100 * r['sft_only']:.1f}% | {100 * r['ppo']:.1f}% | {final} | {held_out} | "
             f"{100 * (r['ppo'] - r['warmup']):+.1f} | {100 * (r['ppo'] - r['sft_only']):+.1f} | {mark} |"
         )
     met = sum(verdict(r)["effect"] for r in results)
@@ -323,7 +324,9 @@ def main() -> None:
             for scale in (float(x) for x in args.sft_only_lr_scales.split(","))
         }
         best = max(arms, key=lambda scale: arms[scale]["valid_accuracy"])
-        # `ppo` is the last RL step's score; `final` is the model in final/ (rl.final: best may hand back the warm-up).
+        # `ppo` is the last RL step's score; `final` is the model in final/ (rl.final: best may hand
+        # back the warm-up) on the rows that chose it; `final_heldout` on validation rows that did
+        # not (None unless data.valid holds more than eval.samples rows).
         row = {
             "seed": seed,
             "base": None if base is None else base["valid_accuracy"],
@@ -332,6 +335,8 @@ def main() -> None:
             "sft_only": arms[best]["valid_accuracy"],
             "final": summary.get("final_valid_accuracy"),
             "final_source": summary.get("final_source"),
+            "final_heldout": summary.get("final_heldout_accuracy"),
+            "heldout_rows": summary.get("heldout_rows"),
             "sft_only_best_lr_scale": best,
             "sft_only_by_lr_scale": {
                 f"{k:g}": {
@@ -376,8 +381,9 @@ def main() -> None:
         ("sft_only", "SFT-only, best lr"),
         ("ppo", "PPO (ReFT), last step"),
         ("final", "final/ (rl.final)"),
+        ("final_heldout", "final/, held-out rows"),
     ):
-        values = [r[arm] for r in results if r[arm] is not None]
+        values = [r[arm] for r in results if r.get(arm) is not None]
         if values:
             print(f"  {label:22s} {_spread(values)}")
     print(

@@ -184,7 +184,7 @@ def worker_ppo(args: argparse.Namespace) -> dict:
     pre = preflight(config)
     tokenizer = load_tokenizer(config.model)
     reference = (  # under LoRA the policy with its adapters off, as `rft train` does
-        None
+        ppo.ADAPTERS_OFF
         if ppo.reference_is_policy(config.model)
         else load_model(config.model, tokenizer, seed=0, trainable=False)
     )

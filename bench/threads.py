@@ -56,11 +56,11 @@ def worker(model_name: str, mode: str, steps: int, batch: int, length: int) -> d
         model.zero_grad(set_to_none=True)
         train_s = time.perf_counter() - started
         with torch.no_grad():
-            cache = model(input_ids=ids, use_cache=True).past_key_values
+            cache = model(input_ids=ids, use_cache=True).cache
             started = time.perf_counter()
             for _ in range(8):
-                cache = model(input_ids=ids[:, :1], past_key_values=cache, use_cache=True)
-                cache = cache.past_key_values
+                cache = model(input_ids=ids[:, :1], cache=cache, use_cache=True)
+                cache = cache.cache
             decode_s = (time.perf_counter() - started) / 8
         if i:  # the first step warms the allocator and the thread pool up
             times["train"].append(train_s)

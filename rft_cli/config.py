@@ -237,6 +237,11 @@ class SFTSettings(_Strict):
         doc="Learning-rate schedule after the ramp.",
         source="ReFT's SFT script (`exps/paper_exps/SFT/_template.sh`)",
     )
+    max_numerical_faults: int = setting(
+        3,
+        ge=1,
+        doc="Warm-up steps with a NaN/inf loss or gradient norm before the run stops (exit 1); the count is kept across `--resume`.",
+    )
 
 
 class RLSettings(_Strict):
@@ -398,7 +403,7 @@ class RLSettings(_Strict):
     max_numerical_faults: int = setting(
         3,
         ge=1,
-        doc="Steps with a NaN/inf reward, KL, loss or gradient norm (PPO skips each) before the run stops (exit 1).",
+        doc="RL steps with a NaN/inf reward, KL, loss or gradient norm (PPO skips each) before the run stops (exit 1); the count is kept across `--resume`.",
     )
     final: Literal["last", "best"] = setting(
         "best",
@@ -470,7 +475,9 @@ class EvalSettings(_Strict):
 
     interval: int = setting(10, ge=1, doc="Evaluate every N RL steps (and at the last).")
     samples: int = setting(
-        64, ge=1, doc="Validation rows evaluated (the first N), one greedy answer each."
+        64,
+        ge=1,
+        doc="Validation rows evaluated (the first N), one greedy answer each; the next N, when `data.valid` has them, score `final/` once at the end (held out from its choice).",
     )
     max_new_tokens: int | None = setting(
         None, ge=1, doc="Longest evaluation answer; unset: `rl.max_new_tokens`."
@@ -788,7 +795,7 @@ class RunConfig(_Strict):
     save_interval: int = setting(
         10,
         ge=1,
-        doc="Save an RL checkpoint every N steps (PPO also at the last step, on Ctrl-C and at a new best validation score).",
+        doc="Save a checkpoint every N steps of each stage, and at its last step, on Ctrl-C, at an early stop and (RL under `rl.final: best`) at a new best validation score.",
     )
     keep_checkpoints: int = setting(
         2, ge=1, doc="RL checkpoints kept: the best N by `valid_reward_mean`, plus the latest."

@@ -408,8 +408,8 @@ def _decode_dropping_ended_rows(
     `generate` prepares everything (processors, cache, position ids) as for its own loop; this
     one draws the same tokens: the same processors, `torch.multinomial` over the whole batch (a
     row that has ended gets a uniform row, so every live row's draw uses the same random numbers as
-    in HF's loop), ended rows padded. Rows leave the batch only where the cache can drop them (a
-    `DynamicCache` of plain or sliding-window layers); otherwise the loop keeps them, as HF does.
+    in HF's loop), ended rows padded. Rows leave the batch only where every row state of the cache
+    can be selected (`rows_can_be_selected`); otherwise the loop keeps them, as HF does.
     Anything else HF's loop offers (beams, streaming, returned dicts, stop strings) goes to HF.
     """
     import torch
@@ -441,7 +441,8 @@ def _decode_dropping_ended_rows(
         )
         if rows_of_prompts is not None and head_input.value is not None:
             head_input.value = head_input.value[rows_of_prompts]
-        drop = _rows_can_leave(outputs.get("cache"))
+        # a row that leaves changes the longest position of the next calls: not under such a RoPE
+        drop = rows_can_be_selected(outputs.get("cache")) and not rope_depends_on_length(model)
         while True:
             model_kwargs = model._update_model_kwargs_for_generation(outputs, model_kwargs)
             logits = outputs.logits[:, -1].to(
@@ -568,7 +569,7 @@ def _prefill_each_prompt_once(
         generation_config.prefill_chunk_size is not None
         or not set(model_kwargs) <= _PLAIN_PREFILL_KWARGS
         or cache is None
-        or not _rows_can_leave(cache)
+        or not rows_can_be_selected(cache)
         or cache.get_seq_length() > 0
     ):
         return model._prefill(input_ids, generation_config, model_kwargs), None
@@ -586,12 +587,38 @@ def _prefill_each_prompt_once(
     return outputs, inverse
 
 
-def _rows_can_leave(cache: Any) -> bool:
-    from transformers.cache_utils import DynamicCache, DynamicLayer
+def rows_can_be_selected(cache: Any) -> bool:
+    """Whether `cache.reorder_cache(rows)` selects and copies every row state the cache holds: a
+    `DynamicCache` whose layers are all of a type known to keep nothing else per row (keys and
+    values of plain or sliding-window attention; a hybrid attention + SSM layer's keys, values,
+    conv and SSM states, as Falcon-H1 has). The exact type is checked: a subclass may hold more.
+    (`batch_select_indices` would select only the keys and values of a hybrid layer.)"""
+    from transformers.cache_utils import DynamicCache
 
     return type(cache) is DynamicCache and all(
-        isinstance(layer, DynamicLayer) for layer in cache.layers
+        type(layer) in _selectable_layers() for layer in cache.layers
     )
+
+
+def rope_depends_on_length(model: Any) -> bool:
+    """Whether the model's rotary embedding changes with the longest position in a forward call:
+    `dynamic` NTK scaling recomputes its frequencies past the trained length, and `longrope` (Phi-3)
+    switches from its short to its long factors there (transformers `dynamic_rope_update`). A row's
+    results then depend on the rows computed with it, so rows must keep the company they had."""
+    config = model.config.get_text_config()
+    params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    if "rope_type" in params:
+        kinds = [params["rope_type"]]
+    else:  # one set of parameters per layer type (Gemma 3)
+        kinds = [p.get("rope_type") for p in params.values() if isinstance(p, dict)]
+    return any(isinstance(k, str) and ("dynamic" in k or k == "longrope") for k in kinds)
+
+
+def _selectable_layers() -> tuple[type, ...]:
+    from transformers import cache_utils
+
+    names = ("DynamicLayer", "DynamicSlidingWindowLayer", "LinearAttentionAndFullAttentionLayer")
+    return tuple(getattr(cache_utils, name) for name in names if hasattr(cache_utils, name))
 
 
 def _next_tokens(scores: Any, current: Any, batch: int, do_sample: bool) -> Any:
@@ -615,7 +642,7 @@ def _select_rows(model_kwargs: dict[str, Any], keep: Any, rows: int) -> dict[str
     out = dict(model_kwargs)
     for key, value in model_kwargs.items():
         if key == "cache":
-            value.batch_select_indices(keep)
+            value.reorder_cache(keep)  # every row state (`rows_can_be_selected`)
         elif isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == rows:
             out[key] = value[keep]
     return out

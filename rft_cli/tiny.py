@@ -183,6 +183,20 @@ TINY_FAMILIES: dict[str, dict[str, Any]] = {
     },
     "olmo2": {},
     "cohere": {"logit_scale": 4.0, "use_qk_norm": False},
+    # a hybrid: attention and a Mamba-2 mixer in every layer, whose cache holds conv and SSM states
+    # beside the keys and values; larger initial weights, so a prompt's state visibly moves logits
+    "falcon_h1": {
+        "head_dim": 8,
+        "mamba_d_ssm": 16,
+        "mamba_n_heads": 2,
+        "mamba_d_head": 8,
+        "mamba_d_state": 8,
+        "mamba_chunk_size": 16,
+        "mamba_expand": 1,
+        "lm_head_multiplier": 0.5,
+        "embedding_multiplier": 2.0,
+        "initializer_range": 0.2,
+    },
 }
 
 

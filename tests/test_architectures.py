@@ -78,6 +78,7 @@ def test_the_matrix_covers_the_tested_families():
         "granite",
         "olmo2",
         "cohere",
+        "falcon_h1",
     } <= set(FAMILIES)
 
 
@@ -93,6 +94,7 @@ def test_the_family_quirks_are_switched_on(family, family_dir):
         "gemma3_text": ("final_logit_softcapping", 0.5),
         "granite": ("logits_scaling", 0.25),
         "cohere": ("logit_scale", 4.0),
+        "falcon_h1": ("lm_head_multiplier", 0.5),
     }
     if family in expected:
         key, value = expected[family]

@@ -15,6 +15,7 @@ from rft_cli.generation import (
     _decode_dropping_ended_rows,
     load_model_for_inference,
     neutral_generation_defaults,
+    rows_can_be_selected,
     sampling_config,
 )
 from rft_cli.tiny import TINY_FAMILIES
@@ -73,6 +74,30 @@ def test_our_loop_draws_what_hfs_loop_draws_with_fewer_rows(family, temperature,
     # the prefill computes each of the 5 distinct prompts once; then the rows not yet ended
     not_ended = _rows_not_ended(theirs[:, ids.shape[1] :], config.eos_token_id)
     assert our_batches == [len(PROMPTS), *not_ended[1:]]
+
+
+def test_only_cache_layers_whose_every_row_state_is_selected_let_rows_leave():
+    """Issue 25: the check was `isinstance(layer, DynamicLayer)`, which Falcon-H1's hybrid layer
+    passes while `batch_select_indices` selected only its keys and values, not its SSM state
+    ("Expected size 15 but got size 11"). Exact types now, whose `reorder_cache` selects all."""
+    from transformers.cache_utils import (
+        DynamicCache,
+        DynamicLayer,
+        DynamicSlidingWindowLayer,
+        LinearAttentionAndFullAttentionLayer,
+    )
+
+    class Wider(DynamicLayer):
+        """A layer type rft has not checked (it may keep more per row)."""
+
+    cache = DynamicCache()
+    for layers, selectable in (
+        ([DynamicLayer(), DynamicSlidingWindowLayer(sliding_window=8)], True),
+        ([LinearAttentionAndFullAttentionLayer(), DynamicLayer()], True),
+        ([DynamicLayer(), Wider()], False),
+    ):
+        cache.layers = layers
+        assert rows_can_be_selected(cache) is selectable
 
 
 def test_a_batch_without_repeated_prompts_is_prefilled_whole(family_dir):

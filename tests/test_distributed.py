@@ -149,19 +149,21 @@ class _FakeEngine:
 def _trainer_with_engine(losses: list[float] | None = None):
     """A PPOTrainer whose model pieces are fakes: only `_update`'s optimizer-step logic is real."""
     from rft_cli.training.ppo import PPOTrainer
+    from rft_cli.training.ppo_optim import EngineUpdates
 
     trainer = object.__new__(PPOTrainer)
     trainer.cfg = RLSettings(
         prompts_per_step=8, mini_batch_size=4, micro_batch_size=2, ppo_epochs=2
     )
     trainer.ctx = SimpleNamespace(config=SimpleNamespace(seed=0))
-    trainer.engine = _FakeEngine()
     trainer._shares_prompts = False  # as under any DeepSpeed engine
     trainer.accelerator = SimpleNamespace(
         num_processes=1, scaler=None
     )  # DeepSpeed does its own loss scaling
+    trainer.updates = EngineUpdates(
+        trainer.accelerator, None, SimpleNamespace(step=lambda: None), _FakeEngine()
+    )
     trainer.ac = SimpleNamespace(core=torch.nn.Linear(1, 1))
-    trainer.scheduler = SimpleNamespace(step=lambda: None)
     values = iter(losses or [])
     trainer._micro_losses = lambda mb, *share: (
         torch.tensor(next(values, 1.0)),
@@ -187,7 +189,7 @@ def test_under_deepspeed_each_minibatch_takes_one_engine_step_after_its_micro_ba
         ("backward", False),
         ("step",),
     ]
-    assert trainer.engine.calls == one_minibatch * (2 * 2)  # 2 minibatches x 2 epochs
+    assert trainer.updates.engine.calls == one_minibatch * (2 * 2)  # 2 minibatches x 2 epochs
     assert (
         stats["grad_norm"] == 0.5
     )  # read from the engine, a float (accelerate's clip_grad_norm_ returns no tensor)
@@ -197,19 +199,19 @@ def test_under_deepspeed_a_non_finite_loss_is_sent_through_the_engines_skipped_s
     """The accumulated gradients live in the engine; its skip of a non-finite step is the clean reset."""
     trainer, batch = _trainer_with_engine(losses=[1.0, float("nan")])
     assert trainer._update(batch, step=1) == "non-finite loss"
-    assert trainer.engine.calls == [
+    assert trainer.updates.engine.calls == [
         ("boundary", False),
         ("backward", False),
         ("boundary", True),
         ("backward", False),
         ("step",),
     ]
-    assert trainer.engine.applied is False
+    assert trainer.updates.engine.applied is False
 
 
 def test_under_deepspeed_a_step_the_engine_skipped_is_a_fault():
     trainer, batch = _trainer_with_engine()
-    trainer.engine.pending_finite = (
+    trainer.updates.engine.pending_finite = (
         False  # the engine found a non-finite gradient norm before its update
     )
     assert trainer._update(batch, step=1) == "non-finite gradient norm"
@@ -217,7 +219,7 @@ def test_under_deepspeed_a_step_the_engine_skipped_is_a_fault():
 
 def test_under_deepspeed_float16_a_skipped_step_is_a_routine_overflow():
     trainer, batch = _trainer_with_engine(losses=[1.0, float("inf")] + [1.0] * 6)
-    trainer.engine.fp16 = (
+    trainer.updates.engine.fp16 = (
         True  # the engine's loss scaling: an overflow skips the update and lowers the scale
     )
     trainer._any_process = lambda flag: (
@@ -304,9 +306,9 @@ def test_ppo_under_deepspeed_zero2_trains_and_resumes_as_the_plain_loop(tmp_path
 def test_deepspeed_with_processes_accelerate_does_not_see_is_refused(monkeypatch):
     """On a CPU, accelerate 1.15 sets DeepSpeed up without its process group (seen with two
     processes: each had num_processes 1 and process_index 0), so each would write the run folder."""
-    from rft_cli.training.ppo import _check_deepspeed_world
+    from rft_cli.training.ppo_optim import check_deepspeed_world
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="accelerate sees 1 process"):
-        _check_deepspeed_world(1)
-    _check_deepspeed_world(2)
+        check_deepspeed_world(1)
+    check_deepspeed_world(2)

@@ -138,6 +138,41 @@ def test_a_best_step_between_saves_is_saved_and_survives_pruning(tmp_path, monke
     assert result.summary["final_valid_accuracy"] == 0.8
     assert result.summary["start_valid_reward_mean"] == 0.2
     assert _same_weights(result.run_dir / "final", result.run_dir / "checkpoints" / "step-2")
+    # the 4 validation rows after the 4 that chose final/ score it (a real greedy evaluation)
+    assert result.summary["heldout_rows"] == 4
+    assert 0.0 <= result.summary["final_heldout_reward_mean"] <= 1.0
+
+
+def test_final_is_scored_on_the_validation_rows_that_did_not_choose_it(tmp_path, monkeypatch):
+    """Issue 25: final/ was reported only on the rows that chose it (the luckiest of many
+    checkpoints on those rows); summary.json now adds its score on the next eval.samples rows."""
+    from rft_cli.metrics import NullLogger
+    from rft_cli.training import context, final
+    from rft_cli.training.context import RunContext
+
+    rows = [
+        {"messages": [{"role": "user", "content": f"{i}"}], "answer": str(i)} for i in range(10)
+    ]
+    config = load_run_config(RECIPE, ["eval.samples=4"])
+    ctx = RunContext(config, tmp_path, [], rows, "grader", NullLogger())
+    graded = []
+
+    def evaluate_greedy(model, tokenizer, grader, rows, **kwargs):
+        graded.extend(rows)
+        return {"valid_reward_mean": 0.25, "valid_accuracy": 0.25}
+
+    monkeypatch.setattr(context, "evaluate_greedy", evaluate_greedy)
+    monkeypatch.setattr(
+        "rft_cli.generation.load_model_for_inference", lambda folder: ("model", "tokenizer")
+    )
+    assert final.score_held_out(ctx, tmp_path / "final") == {
+        "final_heldout_reward_mean": 0.25,
+        "final_heldout_accuracy": 0.25,
+        "heldout_rows": 4,
+    }
+    assert graded == rows[4:8]
+    ctx.valid_rows = rows[:4]  # every validation row chose final/: nothing held out
+    assert final.score_held_out(ctx, tmp_path / "final")["final_heldout_reward_mean"] is None
 
 
 @pytest.mark.slow
@@ -179,6 +214,16 @@ def test_without_a_warm_up_the_base_model_is_the_start(tmp_path, monkeypatch):
                 "start_valid_reward_mean": None,
             },
             "",
+        ),
+        (
+            {
+                "final_source": "step-50",
+                "final_valid_reward_mean": 0.97,
+                "start_valid_reward_mean": 0.85,
+                "final_heldout_reward_mean": 0.91,
+                "heldout_rows": 64,
+            },
+            ", valid_reward_mean 0.97, start 0.85, held-out 0.91 on 64 rows",
         ),
     ],
 )

@@ -132,6 +132,20 @@ def test_validate_json_report_has_the_self_test(tmp_path):
     assert strict.exit_code == 1 and json.loads(strict.stdout)["ok"] is False
 
 
+def test_validate_json_lists_the_self_test_failures_where_the_text_does(tmp_path):
+    """Issue 25: the text output counts a demonstration below full marks as a warning (an error
+    with --strict), while the JSON listed it only under grader_check.failures."""
+    path, grader = _data(tmp_path), _grader_file(tmp_path, NUMERIC)
+    for flags, kind in (((), "warning"), (("--strict",), "error")):
+        report = json.loads(_validate(path, "--grader", grader, "--format", "json", *flags).stdout)
+        issues = [i for i in report[f"{kind}s"] if i["code"] == "grader_self_test"]
+        assert [(i["file"], i["line"]) for i in issues] == [(str(path), 3)]
+        assert issues[0]["message"].startswith(f"{path} line 3: score 0")
+        assert report[f"{kind}_counts"] == {"grader_self_test": 1}
+        other = "error" if kind == "warning" else "warning"
+        assert report[f"{other}_counts"] == {}
+
+
 def test_validate_without_demonstrations_counts_them_skipped(tmp_path):
     path = tmp_path / "train.jsonl"
     path.write_text(_row("1+1=", "2", None) + "\n")

@@ -313,15 +313,20 @@ def _batch(trainer, lengths=(5, 1, 3, 2), seed=0):
 
 
 def _first_gradient(trainer, batch):
-    """The gradient of the first optimizer step of `_update` (the step itself is skipped)."""
+    """The gradient `_update`'s first minibatch accumulated, before clipping (no step is taken).
+
+    Read after clipping (to rl.max_grad_norm 1.0, against norms of 6-9 here) any two gradients of
+    the same direction looked alike: a micro-batch loss scaled by a constant would pass."""
     grads = []
 
     def step():
         grads.append(
             torch.cat([p.grad.flatten() for p in trainer.ac.parameters() if p.grad is not None])
         )
+        trainer.optimizer.zero_grad(set_to_none=True)
+        return 1.0, "ok"
 
-    trainer.optimizer.step = step
+    trainer.updates.step = step
     trainer._update(batch, step=1)
     return grads[0]
 
@@ -339,6 +344,7 @@ def test_micro_batches_accumulate_the_minibatch_gradient(tmp_path, aggregation):
     whole = _trainer(tmp_path, *base)
     batch = _batch(whole)
     expected = _first_gradient(whole, batch)
+    assert expected.norm() > 2 * whole.cfg.max_grad_norm  # clipping would hide a scale
     for micro in (1, 2):
         split = _trainer(tmp_path, *base, f"rl.micro_batch_size={micro}")
         got = _first_gradient(split, batch)
@@ -409,7 +415,7 @@ def test_a_float16_overflow_is_left_to_the_loss_scaler_not_counted_as_a_fault(tm
     from accelerate.optimizer import AcceleratedOptimizer
 
     trainer.accelerator.scaler = scaler
-    trainer.optimizer = AcceleratedOptimizer(trainer.optimizer.optimizer, scaler=scaler)
+    trainer.updates.optimizer = AcceleratedOptimizer(trainer.optimizer.optimizer, scaler=scaler)
     before = [p.detach().clone() for p in trainer.ac.parameters()]
     result = trainer._update(_batch(trainer), step=1)
     assert isinstance(result, dict) and result["fp16_overflow_steps"] == 1.0
@@ -438,7 +444,7 @@ def test_loss_aggregation_defaults_to_reft_and_is_a_ppo_setting():
 
 
 def test_ppo_steps_adamw_with_the_fused_kernel_and_the_same_update(tmp_path):
-    from rft_cli.training.ppo import _fused_adamw
+    from rft_cli.training.ppo_optim import fused_adamw
 
     fused, looped = (
         _trainer(tmp_path, "rl.weight_decay=0.1"),
@@ -460,8 +466,8 @@ def test_ppo_steps_adamw_with_the_fused_kernel_and_the_same_update(tmp_path):
     assert moved > 1e-6 and gap < 1e-7, (moved, gap)
     # DeepSpeed wraps the optimizer in its own, and a device without the kernel keeps torch's choice
     params = fused.ac.parameters()
-    assert _fused_adamw(params, deepspeed=True) is None
-    assert _fused_adamw([torch.nn.Parameter(torch.zeros(2, device="meta"))], False) is None
+    assert fused_adamw(params, deepspeed=True) is None
+    assert fused_adamw([torch.nn.Parameter(torch.zeros(2, device="meta"))], False) is None
 
 
 def test_under_lora_the_reference_is_the_policy_with_its_adapters_off(tiny_model_dir):
@@ -473,7 +479,7 @@ def test_under_lora_the_reference_is_the_policy_with_its_adapters_off(tiny_model
 
     from rft_cli.config import ModelSettings
     from rft_cli.training.models import apply_lora
-    from rft_cli.training.ppo import ActorCritic, reference_is_policy
+    from rft_cli.training.ppo import ADAPTERS_OFF, ActorCritic, reference_is_policy
 
     settings = ModelSettings(name=tiny_model_dir, lora={"r": 4, "target_modules": "all-linear"})
     assert reference_is_policy(settings) and not reference_is_policy(ModelSettings(name="x"))
@@ -483,7 +489,7 @@ def test_under_lora_the_reference_is_the_policy_with_its_adapters_off(tiny_model
         AutoModelForCausalLM.from_pretrained(tiny_model_dir),
         "value_head",
     )
-    shared = ActorCritic(policy, None, "value_head")
+    shared = ActorCritic(policy, ADAPTERS_OFF, "value_head")
     ids = torch.tensor([[0, 10, 11, 12, 13, 30, 31], [20, 21, 22, 23, 24, 40, 41]])
     mask = torch.tensor([[0, 1, 1, 1, 1, 1, 1], [1] * 7])
     with torch.no_grad():

@@ -152,12 +152,14 @@ def _cut_loss_and_gradient(trainer, batch):
         losses.append((loss.item(), mb["input_ids"].shape))
         return loss, stats
 
-    def step():
+    def step():  # before clipping, as `_uncut_loss_and_gradient` reads it
         grads.append(
             torch.cat([p.grad.flatten() for p in trainer.ac.parameters() if p.grad is not None])
         )
+        trainer.optimizer.zero_grad(set_to_none=True)
+        return 1.0, "ok"
 
-    trainer._micro_losses, trainer.optimizer.step = micro_losses, step
+    trainer._micro_losses, trainer.updates.step = micro_losses, step
     trainer._update(batch, step=1)
     return sum(loss for loss, _ in losses), grads[0], [shape for _, shape in losses]
 

@@ -87,6 +87,26 @@ def test_applied_changes_are_returned_for_the_metrics_line(tmp_path):
             "rl",
             "--set rl.ppo_epochs=3: cannot change on --resume (TRL's saved step count",
         ),
+        # issue 25: accepted and only logged, so best-checkpoint selection and early stop compared
+        # scores measured on other rows or limits
+        (
+            (),
+            "eval.samples=2",
+            "rl",
+            "--set eval.samples=2: cannot change on --resume (the scores of the saved checkpoints",
+        ),
+        (
+            (),
+            "eval.max_new_tokens=9",
+            "sft",
+            "--set eval.max_new_tokens=9: cannot change on --resume (the saved checkpoints were evaluated with answers of up to 4 tokens",
+        ),
+        (
+            (),
+            "rl.max_new_tokens=9",
+            "rl",
+            "--set rl.max_new_tokens=9: cannot change on --resume (the saved checkpoints were evaluated with answers of up to 4 tokens",
+        ),
     ],
 )
 def test_changes_the_checkpoint_would_override_are_refused(
@@ -99,6 +119,16 @@ def test_changes_the_checkpoint_would_override_are_refused(
     ) as raised:
         check_resume_changes(run, config, stage)
     assert raised.value.exit_code == 2
+
+
+def test_a_longer_rollout_keeps_the_evaluation_it_had(tmp_path):
+    """rl.max_new_tokens may change on --resume once eval.max_new_tokens holds the old limit."""
+    run = _run_dir(tmp_path)
+    config = load_run_config(RECIPE, ["rl.max_new_tokens=9", "eval.max_new_tokens=4"])
+    assert check_resume_changes(run, config, "rl") == {
+        "eval.max_new_tokens": [None, 4],
+        "rl.max_new_tokens": [4, 9],
+    }
 
 
 def test_what_ppo_applies_itself_is_allowed(tmp_path):

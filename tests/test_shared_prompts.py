@@ -10,6 +10,7 @@ logits, the LM head's input the value head reads, and the gradients that reach e
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import pytest
 import torch
@@ -42,6 +43,18 @@ def _rows(vocab: int, seed: int = 0):
     return ids, mask, resp
 
 
+def test_the_shared_forward_hands_the_cache_over_as_cache(family_dir):
+    """transformers 5.25 deprecates `past_key_values=` (removed in 5.40) for `cache=`; passing the
+    old name warned on every shared forward and would stop working at 5.40."""
+    model, _ = load_model_for_inference(family_dir("llama"))
+    ids, mask, resp = _rows(model.config.vocab_size)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        answer_forward(model, ids, mask, resp, share=True)
+        can_share(model)
+    assert [str(w.message) for w in caught if "deprecated" in str(w.message)] == []
+
+
 def test_rows_with_the_same_prompt_form_one_group():
     ids = torch.tensor([[0, 5, 6, 1], [7, 5, 6, 2], [0, 5, 6, 3], [0, 5, 6, 1]])
     mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1], [0, 1, 1, 1], [1, 1, 1, 1]])
@@ -71,7 +84,7 @@ def test_sharing_prompts_computes_what_one_pass_over_the_rows_computes(family, f
     assert torch.allclose(hidden_shared, hidden_one, atol=1e-5), (
         (hidden_shared - hidden_one).abs().max()
     )
-    # float rounding: 0.8-6e-7 of the gradient's norm on the ten families (the same weights, summed
+    # float rounding: 0.8-6e-7 of the gradient's norm on the eleven families (the same weights, summed
     # over rows in another order); a wrong position, mask or cache row moves it by orders more
     assert grad_one.abs().max() > 0
     gap = ((grad_shared - grad_one).norm() / grad_one.norm()).item()
@@ -149,7 +162,9 @@ def _update_gradient(trainer, batch):
 
 @pytest.mark.filterwarnings("ignore:Detected call of")  # the optimizer step is stubbed
 def test_ppo_updates_with_shared_prompts_as_with_whole_rows(tmp_path, monkeypatch):
-    """Two 30-token prompts x 3 answers: the update computes each prompt once, the same gradient."""
+    """A 30-token and a left-padded 22-token prompt x 3 answers: the update computes each prompt
+    once, the same gradient before clipping (with equal, unpadded prompts and clipped gradients a
+    wrong position or mask on the answers' pass went unseen)."""
     monkeypatch.setitem(ppo.PIECE_COST_TOKENS, "cpu", 16)  # sharing 4 x 30 tokens pays
     base = (
         "rl.ppo_epochs=1",
@@ -160,11 +175,12 @@ def test_ppo_updates_with_shared_prompts_as_with_whole_rows(tmp_path, monkeypatc
     shared, whole = _trainer(tmp_path, *base), _trainer(tmp_path, *base, "rl.share_prompts=false")
     assert shared._shares_prompts and not whole._shares_prompts
     gen = torch.Generator().manual_seed(0)
+    prompt_mask = (torch.arange(30) >= torch.tensor([[0], [8]])).long().repeat_interleave(3, dim=0)
     prompts = torch.randint(5, 60, (2, 30), generator=gen).repeat_interleave(3, dim=0)
     lengths = [5, 1, 3, 2, 6, 4]
     mask = torch.tensor([[1.0] * k + [0.0] * (6 - k) for k in lengths])
-    ids = torch.cat([prompts, torch.randint(5, 60, (6, 6), generator=gen)], dim=1)
-    attn = torch.cat([torch.ones(6, 30, dtype=torch.long), mask.long()], dim=1)
+    ids = torch.cat([prompts * prompt_mask, torch.randint(5, 60, (6, 6), generator=gen)], dim=1)
+    attn = torch.cat([prompt_mask, mask.long()], dim=1)
     old_logprobs, old_values, _ = whole._old_pass(ids, attn, 6)
     batch = {
         "input_ids": ids,
@@ -177,6 +193,7 @@ def test_ppo_updates_with_shared_prompts_as_with_whole_rows(tmp_path, monkeypatc
     }
     want, whole_forwards = _update_gradient(whole, batch)
     got, shared_forwards = _update_gradient(shared, batch)
+    assert want.norm() > 2 * whole.cfg.max_grad_norm  # unclipped: a wrong scale would show
     assert shared_forwards > whole_forwards  # a prompt pass and an answer pass per piece
     gap = ((got - want).norm() / want.norm()).item()
     assert gap < 5e-6, gap

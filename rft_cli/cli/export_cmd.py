@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from rft_cli.cli import render
 from rft_cli.cli.app import app
@@ -52,7 +51,7 @@ def export(
     """
     from rft_cli.gguf_export import export_gguf
 
-    render.stderr.print(f"Exporting {escape(model)} as {quantization.value} GGUF")
+    render.stderr.print(f"Exporting {render.safe(model)} as {quantization.value} GGUF")
     report = export_gguf(model, gguf, quantization.value, force=force)
     if as_json:
         render.json_document(report.to_dict())

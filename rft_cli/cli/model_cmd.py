@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from rft_cli.cli import render
 from rft_cli.cli.app import app
@@ -38,12 +37,12 @@ def pull(
     """
     from rft_cli.model_pull import pull_model
 
-    result = pull_model(name, progress=lambda message: render.stderr.print(escape(message)))
+    result = pull_model(name, progress=lambda message: render.stderr.print(render.safe(message)))
     if as_json:
         render.json_document(result.to_dict())
         return
     if not result.downloaded:
-        render.stderr.print(f"{escape(name)}: already pulled, sha256 checked")
+        render.stderr.print(f"{render.safe(name)}: already pulled, sha256 checked")
     print(result.path)
 
 
@@ -75,6 +74,6 @@ def list_cmd(
             f"{int(row['bytes']) / 1e6:.0f} MB",
             str(row["licence"]),
             str(row["about"]),
-            escape(str(row["path"])) if row["path"] else "-",
+            render.safe(str(row["path"])) if row["path"] else "-",
         )
     render.stdout.print(table)

@@ -206,6 +206,9 @@ def _print_run(r: Any) -> None:
         render.stdout.print(
             f"best valid_reward_mean: {r.best_valid_reward:.4f} at step {safe(r.best_valid_step)}{safe(stage)}"
         )
+    if r.summary and r.summary.get("final"):
+        text = f"final/: from {r.summary.get('final_source')}{render.final_scores(r.summary)}"
+        render.stdout.print(render.safe(text))
     for alarm in r.alarms:
         render.stdout.print(
             f"[yellow]alarm[/] {safe(alarm['name'])} at {safe(alarm['stage'])} step {safe(alarm['step'])}: "

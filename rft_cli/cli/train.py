@@ -174,14 +174,7 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
 
 
 def _scores(summary: dict[str, Any]) -> str:
-    """ ", valid_reward_mean 0.97, start 0.85" when both were evaluated."""
-    final, start = summary.get("final_valid_reward_mean"), summary.get("start_valid_reward_mean")
-    text = f", valid_reward_mean {final:.4g}" if isinstance(final, float | int) else ""
-    return text + (
-        f", start {start:.4g}"
-        if isinstance(start, float | int) and summary.get("final_source") != "start"
-        else ""
-    )
+    return render.final_scores(summary)
 
 
 def _resume_command(config_path: Path, run_dir: Path, stage: str, overrides: list[str]) -> str:

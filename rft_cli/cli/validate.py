@@ -175,6 +175,7 @@ def validate(
         document = report.to_dict()
         if check is not None:
             document["grader_check"] = {**check.to_dict(), "strict": strict}
+            _add_self_test_issues(document, check, strict, max_errors)
             document["ok"] = report.ok and not failed
         render.json_document(document)
     else:
@@ -190,6 +191,36 @@ def _tool_definitions(path: Path) -> dict[str, Any]:
 
     settings, _ = read_tools_file(path)
     return definitions_of(settings, f"{path}: tools")
+
+
+def _add_self_test_issues(
+    document: dict[str, Any], check: Any, strict: bool, max_errors: int
+) -> None:
+    """The self-test's failures as issues of code `grader_self_test` where the text output lists
+    them: warnings, errors under --strict (the first `max_errors`, all counted)."""
+    if not check.failures:
+        return
+    kind = "error" if strict else "warning"
+    bar = _self_test_bar(check)
+    document[f"{kind}s"] += [
+        {
+            "file": failure.file,
+            "line": failure.line,
+            "column": None,
+            "code": "grader_self_test",
+            "message": f"{failure.message()} (the demonstration scores below {bar})",
+        }
+        for failure in check.failures[:max_errors]
+    ]
+    document[f"{kind}_counts"]["grader_self_test"] = len(check.failures)
+
+
+def _self_test_bar(check: Any) -> str:
+    return (
+        "full marks"
+        if check.threshold >= check.full_marks
+        else f"pass_threshold {check.threshold:g}"
+    )
 
 
 def _load_grader(path: Path) -> Any:
@@ -245,11 +276,7 @@ def _print_self_test(check: Any, strict: bool, max_errors: int) -> None:
         color, label = ("red", "Errors") if strict else ("yellow", "Warnings")
         shown = check.failures[:max_errors]
         more = f", first {len(shown)} shown" if len(shown) < len(check.failures) else ""
-        bar = (
-            "full marks"
-            if check.threshold >= check.full_marks
-            else f"pass_threshold {check.threshold:g}"
-        )
+        bar = _self_test_bar(check)
         out.print(f"[bold {color}]{label}[/] ({len(check.failures)}):")
         out.print(
             f"  [{color}]grader_self_test[/] ({len(check.failures)}{more}): demonstrations scored below {bar}"

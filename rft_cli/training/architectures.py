@@ -25,9 +25,21 @@ TESTED_FAMILIES = (
     "granite",
     "olmo2",
     "cohere",
+    "falcon_h1",
 )
 
 _HEAD_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+# Model types with Mamba mixers, whose `out_proj` and `conv1d` peft refuses to give LoRA adapters
+# (peft 0.21 `_check_lora_target_modules_mamba`); `all-linear` would name them.
+_MAMBA_MODEL_TYPES = {"falcon_h1", "mamba", "mamba2", "falcon_mamba", "nemotron_h"}
+
+
+def lora_exclusions(model_type: str | None, target_modules: Any) -> list[str] | None:
+    """The modules `model.lora.target_modules: all-linear` leaves out on this model type (peft's
+    `exclude_modules`): a Mamba mixer's `out_proj` and `conv1d`. None: nothing to leave out."""
+    if target_modules == "all-linear" and model_type in _MAMBA_MODEL_TYPES:
+        return ["out_proj", "conv1d"]
+    return None
 
 
 def check_architecture(source: str, key: str = "model.name") -> None:

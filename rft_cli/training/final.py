@@ -1,4 +1,10 @@
-"""The end of a run: which checkpoint becomes final/ (rl.final), and summary.json."""
+"""The end of a run: which checkpoint becomes final/ (rl.final), its held-out score, and summary.json.
+
+final/ is picked by its score on the validation rows evaluated during training (the first
+`eval.samples`), so that score is optimistic: of many checkpoints, the luckiest on those rows
+wins. Its score on the next `eval.samples` validation rows, which took no part in the choice, is
+`final_heldout_reward_mean` / `final_heldout_accuracy` (None when data.valid has no such rows).
+"""
 
 from __future__ import annotations
 
@@ -125,14 +131,47 @@ def stage_summary(records: list[dict[str, Any]], stage: str) -> dict[str, Any]:
     }
 
 
+def held_out_rows(ctx: Any) -> list[dict]:
+    """The validation rows that choose nothing: the `eval.samples` after those evaluated in training."""
+    n = ctx.config.eval.samples
+    return ctx.valid_rows[n : 2 * n]
+
+
+def score_held_out(ctx: Any, folder: Path) -> dict[str, Any]:
+    """The model in `folder` (final/) scored on `held_out_rows`, greedy, as `rft eval` scores it."""
+    from rft_cli.generation import load_model_for_inference
+    from rft_cli.training.context import evaluate_greedy
+
+    rows = held_out_rows(ctx)
+    scores = {"final_heldout_reward_mean": None, "final_heldout_accuracy": None}
+    if rows:
+        model, tokenizer = load_model_for_inference(folder)
+        valid = evaluate_greedy(
+            model,
+            tokenizer,
+            ctx.grader,
+            rows,
+            demonstration_field=ctx.config.data.demonstration_field,
+            max_new_tokens=ctx.config.eval.max_new_tokens or ctx.config.rl.max_new_tokens,
+            batch_size=ctx.config.eval.batch_size,
+        )
+        scores = {
+            "final_heldout_reward_mean": valid["valid_reward_mean"],
+            "final_heldout_accuracy": valid["valid_accuracy"],
+        }
+    return {**scores, "heldout_rows": len(rows)}
+
+
 def finish_run(
     ctx: Any, stage: str, seconds: float, stopped: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Write final/ and summary.json."""
+    """Write final/, score it on the held-out rows, and write summary.json."""
     run_dir = ctx.run_dir
     source = _final_source(ctx, stage)
+    held_out: dict[str, Any] = {}
     if source is not None:
         _write_final(source, run_dir, ctx.config.model)
+        held_out = score_held_out(ctx, run_dir / "final")
     records = read_metrics(run_dir / "metrics.jsonl")
     stages = {
         name: stage_summary(records, name)
@@ -150,6 +189,7 @@ def finish_run(
         "final": "final" if source is not None else None,
         "final_source": None,
         **(_selection(source, run_dir, stage, records) if source is not None else {}),
+        **held_out,
         "alarms": alarms_in(records),
         "stopped": stopped,
     }

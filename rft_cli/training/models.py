@@ -126,12 +126,15 @@ def apply_lora(model: Any, settings: ModelSettings) -> Any:
         return model
     from peft import LoraConfig, get_peft_model
 
+    from rft_cli.training.architectures import lora_exclusions
+
     lora = settings.lora
     config = LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=lora.target_modules,
+        exclude_modules=lora_exclusions(model.config.model_type, lora.target_modules),
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,17 +19,16 @@ from typing import Any
 
 import torch
 
-from rft_cli import __version__, threads
+from rft_cli import __version__
 from rft_cli import checkpoints as ckpt
 from rft_cli.data.records import item_of
-from rft_cli.errors import ConfigError, TrainingError
-from rft_cli.generation import recording_steps
+from rft_cli.errors import TrainingError
+from rft_cli.generation import recording_steps, rope_depends_on_length
 from rft_cli.samples import rollout_lines
 from rft_cli.tool_calls import output_parser
 from rft_cli.training import ppo_math as pm
 from rft_cli.training.context import RunContext
-from rft_cli.training.early_stop import regression_watch, stop_note
-from rft_cli.training.launch import check_launch, configure_deepspeed, env_flag
+from rft_cli.training.launch import check_launch, env_flag
 from rft_cli.training.models import (
     apply_lora,
     disable_dropout,
@@ -39,22 +36,28 @@ from rft_cli.training.models import (
     mixed_precision,
     save_pretrained,
 )
+from rft_cli.training.ppo_optim import finite, prepare_updates
 from rft_cli.training.rewards import gather_object, grade, merge_stats
 from rft_cli.training.rollouts import sample
 from rft_cli.training.seeding import batch_indices, seed_everything, step_seed
 from rft_cli.training.shared_prompts import answer_forward, can_share, prompt_groups
+from rft_cli.training.stage_loop import StageLoop, StageProgress, run_steps
 
 
 @dataclass
-class PPOState:
-    """What `trainer_state.json` records besides the weights: where the run is and its counters."""
+class PPOState(StageProgress):
+    """What `trainer_state.json` records besides the weights: the stage protocol's counters, the
+    data position and the KL coefficient."""
 
-    step: int = 0
     data_position: int = 0
     kl_coef: float = 0.05
-    numerical_faults: int = 0
-    elapsed_s: float = 0.0
-    last_valid: dict[str, float] | None = None
+
+
+def head_values(value_head: Any, hidden: Any) -> Any:
+    """The value head's output in float32, as its weights are: autocast would run the Linear in
+    bfloat16/float16 whatever the input's dtype (rounding values to 3 significant digits)."""
+    with torch.autocast(hidden.device.type, enabled=False):
+        return value_head(hidden.float()).squeeze(-1)
 
 
 class PolicyValue(torch.nn.Module):
@@ -105,7 +108,7 @@ class PolicyValue(torch.nn.Module):
                 position_ids=positions,
                 use_cache=False,
             ).last_hidden_state[:, -response_len - 1 : -1]
-        values = self.value_head(hidden.float()).squeeze(-1)
+        values = head_values(self.value_head, hidden)
         # The entropy is only logged: no graph, and no float32 copy of the whole logits tensor.
         entropy = (
             pm.entropy_from_logits(logits, temperature)
@@ -135,7 +138,7 @@ class SampledOldPolicy:
 
     def __call__(self, rows: Any, logits: Any, hidden: Any, tokens: Any) -> None:
         logprobs = pm.logprobs_from_logits(logits[:, None], tokens[:, None], self.temperature)
-        values = self.value_head(hidden.float()).squeeze(-1)
+        values = head_values(self.value_head, hidden)
         self.steps.append((rows, logprobs[:, 0], values))
 
     def tensors(self, rows: int, width: int) -> tuple[Any, Any] | None:
@@ -151,12 +154,15 @@ class SampledOldPolicy:
         return logprobs, values
 
 
-class ActorCritic:
-    """The trainable PolicyValue (possibly wrapped by accelerate) and the frozen reference model.
+# The reference under LoRA (`reference_is_policy`): the policy itself, its adapters switched off.
+ADAPTERS_OFF = "the policy with its LoRA adapters off"
 
-    `reference` None means the policy's LoRA adapters switched off (`reference_is_policy`): the
-    frozen base under them is the warm-up model, so no second copy of its weights is held.
-    """
+
+class ActorCritic:
+    """The trainable PolicyValue (possibly wrapped by accelerate) and the frozen reference: a model,
+    `ADAPTERS_OFF` (the policy with its LoRA adapters switched off, `reference_is_policy`: the frozen
+    base under them is the warm-up model, so no second copy of its weights is held), or None under
+    `rl.kl_coef: 0`, where no penalty reads it."""
 
     def __init__(self, policy: Any, reference: Any, critic_mode: str, critic_backbone: Any = None):
         self.core = PolicyValue(policy, critic_backbone if critic_mode == "separate" else None)
@@ -165,7 +171,7 @@ class ActorCritic:
         for module in (policy, critic_backbone):
             if module is not None:
                 disable_dropout(module)
-        if reference is not None:
+        if reference not in (None, ADAPTERS_OFF):
             reference.eval()
             reference.requires_grad_(False)
 
@@ -215,7 +221,7 @@ class ActorCritic:
 
     @contextlib.contextmanager
     def _reference_model(self) -> Any:
-        if self.reference is not None:
+        if self.reference is not ADAPTERS_OFF:
             yield self.reference
             return
         with self.policy.disable_adapter():
@@ -283,31 +289,6 @@ def _cut_pieces(
     return pieces
 
 
-def _check_deepspeed_world(num_processes: int) -> None:
-    """accelerate 1.15 sets up DeepSpeed on a CPU without its process group: every process then
-    believes it is the only one (and the main one), so each would write the run folder."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world != num_processes:
-        raise ConfigError(
-            f"DeepSpeed: accelerate sees {num_processes} process(es) of the {world} launched (it does so on a "
-            "machine without GPUs); run DeepSpeed on GPUs, or with one process on a CPU"
-        )
-
-
-def _fused_adamw(parameters: list[Any], deepspeed: bool) -> bool | None:
-    """Whether AdamW takes torch's fused kernel: one pass over all parameters instead of ~10 small
-    ops per tensor, as TRL's and `rft train`'s SFT do (`adamw_torch_fused`). On CPU torch would
-    otherwise loop tensor by tensor: 2.2 ms a step for llama-1m against 0.9 fused (2 threads). The
-    same update to float rounding (7e-9 after 50 steps). Not under DeepSpeed, which wraps the
-    optimizer in its own; None leaves torch's choice. A checkpoint keeps the choice it was saved with."""
-    usable = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in parameters)
-    return True if usable and parameters and not deepspeed else None
-
-
-def _finite(*values: float) -> bool:
-    return all(math.isfinite(float(v)) for v in values)
-
-
 class PPOTrainer:
     """Runs `rl.steps` PPO steps from the warm-up model, saving step checkpoints under the run folder."""
 
@@ -334,22 +315,8 @@ class PPOTrainer:
         cpu = not torch.cuda.is_available() and not env_flag("ACCELERATE_USE_DEEPSPEED")
         self.accelerator = Accelerator(cpu=cpu, mixed_precision=mixed_precision(ctx.config.model))
         self.ac = ActorCritic(model, reference, self.cfg.critic, critic_backbone)
-        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
-        optimizer = torch.optim.AdamW(
-            self.ac.parameters(),
-            lr=self.cfg.learning_rate,
-            weight_decay=self.cfg.weight_decay,
-            fused=_fused_adamw(self.ac.parameters(), deepspeed=plugin is not None),
-        )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-        if plugin is not None:
-            _check_deepspeed_world(self.accelerator.num_processes)
-            configure_deepspeed(plugin.deepspeed_config, self.cfg, self.accelerator.num_processes)
-        self.ac.model, self.optimizer = self.accelerator.prepare(self.ac.core, optimizer)
-        wrapped = getattr(self.accelerator, "deepspeed_engine_wrapped", None)
-        self.engine = (
-            wrapped.engine if wrapped is not None else None
-        )  # a DeepSpeed engine steps itself
+        # plain optimizer steps, or a DeepSpeed engine's (ppo_optim.py)
+        self.ac.model, self.updates = prepare_updates(self.accelerator, self.ac.core, self.cfg)
         self.kl_ctl = pm.AdaptiveKLController(
             self.cfg.kl_coef, self.cfg.kl_target, self.cfg.kl_horizon
         )
@@ -357,12 +324,20 @@ class PPOTrainer:
         # compute what one pass does: a plain KV cache, no gradient checkpointing, no DeepSpeed.
         self._shares_prompts = (
             self.cfg.share_prompts
-            and self.engine is None
+            and self.updates.plain
             and can_share(self.ac.policy)
-            and can_share(self.ac.reference or self.ac.policy)
+            and (self.ac.reference in (None, ADAPTERS_OFF) or can_share(self.ac.reference))
         )
         self.state = PPOState(kl_coef=self.cfg.kl_coef)
         self.pending_config_change: dict[str, list[float]] | None = None
+
+    @property
+    def optimizer(self) -> Any:
+        return self.updates.optimizer
+
+    @property
+    def scheduler(self) -> Any:
+        return self.updates.scheduler
 
     # -- one step -------------------------------------------------------------------------------
 
@@ -394,11 +369,13 @@ class PPOTrainer:
 
     def _reads_old_policy_off_sampling(self) -> bool:
         """Whether the sampling pass can stand in for the old pass's policy forward
-        (`SampledOldPolicy`): one process, float32, the value head on the policy's own states."""
+        (`SampledOldPolicy`): one process, float32, the value head on the policy's own states, and
+        a RoPE that decoding computes as a full forward does (not `rope_depends_on_length`)."""
         return (
             self.accelerator.num_processes == 1
-            and self.engine is None
+            and self.updates.plain
             and self.accelerator.mixed_precision == "no"
+            and not rope_depends_on_length(self.ac.policy)
             and self.ac.critic_backbone is None
             and all(p.dtype == torch.float32 for p in self.ac.policy.parameters())
         )
@@ -411,7 +388,8 @@ class PPOTrainer:
         Rows go in pieces of similar answer length, each cut to its own longest prompt and answer
         (`pm.length_pieces`): the padding beyond changes no real token's result (causal attention,
         position ids from the mask), so it is not computed. Positions past an answer's end are 0.
-        `sampled` (old log-probs and values read off the sampling pass) leaves only the reference.
+        `sampled` (old log-probs and values read off the sampling pass) leaves only the reference;
+        without a reference (`rl.kl_coef: 0`) its log-probs are None.
         """
         chunk = max(self.cfg.mini_batch_size, 16)
         batch = {"input_ids": input_ids, "attention_mask": attn}
@@ -424,7 +402,9 @@ class PPOTrainer:
                 batch, input_ids.shape[1] - resp_len, chunk, self._piece_cost(), self._share_cost()
             ):
                 ids, mask, t = cut["input_ids"], cut["attention_mask"], self.cfg.temperature
-                parts = {2: self.ac.reference_logprobs(ids, mask, width, t, share)}
+                parts = {}
+                if self.ac.reference is not None:
+                    parts[2] = self.ac.reference_logprobs(ids, mask, width, t, share)
                 if sampled is None:
                     parts[0], parts[1], _ = self.ac.forward(
                         ids, mask, width, t, share_prompts=share
@@ -443,8 +423,12 @@ class PPOTrainer:
             memory = DEFAULT_PASS_MEMORY_MB
         return None if memory is None else pm.pass_token_budget(self.ac.policy.config, memory)
 
-    def _piece_cost(self) -> int:
-        """What one more forward pass costs, in padded tokens (see `pm.length_pieces`)."""
+    def _piece_cost(self) -> int | None:
+        """What one more forward pass costs, in padded tokens (see `pm.length_pieces`); None keeps
+        rows in fixed pieces, in their order, where a RoPE depends on a call's longest position
+        (`rope_depends_on_length`: regrouping rows by length would change their log-probs)."""
+        if rope_depends_on_length(self.ac.policy):
+            return None
         return PIECE_COST_TOKENS.get(self.accelerator.device.type, PIECE_COST_TOKENS["other"])
 
     def _share_cost(self) -> int | None:
@@ -452,18 +436,14 @@ class PPOTrainer:
         (`_shares_prompts`). Twice a piece's: a second forward plus the cache's copies; on CPU with
         llama-1m sharing 16 rows' prompts among 4 breaks even at ~150 saved tokens in a forward and
         backward, ~270 in a forward alone (bench/notes/2026-11-29-shared-prompts.md)."""
-        return 2 * self._piece_cost() if self._shares_prompts else None
+        if not self._shares_prompts:
+            return None
+        cost = self._piece_cost()
+        return 2 * cost if cost is not None else None
 
     def _any_process(self, flag: bool) -> bool:
         """Whether `flag` holds on any process (every process must take the same branch)."""
-        if self.accelerator.num_processes == 1:
-            return flag
-        return bool(
-            self.accelerator.reduce(
-                torch.tensor([float(flag)], device=self.accelerator.device), "sum"
-            ).item()
-            > 0
-        )
+        return self.updates.any_process(flag)
 
     def _micro_losses(
         self, mb: dict[str, Any], share_prompts: bool = False
@@ -511,7 +491,7 @@ class PPOTrainer:
         micro = cfg.micro_batch_size or cfg.mini_batch_size
         prompt_width = batch["input_ids"].shape[1] - batch["mask"].shape[1]
         # Processes that sync gradients in every backward need the same number of micro-batches.
-        piece_cost = self._piece_cost() if acc.num_processes == 1 and self.engine is None else None
+        piece_cost = self._piece_cost() if acc.num_processes == 1 and self.updates.plain else None
         max_tokens = self._pass_tokens()
         if max_tokens is not None and piece_cost is None:  # the same rows per pass everywhere
             micro = min(micro, max(max_tokens // (cfg.max_prompt_length + cfg.max_new_tokens), 1))
@@ -531,13 +511,13 @@ class PPOTrainer:
                 )
                 for j, (_, mb, _, share) in enumerate(pieces):
                     loss, stats = self._micro_losses(mb, share)
-                    if self._any_process(not _finite(loss.item())):
-                        self._discard_gradients(loss)
+                    if self._any_process(not finite(loss.item())):
+                        self.updates.discard(loss)
                         return "non-finite loss"
-                    self._backward(loss, last=j == len(pieces) - 1)
+                    self.updates.backward(loss, last=j == len(pieces) - 1)
                     for k, v in stats.items():
                         totals[k] = totals.get(k, 0.0) + v
-                grad_norm, outcome = self._optimizer_step()
+                grad_norm, outcome = self.updates.step()
                 count += 1
                 if outcome == "fault":
                     return "non-finite gradient norm"
@@ -549,63 +529,9 @@ class PPOTrainer:
         means = {
             k: v / (count - overflows if k == "grad_norm" else count) for k, v in totals.items()
         }
-        if acc.scaler is not None or (self.engine is not None and self.engine.fp16_enabled()):
+        if self.updates.loss_scaled():
             means["fp16_overflow_steps"] = float(overflows)
         return self._mean_over_processes(means)
-
-    # -- one optimizer step per minibatch, with or without a DeepSpeed engine --------------------
-
-    def _backward(self, loss: Any, last: bool) -> None:
-        """Accumulate a micro-batch's gradient; under DeepSpeed the engine syncs only on the last one.
-
-        accelerate's `backward` would step the engine after every micro-batch and divide the loss by
-        the engine's accumulation steps, but the micro-batch losses already sum to the minibatch's.
-        """
-        if self.engine is None:
-            self.accelerator.backward(loss)
-            return
-        self.engine.set_gradient_accumulation_boundary(is_boundary=last)
-        self.engine.backward(loss, scale_wrt_gas=False)
-
-    def _optimizer_step(self) -> tuple[float, str]:
-        """Clip to `rl.max_grad_norm` and step once; returns (gradient norm, outcome).
-
-        The outcome is "ok"; "overflow" when float16 loss scaling found a non-finite norm and skipped
-        the update (routine: the scale is lowered); or "fault" when the norm was not finite on some
-        process otherwise (then no process steps).
-        """
-        if self.engine is not None:
-            # The engine computes the global norm, skips its update when the norm is not finite
-            # (ZeRO-1/2; float16 also lowers its loss scale), clips with `gradient_clipping`
-            # (= rl.max_grad_norm) and zeroes the gradients.
-            self.engine.step()
-            norm = self.engine.get_global_grad_norm()
-            if not self.engine.was_step_applied() or (norm is not None and not _finite(norm)):
-                return math.nan, "overflow" if self.engine.fp16_enabled() else "fault"
-            return (float(norm) if norm is not None else 0.0), "ok"
-        acc = self.accelerator
-        grad_norm = acc.clip_grad_norm_(self.ac.parameters(), self.cfg.max_grad_norm)
-        outcome = "ok"
-        if self._any_process(not _finite(grad_norm.item())):
-            if acc.scaler is None:
-                self.optimizer.zero_grad(set_to_none=True)
-                return math.nan, "fault"
-            outcome = "overflow"  # the scaler's step below skips this update and lowers the scale
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return grad_norm.item(), outcome
-
-    def _discard_gradients(self, loss: Any) -> None:
-        """Drop the minibatch's accumulated gradients after a non-finite loss on some process.
-
-        A DeepSpeed engine keeps them in its own (partitioned) buffers, and its one clean reset is
-        the skip of a step whose gradient norm is not finite, so the non-finite loss is sent through.
-        """
-        if self.engine is None:
-            self.optimizer.zero_grad(set_to_none=True)
-            return
-        self._backward(loss, last=True)
-        self.engine.step()
 
     def _mean_over_processes(self, values: dict[str, float]) -> dict[str, float]:
         if self.accelerator.num_processes == 1 or not values:
@@ -646,7 +572,10 @@ class PPOTrainer:
         old_logprobs, old_values, ref_logprobs = self._old_pass(
             input_ids, attn, resp_len, sampled and sampled.tensors(len(input_ids), resp_len)
         )
-        old_logprobs, ref_logprobs = old_logprobs * mask, ref_logprobs * mask
+        # `rl.kl_coef: 0` loads no reference: no penalty, and no KL to measure or log
+        measured = ref_logprobs is not None
+        old_logprobs = old_logprobs * mask
+        ref_logprobs = ref_logprobs * mask if measured else old_logprobs
         rewards, kl = pm.token_rewards(scores, old_logprobs, ref_logprobs, mask, self.kl_ctl.value)
         advantages, returns = pm.compute_gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
         seq_kl = self._gather(kl.sum(dim=1)).mean().item()
@@ -658,7 +587,12 @@ class PPOTrainer:
                 "rl",
                 step,
                 rollout_lines(
-                    self.tokenizer, rows, rollout, local_stats.results, keep, kl.sum(dim=1).tolist()
+                    self.tokenizer,
+                    rows,
+                    rollout,
+                    local_stats.results,
+                    keep,
+                    kl.sum(dim=1).tolist() if measured else None,
                 ),
             )
         lengths, all_scores = self._gather(mask.sum(dim=1)), self._gather(scores)
@@ -680,7 +614,10 @@ class PPOTrainer:
                 **stats.metrics(),
             }
         )
-        fault = None if _finite(record["train_reward_mean"], seq_kl) else "non-finite reward or KL"
+        if not measured:
+            for key in ("kl", "kl_logratio", "kl_sum"):
+                del record[key]
+        fault = None if finite(record["train_reward_mean"], seq_kl) else "non-finite reward or KL"
         if fault is None:
             batch = {
                 "input_ids": input_ids,
@@ -696,8 +633,7 @@ class PPOTrainer:
             if not isinstance(result, str):
                 record.update(result)
         if fault is not None:
-            record["skipped"] = fault
-            self.state.numerical_faults += 1
+            record["skipped"] = fault  # counted by the stage loop
         elif cfg.adaptive_kl:
             self.kl_ctl.update(seq_kl, len(rollout.texts) * acc.num_processes)
         record["learning_rate"] = self.optimizer.param_groups[0]["lr"]
@@ -719,58 +655,11 @@ class PPOTrainer:
     # -- the loop -------------------------------------------------------------------------------
 
     def train(self) -> PPOState:
-        """Run the remaining steps; saves every `save_interval` steps, on Ctrl-C and at the end."""
-        ctx, cfg = self.ctx, self.cfg
-        run_started = time.perf_counter() - self.state.elapsed_s
-        watch = regression_watch(ctx)
-        stop_reason = watch.should_stop()  # a resumed run that had already stopped early
-        while self.state.step < cfg.steps and stop_reason is None:
-            step = self.state.step + 1
-            record = self.step(step)
-            threads.tick()
-            self.state.step = step
-            if ctx.valid_rows and (step % ctx.config.eval.interval == 0 or step == cfg.steps):
-                eval_started = time.perf_counter()
-                self.state.last_valid = self.evaluate()
-                record.update(
-                    {**self.state.last_valid, "eval_s": time.perf_counter() - eval_started}
-                )
-                record.update(watch.observe(self.state.last_valid["valid_reward_mean"], step))
-                stop_reason = watch.should_stop()
-            # The stage's own clock (evaluations included), carried across resumes in trainer_state.json.
-            self.state.elapsed_s = time.perf_counter() - run_started
-            record["stage_elapsed_s"] = self.state.elapsed_s
-            record["elapsed_s"] = ctx.elapsed_before + self.state.elapsed_s
-            ctx.report(record)
-            if self.state.numerical_faults >= cfg.max_numerical_faults:
-                self._stop_on_faults(record)
-            # with rl.final: best, a new best validation score is saved so that final/ can be it
-            new_best = cfg.final == "best" and ckpt.beats_saved(
-                ctx.checkpoints_dir, record.get("valid_reward_mean")
-            )
-            if (
-                step % ctx.config.save_interval == 0
-                or step == cfg.steps
-                or ctx.interrupt.requested
-                or new_best
-                or stop_reason is not None
-            ):
-                self.save(record.get("valid_reward_mean"))
-            if ctx.interrupt.requested:
-                raise KeyboardInterrupt
-        if stop_reason is not None:
-            ctx.early_stop = stop_note(self.state.step, stop_reason)
+        """Run the remaining steps; the stage protocol (`stage_loop`) evaluates, logs, counts
+        faults, saves (every `save_interval` steps, on Ctrl-C and at the end) and stops."""
+        loop = StageLoop(self.ctx, "rl", self.cfg.steps, self.state, lambda *_: self.evaluate())
+        run_steps(loop, self.step, lambda step: self.save(loop))
         return self.state
-
-    def _stop_on_faults(self, record: dict[str, Any]) -> None:
-        latest = ckpt.find_latest_complete(self.ctx.checkpoints_dir)
-        kept = (
-            f"the last good checkpoint is {latest}" if latest else "no RL checkpoint was saved yet"
-        )
-        raise TrainingError(
-            f"rl step {record['step']}: stopped after {self.state.numerical_faults} numerical faults "
-            f"(last: {record.get('skipped')}); {kept}; lower rl.learning_rate or raise rl.kl_coef, then rerun"
-        )
 
     def evaluate(self) -> dict[str, float]:
         """Greedy answers on the validation rows, graded (in the precision the policy trains in)."""
@@ -779,73 +668,40 @@ class PPOTrainer:
 
     # -- checkpoints ----------------------------------------------------------------------------
 
-    def _load_engine(self, engine_dir: Path) -> None:
-        if not (engine_dir / DEEPSPEED_TAG).is_dir():
-            raise TrainingError(
-                f"{engine_dir.parent}: no DeepSpeed engine state ({DEEPSPEED_DIR}/) in this checkpoint, so its "
-                "optimizer state cannot be restored under DeepSpeed; resume with the launch mode that wrote it"
-            )
-        path, _ = self.engine.load_checkpoint(
-            str(engine_dir),
-            tag=DEEPSPEED_TAG,
-            load_optimizer_states=True,
-            load_lr_scheduler_states=False,
-        )
-        if path is None:
-            raise TrainingError(
-                f"{engine_dir}: DeepSpeed could not load the engine state; resume with the same number of processes"
-            )
-
-    def save(self, valid_reward_mean: float | None) -> Path:
-        """Write `checkpoints/step-<N>` atomically and prune old ones."""
-        state = self.state
-
-        def write(folder: Path) -> None:
-            save_pretrained(self.ac.policy, self.tokenizer, folder)
-            if hasattr(
-                self.ac.policy, "peft_config"
-            ):  # the adapters themselves, for an exact resume
-                self.ac.policy.save_pretrained(str(folder / "adapter"))
-                home = self.ctx.checkpoints_dir / f"step-{state.step}" / "adapter"
-                ckpt.anchor_adapter_base(folder / "adapter", home, self.ctx.checkpoints_dir)
-            torch.save(self.ac.value_head.state_dict(), folder / "value_head.pt")
-            if self.ac.critic_backbone is not None:
-                torch.save(self.ac.critic_backbone.state_dict(), folder / "critic.pt")
-            if self.engine is None:
-                torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
-            else:
-                os.rename(engine_dir, folder / DEEPSPEED_DIR)
-            torch.save(self.scheduler.state_dict(), folder / "scheduler.pt")
-            torch.save(ckpt.capture_rng_state(), folder / "rng_state.pt")
-            trainer_state = {
-                "stage": "rl",
-                "step": state.step,
-                "data_position": state.data_position,
-                "kl_coef": self.kl_ctl.value,
-                "numerical_faults": state.numerical_faults,
-                "elapsed_s": state.elapsed_s,
-                "last_valid": state.last_valid,
-            }
-            (folder / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2))
-
-        meta = {
-            "stage": "rl",
-            "step": state.step,
-            "valid_reward_mean": valid_reward_mean,
-            **_versions(),
-        }
-        folder = self.ctx.checkpoints_dir / f"step-{state.step}"
-        engine_dir = self.ctx.checkpoints_dir / f".{DEEPSPEED_DIR}-step-{state.step}"
-        if self.engine is not None:
-            # every process writes its own shard of the optimizer state (ZeRO partitions it); the
-            # main process then moves the folder into the checkpoint before the marker is written
-            self.engine.save_checkpoint(str(engine_dir), tag=DEEPSPEED_TAG)
-            self.accelerator.wait_for_everyone()
+    def save(self, loop: StageLoop) -> Path:
+        """Write `checkpoints/step-<N>` atomically (the stage loop names it, marks it and prunes)."""
+        step = self.state.step
+        folder = loop.checkpoint_dir(step)
+        self.updates.stage_state(folder)
         if self.accelerator.is_main_process:
-            ckpt.write_checkpoint(folder, write, meta)
-            ckpt.prune_checkpoints(self.ctx.checkpoints_dir, self.ctx.config.keep_checkpoints)
+            loop.write_checkpoint(step, lambda tmp: self._write_state(tmp, folder), _versions())
         self.accelerator.wait_for_everyone()
         return folder
+
+    def _write_state(self, tmp: Path, folder: Path) -> None:
+        """The weights and everything a resume continues from, into `tmp` (renamed to `folder`)."""
+        policy = self.ac.policy
+        save_pretrained(policy, self.tokenizer, tmp)
+        if hasattr(policy, "peft_config"):  # the adapters themselves, for an exact resume
+            policy.save_pretrained(str(tmp / "adapter"))
+            ckpt.anchor_adapter_base(tmp / "adapter", folder / "adapter", folder.parent)
+        torch.save(self.ac.value_head.state_dict(), tmp / "value_head.pt")
+        if self.ac.critic_backbone is not None:
+            torch.save(self.ac.critic_backbone.state_dict(), tmp / "critic.pt")
+        self.updates.write_state(tmp, folder)
+        torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save(ckpt.capture_rng_state(), tmp / "rng_state.pt")
+        state = self.state
+        trainer_state = {
+            "stage": "rl",
+            "step": state.step,
+            "data_position": state.data_position,
+            "kl_coef": self.kl_ctl.value,
+            "numerical_faults": state.numerical_faults,
+            "elapsed_s": state.elapsed_s,
+            "last_valid": state.last_valid,
+        }
+        (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2))
 
     def load(self, folder: Path) -> None:
         """Restore optimizer, scheduler, value head, counters and RNG from a step checkpoint."""
@@ -854,10 +710,7 @@ class PPOTrainer:
             self.ac.critic_backbone.load_state_dict(
                 torch.load(folder / "critic.pt", weights_only=True)
             )
-        if self.engine is None:
-            self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
-        else:  # weights, float32 master copy and every process's optimizer shard
-            self._load_engine(folder / DEEPSPEED_DIR)
+        self.updates.load_state(folder)
         self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
         ckpt.restore_rng_state(torch.load(folder / "rng_state.pt", weights_only=False))
         saved = json.loads((folder / "trainer_state.json").read_text())
@@ -893,9 +746,6 @@ class PPOTrainer:
                     group[key] = value
         self.scheduler.base_lrs = [cfg.learning_rate for _ in self.scheduler.base_lrs]
         self.pending_config_change = changed or None
-
-
-DEEPSPEED_DIR, DEEPSPEED_TAG = "deepspeed", "engine"  # engine state inside a step checkpoint
 
 
 def _versions() -> dict[str, Any]:
@@ -946,11 +796,13 @@ def run_ppo(
 ) -> PPOState:
     """Train with PPO from `init_dir` (the warm-up checkpoint; None = the configured base model)."""
     settings, seed = ctx.config.model, ctx.config.seed
-    reference = (
-        None
-        if reference_is_policy(settings)
-        else load_model(settings, tokenizer, init_dir, seed=seed, trainable=False)
-    )
+    # without a KL penalty no reference is read (the coefficient stays 0 under rl.adaptive_kl too)
+    if ctx.config.rl.kl_coef <= 0:
+        reference = None
+    elif reference_is_policy(settings):
+        reference = ADAPTERS_OFF
+    else:
+        reference = load_model(settings, tokenizer, init_dir, seed=seed, trainable=False)
     policy = _load_policy(settings, tokenizer, init_dir, resume_from, seed)
     critic = None
     if (

@@ -31,6 +31,7 @@ _STATE_OF_ANY_CHECKPOINT = {
     "model.lora": "the checkpoints hold these adapters",
     "data.train": "the saved data position counts rows of this file in a seeded order",
     "data.valid": "the scores of the saved checkpoints were measured on this file",
+    "eval.samples": "the scores of the saved checkpoints were measured on this many validation rows",
     "data.demonstration_field": "the warm-up was trained on this field",
     "seed": "the saved data position counts rows in an order this seed drew",
     "sft": "the warm-up checkpoint was trained with these settings (TRL restores its optimizer and scheduler)",
@@ -134,4 +135,27 @@ def check_resume_changes(
                 f"--set {key}={new}: cannot change on --resume ({refused[owner]}; it was {old}); "
                 "start a new run in another --output-dir to change it"
             )
+    _check_eval_length(changes, config)
     return {key: change for key, change in changes.items() if key not in _LOGGED_ELSEWHERE}
+
+
+def _check_eval_length(changes: dict[str, list[Any]], config: RunConfig) -> None:
+    """Refuse a change of how long the evaluations' answers may be (`eval.max_new_tokens`, which
+    unset is `rl.max_new_tokens`): best-checkpoint selection and early stop would compare scores
+    measured under two limits. Setting `eval.max_new_tokens` to the old limit keeps it."""
+
+    def before(key: str, now: Any) -> Any:
+        return changes[key][0] if key in changes else now
+
+    new = config.eval.max_new_tokens or config.rl.max_new_tokens
+    old = before("eval.max_new_tokens", config.eval.max_new_tokens) or before(
+        "rl.max_new_tokens", config.rl.max_new_tokens
+    )
+    if old == new:
+        return
+    key = "eval.max_new_tokens" if "eval.max_new_tokens" in changes else "rl.max_new_tokens"
+    raise ConfigError(
+        f"--set {key}={changes[key][1]}: cannot change on --resume (the saved checkpoints were evaluated "
+        f"with answers of up to {old} tokens, and would now be compared with scores of up to {new}); "
+        f"add --set eval.max_new_tokens={old} to keep evaluating as before, or start a new run in another --output-dir"
+    )

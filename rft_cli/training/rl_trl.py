@@ -23,6 +23,7 @@ from rft_cli.data.records import item_of, prompt_messages
 from rft_cli.errors import TrainingError
 from rft_cli.generation import NEUTRAL_PROCESSORS, NEUTRAL_WARPERS, encode_prompt
 from rft_cli.tool_calls import output_parser
+from rft_cli.training.architectures import lora_exclusions
 from rft_cli.training.context import RunContext
 from rft_cli.training.seeding import seed_everything
 from rft_cli.training.trl_bridge import (
@@ -197,10 +198,12 @@ def run_trl_rl(ctx: RunContext, init_dir: Path, tokenizer: Any) -> dict[str, Any
         evaluate=evaluate,
         steps_per_record=per_batch,
     )
+    if callback.loop.stopped_before():  # a resumed run that had stopped early stops again at once
+        return {"step": callback.loop.progress.step, "last_valid": None}
     trainer_class = truncating_trainer_class(
         GRPOTrainer if config.rl.algorithm == "grpo" else RLOOTrainer, config.rl.max_prompt_length
     )
-    peft_config = _peft_config(config.model)
+    peft_config = _peft_config(config.model, init_dir)
     trainer = build_trl_trainer(
         trainer_class,
         model=str(init_dir),
@@ -218,19 +221,23 @@ def run_trl_rl(ctx: RunContext, init_dir: Path, tokenizer: Any) -> dict[str, Any
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if ctx.interrupt.requested:
         raise KeyboardInterrupt
+    callback.loop.finish()
     return {"step": trainer.state.global_step // per_batch, "last_valid": callback.last_valid}
 
 
-def _peft_config(settings: Any) -> Any:
+def _peft_config(settings: Any, model_dir: Path) -> Any:
     if settings.lora is None:
         return None
     from peft import LoraConfig
+    from transformers import AutoConfig
 
     lora = settings.lora
+    model_type = AutoConfig.from_pretrained(str(model_dir)).model_type
     return LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=lora.target_modules,
+        exclude_modules=lora_exclusions(model_type, lora.target_modules),
         task_type="CAUSAL_LM",
     )

@@ -309,12 +309,27 @@ def _run_ppo_stage(ctx: Any, init_dir: Path | None, tokenizer: Any) -> None:
     run_ppo(ctx, init_dir, tokenizer, resume_from=latest)
 
 
+def evaluation_autocast(settings: Any) -> Any:
+    """The autocast RL's evaluations run under (`accelerator.autocast()`): `model.dtype`
+    bfloat16/float16 is mixed precision over float32 weights; float32 computes as it is."""
+    import torch
+
+    from rft_cli.training.models import mixed_precision
+
+    precision = mixed_precision(settings)
+    if precision == "no":
+        return contextlib.nullcontext()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.autocast(device, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
 def _save_base(ctx: Any, tokenizer: Any) -> Path:
     """Save the base model as `checkpoints/base`, with its validation score when rl.final is best.
 
     TRL's reference model loads by path, so a model built in memory is saved first; and a run
-    without a warm-up hands this model back when RL never beat it. The evaluation's seconds count
-    in the RL stage's time.
+    without a warm-up hands this model back when RL never beat it, so it is scored as RL's
+    checkpoints are, in the precision RL computes in. The evaluation's seconds count in the RL
+    stage's time.
     """
     from accelerate import PartialState
 
@@ -324,7 +339,8 @@ def _save_base(ctx: Any, tokenizer: Any) -> Path:
         model = load_model(ctx.config.model, tokenizer, seed=ctx.config.seed)
         meta = {"stage": "base", "step": 0}
         if ctx.config.rl.final == "best":
-            meta.update(sft.evaluate_sft(ctx, model, tokenizer) or {})
+            with evaluation_autocast(ctx.config.model):  # the precision RL evaluates in
+                meta.update(sft.evaluate_sft(ctx, model, tokenizer) or {})
             ctx.elapsed_before += time.perf_counter() - started
         ckpt.write_checkpoint(folder, lambda tmp: save_pretrained(model, tokenizer, tmp), meta)
     PartialState().wait_for_everyone()

@@ -17,7 +17,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from rft_cli.generation import distinct_rows, lm_head_input
+from rft_cli.generation import (
+    distinct_rows,
+    lm_head_input,
+    rope_depends_on_length,
+    rows_can_be_selected,
+)
 
 
 def prompt_groups(input_ids: Any, attention_mask: Any, prompt_width: int) -> tuple[Any, Any]:
@@ -31,18 +36,19 @@ def prompt_groups(input_ids: Any, attention_mask: Any, prompt_width: int) -> tup
 
 
 def can_share(model: Any) -> bool:
-    """Whether the model's forward can continue from a cache whose rows were copied: its cache is a
-    `DynamicCache` of plain or sliding-window layers (not a recurrent or hybrid state), and no
-    gradient checkpointing (which turns the cache off in training)."""
-    from transformers.cache_utils import DynamicCache, DynamicLayer
+    """Whether the model's forward can continue from a cache whose rows were copied: every row state
+    of its cache is copied (`rows_can_be_selected`), no gradient checkpointing (which turns the
+    cache off in training), and a RoPE that does not change with a call's longest position (the
+    prompts' pass would use other frequencies than the whole rows': `rope_depends_on_length`)."""
+    from transformers.cache_utils import DynamicCache
 
-    if getattr(model, "is_gradient_checkpointing", False):
+    if getattr(model, "is_activation_checkpointing", False) or rope_depends_on_length(model):
         return False
     try:
         cache = DynamicCache(config=model.config)
     except Exception:  # a config the cache does not understand: keep the one-pass forward
         return False
-    return all(isinstance(layer, DynamicLayer) for layer in cache.layers)
+    return rows_can_be_selected(cache)
 
 
 def answer_forward(
@@ -87,7 +93,7 @@ def answer_forward(
             input_ids=input_ids[first, :prompt_width],
             attention_mask=attention_mask[first, :prompt_width],
             position_ids=positions[first, :prompt_width],
-            past_key_values=cache,
+            cache=cache,
             logits_to_keep=1,
             use_cache=True,
         )
@@ -97,7 +103,7 @@ def answer_forward(
             input_ids=input_ids[:, prompt_width:],
             attention_mask=attention_mask,
             position_ids=positions[:, prompt_width:],
-            past_key_values=cache,
+            cache=cache,
             logits_to_keep=response_len,
             use_cache=True,
         )

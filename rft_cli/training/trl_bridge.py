@@ -1,14 +1,15 @@
-"""Glue between TRL's trainers and the run folder: metric names, checkpoint names, Ctrl-C, grader reward.
+"""Glue between TRL's trainers and the run folder: metric names, the stage protocol, grader reward.
 
-TRL saves `checkpoint-<N>` folders into a hidden working folder; once TRL has written one (its
-`trainer_state.json` comes last), `on_save` adds our marker and renames it to the run layout's
-name (`step-<N>` or `sft-step-<N>`), so `--resume` only ever sees complete checkpoints.
+`RunFolderCallback` is TRL's loop seen by the stage protocol (`stage_loop.py`), which evaluates,
+writes the metrics lines, counts faults, names and prunes checkpoints and honours Ctrl-C for every
+stage. TRL saves `checkpoint-<N>` folders into a hidden working folder; once TRL has written one
+(its `trainer_state.json` comes last), `on_save` adds our marker and renames it to the run
+layout's name (`step-<N>` or `sft-step-<N>`), so `--resume` only ever sees complete checkpoints.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
@@ -16,14 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from rft_cli import checkpoints as ckpt
-from rft_cli import threads
 from rft_cli.errors import TrainingError
 from rft_cli.graders import reward_function
 from rft_cli.samples import render_prompt, result_fields, text_of
 from rft_cli.training.context import RunContext
-from rft_cli.training.early_stop import regression_watch, stop_note
 from rft_cli.training.models import resolve_dtype
 from rft_cli.training.rewards import GradeStats, stats_of
+from rft_cli.training.stage_loop import StageLoop, StageProgress, latest_checkpoint, non_finite
 
 # TRL log key -> our metric name (the names OpenAI's RFT dashboard and our PPO use).
 TRL_METRICS = {
@@ -60,7 +60,9 @@ def trl_callback_class() -> type:
     from transformers import TrainerCallback
 
     class RunFolderCallback(TrainerCallback):
-        """Writes metrics lines, renames checkpoints, evaluates, and stops cleanly on Ctrl-C."""
+        """TRL's loop onto the stage protocol (`stage_loop.StageLoop`): its steps end, log and save
+        there. A step of ours is `steps_per_record` TRL optimizer steps (GRPO/RLOO: one sampled
+        batch), so evaluating, saving and stopping happen only between them."""
 
         def __init__(
             self,
@@ -72,53 +74,39 @@ def trl_callback_class() -> type:
             evaluate: Any = None,
             steps_per_record: int = 1,
         ):
-            self.ctx, self.stage, self.prefix, self.work_dir = ctx, stage, prefix, work_dir
-            self.per = steps_per_record  # TRL optimizer steps per step of ours (GRPO/RLOO: per sampled batch)
-            self.reward, self.evaluate_fn = reward, evaluate
-            self.started = time.perf_counter()
-            # The stage's own clock: seconds before a resume come from the checkpoint resumed from.
-            resumed = latest_trl_checkpoint(ctx.checkpoints_dir, prefix)
-            self.stage_before = (
-                float(ckpt.read_meta(resumed).get("stage_elapsed_s", 0.0)) if resumed else 0.0
+            self.ctx, self.stage, self.work_dir = ctx, stage, work_dir
+            self.per = steps_per_record
+            self.reward = reward
+            resumed = latest_checkpoint(ctx.checkpoints_dir, prefix)
+            progress = (
+                StageProgress.from_meta(ckpt.read_meta(resumed)) if resumed else StageProgress()
             )
-            self.pending_valid: dict[str, float] | None = None
+            # the stage's last step is TRL's count, known on_train_begin
+            self.loop = StageLoop(ctx, stage, 0, progress, evaluate)
             self.final_record: dict[str, Any] | None = None
-            self.last_valid: dict[str, float] | None = None
             self.tokens_at_last_log = 0
             self.time_at_last_log = time.perf_counter()
-            self.watch = regression_watch(ctx) if stage == "rl" else None
             self.names = trl_metric_names(ctx.config.rl.algorithm if stage == "rl" else None)
 
+        @property
+        def last_valid(self) -> dict[str, float] | None:
+            return self.loop.progress.last_valid
+
+        def stage_elapsed(self) -> float:
+            return self.loop.stage_elapsed()
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            self.loop.steps = state.max_steps // self.per
+            return control
+
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-            threads.tick()
-            if (
-                state.global_step % self.per
-            ):  # inside a sampled batch: evaluate, save or stop only between batches
+            if state.global_step % self.per:  # inside a sampled batch
+                self.loop.tick()
                 return control
-            cfg, step = self.ctx.config, state.global_step // self.per
-            last = state.global_step >= state.max_steps
-            if (
-                self.evaluate_fn is not None
-                and self.ctx.valid_rows
-                and (step % cfg.eval.interval == 0 or last)
-            ):
-                eval_started = time.perf_counter()
-                valid = self.evaluate_fn(kwargs["model"], step)
-                self.pending_valid = self.last_valid = {
-                    **valid,
-                    "eval_s": time.perf_counter() - eval_started,
-                }
-                if self.watch is not None:
-                    self.pending_valid.update(self.watch.observe(valid["valid_reward_mean"], step))
-                    reason = self.watch.should_stop()
-                    if (
-                        reason is not None and not last
-                    ):  # end here, saving this step (final/ = the best)
-                        self.ctx.early_stop = stop_note(step, reason)
-                        control.should_save = True
-                        control.should_training_stop = True
-            if self.ctx.interrupt.requested:
-                control.should_save = True
+            step = state.global_step // self.per
+            self.loop.end_step(step, kwargs.get("model"))
+            control.should_save = self.loop.save_due(step)
+            if self.loop.stopping:
                 control.should_training_stop = True
             return control
 
@@ -138,79 +126,37 @@ def trl_callback_class() -> type:
             )
             if self.reward is not None:
                 record.update(self.reward.drain_metrics())
-            if self.pending_valid is not None:
-                record.update(self.pending_valid)
-                self.pending_valid = None
-            now, tokens = time.perf_counter(), int(getattr(state, "num_input_tokens_seen", 0) or 0)
-            if (
-                self.stage == "rl" and "response_length_mean" in record
-            ):  # generated tokens this step
-                rl = self.ctx.config.rl
-                generated = (
-                    record["response_length_mean"] * rl.prompts_per_step * rl.samples_per_prompt
-                )
-                record["tokens_per_second"] = generated / max(now - self.time_at_last_log, 1e-9)
-            elif tokens:
-                record["tokens_per_second"] = (tokens - self.tokens_at_last_log) / max(
-                    now - self.time_at_last_log, 1e-9
-                )
-            self.tokens_at_last_log, self.time_at_last_log = tokens, now
-            record["stage_elapsed_s"] = self.stage_elapsed()
-            record["elapsed_s"] = self.run_elapsed()
-            if self.stage == "sft" and state.global_step >= state.max_steps:
-                self.final_record = record  # written with the warm-up's evaluation by run_sft
-                return control
-            self.ctx.report(record)
-            self._check_faults(record)
+            self._tokens_per_second(record, state)
+            # the warm-up's last line is written with its evaluation, by run_sft
+            last_sft = self.stage == "sft" and state.global_step >= state.max_steps
+            self.loop.report(record, non_finite(record), hold=last_sft)
+            if last_sft:
+                self.final_record = record
             if self.ctx.interrupt.requested:  # Ctrl-C: save this very step, then stop
                 control.should_save = True
                 control.should_training_stop = True
             return control
 
-        def stage_elapsed(self) -> float:
-            """Seconds this stage has run, evaluations included, across resumes."""
-            return self.stage_before + time.perf_counter() - self.started
-
-        def run_elapsed(self) -> float:
-            """The run's cumulative seconds (the warm-up's before an RL stage)."""
-            return (self.ctx.elapsed_before if self.stage == "rl" else 0.0) + self.stage_elapsed()
-
-        def _check_faults(self, record: dict[str, Any]) -> None:
-            bad = [
-                k
-                for k in ("loss", "kl", "kl_logratio", "train_reward_mean", "grad_norm")
-                if k in record and not math.isfinite(record[k])
-            ]
-            if bad:
-                self.faults = getattr(self, "faults", 0) + 1
-                if self.faults >= self.ctx.config.rl.max_numerical_faults:
-                    raise TrainingError(
-                        f"{self.stage} step {record['step']}: stopped after {self.faults} numerical faults ({', '.join(bad)} "
-                        "not finite); the last good checkpoint is kept; lower the learning rate and rerun"
-                    )
+        def _tokens_per_second(self, record: dict[str, Any], state: Any) -> None:
+            now, tokens = time.perf_counter(), int(getattr(state, "num_input_tokens_seen", 0) or 0)
+            seconds = max(now - self.time_at_last_log, 1e-9)
+            if self.stage == "rl" and "response_length_mean" in record:  # generated tokens
+                rl = self.ctx.config.rl
+                generated = (
+                    record["response_length_mean"] * rl.prompts_per_step * rl.samples_per_prompt
+                )
+                record["tokens_per_second"] = generated / seconds
+            elif tokens:
+                record["tokens_per_second"] = (tokens - self.tokens_at_last_log) / seconds
+            self.tokens_at_last_log, self.time_at_last_log = tokens, now
 
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-            source, step = (
-                self.work_dir / f"checkpoint-{state.global_step}",
-                state.global_step // self.per,
-            )
+            source = self.work_dir / f"checkpoint-{state.global_step}"
+            step = state.global_step // self.per
             if state.is_world_process_zero and source.is_dir():
-                valid = self.last_valid or {}
-                meta = {
-                    "stage": self.stage,
-                    "step": step,
-                    "valid_reward_mean": valid.get("valid_reward_mean"),
-                    "trl": True,
-                    "elapsed_s": self.run_elapsed(),
-                    "stage_elapsed_s": self.stage_elapsed(),
-                }
-                promote_trl_checkpoint(
-                    source, self.ctx.checkpoints_dir / f"{self.prefix}{step}", meta
-                )
-                if self.stage == "rl":
-                    ckpt.prune_checkpoints(
-                        self.ctx.checkpoints_dir, self.ctx.config.keep_checkpoints
-                    )
+                meta = {**self.loop.checkpoint_meta(step), "trl": True}
+                promote_trl_checkpoint(source, self.loop.checkpoint_dir(step), meta)
+                self.loop.saved()
             return control
 
     return RunFolderCallback
@@ -256,19 +202,7 @@ def promote_trl_checkpoint(source: Path, target: Path, meta: dict[str, Any]) -> 
 
 def latest_trl_checkpoint(checkpoints_dir: Path, prefix: str) -> Path | None:
     """The complete `<prefix><N>` folder with the highest N."""
-    best: tuple[int, Path] | None = None
-    if not checkpoints_dir.is_dir():
-        return None
-    for child in checkpoints_dir.iterdir():
-        if (
-            child.name.startswith(prefix)
-            and child.name[len(prefix) :].isdigit()
-            and ckpt.is_complete(child)
-        ):
-            n = int(child.name[len(prefix) :])
-            if best is None or n > best[0]:
-                best = (n, child)
-    return best[1] if best else None
+    return latest_checkpoint(checkpoints_dir, prefix)
 
 
 class GraderReward:
