@@ -164,6 +164,7 @@ def _trainer_with_engine(losses: list[float] | None = None):
         trainer.accelerator, None, SimpleNamespace(step=lambda: None), _FakeEngine()
     )
     trainer.ac = SimpleNamespace(core=torch.nn.Linear(1, 1))
+    trainer._pass_tokens = lambda: None  # no model config to estimate a pass's memory from
     values = iter(losses or [])
     trainer._micro_losses = lambda mb, *share: (
         torch.tensor(next(values, 1.0)),
