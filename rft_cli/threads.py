@@ -34,17 +34,19 @@ def usable_cores() -> int:
 
 
 def _busy_cpu_seconds() -> float | None:
-    """CPU-seconds every core has spent not idle since boot (user, nice, system, irq, steal)."""
+    """CPU-seconds every core has spent busy at normal priority since boot (user, system, irq,
+    softirq, steal). Niced time is left out: a process under `nice` yields its core to ours, so it
+    takes no thread away (a background build or test run under `nice -n 19` leaves rft both cores)."""
     try:
         fields = _STAT.read_text().split("\n", 1)[0].split()
     except OSError:
         return None
     if not fields or fields[0] != "cpu":
         return None
-    ticks = [int(x) for x in fields[1:]]
-    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
-    # guest time is already counted in user and nice
-    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+    # user nice system idle iowait irq softirq steal (guest time is already in user and nice)
+    ticks = [int(x) for x in fields[1:9]] + [0] * (9 - len(fields))
+    busy = ticks[0] + ticks[2] + ticks[5] + ticks[6] + ticks[7]
+    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def threads_for(cores: int, others_busy: float) -> int:

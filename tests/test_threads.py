@@ -13,6 +13,7 @@ class FakeMachine:
     def __init__(self, tmp_path, monkeypatch):
         self.stat = tmp_path / "stat"
         self.busy_ticks = 0
+        self.nice_ticks = 0
         self.clock = 100.0
         self.own_cpu = 0.0
         self.set_to: list[int] = []
@@ -25,12 +26,17 @@ class FakeMachine:
 
     def write(self) -> None:
         # user nice system idle iowait irq softirq steal guest guest_nice
-        self.stat.write_text(f"cpu  {self.busy_ticks} 0 0 5000 7 0 0 0 0 0\ncpu0 1 2 3\n")
+        self.stat.write_text(
+            f"cpu  {self.busy_ticks} {self.nice_ticks} 0 5000 7 0 0 0 0 0\ncpu0 1 2 3\n"
+        )
 
-    def run(self, seconds: float, others_cores: float, own_cores: float) -> None:
+    def run(
+        self, seconds: float, others_cores: float, own_cores: float, niced_cores: float = 0.0
+    ) -> None:
         self.clock += seconds
         self.own_cpu += own_cores * seconds
         self.busy_ticks += round((others_cores + own_cores) * seconds * 100)
+        self.nice_ticks += round(niced_cores * seconds * 100)
         self.write()
 
 
@@ -53,6 +59,16 @@ def test_a_busy_core_takes_a_thread_away_and_gives_it_back(tmp_path, monkeypatch
     assert governor.tick() == 2
     assert machine.set_to == [1, 2]
     assert [threads for _, threads in governor.decisions] == [1, 2]
+
+
+def test_a_niced_process_takes_no_thread_away(tmp_path, monkeypatch):
+    """`nice -n 19 make` yields its core to rft's threads: only normal-priority load counts."""
+    machine = FakeMachine(tmp_path, monkeypatch)
+    governor = threads.ThreadGovernor(cores=2, every_s=1)
+    machine.run(10, others_cores=0.0, own_cores=1.0, niced_cores=1.0)
+    assert governor.tick() == 2
+    machine.run(10, others_cores=1.0, own_cores=1.0, niced_cores=1.0)
+    assert governor.tick() == 1
 
 
 def test_own_cpu_time_is_not_counted_as_load(tmp_path, monkeypatch):
