@@ -178,6 +178,7 @@ def run_episodes(
     parser: OutputParser | None = None,
     seed: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    max_prompt_tokens: int | None = None,
 ) -> list[Episode]:
     """Run one episode per prompt to its end; returns them in the prompts' order.
 
@@ -188,6 +189,8 @@ def run_episodes(
         toolbox: runs the calls (`rft_cli.tools.ToolBox`); `tools[i]`, the definitions episode i
             offers (default: every tool the toolbox defines).
         limits: when an episode ends (`EpisodeLimits`).
+        max_prompt_tokens: keep only the last this many tokens of each prompt (PPO's
+            `rl.max_prompt_length`); the turns after it are rendered from the messages as ever.
     """
     import torch
 
@@ -202,6 +205,9 @@ def run_episodes(
         _start(tokenizer, list(p), item, row_tools or toolbox.tool_definitions() or None)
         for p, item, row_tools in zip(prompts, items, offered, strict=True)
     ]
+    if max_prompt_tokens is not None:
+        for e in episodes:
+            e.prompt_ids = e.prompt_ids[-max_prompt_tokens:]
     live = list(episodes)
     while live:
         _sample_turns(live, policy, tokenizer, parser, limits, batch_size)

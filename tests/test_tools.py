@@ -463,11 +463,7 @@ def test_a_python_tool_cannot_read_the_callers_secrets(tmp_path, monkeypatch):
     assert "RFT_TEST_TOOL_KEY" not in json.loads(result.output)
 
 
-def test_rft_train_refuses_a_recipe_with_tools_until_training_over_episodes_exists(tmp_path):
-    from typer.testing import CliRunner
-
-    from rft_cli.cli import app
-
+def _tools_recipe(tmp_path, **extra):
     (tmp_path / "t.jsonl").write_text(
         '{"messages": [{"role": "user", "content": "hi"}], "solution": "x"}\n'
     )
@@ -477,9 +473,34 @@ def test_rft_train_refuses_a_recipe_with_tools_until_training_over_episodes_exis
         "data": {"train": "t.jsonl"},
         "grader": {"type": "string_check", "input": "x", "reference": "x", "operation": "eq"},
         "tools": [{"name": "lookup", "python": "tool.py"}],
+        **extra,
     }
     (tmp_path / "r.yaml").write_text(json.dumps(recipe))
-    result = CliRunner().invoke(app, ["train", str(tmp_path / "r.yaml"), "--dry-run"])
+    return tmp_path / "r.yaml"
+
+
+def test_rft_train_plans_a_recipe_with_tools(tmp_path):
+    from typer.testing import CliRunner
+
+    from rft_cli.cli import app
+
+    result = CliRunner().invoke(app, ["train", str(_tools_recipe(tmp_path)), "--dry-run"])
+    assert result.exit_code == 0, result.output
+
+
+def test_rloo_over_episodes_is_refused_with_its_reason(tmp_path):
+    """TRL's RLOOTrainer (1.16) has no rollout hook and no mask for tokens the policy did not write:
+    training it over episodes would put loss on the tool results, so the recipe is refused."""
+    from typer.testing import CliRunner
+
+    from rft_cli.cli import app
+
+    recipe = _tools_recipe(
+        tmp_path, rl={"algorithm": "rloo", "samples_per_prompt": 2, "mini_batch_size": 2}
+    )
+    result = CliRunner().invoke(app, ["train", str(recipe), "--dry-run"])
     assert result.exit_code == 2
-    assert "training over multi-turn episodes with tools is not built yet" in result.output
+    assert "rl.algorithm: rloo cannot train over episodes with tools" in result.output
     assert "Traceback" not in result.output
+    warm_up_only = CliRunner().invoke(app, ["train", str(recipe), "--dry-run", "--stage", "sft"])
+    assert warm_up_only.exit_code == 0, warm_up_only.output

@@ -29,6 +29,7 @@ def evaluate_greedy(
     batch_size: int,
     answers: list | None = None,
     progress: ProgressFn | None = None,
+    tools: Any = None,
 ) -> dict[str, float]:
     """valid_reward_mean and valid_accuracy (share of rows with reward 1.0) of greedy answers.
 
@@ -36,8 +37,25 @@ def evaluate_greedy(
     `progress(done, total)` is called after each generated batch.
 
     Generation is `rft_cli.generation.generate_completions`, the same as `rft eval`, so the
-    validation score during training matches what `rft eval` reports for the checkpoint.
+    validation score during training matches what `rft eval` reports for the checkpoint. With
+    `tools` (a recipe's `ToolSetup`) each row is a greedy episode graded whole, as `rft eval
+    --tools` runs it, and the episodes' metrics come too (`episode_rollouts.episode_metrics`).
     """
+    if tools is not None:
+        from rft_cli.training.episode_rollouts import evaluate_episodes_greedy
+
+        return evaluate_episodes_greedy(
+            model,
+            tokenizer,
+            grader,
+            rows,
+            tools,
+            demonstration_field=demonstration_field,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            answers=answers,
+            progress=progress,
+        )
     was_training = model.training
     prompts = [prompt_messages(row) for row in rows]
     tools = [row_tools(row) for row in rows]
@@ -119,6 +137,7 @@ class RunContext:
     config_changes: dict[str, list[Any]] | None = (
         None  # `--resume --set` changes, listed on the next metrics line
     )
+    tools: Any = None  # the recipe's tools (`episode_rollouts.ToolSetup`): RL runs episodes
 
     @property
     def checkpoints_dir(self) -> Any:
@@ -174,6 +193,7 @@ class RunContext:
             batch_size=ev.batch_size,
             answers=answers,
             progress=evaluating(after, step, len(rows)) if evaluating else None,
+            tools=self.tools,
         )
         self.keep_samples("eval", step, (answers or [])[: cfg.samples.eval_rows], after=after)
         return valid

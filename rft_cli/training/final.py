@@ -154,6 +154,7 @@ def score_held_out(ctx: Any, folder: Path) -> dict[str, Any]:
             demonstration_field=ctx.config.data.demonstration_field,
             max_new_tokens=ctx.config.eval.max_new_tokens or ctx.config.rl.max_new_tokens,
             batch_size=ctx.config.eval.batch_size,
+            tools=ctx.tools,
         )
         scores = {
             "final_heldout_reward_mean": valid["valid_reward_mean"],

@@ -28,6 +28,13 @@ from rft_cli.samples import rollout_lines
 from rft_cli.tool_calls import output_parser
 from rft_cli.training import ppo_math as pm
 from rft_cli.training.context import RunContext
+from rft_cli.training.episode_rollouts import (
+    episode_lines,
+    episode_metrics,
+    episode_rollout,
+    grade_rollout,
+    sample_episodes,
+)
 from rft_cli.training.launch import check_launch, env_flag
 from rft_cli.training.models import (
     apply_lora,
@@ -330,6 +337,7 @@ class PPOTrainer:
         )
         self.state = PPOState(kl_coef=self.cfg.kl_coef)
         self.pending_config_change: dict[str, list[float]] | None = None
+        self.episodes = ctx.tools is not None  # a recipe with tools trains over whole episodes
 
     @property
     def optimizer(self) -> Any:
@@ -366,6 +374,33 @@ class PPOTrainer:
         items = [item_of(r, self.ctx.config.data.demonstration_field) for r in expanded]
         grades = grade(self.ctx.grader, rollout.texts, items, parser=output_parser(self.tokenizer))
         return rollout, grades, sampled
+
+    def _episode_rollout(self, rows: list[dict]) -> tuple[Any, Any, list[Any]]:
+        """One episode per sampled prompt (`rft_cli.episodes`), graded whole; the old policy is a
+        teacher-forced pass over the episode's tokens (never re-tokenized, so exactly the tokens the
+        policy sampled, in the same positions: `_old_pass`)."""
+        cfg = self.cfg
+        expanded = [row for row in rows for _ in range(cfg.samples_per_prompt)]
+        self.ac.core.eval()
+        with self.accelerator.autocast():  # sample from the network that is trained
+            episodes = sample_episodes(
+                self.ac.policy,
+                self.tokenizer,
+                expanded,
+                self.ctx.tools,
+                self.ctx.config.data.demonstration_field,
+                temperature=cfg.temperature,
+                top_p=cfg.top_p,
+                max_prompt_tokens=cfg.max_prompt_length,
+            )
+        device = next(self.ac.policy.parameters()).device
+        rollout = episode_rollout(episodes, _pad_id(self.tokenizer), device)
+        stats, grades = grade_rollout(self.ctx.grader, episodes)
+        return rollout, stats, grades
+
+    def _answer_width(self) -> int:
+        """The longest answer a rollout holds: `rl.max_new_tokens`, or an episode's token budget."""
+        return self.ctx.config.episode.max_tokens if self.episodes else self.cfg.max_new_tokens
 
     def _reads_old_policy_off_sampling(self) -> bool:
         """Whether the sampling pass can stand in for the old pass's policy forward
@@ -494,7 +529,7 @@ class PPOTrainer:
         piece_cost = self._piece_cost() if acc.num_processes == 1 and self.updates.plain else None
         max_tokens = self._pass_tokens()
         if max_tokens is not None and piece_cost is None:  # the same rows per pass everywhere
-            micro = min(micro, max(max_tokens // (cfg.max_prompt_length + cfg.max_new_tokens), 1))
+            micro = min(micro, max(max_tokens // (cfg.max_prompt_length + self._answer_width()), 1))
         generator = torch.Generator().manual_seed(step_seed(self.ctx.config.seed, step) + 1)
         totals: dict[str, float] = {}
         count = overflows = 0
@@ -545,6 +580,32 @@ class PPOTrainer:
     def _gather(self, tensor: Any) -> Any:
         return tensor if self.accelerator.num_processes == 1 else self.accelerator.gather(tensor)
 
+    def _gather_graded(self, values: Any, graded: Any) -> Any:
+        """`values` of every process's graded answers (a dropped episode's are left out)."""
+        return self._gather(values)[self._gather(graded)]
+
+    def _episode_metrics(self, episodes: list[Any]) -> dict[str, float]:
+        """Tool calls, tool errors, tokens and drops of the step's episodes, over every process
+        (each samples as many: the mean of their means, and dropped episodes summed)."""
+        metrics = episode_metrics(episodes)
+        if self.accelerator.num_processes == 1:
+            return metrics
+        parts = gather_object([metrics])
+        merged = {k: sum(p[k] for p in parts) / len(parts) for k in metrics}
+        merged["episodes_dropped"] = sum(p["episodes_dropped"] for p in parts)
+        return merged
+
+    def _check_episodes(self, step: int, rollout: Any, graded: Any) -> None:
+        """Stop when a step has no episode left to train on: every one was dropped (a tool failed
+        past its retries), which retrying the step would most likely repeat."""
+        if self._gather(graded).any():
+            return
+        reason = next((e.drop_reason for e in rollout.episodes if e.dropped), "")
+        raise TrainingError(
+            f"rl step {step}: every episode was dropped (a tool failed past its retries; first: {reason}); "
+            "check that the tools answer (`rft eval --tools`), then rerun with --resume"
+        )
+
     def step(self, step: int) -> dict[str, Any]:
         """Run PPO step `step` (1-based); returns its metrics line."""
         cfg, started, acc = self.cfg, time.perf_counter(), self.accelerator
@@ -554,13 +615,22 @@ class PPOTrainer:
             len(self.ctx.train_rows), self.ctx.config.seed, start, cfg.prompts_per_step
         )
         self.state.data_position += cfg.prompts_per_step * acc.num_processes
-        rollout, local_stats, sampled = self._rollout([self.ctx.train_rows[i] for i in indices])
+        rows = [self.ctx.train_rows[i] for i in indices]
+        if self.episodes:
+            rollout, local_stats, grades = self._episode_rollout(rows)
+            sampled = None
+        else:
+            rollout, local_stats, sampled = self._rollout(rows)
         stats = local_stats if acc.num_processes == 1 else merge_stats(gather_object([local_stats]))
         record: dict[str, Any] = {"stage": "rl", "step": step}
         if self.pending_config_change:
             record["config_changed"], self.pending_config_change = self.pending_config_change, None
+        graded = rollout.graded  # a dropped episode is not graded, and trains nothing
+        if self.episodes:
+            self._check_episodes(step, rollout, graded)
         self._check_grader_failures(step, stats, record)
-        scores = torch.tensor(
+        scores = torch.zeros(len(graded), dtype=torch.float32, device=rollout.response_ids.device)
+        scores[graded] = torch.tensor(
             local_stats.rewards, dtype=torch.float32, device=rollout.response_ids.device
         )
         if cfg.truncated == "penalize":
@@ -577,28 +647,29 @@ class PPOTrainer:
         old_logprobs = old_logprobs * mask
         ref_logprobs = ref_logprobs * mask if measured else old_logprobs
         rewards, kl = pm.token_rewards(scores, old_logprobs, ref_logprobs, mask, self.kl_ctl.value)
-        advantages, returns = pm.compute_gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
-        seq_kl = self._gather(kl.sum(dim=1)).mean().item()
+        # an episode's policy tokens come in turns: GAE runs from each turn to the next
+        gae = pm.compute_episode_gae if self.episodes else pm.compute_gae
+        advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
+        seq_kl = self._gather_graded(kl.sum(dim=1), graded).mean().item()
         k3, logratio, tokens = self._gather(pm.kl_sums(old_logprobs, ref_logprobs, mask)).sum(0)
         if self.ctx.wants_samples("rl", step):
             rows = [i for i in indices for _ in range(cfg.samples_per_prompt)]
             keep = self.ctx.samples.keep(len(rows), cfg.samples_per_prompt)
+            kl_lines = kl.sum(dim=1).tolist() if measured else None
             self.ctx.keep_samples(
                 "rl",
                 step,
-                rollout_lines(
-                    self.tokenizer,
-                    rows,
-                    rollout,
-                    local_stats.results,
-                    keep,
-                    kl.sum(dim=1).tolist() if measured else None,
+                episode_lines(self.tokenizer, rows, rollout.episodes, grades, keep, kl_lines)
+                if self.episodes
+                else rollout_lines(
+                    self.tokenizer, rows, rollout, local_stats.results, keep, kl_lines
                 ),
             )
-        lengths, all_scores = self._gather(mask.sum(dim=1)), self._gather(scores)
+        lengths = self._gather_graded(mask.sum(dim=1), graded)
+        all_scores = self._gather_graded(scores, graded)
         if cfg.whiten_advantages:
             # per process, like the whitening itself: this process's answers decide
-            advantages, scaled = pm.normalise_advantages(advantages, mask, scores)
+            advantages, scaled = pm.normalise_advantages(advantages, mask, scores[graded])
             record["advantages_whitened"] = float(scaled)
         record.update(
             {
@@ -609,9 +680,12 @@ class PPOTrainer:
                 "kl_sum": seq_kl,
                 "kl_coef": self.kl_ctl.value,
                 "response_length_mean": lengths.float().mean().item(),
-                "truncated_share": self._gather(rollout.truncated.float()).mean().item(),
+                "truncated_share": self._gather_graded(rollout.truncated.float(), graded)
+                .mean()
+                .item(),
                 "grader_error_share": stats.failed_share,
                 **stats.metrics(),
+                **(self._episode_metrics(rollout.episodes) if self.episodes else {}),
             }
         )
         if not measured:
@@ -746,6 +820,13 @@ class PPOTrainer:
                     group[key] = value
         self.scheduler.base_lrs = [cfg.learning_rate for _ in self.scheduler.base_lrs]
         self.pending_config_change = changed or None
+
+
+def _pad_id(tokenizer: Any) -> int:
+    """The id that pads token tensors (any id would do: padding is masked out)."""
+    if tokenizer.pad_token_id is not None:
+        return int(tokenizer.pad_token_id)
+    return int(tokenizer.eos_token_id or 0)
 
 
 def _versions() -> dict[str, Any]:

@@ -168,17 +168,39 @@ def compute_gae(rewards: Any, values: Any, mask: Any, gamma: float, lam: float) 
     return advantages, returns
 
 
+def compute_episode_gae(
+    rewards: Any, values: Any, mask: Any, gamma: float, lam: float
+) -> tuple[Any, Any]:
+    """`compute_gae` over the policy's tokens of multi-turn episodes, skipping the tokens between them.
+
+    An episode's `mask` has holes: the tool results and template tokens between two turns are 0.
+    The policy's next decision after a turn is the next turn's first token, so GAE runs over each
+    row's masked positions packed together (a stable sort puts them first, in order), then the
+    results go back to their columns. A row whose mask is one run from column 0 (a single answer)
+    packs to itself, so this is `compute_gae` there.
+    """
+    import torch
+
+    order = torch.sort((mask <= 0).to(torch.int8), dim=1, stable=True).indices
+    packed = [torch.gather(t, 1, order) for t in (rewards, values, mask)]
+    advantages, returns = compute_gae(*packed, gamma, lam)
+    unpacked = [torch.zeros_like(advantages).scatter(1, order, t) for t in (advantages, returns)]
+    return unpacked[0], unpacked[1]
+
+
 def loss_weights(mask: Any, aggregation: str = "token") -> Any:
     """Per-token loss weights that sum to 1 over a minibatch (0 off the response).
 
     `token`: every response token of the minibatch weighs the same (a token mean, as TRL's PPO).
     `answer`: every answer weighs the same, split evenly over its tokens (a per-answer token mean,
     then the mean over answers, as ReFT's train_rl_reft.py), so a long answer's tokens count less.
+    A row without a token (a dropped episode) is not an answer: it takes no share.
     """
     if aggregation == "token":
         return mask / mask.sum().clamp(min=1)
-    lengths = mask.sum(dim=1, keepdim=True).clamp(min=1)
-    return mask / lengths / mask.shape[0]
+    lengths = mask.sum(dim=1, keepdim=True)
+    answers = (lengths > 0).sum().clamp(min=1)
+    return mask / lengths.clamp(min=1) / answers
 
 
 def length_pieces(

@@ -38,6 +38,13 @@ class Preflight:
     grader_check: Any = (
         None  # the self-test's SelfTestReport, None when grader_check.enabled is false
     )
+    tools: Any = None  # the recipe's tools (`episode_rollouts.ToolSetup`), None without `tools`
+
+    def close(self) -> None:
+        """Stop the grader's and the tools' workers."""
+        self.grader.close()
+        if self.tools is not None:
+            self.tools.close()
 
 
 def build_run_grader(config: RunConfig) -> Any:
@@ -87,11 +94,8 @@ def preflight(config: RunConfig, grader: Any = None, stage: str = "all") -> Pref
     problem = check_tracker(config.report_to)
     if problem:
         raise ConfigError(problem)
-    if config.tools:
-        raise ConfigError(
-            "tools: training over multi-turn episodes with tools is not built yet; `rft eval --tools "
-            "RECIPE` runs such episodes and `rft validate --tools RECIPE` checks their data (docs/agent.md)"
-        )
+    if config.tools and stage in ("rl", "all"):
+        _check_episode_algorithm(config)
     _check_model_source(config)
     if stage in ("rl", "all"):
         check_launch(config)  # a distributed mode our PPO cannot run, before any model loads
@@ -103,7 +107,36 @@ def preflight(config: RunConfig, grader: Any = None, stage: str = "all") -> Pref
     plan = build_plan(config, len(train), len(valid), stage)
     if check is not None:
         plan["grader_check"] = {k: v for k, v in check.to_dict().items() if k != "failures"}
-    return Preflight(train, valid, grader, plan=plan, grader_check=check)
+    tools = _load_tools(config, train, valid)
+    return Preflight(train, valid, grader, plan=plan, grader_check=check, tools=tools)
+
+
+def _check_episode_algorithm(config: RunConfig) -> None:
+    """RLOO cannot train over episodes: TRL 1.16's RLOOTrainer has neither a rollout hook nor a
+    mask for tokens the policy did not write, so tool results would carry loss."""
+    if config.rl.algorithm == "rloo":
+        raise ConfigError(
+            "rl.algorithm: rloo cannot train over episodes with tools: TRL's RLOOTrainer (1.16) has no "
+            "rollout hook and no mask for the tool results' tokens, which would then carry loss; use "
+            "rl.algorithm: ppo or grpo (docs/agent.md)"
+        )
+
+
+def _load_tools(config: RunConfig, train: list[dict], valid: list[dict]) -> Any:
+    """The recipe's tools, checked against every row (nothing starts before the first call)."""
+    from rft_cli.evaluation import check_rows_against_tools
+    from rft_cli.training.episode_rollouts import load_tool_setup
+
+    setup = load_tool_setup(config)
+    if setup is None:
+        return None
+    try:
+        for path, rows in ((config.data.train, train), (config.data.valid, valid)):
+            check_rows_against_tools(path, list(enumerate(rows, 1)), setup.toolbox)
+    except BaseException:
+        setup.close()
+        raise
+    return setup
 
 
 def check_grader(config: RunConfig, grader: Any) -> Any:
@@ -195,5 +228,5 @@ def build_plan(config: RunConfig, n_train: int, n_valid: int, stage: str) -> dic
 def plan_run(config: RunConfig, stage: str = "all") -> dict[str, Any]:
     """What `train` would do (`rft train --dry-run`): every check of the preflight, then the plan."""
     pre = preflight(config, stage=stage)
-    pre.grader.close()
+    pre.close()
     return pre.plan

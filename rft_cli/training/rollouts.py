@@ -35,6 +35,15 @@ class Rollout:
 
         return torch.cat([self.prompt_mask, self.response_mask.to(self.prompt_mask.dtype)], dim=1)
 
+    @property
+    def graded(self) -> Any:
+        """Which answers were graded: all of them (an episode may be dropped, `EpisodeRollout`)."""
+        import torch
+
+        return torch.ones(
+            self.response_ids.shape[0], dtype=torch.bool, device=self.response_ids.device
+        )
+
 
 def encode_prompts(
     tokenizer: Any, rows: Sequence[dict], max_prompt_length: int, device: Any

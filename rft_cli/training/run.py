@@ -159,6 +159,8 @@ def train(
     finally:
         if grader is None:  # we built it, so we stop its workers
             pre.grader.close()
+        if pre.tools is not None:
+            pre.tools.close()
 
 
 def _train_checked(
@@ -206,6 +208,7 @@ def _train_checked(
         elapsed_before=elapsed_before,
         samples=samples,
         config_changes=changes or None,
+        tools=pre.tools,
     )
     started = time.perf_counter()
     try:
