@@ -35,6 +35,13 @@ from rft_cli.training.trl_bridge import (
     optimizer_steps_per_batch,
     trl_callback_class,
 )
+from rft_cli.training.trl_episodes import (
+    EpisodeReward,
+    EpisodeRollout,
+    EpisodeSampleKeeper,
+    episode_trainer_class,
+    quiet_rollout_hook,
+)
 
 STEP_PREFIX = "step-"
 
@@ -177,14 +184,7 @@ def run_trl_rl(ctx: RunContext, init_dir: Path, tokenizer: Any) -> dict[str, Any
         }  # finished; Trainer would run one step more
     seed_everything(config.seed)
     work_dir = ctx.checkpoints_dir / f".trl-{config.rl.algorithm}"
-    penalty = config.rl.truncation_penalty if config.rl.truncated == "penalize" else None
-    reward = GraderReward(
-        ctx.grader,
-        config.rl.max_grader_error_share,
-        truncation_penalty=penalty,
-        keeper=TrlSampleKeeper(ctx, tokenizer),
-        parser=output_parser(tokenizer),
-    )
+    reward = _reward(ctx, tokenizer)
 
     def evaluate(model: Any, step: int) -> dict[str, float]:
         return ctx.evaluate(model, tokenizer, step, after="rl")
@@ -200,22 +200,28 @@ def run_trl_rl(ctx: RunContext, init_dir: Path, tokenizer: Any) -> dict[str, Any
     )
     if callback.loop.stopped_before():  # a resumed run that had stopped early stops again at once
         return {"step": callback.loop.progress.step, "last_valid": None}
-    trainer_class = truncating_trainer_class(
-        GRPOTrainer if config.rl.algorithm == "grpo" else RLOOTrainer, config.rl.max_prompt_length
-    )
+    trainer_class = GRPOTrainer if config.rl.algorithm == "grpo" else RLOOTrainer
+    episodes: dict[str, Any] = {}
+    if ctx.tools is not None:  # GRPO over episodes (preflight refuses RLOO with tools)
+        trainer_class = episode_trainer_class(trainer_class)
+        episodes["rollout_func"] = EpisodeRollout(ctx, tokenizer)
+    else:
+        trainer_class = truncating_trainer_class(trainer_class, config.rl.max_prompt_length)
     peft_config = _peft_config(config.model, init_dir)
-    trainer = build_trl_trainer(
-        trainer_class,
-        model=str(init_dir),
-        reward_funcs=[reward],
-        args=build_trl_config(ctx, work_dir),
-        train_dataset=Dataset.from_list(
-            rl_examples(ctx.train_rows, config.data.demonstration_field)
-        ),
-        processing_class=tokenizer,
-        callbacks=[callback],
-        peft_config=peft_config,
-    )
+    with quiet_rollout_hook():
+        trainer = build_trl_trainer(
+            trainer_class,
+            model=str(init_dir),
+            reward_funcs=[reward],
+            args=build_trl_config(ctx, work_dir),
+            train_dataset=Dataset.from_list(
+                rl_examples(ctx.train_rows, config.data.demonstration_field)
+            ),
+            processing_class=tokenizer,
+            callbacks=[callback],
+            peft_config=peft_config,
+            **episodes,
+        )
     # TRL's own rule for a truncated completion: its last id is no end-of-answer id (tokenizer, generation_config) nor pad
     reward.eos_token_ids = {*trainer.eos_token_ids, tokenizer.pad_token_id}
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -223,6 +229,24 @@ def run_trl_rl(ctx: RunContext, init_dir: Path, tokenizer: Any) -> dict[str, Any
         raise KeyboardInterrupt
     callback.loop.finish()
     return {"step": trainer.state.global_step // per_batch, "last_valid": callback.last_valid}
+
+
+def _reward(ctx: RunContext, tokenizer: Any) -> GraderReward:
+    """The grader as TRL's reward function: on single answers, or on whole episodes with tools."""
+    rl = ctx.config.rl
+    penalty = rl.truncation_penalty if rl.truncated == "penalize" else None
+    if ctx.tools is not None:
+        keeper = EpisodeSampleKeeper(ctx, tokenizer)
+        return EpisodeReward(
+            ctx.grader, rl.max_grader_error_share, keeper=keeper, truncation_penalty=penalty
+        )
+    return GraderReward(
+        ctx.grader,
+        rl.max_grader_error_share,
+        truncation_penalty=penalty,
+        keeper=TrlSampleKeeper(ctx, tokenizer),
+        parser=output_parser(tokenizer),
+    )
 
 
 def _peft_config(settings: Any, model_dir: Path) -> Any:

@@ -261,13 +261,17 @@ class GraderReward:
                 truncated=truncated,
                 **kwargs,
             )
+        self.check_failures(stats)
+        return [float(r) for r in rewards]
+
+    def check_failures(self, stats: GradeStats) -> None:
+        """Stop the run when more than `rl.max_grader_error_share` of a batch's grades failed."""
         if stats.failed_share > self.max_error_share:
             kinds = ", ".join(f"{k}: {v}" for k, v in sorted(stats.errors.items())) or "unknown"
             raise TrainingError(
-                f"{stats.failed} of {len(rewards)} grades failed ({kinds}), more than "
+                f"{stats.failed} of {len(stats.rewards)} grades failed ({kinds}), more than "
                 f"rl.max_grader_error_share={self.max_error_share}; fix the grader (try `rft grade`) and rerun with --resume"
             )
-        return [float(r) for r in rewards]
 
     def _truncated(self, completion_ids: list[list[int]] | None) -> list[bool] | None:
         """TRL's rule: a completion is truncated when its last id is no end-of-answer id (None when
