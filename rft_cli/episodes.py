@@ -409,6 +409,67 @@ def continuation_ids(
     return list(tokenizer(bridge + after[len(before) :], add_special_tokens=False)["input_ids"])
 
 
+def demonstration_ids(
+    tokenizer: Any,
+    prompt: list[dict[str, Any]],
+    turns: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None,
+    stop: set[int],
+) -> tuple[list[int], list[int]]:
+    """(ids, policy mask) of a demonstrated episode, built as the runner builds a sampled one.
+
+    The prompt's ids (`encode_prompt`); then each assistant turn's own tokens, the text the
+    template adds for it after the previous messages (with the generation prompt), tokenized alone
+    and cut after its first `stop` token, as a sampled turn ends: 1 in the mask; then the tool
+    messages that answer it, through `continuation_ids`: 0. So the warm-up trains on exactly the
+    tokens and turns an episode of the same conversation holds, for any chat template the runner
+    accepts (no `{% generation %}` markers needed).
+    """
+    from rft_cli.generation import encode_prompt
+
+    ids = encode_prompt(tokenizer, prompt, tools)
+    mask, conversation, i = [0] * len(ids), list(prompt), 0
+    while i < len(turns):
+        message = turns[i]
+        tokens = _turn_ids(tokenizer, conversation, message, tools, stop)
+        ids, mask = ids + tokens, mask + [1] * len(tokens)
+        conversation.append(message)
+        replies = []
+        for reply in turns[i + 1 :]:
+            if reply.get("role") == "assistant":
+                break
+            replies.append(reply)
+        i += 1 + len(replies)
+        if i < len(turns) or replies:
+            stopped_by = tokens[-1] if tokens and tokens[-1] in stop else None
+            continuation = continuation_ids(tokenizer, conversation, replies, tools, stopped_by)
+            ids, mask = ids + continuation, mask + [0] * len(continuation)
+            conversation += replies
+    return ids, mask
+
+
+def _turn_ids(
+    tokenizer: Any,
+    conversation: list[dict],
+    message: dict,
+    tools: list[dict] | None,
+    stop: set[int],
+) -> list[int]:
+    """The tokens the template renders for assistant `message` after `conversation`, through its
+    first stop token."""
+    before = _render(tokenizer, conversation, tools, True)
+    after = _render(tokenizer, [*conversation, message], tools, False)
+    if not after.startswith(before):
+        raise ConfigError(
+            "the model's chat template renders earlier turns differently once an assistant turn follows "
+            "them, so a demonstration's tokens cannot be built turn by turn; use a model whose template "
+            "appends each message as it is"
+        )
+    tokens = list(tokenizer(after[len(before) :], add_special_tokens=False)["input_ids"])
+    ends = [n for n, t in enumerate(tokens) if t in stop]
+    return tokens[: ends[0] + 1] if ends else tokens
+
+
 def _render(tokenizer: Any, messages: list[dict], tools: list[dict] | None, opening: bool) -> str:
     with_tools = {"tools": tools} if tools else {}
     return tokenizer.apply_chat_template(

@@ -255,6 +255,13 @@ def episode_prompt_messages(row: dict) -> list[dict[str, Any]]:
     return [_template_message(m) for m in messages[: last + 1]]
 
 
+def episode_turns(row: dict) -> list[dict[str, Any]]:
+    """The demonstrated turns after the episode's prompt (`episode_prompt_messages`): assistant
+    turns, their calls and the tool messages answering them, in the shape chat templates read."""
+    messages = row["messages"]
+    return [_template_message(m) for m in messages[len(episode_prompt_messages(row)) :]]
+
+
 def _template_message(message: dict) -> dict[str, Any]:
     text = message_text(message.get("content")) or ""
     if (

@@ -26,7 +26,13 @@ from typing import Any
 
 from rft_cli import checkpoints as ckpt
 from rft_cli.data.openai_rows import row_tools
-from rft_cli.data.records import demonstration, demonstration_message, prompt_messages
+from rft_cli.data.records import (
+    demonstration,
+    demonstration_message,
+    episode_prompt_messages,
+    episode_turns,
+    prompt_messages,
+)
 from rft_cli.errors import ConfigError
 from rft_cli.training.context import RunContext
 from rft_cli.training.models import apply_lora, load_model, save_pretrained
@@ -114,6 +120,47 @@ class SFTEncoder:
             add_generation_prompt=add_generation_prompt,
         )
         return list(encoded["input_ids"])
+
+
+class EpisodeSFTEncoder(SFTEncoder):
+    """A recipe with tools: each demonstration is an episode, tokenized as the episode runner builds
+    one (`rft_cli.episodes.demonstration_ids`), loss on its assistant turns only.
+
+    A row that ends with a demonstrated episode (its calls, the tool results and the answer after
+    the last user turn) trains on every assistant turn of it, each through its stop token; the tool
+    results and template tokens between them are context, labelled -100. A row with its
+    demonstration in a field is a one-turn episode. The tools shown are the row's own, else the
+    recipe's, as in the episodes RL samples. `stop` is the model's stop ids (set once it loads).
+    """
+
+    def __init__(
+        self,
+        rows: Sequence[dict],
+        tokenizer: Any,
+        demonstration_field: str,
+        max_length: int,
+        tools: list[dict] | None,
+    ):
+        super().__init__(rows, tokenizer, demonstration_field, max_length)
+        self.tools, self.stop = tools, {tokenizer.eos_token_id}
+
+    def __call__(self, index: int) -> dict[str, list[int]]:
+        from rft_cli.episodes import demonstration_ids
+
+        row = self.rows[index]
+        if row["messages"][-1].get("role") == "assistant":
+            prompt, turns = episode_prompt_messages(row), episode_turns(row)
+        else:
+            demo = demonstration_message(row, self.demonstration_field)
+            if demo is None:
+                raise ValueError(
+                    f"training row {index} has no demonstration"
+                )  # sft_rows() leaves such rows out
+            prompt, turns = prompt_messages(row), [demo]
+        tools = row_tools(row) or self.tools
+        ids, mask = demonstration_ids(self.tokenizer, prompt, turns, tools, self.stop)
+        labels = [token if bit else -100 for token, bit in zip(ids, mask, strict=True)]
+        return {"input_ids": ids[: self.max_length], "labels": labels[: self.max_length]}
 
 
 class SFTCollator:
@@ -217,19 +264,21 @@ def build_sft_trainer(
 
 def run_sft(ctx: RunContext, tokenizer: Any) -> Path:
     """Warm up the configured model on the demonstrations; returns `checkpoints/sft`."""
-    config, settings = ctx.config, ctx.config.sft
+    config = ctx.config
     rows = sft_rows(ctx.train_rows, config.data.demonstration_field)
     if not rows:
         raise ConfigError(
             f"sft: no training row has a demonstration (a final assistant message or "
             f"{config.data.demonstration_field!r}); add them or set sft.enabled: false"
         )
-    encode = SFTEncoder(
-        ctx.train_rows, tokenizer, config.data.demonstration_field, settings.max_length
-    )
+    encode = build_encoder(ctx, tokenizer)
     check_demonstrations_fit(encode, rows)
     seed_everything(config.seed)
     model = apply_lora(load_model(config.model, tokenizer, seed=config.seed), config.model)
+    if isinstance(encode, EpisodeSFTEncoder):  # a turn ends at the model's stop ids, as sampled
+        from rft_cli.generation import stop_token_ids
+
+        encode.stop = set(stop_token_ids(model, tokenizer))
     callback = trl_callback_class()(ctx, "sft", SFT_PREFIX, ctx.checkpoints_dir / ".trl-sft")
     trainer = build_sft_trainer(ctx, model, tokenizer, rows, encode, [callback])
     resume = latest_trl_checkpoint(ctx.checkpoints_dir, SFT_PREFIX)
@@ -243,6 +292,16 @@ def run_sft(ctx: RunContext, tokenizer: Any) -> Path:
         "sft", trainer.state.global_step, trainer.state.log_history
     )
     return _save_sft(ctx, trainer, tokenizer, callback.stage_elapsed, last)
+
+
+def build_encoder(ctx: RunContext, tokenizer: Any) -> SFTEncoder:
+    """The warm-up's encoder: single answers, or with tools whole demonstrated episodes."""
+    config = ctx.config
+    field, length = config.data.demonstration_field, config.sft.max_length
+    if ctx.tools is None:
+        return SFTEncoder(ctx.train_rows, tokenizer, field, length)
+    tools = ctx.tools.toolbox.tool_definitions() or None
+    return EpisodeSFTEncoder(ctx.train_rows, tokenizer, field, length, tools)
 
 
 def _load_finished(trainer: Any, folder: Path) -> None:
