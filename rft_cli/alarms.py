@@ -36,6 +36,10 @@ MEANINGS = {
     "grader_errors": "the share of answers whose grading failed rose: the grader breaks on what the model now writes",
     "valid_regression": "the validation reward fell far below its best (the starting model's included), evaluation "
     "after evaluation: training is making the model worse; final/ keeps the best model",
+    "tool_call_growth": "episodes make many more tool calls than at the start of RL: the reward may pay for calls, "
+    "or the model loops on a tool; read the episodes in the samples",
+    "tool_errors": "the share of tool calls that return an error rose: the model calls tools wrongly, or a tool "
+    "started failing; read the episodes in the samples",
 }
 ALARM_NAMES = tuple(MEANINGS)
 
@@ -222,6 +226,29 @@ def detect_valid_regression(stream: MetricStream, s: Any) -> str | None:
     )
 
 
+def detect_tool_call_growth(stream: MetricStream, s: Any) -> str | None:
+    """Episodes with tools: calls per episode now above `tool_call_multiple` times the start (a
+    start under one call counts as one, so a model that starts with few calls may grow some)."""
+    pair = _start_and_now(stream, "tool_calls_per_episode", s.window)
+    if pair is None or pair[1] <= s.tool_call_multiple * max(pair[0], 1.0):
+        return None
+    return (
+        f"tool_calls_per_episode {pair[1]:.2f} (last {s.window} steps) is above "
+        f"alarms.tool_call_multiple={s.tool_call_multiple} times its start {pair[0]:.2f}"
+    )
+
+
+def detect_tool_errors(stream: MetricStream, s: Any) -> str | None:
+    """Episodes with tools: the share of calls whose result was an error rose over its start."""
+    pair = _start_and_now(stream, "tool_error_share", s.window)
+    if pair is None or pair[1] - pair[0] < s.tool_error_rise:
+        return None
+    return (
+        f"tool_error_share {pair[1]:.2f} (last {s.window} steps) rose {pair[1] - pair[0]:.2f} from its start "
+        f"{pair[0]:.2f}, above alarms.tool_error_rise={s.tool_error_rise}"
+    )
+
+
 DETECTORS: dict[str, Callable[[MetricStream, Any], str | None]] = {
     "reward_hacking": detect_reward_hacking,
     "length_growth": detect_length_growth,
@@ -231,6 +258,8 @@ DETECTORS: dict[str, Callable[[MetricStream, Any], str | None]] = {
     "kl_high": detect_kl_high,
     "grader_errors": detect_grader_errors,
     "valid_regression": detect_valid_regression,
+    "tool_call_growth": detect_tool_call_growth,
+    "tool_errors": detect_tool_errors,
 }
 # Alarms that may end the RL stage early as a normal finish (final/ = the best model, exit 0): only
 # those computed from the validation scores, which every process of a multi-process run holds alike.

@@ -317,7 +317,10 @@ class RLSettings(_Strict):
         1.0, gt=0, le=1, doc="Nucleus sampling of the rollouts (1: off).", source="plain sampling"
     )
     max_new_tokens: int = setting(
-        700, ge=1, doc="Longest sampled answer, in tokens.", source="ReFT `max_gen_length`"
+        700,
+        ge=1,
+        doc="Longest sampled answer, in tokens; with `tools`, the longest turn of an episode (`episode.max_tokens` bounds the whole episode).",
+        source="ReFT `max_gen_length`",
     )
     max_prompt_length: int = setting(
         300,
@@ -595,6 +598,17 @@ class AlarmSettings(_Strict):
     regression_evals: int = setting(
         2, ge=1, doc="`valid_regression`: how many evaluations in a row must score that low."
     )
+    tool_call_multiple: float = setting(
+        2.0,
+        gt=1,
+        doc="`tool_call_growth` (episodes with tools): tool calls per episode now over its start (a start under one call counts as one).",
+    )
+    tool_error_rise: float = setting(
+        0.25,
+        gt=0,
+        le=1,
+        doc="`tool_errors` (episodes with tools): rise of `tool_error_share`, the share of calls whose result was an error, over its start.",
+    )
 
     @field_validator("stop_on", "disabled")
     @classmethod
@@ -776,7 +790,7 @@ class RunConfig(_Strict):
     )
     tools: list[ToolSettings] = setting(
         default_factory=list,
-        doc="Tools the model may call in multi-turn episodes (docs/agent.md). `rft eval --tools` runs episodes with them; training over episodes is not built yet, so `rft train` refuses a recipe that has tools.",
+        doc="Tools the model may call in multi-turn episodes (docs/agent.md). With tools, `rft train` trains over whole episodes (the warm-up on demonstrated episodes, PPO or GRPO on sampled ones; RLOO is refused), and `rft eval --tools` runs episodes with them.",
     )
     episode: EpisodeSettings = setting(
         default_factory=EpisodeSettings, doc="Limits of an episode with tools."

@@ -237,6 +237,30 @@ def eval_lines(
     ]
 
 
+def transcript(line: dict[str, Any]) -> str:
+    """A kept answer as one line of text: an episode's turns (`turns`) as calls, their results
+    and the final answer, `lookup {"key": "ka"} -> 17 | lookup {"key": "mo"} -> 42 | 17+42=59`;
+    a single answer's text."""
+    turns = line.get("turns")
+    if not isinstance(turns, list):
+        return str(line.get("output_text") or "")
+    parts: list[str] = []
+    for turn in turns:
+        if not isinstance(turn, dict):
+            continue
+        if turn.get("role") == "tool":
+            result = f"-> {turn.get('content', '')}"
+            parts[-1:] = [f"{parts[-1]} {result}" if parts else result]
+            continue
+        calls = [
+            f"{c['function'].get('name')} {json.dumps(c['function'].get('arguments'))}"
+            for c in turn.get("tool_calls") or []
+            if isinstance(c, dict) and isinstance(c.get("function"), dict)
+        ]
+        parts += [p for p in (str(turn.get("content") or ""), *calls) if p]
+    return " | ".join(parts)
+
+
 # -- reading ------------------------------------------------------------------------------------
 
 

@@ -163,7 +163,7 @@ def _print_step(found: dict[str, Any]) -> None:
                 _reward(line.get("reward")),
                 _cell(line.get("row")),
                 _cell(line.get("num_tokens")),
-                _cell(line.get("output_text")),
+                _answer_cell(line),
             )
         render.stdout.print(table)
     table = Table("count", "mean reward", "answer", title="most common answers")
@@ -187,9 +187,16 @@ def _print_row(found: dict[str, Any]) -> None:
             _cell(line.get("step")),
             _reward(line.get("reward")),
             _cell(line.get("num_tokens")),
-            _cell(line.get("output_text")),
+            _answer_cell(line),
         )
     render.stdout.print(table)
+
+
+def _answer_cell(line: dict[str, Any]) -> str:
+    """The answer, or an episode's whole transcript (its calls, their results, the answer)."""
+    from rft_cli.samples import transcript
+
+    return _cell(transcript(line), 160 if "turns" in line else 80)
 
 
 def _print_run(r: Any) -> None:
