@@ -9,6 +9,11 @@ the default `rl.final: best`) is reported beside the last step as `final`. All m
 rows (`eval.samples` of them). Prints one line per seed and the mean and spread per arm; writes
 `results.json` in the output folder.
 
+A recipe with `tools` (recipes/lookup-cpu.yaml) trains over episodes: the SFT-only arm trains on
+the demonstrated episodes as the warm-up does (loss on every assistant turn), every arm is scored
+on greedy episodes, and each seed also reports tool calls per validation episode after the warm-up,
+after PPO and after SFT-only.
+
 Example:
     OMP_NUM_THREADS=2 python bench/reft_effect.py                      # recipes/arith-cpu.yaml, 3 seeds
     python bench/reft_effect.py --seeds 1 --set rl.steps=20 --out /tmp/reft-quick
@@ -68,7 +73,7 @@ def sft_only_arm(
     from rft_cli.training.models import apply_lora, save_pretrained
     from rft_cli.training.run import preflight
     from rft_cli.training.seeding import seed_everything
-    from rft_cli.training.sft import sft_examples
+    from rft_cli.training.sft import SFTCollator, build_encoder, sft_examples, sft_rows
     from rft_cli.training.trl_bridge import precision_args
 
     config = load_run_config(recipe, [f"seed={seed}", *overrides])
@@ -80,6 +85,16 @@ def sft_only_arm(
     model = apply_lora(AutoModelForCausalLM.from_pretrained(sft_dir), config.model)
     settings = config.sft
     examples = sft_examples(pre.train_rows, config.data.demonstration_field)
+    encode = None
+    if pre.tools is not None:  # whole demonstrated episodes, as the warm-up trains on them
+        from types import SimpleNamespace
+
+        from rft_cli.generation import stop_token_ids
+
+        ctx = SimpleNamespace(config=config, train_rows=pre.train_rows, tools=pre.tools)
+        encode = build_encoder(ctx, tokenizer)
+        encode.stop = set(stop_token_ids(model, tokenizer))
+        examples = [{"row": i} for i in sft_rows(pre.train_rows, config.data.demonstration_field)]
 
     class StopAfter(TrainerCallback):
         """Stops training once the PPO stage's wall-clock time is spent."""
@@ -113,6 +128,11 @@ def sft_only_arm(
         disable_tqdm=True,
         use_cpu=not _cuda(),
         **precision_args(config.model),
+        **(
+            {"remove_unused_columns": False, "dataset_kwargs": {"skip_prepare_dataset": True}}
+            if encode is not None
+            else {}
+        ),
     )
     trainer = SFTTrainer(
         model=model,
@@ -121,6 +141,8 @@ def sft_only_arm(
         processing_class=tokenizer,
         callbacks=[StopAfter()],
     )
+    if encode is not None:  # each batch of row numbers tokenized as `rft train`'s warm-up does
+        trainer.data_collator = SFTCollator(encode, trainer.data_collator)
     started = time.perf_counter()
     trainer.train()
     trained_s = time.perf_counter() - started
@@ -135,7 +157,9 @@ def sft_only_arm(
         demonstration_field=config.data.demonstration_field,
         max_new_tokens=config.eval.max_new_tokens or config.rl.max_new_tokens,
         batch_size=config.eval.batch_size,
+        tools=pre.tools,
     )
+    pre.close()
     return {
         **valid,
         "elapsed_s": trained_s,
@@ -176,7 +200,9 @@ def score(
         demonstration_field=config.data.demonstration_field,
         max_new_tokens=config.eval.max_new_tokens or config.rl.max_new_tokens,
         batch_size=config.eval.batch_size,
+        tools=pre.tools,
     )
+    pre.close()
     return {**result, "rows": len(rows), "eval_s": time.perf_counter() - started}
 
 
@@ -224,6 +250,17 @@ def verdict(row: dict) -> dict:
     return {"effect": gain, "final_not_worse": kept}
 
 
+def tool_calls_of(run_dir: Path) -> dict:
+    """Tool calls per validation episode after the warm-up and at PPO's last evaluation (a recipe
+    with tools logs them as `valid_tool_calls_per_episode`)."""
+    from rft_cli.metrics import read_metrics
+
+    key = "valid_tool_calls_per_episode"
+    evaluated = [r for r in read_metrics(run_dir / "metrics.jsonl") if key in r]
+    last = {r["stage"]: r[key] for r in evaluated}
+    return {"warmup": last.get("sft"), "ppo": last.get("rl")}
+
+
 def distribution_table(results: list[dict]) -> str:
     """Each seed's figures as a markdown table (README reports the distribution, not only the mean)."""
     with_base = any(r.get("base") is not None for r in results)
@@ -254,6 +291,11 @@ def distribution_table(results: list[dict]) -> str:
         f"final/ within {100 * FINAL_SLACK:.0f} point of the warm-up on {kept} of {len(results)}."
     )
     return "\n".join(lines)
+
+
+def _calls(row: dict, arm: str) -> str:
+    value = row["tool_calls"].get(arm)
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _cuda() -> bool:
@@ -351,6 +393,11 @@ def main() -> None:
             "total_s": summary["elapsed_s"],
             "run_dir": str(run_dir),
         }
+        if "valid_tool_calls_per_episode" in arms[best]:  # a recipe with tools
+            row["tool_calls"] = {
+                **tool_calls_of(run_dir),
+                "sft_only": arms[best]["valid_tool_calls_per_episode"],
+            }
         if args.test is not None:
             # the validation figures stay beside the held-out ones, which the tables report
             row["valid"] = {arm: row[arm] for arm in ("warmup", "ppo", "sft_only", "final")}
@@ -398,6 +445,16 @@ def main() -> None:
         f"  recipe wall-clock s    {statistics.mean(r['total_s'] for r in results):.0f} "
         f"(SFT {statistics.mean(r['sft_s'] for r in results):.0f}, PPO {statistics.mean(r['ppo_s'] for r in results):.0f})"
     )
+    with_tools = [r for r in results if r.get("tool_calls")]
+    if with_tools:
+        print(
+            "  tool calls / episode   "
+            + ", ".join(
+                f"seed {r['seed']}: warm-up {_calls(r, 'warmup')} -> PPO {_calls(r, 'ppo')} "
+                f"(SFT-only {_calls(r, 'sft_only')})"
+                for r in with_tools
+            )
+        )
     print("\n" + distribution_table(results))
 
 

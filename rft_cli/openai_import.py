@@ -466,8 +466,8 @@ def _agent_comment(section: dict[str, Any], report: ImportReport) -> list[str]:
         return []
     lines = [
         "Agent RFT: tools -> tools (the same endpoints; each call is POSTed as OpenAI does), max_episode_steps ->",
-        "episode.max_episode_steps. Training over episodes with tools is not built yet, so `rft train` refuses",
-        "this recipe; `rft eval --tools <this recipe>` runs episodes against the endpoints now (docs/agent.md).",
+        "episode.max_episode_steps. `rft train` trains over whole episodes against the endpoints (PPO or GRPO),",
+        "and `rft eval --tools <this recipe>` runs episodes with them (docs/agent.md).",
         "The tools' schemas come from the rows' `tools` (OpenAI's shape), as in the job.",
     ]
     if report.secrets:

@@ -348,7 +348,10 @@ def test_an_agent_rft_job_s_tools_and_episode_steps_are_carried_across(tmp_path)
         ),
     ]
     assert config.episode.max_episode_steps == 6
-    assert "rft eval --tools <this recipe>" in text and "`rft train` refuses" in text
+    assert (
+        "rft eval --tools <this recipe>" in text
+        and "`rft train` trains over whole episodes" in text
+    )
 
 
 @pytest.mark.parametrize(

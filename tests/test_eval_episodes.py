@@ -300,7 +300,7 @@ def test_an_imported_agent_rft_job_runs_against_the_same_endpoint(
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "run: rft eval --tools" in result.stdout
+    assert "run: rft train" in result.stdout
     monkeypatch.setenv("RFT_TOOL_SEARCH_X_FUNCTIONS_KEY", "job-key")
     script = {"Q1:": [CALL.format(name="search", key="ka"), "x"]}
     monkeypatch.setattr(

@@ -11,6 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from rft_cli.cli import app
+from rft_cli.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p for p in (ROOT / "recipes").glob("*.yaml"))
@@ -194,6 +195,23 @@ def test_default_recipe_runs_shortened(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["stages"]) == {"sft", "rl"}
     assert str(out) in result.stdout
+
+
+@pytest.mark.slow
+def test_the_tool_recipe_runs_shortened(tmp_path):
+    """recipes/lookup-cpu.yaml as shipped, a few steps per stage: the warm-up on demonstrated
+    episodes, PPO over episodes with the lookup tool in the sandbox, evaluated on episodes."""
+    out = tmp_path / "run"
+    overrides = ["sft.max_steps=2", "rl.steps=1", "rl.prompts_per_step=2", "rl.mini_batch_size=16"]
+    overrides += ["eval.samples=4", "eval.interval=1"]
+    args = ["train", str(ROOT / "recipes" / "lookup-cpu.yaml"), "--output-dir", str(out), "--quiet"]
+    for override in overrides:
+        args += ["--set", override]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rl = [r for r in read_metrics(out / "metrics.jsonl") if r["stage"] == "rl"]
+    assert rl[-1]["tool_calls_per_episode"] >= 0 and "valid_tool_calls_per_episode" in rl[-1]
+    assert json.loads((out / "summary.json").read_text())["final"] == "final"
 
 
 @pytest.mark.slow

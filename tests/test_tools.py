@@ -488,6 +488,39 @@ def test_rft_train_plans_a_recipe_with_tools(tmp_path):
     assert result.exit_code == 0, result.output
 
 
+def test_the_training_self_test_grades_demonstrations_as_episodes(tmp_path):
+    """The story: `rft train`'s grader self-test graded each demonstration as a single answer, so a
+    grader reading `sample.episode` (an economy reward) failed on every row and the recipe could not
+    train; with tools it grades each as the whole episode, as `rft validate --tools` does."""
+    from typer.testing import CliRunner
+
+    from rft_cli.cli import app
+
+    call = {
+        "id": "c1",
+        "type": "function",
+        "function": {"name": "lookup", "arguments": '{"key": "a"}'},
+    }
+    row = {
+        "messages": [
+            {"role": "user", "content": "a?"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": "a"},
+            {"role": "assistant", "content": "a"},
+        ]
+    }
+    economy = {
+        "type": "string_check",
+        "input": "{{ sample.episode.tool_calls }}",
+        "reference": "1",
+        "operation": "eq",
+    }
+    recipe = _tools_recipe(tmp_path, grader=economy)
+    (tmp_path / "t.jsonl").write_text(json.dumps(row) + "\n")
+    result = CliRunner().invoke(app, ["train", str(recipe), "--dry-run"])
+    assert result.exit_code == 0, result.output
+
+
 def test_rloo_over_episodes_is_refused_with_its_reason(tmp_path):
     """TRL's RLOOTrainer (1.16) has no rollout hook and no mask for tokens the policy did not write:
     training it over episodes would put loss on the tool results, so the recipe is refused."""

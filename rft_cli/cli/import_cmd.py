@@ -131,11 +131,7 @@ def _print_mapping(report: ImportReport) -> None:
             safe(str(row["rft_value"])),
         )
     render.stdout.print(table)
-    run = (
-        f"rft eval --tools {report.recipe} --model MODEL --data VALID.jsonl --grader {report.grader}"
-        if report.tools  # training over episodes with tools is not built yet
-        else f"rft train {report.recipe}"
-    )
+    run = f"rft train {report.recipe}"
     render.stdout.print(safe(f"Wrote {report.recipe} and {report.grader}; run: {run}"))
     if report.ignored:
         render.stdout.print(safe(f"job status fields not read: {', '.join(report.ignored)}"))

@@ -149,6 +149,7 @@ def check_grader(config: RunConfig, grader: Any) -> Any:
         demonstration_field_files(
             config.data.train, config.data.valid, config.data.demonstration_field
         ),
+        episodes=bool(config.tools),  # with tools a demonstration is a whole episode
     )
     if report.failures and report.failure_share > settings.max_failure_share:
         valid = f" --valid {config.data.valid}" if config.data.valid else ""
