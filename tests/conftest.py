@@ -54,7 +54,7 @@ def family_dir(tmp_path_factory):
 def hub_like_model_dir(tmp_path_factory) -> str:
     """A hub instruct folder in miniature: tiny Qwen2, byte-level BPE, ChatML, <|im_end|> EOS distinct
     from the <|endoftext|> pad, and Qwen2.5-Instruct's generation_config.json (two EOS ids, top_k 20...)."""
-    from rft_cli.hub_like import save_hub_like
+    from tests.hub_like import save_hub_like
 
     return save_hub_like(str(tmp_path_factory.mktemp("hub_like") / "model"), "tiny", seed=0)
 

@@ -236,7 +236,7 @@ def test_grpo_samples_without_the_model_folders_distribution_filters(tmp_path):
     (a min_p/typical_p folder put the GRPO sampler 0.60 away from the softmax in total variation)."""
     from trl import GRPOTrainer
 
-    from rft_cli.hub_like import build_bpe_tokenizer, build_qwen2_model, hub_generation_config
+    from tests.hub_like import build_bpe_tokenizer, build_qwen2_model, hub_generation_config
 
     tokenizer = build_bpe_tokenizer()
     model = build_qwen2_model(tokenizer, "tiny", seed=1)
