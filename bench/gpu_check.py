@@ -251,7 +251,7 @@ def run_arm(name: str, arm: dict, base: Path, work: Path) -> dict[str, float | N
     rl = [r for r in read_metrics(result.run_dir / "metrics.jsonl") if r.get("stage") == "rl"]
     speeds = [r["tokens_per_second"] for r in rl if r.get("tokens_per_second")]
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
-    from rft_cli.checkpoints import find_latest_complete
+    from rft_cli.run_folder.checkpoints import find_latest_complete
 
     last = find_latest_complete(result.run_dir / "checkpoints")
     figures = {

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from rft_cli import checkpoints as ckpt
 from rft_cli.config import load_run_config
+from rft_cli.run_folder import checkpoints as ckpt
 from rft_cli.training import ppo as ppo_module
 from rft_cli.training import sft as sft_module
 from rft_cli.training.run import train

@@ -20,10 +20,10 @@ from typing import Any
 import torch
 
 from rft_cli import __version__
-from rft_cli import checkpoints as ckpt
 from rft_cli.data.records import item_of
 from rft_cli.errors import TrainingError
 from rft_cli.generation import recording_steps, rope_depends_on_length
+from rft_cli.run_folder import checkpoints as ckpt
 from rft_cli.samples import rollout_lines
 from rft_cli.tool_calls import output_parser
 from rft_cli.training import ppo_math as pm

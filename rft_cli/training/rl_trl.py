@@ -17,11 +17,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rft_cli import checkpoints as ckpt
 from rft_cli.data.openai_rows import row_tools
 from rft_cli.data.records import item_of, prompt_messages
 from rft_cli.errors import TrainingError
 from rft_cli.generation import NEUTRAL_PROCESSORS, NEUTRAL_WARPERS, encode_prompt
+from rft_cli.run_folder import checkpoints as ckpt
 from rft_cli.tool_calls import output_parser
 from rft_cli.training.architectures import lora_exclusions
 from rft_cli.training.context import RunContext

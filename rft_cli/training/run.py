@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rft_cli import checkpoints as ckpt
 from rft_cli import threads
 from rft_cli.alarms import AlarmMonitor, AlarmStop, WatchingLogger
 from rft_cli.config import RunConfig, dump_run_config
@@ -29,6 +28,7 @@ from rft_cli.metrics import (
     read_metrics,
     reconcile_metrics,
 )
+from rft_cli.run_folder import checkpoints as ckpt
 from rft_cli.samples import SampleWriter, reconcile_samples
 from rft_cli.training import sft
 from rft_cli.training.context import RunContext, graceful_interrupt

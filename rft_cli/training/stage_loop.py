@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rft_cli import checkpoints as ckpt
 from rft_cli import threads
 from rft_cli.errors import TrainingError
+from rft_cli.run_folder import checkpoints as ckpt
 from rft_cli.training.early_stop import regression_watch, stop_note
 
 STAGE_PREFIXES = {"sft": "sft-step-", "rl": "step-"}
