@@ -239,7 +239,7 @@ def run_arm(name: str, arm: dict, base: Path, work: Path) -> dict[str, float | N
     import torch
 
     from rft_cli.config import load_run_config
-    from rft_cli.metrics import read_metrics
+    from rft_cli.run_folder.metrics import read_metrics
     from rft_cli.training.run import train
 
     recipe = write_recipe(work / f"{name}.yaml", base, arm)

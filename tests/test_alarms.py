@@ -23,7 +23,7 @@ from rft_cli.alarms import (
 from rft_cli.cli import app
 from rft_cli.config import AlarmSettings, parse_run_config
 from rft_cli.errors import ConfigError
-from rft_cli.metrics import JsonlMetricsLogger, read_metrics
+from rft_cli.run_folder.metrics import JsonlMetricsLogger, read_metrics
 
 
 def healthy(steps: int = 100, seed: int = 0) -> list[dict]:

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rft_cli.cli import app
-from rft_cli.metrics import read_metrics
+from rft_cli.run_folder.metrics import read_metrics
 
 pytestmark = pytest.mark.slow
 

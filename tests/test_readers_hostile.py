@@ -162,7 +162,7 @@ def test_rfts_own_records_keep_lines_with_unicode_line_breaks(tmp_path):
     """metrics.jsonl and samples files are written with ensure_ascii=False: a grader error detail
     holding U+2028 made read_records drop the whole line as torn."""
     from rft_cli.jsonl import read_records
-    from rft_cli.metrics import reconcile_metrics
+    from rft_cli.run_folder.metrics import reconcile_metrics
 
     path = tmp_path / "metrics.jsonl"
     lines = [{"stage": "rl", "step": i, "detail": f"a\u2028b\x85c{i}"} for i in (1, 2)]

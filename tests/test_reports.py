@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from rft_cli.cli import app
 from rft_cli.errors import ConfigError, DataError
-from rft_cli.metrics import read_metrics
 from rft_cli.reports import plot_runs, summarize_run
+from rft_cli.run_folder.metrics import read_metrics
 
 runner = CliRunner()
 

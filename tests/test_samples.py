@@ -208,7 +208,7 @@ def test_the_grpo_reward_function_keeps_the_steps_answers(tmp_path):
     from types import SimpleNamespace
 
     from rft_cli.graders.build import build_from_dict
-    from rft_cli.metrics import NullLogger
+    from rft_cli.run_folder.metrics import NullLogger
     from rft_cli.training.context import RunContext
     from rft_cli.training.trl_bridge import GraderReward, TrlSampleKeeper
 

@@ -12,7 +12,7 @@ import pytest
 
 from rft_cli.config import load_run_config
 from rft_cli.errors import TrainingError
-from rft_cli.metrics import read_metrics
+from rft_cli.run_folder.metrics import read_metrics
 from rft_cli.training.run import train
 from tests.train_fakes import FailingGrader, NaNGrader
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from rft_cli.alarms import RegressionWatch
-from rft_cli.metrics import read_metrics
 from rft_cli.run_folder import checkpoints as ckpt
+from rft_cli.run_folder.metrics import read_metrics
 
 
 def start_checkpoint(checkpoints: Path) -> Path | None:

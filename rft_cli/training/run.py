@@ -20,7 +20,8 @@ from rft_cli import threads
 from rft_cli.alarms import AlarmMonitor, AlarmStop, WatchingLogger
 from rft_cli.config import RunConfig, dump_run_config
 from rft_cli.errors import ConfigError, TrainingError
-from rft_cli.metrics import (
+from rft_cli.run_folder import checkpoints as ckpt
+from rft_cli.run_folder.metrics import (
     JsonlMetricsLogger,
     MultiLogger,
     NullLogger,
@@ -28,7 +29,6 @@ from rft_cli.metrics import (
     read_metrics,
     reconcile_metrics,
 )
-from rft_cli.run_folder import checkpoints as ckpt
 from rft_cli.samples import SampleWriter, reconcile_samples
 from rft_cli.training import sft
 from rft_cli.training.context import RunContext, graceful_interrupt
