@@ -23,7 +23,7 @@ from rft_cli.alarms import scan_metrics
 from rft_cli.config import AlarmSettings, read_yaml
 from rft_cli.errors import ConfigError, DataError, RftError
 from rft_cli.run_folder.metrics import read_metrics, with_current_names
-from rft_cli.samples import follow_row, step_samples
+from rft_cli.run_folder.samples import follow_row, step_samples
 
 METRICS_FILE = "metrics.jsonl"
 # (metric keys, panel title); the panels of a run report, in order. A run is drawn with the first

@@ -751,7 +751,7 @@ def test_grpo_samples_show_each_rows_prompt_as_the_model_saw_it(tmp_path, tools_
 
     from rft_cli.config import SamplesSettings
     from rft_cli.run_folder.metrics import NullLogger
-    from rft_cli.samples import SampleWriter, read_samples
+    from rft_cli.run_folder.samples import SampleWriter, read_samples
     from rft_cli.training.context import RunContext
     from rft_cli.training.rl_trl import rl_examples
     from rft_cli.training.trl_bridge import GraderReward, TrlSampleKeeper

@@ -24,7 +24,7 @@ from rft_cli.data.records import item_of
 from rft_cli.errors import TrainingError
 from rft_cli.generation import recording_steps, rope_depends_on_length
 from rft_cli.run_folder import checkpoints as ckpt
-from rft_cli.samples import rollout_lines
+from rft_cli.run_folder.samples import rollout_lines
 from rft_cli.tool_calls import output_parser
 from rft_cli.training import ppo_math as pm
 from rft_cli.training.context import RunContext

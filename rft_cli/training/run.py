@@ -29,7 +29,7 @@ from rft_cli.run_folder.metrics import (
     read_metrics,
     reconcile_metrics,
 )
-from rft_cli.samples import SampleWriter, reconcile_samples
+from rft_cli.run_folder.samples import SampleWriter, reconcile_samples
 from rft_cli.training import sft
 from rft_cli.training.context import RunContext, graceful_interrupt
 from rft_cli.training.final import finish_run
