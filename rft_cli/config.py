@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticUndefined
 
 from rft_cli import files
-from rft_cli.alarms import ALARM_NAMES
 from rft_cli.errors import ConfigError
+from rft_cli.run_folder.alarms import ALARM_NAMES
 from rft_cli.tiny import TINY_ARCHITECTURES
 
 
@@ -609,7 +609,7 @@ class AlarmSettings(_Strict):
     @field_validator("early_stop")
     @classmethod
     def _early_stop_names(cls, names: list[str]) -> list[str]:
-        from rft_cli.alarms import EARLY_STOP_ALARMS
+        from rft_cli.run_folder.alarms import EARLY_STOP_ALARMS
 
         unknown = [n for n in names if n not in EARLY_STOP_ALARMS]
         if unknown:

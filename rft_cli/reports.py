@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from rft_cli import files
-from rft_cli.alarms import scan_metrics
 from rft_cli.config import AlarmSettings, read_yaml
 from rft_cli.errors import ConfigError, DataError, RftError
+from rft_cli.run_folder.alarms import scan_metrics
 from rft_cli.run_folder.metrics import read_metrics, with_current_names
 from rft_cli.run_folder.samples import follow_row, step_samples
 

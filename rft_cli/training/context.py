@@ -139,7 +139,7 @@ class RunContext:
             self.progress(record)
         stop = getattr(
             self.logger, "raise_pending_stop", None
-        )  # alarms.stop_on (rft_cli.alarms.WatchingLogger)
+        )  # alarms.stop_on (rft_cli.run_folder.alarms.WatchingLogger)
         if stop is not None:
             stop()
 

@@ -14,8 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from rft_cli.alarms import alarms_in
 from rft_cli.run_folder import checkpoints as ckpt
+from rft_cli.run_folder.alarms import alarms_in
 from rft_cli.run_folder.metrics import read_metrics
 from rft_cli.training.early_stop import start_checkpoint
 from rft_cli.training.models import write_in_dtype

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from rft_cli import threads
-from rft_cli.alarms import AlarmMonitor, AlarmStop, WatchingLogger
 from rft_cli.config import RunConfig, dump_run_config
 from rft_cli.errors import ConfigError, TrainingError
 from rft_cli.run_folder import checkpoints as ckpt
+from rft_cli.run_folder.alarms import AlarmMonitor, AlarmStop, WatchingLogger
 from rft_cli.run_folder.metrics import (
     JsonlMetricsLogger,
     MultiLogger,
