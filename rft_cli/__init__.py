@@ -30,7 +30,7 @@ _API = {
     "train": "rft_cli.training.run",
     "evaluate": "rft_cli.evaluation",
     "evaluate_models": "rft_cli.evaluation",
-    "summarize_run": "rft_cli.reports",
+    "summarize_run": "rft_cli.run_folder.summary",
     "read_metrics": "rft_cli.run_folder.metrics",
     "RftError": "rft_cli.errors",
 }
@@ -56,8 +56,8 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load l
     from rft_cli.evaluation import evaluate, evaluate_models
     from rft_cli.graders import load_grader
     from rft_cli.grading import grade_file
-    from rft_cli.reports import summarize_run
     from rft_cli.run_folder.metrics import read_metrics
+    from rft_cli.run_folder.summary import summarize_run
     from rft_cli.training.run import train
 
 

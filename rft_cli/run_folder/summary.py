@@ -1,4 +1,4 @@
-"""Run reports: read a run's `metrics.jsonl`, summarise it, and plot runs or evaluations.
+"""What `rft report` shows of a run: read its `metrics.jsonl`, summarise it, and plot runs or evaluations.
 
     report = summarize_run("runs/gsm8k")
     report.best_valid_reward, report.best_valid_step, report.last["kl"]
