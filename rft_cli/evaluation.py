@@ -27,7 +27,7 @@ from rft_cli.errors import ConfigError, DataError
 from rft_cli.generation import ProgressFn, generate_completions, load_model_for_inference
 from rft_cli.graders import load_grader
 from rft_cli.grading import read_samples_file
-from rft_cli.run_folder.summary import plot_eval_comparison, require_matplotlib
+from rft_cli.plots import plot_eval_comparison, require_matplotlib
 from rft_cli.tool_calls import grade_answers, output_parser
 
 DEFAULT_THRESHOLD = 1.0

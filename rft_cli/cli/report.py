@@ -93,7 +93,8 @@ def report(
     ] = False,
 ) -> None:
     """Summarise training runs from their metrics.jsonl, list alarms, show kept answers, plot reward, KL and length."""
-    from rft_cli.run_folder.summary import plot_runs, require_matplotlib, summarize_run
+    from rft_cli.plots import plot_runs, require_matplotlib
+    from rft_cli.run_folder.summary import summarize_run
 
     if samples:
         _samples(runs, step, row, "eval" if eval_answers else "rl", output_format)
