@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 _API = {
     "validate_dataset": "rft_cli.data.validation",
     "load_grader": "rft_cli.graders",
-    "grade_file": "rft_cli.grading",
+    "grade_file": "rft_cli.samples_file",
     "load_run_config": "rft_cli.config",
     "train": "rft_cli.training.run",
     "evaluate": "rft_cli.evaluation",
@@ -55,9 +55,9 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load l
     from rft_cli.errors import RftError
     from rft_cli.evaluation import evaluate, evaluate_models
     from rft_cli.graders import load_grader
-    from rft_cli.grading import grade_file
     from rft_cli.run_folder.metrics import read_metrics
     from rft_cli.run_folder.summary import summarize_run
+    from rft_cli.samples_file import grade_file
     from rft_cli.training.run import train
 
 

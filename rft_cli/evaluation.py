@@ -26,8 +26,8 @@ from rft_cli.data.records import episode_prompt_messages, iter_rows, prompt_mess
 from rft_cli.errors import ConfigError, DataError
 from rft_cli.generation import ProgressFn, generate_completions, load_model_for_inference
 from rft_cli.graders import load_grader
-from rft_cli.grading import read_samples_file
 from rft_cli.plots import plot_eval_comparison, require_matplotlib
+from rft_cli.samples_file import read_samples_file
 from rft_cli.tool_calls import grade_answers, output_parser
 
 DEFAULT_THRESHOLD = 1.0
@@ -366,7 +366,7 @@ def load_samples_file(
 ) -> dict[str, list[list[str]]]:
     """Read outputs produced elsewhere: {name: outputs per row}, ready for `grade_outputs`.
 
-    The file is the samples format of `rft_cli.grading` (the one `rft grade --samples` reads).
+    The file is the samples format of `rft_cli.samples_file` (the one `rft grade --samples` reads).
     Without a `row` field, line i answers row i (one sample per row). With `row` (0-based index
     into the data file), lines are grouped by row, so a row may have several samples. A `model`
     field (as `rft eval --output` writes) splits the file into one entry per model; otherwise the
@@ -490,7 +490,7 @@ def evaluate_models(
         data: JSONL rows (the `rft validate` format).
         grader: a grader file (YAML or JSON).
         models: model folders, checkpoints, run folders (their `final/`) or hub ids.
-        samples_file: outputs made elsewhere (see `rft_cli.grading`), graded as further models.
+        samples_file: outputs made elsewhere (see `rft_cli.samples_file`), graded as further models.
         samples: answers per row; temperature: None is greedy for one sample, 1.0 for more.
         limit: evaluate only the first rows; threshold: a sample passes at this reward or above.
         min_score: the gate on the first model's mean reward (`run.gate`).

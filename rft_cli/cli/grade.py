@@ -76,7 +76,7 @@ def grade(
     ] = "text",
 ) -> None:
     from rft_cli.graders import load_grader
-    from rft_cli.grading import grade_file, grade_sample, parse_item
+    from rft_cli.samples_file import grade_file, grade_sample, parse_item
 
     if output_format not in ("text", "json"):
         raise UsageError(f'--format "{output_format}" is not one of text, json')
@@ -115,7 +115,7 @@ def _read_sample(path: Path | None) -> Any:
     import sys
 
     from rft_cli import files
-    from rft_cli.grading import read_sample, read_sample_file
+    from rft_cli.samples_file import read_sample, read_sample_file
 
     if path is not None:
         return read_sample_file(path)
