@@ -27,7 +27,7 @@ from rft_cli.data.checks import (
 )
 from rft_cli.data.overlap import NearDuplicateIndex
 from rft_cli.data.records import check_row, normalize_text, tools_file_problems
-from rft_cli.data.report import FileStats, Issues
+from rft_cli.data.validation_report import FileStats, Issues
 from rft_cli.errors import DataError, RftError
 from rft_cli.files import MAX_LINE_BYTES, LineTooLong, open_regular, size_text, split_lines
 from rft_cli.jsonl import parse_line

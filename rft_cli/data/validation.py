@@ -2,7 +2,7 @@
 
 `validate_dataset()` reads each file once, line by line, prints nothing and returns a
 `ValidationReport`. Its jobs live beside it: `scanning` streams the files, `checks` checks a row,
-`report` collects the issues and statistics. Every check, its code and the JSON report's schema
+`validation_report` collects the issues and statistics. Every check, its code and the JSON report's schema
 are described in docs/data.md.
 
 The validation file is read first, so that each training row can be checked against it as it
@@ -20,8 +20,8 @@ from typing import Any
 from rft_cli import files
 from rft_cli.data.checks import load_tokenizer_dir, printable
 from rft_cli.data.records import DEFAULT_DEMONSTRATION_FIELD
-from rft_cli.data.report import Issue, Issues, ValidationReport, build_report
 from rft_cli.data.scanning import Scanner, ScanSettings, default_workers
+from rft_cli.data.validation_report import Issue, Issues, ValidationReport, build_report
 from rft_cli.errors import ConfigError
 
 DEFAULT_MAX_ERRORS = 20
