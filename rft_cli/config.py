@@ -937,35 +937,6 @@ def _set_path(data: dict[str, Any], override: str) -> None:
     node[parts[-1]] = value
 
 
-def read_yaml(path: str | Path) -> Any:
-    """Read a YAML file with the safe loader; raises ConfigError with the line of a syntax error."""
-    import yaml
-
-    from rft_cli import yaml_safe
-    from rft_cli.files import read_capped
-
-    path = Path(path)
-    try:
-        text = read_capped(path).decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found (give the path of a run config YAML)") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc})") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: cannot read the config ({exc})") from None
-    try:
-        return yaml_safe.load(text)
-    except RecursionError:
-        raise ConfigError(
-            f"{path}: nested too deeply for the YAML parser (hundreds of levels of lists or mappings); flatten it"
-        ) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}{where}: {problem} (fix the YAML syntax)") from None
-
-
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     """Relative data/grader paths are read relative to the config file, like an include."""
 
@@ -989,7 +960,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
 
 def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """Read a run config YAML, apply `--set key=value` overrides (YAML-typed values), validate."""
-    data = read_yaml(path)
+    data = files.read_yaml(path, "the run config")
     if data is None:
         data = {}
     if not isinstance(data, dict):

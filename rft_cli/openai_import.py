@@ -110,17 +110,10 @@ class ImportReport:
 
 def read_job(path: str | Path) -> dict[str, Any]:
     """The job body in `path` (JSON); raises ConfigError naming the file."""
-    from rft_cli.files import read_capped
-
     path = Path(path)
-    try:
-        job = json.loads(read_capped(path).decode("utf-8-sig"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the job file ({exc.strerror or exc})") from None
-    except (ValueError, RecursionError) as exc:
-        raise ConfigError(
-            f"{path}: not valid JSON ({exc}); give the JSON body of an OpenAI fine-tuning job"
-        ) from None
+    job = files.read_json(
+        path, "the job file", hint="give the JSON body of an OpenAI fine-tuning job"
+    )
     if not isinstance(job, dict):
         raise ConfigError(
             f"{path}: holds a {type(job).__name__}, not a job object (write the JSON body of POST /v1/fine_tuning/jobs)"

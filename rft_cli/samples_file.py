@@ -217,17 +217,9 @@ def read_sample(text: str, where: str) -> Any:
 
 def read_sample_file(path: str | Path) -> Any:
     """The sample in a file (see `read_sample`); ConfigError when it cannot be read as UTF-8 text."""
-    from rft_cli.files import read_capped
+    from rft_cli.files import read_text
 
-    try:
-        text = read_capped(path).decode("utf-8-sig")
-    except OSError as exc:
-        raise ConfigError(f"--sample-file {path}: cannot read it ({exc.strerror or exc})") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"{path}: the sample is not valid UTF-8 ({exc.reason}); save it as UTF-8"
-        ) from None
-    return read_sample(text, str(path))
+    return read_sample(read_text(path, "the sample file"), str(path))
 
 
 def check_sample(value: dict[str, Any], where: str) -> dict[str, Any]:

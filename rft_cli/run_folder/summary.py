@@ -7,14 +7,13 @@ draws it).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rft_cli import files
-from rft_cli.config import AlarmSettings, read_yaml
+from rft_cli.config import AlarmSettings
 from rft_cli.errors import ConfigError, DataError, RftError
 from rft_cli.run_folder.alarms import scan_metrics
 from rft_cli.run_folder.metrics import read_metrics, with_current_names
@@ -104,7 +103,7 @@ def alarm_settings(run: Path, warnings: list[str]) -> Any:
     if not path.is_file():
         return AlarmSettings()
     try:
-        data = read_yaml(path)
+        data = files.read_yaml(path, "the run's config")
         section = data.get("alarms") if isinstance(data, dict) else None
         return AlarmSettings.model_validate(section or {})
     except (RftError, ValueError) as exc:
@@ -180,11 +179,9 @@ def _read_summary(run: Path, warnings: list[str]) -> dict[str, Any] | None:
     path = run / "summary.json"
     if not path.is_file():
         return None
-    from rft_cli.files import read_capped
-
     try:
-        data = json.loads(read_capped(path).decode("utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:
-        warnings.append(f"{path}: unreadable ({str(exc)[:200]}); ignored it")
+        data = files.read_json(path, "the run's summary")
+    except RftError as exc:
+        warnings.append(f"{str(exc)[:300]}; ignored it")
         return None
     return data if isinstance(data, dict) else None

@@ -148,10 +148,9 @@ def _endpoint_definition(tool: Any) -> dict[str, Any]:
 
 
 def _read_source(path: Path, where: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{where}.python: cannot read {path} ({exc})") from None
+    from rft_cli.files import read_text
+
+    return read_text(path, f"the Python file of {where}.python")
 
 
 def _check_imports(source: str, path: str) -> None:
@@ -169,10 +168,11 @@ def _check_imports(source: str, path: str) -> None:
 def read_tools_file(path: str | Path) -> tuple[list[Any], Any]:
     """(tools, episode settings) from `rft eval --tools FILE`: a recipe (its `tools` and
     `episode`), or a file holding only those two keys. Python paths are read relative to it."""
-    from rft_cli.config import EpisodeSettings, ToolSettings, load_run_config, read_yaml
+    from rft_cli.config import EpisodeSettings, ToolSettings, load_run_config
+    from rft_cli.files import read_yaml
 
     path = Path(path)
-    data = read_yaml(path)
+    data = read_yaml(path, "the tools file")
     if isinstance(data, dict) and "model" in data:
         config = load_run_config(path)
         tools, episode = config.tools, config.episode
