@@ -25,7 +25,7 @@ from rft_cli.data.openai_rows import row_tools, tool_names
 from rft_cli.data.records import episode_prompt_messages, iter_rows, prompt_messages
 from rft_cli.errors import ConfigError, DataError
 from rft_cli.generation import ProgressFn, generate_completions, load_model_for_inference
-from rft_cli.graders import load_grader
+from rft_cli.graders import GraderArg, opened_grader
 from rft_cli.plots import plot_eval_comparison, require_matplotlib
 from rft_cli.samples_file import read_samples_file
 from rft_cli.tool_calls import grade_answers, output_parser
@@ -112,7 +112,7 @@ def majority_answer(answers: Sequence[str | None]) -> str | None:
 def evaluate(
     model_path: str,
     rows: Sequence[dict],
-    grader: Any,
+    grader: GraderArg,
     *,
     samples: int = 1,
     temperature: float = 0.0,
@@ -128,35 +128,37 @@ def evaluate(
     Args:
         model_path: a model folder, checkpoint folder, run folder (its `final/`) or hub id.
         rows: dataset rows (the `rft validate` contract); the prompt is `prompt_messages(row)`.
-        grader: a `Grader`; each row is the grader's `item`.
+        grader: a `Grader`, or the path of a grader file (loaded, and closed at the end); each
+            row is the grader's `item`.
         threshold: a sample passes when its reward is at least this.
     Returns:
         An EvalReport, with per-sample results in `.results`.
     """
-    model, tokenizer = load_model_for_inference(model_path)
-    started = time.perf_counter()
-    completions = generate_completions(
-        model,
-        tokenizer,
-        [prompt_messages(r) for r in rows],
-        tools=[row_tools(r) for r in rows],
-        max_new_tokens=max_new_tokens,
-        num_samples=samples,
-        temperature=temperature,
-        top_p=top_p,
-        batch_size=batch_size,
-        progress=progress,
-        seed=seed,
-    )
-    seconds = time.perf_counter() - started
-    report = grade_outputs(
-        str(model_path),
-        rows,
-        [[c.text for c in per_row] for per_row in completions],
-        grader,
-        threshold=threshold,
-        parser=output_parser(tokenizer),
-    )
+    with opened_grader(grader) as the_grader:  # a bad grader file fails before the model loads
+        model, tokenizer = load_model_for_inference(model_path)
+        started = time.perf_counter()
+        completions = generate_completions(
+            model,
+            tokenizer,
+            [prompt_messages(r) for r in rows],
+            tools=[row_tools(r) for r in rows],
+            max_new_tokens=max_new_tokens,
+            num_samples=samples,
+            temperature=temperature,
+            top_p=top_p,
+            batch_size=batch_size,
+            progress=progress,
+            seed=seed,
+        )
+        seconds = time.perf_counter() - started
+        report = grade_outputs(
+            str(model_path),
+            rows,
+            [[c.text for c in per_row] for per_row in completions],
+            the_grader,
+            threshold=threshold,
+            parser=output_parser(tokenizer),
+        )
     flat = [c for per_row in completions for c in per_row]
     for result, completion in zip(report.results, flat, strict=True):
         result.num_tokens, result.truncated = completion.num_tokens, completion.truncated
@@ -466,7 +468,7 @@ class EvalRun:
 
 def evaluate_models(
     data: str | Path,
-    grader: str | Path,
+    grader: GraderArg,
     models: Sequence[str] = (),
     *,
     samples_file: str | Path | None = None,
@@ -488,7 +490,7 @@ def evaluate_models(
 
     Args:
         data: JSONL rows (the `rft validate` format).
-        grader: a grader file (YAML or JSON).
+        grader: a `Grader`, or the path of a grader file (YAML or JSON; loaded, and closed at the end).
         models: model folders, checkpoints, run folders (their `final/`) or hub ids.
         samples_file: outputs made elsewhere (see `rft_cli.samples_file`), graded as further models.
         samples: answers per row; temperature: None is greedy for one sample, 1.0 for more.
@@ -521,7 +523,7 @@ def evaluate_models(
         "seed": seed,
     }
     episodes = _load_tools(tools, Path(data), rows, samples_file) if tools is not None else None
-    with load_grader(grader) as the_grader, episodes or contextlib.nullcontext():
+    with opened_grader(grader) as the_grader, episodes or contextlib.nullcontext():
         _check_item_fields(Path(data), rows, the_grader)
         plain = [row for _, row in rows]
         reports = [

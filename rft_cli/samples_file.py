@@ -19,11 +19,14 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rft_cli.errors import ConfigError, DataError
 from rft_cli.jsonl import read_values
 from rft_cli.tool_calls import grade_answers
+
+if TYPE_CHECKING:  # the graders load on first use, not with this module
+    from rft_cli.graders import GraderArg
 
 SAMPLE_KEYS = ("output_text", "output_json", "output_tools")
 LINE_KEYS = (*SAMPLE_KEYS, "row", "model")
@@ -132,23 +135,27 @@ def pair_with_rows(
 
 
 def grade_file(
-    grader: Any, data: str | Path, samples: str | Path, output: str | Path | None = None
+    grader: GraderArg, data: str | Path, samples: str | Path, output: str | Path | None = None
 ) -> GradeFileReport:
     """Grade every sample of a samples file against its row of `data`; write per-sample results to `output`.
 
     Args:
-        grader: a `Grader` (see `load_grader`).
+        grader: a `Grader` (see `load_grader`), or the path of a grader file (loaded, and closed
+            at the end).
         data: JSONL rows, one grader `item` per line.
         samples: a samples file (see the module docstring).
         output: where to write one JSON line per sample (`row` counts from 1 there), or None.
     Returns:
         A GradeFileReport: `summary` has n, mean_reward, distribution and errors (and output).
     """
-    rows, read = read_items(data), read_samples_file(samples)
-    pairs = pair_with_rows(read, rows, data)
-    results = grade_answers(
-        grader, [sample for _, sample in pairs], [rows[index] for index, _ in pairs]
-    )
+    from rft_cli.graders import opened_grader
+
+    with opened_grader(grader) as the_grader:
+        rows, read = read_items(data), read_samples_file(samples)
+        pairs = pair_with_rows(read, rows, data)
+        results = grade_answers(
+            the_grader, [sample for _, sample in pairs], [rows[index] for index, _ in pairs]
+        )
     errors: Counter = Counter()
     for result in results:
         errors.update(result.errors)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +173,21 @@ def load_grader(path: str | Path) -> Grader:
         1.0
     """
     return build_grader(read_grader_file(path), source=str(path))
+
+
+# What the API's functions take as a grader: a built `Grader`, or the path of a grader file.
+GraderArg = Grader | str | Path
+
+
+@contextmanager
+def opened_grader(grader: GraderArg) -> Iterator[Grader]:
+    """`grader` itself (its owner closes it), or the grader file at that path, loaded for the
+    block and closed after it."""
+    if not isinstance(grader, (str, PathLike)):
+        yield grader
+        return
+    built = load_grader(grader)
+    try:
+        yield built
+    finally:
+        built.close()
