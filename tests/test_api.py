@@ -37,6 +37,16 @@ def test_import_loads_no_heavy_library_and_every_name_resolves():
 def test_validate_dataset():
     report = rft_cli.validate_dataset(EXAMPLE / "train.jsonl", EXAMPLE / "valid.jsonl")
     assert report.ok and report.stats["train"]["rows"] > 0
+    assert isinstance(report, rft_cli.ValidationReport)
+
+
+def test_the_errors_are_exported_and_catchable_by_their_kind(tmp_path):
+    """What the functions raise is exported beside them, as llm exports its result and error types."""
+    with pytest.raises(rft_cli.ConfigError) as info:
+        rft_cli.load_run_config(tmp_path / "absent.yaml")
+    assert isinstance(info.value, rft_cli.RftError) and info.value.exit_code == 2
+    assert issubclass(rft_cli.GraderError, rft_cli.ConfigError)
+    assert {rft_cli.DataError.exit_code, rft_cli.TrainingError.exit_code} == {1}
 
 
 def test_validate_dataset_reports_a_bad_line(tmp_path):
@@ -170,6 +180,9 @@ def test_evaluate_a_model(tiny_model_dir, tmp_path):
     with rft_cli.load_grader(path) as grader:
         report = rft_cli.evaluate(str(tiny_model_dir), rows, grader, max_new_tokens=2)
     assert report.rows == 1 and len(report.results) == 1 and 0.0 <= report.mean_reward <= 1.0
+    assert isinstance(report, rft_cli.EvalReport) and isinstance(
+        report.results[0], rft_cli.SampleResult
+    )
     by_path = rft_cli.evaluate(str(tiny_model_dir), rows, path, max_new_tokens=2)
     assert by_path.mean_reward == report.mean_reward
 
@@ -189,6 +202,7 @@ def test_summarize_run(tmp_path):
     )
     report = rft_cli.summarize_run(run)
     assert (report.best_valid_reward, report.best_valid_step) == (0.5, 2)
+    assert isinstance(report, rft_cli.RunReport)
 
 
 @pytest.mark.slow
