@@ -14,8 +14,16 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_core import PydanticUndefined
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, PydanticUndefined
 
 from rft_cli import files
 from rft_cli.errors import ConfigError
@@ -44,7 +52,7 @@ def setting(
     """A config field with its documentation, written once: `doc` becomes the JSON Schema description
     and the config reference's text, `source` says where the default comes from (docs/training.md is
     generated from both by `python -m rft_cli.cli.docs_gen`, and a test keeps it in step)."""
-    extra = {"default_source": source} if source else None
+    extra: dict[str, JsonValue] | None = {"default_source": source} if source else None
     if "default_factory" in constraints:
         return Field(description=doc, json_schema_extra=extra, **constraints)
     return Field(default, description=doc, json_schema_extra=extra, **constraints)
@@ -871,7 +879,7 @@ def _key(part: Any) -> str:
     return text if text.replace("_", "").replace("-", "").isalnum() else json.dumps(text)
 
 
-def _format_error(error: dict[str, Any]) -> str:
+def _format_error(error: ErrorDetails) -> str:
     loc = tuple(
         p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-after"))
     )
@@ -953,7 +961,8 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
                 data["data"][key] = fix(data["data"][key])
     if "grader" in data:
         data["grader"] = fix(data["grader"])
-    for tool in data.get("tools") if isinstance(data.get("tools"), list) else []:
+    tools = data.get("tools")
+    for tool in tools if isinstance(tools, list) else []:
         if isinstance(tool, dict) and "python" in tool:
             tool["python"] = fix(tool["python"])
 

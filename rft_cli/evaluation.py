@@ -507,7 +507,8 @@ def evaluate_models(
         >>> run = evaluate_models("data/test.jsonl", "grader.yaml", ["runs/tiny"], samples=4)  # doctest: +SKIP
         >>> run.reports[0].pass_at[4]  # doctest: +SKIP
     """
-    progress, notes = progress or EvalProgress(), []
+    progress = progress or EvalProgress()
+    notes: list[str] = []
     _check_outputs(models, samples_file, output, plot)
     temperature = _pick_temperature(temperature, samples, bool(models), notes)
     for note in notes:

@@ -14,12 +14,15 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rft_cli import files
 from rft_cli.config import EvalSettings, RLSettings, load_run_config
 from rft_cli.errors import ConfigError
 from rft_cli.graders import build_grader
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 # OpenAI hyperparameter -> (rft key, how it is carried across). One table feeds the recipe's
 # comment block, `--format json` and the docs/openai.md table, so the three cannot drift apart.
@@ -124,7 +127,9 @@ def read_job(path: str | Path) -> dict[str, Any]:
 def _reinforcement(job: dict[str, Any], source: str) -> dict[str, Any]:
     """`method.reinforcement`, or a ConfigError when the job is not a reinforcement job."""
     method = job.get("method")
-    kind = method.get("type") if isinstance(method, dict) else None
+    if not isinstance(method, dict):
+        method = {}
+    kind = method.get("type")
     if kind != "reinforcement":
         found = f"method.type {json.dumps(kind)}" if kind is not None else "no method"
         raise ConfigError(
@@ -248,7 +253,7 @@ def count_rows(path: Path) -> int:
         ) from None
 
 
-def _default(settings: type, key: str) -> Any:
+def _default(settings: type[BaseModel], key: str) -> Any:
     return settings.model_fields[key].default
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,8 +211,9 @@ def _parse_json_calls(text: str) -> ParsedOutput:
 def _parse_with_template(text: str, template: dict, tools: list[dict] | None) -> ParsedOutput:
     from transformers.utils.chat_parsing import parse_response
 
+    offered: list[dict | Callable[..., Any]] | None = list(tools) if tools is not None else None
     try:
-        message = parse_response(text, template, prefix="", tools=tools)
+        message = parse_response(text, template, prefix="", tools=offered)
     except (ValueError, TypeError, KeyError) as exc:
         return ParsedOutput(
             text=text,

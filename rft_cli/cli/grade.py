@@ -93,21 +93,27 @@ def grade(
         )
     if single and sample is None:
         raise UsageError("--item needs --sample or --sample-file (the model's answer to grade)")
-    if not single and (data is None or samples is None):
-        raise UsageError(
-            "--data and --samples go together (rows and the samples to grade, paired by line)"
-        )
+    paired = None if single else _paired(data, samples)
     with load_grader(grader_path) as grader:
-        if single:
+        if paired is None:
             _print_one(grade_sample(grader, sample, parse_item(item)), output_format)
             return
-        report = grade_file(grader, data, samples, output)
+        report = grade_file(grader, *paired, output)
     for note in report.notes:
         render.warning(note)
     if output_format == "json":
         render.json_document(report.summary)
     else:
         _print_summary(report.summary)
+
+
+def _paired(data: Path | None, samples: Path | None) -> tuple[Path, Path]:
+    """--data and --samples, which go together."""
+    if data is None or samples is None:
+        raise UsageError(
+            "--data and --samples go together (rows and the samples to grade, paired by line)"
+        )
+    return data, samples
 
 
 def _read_sample(path: Path | None) -> Any:

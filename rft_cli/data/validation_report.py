@@ -182,7 +182,7 @@ class FileStats:
     def to_dict(
         self, max_tokens: int | None, tokenized: bool, demonstration_field: str
     ) -> dict[str, Any]:
-        reference = Counter()
+        reference: Counter[str] = Counter()
         for name, count in self.fields.items():
             if name not in ("messages", demonstration_field):
                 reference[printable(name)] += count

@@ -193,7 +193,7 @@ class TemplatedGrader(Grader):
             result = self._score(ctx)
         except GradeFailure as failure:
             return failed(failure.kind, failure.detail)
-        if type(result) is GradeResult:
+        if isinstance(result, GradeResult):
             return result
         return GradeResult(float(result))
 

@@ -103,7 +103,9 @@ def load_toolbox(tools: Sequence[Any], where: str = "tools") -> ToolBox:
     Python files are read and their functions' definitions built from the source (never run
     here); endpoint headers' environment variables must be set. Raises ConfigError naming the tool.
     """
-    endpoints, definitions, files = {}, {}, {}
+    endpoints: dict[str, EndpointTool] = {}
+    definitions: dict[str, dict[str, Any]] = {}
+    files: dict[tuple[str, float, int, int], list[tuple[str, str]]] = {}
     for i, tool in enumerate(tools):
         here = f"{where}[{i}]"
         if tool.server_url is not None:
@@ -190,8 +192,8 @@ def _tools_only(data: Any, path: Path, tool_type: Any, episode_type: Any) -> tup
 
     class ToolsFile(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        tools: list[tool_type]  # type: ignore[valid-type]
-        episode: episode_type = episode_type()  # type: ignore[valid-type]
+        tools: list[tool_type]
+        episode: episode_type = episode_type()
 
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a tools file is a YAML mapping with `tools:` (and `episode:`)")

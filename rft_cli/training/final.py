@@ -143,7 +143,10 @@ def score_held_out(ctx: Any, folder: Path) -> dict[str, Any]:
     from rft_cli.training.context import evaluate_greedy
 
     rows = held_out_rows(ctx)
-    scores = {"final_heldout_reward_mean": None, "final_heldout_accuracy": None}
+    scores: dict[str, float | None] = {
+        "final_heldout_reward_mean": None,
+        "final_heldout_accuracy": None,
+    }
     if rows:
         model, tokenizer = load_model_for_inference(folder)
         valid = evaluate_greedy(

@@ -136,13 +136,11 @@ def truncating_trainer_class(trainer_class: type, max_prompt_length: int) -> typ
             if len(rows) == len(prompts) and any(
                 m or t for m, t in rows
             ):  # text only: no images to return
-                prompt_ids, rest = (
-                    [
-                        _encode_row(self.processing_class, p, m, t)
-                        for p, (m, t) in zip(prompts, rows, strict=True)
-                    ],
-                    (None, {}),
-                )
+                prompt_ids = [
+                    _encode_row(self.processing_class, p, m, t)
+                    for p, (m, t) in zip(prompts, rows, strict=True)
+                ]
+                rest: list[Any] = [None, {}]
             else:
                 prompt_ids, *rest = super()._tokenize_prompts(prompts)
             return ([list(ids)[-max_prompt_length:] for ids in prompt_ids], *rest)

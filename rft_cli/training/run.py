@@ -191,7 +191,7 @@ def _train_checked(
     # Under `accelerate launch` only the main process writes metrics, samples and shows progress.
     main = is_main_process()
     samples = SampleWriter(run_dir, config.samples) if main else None
-    logger = _build_logger(config, run_dir, samples) if main else NullLogger()
+    logger = _build_logger(config, run_dir, samples) if samples is not None else NullLogger()
     progress = progress if main else None
     seed_everything(config.seed)
     tokenizer = load_tokenizer(config.model)
@@ -288,15 +288,12 @@ def _run_stages(ctx: Any, stage: str, tokenizer: Any) -> None:
         ctx.elapsed_before = float(ckpt.read_meta(sft_dir).get("elapsed_s", 0.0))
     # Without a warm-up, the base model is the start that final/ falls back to: save and score it.
     keeps_start = config.rl.final == "best" and bool(ctx.valid_rows)
-    base = (
+    if config.rl.algorithm != "ppo":  # TRL starts from a folder: the warm-up, else the base
+        run_trl_rl(ctx, init_dir or _save_base(ctx, tokenizer), tokenizer)
+        return
+    if init_dir is None and keeps_start:
         _save_base(ctx, tokenizer)
-        if init_dir is None and (keeps_start or config.rl.algorithm != "ppo")
-        else None
-    )
-    if config.rl.algorithm == "ppo":
-        _run_ppo_stage(ctx, init_dir, tokenizer)
-    else:
-        run_trl_rl(ctx, init_dir or base, tokenizer)
+    _run_ppo_stage(ctx, init_dir, tokenizer)
 
 
 def _run_ppo_stage(ctx: Any, init_dir: Path | None, tokenizer: Any) -> None:

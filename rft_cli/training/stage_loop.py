@@ -172,7 +172,7 @@ class StageLoop:
         stop = fault is not None and self.progress.numerical_faults >= self.max_faults
         if not hold or stop:
             self.ctx.report(record)
-        if stop:
+        if stop and fault is not None:
             raise self._fault_stop(record["step"], fault)
         return record
 
@@ -253,7 +253,7 @@ class StageLoop:
 def run_steps(
     loop: StageLoop,
     step: Callable[[int], dict[str, Any]],
-    save: Callable[[int], None],
+    save: Callable[[int], object],
     model: Any = None,
 ) -> None:
     """Our own loop over a stage's remaining steps: `step(n)` computes step n and returns its
