@@ -27,6 +27,7 @@ from rft_cli.tool_calls import grade_answers
 
 if TYPE_CHECKING:  # the graders load on first use, not with this module
     from rft_cli.graders import GraderArg
+    from rft_cli.graders.base import GradeResult
 
 SAMPLE_KEYS = ("output_text", "output_json", "output_tools")
 LINE_KEYS = (*SAMPLE_KEYS, "row", "model")
@@ -62,7 +63,7 @@ class GradeFileReport:
     """A graded samples file: the summary (mean, distribution, errors) and one result per sample."""
 
     summary: dict[str, Any]
-    results: list[Any]
+    results: list[GradeResult]
     notes: list[str] = field(default_factory=list)
 
 

@@ -24,7 +24,9 @@ from rft_cli.data.scanning import Scanner, ScanSettings, default_workers
 from rft_cli.data.validation_report import Issue, Issues, ValidationReport, build_report
 from rft_cli.errors import ConfigError
 
-if TYPE_CHECKING:  # the graders load only when a grader is given
+if TYPE_CHECKING:  # the graders (and transformers) load only when given
+    from transformers import PreTrainedTokenizerBase
+
     from rft_cli.graders import GraderArg
 
 DEFAULT_MAX_ERRORS = 20
@@ -53,7 +55,7 @@ def validate_dataset(
     near_duplicate_threshold: float = DEFAULT_NEAR_DUPLICATE_THRESHOLD,
     required_item_fields: Iterable[str] | None = None,
     max_errors: int = DEFAULT_MAX_ERRORS,
-    tokenizer: Any = None,
+    tokenizer: PreTrainedTokenizerBase | str | Path | None = None,
     max_tokens: int | None = None,
     workers: int | None = None,
     tools: dict[str, dict | None] | None = None,

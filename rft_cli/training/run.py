@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rft_cli import threads
 from rft_cli.config import RunConfig, dump_run_config
@@ -39,6 +39,9 @@ from rft_cli.training.resume import check_resume_changes
 from rft_cli.training.rl_trl import run_trl_rl
 from rft_cli.training.seeding import seed_everything
 from rft_cli.training.trl_bridge import latest_trl_checkpoint, quiet_libraries
+
+if TYPE_CHECKING:
+    from rft_cli.graders.base import Grader
 
 
 @dataclass
@@ -129,8 +132,8 @@ def train(
     output_dir: str | Path | None = None,
     stage: str = "all",
     resume: bool = False,
-    grader: Any = None,
-    progress: Any = None,
+    grader: Grader | None = None,
+    progress: Callable[[dict[str, Any]], object] | None = None,
     on_checked: Callable[[Preflight], None] | None = None,
 ) -> TrainResult:
     """Check everything (`preflight`), then run the configured stages. Ctrl-C saves and re-raises.
