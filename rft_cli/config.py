@@ -925,12 +925,12 @@ def _set_path(data: dict[str, Any], override: str) -> None:
         value = yaml_safe.load(raw) if raw.strip() else ""
     except (yaml_safe.RefusedAlias, yaml_safe.RefusedTag) as exc:
         raise ConfigError(f"--set {key.strip()}: {exc.problem}") from None
-    except yaml.YAMLError:
-        value = raw
-    except RecursionError:
+    except (RecursionError, yaml_safe.RefusedNesting):
         raise ConfigError(
             f"--set {key.strip()}: the value is nested too deeply for the YAML parser; flatten it"
         ) from None
+    except yaml.YAMLError:
+        value = raw
     parts = key.strip().split(".")
     node = data
     for part in parts[:-1]:

@@ -157,7 +157,7 @@ def parse_yaml(text: str, where: str, error: type[RftError] = ConfigError) -> An
 
     try:
         return yaml_safe.load(text)
-    except RecursionError:
+    except (RecursionError, yaml_safe.RefusedNesting):
         raise error(f"{where}: {_TOO_DEEP}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -188,4 +188,6 @@ def parse_json(text: str, where: str, error: type[RftError] = ConfigError, hint:
         raise error(f"{where}: not valid JSON ({exc}){'; ' + hint if hint else ''}") from None
 
 
-_TOO_DEEP = "nested too deeply for the parser (hundreds of levels of lists or mappings); flatten it"
+_TOO_DEEP = (
+    "nested too deeply for the parser (over a hundred levels of lists or mappings); flatten it"
+)
