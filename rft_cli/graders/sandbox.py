@@ -677,7 +677,10 @@ class SandboxPool:
                 self.idle.append(worker)
         elif message is not None or not alive:
             # A reply before the whole request was read, or more than one reply, is forged.
-            kind = CRASH if isinstance(message, dict) else worker.death_kind()
+            # A live worker that wrote what is no reply is out of protocol: a crash, with no wait
+            # for it to die; a dead one's exit status says whether it ran out of time.
+            forged = isinstance(message, dict) or (message is not None and alive)
+            kind = CRASH if forged else worker.death_kind()
             detail = (
                 "the worker sent an unreadable reply"
                 if message is not None
