@@ -113,6 +113,20 @@ def test_the_size_check_counts_each_node_once_at_any_depth():
     assert time.monotonic() - started < 1
 
 
+def test_deep_flow_nesting_is_refused_before_the_scanner_goes_quadratic():
+    """PyYAML's scanner walks every open `[` for each token, so 6 KB of `[[[[...` (the corpus's
+    deep_nesting files) took a second before the composer's recursion gave out: refused at the
+    cap now, at once; within it, nesting loads as before."""
+    depth = yaml_safe.MAX_FLOW_DEPTH
+    assert yaml_safe.load("a: " + "[" * depth + "]" * depth) is not None
+    with pytest.raises(yaml_safe.RefusedNesting, match=f"nested more than {depth} deep"):
+        yaml_safe.load("a: " + "[" * (depth + 1) + "]" * (depth + 1))
+    started = time.perf_counter()
+    with pytest.raises(yaml_safe.RefusedNesting):
+        yaml_safe.load("a: " + "{a: " * 20_000)
+    assert time.perf_counter() - started < 0.3
+
+
 # -- 13. grader files whose values are not plain data ---------------------------------------------
 
 
@@ -162,7 +176,7 @@ def test_rfts_own_records_keep_lines_with_unicode_line_breaks(tmp_path):
     """metrics.jsonl and samples files are written with ensure_ascii=False: a grader error detail
     holding U+2028 made read_records drop the whole line as torn."""
     from rft_cli.jsonl import read_records
-    from rft_cli.metrics import reconcile_metrics
+    from rft_cli.run_folder.metrics import reconcile_metrics
 
     path = tmp_path / "metrics.jsonl"
     lines = [{"stage": "rl", "step": i, "detail": f"a\u2028b\x85c{i}"} for i in (1, 2)]

@@ -261,7 +261,8 @@ class _Deadline:
     a read that a server drips byte by byte (a socket timeout only limits each read)."""
 
     def __init__(self, seconds: float) -> None:
-        self.expired, self._sockets = False, []
+        self.expired = False
+        self._sockets: list[Any] = []
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
         self._lock = threading.Lock()
@@ -303,21 +304,25 @@ def _opener(deadline: _Deadline) -> Any:
         def redirect_request(self, *args: Any, **kwargs: Any) -> None:
             return None  # urllib then raises the 3xx as an HTTPError
 
-    def watched(base: type) -> type:
-        class Connection(base):  # type: ignore[misc, valid-type]
-            def connect(self) -> None:
-                super().connect()
-                deadline.watch(self.sock)
+    class Watched(http_client.HTTPConnection):
+        def connect(self) -> None:
+            super().connect()
+            deadline.watch(self.sock)
 
-        return Connection
+    class WatchedTLS(http_client.HTTPSConnection):
+        def connect(self) -> None:
+            super().connect()
+            deadline.watch(self.sock)
 
     class HTTP(urllib.request.HTTPHandler):
         def http_open(self, req: Any) -> Any:
-            return self.do_open(watched(http_client.HTTPConnection), req)
+            return self.do_open(Watched, req)
 
     class HTTPS(urllib.request.HTTPSHandler):
         def https_open(self, req: Any) -> Any:
-            return self.do_open(watched(http_client.HTTPSConnection), req, context=self._context)
+            # urllib's own https_open passes the handler's SSL context the same way
+            context = getattr(self, "_context", None)
+            return self.do_open(WatchedTLS, req, context=context)
 
     return urllib.request.build_opener(NoRedirect, HTTP, HTTPS)
 
@@ -351,7 +356,7 @@ class LocalJudge:
 
         if self._model is None:
             self._load()
-        encoded = self._tokenizer.apply_chat_template(
+        encoded: Any = self._tokenizer.apply_chat_template(
             with_format_hint(messages, schema),
             add_generation_prompt=True,
             tokenize=True,
@@ -373,7 +378,7 @@ class LocalJudge:
         with torch.no_grad():
             output = self._model.generate(**encoded, pad_token_id=pad, **options)
         new_tokens = output[0, encoded["input_ids"].shape[1] :]
-        return self._tokenizer.decode(new_tokens, skip_special_tokens=True)
+        return str(self._tokenizer.decode(new_tokens, skip_special_tokens=True))
 
     def __getstate__(self) -> dict[str, Any]:
         return {"model_name": self.model_name, "params": self.params, "_model": None}

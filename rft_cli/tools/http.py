@@ -92,7 +92,7 @@ def post(
     parts = urllib.parse.urlsplit(url)
     path = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
     kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    connection = kind(parts.hostname, parts.port, timeout=timeout)
+    connection = kind(parts.hostname or "", parts.port, timeout=timeout)  # check_url: a host
     deadline = _Deadline(timeout)
     deadline.timer.start()
     try:
