@@ -57,13 +57,16 @@ CANDIDATE_BUDGET = 64
 PROBE_LIMIT = 32  # prefix shingles probed per row in the exact search (more: estimated)
 VERIFY_LIMIT = 8  # pairs verified exactly per training row, exact or estimated
 _CONSIDER = 2 * VERIFY_LIMIT  # LSH proposals per row bounded exactly (the most bands shared first)
+_SEEDS = 16  # prefix candidates an estimated row still tries, from its rarest shingles
 _ROUNDS = (1, 1, 2, 4)  # how many of each row's candidates each verification round tries
 LSH_BINS = 64
 LSH_TARGET_RECALL = 0.995
 LSH_SEED = 14
-LSH_BUCKET_LIMIT = 8  # validation rows taken from one band's bucket (the lowest ids)
+LSH_BUCKET_LIMIT = 8  # a band's bucket with more validation rows is cut (the lowest ids kept)
+_CROWDED_TAKE = 2  # rows kept from a cut bucket
 _BIN_SHIFT = 42  # a 48-bit shingle hash: its top 6 bits pick the bin, the other 42 are the value
-_SIZE_BITS = 24  # a band key keeps its hash's top 40 bits and the row's size in the low 24
+_BAND_BITS = 6  # an LSH table key: the band in the top 6 bits, a 34-bit hash, the size in 24
+_SIZE_BITS = 24
 _ROOM_SCALE = 256  # positional filter bounds in 1/256 shingles, packed below a shingle id
 _ROOM_BIAS = (1 << 30) - 1
 _ROOM_TOP = (1 << 31) - 1
@@ -335,15 +338,14 @@ class NearDuplicateIndex:
         query, candidate = self._possible(query, candidate, batch)[:2]
         query, candidate = _unique_pairs(query, candidate)
         if self.candidate_budget is not None:  # more candidates than can be verified: estimate
-            crowded = np.bincount(query, minlength=batch.rows) > VERIFY_LIMIT
-            exact &= ~crowded
-            query, candidate = query[exact[query]], candidate[exact[query]]
-        found = [self._verify_in_order(query, candidate, batch)]
+            exact &= np.bincount(query, minlength=batch.rows) <= VERIFY_LIMIT
+        sure = exact[query]
+        found = [self._verify_in_order(query[sure], candidate[sure], batch)]
         estimated = np.flatnonzero(~exact)
         self.counts["rows_searched"] += batch.rows
         self.counts["rows_estimated"] += len(estimated)
         if len(estimated):
-            found.append(self._estimate(estimated, batch))
+            found.append(self._estimate(estimated, batch, query[~sure], candidate[~sure]))
         return sorted(match for part in found for match in part)
 
     def _exact_candidates(self, batch: _Batch) -> tuple[Any, Any, Any]:
@@ -380,12 +382,18 @@ class NearDuplicateIndex:
         count = np.maximum(hi - lo, 0)
         work = np.bincount(rows, weights=count, minlength=batch.rows)
         exact = ~crowded & (work <= budget) if budget is not None else np.ones(batch.rows, bool)
-        self.counts["pairs_proposed"] += int(work[exact].sum())
-        take = exact[rows]
-        query = np.repeat(rows[take], count[take])
-        candidate = self._post_rows[_ragged(lo[take], count[take])]
+        # A row over the budget still gets the candidates of its rare probes (at most _SEEDS
+        # rows on their lists), up to _SEEDS of them: a near-duplicate that shares a rare
+        # shingle (a name, a number, an id) is there.
+        seeds = np.where(count <= _SEEDS, count, 0)
+        before = np.cumsum(seeds) - seeds
+        before -= before[np.searchsorted(rows, rows)]
+        count = np.where(exact[rows], count, np.clip(_SEEDS - before, 0, seeds))
+        self.counts["pairs_proposed"] += int(count.sum())
+        query = np.repeat(rows, count)
+        candidate = self._post_rows[_ragged(lo, count)]
         # The same bound from A's side: A's shingles before w are not shared either.
-        left = np.repeat((batch.sizes - batch.known_count)[rows[take]] + place[take], count[take])
+        left = np.repeat((batch.sizes - batch.known_count)[rows] + place, count)
         left = batch.sizes[query] - left
         share = self.threshold / (1 + self.threshold)
         fits = left >= share * (batch.sizes[query] + self._sizes[candidate]) - _EPS
@@ -454,12 +462,16 @@ class NearDuplicateIndex:
         hits = (known_keys[at] == keys).astype(np.int64)
         return np.add.reduceat(hits, np.cumsum(size_b) - size_b) if len(hits) else hits
 
-    def _estimate(self, rows: Any, batch: _Batch) -> list[tuple[int, int, float]]:
-        """Matches for the rows past the budget, from the validation rows MinHash-LSH proposes.
+    def _estimate(
+        self, rows: Any, batch: _Batch, seed_query: Any, seed_candidate: Any
+    ) -> list[tuple[int, int, float]]:
+        """Matches for the rows past the budget: first the seeds (candidates of the row's rarest
+        prefix shingles), then the validation rows MinHash-LSH proposes.
 
-        Proposals (at most LSH_BUCKET_LIMIT rows from one band's bucket, sizes compatible) that the
-        exact bounds leave are tried in the order of bands shared, then sketch bound, at most
-        VERIFY_LIMIT a row. A row cut at either limit that found no match counts as `rows_capped`."""
+        LSH proposals (at most LSH_BUCKET_LIMIT rows from one band's bucket, sizes compatible) are
+        ordered by bands shared; the first _CONSIDER that the exact bounds leave follow the seeds,
+        and at most VERIFY_LIMIT a row are verified. A row cut at a limit that found no match
+        counts as `rows_capped`."""
         # Why estimate at all: on templated data a row's prefix shingles are common words, and the
         # exact search would verify thousands of candidates per row (35 s against 5 s at t = 0.5 on
         # 110,000 templated rows). The estimate can miss a pair (recall is lsh_recall at the
@@ -470,14 +482,14 @@ class NearDuplicateIndex:
             batch.offsets, batch.flat, batch.sizes, rows, self.threshold
         )
         self.counts["pairs_proposed"] += len(local)
-        # Most bands shared first (then the lowest row): only the first _CONSIDER of a row are
-        # bounded exactly, and the first VERIFY_LIMIT left verified.
         order = np.argsort((local << 8) | (LSH_BINS - shared), kind="stable")
         local, candidate = local[order], candidate[order]
         considered = _places(local) < _CONSIDER
         cut[local[~considered]] = True
-        query = rows[local[considered]]
-        query, candidate = self._possible(query, candidate[considered], batch)[:2]
+        query, candidate = self._possible(rows[local[considered]], candidate[considered], batch)[:2]
+        query, candidate = _first_pairs(
+            np.concatenate((seed_query, query)), np.concatenate((seed_candidate, candidate))
+        )
         crowded = np.zeros(batch.rows, dtype=bool)
         crowded[query[_places(query) >= VERIFY_LIMIT]] = True
         found = self._verify_in_order(query, candidate, batch, VERIFY_LIMIT)
@@ -552,8 +564,9 @@ def lsh_parameters(threshold: float) -> tuple[int, int]:
 
 
 class MinHashLSH:
-    """Banded one-permutation MinHash signatures of the validation rows, each band's keys sorted
-    with the row's size in their low bits (so a bucket's compatible sizes are one range)."""
+    """Banded one-permutation MinHash signatures of the validation rows in one sorted table: each
+    entry is (band, a hash of the band's bins, the row's size), so that a bucket's rows of
+    compatible sizes are one range of it."""
 
     def __init__(self, threshold: float, offsets: Any, flat: Any, sizes: Any) -> None:
         import numpy as np
@@ -570,20 +583,25 @@ class MinHashLSH:
                 for start in range(0, len(sizes), 1 << 14)
             ]
             or [np.zeros((0, self.bands), dtype=np.uint64)]
-        ).T  # (bands, rows)
-        self._order = np.argsort(keys, axis=1, kind="stable")
-        self._keys = np.take_along_axis(keys, self._order, axis=1)
+        ).T.ravel()  # band by band
+        order = np.argsort(keys, kind="stable")
+        self._keys, self._rows = keys[order], (order % max(len(sizes), 1)).astype(np.int64)
 
     def band_keys(self, offsets: Any, flat: Any, sizes: Any, rows: Any) -> Any:
-        """(len(rows), bands) keys: a hash of the band's bins in the high bits, the size in the low."""
+        """(len(rows), bands) table keys: the band, a hash of its bins, and the row's size."""
         import numpy as np
 
         signature = _one_permutation_minhash(offsets, flat, rows).astype(np.uint64)
         signature = signature[:, : self.bands * self.rows].reshape(len(rows), self.bands, self.rows)
         # A random odd multiplier per bin, summed (mod 2**64) and mixed: different bins hash apart.
         key = _mix((signature * self._salt).sum(axis=2, dtype=np.uint64))
+        band = np.arange(self.bands, dtype=np.uint64) << np.uint64(64 - _BAND_BITS)
         size = np.minimum(sizes[rows], (1 << _SIZE_BITS) - 1).astype(np.uint64)
-        return (key >> np.uint64(_SIZE_BITS) << np.uint64(_SIZE_BITS)) | size[:, None]
+        return (
+            band
+            | (key >> np.uint64(_BAND_BITS + _SIZE_BITS) << np.uint64(_SIZE_BITS))
+            | size[:, None]
+        )
 
     def propose(
         self, offsets: Any, flat: Any, sizes: Any, rows: Any, threshold: float
@@ -592,26 +610,25 @@ class MinHashLSH:
         and whether each of `rows` had a bucket cut at LSH_BUCKET_LIMIT."""
         import numpy as np
 
-        keys = self.band_keys(offsets, flat, sizes, rows)  # (rows, bands)
-        low = np.ceil(threshold * sizes[rows] - _EPS).astype(np.uint64)
-        high = np.minimum(np.floor(sizes[rows] / threshold + _EPS), (1 << _SIZE_BITS) - 1)
+        keys = self.band_keys(offsets, flat, sizes, rows).ravel()  # row by row
         head = keys >> np.uint64(_SIZE_BITS) << np.uint64(_SIZE_BITS)
-        lo = np.empty(keys.shape, dtype=np.int64)
-        hi = np.empty(keys.shape, dtype=np.int64)
-        high = high.astype(np.uint64)
-        for band in range(self.bands):
-            # sorted needles: numpy's binary search starts from the previous answer, and
-            # repetitive data asks for the same few buckets again and again
-            order = np.argsort(head[:, band])
-            lo[order, band] = np.searchsorted(self._keys[band], (head[:, band] | low)[order])
-            hi[order, band] = np.searchsorted(
-                self._keys[band], (head[:, band] | high)[order], side="right"
-            )
-        cut = (hi - lo > LSH_BUCKET_LIMIT).any(axis=1)
-        count = np.minimum(hi - lo, LSH_BUCKET_LIMIT).ravel()
-        at = lo + np.arange(self.bands, dtype=np.int64) * self._keys.shape[1]  # row-major
-        candidate = self._order.ravel()[_ragged(at.ravel(), count)]
-        local = np.repeat(np.repeat(np.arange(len(rows), dtype=np.int64), self.bands), count)
+        size = np.repeat(sizes[rows], self.bands)
+        low = np.ceil(threshold * size - _EPS).astype(np.uint64)
+        high = np.minimum(np.floor(size / threshold + _EPS), (1 << _SIZE_BITS) - 1)
+        # sorted needles: numpy's binary search starts from the previous answer, and repetitive
+        # data asks for the same few buckets again and again
+        order = np.argsort(head)
+        lo, hi = np.empty(len(keys), dtype=np.int64), np.empty(len(keys), dtype=np.int64)
+        lo[order] = np.searchsorted(self._keys, (head | low)[order])
+        hi[order] = np.searchsorted(self._keys, (head | high.astype(np.uint64))[order], "right")
+        # A bucket of more than LSH_BUCKET_LIMIT rows (on repetitive data most of them) gives only
+        # its first _CROWDED_TAKE: the same few rows for every query, kept for data where they
+        # match everything (rows that repeat two words); smaller buckets are taken whole.
+        crowded = hi - lo > LSH_BUCKET_LIMIT
+        cut = crowded.reshape(len(rows), self.bands).any(axis=1)
+        count = np.where(crowded, _CROWDED_TAKE, hi - lo)
+        candidate = self._rows[_ragged(lo, count)]
+        local = np.repeat(np.arange(len(keys), dtype=np.int64) // self.bands, count)
         packed = np.sort((local << 32) | candidate, kind="stable")
         first = np.concatenate(([True], packed[1:] != packed[:-1])) if len(packed) else packed
         starts = np.flatnonzero(first)
@@ -721,6 +738,20 @@ def _ragged(starts: Any, counts: Any) -> Any:
         - np.repeat(np.cumsum(counts) - counts, counts)
         + np.repeat(np.asarray(starts, dtype=np.int64), counts)
     )
+
+
+def _first_pairs(query: Any, candidate: Any) -> tuple[Any, Any]:
+    """The pairs grouped by query (stably: each row's candidates keep their order), each distinct
+    pair at its first place."""
+    import numpy as np
+
+    order = np.argsort(query, kind="stable")
+    query, candidate = query[order], candidate[order]
+    packed = (query << 32) | candidate
+    by_pair = np.argsort(packed, kind="stable")
+    first = np.ones(len(packed), dtype=bool)
+    first[by_pair[1:]] = packed[by_pair[1:]] != packed[by_pair[:-1]]
+    return query[first], candidate[first]
 
 
 def _unique_pairs(query: Any, candidate: Any) -> tuple[Any, Any]:
