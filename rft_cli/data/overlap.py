@@ -264,14 +264,14 @@ class NearDuplicateIndex:
         self._build_table()
 
     def _build_table(self) -> None:
-        """An open-addressing hash table (linear probing, at most half full) from shingle hash to
+        """An open-addressing hash table (linear probing, at most a quarter full) from shingle hash to
         its index in `_uniq`: a lookup reads one or two slots where a binary search over millions
         of shingles reads twenty scattered ones. An empty slot holds len(_uniq), which indexes
         the -1 appended to `_lookup` (no hash is negative)."""
         import numpy as np
 
         size = len(self._uniq)
-        self._slots = np.int64((1 << max(10, (2 * size - 1).bit_length())) - 1)
+        self._slots = np.int64((1 << max(10, (4 * size - 1).bit_length())) - 1)
         self._table = np.full(int(self._slots) + 1, size, dtype=np.int32)
         self._lookup = np.append(self._uniq, -1)
         pending = np.arange(size, dtype=np.int64)
