@@ -11,31 +11,35 @@ counts both:
 - **Exact**, by *prefix filtering* (Bayardo, Ma and Srikant, "Scaling up all pairs similarity
   search", WWW 2007): order every shingle by (frequency in the validation set, hash) and keep the
   first `|A| - ceil(t * |A|) + 1` shingles of each set; two sets with Jaccard >= t always share one
-  of those, so no pair is missed. A training row whose prefix points to at most `CANDIDATE_BUDGET`
+  of those, so no pair is missed. Positional filtering (PPJoin: Xiao, Wang, Lin and Yu, WWW 2008)
+  drops the posting entries that cannot reach t from where they sit, with one binary search per
+  probe (see `_exact_candidates`). A training row whose probes point to at most `CANDIDATE_BUDGET`
   validation entries, and whose candidates left by two exact bounds (the sizes, and a sketch: the
   shingles counted in 64 hash buckets, the smaller count of each bucket summed bounds |A & B| from
   above) number at most `VERIFY_LIMIT`, has each candidate verified with the exact Jaccard of the
   two shingle sets, lowest validation row first: the answer is the lowest row at or above t, no
   estimate, no false positive (up to 48-bit hash collisions) and no false negative.
 - **Estimated**, every other row (on templated data the prefix shingles are common words and their
-  candidate lists long): MinHash-LSH over a one-permutation MinHash (Li, Owen and Zhang, NIPS 2012:
-  one hash, its top bits pick one of `LSH_BINS` bins, the smallest value in each bin; empty bins
-  borrow from the next full one, "densified by rotation", Shrivastava and Li, ICML 2014, so that two
-  sets agree in a bin with probability equal to their Jaccard), banded for a derived recall of at
-  least `LSH_TARGET_RECALL` at the threshold. A validation row is proposed when it shares a band and
-  its size is compatible; proposals are tried in the order of bands shared, then exact bounds, and
+  candidate lists long). It tries first the candidates of its rare prefix shingles (`_SEEDS`), then
+  those MinHash-LSH proposes (`MinHashLSH`: one-permutation MinHash, Li, Owen and Zhang, NIPS 2012,
+  densified by rotation, Shrivastava and Li, ICML 2014, for prompts of `SMALL_SET` shingles or more;
+  independent MinHashes for smaller ones), banded for a derived recall of at least
+  `LSH_TARGET_RECALL` at the threshold. A validation row is proposed when it shares a band and its
+  size is compatible; proposals are tried in the order of bands shared, after the exact bounds, and
   verified exactly, so an estimated row can miss a near-duplicate but never reports a false one.
 
-**The work per training row is bounded on any data**: at most `CANDIDATE_BUDGET` posting entries,
-`LSH_BUCKET_LIMIT` rows from one band's bucket, and `VERIFY_LIMIT` exactly verified pairs (tried in
-rounds of 1, 1, 2 and 4, a row leaving at its first match). An estimated row that was cut at one of
-these limits *and* found no near-duplicate is counted in `rows_capped`: the stated recall does not
-cover it (a row that found one lost nothing). Signatures, band keys and bucket lookups cost a fixed
-number of operations per shingle and per row, whatever the data repeats.
+**The work per training row is bounded on any data**: at most `CANDIDATE_BUDGET` posting entries
+and `PROBE_LIMIT` probes, `_CROWDED_TAKE` rows from a band's bucket of more than `LSH_BUCKET_LIMIT`,
+`_CONSIDER` proposals bounded and `VERIFY_LIMIT` pairs verified (in rounds of 1, 1, 2 and 4, a row
+leaving at its first match). An estimated row that was cut at one of these limits *and* found no
+near-duplicate is counted in `rows_capped` (its mode in `last_modes` is CAPPED): the stated recall
+does not cover it (a row that found one lost nothing). Signatures, band keys and bucket lookups
+cost a fixed number of operations per shingle and per row, whatever the data repeats.
 
-Memory: the validation shingles (an int64 hash and an int32 id each), a 64-byte sketch per row, a
-bitmap of 4 bytes a distinct shingle, and once a row is estimated 16 bytes per band per validation
-row; training rows are never stored. numpy is imported lazily (`rft --help` stays fast).
+Memory: the validation shingles (an int64 hash and an int32 id each), per distinct shingle its
+count, rank, posting start and 4 table slots, a 64-byte sketch per row, and once a row is
+estimated 16 bytes per band per validation row; training rows are never stored. numpy is imported
+lazily (`rft --help` stays fast).
 """
 
 from __future__ import annotations
@@ -233,7 +237,7 @@ class NearDuplicateIndex:
             self._rows += len(chunk)
 
     def freeze(self) -> None:
-        """Count shingle frequencies, build the bitmap and the prefix index (once, after the last add)."""
+        """Count shingle frequencies, build the lookup table and the prefix index (once, after the last add)."""
         import numpy as np
 
         self._frozen = True
