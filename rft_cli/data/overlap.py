@@ -673,6 +673,11 @@ class MinHashLSH:
         crowded = hi - lo > LSH_BUCKET_LIMIT
         cut = crowded.reshape(len(rows), self.bands).any(axis=1)
         count = np.where(crowded, _CROWDED_TAKE, hi - lo)
+        # From a crowded bucket, rows at a place that the query's next band picks: each band
+        # and each query looks at other rows, not the same first ones every time.
+        pick = _mix(np.roll(keys.reshape(len(rows), self.bands), -1, axis=1).ravel())
+        places = np.maximum(hi - lo - _CROWDED_TAKE + 1, 1).astype(np.uint64)
+        lo = lo + np.where(crowded, (pick % places).astype(np.int64), 0)
         candidate = self._rows[_ragged(lo, count)]
         local = np.repeat(np.arange(len(keys), dtype=np.int64) // self.bands, count)
         packed = np.sort((local << 32) | candidate, kind="stable")
