@@ -77,6 +77,7 @@ _ROOM_SCALE = 256  # positional filter bounds in 1/256 shingles, packed below a 
 _ROOM_BIAS = (1 << 30) - 1
 _ROOM_TOP = (1 << 31) - 1
 _SLOT_SHIFT = 16  # hash table slots from a shingle hash's bits 16 and up
+_SLICE = 1 << 21  # validation shingles indexed at once (bounds the temporary arrays)
 _VERIFY_CHUNK = 1 << 22  # validation shingles compared at once (bounds the temporary arrays)
 # Each row also keeps how many of its shingles fall in each of SKETCH_BUCKETS hash buckets:
 # sum over buckets of min(count in A, count in B) bounds |A & B| from above, for 64 operations a
@@ -246,26 +247,54 @@ class NearDuplicateIndex:
         sizes = np.concatenate([np.diff(c[0]) for c in chunks]) if chunks else np.zeros(0, np.int64)
         self._offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
         self._flat, self._sizes = flat, sizes
-        self._uniq, self._flat_uid, counts = _unique_inverse_counts(flat)
+        self._index_shingles(flat)
+        counts = np.bincount(self._flat_uid, minlength=len(self._uniq))
         # Rarest first: a common shingle ("how many are") in a prefix would put most of the set on its
         # posting list; rare ones keep lists short. The hash breaks ties (`_uniq` is sorted by hash).
         self._rank = np.empty(len(counts), dtype=np.int64)
         self._rank[np.argsort(counts, kind="stable")] = np.arange(len(counts))
-        row_of = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
-        keep, place = _first_per_row(
-            row_of, self._rank[self._flat_uid], self._prefix_lengths(sizes)
+        self._sketch = np.zeros((len(sizes), SKETCH_BUCKETS), dtype=np.uint8)
+        parts = [self._index_rows(start, end) for start, end in _row_slices(self._offsets)]
+        rows, uid, room = (
+            (np.concatenate(p) for p in zip(*parts, strict=True))
+            if parts
+            else [np.zeros(0, np.int64)] * 3
         )
         # Posting lists as one array ordered by shingle id, then by how much of the row can still
         # be shared from that shingle on (`_room`, most first), with each id's start.
-        rows, uid = row_of[keep], self._flat_uid[keep].astype(np.int64)
-        room = self._room(sizes[rows] - place, sizes[rows], np.ceil)
         packed = (uid << 32) | (_ROOM_TOP - room)
         order = np.argsort(packed, kind="stable")
         self._post_keys, self._post_rows = packed[order], rows[order]
         self._post_start = np.zeros(len(self._uniq) + 1, dtype=np.int64)
         np.cumsum(np.bincount(uid, minlength=len(self._uniq)), out=self._post_start[1:])
-        self._sketch = _sketch(row_of, self._flat_uid, len(sizes))
+
+    def _index_shingles(self, flat: Any) -> None:
+        """The distinct shingles (`_uniq`, sorted), their lookup table, and each shingle's place
+        among them; a slice at a time, so the temporary arrays stay small."""
+        import numpy as np
+
+        ordered = np.sort(flat)
+        distinct = np.ones(len(ordered), dtype=bool)
+        np.not_equal(ordered[1:], ordered[:-1], out=distinct[1:])
+        self._uniq = ordered[distinct]
+        del ordered, distinct
         self._build_table()
+        self._flat_uid = np.empty(len(flat), dtype=np.int32)
+        for start in range(0, len(flat), _SLICE):
+            self._flat_uid[start : start + _SLICE] = self._known(flat[start : start + _SLICE])[1]
+
+    def _index_rows(self, start: int, end: int) -> tuple[Any, Any, Any]:
+        """Rows [start, end): their sketches, and their prefix entries (row, shingle, room)."""
+        import numpy as np
+
+        sizes = self._sizes[start:end]
+        row_of = np.repeat(np.arange(end - start, dtype=np.int64), sizes)  # from `start`
+        uid = self._flat_uid[self._offsets[start] : self._offsets[end]]
+        self._sketch[start:end] = _sketch(row_of, uid, end - start)
+        keep, place = _first_per_row(row_of, self._rank[uid], self._prefix_lengths(sizes))
+        rows = row_of[keep]
+        room = self._room(sizes[rows] - place, sizes[rows], np.ceil)
+        return rows + start, uid[keep].astype(np.int64), room
 
     def _build_table(self) -> None:
         """An open-addressing hash table (linear probing, at most a quarter full) from shingle hash to
@@ -722,17 +751,16 @@ def _one_permutation_minhash(offsets: Any, flat: Any, rows: Any) -> Any:
     return (value[donor] + (distance << _BIN_SHIFT)).reshape(len(rows), LSH_BINS)
 
 
-def _unique_inverse_counts(values: Any) -> tuple[Any, Any, Any]:
-    """(sorted distinct values, each value's place among them as int32, each distinct value's count)."""
+def _row_slices(offsets: Any) -> Iterator[tuple[int, int]]:
+    """[start, end) row ranges of about _SLICE shingles each (at least one row)."""
     import numpy as np
 
-    order = np.argsort(values, kind="stable")
-    ordered = values[order]
-    first = np.concatenate(([True], ordered[1:] != ordered[:-1])) if len(values) else ordered > 0
-    inverse = np.empty(len(values), dtype=np.int32)
-    inverse[order] = np.cumsum(first) - 1
-    starts = np.flatnonzero(first)
-    return ordered[starts], inverse, np.diff(np.concatenate((starts, [len(values)])))
+    start = 0
+    while start < len(offsets) - 1:
+        end = int(np.searchsorted(offsets, offsets[start] + _SLICE, side="right")) - 1
+        end = min(max(end, start + 1), len(offsets) - 1)
+        yield start, end
+        start = end
 
 
 def _first_per_row(row_of: Any, rank: Any, keep: Any) -> Any:
