@@ -12,7 +12,7 @@ carries it over from the parent through exec. Measured:
   1. a plain `json.loads` loop over both files (the floor any Python validator pays);
   2. the full `validate_dataset(train, valid, overlap_fields=["reference_answer"])`, with the
      exact-overlap, near-duplicate and reference-value checks.
-Data shapes (`--shape`, listed in `--help`), each with some exact duplicates, exact train/valid
+Data shapes (`--shape`, listed in `--help`; docs/benchmarks.md has the figures), each with some exact duplicates, exact train/valid
 overlaps and one-word-longer near-duplicates planted, so every code path runs: `random` prompts over
 a 20,000-word vocabulary, and shapes chosen to be hard for the near-duplicate search: tiny
 vocabularies (every prompt shares common word 3-grams, the prefix filter's worst case), unique
