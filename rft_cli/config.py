@@ -693,7 +693,7 @@ class ToolSettings(_Strict):
                     f"{endpoint_only[0]} applies to server_url tools only (a python tool's schema comes from its signature and docstring)"
                 )
         else:
-            from rft_cli.tools.http import check_url
+            from rft_cli.http_post import check_url
 
             problem = check_url(self.server_url or "")
             if problem:

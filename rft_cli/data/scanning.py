@@ -434,12 +434,12 @@ class Scanner:
         for i, row_id, similarity in self.index.query_batch([item[2] for item in batch]):
             line_no, valid_line = batch[i][0], self.valid_lines[row_id]
             self._record("near_duplicate", line_no, valid_line, round(similarity, 4), None)
-            self.issues.warning(
-                file,
-                line_no,
-                "near_duplicate",
-                f"near-duplicate of {self.valid_name} line {valid_line} (word 3-gram Jaccard {similarity:.2f} >= {self.threshold}); remove or rewrite one of them",
+            message = (
+                f"near-duplicate of {self.valid_name} line {valid_line} (word 3-gram Jaccard {similarity:.2f} >= {self.threshold}); remove or rewrite one of them"
+                if self.issues.keeps_warning("near_duplicate")
+                else ""  # counted only: no message is kept past the limit
             )
+            self.issues.warning(file, line_no, "near_duplicate", message)
         batch.clear()
 
     def _record(

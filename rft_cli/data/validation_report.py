@@ -145,6 +145,13 @@ class Issues:
         self.error_counts.update(other.error_counts)
         self.warning_counts.update(other.warning_counts)
 
+    def keeps_warning(self, code: str) -> bool:
+        """Whether the next warning of this code is kept (not only counted): a caller with a
+        million of them builds the message only then."""
+        if self.strict and code in STRICT_CODES:
+            return self.error_counts[code] < self.limit
+        return self.warning_counts[code] < self.limit
+
     def warning(self, file: str, line: int | None, code: str, message: str) -> None:
         if self.strict and code in STRICT_CODES:
             return self.error(file, line, code, message)
