@@ -13,7 +13,7 @@ the PPO sampler / the `rft eval` path and softmax(logits) (with its sampling-noi
 tests/test_sampling_fidelity.py), and the sampler's generated tokens/s alone.
 
 The model: random weights at Qwen2.5-0.5B's sizes (hidden 896, 24 layers, 14 heads, 2 KV heads,
-MLP 4864, from its config.json), over the hub-like fixture tokenizer of `rft_cli.hub_like`
+MLP 4864, from its config.json), over the hub-like fixture tokenizer of `tests.hub_like`
 (byte-level BPE, ChatML, two EOS ids, Qwen2.5-Instruct's generation_config.json). The vocabulary
 is that tokenizer's 384 tokens, not Qwen's 151,936: a random model over 151,936 ids would sample
 ids the tokenizer cannot decode. So the model has 358M parameters instead of 494M (the embedding
@@ -109,7 +109,7 @@ def build_base(folder: Path, small: bool) -> Path:
     """Save the starting model folder: random Qwen2 weights in bf16 beside the hub-like tokenizer."""
     import torch
 
-    from rft_cli.hub_like import build_bpe_tokenizer, build_qwen2_model, hub_generation_config
+    from tests.hub_like import build_bpe_tokenizer, build_qwen2_model, hub_generation_config
 
     tokenizer = build_bpe_tokenizer()
     model = build_qwen2_model(tokenizer, SMALL if small else QWEN25_05B, seed=0).to(torch.bfloat16)
@@ -239,7 +239,7 @@ def run_arm(name: str, arm: dict, base: Path, work: Path) -> dict[str, float | N
     import torch
 
     from rft_cli.config import load_run_config
-    from rft_cli.metrics import read_metrics
+    from rft_cli.run_folder.metrics import read_metrics
     from rft_cli.training.run import train
 
     recipe = write_recipe(work / f"{name}.yaml", base, arm)
@@ -251,7 +251,7 @@ def run_arm(name: str, arm: dict, base: Path, work: Path) -> dict[str, float | N
     rl = [r for r in read_metrics(result.run_dir / "metrics.jsonl") if r.get("stage") == "rl"]
     speeds = [r["tokens_per_second"] for r in rl if r.get("tokens_per_second")]
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
-    from rft_cli.checkpoints import find_latest_complete
+    from rft_cli.run_folder.checkpoints import find_latest_complete
 
     last = find_latest_complete(result.run_dir / "checkpoints")
     figures = {

@@ -220,7 +220,7 @@ def base_arm(recipe: Path, overrides: list[str], out: Path, rows_file: Path | No
 
 def find_latest_complete(folder: Path) -> Path:
     """The run's last step checkpoint (PPO's last step: the run saves it whatever save_interval)."""
-    from rft_cli.checkpoints import find_latest_complete as latest
+    from rft_cli.run_folder.checkpoints import find_latest_complete as latest
 
     return latest(folder)
 

@@ -174,7 +174,7 @@ def worker_ppo(args: argparse.Namespace) -> dict:
     """Our PPO: `args.steps` timed steps after `args.warmup` untimed ones, with a phase breakdown."""
     import torch
 
-    from rft_cli.metrics import NullLogger
+    from rft_cli.run_folder.metrics import NullLogger
     from rft_cli.training import ppo
     from rft_cli.training.context import RunContext
     from rft_cli.training.models import load_model, load_tokenizer
@@ -228,7 +228,7 @@ def worker_grpo(args: argparse.Namespace) -> dict:
     from transformers import TrainerCallback
     from trl import GRPOTrainer
 
-    from rft_cli.metrics import NullLogger
+    from rft_cli.run_folder.metrics import NullLogger
     from rft_cli.training.context import RunContext
     from rft_cli.training.models import load_tokenizer
     from rft_cli.training.rl_trl import _peft_config, build_trl_config, rl_examples

@@ -12,12 +12,12 @@ carries it over from the parent through exec. Measured:
   1. a plain `json.loads` loop over both files (the floor any Python validator pays);
   2. the full `validate_dataset(train, valid, overlap_fields=["reference_answer"])`, with the
      exact-overlap, near-duplicate and reference-value checks.
-Two data shapes (`--shape`), each with some exact duplicates, exact train/valid overlaps and
-one-word-longer near-duplicates planted, so every code path runs:
-  random     random 25-45 word prompts over a 20,000-word vocabulary;
-  templated  8-30 words over a 16-word vocabulary plus a unique tag and a number per prompt, as
-             synthetic RFT sets often are: every prompt shares common word 3-grams, the worst case
-             for the near-duplicate search's prefix filter (it switches to MinHash-LSH per row).
+Data shapes (`--shape`, listed in `--help`; docs/benchmarks.md has the figures), each with some exact duplicates, exact train/valid
+overlaps and one-word-longer near-duplicates planted, so every code path runs: `random` prompts over
+a 20,000-word vocabulary, and shapes chosen to be hard for the near-duplicate search: tiny
+vocabularies (every prompt shares common word 3-grams, the prefix filter's worst case), unique
+tags, long shared beginnings and endings, near-identical rows, numbers only, very long and very
+short rows, Unicode that NFKC rewrites, and CJK text without spaces.
 """
 
 from __future__ import annotations
@@ -82,21 +82,101 @@ def _row(prompt: str, answer: int) -> str:
 TEMPLATE_WORDS = (
     "how many apples does the farmer have after selling some of them each day to market".split()
 )
+PREAMBLE = " ".join(f"rule{k}" for k in range(150))  # a long instruction every prompt repeats
+_SENTENCE = "a train leaves the station at noon and travels east at a steady speed while a second train leaves the same station one hour later going the same way".split()
+_MORE = [f"then{k}" for k in range(31)]  # makes _SENTENCE 60 different words
+_CJK = [chr(code) for code in range(0x4E00, 0x4E00 + 2000)]  # common CJK ideographs
+_SHAPES = {
+    "random": "random 25-45 word prompts over a 20,000-word vocabulary",
+    "templated": "8-30 words of a 16-word vocabulary, a number and a unique tag (the bench's original)",
+    "tiny_vocabulary": "10-40 words of `red blue green` and a unique tag",
+    "six_words": "8-30 words of a 6-word vocabulary, no tag",
+    "two_words": "50-150 words of `yes no`: most rows are near-duplicates of many",
+    "sentence": "one 30-word sentence with two words replaced by numbers",
+    "preamble": "a 150-word shared preamble and a 25-word random tail",
+    "short_tail": "a 60-word shared preamble and 3-12 words of a 30-word vocabulary",
+    "suffix": "5-10 random words and a 100-word shared ending",
+    "near_identical": "one 60-word sentence with one word replaced by a number (same place: Jaccard 0.90)",
+    "numbers": "10-40 numbers below 100",
+    "long_rows": "400-800 words of a 40-word vocabulary",
+    "short_rows": "1-4 words of a 20-word vocabulary",
+    "unicode": "8-30 CJK/emoji/fullwidth words of a 12-word vocabulary and a unique tag",
+    "cjk": "20-60 CJK characters without spaces (one word, so one shingle)",
+}
+
+
+def _words(rng: random.Random, vocab: list[str], low: int, high: int) -> str:
+    return " ".join(rng.choices(vocab, k=rng.randint(low, high)))
 
 
 def _prompt_maker(rng: random.Random, shape: str) -> tuple[list[str], Any]:
     """(vocabulary, make(tag) -> a fresh prompt) for one data shape."""
-    if shape == "templated":
-        vocab = TEMPLATE_WORDS
-        return (
-            vocab,
-            lambda tag: (
-                " ".join(rng.choices(vocab, k=rng.randint(8, 30)))
-                + f" {rng.randint(0, 99)} ({tag})"
-            ),
-        )
-    vocab = _vocabulary(rng)
-    return vocab, lambda tag: " ".join(rng.choices(vocab, k=rng.randint(25, 45))) + "?"
+    small = {
+        "templated": TEMPLATE_WORDS,
+        "tiny_vocabulary": ["red", "blue", "green"],
+        "six_words": "one two three four five six".split(),
+        "two_words": ["yes", "no"],
+        "short_tail": [f"x{k}" for k in range(30)],
+        "numbers": [str(k) for k in range(100)],
+        "long_rows": [f"v{k}" for k in range(40)],
+        "short_rows": [f"s{k}" for k in range(20)],
+        "unicode": [
+            "数学",
+            "問題",
+            "ｆｕｌｌ",
+            "😀",
+            "ﬁle",
+            "é",
+            "Ⅻ",
+            "카드",
+            "Ωmega",
+            "①",
+            "ｱｲｳ",
+            "𝔸",
+        ],
+    }
+    vocab = small.get(shape) or _vocabulary(rng)
+    makers = {
+        "templated": lambda tag: f"{_words(rng, vocab, 8, 30)} {rng.randint(0, 99)} ({tag})",
+        "tiny_vocabulary": lambda tag: f"{_words(rng, vocab, 10, 40)} id{tag}",
+        "six_words": lambda tag: _words(rng, vocab, 8, 30),
+        "two_words": lambda tag: _words(rng, vocab, 50, 150),
+        "sentence": lambda tag: " ".join(
+            _replace(rng, _SENTENCE, 2, lambda: str(rng.randint(0, 999)))
+        ),
+        "preamble": lambda tag: f"{PREAMBLE} {_words(rng, vocab, 25, 25)}",
+        "short_tail": lambda tag: (
+            f"{PREAMBLE[: PREAMBLE.index('rule60')]}{_words(rng, vocab, 3, 12)}"
+        ),
+        "suffix": lambda tag: (
+            f"{_words(rng, _vocabulary_cached(rng), 5, 10)} {PREAMBLE[: PREAMBLE.index('rule100')]}"
+        ),
+        "near_identical": lambda tag: " ".join(
+            _replace(rng, _SENTENCE + _MORE, 1, lambda: str(rng.randint(0, 9999)))
+        ),
+        "numbers": lambda tag: _words(rng, vocab, 10, 40),
+        "long_rows": lambda tag: _words(rng, vocab, 400, 800),
+        "short_rows": lambda tag: _words(rng, vocab, 1, 4),
+        "unicode": lambda tag: f"{_words(rng, vocab, 8, 30)} 标{tag}",
+        "cjk": lambda tag: "".join(rng.choices(_CJK, k=rng.randint(20, 60))),
+    }
+    return vocab, makers.get(shape) or (lambda tag: _words(rng, vocab, 25, 45) + "?")
+
+
+def _replace(rng: random.Random, words: list[str], n: int, new: Any) -> list[str]:
+    words = list(words)
+    for place in rng.sample(range(len(words)), n):
+        words[place] = new()
+    return words
+
+
+_VOCABULARY: list[list[str]] = []
+
+
+def _vocabulary_cached(rng: random.Random) -> list[str]:
+    if not _VOCABULARY:
+        _VOCABULARY.append(_vocabulary(rng))
+    return _VOCABULARY[0]
 
 
 def generate(
@@ -105,21 +185,24 @@ def generate(
     """Write train.jsonl and valid.jsonl; about 0.1% of valid rows are exact or near copies of train rows."""
     rng = random.Random(seed)
     vocab, make = _prompt_maker(rng, shape)
-    prompts = [make(f"t{i}") for i in range(train_rows)]
+    # Only the training prompts that validation rows copy are kept (long rows would not fit memory).
+    copied = {rng.randrange(train_rows) for _ in range(max(16, valid_rows // 250))}
+    kept: list[str] = []
     train, valid = directory / "train.jsonl", directory / "valid.jsonl"
     with train.open("w") as handle:
-        for i, prompt in enumerate(prompts):
-            if i % 10_000 == 1:
-                prompt = prompts[i - 1]  # an exact duplicate inside the training file
+        previous = ""
+        for i in range(train_rows):
+            prompt = previous if i % 10_000 == 1 else make(f"t{i}")  # an exact duplicate in train
+            if i in copied:
+                kept.append(prompt)
             handle.write(_row(prompt, rng.randint(0, 10**9)) + "\n")
+            previous = prompt
     with valid.open("w") as handle:
         for i in range(valid_rows):
             if i % 1000 == 0:
-                prompt = prompts[
-                    rng.randrange(train_rows)
-                ].upper()  # exact overlap after case folding
+                prompt = rng.choice(kept).upper()  # exact overlap after case folding
             elif i % 1000 == 1:
-                prompt = _long_prompt(rng, prompts) + " " + rng.choice(vocab)  # a near-duplicate
+                prompt = _long_prompt(rng, kept) + " " + rng.choice(vocab)  # a near-duplicate
             else:
                 prompt = make(f"v{i}")
             handle.write(_row(prompt, 10**9 + i) + "\n")
@@ -127,11 +210,10 @@ def generate(
 
 
 def _long_prompt(rng: random.Random, prompts: list[str]) -> str:
-    """A training prompt of 12 words or more, so one appended word keeps its 3-gram Jaccard >= 0.9."""
-    while True:
-        prompt = prompts[rng.randrange(len(prompts))]
-        if prompt.count(" ") >= 11:
-            return prompt
+    """A training prompt of 12 words or more, so one appended word keeps its 3-gram Jaccard >= 0.9
+    (any prompt where the shape has none that long)."""
+    long = [prompt for prompt in prompts if prompt.count(" ") >= 11]
+    return rng.choice(long or prompts)
 
 
 def _generate_in_child(
@@ -186,9 +268,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument(
         "--shape",
-        choices=("random", "templated"),
+        choices=sorted(_SHAPES),
         default="random",
-        help="the prompts' shape (see above)",
+        help="the prompts' shape: "
+        + "; ".join(f"{name}: {text}" for name, text in _SHAPES.items()),
     )
     parser.add_argument(
         "--data-dir",

@@ -14,12 +14,20 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_core import PydanticUndefined
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, PydanticUndefined
 
 from rft_cli import files
-from rft_cli.alarms import ALARM_NAMES
 from rft_cli.errors import ConfigError
+from rft_cli.run_folder.alarms import ALARM_NAMES
 from rft_cli.tiny import TINY_ARCHITECTURES
 
 
@@ -44,7 +52,7 @@ def setting(
     """A config field with its documentation, written once: `doc` becomes the JSON Schema description
     and the config reference's text, `source` says where the default comes from (docs/training.md is
     generated from both by `python -m rft_cli.cli.docs_gen`, and a test keeps it in step)."""
-    extra = {"default_source": source} if source else None
+    extra: dict[str, JsonValue] | None = {"default_source": source} if source else None
     if "default_factory" in constraints:
         return Field(description=doc, json_schema_extra=extra, **constraints)
     return Field(default, description=doc, json_schema_extra=extra, **constraints)
@@ -623,7 +631,7 @@ class AlarmSettings(_Strict):
     @field_validator("early_stop")
     @classmethod
     def _early_stop_names(cls, names: list[str]) -> list[str]:
-        from rft_cli.alarms import EARLY_STOP_ALARMS
+        from rft_cli.run_folder.alarms import EARLY_STOP_ALARMS
 
         unknown = [n for n in names if n not in EARLY_STOP_ALARMS]
         if unknown:
@@ -699,7 +707,7 @@ class ToolSettings(_Strict):
                     f"{endpoint_only[0]} applies to server_url tools only (a python tool's schema comes from its signature and docstring)"
                 )
         else:
-            from rft_cli.tools.http import check_url
+            from rft_cli.http_post import check_url
 
             problem = check_url(self.server_url or "")
             if problem:
@@ -885,7 +893,7 @@ def _key(part: Any) -> str:
     return text if text.replace("_", "").replace("-", "").isalnum() else json.dumps(text)
 
 
-def _format_error(error: dict[str, Any]) -> str:
+def _format_error(error: ErrorDetails) -> str:
     loc = tuple(
         p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-after"))
     )
@@ -931,12 +939,12 @@ def _set_path(data: dict[str, Any], override: str) -> None:
         value = yaml_safe.load(raw) if raw.strip() else ""
     except (yaml_safe.RefusedAlias, yaml_safe.RefusedTag) as exc:
         raise ConfigError(f"--set {key.strip()}: {exc.problem}") from None
-    except yaml.YAMLError:
-        value = raw
-    except RecursionError:
+    except (RecursionError, yaml_safe.RefusedNesting):
         raise ConfigError(
             f"--set {key.strip()}: the value is nested too deeply for the YAML parser; flatten it"
         ) from None
+    except yaml.YAMLError:
+        value = raw
     parts = key.strip().split(".")
     node = data
     for part in parts[:-1]:
@@ -949,35 +957,6 @@ def _set_path(data: dict[str, Any], override: str) -> None:
             child = node[part] = {}
         node = child
     node[parts[-1]] = value
-
-
-def read_yaml(path: str | Path) -> Any:
-    """Read a YAML file with the safe loader; raises ConfigError with the line of a syntax error."""
-    import yaml
-
-    from rft_cli import yaml_safe
-    from rft_cli.files import read_capped
-
-    path = Path(path)
-    try:
-        text = read_capped(path).decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found (give the path of a run config YAML)") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc})") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: cannot read the config ({exc})") from None
-    try:
-        return yaml_safe.load(text)
-    except RecursionError:
-        raise ConfigError(
-            f"{path}: nested too deeply for the YAML parser (hundreds of levels of lists or mappings); flatten it"
-        ) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}{where}: {problem} (fix the YAML syntax)") from None
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
@@ -996,14 +975,15 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
                 data["data"][key] = fix(data["data"][key])
     if "grader" in data:
         data["grader"] = fix(data["grader"])
-    for tool in data.get("tools") if isinstance(data.get("tools"), list) else []:
+    tools = data.get("tools")
+    for tool in tools if isinstance(tools, list) else []:
         if isinstance(tool, dict) and "python" in tool:
             tool["python"] = fix(tool["python"])
 
 
 def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """Read a run config YAML, apply `--set key=value` overrides (YAML-typed values), validate."""
-    data = read_yaml(path)
+    data = files.read_yaml(path, "the run config")
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -25,9 +25,9 @@ from rft_cli.data.openai_rows import row_tools, tool_names
 from rft_cli.data.records import episode_prompt_messages, iter_rows, prompt_messages
 from rft_cli.errors import ConfigError, DataError
 from rft_cli.generation import ProgressFn, generate_completions, load_model_for_inference
-from rft_cli.graders import load_grader
-from rft_cli.grading import read_samples_file
-from rft_cli.reports import plot_eval_comparison, require_matplotlib
+from rft_cli.graders import GraderArg, opened_grader
+from rft_cli.plots import plot_eval_comparison, require_matplotlib
+from rft_cli.samples_file import read_samples_file
 from rft_cli.tool_calls import grade_answers, output_parser
 
 DEFAULT_THRESHOLD = 1.0
@@ -112,7 +112,7 @@ def majority_answer(answers: Sequence[str | None]) -> str | None:
 def evaluate(
     model_path: str,
     rows: Sequence[dict],
-    grader: Any,
+    grader: GraderArg,
     *,
     samples: int = 1,
     temperature: float = 0.0,
@@ -128,35 +128,37 @@ def evaluate(
     Args:
         model_path: a model folder, checkpoint folder, run folder (its `final/`) or hub id.
         rows: dataset rows (the `rft validate` contract); the prompt is `prompt_messages(row)`.
-        grader: a `Grader`; each row is the grader's `item`.
+        grader: a `Grader`, or the path of a grader file (loaded, and closed at the end); each
+            row is the grader's `item`.
         threshold: a sample passes when its reward is at least this.
     Returns:
         An EvalReport, with per-sample results in `.results`.
     """
-    model, tokenizer = load_model_for_inference(model_path)
-    started = time.perf_counter()
-    completions = generate_completions(
-        model,
-        tokenizer,
-        [prompt_messages(r) for r in rows],
-        tools=[row_tools(r) for r in rows],
-        max_new_tokens=max_new_tokens,
-        num_samples=samples,
-        temperature=temperature,
-        top_p=top_p,
-        batch_size=batch_size,
-        progress=progress,
-        seed=seed,
-    )
-    seconds = time.perf_counter() - started
-    report = grade_outputs(
-        str(model_path),
-        rows,
-        [[c.text for c in per_row] for per_row in completions],
-        grader,
-        threshold=threshold,
-        parser=output_parser(tokenizer),
-    )
+    with opened_grader(grader) as the_grader:  # a bad grader file fails before the model loads
+        model, tokenizer = load_model_for_inference(model_path)
+        started = time.perf_counter()
+        completions = generate_completions(
+            model,
+            tokenizer,
+            [prompt_messages(r) for r in rows],
+            tools=[row_tools(r) for r in rows],
+            max_new_tokens=max_new_tokens,
+            num_samples=samples,
+            temperature=temperature,
+            top_p=top_p,
+            batch_size=batch_size,
+            progress=progress,
+            seed=seed,
+        )
+        seconds = time.perf_counter() - started
+        report = grade_outputs(
+            str(model_path),
+            rows,
+            [[c.text for c in per_row] for per_row in completions],
+            the_grader,
+            threshold=threshold,
+            parser=output_parser(tokenizer),
+        )
     flat = [c for per_row in completions for c in per_row]
     for result, completion in zip(report.results, flat, strict=True):
         result.num_tokens, result.truncated = completion.num_tokens, completion.truncated
@@ -366,7 +368,7 @@ def load_samples_file(
 ) -> dict[str, list[list[str]]]:
     """Read outputs produced elsewhere: {name: outputs per row}, ready for `grade_outputs`.
 
-    The file is the samples format of `rft_cli.grading` (the one `rft grade --samples` reads).
+    The file is the samples format of `rft_cli.samples_file` (the one `rft grade --samples` reads).
     Without a `row` field, line i answers row i (one sample per row). With `row` (0-based index
     into the data file), lines are grouped by row, so a row may have several samples. A `model`
     field (as `rft eval --output` writes) splits the file into one entry per model; otherwise the
@@ -466,7 +468,7 @@ class EvalRun:
 
 def evaluate_models(
     data: str | Path,
-    grader: str | Path,
+    grader: GraderArg,
     models: Sequence[str] = (),
     *,
     samples_file: str | Path | None = None,
@@ -488,9 +490,9 @@ def evaluate_models(
 
     Args:
         data: JSONL rows (the `rft validate` format).
-        grader: a grader file (YAML or JSON).
+        grader: a `Grader`, or the path of a grader file (YAML or JSON; loaded, and closed at the end).
         models: model folders, checkpoints, run folders (their `final/`) or hub ids.
-        samples_file: outputs made elsewhere (see `rft_cli.grading`), graded as further models.
+        samples_file: outputs made elsewhere (see `rft_cli.samples_file`), graded as further models.
         samples: answers per row; temperature: None is greedy for one sample, 1.0 for more.
         limit: evaluate only the first rows; threshold: a sample passes at this reward or above.
         min_score: the gate on the first model's mean reward (`run.gate`).
@@ -505,7 +507,8 @@ def evaluate_models(
         >>> run = evaluate_models("data/test.jsonl", "grader.yaml", ["runs/tiny"], samples=4)  # doctest: +SKIP
         >>> run.reports[0].pass_at[4]  # doctest: +SKIP
     """
-    progress, notes = progress or EvalProgress(), []
+    progress = progress or EvalProgress()
+    notes: list[str] = []
     _check_outputs(models, samples_file, output, plot)
     temperature = _pick_temperature(temperature, samples, bool(models), notes)
     for note in notes:
@@ -521,7 +524,7 @@ def evaluate_models(
         "seed": seed,
     }
     episodes = _load_tools(tools, Path(data), rows, samples_file) if tools is not None else None
-    with load_grader(grader) as the_grader, episodes or contextlib.nullcontext():
+    with opened_grader(grader) as the_grader, episodes or contextlib.nullcontext():
         _check_item_fields(Path(data), rows, the_grader)
         plain = [row for _, row in rows]
         reports = [

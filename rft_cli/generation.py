@@ -157,7 +157,7 @@ def _load_tokenizer(source: str, given: str | Path) -> Any:
 def _load_model(source: str, given: str | Path, dtype: Any = "auto") -> Any:
     try:
         if Path(source).is_dir() and not (Path(source) / "config.json").exists():
-            from rft_cli.checkpoints import load_adapter_model
+            from rft_cli.run_folder.checkpoints import load_adapter_model
 
             # A LoRA checkpoint: load it on its base model and merge, so generation is plain HF.
             return load_adapter_model(source, dtype=dtype)

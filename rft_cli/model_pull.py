@@ -20,6 +20,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from rft_cli.config import rft_home
 from rft_cli.errors import ConfigError, DataError, RftError
@@ -201,7 +202,7 @@ def _result(model: KnownModel, path: Path, downloaded: bool) -> PullResult:
     )
 
 
-def list_models() -> list[dict[str, object]]:
+def list_models() -> list[dict[str, Any]]:
     """Every known model, with the path of its file when it has been pulled (not re-hashed here)."""
     rows = []
     for model in KNOWN_MODELS.values():

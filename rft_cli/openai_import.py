@@ -14,12 +14,15 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rft_cli import files
 from rft_cli.config import EvalSettings, RLSettings, load_run_config
 from rft_cli.errors import ConfigError
 from rft_cli.graders import build_grader
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 # OpenAI hyperparameter -> (rft key, how it is carried across). One table feeds the recipe's
 # comment block, `--format json` and the docs/openai.md table, so the three cannot drift apart.
@@ -110,17 +113,10 @@ class ImportReport:
 
 def read_job(path: str | Path) -> dict[str, Any]:
     """The job body in `path` (JSON); raises ConfigError naming the file."""
-    from rft_cli.files import read_capped
-
     path = Path(path)
-    try:
-        job = json.loads(read_capped(path).decode("utf-8-sig"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the job file ({exc.strerror or exc})") from None
-    except (ValueError, RecursionError) as exc:
-        raise ConfigError(
-            f"{path}: not valid JSON ({exc}); give the JSON body of an OpenAI fine-tuning job"
-        ) from None
+    job = files.read_json(
+        path, "the job file", hint="give the JSON body of an OpenAI fine-tuning job"
+    )
     if not isinstance(job, dict):
         raise ConfigError(
             f"{path}: holds a {type(job).__name__}, not a job object (write the JSON body of POST /v1/fine_tuning/jobs)"
@@ -131,7 +127,9 @@ def read_job(path: str | Path) -> dict[str, Any]:
 def _reinforcement(job: dict[str, Any], source: str) -> dict[str, Any]:
     """`method.reinforcement`, or a ConfigError when the job is not a reinforcement job."""
     method = job.get("method")
-    kind = method.get("type") if isinstance(method, dict) else None
+    if not isinstance(method, dict):
+        method = {}
+    kind = method.get("type")
     if kind != "reinforcement":
         found = f"method.type {json.dumps(kind)}" if kind is not None else "no method"
         raise ConfigError(
@@ -255,7 +253,7 @@ def count_rows(path: Path) -> int:
         ) from None
 
 
-def _default(settings: type, key: str) -> Any:
+def _default(settings: type[BaseModel], key: str) -> Any:
     return settings.model_fields[key].default
 
 

@@ -26,7 +26,7 @@ def grader_schema() -> dict[str, Any]:
     sub-graders are graders again.
     """
     specs = tuple(t.spec for t in GRADERS.values())
-    union = Annotated[Union[specs], Field(discriminator="type")]  # noqa: UP007  (a runtime tuple of types)
+    union: Any = Annotated[Union[specs], Field(discriminator="type")]  # noqa: UP007  (a runtime tuple of types)
     schema = TypeAdapter(union).json_schema(ref_template="#/$defs/{model}")
     defs = schema.pop("$defs", {})
     defs["Grader"] = schema

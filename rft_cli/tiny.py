@@ -109,7 +109,7 @@ def random_causal_lm(
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.for_model(
+    model_config = AutoConfig.for_model(
         model_type,
         vocab_size=len(tokenizer),
         max_position_embeddings=max_position_embeddings,
@@ -120,7 +120,7 @@ def random_causal_lm(
         **config,
     )
     torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(config)
+    return AutoModelForCausalLM.from_config(model_config)
 
 
 def _with_generation_ids(model: Any, tokenizer: Any) -> Any:

@@ -30,13 +30,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rft_cli.data.openai_rows import arguments_text
 from rft_cli.data.records import message_text
 from rft_cli.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rft_cli.graders.base import GradeResult
 
 TOOL_CALL_PARSE_ERROR = "tool_call_parse_error"
 _HERMES = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
@@ -211,8 +214,9 @@ def _parse_json_calls(text: str) -> ParsedOutput:
 def _parse_with_template(text: str, template: dict, tools: list[dict] | None) -> ParsedOutput:
     from transformers.utils.chat_parsing import parse_response
 
+    offered: list[dict | Callable[..., Any]] | None = list(tools) if tools is not None else None
     try:
-        message = parse_response(text, template, prefix="", tools=tools)
+        message = parse_response(text, template, prefix="", tools=offered)
     except (ValueError, TypeError, KeyError) as exc:
         return ParsedOutput(
             text=text,
@@ -295,7 +299,7 @@ def grade_answers(
     answers: Sequence[Any],
     items: Sequence[dict[str, Any]],
     parser: OutputParser | None = None,
-) -> list[Any]:
+) -> list[GradeResult]:
     """Grade answers with their rows' tool calls read into `sample.output_tools`; a call that could
     not be read adds `tool_call_parse_error` to that grade's errors (a counted error, not a crash)."""
     built = [

@@ -6,13 +6,16 @@ bounded against hostile files.
   elements, which the first code that walks it (validation, an error message) then expands.
   The expanded size is counted on the composed node graph, once per node, before anything is built;
   an alias that refers to itself is refused too.
+- Flow collections (`[...]`, `{...}`) may not nest past `MAX_FLOW_DEPTH`. PyYAML's scanner walks
+  every open level for each token it reads, so a few kilobytes of `[[[[...` took a second of
+  quadratic work before the composer's recursion gave out; past the cap it stops at once.
 - Only plain values are built: strings, numbers, booleans, null, lists and mappings. A date
   (`type: 2020-01-01`) stays the string it is written as; `!!binary`, `!!set`, `!!omap` and
   `!!pairs` are refused (they build bytes, sets and tuples no rft value is). Python tags were
   refused by the safe loader already.
 
 Errors are `yaml.YAMLError`s with a line (`problem_mark`), so callers report them as they report a
-syntax error; deep nesting still raises RecursionError from PyYAML's composer.
+syntax error; deep block nesting (indentation) still raises RecursionError from PyYAML's composer.
 
 >>> load("a: &x [1, 2]\\nb: *x\\nwhen: 2020-01-01")
 {'a': [1, 2], 'b': [1, 2], 'when': '2020-01-01'}
@@ -26,8 +29,10 @@ import yaml
 from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, SequenceNode
+from yaml.scanner import ScannerError
 
 MAX_NODES = 100_000
+MAX_FLOW_DEPTH = 100
 _REFUSED_TAGS = ("binary", "set", "omap", "pairs")
 
 
@@ -39,10 +44,25 @@ class RefusedTag(ConstructorError):
     """A tag that builds something no rft value is (bytes, a set, ordered pairs)."""
 
 
+class RefusedNesting(ScannerError):
+    """Flow collections nested past MAX_FLOW_DEPTH."""
+
+
 class _PlainLoader(yaml.SafeLoader):
-    """The safe loader with dates kept as strings and the non-JSON collection tags refused."""
+    """The safe loader with dates kept as strings, the non-JSON collection tags refused, and flow
+    collections nested at most MAX_FLOW_DEPTH deep."""
 
     yaml_constructors = dict(yaml.SafeLoader.yaml_constructors)
+
+    def fetch_flow_collection_start(self, TokenClass: Any) -> None:  # noqa: N803 (PyYAML's name)
+        if self.flow_level >= MAX_FLOW_DEPTH:
+            raise RefusedNesting(
+                None,
+                None,
+                f"lists or mappings nested more than {MAX_FLOW_DEPTH} deep; flatten them",
+                self.get_mark(),
+            )
+        super().fetch_flow_collection_start(TokenClass)
 
 
 def _refuse(loader: _PlainLoader, node: Node) -> Any:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import weakref
 
 import pytest
+import typer.testing
 from hypothesis import settings
 
 # Property tests and fuzzers replay the same examples on every run, so CI is reproducible;
@@ -18,6 +20,22 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
+# Typer turns the app into its click command on every CliRunner.invoke, evaluating the annotations
+# of every command's parameters (50 ms, most of a quick command's test); an `rft` process does it
+# once. The tests build it once per app too: hundreds of invocations, the same command object.
+_commands: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_build_command = typer.testing._get_command
+
+
+def _command_of(app: typer.Typer):
+    if app not in _commands:
+        _commands[app] = _build_command(app)
+    return _commands[app]
+
+
+typer.testing._get_command = _command_of
 
 
 @pytest.fixture(autouse=True)
@@ -54,7 +72,7 @@ def family_dir(tmp_path_factory):
 def hub_like_model_dir(tmp_path_factory) -> str:
     """A hub instruct folder in miniature: tiny Qwen2, byte-level BPE, ChatML, <|im_end|> EOS distinct
     from the <|endoftext|> pad, and Qwen2.5-Instruct's generation_config.json (two EOS ids, top_k 20...)."""
-    from rft_cli.hub_like import save_hub_like
+    from tests.hub_like import save_hub_like
 
     return save_hub_like(str(tmp_path_factory.mktemp("hub_like") / "model"), "tiny", seed=0)
 

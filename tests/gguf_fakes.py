@@ -37,8 +37,8 @@ _LAYER_NAMES = {
 
 def build_tiny_llama(seed: int = 0) -> tuple[Any, Any]:
     """(model, tokenizer): a random tiny Llama over the hub-like BPE tokenizer, tied embeddings."""
-    from rft_cli.hub_like import build_bpe_tokenizer
     from rft_cli.tiny import random_causal_lm
+    from tests.hub_like import build_bpe_tokenizer
 
     tokenizer = build_bpe_tokenizer()
     model = random_causal_lm(

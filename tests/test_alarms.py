@@ -10,7 +10,10 @@ import random
 import pytest
 from typer.testing import CliRunner
 
-from rft_cli.alarms import (
+from rft_cli.cli import app
+from rft_cli.config import AlarmSettings, parse_run_config
+from rft_cli.errors import ConfigError
+from rft_cli.run_folder.alarms import (
     ALARM_NAMES,
     DETECTORS,
     MEANINGS,
@@ -20,10 +23,7 @@ from rft_cli.alarms import (
     rewards_differ,
     scan_metrics,
 )
-from rft_cli.cli import app
-from rft_cli.config import AlarmSettings, parse_run_config
-from rft_cli.errors import ConfigError
-from rft_cli.metrics import JsonlMetricsLogger, read_metrics
+from rft_cli.run_folder.metrics import JsonlMetricsLogger, read_metrics
 
 
 def healthy(steps: int = 100, seed: int = 0) -> list[dict]:
@@ -316,7 +316,7 @@ def test_valid_regression_ignores_runs_that_log_no_best():
 
 
 def test_the_watch_counts_the_start_and_a_resumed_runs_evaluations():
-    from rft_cli.alarms import RegressionWatch
+    from rft_cli.run_folder.alarms import RegressionWatch
 
     watch = RegressionWatch(AlarmSettings(), start_score=0.9)
     assert watch.observe(0.95, 1) == {"valid_best_reward_mean": 0.95}

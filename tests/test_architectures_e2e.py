@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from rft_cli.cli import app
 from rft_cli.config import load_run_config
 from rft_cli.graders.base import Grader, GradeResult
-from rft_cli.metrics import read_metrics
+from rft_cli.run_folder.metrics import read_metrics
 from rft_cli.tiny import TINY_FAMILIES
 from rft_cli.training.run import train
 

@@ -261,7 +261,9 @@ def test_sample_given_twice_is_a_usage_error(tmp_path):
     missing = runner.invoke(
         app, ["grade", NUMERIC, "--item", "{}", "--sample-file", str(tmp_path / "nope.json")]
     )
-    assert missing.exit_code == 2 and "cannot read it" in missing.stderr
+    assert (
+        missing.exit_code == 2 and "cannot read the sample file (file not found)" in missing.stderr
+    )
 
 
 def test_samples_file_in_the_eval_format_names_rows(tmp_path):

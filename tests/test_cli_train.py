@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rft_cli import checkpoints as ckpt
 from rft_cli.cli import app
-from rft_cli.metrics import read_metrics
+from rft_cli.run_folder import checkpoints as ckpt
+from rft_cli.run_folder.metrics import read_metrics
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny-test.yaml"
 RL_ONLY = [

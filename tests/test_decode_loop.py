@@ -61,8 +61,16 @@ def _early_stopping_config(model, tokenizer, temperature: float, top_p: float = 
     )
 
 
-@pytest.mark.parametrize(("temperature", "top_p"), [(1.0, 1.0), (0.7, 0.8), (0.0, 1.0)])
-@pytest.mark.parametrize("family", list(TINY_FAMILIES))
+# Each family's cache at one sampling setting (temperature and top-p both on), and every setting on
+# a plain attention cache and the hybrid attention+SSM one: what a family changes (the cache) and
+# what a setting changes (the logits processors, the random draws) meet in no other place.
+DECODE_CASES = [
+    *((family, 0.7, 0.8) for family in TINY_FAMILIES),
+    *((family, t, p) for family in ("llama", "falcon_h1") for t, p in ((1.0, 1.0), (0.0, 1.0))),
+]
+
+
+@pytest.mark.parametrize(("family", "temperature", "top_p"), DECODE_CASES)
 def test_our_loop_draws_what_hfs_loop_draws_with_fewer_rows(family, temperature, top_p, family_dir):
     model, tokenizer = _load(family_dir(family))
     ids, mask = encode_prompts(tokenizer, PROMPTS * 4, 32, torch.device("cpu"))

@@ -205,7 +205,7 @@ def test_rows_tools_win_over_the_toolbox_s(char_tokenizer):
 def test_chatml_s_newline_after_the_turn_is_template_not_policy():
     """ChatML ends a turn with <|im_end|> and a newline the model never writes: the newline is a
     template token between the policy's stop token and the tool's turn."""
-    from rft_cli.hub_like import TOOLS_CHATML_TEMPLATE, build_bpe_tokenizer
+    from tests.hub_like import TOOLS_CHATML_TEMPLATE, build_bpe_tokenizer
 
     tokenizer = build_bpe_tokenizer()
     tokenizer.chat_template = TOOLS_CHATML_TEMPLATE

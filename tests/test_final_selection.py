@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from rft_cli import checkpoints as ckpt
 from rft_cli.config import load_run_config
+from rft_cli.run_folder import checkpoints as ckpt
 from rft_cli.training import ppo as ppo_module
 from rft_cli.training import sft as sft_module
 from rft_cli.training.run import train
@@ -146,7 +146,7 @@ def test_a_best_step_between_saves_is_saved_and_survives_pruning(tmp_path, monke
 def test_final_is_scored_on_the_validation_rows_that_did_not_choose_it(tmp_path, monkeypatch):
     """Issue 25: final/ was reported only on the rows that chose it (the luckiest of many
     checkpoints on those rows); summary.json now adds its score on the next eval.samples rows."""
-    from rft_cli.metrics import NullLogger
+    from rft_cli.run_folder.metrics import NullLogger
     from rft_cli.training import context, final
     from rft_cli.training.context import RunContext
 
@@ -238,7 +238,7 @@ def test_the_final_line_shows_the_score_beside_the_start(summary, expected):
 
 @pytest.mark.slow
 def test_a_run_whose_validation_keeps_falling_stops_early_with_its_warm_up(tmp_path, monkeypatch):
-    from rft_cli.metrics import read_metrics
+    from rft_cli.run_folder.metrics import read_metrics
 
     _script_validation(monkeypatch, 0.9, {1: 0.85, 2: 0.7, 3: 0.75, 4: 0.2, 5: 0.2, 6: 0.2})
     result = _run(tmp_path, "rl.steps=6", "eval.interval=1")

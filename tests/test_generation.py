@@ -222,7 +222,7 @@ def test_bad_arguments(loaded, kwargs, message):
         generate_completions(model, tokenizer, PROMPTS, **kwargs)
 
 
-# A hub instruct folder in miniature (rft_cli.hub_like): byte-level BPE, ChatML, <|im_end|> EOS,
+# A hub instruct folder in miniature (tests.hub_like): byte-level BPE, ChatML, <|im_end|> EOS,
 # <|endoftext|> pad, generation_config.json with two EOS ids and top_k 20 / temperature 0.7.
 
 

@@ -192,7 +192,7 @@ def test_the_pre_split_name_survives_a_round_trip_through_rft(tmp_path):
 def _with_split(regex: str):
     from tokenizers import Regex, pre_tokenizers
 
-    from rft_cli.hub_like import build_bpe_tokenizer
+    from tests.hub_like import build_bpe_tokenizer
 
     tokenizer = build_bpe_tokenizer()
     tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence(

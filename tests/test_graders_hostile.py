@@ -330,6 +330,37 @@ def test_the_judge_timeout_is_a_deadline_for_the_whole_reply(secret, headers_fir
         server.close()
 
 
+def test_the_judge_goes_through_the_environments_proxy_and_a_tool_endpoint_does_not(
+    secret, monkeypatch
+):
+    """The judge and tool endpoints share one client (rft_cli/http_post.py). The judge, written
+    on urllib, always honoured HTTP(S)_PROXY; a tool endpoint, usually on this machine, never
+    did. Each keeps its own behaviour."""
+    from rft_cli.config import ToolSettings
+    from rft_cli.tools import ToolRequest, load_toolbox
+
+    def proxy_answers(handler):  # a completion the judge can read, an output the tool can
+        _completion(handler)
+
+    proxy = _Server(proxy_answers)
+    for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy.url.removesuffix("/v1"))
+    unreachable = "http://judge.invalid:9/v1"
+    try:
+        result = _judge(unreachable).grade("x", {})
+        assert result.errors == {} and proxy.requests, result.details
+        assert proxy.requests[0]["path"] == unreachable + "/chat/completions"
+        assert proxy.requests[0]["auth"] == secret
+        seen = len(proxy.requests)
+        tool = ToolSettings(name="lookup", server_url=unreachable, timeout=2, retries=0)
+        with load_toolbox([tool]) as box:
+            outcome = box.run([ToolRequest("lookup", "{}", call_id="call_1")])[0]
+        assert outcome.error and len(proxy.requests) == seen  # went direct, and failed
+    finally:
+        proxy.close()
+
+
 def test_the_judge_reads_no_more_than_the_reply_cap(secret, monkeypatch):
     """A 300 MB reply was read whole into memory; past MAX_REPLY_BYTES (8 MiB; 64 KiB here) the
     judge stops reading and counts a server error."""

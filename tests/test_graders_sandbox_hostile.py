@@ -459,7 +459,7 @@ def test_every_forged_reply_shape_is_scored_zero(tmp_path, reply):
 def test_a_forged_reply_cannot_crash_training(tmp_path):
     """d6643b4: `rft train` died with a traceback writing metrics.jsonl when a reply's error kind
     held a lone surrogate. Now each such grade is a counted python_grader_crash and the run ends."""
-    from rft_cli.metrics import read_metrics
+    from rft_cli.run_folder.metrics import read_metrics
 
     rows = [{"messages": [{"role": "user", "content": f"{i}+1="}], "answer": "0"} for i in range(4)]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from rft_cli.graders.sandbox import minimal_env
 
 LAYERS_SCRIPT = str(
-    __import__("pathlib").Path(__file__).resolve().parents[1]
-    / "rft_cli"
-    / "graders"
-    / "_sandbox_layers.py"
+    Path(__file__).resolve().parents[1] / "rft_cli" / "graders" / "_sandbox_layers.py"
 )
 
 pytestmark = pytest.mark.skipif(
@@ -49,7 +49,7 @@ PROBE = textwrap.dedent(
         try:
             fn()
             return "allowed"
-        except OSError as exc:
+        except (OSError, ImportError) as exc:  # ImportError: a system Python without numpy
             return type(exc).__name__
     def fork():
         pid = os.fork()
@@ -74,29 +74,42 @@ PROBE = textwrap.dedent(
 
 
 def run_probe(tmp_path_factory, skip: str = "none", user: int | None = None) -> dict:
-    """Apply the layers not in `skip` (comma-separated) in a fresh process and try each attack."""
+    """Apply the layers not in `skip` (comma-separated) in a fresh process and try each attack;
+    as `user` (not root), with the system's Python (see `_unprivileged_python`)."""
+    if user is None:
+        workdir = tmp_path_factory.mktemp("worker")
+        outside = tmp_path_factory.mktemp("outside") / "pwned.txt"
+        return _probe(sys.executable, LAYERS_SCRIPT, workdir, outside, skip, None)
+    # pytest's folders are 0700 and root's: the user gets a folder it can reach, holding the two
+    # scripts (readable), its own working folder, and one it could write to but for the sandbox.
+    base = Path(tempfile.mkdtemp(prefix="rft-unprivileged-"))
+    try:
+        base.chmod(0o755)
+        layers = base / "_sandbox_layers.py"
+        shutil.copyfile(LAYERS_SCRIPT, layers)
+        layers.chmod(0o644)
+        workdir, outside = base / "worker", base / "outside" / "pwned.txt"
+        for folder in (workdir, outside.parent):
+            folder.mkdir()
+            os.chown(folder, user, user)
+        return _probe(_unprivileged_python(user), str(layers), workdir, outside, skip, user)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _probe(
+    python: str, layers: str, workdir: Path, outside: Path, skip: str, user: int | None
+) -> dict:
     import socket
 
-    workdir = tmp_path_factory.mktemp("worker")
-    outside = tmp_path_factory.mktemp("outside") / "pwned.txt"
-    if user is not None:  # its own folder, and one it could write to but for the sandbox
-        for folder in (workdir, outside.parent):
-            os.chown(folder, user, user)
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(1)
     script = workdir / "probe.py"
     script.write_text(PROBE)
+    script.chmod(0o644)
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-I",
-            str(script),
-            LAYERS_SCRIPT,
-            str(outside),
-            str(server.getsockname()[1]),
-            skip,
-        ],
+        [python, "-I", str(script), layers, str(outside), str(server.getsockname()[1]), skip],
         cwd=workdir,
         env={**minimal_env(str(workdir)), "RFT_TEST_FAKE_SECRET": "x"},
         capture_output=True,
@@ -118,6 +131,38 @@ def run_probe(tmp_path_factory, skip: str = "none", user: int | None = None) -> 
     result["connected"], result["outside_exists"] = connected, outside.exists()
     result["xattrs"] = os.listxattr(outside.parent)
     return result
+
+
+SYSTEM_PYTHONS = ("/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3")
+
+
+def _unprivileged_python(user: int) -> str:
+    """A Python the user can run: the layers script and the probe need only the standard library,
+    so the system's Python serves where rft's own lives under a folder the user cannot enter
+    (a virtual environment under /root). Skips only where there is no such user or no Python
+    3.10+ it may run."""
+    import pwd
+
+    try:
+        pwd.getpwuid(user)
+    except KeyError:
+        pytest.skip(f"no user {user} on this machine")
+    for python in (sys.executable, *SYSTEM_PYTHONS):
+        try:
+            check = subprocess.run(
+                [python, "-I", "-c", "import sys; sys.exit(sys.version_info < (3, 10))"],
+                user=user,
+                group=user,
+                extra_groups=[],
+                capture_output=True,
+                cwd="/",
+                timeout=30,
+            )
+        except OSError:  # missing, or the user may not run it (rft's own, under /root)
+            continue
+        if check.returncode == 0:
+            return python
+    pytest.skip(f"no Python 3.10+ that user {user} can run ({', '.join(SYSTEM_PYTHONS)})")
 
 
 @pytest.fixture(scope="module")
@@ -182,11 +227,11 @@ def test_a_read_only_view_confines_files_without_landlock(tmp_path_factory, how)
 @pytest.mark.skipif(os.geteuid() != 0, reason="the default probe already runs unprivileged")
 def test_an_unprivileged_user_gets_the_kernel_layers(tmp_path_factory):
     """A user's laptop: not root. RLIMIT_NPROC binds, seccomp and Landlock need no privilege, and
-    user namespaces (where the distribution allows them) give the network and mount layers."""
-    try:
-        subprocess.run([sys.executable, "-c", "pass"], user=65534, check=True, timeout=30)
-    except (PermissionError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"user 65534 cannot run this Python ({exc})")
+    user namespaces (where the distribution allows them) give the network and mount layers.
+
+    It skipped everywhere it ran as root: user 65534 could not run the virtual environment's
+    Python (under /root, mode 700) nor enter pytest's folders (0700). It now runs the system's
+    Python in a folder the user can reach."""
     report = run_probe(tmp_path_factory, user=65534)
     assert "RLIMIT_NPROC" in report["layers"]
     assert report["fork"] != "allowed" and report["exec"] != "allowed"

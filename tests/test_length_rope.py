@@ -68,7 +68,7 @@ def _rows(vocab: int):
 
 def test_ppo_neither_shares_nor_splits_such_rows(tmp_path, monkeypatch):
     from rft_cli.config import load_run_config
-    from rft_cli.metrics import NullLogger
+    from rft_cli.run_folder.metrics import NullLogger
     from rft_cli.training.context import RunContext
 
     monkeypatch.setitem(ppo.PIECE_COST_TOKENS, "cpu", 0)  # split wherever padding is saved

@@ -9,9 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from rft_cli import checkpoints as ckpt
 from rft_cli.errors import TrainingError
-from rft_cli.metrics import JsonlMetricsLogger, NullLogger, read_metrics, reconcile_metrics
+from rft_cli.run_folder import checkpoints as ckpt
+from rft_cli.run_folder.metrics import (
+    JsonlMetricsLogger,
+    NullLogger,
+    read_metrics,
+    reconcile_metrics,
+)
 
 
 def test_logger_writes_one_flat_line_per_step_and_nan_as_null(tmp_path):

@@ -57,7 +57,7 @@ def _call(name: str = "get_weather", arguments: str = '{"city": "Paris"}', **ext
 
 @pytest.fixture(scope="module")
 def tools_tokenizer():
-    from rft_cli.hub_like import TOOLS_CHATML_TEMPLATE, build_bpe_tokenizer
+    from tests.hub_like import TOOLS_CHATML_TEMPLATE, build_bpe_tokenizer
 
     tokenizer = build_bpe_tokenizer()
     tokenizer.chat_template = TOOLS_CHATML_TEMPLATE
@@ -750,8 +750,8 @@ def test_grpo_samples_show_each_rows_prompt_as_the_model_saw_it(tmp_path, tools_
     from types import SimpleNamespace
 
     from rft_cli.config import SamplesSettings
-    from rft_cli.metrics import NullLogger
-    from rft_cli.samples import SampleWriter, read_samples
+    from rft_cli.run_folder.metrics import NullLogger
+    from rft_cli.run_folder.samples import SampleWriter, read_samples
     from rft_cli.training.context import RunContext
     from rft_cli.training.rl_trl import rl_examples
     from rft_cli.training.trl_bridge import GraderReward, TrlSampleKeeper
@@ -799,7 +799,7 @@ def test_grpo_samples_show_each_rows_prompt_as_the_model_saw_it(tmp_path, tools_
 
 
 def test_a_chat_template_that_fails_on_tools_is_a_config_error():
-    from rft_cli.hub_like import build_bpe_tokenizer
+    from tests.hub_like import build_bpe_tokenizer
 
     broken = build_bpe_tokenizer()
     broken.chat_template = "{% if tools %}{{ raise_exception('tools are not supported') }}{% endif %}{{ messages[0]['content'] }}"

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rft_cli.cli import app
-from rft_cli.metrics import read_metrics
+from rft_cli.run_folder.metrics import read_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +45,7 @@ SMALL = [
 
 @pytest.fixture(scope="module")
 def tools_model_dir(tmp_path_factory) -> str:
-    from rft_cli.hub_like import TOOLS_CHATML_TEMPLATE, save_hub_like
+    from tests.hub_like import TOOLS_CHATML_TEMPLATE, save_hub_like
 
     return save_hub_like(
         str(tmp_path_factory.mktemp("tools_model") / "model"),

@@ -15,11 +15,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from rft_cli import checkpoints as ckpt
 from rft_cli.cli import app
 from rft_cli.config import load_run_config
 from rft_cli.errors import TrainingError
-from rft_cli.metrics import read_metrics
+from rft_cli.run_folder import checkpoints as ckpt
+from rft_cli.run_folder.metrics import read_metrics
 from rft_cli.training import ppo_math as pm
 from rft_cli.training.ppo import ActorCritic, PPOTrainer
 from rft_cli.training.run import train

@@ -266,7 +266,7 @@ RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny-test.yaml"
 def _trainer(tmp_path, *overrides, model_config=None):
     """A PPOTrainer on the tiny llama (optionally with config changes, e.g. attention dropout)."""
     from rft_cli.config import load_run_config
-    from rft_cli.metrics import NullLogger
+    from rft_cli.run_folder.metrics import NullLogger
     from rft_cli.training.context import RunContext
     from rft_cli.training.models import load_model, load_tokenizer
     from rft_cli.training.ppo import PPOTrainer

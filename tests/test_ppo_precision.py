@@ -10,7 +10,7 @@ import torch
 
 from rft_cli.config import load_run_config
 from rft_cli.data.records import load_rows
-from rft_cli.metrics import NullLogger
+from rft_cli.run_folder.metrics import NullLogger
 from rft_cli.tiny import build_char_tokenizer, build_tiny_model
 from rft_cli.training import ppo
 from rft_cli.training.context import RunContext

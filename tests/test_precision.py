@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from rft_cli.config import load_run_config
-from rft_cli.metrics import read_metrics
+from rft_cli.run_folder.metrics import read_metrics
 from rft_cli.training.run import train
 from tests.train_fakes import SevensGrader
 
@@ -185,7 +185,7 @@ def test_float16_without_a_gpu_is_refused_with_a_clear_message(tmp_path):
 def test_bf16_kl_at_step_one_is_zero_with_the_float32_reference(family, family_dir, tmp_path):
     """The reference is held in float32 like the policy's master weights and runs under the same
     autocast, so step 1's KL is exactly 0 (a bf16 reference measured per-token |KL| up to 2e-3-8e-3)."""
-    from rft_cli.metrics import NullLogger
+    from rft_cli.run_folder.metrics import NullLogger
     from rft_cli.training.context import RunContext
     from rft_cli.training.models import load_model, load_tokenizer
     from rft_cli.training.ppo import PPOTrainer

@@ -113,6 +113,20 @@ def test_the_size_check_counts_each_node_once_at_any_depth():
     assert time.monotonic() - started < 1
 
 
+def test_deep_flow_nesting_is_refused_before_the_scanner_goes_quadratic():
+    """PyYAML's scanner walks every open `[` for each token, so 6 KB of `[[[[...` (the corpus's
+    deep_nesting files) took a second before the composer's recursion gave out: refused at the
+    cap now, at once; within it, nesting loads as before."""
+    depth = yaml_safe.MAX_FLOW_DEPTH
+    assert yaml_safe.load("a: " + "[" * depth + "]" * depth) is not None
+    with pytest.raises(yaml_safe.RefusedNesting, match=f"nested more than {depth} deep"):
+        yaml_safe.load("a: " + "[" * (depth + 1) + "]" * (depth + 1))
+    started = time.perf_counter()
+    with pytest.raises(yaml_safe.RefusedNesting):
+        yaml_safe.load("a: " + "{a: " * 20_000)
+    assert time.perf_counter() - started < 0.3
+
+
 # -- 13. grader files whose values are not plain data ---------------------------------------------
 
 
@@ -162,7 +176,7 @@ def test_rfts_own_records_keep_lines_with_unicode_line_breaks(tmp_path):
     """metrics.jsonl and samples files are written with ensure_ascii=False: a grader error detail
     holding U+2028 made read_records drop the whole line as torn."""
     from rft_cli.jsonl import read_records
-    from rft_cli.metrics import reconcile_metrics
+    from rft_cli.run_folder.metrics import reconcile_metrics
 
     path = tmp_path / "metrics.jsonl"
     lines = [{"stage": "rl", "step": i, "detail": f"a\u2028b\x85c{i}"} for i in (1, 2)]
@@ -331,11 +345,12 @@ def test_the_near_duplicate_search_is_bounded_on_repetitive_data():
     """On prompts that share most of their 3-grams every candidate list is long: the search
     verified up to 256 candidates a row, one Python set at a time (1.1M such rows took 139 s, 16x a
     json.loads pass). Candidates are now cut by exact size and sketch bounds and verified in one
-    vectorised pass, at most CANDIDATE_BUDGET + VERIFY_LIMIT a row: 4,000 rows of each shape took
-    4.5 s of CPU here before, 0.5 s now. Nothing reported is below the threshold."""
+    vectorised pass, at most VERIFY_LIMIT a row (tests/test_near_duplicates.py counts the work on
+    more shapes): 4,000 rows of each shape took 4.5 s of CPU here before, 0.5 s now. Nothing
+    reported is below the threshold."""
     import random
 
-    from rft_cli.data.overlap import CANDIDATE_BUDGET, VERIFY_LIMIT, NearDuplicateIndex
+    from rft_cli.data.overlap import VERIFY_LIMIT, NearDuplicateIndex
 
     spent = 0.0
     for name in ("tiny_vocabulary", "shared_prefix", "two_words"):
@@ -349,7 +364,7 @@ def test_the_near_duplicate_search_is_bounded_on_repetitive_data():
         found = index.query_batch(train)
         spent += time.process_time() - started
         stats = index.search_stats()
-        assert stats.get("pairs_verified", 0) <= len(train) * (CANDIDATE_BUDGET + VERIFY_LIMIT)
+        assert stats.get("pairs_verified", 0) <= len(train) * VERIFY_LIMIT
         assert all(similarity >= 0.9 - 1e-9 for _, _, similarity in found)
         assert stats["rows_capped"] <= stats["rows_estimated"]
     assert spent < 1.5, spent

@@ -10,8 +10,9 @@ from typer.testing import CliRunner
 
 from rft_cli.cli import app
 from rft_cli.errors import ConfigError, DataError
-from rft_cli.metrics import read_metrics
-from rft_cli.reports import plot_runs, summarize_run
+from rft_cli.plots import plot_runs
+from rft_cli.run_folder.metrics import read_metrics
+from rft_cli.run_folder.summary import summarize_run
 
 runner = CliRunner()
 
@@ -180,7 +181,7 @@ def test_rl_steps_are_plotted_after_sft_steps(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from rft_cli.reports import _plot_metric
+    from rft_cli.plots import _plot_metric
 
     report = summarize_run(_write_run(tmp_path / "a"))
     fig, ax = plt.subplots()
@@ -195,7 +196,7 @@ def test_the_kl_panel_draws_one_quantity_per_run(tmp_path):
     and GRPO the per-token k3, on one axis. Now `kl` is the per-token k3 for both; RLOO, which logs
     no k3, is drawn with its per-token log-ratio and labelled so; an older PPO run's `kl` is read
     as what it was, `kl_sum`."""
-    from rft_cli.reports import PANELS, panel_key
+    from rft_cli.plots import PANELS, panel_key
 
     keys = next(keys for keys, title in PANELS if "KL" in title)
     rows = {

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rft_cli import checkpoints as ckpt
 from rft_cli.cli import app
 from rft_cli.config import load_run_config
+from rft_cli.run_folder import checkpoints as ckpt
 from rft_cli.training.run import train
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny-test.yaml"

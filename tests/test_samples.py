@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from rft_cli.cli import app
 from rft_cli.config import SamplesSettings
 from rft_cli.errors import ConfigError
-from rft_cli.samples import (
+from rft_cli.run_folder.samples import (
     SampleWriter,
     follow_row,
     list_sample_files,
@@ -84,7 +84,7 @@ def test_the_folder_is_capped_by_deleting_the_oldest_rl_steps(tmp_path):
 
 
 def test_a_full_disk_skips_samples_and_says_so_once(tmp_path, monkeypatch):
-    import rft_cli.samples as samples
+    import rft_cli.run_folder.samples as samples
 
     writer = SampleWriter(tmp_path, SamplesSettings())
     writer.write("rl", 1, [answer(0, "a", 1.0)])
@@ -208,7 +208,7 @@ def test_the_grpo_reward_function_keeps_the_steps_answers(tmp_path):
     from types import SimpleNamespace
 
     from rft_cli.graders.build import build_from_dict
-    from rft_cli.metrics import NullLogger
+    from rft_cli.run_folder.metrics import NullLogger
     from rft_cli.training.context import RunContext
     from rft_cli.training.trl_bridge import GraderReward, TrlSampleKeeper
 

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from rft_cli.generation import encode_prompt, generate_completions
-from rft_cli.hub_like import build_bpe_tokenizer, build_qwen2_model, hub_generation_config
 from rft_cli.training.rollouts import sample
+from tests.hub_like import build_bpe_tokenizer, build_qwen2_model, hub_generation_config
 
 PROMPT = [{"role": "user", "content": "What is 5 + 3?"}]
 DRAWS = 3000

@@ -8,7 +8,7 @@ import pytest
 
 from rft_cli.config import parse_run_config
 from rft_cli.errors import ConfigError
-from rft_cli.metrics import NullLogger
+from rft_cli.run_folder.metrics import NullLogger
 from rft_cli.tiny import build_char_tokenizer, build_tiny_model
 from rft_cli.training import sft as sft_stage
 from rft_cli.training.context import RunContext
@@ -167,7 +167,7 @@ def test_no_demonstration_that_fits_is_a_config_error():
 def test_a_warm_up_whose_batches_are_all_cut_off_still_trains(tmp_path):
     """With five of six prompts filling sft.max_length, most batches carry no loss token: TRL's loss
     is then a finite zero, so the run must finish with finite metrics rather than count faults."""
-    from rft_cli.metrics import read_metrics
+    from rft_cli.run_folder.metrics import read_metrics
     from rft_cli.training.run import train
 
     long_row = {"messages": [{"role": "user", "content": "y" * 40}], "solution": "7", "answer": "7"}

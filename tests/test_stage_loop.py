@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from rft_cli import checkpoints as ckpt
 from rft_cli.config import load_run_config
 from rft_cli.errors import TrainingError
-from rft_cli.metrics import JsonlMetricsLogger, read_metrics, reconcile_metrics
+from rft_cli.run_folder import checkpoints as ckpt
+from rft_cli.run_folder.metrics import JsonlMetricsLogger, read_metrics, reconcile_metrics
 from rft_cli.training.context import RunContext
 from rft_cli.training.stage_loop import StageLoop, StageProgress, latest_checkpoint, run_steps
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from rft_cli import checkpoints as ckpt
-from rft_cli.metrics import read_metrics
+from rft_cli.run_folder import checkpoints as ckpt
+from rft_cli.run_folder.metrics import read_metrics
 
 pytestmark = pytest.mark.slow
 

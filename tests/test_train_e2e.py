@@ -12,7 +12,7 @@ import pytest
 
 from rft_cli.config import load_run_config
 from rft_cli.errors import TrainingError
-from rft_cli.metrics import read_metrics
+from rft_cli.run_folder.metrics import read_metrics
 from rft_cli.training.run import train
 from tests.train_fakes import FailingGrader, NaNGrader
 
@@ -388,7 +388,7 @@ def test_ppo_options_separate_critic_lora_adaptive_kl_truncation_penalty(tmp_pat
 def test_crash_between_the_last_sft_step_and_its_checkpoint(tmp_path, monkeypatch):
     """The warm-up's last line (with its evaluation) is written just before checkpoints/sft; a crash
     in between must not leave that line twice after --resume."""
-    from rft_cli import checkpoints
+    from rft_cli.run_folder import checkpoints
 
     real_commit = checkpoints.commit_checkpoint
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rft_cli import checkpoints as ckpt
 from rft_cli.cli import app
 from rft_cli.data.records import prompt_messages
-from rft_cli.metrics import read_metrics
-from rft_cli.samples import list_sample_files, read_samples
+from rft_cli.run_folder import checkpoints as ckpt
+from rft_cli.run_folder.metrics import read_metrics
+from rft_cli.run_folder.samples import list_sample_files, read_samples
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import torch
 
 from rft_cli.config import parse_run_config
 from rft_cli.graders.base import Grader, GradeResult
-from rft_cli.metrics import NullLogger
+from rft_cli.run_folder.metrics import NullLogger
 from rft_cli.training.context import RunContext
 from rft_cli.training.rl_trl import build_trl_config
 from rft_cli.training.sft import sft_trainer_args
@@ -169,7 +169,7 @@ class _RecordingGrader(Grader):
 
 def _train_rl(tmp_path, *overrides: str):
     from rft_cli.config import load_run_config
-    from rft_cli.metrics import read_metrics
+    from rft_cli.run_folder.metrics import read_metrics
     from rft_cli.training.run import train
 
     grader = _RecordingGrader()
@@ -236,7 +236,7 @@ def test_grpo_samples_without_the_model_folders_distribution_filters(tmp_path):
     (a min_p/typical_p folder put the GRPO sampler 0.60 away from the softmax in total variation)."""
     from trl import GRPOTrainer
 
-    from rft_cli.hub_like import build_bpe_tokenizer, build_qwen2_model, hub_generation_config
+    from tests.hub_like import build_bpe_tokenizer, build_qwen2_model, hub_generation_config
 
     tokenizer = build_bpe_tokenizer()
     model = build_qwen2_model(tokenizer, "tiny", seed=1)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -133,7 +133,7 @@ def make_arith_cmd(
 
     from rft_cli.data.synthetic import DEFAULT_SPEC, generate_arith, write_jsonl
 
-    given = {
+    given: dict[str, Any] = {
         "style": style,
         "steps": steps,
         "max_start": max_start,

@@ -146,7 +146,7 @@ def config_reference(config: type[BaseModel] = RunConfig) -> str:
             out += [
                 f"### `{name}`",
                 "",
-                field.description or "",
+                (field.description if field is not None else None) or "",
                 "",
                 *header,
                 *_rows(model, f"{name}."),

@@ -76,7 +76,7 @@ def grade(
     ] = "text",
 ) -> None:
     from rft_cli.graders import load_grader
-    from rft_cli.grading import grade_file, grade_sample, parse_item
+    from rft_cli.samples_file import grade_file, grade_sample, parse_item
 
     if output_format not in ("text", "json"):
         raise UsageError(f'--format "{output_format}" is not one of text, json')
@@ -93,15 +93,12 @@ def grade(
         )
     if single and sample is None:
         raise UsageError("--item needs --sample or --sample-file (the model's answer to grade)")
-    if not single and (data is None or samples is None):
-        raise UsageError(
-            "--data and --samples go together (rows and the samples to grade, paired by line)"
-        )
+    paired = None if single else _paired(data, samples)
     with load_grader(grader_path) as grader:
-        if single:
+        if paired is None:
             _print_one(grade_sample(grader, sample, parse_item(item)), output_format)
             return
-        report = grade_file(grader, data, samples, output)
+        report = grade_file(grader, *paired, output)
     for note in report.notes:
         render.warning(note)
     if output_format == "json":
@@ -110,12 +107,21 @@ def grade(
         _print_summary(report.summary)
 
 
+def _paired(data: Path | None, samples: Path | None) -> tuple[Path, Path]:
+    """--data and --samples, which go together."""
+    if data is None or samples is None:
+        raise UsageError(
+            "--data and --samples go together (rows and the samples to grade, paired by line)"
+        )
+    return data, samples
+
+
 def _read_sample(path: Path | None) -> Any:
     """The sample from a file, or from stdin when `path` is None."""
     import sys
 
     from rft_cli import files
-    from rft_cli.grading import read_sample, read_sample_file
+    from rft_cli.samples_file import read_sample, read_sample_file
 
     if path is not None:
         return read_sample_file(path)

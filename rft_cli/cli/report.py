@@ -93,7 +93,8 @@ def report(
     ] = False,
 ) -> None:
     """Summarise training runs from their metrics.jsonl, list alarms, show kept answers, plot reward, KL and length."""
-    from rft_cli.reports import plot_runs, require_matplotlib, summarize_run
+    from rft_cli.plots import plot_runs, require_matplotlib
+    from rft_cli.run_folder.summary import summarize_run
 
     if samples:
         _samples(runs, step, row, "eval" if eval_answers else "rl", output_format)
@@ -126,7 +127,7 @@ def report(
 def _samples(
     runs: list[Path], step: int | None, row: int | None, stage: str, output_format: ReportFormat
 ) -> None:
-    from rft_cli.reports import samples_report
+    from rft_cli.run_folder.summary import samples_report
 
     if len(runs) != 1:
         raise UsageError("--samples reads one run folder at a time")

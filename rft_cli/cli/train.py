@@ -119,12 +119,12 @@ def _print_plan(plan: dict[str, Any], run_dir: Path) -> None:
 def _rl_gain(stages: dict[str, Any]) -> tuple[float | None, float | None] | None:
     """What RL added over the warm-up, on the validation rows (None where a stage was not evaluated)."""
     sft, rl = stages.get("sft") or {}, stages.get("rl") or {}
-    gains = tuple(
-        rl[k] - sft[k]
-        if isinstance(rl.get(k), float | int) and isinstance(sft.get(k), float | int)
-        else None
-        for k in ("valid_reward_mean", "valid_accuracy")
-    )
+
+    def gain(key: str) -> float | None:
+        both = isinstance(rl.get(key), float | int) and isinstance(sft.get(key), float | int)
+        return rl[key] - sft[key] if both else None
+
+    gains = (gain("valid_reward_mean"), gain("valid_accuracy"))
     return gains if any(g is not None for g in gains) else None
 
 

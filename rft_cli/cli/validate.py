@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -20,7 +20,11 @@ from rft_cli.data.validation import (
     ValidationReport,
     validate_dataset,
 )
+from rft_cli.data.validation_report import SELF_TEST_CODE
 from rft_cli.errors import EXIT_INVALID
+
+if TYPE_CHECKING:  # the graders load only with --grader
+    from rft_cli.graders.selftest import SelfTestReport
 
 
 class OutputFormat(str, Enum):
@@ -146,41 +150,25 @@ def validate(
         raise UsageError(
             "--overlap-fields needs --valid (the validation file whose answers must not appear in training)"
         )
-    built = _load_grader(grader) if grader is not None else None
-    try:
-        report = validate_dataset(
-            train,
-            valid,
-            demonstration_field=demonstration_field,
-            require_demonstrations=require_demonstrations,
-            strict=strict,
-            overlap_fields=fields,
-            near_duplicate_threshold=near_duplicate_threshold,
-            required_item_fields=set(built.item_fields()) if built is not None else None,
-            max_errors=max_errors,
-            tokenizer=tokenizer,
-            max_tokens=max_tokens,
-            tools=_tool_definitions(tools) if tools is not None else None,
-        )
-        check = (
-            _self_test(built, train, valid, demonstration_field, tools is not None)
-            if built is not None and report.ok
-            else None
-        )
-    finally:
-        if built is not None:
-            built.close()
-    failed = check is not None and strict and bool(check.failures)
+    report = validate_dataset(
+        train,
+        valid,
+        grader=grader,
+        demonstration_field=demonstration_field,
+        require_demonstrations=require_demonstrations,
+        strict=strict,
+        overlap_fields=fields,
+        near_duplicate_threshold=near_duplicate_threshold,
+        max_errors=max_errors,
+        tokenizer=tokenizer,
+        max_tokens=max_tokens,
+        tools=_tool_definitions(tools) if tools is not None else None,
+    )
     if output_format is OutputFormat.json:
-        document = report.to_dict()
-        if check is not None:
-            document["grader_check"] = {**check.to_dict(), "strict": strict}
-            _add_self_test_issues(document, check, strict, max_errors)
-            document["ok"] = report.ok and not failed
-        render.json_document(document)
+        render.json_document(report.to_dict())
     else:
-        _print_report(report, check, strict, max_errors)
-    if not report.ok or failed:
+        _print_report(report, max_errors)
+    if not report.ok:
         raise typer.Exit(code=EXIT_INVALID)
 
 
@@ -193,57 +181,7 @@ def _tool_definitions(path: Path) -> dict[str, Any]:
     return definitions_of(settings, f"{path}: tools")
 
 
-def _add_self_test_issues(
-    document: dict[str, Any], check: Any, strict: bool, max_errors: int
-) -> None:
-    """The self-test's failures as issues of code `grader_self_test` where the text output lists
-    them: warnings, errors under --strict (the first `max_errors`, all counted)."""
-    if not check.failures:
-        return
-    kind = "error" if strict else "warning"
-    bar = _self_test_bar(check)
-    document[f"{kind}s"] += [
-        {
-            "file": failure.file,
-            "line": failure.line,
-            "column": None,
-            "code": "grader_self_test",
-            "message": f"{failure.message()} (the demonstration scores below {bar})",
-        }
-        for failure in check.failures[:max_errors]
-    ]
-    document[f"{kind}_counts"]["grader_self_test"] = len(check.failures)
-
-
-def _self_test_bar(check: Any) -> str:
-    return (
-        "full marks"
-        if check.threshold >= check.full_marks
-        else f"pass_threshold {check.threshold:g}"
-    )
-
-
-def _load_grader(path: Path) -> Any:
-    """The grader file, built (which checks it)."""
-    try:
-        from rft_cli.graders import load_grader
-    except ImportError:
-        raise UsageError(
-            f"--grader {path}: this build of rft has no grader support (rft_cli.graders.load_grader is missing); drop --grader"
-        ) from None
-    return load_grader(path)
-
-
-def _self_test(
-    grader: Any, train: Path, valid: Path | None, demonstration_field: str, episodes: bool
-) -> Any:
-    from rft_cli.graders.selftest import demonstration_field_files, self_test
-
-    files = demonstration_field_files(train, valid, demonstration_field)
-    return self_test(grader, files, episodes=episodes)
-
-
-def _print_report(report: ValidationReport, check: Any, strict: bool, max_errors: int) -> None:
+def _print_report(report: ValidationReport, max_errors: int) -> None:
     """The Rich summary: stats per file, overlap counts, errors and warnings grouped by kind, the grader self-test."""
     out = render.stdout
     out.print(_stats_table(report))
@@ -253,30 +191,29 @@ def _print_report(report: ValidationReport, check: Any, strict: bool, max_errors
             f"Overlap train/valid: {overlap['exact']} exact, {overlap['near_duplicate']} near-duplicate "
             f"(Jaccard >= {overlap['near_duplicate_threshold']}), {overlap['field']} shared reference value(s)"
         )
-    _print_issues("Errors", "red", report.errors, report.error_counts)
-    _print_issues("Warnings", "yellow", report.warnings, report.warning_counts)
-    if check is not None:
-        _print_self_test(check, strict, max_errors)
+    _print_issues("Errors", "red", report.errors, _without_self_test(report.error_counts))
+    _print_issues("Warnings", "yellow", report.warnings, _without_self_test(report.warning_counts))
+    if report.grader_check is not None:
+        _print_self_test(report.grader_check, report.grader_check_strict, max_errors)
     n_errors, n_warnings = sum(report.error_counts.values()), sum(report.warning_counts.values())
-    if check is not None and check.failures:
-        n_errors, n_warnings = (
-            (n_errors + len(check.failures), n_warnings)
-            if strict
-            else (n_errors, n_warnings + len(check.failures))
-        )
     if n_errors == 0:
         out.print(f"[bold green]OK[/]: the data is valid ({n_warnings} warning(s)).")
     else:
         out.print(f"[bold red]INVALID[/]: {n_errors} error(s), {n_warnings} warning(s).")
 
 
-def _print_self_test(check: Any, strict: bool, max_errors: int) -> None:
+def _without_self_test(counts: dict[str, int]) -> dict[str, int]:
+    """The issue counts but the self-test's, which `_print_self_test` shows in its own block."""
+    return {code: n for code, n in counts.items() if code != SELF_TEST_CODE}
+
+
+def _print_self_test(check: SelfTestReport, strict: bool, max_errors: int) -> None:
     out = render.stdout
     if check.failures:
         color, label = ("red", "Errors") if strict else ("yellow", "Warnings")
         shown = check.failures[:max_errors]
         more = f", first {len(shown)} shown" if len(shown) < len(check.failures) else ""
-        bar = _self_test_bar(check)
+        bar = check.bar()
         out.print(f"[bold {color}]{label}[/] ({len(check.failures)}):")
         out.print(
             f"  [{color}]grader_self_test[/] ({len(check.failures)}{more}): demonstrations scored below {bar}"

@@ -1,1 +1,3 @@
-"""Datasets: the JSONL contract (records), validation, and loading for training."""
+"""Datasets: the JSONL row contract (`records`), `validate_dataset` (`validation`, with `scanning`,
+`checks`, `overlap`), converters (`reft`, `openai_rows`) and built-in tasks (`synthetic`,
+`lookup_task`)."""

@@ -118,7 +118,8 @@ def _questions(
 ) -> list[dict]:
     if spec.terms > len(keys):
         raise ConfigError(f"{spec.terms} keys per question, but only {len(keys)} keys to draw from")
-    rows, seen = [], set()
+    rows: list[dict] = []
+    seen: set[tuple[str, ...]] = set()
     for _ in range(50 * n):
         if len(rows) == n:
             return rows

@@ -317,7 +317,7 @@ def openai_tool_calls(message: dict) -> list[dict[str, Any]]:
     ]
 
 
-def arguments_text(arguments: dict) -> str:
+def arguments_text(arguments: dict | None) -> str:
     """The one way rft writes tool-call arguments as text: `json.dumps` with its default separators,
     which is also what chat templates' `tojson` renders, so a call the model learnt from a template
     and the same call in a dataset's demonstration compare equal as strings."""

@@ -376,9 +376,14 @@ def normalize_text(text: str) -> str:
 
 
 def _normalize(text: str) -> str:
-    if text.isascii():  # ASCII is already NFKC, and its case folding is lower()
-        return " ".join(text.lower().split())
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+    # ASCII is already NFKC, and its case folding is lower()
+    folded = text.lower() if text.isascii() else unicodedata.normalize("NFKC", text).casefold()
+    # A printable string holds no whitespace but " " (every other space is a separator or a
+    # control), so with no double, leading or trailing space it is already collapsed: split and
+    # join would build the same string again, one word at a time (half the cost on long prompts).
+    if folded.isprintable() and "  " not in folded and folded[:1] != " " and folded[-1:] != " ":
+        return folded
+    return " ".join(folded.split())
 
 
 _SPACE = re.compile(r"\s")

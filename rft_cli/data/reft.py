@@ -15,7 +15,6 @@ grader reads both the demonstrations and the model's answers the same way.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,19 +74,12 @@ def _demonstration(cot: str, answer_value: str) -> str:
 
 def load_reft_json(path: str | Path) -> list[dict]:
     """Read a ReFT JSON array; raises DataError if the file is missing, not JSON, or not a list of objects."""
-    from rft_cli.files import read_capped
+    from rft_cli.files import read_json
 
     path = Path(path)
-    try:
-        data = json.loads(read_capped(path, None).decode("utf-8-sig"))
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    except RecursionError:
-        raise DataError(f"{path}: nested too deeply for the JSON parser") from None
-    except ValueError as exc:
-        raise DataError(
-            f"{path}: not valid JSON ({exc}); pass one of ReFT's data/*.json files"
-        ) from None
+    data = read_json(
+        path, "the ReFT file", DataError, limit=None, hint="pass one of ReFT's data/*.json files"
+    )
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise DataError(
             f"{path}: expected a JSON array of objects (ReFT's format), found {type(data).__name__}"

@@ -27,7 +27,7 @@ from rft_cli.data.checks import (
 )
 from rft_cli.data.overlap import NearDuplicateIndex
 from rft_cli.data.records import check_row, normalize_text, tools_file_problems
-from rft_cli.data.report import FileStats, Issues
+from rft_cli.data.validation_report import FileStats, Issues
 from rft_cli.errors import DataError, RftError
 from rft_cli.files import MAX_LINE_BYTES, LineTooLong, open_regular, size_text, split_lines
 from rft_cli.jsonl import parse_line
@@ -344,9 +344,10 @@ class Scanner:
             problems += tools_file_problems(row, s.tools)
         if not problems and shape is None:
             shape = slow_shape(row, s.demonstration_field)
-        if not problems and is_train and s.require_demonstrations and not shape[2]:
-            problems.append(missing_demonstration(s.demonstration_field))
-        if problems:
+        if shape is not None and not problems and is_train and s.require_demonstrations:
+            if not shape[2]:
+                problems.append(missing_demonstration(s.demonstration_field))
+        if problems or shape is None:  # no problems: a shape was found
             stats.invalid_rows += 1
             for problem in problems:
                 self.issues.error(file, line_no, problem.code, problem.message)
@@ -433,12 +434,12 @@ class Scanner:
         for i, row_id, similarity in self.index.query_batch([item[2] for item in batch]):
             line_no, valid_line = batch[i][0], self.valid_lines[row_id]
             self._record("near_duplicate", line_no, valid_line, round(similarity, 4), None)
-            self.issues.warning(
-                file,
-                line_no,
-                "near_duplicate",
-                f"near-duplicate of {self.valid_name} line {valid_line} (word 3-gram Jaccard {similarity:.2f} >= {self.threshold}); remove or rewrite one of them",
+            message = (
+                f"near-duplicate of {self.valid_name} line {valid_line} (word 3-gram Jaccard {similarity:.2f} >= {self.threshold}); remove or rewrite one of them"
+                if self.issues.keeps_warning("near_duplicate")
+                else ""  # counted only: no message is kept past the limit
             )
+            self.issues.warning(file, line_no, "near_duplicate", message)
         batch.clear()
 
     def _record(

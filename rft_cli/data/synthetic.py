@@ -161,7 +161,8 @@ def generate_arith(
 ) -> tuple[list[dict], list[dict]]:
     """Train and validation rows with no question in common (exact text), reproducible from `seed`."""
     rng = random.Random(seed)
-    rows, seen = [], set()
+    rows: list[dict] = []
+    seen: set[str] = set()
     for _ in range(20 * (n_train + n_valid)):
         if len(rows) == n_train + n_valid:
             break

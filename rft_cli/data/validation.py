@@ -2,7 +2,7 @@
 
 `validate_dataset()` reads each file once, line by line, prints nothing and returns a
 `ValidationReport`. Its jobs live beside it: `scanning` streams the files, `checks` checks a row,
-`report` collects the issues and statistics. Every check, its code and the JSON report's schema
+`validation_report` collects the issues and statistics. Every check, its code and the JSON report's schema
 are described in docs/data.md.
 
 The validation file is read first, so that each training row can be checked against it as it
@@ -15,14 +15,19 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rft_cli import files
 from rft_cli.data.checks import load_tokenizer_dir, printable
 from rft_cli.data.records import DEFAULT_DEMONSTRATION_FIELD
-from rft_cli.data.report import Issue, Issues, ValidationReport, build_report
 from rft_cli.data.scanning import Scanner, ScanSettings, default_workers
+from rft_cli.data.validation_report import Issue, Issues, ValidationReport, build_report
 from rft_cli.errors import ConfigError
+
+if TYPE_CHECKING:  # the graders (and transformers) load only when given
+    from transformers import PreTrainedTokenizerBase
+
+    from rft_cli.graders import GraderArg
 
 DEFAULT_MAX_ERRORS = 20
 DEFAULT_NEAR_DUPLICATE_THRESHOLD = 0.9
@@ -42,6 +47,7 @@ def validate_dataset(
     train: str | Path,
     valid: str | Path | None = None,
     *,
+    grader: GraderArg | None = None,
     demonstration_field: str = DEFAULT_DEMONSTRATION_FIELD,
     require_demonstrations: bool = False,
     strict: bool = False,
@@ -49,7 +55,7 @@ def validate_dataset(
     near_duplicate_threshold: float = DEFAULT_NEAR_DUPLICATE_THRESHOLD,
     required_item_fields: Iterable[str] | None = None,
     max_errors: int = DEFAULT_MAX_ERRORS,
-    tokenizer: Any = None,
+    tokenizer: PreTrainedTokenizerBase | str | Path | None = None,
     max_tokens: int | None = None,
     workers: int | None = None,
     tools: dict[str, dict | None] | None = None,
@@ -59,6 +65,10 @@ def validate_dataset(
     Args:
         train: the training JSONL file.
         valid: the validation JSONL file; enables the train/valid overlap checks.
+        grader: a `Grader` or a grader file (`rft validate --grader`): every row must have each
+            `item.<field>` it reads, and when the data is valid, the grader self-test grades each
+            demonstration; those below full marks (or `pass_threshold`) are issues of code
+            `grader_self_test` (warnings; errors under `strict`), the test in `report.grader_check`.
         demonstration_field: the field holding a warm-up demonstration (besides a final assistant turn).
         require_demonstrations: every training row must have a demonstration.
         strict: duplicate prompts, near-duplicates and over-long prompts become errors.
@@ -83,6 +93,50 @@ def validate_dataset(
         >>> report.ok
         True
     """
+    checks: dict[str, Any] = {
+        "demonstration_field": demonstration_field,
+        "require_demonstrations": require_demonstrations,
+        "strict": strict,
+        "overlap_fields": overlap_fields,
+        "near_duplicate_threshold": near_duplicate_threshold,
+        "max_errors": max_errors,
+        "tokenizer": tokenizer,
+        "max_tokens": max_tokens,
+        "workers": workers,
+        "tools": tools,
+    }
+    if grader is None:
+        return _validate(train, valid, required_item_fields, **checks)
+    from rft_cli.graders import opened_grader
+    from rft_cli.graders.selftest import demonstration_field_files, self_test
+
+    with opened_grader(grader) as built:  # a bad grader file fails before the data is read
+        fields = {*built.item_fields(), *(required_item_fields or ())}
+        report = _validate(train, valid, fields, **checks)
+        if report.ok:
+            pairs = demonstration_field_files(train, valid, demonstration_field)
+            report.add_self_test(
+                self_test(built, pairs, episodes=tools is not None), strict, max_errors
+            )
+    return report
+
+
+def _validate(
+    train: str | Path,
+    valid: str | Path | None,
+    required_item_fields: Iterable[str] | None,
+    *,
+    demonstration_field: str,
+    require_demonstrations: bool,
+    strict: bool,
+    overlap_fields: Iterable[str],
+    near_duplicate_threshold: float,
+    max_errors: int,
+    tokenizer: Any,
+    max_tokens: int | None,
+    workers: int | None,
+    tools: dict[str, dict | None] | None,
+) -> ValidationReport:
     train, valid = Path(train), Path(valid) if valid is not None else None
     overlap_fields = tuple(name for name in overlap_fields if name)
     _check_arguments(

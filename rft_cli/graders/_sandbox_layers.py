@@ -131,7 +131,9 @@ def _map_own_ids():
             pass
 
 
-_go = []  # in the child: the pipe on which the supervisor says it has announced this process
+_go: list[
+    int
+] = []  # in the child: the pipe on which the supervisor says it has announced this process
 
 
 def _start_init(go_read):
@@ -265,7 +267,7 @@ def _confine_mounts(workdir, pidns, skip, disk_mb=1024):
     elif mount(path, path, None, _MS_BIND | _MS_REC, None) != 0:
         return layers
     os.chdir(workdir)  # onto the new mount: the old working directory is the one beneath it
-    if "readonly-fs" not in skip and _read_only_except(ctypes, libc, path, skip):
+    if "readonly-fs" not in skip and _read_only_except(libc, path, skip):
         layers.append("readonly-fs")
     if pidns and "proc" not in skip:
         # A procfs mounted from inside the PID namespace lists only its processes.
@@ -275,8 +277,9 @@ def _confine_mounts(workdir, pidns, skip, disk_mb=1024):
     return layers
 
 
-def _read_only_except(ctypes, libc, path, skip):
+def _read_only_except(libc, path, skip):
     """Every mount read-only but the one at `path` (mount_setattr, else one remount each)."""
+    import ctypes  # loaded by _libc already
 
     class MountAttr(ctypes.Structure):
         _fields_ = [(n, ctypes.c_uint64) for n in ("set", "clr", "propagation", "userns_fd")]
@@ -359,7 +362,7 @@ def _landlock(workdir):
     handled_fs = (
         1 << {1: 13, 2: 14, 3: 15, 4: 15}.get(abi, 16)
     ) - 1  # every access right this ABI knows
-    ruleset = _landlock_ruleset(ctypes, syscall, abi, handled_fs)
+    ruleset = _landlock_ruleset(syscall, abi, handled_fs)
     if ruleset < 0:
         return None
     file_rights = 0b111 | ((1 << 14) if abi >= 3 else 0) | ((1 << 15) if abi >= 5 else 0)
@@ -367,7 +370,6 @@ def _landlock(workdir):
     rules += [(workdir, handled_fs & ~1), (os.devnull, _WRITE_FILE | _READ_FILE)]  # ~1: no execute
     for path, allowed in rules:
         _landlock_allow(
-            ctypes,
             syscall,
             ruleset,
             path,
@@ -381,8 +383,9 @@ def _landlock(workdir):
     return f"landlock(abi {abi})" if ok else None
 
 
-def _landlock_ruleset(ctypes, syscall, abi, handled_fs):
+def _landlock_ruleset(syscall, abi, handled_fs):
     """A ruleset handling every filesystem right, TCP bind/connect (ABI 4) and signal/socket scoping (ABI 6)."""
+    import ctypes  # loaded by _libc already
 
     class RulesetAttr(ctypes.Structure):
         _fields_ = [("fs", ctypes.c_uint64), ("net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
@@ -392,8 +395,9 @@ def _landlock_ruleset(ctypes, syscall, abi, handled_fs):
     return syscall(_LANDLOCK_CREATE, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
 
 
-def _landlock_allow(ctypes, syscall, ruleset, path, allowed):
+def _landlock_allow(syscall, ruleset, path, allowed):
     """Allow `allowed` beneath `path` (a missing path is skipped)."""
+    import ctypes  # loaded by _libc already
 
     class PathBeneath(ctypes.Structure):
         _pack_ = 1

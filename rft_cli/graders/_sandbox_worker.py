@@ -32,7 +32,15 @@ interpreter holds then, the less the fork copies and the supervisor keeps.
 import os
 import sys
 
-json = math = numbers = None  # imported by main() after the fork
+# mypy reads _TYPE_CHECKING as True (pyproject's `always_true`): at run time the worker imports
+# nothing before the fork, not even typing.
+_TYPE_CHECKING = False
+if _TYPE_CHECKING:
+    import json
+    import math
+    import numbers
+else:
+    json = math = numbers = None  # imported by main() after the fork
 _MAX_MESSAGE = 64 * 1024 * 1024
 
 

@@ -258,6 +258,12 @@ def parse_number(text: str) -> float | None:
 _SPACES = re.compile(r"\s*")
 
 
+def _matched_end(pattern: re.Pattern[str], text: str, pos: int = 0) -> int:
+    """Where `pattern`, which matches the empty string too (so always matches), stops at `pos`."""
+    match = pattern.match(text, pos)
+    return pos if match is None else match.end()
+
+
 def _whole_number(text: str) -> str | None:
     """The number when `text` is one number (spaces and a final full stop around it allowed).
 
@@ -265,7 +271,7 @@ def _whole_number(text: str) -> str | None:
     regex backtracks over the spaces (quadratic on "5" + spaces + "x"), and only the number's first
     match can be followed by nothing but spaces and one full stop.
     """
-    number = _NUMBER_RE.match(text, _SPACES.match(text).end())
+    number = _NUMBER_RE.match(text, _matched_end(_SPACES, text))
     if number is None or text[number.end() :].strip() not in ("", "."):
         return None
     return number.group(0)
@@ -356,7 +362,7 @@ def extract_answer(
     A user's pattern that runs past PATTERN_TIMEOUT raises TimeoutError.
     """
     for pattern, literal, other in patterns:
-        if literal is not None and literal not in text and other not in text:
+        if literal is not None and literal not in text and (other is None or other not in text):
             continue
         matches = pattern.findall(text)
         if matches:
@@ -387,7 +393,7 @@ def last_number_in(text: str) -> float | None:
             return None
         # No match can span the character before `start`, so the last match in the window is
         # the last match in the text.
-        run = _NUMBER_CHARS_BACKWARDS.match(backwards, digit.start()).end()
+        run = _matched_end(_NUMBER_CHARS_BACKWARDS, backwards, digit.start())
         start = len(text) - run
         window = text[start : len(text) - digit.start() + 1]
     last = None

@@ -133,7 +133,7 @@ class Grader:
     # The rewards this grader gives; [0, 1] for every type but a `score_model` with its own `range`.
     reward_range: tuple[float, float] = (0.0, 1.0)
 
-    def grade(self, sample: Any, item: dict[str, Any]) -> GradeResult:
+    def grade(self, sample: str | dict[str, Any], item: dict[str, Any]) -> GradeResult:
         """Grade one sample; any exception the grader raises is a `grader_exception` scored 0."""
         try:
             return checked(self._grade(sample, item), *self.reward_range)
@@ -143,7 +143,7 @@ class Grader:
             return _exception(exc)
 
     def grade_batch(
-        self, samples: Sequence[Any], items: Sequence[dict[str, Any]]
+        self, samples: Sequence[str | dict[str, Any]], items: Sequence[dict[str, Any]]
     ) -> list[GradeResult]:
         """Grade a batch; a batch that raises is graded again one sample at a time, so only the
         samples that fail score 0."""
@@ -160,7 +160,7 @@ class Grader:
         raise NotImplementedError
 
     def _grade_batch(
-        self, samples: Sequence[Any], items: Sequence[dict[str, Any]]
+        self, samples: Sequence[str | dict[str, Any]], items: Sequence[dict[str, Any]]
     ) -> list[GradeResult]:
         """Grade a batch at once (override for pools); pass each result through `checked`."""
         return [self.grade(s, i) for s, i in zip(samples, items, strict=True)]
@@ -193,7 +193,7 @@ class TemplatedGrader(Grader):
             result = self._score(ctx)
         except GradeFailure as failure:
             return failed(failure.kind, failure.detail)
-        if type(result) is GradeResult:
+        if isinstance(result, GradeResult):
             return result
         return GradeResult(float(result))
 

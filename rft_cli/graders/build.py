@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
@@ -148,46 +150,13 @@ def build_grader(spec: dict[str, Any], source: str | None = None) -> Grader:
 
 
 def read_grader_file(path: str | Path) -> dict[str, Any]:
-    """Read one grader object from a YAML or JSON file."""
-    from rft_cli.files import read_capped
+    """Read one grader object from a YAML or JSON file (JSON by the .json suffix)."""
+    from rft_cli import files
 
-    path = Path(path)
-    try:
-        text = read_capped(path).decode("utf-8-sig")
-    except OSError as exc:
-        raise GraderError(f"{path}: cannot read the grader file ({exc.strerror or exc})") from None
-    except UnicodeDecodeError as exc:
-        raise GraderError(
-            f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start}); save the grader file as UTF-8"
-        ) from None
-    try:
-        return _parse_grader_text(text, path)
-    except RecursionError:
-        raise GraderError(
-            f"{path}: nested too deeply for the parser (hundreds of levels of lists or mappings); flatten it"
-        ) from None
-
-
-def _parse_grader_text(text: str, path: Path) -> dict[str, Any]:
-    """The grader object in `text` (JSON by the .json suffix, YAML otherwise, safe loader only)."""
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise GraderError(f"{path}: not valid JSON ({exc})") from None
+    if Path(path).suffix.lower() == ".json":
+        data = files.read_json(path, "the grader file", GraderError)
     else:
-        import yaml
-
-        from rft_cli import yaml_safe
-
-        try:
-            data = yaml_safe.load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise GraderError(
-                f"{path}{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})"
-            ) from None
+        data = files.read_yaml(path, "the grader file", GraderError)
     if not isinstance(data, dict):
         raise GraderError(
             f'{path}: holds no grader object (write one object with a "type" field at the top)'
@@ -204,3 +173,21 @@ def load_grader(path: str | Path) -> Grader:
         1.0
     """
     return build_grader(read_grader_file(path), source=str(path))
+
+
+# What the API's functions take as a grader: a built `Grader`, or the path of a grader file.
+GraderArg = Grader | str | Path
+
+
+@contextmanager
+def opened_grader(grader: GraderArg) -> Iterator[Grader]:
+    """`grader` itself (its owner closes it), or the grader file at that path, loaded for the
+    block and closed after it."""
+    if not isinstance(grader, (str, PathLike)):
+        yield grader
+        return
+    built = load_grader(grader)
+    try:
+        yield built
+    finally:
+        built.close()

@@ -12,12 +12,10 @@ whole reply, is a counted `model_grader_parse_error` with reward 0: no number is
 
 from __future__ import annotations
 
-import http.client as http_client
 import json
 import math
 import os
 import re
-import threading
 from typing import Any
 
 from rft_cli.errors import ConfigError, GraderError
@@ -194,49 +192,55 @@ class HTTPJudge:
             raise JudgeFailure(str(exc)) from None
 
     def _post(self, messages: list[dict[str, str]], response_format: dict[str, Any] | None) -> str:
-        import urllib.error
-        import urllib.request
+        from rft_cli import http_post
 
         body = {"model": self.model, "messages": messages, **self.params}
         if response_format is not None:
             body["response_format"] = response_format
-        request = urllib.request.Request(
-            self.url, json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"
-        )
+        headers = {"Content-Type": "application/json"}
         key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        if key:  # never copied to a redirected request (and redirects are refused anyway)
-            request.add_unredirected_header("Authorization", f"Bearer {key}")
-        deadline = _Deadline(self.timeout)
+        if key:  # sent to base_url's origin only: redirects are never followed
+            headers["Authorization"] = f"Bearer {key}"
         try:
-            with deadline, _opener(deadline).open(request, timeout=self.timeout) as response:
-                return _content(_read_reply(response, self.url))
-        except urllib.error.HTTPError as exc:
-            if 300 <= exc.code < 400:
-                raise JudgeFailure(_redirected(self.url, exc)) from None
-            if exc.code in (400, 422) and response_format is not None:
-                raise _Refused(f"{self.url}: HTTP {exc.code}") from None
-            raise JudgeFailure(f"{self.url}: HTTP {exc.code} {_error_body(exc)}") from None
-        except (urllib.error.URLError, OSError, ValueError, http_client.HTTPException) as exc:
-            if deadline.expired:
+            reply = http_post.post(
+                self.url,
+                json.dumps(body).encode(),
+                headers,
+                self.timeout,
+                MAX_REPLY_BYTES,
+                proxies_from_environment=True,
+            )
+        except http_post.HttpFailure as exc:
+            if exc.timed_out:
                 raise JudgeFailure(
                     f"{self.url}: no complete reply within the {self.timeout:g} s timeout"
                 ) from None
             raise JudgeFailure(f"{self.url}: {exc}") from None
+        return _content(_read_reply(reply, self.url, response_format is not None))
 
 
 # A chat completion is a few kilobytes; a reply past this is read no further.
 MAX_REPLY_BYTES = 8 << 20
 
 
-def _read_reply(response: Any, url: str) -> Any:
-    """The reply's JSON, read up to MAX_REPLY_BYTES (a 300 MB reply was read whole)."""
-    data = response.read(MAX_REPLY_BYTES + 1)
-    if len(data) > MAX_REPLY_BYTES:
+def _read_reply(reply: Any, url: str, structured: bool) -> Any:
+    """The reply's JSON (read up to MAX_REPLY_BYTES: a 300 MB reply was read whole), or the
+    failure its status says."""
+    if 300 <= reply.status < 400:
+        raise JudgeFailure(_redirected(url, reply.status, reply.location))
+    if reply.status in (400, 422) and structured:
+        raise _Refused(f"{url}: HTTP {reply.status}")
+    if not 200 <= reply.status < 300:
+        text = reply.body[:500].decode("utf-8", "replace")
+        raise JudgeFailure(f"{url}: HTTP {reply.status} {text}")
+    if reply.too_large:
         raise JudgeFailure(f"{url}: the reply is over {MAX_REPLY_BYTES:,} bytes; read no further")
     try:
-        return json.loads(data)
+        return json.loads(reply.body)
     except RecursionError:
-        raise ValueError("the reply is nested too deeply") from None
+        raise JudgeFailure(f"{url}: the reply is nested too deeply") from None
+    except ValueError as exc:
+        raise JudgeFailure(f"{url}: {exc}") from None
 
 
 def _content(data: Any) -> str:
@@ -248,89 +252,15 @@ def _content(data: Any) -> str:
         ) from None
 
 
-def _redirected(url: str, exc: Any) -> str:
-    target = str(exc.headers.get("Location", "?"))[:200] if exc.headers else "?"
+def _redirected(url: str, status: int, location: str) -> str:
     return (
-        f"{url}: HTTP {exc.code}, a redirect to {target}; rft does not follow redirects (the API key "
-        "would go with them): set base_url to the address that answers"
+        f"{url}: HTTP {status}, a redirect to {location[:200] or '?'}; rft does not follow "
+        "redirects (the API key would go with them): set base_url to the address that answers"
     )
-
-
-class _Deadline:
-    """A whole request's time limit: at `seconds`, every socket it opened is shut down, which ends
-    a read that a server drips byte by byte (a socket timeout only limits each read)."""
-
-    def __init__(self, seconds: float) -> None:
-        self.expired, self._sockets = False, []
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-        self._lock = threading.Lock()
-
-    def __enter__(self) -> _Deadline:
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
-
-    def watch(self, sock: Any) -> None:
-        with self._lock:
-            self._sockets.append(sock)
-            if self.expired:
-                _shut(sock)
-
-    def _expire(self) -> None:
-        with self._lock:
-            self.expired = True
-            for sock in self._sockets:
-                _shut(sock)
-
-
-def _shut(sock: Any) -> None:
-    import socket
-
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-
-
-def _opener(deadline: _Deadline) -> Any:
-    """urllib's opener with redirects refused and every connection watched by `deadline`."""
-    import urllib.request
-
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-            return None  # urllib then raises the 3xx as an HTTPError
-
-    def watched(base: type) -> type:
-        class Connection(base):  # type: ignore[misc, valid-type]
-            def connect(self) -> None:
-                super().connect()
-                deadline.watch(self.sock)
-
-        return Connection
-
-    class HTTP(urllib.request.HTTPHandler):
-        def http_open(self, req: Any) -> Any:
-            return self.do_open(watched(http_client.HTTPConnection), req)
-
-    class HTTPS(urllib.request.HTTPSHandler):
-        def https_open(self, req: Any) -> Any:
-            return self.do_open(watched(http_client.HTTPSConnection), req, context=self._context)
-
-    return urllib.request.build_opener(NoRedirect, HTTP, HTTPS)
 
 
 class _Refused(Exception):
     """The endpoint answered 400/422 to a request with `response_format`."""
-
-
-def _error_body(exc: Any) -> str:
-    try:
-        return exc.read(500).decode("utf-8", "replace")
-    except OSError:
-        return ""
 
 
 class LocalJudge:
@@ -351,7 +281,7 @@ class LocalJudge:
 
         if self._model is None:
             self._load()
-        encoded = self._tokenizer.apply_chat_template(
+        encoded: Any = self._tokenizer.apply_chat_template(
             with_format_hint(messages, schema),
             add_generation_prompt=True,
             tokenize=True,
@@ -373,7 +303,7 @@ class LocalJudge:
         with torch.no_grad():
             output = self._model.generate(**encoded, pad_token_id=pad, **options)
         new_tokens = output[0, encoded["input_ids"].shape[1] :]
-        return self._tokenizer.decode(new_tokens, skip_special_tokens=True)
+        return str(self._tokenizer.decode(new_tokens, skip_special_tokens=True))
 
     def __getstate__(self) -> dict[str, Any]:
         return {"model_name": self.model_name, "params": self.params, "_model": None}

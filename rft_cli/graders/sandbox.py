@@ -233,8 +233,9 @@ def _kill(process: subprocess.Popen, workdir: str, target: dict[str, Any]) -> No
         pass
     for stream in (process.stdin, process.stdout):
         try:
-            stream.close()
-        except (OSError, AttributeError):
+            if stream is not None:
+                stream.close()
+        except OSError:
             pass
     if target.get("pidfd") is not None:
         os.close(target.pop("pidfd"))
@@ -320,10 +321,10 @@ class Worker:
         deadline = time.monotonic() + seconds
         announced = self.wait_message(seconds)
         if not isinstance(announced, dict) or not self._adopt(announced.get("pid"), seconds):
-            return announced and False
+            return _not_started(announced)
         layers = self.wait_message(deadline - time.monotonic())
         if not isinstance(layers, dict) or not isinstance(layers.get("layers"), list):
-            return layers and False
+            return _not_started(layers)
         self.layers = [untrusted_text(x, 40) for x in layers["layers"][:32] if isinstance(x, str)]
         # Can the code start a process? Then rft looks for one after each call (it must not
         # outlive the call), and kills the tree itself where no PID namespace does it.
@@ -331,7 +332,7 @@ class Worker:
         self.target["subreaper"] = "subreaper" in self.layers
         ready = self.wait_message(deadline - time.monotonic())
         if not isinstance(ready, dict) or ready.get("ready") is not True:
-            return ready and False
+            return _not_started(ready)
         self.cpu_mark, self.cpu_budget = self.cpu_seconds() or 0.0, budget
         return True
 
@@ -492,6 +493,12 @@ def missing_layer_warnings(layers: list[str]) -> list[str]:
 
 
 _warned: set[str] = set()
+
+
+def _not_started(reply: object) -> bool | None:
+    """`Worker.start`'s answer for a reply that is not the one expected: None when the worker
+    hung (no reply), False when it died or said something else."""
+    return None if reply is None else False
 
 
 def _warn_missing_layers(layers: list[str]) -> None:
@@ -670,7 +677,10 @@ class SandboxPool:
                 self.idle.append(worker)
         elif message is not None or not alive:
             # A reply before the whole request was read, or more than one reply, is forged.
-            kind = CRASH if isinstance(message, dict) else worker.death_kind()
+            # A live worker that wrote what is no reply is out of protocol: a crash, with no wait
+            # for it to die; a dead one's exit status says whether it ran out of time.
+            forged = isinstance(message, dict) or (message is not None and alive)
+            kind = CRASH if forged else worker.death_kind()
             detail = (
                 "the worker sent an unreadable reply"
                 if message is not None

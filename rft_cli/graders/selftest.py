@@ -82,6 +82,14 @@ class SelfTestReport:
     def failure_share(self) -> float:
         return len(self.failures) / self.graded if self.graded else 0.0
 
+    def bar(self) -> str:
+        """The score a demonstration must reach: "full marks", or "pass_threshold 0.5"."""
+        return (
+            "full marks"
+            if self.threshold >= self.full_marks
+            else f"pass_threshold {self.threshold:g}"
+        )
+
     def summary(self) -> str:
         """One line: "the grader gives full marks to 2,961 of 3,000 demonstrations" and what was skipped."""
         if self.threshold >= self.full_marks:

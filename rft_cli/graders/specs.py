@@ -9,6 +9,7 @@ import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 SIMILARITY_METRICS = (
     "fuzzy_match", "bleu", "gleu", "meteor",
@@ -199,7 +200,7 @@ def _where(loc: tuple[Any, ...]) -> str:
     return text
 
 
-def _problem(error: dict[str, Any], spec_cls: type[BaseModel]) -> str:
+def _problem(error: ErrorDetails, spec_cls: type[BaseModel]) -> str:
     kind, value = error["type"], error.get("input")
     if kind == "missing":
         return "missing (required field)"

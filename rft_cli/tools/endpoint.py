@@ -30,8 +30,8 @@ import re
 import time
 from typing import Any
 
+from rft_cli import http_post
 from rft_cli.errors import ConfigError
-from rft_cli.tools import http
 from rft_cli.tools.base import (
     MAX_REPLY_BYTES,
     TOOL_CLIENT_ERROR,
@@ -111,13 +111,13 @@ class EndpointTool:
         headers = {k: expand_header(v) for k, v in self.header_templates.items()}
         headers.setdefault("Content-Type", "application/json")
         try:
-            reply = http.post(self.server_url, body, headers, self.timeout, MAX_REPLY_BYTES)
-        except http.HttpFailure as exc:
+            reply = http_post.post(self.server_url, body, headers, self.timeout, MAX_REPLY_BYTES)
+        except http_post.HttpFailure as exc:
             kind = TOOL_TIMEOUT if exc.timed_out else TOOL_SERVER_ERROR
             return dropped(kind, f"{self.server_url}: {exc}")
         return self._read(reply)
 
-    def _read(self, reply: http.HttpReply) -> ToolResult:
+    def _read(self, reply: http_post.HttpReply) -> ToolResult:
         status = reply.status
         if 300 <= status < 400:
             return dropped(

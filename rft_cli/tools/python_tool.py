@@ -107,15 +107,16 @@ class PythonToolFile:
             outcomes = self.pool.run([payloads[i] for i in pending])
             retry = []
             for index, outcome in zip(pending, outcomes, strict=True):
-                results[index] = _result(outcome, attempt + 1, self.retries)
-                if results[index].drop and results[index].error in (TOOL_TIMEOUT, TOOL_CRASH):
+                result = results[index] = _result(outcome, attempt + 1, self.retries)
+                if result.drop and result.error in (TOOL_TIMEOUT, TOOL_CRASH):
                     retry.append(index)
             pending = retry
             if not pending:
                 break
-        for result in results:
-            result.seconds = time.monotonic() - started  # type: ignore[union-attr]  (the batch's time)
-        return results  # type: ignore[return-value]
+        finished = [result for result in results if result is not None]  # each ran once at least
+        for result in finished:
+            result.seconds = time.monotonic() - started  # the batch's time
+        return finished
 
     def layers(self) -> list[str]:
         return list(self._pool.layers) if self._pool is not None else []

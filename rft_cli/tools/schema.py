@@ -242,7 +242,8 @@ def _type_problem(value: Any, schema: dict, where: str) -> list[str]:
 
 
 def _object_problems(arguments: dict, schema: dict, where: str) -> list[str]:
-    properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    found = schema.get("properties")
+    properties: dict = found if isinstance(found, dict) else {}
     problems = [
         f'{where} lacks "{name}", which the tool requires'
         for name in schema.get("required") or []

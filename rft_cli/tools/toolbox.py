@@ -103,7 +103,9 @@ def load_toolbox(tools: Sequence[Any], where: str = "tools") -> ToolBox:
     Python files are read and their functions' definitions built from the source (never run
     here); endpoint headers' environment variables must be set. Raises ConfigError naming the tool.
     """
-    endpoints, definitions, files = {}, {}, {}
+    endpoints: dict[str, EndpointTool] = {}
+    definitions: dict[str, dict[str, Any]] = {}
+    files: dict[tuple[str, float, int, int], list[tuple[str, str]]] = {}
     for i, tool in enumerate(tools):
         here = f"{where}[{i}]"
         if tool.server_url is not None:
@@ -148,10 +150,9 @@ def _endpoint_definition(tool: Any) -> dict[str, Any]:
 
 
 def _read_source(path: Path, where: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{where}.python: cannot read {path} ({exc})") from None
+    from rft_cli.files import read_text
+
+    return read_text(path, f"the Python file of {where}.python")
 
 
 def _check_imports(source: str, path: str) -> None:
@@ -169,10 +170,11 @@ def _check_imports(source: str, path: str) -> None:
 def read_tools_file(path: str | Path) -> tuple[list[Any], Any]:
     """(tools, episode settings) from `rft eval --tools FILE`: a recipe (its `tools` and
     `episode`), or a file holding only those two keys. Python paths are read relative to it."""
-    from rft_cli.config import EpisodeSettings, ToolSettings, load_run_config, read_yaml
+    from rft_cli.config import EpisodeSettings, ToolSettings, load_run_config
+    from rft_cli.files import read_yaml
 
     path = Path(path)
-    data = read_yaml(path)
+    data = read_yaml(path, "the tools file")
     if isinstance(data, dict) and "model" in data:
         config = load_run_config(path)
         tools, episode = config.tools, config.episode
@@ -190,8 +192,8 @@ def _tools_only(data: Any, path: Path, tool_type: Any, episode_type: Any) -> tup
 
     class ToolsFile(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        tools: list[tool_type]  # type: ignore[valid-type]
-        episode: episode_type = episode_type()  # type: ignore[valid-type]
+        tools: list[tool_type]
+        episode: episode_type = episode_type()
 
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a tools file is a YAML mapping with `tools:` (and `episode:`)")

@@ -13,7 +13,7 @@ from typing import Any
 from rft_cli.data.openai_rows import row_tools
 from rft_cli.data.records import item_of, prompt_messages
 from rft_cli.generation import ProgressFn, generate_completions
-from rft_cli.samples import eval_lines
+from rft_cli.run_folder.samples import eval_lines
 from rft_cli.tool_calls import output_parser
 from rft_cli.training.rewards import grade
 
@@ -33,7 +33,7 @@ def evaluate_greedy(
 ) -> dict[str, float]:
     """valid_reward_mean and valid_accuracy (share of rows with reward 1.0) of greedy answers.
 
-    `answers`, when given, receives one samples line per row (`rft_cli.samples.eval_lines`);
+    `answers`, when given, receives one samples line per row (`rft_cli.run_folder.samples.eval_lines`);
     `progress(done, total)` is called after each generated batch.
 
     Generation is `rft_cli.generation.generate_completions`, the same as `rft eval`, so the
@@ -130,7 +130,7 @@ class RunContext:
     progress: Any = None
     interrupt: InterruptFlag = field(default_factory=InterruptFlag)
     elapsed_before: float = 0.0
-    samples: Any = None  # a rft_cli.samples.SampleWriter (None: keep no answers)
+    samples: Any = None  # a rft_cli.run_folder.samples.SampleWriter (None: keep no answers)
     early_stop: dict[str, Any] | None = (
         None  # set when RL ended early (rft_cli.training.early_stop)
     )
@@ -158,7 +158,7 @@ class RunContext:
             self.progress(record)
         stop = getattr(
             self.logger, "raise_pending_stop", None
-        )  # alarms.stop_on (rft_cli.alarms.WatchingLogger)
+        )  # alarms.stop_on (rft_cli.run_folder.alarms.WatchingLogger)
         if stop is not None:
             stop()
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rft_cli import checkpoints as ckpt
-from rft_cli.alarms import RegressionWatch
-from rft_cli.metrics import read_metrics
+from rft_cli.run_folder import checkpoints as ckpt
+from rft_cli.run_folder.alarms import RegressionWatch
+from rft_cli.run_folder.metrics import read_metrics
 
 
 def start_checkpoint(checkpoints: Path) -> Path | None:

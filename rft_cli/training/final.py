@@ -14,9 +14,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from rft_cli import checkpoints as ckpt
-from rft_cli.alarms import alarms_in
-from rft_cli.metrics import read_metrics
+from rft_cli.run_folder import checkpoints as ckpt
+from rft_cli.run_folder.alarms import alarms_in
+from rft_cli.run_folder.metrics import read_metrics
 from rft_cli.training.early_stop import start_checkpoint
 from rft_cli.training.models import write_in_dtype
 
@@ -143,7 +143,10 @@ def score_held_out(ctx: Any, folder: Path) -> dict[str, Any]:
     from rft_cli.training.context import evaluate_greedy
 
     rows = held_out_rows(ctx)
-    scores = {"final_heldout_reward_mean": None, "final_heldout_accuracy": None}
+    scores: dict[str, float | None] = {
+        "final_heldout_reward_mean": None,
+        "final_heldout_accuracy": None,
+    }
     if rows:
         model, tokenizer = load_model_for_inference(folder)
         valid = evaluate_greedy(

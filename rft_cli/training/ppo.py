@@ -20,11 +20,11 @@ from typing import Any
 import torch
 
 from rft_cli import __version__
-from rft_cli import checkpoints as ckpt
 from rft_cli.data.records import item_of
 from rft_cli.errors import TrainingError
 from rft_cli.generation import recording_steps, rope_depends_on_length
-from rft_cli.samples import rollout_lines
+from rft_cli.run_folder import checkpoints as ckpt
+from rft_cli.run_folder.samples import rollout_lines
 from rft_cli.tool_calls import output_parser
 from rft_cli.training import ppo_math as pm
 from rft_cli.training.context import RunContext
@@ -289,8 +289,10 @@ def _cut_pieces(
             else v[rows][:, :width]
             for k, v in batch.items()
         }
-        share = groups is not None and pm.shares_prompts(
-            len(piece), len({groups[i] for i in piece}), widest, share_cost
+        share = (
+            groups is not None
+            and share_cost is not None
+            and pm.shares_prompts(len(piece), len({groups[i] for i in piece}), widest, share_cost)
         )
         pieces.append((rows, cut, width, share))
     return pieces
@@ -448,7 +450,7 @@ class PPOTrainer:
                     if outs[k] is None:
                         outs[k] = part.new_zeros((input_ids.shape[0], resp_len))
                     outs[k][rows, :width] = part
-        return tuple(outs)  # type: ignore[return-value]
+        return tuple(outs)
 
     def _pass_tokens(self) -> int | None:
         """Padded tokens one forward/backward pass of the update may hold (`rl.pass_memory_mb`;
@@ -640,7 +642,10 @@ class PPOTrainer:
         mask, resp_len = rollout.response_mask, rollout.response_ids.shape[1]
         input_ids, attn = rollout.input_ids, rollout.attention_mask
         old_logprobs, old_values, ref_logprobs = self._old_pass(
-            input_ids, attn, resp_len, sampled and sampled.tensors(len(input_ids), resp_len)
+            input_ids,
+            attn,
+            resp_len,
+            sampled.tensors(len(input_ids), resp_len) if sampled is not None else None,
         )
         # `rl.kl_coef: 0` loads no reference: no penalty, and no KL to measure or log
         measured = ref_logprobs is not None

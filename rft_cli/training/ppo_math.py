@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from rft_cli.alarms import rewards_differ
+from rft_cli.run_folder.alarms import rewards_differ
 
 
 def masked_mean(x: Any, mask: Any) -> Any:
@@ -54,7 +54,7 @@ def normalise_advantages(advantages: Any, mask: Any, scores: Any) -> tuple[Any, 
     When every answer scored the same, the advantages hold nothing but the KL penalty and the
     critic's errors; scaling them to unit variance would take full-size policy steps on that noise
     (seen as KL spikes of 3-5 nats on an all-correct task), so such a batch is centred, not scaled.
-    "The same" is the `no_signal` alarm's rule (`rft_cli.alarms.rewards_differ`).
+    "The same" is the `no_signal` alarm's rule (`rft_cli.run_folder.alarms.rewards_differ`).
     """
     scores = scores.float()
     if scores.numel() > 1 and rewards_differ(reward_std(scores), scores.mean().item()):

@@ -17,7 +17,7 @@ from rft_cli.generation import resolve_model_path
 from rft_cli.graders import load_grader
 from rft_cli.graders.build import build_from_dict
 from rft_cli.graders.selftest import demonstration_field_files, self_test
-from rft_cli.metrics import (
+from rft_cli.run_folder.metrics import (
     check_tracker,
 )
 from rft_cli.training import sft

@@ -18,8 +18,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from rft_cli.config import RunConfig, dump_run_config
 from rft_cli.errors import ConfigError
 
@@ -80,15 +78,9 @@ def changed_settings(run_dir: Path, config: RunConfig) -> dict[str, list[Any]]:
     path = run_dir / "config.yaml"
     if not path.is_file():
         return {}
-    from rft_cli import yaml_safe
-    from rft_cli.files import read_capped
+    from rft_cli.files import read_yaml
 
-    try:
-        before = yaml_safe.load(read_capped(path).decode("utf-8")) or {}
-    except (OSError, UnicodeDecodeError, RecursionError, yaml.YAMLError) as exc:
-        raise ConfigError(
-            f"{path}: cannot read the run's config ({exc}); it says how the checkpoints were trained"
-        ) from None
+    before = read_yaml(path, "the run's config") or {}
     if not isinstance(before, dict):
         raise ConfigError(
             f"{path}: the run's config is not a mapping; it says how the checkpoints were trained"

@@ -17,11 +17,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rft_cli import checkpoints as ckpt
 from rft_cli.data.openai_rows import row_tools
 from rft_cli.data.records import item_of, prompt_messages
 from rft_cli.errors import TrainingError
 from rft_cli.generation import NEUTRAL_PROCESSORS, NEUTRAL_WARPERS, encode_prompt
+from rft_cli.run_folder import checkpoints as ckpt
 from rft_cli.tool_calls import output_parser
 from rft_cli.training.architectures import lora_exclusions
 from rft_cli.training.context import RunContext
@@ -143,13 +143,11 @@ def truncating_trainer_class(trainer_class: type, max_prompt_length: int) -> typ
             if len(rows) == len(prompts) and any(
                 m or t for m, t in rows
             ):  # text only: no images to return
-                prompt_ids, rest = (
-                    [
-                        _encode_row(self.processing_class, p, m, t)
-                        for p, (m, t) in zip(prompts, rows, strict=True)
-                    ],
-                    (None, {}),
-                )
+                prompt_ids = [
+                    _encode_row(self.processing_class, p, m, t)
+                    for p, (m, t) in zip(prompts, rows, strict=True)
+                ]
+                rest: list[Any] = [None, {}]
             else:
                 prompt_ids, *rest = super()._tokenize_prompts(prompts)
             return ([list(ids)[-max_prompt_length:] for ids in prompt_ids], *rest)

@@ -14,14 +14,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rft_cli import checkpoints as ckpt
 from rft_cli import threads
-from rft_cli.alarms import AlarmMonitor, AlarmStop, WatchingLogger
 from rft_cli.config import RunConfig, dump_run_config
 from rft_cli.errors import ConfigError, TrainingError
-from rft_cli.metrics import (
+from rft_cli.run_folder import checkpoints as ckpt
+from rft_cli.run_folder.alarms import AlarmMonitor, AlarmStop, WatchingLogger
+from rft_cli.run_folder.metrics import (
     JsonlMetricsLogger,
     MultiLogger,
     NullLogger,
@@ -29,7 +29,7 @@ from rft_cli.metrics import (
     read_metrics,
     reconcile_metrics,
 )
-from rft_cli.samples import SampleWriter, reconcile_samples
+from rft_cli.run_folder.samples import SampleWriter, reconcile_samples
 from rft_cli.training import sft
 from rft_cli.training.context import RunContext, graceful_interrupt
 from rft_cli.training.final import finish_run
@@ -39,6 +39,9 @@ from rft_cli.training.resume import check_resume_changes
 from rft_cli.training.rl_trl import run_trl_rl
 from rft_cli.training.seeding import seed_everything
 from rft_cli.training.trl_bridge import latest_trl_checkpoint, quiet_libraries
+
+if TYPE_CHECKING:
+    from rft_cli.graders.base import Grader
 
 
 @dataclass
@@ -129,8 +132,8 @@ def train(
     output_dir: str | Path | None = None,
     stage: str = "all",
     resume: bool = False,
-    grader: Any = None,
-    progress: Any = None,
+    grader: Grader | None = None,
+    progress: Callable[[dict[str, Any]], object] | None = None,
     on_checked: Callable[[Preflight], None] | None = None,
 ) -> TrainResult:
     """Check everything (`preflight`), then run the configured stages. Ctrl-C saves and re-raises.
@@ -193,7 +196,7 @@ def _train_checked(
     # Under `accelerate launch` only the main process writes metrics, samples and shows progress.
     main = is_main_process()
     samples = SampleWriter(run_dir, config.samples) if main else None
-    logger = _build_logger(config, run_dir, samples) if main else NullLogger()
+    logger = _build_logger(config, run_dir, samples) if samples is not None else NullLogger()
     progress = progress if main else None
     seed_everything(config.seed)
     tokenizer = load_tokenizer(config.model)
@@ -291,15 +294,12 @@ def _run_stages(ctx: Any, stage: str, tokenizer: Any) -> None:
         ctx.elapsed_before = float(ckpt.read_meta(sft_dir).get("elapsed_s", 0.0))
     # Without a warm-up, the base model is the start that final/ falls back to: save and score it.
     keeps_start = config.rl.final == "best" and bool(ctx.valid_rows)
-    base = (
+    if config.rl.algorithm != "ppo":  # TRL starts from a folder: the warm-up, else the base
+        run_trl_rl(ctx, init_dir or _save_base(ctx, tokenizer), tokenizer)
+        return
+    if init_dir is None and keeps_start:
         _save_base(ctx, tokenizer)
-        if init_dir is None and (keeps_start or config.rl.algorithm != "ppo")
-        else None
-    )
-    if config.rl.algorithm == "ppo":
-        _run_ppo_stage(ctx, init_dir, tokenizer)
-    else:
-        run_trl_rl(ctx, init_dir or base, tokenizer)
+    _run_ppo_stage(ctx, init_dir, tokenizer)
 
 
 def _run_ppo_stage(ctx: Any, init_dir: Path | None, tokenizer: Any) -> None:

@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rft_cli import checkpoints as ckpt
 from rft_cli.data.openai_rows import row_tools
 from rft_cli.data.records import (
     demonstration,
@@ -34,6 +33,7 @@ from rft_cli.data.records import (
     prompt_messages,
 )
 from rft_cli.errors import ConfigError
+from rft_cli.run_folder import checkpoints as ckpt
 from rft_cli.training.context import RunContext
 from rft_cli.training.models import apply_lora, load_model, save_pretrained
 from rft_cli.training.seeding import seed_everything

@@ -72,10 +72,8 @@ def answer_forward(
 
     positions = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
     prompt_width = input_ids.shape[1] - response_len
-    first, inverse = (
-        prompt_groups(input_ids, attention_mask, prompt_width) if share else (None, None)
-    )
-    if first is None or len(first) == len(input_ids):
+    groups = prompt_groups(input_ids, attention_mask, prompt_width) if share else None
+    if groups is None or len(groups[0]) == len(input_ids):
         with lm_head_input(model, head) as head_input:
             out = model(
                 input_ids=input_ids,
@@ -86,6 +84,7 @@ def answer_forward(
             )
         hidden = head_input.value[:, -response_len - 1 : -1] if head else None
         return out.logits[:, -response_len - 1 : -1], hidden
+    first, inverse = groups
     cache = DynamicCache(config=model.config)
     with lm_head_input(model, head) as head_input:
         # The distinct prompts; only the last position's logits: it predicts the first answer token.
@@ -109,5 +108,9 @@ def answer_forward(
         )
         answer_hidden = head_input.value[:, :-1] if head else None
     logits = torch.cat([prompts.logits[inverse, -1:], answers.logits[:, :-1]], dim=1)
-    hidden = torch.cat([prompt_hidden[inverse], answer_hidden], dim=1) if head else None
+    hidden = (
+        torch.cat([prompt_hidden[inverse], answer_hidden], dim=1)
+        if prompt_hidden is not None and answer_hidden is not None
+        else None
+    )
     return logits, hidden

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rft_cli import checkpoints as ckpt
 from rft_cli import threads
 from rft_cli.errors import TrainingError
+from rft_cli.run_folder import checkpoints as ckpt
 from rft_cli.training.early_stop import regression_watch, stop_note
 
 STAGE_PREFIXES = {"sft": "sft-step-", "rl": "step-"}
@@ -172,7 +172,7 @@ class StageLoop:
         stop = fault is not None and self.progress.numerical_faults >= self.max_faults
         if not hold or stop:
             self.ctx.report(record)
-        if stop:
+        if stop and fault is not None:
             raise self._fault_stop(record["step"], fault)
         return record
 
@@ -253,7 +253,7 @@ class StageLoop:
 def run_steps(
     loop: StageLoop,
     step: Callable[[int], dict[str, Any]],
-    save: Callable[[int], None],
+    save: Callable[[int], object],
     model: Any = None,
 ) -> None:
     """Our own loop over a stage's remaining steps: `step(n)` computes step n and returns its

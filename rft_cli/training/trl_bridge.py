@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rft_cli import checkpoints as ckpt
 from rft_cli.errors import TrainingError
 from rft_cli.graders import reward_function
-from rft_cli.samples import render_prompt, result_fields, text_of
+from rft_cli.run_folder import checkpoints as ckpt
+from rft_cli.run_folder.samples import render_prompt, result_fields, text_of
 from rft_cli.training.context import RunContext
 from rft_cli.training.models import resolve_dtype
 from rft_cli.training.rewards import GradeStats, stats_of

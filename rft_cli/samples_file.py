@@ -19,11 +19,15 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rft_cli.errors import ConfigError, DataError
 from rft_cli.jsonl import read_values
 from rft_cli.tool_calls import grade_answers
+
+if TYPE_CHECKING:  # the graders load on first use, not with this module
+    from rft_cli.graders import GraderArg
+    from rft_cli.graders.base import GradeResult
 
 SAMPLE_KEYS = ("output_text", "output_json", "output_tools")
 LINE_KEYS = (*SAMPLE_KEYS, "row", "model")
@@ -59,7 +63,7 @@ class GradeFileReport:
     """A graded samples file: the summary (mean, distribution, errors) and one result per sample."""
 
     summary: dict[str, Any]
-    results: list[Any]
+    results: list[GradeResult]
     notes: list[str] = field(default_factory=list)
 
 
@@ -132,23 +136,27 @@ def pair_with_rows(
 
 
 def grade_file(
-    grader: Any, data: str | Path, samples: str | Path, output: str | Path | None = None
+    grader: GraderArg, data: str | Path, samples: str | Path, output: str | Path | None = None
 ) -> GradeFileReport:
     """Grade every sample of a samples file against its row of `data`; write per-sample results to `output`.
 
     Args:
-        grader: a `Grader` (see `load_grader`).
+        grader: a `Grader` (see `load_grader`), or the path of a grader file (loaded, and closed
+            at the end).
         data: JSONL rows, one grader `item` per line.
         samples: a samples file (see the module docstring).
         output: where to write one JSON line per sample (`row` counts from 1 there), or None.
     Returns:
         A GradeFileReport: `summary` has n, mean_reward, distribution and errors (and output).
     """
-    rows, read = read_items(data), read_samples_file(samples)
-    pairs = pair_with_rows(read, rows, data)
-    results = grade_answers(
-        grader, [sample for _, sample in pairs], [rows[index] for index, _ in pairs]
-    )
+    from rft_cli.graders import opened_grader
+
+    with opened_grader(grader) as the_grader:
+        rows, read = read_items(data), read_samples_file(samples)
+        pairs = pair_with_rows(read, rows, data)
+        results = grade_answers(
+            the_grader, [sample for _, sample in pairs], [rows[index] for index, _ in pairs]
+        )
     errors: Counter = Counter()
     for result in results:
         errors.update(result.errors)
@@ -217,17 +225,9 @@ def read_sample(text: str, where: str) -> Any:
 
 def read_sample_file(path: str | Path) -> Any:
     """The sample in a file (see `read_sample`); ConfigError when it cannot be read as UTF-8 text."""
-    from rft_cli.files import read_capped
+    from rft_cli.files import read_text
 
-    try:
-        text = read_capped(path).decode("utf-8-sig")
-    except OSError as exc:
-        raise ConfigError(f"--sample-file {path}: cannot read it ({exc.strerror or exc})") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"{path}: the sample is not valid UTF-8 ({exc.reason}); save it as UTF-8"
-        ) from None
-    return read_sample(text, str(path))
+    return read_sample(read_text(path, "the sample file"), str(path))
 
 
 def check_sample(value: dict[str, Any], where: str) -> dict[str, Any]:

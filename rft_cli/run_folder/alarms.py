@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from rft_cli.metrics import with_current_names
+from rft_cli.run_folder.metrics import with_current_names
 
 # name -> what it means, in the words a user reads on stderr and in `rft report`.
 MEANINGS = {

@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING, Any
 from rft_cli.data.checks import printable
 from rft_cli.errors import DataError
 
-if TYPE_CHECKING:  # scanning imports this module
+if TYPE_CHECKING:  # scanning imports this module; the graders load only when a grader is given
     from rft_cli.data.scanning import Scanner
+    from rft_cli.graders.selftest import SelfTestReport
 
 # Warnings that --strict turns into errors (blank lines and unseen overlap fields stay warnings).
 STRICT_CODES = frozenset({"duplicate_prompt", "near_duplicate", "too_many_tokens"})
+SELF_TEST_CODE = "grader_self_test"
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class ValidationReport:
 
     `errors` and `warnings` keep the first `max_errors` issues of each code; `error_counts` and
     `warning_counts` count them all. `overlap` lists train/valid pairs (first `max_errors` per kind).
+    `grader_check` is the grader self-test (a `SelfTestReport`) when a grader was given and the
+    data was valid; its failures are also issues of code `grader_self_test`.
     """
 
     files: dict[str, str | None]
@@ -52,10 +56,34 @@ class ValidationReport:
     warning_counts: dict[str, int] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     overlap: list[dict[str, Any]] = field(default_factory=list)
+    grader_check: SelfTestReport | None = None
+    grader_check_strict: bool = False
 
     @property
     def ok(self) -> bool:
         return not self.error_counts
+
+    def add_self_test(self, check: SelfTestReport, strict: bool, max_errors: int) -> None:
+        """Keep the grader self-test, and its failures as issues of code `grader_self_test`:
+        warnings, errors under `strict` (the first `max_errors` kept, all counted)."""
+        self.grader_check, self.grader_check_strict = check, strict
+        if not check.failures:
+            return
+        issues = [
+            Issue(
+                failure.file,
+                failure.line,
+                None,
+                SELF_TEST_CODE,
+                f"{failure.message()} (the demonstration scores below {check.bar()})",
+            )
+            for failure in check.failures[:max_errors]
+        ]
+        kept, counts = (
+            (self.errors, self.error_counts) if strict else (self.warnings, self.warning_counts)
+        )
+        kept.extend(issues)
+        counts[SELF_TEST_CODE] = len(check.failures)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON report (schema documented in README, section `validate`)."""
@@ -68,6 +96,16 @@ class ValidationReport:
             "warning_counts": dict(self.warning_counts),
             "stats": self.stats,
             "overlap": list(self.overlap),
+            **(
+                {
+                    "grader_check": {
+                        **self.grader_check.to_dict(),
+                        "strict": self.grader_check_strict,
+                    }
+                }
+                if self.grader_check is not None
+                else {}
+            ),
         }
 
     def raise_for_errors(self) -> None:
@@ -107,6 +145,13 @@ class Issues:
         self.error_counts.update(other.error_counts)
         self.warning_counts.update(other.warning_counts)
 
+    def keeps_warning(self, code: str) -> bool:
+        """Whether the next warning of this code is kept (not only counted): a caller with a
+        million of them builds the message only then."""
+        if self.strict and code in STRICT_CODES:
+            return self.error_counts[code] < self.limit
+        return self.warning_counts[code] < self.limit
+
     def warning(self, file: str, line: int | None, code: str, message: str) -> None:
         if self.strict and code in STRICT_CODES:
             return self.error(file, line, code, message)
@@ -144,7 +189,7 @@ class FileStats:
     def to_dict(
         self, max_tokens: int | None, tokenized: bool, demonstration_field: str
     ) -> dict[str, Any]:
-        reference = Counter()
+        reference: Counter[str] = Counter()
         for name, count in self.fields.items():
             if name not in ("messages", demonstration_field):
                 reference[printable(name)] += count

@@ -3,10 +3,11 @@
 What a user's `model.name: ./Qwen2.5-0.5B-Instruct` folder holds and the character tokenizer of
 `rft_cli.tiny` does not: a byte-level BPE tokenizer (trained here, in a second, on a small corpus),
 a ChatML chat template, `<|im_end|>` as EOS distinct from the pad token `<|endoftext|>`, and a
-generation_config.json with two EOS ids and instruct-style sampling defaults. Tests, `rft eval`
-checks and `bench/gpu_check.py` build it instead of downloading anything:
+generation_config.json with two EOS ids and instruct-style sampling defaults. The tests and
+`bench/gpu_check.py` build it instead of downloading anything (test scaffolding: it does not ship
+in the package):
 
-    from rft_cli.hub_like import save_hub_like
+    from tests.hub_like import save_hub_like
     save_hub_like("/tmp/qwen-like")          # then `model.name: /tmp/qwen-like` in a recipe
 """
 

@@ -11,7 +11,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from rft_cli.errors import TrainingError
 from rft_cli.jsonl import read_records
@@ -41,7 +41,7 @@ class JsonlMetricsLogger:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._handle = None
+        self._handle: TextIO | None = None
 
     def log(self, record: dict[str, Any]) -> None:
         """Write `record` (a flat dict with `stage` and `step`) as one line."""

@@ -21,7 +21,7 @@ A GRPO/RLOO LoRA checkpoint holds adapters only; its `adapter_config.json` names
 `load_adapter_model` reads it from there, so a run folder can be moved or read from any folder.
 
 Metrics follow the same idea from the other side: `metrics.jsonl` lines written after the last
-complete checkpoint are dropped on `--resume` (rft_cli/metrics.py), so a step is never counted twice.
+complete checkpoint are dropped on `--resume` (rft_cli/run_folder/metrics.py), so a step is never counted twice.
 """
 
 from __future__ import annotations
