@@ -253,7 +253,7 @@ def verdict(row: dict) -> dict:
 def tool_calls_of(run_dir: Path) -> dict:
     """Tool calls per validation episode after the warm-up and at PPO's last evaluation (a recipe
     with tools logs them as `valid_tool_calls_per_episode`)."""
-    from rft_cli.metrics import read_metrics
+    from rft_cli.run_folder.metrics import read_metrics
 
     key = "valid_tool_calls_per_episode"
     evaluated = [r for r in read_metrics(run_dir / "metrics.jsonl") if key in r]

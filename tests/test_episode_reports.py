@@ -8,10 +8,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from rft_cli.alarms import AlarmMonitor
 from rft_cli.cli import app
 from rft_cli.config import AlarmSettings, SamplesSettings
-from rft_cli.samples import SampleWriter, transcript
+from rft_cli.run_folder.alarms import AlarmMonitor
+from rft_cli.run_folder.samples import SampleWriter, transcript
 
 
 def _alarms(key, values, **settings):

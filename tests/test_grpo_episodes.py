@@ -35,7 +35,7 @@ def _run_grpo(tmp_path, tiny_model_dir, monkeypatch, seen):
     from rft_cli import episodes as episodes_module
     from rft_cli.config import load_run_config
     from rft_cli.graders.build import build_from_dict
-    from rft_cli.metrics import NullLogger
+    from rft_cli.run_folder.metrics import NullLogger
     from rft_cli.training.context import RunContext
     from rft_cli.training.episode_rollouts import ToolSetup
     from rft_cli.training.models import load_tokenizer

@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from rft_cli.cli import app
-from rft_cli.metrics import read_metrics
+from rft_cli.run_folder.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p for p in (ROOT / "recipes").glob("*.yaml"))

@@ -70,7 +70,7 @@ def test_a_demonstration_is_the_episode_that_replays_it_under_chatml():
     """ChatML has no {% generation %} markers and puts a newline after each <|im_end|> that the
     model never writes: the demonstration's tokens and mask equal those of the runner's episode
     that replays its turns (the newline is template, not policy)."""
-    from rft_cli.hub_like import TOOLS_CHATML_TEMPLATE, build_bpe_tokenizer
+    from tests.hub_like import TOOLS_CHATML_TEMPLATE, build_bpe_tokenizer
 
     tokenizer = build_bpe_tokenizer()
     tokenizer.chat_template = TOOLS_CHATML_TEMPLATE

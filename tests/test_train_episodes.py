@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from rft_cli.config import load_run_config
-from rft_cli.metrics import read_metrics
+from rft_cli.run_folder.metrics import read_metrics
 from rft_cli.training.run import train
 from tests.test_ppo_episodes import CallEveryTurn
 from tests.test_train_e2e import _interrupt_at, without_timing

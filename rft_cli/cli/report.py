@@ -195,7 +195,7 @@ def _print_row(found: dict[str, Any]) -> None:
 
 def _answer_cell(line: dict[str, Any]) -> str:
     """The answer, or an episode's whole transcript (its calls, their results, the answer)."""
-    from rft_cli.samples import transcript
+    from rft_cli.run_folder.samples import transcript
 
     return _cell(transcript(line), 160 if "turns" in line else 80)
 

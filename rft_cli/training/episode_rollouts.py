@@ -18,7 +18,7 @@ from typing import Any
 from rft_cli.data.openai_rows import row_tools
 from rft_cli.data.records import episode_prompt_messages, item_of
 from rft_cli.episodes import EPISODE_DROPPED, EpisodeLimits, grade_episodes, run_episodes
-from rft_cli.samples import render_prompt, result_fields
+from rft_cli.run_folder.samples import render_prompt, result_fields
 from rft_cli.tool_calls import output_parser
 from rft_cli.training.rewards import GradeStats, stats_of
 
@@ -122,7 +122,7 @@ def episode_rollout(episodes: Sequence[Any], pad_id: int, device: Any) -> Episod
     prompt_width = max(len(e.prompt_ids) for e in episodes)
     width = max(max(len(e.ids) for e in episodes), 1)
 
-    def tensor(rows: list[list[int]], dtype: Any = torch.long) -> Any:
+    def tensor(rows: list[Any], dtype: Any = torch.long) -> Any:
         return torch.tensor(rows, dtype=dtype, device=device)
 
     def left(ids: list[int], fill: int) -> list[int]:

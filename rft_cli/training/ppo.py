@@ -658,16 +658,16 @@ class PPOTrainer:
         seq_kl = self._gather_graded(kl.sum(dim=1), graded).mean().item()
         k3, logratio, tokens = self._gather(pm.kl_sums(old_logprobs, ref_logprobs, mask)).sum(0)
         if self.ctx.wants_samples("rl", step):
-            rows = [i for i in indices for _ in range(cfg.samples_per_prompt)]
-            keep = self.ctx.samples.keep(len(rows), cfg.samples_per_prompt)
+            row_ids = [i for i in indices for _ in range(cfg.samples_per_prompt)]
+            keep = self.ctx.samples.keep(len(row_ids), cfg.samples_per_prompt)
             kl_lines = kl.sum(dim=1).tolist() if measured else None
             self.ctx.keep_samples(
                 "rl",
                 step,
-                episode_lines(self.tokenizer, rows, rollout.episodes, grades, keep, kl_lines)
+                episode_lines(self.tokenizer, row_ids, rollout.episodes, grades, keep, kl_lines)
                 if self.episodes
                 else rollout_lines(
-                    self.tokenizer, rows, rollout, local_stats.results, keep, kl_lines
+                    self.tokenizer, row_ids, rollout, local_stats.results, keep, kl_lines
                 ),
             )
         lengths = self._gather_graded(mask.sum(dim=1), graded)

@@ -183,7 +183,7 @@ def compute_episode_gae(
 
     order = torch.sort((mask <= 0).to(torch.int8), dim=1, stable=True).indices
     packed = [torch.gather(t, 1, order) for t in (rewards, values, mask)]
-    advantages, returns = compute_gae(*packed, gamma, lam)
+    advantages, returns = compute_gae(packed[0], packed[1], packed[2], gamma, lam)
     unpacked = [torch.zeros_like(advantages).scatter(1, order, t) for t in (advantages, returns)]
     return unpacked[0], unpacked[1]
 

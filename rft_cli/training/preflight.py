@@ -132,7 +132,8 @@ def _load_tools(config: RunConfig, train: list[dict], valid: list[dict]) -> Any:
         return None
     try:
         for path, rows in ((config.data.train, train), (config.data.valid, valid)):
-            check_rows_against_tools(path, list(enumerate(rows, 1)), setup.toolbox)
+            if path is not None:  # no validation file: no rows to check
+                check_rows_against_tools(path, list(enumerate(rows, 1)), setup.toolbox)
     except BaseException:
         setup.close()
         raise

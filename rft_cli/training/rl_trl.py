@@ -198,7 +198,7 @@ def run_trl_rl(ctx: RunContext, init_dir: Path, tokenizer: Any) -> dict[str, Any
     )
     if callback.loop.stopped_before():  # a resumed run that had stopped early stops again at once
         return {"step": callback.loop.progress.step, "last_valid": None}
-    trainer_class = GRPOTrainer if config.rl.algorithm == "grpo" else RLOOTrainer
+    trainer_class: type = GRPOTrainer if config.rl.algorithm == "grpo" else RLOOTrainer
     episodes: dict[str, Any] = {}
     if ctx.tools is not None:  # GRPO over episodes (preflight refuses RLOO with tools)
         trainer_class = episode_trainer_class(trainer_class)

@@ -87,7 +87,9 @@ class EpisodeReward(GraderReward):
         self.grader, self.episode_keeper = grader, keeper
         self._episodes: list[Any] = []
 
-    def __call__(
+    # TRL's reward functions may return None for a completion they cannot score, which the text
+    # grader's reward never does: the narrower signature is the base class's, not TRL's.
+    def __call__(  # type: ignore[override]
         self, prompts: list[Any], completions: list[Any], rft_episode: list[Any], **kwargs: Any
     ) -> list[float | None]:
         stats, grades = grade_rollout(self.grader, rft_episode)
@@ -103,8 +105,9 @@ class EpisodeReward(GraderReward):
         return rewards
 
     def _penalized(self, reward: float, episode: Any) -> float:
-        cut = self.truncation_penalty is not None and episode.end in TRUNCATED_ENDS
-        return self.truncation_penalty if cut else reward
+        if self.truncation_penalty is not None and episode.end in TRUNCATED_ENDS:
+            return self.truncation_penalty
+        return reward
 
     def drain_metrics(self) -> dict[str, Any]:
         metrics = {**super().drain_metrics(), **episode_metrics(self._episodes)}
