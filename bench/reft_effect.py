@@ -322,6 +322,12 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("/tmp/rft-reft-effect"))
     parser.add_argument(
+        "--results",
+        default="results.json",
+        help="file name of the results in --out (processes that share --out, one seed each, "
+        "name their own)",
+    )
+    parser.add_argument(
         "--table",
         type=Path,
         nargs="+",
@@ -420,7 +426,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         # Written after every seed, so a long multi-seed run that is stopped keeps what it measured.
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.json").write_text(json.dumps(results, indent=2))
+        (args.out / args.results).write_text(json.dumps(results, indent=2))
     print(f"\nheld-out greedy accuracy (%), {len(results)} seeds, mean ± sd:")
     for arm, label in (
         ("base", "base model"),
