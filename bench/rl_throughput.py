@@ -277,7 +277,7 @@ def worker_grpo(args: argparse.Namespace) -> dict:
         train_dataset=Dataset.from_list(rl_examples(pre.train_rows, "solution")),
         processing_class=tokenizer,
         callbacks=[Clock()],
-        peft_config=_peft_config(config.model),  # the same LoRA adapters as ours, or None
+        peft_config=_peft_config(config.model, Path(args.model)),  # the same LoRA adapters as ours
     )
     trainer.train()
     seconds = sum(step_seconds[args.warmup * trl_steps_per_step :])
