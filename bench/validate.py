@@ -17,7 +17,8 @@ overlaps and one-word-longer near-duplicates planted, so every code path runs: `
 a 20,000-word vocabulary, and shapes chosen to be hard for the near-duplicate search: tiny
 vocabularies (every prompt shares common word 3-grams, the prefix filter's worst case), unique
 tags, long shared beginnings and endings, near-identical rows, numbers only, very long and very
-short rows, Unicode that NFKC rewrites, and CJK text without spaces.
+short rows, Unicode that NFKC rewrites, CJK text without spaces, and (`vocab`) many templates over
+a 60-word vocabulary, written apart from the shapes the search was tuned on.
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ _SHAPES = {
     "short_rows": "1-4 words of a 20-word vocabulary",
     "unicode": "8-30 CJK/emoji/fullwidth words of a 12-word vocabulary and a unique tag",
     "cjk": "20-60 CJK characters without spaces (one word, so one shingle)",
+    "vocab": "400 templates of 2-90 words over a 60-word vocabulary, 3, 10 or 33 percent of each template's slots drawn afresh per row (some numbers, some repeated phrases)",
 }
 
 
@@ -135,6 +137,8 @@ def _prompt_maker(rng: random.Random, shape: str) -> tuple[list[str], Any]:
             "𝔸",
         ],
     }
+    if shape == "vocab":
+        return _template_maker(rng)
     vocab = small.get(shape) or _vocabulary(rng)
     makers = {
         "templated": lambda tag: f"{_words(rng, vocab, 8, 30)} {rng.randint(0, 99)} ({tag})",
@@ -161,6 +165,38 @@ def _prompt_maker(rng: random.Random, shape: str) -> tuple[list[str], Any]:
         "cjk": lambda tag: "".join(rng.choices(_CJK, k=rng.randint(20, 60))),
     }
     return vocab, makers.get(shape) or (lambda tag: _words(rng, vocab, 25, 45) + "?")
+
+
+def _template_maker(rng: random.Random) -> tuple[list[str], Any]:
+    """(vocabulary, make) for the `vocab` shape, written apart from the shapes the search was tuned
+    on: many templates of very different lengths over one small vocabulary, so every row shares
+    3-grams with thousands of others, whole phrases recur between templates, and rows of one
+    template differ in 3%, 10% or 33% of their words (a free slot: a word, sometimes a number), so
+    that some templates give many near-duplicates of each other and others none."""
+    vocab = _vocabulary(rng, 60)
+    phrases = [rng.choices(vocab, k=rng.randint(3, 8)) for _ in range(40)]
+    templates: list[list[str | None]] = []
+    for _ in range(400):
+        length = rng.choice(
+            (rng.randint(2, 6), rng.randint(6, 20), rng.randint(20, 45), rng.randint(45, 90))
+        )
+        free = rng.choice((0.03, 0.1, 0.33))  # rows of a template differ in this share of words
+        slots: list[str | None] = []
+        while len(slots) < length:
+            if rng.random() < 0.15:
+                slots += rng.choice(phrases)
+            else:
+                slots.append(None if rng.random() < free else rng.choice(vocab))
+        slots = slots[:length]
+        slots[rng.randrange(length)] = None  # no template is one fixed prompt
+        templates.append(slots)
+
+    def fill(slot: str | None) -> str:
+        if slot is not None:
+            return slot
+        return str(rng.randint(0, 99)) if rng.random() < 0.1 else rng.choice(vocab)
+
+    return vocab, lambda tag: " ".join(fill(slot) for slot in rng.choice(templates))
 
 
 def _replace(rng: random.Random, words: list[str], n: int, new: Any) -> list[str]:

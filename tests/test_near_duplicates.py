@@ -260,3 +260,102 @@ def test_an_index_built_in_small_slices_answers_the_same(monkeypatch):
     sliced, other = _query(valid, train, CANDIDATE_BUDGET)
     assert sliced == whole and other.search_stats() == index.search_stats()
     assert (other._sketch == index._sketch).all() and (other._post_keys == index._post_keys).all()
+
+
+# -- the faster shingling and row sorts answer exactly as the plain versions did ------------------
+
+
+def _plain_shingle_batch(keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Shingles by their definition, one Python loop a shingle: the polynomial hash of the UTF-8
+    bytes (each + 1, times BASE^i, mod 2**64), mixed, cut to 48 bits; each row's distinct, sorted."""
+    mask = (1 << 64) - 1
+
+    def mixed(h: int) -> int:
+        for multiplier in (0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53):
+            h = ((h ^ (h >> 33)) * multiplier) & mask
+        return h ^ (h >> 33)
+
+    offsets, flat = [0], []
+    for key in keys:
+        words = key.encode("utf-8", "surrogatepass").split(b" ")
+        spans = [words[i : i + 3] for i in range(max(len(words) - 2, 1))]
+        row = set()
+        for span in spans:
+            h = sum((b + 1) * pow(overlap._BASE, i, 1 << 64) for i, b in enumerate(b" ".join(span)))
+            row.add(mixed(h & mask) & overlap._MASK48)
+        flat += sorted(row)
+        offsets.append(len(flat))
+    return np.array(offsets), np.array(flat, dtype=np.int64)
+
+
+def _plain_first_per_row(row_of, rank, keep):
+    """The stable argsort `_first_per_row` used before rows were sorted apart."""
+    order = np.argsort((row_of << 32) | rank, kind="stable")
+    rows = row_of[order]
+    place = overlap._places(rows)
+    chosen = place < keep[rows]
+    return order[chosen], place[chosen]
+
+
+def _hostile_keys(rng: random.Random, count: int) -> list[str]:
+    """Empty and one-word keys, repeated words, Unicode, a lone surrogate, control characters."""
+    words = ["a", "bb", "é", "数学", "\udc80", "\x00", "x\x7fy", "yes", "no", "😀"]
+    keys = []
+    for _ in range(count):
+        size = rng.choice([0, 1, 2, 3, 4, rng.randint(5, 40), rng.randint(100, 300)])
+        keys.append(" ".join(rng.choices(words[: rng.randint(1, len(words))], k=size)))
+    return keys
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_shingles_are_those_of_their_definition(seed):
+    """`shingle_batch` computes the byte hash from prefix sums and sorts each row apart from the
+    others (a padded 2-D sort): the sets are those of the definition, on hostile keys too."""
+    rng = random.Random(seed)
+    keys = _hostile_keys(rng, 300)
+    offsets, flat = overlap.shingle_batch(keys)
+    want_offsets, want_flat = _plain_shingle_batch(keys)
+    assert offsets.tolist() == want_offsets.tolist()
+    assert flat.dtype == np.int64 and flat.tolist() == want_flat.tolist()
+
+
+def test_rows_are_sorted_apart_at_every_width():
+    rng = np.random.default_rng(5)
+    counts = np.array([1, 1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 300, 1, 64, 65, 1000])
+    values = rng.integers(-(1 << 62), 1 << 62, int(counts.sum()))
+    values[:40] = 7  # ties
+    got = overlap._sort_rows(values, counts)
+    at = np.concatenate(([0], np.cumsum(counts)))
+    want = np.concatenate([np.sort(values[a:b]) for a, b in zip(at[:-1], at[1:], strict=True)])
+    assert got.tolist() == want.tolist()
+
+
+def test_first_entries_per_row_are_those_of_a_stable_sort():
+    rng = np.random.default_rng(6)
+    sizes = rng.integers(1, 200, 300)
+    row_of = np.repeat(np.arange(300) * 3, sizes)  # rows with gaps between them
+    rank = np.concatenate([rng.permutation(10_000)[:n] for n in sizes]).astype(np.int64)
+    keep = rng.integers(0, 40, 900)
+    got, want = overlap._first_per_row(row_of, rank, keep), _plain_first_per_row(row_of, rank, keep)
+    assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist()
+
+
+@pytest.mark.parametrize("shape", [*SHAPES, "hostile"])
+def test_the_search_finds_the_same_pairs_as_with_the_plain_shingling(monkeypatch, shape):
+    """The whole search, with the shingling and the per-row sorts swapped for the plain versions:
+    the same pairs, the same modes (exact, estimated, capped) and the same counts, on every
+    repetitive shape and on hostile keys."""
+    if shape == "hostile":
+        rng = random.Random(9)
+        valid, train = _hostile_keys(rng, 1500), _hostile_keys(rng, 1200)
+        train[::40] = [v + " and" for v in valid[: len(train[::40])]]
+    else:
+        valid, train = _sets(shape, seed=4, valid=1200, train=900)
+    runs = []
+    for plain in (False, True):
+        if plain:
+            monkeypatch.setattr(overlap, "shingle_batch", _plain_shingle_batch)
+            monkeypatch.setattr(overlap, "_first_per_row", _plain_first_per_row)
+        found, index = _query(valid, train, CANDIDATE_BUDGET, threshold=0.7)
+        runs.append((found, index.last_modes.tolist(), index.search_stats()))
+    assert runs[0] == runs[1]

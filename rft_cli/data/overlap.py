@@ -135,32 +135,71 @@ def shingle_batch(keys: Sequence[str]) -> tuple[Any, Any]:
     # Normalised prompts hold single spaces and no newline, so "\n" separates rows.
     buf = np.frombuffer("\n".join(keys).encode("utf-8", "surrogatepass"), dtype=np.uint8)
     seps = np.flatnonzero((buf == 32) | (buf == 10))
-    starts = np.concatenate(([0], seps + 1))
-    ends = np.concatenate((seps, [len(buf)]))
-    row_of_word = np.concatenate(([0], np.cumsum(buf[seps] == 10)))
-    words = np.bincount(row_of_word, minlength=len(keys))
-    first = np.cumsum(words) - words
+    starts = np.empty(len(seps) + 1, dtype=np.int64)  # word w is buf[starts[w]:ends[w]]
+    starts[0] = 0
+    np.add(seps, 1, out=starts[1:])
+    ends = np.append(seps, len(buf))
+    first = np.empty(len(keys) + 1, dtype=np.int64)  # each row's first word, then all the words
+    first[0], first[-1] = 0, len(ends)
+    np.add(np.flatnonzero(buf[seps] == 10), 1, out=first[1:-1])
+    words, last_word = np.diff(first), first[1:] - 1
+    # A row's shingles start at each of its words but the last SHINGLE_WORDS - 1 and end
+    # SHINGLE_WORDS - 1 words later; a row of fewer words is one shingle, first word to last.
+    begins = np.ones(len(ends), dtype=bool)
+    for back in range(SHINGLE_WORDS - 1):
+        begins[(last_word - back)[words > back + 1]] = False
+    j = np.flatnonzero(begins)
     count = np.maximum(words - (SHINGLE_WORDS - 1), 1)
-    row = np.repeat(np.arange(len(keys), dtype=np.uint64), count)
-    j = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count - first, count)
-    last = np.minimum(j + SHINGLE_WORDS - 1, (first + words - 1)[row])
+    last = j + (SHINGLE_WORDS - 1)
+    short = np.flatnonzero(words < SHINGLE_WORDS)
+    last[(np.cumsum(count) - count)[short]] = last_word[short]
     # A polynomial hash of any byte range [s, e) in O(1) from prefix sums, all rows at once:
     # prefix[e] - prefix[s] is sum_i (byte_i + 1) * BASE^i over the range, and multiplying by BASE^-s
     # (BASE is odd, so it has an inverse modulo 2**64) shifts it to start at BASE^0, making the hash
     # independent of where the shingle sits in the buffer. uint64 arithmetic wraps, i.e. is mod 2**64.
     up, down = _powers(len(buf) + 1)
-    prefix = np.zeros(len(buf) + 1, dtype=np.uint64)
-    np.cumsum((buf.astype(np.uint64) + np.uint64(1)) * up[: len(buf)], out=prefix[1:])
-    seg_start, seg_end = starts[j], ends[last]
-    hashes = _mix((prefix[seg_end] - prefix[seg_start]) * down[seg_start]) & np.uint64(_MASK48)
-    # by (row, hash): the rows come in order, so a stable (merging) sort only sorts within rows
-    keyed = np.sort((row << np.uint64(48)) | hashes, kind="stable")
-    keyed = keyed[np.concatenate(([True], keyed[1:] != keyed[:-1]))]
+    prefix = np.empty(len(buf) + 1, dtype=np.uint64)
+    prefix[0] = 0
+    # UTF-8 has no byte 0xFF, so byte + 1 fits in a byte: no uint64 copy of the text
+    np.multiply(buf + np.uint8(1), up[: len(buf)], out=prefix[1:])
+    np.cumsum(prefix[1:], out=prefix[1:])
+    seg_start = starts[j]
+    hashes = prefix[ends[last]]
+    hashes -= prefix[seg_start]
+    hashes *= down[seg_start]
+    hashes = _mix(hashes)
+    hashes &= np.uint64(_MASK48)
+    hashes = _sort_rows(hashes.view(np.int64), count)
+    distinct = np.empty(len(hashes), dtype=bool)
+    np.not_equal(hashes[1:], hashes[:-1], out=distinct[1:])
+    distinct[np.cumsum(count) - count] = True  # each row's first
     offsets = np.zeros(len(keys) + 1, dtype=np.int64)
-    np.cumsum(
-        np.bincount((keyed >> np.uint64(48)).astype(np.int64), minlength=len(keys)), out=offsets[1:]
-    )
-    return offsets, (keyed & np.uint64(_MASK48)).astype(np.int64)
+    np.cumsum(np.add.reduceat(distinct, np.cumsum(count) - count, dtype=np.int64), out=offsets[1:])
+    return offsets, hashes[distinct]
+
+
+def _sort_rows(values: Any, counts: Any) -> Any:
+    """`values` (int64) in runs of `counts` (each at least 1), each run sorted.
+
+    One padded 2-D sort per power-of-two width: numpy sorts the short rows of a 2-D array with
+    SIMD, 8 times faster than one stable sort of all the values (which only had to sort within
+    rows); padding at most doubles the array."""
+    import numpy as np
+
+    widths = np.ceil(np.log2(counts)).astype(np.int64)  # exact at powers of two
+    first = np.cumsum(counts) - counts
+    out = np.empty_like(values)
+    classes = np.unique(widths).tolist()
+    for width in classes:
+        rows = np.flatnonzero(widths == width) if len(classes) > 1 else None  # None: all rows
+        size = counts if rows is None else counts[rows]
+        filled = np.arange(1 << width) < size[:, None]
+        grid = np.full(filled.shape, np.iinfo(np.int64).max, dtype=np.int64)
+        at = slice(None) if rows is None else _ragged(first[rows], size)
+        grid[filled] = values[at]
+        grid.sort(axis=1)
+        out[at] = grid[filled]
+    return out
 
 
 def _chunks(keys: Sequence[str]) -> Iterator[tuple[int, Sequence[str]]]:
@@ -765,13 +804,18 @@ def _row_slices(offsets: Any) -> Iterator[tuple[int, int]]:
 
 def _first_per_row(row_of: Any, rank: Any, keep: Any) -> Any:
     """Positions (into row_of, grouped by row) of each row's `keep[row]` entries of lowest rank,
-    and their places in that order; row_of ascends, so a stable (merging) sort only sorts within rows."""
+    and their places in that order; a row's ranks are distinct (its shingles are)."""
     import numpy as np
 
-    order = np.argsort((row_of << 32) | rank, kind="stable")
-    rows = row_of[order]
-    place = _places(rows)
-    chosen = place < keep[rows]
+    if not len(row_of):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.concatenate(([True], row_of[1:] != row_of[:-1])))
+    counts = np.diff(np.append(starts, len(row_of)))
+    first = np.repeat(starts, counts)
+    place = np.arange(len(row_of)) - first
+    # rank (below 2**31) above the entry's place in its row: sorting a row sorts its ranks
+    order = first + (_sort_rows((rank << 32) | place, counts) & 0xFFFFFFFF)
+    chosen = place < keep[row_of]
     return order[chosen], place[chosen]
 
 

@@ -280,7 +280,7 @@ class Scanner:
             import numpy as np
 
             # Two flat arrays pickle in 16 bytes a prompt; the dict would take about 110.
-            digests = np.fromiter(seen.keys(), dtype=np.uint64, count=len(seen))
+            digests = np.fromiter(seen.keys(), dtype=np.int64, count=len(seen))
             lines = np.fromiter(seen.values(), dtype=np.int64, count=len(seen))
             del seen
             sender.send(
