@@ -304,6 +304,37 @@ def test_normalize_text_ascii_shortcut_equals_nfkc_casefold(text):
     assert normalize_text(text) == " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(alphabet="aZ09_ -\x00\x7fßİ٣", max_size=8)
+    | st.text(alphabet=st.characters(max_codepoint=127))
+    | st.integers()
+)
+def test_value_key_shortcut_equals_normalize_text(value):
+    """value_key returns lower() for ASCII letters and digits without normalising: that must be
+    what normalize_text gives (also for digits and letters outside ASCII, which take the long way)."""
+    from rft_cli.data.checks import value_key
+    from rft_cli.data.records import normalize_text
+
+    expected = normalize_text(value if isinstance(value, str) else json.dumps(value))
+    assert value_key(value) == expected
+
+
+def test_field_names_are_counted_over_rows_of_different_field_sets(tmp_path, monkeypatch):
+    """Field names are counted per set of names a row has (then per name): rows with other,
+    fewer or reordered fields count as they would one name at a time, in both processes."""
+    rows = [_row(f"prompt number {i}", answer=str(i)) for i in range(60)]
+    for i in range(1, 60, 7):
+        rows[i] = {"answer": rows[i]["answer"], "messages": rows[i]["messages"]}
+    for i in range(0, 60, 3):
+        rows[i]["extra"] = i
+    train = _write(tmp_path / "train.jsonl", [json.dumps(row) for row in rows])
+    monkeypatch.setattr(scanning, "PARALLEL_MIN_BYTES", 0)
+    for workers in (1, 2):
+        stats = validate_dataset(train, workers=workers).stats["train"]
+        assert stats["reference_fields"] == {"answer": 60, "extra": 20}
+
+
 def test_a_missing_or_special_file_is_a_usage_error(tmp_path):
     with pytest.raises(
         ConfigError, match=r"nope\.jsonl: no such file \(give the path of a JSONL file\)"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rft_cli.data.records import (
+    KEY_CHARS,
     PROMPT_END_ROLES,
     ROLES,
     Problem,
@@ -75,6 +76,8 @@ def prompt_hash(key: str) -> int:
 
 def value_key(value: Any) -> str:
     """A reference value, normalised for the --overlap-fields comparison ("42" matches 42)."""
+    if type(value) is str and value.isascii() and value.isalnum() and len(value) <= KEY_CHARS:
+        return value.lower()  # what normalize_text gives: no space, no control, ASCII is NFKC
     try:
         text = (
             value
