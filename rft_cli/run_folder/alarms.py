@@ -154,14 +154,21 @@ def detect_length_growth(stream: MetricStream, s: Any) -> str | None:
     )
 
 
-def detect_truncation_rise(stream: MetricStream, s: Any) -> str | None:
-    pair = _start_and_now(stream, "truncated_share", s.window)
-    if pair is None or pair[1] - pair[0] < s.truncated_rise:
+def _share_rose(
+    stream: MetricStream, key: str, window: int, setting: str, rise: float
+) -> str | None:
+    """A share (0-1) whose mean over the last `window` steps rose `rise` or more over its start."""
+    pair = _start_and_now(stream, key, window)
+    if pair is None or pair[1] - pair[0] < rise:
         return None
     return (
-        f"truncated_share {pair[1]:.2f} (last {s.window} steps) rose {pair[1] - pair[0]:.2f} from its start "
-        f"{pair[0]:.2f}, above alarms.truncated_rise={s.truncated_rise}"
+        f"{key} {pair[1]:.2f} (last {window} steps) rose {pair[1] - pair[0]:.2f} from its start "
+        f"{pair[0]:.2f}, above alarms.{setting}={rise}"
     )
+
+
+def detect_truncation_rise(stream: MetricStream, s: Any) -> str | None:
+    return _share_rose(stream, "truncated_share", s.window, "truncated_rise", s.truncated_rise)
 
 
 def detect_no_signal(stream: MetricStream, s: Any) -> str | None:
@@ -240,13 +247,7 @@ def detect_tool_call_growth(stream: MetricStream, s: Any) -> str | None:
 
 def detect_tool_errors(stream: MetricStream, s: Any) -> str | None:
     """Episodes with tools: the share of calls whose result was an error rose over its start."""
-    pair = _start_and_now(stream, "tool_error_share", s.window)
-    if pair is None or pair[1] - pair[0] < s.tool_error_rise:
-        return None
-    return (
-        f"tool_error_share {pair[1]:.2f} (last {s.window} steps) rose {pair[1] - pair[0]:.2f} from its start "
-        f"{pair[0]:.2f}, above alarms.tool_error_rise={s.tool_error_rise}"
-    )
+    return _share_rose(stream, "tool_error_share", s.window, "tool_error_rise", s.tool_error_rise)
 
 
 DETECTORS: dict[str, Callable[[MetricStream, Any], str | None]] = {
