@@ -102,6 +102,28 @@ def test_too_many_questions_for_the_keys_is_a_usage_error():
         generate_lookup(10, 50, spec=LookupSpec(keys=12, valid_keys=4, terms=2))
 
 
+def test_shared_keys_share_every_key_and_no_question():
+    spec = LookupSpec(keys=30, terms=2, max_value=19, shared_keys=True)
+    table, train, valid = generate_lookup(300, 60, seed=3, spec=spec)
+    train_keys = {k for row in train for k in keys_of(row)}
+    valid_keys = {k for row in valid for k in keys_of(row)}
+    assert valid_keys <= train_keys == set(table)  # every key is written in training
+    asked = {frozenset(keys_of(row)) for row in train}
+    assert not asked & {frozenset(keys_of(row)) for row in valid}  # "a+b" and "b+a" are one question
+    assert set(table.values()) <= set(range(1, 20))
+
+
+def test_make_lookup_passes_its_options_on(tmp_path):
+    args = ["data", "make-lookup", str(tmp_path), "--train", "50", "--valid", "10"]
+    result = runner.invoke(app, [*args, "--keys", "12", "--max-value", "5", "--shared-keys"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
+    valid = [json.loads(line) for line in (tmp_path / "valid.jsonl").read_text().splitlines()]
+    assert len({k for row in rows + valid for k in keys_of(row)}) == 12
+    assert {k for row in valid for k in keys_of(row)} <= {k for row in rows for k in keys_of(row)}
+    assert max(int(row["reference_answer"]) for row in rows) <= 10
+
+
 @pytest.mark.slow
 def test_an_episode_that_replays_a_demonstration_is_the_warm_up_s_tokens():
     """The warm-up trains on demonstrations rendered by the chat template; RL samples episodes the

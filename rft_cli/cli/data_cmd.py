@@ -171,6 +171,18 @@ def make_lookup_cmd(
         typer.Option("--valid", min=1, help="Validation rows (keys no training row names)."),
     ] = 200,
     terms: Annotated[int, typer.Option(min=1, max=6, help="Keys per question.")] = 2,
+    keys: Annotated[int, typer.Option(min=2, max=676, help="Keys in the table.")] = 240,
+    max_value: Annotated[
+        int, typer.Option(min=1, help="Largest value in the table (values are 1 to this).")
+    ] = 49,
+    shared_keys: Annotated[
+        bool,
+        typer.Option(
+            "--shared-keys/--separate-keys",
+            help="Every key in both sets, only the questions disjoint (--shared-keys), or "
+            "validation questions over keys no training row names (--separate-keys).",
+        ),
+    ] = False,
     extra_call_share: Annotated[
         float,
         typer.Option(
@@ -195,7 +207,13 @@ def make_lookup_cmd(
     """
     from rft_cli.data.lookup_task import LookupSpec, write_lookup_task
 
-    spec = LookupSpec(terms=terms, extra_call_share=extra_call_share)
+    spec = LookupSpec(
+        keys=keys,
+        terms=terms,
+        max_value=max_value,
+        extra_call_share=extra_call_share,
+        shared_keys=shared_keys,
+    )
     n_train, n_valid = write_lookup_task(output_dir, n_train, n_valid, seed, spec)
     render.stdout.print(
         f"Wrote {n_train} training and {n_valid} validation rows, lookup.py, tools.yaml and grader.yaml to {render.safe(output_dir)}"

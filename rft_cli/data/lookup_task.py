@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import random
 import string
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,21 +33,28 @@ from rft_cli.errors import ConfigError, DataError
 @dataclass(frozen=True)
 class LookupSpec:
     """The task's knobs: keys in the table (`keys`, of which `valid_keys` only validation questions
-    use), keys per question (`terms`), the largest value, and the share of demonstrations with an
-    extra call."""
+    use, unless `shared_keys`), keys per question (`terms`), the largest value, and the share of
+    demonstrations with an extra call.
+
+    With `shared_keys` every key appears in both sets and only the questions differ: no validation
+    question names the same keys as a training question, in any order. The values still come only
+    from the tool (a model answering from memory fails once the table is redrawn:
+    docs/agent.md, "The built-in proof"), and a small model no longer has to write keys it never
+    wrote in training, which it does not learn in a laptop's minutes."""
 
     keys: int = 240
     valid_keys: int = 60
     terms: int = 2
     max_value: int = 49
     extra_call_share: float = 0.25
+    shared_keys: bool = False
 
     def __post_init__(self) -> None:
         if not 2 <= self.keys <= 26 * 26:
             raise ConfigError(
                 f"keys is {self.keys}; use 2 to {26 * 26} (two lowercase letters each)"
             )
-        if not 1 <= self.valid_keys < self.keys:
+        if not self.shared_keys and not 1 <= self.valid_keys < self.keys:
             raise ConfigError(
                 f"valid_keys is {self.valid_keys}; use 1 to keys - 1 ({self.keys - 1})"
             )
@@ -107,15 +115,30 @@ def generate_lookup(
     rng = random.Random(seed)
     table = make_table(rng, spec)
     keys = list(table)
-    valid_keys, train_keys = keys[: spec.valid_keys], keys[spec.valid_keys :]
+    if spec.shared_keys:
+        valid_keys = train_keys = keys
+    else:
+        valid_keys, train_keys = keys[: spec.valid_keys], keys[spec.valid_keys :]
     train = _questions(rng, table, train_keys, n_train, spec)
-    valid = _questions(rng, table, valid_keys, n_valid, spec)
+    asked = {tuple(sorted(keys_of(row))) for row in train}
+    valid = _questions(rng, table, valid_keys, n_valid, spec, avoid=asked)
     return table, train, valid
 
 
+def keys_of(row: dict) -> list[str]:
+    """The keys a question names ("ka+mo=?" -> ["ka", "mo"])."""
+    return row["messages"][0]["content"].removesuffix("=?").split("+")
+
+
 def _questions(
-    rng: random.Random, table: dict[str, int], keys: list[str], n: int, spec: LookupSpec
+    rng: random.Random,
+    table: dict[str, int],
+    keys: list[str],
+    n: int,
+    spec: LookupSpec,
+    avoid: AbstractSet[tuple[str, ...]] = frozenset(),
 ) -> list[dict]:
+    """`n` distinct questions over `keys`, none naming the same keys (in any order) as one in `avoid`."""
     if spec.terms > len(keys):
         raise ConfigError(f"{spec.terms} keys per question, but only {len(keys)} keys to draw from")
     rows: list[dict] = []
@@ -124,7 +147,7 @@ def _questions(
         if len(rows) == n:
             return rows
         chosen = rng.sample(keys, spec.terms)
-        if tuple(chosen) not in seen:
+        if tuple(chosen) not in seen and tuple(sorted(chosen)) not in avoid:
             seen.add(tuple(chosen))
             rows.append(make_row(rng, table, chosen, spec))
     raise ConfigError(f"could not draw {n} distinct questions; lower the count or add keys")
