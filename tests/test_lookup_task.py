@@ -109,7 +109,9 @@ def test_shared_keys_share_every_key_and_no_question():
     valid_keys = {k for row in valid for k in keys_of(row)}
     assert valid_keys <= train_keys == set(table)  # every key is written in training
     asked = {frozenset(keys_of(row)) for row in train}
-    assert not asked & {frozenset(keys_of(row)) for row in valid}  # "a+b" and "b+a" are one question
+    assert not asked & {
+        frozenset(keys_of(row)) for row in valid
+    }  # "a+b" and "b+a" are one question
     assert set(table.values()) <= set(range(1, 20))
 
 
