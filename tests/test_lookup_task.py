@@ -124,6 +124,14 @@ def test_make_lookup_passes_its_options_on(tmp_path):
     assert len({k for row in rows + valid for k in keys_of(row)}) == 12
     assert {k for row in valid for k in keys_of(row)} <= {k for row in rows for k in keys_of(row)}
     assert max(int(row["reference_answer"]) for row in rows) <= 10
+    out = tmp_path / "separate"
+    separate = ["data", "make-lookup", str(out), "--train", "20", "--valid", "4", "--keys", "12"]
+    result = runner.invoke(app, [*separate, "--separate-keys"])  # a quarter: 3 validation keys
+    assert result.exit_code == 0, result.output
+    valid = [json.loads(line) for line in (out / "valid.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    valid_keys = {k for row in valid for k in keys_of(row)}
+    assert len(valid_keys) <= 3 and not valid_keys & {k for row in rows for k in keys_of(row)}
 
 
 @pytest.mark.slow

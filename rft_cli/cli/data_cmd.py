@@ -168,7 +168,7 @@ def make_lookup_cmd(
     n_train: Annotated[int, typer.Option("--train", min=1, help="Training rows.")] = 2000,
     n_valid: Annotated[
         int,
-        typer.Option("--valid", min=1, help="Validation rows (keys no training row names)."),
+        typer.Option("--valid", min=1, help="Validation rows (questions no training row asks)."),
     ] = 200,
     terms: Annotated[int, typer.Option(min=1, max=6, help="Keys per question.")] = 2,
     keys: Annotated[int, typer.Option(min=2, max=676, help="Keys in the table.")] = 240,
@@ -197,7 +197,8 @@ def make_lookup_cmd(
 
     A question names keys ("ka+mo=?"); the demonstrations call lookup once per key, read the values
     and answer ("17+42=59. #### 59"). The table is only in lookup.py, and validation questions use
-    keys no training row names. With no options this regenerates the shipped data/lookup byte for byte.
+    keys no training row names (a quarter of the keys), or with --shared-keys every key but no
+    question a training row asks. With no options this regenerates the shipped data/lookup byte for byte.
 
     Example:
 
@@ -209,6 +210,7 @@ def make_lookup_cmd(
 
     spec = LookupSpec(
         keys=keys,
+        valid_keys=max(1, keys // 4),
         terms=terms,
         max_value=max_value,
         extra_call_share=extra_call_share,

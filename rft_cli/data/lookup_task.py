@@ -38,9 +38,9 @@ class LookupSpec:
 
     With `shared_keys` every key appears in both sets and only the questions differ: no validation
     question names the same keys as a training question, in any order. The values still come only
-    from the tool (a model answering from memory fails once the table is redrawn:
-    docs/agent.md, "The built-in proof"), and a small model no longer has to write keys it never
-    wrote in training, which it does not learn in a laptop's minutes."""
+    from the tool (a model answering from memory would fail once the table is redrawn; the tiny
+    model does not: bench/notes/2026-12-07-lookup-exploration.md), and a small model no longer has
+    to write keys it never wrote in training, which it does not learn in a laptop's minutes."""
 
     keys: int = 240
     valid_keys: int = 60
