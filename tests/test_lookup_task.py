@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rft_cli.cli import app
-from rft_cli.data.lookup_task import LookupSpec, generate_lookup
+from rft_cli.data.lookup_task import LookupSpec, generate_lookup, keys_of
 from rft_cli.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,10 +27,6 @@ def shipped_table():
     tree = ast.parse((SHIPPED / "lookup.py").read_text())
     (assign,) = [n for n in tree.body if isinstance(n, ast.Assign)]
     return ast.literal_eval(assign.value)
-
-
-def keys_of(row):
-    return row["messages"][0]["content"].removesuffix("=?").split("+")
 
 
 def test_make_lookup_regenerates_the_shipped_files(tmp_path):

@@ -172,9 +172,8 @@ class Scanner:
         self.valid_field_rows: Counter[str] = Counter()  # overlap field -> valid rows that have it
         self.valid_lines: list[int] = []  # near-duplicate index row id -> valid line
         self.valid_keys: list[str] = []  # normalised prompts waiting to be indexed
-        self._field_sets: dict[
-            tuple[str, ...], int
-        ] = {}  # field names of a row -> rows (a range's)
+        # a row's field names -> rows that have exactly them, in the range being scanned
+        self._field_sets: dict[tuple[str, ...], int] = {}
         self.index = NearDuplicateIndex(threshold, _overlap.CANDIDATE_BUDGET)
         self.overlap: list[dict[str, Any]] = []
         self.overlap_counts: Counter[str] = Counter()
