@@ -36,31 +36,60 @@ def test_make_lookup_regenerates_the_shipped_files(tmp_path):
         assert (tmp_path / name).read_bytes() == (SHIPPED / name).read_bytes(), name
 
 
-def test_validation_questions_name_only_keys_no_training_row_names():
-    train = {k for row in shipped_rows("train.jsonl") for k in keys_of(row)}
-    valid = {k for row in shipped_rows("valid.jsonl") for k in keys_of(row)}
-    assert train and valid and not train & valid
+def test_no_validation_question_asks_what_a_training_question_asks():
+    train = shipped_rows("train.jsonl")
+    valid = shipped_rows("valid.jsonl")
+    asked = {frozenset(keys_of(row)) for row in train}
+    assert not asked & {frozenset(keys_of(row)) for row in valid}  # "A+B" and "B+A" are one
+    assert {k for row in valid for k in keys_of(row)} <= {k for row in train for k in keys_of(row)}
+
+
+def _calls(row):
+    return [
+        (
+            m["tool_calls"][0]["function"]["name"],
+            json.loads(m["tool_calls"][0]["function"]["arguments"]),
+        )
+        for m in row["messages"]
+        if m.get("tool_calls")
+    ]
 
 
 def test_each_demonstration_reads_the_table_and_answers_the_sum():
     table = shipped_table()
     rows = shipped_rows("train.jsonl") + shipped_rows("valid.jsonl")
-    extra = 0
+    with_total = extra = 0
     for row in rows:
         keys, messages = keys_of(row), row["messages"]
-        calls = [
-            json.loads(m["tool_calls"][0]["function"]["arguments"])["key"]
-            for m in messages
-            if m.get("tool_calls")
-        ]
+        calls = _calls(row)
         results = [m["content"] for m in messages if m["role"] == "tool"]
-        assert set(calls) == set(keys) and results == [str(table[k]) for k in calls]
         total = sum(table[k] for k in keys)
-        assert row["reference_answer"] == str(total) and messages[-1]["content"].endswith(
-            f"#### {total}"
-        )
-        extra += len(calls) > len(keys)
-    assert 0.2 < extra / len(rows) < 0.3  # extra_call_share 0.25
+        if calls[0][0] == "total":  # one call with every key, then its result
+            assert calls == [("total", {"keys": keys})] and results == [str(total)]
+            assert messages[-1]["content"] == f"#### {total}"
+            with_total += 1
+        else:  # a call per key (one of them perhaps twice), then the values and their sum
+            looked_up = [args["key"] for name, args in calls if name == "lookup"]
+            assert len(looked_up) == len(calls) and set(looked_up) == set(keys)
+            assert results == [str(table[k]) for k in looked_up]
+            values = "+".join(str(table[k]) for k in keys)
+            assert messages[-1]["content"] == f"{values}={total}. #### {total}"
+            extra += len(calls) > len(keys)
+        assert row["reference_answer"] == str(total)
+    assert 0.3 < with_total / len(rows) < 0.37  # total_share 1/3
+    assert 0.2 < extra / (len(rows) - with_total) < 0.3  # extra_call_share 0.25
+
+
+def test_the_shipped_tools_answer_from_the_table():
+    namespace: dict = {}
+    exec((SHIPPED / "lookup.py").read_text(), namespace)  # the repository's own file
+    table = shipped_table()
+    first, second = sorted(table)[:2]
+    assert namespace["lookup"](first) == str(table[first])
+    assert namespace["total"]([first, second]) == str(table[first] + table[second])
+    for call in (lambda: namespace["lookup"]("ZZ"), lambda: namespace["total"]([first, "ZZ"])):
+        with pytest.raises(KeyError, match="no value is stored under 'ZZ'"):
+            call()
 
 
 def test_the_shipped_task_validates_against_its_tool_with_full_marks():
@@ -83,9 +112,10 @@ def test_the_shipped_task_validates_against_its_tool_with_full_marks():
     "spec,message",
     [
         ({"keys": 1}, "keys is 1"),
-        ({"valid_keys": 240}, "valid_keys is 240"),
+        ({"valid_keys": 100, "shared_keys": False}, "valid_keys is 100"),
         ({"terms": 7}, "terms is 7"),
         ({"extra_call_share": 2.0}, "extra_call_share"),
+        ({"total_share": -0.1}, "total_share is -0.1"),
     ],
 )
 def test_a_bad_spec_is_a_usage_error(spec, message):
@@ -95,7 +125,7 @@ def test_a_bad_spec_is_a_usage_error(spec, message):
 
 def test_too_many_questions_for_the_keys_is_a_usage_error():
     with pytest.raises(ConfigError, match="could not draw 50 distinct questions"):
-        generate_lookup(10, 50, spec=LookupSpec(keys=12, valid_keys=4, terms=2))
+        generate_lookup(10, 50, spec=LookupSpec(keys=12, valid_keys=4, shared_keys=False))
 
 
 def test_shared_keys_share_every_key_and_no_question():
@@ -128,6 +158,17 @@ def test_make_lookup_passes_its_options_on(tmp_path):
     rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
     valid_keys = {k for row in valid for k in keys_of(row)}
     assert len(valid_keys) <= 3 and not valid_keys & {k for row in rows for k in keys_of(row)}
+    lookup_only = tmp_path / "lookup-only"
+    result = runner.invoke(
+        app,
+        ["data", "make-lookup", str(lookup_only), "--train", "40", "--valid", "5"]
+        + ["--total-share", "0", "--extra-call-share", "1"],
+    )
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (lookup_only / "train.jsonl").read_text().splitlines()]
+    assert all([name for name, _ in _calls(row)] == ["lookup"] * 3 for row in rows)
+    assert "def total" not in (lookup_only / "lookup.py").read_text()
+    assert "total" not in (lookup_only / "tools.yaml").read_text()
 
 
 @pytest.mark.slow
@@ -144,6 +185,7 @@ def test_an_episode_that_replays_a_demonstration_is_the_warm_up_s_tokens():
 
     tokenizer = build_char_tokenizer()
     rows = shipped_rows("valid.jsonl")[:4]
+    assert {_calls(row)[0][0] for row in rows} == {"lookup", "total"}  # both kinds of episode
     settings, episode = read_tools_file(SHIPPED / "tools.yaml")
     with load_toolbox(settings) as box:
         tools = box.tool_definitions()

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from rft_cli.config import load_run_config
+from rft_cli.graders.base import Grader, GradeResult
 from rft_cli.run_folder.metrics import read_metrics
+from rft_cli.tool_calls import ParsedOutput
 from rft_cli.training.run import train
 from tests.test_ppo_episodes import CallEveryTurn
 from tests.test_train_e2e import _interrupt_at, without_timing
@@ -43,7 +45,10 @@ def _recipe(tmp_path: Path) -> Path:
         "model": {"tiny": "llama-test"},
         "data": {"train": "train.jsonl", "valid": "valid.jsonl"},
         "grader": "grader.yaml",
-        "tools": [{"name": "lookup", "python": "lookup.py"}],
+        "tools": [
+            {"name": "lookup", "python": "lookup.py"},
+            {"name": "total", "python": "lookup.py"},
+        ],
         "episode": {"max_episode_steps": 2, "max_tokens": 60},
         "sft": {"max_steps": 2, "batch_size": 4, "learning_rate": 0.003, "max_length": 160},
         "rl": {
@@ -118,3 +123,62 @@ def test_ctrl_c_then_resume_writes_what_an_uninterrupted_run_writes(tmp_path, mu
     assert any(r.get("tool_calls_per_episode", 0) > 0 for r in expected if r.get("step", 0) > 2)
     for name in ("rl-step-0000003.jsonl", "rl-step-0000004.jsonl"):
         assert (cut / "samples" / name).read_text() == (full.run_dir / "samples" / name).read_text()
+
+
+class WholeTurnCalls:
+    """Reads every turn as a call `lookup(key=<the whole turn>)`."""
+
+    def parse(self, text, tools=None):
+        call = {"name": "lookup", "arguments": json.dumps({"key": text})}
+        return ParsedOutput(text=text, tool_calls=[{"type": "function", "function": call}])
+
+
+class KsAfterAToolResult(Grader):
+    """Reward = the share of "k" in every turn but the first (each read as a call): tokens the
+    policy samples after a tool's result and the template's tokens, so advantages, masks or GAE
+    that put the credit anywhere else leave the reward flat."""
+
+    name = "ks_after_a_result"
+
+    def grade(self, sample, item):
+        keys = ""
+        for call in sample["output_tools"][1:]:
+            arguments = call["function"]["arguments"]
+            if isinstance(arguments, str):
+                arguments = json.loads(arguments)
+            keys += str(arguments.get("key", ""))
+        return GradeResult(reward=keys.count("k") / len(keys) if keys else 0.0)
+
+
+def test_ppo_over_episodes_raises_the_reward_it_is_given(tmp_path, multi_turn, monkeypatch):
+    """The episode counterpart of test_train_e2e's single-answer test: a reward only the second
+    and later turns of an episode can earn rises."""
+    from rft_cli.training import episode_rollouts
+
+    monkeypatch.setattr(episode_rollouts, "output_parser", lambda tokenizer: WholeTurnCalls())
+    overrides = [
+        "sft.enabled=false",
+        "grader_check.enabled=false",
+        "episode.max_episode_steps=3",
+        "episode.max_tokens=240",
+        "rl.steps=40",
+        "rl.learning_rate=0.02",
+        "rl.prompts_per_step=8",
+        "rl.samples_per_prompt=4",
+        "rl.mini_batch_size=16",
+        "eval.interval=1000",
+        "save_interval=1000",
+    ]
+    config = load_run_config(_recipe(tmp_path), overrides)
+    records = []
+    train(
+        config,
+        output_dir=tmp_path / "run",
+        grader=KsAfterAToolResult(),  # "k": not one of the ids multi_turn makes stop a turn
+        progress=records.append,
+    )
+    rl = [r for r in records if r["stage"] == "rl"]
+    assert min(r["tool_calls_per_episode"] for r in rl) > 1  # every step had second calls
+    rewards = [r["train_reward_mean"] for r in rl]
+    first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+    assert last > first + 0.05, rewards

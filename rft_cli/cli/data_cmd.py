@@ -171,7 +171,7 @@ def make_lookup_cmd(
         typer.Option("--valid", min=1, help="Validation rows (questions no training row asks)."),
     ] = 200,
     terms: Annotated[int, typer.Option(min=1, max=6, help="Keys per question.")] = 2,
-    keys: Annotated[int, typer.Option(min=2, max=676, help="Keys in the table.")] = 240,
+    keys: Annotated[int, typer.Option(min=2, max=676, help="Keys in the table.")] = 100,
     max_value: Annotated[
         int, typer.Option(min=1, help="Largest value in the table (values are 1 to this).")
     ] = 49,
@@ -182,23 +182,34 @@ def make_lookup_cmd(
             help="Every key in both sets, only the questions disjoint (--shared-keys), or "
             "validation questions over keys no training row names (--separate-keys).",
         ),
-    ] = False,
+    ] = True,
     extra_call_share: Annotated[
         float,
         typer.Option(
             min=0.0,
             max=1.0,
-            help="Share of demonstrations that look one key up twice before answering.",
+            help="Share of the look-up demonstrations that look one key up twice before answering.",
         ),
     ] = 0.25,
+    total_share: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Share of demonstrations that ask the `total` tool for the sum in one call "
+            "instead of looking each key up (0: no `total` tool).",
+        ),
+    ] = 1 / 3,
     seed: Annotated[int, typer.Option(help="Random seed (the table and the questions).")] = 0,
 ) -> None:
-    """Generate the built-in tool task: sums of values only a `lookup` tool knows.
+    """Generate the built-in tool task: sums of values only the task's tools know.
 
-    A question names keys ("ka+mo=?"); the demonstrations call lookup once per key, read the values
-    and answer ("17+42=59. #### 59"). The table is only in lookup.py, and validation questions use
-    keys no training row names (a quarter of the keys), or with --shared-keys every key but no
-    question a training row asks. With no options this regenerates the shipped data/lookup byte for byte.
+    A question names keys ("ka+mo=?"). Two in three demonstrations call `lookup` once per key and
+    add the values ("17+42=59. #### 59"); one in three (--total-share) asks `total` for the sum in
+    one call ("#### 59"). The table is only in lookup.py; every key appears in training and no
+    validation question asks what a training question asks, or with --separate-keys validation
+    questions use keys no training row names (a quarter of the keys). With no options this
+    regenerates the shipped data/lookup byte for byte.
 
     Example:
 
@@ -215,6 +226,7 @@ def make_lookup_cmd(
         max_value=max_value,
         extra_call_share=extra_call_share,
         shared_keys=shared_keys,
+        total_share=total_share,
     )
     n_train, n_valid = write_lookup_task(output_dir, n_train, n_valid, seed, spec)
     render.stdout.print(

@@ -4,17 +4,22 @@
     episode:   <tool_call>{"name": "lookup", "arguments": {"key": "ka"}}</tool_call>   -> tool: "17"
                <tool_call>{"name": "lookup", "arguments": {"key": "mo"}}</tool_call>   -> tool: "42"
                "17+42=59. #### 59"
+    or:        <tool_call>{"name": "total", "arguments": {"keys": ["ka", "mo"]}}</tool_call> -> "59"
+               "#### 59"
 
-The table (key -> value) lives only in the tool's file, `lookup.py`, which the model never sees;
-the validation questions use keys that no training row names, so no value can be memorised from
-the demonstrations: only calling the tool answers them. A share of the demonstrations
-(`extra_call_share`) looks one key up twice before answering, as demonstrations written by people
-or models sometimes do; a reward that pays for economy has a call to save there.
+The table (key -> value) lives only in the tool's file, `lookup.py`, which the model never sees.
+Every key appears in training and no validation question asks what a training question asks (the
+same keys, in any order); with `shared_keys=False` the validation questions use keys no training
+row names. Two in three demonstrations look each key up and add the values themselves; one in
+three (`total_share`) asks the `total` tool for the sum in one call. A small model imitating that
+mix looks keys up and adds badly; PPO, paid by the grader for the right sum, can learn that the
+`total` tool answers right, in one call (docs/agent.md, "The built-in proof"). A share of the
+look-up demonstrations (`extra_call_share`, a quarter) looks one key up twice before answering.
 
 `rft data make-lookup data/lookup` writes the shipped files: train.jsonl and valid.jsonl (rows in
 OpenAI's chat format: assistant `tool_calls`, `tool` results, `reference_answer`), lookup.py (the
-tool and its table), tools.yaml (the tool for `rft eval --tools` and `rft validate --tools`) and
-grader.yaml (the number after "####" against the reference).
+tools and their table), tools.yaml (the tools for `rft eval --tools` and `rft validate --tools`)
+and grader.yaml (the number after "####" against the reference).
 """
 
 from __future__ import annotations
@@ -33,8 +38,9 @@ from rft_cli.errors import ConfigError, DataError
 @dataclass(frozen=True)
 class LookupSpec:
     """The task's knobs: keys in the table (`keys`, of which `valid_keys` only validation questions
-    use, unless `shared_keys`), keys per question (`terms`), the largest value, and the share of
-    demonstrations with an extra call.
+    use, unless `shared_keys`), keys per question (`terms`), the largest value, the share of
+    demonstrations that ask `total` for the sum (`total_share`; 0: no `total` tool) and the share
+    of look-up demonstrations with an extra call.
 
     With `shared_keys` every key appears in both sets and only the questions differ: no validation
     question names the same keys as a training question, in any order. The values still come only
@@ -42,12 +48,13 @@ class LookupSpec:
     model does not: bench/notes/2026-12-07-lookup-exploration.md), and a small model no longer has
     to write keys it never wrote in training, which it does not learn in a laptop's minutes."""
 
-    keys: int = 240
-    valid_keys: int = 60
+    keys: int = 100
+    valid_keys: int = 25
     terms: int = 2
     max_value: int = 49
     extra_call_share: float = 0.25
-    shared_keys: bool = False
+    shared_keys: bool = True
+    total_share: float = 1 / 3
 
     def __post_init__(self) -> None:
         if not 2 <= self.keys <= 26 * 26:
@@ -62,10 +69,10 @@ class LookupSpec:
             raise ConfigError(f"terms is {self.terms}; use 1 to 6 keys per question")
         if self.max_value < 1:
             raise ConfigError(f"max_value is {self.max_value}; use a positive number")
-        if not 0.0 <= self.extra_call_share <= 1.0:
-            raise ConfigError(
-                f"extra_call_share is {self.extra_call_share}; use a share between 0 and 1"
-            )
+        for name in ("extra_call_share", "total_share"):
+            share = getattr(self, name)
+            if not 0.0 <= share <= 1.0:
+                raise ConfigError(f"{name} is {share}; use a share between 0 and 1")
 
 
 def make_table(rng: random.Random, spec: LookupSpec) -> dict[str, int]:
@@ -80,29 +87,41 @@ def call_message(keys: list[str], first_id: int) -> dict:
     return {
         "role": "assistant",
         "content": None,
-        "tool_calls": [
-            {
-                "id": f"call_{first_id + i}",
-                "type": "function",
-                "function": {"name": "lookup", "arguments": json.dumps({"key": key})},
-            }
-            for i, key in enumerate(keys)
-        ],
+        "tool_calls": [_call(first_id + i, "lookup", {"key": key}) for i, key in enumerate(keys)],
+    }
+
+
+def _call(number: int, name: str, arguments: dict) -> dict:
+    return {
+        "id": f"call_{number}",
+        "type": "function",
+        "function": {"name": name, "arguments": json.dumps(arguments)},
     }
 
 
 def make_row(rng: random.Random, table: dict[str, int], keys: list[str], spec: LookupSpec) -> dict:
-    """One question over `keys` and its demonstrated episode: a call per key, then the answer."""
+    """One question over `keys` and its demonstrated episode: a call per key, then the answer; or,
+    for a `total_share` of them, one call to `total` with every key, then its result."""
+    total = sum(table[key] for key in keys)
+    messages: list[dict] = [{"role": "user", "content": "+".join(keys) + "=?"}]
+    if spec.total_share and rng.random() < spec.total_share:
+        messages += [
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [_call(1, "total", {"keys": keys})],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": str(total)},
+            {"role": "assistant", "content": f"#### {total}"},
+        ]
+        return {"messages": messages, "reference_answer": str(total)}
     order = list(keys)
     if spec.extra_call_share and rng.random() < spec.extra_call_share:
         order.insert(rng.randint(1, len(order)), rng.choice(keys))  # one key looked up again
-    messages: list[dict] = [{"role": "user", "content": "+".join(keys) + "=?"}]
     for n, key in enumerate(order, start=1):
         messages.append(call_message([key], n))
         messages.append({"role": "tool", "tool_call_id": f"call_{n}", "content": str(table[key])})
-    values = [table[key] for key in keys]
-    total = sum(values)
-    answer = f"{'+'.join(map(str, values))}={total}. #### {total}"
+    answer = f"{'+'.join(str(table[key]) for key in keys)}={total}. #### {total}"
     messages.append({"role": "assistant", "content": answer})
     return {"messages": messages, "reference_answer": str(total)}
 
@@ -110,8 +129,9 @@ def make_row(rng: random.Random, table: dict[str, int], keys: list[str], spec: L
 def generate_lookup(
     n_train: int, n_valid: int, seed: int = 0, spec: LookupSpec = LookupSpec()
 ) -> tuple[dict[str, int], list[dict], list[dict]]:
-    """(table, train rows, validation rows), reproducible from `seed`; the validation questions
-    use only keys no training question uses, and no question appears twice."""
+    """(table, train rows, validation rows), reproducible from `seed`; no validation question asks
+    what a training question asks (with separate keys, none names a training key), and no
+    question appears twice."""
     rng = random.Random(seed)
     table = make_table(rng, spec)
     keys = list(table)
@@ -167,6 +187,20 @@ def lookup(key: str) -> str:
     if key not in TABLE:
         raise KeyError(f"no value is stored under {{key!r}}")
     return str(TABLE[key])
+{extra}'''
+
+TOTAL_TOOL = '''
+
+def total(keys: list[str]) -> str:
+    """The sum of the values stored under some keys.
+
+    Args:
+        keys: the keys, such as ["ka", "mo"].
+    """
+    for key in keys:
+        if key not in TABLE:
+            raise KeyError(f"no value is stored under {key!r}")
+    return str(sum(TABLE[key] for key in keys))
 '''
 
 TOOLS_FILE = """# The built-in lookup task's tool, for `rft eval --tools` and `rft validate --tools` (docs/agent.md).
@@ -174,7 +208,7 @@ tools:
   - name: lookup
     python: lookup.py
     timeout: 5
-episode:
+{extra}episode:
   max_episode_steps: {steps}
   max_tokens: 320
 """
@@ -198,8 +232,13 @@ def write_lookup_task(
     write_jsonl(valid, folder / "valid.jsonl")
     body = "{\n" + "".join(f'    "{k}": {v},\n' for k, v in sorted(table.items())) + "}"
     files = {
-        "lookup.py": TOOL_FILE.format(table=body),
-        "tools.yaml": TOOLS_FILE.format(steps=2 * spec.terms + 2),
+        "lookup.py": TOOL_FILE.format(table=body, extra=TOTAL_TOOL if spec.total_share else ""),
+        "tools.yaml": TOOLS_FILE.format(
+            steps=2 * spec.terms + 2,
+            extra="  - name: total\n    python: lookup.py\n    timeout: 5\n"
+            if spec.total_share
+            else "",
+        ),
         "grader.yaml": GRADER_FILE.format(),
     }
     for name, text in files.items():
