@@ -203,7 +203,7 @@ def total(keys: list[str]) -> str:
     return str(sum(TABLE[key] for key in keys))
 '''
 
-TOOLS_FILE = """# The built-in lookup task's tool, for `rft eval --tools` and `rft validate --tools` (docs/agent.md).
+TOOLS_FILE = """# The built-in lookup task's tools, for `rft eval --tools` and `rft validate --tools` (docs/agent.md).
 tools:
   - name: lookup
     python: lookup.py
