@@ -408,7 +408,8 @@ class RLSettings(_Strict):
         0.5,
         ge=0,
         le=1,
-        doc="Stop the run (exit 1) when more than this share of a step's grades fail.",
+        doc="Stop the run (exit 1) when more than this share of a step's grades fail. A tool call the "
+        "policy wrote that cannot be read is counted (`grader_errors/tool_call_parse_error`), not a failure.",
         source="OpenAI RFT stops on grader errors",
     )
     max_numerical_faults: int = setting(

@@ -363,3 +363,23 @@ def test_a_step_whose_episodes_were_all_dropped_stops_the_run(tmp_path, monkeypa
     trainer = _episode_trainer(tmp_path, monkeypatch, rows, script)
     with pytest.raises(TrainingError, match="every episode was dropped .*HTTP 503"):
         trainer.step(1)
+
+
+@pytest.mark.slow
+def test_unreadable_calls_the_policy_writes_are_counted_and_do_not_stop_the_run(
+    tmp_path, monkeypatch
+):
+    """Tool calls the policy writes that cannot be read are the policy's doing, not the grader
+    failing: they are counted (`grader_errors/tool_call_parse_error`), the step trains, and
+    `rl.max_grader_error_share` does not stop the run. (The lookup recipe, 10 warm-up epochs, seed
+    3, stopped at step 35 with "fix the grader" when 39 of 64 episodes wrote one; its step-30 model
+    was right on 99% of the validation rows.)"""
+    rows = [
+        {"messages": [{"role": "user", "content": f"q{i}?"}], "answer": "#### 1"} for i in range(3)
+    ]
+    unclosed = '<tool_call>{"name": "lookup", "arguments": {"key": "ka"'
+    script = {f"q{i}?": [unclosed, "#### 1"] for i in range(3)}
+    trainer = _episode_trainer(tmp_path, monkeypatch, rows, script)
+    record = trainer.step(1)
+    assert record["grader_errors/tool_call_parse_error"] == 3
+    assert record["grader_error_share"] == 0.0 and "policy_loss" in record

@@ -6,7 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rft_cli.tool_calls import grade_answers
+from rft_cli.tool_calls import TOOL_CALL_PARSE_ERROR, grade_answers
+
+# Errors of the policy's making, not the grader's: counted and logged, but a grade that has only
+# these did not fail (a policy exploring can write unreadable tool calls; the grader is fine).
+POLICY_ERRORS = frozenset({TOOL_CALL_PARSE_ERROR})
 
 
 @dataclass
@@ -36,11 +40,12 @@ class GradeStats:
 
 
 def stats_of(results: Sequence[Any]) -> GradeStats:
-    """Rewards, failures (grades with any error), error counts and mean sub-rewards of GradeResults."""
+    """Rewards, failures (grades with an error of the grader's, not only `POLICY_ERRORS`), error
+    counts of every kind and mean sub-rewards of GradeResults."""
     stats = GradeStats(rewards=[float(r.reward) for r in results], results=list(results))
     sub_totals: dict[str, list[float]] = {}
     for result in results:
-        if result.errors and any(result.errors.values()):
+        if any(count for kind, count in result.errors.items() if kind not in POLICY_ERRORS):
             stats.failed += 1
         for kind, count in result.errors.items():
             stats.errors[kind] = stats.errors.get(kind, 0) + int(count)
