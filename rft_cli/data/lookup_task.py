@@ -82,21 +82,17 @@ def make_table(rng: random.Random, spec: LookupSpec) -> dict[str, int]:
     return {key: rng.randint(1, spec.max_value) for key in keys}
 
 
-def call_message(keys: list[str], first_id: int) -> dict:
-    """An assistant turn calling `lookup` once per key (ids call_<n>, OpenAI's shape)."""
-    return {
-        "role": "assistant",
-        "content": None,
-        "tool_calls": [_call(first_id + i, "lookup", {"key": key}) for i, key in enumerate(keys)],
-    }
-
-
-def _call(number: int, name: str, arguments: dict) -> dict:
-    return {
+def call_and_result(number: int, name: str, arguments: dict, result: str) -> list[dict]:
+    """An assistant turn with one call (id call_<number>, OpenAI's shape) and the tool's result."""
+    call = {
         "id": f"call_{number}",
         "type": "function",
         "function": {"name": name, "arguments": json.dumps(arguments)},
     }
+    return [
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": f"call_{number}", "content": result},
+    ]
 
 
 def make_row(rng: random.Random, table: dict[str, int], keys: list[str], spec: LookupSpec) -> dict:
@@ -105,22 +101,14 @@ def make_row(rng: random.Random, table: dict[str, int], keys: list[str], spec: L
     total = sum(table[key] for key in keys)
     messages: list[dict] = [{"role": "user", "content": "+".join(keys) + "=?"}]
     if spec.total_share and rng.random() < spec.total_share:
-        messages += [
-            {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [_call(1, "total", {"keys": keys})],
-            },
-            {"role": "tool", "tool_call_id": "call_1", "content": str(total)},
-            {"role": "assistant", "content": f"#### {total}"},
-        ]
+        messages += call_and_result(1, "total", {"keys": keys}, str(total))
+        messages.append({"role": "assistant", "content": f"#### {total}"})
         return {"messages": messages, "reference_answer": str(total)}
     order = list(keys)
     if spec.extra_call_share and rng.random() < spec.extra_call_share:
         order.insert(rng.randint(1, len(order)), rng.choice(keys))  # one key looked up again
     for n, key in enumerate(order, start=1):
-        messages.append(call_message([key], n))
-        messages.append({"role": "tool", "tool_call_id": f"call_{n}", "content": str(table[key])})
+        messages += call_and_result(n, "lookup", {"key": key}, str(table[key]))
     answer = f"{'+'.join(str(table[key]) for key in keys)}={total}. #### {total}"
     messages.append({"role": "assistant", "content": answer})
     return {"messages": messages, "reference_answer": str(total)}
