@@ -62,6 +62,8 @@ class Stage:
         self.run_dir = tmp_path / "run"
         self.run_dir.mkdir(exist_ok=True)
         self.ctx: RunContext | None = None
+        self.committed: dict[int, dict] = {}  # each checkpoint's marker, read as it was committed
+        self.on_disk: list[list[int]] = []  # the steps on disk after each commit (and its pruning)
 
     @property
     def steps(self) -> int:
@@ -74,10 +76,32 @@ class Stage:
     def lines(self) -> list[dict]:
         return read_metrics(self.run_dir / "metrics.jsonl")
 
+    @property
+    def prefix(self) -> str:
+        return "sft-step-" if self.stage == "sft" else "step-"
+
     def saved_steps(self) -> list[int]:
-        prefix = "sft-step-" if self.stage == "sft" else "step-"
-        found = [p.name[len(prefix) :] for p in self.checkpoints.glob(f"{prefix}*")]
-        return sorted(int(n) for n in found if ckpt.is_complete(self.checkpoints / f"{prefix}{n}"))
+        """The steps whose checkpoints are on disk now."""
+        found = [p.name[len(self.prefix) :] for p in self.checkpoints.glob(f"{self.prefix}*")]
+        return sorted(
+            int(n) for n in found if ckpt.is_complete(self.checkpoints / f"{self.prefix}{n}")
+        )
+
+    def kept(self, *steps: int) -> list[int]:
+        """Of these saved steps, those still on disk: RL keeps them all here
+        (keep_checkpoints=5), the warm-up its latest alone."""
+        return list(steps) if self.stage == "rl" else list(steps[-1:])
+
+    def _record_commits(self, loop: StageLoop) -> None:
+        prune = loop.saved
+
+        def saved() -> None:
+            meta = ckpt.read_meta(latest_checkpoint(self.checkpoints, self.prefix))
+            self.committed[meta["step"]] = meta
+            prune()
+            self.on_disk.append(self.saved_steps())
+
+        loop.saved = saved  # type: ignore[method-assign]
 
     def run(self, script: Script) -> None:
         """Train the stage from its latest checkpoint (as `--resume` does: later lines dropped)."""
@@ -125,6 +149,7 @@ class Stage:
         if resumed is not None:
             progress = StageProgress(**json.loads((resumed / "trainer_state.json").read_text()))
         loop = StageLoop(self.ctx, "rl", self.steps, progress, self._evaluate(script))
+        self._record_commits(loop)
 
         def step(n: int) -> dict:
             record = {"stage": "rl", "step": n, "policy_loss": 0.1, "kl": 0.01}
@@ -147,6 +172,7 @@ class Stage:
         callback = trl_callback_class()(
             self.ctx, self.stage, prefix, work, evaluate=evaluate, steps_per_record=per
         )
+        self._record_commits(callback.loop)
         if self.stage == "rl" and callback.loop.stopped_before():  # as run_trl_rl
             return
         _trl_train(self.config, callback, per, self.steps, start, script, self.stage)
@@ -232,9 +258,9 @@ def test_checkpoints_are_named_by_stage_and_marked_with_their_own_step_and_score
     step 3 (not evaluated) claimed step 2's 0.9, so rl.final: best could hand back step 3."""
     stage = _stage(tmp_path, name, "save_interval=1", "eval.interval=2")
     stage.run(Script(scores={2: 0.9, 4: 0.1}))
-    assert stage.saved_steps() == [1, 2, 3, 4]
-    prefix = "sft-step-" if stage.stage == "sft" else "step-"
-    metas = {n: ckpt.read_meta(stage.checkpoints / f"{prefix}{n}") for n in (1, 2, 3, 4)}
+    assert sorted(stage.committed) == [1, 2, 3, 4]
+    assert stage.saved_steps() == stage.kept(1, 2, 3, 4)
+    metas = stage.committed
     assert all(m["stage"] == stage.stage and m["step"] == n for n, m in metas.items())
     scores = {n: m["valid_reward_mean"] for n, m in metas.items()}
     assert scores == (
@@ -245,6 +271,18 @@ def test_checkpoints_are_named_by_stage_and_marked_with_their_own_step_and_score
         m["stage_elapsed_s"] == lines[n]["stage_elapsed_s"] for n, m in metas.items() if n < 4
     )
     assert all(m["numerical_faults"] == 0 for m in metas.values())
+
+
+def test_the_warm_up_keeps_only_its_latest_checkpoint(tmp_path):
+    """The warm-up used to keep every step checkpoint until it ended: 125 of them in
+    recipes/lookup-cpu.yaml, each with its optimizer state (for a full fine-tune of a 0.5B model,
+    about 6 GB each). A resume needs only the latest, and none of them is evaluated."""
+    stage = _stage(tmp_path, "sft", "save_interval=1")
+    with pytest.raises(KeyboardInterrupt):
+        stage.run(Script(interrupt_at=2))
+    stage.run(Script())
+    assert stage.on_disk == [[1], [2], [3], [4]]
+    assert [r["step"] for r in stage.lines()] == [1, 2, 3, 4]
 
 
 @pytest.mark.parametrize("name", RL_STAGES)
@@ -259,7 +297,8 @@ def test_ctrl_c_saves_that_step_and_stops(tmp_path, name):
     stage = _stage(tmp_path, name)
     with pytest.raises(KeyboardInterrupt):
         stage.run(Script(interrupt_at=3))
-    assert stage.saved_steps() == [2, 3] and [r["step"] for r in stage.lines()] == [1, 2, 3]
+    assert stage.saved_steps() == stage.kept(2, 3)
+    assert [r["step"] for r in stage.lines()] == [1, 2, 3]
     stage.run(Script())
     assert [r["step"] for r in stage.lines()] == [1, 2, 3, 4]
     assert stage.saved_steps()[-1] == 4
@@ -295,7 +334,7 @@ def test_numerical_faults_stop_the_stage_at_its_own_budget(tmp_path, name):
     prefix = "sft-step-" if own == "sft" else "step-"
     assert f"the last good checkpoint is {stage.checkpoints / f'{prefix}2'}" in str(raised.value)
     assert [r["step"] for r in stage.lines()] == [1, 2, 3]  # the faulty step's line is written
-    assert stage.saved_steps() == [1, 2]
+    assert stage.saved_steps() == stage.kept(1, 2)
     assert ckpt.read_meta(stage.checkpoints / f"{prefix}2")["numerical_faults"] == 1
 
 

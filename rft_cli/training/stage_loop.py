@@ -15,7 +15,8 @@ ends the same way, here, in this order:
 5. a checkpoint when one is due: every `save_interval` steps, at the last step, on Ctrl-C, at an
    early stop, and in RL at a new best validation score under `rl.final: best`. It is named
    `<prefix><step>` (`step-N`, `sft-step-N`), its marker (`rft_meta.json`) records the step's score
-   and the counters above, and RL keeps the best `keep_checkpoints` (and the latest);
+   and the counters above; RL keeps the best `keep_checkpoints` (and the latest), the warm-up
+   its latest alone;
 6. after Ctrl-C that step is saved and the run stops (exit 130).
 
 Our PPO drives the loop itself (`run_steps`); TRL's trainers drive theirs and reach this one
@@ -26,6 +27,7 @@ checkpoint: PPO's `trainer_state.json`, the marker of a TRL checkpoint.
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -244,10 +246,18 @@ class StageLoop:
         return folder
 
     def saved(self) -> None:
-        """A checkpoint was committed: RL keeps the best `keep_checkpoints` and the latest (the
-        warm-up's step checkpoints go when `checkpoints/sft` is written)."""
+        """A checkpoint was committed: RL keeps the best `keep_checkpoints` and the latest; the
+        warm-up keeps its latest alone (all a resume needs, and none of them is evaluated), so a
+        long warm-up holds one checkpoint on disk rather than one per `save_interval` steps, each
+        with its optimizer state. The last goes when `checkpoints/sft` is written."""
         if self.stage == "rl":
             ckpt.prune_checkpoints(self.ctx.checkpoints_dir, self.ctx.config.keep_checkpoints)
+            return
+        prefix = STAGE_PREFIXES["sft"]
+        latest = latest_checkpoint(self.ctx.checkpoints_dir, prefix)
+        for older in self.ctx.checkpoints_dir.glob(f"{prefix}*"):
+            if older != latest and older.name[len(prefix) :].isdigit():
+                shutil.rmtree(older, ignore_errors=True)
 
 
 def run_steps(
