@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -54,8 +55,13 @@ def _configs(ctx: RunContext) -> list:
 def test_trl_stages_train_float32_without_checkpointing_unless_configured(tmp_path, algorithm):
     """TRL 1.16's SFTConfig and GRPOConfig default to bf16=True and gradient_checkpointing=True even
     on CPU; `common_trainer_args` used to pass checkpointing only when it was on, so every TRL stage
-    of a float32 run recomputed its activations (slower, same numbers) although the config said no."""
-    for args in _configs(_ctx(tmp_path, algorithm)):
+    of a float32 run recomputed its activations (slower, same numbers) although the config said no.
+    Under transformers 5.25 the setting is `activation_checkpointing`: passing the old name printed
+    a FutureWarning on every run (an error here)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        configs = _configs(_ctx(tmp_path, algorithm))
+    for args in configs:
         assert (args.bf16, args.fp16, args.gradient_checkpointing) == (False, False, False), type(
             args
         ).__name__

@@ -393,15 +393,26 @@ def precision_args(model: Any) -> dict[str, Any]:
     checkpointing, even on CPU. bf16/fp16 is mixed precision, autocast over the float32 weights
     TRL is handed (the warm-up's model comes from `load_model`, float32 for a full fine-tune;
     GRPO/RLOO load their model folder in float32, TRL's default), so the optimizer updates
-    float32 master weights, as the Trainer does with bf16=True.
+    float32 master weights, as the Trainer does with bf16=True. Checkpointing goes by the name the
+    installed transformers reads: since 5.25 `activation_checkpointing` (the old name, which TRL's
+    default sets, then warns on every run that it is deprecated); before, `gradient_checkpointing`.
     """
+    import dataclasses
+
     import torch
+    from transformers import TrainingArguments
 
     dtype = resolve_dtype(model.dtype)
+    names = {field.name for field in dataclasses.fields(TrainingArguments)}
+    checkpointing = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in names
+        else "gradient_checkpointing"
+    )
     return {
         "bf16": dtype == torch.bfloat16,
         "fp16": dtype == torch.float16,
-        "gradient_checkpointing": model.gradient_checkpointing,
+        checkpointing: model.gradient_checkpointing,
     }
 
 
