@@ -394,8 +394,9 @@ def precision_args(model: Any) -> dict[str, Any]:
     TRL is handed (the warm-up's model comes from `load_model`, float32 for a full fine-tune;
     GRPO/RLOO load their model folder in float32, TRL's default), so the optimizer updates
     float32 master weights, as the Trainer does with bf16=True. Checkpointing goes by the name the
-    installed transformers reads: since 5.25 `activation_checkpointing` (the old name, which TRL's
-    default sets, then warns on every run that it is deprecated); before, `gradient_checkpointing`.
+    installed transformers reads: `activation_checkpointing` where TrainingArguments has it (5.25
+    does, and warns that `gradient_checkpointing`, which TRL's default sets, is deprecated), else
+    `gradient_checkpointing`.
     """
     import dataclasses
 
