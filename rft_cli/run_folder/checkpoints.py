@@ -8,7 +8,7 @@ rft state beside it: value_head.pt, optimizer.pt, scheduler.pt, rng_state.pt, tr
 The protocol, in the order a writer follows it, and what a `kill -9` at each point leaves:
 
 1. Fill `.tmp-<name>/` (model, optimizer, RNG, ...). Killed here: a `.tmp-` folder that nothing
-   reads (`step_checkpoints` matches only `step-<N>`), removed by the next prune.
+   reads (`step_checkpoints` matches only `<prefix><N>`), removed by the next prune.
 2. Write `rft_meta.json` into it and fsync the file. The marker goes last because a complete-looking
    folder must really be complete: the marker's presence is the only test readers use.
 3. Rename `.tmp-<name>` to `<name>` (atomic within one filesystem), then fsync the parent folder so
@@ -39,7 +39,7 @@ from rft_cli.errors import TrainingError
 
 MARKER = "rft_meta.json"
 ADAPTER_CONFIG = "adapter_config.json"
-STEP_DIR = re.compile(r"^step-(\d+)$")
+STEP_PREFIX = "step-"
 
 
 def is_complete(folder: str | Path) -> bool:
@@ -166,14 +166,17 @@ def write_checkpoint(
     return commit_checkpoint(tmp, folder, meta)
 
 
-def step_checkpoints(checkpoints_dir: str | Path) -> list[tuple[int, Path]]:
-    """Complete `step-<N>` folders, sorted by N."""
+def step_checkpoints(
+    checkpoints_dir: str | Path, prefix: str = STEP_PREFIX
+) -> list[tuple[int, Path]]:
+    """Complete `<prefix><N>` folders (`step-<N>`, or the warm-up's `sft-step-<N>`), sorted by N."""
     root = Path(checkpoints_dir)
     if not root.is_dir():
         return []
+    pattern = re.compile(re.escape(prefix) + r"(\d+)")
     found = []
     for child in root.iterdir():
-        match = STEP_DIR.match(child.name)
+        match = pattern.fullmatch(child.name)
         if match and child.is_dir() and is_complete(child):
             found.append((int(match.group(1)), child))
     return sorted(found)
@@ -241,14 +244,16 @@ def load_adapter_model(folder: str | Path, dtype: Any = None) -> Any:
     return PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
 
 
-def prune_checkpoints(checkpoints_dir: str | Path, keep: int) -> list[Path]:
-    """Keep the `keep` best step checkpoints by valid_reward_mean, and always the latest.
+def prune_checkpoints(
+    checkpoints_dir: str | Path, keep: int, prefix: str = STEP_PREFIX
+) -> list[Path]:
+    """Keep the `keep` best `<prefix><N>` checkpoints by valid_reward_mean, and always the latest.
 
     Checkpoints without a validation score rank below scored ones (newer first among equals).
     Returns the folders removed. Temporary folders left by a crash are removed too.
     """
     root = Path(checkpoints_dir)
-    found = step_checkpoints(root)
+    found = step_checkpoints(root, prefix)
     if not found:
         return []
     latest = found[-1][1]

@@ -27,7 +27,6 @@ checkpoint: PPO's `trainer_state.json`, the marker of a TRL checkpoint.
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,15 +74,8 @@ def non_finite(record: dict[str, Any]) -> str | None:
 
 def latest_checkpoint(checkpoints_dir: Path, prefix: str) -> Path | None:
     """The complete `<prefix><N>` folder with the highest N."""
-    best: tuple[int, Path] | None = None
-    if not checkpoints_dir.is_dir():
-        return None
-    for child in checkpoints_dir.iterdir():
-        number = child.name[len(prefix) :]
-        if child.name.startswith(prefix) and number.isdigit() and ckpt.is_complete(child):
-            if best is None or int(number) > best[0]:
-                best = (int(number), child)
-    return best[1] if best else None
+    found = ckpt.step_checkpoints(checkpoints_dir, prefix)
+    return found[-1][1] if found else None
 
 
 class StageLoop:
@@ -250,14 +242,8 @@ class StageLoop:
         warm-up keeps its latest alone (all a resume needs, and none of them is evaluated), so a
         long warm-up holds one checkpoint on disk rather than one per `save_interval` steps, each
         with its optimizer state. The last goes when `checkpoints/sft` is written."""
-        if self.stage == "rl":
-            ckpt.prune_checkpoints(self.ctx.checkpoints_dir, self.ctx.config.keep_checkpoints)
-            return
-        prefix = STAGE_PREFIXES["sft"]
-        latest = latest_checkpoint(self.ctx.checkpoints_dir, prefix)
-        for older in self.ctx.checkpoints_dir.glob(f"{prefix}*"):
-            if older != latest and older.name[len(prefix) :].isdigit():
-                shutil.rmtree(older, ignore_errors=True)
+        keep = self.ctx.config.keep_checkpoints if self.stage == "rl" else 0
+        ckpt.prune_checkpoints(self.ctx.checkpoints_dir, keep, STAGE_PREFIXES[self.stage])
 
 
 def run_steps(
