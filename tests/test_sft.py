@@ -14,6 +14,7 @@ from rft_cli.training import sft as sft_stage
 from rft_cli.training.context import RunContext
 from rft_cli.training.run import train as run_train
 from rft_cli.training.sft import (
+    SFTCollator,
     SFTEncoder,
     build_sft_trainer,
     check_demonstrations_fit,
@@ -134,6 +135,30 @@ def test_lazy_examples_and_batches_equal_trls_preparation(tmp_path):
         assert set(got) == set(expected)
         for key in expected:
             assert got[key].tolist() == expected[key].tolist(), key
+
+
+def test_each_row_is_tokenized_once_while_the_cache_has_room():
+    """Later epochs take a row's tokens from the collator's cache, equal to a fresh encoding; once
+    the token budget is spent, further rows are tokenized every time they are drawn."""
+    tokenizer = build_char_tokenizer()
+    encode = SFTEncoder(ROWS, tokenizer, "solution", MAX_LENGTH)
+    calls: list[int] = []
+
+    def counting(index: int) -> dict[str, list[int]]:
+        calls.append(index)
+        return encode(index)
+
+    rows = sft_rows(ROWS, "solution")
+    sizes = {i: len(encode(i)["input_ids"]) for i in rows}
+    budget = sizes[rows[0]] + sizes[rows[1]]  # room for the first two rows only
+    collate = SFTCollator(counting, lambda examples: examples, cache_tokens=budget)
+    first = collate([{"row": i} for i in rows])
+    first[0]["input_ids"].append(-1)  # what a caller does to a batch does not reach the cache
+    second = collate([{"row": i} for i in rows])
+
+    assert calls == rows + rows[2:]
+    assert second == [encode(i) for i in rows]
+    assert collate.cache_left == 0
 
 
 def test_a_demonstration_cut_off_entirely_adds_nothing_to_the_loss():

@@ -20,6 +20,7 @@ import json
 import math
 import shutil
 import time
+from array import array
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -164,13 +165,35 @@ class EpisodeSFTEncoder(SFTEncoder):
 
 
 class SFTCollator:
-    """Turns a batch of row indices into padded tensors: `SFTEncoder` per row, then TRL's padding collator."""
+    """Turns a batch of row indices into padded tensors: `SFTEncoder` per row, then TRL's padding collator.
 
-    def __init__(self, encode: SFTEncoder, pad: Any):
+    A row's tokens are kept once made (as int32 arrays, up to `cache_tokens` tokens in all; rows
+    past that are tokenized each time they are drawn), so later epochs skip the chat template:
+    rendering it was about a fifth of a warm-up step on the lookup task's tiny model
+    (bench/notes/2026-12-07-sft-encode-cache.md).
+    """
+
+    CACHE_TOKENS = 16_000_000  # 128 MB of ids and labels
+
+    def __init__(self, encode: SFTEncoder, pad: Any, cache_tokens: int = CACHE_TOKENS):
         self.encode, self.pad = encode, pad
+        self.cached: dict[int, tuple[array, array]] = {}
+        self.cache_left = cache_tokens
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        return self.pad([self.encode(feature["row"]) for feature in features])
+        return self.pad([self.example(feature["row"]) for feature in features])
+
+    def example(self, index: int) -> dict[str, list[int]]:
+        """Row `index` encoded, from the cache when it is there."""
+        hit = self.cached.get(index)
+        if hit is not None:
+            return {"input_ids": hit[0].tolist(), "labels": hit[1].tolist()}
+        example = self.encode(index)
+        size = len(example["input_ids"])
+        if size <= self.cache_left:
+            self.cached[index] = (array("i", example["input_ids"]), array("i", example["labels"]))
+            self.cache_left -= size
+        return example
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
