@@ -14,7 +14,7 @@ from rft_cli.config import load_run_config
 from rft_cli.errors import TrainingError
 from rft_cli.run_folder.metrics import read_metrics
 from rft_cli.training.run import train
-from tests.train_fakes import FailingGrader, NaNGrader
+from tests.train_fakes import FailingGrader, NaNGrader, SevensGrader
 
 pytestmark = pytest.mark.slow
 
@@ -292,8 +292,6 @@ def test_train_valid_overlap_is_an_error(tmp_path):
 
 def test_ppo_raises_the_reward_it_is_given(tmp_path):
     """A sign error in the advantages, the ratio or the KL placement makes this reward fall or stall."""
-    from tests.train_fakes import SevensGrader
-
     records = []
     run(
         tmp_path,
@@ -514,10 +512,12 @@ def test_every_algorithm_logs_the_per_token_kl_under_its_own_name(tmp_path):
     """Regression (issue 27): PPO logged the mean summed log-ratio per answer as `kl` (negative at
     times), GRPO TRL's per-token k3 and RLOO TRL's per-token log-ratio, all as `kl` on one plot
     axis. Now `kl` is the per-token k3 (PPO, GRPO), `kl_logratio` the per-token log-ratio (PPO,
-    RLOO) and `kl_sum` PPO's per-answer sum."""
+    RLOO) and `kl_sum` PPO's per-answer sum. The sevens grader gives a random model's answers
+    different rewards, so the policy moves whatever it samples (the recipe's exact-match grader
+    scored every answer 0 on one CPU, and nothing moved)."""
     quick = ("sft.enabled=false", "rl.steps=4", "rl.learning_rate=0.01", "eval.interval=10")
     for algorithm in ("ppo", "grpo", "rloo"):
-        run(tmp_path, *quick, f"rl.algorithm={algorithm}", name=algorithm)
+        run(tmp_path, *quick, f"rl.algorithm={algorithm}", name=algorithm, grader=SevensGrader())
         rl = [r for r in read_metrics(tmp_path / algorithm / "metrics.jsonl") if r["stage"] == "rl"]
         assert len(rl) == 4
         names = {"ppo": {"kl", "kl_logratio", "kl_sum"}, "grpo": {"kl"}, "rloo": {"kl_logratio"}}
