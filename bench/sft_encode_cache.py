@@ -21,31 +21,27 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from rft_cli.config import load_run_config  # noqa: E402
-from rft_cli.data.records import load_rows  # noqa: E402
 from rft_cli.tiny import build_char_tokenizer  # noqa: E402
-from rft_cli.tools.toolbox import load_toolbox  # noqa: E402
-from rft_cli.training.sft import EpisodeSFTEncoder, SFTCollator, SFTEncoder, sft_rows  # noqa: E402
+from rft_cli.training.run import preflight  # noqa: E402
+from rft_cli.training.sft import SFTCollator, SFTEncoder, build_encoder, sft_rows  # noqa: E402
 
 
 def encoder(recipe: Path) -> tuple[SFTEncoder, list[int], int]:
-    """The recipe's warm-up encoder over its training rows, its demonstrated rows, its batch size."""
+    """The encoder `rft train`'s warm-up builds for the recipe (whole episodes when it has tools),
+    its demonstrated rows, its batch size."""
     config = load_run_config(recipe)
     if config.model.tiny is None:
         raise SystemExit(f"{recipe}: this bench builds the tiny char tokenizer; use a tiny recipe")
-    rows = load_rows(config.data.train)
-    field, length = config.data.demonstration_field, config.sft.max_length
-    tokenizer = build_char_tokenizer()
-    if config.tools:
-        tools = load_toolbox(config.tools).tool_definitions() or None
-        encode: SFTEncoder = EpisodeSFTEncoder(rows, tokenizer, field, length, tools)
-    else:
-        encode = SFTEncoder(rows, tokenizer, field, length)
-    return encode, sft_rows(rows, field), config.sft.batch_size
+    pre = preflight(config)  # the checked rows and tools, as `rft train` reads them
+    ctx = SimpleNamespace(config=config, train_rows=pre.train_rows, tools=pre.tools)
+    rows = sft_rows(pre.train_rows, config.data.demonstration_field)
+    return build_encoder(ctx, build_char_tokenizer()), rows, config.sft.batch_size
 
 
 def timed_epoch(collate: SFTCollator, rows: list[int], batch: int) -> float:
