@@ -169,8 +169,8 @@ class SFTCollator:
 
     A row's tokens are kept once made (as int32 arrays, up to `cache_tokens` tokens in all; rows
     past that are tokenized each time they are drawn), so later epochs skip the chat template:
-    about 12 ms of a 0.13-0.17 s warm-up step on the tool task's tiny model, 26 s of a 2,500-step
-    warm-up (bench/sft_encode_cache.py; bench/notes/2026-12-07-lookup-80-steps.md).
+    about 12 ms of a 0.13-0.17 s warm-up step on the tool task's 4-head tiny model, 26 s of a
+    2,500-step warm-up (bench/sft_encode_cache.py; bench/notes/2026-12-07-lookup-80-steps.md).
     """
 
     CACHE_TOKENS = 16_000_000  # 128 MB of ids and labels

@@ -8,14 +8,14 @@ import time
 
 import torch
 
-from rft_cli.tiny import build_char_tokenizer, build_tiny_model
+from rft_cli.tiny import TINY_ARCHITECTURES, build_char_tokenizer, build_tiny_model
 
 CONFIGS = [(heads, impl) for heads in (4, 8) for impl in ("sdpa", "eager")]
 
 
 def model(tokenizer, heads: int, impl: str):
-    sizes = {"hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": heads}
-    built = build_tiny_model(tokenizer, {**sizes, "intermediate_size": 384})
+    sizes = {**TINY_ARCHITECTURES["llama-1m"], "num_attention_heads": heads}
+    built = build_tiny_model(tokenizer, sizes)
     built.set_attn_implementation(impl)
     return built
 
